@@ -1,0 +1,329 @@
+"""Dataset folders with nnU-Net conventions: ``dataset.json``, case ids, channels, pairing.
+
+* Label files are ``CASE<file_ending>`` (e.g. ``labelsTr/ACDC_patient002_frame01.nii.gz``);
+  image files are ``CASE_XXXX<file_ending>`` with a four-digit channel index (``_0000``, ...).
+* ``dataset.json`` labels may be nnU-Net v2 style (``{"background": 0, "RV": 1}``, regions as
+  lists: ``{"whole tumor": [1, 2, 3]}``) or v1 style (``{"0": "background", "1": "RV"}``).
+* Folder listings ignore hidden and temporary files (names starting with ``.``), ``dataset.json``,
+  and everything that is not an image (nnU-Net's ``plans.json``, ``.npz``, ``.pkl``, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segqc.errors import InputError
+from segqc.io.images import IMAGE_EXTENSIONS
+
+__all__ = [
+    "LABEL_EXTENSIONS",
+    "CasePairing",
+    "DatasetInfo",
+    "case_id",
+    "find_dataset_json",
+    "list_image_files",
+    "list_label_files",
+    "pair_cases",
+    "read_dataset_json",
+]
+
+#: File endings recognised as images / label maps (matched case-insensitively, longest first).
+LABEL_EXTENSIONS: tuple[str, ...] = IMAGE_EXTENSIONS
+
+_CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What segqc uses from a ``dataset.json``.
+
+    ``labels`` maps label value -> name (background 0 included when the file names it),
+    ``regions`` maps region name -> label values (nnU-Net v2 region syntax), ``channel_names``
+    maps channel index -> name, ``file_ending`` is e.g. ``".nii.gz"`` or None.
+    """
+
+    labels: dict[int, str] = field(default_factory=dict)
+    regions: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    channel_names: dict[int, str] = field(default_factory=dict)
+    file_ending: str | None = None
+    path: Path | None = None
+
+    def label_name(self, label: int | str) -> str:
+        """Name of a label value (or of a region, given its name); ``str(label)`` if unnamed."""
+        if isinstance(label, str):
+            return label
+        value = int(label)
+        return self.labels.get(value, str(value))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def read_dataset_json(path: PathLike) -> DatasetInfo:
+    """Parse an nnU-Net ``dataset.json`` (v1 or v2 label syntax).
+
+    A label whose value is a list is a region (nnU-Net v2); a one-element region whose value has
+    no name of its own also names that label. Raises :class:`InputError` naming the file for
+    missing files, malformed JSON or wrongly typed fields.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("file not found", path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"malformed JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})", path
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read dataset.json: {exc}", path) from None
+    if not isinstance(data, dict):
+        raise InputError("expected a JSON object at the top level", path)
+
+    labels, regions = _parse_labels(data.get("labels", {}), path)
+    channel_names = _parse_channels(
+        data.get("channel_names", data.get("modality", {})), path
+    )
+    file_ending = data.get("file_ending")
+    if file_ending is not None:
+        if not isinstance(file_ending, str) or not file_ending:
+            raise InputError(f"'file_ending' must be a string such as \".nii.gz\", got "
+                             f"{file_ending!r}", path)
+        file_ending = _normalise_ending(file_ending)
+    return DatasetInfo(labels=labels, regions=regions, channel_names=channel_names,
+                       file_ending=file_ending, path=path)
+
+
+def _parse_labels(raw: Any, path: Path) -> tuple[dict[int, str], dict[str, tuple[int, ...]]]:
+    if not isinstance(raw, dict):
+        raise InputError("'labels' must be an object mapping names to label values", path)
+    labels: dict[int, str] = {}
+    regions: dict[str, tuple[int, ...]] = {}
+    v1 = bool(raw) and all(
+        isinstance(v, str) and re.fullmatch(r"\d+", str(k)) for k, v in raw.items()
+    )
+    if v1:  # {"0": "background", "1": "RV"}
+        for key, name in raw.items():
+            labels[int(key)] = name
+        return dict(sorted(labels.items())), regions
+    single_regions: dict[int, str] = {}
+    for name, value in raw.items():
+        if _is_int(value) and value >= 0:
+            if value in labels:
+                raise InputError(
+                    f"label value {value} is named twice ('{labels[value]}' and '{name}')", path
+                )
+            labels[int(value)] = name
+        elif (
+            isinstance(value, list)
+            and value
+            and all(_is_int(v) and v >= 0 for v in value)
+        ):
+            regions[name] = tuple(int(v) for v in value)
+            if len(value) == 1:
+                single_regions.setdefault(int(value[0]), name)
+        else:
+            raise InputError(
+                f"label '{name}' has value {json.dumps(value)}; expected a non-negative integer "
+                "or a non-empty list of them (a region)",
+                path,
+            )
+    for value, name in single_regions.items():
+        labels.setdefault(value, name)
+    return dict(sorted(labels.items())), regions
+
+
+def _parse_channels(raw: Any, path: Path) -> dict[int, str]:
+    if not isinstance(raw, dict):
+        raise InputError("'channel_names' must be an object mapping \"0\" to a name", path)
+    channels: dict[int, str] = {}
+    for key, name in raw.items():
+        if not re.fullmatch(r"\d+", str(key)) or not isinstance(name, str):
+            raise InputError(
+                f"channel entry {json.dumps(key)}: {json.dumps(name)} must map a channel "
+                "index to a name",
+                path,
+            )
+        channels[int(key)] = name
+    return dict(sorted(channels.items()))
+
+
+def find_dataset_json(*folders: PathLike | None) -> DatasetInfo | None:
+    """Read the first ``dataset.json`` found in each folder, then its parent, in order given.
+
+    ``None`` entries are skipped. Returns None if there is none.
+    """
+    for folder in folders:
+        if folder is None:
+            continue
+        folder = Path(folder)
+        for candidate in (folder / "dataset.json", folder.parent / "dataset.json"):
+            if candidate.is_file():
+                return read_dataset_json(candidate)
+    return None
+
+
+def _normalise_ending(ending: str) -> str:
+    return ending if ending.startswith(".") else "." + ending
+
+
+def _split_extension(name: str, file_ending: str | None = None) -> tuple[str, str] | None:
+    """(stem, ending) if ``name`` ends with ``file_ending`` (or any known image ending)."""
+    lower = name.lower()
+    endings = (_normalise_ending(file_ending),) if file_ending else LABEL_EXTENSIONS
+    for ext in endings:
+        if lower.endswith(ext.lower()) and len(name) > len(ext):
+            return name[: -len(ext)], name[-len(ext):]
+    return None
+
+
+def case_id(path: PathLike, *, channel: bool = False) -> str:
+    """Case identifier of a file: its name without the (multi-part) ending.
+
+    ``"BraTS_001_0000.nii.gz"`` -> ``"BraTS_001_0000"``, or ``"BraTS_001"`` with
+    ``channel=True`` (strips a four-digit ``_XXXX`` channel suffix if present). Unknown endings:
+    the last suffix is stripped (two for ``.gz``).
+    """
+    name = Path(path).name
+    split = _split_extension(name)
+    if split is not None:
+        stem = split[0]
+    else:
+        p = Path(name)
+        stem = Path(p.stem).stem if p.suffix.lower() == ".gz" else p.stem
+    if channel:
+        match = _CHANNEL_SUFFIX.match(stem)
+        if match:
+            stem = match["case"]
+    return stem
+
+
+def _image_entries(folder: PathLike, file_ending: str | None) -> list[tuple[str, Path]]:
+    """(stem, path) of every image file directly in ``folder``, sorted by name."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise InputError("folder not found", folder)
+    if not folder.is_dir():
+        raise InputError("not a folder", folder)
+    entries = []
+    for item in sorted(folder.iterdir()):
+        if item.name.startswith(".") or item.name == "dataset.json" or not item.is_file():
+            continue
+        split = _split_extension(item.name, file_ending)
+        if split is not None:
+            entries.append((split[0], item))
+    return entries
+
+
+def list_label_files(folder: PathLike, *, file_ending: str | None = None) -> dict[str, Path]:
+    """Map case id -> label file for every image file in ``folder`` (not recursive), sorted.
+
+    With ``file_ending`` only files with that ending count. Raises :class:`InputError` if the
+    folder is missing or two files share a case id (e.g. ``x.nii`` and ``x.nii.gz``).
+    """
+    files: dict[str, Path] = {}
+    for case, item in _image_entries(folder, file_ending):
+        if case in files:
+            raise InputError(
+                f"two files for case '{case}': {files[case].name} and {item.name}; "
+                "keep one or pass the file ending to use",
+                Path(folder),
+            )
+        files[case] = item
+    return dict(sorted(files.items()))
+
+
+def list_image_files(
+    folder: PathLike, *, file_ending: str | None = None
+) -> dict[str, list[Path]]:
+    """Map case id -> channel files (``CASE_0000``, ``CASE_0001``, ...) sorted by channel.
+
+    If no file carries a ``_XXXX`` channel suffix, every file is a one-channel case. Raises
+    :class:`InputError` when only some files have a suffix, when a case's channels are not
+    ``0 .. n-1``, when cases have different numbers of channels, or on a duplicate file.
+    """
+    folder = Path(folder)
+    entries = _image_entries(folder, file_ending)
+    matches = [(_CHANNEL_SUFFIX.match(stem), stem, item) for stem, item in entries]
+    with_suffix = [m is not None for m, _, _ in matches]
+    if entries and not any(with_suffix):
+        return {case: [item] for case, item in list_label_files(folder, file_ending=file_ending)
+                .items()}
+    if not all(with_suffix):
+        example = next(item for (m, _, item) in matches if m is None)
+        raise InputError(
+            f"image file {example.name} has no channel suffix (_0000, _0001, ...) while "
+            "others do",
+            folder,
+        )
+    cases: dict[str, dict[int, Path]] = {}
+    for match, _, item in matches:
+        assert match is not None
+        case, idx = match["case"], int(match["channel"])
+        channels = cases.setdefault(case, {})
+        if idx in channels:
+            raise InputError(
+                f"two files for case '{case}' channel {idx:04d}: {channels[idx].name} and "
+                f"{item.name}",
+                folder,
+            )
+        channels[idx] = item
+    n_channels = None
+    result: dict[str, list[Path]] = {}
+    for case in sorted(cases):
+        indices = sorted(cases[case])
+        if indices != list(range(len(indices))):
+            raise InputError(
+                f"case '{case}' has channels {[f'{i:04d}' for i in indices]}; expected "
+                f"_0000 to _{len(indices) - 1:04d} without gaps",
+                folder,
+            )
+        if n_channels is None:
+            n_channels = len(indices)
+        elif len(indices) != n_channels:
+            raise InputError(
+                f"case '{case}' has {len(indices)} channels but other cases have {n_channels}",
+                folder,
+            )
+        result[case] = [cases[case][i] for i in indices]
+    return result
+
+
+@dataclass(frozen=True)
+class CasePairing:
+    """Predictions matched to ground truth by case id (all lists sorted by case)."""
+
+    matched: list[tuple[str, Path, Path]]  # (case, pred_path, gt_path)
+    missing_pred: list[tuple[str, Path]]  # ground-truth case without prediction: (case, gt_path)
+    extra_pred: list[tuple[str, Path]]  # prediction without ground truth: (case, pred_path)
+
+
+def pair_cases(
+    pred_dir: PathLike, gt_dir: PathLike, *, file_ending: str | None = None
+) -> CasePairing:
+    """Pair label files of a prediction folder and a ground-truth folder by case id.
+
+    Raises :class:`InputError` if either folder is missing or the ground-truth folder holds no
+    label files; missing and extra predictions are reported in the result, not raised.
+    """
+    gt = list_label_files(gt_dir, file_ending=file_ending)
+    pred = list_label_files(pred_dir, file_ending=file_ending)
+    if not gt:
+        endings = file_ending or ", ".join(LABEL_EXTENSIONS)
+        raise InputError(f"no label files ({endings}) found", Path(gt_dir))
+    return CasePairing(
+        matched=[(case, pred[case], gt[case]) for case in gt if case in pred],
+        missing_pred=[(case, gt[case]) for case in gt if case not in pred],
+        extra_pred=[(case, pred[case]) for case in pred if case not in gt],
+    )
+

@@ -1,0 +1,636 @@
+"""Reading and writing images and label maps, and their geometry.
+
+Conventions (see ``ARCHITECTURE.md``):
+
+* Arrays are numpy in ITK index order ``(i, j, k) = (x, y, z)``: the *transpose* of
+  ``SimpleITK.GetArrayFromImage``, so ``array.shape == image.GetSize()`` and ``spacing[d]`` (mm)
+  belongs to array axis ``d``. This is also the axis order of nibabel's ``get_fdata()`` for NIfTI.
+  Arrays returned by the readers are therefore usually Fortran-ordered views; use
+  ``np.ascontiguousarray`` where C order matters.
+* Physical coordinates are ITK's: millimetres, LPS (x grows to the patient's Left, y to Posterior,
+  z to Superior). nibabel's RAS affine equals ``diag(-1, -1, 1, 1) @ Geometry.affine()``.
+* Label maps are unsigned integers (``uint8`` if the largest label is <= 255, else ``uint16``, else
+  ``uint32``); images are ``float32`` unless asked otherwise.
+* Every problem with a file raises :class:`~segqc.errors.InputError` (or its subclass
+  :class:`~segqc.errors.GeometryMismatchError`) with one line naming the file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import os
+import re
+import secrets
+import shutil
+import struct
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from segqc.errors import GeometryMismatchError, InputError
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "Geometry",
+    "Image",
+    "check_same_geometry",
+    "read_image",
+    "read_label_map",
+    "resample_nearest",
+    "write_image",
+]
+
+#: File endings segqc reads and writes (matched case-insensitively, longest first).
+IMAGE_EXTENSIONS: tuple[str, ...] = (
+    ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".tif", ".tiff",
+)
+_PLAIN_2D = (".png", ".tif", ".tiff")  # no physical geometry: spacing 1 mm, origin 0, identity
+_DETACHED = (".nhdr", ".mhd")  # header + separate data file
+_FORMAT_NAMES = {
+    ".nii.gz": "NIfTI", ".nii": "NIfTI", ".nrrd": "NRRD", ".nhdr": "NRRD", ".mha": "MetaImage",
+    ".mhd": "MetaImage", ".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF",
+}
+_RESAMPLE_HINT = (
+    "pass --resample to map the prediction onto the ground-truth grid with nearest-neighbour "
+    "interpolation"
+)
+_POSITIVE_CODES = "LPS"  # ITK/LPS: +x -> Left, +y -> Posterior, +z -> Superior
+_NEGATIVE_CODES = "RAI"
+
+
+# --------------------------------------------------------------------------------------------
+# Geometry
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Voxel grid of an image in physical space (ITK conventions, millimetres, LPS).
+
+    ``shape`` is the array shape in ITK index order, ``spacing[d]`` the voxel size in mm along
+    array axis ``d``, ``origin`` the LPS position (mm) of the centre of voxel ``(0, ..., 0)`` and
+    ``direction`` the ``ndim * ndim`` direction cosines, row-major as ``SimpleITK.GetDirection()``
+    (column ``d`` is the physical direction of array axis ``d``).
+    """
+
+    shape: tuple[int, ...]
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        shape = tuple(int(s) for s in self.shape)
+        n = len(shape)
+        spacing = tuple(float(s) for s in self.spacing)
+        origin = tuple(float(o) for o in self.origin)
+        direction = tuple(float(d) for d in np.asarray(self.direction, dtype=float).ravel())
+        if n == 0 or any(s < 0 for s in shape):
+            raise ValueError(f"invalid shape {shape}")
+        if len(spacing) != n or len(origin) != n or len(direction) != n * n:
+            raise ValueError(
+                f"geometry of a {n}D grid needs {n} spacings, {n} origin coordinates and "
+                f"{n * n} direction cosines; got {len(spacing)}, {len(origin)}, {len(direction)}"
+            )
+        if not all(np.isfinite(spacing)) or any(s <= 0 for s in spacing):
+            raise ValueError(f"spacing must be positive and finite, got {spacing}")
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "spacing", spacing)
+        object.__setattr__(self, "origin", origin)
+        object.__setattr__(self, "direction", direction)
+
+    @classmethod
+    def from_shape(
+        cls,
+        shape: Sequence[int],
+        spacing: Sequence[float] | None = None,
+        origin: Sequence[float] | None = None,
+    ) -> Geometry:
+        """Axis-aligned grid (identity direction); spacing defaults to 1 mm, origin to 0."""
+        n = len(shape)
+        return cls(
+            shape=tuple(shape),
+            spacing=tuple(spacing) if spacing is not None else (1.0,) * n,
+            origin=tuple(origin) if origin is not None else (0.0,) * n,
+            direction=tuple(np.eye(n).ravel()),
+        )
+
+    @property
+    def ndim(self) -> int:
+        """Number of spatial dimensions (2 or 3)."""
+        return len(self.shape)
+
+    def direction_matrix(self) -> np.ndarray:
+        """``ndim x ndim`` direction cosine matrix (column d = direction of array axis d)."""
+        return np.asarray(self.direction, dtype=float).reshape(self.ndim, self.ndim)
+
+    def affine(self) -> np.ndarray:
+        """``(ndim+1) x (ndim+1)`` matrix mapping a voxel index to its LPS position in mm."""
+        n = self.ndim
+        a = np.eye(n + 1)
+        a[:n, :n] = self.direction_matrix() @ np.diag(self.spacing)
+        a[:n, n] = self.origin
+        return a
+
+    def orientation(self) -> str:
+        """Axis codes such as ``"LPS"`` or ``"RAS"`` (``"LP"`` in 2D), one letter per array axis.
+
+        Letter ``d`` names the anatomical direction that array axis ``d`` points *towards*
+        (DICOM/nibabel convention; identity direction is ``"LPS"``). For oblique grids each axis
+        gets the closest anatomical axis, with no anatomical axis used twice.
+        """
+        m = self.direction_matrix()
+        n = self.ndim
+        best = max(
+            itertools.permutations(range(n)),
+            key=lambda perm: sum(abs(m[perm[d], d]) for d in range(n)),
+        )
+        return "".join(
+            (_POSITIVE_CODES if m[best[d], d] >= 0 else _NEGATIVE_CODES)[best[d]]
+            for d in range(n)
+        )
+
+    def voxel_volume_ml(self) -> float:
+        """Volume of one voxel in millilitres (``prod(spacing) / 1000``; for 2D grids this is the
+        pixel area in mm^2 divided by 1000)."""
+        return float(np.prod(self.spacing)) / 1000.0
+
+    def to_dict(self) -> dict[str, list[float] | list[int]]:
+        """JSON-able form: lists ``shape``, ``spacing``, ``origin``, ``direction``."""
+        return {
+            "shape": list(self.shape),
+            "spacing": list(self.spacing),
+            "origin": list(self.origin),
+            "direction": list(self.direction),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Geometry:
+        """Inverse of :meth:`to_dict`; raises :class:`InputError` on malformed data."""
+        try:
+            return cls(
+                shape=tuple(data["shape"]),
+                spacing=tuple(data["spacing"]),
+                origin=tuple(data["origin"]),
+                direction=tuple(data["direction"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"malformed geometry {dict(data)!r}: {exc}") from None
+
+
+@dataclass
+class Image:
+    """A voxel array (ITK index order) with its geometry and the file it came from, if any."""
+
+    array: np.ndarray
+    geometry: Geometry
+    path: Path | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+
+def read_image(path: str | os.PathLike[str], *, dtype: Any = np.float32) -> Image:
+    """Read a 2D or 3D scalar image (NIfTI, NRRD, MetaImage, PNG, TIFF).
+
+    The array is in ITK index order and cast to ``dtype`` (``None`` keeps the stored type).
+    PNG/TIFF get spacing 1 mm, origin 0 and identity direction. Note that ITK's NIfTI reader
+    replaces NaN and infinite voxels by 0 (``read_label_map`` checks for them). Raises :class:`InputError` for a
+    missing, unsupported, unreadable or truncated file, a multi-component (e.g. RGB) image or an
+    image that is not 2D or 3D.
+    """
+    path = Path(path)
+    sitk_image = _read_sitk(path)
+    array = _array_of(sitk_image)
+    if dtype is not None:
+        array = array.astype(dtype, copy=False)
+    return Image(array=array, geometry=_geometry_of(sitk_image, path), path=path)
+
+
+def read_label_map(path: str | os.PathLike[str]) -> Image:
+    """Read a label map and validate it: finite, integral and non-negative values.
+
+    Float-typed data with integral values is accepted. The array is cast to the smallest of
+    ``uint8`` / ``uint16`` / ``uint32`` that holds its largest label. Raises :class:`InputError`
+    naming the file for NaN or infinite values, fractional values and negative values.
+    """
+    path = Path(path)
+    sitk_image = _read_sitk(path)
+    array = _array_of(sitk_image)
+    if np.issubdtype(array.dtype, np.floating) and _extension(path) in (".nii", ".nii.gz"):
+        _check_nifti_finite(path)
+    array = _label_array(array, path)
+    return Image(array=array, geometry=_geometry_of(sitk_image, path), path=path)
+
+
+def _label_array(array: np.ndarray, path: Path | None) -> np.ndarray:
+    """Validate label values and cast to the smallest unsigned type (uint8/16/32)."""
+    if array.dtype == bool:
+        return array.astype(np.uint8)
+    if np.issubdtype(array.dtype, np.floating):
+        if np.isnan(array).any():
+            raise InputError("contains NaN values; a label map needs integer labels", path)
+        if np.isinf(array).any():
+            raise InputError("contains infinite values; a label map needs integer labels", path)
+        fractional = array != np.round(array)
+        if fractional.any():
+            example = _format_number(float(array[fractional].flat[0]))
+            raise InputError(f"non-integer label values, e.g. {example}", path)
+    elif not np.issubdtype(array.dtype, np.integer):
+        raise InputError(f"unsupported pixel type {array.dtype} for a label map", path)
+    if array.size == 0:
+        return array.astype(np.uint8)
+    low, high = array.min(), array.max()
+    if low < 0:
+        raise InputError(f"negative label values, e.g. {_format_number(float(low))}", path)
+    for candidate in (np.uint8, np.uint16, np.uint32):
+        if high <= np.iinfo(candidate).max:
+            return array.astype(candidate, copy=False)
+    raise InputError(f"label value {_format_number(float(high))} is too large (max 2^32-1)", path)
+
+
+def _check_nifti_finite(path: Path) -> None:
+    """ITK's NIfTI reader silently turns NaN and infinite voxels into 0; look at the stored
+    values with nibabel instead (only done for float-typed label maps, which are rare)."""
+    import nibabel
+
+    try:
+        stored = np.asanyarray(nibabel.load(path).dataobj)
+    except Exception:  # noqa: BLE001 - SimpleITK read it; nibabel's opinion is only a check
+        return
+    if np.issubdtype(stored.dtype, np.floating):
+        if np.isnan(stored).any():
+            raise InputError("contains NaN values; a label map needs integer labels", path)
+        if np.isinf(stored).any():
+            raise InputError("contains infinite values; a label map needs integer labels", path)
+
+
+def _extension(path: Path) -> str:
+    """The supported file ending of ``path`` (lower case) or InputError."""
+    name = path.name.lower()
+    for ext in IMAGE_EXTENSIONS:
+        if name.endswith(ext):
+            return ext
+    suffix = "".join(path.suffixes[-2:]) if name.endswith(".gz") else path.suffix
+    raise InputError(
+        f"unsupported file type '{suffix or path.name}'; expected one of "
+        + ", ".join(IMAGE_EXTENSIONS),
+        path,
+    )
+
+
+def _read_sitk(path: Path) -> sitk.Image:
+    """Read a scalar 2D/3D image with SimpleITK, turning every failure into one InputError."""
+    if not path.exists():
+        raise InputError("file not found", path)
+    if path.is_dir():
+        raise InputError("is a folder, expected an image file", path)
+    ext = _extension(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise InputError(_unreadable_message(exc, ext), path) from None
+    ndim = reader.GetDimension()
+    if ndim not in (2, 3):
+        raise InputError(
+            f"expected a 2D or 3D image, got {ndim}D with size {tuple(reader.GetSize())}", path
+        )
+    components = reader.GetNumberOfComponents()
+    if components != 1:
+        raise InputError(
+            f"expected a scalar (single-channel) image, got {components} components per voxel",
+            path,
+        )
+    if ext in (".nii", ".nii.gz"):
+        _check_nifti_complete(path, ext)
+    try:
+        return reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(_unreadable_message(exc, ext), path) from None
+
+
+def _unreadable_message(exc: RuntimeError, ext: str) -> str:
+    fmt = _FORMAT_NAMES[ext]
+    text = str(exc)
+    if "Unable to determine ImageIO reader" in text:
+        return f"cannot read image: not a valid {fmt} file (corrupt or wrong file type)"
+    reason = _short_reason(text)
+    msg = f"cannot read image: corrupt or truncated {fmt} file"
+    if ext in _DETACHED:
+        msg += " (or its data file is missing)"
+    return f"{msg}: {reason}" if reason else msg
+
+
+def _short_reason(text: str) -> str:
+    """Last informative line of a SimpleITK/ITK error, without source locations and pointers."""
+    lines = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("Exception thrown in SimpleITK"):
+            continue
+        if line.startswith("Reason:"):  # ITK's errno text, often a misleading "No such file"
+            continue
+        line = re.sub(r"^(sitk::ERROR|ITK ERROR|itk::ERROR):\s*", "", line)
+        line = re.sub(r"^\w+\(0x[0-9a-fA-F]+\):\s*", "", line)
+        line = re.sub(r"^\[\w+\]\s*", "", line)
+        lines.append(line)
+    if not lines or lines[-1].startswith("File cannot be read"):  # MetaImage: says nothing
+        return ""
+    return lines[-1][:200]
+
+
+def _check_nifti_complete(path: Path, ext: str) -> None:
+    """Raise InputError if a NIfTI file holds fewer bytes than its header promises.
+
+    ITK silently zero-fills truncated NIfTI data (both ``.nii`` and ``.nii.gz``), so this is
+    checked here: for ``.nii`` against the file size, for ``.nii.gz`` against the gzip trailer's
+    size field, falling back to decompressing the whole stream when that field does not match.
+    """
+    try:
+        if ext == ".nii":
+            with open(path, "rb") as f:
+                header = f.read(540)
+            expected = _nifti_expected_bytes(header)
+            if expected is not None and path.stat().st_size < expected:
+                raise InputError(
+                    f"cannot read image: truncated NIfTI file ({path.stat().st_size} bytes, "
+                    f"header promises {expected})",
+                    path,
+                )
+            return
+        with gzip.open(path, "rb") as g:
+            header = g.read(540)
+        expected = _nifti_expected_bytes(header)
+        if expected is None:
+            return
+        with open(path, "rb") as f:
+            f.seek(-4, os.SEEK_END)
+            (isize,) = struct.unpack("<I", f.read(4))
+        if isize == expected % 2**32:
+            return  # single complete gzip member: the usual case, checked without decompressing
+        total = 0
+        with gzip.open(path, "rb") as g:
+            while chunk := g.read(1 << 24):
+                total += len(chunk)
+        if total < expected:
+            raise InputError(
+                f"cannot read image: truncated NIfTI file ({total} bytes after decompression, "
+                f"header promises {expected})",
+                path,
+            )
+    except EOFError:
+        raise InputError(
+            "cannot read image: truncated .nii.gz file (compressed data ends early)", path
+        ) from None
+    except (OSError, zlib.error) as exc:
+        raise InputError(f"cannot read image: corrupt .nii.gz file ({exc})", path) from None
+
+
+def _nifti_expected_bytes(header: bytes) -> int | None:
+    """Header size plus voxel data size promised by a NIfTI-1/2 header, or None if unparseable."""
+    if len(header) < 348:
+        return None
+    for endian in "<>":
+        (sizeof_hdr,) = struct.unpack(endian + "i", header[:4])
+        if sizeof_hdr == 348:
+            dims = struct.unpack(endian + "8h", header[40:56])
+            (bitpix,) = struct.unpack(endian + "h", header[72:74])
+            (vox_offset,) = struct.unpack(endian + "f", header[108:112])
+            break
+        if sizeof_hdr == 540 and len(header) >= 540:
+            (bitpix,) = struct.unpack(endian + "h", header[14:16])
+            dims = struct.unpack(endian + "8q", header[16:80])
+            (vox_offset,) = struct.unpack(endian + "q", header[168:176])
+            break
+    else:
+        return None
+    ndim = dims[0]
+    if not 1 <= ndim <= 7 or bitpix <= 0 or any(d <= 0 for d in dims[1 : ndim + 1]):
+        return None
+    offset = max(int(vox_offset), sizeof_hdr)
+    return offset + int(np.prod(dims[1 : ndim + 1], dtype=np.int64)) * bitpix // 8
+
+
+def _array_of(image: sitk.Image) -> np.ndarray:
+    """Voxel array in ITK index order (transpose of ``GetArrayFromImage``)."""
+    return sitk.GetArrayFromImage(image).T
+
+
+def _geometry_of(image: sitk.Image, path: Path | None = None) -> Geometry:
+    shape = tuple(image.GetSize())
+    if path is not None and _extension(path) in _PLAIN_2D:
+        return Geometry.from_shape(shape)
+    return Geometry(
+        shape=shape,
+        spacing=tuple(image.GetSpacing()),
+        origin=tuple(image.GetOrigin()),
+        direction=tuple(image.GetDirection()),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+
+def _to_sitk(array: np.ndarray, geometry: Geometry, path: Path | None = None) -> sitk.Image:
+    """SimpleITK image from an ITK-index-order array and its geometry."""
+    array = np.asarray(array)
+    if array.ndim not in (2, 3):
+        raise InputError(f"expected a 2D or 3D array, got shape {array.shape}", path)
+    if array.shape != geometry.shape:
+        raise InputError(
+            f"array shape {array.shape} does not match geometry shape {geometry.shape}", path
+        )
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    elif array.dtype == np.float16:
+        array = array.astype(np.float32)
+    try:
+        image = sitk.GetImageFromArray(np.ascontiguousarray(array.T), isVector=False)
+    except (TypeError, RuntimeError) as exc:
+        raise InputError(f"cannot store pixel type {array.dtype}: {exc}", path) from None
+    image.SetSpacing(geometry.spacing)
+    image.SetOrigin(geometry.origin)
+    image.SetDirection(geometry.direction)
+    return image
+
+
+def write_image(
+    path: str | os.PathLike[str],
+    array: np.ndarray,
+    geometry: Geometry,
+    *,
+    compress: bool = True,
+) -> Path:
+    """Write ``array`` (ITK index order) with ``geometry`` atomically; return the path.
+
+    The format follows the file ending (see :data:`IMAGE_EXTENSIONS`). Parent folders are
+    created. The data go to a temporary file in the same folder (``.tmp-<random>-<name>``,
+    keeping the ending so that SimpleITK picks the right format) that is then renamed with
+    ``os.replace``; readers never see a half-written file, and the temporary file is removed on
+    failure. For detached-header formats (``.nhdr``, ``.mhd``) the pair is written in a hidden
+    temporary folder and moved data file first, header last. ``bool`` arrays are stored as
+    ``uint8``, ``float16`` as ``float32``; other dtypes are kept when the format supports them.
+    """
+    path = Path(path)
+    ext = _extension(path)
+    image = _to_sitk(array, geometry, path)
+    if ext in _PLAIN_2D and geometry.ndim != 2:
+        raise InputError(f"{_FORMAT_NAMES[ext]} files hold 2D images only", path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create folder: {exc.strerror or exc}", path.parent) from None
+    token = secrets.token_hex(4)
+    if ext in _DETACHED:
+        _write_detached(image, path, token, compress)
+        return path
+    tmp = path.with_name(f".tmp-{token}-{path.name}")
+    try:
+        sitk.WriteImage(image, str(tmp), useCompression=compress)
+        os.replace(tmp, path)
+    except (RuntimeError, OSError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputError(_unwritable_message(exc), path) from None
+    return path
+
+
+def _write_detached(image: sitk.Image, path: Path, token: str, compress: bool) -> None:
+    tmp_dir = path.with_name(f".tmp-{token}-{path.name}.d")
+    try:
+        tmp_dir.mkdir()
+        sitk.WriteImage(image, str(tmp_dir / path.name), useCompression=compress)
+        header = tmp_dir / path.name
+        for item in sorted(tmp_dir.iterdir()):
+            if item != header:
+                os.replace(item, path.with_name(item.name))
+        os.replace(header, path)
+    except (RuntimeError, OSError) as exc:
+        raise InputError(_unwritable_message(exc), path) from None
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def _unwritable_message(exc: Exception) -> str:
+    if isinstance(exc, OSError):
+        return f"cannot write image: {exc.strerror or exc}"
+    reason = _short_reason(str(exc))
+    return f"cannot write image: {reason}" if reason else "cannot write image"
+
+
+# --------------------------------------------------------------------------------------------
+# Geometry checks and resampling
+# --------------------------------------------------------------------------------------------
+
+
+def check_same_geometry(
+    pred: Geometry,
+    gt: Geometry,
+    *,
+    pred_path: str | os.PathLike[str] | None = None,
+    gt_path: str | os.PathLike[str] | None = None,
+    spacing_rtol: float = 1e-3,
+    direction_atol: float = 1e-3,
+    origin_atol_mm: float | None = None,
+) -> None:
+    """Raise :class:`GeometryMismatchError` unless ``pred`` and ``gt`` share a voxel grid.
+
+    Compared: dimensionality and shape (exactly), spacing (relative tolerance
+    ``spacing_rtol``), direction cosines (absolute tolerance ``direction_atol``; catches flipped
+    or permuted axes) and, only when ``origin_atol_mm`` is given, the origin (largest coordinate
+    difference in mm). The one-line message names the prediction file, lists what differs with
+    both values and suggests ``--resample``.
+    """
+    pred_name = str(pred_path) if pred_path is not None else None
+    gt_ref = f"ground truth {gt_path}" if gt_path is not None else "ground truth"
+    if pred.ndim != gt.ndim:
+        raise GeometryMismatchError(
+            f"{pred.ndim}D prediction cannot be compared with {gt.ndim}D {gt_ref} "
+            f"(shapes {pred.shape} and {gt.shape})",
+            pred_name,
+        )
+    diffs: list[tuple[str, str, str]] = []  # (what, prediction value, ground-truth value)
+    if pred.shape != gt.shape:
+        diffs.append(("shape", str(pred.shape), str(gt.shape)))
+    if not np.allclose(pred.spacing, gt.spacing, rtol=spacing_rtol, atol=0.0):
+        diffs.append(("spacing", _format_tuple(pred.spacing) + " mm",
+                      _format_tuple(gt.spacing) + " mm"))
+    if np.max(np.abs(np.subtract(pred.direction, gt.direction))) > direction_atol:
+        p_code, g_code = pred.orientation(), gt.orientation()
+        if p_code != g_code:
+            diffs.append(("orientation", p_code, g_code))
+        else:
+            diffs.append(("direction", _format_tuple(pred.direction, 4),
+                          _format_tuple(gt.direction, 4)))
+    if origin_atol_mm is not None:
+        offset = float(np.max(np.abs(np.subtract(pred.origin, gt.origin))))
+        if offset > origin_atol_mm:
+            diffs.append(("origin", _format_tuple(pred.origin) + " mm",
+                          _format_tuple(gt.origin) + " mm"))
+    if not diffs:
+        return
+    if len(diffs) == 1:
+        what, p, g = diffs[0]
+        message = f"{what} {p} differs from {gt_ref} {g}"
+    else:
+        message = (
+            ", ".join(f"{what} {p}" for what, p, _ in diffs)
+            + f" differ from {gt_ref}: "
+            + ", ".join(f"{what} {g}" for what, _, g in diffs)
+        )
+    if pred_name is None:
+        message = "prediction " + message
+    raise GeometryMismatchError(f"{message}; {_RESAMPLE_HINT}", pred_name)
+
+
+def resample_nearest(label: Image, reference: Geometry) -> Image:
+    """Map a label map onto the ``reference`` grid in physical (LPS mm) space.
+
+    Nearest-neighbour interpolation; reference voxels whose centre falls outside ``label``'s
+    grid get 0 (background). The dtype is kept; ``path`` is carried over.
+    """
+    if label.geometry.ndim != reference.ndim:
+        raise GeometryMismatchError(
+            f"cannot resample a {label.geometry.ndim}D label map onto a {reference.ndim}D grid",
+            label.path,
+        )
+    dtype = label.array.dtype
+    moving = _to_sitk(label.array, label.geometry, label.path)
+    resampler = sitk.ResampleImageFilter()
+    resampler.SetSize([int(s) for s in reference.shape])
+    resampler.SetOutputSpacing(reference.spacing)
+    resampler.SetOutputOrigin(reference.origin)
+    resampler.SetOutputDirection(reference.direction)
+    resampler.SetInterpolator(sitk.sitkNearestNeighbor)
+    resampler.SetDefaultPixelValue(0)
+    resampler.SetOutputPixelType(moving.GetPixelID())
+    resampler.SetTransform(sitk.Transform(reference.ndim, sitk.sitkIdentity))
+    out = resampler.Execute(moving)
+    return Image(array=_array_of(out).astype(dtype, copy=False), geometry=reference,
+                 path=label.path)
+
+
+# --------------------------------------------------------------------------------------------
+# Formatting helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _format_number(value: float, digits: int = 6) -> str:
+    """Short, readable float: 1.0, 2.5, 1.5625, 0.333333."""
+    if float(value).is_integer():
+        return f"{value:.1f}"
+    return f"{value:.{digits}g}"
+
+
+def _format_tuple(values: Sequence[float], digits: int = 6) -> str:
+    return "(" + ", ".join(_format_number(float(v), digits) for v in values) + ")"

@@ -1,0 +1,507 @@
+"""segqc.io.images against independent readers (nibabel, SimpleITK used directly)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from segqc.errors import GeometryMismatchError, InputError
+from segqc.io import (
+    Geometry,
+    Image,
+    check_same_geometry,
+    read_image,
+    read_label_map,
+    resample_nearest,
+    write_image,
+)
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+ACDC_LABELS = Path(__file__).resolve().parents[3] / "shared" / "data" / "acdc" / "labelsTr"
+
+
+def _rotation_z(degrees: float) -> np.ndarray:
+    t = np.deg2rad(degrees)
+    return np.array([[np.cos(t), -np.sin(t), 0.0], [np.sin(t), np.cos(t), 0.0], [0.0, 0.0, 1.0]])
+
+
+@pytest.fixture
+def oblique_geometry() -> Geometry:
+    """An anisotropic, rotated and flipped grid: nothing in it is the identity."""
+    direction = _rotation_z(20.0) @ np.diag([1.0, -1.0, 1.0])
+    return Geometry(
+        shape=(5, 6, 7),
+        spacing=(0.8, 1.2, 2.5),
+        origin=(10.0, -20.0, 30.0),
+        direction=tuple(direction.ravel()),
+    )
+
+
+@pytest.fixture
+def labels_567() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 4, size=(5, 6, 7), dtype=np.uint8)
+
+
+def _no_temp_files(folder: Path) -> bool:
+    return not any(p.name.startswith(".tmp-") for p in folder.iterdir())
+
+
+# ------------------------------------------------------------------------------------------
+# Axis order and affine against nibabel
+# ------------------------------------------------------------------------------------------
+
+
+def test_nifti_written_by_segqc_matches_nibabel_axis_order_and_ras_affine(
+    tmp_path, oblique_geometry, labels_567
+):
+    path = write_image(tmp_path / "case.nii.gz", labels_567, oblique_geometry)
+    ref = nib.load(path)
+    assert ref.shape == labels_567.shape
+    np.testing.assert_array_equal(np.asarray(ref.dataobj), labels_567)
+    np.testing.assert_allclose(ref.affine, LPS_TO_RAS @ oblique_geometry.affine(), atol=1e-5)
+    assert "".join(nib.aff2axcodes(ref.affine)) == oblique_geometry.orientation()
+
+
+def test_nifti_written_by_nibabel_reads_with_same_values_and_affine(tmp_path):
+    rng = np.random.default_rng(1)
+    data = rng.normal(size=(4, 5, 6)).astype(np.float32)
+    ras_affine = np.array(
+        [[0.0, 0.0, -3.0, 12.0], [-1.5, 0.0, 0.0, 4.0], [0.0, 2.0, 0.0, -7.0], [0, 0, 0, 1]]
+    )
+    nib.save(nib.Nifti1Image(data, ras_affine), tmp_path / "x.nii.gz")
+
+    image = read_image(tmp_path / "x.nii.gz")
+    assert image.array.dtype == np.float32
+    np.testing.assert_array_equal(image.array, data)
+    np.testing.assert_allclose(LPS_TO_RAS @ image.geometry.affine(), ras_affine, atol=1e-5)
+    np.testing.assert_allclose(image.geometry.spacing, (1.5, 2.0, 3.0), rtol=1e-6)
+    assert image.geometry.orientation() == "".join(nib.aff2axcodes(ras_affine))
+    assert image.path == tmp_path / "x.nii.gz"
+
+
+def test_2d_nifti_gives_2d_array(tmp_path):
+    data = np.arange(12, dtype=np.int16).reshape(3, 4)
+    nib.save(nib.Nifti1Image(data, np.diag([-0.5, -0.25, 1.0, 1.0])), tmp_path / "s.nii")
+    image = read_label_map(tmp_path / "s.nii")
+    assert image.array.shape == (3, 4) == image.geometry.shape
+    np.testing.assert_array_equal(image.array, data)
+    np.testing.assert_allclose(image.geometry.spacing, (0.5, 0.25))
+    assert image.geometry.orientation() == "LP"
+
+
+# ------------------------------------------------------------------------------------------
+# Round trips
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ending", [".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32])
+def test_3d_round_trip_keeps_values_dtype_and_geometry(tmp_path, ending, dtype, oblique_geometry):
+    rng = np.random.default_rng(2)
+    array = (rng.random(oblique_geometry.shape) * 300).astype(dtype)
+    path = write_image(tmp_path / f"case{ending}", array, oblique_geometry)
+    assert path == tmp_path / f"case{ending}"
+
+    image = read_image(path, dtype=None)
+    assert image.array.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(image.array, array)
+    got = image.geometry
+    assert got.shape == oblique_geometry.shape
+    np.testing.assert_allclose(got.spacing, oblique_geometry.spacing, rtol=1e-6)
+    np.testing.assert_allclose(got.origin, oblique_geometry.origin, atol=1e-4)
+    np.testing.assert_allclose(got.direction, oblique_geometry.direction, atol=1e-6)
+    assert _no_temp_files(tmp_path)
+    # the same voxels through SimpleITK directly: (z, y, x) order there
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(path))), array.T)
+
+
+@pytest.mark.parametrize("ending", [".png", ".tif"])
+def test_2d_round_trip_png_tif(tmp_path, ending):
+    array = np.arange(35, dtype=np.uint8).reshape(5, 7)
+    write_image(tmp_path / f"slice{ending}", array, Geometry.from_shape(array.shape))
+    image = read_label_map(tmp_path / f"slice{ending}")
+    assert image.array.shape == (5, 7)
+    np.testing.assert_array_equal(image.array, array)
+    assert image.geometry == Geometry.from_shape((5, 7))
+    # SimpleITK's (row, column) array is our transpose: array axis 0 is image x (columns)
+    assert sitk.ReadImage(str(tmp_path / f"slice{ending}")).GetSize() == (5, 7)
+
+
+def test_bool_is_written_as_uint8(tmp_path, oblique_geometry):
+    mask = np.zeros(oblique_geometry.shape, dtype=bool)
+    mask[1:3, 2:4, 3:5] = True
+    write_image(tmp_path / "m.nii.gz", mask, oblique_geometry)
+    assert nib.load(tmp_path / "m.nii.gz").get_data_dtype() == np.uint8
+    image = read_image(tmp_path / "m.nii.gz", dtype=None)
+    assert image.array.dtype == np.uint8
+    np.testing.assert_array_equal(image.array, mask)
+
+
+def test_uncompressed_nifti_written_as_plain_nii(tmp_path, labels_567):
+    geometry = Geometry.from_shape(labels_567.shape)
+    path = write_image(tmp_path / "a.nii", labels_567, geometry, compress=True)
+    with open(path, "rb") as f:
+        assert f.read(2) != b"\x1f\x8b"  # not gzip: the ending decides
+    np.testing.assert_array_equal(np.asarray(nib.load(path).dataobj), labels_567)
+
+
+def test_write_creates_parent_folders_and_overwrites(tmp_path, labels_567):
+    geometry = Geometry.from_shape(labels_567.shape, spacing=(1.0, 1.0, 2.0))
+    target = tmp_path / "a" / "b" / "case.nii.gz"
+    write_image(target, labels_567, geometry)
+    write_image(target, labels_567 + 1, geometry)
+    np.testing.assert_array_equal(read_label_map(target).array, labels_567 + 1)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["case.nii.gz"]
+
+
+def test_write_goes_through_temporary_file_with_same_ending(tmp_path, labels_567, monkeypatch):
+    seen: list[str] = []
+    real_write = sitk.WriteImage
+
+    def spy(image, name, *args, **kwargs):
+        seen.append(name)
+        assert not (tmp_path / "case.nii.gz").exists()  # final name appears only at the end
+        return real_write(image, name, *args, **kwargs)
+
+    monkeypatch.setattr(sitk, "WriteImage", spy)
+    write_image(tmp_path / "case.nii.gz", labels_567, Geometry.from_shape(labels_567.shape))
+    (name,) = seen
+    assert Path(name).parent == tmp_path
+    assert Path(name).name.startswith(".tmp-") and name.endswith("-case.nii.gz")
+    assert (tmp_path / "case.nii.gz").exists() and _no_temp_files(tmp_path)
+
+
+def test_failed_write_leaves_no_files_and_names_target(tmp_path):
+    data = np.linspace(0, 1, 12, dtype=np.float64).reshape(3, 4)  # PNG cannot hold float64
+    with pytest.raises(InputError, match="bad.png"):
+        write_image(tmp_path / "bad.png", data, Geometry.from_shape(data.shape))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_rejects_shape_not_matching_geometry(tmp_path, labels_567):
+    with pytest.raises(InputError, match="does not match geometry shape"):
+        write_image(tmp_path / "x.nii.gz", labels_567, Geometry.from_shape((5, 6, 8)))
+
+
+def test_write_rejects_unknown_extension(tmp_path, labels_567):
+    with pytest.raises(InputError, match=r"x\.npy: unsupported file type '\.npy'"):
+        write_image(tmp_path / "x.npy", labels_567, Geometry.from_shape(labels_567.shape))
+
+
+# ------------------------------------------------------------------------------------------
+# Bad files: one line naming the file
+# ------------------------------------------------------------------------------------------
+
+
+def _assert_one_line_naming(exc: pytest.ExceptionInfo, name: str, *words: str) -> None:
+    message = str(exc.value)
+    assert "\n" not in message
+    assert name in message
+    for word in words:
+        assert word in message
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(InputError) as exc:
+        read_image(tmp_path / "nope.nii.gz")
+    _assert_one_line_naming(exc, "nope.nii.gz", "file not found")
+
+
+def test_unknown_extension(tmp_path):
+    (tmp_path / "case.dcm").write_bytes(b"x")
+    with pytest.raises(InputError) as exc:
+        read_image(tmp_path / "case.dcm")
+    _assert_one_line_naming(exc, "case.dcm", "unsupported file type")
+
+
+@pytest.mark.parametrize("ending", [".nii.gz", ".nii", ".nrrd", ".mha"])
+def test_truncated_file_is_rejected(tmp_path, ending):
+    rng = np.random.default_rng(3)
+    array = rng.normal(size=(16, 16, 16)).astype(np.float32)  # incompressible: cut hits data
+    path = write_image(tmp_path / f"full{ending}", array, Geometry.from_shape(array.shape))
+    data = path.read_bytes()
+    cut = tmp_path / f"cut{ending}"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError) as exc:
+        read_image(cut)
+    _assert_one_line_naming(exc, f"cut{ending}", "cannot read image")
+
+
+@pytest.mark.parametrize("ending", [".nii.gz", ".nii", ".nrrd", ".mha", ".png"])
+def test_random_bytes_are_rejected(tmp_path, ending):
+    path = tmp_path / f"noise{ending}"
+    path.write_bytes(np.random.default_rng(4).bytes(2000))
+    with pytest.raises(InputError) as exc:
+        read_label_map(path)
+    _assert_one_line_naming(exc, f"noise{ending}", "cannot read image")
+
+
+def test_empty_file_is_rejected(tmp_path):
+    (tmp_path / "empty.nii.gz").write_bytes(b"")
+    with pytest.raises(InputError) as exc:
+        read_image(tmp_path / "empty.nii.gz")
+    _assert_one_line_naming(exc, "empty.nii.gz", "cannot read image")
+
+
+def test_4d_image_is_rejected(tmp_path):
+    nib.save(nib.Nifti1Image(np.zeros((3, 4, 5, 2), np.float32), np.eye(4)), tmp_path / "t.nii")
+    with pytest.raises(InputError) as exc:
+        read_image(tmp_path / "t.nii")
+    _assert_one_line_naming(exc, "t.nii", "expected a 2D or 3D image")
+
+
+def test_rgb_png_is_rejected(tmp_path):
+    rgb = sitk.GetImageFromArray(np.zeros((4, 5, 3), np.uint8), isVector=True)
+    sitk.WriteImage(rgb, str(tmp_path / "rgb.png"))
+    with pytest.raises(InputError) as exc:
+        read_image(tmp_path / "rgb.png")
+    _assert_one_line_naming(exc, "rgb.png", "3 components")
+
+
+# ------------------------------------------------------------------------------------------
+# Label maps
+# ------------------------------------------------------------------------------------------
+
+
+def _save_nifti(path: Path, data: np.ndarray) -> Path:
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    return path
+
+
+def test_label_map_with_nan_is_rejected(tmp_path):
+    data = np.zeros((3, 3, 3), np.float32)
+    data[1, 1, 1] = np.nan
+    with pytest.raises(InputError) as exc:
+        read_label_map(_save_nifti(tmp_path / "nan.nii.gz", data))
+    _assert_one_line_naming(exc, "nan.nii.gz", "contains NaN values")
+
+
+def test_label_map_with_nan_in_nrrd_is_rejected(tmp_path):
+    data = np.zeros((3, 3, 3), np.float32)
+    data[1, 1, 1] = np.nan
+    write_image(tmp_path / "nan.nrrd", data, Geometry.from_shape(data.shape))
+    with pytest.raises(InputError, match=r"nan\.nrrd: contains NaN values"):
+        read_label_map(tmp_path / "nan.nrrd")
+
+
+def test_label_map_with_inf_is_rejected(tmp_path):
+    data = np.zeros((3, 3, 3), np.float32)
+    data[0, 0, 0] = np.inf
+    with pytest.raises(InputError, match="infinite"):
+        read_label_map(_save_nifti(tmp_path / "inf.nii.gz", data))
+
+
+def test_label_map_with_fractional_values_is_rejected(tmp_path):
+    data = np.zeros((3, 3, 3), np.float32)
+    data[2, 1, 0] = 1.5
+    with pytest.raises(InputError) as exc:
+        read_label_map(_save_nifti(tmp_path / "frac.nii.gz", data))
+    _assert_one_line_naming(exc, "frac.nii.gz", "non-integer label values, e.g. 1.5")
+
+
+def test_label_map_with_negative_values_is_rejected(tmp_path):
+    data = np.zeros((3, 3, 3), np.int16)
+    data[0, 1, 2] = -1
+    with pytest.raises(InputError) as exc:
+        read_label_map(_save_nifti(tmp_path / "neg.nii.gz", data))
+    _assert_one_line_naming(exc, "neg.nii.gz", "negative label values")
+
+
+def test_integral_float_labels_are_accepted_and_cast(tmp_path):
+    data = np.zeros((3, 4, 5), np.float64)
+    data[1, 2, 3] = 3.0
+    image = read_label_map(_save_nifti(tmp_path / "f.nii.gz", data))
+    assert image.array.dtype == np.uint8
+    np.testing.assert_array_equal(image.array, data)
+
+
+@pytest.mark.parametrize(
+    ("largest", "dtype"), [(255, np.uint8), (256, np.uint16), (65535, np.uint16), (70000, np.uint32)]
+)
+def test_label_dtype_is_smallest_unsigned_type(tmp_path, largest, dtype):
+    data = np.zeros((2, 3, 4), np.int32)
+    data[1, 2, 3] = largest
+    image = read_label_map(_save_nifti(tmp_path / "l.nii.gz", data))
+    assert image.array.dtype == dtype
+    assert image.array[1, 2, 3] == largest
+
+
+# ------------------------------------------------------------------------------------------
+# Geometry
+# ------------------------------------------------------------------------------------------
+
+
+def test_geometry_json_round_trip(oblique_geometry):
+    text = json.dumps(oblique_geometry.to_dict())
+    assert Geometry.from_dict(json.loads(text)) == oblique_geometry
+
+
+def test_geometry_from_malformed_dict():
+    with pytest.raises(InputError, match="malformed geometry"):
+        Geometry.from_dict({"shape": [2, 2], "spacing": [1.0]})
+
+
+def test_voxel_volume_in_ml():
+    assert Geometry.from_shape((2, 2, 2), spacing=(1.5625, 1.5625, 10.0)).voxel_volume_ml() == (
+        pytest.approx(1.5625 * 1.5625 * 10 / 1000)
+    )
+
+
+def test_affine_maps_index_to_lps_position_like_simpleitk(oblique_geometry):
+    image = sitk.Image(list(oblique_geometry.shape), sitk.sitkUInt8)
+    image.SetSpacing(oblique_geometry.spacing)
+    image.SetOrigin(oblique_geometry.origin)
+    image.SetDirection(oblique_geometry.direction)
+    index = (3, 1, 4)
+    expected = image.TransformIndexToPhysicalPoint(index)
+    np.testing.assert_allclose((oblique_geometry.affine() @ (*index, 1))[:3], expected)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_orientation_codes_agree_with_nibabel_and_simpleitk(seed):
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    permutation = np.eye(3)[rng.permutation(3)] * rng.choice([-1.0, 1.0], size=3)
+    direction = permutation @ (np.eye(3) + 0.2 * (q - np.eye(3)))  # near an axis permutation
+    direction, _ = np.linalg.qr(direction)
+    geometry = Geometry((2, 2, 2), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), tuple(direction.ravel()))
+    nib_codes = "".join(nib.aff2axcodes(LPS_TO_RAS @ geometry.affine()))
+    assert geometry.orientation() == nib_codes
+    assert geometry.orientation() == sitk.DICOMOrientImageFilter_GetOrientationFromDirectionCosines(
+        geometry.direction
+    )
+
+
+def test_orientation_examples():
+    assert Geometry.from_shape((2, 2, 2)).orientation() == "LPS"
+    ras = Geometry((2, 2, 2), (1, 1, 1), (0, 0, 0), (-1, 0, 0, 0, -1, 0, 0, 0, 1))
+    assert ras.orientation() == "RAS"
+    assert Geometry.from_shape((4, 4)).orientation() == "LP"
+
+
+# ------------------------------------------------------------------------------------------
+# Geometry checks
+# ------------------------------------------------------------------------------------------
+
+
+def test_same_geometry_passes_within_tolerances():
+    gt = Geometry.from_shape((4, 5, 6), spacing=(1.0, 1.0, 2.5))
+    pred = Geometry.from_shape((4, 5, 6), spacing=(1.0, 1.0, 2.5 * (1 + 1e-4)), origin=(3, 0, 0))
+    check_same_geometry(pred, gt)  # origin is not compared by default
+
+
+def test_spacing_mismatch_message_names_prediction_both_values_and_resample():
+    gt = Geometry.from_shape((4, 5, 6), spacing=(1.0, 1.0, 2.5))
+    pred = Geometry.from_shape((4, 5, 6), spacing=(1.0, 1.0, 2.0))
+    with pytest.raises(GeometryMismatchError) as exc:
+        check_same_geometry(pred, gt, pred_path="pred/case1.nii.gz", gt_path="gt/case1.nii.gz")
+    assert str(exc.value) == (
+        "pred/case1.nii.gz: spacing (1.0, 1.0, 2.0) mm differs from ground truth "
+        "gt/case1.nii.gz (1.0, 1.0, 2.5) mm; pass --resample to map the prediction onto the "
+        "ground-truth grid with nearest-neighbour interpolation"
+    )
+    assert exc.value.path == Path("pred/case1.nii.gz")
+
+
+def test_shape_mismatch_is_detected():
+    with pytest.raises(GeometryMismatchError) as exc:
+        check_same_geometry(
+            Geometry.from_shape((4, 5, 6)), Geometry.from_shape((4, 5, 7)), pred_path="p.nii.gz"
+        )
+    _assert_one_line_naming(exc, "p.nii.gz", "shape (4, 5, 6)", "(4, 5, 7)", "--resample")
+
+
+def test_flipped_axis_is_detected_with_orientation_codes():
+    gt = Geometry.from_shape((4, 5, 6))
+    pred = Geometry((4, 5, 6), (1, 1, 1), (0, 0, 0), (-1, 0, 0, 0, 1, 0, 0, 0, 1))
+    with pytest.raises(GeometryMismatchError) as exc:
+        check_same_geometry(pred, gt, pred_path="p.nii.gz", gt_path="g.nii.gz")
+    _assert_one_line_naming(exc, "p.nii.gz", "orientation RPS", "g.nii.gz LPS")
+
+
+def test_several_differences_are_reported_together():
+    gt = Geometry.from_shape((4, 5, 6), spacing=(1.0, 1.0, 2.5))
+    pred = Geometry.from_shape((4, 5, 8), spacing=(1.0, 1.0, 2.0))
+    with pytest.raises(GeometryMismatchError) as exc:
+        check_same_geometry(pred, gt, pred_path="p.nii.gz")
+    _assert_one_line_naming(exc, "p.nii.gz", "shape (4, 5, 8), spacing (1.0, 1.0, 2.0) mm differ")
+
+
+def test_origin_checked_only_when_tolerance_given():
+    gt = Geometry.from_shape((4, 5, 6))
+    pred = Geometry.from_shape((4, 5, 6), origin=(0.0, 0.0, 5.0))
+    check_same_geometry(pred, gt)
+    check_same_geometry(pred, gt, origin_atol_mm=5.5)
+    with pytest.raises(GeometryMismatchError, match=r"origin \(0.0, 0.0, 5.0\) mm"):
+        check_same_geometry(pred, gt, origin_atol_mm=1.0)
+
+
+def test_dimensionality_mismatch():
+    with pytest.raises(GeometryMismatchError, match="2D prediction"):
+        check_same_geometry(Geometry.from_shape((4, 5)), Geometry.from_shape((4, 5, 1)))
+
+
+# ------------------------------------------------------------------------------------------
+# Resampling
+# ------------------------------------------------------------------------------------------
+
+
+def test_resample_to_half_spacing_reproduces_labels_at_coinciding_centres(oblique_geometry):
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 5, size=oblique_geometry.shape).astype(np.uint16)
+    fine = Geometry(
+        shape=tuple(2 * s - 1 for s in oblique_geometry.shape),
+        spacing=tuple(s / 2 for s in oblique_geometry.spacing),
+        origin=oblique_geometry.origin,
+        direction=oblique_geometry.direction,
+    )
+    out = resample_nearest(Image(labels, oblique_geometry, Path("p.nii.gz")), fine)
+    assert out.geometry == fine and out.array.shape == fine.shape
+    assert out.array.dtype == np.uint16
+    np.testing.assert_array_equal(out.array[::2, ::2, ::2], labels)
+    assert set(np.unique(out.array)) <= set(np.unique(labels))
+
+
+def test_resample_onto_flipped_grid_flips_array():
+    labels = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    geometry = Geometry.from_shape(labels.shape)
+    flipped = Geometry(labels.shape, (1, 1, 1), (1.0, 0.0, 0.0), (-1, 0, 0, 0, 1, 0, 0, 0, 1))
+    out = resample_nearest(Image(labels, geometry), flipped)
+    np.testing.assert_array_equal(out.array, labels[::-1])
+
+
+def test_resample_outside_fills_background_and_keeps_bool():
+    mask = np.ones((3, 3, 3), dtype=bool)
+    shifted = Geometry.from_shape((3, 3, 3), origin=(2.0, 0.0, 0.0))
+    out = resample_nearest(Image(mask, Geometry.from_shape((3, 3, 3))), shifted)
+    assert out.array.dtype == bool
+    np.testing.assert_array_equal(out.array[0], True)
+    np.testing.assert_array_equal(out.array[1:], False)
+
+
+# ------------------------------------------------------------------------------------------
+# Real data
+# ------------------------------------------------------------------------------------------
+
+
+def test_real_acdc_label_map_matches_nibabel():
+    if not ACDC_LABELS.is_dir():
+        pytest.skip(f"ACDC data not found at {ACDC_LABELS} (expected ../shared/data/acdc)")
+    path = sorted(ACDC_LABELS.glob("*.nii.gz"))[0]
+    image = read_label_map(path)
+    ref = nib.load(path)
+    assert image.array.shape == ref.shape
+    np.testing.assert_array_equal(image.array, np.asarray(ref.dataobj))
+    assert image.array.dtype == np.uint8
+    np.testing.assert_allclose(image.geometry.spacing, (1.5625, 1.5625, 10.0), rtol=1e-6)
+    np.testing.assert_allclose(ref.header.get_zooms(), image.geometry.spacing, rtol=1e-6)
+    np.testing.assert_allclose(LPS_TO_RAS @ image.geometry.affine(), ref.affine, atol=1e-4)
+    assert set(np.unique(image.array)) <= {0, 1, 2, 3}
+    assert os.fspath(image.path) == os.fspath(path)
