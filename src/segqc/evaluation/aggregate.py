@@ -1,0 +1,36 @@
+"""Summaries derived from the tidy metric table."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+
+def summarise(table: pd.DataFrame, metrics: Sequence[str] | None = None) -> dict:
+    """Per label and metric: mean, median, std, n (cases with a value), n_nan, and the empty rules
+    that applied. Per-component rows are left out (their per-case means ``cc_*`` are included).
+
+    NaN values (both-empty cases under the default policy, undefined ratios) are excluded from the
+    statistics and counted in ``n_nan``.
+    """
+    if table.empty:
+        return {}
+    per_case = table[table["component"].isna()]
+    out: dict = {}
+    for (label, metric), group in per_case.groupby(["label", "metric"], sort=False):
+        values = group["value"].to_numpy(dtype=float)
+        finite = values[~np.isnan(values)]
+        rules = group["empty"].fillna("")
+        entry = {
+            "label_name": str(group["label_name"].iloc[0]),
+            "mean": float(finite.mean()) if finite.size else None,
+            "median": float(np.median(finite)) if finite.size else None,
+            "std": float(finite.std(ddof=1)) if finite.size > 1 else None,
+            "n": int(finite.size),
+            "n_nan": int(values.size - finite.size),
+            "empty_rules": {k: int(v) for k, v in rules[rules != ""].value_counts().items()},
+        }
+        out.setdefault(str(label), {})[str(metric)] = entry
+    return out
