@@ -1,0 +1,21 @@
+"""The ``segqc`` command line: one Typer app, one module per command group."""
+
+from __future__ import annotations
+
+import typer
+
+from segqc.cli import demo, evaluate
+
+app = typer.Typer(
+    name="segqc",
+    help="Evaluate medical image segmentations with a ground truth, and check them without one.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("evaluate")(evaluate.evaluate_command)
+app.command("demo")(demo.demo_command)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
