@@ -48,9 +48,14 @@ def _cc3d_connectivity(connectivity: int, ndim: int) -> int:
     return mapping[connectivity]
 
 
+def _as_bool_mask(mask: np.ndarray) -> np.ndarray:
+    mask = np.asarray(mask)
+    return np.ascontiguousarray(mask if mask.dtype == bool else mask != 0)
+
+
 def label_components(mask: np.ndarray, *, connectivity: int = 26) -> tuple[np.ndarray, int]:
     """Connected components of a binary 2D/3D mask: (labels 1..n, 0 = background; n)."""
-    mask = np.ascontiguousarray(np.asarray(mask) != 0)
+    mask = _as_bool_mask(mask)
     labels, n = cc3d.connected_components(
         mask, connectivity=_cc3d_connectivity(connectivity, mask.ndim), return_N=True
     )
@@ -144,8 +149,7 @@ def compare_components(
     ``pred_empty`` rule (default worst).
     """
     settings = settings or MetricSettings()
-    pred = np.ascontiguousarray(np.asarray(pred) != 0)
-    gt = np.ascontiguousarray(np.asarray(gt) != 0)
+    pred, gt = _as_bool_mask(pred), _as_bool_mask(gt)
     if pred.shape != gt.shape:
         raise ValueError(f"pred shape {pred.shape} differs from gt shape {gt.shape}")
     for name in metrics:
@@ -156,7 +160,7 @@ def compare_components(
     pred_labels, n_pred_cc = label_components(pred, connectivity=connectivity)
     inside = assignment.pred_inside_gt
     matched_pred_cc = np.unique(pred_labels.reshape(-1)[assignment.pred_index[inside]])
-    gt_sizes = np.bincount(labels.reshape(-1), minlength=n + 1) if n else np.zeros(1, np.int64)
+    gt_sizes = np.bincount(labels.reshape(-1)[np.flatnonzero(gt)], minlength=n + 1)
     tp = np.bincount(assignment.pred_region[inside], minlength=n + 1)
     n_pred_region = np.bincount(assignment.pred_region, minlength=n + 1)
     hit = int(np.count_nonzero(tp[1:])) if n else 0

@@ -258,7 +258,9 @@ def _directed(source: Surface, target: Surface, spacing: tuple[float, ...]) -> n
         distances = np.empty(source.size)
         todo = None
     if todo is None or todo.size:
-        tree = cKDTree(target.points_mm(spacing), balanced_tree=False)
+        # points left after the ring search are far from the target: larger leaves prune better
+        leafsize = 16 if todo is None else 64
+        tree = cKDTree(target.points_mm(spacing), leafsize=leafsize, balanced_tree=False)
         query = source.points_mm(spacing) if todo is None else (
             _bitrows.key_coordinates(source.keys[todo], source.words.shape) * np.asarray(spacing)
         )

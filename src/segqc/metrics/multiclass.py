@@ -1,0 +1,123 @@
+"""Subject-level multi-class Dice (QCResUNet, appendix A) and per-class Dice of label maps.
+
+Multi-class Dice: one number for a whole multi-class label map,
+
+    DSC = 2 TP / (2 TP + FP + FN)
+
+* TP: predicted foreground voxels whose label equals the ground-truth label;
+* FP: predicted foreground voxels whose label differs from the ground truth (background *or*
+  another class in the ground truth);
+* FN: ground-truth foreground voxels whose predicted label differs (background or another class).
+
+A voxel of class 1 predicted as class 2 is therefore one FP *and* one FN. The definition equals
+the micro-average of the one-vs-rest Dice over the classes (TP, FP, FN summed over classes before
+the ratio), so large classes weigh more than small ones.
+
+Empty masks follow :class:`~segqc.metrics.registry.EmptyPolicy` like every segqc metric: both
+label maps all background -> ``empty.both_empty`` (default NaN, tagged ``both_empty:nan``); only
+the ground truth or only the prediction all background -> ``empty.gt_empty`` /
+``empty.pred_empty`` (default worst, 0, which is also what the formula gives). The rule that
+applied is in ``MetricResult.empty``. Pure numpy: no I/O; inputs are never modified.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from segqc.metrics.binary import MetricResult
+from segqc.metrics.registry import EmptyPolicy, metric_info
+
+__all__ = ["MulticlassCounts", "multiclass_counts", "multiclass_dice", "per_class_dice"]
+
+
+class MulticlassCounts(tuple):
+    """``(tp, fp, fn)`` voxel counts of the multi-class definition (a named tuple of ints)."""
+
+    __slots__ = ()
+
+    def __new__(cls, tp: int, fp: int, fn: int) -> "MulticlassCounts":
+        return super().__new__(cls, (int(tp), int(fp), int(fn)))
+
+    tp = property(lambda self: self[0])
+    fp = property(lambda self: self[1])
+    fn = property(lambda self: self[2])
+
+
+def _check_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pred, gt = np.asarray(pred), np.asarray(gt)
+    if pred.shape != gt.shape:
+        raise ValueError(f"pred shape {pred.shape} differs from gt shape {gt.shape}")
+    for name, array in (("pred", pred), ("gt", gt)):
+        if array.dtype.kind not in "iub":
+            raise ValueError(f"{name} must be an integer label map, got dtype {array.dtype}")
+    return pred, gt
+
+
+def multiclass_counts(pred: np.ndarray, gt: np.ndarray) -> MulticlassCounts:
+    """TP, FP, FN voxel counts of the multi-class definition (module docstring)."""
+    pred, gt = _check_pair(pred, gt)
+    pred_fg = pred != 0
+    wrong = pred != gt
+    n_pred = int(np.count_nonzero(pred_fg))
+    fp = int(np.count_nonzero(pred_fg & wrong))
+    fn = int(np.count_nonzero((gt != 0) & wrong))
+    return MulticlassCounts(n_pred - fp, fp, fn)
+
+
+def _dice_from_counts(tp: int, fp: int, fn: int, empty: EmptyPolicy) -> MetricResult:
+    n_pred, n_gt = tp + fp, tp + fn
+    if n_pred == 0 and n_gt == 0:
+        situation = "both_empty"
+    elif n_gt == 0:
+        situation = "gt_empty"
+    elif n_pred == 0:
+        situation = "pred_empty"
+    else:
+        return MetricResult("dice", 2.0 * tp / (2.0 * tp + fp + fn))
+    value, tag = metric_info("dice").empty_value(situation, empty)
+    return MetricResult("dice", value, tag)
+
+
+def multiclass_dice(pred: np.ndarray, gt: np.ndarray, *, empty: EmptyPolicy | None = None) -> MetricResult:
+    """Subject-level multi-class Dice ``2TP / (2TP + FP + FN)`` of two integer label maps.
+
+    ``pred`` and ``gt``: same-shape 2D/3D integer arrays, 0 = background. Unitless, best 1,
+    worst 0. Empty masks: both all background -> ``empty.both_empty`` (default NaN); one all
+    background -> ``empty.gt_empty`` / ``empty.pred_empty`` (default worst, 0). The returned
+    :class:`~segqc.metrics.binary.MetricResult` is named ``"dice"`` and says in ``empty`` which
+    rule applied ("" if none).
+    """
+    tp, fp, fn = multiclass_counts(pred, gt)
+    return _dice_from_counts(tp, fp, fn, empty or EmptyPolicy())
+
+
+def per_class_dice(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    labels: Iterable[int],
+    *,
+    empty: EmptyPolicy | None = None,
+) -> dict[int, MetricResult]:
+    """One-vs-rest Dice of every label in ``labels``: ``{label: MetricResult}``.
+
+    Class ``c``: ``2|P_c & G_c| / (|P_c| + |G_c|)`` with ``P_c = pred == c``. A class absent from
+    both maps gets ``empty.both_empty`` (default NaN, tagged); absent from one map, the
+    ``gt_empty`` / ``pred_empty`` rule (default 0). Counts come from one joint histogram of the
+    two maps, so the cost does not grow with the number of labels.
+    """
+    pred, gt = _check_pair(pred, gt)
+    policy = empty or EmptyPolicy()
+    labels = [int(v) for v in labels]
+    n = int(max([0, *labels, int(pred.max(initial=0)), int(gt.max(initial=0))])) + 1
+    if n <= 256:
+        joint = np.bincount(pred.ravel().astype(np.int64) * n + gt.ravel(), minlength=n * n).reshape(n, n)
+        n_pred, n_gt, tp = joint.sum(axis=1), joint.sum(axis=0), np.diagonal(joint)
+        counts: Mapping[int, tuple[int, int, int]] = {c: (int(tp[c]), int(n_pred[c]), int(n_gt[c])) for c in labels}
+    else:  # very many labels: count class by class
+        counts = {}
+        for c in labels:
+            p, g = pred == c, gt == c
+            counts[c] = (int(np.count_nonzero(p & g)), int(np.count_nonzero(p)), int(np.count_nonzero(g)))
+    return {c: _dice_from_counts(tp_c, np_c - tp_c, ng_c - tp_c, policy) for c, (tp_c, np_c, ng_c) in counts.items()}
