@@ -1,0 +1,20 @@
+"""Shared training utilities: seeding, device selection, checkpoints (safetensors + JSON)."""
+
+from segqc.training.checkpoints import (
+    CheckpointError,
+    load_checkpoint,
+    load_state,
+    save_checkpoint,
+    save_state,
+)
+from segqc.training.seeding import seed_everything, select_device
+
+__all__ = [
+    "CheckpointError",
+    "load_checkpoint",
+    "load_state",
+    "save_checkpoint",
+    "save_state",
+    "seed_everything",
+    "select_device",
+]

@@ -1,0 +1,168 @@
+"""Checkpoints as directories: ``config.json``, weights in safetensors, ``fingerprint.json``,
+``metrics.json``, and an optional resumable training state.
+
+Weights are stored with safetensors (no pickle is ever loaded). A checkpoint records which method
+wrote it and the library versions; loading checks the method, so a model directory of another
+method, or a corrupt file, gives a clear :class:`CheckpointError` instead of garbage. Every file is
+written atomically, so an interrupted save leaves the previous checkpoint intact.
+
+Resumable state (optimizer moments, step counters, RNG states) is flattened into tensors
+(``state.safetensors``) plus a JSON skeleton (``state.json``): nested dicts/lists of tensors,
+numbers, strings and ``None`` round-trip exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import Any, Mapping
+
+from segqc.errors import SegqcError
+from segqc.io.atomic import atomic_path, write_text_atomic
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(SegqcError):
+    """A model directory that cannot be loaded (missing, corrupt, or of another method)."""
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+    import torch
+
+    import segqc
+
+    versions = {"segqc": segqc.__version__, "torch": torch.__version__, "numpy": numpy.__version__,
+                "python": platform.python_version()}
+    try:
+        import monai
+
+        versions["monai"] = monai.__version__
+    except ImportError:
+        pass
+    return versions
+
+
+def _save_tensors(tensors: Mapping[str, Any], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    clean = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(clean, str(tmp))
+
+
+def _load_tensors(path: Path) -> dict[str, Any]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.exists():
+        raise CheckpointError(f"{path}: weights file not found")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{path}: corrupt weights file ({str(error).splitlines()[0]})") from None
+
+
+def save_checkpoint(
+    directory: str | Path,
+    *,
+    method: str,
+    config: Mapping[str, Any],
+    weights: Mapping[str, Mapping[str, Any]],
+    fingerprint: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+) -> Path:
+    """Write a checkpoint directory. ``weights``: component name -> state dict (tensors), each
+    saved as ``<name>.safetensors``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, state in weights.items():
+        _save_tensors(state, directory / f"{name}.safetensors")
+    if fingerprint is not None:
+        write_text_atomic(directory / "fingerprint.json", json.dumps(fingerprint, indent=2))
+    if metrics is not None:
+        write_text_atomic(directory / "metrics.json", json.dumps(metrics, indent=2))
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "method": method,
+        "seed": seed,
+        "components": sorted(weights),
+        "versions": _versions(),
+        "config": dict(config),
+    }
+    write_text_atomic(directory / "config.json", json.dumps(meta, indent=2))  # last: marks completeness
+    return directory
+
+
+def load_checkpoint(directory: str | Path, *, method: str) -> tuple[dict, dict[str, dict[str, Any]], dict | None]:
+    """Read ``(config, weights per component, fingerprint or None)``; check it is ``method``'s."""
+    directory = Path(directory)
+    meta_path = directory / "config.json"
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: model directory not found")
+    if not meta_path.exists():
+        raise CheckpointError(f"{directory}: not a segqc model directory (no config.json)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{meta_path}: corrupt config.json ({error.msg})") from None
+    if meta.get("method") != method:
+        raise CheckpointError(f"{directory}: model of method {meta.get('method')!r}, expected {method!r}")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{directory}: checkpoint format {meta.get('format_version')} is not supported")
+    weights = {name: _load_tensors(directory / f"{name}.safetensors") for name in meta.get("components", [])}
+    fingerprint_path = directory / "fingerprint.json"
+    fingerprint = json.loads(fingerprint_path.read_text()) if fingerprint_path.exists() else None
+    return meta["config"], weights, fingerprint
+
+
+def _flatten(value: Any, prefix: str, tensors: dict[str, Any]) -> Any:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        key = f"t{len(tensors)}"
+        tensors[key] = value
+        return {"__tensor__": key}
+    if isinstance(value, Mapping):
+        return {"__dict__": [[_flatten(k, prefix, tensors), _flatten(v, prefix, tensors)] for k, v in value.items()]}
+    if isinstance(value, (list, tuple)):
+        return {"__list__": [_flatten(v, prefix, tensors) for v in value], "tuple": isinstance(value, tuple)}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"cannot store {type(value).__name__} in a training state")
+
+
+def _unflatten(value: Any, tensors: Mapping[str, Any]) -> Any:
+    if isinstance(value, dict):
+        if "__tensor__" in value:
+            return tensors[value["__tensor__"]]
+        if "__dict__" in value:
+            return {_unflatten(k, tensors): _unflatten(v, tensors) for k, v in value["__dict__"]}
+        if "__list__" in value:
+            items = [_unflatten(v, tensors) for v in value["__list__"]]
+            return tuple(items) if value.get("tuple") else items
+    return value
+
+
+def save_state(directory: str | Path, state: Mapping[str, Any]) -> None:
+    """Save a resumable training state (nested containers of tensors and plain values)."""
+    directory = Path(directory)
+    tensors: dict[str, Any] = {}
+    skeleton = _flatten(dict(state), "", tensors)
+    _save_tensors(tensors, directory / "state.safetensors")
+    write_text_atomic(directory / "state.json", json.dumps(skeleton))
+
+
+def load_state(directory: str | Path) -> dict | None:
+    """The training state saved by :func:`save_state`, or ``None`` if there is none."""
+    directory = Path(directory)
+    if not (directory / "state.json").exists():
+        return None
+    try:
+        skeleton = json.loads((directory / "state.json").read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{directory / 'state.json'}: corrupt training state ({error.msg})") from None
+    return _unflatten(skeleton, _load_tensors(directory / "state.safetensors"))

@@ -1,0 +1,94 @@
+"""Checkpoint directories round-trip exactly and fail loudly when corrupt or foreign."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("safetensors")
+
+from segqc.training import CheckpointError, load_checkpoint, load_state, save_checkpoint, save_state, seed_everything  # noqa: E402
+
+
+def _trained_model() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(3):
+        optimizer.zero_grad()
+        model(torch.randn(5, 4)).pow(2).mean().backward()
+        optimizer.step()
+    return model, optimizer
+
+
+def test_checkpoint_round_trips_weights_config_and_fingerprint(tmp_path):
+    model, _ = _trained_model()
+    save_checkpoint(tmp_path / "m", method="demo", config={"width": 8}, weights={"net": model.state_dict()},
+                    fingerprint={"median_spacing": [1.0, 1.0, 2.0]}, seed=3)
+    config, weights, fingerprint = load_checkpoint(tmp_path / "m", method="demo")
+    assert config == {"width": 8} and fingerprint == {"median_spacing": [1.0, 1.0, 2.0]}
+    for key, value in model.state_dict().items():
+        assert torch.equal(weights["net"][key], value)
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert meta["seed"] == 3 and "torch" in meta["versions"]
+
+
+def test_model_directory_of_another_method_is_refused(tmp_path):
+    model, _ = _trained_model()
+    save_checkpoint(tmp_path / "m", method="cae", config={}, weights={"net": model.state_dict()})
+    with pytest.raises(CheckpointError, match="method 'cae', expected 'nnqc'"):
+        load_checkpoint(tmp_path / "m", method="nnqc")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "missing", "config"])
+def test_corrupt_checkpoint_gives_a_clear_error_naming_the_file(tmp_path, damage):
+    model, _ = _trained_model()
+    directory = save_checkpoint(tmp_path / "m", method="demo", config={}, weights={"net": model.state_dict()})
+    weights = directory / "net.safetensors"
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:40])
+    elif damage == "garbage":
+        weights.write_bytes(b"\x00" * 100)
+    elif damage == "missing":
+        weights.unlink()
+    else:
+        (directory / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(directory, method="demo")
+    assert str(directory) in str(error.value)
+
+
+def test_not_a_model_directory(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nothing", method="demo")
+    with pytest.raises(CheckpointError, match="no config.json"):
+        load_checkpoint(tmp_path, method="demo")
+
+
+def test_training_state_resumes_optimizer_exactly(tmp_path):
+    seed_everything(0)
+    model, optimizer = _trained_model()
+    save_state(tmp_path, {"optimizer": optimizer.state_dict(), "step": 3, "losses": [0.5, 0.25], "tag": None,
+                          "rng": torch.get_rng_state()})
+    state = load_state(tmp_path)
+    assert state["step"] == 3 and state["losses"] == [0.5, 0.25] and state["tag"] is None
+    assert torch.equal(state["rng"], torch.get_rng_state())
+    clone = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    clone.load_state_dict(model.state_dict())
+    clone_opt = torch.optim.Adam(clone.parameters(), lr=1e-2)
+    clone_opt.load_state_dict(state["optimizer"])
+    batch = torch.randn(5, 4)
+    for m, o in ((model, optimizer), (clone, clone_opt)):
+        o.zero_grad()
+        m(batch).pow(2).mean().backward()
+        o.step()
+    for a, b in zip(model.parameters(), clone.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_seed_everything_makes_draws_repeatable():
+    first = (seed_everything(7).random(3), torch.rand(3))
+    second = (seed_everything(7).random(3), torch.rand(3))
+    assert np.array_equal(first[0], second[0]) and torch.equal(first[1], second[1])
