@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 
 from segqc.cli import demo, evaluate
+from segqc.cli import fingerprint
+from segqc.cli import degrade
 
 app = typer.Typer(
     name="segqc",
@@ -15,6 +17,8 @@ app = typer.Typer(
 )
 app.command("evaluate")(evaluate.evaluate_command)
 app.command("demo")(demo.demo_command)
+app.command("fingerprint")(fingerprint.fingerprint_command)
+app.command("degrade")(degrade.degrade_command)
 
 
 def main() -> None:  # pragma: no cover - console entry point

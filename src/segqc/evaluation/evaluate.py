@@ -152,6 +152,8 @@ def evaluate_label_maps(
     """
     config = config or EvaluationConfig()
     pred, gt = np.asarray(pred), np.asarray(gt)
+    pred = pred.astype(np.uint8) if pred.dtype == bool else pred
+    gt = gt.astype(np.uint8) if gt.dtype == bool else gt
     if pred.shape != gt.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from ground truth {gt.shape}")
     for name, array in (("prediction", pred), ("ground truth", gt)):

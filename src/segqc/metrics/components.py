@@ -103,7 +103,7 @@ def assign_regions(
         site_label = labels[tuple(coords.T)].astype(np.int64)
         tree = cKDTree(coords * scale, balanced_tree=False)
         query = np.stack(np.unravel_index(pred_index[outside], gt.shape), axis=1) * scale
-        nearest = tree.query(query, k=1, workers=-1)[1]
+        nearest = tree.query(query, k=1, workers=_surface._query_workers(len(query)))[1]
         region[outside] = site_label[nearest]
     return RegionAssignment(labels, n_gt, pred_index, region)
 
@@ -210,10 +210,73 @@ def compare_components(
     return ComponentEvaluation(per_component, means, detection)
 
 
+# Offset that separates components in the batched k-d tree (mm).
+_COMPONENT_SEPARATION_MM = 1.0e7
+
+
+def _atlas_groups(sizes: np.ndarray, gap: int) -> list[np.ndarray]:
+    """Split components (crop sizes ``(n, ndim)``, leading axis first) into atlas groups.
+
+    Crops are stacked along axis 0 with ``gap`` empty planes between them, each padded to the
+    group's largest cross-section; components are taken by decreasing cross-section and a group
+    closes when padding would more than double its volume, so the atlases stay within about twice
+    the crops' total volume.
+    """
+    cross = np.prod(sizes[:, 1:], axis=1)
+    order = np.argsort(-cross, kind="stable")
+    groups, current, depth, volume = [], [], 0, 0
+    for k in order:
+        if current:
+            box = np.max(sizes[current + [k], 1:], axis=0)
+            padded = (depth + sizes[k, 0] + gap) * int(np.prod(box))
+            if padded > 2 * (volume + int(np.prod(sizes[k]))) + 32768:
+                groups.append(np.asarray(current))
+                current, depth, volume = [], 0, 0
+        current.append(int(k))
+        depth += int(sizes[k, 0]) + gap
+        volume += int(np.prod(sizes[k]))
+    if current:
+        groups.append(np.asarray(current))
+    return groups
+
+
+def _far_distances(source, source_comp, target, target_comp, spacing) -> np.ndarray:
+    """Distances from source points to the nearest target point of the SAME component (``inf``
+    where that component has no target point), with one k-d tree for all components: points are
+    lifted into a 4th coordinate ``component * separation``, which differs by exactly 0 within a
+    component, so the distances are exact."""
+    distances = np.full(source.shape[0], np.inf)
+    n = max(int(source_comp.max(initial=0)), int(target_comp.max(initial=0))) + 1
+    has_target = np.zeros(n, dtype=bool)
+    has_target[target_comp] = True
+    todo = np.flatnonzero(has_target[source_comp])
+    if todo.size == 0:
+        return distances
+    wanted = np.zeros(n, dtype=bool)
+    wanted[source_comp[todo]] = True
+    used = wanted[target_comp]  # only components with queries need their points in the tree
+    scale = np.asarray(spacing, dtype=np.float64)
+
+    def lifted(coords, comp):
+        return np.concatenate([coords * scale, comp[:, None] * _COMPONENT_SEPARATION_MM], axis=1)
+
+    tree = cKDTree(lifted(target[used], target_comp[used]), leafsize=64, balanced_tree=False)
+    distances[todo] = tree.query(lifted(source[todo], source_comp[todo]), k=1,
+                                 workers=_surface._query_workers(todo.size))[0]
+    return distances
+
+
 def _component_surface_distances(
     pred: np.ndarray, assignment: RegionAssignment, spacing: tuple[float, ...], settings: MetricSettings
 ):
-    """Yield (component id, SurfaceDistances of prediction ∩ region vs component), one crop each."""
+    """Yield (component id, SurfaceDistances of prediction ∩ region vs component).
+
+    Batched, so that the cost follows the number of surface points, not of components: the crops
+    of all components (prediction ∩ region, component) are laid side by side in a few "atlas"
+    volumes, separated by empty planes wider than the neighbourhood-search radius. Surfaces are
+    extracted with one call per atlas, near distances found by the word-parallel ring search over
+    the whole atlas, and the remaining far points with one k-d tree for all components.
+    """
     labels, n = assignment.gt_labels, assignment.n_gt
     ndim = pred.ndim
     gt_index = np.flatnonzero(labels)
@@ -223,18 +286,47 @@ def _component_surface_distances(
     lo, hi = _bounding_boxes(
         np.concatenate([gt_coords, pred_coords]), np.concatenate([gt_lab, assignment.pred_region]), n, ndim
     )
-    # group voxels by component so each crop is filled by scatter, without full-volume masks
-    gt_order = np.argsort(gt_lab, kind="stable")
-    gt_bounds = np.searchsorted(gt_lab[gt_order], np.arange(n + 2))
-    pred_order = np.argsort(assignment.pred_region, kind="stable")
-    pred_bounds = np.searchsorted(assignment.pred_region[pred_order], np.arange(n + 2))
+    sizes = (hi - lo + 1)[1:]  # component k at row k-1
+    gap = _surface.ring_reach(spacing)[0] + 2  # no ring-search offset reaches the next crop
+    parts: dict[str, list] = {"gt": [], "pred": []}  # per atlas: points in crop, owner, weights, distance
+    for group in _atlas_groups(sizes, gap):
+        comps = group + 1
+        depth = sizes[group, 0] + gap
+        start = np.zeros(n + 1, dtype=np.int64)
+        start[comps] = np.concatenate([[0], np.cumsum(depth)[:-1]])
+        shape = (int(depth.sum()),) + tuple(int(v) for v in sizes[group, 1:].max(axis=0))
+        in_group = np.zeros(n + 1, dtype=bool)
+        in_group[comps] = True
+        starts_sorted = start[comps]
+        surfaces = {}
+        for name, coords, comp in (("gt", gt_coords, gt_lab), ("pred", pred_coords, assignment.pred_region)):
+            keep = in_group[comp]
+            local = coords[keep] - lo[comp[keep]]
+            local[:, 0] += start[comp[keep]]
+            atlas = np.zeros(shape, dtype=bool)
+            atlas[tuple(local.T)] = True
+            surfaces[name] = _surface.extract_surface(atlas, spacing, mode=settings.surface)
+        for name, other in (("gt", "pred"), ("pred", "gt")):
+            source, target = surfaces[name], surfaces[other]
+            points = source.coordinates()
+            owner = comps[np.searchsorted(starts_sorted, points[:, 0], side="right") - 1]
+            points[:, 0] -= start[owner]
+            near = _surface.near_distances(source, target, spacing)
+            parts[name].append((points, owner, source.weights, near))
+    merged = {name: [np.concatenate(column) for column in zip(*parts[name])] for name in parts}
+    for name, other in (("gt", "pred"), ("pred", "gt")):
+        points, owner, _, distances = merged[name]
+        far = np.flatnonzero(np.isinf(distances))
+        if far.size:
+            distances[far] = _far_distances(points[far], owner[far], merged[other][0], merged[other][1], spacing)
+    (_, gt_owner, gt_weights, gt_to_pred), (_, pred_owner, pred_weights, pred_to_gt) = merged["gt"], merged["pred"]
+    gt_order = np.lexsort((gt_weights, gt_to_pred, gt_owner))
+    pred_order = np.lexsort((pred_weights, pred_to_gt, pred_owner))
+    gt_bounds = np.searchsorted(gt_owner[gt_order], np.arange(n + 2))
+    pred_bounds = np.searchsorted(pred_owner[pred_order], np.arange(n + 2))
     for k in range(1, n + 1):
-        shape = tuple(int(s) for s in hi[k] - lo[k] + 1)
-        gt_mask = np.zeros(shape, dtype=bool)
-        pred_mask = np.zeros(shape, dtype=bool)
-        g = gt_coords[gt_order[gt_bounds[k]: gt_bounds[k + 1]]] - lo[k]
-        gt_mask[tuple(g.T)] = True
-        p = pred_coords[pred_order[pred_bounds[k]: pred_bounds[k + 1]]] - lo[k]
-        if p.size:
-            pred_mask[tuple(p.T)] = True
-        yield k, _surface.surface_distances(pred_mask, gt_mask, spacing, mode=settings.surface)
+        g = gt_order[gt_bounds[k]: gt_bounds[k + 1]]
+        p = pred_order[pred_bounds[k]: pred_bounds[k + 1]]
+        yield k, _surface.SurfaceDistances(
+            gt_to_pred[g], gt_weights[g], pred_to_gt[p], pred_weights[p], settings.surface
+        )

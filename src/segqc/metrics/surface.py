@@ -187,6 +187,19 @@ def _ring_offsets(spacing: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray, t
     return grid[order], dist[order], reach
 
 
+def ring_reach(spacing: Sequence[float]) -> tuple[int, ...]:
+    """Largest |offset| per axis (voxels) that the ring search looks at."""
+    return _ring_offsets(tuple(float(s) for s in spacing))[2]
+
+
+def near_distances(source: Surface, target: Surface, spacing: Sequence[float]) -> np.ndarray:
+    """Exact distances from source points to the target within the ring radius, ``inf`` beyond
+    (all ``inf`` when the source is too small for the ring search to pay off)."""
+    if source.size < _MIN_POINTS_FOR_RING_SEARCH or target.size == 0:
+        return np.full(source.size, np.inf)
+    return _ring_search(source, target, tuple(float(s) for s in spacing))
+
+
 def _bit_keys_of(values: np.ndarray, word_flat: np.ndarray) -> np.ndarray:
     local = _bitrows.set_bit_keys(values)
     return word_flat[local >> 6] * 64 + (local & 63)
@@ -246,6 +259,11 @@ def _ring_search(source: Surface, target: Surface, spacing: tuple[float, ...]) -
     return distances
 
 
+def _query_workers(n_queries: int) -> int:
+    """Threads for a k-d tree query: starting threads costs ~1 ms, worth it only for many points."""
+    return -1 if n_queries >= 20000 else 1
+
+
 def _directed(source: Surface, target: Surface, spacing: tuple[float, ...]) -> np.ndarray:
     if target.size == 0:
         return np.full(source.size, np.inf)
@@ -264,7 +282,7 @@ def _directed(source: Surface, target: Surface, spacing: tuple[float, ...]) -> n
         query = source.points_mm(spacing) if todo is None else (
             _bitrows.key_coordinates(source.keys[todo], source.words.shape) * np.asarray(spacing)
         )
-        found = tree.query(query, k=1, workers=-1)[0]
+        found = tree.query(query, k=1, workers=_query_workers(len(query)))[0]
         if todo is None:
             distances = found
         else:

@@ -1,0 +1,348 @@
+"""CC-metrics (generalized Voronoi regions of the GT components) against CCMetrics, MONAI, scipy's
+feature transform, brute-force distances and the thesis' analytic claims."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from segqc.metrics import MetricSettings, assign_regions, compare_components, compare_masks, label_components
+
+ISO = (1.0, 1.0, 1.0)
+
+
+def _ball(shape, centre, radius) -> np.ndarray:
+    grids = np.indices(shape, dtype=np.float64)
+    return sum((grids[i] - centre[i]) ** 2 for i in range(len(shape))) <= radius**2
+
+
+def _blob(rng, shape, sigma, fraction) -> np.ndarray:
+    field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma)
+    return field > np.quantile(field, 1.0 - fraction)
+
+
+def _one_hot(mask: np.ndarray) -> np.ndarray:
+    return np.stack([~mask, mask])[None].astype(np.float32)
+
+
+def _by_name(results) -> dict:
+    return {r.metric: r.value for r in results}
+
+
+def _feature_transform_regions(gt_labels: np.ndarray, sampling=None) -> np.ndarray:
+    """Region of every voxel: the label of its nearest GT voxel per scipy's exact EDT feature transform."""
+    indices = ndimage.distance_transform_edt(gt_labels == 0, sampling=sampling, return_distances=False,
+                                             return_indices=True)
+    return gt_labels[tuple(indices)]
+
+
+def _squared_distance_to_components(points: np.ndarray, gt_labels: np.ndarray, n: int, scale) -> np.ndarray:
+    """Brute force: (n_points, n + 1) squared distances (column k: to component k; column 0 unused)."""
+    gt_index = np.flatnonzero(gt_labels)
+    coords = np.stack(np.unravel_index(gt_index, gt_labels.shape), axis=1) * scale
+    labels = gt_labels.reshape(-1)[gt_index]
+    points = points * scale
+    out = np.full((points.shape[0], n + 1), np.inf)
+    for k in range(1, n + 1):
+        ck = coords[labels == k]
+        for start in range(0, points.shape[0], 1024):
+            chunk = points[start:start + 1024]
+            out[start:start + 1024, k] = ((chunk[:, None, :] - ck[None]) ** 2).sum(-1).min(axis=1)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# A case without Voronoi ties near any predicted voxel
+
+
+def _tie_free_case():
+    """Four GT spheres far apart; prediction: one shifted, one shrunk, one grown, one missed, plus a
+    false-positive blob that is clearly nearest to the first sphere."""
+    shape = (48, 48, 48)
+    gt = (_ball(shape, (12, 12, 12), 5) | _ball(shape, (12, 34, 30), 4) | _ball(shape, (36, 14, 34), 6)
+          | _ball(shape, (36, 36, 10), 3))
+    pred = (_ball(shape, (13, 12, 12), 5) | _ball(shape, (12, 34, 30), 3) | _ball(shape, (36, 15, 34), 7)
+            | _ball(shape, (22, 12, 12), 1.5))
+    return pred, gt
+
+
+def test_tie_free_case_has_a_clear_nearest_component_and_matches_the_feature_transform():
+    pred, gt = _tie_free_case()
+    assignment = assign_regions(pred, gt, ISO, voronoi_units="voxel")
+    assert assignment.n_gt == 4 == ndimage.label(gt, structure=np.ones((3, 3, 3)))[1]
+    points = np.stack(np.unravel_index(assignment.pred_index, gt.shape), axis=1)
+    d2 = np.sort(_squared_distance_to_components(points, assignment.gt_labels, 4, 1.0)[:, 1:], axis=1)
+    assert np.all(np.sqrt(d2[:, 1]) - np.sqrt(d2[:, 0]) > 3.0), "every predicted voxel is >3 voxels closer to one component"
+    expected = _feature_transform_regions(assignment.gt_labels).reshape(-1)[assignment.pred_index]
+    np.testing.assert_array_equal(assignment.pred_region, expected)
+    # the same in mm on this isotropic grid
+    mm = assign_regions(pred, gt, (2.0, 2.0, 2.0), voronoi_units="mm")
+    np.testing.assert_array_equal(mm.pred_region, expected)
+
+
+def test_cc_dice_matches_ccmetrics_and_monai_per_component_dice_on_tie_free_case():
+    ccmetrics = pytest.importorskip("CCMetrics")
+    torch = pytest.importorskip("torch")
+    monai_metrics = pytest.importorskip("monai.metrics")
+    pred, gt = _tie_free_case()
+    ours = compare_components(pred, gt, ISO, metrics=("dice",), voronoi_units="voxel")
+    cc_dice = _by_name(ours.means)["cc_dice"]
+
+    reference = ccmetrics.CCDiceMetric()
+    reference(_one_hot(pred), _one_hot(gt))
+    assert cc_dice == pytest.approx(reference.cc_aggregate().item(), rel=1e-6)
+    per_component = sorted(float(v) for v in torch.cat([b.reshape(-1) for b in reference.get_buffer()]))
+    assert sorted(r.value for _, r in ours.per_component) == pytest.approx(per_component, rel=1e-6)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        monai_dice = monai_metrics.DiceMetric(per_component=True, include_background=False)
+        value = monai_dice(torch.from_numpy(_one_hot(pred)), torch.from_numpy(_one_hot(gt))).item()
+    assert cc_dice == pytest.approx(value, rel=1e-6)
+    # and the case is not trivial: the components really differ in quality
+    assert min(per_component) == 0.0 and max(per_component) < 1.0
+
+
+def test_cc_hd95_and_cc_nsd_match_ccmetrics_in_voxel_mode_on_tie_free_case():
+    ccmetrics = pytest.importorskip("CCMetrics")
+    pred, gt = _tie_free_case()
+    settings = MetricSettings(surface="voxel", tolerance_mm=1.0)
+    ours = compare_components(pred, gt, ISO, metrics=("hd95", "nsd"), settings=settings, voronoi_units="voxel")
+    means = _by_name(ours.means)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hd95 = ccmetrics.CCHausdorffDistance95Metric(metric_worst_score=50)
+        hd95(_one_hot(pred), _one_hot(gt))
+        surface_dice = ccmetrics.CCSurfaceDiceMetric(class_thresholds=[1.0])
+        surface_dice(_one_hot(pred), _one_hot(gt))
+    assert means["cc_hd95"] == pytest.approx(hd95.cc_aggregate().item(), rel=1e-6)
+    assert means["cc_nsd"] == pytest.approx(surface_dice.cc_aggregate().item(), rel=1e-6)
+    ours_hd = sorted(r.value for _, r in ours.per_component if r.metric == "hd95")
+    assert 50.0 in ours_hd, "the missed component scores the worst distance"
+
+
+def test_detection_counts_on_constructed_case():
+    pred, gt = _tie_free_case()
+    detection = _by_name(compare_components(pred, gt, ISO).detection)
+    assert detection == {
+        "gt_components": 4.0,
+        "gt_components_hit": 3.0,
+        "gt_components_missed": 1.0,
+        "pred_components": 4.0,
+        "pred_components_unmatched": 1.0,
+    }
+
+
+def test_a_component_whose_region_holds_only_a_near_miss_is_missed_not_hit():
+    """Detection counts overlap, not region membership: a predicted blob next to (not touching) a GT
+    component falls in its region but neither hits it nor is matched."""
+    gt = np.zeros((30, 30, 30), dtype=bool)
+    gt[3:8, 3:8, 3:8] = True
+    gt[18:24, 18:24, 18:24] = True
+    pred = np.zeros_like(gt)
+    pred[3:8, 3:8, 3:8] = True  # exact
+    pred[18:24, 18:24, 26:28] = True  # 2 voxels beyond the second cube
+    cc = compare_components(pred, gt, ISO, metrics=("dice", "hd"))
+    assert _by_name(cc.detection) == {
+        "gt_components": 2.0,
+        "gt_components_hit": 1.0,
+        "gt_components_missed": 1.0,
+        "pred_components": 2.0,
+        "pred_components_unmatched": 1.0,
+    }
+    rows = {(k, r.metric): r for k, r in cc.per_component}
+    near = [k for k in (1, 2) if rows[(k, "dice")].value == 0.0]
+    assert len(near) == 1 and rows[(near[0], "dice")].empty == "", "the region is not empty: Dice 0 is natural"
+    # HD between the 6x6x6 cube at z 18..23 and the slab at z 26..27: far face of the cube to the slab
+    assert rows[(near[0], "hd")].value == pytest.approx(np.hypot(0, 0) + (28 - 18), rel=1e-12)
+
+
+def test_per_component_metrics_in_mm_equal_full_size_region_masks_on_anisotropic_grid():
+    """Each component's metrics equal those of (prediction within its region) vs (the component),
+    evaluated on the full image with surface-distance; regions from scipy's feature transform in mm."""
+    sdlib = pytest.importorskip("surface_distance")
+    spacing = (0.7, 0.9, 2.5)
+    pred, gt = _tie_free_case()
+    ours = compare_components(pred, gt, spacing, metrics=("dice", "hd95", "nsd", "assd"),
+                              settings=MetricSettings(tolerance_mm=1.3), voronoi_units="mm")
+    labels, n = label_components(gt)
+    regions = _feature_transform_regions(labels, sampling=spacing)
+    rows = {(k, r.metric): r.value for k, r in ours.per_component}
+    for k in range(1, n + 1):
+        component = labels == k
+        in_region = pred & (regions == k)
+        if not in_region.any():
+            assert rows[(k, "dice")] == 0.0 and rows[(k, "hd95")] == 50.0
+            continue
+        assert rows[(k, "dice")] == pytest.approx(2 * np.sum(in_region & component) / (in_region.sum() + component.sum()))
+        ref = sdlib.compute_surface_distances(component, in_region, spacing)
+        assert rows[(k, "hd95")] == pytest.approx(sdlib.compute_robust_hausdorff(ref, 95), rel=1e-6)
+        assert rows[(k, "nsd")] == pytest.approx(sdlib.compute_surface_dice_at_tolerance(ref, 1.3), rel=1e-6)
+        full = _by_name(compare_masks(in_region, component, spacing, metrics=("assd",)))
+        assert rows[(k, "assd")] == pytest.approx(full["assd"], rel=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# Ties
+
+
+@pytest.mark.parametrize(
+    "ndim, units, spacing",
+    [(2, "voxel", (1.0, 1.0)), (3, "voxel", (0.5, 1.0, 2.0)), (2, "mm", (0.5, 2.0)), (3, "mm", (1.0, 0.5, 2.0))],
+)
+def test_assignment_is_a_nearest_component_and_differs_from_feature_transform_only_on_exact_ties(ndim, units, spacing):
+    """Spacings are dyadic so squared distances are exact in floating point: 'equidistant' is exact."""
+    rng = np.random.default_rng(40 + ndim + (units == "mm"))
+    shape = (110, 100) if ndim == 2 else (30, 28, 26)
+    scale = np.ones(ndim) if units == "voxel" else np.asarray(spacing)
+    differing = 0
+    for _ in range(3):
+        gt = _blob(rng, shape, 1.5, 0.06)
+        pred = _blob(rng, shape, 1.5, 0.15)
+        assignment = assign_regions(pred, gt, spacing, voronoi_units=units)
+        labels, n = assignment.gt_labels, assignment.n_gt
+        assert n > 10
+        points = np.stack(np.unravel_index(assignment.pred_index, shape), axis=1)
+        d2 = _squared_distance_to_components(points, labels, n, scale)
+        nearest = d2.min(axis=1)
+        rows = np.arange(points.shape[0])
+        # ours is always at the minimal distance (exactly)
+        np.testing.assert_array_equal(d2[rows, assignment.pred_region], nearest)
+        # GT voxels keep their own component
+        inside = labels.reshape(-1)[assignment.pred_index] > 0
+        np.testing.assert_array_equal(assignment.pred_region[inside], labels.reshape(-1)[assignment.pred_index][inside])
+        reference = _feature_transform_regions(labels, sampling=None if units == "voxel" else spacing)
+        reference = reference.reshape(-1)[assignment.pred_index]
+        diff = np.flatnonzero(assignment.pred_region != reference)
+        differing += diff.size
+        np.testing.assert_array_equal(d2[diff, assignment.pred_region[diff]], d2[diff, reference[diff]])
+    assert differing > 0, "random cases should contain Voronoi ties, or this test checks nothing"
+
+
+# --------------------------------------------------------------------------------------------
+# Thesis claims
+
+
+def _three_spheres():
+    shape = (64, 64, 40)
+    large = _ball(shape, (18, 20, 20), 12)
+    medium = _ball(shape, (46, 22, 20), 7)
+    small = _ball(shape, (40, 50, 20), 3)
+    return large, medium, small
+
+
+def test_removing_the_smallest_of_three_spheres_moves_cc_dice_much_more_than_dice():
+    large, medium, small = _three_spheres()
+    gt = large | medium | small
+    structure = ndimage.generate_binary_structure(3, 1)
+    cc_values, dice_values = [1.0], [1.0]
+    eroded = small.copy()
+    while eroded.any():
+        eroded = ndimage.binary_erosion(eroded, structure=structure)
+        pred = large | medium | eroded
+        cc_values.append(_by_name(compare_components(pred, gt, ISO, metrics=("dice",)).means)["cc_dice"])
+        dice_values.append(_by_name(compare_masks(pred, gt, ISO, metrics=("dice",)))["dice"])
+        if eroded.any():
+            expected_small = 2 * eroded.sum() / (eroded.sum() + small.sum())
+            assert cc_values[-1] == pytest.approx((1 + 1 + expected_small) / 3, rel=1e-12)
+    assert np.all(np.diff(cc_values) < 0) and np.all(np.diff(dice_values) < 0)
+    a, b, c = large.sum(), medium.sum(), small.sum()
+    assert cc_values[-1] == pytest.approx(2 / 3, rel=1e-12)
+    assert dice_values[-1] == pytest.approx(2 * (a + b) / (2 * (a + b) + c), rel=1e-12)
+    for cc, d in zip(cc_values[1:], dice_values[1:]):
+        assert (1 - cc) > 20 * (1 - d), "CC-Dice weighs the small sphere like the large ones"
+
+
+def test_cc_hd95_reacts_alike_to_eroding_large_or_small_sphere_while_hd95_ignores_the_small_one():
+    large, medium, small = _three_spheres()
+    gt = large | medium | small
+    structure = ndimage.generate_binary_structure(3, 1)
+    pred_small = large | medium | ndimage.binary_erosion(small, structure=structure)
+    pred_large = ndimage.binary_erosion(large, structure=structure) | medium | small
+    settings = MetricSettings()
+
+    def both(pred):
+        cc = _by_name(compare_components(pred, gt, ISO, metrics=("hd95",), settings=settings).means)["cc_hd95"]
+        return cc, _by_name(compare_masks(pred, gt, ISO, metrics=("hd95",), settings=settings))["hd95"]
+
+    cc_small, hd_small = both(pred_small)
+    cc_large, hd_large = both(pred_large)
+    assert both(gt) == (0.0, 0.0)
+    assert cc_small > 0 and cc_large > 0
+    assert 0.5 < cc_small / cc_large < 2.0
+    assert hd_large >= 1.0
+    assert hd_small < 0.1 * hd_large
+
+
+# --------------------------------------------------------------------------------------------
+# Connectivity and Voronoi units
+
+
+def test_connectivity_decides_whether_diagonal_neighbours_are_one_component():
+    corner = np.zeros((10, 10, 10), dtype=bool)
+    corner[2:5, 2:5, 2:5] = True
+    corner[5:8, 5:8, 5:8] = True  # touches the first cube at one vertex
+    edge = np.zeros_like(corner)
+    edge[2:5, 2:5, 2:5] = True
+    edge[5:8, 5:8, 2:5] = True  # shares an edge
+    counts = {}
+    for name, mask in (("corner", corner), ("edge", edge)):
+        for connectivity in (6, 18, 26):
+            detection = _by_name(compare_components(mask, mask, ISO, connectivity=connectivity).detection)
+            counts[(name, connectivity)] = (detection["gt_components"], detection["pred_components"])
+    assert counts == {("corner", 6): (2, 2), ("corner", 18): (2, 2), ("corner", 26): (1, 1),
+                      ("edge", 6): (2, 2), ("edge", 18): (1, 1), ("edge", 26): (1, 1)}
+    square = np.zeros((6, 6), dtype=bool)
+    square[1, 1] = square[2, 2] = True
+    assert _by_name(compare_components(square, square, (1, 1), connectivity=6).detection)["gt_components"] == 2
+    assert _by_name(compare_components(square, square, (1, 1), connectivity=26).detection)["gt_components"] == 1
+
+
+@pytest.mark.parametrize("connectivity, rank", [(6, 1), (18, 2), (26, 3)])
+def test_label_components_partition_equals_scipy_label(connectivity, rank):
+    rng = np.random.default_rng(connectivity)
+    mask = rng.random((25, 26, 27)) < 0.08
+    labels, n = label_components(mask, connectivity=connectivity)
+    ref, n_ref = ndimage.label(mask, structure=ndimage.generate_binary_structure(3, rank))
+    assert n == n_ref > 100
+    # same partition: a bijection between label ids
+    pairs = np.unique(np.stack([labels[mask], ref[mask]]), axis=1)
+    assert pairs.shape[1] == n
+
+
+def test_voronoi_units_mm_and_voxel_pick_different_components_on_anisotropic_grid():
+    """A predicted voxel P: component A is 2 voxels away along z (8 mm at 4 mm slices), component B
+    5 voxels away along x (5 mm). Nearest in voxels: A; nearest in mm: B."""
+    spacing = (1.0, 1.0, 4.0)
+    gt = np.zeros((24, 20, 20), dtype=bool)
+    gt[10, 10, 12] = True  # A: 1 voxel
+    gt[15:18, 10, 10] = True  # B: 3 voxels
+    pred = gt.copy()
+    pred[10, 10, 10] = True  # P
+    p_index = np.ravel_multi_index((10, 10, 10), gt.shape)
+    result = {}
+    for units in ("voxel", "mm"):
+        assignment = assign_regions(pred, gt, spacing, voronoi_units=units)
+        labels = assignment.gt_labels
+        region_of_p = assignment.pred_region[assignment.pred_index == p_index][0]
+        result[units] = {"A": labels[10, 10, 12], "B": labels[15, 10, 10]}, region_of_p
+    (ids, region_voxel), (_, region_mm) = result["voxel"], result["mm"]
+    assert region_voxel == ids["A"] and region_mm == ids["B"]
+    cc_voxel = _by_name(compare_components(pred, gt, spacing, metrics=("dice",), voronoi_units="voxel").means)
+    cc_mm = _by_name(compare_components(pred, gt, spacing, metrics=("dice",), voronoi_units="mm").means)
+    # voxel: A gets P -> Dice 2*1/(2+1), B exact; mm: A exact, B gets P -> 2*3/(4+3)
+    assert cc_voxel["cc_dice"] == pytest.approx((2 / 3 + 1) / 2, rel=1e-12)
+    assert cc_mm["cc_dice"] == pytest.approx((1 + 6 / 7) / 2, rel=1e-12)
+
+
+def test_invalid_component_options_raise():
+    mask = np.ones((4, 4, 4), dtype=bool)
+    with pytest.raises(ValueError):
+        compare_components(mask, mask, ISO, connectivity=8)
+    with pytest.raises(ValueError):
+        assign_regions(mask, mask, ISO, voronoi_units="inch")
+    with pytest.raises(ValueError):
+        compare_components(mask, mask[:3], ISO)
