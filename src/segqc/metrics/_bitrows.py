@@ -50,11 +50,14 @@ def shift_down(words: np.ndarray) -> np.ndarray:
 
 def set_bit_keys(words: np.ndarray) -> np.ndarray:
     """Sorted keys (``flat_word_index * 64 + bit``) of every set bit of ``words``."""
-    as_bytes = words.reshape(-1).view(np.uint8)
-    byte_index = np.flatnonzero(as_bytes)
-    if byte_index.size == 0:
+    flat = words.reshape(-1)
+    word_index = np.flatnonzero(flat)  # surfaces are sparse: skip empty words first
+    if word_index.size == 0:
         return np.zeros(0, dtype=np.int64)
-    bits = np.unpackbits(as_bytes[byte_index], bitorder="little")
+    some_bytes = flat[word_index].view(np.uint8)
+    nonzero = np.flatnonzero(some_bytes)
+    byte_index = word_index[nonzero >> 3] * 8 + (nonzero & 7)
+    bits = np.unpackbits(some_bytes[nonzero], bitorder="little")
     hit = np.flatnonzero(bits)
     # byte b holds bits 8*b .. 8*b+7 of the flat bit stream (little-endian words)
     return byte_index[hit >> 3].astype(np.int64) * 8 + (hit & 7)

@@ -278,6 +278,19 @@ _TRIANGLE_AREA_VECTORS_X8 = (
 )
 
 
+def _area_vectors() -> tuple[np.ndarray, np.ndarray]:
+    """(triangle area vectors x8, shape (n, 3); code of each triangle, shape (n,))."""
+    vectors, codes = [], []
+    for code, triangles in enumerate(_TRIANGLE_AREA_VECTORS_X8):
+        for triangle in triangles.split():
+            vectors.append([int(v) for v in triangle.split(",")])
+            codes.append(code)
+    return np.asarray(vectors, dtype=float), np.asarray(codes)
+
+
+_VECTORS_X8, _VECTOR_CODES = _area_vectors()
+
+
 @lru_cache(maxsize=64)
 def surface_area_table(spacing: tuple[float, float, float]) -> np.ndarray:
     """Area in mm^2 of the surface inside a 2x2x2 neighbourhood, for each of the 256 codes.
@@ -287,10 +300,10 @@ def surface_area_table(spacing: tuple[float, float, float]) -> np.ndarray:
     """
     s0, s1, s2 = (float(s) for s in spacing)
     scale = np.array([s1 * s2, s0 * s2, s0 * s1]) / 8.0
+    areas = np.linalg.norm(_VECTORS_X8 * scale, axis=1)
     table = np.zeros(256)
-    for code, triangles in enumerate(_TRIANGLE_AREA_VECTORS_X8):
-        vectors = np.array([[int(v) for v in t.split(",")] for t in triangles.split()], dtype=float)
-        table[code] = np.linalg.norm(vectors * scale, axis=1).sum()
+    for code, area in zip(_VECTOR_CODES, areas):  # in triangle order, as the reference sums them
+        table[code] += area
     table.setflags(write=False)
     return table
 

@@ -26,7 +26,6 @@ from typing import Literal, Sequence
 
 import cc3d
 import numpy as np
-from scipy.spatial import cKDTree
 
 from segqc.metrics import surface as _surface
 from segqc.metrics.binary import MetricResult, MetricSettings, counts_metrics, distance_metrics
@@ -101,7 +100,7 @@ def assign_regions(
         boundary = _surface.extract_surface(gt, (1.0,) * gt.ndim, mode="voxel")  # nearest GT voxel is a boundary voxel
         coords = boundary.coordinates()
         site_label = labels[tuple(coords.T)].astype(np.int64)
-        tree = cKDTree(coords * scale, balanced_tree=False)
+        tree = _surface.kdtree(coords * scale)
         query = np.stack(np.unravel_index(pred_index[outside], gt.shape), axis=1) * scale
         nearest = tree.query(query, k=1, workers=_surface._query_workers(len(query)))[1]
         region[outside] = site_label[nearest]
@@ -260,7 +259,7 @@ def _far_distances(source, source_comp, target, target_comp, spacing) -> np.ndar
     def lifted(coords, comp):
         return np.concatenate([coords * scale, comp[:, None] * _COMPONENT_SEPARATION_MM], axis=1)
 
-    tree = cKDTree(lifted(target[used], target_comp[used]), leafsize=64, balanced_tree=False)
+    tree = _surface.kdtree(lifted(target[used], target_comp[used]))
     distances[todo] = tree.query(lifted(source[todo], source_comp[todo]), k=1,
                                  workers=_surface._query_workers(todo.size))[0]
     return distances

@@ -113,9 +113,17 @@ def _surfel_surface(mask: np.ndarray, spacing: tuple[float, ...]) -> Surface:
         all_in &= plane
     border = any_in & ~all_in
     keys = _bitrows.set_bit_keys(border)
+    # gather each plane's bit at the border points straight from the padded arrays (no plane copies)
+    n_words = border.shape[-1]
+    lead_index = np.unravel_index(keys // (n_words * 64), lead)
+    within = keys % (n_words * 64)  # bit position along the packed axis
     code = np.zeros(keys.size, dtype=np.uint8)
-    for weight, plane in planes:
-        code |= _bitrows.bits_at(np.ascontiguousarray(plane), keys) * np.uint8(weight)
+    for i, offset in enumerate(row_offsets):
+        row = np.ravel_multi_index(tuple(c + o for c, o in zip(lead_index, offset)), words.shape[:-1])
+        source_keys = row * (n_words * 64) + within
+        high = planes[2 * i][0]
+        code |= _bitrows.bits_at(shifted, source_keys) * np.uint8(high)
+        code |= _bitrows.bits_at(words, source_keys) * np.uint8(high >> 1)
     return Surface(words=border, keys=keys, weights=table[code], mode="surfel")
 
 
@@ -200,11 +208,6 @@ def near_distances(source: Surface, target: Surface, spacing: Sequence[float]) -
     return _ring_search(source, target, tuple(float(s) for s in spacing))
 
 
-def _bit_keys_of(values: np.ndarray, word_flat: np.ndarray) -> np.ndarray:
-    local = _bitrows.set_bit_keys(values)
-    return word_flat[local >> 6] * 64 + (local & 63)
-
-
 def _ring_search(source: Surface, target: Surface, spacing: tuple[float, ...]) -> np.ndarray:
     """Exact distances from source points to the nearest target point within the ring radius.
 
@@ -230,7 +233,7 @@ def _ring_search(source: Surface, target: Surface, spacing: tuple[float, ...]) -
         base += (lead_coords[axis] + reach[axis]) * strides[axis]
     base += word_flat % shape[-1] + 1
 
-    found_keys, found_dist = [], []
+    found_words, found_flat, found_offset = [], [], []  # hit bits per offset, decoded once at the end
     for step, (offset, dist) in enumerate(zip(offsets, offset_dist)):
         shift_words, shift_bits = divmod(int(offset[-1]), _bitrows.WORD_BITS)
         lead_shift = int(np.dot(offset[:-1], strides[:-1])) + shift_words
@@ -243,9 +246,11 @@ def _ring_search(source: Surface, target: Surface, spacing: tuple[float, ...]) -
         hits = remaining & moved
         hit_words = np.flatnonzero(hits)
         if hit_words.size:
-            found_keys.append(_bit_keys_of(hits[hit_words], word_flat[hit_words]))
-            found_dist.append(np.full(found_keys[-1].size, dist))
-            remaining[hit_words] &= ~hits[hit_words]
+            hit_values = hits[hit_words]
+            found_words.append(hit_values)
+            found_flat.append(word_flat[hit_words])
+            found_offset.append(np.full(hit_words.size, step, dtype=np.int32))
+            remaining[hit_words] &= ~hit_values
             if step % 4 == 0:
                 keep = remaining != 0
                 if not keep.all():
@@ -253,15 +258,25 @@ def _ring_search(source: Surface, target: Surface, spacing: tuple[float, ...]) -
                     if remaining.size == 0:
                         break
     distances = np.full(source.size, np.inf)
-    if found_keys:
-        keys = np.concatenate(found_keys)
-        distances[np.searchsorted(source.keys, keys)] = np.concatenate(found_dist)
+    if found_words:
+        values = np.concatenate(found_words)
+        local = _bitrows.set_bit_keys(values)  # bit b of values[i] -> key i * 64 + b
+        word = local >> 6
+        keys = np.concatenate(found_flat)[word] * 64 + (local & 63)
+        distances[np.searchsorted(source.keys, keys)] = offset_dist[np.concatenate(found_offset)[word]]
     return distances
+
+
+def kdtree(points: np.ndarray) -> cKDTree:
+    """k-d tree tuned for surface point clouds: sliding-midpoint splits without shrinking the
+    cells to their points (measured 3x faster for far queries, e.g. from a missed lesion, at the
+    same speed for near ones) and 32-point leaves."""
+    return cKDTree(points, leafsize=32, balanced_tree=False, compact_nodes=False)
 
 
 def _query_workers(n_queries: int) -> int:
     """Threads for a k-d tree query: starting threads costs ~1 ms, worth it only for many points."""
-    return -1 if n_queries >= 20000 else 1
+    return -1 if n_queries >= 4000 else 1
 
 
 def _directed(source: Surface, target: Surface, spacing: tuple[float, ...]) -> np.ndarray:
@@ -276,9 +291,7 @@ def _directed(source: Surface, target: Surface, spacing: tuple[float, ...]) -> n
         distances = np.empty(source.size)
         todo = None
     if todo is None or todo.size:
-        # points left after the ring search are far from the target: larger leaves prune better
-        leafsize = 16 if todo is None else 64
-        tree = cKDTree(target.points_mm(spacing), leafsize=leafsize, balanced_tree=False)
+        tree = kdtree(target.points_mm(spacing))
         query = source.points_mm(spacing) if todo is None else (
             _bitrows.key_coordinates(source.keys[todo], source.words.shape) * np.asarray(spacing)
         )
