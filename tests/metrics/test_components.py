@@ -156,8 +156,8 @@ def test_a_component_whose_region_holds_only_a_near_miss_is_missed_not_hit():
     rows = {(k, r.metric): r for k, r in cc.per_component}
     near = [k for k in (1, 2) if rows[(k, "dice")].value == 0.0]
     assert len(near) == 1 and rows[(near[0], "dice")].empty == "", "the region is not empty: Dice 0 is natural"
-    # HD between the 6x6x6 cube at z 18..23 and the slab at z 26..27: far face of the cube to the slab
-    assert rows[(near[0], "hd")].value == pytest.approx(np.hypot(0, 0) + (28 - 18), rel=1e-12)
+    # HD: the cube's far face (z = 18) lies straight below the slab's near face (z = 26), same footprint
+    assert rows[(near[0], "hd")].value == pytest.approx(26 - 18, rel=1e-12)
 
 
 def test_per_component_metrics_in_mm_equal_full_size_region_masks_on_anisotropic_grid():
@@ -183,6 +183,87 @@ def test_per_component_metrics_in_mm_equal_full_size_region_masks_on_anisotropic
         assert rows[(k, "nsd")] == pytest.approx(sdlib.compute_surface_dice_at_tolerance(ref, 1.3), rel=1e-6)
         full = _by_name(compare_masks(in_region, component, spacing, metrics=("assd",)))
         assert rows[(k, "assd")] == pytest.approx(full["assd"], rel=1e-12)
+
+
+def _many_lesions():
+    """Dozens of small GT lesions of varied size and a large flat slab (very different crop
+    cross-sections), a noisy prediction, and a predicted blob far from every lesion."""
+    rng = np.random.default_rng(70)
+    shape = (64, 60, 36)
+    field = ndimage.gaussian_filter(rng.standard_normal(shape), 1.2)
+    field /= field.std()
+    gt = field > 2.4
+    gt[5:50, 5:55, 31:33] = True
+    noisy = ndimage.gaussian_filter(field + 0.6 * rng.standard_normal(shape), 0.6)
+    pred = noisy > 1.9 * noisy.std()
+    pred[5:50, 5:55, 32:34] = True
+    # a small blob at the point farthest from every lesion
+    far = ndimage.distance_transform_edt(~gt, sampling=(0.8, 1.1, 2.5))[1:-1, 1:-1, 1:-1]
+    x, y, z = np.unravel_index(np.argmax(far), far.shape)
+    pred[x:x + 3, y:y + 3, z:z + 3] = True
+    return pred, gt
+
+
+def _voxel_edge_distances(source: np.ndarray, target: np.ndarray, spacing) -> np.ndarray:
+    structure = ndimage.generate_binary_structure(3, 1)
+    edges_s = source & ~ndimage.binary_erosion(source, structure=structure, border_value=0)
+    edges_t = target & ~ndimage.binary_erosion(target, structure=structure, border_value=0)
+    return np.sort(ndimage.distance_transform_edt(~edges_t, sampling=spacing)[edges_s])
+
+
+@pytest.mark.parametrize("mode", ["surfel", "voxel"])
+def test_cc_distance_metrics_of_many_components_match_per_region_full_size_references(mode):
+    """Each component's distances (however the implementation batches components) equal those of
+    the full-size masks (prediction in the component's region, component): surface-distance in
+    surfel mode, an EDT of the voxel edges in voxel mode."""
+    spacing = (0.8, 1.1, 2.5)
+    pred, gt = _many_lesions()
+    tolerance = 1.77
+    settings = MetricSettings(surface=mode, tolerance_mm=tolerance)
+    ours = compare_components(pred, gt, spacing, metrics=("hd", "hd95", "assd", "masd", "nsd"), settings=settings)
+    rows = {(k, r.metric): r.value for k, r in ours.per_component}
+    assignment = assign_regions(pred, gt, spacing)
+    labels, n = assignment.gt_labels, assignment.n_gt
+    assert n >= 40
+    region = np.zeros(gt.size, dtype=np.int64)
+    region[assignment.pred_index] = assignment.pred_region
+    region = region.reshape(gt.shape)
+    sdlib = pytest.importorskip("surface_distance") if mode == "surfel" else None
+    checked_far = False
+    boxes = ndimage.find_objects(np.where(gt, labels, region))
+    for k in range(1, n + 1):
+        # crop (with a one-voxel margin, so voxel edges at the crop border are unchanged) for speed
+        box = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in boxes[k - 1])
+        component, in_region = labels[box] == k, region[box] == k
+        if not in_region.any():
+            assert rows[(k, "hd")] == 50.0
+            continue
+        if mode == "surfel":
+            ref = sdlib.compute_surface_distances(component, in_region, spacing)
+            expected = {
+                "hd": sdlib.compute_robust_hausdorff(ref, 100),
+                "hd95": sdlib.compute_robust_hausdorff(ref, 95),
+                "masd": float(np.mean(sdlib.compute_average_surface_distance(ref))),
+                "nsd": sdlib.compute_surface_dice_at_tolerance(ref, tolerance),
+            }
+            d = np.concatenate([ref["distances_gt_to_pred"], ref["distances_pred_to_gt"]])
+            w = np.concatenate([ref["surfel_areas_gt"], ref["surfel_areas_pred"]])
+            expected["assd"] = float(np.sum(d * w) / np.sum(w))
+        else:
+            g2p = _voxel_edge_distances(component, in_region, spacing)
+            p2g = _voxel_edge_distances(in_region, component, spacing)
+            both = np.concatenate([g2p, p2g])
+            expected = {
+                "hd": max(g2p[-1], p2g[-1]),
+                "hd95": max(np.percentile(g2p, 95), np.percentile(p2g, 95)),
+                "assd": float(both.mean()),
+                "masd": 0.5 * (g2p.mean() + p2g.mean()),
+                "nsd": float(np.mean(both <= tolerance)),
+            }
+        for metric, value in expected.items():
+            assert rows[(k, metric)] == pytest.approx(value, rel=1e-6, abs=1e-12), (k, metric)
+        checked_far |= expected["hd"] > 12.0  # ~3x the neighbourhood-search radius at this spacing
+    assert checked_far, "the far predicted blob must give some region a distance beyond the ring radius"
 
 
 # --------------------------------------------------------------------------------------------

@@ -122,7 +122,6 @@ _SEEDS = {
     "far-apart-2d": 22,
 }
 CASES = list(_SEEDS)
-LARGE = [c for c in CASES if not c.startswith("small")]
 PATHS = ("auto", "ring", "kdtree")
 
 

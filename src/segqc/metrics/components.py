@@ -204,8 +204,14 @@ def compare_components(
     for name in metrics:
         values = np.asarray(table[name], dtype=float)
         finite = values[~np.isnan(values)]
+        tags: dict[str, int] = {}
+        for k, r in per_component:
+            if r.metric == name and r.empty:
+                tags[r.empty] = tags.get(r.empty, 0) + 1
+        # the mean says how many components an empty-mask rule scored, e.g. "pred_empty:worst x3"
+        tag = "; ".join(f"{t} x{c}" for t, c in sorted(tags.items()))
         means.append(MetricResult(f"cc_{name}", float(finite.mean()) if finite.size else math.nan,
-                                  "" if finite.size else "all_components:nan"))
+                                  tag if finite.size else f"all_components:nan ({tag})"))
     return ComponentEvaluation(per_component, means, detection)
 
 

@@ -4,7 +4,8 @@ Both maps hold values in [0, 1] (a model's probability, or the fraction of rater
 voxel). Each is binarised at the thresholds 0.1, 0.2, ..., 0.9 (foreground where ``value > t``)
 and the binary Dice values are averaged. At a threshold where both
 binarised maps are empty the two agree perfectly and the Dice counts as 1 (QUBIQ convention);
-if the ground truth is empty at every threshold, the empty-mask policy decides the result.
+if the ground truth or the prediction is empty at every threshold, the empty-mask policy decides
+the result (and tags it).
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ def soft_dice(
     gt = _check_probability("gt", gt)
     if pred.shape != gt.shape:
         raise ValueError(f"pred shape {pred.shape} differs from gt shape {gt.shape}")
-    if not (gt > min(thresholds)).any():
-        situation = "both_empty" if not (pred > min(thresholds)).any() else "gt_empty"
+    gt_any, pred_any = bool((gt > min(thresholds)).any()), bool((pred > min(thresholds)).any())
+    if not (gt_any and pred_any):
+        situation = "both_empty" if not (gt_any or pred_any) else ("gt_empty" if not gt_any else "pred_empty")
         value, tag = metric_info("soft_dice").empty_value(situation, policy)
         return MetricResult("soft_dice", value, tag)
     scores = []

@@ -1,0 +1,132 @@
+"""Patient-level train / hold-out split: no patient is ever on both sides.
+
+Several cases of one patient (ACDC's end-diastolic and end-systolic frames, follow-up time points)
+look alike; a model that saw one of them is not tested honestly on the other. Cases are therefore
+grouped by patient before splitting.
+
+**Patient of a case** (:func:`patient_id`): the case id with one trailing time-point suffix
+removed, the suffix being ``_`` or ``-`` followed by ``frame``, ``tp``, ``timepoint``, ``time``,
+``visit``, ``ses`` or ``session`` (any case), an optional ``_``/``-``, and digits:
+``ACDC_patient001_frame01`` -> ``ACDC_patient001``, ``sub-03_ses-2`` -> ``sub-03``,
+``BraTS_0001_tp2`` -> ``BraTS_0001``. A case id without such a suffix is its own patient.
+Callers with another convention pass their own ``patient`` function.
+
+**Split** (:func:`make_split`): the distinct patients, sorted, are permuted by
+``numpy.random.default_rng(seed)``; the first ``round(holdout_fraction * n_patients)`` (at least
+one, and at least one patient left for training) are held out. The result is written as
+``split.json`` (:meth:`Split.save`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from segqc.errors import InputError
+from segqc.io.atomic import write_text_atomic
+
+__all__ = ["PATIENT_RULE", "Split", "make_split", "patient_id"]
+
+_TIMEPOINT = re.compile(r"^(?P<patient>.+?)[_-](?:frame|tp|timepoint|time|visit|ses|session)[_-]?\d+$", re.IGNORECASE)
+
+#: The grouping rule in words (stored in ``split.json``).
+PATIENT_RULE = ("case id without a trailing _frameNN / _tpNN / _timepointNN / _timeNN / _visitNN / _sesNN / "
+                "_sessionNN suffix ('_' or '-' separators); otherwise the case id")
+
+
+def patient_id(case: str) -> str:
+    """Patient of a case id (module docstring): ``ACDC_patient001_frame12`` -> ``ACDC_patient001``."""
+    match = _TIMEPOINT.match(case)
+    return match["patient"] if match else case
+
+
+@dataclass(frozen=True)
+class Split:
+    """Case ids for training and hold-out (sorted), with how they were made."""
+
+    train: tuple[str, ...]
+    holdout: tuple[str, ...]
+    seed: int
+    holdout_fraction: float
+    patients: dict[str, str]  # case -> patient
+
+    def __post_init__(self) -> None:
+        overlap = {self.patients[c] for c in self.train} & {self.patients[c] for c in self.holdout}
+        if overlap:  # guards hand-edited split.json files too
+            raise InputError(f"patient(s) on both sides of the split: {', '.join(sorted(overlap)[:5])}")
+
+    @property
+    def train_patients(self) -> tuple[str, ...]:
+        return tuple(sorted({self.patients[c] for c in self.train}))
+
+    @property
+    def holdout_patients(self) -> tuple[str, ...]:
+        return tuple(sorted({self.patients[c] for c in self.holdout}))
+
+    def to_dict(self) -> dict:
+        return {
+            "format": "segqc-split",
+            "seed": self.seed,
+            "holdout_fraction": self.holdout_fraction,
+            "rule": PATIENT_RULE,
+            "n_patients": {"train": len(self.train_patients), "holdout": len(self.holdout_patients)},
+            "train": list(self.train),
+            "holdout": list(self.holdout),
+            "patients": dict(sorted(self.patients.items())),
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        return write_text_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Split:
+        path = Path(path)
+        if not path.is_file():
+            raise InputError("split file not found", path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("format") != "segqc-split":
+                raise InputError("not a segqc split (missing \"format\": \"segqc-split\")", path)
+            return cls(train=tuple(data["train"]), holdout=tuple(data["holdout"]), seed=int(data["seed"]),
+                       holdout_fraction=float(data["holdout_fraction"]),
+                       patients={str(k): str(v) for k, v in data["patients"].items()})
+        except json.JSONDecodeError as exc:
+            raise InputError(f"malformed JSON: {exc.msg} (line {exc.lineno})", path) from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise InputError(f"malformed split: {type(exc).__name__}: {exc}", path) from None
+        except InputError as exc:
+            raise InputError(exc.problem, path) from None
+
+
+def make_split(
+    cases: Iterable[str],
+    *,
+    holdout_fraction: float,
+    seed: int,
+    patient: Callable[[str], str] = patient_id,
+) -> Split:
+    """Split case ids by patient (module docstring). Needs at least two patients."""
+    cases = sorted(set(cases))
+    if not 0 < holdout_fraction < 1:
+        raise ValueError(f"holdout_fraction must lie in (0, 1), got {holdout_fraction}")
+    patients = {c: patient(c) for c in cases}
+    distinct = sorted(set(patients.values()))
+    if len(distinct) < 2:
+        raise InputError(f"a train / hold-out split needs at least two patients; found {len(distinct)} "
+                         f"({len(cases)} case(s))")
+    order = np.random.default_rng(seed).permutation(len(distinct))
+    n_holdout = min(max(1, int(round(holdout_fraction * len(distinct)))), len(distinct) - 1)
+    held = {distinct[i] for i in order[:n_holdout]}
+    return Split(
+        train=tuple(c for c in cases if patients[c] not in held),
+        holdout=tuple(c for c in cases if patients[c] in held),
+        seed=int(seed),
+        holdout_fraction=float(holdout_fraction),
+        patients=patients,
+    )
