@@ -1,0 +1,90 @@
+"""Training of the autoencoder baseline on ground-truth masks (preprocessed with the dataset plan)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from segqc.fingerprint import compute_fingerprint, plan_from_fingerprint, preprocess_files
+from segqc.fingerprint.preprocessing import PreprocessingPlan
+from segqc.io.datasets import list_image_files, list_label_files
+from segqc.qc.baselines.cae.config import CaeConfig
+from segqc.qc.baselines.cae.model import ConvAutoencoder
+from segqc.training import save_checkpoint, seed_everything
+
+METHOD = "cae"
+
+
+def ground_truth_slices(dataset_dir: str | Path, cases: Sequence[str], plan: PreprocessingPlan) -> np.ndarray:
+    """Preprocessed axial GT slices with foreground, ``(N, size, size)`` integer labels."""
+    dataset_dir = Path(dataset_dir)
+    images = list_image_files(dataset_dir / "imagesTr")
+    labels = list_label_files(dataset_dir / "labelsTr")
+    slices = []
+    for case in cases:
+        prepared = preprocess_files(images[case], plan, label_path=labels[case])
+        for k in range(prepared.n_slices):
+            if prepared.label[..., k].any():
+                slices.append(prepared.label[..., k].astype(np.int64))
+    if not slices:
+        raise ValueError("no ground-truth slice with foreground in the training cases")
+    return np.stack(slices)
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - mean foreground soft Dice (classes 1..C-1) of softmax(logits) against integer targets."""
+    probs = logits.softmax(dim=1)
+    one_hot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).float()
+    dims = (0, 2, 3)
+    intersection = (probs * one_hot).sum(dims)
+    denominator = probs.sum(dims) + one_hot.sum(dims)
+    dice = (2 * intersection + 1e-5) / (denominator + 1e-5)
+    return 1.0 - dice[1:].mean()
+
+
+def train(config: CaeConfig, slices: np.ndarray, labels: Sequence[int], plan: PreprocessingPlan,
+          out_dir: str | Path, *, fingerprint: dict | None = None, log=print) -> Path:
+    """Train the autoencoder to reproduce GT masks (cross-entropy + soft Dice) and save it."""
+    rng = seed_everything(config.seed)
+    n_classes = max(labels) + 1
+    model = ConvAutoencoder(n_classes, config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    data = torch.from_numpy(slices.astype(np.int64))
+    history = []
+    with torch.enable_grad():
+        for epoch in range(config.epochs):
+            model.train()
+            order = rng.permutation(len(data))
+            total = 0.0
+            for start in range(0, len(order), config.batch_size):
+                target = data[order[start:start + config.batch_size]]
+                if rng.random() < 0.5:  # flips keep the shape prior orientation-free
+                    target = torch.flip(target, dims=(2,))
+                one_hot = F.one_hot(target, n_classes).permute(0, 3, 1, 2).float()
+                logits = model(one_hot)
+                loss = F.cross_entropy(logits, target) + soft_dice_loss(logits, target)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += float(loss) * len(target)
+            history.append(total / len(data))
+            log(f"cae epoch {epoch + 1}/{config.epochs}: loss {history[-1]:.4f}")
+    return save_checkpoint(out_dir, method=METHOD, config={"cae": config.to_dict(), "plan": plan.to_dict(),
+                                                          "labels": list(range(n_classes))},
+                           weights={"autoencoder": model.state_dict()}, fingerprint=fingerprint,
+                           metrics={"loss": history}, seed=config.seed)
+
+
+def train_from_dataset(dataset_dir: str | Path, out_dir: str | Path, *, config: CaeConfig,
+                       cases: Sequence[str] | None = None, log=print) -> Path:
+    """Fingerprint the dataset, preprocess the GT of ``cases`` (default: all) and train."""
+    fingerprint = compute_fingerprint(dataset_dir, cases=cases)
+    plan = plan_from_fingerprint(fingerprint, size=config.size)
+    cases = list(cases) if cases is not None else sorted(c.case for c in fingerprint.cases)
+    slices = ground_truth_slices(dataset_dir, cases, plan)
+    labels = sorted(int(v) for v in fingerprint.labels)
+    return train(config, slices, labels, plan, out_dir, fingerprint=fingerprint.to_dict(), log=log)

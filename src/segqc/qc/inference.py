@@ -1,0 +1,265 @@
+"""GT-free quality control of a folder: pseudo ground truths -> estimated metrics -> worklist.
+
+For every case (``IMAGES_DIR/CASE_0000.nii.gz`` ..., ``SEGS_DIR/CASE.nii.gz``) the driver
+preprocesses image and segmentation with the model's plan, asks the model for ``samples`` pseudo
+ground truths (pGT) per axial slice, restores them to the input grid, and evaluates the
+segmentation against each pGT with the segqc metric engine, exactly as it would be evaluated
+against a real ground truth (the pGT takes the ground truth's place). With ``samples > 1`` the
+estimate is the mean over samples and ``spread`` their standard deviation — an uncertainty of the
+estimate that the nnQC paper does not give. The pGT written to disk is the per-voxel majority over
+samples.
+
+Outputs: ``qc.csv`` (case, label, label_name, metric, estimate, spread, empty), ``qc_slices.csv``
+(per-slice Dice estimates), ``pgt/CASE.nii.gz`` on the input grid, ``worklist.csv`` (cases from
+worst estimated quality, with a flag). Per-case results are stored under ``cases/`` so an
+interrupted run continues.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from segqc.errors import InputError, SegqcError
+from segqc.evaluation.evaluate import EvaluationConfig, evaluate_label_maps
+from segqc.execution import map_cases
+from segqc.fingerprint.preprocessing import preprocess_files, restore_label
+from segqc.io.atomic import atomic_path, write_text_atomic
+from segqc.io.datasets import list_image_files, list_label_files
+from segqc.io.images import read_image, read_label_map, write_image
+from segqc.metrics.binary import MetricSettings
+from segqc.metrics.multiclass import multiclass_dice
+from segqc.qc.model_api import QcModel, load_qc_model
+
+QC_COLUMNS = ["case", "label", "label_name", "metric", "estimate", "spread", "empty"]
+
+
+@dataclass(frozen=True)
+class QcSettings:
+    """``metrics``: segqc metric names estimated per label (``dice`` is also given for the whole
+    map as label ``all``, the QCResUNet multi-class Dice); ``samples``: pGTs per slice;
+    ``steps``: sampler steps (method default if None); ``flag_dice``: worklist threshold on the
+    estimated multi-class Dice; ``outlier_z``: robust z-score (median/MAD over the batch) below
+    which a case is also flagged."""
+
+    metrics: tuple[str, ...] = ("dice", "hd95", "nsd")
+    samples: int = 1
+    steps: int | None = None
+    tolerance_mm: float = 1.0
+    flag_dice: float = 0.75
+    outlier_z: float = 3.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise ValueError(f"samples must be >= 1, got {self.samples}")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+
+
+def _check_labels(seg: np.ndarray, model: QcModel, path: Path) -> None:
+    present = set(np.unique(seg).tolist())
+    unknown = sorted(present - set(model.labels))
+    if unknown:
+        raise InputError(f"label value(s) {unknown} were not in the QC model's training labels {list(model.labels)}", path)
+
+
+def _check_intensity(image: np.ndarray, seg: np.ndarray, model: QcModel, path: Path) -> str | None:
+    """A warning when the raw image intensities inside the segmentation (the fingerprint's
+    foreground statistics) look unlike the training data's."""
+    if not model.fingerprint:
+        return None
+    channels = model.fingerprint.get("channels") or []
+    if not channels:
+        return None
+    stats = channels[0].get("intensity") or {}
+    low, high = stats.get("percentile_00_5"), stats.get("percentile_99_5")
+    if low is None or high is None or not np.isfinite(image).any():
+        return None
+    region = image[seg > 0] if np.any(seg > 0) else image[image != 0]
+    if region.size == 0:
+        return None
+    median = float(np.median(region))
+    width = max(float(high) - float(low), 1e-6)
+    if median < float(low) - 0.5 * width or median > float(high) + 0.5 * width:
+        return (f"{path}: median intensity {median:.4g} is far outside the training data's "
+                f"[{low:.4g}, {high:.4g}] (0.5-99.5 percentiles): is this the same modality?")
+    return None
+
+
+def _majority(samples: np.ndarray, n_labels: int) -> np.ndarray:
+    if samples.shape[0] == 1:
+        return samples[0]
+    counts = np.stack([(samples == k).sum(axis=0) for k in range(n_labels)])
+    return counts.argmax(axis=0).astype(samples.dtype)
+
+
+def qc_case(model: QcModel, case: str, image_paths: Sequence[Path], seg_path: Path,
+            settings: QcSettings) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, object, list[str]]:
+    """QC of one case: (estimates table, per-slice table, pGT on the input grid, its geometry, warnings)."""
+    seg_image = read_label_map(seg_path)
+    _check_labels(seg_image.array, model, seg_path)
+    prepared = preprocess_files(list(image_paths), model.plan, label_path=seg_path)
+    raw = read_image(image_paths[0]).array
+    notes = [w for w in [_check_intensity(raw, seg_image.array, model, Path(image_paths[0]))] if w]
+    images = np.moveaxis(prepared.image, -1, 0)  # (n, C, H, W)
+    segs = np.moveaxis(prepared.label, -1, 0).astype(np.int64)  # (n, H, W)
+    ratios = prepared.slice_ratios
+    chunks = []
+    for start in range(0, images.shape[0], model.batch_size):
+        sl = slice(start, start + model.batch_size)
+        chunks.append(model.generate(images[sl], segs[sl], ratios[sl], settings.samples,
+                                     settings.steps, settings.seed + start))
+    pgt_slices = np.concatenate(chunks, axis=1)  # (K, n, H, W)
+    spacing = seg_image.geometry.spacing
+    label_values = [v for v in model.labels if v != 0]
+    config = EvaluationConfig(metrics=tuple(m for m in settings.metrics),
+                              settings=MetricSettings(tolerance_mm=settings.tolerance_mm),
+                              labels=tuple(label_values))
+    per_sample, restored = [], []
+    for k in range(settings.samples):
+        pgt = restore_label(np.moveaxis(pgt_slices[k], 0, -1).astype(seg_image.array.dtype), prepared.transform)
+        restored.append(pgt)
+        table = evaluate_label_maps(seg_image.array, pgt, spacing, config, case=case)
+        overall = multiclass_dice(seg_image.array, pgt)
+        table = pd.concat([table, pd.DataFrame([{"case": case, "label": "all", "label_name": "all", "component": None,
+                                                  "metric": "dice", "value": overall.value, "empty": overall.empty}])],
+                          ignore_index=True)
+        per_sample.append(table)
+    stacked = pd.concat(per_sample, keys=range(settings.samples), names=["sample"]).reset_index(level=0)
+    stacked["label"] = stacked["label"].astype(str)
+    grouped = stacked.groupby(["label", "label_name", "metric"], sort=False)
+    estimates = grouped["value"].mean().rename("estimate").to_frame()
+    estimates["spread"] = grouped["value"].std(ddof=1) if settings.samples > 1 else math.nan
+    estimates["empty"] = grouped["empty"].agg(lambda tags: ";".join(sorted({t for t in tags if t})))
+    estimates = estimates.reset_index()
+    estimates.insert(0, "case", case)
+    slice_rows = []
+    for z in range(segs.shape[0]):
+        for k in range(settings.samples):
+            value = multiclass_dice(segs[z], pgt_slices[k, z]).value
+            slice_rows.append({"case": case, "slice": z, "slice_ratio": float(ratios[z]), "sample": k,
+                               "label": "all", "metric": "dice", "estimate": value})
+    slices = pd.DataFrame(slice_rows)
+    if not slices.empty:
+        slices = slices.groupby(["case", "slice", "slice_ratio", "label", "metric"], as_index=False)["estimate"].mean()
+    pgt = _majority(np.stack(restored), max(model.labels) + 1)
+    return estimates[QC_COLUMNS], slices, pgt, seg_image.geometry, notes
+
+
+def _case_dir(out_dir: Path) -> Path:
+    return out_dir / "cases"
+
+
+def _run_case(item: tuple[str, list[Path], Path], model_dir: Path, settings: QcSettings, out_dir: Path,
+              model: QcModel | None = None) -> list[str]:
+    case, image_paths, seg_path = item
+    model = model or _cached_model(model_dir)
+    estimates, slices, pgt, geometry, notes = qc_case(model, case, image_paths, seg_path, settings)
+    write_image(out_dir / "pgt" / f"{case}.nii.gz", pgt, geometry)
+    with atomic_path(_case_dir(out_dir) / f"{case}.slices.csv") as tmp:
+        slices.to_csv(tmp, index=False)
+    with atomic_path(_case_dir(out_dir) / f"{case}.csv") as tmp:  # last: marks the case as done
+        estimates.to_csv(tmp, index=False)
+    return notes
+
+
+_MODEL_CACHE: dict[str, QcModel] = {}
+
+
+def _cached_model(model_dir: Path) -> QcModel:
+    key = str(Path(model_dir).resolve())
+    if key not in _MODEL_CACHE:
+        _MODEL_CACHE[key] = load_qc_model(model_dir)
+    return _MODEL_CACHE[key]
+
+
+def pair_images_and_segmentations(images_dir: Path, segs_dir: Path) -> tuple[list[tuple[str, list[Path], Path]], list[str], list[str]]:
+    """(case, image channel files, segmentation) for cases present in both; cases missing an image
+    or a segmentation are returned separately."""
+    images = list_image_files(images_dir)
+    segs = list_label_files(segs_dir)
+    matched = [(c, images[c], segs[c]) for c in sorted(set(images) & set(segs))]
+    return matched, sorted(set(segs) - set(images)), sorted(set(images) - set(segs))
+
+
+def worklist(table: pd.DataFrame, settings: QcSettings) -> pd.DataFrame:
+    """Cases sorted from worst estimated multi-class Dice, flagged below ``flag_dice`` or as a
+    robust low outlier (z = (x - median) / (1.4826 MAD) < -outlier_z)."""
+    overall = table[(table["label"] == "all") & (table["metric"] == "dice")][["case", "estimate", "spread"]]
+    overall = overall.rename(columns={"estimate": "dice_estimate", "spread": "dice_spread"}).copy()
+    values = overall["dice_estimate"].to_numpy(dtype=float)
+    median = np.nanmedian(values) if values.size else math.nan
+    mad = 1.4826 * np.nanmedian(np.abs(values - median)) if values.size else math.nan
+    z = (values - median) / mad if mad and np.isfinite(mad) and mad > 0 else np.zeros_like(values)
+    overall["robust_z"] = z
+    reasons = []
+    for value, score in zip(values, z):
+        why = []
+        if not np.isfinite(value) or value < settings.flag_dice:
+            why.append(f"estimated Dice < {settings.flag_dice}")
+        if score < -settings.outlier_z:
+            why.append(f"outlier (robust z < -{settings.outlier_z})")
+        reasons.append("; ".join(why))
+    overall["flag"] = [bool(r) for r in reasons]
+    overall["reason"] = reasons
+    return overall.sort_values("dice_estimate", na_position="first").reset_index(drop=True)
+
+
+def qc_folder(model_dir: str | Path, images_dir: str | Path, segs_dir: str | Path, out_dir: str | Path, *,
+              settings: QcSettings | None = None, jobs: int = 1, progress: bool = False,
+              model: QcModel | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """QC every segmentation in ``segs_dir``; returns (qc table, worklist, report dict) and writes
+    the files of the module docstring. ``model`` (already loaded) overrides ``model_dir``."""
+    settings = settings or QcSettings()
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    loaded = model or load_qc_model(model_dir)
+    matched, missing_image, missing_seg = pair_images_and_segmentations(Path(images_dir), Path(segs_dir))
+    if not matched:
+        raise InputError("no case has both an image (CASE_0000) and a segmentation (CASE)", segs_dir)
+    settings_digest = json.dumps({"settings": asdict(settings), "model": str(model_dir.resolve())}, sort_keys=True)
+    settings_path = _case_dir(out_dir) / "settings.json"
+    same = settings_path.exists() and settings_path.read_text() == settings_digest
+    todo = [item for item in matched if not (same and (_case_dir(out_dir) / f"{item[0]}.csv").exists())]
+    write_text_atomic(settings_path, settings_digest)
+    failed: dict[str, str] = {}
+    notes: list[str] = []
+    if jobs == 1 or model is not None:
+        work = partial(_run_case, model_dir=model_dir, settings=settings, out_dir=out_dir, model=loaded)
+        jobs = 1
+    else:
+        work = partial(_run_case, model_dir=model_dir, settings=settings, out_dir=out_dir)
+    for item, result in map_cases(work, todo, jobs=jobs, description="qc", progress=progress):
+        if isinstance(result, SegqcError):
+            failed[item[0]] = str(result)
+        else:
+            notes.extend(result)
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+    done = [c for c, _, _ in matched if (_case_dir(out_dir) / f"{c}.csv").exists() and c not in failed]
+    table = (pd.concat([pd.read_csv(_case_dir(out_dir) / f"{c}.csv", dtype={"label": str, "empty": str},
+                                    keep_default_na=False, na_values={"estimate": [""], "spread": [""]}) for c in done],
+                       ignore_index=True) if done else pd.DataFrame(columns=QC_COLUMNS))
+    slices = (pd.concat([pd.read_csv(_case_dir(out_dir) / f"{c}.slices.csv") for c in done], ignore_index=True)
+              if done else pd.DataFrame())
+    if settings.samples == 1:
+        table = table.drop(columns=["spread"])
+    work_list = worklist(table.assign(spread=table.get("spread", math.nan)), settings)
+    with atomic_path(out_dir / "qc.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    with atomic_path(out_dir / "qc_slices.csv") as tmp:
+        slices.to_csv(tmp, index=False)
+    with atomic_path(out_dir / "worklist.csv") as tmp:
+        work_list.to_csv(tmp, index=False)
+    report = {"cases": done, "failed": failed, "missing_image": missing_image, "missing_segmentation": missing_seg,
+              "warnings": notes, "settings": asdict(settings), "method": loaded.method}
+    write_text_atomic(out_dir / "report.json", json.dumps(report, indent=2))
+    return table, work_list, report

@@ -1,0 +1,65 @@
+"""What every GT-free QC model offers the dataset-level driver, and how a model directory is loaded.
+
+A QC model here is a *pseudo-ground-truth generator*: given preprocessed 2D slices (image,
+segmentation to check, slice-to-volume ratio) it returns ``samples`` plausible ground truths per
+slice. Any segqc metric of (segmentation, pGT) then estimates the segmentation's quality. The
+driver (:mod:`segqc.qc.inference`) does everything else — preprocessing with the model's plan,
+restoring pGTs to the input grid, metrics, worklists — identically for every method.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+
+from segqc.fingerprint.preprocessing import PreprocessingPlan
+from segqc.training.checkpoints import CheckpointError
+
+# images (B, C, H, W) float32, segmentations (B, H, W) int, ratios (B,), samples, steps, seed
+# -> pGT label maps (samples, B, H, W)
+GenerateFn = Callable[[np.ndarray, np.ndarray, np.ndarray, int, "int | None", int], np.ndarray]
+
+
+@dataclass
+class QcModel:
+    """A loaded QC model. ``labels``: label values it was trained on (0 included); ``fingerprint``:
+    the training dataset's fingerprint (dict) for modality checks; ``batch_size``: slices per call."""
+
+    method: str
+    plan: PreprocessingPlan
+    labels: tuple[int, ...]
+    fingerprint: Mapping | None
+    generate: GenerateFn
+    batch_size: int = 16
+    default_steps: int | None = None
+
+
+def _method_of(model_dir: Path) -> str:
+    meta_path = model_dir / "config.json"
+    if not model_dir.is_dir():
+        raise CheckpointError(f"{model_dir}: model directory not found")
+    if not meta_path.exists():
+        raise CheckpointError(f"{model_dir}: not a segqc model directory (no config.json)")
+    try:
+        return str(json.loads(meta_path.read_text()).get("method"))
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{meta_path}: corrupt config.json ({error.msg})") from None
+
+
+def load_qc_model(model_dir: str | Path) -> QcModel:
+    """Load any segqc QC model directory (the method is read from its ``config.json``)."""
+    model_dir = Path(model_dir)
+    method = _method_of(model_dir)
+    if method == "nnqc":
+        from segqc.qc.nnqc.predict import load_qc_model as load_nnqc
+
+        return load_nnqc(model_dir)
+    if method == "cae":
+        from segqc.qc.baselines.cae import load_qc_model as load_cae
+
+        return load_cae(model_dir)
+    raise CheckpointError(f"{model_dir}: model of method {method!r} is not a QC model (expected nnqc or cae)")

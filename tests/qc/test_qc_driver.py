@@ -1,0 +1,117 @@
+"""The QC driver (preprocess -> pGT -> restore -> metrics -> worklist), checked with an oracle.
+
+The oracle "model" reads the ground truth off the toy image (image = 60 x label + 10), so its
+pseudo ground truth IS the ground truth: every estimate must then equal the true metric computed
+independently by `segqc evaluate`, and the benchmark must report r = 1, MAE = 0.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage
+
+from segqc.fingerprint import compute_fingerprint, plan_from_fingerprint
+from segqc.io.images import read_label_map, write_image
+from segqc.qc.assessment import benchmark_qc, rank_models, true_metrics
+from segqc.qc.inference import QcSettings, qc_folder, worklist
+from segqc.qc.model_api import QcModel
+
+
+
+def oracle_model(dataset, *, size=48) -> QcModel:
+    fingerprint = compute_fingerprint(dataset)
+    plan = plan_from_fingerprint(fingerprint, size=size)
+
+    def generate(images, segs, ratios, samples, steps, seed):
+        # MR plan: each image is scaled to [0, 1] between its own 0.5/99.5 percentiles, i.e.
+        # 10 -> 0 and 10 + 2 x 60 -> 1 here; read the label off the scaled intensity
+        labels = np.clip(np.rint(images[:, 0] * 2.0), 0, 2).astype(np.int64)
+        return np.repeat(labels[None], samples, axis=0)
+
+    return QcModel(method="oracle", plan=plan, labels=(0, 1, 2), fingerprint=fingerprint.to_dict(),
+                   generate=generate)
+
+
+@pytest.fixture()
+def degraded_segs(qc_dataset, tmp_path):
+    """Segmentations of varied quality: perfect, eroded, shifted, class-swapped."""
+    out = tmp_path / "segs"
+    for i, path in enumerate(sorted((qc_dataset / "labelsTr").glob("*.nii.gz"))):
+        label = read_label_map(path)
+        seg = label.array.copy()
+        if i == 1:
+            seg[(seg > 0) & ~ndimage.binary_erosion(seg > 0, iterations=2)] = 0
+        elif i == 2:
+            seg = np.roll(seg, 5, axis=0)
+        elif i == 3:
+            seg[seg == 2] = 1
+        write_image(out / path.name, seg, label.geometry)
+    return out
+
+
+def test_oracle_estimates_equal_true_metrics(qc_dataset, degraded_segs, tmp_path):
+    model = oracle_model(qc_dataset)
+    table, work, report = qc_folder(None or tmp_path, qc_dataset / "imagesTr", degraded_segs, tmp_path / "qc",
+                                    settings=QcSettings(metrics=("dice", "hd95")), model=model)
+    truth = true_metrics(degraded_segs, qc_dataset / "labelsTr", ("dice", "hd95"), 1.0)
+    merged = table.merge(truth, on=["case", "label", "metric"])
+    assert len(merged) == len(table) == 4 * 5  # 4 cases x (labels 1, 2 x dice, hd95 + all dice)
+    np.testing.assert_allclose(merged["estimate"], merged["value"], rtol=1e-9, atol=1e-9)
+    # the pGT written on the input grid is the ground truth itself
+    for case in report["cases"]:
+        pgt = read_label_map(tmp_path / "qc" / "pgt" / f"{case}.nii.gz")
+        gt = read_label_map(qc_dataset / "labelsTr" / f"{case}.nii.gz")
+        assert np.array_equal(pgt.array, gt.array) and pgt.geometry == gt.geometry
+    # the worklist starts with the worst case and flags it
+    assert work.iloc[0]["dice_estimate"] == pytest.approx(table[(table.label == "all")]["estimate"].min())
+    assert work["flag"].iloc[0] and not work["flag"].iloc[-1]
+    slices = pd.read_csv(tmp_path / "qc" / "qc_slices.csv")
+    assert set(slices.case) == set(report["cases"]) and slices.slice_ratio.between(0, 1).all()
+
+
+def test_benchmark_reports_perfect_agreement_for_the_oracle(qc_dataset, degraded_segs, tmp_path):
+    summary = benchmark_qc(tmp_path, qc_dataset / "imagesTr", degraded_segs, qc_dataset / "labelsTr", tmp_path / "b",
+                           settings=QcSettings(metrics=("dice",)), model=oracle_model(qc_dataset))
+    row = summary[(summary.label == "all") & (summary.metric == "dice")].iloc[0]
+    assert row.pearson_r == pytest.approx(1.0) and row.mae == pytest.approx(0.0, abs=1e-12)
+    assert (tmp_path / "b" / "plots" / "scatter_all_dice.png").exists()
+    assert json.loads((tmp_path / "b" / "benchmark.json").read_text())["agreement"]
+
+
+def test_rank_orders_models_like_the_truth(qc_dataset, degraded_segs, tmp_path):
+    good = tmp_path / "model_good"
+    shutil.copytree(qc_dataset / "labelsTr", good, ignore=shutil.ignore_patterns("*.json"))
+    bad = tmp_path / "model_bad"
+    for path in sorted(good.glob("*.nii.gz")):
+        label = read_label_map(path)
+        write_image(bad / path.name, np.roll(label.array, 8, axis=1), label.geometry)
+    ranking, report = rank_models(tmp_path, qc_dataset / "imagesTr", [bad, degraded_segs, good], tmp_path / "r",
+                                  gt_dir=qc_dataset / "labelsTr", model=oracle_model(qc_dataset))
+    assert list(ranking.model) == ["model_good", "segs", "model_bad"]
+    assert report["kendall_tau"] == pytest.approx(1.0)
+
+
+def test_unknown_label_in_a_segmentation_fails_that_case_only(qc_dataset, degraded_segs, tmp_path):
+    path = degraded_segs / "case0.nii.gz"
+    label = read_label_map(path)
+    bad = label.array.copy()
+    bad[0, 0, 0] = 5
+    write_image(path, bad, label.geometry)
+    table, _, report = qc_folder(tmp_path, qc_dataset / "imagesTr", degraded_segs, tmp_path / "qc",
+                                 model=oracle_model(qc_dataset), settings=QcSettings(metrics=("dice",)))
+    assert "case0" in report["failed"] and "label value(s) [5]" in report["failed"]["case0"]
+    assert "case0.nii.gz" in report["failed"]["case0"]
+    assert set(table.case) == {"case1", "case2", "case3"}
+
+
+def test_worklist_flags_threshold_and_robust_outliers():
+    table = pd.DataFrame({"case": list("abcdef"), "label": "all", "metric": "dice",
+                          "estimate": [0.91, 0.90, 0.92, 0.89, 0.60, 0.93], "spread": np.nan})
+    work = worklist(table, QcSettings(flag_dice=0.5, outlier_z=3.0))
+    assert work.case.iloc[0] == "e" and work.flag.iloc[0] and "outlier" in work.reason.iloc[0]
+    assert not work.flag.iloc[1:].any()
