@@ -1,0 +1,161 @@
+"""``segqc qc``: train GT-free QC models, QC segmentations, benchmark QC methods, rank models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from segqc.cli._common import EXIT_CASE_FAILURES, console, error_console, user_errors
+
+app = typer.Typer(help="GT-free quality control: train, predict, benchmark, rank.", no_args_is_help=True)
+
+METHODS = ("nnqc", "cae")
+
+
+def _settings(metrics: str, samples: int, steps: Optional[int], tolerance: float, flag_dice: float, seed: int):
+    from segqc.metrics.registry import parse_metric_names
+    from segqc.qc.inference import QcSettings
+
+    return QcSettings(metrics=parse_metric_names(metrics), samples=samples, steps=steps, tolerance_mm=tolerance,
+                      flag_dice=flag_dice, seed=seed)
+
+
+@app.command("train")
+def train_command(
+    method: str = typer.Argument(..., help=f"QC method: {', '.join(METHODS)}."),
+    dataset_dir: Path = typer.Argument(..., help="nnU-Net-style dataset (imagesTr, labelsTr, dataset.json)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Model directory to write (rerun to resume)."),
+    config: str = typer.Option("small", "--config", help="Preset: tiny (tests), small (CPU), paper (GPU)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of everything random."),
+    split: Optional[Path] = typer.Option(None, "--split", help="split.json (patient-level); train on its 'train' cases."),
+    holdout_fraction: float = typer.Option(0.0, "--holdout-fraction",
+                                           help="Hold out this fraction of patients (writes OUT/split.json); 0 = train on all."),
+) -> None:
+    """Train a QC model on a dataset's ground truths (and images, for nnQC).
+
+    Example: segqc qc train nnqc ../shared/data/acdc -o models/acdc-nnqc-small --config small
+    """
+    from segqc.qc.training_api import train_method
+
+    with user_errors():
+        if method not in METHODS:
+            raise ValueError(f"unknown QC method {method!r}; choose one of {', '.join(METHODS)}")
+        directory = train_method(method, dataset_dir, out, config=config, seed=seed, split=split,
+                                 holdout_fraction=holdout_fraction, log=console.print)
+    console.print(f"model written to {directory}")
+
+
+def _print_worklist(work, limit: int = 10) -> None:
+    table = Table(title="worklist (worst first)")
+    for column in ("case", "estimated Dice", "flag", "reason"):
+        table.add_column(column)
+    for row in work.head(limit).itertuples():
+        table.add_row(str(row.case), f"{row.dice_estimate:.3f}", "yes" if row.flag else "", row.reason)
+    console.print(table)
+
+
+@app.command("predict")
+def predict_command(
+    model_dir: Path = typer.Argument(..., help="A trained QC model directory."),
+    images_dir: Path = typer.Argument(..., help="Images: CASE_0000.nii.gz (one file per channel)."),
+    segs_dir: Path = typer.Argument(..., help="Segmentations to check: CASE.nii.gz."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder: qc.csv, worklist.csv, pgt/."),
+    metrics: str = typer.Option("dice,hd95,nsd", "--metrics", help="Metrics to estimate (any segqc metric)."),
+    samples: int = typer.Option(1, "--samples", help="pGT samples per slice; >1 adds a spread column."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (nnQC: DDIM steps, default 20)."),
+    tolerance: float = typer.Option(1.0, "--tolerance", help="NSD tolerance in mm."),
+    flag_dice: float = typer.Option(0.75, "--flag-dice", help="Flag cases whose estimated Dice is below this."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sampler."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Estimate the quality of segmentations without ground truth.
+
+    Example: segqc qc predict models/acdc-nnqc-small images/ nnunet_out/ -o qc/ --samples 3
+    """
+    from segqc.qc.inference import qc_folder
+
+    with user_errors():
+        settings = _settings(metrics, samples, steps, tolerance, flag_dice, seed)
+        _, work, report = qc_folder(model_dir, images_dir, segs_dir, out, settings=settings, jobs=jobs,
+                                    progress=not quiet)
+    for case in report["missing_image"]:
+        error_console.print(f"[yellow]warning:[/] {case}: segmentation without an image in {images_dir}; skipped")
+    for note in report["warnings"]:
+        error_console.print(f"[yellow]warning:[/] {note}")
+    for message in report["failed"].values():
+        error_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    if not quiet:
+        _print_worklist(work)
+    console.print(f"wrote {out / 'qc.csv'}, {out / 'worklist.csv'} and {out / 'pgt'}/")
+    if report["failed"]:
+        raise typer.Exit(EXIT_CASE_FAILURES)
+
+
+@app.command("benchmark")
+def benchmark_command(
+    model_dir: Path = typer.Argument(...),
+    images_dir: Path = typer.Argument(...),
+    segs_dir: Path = typer.Argument(...),
+    gt_dir: Path = typer.Argument(..., help="Ground truths of the segmentations, to measure the QC error."),
+    out: Path = typer.Option(..., "-o", "--out"),
+    metrics: str = typer.Option("dice,hd95", "--metrics"),
+    samples: int = typer.Option(1, "--samples"),
+    steps: Optional[int] = typer.Option(None, "--steps"),
+    tolerance: float = typer.Option(1.0, "--tolerance"),
+    seed: int = typer.Option(0, "--seed"),
+    jobs: int = typer.Option(1, "--jobs", "-j"),
+) -> None:
+    """Pearson r and MAE between estimated and true metrics, per label and metric, with scatter plots.
+
+    Example: segqc qc benchmark models/acdc-nnqc-small images/ degraded/ labelsTr/ -o bench/
+    """
+    from segqc.qc.assessment import benchmark_qc
+
+    with user_errors():
+        summary = benchmark_qc(model_dir, images_dir, segs_dir, gt_dir, out,
+                               settings=_settings(metrics, samples, steps, tolerance, 0.75, seed), jobs=jobs)
+    table = Table(title="estimated vs true")
+    for column in ("label", "metric", "Pearson r", "MAE", "n"):
+        table.add_column(column)
+    for row in summary.itertuples():
+        table.add_row(str(row.label), row.metric, f"{row.pearson_r:.3f}", f"{row.mae:.4g}", str(row.n))
+    console.print(table)
+    console.print(f"wrote {out / 'benchmark.csv'}, {out / 'benchmark.json'} and plots in {out / 'plots'}/")
+
+
+@app.command("rank")
+def rank_command(
+    model_dir: Path = typer.Argument(...),
+    images_dir: Path = typer.Argument(...),
+    seg_dirs: list[Path] = typer.Argument(..., help="One folder of segmentations per model."),
+    out: Path = typer.Option(Path("qc_rank"), "-o", "--out"),
+    gt: Optional[Path] = typer.Option(None, "--gt", help="Ground truths: adds the true ranking and Kendall's tau."),
+    samples: int = typer.Option(1, "--samples"),
+    steps: Optional[int] = typer.Option(None, "--steps"),
+    seed: int = typer.Option(0, "--seed"),
+    jobs: int = typer.Option(1, "--jobs", "-j"),
+) -> None:
+    """Rank segmentation models by mean estimated Dice, without ground truth.
+
+    Example: segqc qc rank models/acdc-nnqc-small images/ modelA/ modelB/ modelC/ --gt labelsTs/
+    """
+    from segqc.qc.assessment import rank_models
+
+    with user_errors():
+        if len(seg_dirs) < 2:
+            raise ValueError("rank needs at least two segmentation folders")
+        ranking, report = rank_models(model_dir, images_dir, seg_dirs, out, gt_dir=gt,
+                                      settings=_settings("dice", samples, steps, 1.0, 0.75, seed), jobs=jobs)
+    table = Table(title="models by estimated Dice")
+    columns = ["rank", "model", "estimated_dice"] + (["true_dice", "true_rank"] if gt else [])
+    for column in columns:
+        table.add_column(column)
+    for row in ranking.to_dict(orient="records"):
+        table.add_row(*[f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in columns])
+    console.print(table)
+    if "kendall_tau" in report:
+        console.print(f"Kendall's tau vs the true ranking: {report['kendall_tau']:.3f}")

@@ -1,0 +1,44 @@
+"""One entry point to train any QC method on an nnU-Net-style dataset (used by ``segqc qc train``)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+from segqc.io.datasets import list_label_files
+from segqc.zoo.split import Split, make_split
+
+
+def training_cases(dataset_dir: Path, out_dir: Path, *, split: Path | None, holdout_fraction: float,
+                   seed: int) -> list[str]:
+    """Cases to train on: a split file's ``train`` side, a fresh patient-level split (saved as
+    ``out_dir/split.json``), or every case."""
+    cases = sorted(list_label_files(Path(dataset_dir) / "labelsTr"))
+    if split is not None:
+        chosen = Split.load(split)
+        return [c for c in chosen.train if c in set(cases)]
+    if holdout_fraction > 0:
+        chosen = make_split(cases, holdout_fraction=holdout_fraction, seed=seed)
+        chosen.save(Path(out_dir) / "split.json")
+        return list(chosen.train)
+    return cases
+
+
+def train_method(method: str, dataset_dir: str | Path, out_dir: str | Path, *, config: str = "small",
+                 seed: int = 0, split: Path | None = None, holdout_fraction: float = 0.0,
+                 log: Callable[[str], None] = print) -> Path:
+    """Train ``method`` (``nnqc`` or ``cae``) with the named config preset; resumable for nnQC."""
+    dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
+    cases = training_cases(dataset_dir, out_dir, split=split, holdout_fraction=holdout_fraction, seed=seed)
+    if method == "cae":
+        from segqc.qc.baselines.cae import CaeConfig
+        from segqc.qc.baselines.cae.train import train_from_dataset
+
+        return train_from_dataset(dataset_dir, out_dir, config=replace(CaeConfig.preset(config), seed=seed),
+                                  cases=cases, log=log)
+    if method == "nnqc":
+        from segqc.qc.nnqc.train import train_from_dataset as train_nnqc
+
+        return train_nnqc(dataset_dir, out_dir, config=config, seed=seed, cases=cases, log=log)
+    raise ValueError(f"unknown QC method {method!r}; expected nnqc or cae")

@@ -1,0 +1,82 @@
+"""`segqc qc train/predict/benchmark/rank` end to end with the (fast) CAE baseline."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("torch")
+
+from segqc.cli.main import app  # noqa: E402
+from segqc.io.images import read_label_map, write_image  # noqa: E402
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def trained(qc_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "cae"
+    result = runner.invoke(app, ["qc", "train", "cae", str(qc_dataset), "-o", str(out), "--config", "tiny",
+                                 "--holdout-fraction", "0.25"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_train_writes_a_patient_level_split_and_a_cae_model(trained):
+    split = json.loads((trained / "split.json").read_text())
+    assert set(split["train"]).isdisjoint(split["holdout"]) and len(split["holdout"]) == 1
+    assert json.loads((trained / "config.json").read_text())["method"] == "cae"
+
+
+def test_predict_writes_the_contracted_files(trained, qc_dataset, tmp_path):
+    out = tmp_path / "qc"
+    result = runner.invoke(app, ["qc", "predict", str(trained), str(qc_dataset / "imagesTr"),
+                                 str(qc_dataset / "labelsTr"), "-o", str(out), "--samples", "2", "-q"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "qc.csv", dtype={"label": str})
+    assert {"case", "label", "metric", "estimate", "spread"} <= set(table.columns)
+    assert {"all", "1", "2"} <= set(table.label) and {"dice", "hd95", "nsd"} <= set(table.metric)
+    work = pd.read_csv(out / "worklist.csv")
+    assert {"case", "flag"} <= set(work.columns) and work.dice_estimate.is_monotonic_increasing
+    for case in table.case.unique():
+        pgt = read_label_map(out / "pgt" / f"{case}.nii.gz")
+        gt = read_label_map(qc_dataset / "labelsTr" / f"{case}.nii.gz")
+        assert pgt.array.shape == gt.array.shape and pgt.geometry == gt.geometry
+
+
+def test_benchmark_and_rank_commands(trained, qc_dataset, tmp_path):
+    bench = runner.invoke(app, ["qc", "benchmark", str(trained), str(qc_dataset / "imagesTr"),
+                                str(qc_dataset / "labelsTr"), str(qc_dataset / "labelsTr"), "-o", str(tmp_path / "b"),
+                                "--metrics", "dice"])
+    assert bench.exit_code == 0, bench.output
+    assert (tmp_path / "b" / "benchmark.csv").exists() and (tmp_path / "b" / "plots").is_dir()
+    good = tmp_path / "good"
+    shutil.copytree(qc_dataset / "labelsTr", good, ignore=shutil.ignore_patterns("*.json"))
+    bad = tmp_path / "bad"
+    for path in sorted(good.glob("*.nii.gz")):
+        label = read_label_map(path)
+        write_image(bad / path.name, np.zeros_like(label.array), label.geometry)
+    rank = runner.invoke(app, ["qc", "rank", str(trained), str(qc_dataset / "imagesTr"), str(bad), str(good),
+                               "--gt", str(qc_dataset / "labelsTr"), "-o", str(tmp_path / "r")])
+    assert rank.exit_code == 0, rank.output
+    ranking = pd.read_csv(tmp_path / "r" / "ranking.csv")
+    assert list(ranking.model) == ["good", "bad"]
+
+
+def test_bad_inputs_give_one_line_errors(trained, qc_dataset, tmp_path):
+    missing = runner.invoke(app, ["qc", "predict", str(tmp_path / "nope"), str(qc_dataset / "imagesTr"),
+                                  str(qc_dataset / "labelsTr"), "-o", str(tmp_path / "o")])
+    assert missing.exit_code == 2 and "model directory not found" in missing.output
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(trained, corrupt)
+    (corrupt / "autoencoder.safetensors").write_bytes(b"\x00" * 64)
+    result = runner.invoke(app, ["qc", "predict", str(corrupt), str(qc_dataset / "imagesTr"),
+                                 str(qc_dataset / "labelsTr"), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "corrupt weights file" in result.output and "Traceback" not in result.output
+    unknown = runner.invoke(app, ["qc", "train", "magic", str(qc_dataset), "-o", str(tmp_path / "m")])
+    assert unknown.exit_code == 2 and "unknown QC method" in unknown.output
