@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -24,7 +23,7 @@ from scipy import ndimage
 
 from segqc.errors import InputError, SegqcError
 from segqc.execution import map_cases
-from segqc.io.atomic import atomic_path, write_text_atomic
+from segqc.io.atomic import atomic_path, write_json_atomic, write_text_atomic
 from segqc.io.datasets import find_dataset_json, pair_cases
 from segqc.io.images import check_same_geometry, read_label_map, resample_nearest
 from segqc.metrics.binary import MetricSettings, compare_masks
@@ -356,7 +355,7 @@ def evaluate_folder(
     if out is not None:
         with atomic_path(out / "metrics.csv") as tmp:
             table.to_csv(tmp, index=False)
-        write_text_atomic(out / "summary.json", json.dumps(_json_safe(summary), indent=2))
+        write_json_atomic(out / "summary.json", summary)
     if return_details:
         return FolderEvaluation(
             table=table,
@@ -367,17 +366,6 @@ def evaluate_folder(
             summary=summary,
         )
     return table
-
-
-def _json_safe(value):
-    """Replace NaN/inf (not valid JSON) by ``None``."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 __all__ = ["COLUMNS", "CaseTask", "EvaluationConfig", "FolderEvaluation", "evaluate_case", "evaluate_folder",

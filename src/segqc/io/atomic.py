@@ -34,3 +34,28 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def json_safe(value):
+    """A copy of ``value`` that strict JSON accepts: NaN and infinities become ``None``, dict keys
+    strings, tuples lists, numpy scalars Python numbers."""
+    import math
+
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: str | os.PathLike[str], value, *, indent: int = 2) -> Path:
+    """Write ``value`` as strict JSON (see :func:`json_safe`) to ``path`` atomically."""
+    import json
+
+    return write_text_atomic(path, json.dumps(json_safe(value), indent=indent) + "\n")
