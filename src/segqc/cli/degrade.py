@@ -32,7 +32,7 @@ def degrade_command(
     out_dir: Path = typer.Option(..., "-o", "--out", help="Output folder: labels/, manifest.csv, summary.json."),
     per_case: int = typer.Option(5, "--per-case", "-n", help="Degraded maps per case (per slice with --slices), spread evenly over the bins."),
     seed: int = typer.Option(0, "--seed", help="Seed; the same seed gives the same files, whatever --jobs."),
-    bins: str = typer.Option(_DEFAULT_BINS, "--bins", help="Dice bin edges: [e0,e1), [e1,e2), ..., [e(n-1),en] (nnQC bins by default)."),
+    bins: str = typer.Option(_DEFAULT_BINS, "--bins", help="Dice bin edges e0,e1,...,en: bins from each edge to the next, the last bin closed (default: the nnQC bins)."),
     balanced: bool = typer.Option(False, "--balanced", help="Use QCResUNet's 10 equal Dice bins [0,0.1) ... [0.9,1.0] (overrides --bins)."),
     slices: bool = typer.Option(False, "--slices", help="Write 2D slices (those whose ground truth has foreground) instead of volumes."),
     target_label: Optional[int] = typer.Option(None, "--target-label", help="Bin on the Dice of this class instead of the multi-class Dice."),

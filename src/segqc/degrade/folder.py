@@ -53,7 +53,7 @@ from segqc.degrade.operations import present_labels, slice_axis
 from segqc.degrade.targeting import NNQC_BINS, DiceBin, assign_bins, degrade_to_bin
 from segqc.errors import InputError, SegqcError
 from segqc.execution import map_cases
-from segqc.io.atomic import atomic_path, write_text_atomic
+from segqc.io.atomic import atomic_path, write_json_atomic, write_text_atomic
 from segqc.io.datasets import LABEL_EXTENSIONS, find_dataset_json, list_image_files, list_label_files
 from segqc.io.images import Geometry, read_label_map, write_image
 from segqc.metrics.binary import MetricSettings, compare_masks
@@ -398,7 +398,7 @@ def degrade_folder(
         "bins": bin_summary(manifest, config.bins),
         "cases": {"degraded": sorted(frames), "failed": failed, "skipped": skipped, "reused": sorted(reused)},
     }
-    write_text_atomic(out / "summary.json", json.dumps(_json_safe(summary), indent=2))
+    write_json_atomic(out / "summary.json", summary)
     return DegradeResult(manifest=manifest, failed=failed, skipped=skipped, reused=sorted(reused), summary=summary)
 
 
@@ -429,17 +429,3 @@ def bin_summary(manifest: pd.DataFrame, bins: Sequence[DiceBin]) -> list[dict]:
             out.append({"bin": str(b), "n": 0, "min": None, "median": None, "max": None, "in_bin": 0,
                         "fraction_in_bin": None})
     return out
-
-
-def _json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return _json_safe(float(value))
-    return value

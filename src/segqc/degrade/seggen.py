@@ -206,9 +206,10 @@ def seggen(
 ) -> tuple[np.ndarray, list[str]]:
     """QCResUNet SegGen: each transform with probability ``probability``, parameters uniform in
     the ranges (QCResUNet table 2). Returns the map and the transforms applied, as text
-    (e.g. ``["rotation(deg=-7.31)", "elastic(max_vox=12.40)"]``); possibly none.
+    (e.g. ``["rotation(deg=-7.31)", "elastic(max_vox=20)"]``); possibly none.
 
-    The deformation's maximum displacement is drawn uniformly in ``[0, max(|range|)]``.
+    The deformation draws every control-point displacement uniformly in ``displacement_vox``
+    (see :func:`elastic`).
     """
     label, _, sp = _check(label, 0.0, spacing)
     rng = as_rng(rng)
@@ -229,9 +230,9 @@ def seggen(
     if angle != 0.0 or factor != 1.0 or move.any():
         out = affine(label, spacing=sp, angle_deg=angle, scale=factor, translation_vox=move)
     if rng.random() < probability:
-        magnitude = float(rng.uniform(0.0, max(abs(displacement_vox[0]), abs(displacement_vox[1]))))
+        magnitude = float(max(abs(displacement_vox[0]), abs(displacement_vox[1])))
         out = elastic(out, rng, spacing=sp, max_displacement_vox=magnitude)
-        done.append(f"elastic(max_vox={magnitude:.2f})")
+        done.append(f"elastic(max_vox={magnitude:g})")
     return (out.copy() if out is label else out), done
 
 

@@ -281,7 +281,7 @@ def degrade_to_bin(
             nonlocal evaluations, best
             evaluations += 1
             d = score(recipe.apply(crop, s, spacing=spacing, labels=pool))
-            key = (bin.distance(d), abs(d - goal) if math.isfinite(d) else math.inf)
+            key = (_miss(bin, d), abs(d - goal) if math.isfinite(d) else math.inf)
             if best is None or key < best[:2]:
                 best = (key[0], key[1], d, recipe, s)
             return d
@@ -292,7 +292,7 @@ def degrade_to_bin(
             top = dice_at(1.0)
         if not top < bin.hi:
             continue
-        if bin.contains(top) and abs(top - goal) <= 0.25 * bin.width:
+        if _miss(bin, top) == 0.0 and abs(top - goal) <= 0.25 * bin.width:
             reached = True
             break
         lo_s, hi_s = 0.0, 1.0  # dice(lo_s) > goal >= dice(hi_s), as far as monotonicity holds
@@ -300,7 +300,7 @@ def degrade_to_bin(
             s = 0.5 * (lo_s + hi_s)
             d = dice_at(s)
             # near the goal, or anywhere in the bin once the search has narrowed a while
-            if bin.contains(d) and (abs(d - goal) <= 0.25 * bin.width or iteration >= _PATIENCE):
+            if _miss(bin, d) == 0.0 and (abs(d - goal) <= 0.25 * bin.width or iteration >= _PATIENCE):
                 break
             if d > goal:
                 lo_s = s
@@ -324,6 +324,13 @@ def degrade_to_bin(
     return Degraded(label=label, achieved_dice=float(dice), per_class=per_class, operations=recipe.describe(strength),
                     reached=reached, bin=bin, strength=float(strength), attempts=attempts,
                     evaluations=evaluations, note=note)
+
+
+def _miss(bin: DiceBin, dice: float) -> float:
+    """How far ``dice`` is from ``bin`` (0 = a hit). A Dice of 1 (a map equal to the ground truth
+    on the scored classes) is never a hit: it is no degradation, even for a bin that contains 1."""
+    distance = bin.distance(dice)
+    return max(distance, 1e-9) if dice >= 1.0 else distance
 
 
 def _scorer(gt: np.ndarray, target_label: int | None) -> Callable[[np.ndarray], float]:
