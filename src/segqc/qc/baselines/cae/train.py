@@ -70,7 +70,7 @@ def train(config: CaeConfig, slices: np.ndarray, labels: Sequence[int], plan: Pr
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-                total += float(loss) * len(target)
+                total += float(loss.detach()) * len(target)
             history.append(total / len(data))
             log(f"cae epoch {epoch + 1}/{config.epochs}: loss {history[-1]:.4f}")
     return save_checkpoint(out_dir, method=METHOD, config={"cae": config.to_dict(), "plan": plan.to_dict(),
