@@ -7,6 +7,8 @@ import typer
 from segqc.cli import demo, evaluate
 from segqc.cli import fingerprint
 from segqc.cli import degrade
+from segqc.cli import zoo
+from segqc.cli import qc
 
 app = typer.Typer(
     name="segqc",
@@ -19,6 +21,8 @@ app.command("evaluate")(evaluate.evaluate_command)
 app.command("demo")(demo.demo_command)
 app.command("fingerprint")(fingerprint.fingerprint_command)
 app.command("degrade")(degrade.degrade_command)
+app.add_typer(zoo.app, name="zoo")
+app.add_typer(qc.app, name="qc")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -4,14 +4,17 @@
 snapshot checkpoint. Two named presets (``ZooConfig.preset(name)``):
 
 * ``small``: 128 px slices at the dataset's median in-plane spacing, a 4-level MONAI UNet with
-  (16, 32, 64, 128) channels and no residual units, batches of 16, 16 "epochs" of 25 batches
-  (nnU-Net style: an epoch is a fixed number of batches, not a pass over the data) with snapshots
-  at epochs 1, 2, 4, 8 and 16. Trains in a few minutes on 2 CPU cores; the early snapshots are
-  deliberately under-trained, which is the point of a zoo.
+  (16, 32, 64, 128) channels and no residual units, Adam at 3e-3, batches of 16, 24 "epochs" of
+  25 batches (nnU-Net style: an epoch is a fixed number of batches, not a pass over the data)
+  with snapshots at epochs 1, 2, 4, 8, 16 and 24. Trains in a few minutes on 2 CPU cores; the
+  early snapshots are deliberately under-trained, which is the point of a zoo. Random flips and
+  90-degree rotations are off: in a run this short they cost more than they bring (ACDC, 16
+  held-out cases, epoch 16: mean multi-class Dice 0.59 with them, 0.71 without), and scans of one
+  dataset share an orientation, so left and right are information (e.g. right vs left ventricle).
 * ``paper`` (alias ``large``): 256 px, (32, 64, 128, 256, 512) channels with 2 residual units,
   batches of 32, 100 epochs of 250 batches (nnU-Net's epoch), snapshots at 1, 2, 5, 10, 25, 50,
-  100. Meant for a GPU. (The zoo follows no paper; the name keeps the convention that every
-  learned method has a ``small`` and a ``paper`` config.)
+  100, flips and rotations on. Meant for a GPU. (The zoo follows no paper; the name keeps the
+  convention that every learned method has a ``small`` and a ``paper`` config.)
 
 Only ``epochs`` and ``snapshot_epochs`` may change when a stopped training run is continued
 (:meth:`ZooConfig.resume_key`); every other field changes what the weights are.
@@ -63,16 +66,16 @@ class ZooConfig:
     channels: tuple[int, ...] = (16, 32, 64, 128)
     num_res_units: int = 0
     batch_size: int = 16
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 0.0
-    epochs: int = 16
+    epochs: int = 24
     steps_per_epoch: int | None = 25
-    snapshot_epochs: tuple[int, ...] = (1, 2, 4, 8, 16)
+    snapshot_epochs: tuple[int, ...] = (1, 2, 4, 8, 16, 24)
     seed: int = 0
     holdout_fraction: float = 0.25
     empty_slice_fraction: float = 0.1
-    flips: bool = True
-    max_shift_fraction: float = 0.15
+    flips: bool = False
+    max_shift_fraction: float = 0.25
     intensity_jitter: float = 0.1
 
     def __post_init__(self) -> None:
@@ -199,7 +202,8 @@ class ZooConfig:
 
 _SMALL = ZooConfig()
 _PAPER = ZooConfig(size=256, channels=(32, 64, 128, 256, 512), num_res_units=2, batch_size=32, lr=1e-3,
-                   weight_decay=1e-5, epochs=100, steps_per_epoch=250, snapshot_epochs=(1, 2, 5, 10, 25, 50, 100))
+                   weight_decay=1e-5, epochs=100, steps_per_epoch=250, snapshot_epochs=(1, 2, 5, 10, 25, 50, 100),
+                   flips=True)
 
 #: Named configs: ``small`` (2 CPU cores, minutes) and ``paper``/``large`` (a GPU).
 PRESETS: dict[str, ZooConfig] = {"small": _SMALL, "paper": _PAPER, "large": _PAPER}

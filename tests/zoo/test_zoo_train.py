@@ -1,0 +1,93 @@
+"""Training the zoo: held-out patients unseen, loss goes down, checkpoints round-trip, resume continues."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("monai")
+
+from zoo_fixtures import TINY  # noqa: E402
+
+from segqc.errors import InputError  # noqa: E402
+from segqc.fingerprint import DatasetFingerprint  # noqa: E402
+from segqc.training import CheckpointError, load_checkpoint  # noqa: E402
+from segqc.zoo import load_model, read_zoo, train_zoo  # noqa: E402
+from segqc.zoo.split import Split, patient_id  # noqa: E402
+
+
+def test_training_never_sees_held_out_patients(trained_zoo):
+    split = Split.load(trained_zoo / "split.json")
+    assert not {patient_id(c) for c in split.train} & {patient_id(c) for c in split.holdout}
+    assert len(split.holdout_patients) == 1 and len(split.train_patients) == 3
+    fingerprint = DatasetFingerprint.load(trained_zoo / "fingerprint.json")
+    assert sorted(c.case for c in fingerprint.cases) == sorted(split.train)
+
+
+def test_training_loss_decreases(trained_zoo):
+    history = json.loads((trained_zoo / "train_log.json").read_text())["loss_history"]
+    assert len(history) == TINY.epochs
+    assert history[-1] < 0.7 * history[0]
+    metrics = json.loads((trained_zoo / "models" / "unet_e004" / "metrics.json").read_text())
+    assert metrics["loss_history"] == history and metrics["epoch"] == 4
+
+
+def test_snapshots_are_saved_at_the_snapshot_epochs_and_round_trip(trained_zoo):
+    models = sorted(p.name for p in (trained_zoo / "models").iterdir())
+    assert models == ["unet_e001", "unet_e004"]
+    info = read_zoo(trained_zoo)
+    assert info.config == TINY and info.classes == (0, 1, 2) and info.in_channels == 1
+    config, weights, fingerprint = load_checkpoint(trained_zoo / "models" / "unet_e004", method="zoo_unet")
+    assert config["epoch"] == 4 and config["zoo"] == TINY.to_dict() and fingerprint["n_cases"] == 6
+    model = load_model(trained_zoo / "models" / "unet_e004")
+    assert model.epoch == 4 and model.plan.size == 32 and model.labels == (1, 2)
+    for key, value in model.network.state_dict().items():
+        assert torch.equal(value, weights["unet"][key])
+    first = load_model(trained_zoo / "models" / "unet_e001").network.state_dict()
+    assert any(not torch.equal(first[k], v) for k, v in model.network.state_dict().items())
+    with pytest.raises(CheckpointError, match="method 'zoo_unet', expected 'nnqc'"):
+        load_checkpoint(trained_zoo / "models" / "unet_e004", method="nnqc")
+
+
+def test_an_interrupted_run_continues_and_ends_where_an_uninterrupted_one_does(toy_dataset, trained_zoo, tmp_path):
+    out = tmp_path / "zoo"
+    train_zoo(toy_dataset, out, replace(TINY, epochs=2))  # as if stopped after epoch 2
+    assert json.loads((out / "state" / "latest.json").read_text())["epoch"] == 2
+    lines: list[str] = []
+    train_zoo(toy_dataset, out, TINY, log=lines.append)
+    assert "resuming after epoch 2" in lines
+    assert not any(line.startswith("epoch 1/") or line.startswith("epoch 2/") for line in lines)
+    resumed = load_model(out / "models" / "unet_e004").network.state_dict()
+    straight = load_model(trained_zoo / "models" / "unet_e004").network.state_dict()
+    for key, value in straight.items():
+        assert torch.allclose(resumed[key], value, atol=1e-5), key
+    history = json.loads((out / "train_log.json").read_text())["loss_history"]
+    expected = json.loads((trained_zoo / "train_log.json").read_text())["loss_history"]
+    assert np.allclose(history, expected, atol=1e-4)
+    lines.clear()
+    train_zoo(toy_dataset, out, TINY, log=lines.append)  # finished: nothing to do
+    assert any("nothing to do" in line for line in lines)
+
+
+def test_continuing_with_other_settings_is_refused(toy_dataset, trained_zoo, tmp_path):
+    import shutil
+
+    out = tmp_path / "zoo"
+    shutil.copytree(trained_zoo, out)
+    with pytest.raises(InputError, match=r"other settings \(lr 0.01 -> 0.05\)"):
+        train_zoo(toy_dataset, out, replace(TINY, lr=0.05))
+    (tmp_path / "junk" / "models").mkdir(parents=True)
+    with pytest.raises(InputError, match="no zoo.json"):
+        train_zoo(toy_dataset, tmp_path / "junk", TINY)
+
+
+def test_bad_training_input_is_one_clear_error(tmp_path, toy_dataset):
+    with pytest.raises(InputError, match="dataset folder not found"):
+        train_zoo(tmp_path / "missing", tmp_path / "out", TINY)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no dataset.json"):
+        train_zoo(tmp_path / "empty", tmp_path / "out", TINY)
