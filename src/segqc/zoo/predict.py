@@ -70,7 +70,7 @@ from segqc.degrade.targeting import NNQC_BINS
 from segqc.errors import GeometryMismatchError, InputError, SegqcError
 from segqc.execution import map_cases
 from segqc.fingerprint import PreprocessingPlan, preprocess_files, restore_label
-from segqc.io.atomic import atomic_path, write_json_atomic, write_text_atomic
+from segqc.io.atomic import atomic_path, write_json_atomic
 from segqc.io.datasets import find_dataset_json, list_image_files, list_label_files
 from segqc.io.images import check_same_geometry, read_label_map, write_image
 from segqc.metrics.binary import MetricSettings
