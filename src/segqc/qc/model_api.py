@@ -53,6 +53,8 @@ def _method_of(model_dir: Path) -> str:
 def load_qc_model(model_dir: str | Path) -> QcModel:
     """Load any segqc QC model directory (the method is read from its ``config.json``)."""
     model_dir = Path(model_dir)
+    if not (model_dir / "config.json").exists() and (model_dir / "model" / "config.json").exists():
+        model_dir = model_dir / "model"  # a training run folder: the model sits in model/
     method = _method_of(model_dir)
     if method == "nnqc":
         from segqc.qc.nnqc.predict import load_qc_model as load_nnqc

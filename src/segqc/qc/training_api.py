@@ -38,7 +38,10 @@ def train_method(method: str, dataset_dir: str | Path, out_dir: str | Path, *, c
         return train_from_dataset(dataset_dir, out_dir, config=replace(CaeConfig.preset(config), seed=seed),
                                   cases=cases, log=log)
     if method == "nnqc":
-        from segqc.qc.nnqc.train import train_from_dataset as train_nnqc
+        from segqc.qc.nnqc.config import NnqcConfig
+        from segqc.qc.nnqc.train import build_training_data, train
 
-        return train_nnqc(dataset_dir, out_dir, config=config, seed=seed, cases=cases, log=log)
+        nnqc_config = NnqcConfig.preset(config, seed=seed)
+        data = build_training_data(dataset_dir, cases, nnqc_config, seed)
+        return train(nnqc_config, data, out_dir, threads=None, log=log)
     raise ValueError(f"unknown QC method {method!r}; expected nnqc or cae")
