@@ -3,16 +3,24 @@
 :class:`NnqcConfig` is a frozen dataclass saved as JSON with every checkpoint. Presets
 (``NnqcConfig.preset(name)``):
 
-* ``tiny`` — for tests: 32 px slices, 8 x 8 latent, a few thousand parameters per network, a few
-  dozen steps per stage. Learns nothing useful; checks that everything runs.
-* ``small`` (the default) — 2 CPU cores: 128 px slices, latent 2 x 32 x 32 (1/4), narrow networks
-  (VAE (32, 64, 64), diffusion UNet (32, 64, 64)), SSL 400 + VAE 1500 + LDM 2500 steps (batch 8),
-  budgeted so that the three stages train on ACDC (~1100 slices) in about an hour on 2 CPU cores;
-  see the README of the method for the measured per-step times.
+* ``tiny`` — for tests: 32 px slices, latent 2 x 8 x 8, ~0.3 M parameters in all, 30-40 steps per
+  stage. Learns nothing useful; checks that everything runs.
+* ``small`` (the default) — 2 CPU cores: 96 px slices (ACDC at 1.56 mm: a 150 mm field of view
+  around the heart), latent 2 x 24 x 24 (1/4), VAE (16, 32, 64), diffusion UNet (32, 64, 64) with
+  attention on the two coarse levels, E2 a 3-stage CNN with 8 x 8 = 64 tokens of 64 dims, d = 64,
+  4 query tokens; 2.2 M parameters (denoiser 1.7 M). SSL 500 + VAE 3000 + LDM 6000 steps of batch
+  16 / 8 / 8. Measured on the 2-core machine (2 torch threads, median step, machine idle):
+  SSL 0.05 s, VAE 0.27 s (0.31 s with the patch-GAN), LDM 0.16 s per step, i.e. about 32 min of
+  training, plus ~2 min to fingerprint, preprocess and degrade ACDC's ~1100 training slices
+  (35 ms per degraded slice): ~35 min on ACDC. Other jobs on the same cores slow every step (we saw
+  2-3x with two 2-thread jobs on 2 cores); then pass ``threads=1``, or expect over an hour.
 * ``paper`` — for a GPU: the paper's settings where it gives them (latent C = 2 at 1/3 of the
-  slice size, T = 1000, 20 DDIM steps, batch 32) and wide networks. The paper standardises slices
-  to 256 px, which a factor of 3 does not divide; the preset uses 264 px (= 3 x 88, and 88 survives
-  three halvings in the diffusion UNet), the nearest size that works.
+  slice size, T = 1000, 20 DDIM steps, batch 32) and wide networks where it does not (VAE (64,
+  128) with 2 residual blocks, diffusion UNet (128, 256, 512) with 2 residual blocks and attention
+  on the two coarse levels, E2 5 stages up to 256 channels, d = 256); ~106 M parameters (denoiser
+  97 M). The paper standardises slices to 256 px, which a factor of 3 does not divide; the preset
+  uses 264 px (= 3 x 88, and 88 survives the UNet's two halvings), the nearest size that works.
+  Its step counts (SSL 20k, VAE 40k, LDM 100k) are a guess: the paper gives none.
 
 Latent size. The autoencoder (MONAI ``AutoencoderKL``) halves the resolution at every level
 (``len(vae_channels) - 1`` times). A ``latent_factor`` that is a power of two is reached exactly
@@ -78,7 +86,14 @@ class NnqcConfig:
     Stage 2, latent diffusion (MONAI ``DiffusionModelUNet``, 2D, in = C + 1, out = C, cross-
     attention to the ToE condition): ``ldm_channels``, ``ldm_attention_levels``,
     ``ldm_res_blocks``, ``ldm_head_channels``, ``ldm_norm_groups``; ``train_timesteps`` (T),
-    ``beta_schedule``, ``beta_start``, ``beta_end``; ``ldm_steps``, ``ldm_batch_size``, ``ldm_lr``.
+    ``beta_schedule``, ``beta_start``, ``beta_end`` (default: the scaled-linear 0.00085-0.012
+    schedule of Rombach et al.'s LDM; its last step keeps a little signal, alpha_bar(T) = 0.005,
+    and the DDIM sampler stays stable there, unlike with 0.0015-0.0195 where alpha_bar(T) = 1e-4
+    amplified the ε error 84-fold in the first x0 estimate); ``high_t_fraction``: share of each
+    batch whose timestep is drawn from the noisier half [T/2, T) instead of [0, T) — the
+    ε-MSE hardly rewards using S_d and c at low noise, where z_t alone gives z_0 away, so a short
+    CPU training learns the conditioning faster when it sees more noisy inputs (the loss stays the
+    paper's ε-MSE); ``ldm_steps``, ``ldm_batch_size``, ``ldm_lr``.
 
     Training data: ``degraded_per_slice`` imperfect segmentations per ground-truth slice, spread
     evenly over the paper's five Dice bins; at every LDM step a sample is replaced by its clean
@@ -88,32 +103,32 @@ class NnqcConfig:
     steps between saved training states. ``seed``.
     """
 
-    size: int = 128
+    size: int = 96
     latent_factor: int = 4
     latent_channels: int = 2
     # stage 1
-    vae_channels: tuple[int, ...] = (32, 64, 64)
+    vae_channels: tuple[int, ...] = (16, 32, 64)
     vae_res_blocks: int = 1
     vae_attention: bool = False
-    vae_norm_groups: int = 16
-    disc_channels: int = 32
+    vae_norm_groups: int = 8
+    disc_channels: int = 16
     disc_layers: int = 3
     kl_weight: float = 1e-6
     dice_weight: float = 1.0
     adv_weight: float = 0.01
     perceptual_weight: float = 0.001
     perceptual_network_path: str | None = None
-    adv_start: int = 300
-    vae_steps: int = 1500
+    adv_start: int = 500
+    vae_steps: int = 3000
     vae_batch_size: int = 8
     vae_lr: float = 5e-4
     disc_lr: float = 5e-4
     # expert E2
     image_encoder: str = "ssl"
     image_encoder_path: str | None = None
-    encoder_channels: tuple[int, ...] = (16, 32, 64, 64)
+    encoder_channels: tuple[int, ...] = (16, 32, 64)
     token_grid: int = 8
-    ssl_steps: int = 400
+    ssl_steps: int = 500
     ssl_batch_size: int = 16
     ssl_lr: float = 1e-3
     ssl_mask_ratio: float = 0.5
@@ -131,9 +146,10 @@ class NnqcConfig:
     ldm_norm_groups: int = 16
     train_timesteps: int = 1000
     beta_schedule: str = "scaled_linear_beta"
-    beta_start: float = 0.0015
-    beta_end: float = 0.0195
-    ldm_steps: int = 2500
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    high_t_fraction: float = 0.5
+    ldm_steps: int = 6000
     ldm_batch_size: int = 8
     ldm_lr: float = 5e-4
     # data
@@ -144,7 +160,7 @@ class NnqcConfig:
     inference_steps: int = 20
     samples: int = 1
     # bookkeeping
-    checkpoint_every: int = 250
+    checkpoint_every: int = 500
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -222,6 +238,8 @@ class NnqcConfig:
             raise ValueError(f"need 0 < beta_start < beta_end < 1, got {self.beta_start}, {self.beta_end}")
         if self.inference_steps > self.train_timesteps:
             raise ValueError(f"inference_steps {self.inference_steps} exceeds train_timesteps {self.train_timesteps}")
+        if not 0 <= self.high_t_fraction <= 1:
+            raise ValueError(f"high_t_fraction must lie in [0, 1], got {self.high_t_fraction}")
         for name in ("clean_fraction", "empty_fraction"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
@@ -320,12 +338,12 @@ _TINY = replace(
 _PAPER = replace(
     _SMALL,
     size=264, latent_factor=3,
-    vae_channels=(64, 128), vae_res_blocks=2, vae_attention=True, vae_norm_groups=32,
+    vae_channels=(64, 128), vae_res_blocks=2, vae_attention=False, vae_norm_groups=32,
     disc_channels=64, disc_layers=3, adv_start=5000,
     vae_steps=40000, vae_batch_size=32, vae_lr=1e-4, disc_lr=1e-4,
     encoder_channels=(32, 64, 128, 256, 256), token_grid=8, ssl_steps=20000, ssl_batch_size=32, ssl_lr=3e-4,
     context_dim=256, query_tokens=4, position_hidden=256,
-    ldm_channels=(128, 256, 256, 512), ldm_attention_levels=(False, True, True, True), ldm_res_blocks=2,
+    ldm_channels=(128, 256, 512), ldm_attention_levels=(False, True, True), ldm_res_blocks=2,
     ldm_head_channels=64, ldm_norm_groups=32,
     ldm_steps=100000, ldm_batch_size=32, ldm_lr=1e-4,
     checkpoint_every=2000,
