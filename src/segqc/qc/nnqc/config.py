@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from segqc.errors import InputError
+from segqc.io.json_files import read_json_object
 from segqc.io.atomic import write_text_atomic
 
 __all__ = ["CONDITIONING_MODES", "IMAGE_ENCODERS", "PRESETS", "NnqcConfig"]
@@ -307,14 +308,7 @@ class NnqcConfig:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> NnqcConfig:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise InputError(f"cannot read nnQC config: {exc.strerror or exc}", path) from None
-        except json.JSONDecodeError as exc:
-            raise InputError(f"malformed JSON: {exc.msg} (line {exc.lineno})", path) from None
-        if not isinstance(data, dict):
-            raise InputError("an nnQC config is a JSON object", path)
+        data = read_json_object(path, what="nnQC config")
         try:
             return cls.from_dict(data)
         except InputError as exc:
