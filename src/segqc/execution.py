@@ -31,7 +31,7 @@ def _call(function: Callable[[Item], Result], item: Item) -> Result | SegqcError
         return error
 
 
-def _progress(description: str, total: int, enabled: bool) -> Progress:
+def _progress(enabled: bool) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -62,7 +62,7 @@ def map_cases(
     items = list(items)
     if jobs <= 0:
         jobs = os.cpu_count() or 1
-    with _progress(description, len(items), progress) as bar:
+    with _progress(progress) as bar:
         task = bar.add_task(description, total=len(items))
         if scheduler is not None:
             yield from _map_dask(function, items, scheduler, bar, task)
