@@ -40,6 +40,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from scipy import ndimage
 
+from segqc.metrics.multiclass import present_labels  # noqa: F401 (re-exported)
+
 __all__ = [
     "NNQC_OPERATIONS",
     "Operation",
@@ -86,14 +88,6 @@ def _check(label: np.ndarray, strength: float, spacing: Sequence[float]) -> tupl
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"strength must be in [0, 1], got {strength}")
     return label, strength, spacing_arr
-
-
-def present_labels(label: np.ndarray) -> list[int]:
-    """Sorted non-zero label values present in ``label``."""
-    if label.dtype.itemsize <= 2 and label.dtype.kind in "ub":
-        counts = np.bincount(label.reshape(-1).astype(np.intp, copy=False))
-        return [int(v) for v in np.flatnonzero(counts) if v != 0]
-    return [int(v) for v in np.unique(label) if v != 0]
 
 
 def _targets(label: np.ndarray, target: Target) -> list[int]:

@@ -29,6 +29,7 @@ from segqc.io.images import check_same_geometry, read_label_map, resample_neares
 from segqc.metrics.binary import MetricSettings, compare_masks
 from segqc.metrics.components import compare_components
 from segqc.metrics.instance import instance_metrics
+from segqc.metrics.multiclass import present_labels
 from segqc.metrics.registry import (
     COMPONENT_METRICS,
     DEFAULT_METRICS,
@@ -87,13 +88,6 @@ class EvaluationConfig:
     def digest(self) -> str:
         """Short hash of the settings: finished cases are reused only under identical settings."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _present_labels(array: np.ndarray) -> list[int]:
-    if array.dtype.itemsize <= 2:
-        counts = np.bincount(array.reshape(-1))
-        return [int(v) for v in np.flatnonzero(counts) if v != 0]
-    return [int(v) for v in np.unique(array) if v != 0]
 
 
 def _bounding_boxes(array: np.ndarray) -> dict[int, tuple[slice, ...]]:
@@ -160,7 +154,7 @@ def evaluate_label_maps(
             raise ValueError(f"{name} must be an integer label map, got dtype {array.dtype}")
         if array.dtype.kind == "i" and array.size and array.min() < 0:
             raise ValueError(f"{name} has negative label values")
-    labels = list(config.labels) if config.labels is not None else sorted(set(_present_labels(gt)) | set(_present_labels(pred)))
+    labels = list(config.labels) if config.labels is not None else sorted(set(present_labels(gt)) | set(present_labels(pred)))
     pred_boxes, gt_boxes = _bounding_boxes(pred), _bounding_boxes(gt)
     records = []
     targets: list[tuple[object, str, tuple[int, ...]]] = [
@@ -219,7 +213,7 @@ def evaluate_case(task: CaseTask, config: EvaluationConfig) -> pd.DataFrame:
 
 def _check_expected_labels(array: np.ndarray, config: EvaluationConfig, path: Path) -> None:
     known = set(config.labels or ()) | {m for members in config.regions.values() for m in members}
-    unexpected = sorted(set(_present_labels(array)) - known)
+    unexpected = sorted(set(present_labels(array)) - known)
     if unexpected:
         raise InputError(
             f"unexpected label value(s) {unexpected}; expected {sorted(known)} (from dataset.json or --labels)",

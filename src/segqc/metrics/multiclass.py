@@ -29,7 +29,16 @@ import numpy as np
 from segqc.metrics.binary import MetricResult
 from segqc.metrics.registry import EmptyPolicy, metric_info
 
-__all__ = ["MulticlassCounts", "multiclass_counts", "multiclass_dice", "per_class_dice"]
+__all__ = ["MulticlassCounts", "multiclass_counts", "multiclass_dice", "per_class_dice", "present_labels"]
+
+
+def present_labels(label: np.ndarray) -> list[int]:
+    """Sorted non-zero label values present in a label map (one bincount pass for 8/16-bit maps)."""
+    label = np.asarray(label)
+    if label.dtype.itemsize <= 2 and label.dtype.kind in "ub":
+        counts = np.bincount(label.reshape(-1).astype(np.intp, copy=False))
+        return [int(v) for v in np.flatnonzero(counts) if v != 0]
+    return [int(v) for v in np.unique(label) if v != 0]
 
 
 class MulticlassCounts(tuple):

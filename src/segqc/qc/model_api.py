@@ -9,7 +9,6 @@ restoring pGTs to the input grid, metrics, worklists — identically for every m
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
@@ -17,7 +16,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from segqc.fingerprint.preprocessing import PreprocessingPlan
-from segqc.training.checkpoints import CheckpointError
+from segqc.training.checkpoints import CheckpointError, read_checkpoint_meta
 
 # images (B, C, H, W) float32, segmentations (B, H, W) int, ratios (B,), samples, steps, seed
 # -> pGT label maps (samples, B, H, W)
@@ -38,24 +37,12 @@ class QcModel:
     default_steps: int | None = None
 
 
-def _method_of(model_dir: Path) -> str:
-    meta_path = model_dir / "config.json"
-    if not model_dir.is_dir():
-        raise CheckpointError(f"{model_dir}: model directory not found")
-    if not meta_path.exists():
-        raise CheckpointError(f"{model_dir}: not a segqc model directory (no config.json)")
-    try:
-        return str(json.loads(meta_path.read_text()).get("method"))
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{meta_path}: corrupt config.json ({error.msg})") from None
-
-
 def load_qc_model(model_dir: str | Path) -> QcModel:
     """Load any segqc QC model directory (the method is read from its ``config.json``)."""
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").exists() and (model_dir / "model" / "config.json").exists():
         model_dir = model_dir / "model"  # a training run folder: the model sits in model/
-    method = _method_of(model_dir)
+    method = str(read_checkpoint_meta(model_dir).get("method"))
     if method == "nnqc":
         from segqc.qc.nnqc.predict import load_qc_model as load_nnqc
 

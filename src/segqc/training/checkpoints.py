@@ -97,8 +97,8 @@ def save_checkpoint(
     return directory
 
 
-def load_checkpoint(directory: str | Path, *, method: str) -> tuple[dict, dict[str, dict[str, Any]], dict | None]:
-    """Read ``(config, weights per component, fingerprint or None)``; check it is ``method``'s."""
+def read_checkpoint_meta(directory: str | Path) -> dict:
+    """The ``config.json`` metadata of a model directory (method, components, config, versions)."""
     directory = Path(directory)
     meta_path = directory / "config.json"
     if not directory.is_dir():
@@ -109,6 +109,15 @@ def load_checkpoint(directory: str | Path, *, method: str) -> tuple[dict, dict[s
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{meta_path}: corrupt config.json ({error.msg})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{meta_path}: corrupt config.json (not an object)")
+    return meta
+
+
+def load_checkpoint(directory: str | Path, *, method: str) -> tuple[dict, dict[str, dict[str, Any]], dict | None]:
+    """Read ``(config, weights per component, fingerprint or None)``; check it is ``method``'s."""
+    directory = Path(directory)
+    meta = read_checkpoint_meta(directory)
     if meta.get("method") != method:
         raise CheckpointError(f"{directory}: model of method {meta.get('method')!r}, expected {method!r}")
     if meta.get("format_version") != FORMAT_VERSION:
