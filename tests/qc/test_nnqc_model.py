@@ -104,12 +104,33 @@ def test_every_module_has_the_documented_shapes():
     c = model.condition(torch.from_numpy(images), torch.from_numpy(ratios).float())
     assert c.shape == (3, TINY.query_tokens, TINY.context_dim)
     s_d = model.seg_condition(idx)
-    assert s_d.shape == (3, 1, 8, 8) and float(s_d.min()) >= 0 and float(s_d.max()) <= 1
+    assert s_d.shape == (3, 3, 8, 8) and float(s_d.min()) >= 0 and float(s_d.max()) <= 1  # K class shares
     eps = model.denoiser(mu, s_d, torch.zeros(3, dtype=torch.long), c)
     assert eps.shape == mu.shape
     pgt = model.generate_pgt(images, segs, ratios, steps=3, samples=2, generator=0)
     assert pgt.shape == (2, 3, 32, 32) and pgt.dtype == torch.int64
     assert set(torch.unique(pgt).tolist()) <= set(LABELS)
+
+
+@pytest.mark.parametrize("encoding", ["onehot", "unshuffle", "index"])
+def test_segmentation_condition_encodings_against_numpy_block_averages(encoding):
+    config = replace(TINY, seg_encoding=encoding)
+    model = NnqcModel(config, LABELS, 1)
+    _, segs, _ = _inputs()
+    idx = model.class_indices(segs)
+    s_d = model.seg_condition(idx).numpy()
+    assert s_d.shape == (3, config.seg_channels(3), 8, 8)
+    classes = idx.numpy()
+    blocks = classes.reshape(3, 8, 4, 8, 4)  # 4 x 4 voxel cells of the 32 px slice
+    if encoding == "onehot":
+        shares = np.stack([(blocks == k).mean(axis=(2, 4)) for k in range(3)], axis=1)
+        np.testing.assert_allclose(s_d, shares, atol=1e-6)
+        np.testing.assert_allclose(s_d.sum(axis=1), 1.0, atol=1e-6)
+    elif encoding == "index":
+        np.testing.assert_allclose(s_d[:, 0], (blocks / 2.0).mean(axis=(2, 4)), atol=1e-6)
+    else:  # lossless: every voxel's class is recoverable
+        restored = torch.nn.functional.pixel_shuffle(torch.from_numpy(s_d), 4).argmax(1).numpy()
+        np.testing.assert_array_equal(restored, classes)
 
 
 def test_latent_factor_three_resizes_inside_the_bottleneck():

@@ -80,3 +80,22 @@ def test_bad_inputs_give_one_line_errors(trained, qc_dataset, tmp_path):
     assert result.exit_code == 2 and "corrupt weights file" in result.output and "Traceback" not in result.output
     unknown = runner.invoke(app, ["qc", "train", "magic", str(qc_dataset), "-o", str(tmp_path / "m")])
     assert unknown.exit_code == 2 and "unknown QC method" in unknown.output
+
+
+def test_nnqc_ablation_switch_and_config_overrides_reach_the_saved_model(qc_dataset, tmp_path):
+    pytest.importorskip("monai")
+    out = tmp_path / "nnqc"
+    result = runner.invoke(app, ["qc", "train", "nnqc", str(qc_dataset), "-o", str(out), "--config", "tiny",
+                                 "--conditioning", "position", "--set", "ssl_steps=2", "--set", "vae_steps=2",
+                                 "--set", "ldm_steps=2", "--set", "adv_start=1", "--set", "seg_encoding=index"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "model" / "config.json").read_text())["config"]["nnqc"]
+    assert (saved["conditioning"], saved["ldm_steps"], saved["seg_encoding"]) == ("position", 2, "index")
+
+
+def test_config_overrides_are_checked(qc_dataset, tmp_path):
+    for bad in (["--set", "ldm_steps"], ["--set", "no_such_field=1"], ["--conditioning", "both"]):
+        result = runner.invoke(app, ["qc", "train", "nnqc", str(qc_dataset), "-o", str(tmp_path / "x"),
+                                     "--config", "tiny", *bad])
+        assert result.exit_code != 0
+        assert "Traceback" not in result.output and "error" in result.output.lower(), result.output

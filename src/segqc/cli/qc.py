@@ -33,18 +33,26 @@ def train_command(
     split: Optional[Path] = typer.Option(None, "--split", help="split.json (patient-level); train on its 'train' cases."),
     holdout_fraction: float = typer.Option(0.0, "--holdout-fraction",
                                            help="Hold out this fraction of patients (writes OUT/split.json); 0 = train on all."),
+    conditioning: Optional[str] = typer.Option(None, "--conditioning",
+                                               help="nnQC Team of Experts: full, position or image (ablations)."),
+    set_fields: list[str] = typer.Option([], "--set", help="Override a config field, KEY=VALUE (repeatable)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Processes for preprocessing and degrading the training data."),
 ) -> None:
     """Train a QC model on a dataset's ground truths (and images, for nnQC).
 
     Example: segqc qc train nnqc ../shared/data/acdc -o models/acdc-nnqc-small --config small
     """
-    from segqc.qc.training_api import train_method
+    from segqc.qc.training_api import parse_overrides, train_method
 
     with user_errors():
         if method not in METHODS:
             raise ValueError(f"unknown QC method {method!r}; choose one of {', '.join(METHODS)}")
+        overrides = parse_overrides(set_fields)
+        if conditioning is not None:
+            overrides["conditioning"] = conditioning
         directory = train_method(method, dataset_dir, out, config=config, seed=seed, split=split,
-                                 holdout_fraction=holdout_fraction, log=console.print)
+                                 holdout_fraction=holdout_fraction, overrides=overrides, jobs=jobs,
+                                 log=console.print)
     console.print(f"model written to {directory}")
 
 
@@ -70,6 +78,7 @@ def predict_command(
     flag_dice: float = typer.Option(0.75, "--flag-dice", help="Flag cases whose estimated Dice is below this."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampler."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes."),
+    device: str = typer.Option("cpu", "--device", help="Where nnQC samples: cpu, cuda, cuda:1, auto."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Estimate the quality of segmentations without ground truth.
@@ -81,7 +90,7 @@ def predict_command(
     with user_errors():
         settings = _settings(metrics, samples, steps, tolerance, flag_dice, seed)
         _, work, report = qc_folder(model_dir, images_dir, segs_dir, out, settings=settings, jobs=jobs,
-                                    progress=not quiet)
+                                    progress=not quiet, device=device)
     for case in report["missing_image"]:
         error_console.print(f"[yellow]warning:[/] {case}: segmentation without an image in {images_dir}; skipped")
     for note in report["warnings"]:

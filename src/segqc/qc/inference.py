@@ -216,12 +216,16 @@ def worklist(table: pd.DataFrame, settings: QcSettings) -> pd.DataFrame:
 
 def qc_folder(model_dir: str | Path, images_dir: str | Path, segs_dir: str | Path, out_dir: str | Path, *,
               settings: QcSettings | None = None, jobs: int = 1, progress: bool = False,
-              model: QcModel | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+              model: QcModel | None = None, device: str = "cpu") -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """QC every segmentation in ``segs_dir``; returns (qc table, worklist, report dict) and writes
-    the files of the module docstring. ``model`` (already loaded) overrides ``model_dir``."""
+    the files of the module docstring. ``model`` (already loaded) overrides ``model_dir``.
+    ``device``: where the model samples ("cpu", "cuda", "auto"); any other device than the CPU
+    runs the cases in this process (``jobs`` then only matters for the CPU)."""
     settings = settings or QcSettings()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    loaded = model or load_qc_model(model_dir)
+    loaded = model or load_qc_model(model_dir, device=device)
+    if device != "cpu":
+        model = loaded
     matched, missing_image, missing_seg = pair_images_and_segmentations(Path(images_dir), Path(segs_dir))
     if not matched:
         raise InputError("no case has both an image (CASE_0000) and a segmentation (CASE)", segs_dir)

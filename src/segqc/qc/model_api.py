@@ -37,8 +37,9 @@ class QcModel:
     default_steps: int | None = None
 
 
-def load_qc_model(model_dir: str | Path) -> QcModel:
-    """Load any segqc QC model directory (the method is read from its ``config.json``)."""
+def load_qc_model(model_dir: str | Path, *, device: str = "cpu") -> QcModel:
+    """Load any segqc QC model directory (the method is read from its ``config.json``).
+    ``device`` ("cpu", "cuda", "auto"...) is where nnQC samples; the CAE baseline runs on the CPU."""
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").exists() and (model_dir / "model" / "config.json").exists():
         model_dir = model_dir / "model"  # a training run folder: the model sits in model/
@@ -46,7 +47,7 @@ def load_qc_model(model_dir: str | Path) -> QcModel:
     if method == "nnqc":
         from segqc.qc.nnqc.predict import load_qc_model as load_nnqc
 
-        return load_nnqc(model_dir)
+        return load_nnqc(model_dir, device=device)
     if method == "cae":
         from segqc.qc.baselines.cae import load_qc_model as load_cae
 

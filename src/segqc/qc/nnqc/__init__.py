@@ -30,7 +30,10 @@ Where the paper is silent, this implementation chooses (each is a config field u
 * Fusion: single-head attention, d_k = d, no residual path: c = softmax(QK^T/sqrt(d)) V over the 64
   image tokens, shape (B, q, d). Ablations ``conditioning="position"`` (c = linear(o1)) and
   ``"image"`` (c = projected image tokens). The UNet attends to c with its own cross-attention.
-* S_d: class index / (K - 1) (the labels' order in the fingerprint), area-averaged to the latent.
+* S_d: the one-hot segmentation area-averaged to the latent size (K channels of class shares;
+  ``seg_encoding``). The paper's single channel "rescaled to [0, 1]" (class index / (K - 1),
+  ``seg_encoding="index"``) is ambiguous after downsampling: a cell half LV (1.0), half background
+  reads as myocardium (0.67).
 * Latent scale: 1 / std of the posterior means of all training ground truths; the LDM learns the
   posterior means (not samples).
 * Noise schedule: scaled-linear betas 0.00085-0.012 (LDM's); half of each batch draws t from the

@@ -47,10 +47,11 @@ from segqc.errors import InputError
 from segqc.io.json_files import read_json_object
 from segqc.io.atomic import write_text_atomic
 
-__all__ = ["CONDITIONING_MODES", "IMAGE_ENCODERS", "PRESETS", "NnqcConfig"]
+__all__ = ["CONDITIONING_MODES", "IMAGE_ENCODERS", "PRESETS", "SEG_ENCODINGS", "NnqcConfig"]
 
 _FORMAT = "segqc-nnqc-config"
 CONDITIONING_MODES = ("full", "position", "image")
+SEG_ENCODINGS = ("onehot", "unshuffle", "index")
 IMAGE_ENCODERS = ("ssl", "file", "open_clip")
 _TUPLE_FIELDS = ("vae_channels", "encoder_channels", "ldm_channels", "ldm_attention_levels")
 
@@ -84,8 +85,14 @@ class NnqcConfig:
     image tokens alone); ``context_dim`` (d); ``query_tokens`` (tokens E1 makes from the ratio,
     i.e. context tokens in "full"/"position" mode); ``position_hidden`` (E1's hidden width).
 
-    Stage 2, latent diffusion (MONAI ``DiffusionModelUNet``, 2D, in = C + 1, out = C, cross-
-    attention to the ToE condition): ``ldm_channels``, ``ldm_attention_levels``,
+    Stage 2, latent diffusion (MONAI ``DiffusionModelUNet``, 2D, in = C + channels of S_d, out =
+    C, cross-attention to the ToE condition). ``seg_encoding``: how the imperfect segmentation S
+    becomes S_d at the latent size — ``"onehot"`` (default; K channels: the share of every class
+    in each latent cell, i.e. the area-downsampled one-hot map), ``"unshuffle"`` (K x f^2
+    channels, f = ``latent_factor``: the one-hot map rearranged space-to-depth, lossless) or
+    ``"index"`` (1 channel: class index / (K - 1), area-downsampled — the most literal reading of
+    the paper, but averaging indices mixes classes: half LV (1.0) and half background (0.0) reads
+    as myocardium (0.67)). ``ldm_channels``, ``ldm_attention_levels``,
     ``ldm_res_blocks``, ``ldm_head_channels``, ``ldm_norm_groups``; ``train_timesteps`` (T),
     ``beta_schedule``, ``beta_start``, ``beta_end`` (default: the scaled-linear 0.00085-0.012
     schedule of Rombach et al.'s LDM; its last step keeps a little signal, alpha_bar(T) = 0.005,
@@ -140,6 +147,7 @@ class NnqcConfig:
     query_tokens: int = 4
     position_hidden: int = 64
     # stage 2
+    seg_encoding: str = "onehot"
     ldm_channels: tuple[int, ...] = (32, 64, 64)
     ldm_attention_levels: tuple[bool, ...] = (False, True, True)
     ldm_res_blocks: int = 1
@@ -227,6 +235,8 @@ class NnqcConfig:
             raise ValueError(f"encoder_channels must be positive, got {self.encoder_channels}")
         if self.conditioning not in CONDITIONING_MODES:
             raise ValueError(f"conditioning must be one of {', '.join(CONDITIONING_MODES)}, got {self.conditioning!r}")
+        if self.seg_encoding not in SEG_ENCODINGS:
+            raise ValueError(f"seg_encoding must be one of {', '.join(SEG_ENCODINGS)}, got {self.seg_encoding!r}")
         if self.image_encoder not in IMAGE_ENCODERS:
             raise ValueError(f"image_encoder must be one of {', '.join(IMAGE_ENCODERS)}, got {self.image_encoder!r}")
         if self.image_encoder != "ssl" and not self.image_encoder_path:
@@ -257,6 +267,12 @@ class NnqcConfig:
     @property
     def latent_size(self) -> int:
         return self.size // self.latent_factor
+
+    def seg_channels(self, n_classes: int) -> int:
+        """Channels of S_d for ``n_classes`` classes (background included)."""
+        if self.seg_encoding == "index":
+            return 1
+        return n_classes * (self.latent_factor ** 2 if self.seg_encoding == "unshuffle" else 1)
 
     @property
     def n_context_tokens(self) -> int:

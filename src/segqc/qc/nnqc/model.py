@@ -12,14 +12,14 @@
   ``c = softmax(Q K^T / sqrt(d)) V`` over the ``token_grid**2`` image tokens, so the softmax has a
   real choice and the ratio decides where the condition looks. Ablations: ``"position"`` (c from
   o1 alone, one linear map), ``"image"`` (c = the projected image tokens).
-* :class:`LatentDenoiser` — stage 2, MONAI ``DiffusionModelUNet`` (2D, in = C + 1 channels: the
+* :class:`LatentDenoiser` — stage 2, MONAI ``DiffusionModelUNet`` (2D, in = C + S channels: the
   noisy latent and the downsampled segmentation S_d; out = C; cross-attention to c).
 * :class:`NnqcModel` — the container used at inference; :meth:`NnqcModel.generate_pgt`.
 
 Conventions: images ``(B, C_img, size, size)`` float32 (normalised by the preprocessing plan),
 segmentations ``(B, size, size)`` integer *label values* (mapped to class indices 0..K-1 through
-the model's ``labels``), ratios ``(B,)`` in [0, 1]. S_d is the class index divided by K - 1 (the
-paper's "rescaled to [0, 1]"), area-averaged to the latent size.
+the model's ``labels``), ratios ``(B,)`` in [0, 1]. S_d: ``config.seg_encoding`` (default the
+one-hot map area-averaged to the latent size, K channels of class shares in [0, 1]).
 """
 
 from __future__ import annotations
@@ -228,14 +228,15 @@ class TeamOfExperts(nn.Module):
 
 
 class LatentDenoiser(nn.Module):
-    """ε-prediction UNet: ``(z_t (B, C, h, w), S_d (B, 1, h, w), t (B,), c (B, n, d)) -> ε̂``."""
+    """ε-prediction UNet: ``(z_t (B, C, h, w), S_d (B, S, h, w), t (B,), c (B, n, d)) -> ε̂``
+    (``S = config.seg_channels(n_classes)``)."""
 
-    def __init__(self, config: NnqcConfig) -> None:
+    def __init__(self, config: NnqcConfig, n_classes: int) -> None:
         super().__init__()
         from monai.networks.nets import DiffusionModelUNet
 
         self.unet = DiffusionModelUNet(
-            spatial_dims=2, in_channels=config.latent_channels + 1, out_channels=config.latent_channels,
+            spatial_dims=2, in_channels=config.latent_channels + config.seg_channels(n_classes), out_channels=config.latent_channels,
             num_res_blocks=config.ldm_res_blocks, channels=config.ldm_channels,
             attention_levels=config.ldm_attention_levels, norm_num_groups=config.ldm_norm_groups,
             num_head_channels=config.ldm_head_channels, with_conditioning=True,
@@ -294,7 +295,7 @@ class NnqcModel(nn.Module):
         self.image_encoder = build_image_encoder(config, image_channels, pretrained=pretrained)
         self.image_encoder.requires_grad_(False)
         self.toe = TeamOfExperts(config, self.image_encoder.token_dim, self.image_encoder.n_tokens)
-        self.denoiser = LatentDenoiser(config)
+        self.denoiser = LatentDenoiser(config, len(labels))
         self.register_buffer("latent_scale", torch.ones(()))
         lookup = torch.full((max(labels) + 1,), -1, dtype=torch.long)
         lookup[list(labels)] = torch.arange(len(labels))
@@ -321,9 +322,14 @@ class NnqcModel(nn.Module):
         return F.one_hot(indices, self.n_classes).permute(0, 3, 1, 2).float()
 
     def seg_condition(self, indices: torch.Tensor) -> torch.Tensor:
-        """S_d ``(B, 1, h, w)``: class index / (K - 1), area-averaged to the latent size."""
-        s = indices.float().unsqueeze(1) / (self.n_classes - 1)
-        return F.adaptive_avg_pool2d(s, self.config.latent_size)
+        """S_d ``(B, S, h, w)`` of class-index maps ``(B, H, W)`` (``config.seg_encoding``)."""
+        encoding, h = self.config.seg_encoding, self.config.latent_size
+        if encoding == "index":
+            return F.adaptive_avg_pool2d(indices.float().unsqueeze(1) / (self.n_classes - 1), h)
+        one_hot = self.one_hot(indices)
+        if encoding == "unshuffle":
+            return F.pixel_unshuffle(one_hot, self.config.latent_factor)
+        return F.adaptive_avg_pool2d(one_hot, h)
 
     @torch.no_grad()
     def encode_latents(self, indices: torch.Tensor) -> torch.Tensor:

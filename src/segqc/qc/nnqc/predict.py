@@ -89,8 +89,8 @@ def predict_slices(model: NnqcModel, images: np.ndarray, segs: np.ndarray, ratio
     return np.concatenate(chunks, axis=1).astype(_label_dtype(model.labels))
 
 
-def load_qc_model(model_dir: str | Path):
-    """The model as a :class:`segqc.qc.model_api.QcModel` for the QC driver (needs the
+def load_qc_model(model_dir: str | Path, *, device: str = "cpu"):
+    """The model (on ``device``) as a :class:`segqc.qc.model_api.QcModel` for the QC driver (needs the
     preprocessing plan saved at training; a model trained on slices without a plan cannot be
     used on image folders)."""
     from segqc.qc.model_api import QcModel
@@ -100,6 +100,7 @@ def load_qc_model(model_dir: str | Path):
         raise CheckpointError(f"{model_dir}: the nnQC model was trained without a preprocessing plan; "
                               "train it with build_training_data to use it on image folders")
     plan = PreprocessingPlan.from_dict(config["plan"])
+    model = model.to(select_device(device))
 
     def generate(images, segs, ratios, samples, steps, seed):
         return predict_slices(model, images, segs, ratios, steps=steps, samples=samples, seed=seed,

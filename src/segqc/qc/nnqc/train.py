@@ -634,6 +634,7 @@ def _ldm_stage(config: NnqcConfig, model: NnqcModel, data: NnqcTrainingData, ima
     seg_idx = model.class_indices(torch.from_numpy(data.segs.astype(np.int64))).to(torch.uint8).cpu()
     s_degraded = _chunked(lambda s: model.seg_condition(s.long()), seg_idx, dev)
     s_clean = _chunked(lambda s: model.seg_condition(s.long()), gt_idx, dev)
+    s_empty = _chunked(lambda s: model.seg_condition(s.long()), torch.zeros_like(gt_idx[:1]), dev)[0]
     ratios = torch.from_numpy(data.ratios.astype(np.float32))
     source = torch.from_numpy(data.seg_source)
     scheduler = make_scheduler(config)
@@ -653,7 +654,7 @@ def _ldm_stage(config: NnqcConfig, model: NnqcModel, data: NnqcTrainingData, ima
         s_d = s_clean[slices].clone()
         s_d[torch.from_numpy(degraded)] = s_degraded[torch.from_numpy(pick[degraded])]
         empty = (u >= config.clean_fraction) & ~degraded
-        s_d[torch.from_numpy(empty)] = 0.0
+        s_d[torch.from_numpy(empty)] = s_empty
         z0 = latents[slices]
         noise = torch.randn(z0.shape, generator=generator)
         t = torch.randint(0, config.train_timesteps, (b,), generator=generator)

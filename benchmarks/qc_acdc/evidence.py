@@ -1,0 +1,115 @@
+"""GT-free QC evidence on the held-out ACDC patients: estimated vs true metrics and model ranking.
+
+    python benchmarks/qc_acdc/evidence.py --dataset ../shared/data/acdc --split SPLIT.json \
+        --degraded DEGRADE_OUT --zoo ZOO_PREDICT_OUT --out RESULTS \
+        --model nnqc=MODEL_DIR --model position=MODEL_DIR --model image=MODEL_DIR --model cae=MODEL_DIR \
+        [--steps 20] [--jobs 2] [--zoo-sources unet_e001,unet_e002,...]
+
+Inputs: a patient-level split (``segqc zoo train`` writes one; the QC models must be trained on its
+``train`` side only), ``segqc degrade DATASET/labelsTr -o DEGRADE_OUT --per-case 5`` (the five
+nnQC Dice bins) and ``segqc zoo predict ZOO DATASET -o ZOO_PREDICT_OUT`` (the zoo predicts the
+holdout cases). Only holdout cases are used. For every QC model the script runs
+``segqc.qc.assessment.benchmark_qc`` (what ``segqc qc benchmark`` runs) on the degraded set and on
+the zoo set (Dice and HD95, per label and the multi-class ``all``), and ``rank_models`` (what
+``segqc qc rank --gt`` runs) on the zoo sources. Writes ``OUT/<model>/<set>/`` (the benchmark
+outputs), ``OUT/summary.csv`` and ``OUT/summary.md``; per-case results are kept, so a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+
+
+def _link(target: Path, link: Path) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.exists():
+        os.symlink(os.path.abspath(target), link)
+
+
+def build_sets(dataset: Path, holdout: set[str], degraded: Path, zoo: Path, out: Path,
+               sources: list[str] | None) -> tuple[dict[str, tuple[Path, Path, Path]], list[Path]]:
+    """(images, segs, gt) folders of the 'degraded' and 'zoo' sets, with one name per segmentation,
+    and the zoo source folders (for ranking)."""
+    sets = {}
+    manifest = pd.read_csv(degraded / "manifest.csv")
+    manifest = manifest[manifest["case"].isin(holdout)]
+    root = out / "sets"
+    for row in manifest.itertuples():
+        name = Path(row.file).name[: -len(".nii.gz")]
+        _link(dataset / "imagesTr" / f"{row.case}_0000.nii.gz", root / "degraded_images" / f"{name}_0000.nii.gz")
+        _link(degraded / row.file, root / "degraded_segs" / f"{name}.nii.gz")
+        _link(dataset / "labelsTr" / f"{row.case}.nii.gz", root / "degraded_gt" / f"{name}.nii.gz")
+    sets["degraded"] = (root / "degraded_images", root / "degraded_segs", root / "degraded_gt")
+    zoo_manifest = pd.read_csv(zoo / "manifest.csv")
+    zoo_manifest = zoo_manifest[zoo_manifest["case"].isin(holdout)]
+    if sources:
+        zoo_manifest = zoo_manifest[zoo_manifest["source"].isin(sources)]
+    for row in zoo_manifest.itertuples():
+        name = f"{row.case}__{row.source}"
+        _link(dataset / "imagesTr" / f"{row.case}_0000.nii.gz", root / "zoo_images" / f"{name}_0000.nii.gz")
+        _link(zoo / row.file, root / "zoo_segs" / f"{name}.nii.gz")
+        _link(dataset / "labelsTr" / f"{row.case}.nii.gz", root / "zoo_gt" / f"{name}.nii.gz")
+    sets["zoo"] = (root / "zoo_images", root / "zoo_segs", root / "zoo_gt")
+    source_dirs = [zoo / s for s in sorted(zoo_manifest["source"].unique())]
+    return sets, source_dirs
+
+
+def main() -> None:
+    from segqc.qc.assessment import benchmark_qc, rank_models
+    from segqc.qc.inference import QcSettings
+    from segqc.zoo.split import Split
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", type=Path, required=True)
+    parser.add_argument("--split", type=Path, required=True)
+    parser.add_argument("--degraded", type=Path, required=True)
+    parser.add_argument("--zoo", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--model", action="append", required=True, help="NAME=MODEL_DIR")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--zoo-sources", default="")
+    parser.add_argument("--sets", default="degraded,zoo,rank")
+    args = parser.parse_args()
+    split = Split.load(args.split)
+    sources = [s for s in args.zoo_sources.split(",") if s] or None
+    sets, source_dirs = build_sets(args.dataset, set(split.holdout), args.degraded, args.zoo, args.out, sources)
+    wanted = args.sets.split(",")
+    rows, timing = [], {}
+    for item in args.model:
+        name, _, model_dir = item.partition("=")
+        settings = QcSettings(metrics=("dice", "hd95"), steps=args.steps)
+        for set_name in [s for s in ("degraded", "zoo") if s in wanted]:
+            images, segs, gt = sets[set_name]
+            began = time.perf_counter()
+            summary = benchmark_qc(model_dir, images, segs, gt, args.out / name / set_name, settings=settings,
+                                   jobs=args.jobs)
+            timing[f"{name}/{set_name}"] = round(time.perf_counter() - began, 1)
+            for row in summary.itertuples():
+                rows.append({"model": name, "set": set_name, "label": row.label, "metric": row.metric,
+                             "pearson_r": row.pearson_r, "mae": row.mae, "n": row.n})
+        if "rank" in wanted:
+            _, report = rank_models(model_dir, args.dataset / "imagesTr", source_dirs, args.out / name / "rank",
+                                    gt_dir=args.dataset / "labelsTr", settings=QcSettings(metrics=("dice",), steps=args.steps),
+                                    jobs=args.jobs)
+            rows.append({"model": name, "set": "rank", "label": "all", "metric": "kendall_tau",
+                         "pearson_r": report.get("kendall_tau"), "mae": None, "n": len(source_dirs)})
+    table = pd.DataFrame(rows)
+    table.to_csv(args.out / "summary.csv", index=False)
+    (args.out / "timing.json").write_text(json.dumps(timing, indent=2))
+    wide = table[table.metric != "kendall_tau"].pivot_table(index=["set", "metric", "label"], columns="model",
+                                                             values=["pearson_r", "mae"])
+    (args.out / "summary.md").write_text(wide.round(3).to_markdown() + "\n")
+    print(wide.round(3).to_string())
+    print(table[table.metric == "kendall_tau"].to_string(index=False))
+    print(json.dumps(timing))
+
+
+if __name__ == "__main__":
+    main()
