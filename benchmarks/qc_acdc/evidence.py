@@ -10,8 +10,9 @@ Inputs: a patient-level split (``segqc zoo train`` writes one; the QC models mus
 nnQC Dice bins) and ``segqc zoo predict ZOO DATASET -o ZOO_PREDICT_OUT`` (the zoo predicts the
 holdout cases). Only holdout cases are used. For every QC model the script runs
 ``segqc.qc.assessment.benchmark_qc`` (what ``segqc qc benchmark`` runs) on the degraded set and on
-the zoo set (Dice and HD95, per label and the multi-class ``all``), and ``rank_models`` (what
-``segqc qc rank --gt`` runs) on the zoo sources. Writes ``OUT/<model>/<set>/`` (the benchmark
+the zoo set (Dice and HD95, per label and the multi-class ``all``), and ranks the zoo sources by
+their mean estimated multi-class Dice from the same run (what ``segqc qc rank --gt`` computes),
+with Kendall's tau against the true order. Writes ``OUT/<model>/<set>/`` (the benchmark
 outputs), ``OUT/summary.csv`` and ``OUT/summary.md``; per-case results are kept, so a rerun resumes.
 """
 
@@ -60,8 +61,21 @@ def build_sets(dataset: Path, holdout: set[str], degraded: Path, zoo: Path, out:
     return sets, source_dirs
 
 
+def rank_from_pairs(pairs: pd.DataFrame) -> tuple[pd.DataFrame, float]:
+    """Zoo sources ranked by mean estimated multi-class Dice (as ``segqc qc rank``), with the true
+    mean and Kendall's tau between the two orders."""
+    from scipy import stats
+
+    overall = pairs[(pairs["label"] == "all") & (pairs["metric"] == "dice")].copy()
+    overall["source"] = overall["case"].str.split("__").str[-1]
+    ranking = overall.groupby("source")[["estimate", "true"]].mean().sort_values("estimate", ascending=False)
+    ranking = ranking.rename(columns={"estimate": "estimated_dice", "true": "true_dice"}).reset_index()
+    tau = float(stats.kendalltau(ranking["estimated_dice"], ranking["true_dice"]).statistic)
+    return ranking, tau
+
+
 def main() -> None:
-    from segqc.qc.assessment import benchmark_qc, rank_models
+    from segqc.qc.assessment import benchmark_qc
     from segqc.qc.inference import QcSettings
     from segqc.zoo.split import Split
 
@@ -75,7 +89,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--zoo-sources", default="")
-    parser.add_argument("--sets", default="degraded,zoo,rank")
+    parser.add_argument("--sets", default="degraded,zoo")
     args = parser.parse_args()
     split = Split.load(args.split)
     sources = [s for s in args.zoo_sources.split(",") if s] or None
@@ -94,12 +108,11 @@ def main() -> None:
             for row in summary.itertuples():
                 rows.append({"model": name, "set": set_name, "label": row.label, "metric": row.metric,
                              "pearson_r": row.pearson_r, "mae": row.mae, "n": row.n})
-        if "rank" in wanted:
-            _, report = rank_models(model_dir, args.dataset / "imagesTr", source_dirs, args.out / name / "rank",
-                                    gt_dir=args.dataset / "labelsTr", settings=QcSettings(metrics=("dice",), steps=args.steps),
-                                    jobs=args.jobs)
+        if "zoo" in wanted:  # ranking of the zoo sources from the same QC run
+            ranking, tau = rank_from_pairs(pd.read_csv(args.out / name / "zoo" / "pairs.csv", dtype={"label": str}))
+            ranking.to_csv(args.out / name / "zoo" / "ranking.csv", index=False)
             rows.append({"model": name, "set": "rank", "label": "all", "metric": "kendall_tau",
-                         "pearson_r": report.get("kendall_tau"), "mae": None, "n": len(source_dirs)})
+                         "pearson_r": tau, "mae": None, "n": len(ranking)})
     table = pd.DataFrame(rows)
     table.to_csv(args.out / "summary.csv", index=False)
     (args.out / "timing.json").write_text(json.dumps(timing, indent=2))

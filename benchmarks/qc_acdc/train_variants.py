@@ -8,7 +8,8 @@ held-out slices.
 ``SLICES_DIR`` is written by ``slices.py`` (``train.pkl.gz``, ``holdout.pkl.gz``). Each variant
 ``NAME:key=value,key=value`` overrides fields of the preset (values parsed as Python literals) and
 trains into ``OUT_DIR/NAME`` (resumable; CUDA when available). Validation (slice level, holdout
-slices, every imperfect segmentation plus every clean ground truth): mean Dice of the pGT against
+slices, every imperfect segmentation plus every clean ground truth, or ``--max-slices`` of them
+spread evenly, plus a fifth as many clean ones): mean Dice of the pGT against
 the ground truth, and Pearson r / MAE between the estimated Dice (segmentation vs pGT) and the
 true Dice (segmentation vs ground truth), all multi-class Dice (QCResUNet definition). Results go
 to ``OUT_DIR/NAME/validation.json`` and a table is printed at the end.
@@ -53,11 +54,15 @@ def validate(model_dir: Path, holdout, steps: int | None, max_slices: int | None
     from segqc.qc.nnqc import load, predict_slices
 
     model = load(model_dir, device="auto")
-    n = holdout.n_segs if max_slices is None else min(holdout.n_segs, max_slices)
-    src = holdout.seg_source[:n]
+    picked = np.arange(holdout.n_segs)
+    clean = np.arange(holdout.n_slices)
+    if max_slices is not None and max_slices < holdout.n_segs:  # evenly spread over all patients
+        picked = np.unique(np.linspace(0, holdout.n_segs - 1, max_slices).astype(int))
+        clean = np.unique(np.linspace(0, holdout.n_slices - 1, max(1, max_slices // 5)).astype(int))
+    n = len(picked)
     began = time.perf_counter()
-    segs = np.concatenate([holdout.segs[:n], holdout.gt])
-    sources = np.concatenate([src, np.arange(holdout.n_slices)])
+    segs = np.concatenate([holdout.segs[picked], holdout.gt[clean]])
+    sources = np.concatenate([holdout.seg_source[picked], clean])
     pgt = predict_slices(model, holdout.images[sources], segs, holdout.ratios[sources], steps=steps, seed=0,
                          batch_size=256)[0]
     if torch.cuda.is_available():
@@ -92,7 +97,7 @@ def reuse_stages(source: Path, out: Path, config, data) -> None:
     if changed:
         raise SystemExit(f"cannot reuse the stages of {source}: {', '.join(changed)} differ")
     for stage in ("ssl", "vae"):
-        shutil.copytree(source / "stages" / stage, out / "stages" / stage)
+        shutil.copytree(source / "stages" / stage, out / "stages" / stage, dirs_exist_ok=True)
     record = {"format": _RUN_FORMAT, "config": config.resume_key(), "data": data.summary()}
     (out / "run.json").write_text(json.dumps(record, indent=2))
 

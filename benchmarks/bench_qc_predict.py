@@ -1,0 +1,78 @@
+"""Seconds per ACDC volume for ``segqc qc predict`` with the shipped nnQC model, per DDIM step count.
+
+Run from the repository root::
+
+    python benchmarks/bench_qc_predict.py [--model models/acdc-nnqc-small] [--data ../shared/data/acdc]
+                                          [--cases 10] [--steps 2 5 10 20] [--jobs 1]
+                                          [--out benchmarks/results/qc_predict.json]
+
+What it does: links the first ``--cases`` ACDC images and their ground-truth label maps (as the
+segmentations to check) into a temporary folder, then runs the real command line,
+``segqc qc predict MODEL IMAGES SEGS -o OUT --steps N --jobs J --quiet --metrics dice,hd95,nsd``,
+once per step count, each in a fresh process and a fresh output folder (the time includes
+interpreter start-up, imports, model loading, reading, preprocessing, sampling, restoring the pGT
+to the input grid, the metrics and writing every output). It prints the wall time, seconds per
+volume and the ratio to the target (10 s per volume with the default 20 steps, 2 CPU cores).
+Set the number of CPU threads with ``OMP_NUM_THREADS``/``--threads`` (default 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGET_SECONDS_PER_VOLUME = 10.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=Path("models/acdc-nnqc-small"))
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/acdc"))
+    parser.add_argument("--cases", type=int, default=10)
+    parser.add_argument("--steps", type=int, nargs="+", default=[2, 5, 10, 20])
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/qc_predict.json"))
+    args = parser.parse_args()
+    labels = sorted((args.data / "labelsTr").glob("*.nii.gz"))[: args.cases]
+    if not labels:
+        sys.exit(f"no label maps in {args.data / 'labelsTr'}")
+    segqc = Path(sys.executable).with_name("segqc")
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        images, segs = Path(tmp) / "images", Path(tmp) / "segs"
+        images.mkdir()
+        segs.mkdir()
+        for label in labels:
+            case = label.name[: -len(".nii.gz")]
+            os.symlink(label.resolve(), segs / label.name)
+            os.symlink((args.data / "imagesTr" / f"{case}_0000.nii.gz").resolve(), images / f"{case}_0000.nii.gz")
+        for steps in args.steps:
+            out = Path(tmp) / f"qc_{steps}"
+            command = [str(segqc), "qc", "predict", str(args.model), str(images), str(segs), "-o", str(out),
+                       "--steps", str(steps), "--jobs", str(args.jobs), "--quiet", "--metrics", "dice,hd95,nsd"]
+            began = time.perf_counter()
+            subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+            wall = time.perf_counter() - began
+            per_volume = wall / len(labels)
+            rows.append({"steps": steps, "volumes": len(labels), "wall_seconds": round(wall, 2),
+                         "seconds_per_volume": round(per_volume, 3),
+                         "ratio_to_target": round(per_volume / TARGET_SECONDS_PER_VOLUME, 3)})
+            print(f"steps {steps:>3}: {wall:7.1f} s for {len(labels)} volumes = {per_volume:6.2f} s/volume "
+                  f"({per_volume / TARGET_SECONDS_PER_VOLUME:.2f} x the 10 s target)", flush=True)
+    report = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "threads": args.threads,
+                          "jobs": args.jobs}, "model": str(args.model), "results": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

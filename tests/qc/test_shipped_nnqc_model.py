@@ -1,0 +1,94 @@
+"""The ready-made nnQC model for cardiac cine MRI (``models/acdc-nnqc-small``) on real ACDC volumes.
+
+A perfect segmentation (the ground truth) must get a clearly higher estimated Dice than badly
+broken ones (classes swapped, rim eroded), and the pseudo ground truth must come back on the
+input grid. A misplaced segmentation is a documented failure of the shipped model (strict xfail). The true Dice values
+of the broken segmentations are computed here with plain numpy, independently of segqc.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage
+
+pytest.importorskip("torch")
+pytest.importorskip("monai")
+
+from segqc.io.images import read_image, read_label_map, write_image  # noqa: E402
+from segqc.qc.inference import QcSettings, qc_folder  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = ROOT / "models" / "acdc-nnqc-small"
+ACDC = ROOT.parent / "shared" / "data" / "acdc"
+CASE = "ACDC_patient002_frame01"
+
+
+def _numpy_dice(a: np.ndarray, b: np.ndarray, label: int) -> float:
+    x, y = a == label, b == label
+    return 2.0 * np.logical_and(x, y).sum() / (x.sum() + y.sum())
+
+
+@pytest.fixture(scope="module")
+def qc_run(tmp_path_factory):
+    if not (ACDC / "dataset.json").is_file():
+        pytest.skip(f"ACDC data not found at {ACDC} (expected ../shared/data/acdc)")
+    assert (MODEL / "config.json").is_file(), f"the shipped model is missing: {MODEL}"
+    root = tmp_path_factory.mktemp("shipped")
+    images, segs = root / "images", root / "segs"
+    images.mkdir()
+    gt = read_label_map(ACDC / "labelsTr" / f"{CASE}.nii.gz")
+    for name in ("perfect", "swapped", "eroded", "shifted"):
+        shutil.copy(ACDC / "imagesTr" / f"{CASE}_0000.nii.gz", images / f"{name}_0000.nii.gz")
+    swapped = gt.array.copy()
+    swapped[gt.array == 1], swapped[gt.array == 3] = 3, 1  # RV <-> LV
+    swapped[gt.array == 2] = 0  # myocardium missing
+    eroded = gt.array.copy()
+    eroded[(eroded > 0) & ~ndimage.binary_erosion(eroded > 0, iterations=2)] = 0  # 3 mm rim lost
+    shifted = np.roll(gt.array, 20, axis=0)  # 20 voxels = 31 mm off
+    broken = {"perfect": gt.array, "swapped": swapped, "eroded": eroded, "shifted": shifted}
+    for name, array in broken.items():
+        write_image(segs / f"{name}.nii.gz", array, gt.geometry)
+    table, work, _ = qc_folder(MODEL, images, segs, root / "qc", settings=QcSettings(metrics=("dice",)))
+    return table, work, broken, gt, root
+
+
+def test_perfect_segmentation_is_estimated_better_than_broken_ones(qc_run):
+    table, work, broken, gt, _ = qc_run
+    overall = table[(table.label == "all") & (table.metric == "dice")].set_index("case")["estimate"]
+    true_lv = {name: _numpy_dice(array, gt.array, 3) for name, array in broken.items()}
+    assert true_lv["perfect"] == 1.0 and true_lv["swapped"] == 0.0 and true_lv["eroded"] < 0.8
+    assert overall["perfect"] > 0.7
+    assert overall["perfect"] > overall["swapped"] + 0.3
+    assert overall["perfect"] > overall["eroded"] + 0.2
+    assert list(work["case"])[-1] == "perfect"  # the worklist puts it last (best)
+    lv = table[(table.label == "3") & (table.metric == "dice")].set_index("case")["estimate"]
+    assert lv["perfect"] > lv["swapped"] + 0.5
+
+
+@pytest.mark.xfail(strict=True, reason="known limitation of the shipped small model: its pGT follows a "
+                   "plausible but misplaced segmentation (31 mm shift: true multi-class Dice 0.28, "
+                   "estimated 0.77, perfect 0.80)")
+def test_a_misplaced_segmentation_is_estimated_clearly_worse_than_a_perfect_one(qc_run):
+    table = qc_run[0]
+    overall = table[(table.label == "all") & (table.metric == "dice")].set_index("case")["estimate"]
+    assert overall["perfect"] > overall["shifted"] + 0.15
+
+
+def test_pseudo_ground_truth_is_written_on_the_input_grid(qc_run):
+    _, _, _, gt, root = qc_run
+    image = read_image(ACDC / "imagesTr" / f"{CASE}_0000.nii.gz")
+    pgt = read_label_map(root / "qc" / "pgt" / "perfect.nii.gz")
+    assert pgt.array.shape == gt.array.shape == image.array.shape
+    np.testing.assert_allclose(pgt.geometry.spacing, gt.geometry.spacing)
+    np.testing.assert_allclose(pgt.geometry.origin, gt.geometry.origin)
+    np.testing.assert_allclose(np.asarray(pgt.geometry.direction), np.asarray(gt.geometry.direction))
+    assert set(np.unique(pgt.array)) <= {0, 1, 2, 3}
+    # the pGT of a perfect segmentation lies close to the ground truth itself
+    assert np.mean([_numpy_dice(pgt.array, gt.array, k) for k in (1, 2, 3)]) > 0.75
+    per_slice = pd.read_csv(root / "qc" / "qc_slices.csv")
+    assert set(per_slice["slice"]) == set(range(gt.array.shape[2]))
