@@ -73,14 +73,13 @@ def markdown(frame: pd.DataFrame) -> str:
 def rank_from_pairs(pairs: pd.DataFrame) -> tuple[pd.DataFrame, float]:
     """Zoo sources ranked by mean estimated multi-class Dice (as ``segqc qc rank``), with the true
     mean and Kendall's tau between the two orders."""
-    from scipy import stats
+    from segqc.qc.assessment import rank_by_estimate
 
     overall = pairs[(pairs["label"] == "all") & (pairs["metric"] == "dice")].copy()
     overall["source"] = overall["case"].str.split("__").str[-1]
-    ranking = overall.groupby("source")[["estimate", "true"]].mean().sort_values("estimate", ascending=False)
-    ranking = ranking.rename(columns={"estimate": "estimated_dice", "true": "true_dice"}).reset_index()
-    tau = float(stats.kendalltau(ranking["estimated_dice"], ranking["true_dice"]).statistic)
-    return ranking, tau
+    means = overall.groupby("source")[["estimate", "true"]].mean().reset_index()
+    ranking, tau = rank_by_estimate(means.rename(columns={"estimate": "estimated_dice", "true": "true_dice"}))
+    return ranking, float(tau.statistic)
 
 
 def main() -> None:

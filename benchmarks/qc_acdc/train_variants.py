@@ -22,7 +22,6 @@ latent diffusion stage is trained). The variants must not change a field those s
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import subprocess
@@ -36,15 +35,11 @@ HERE = Path(__file__).resolve().parent
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
+    """``NAME:field=value,field=value`` -> (name, overrides) (values as in ``segqc qc train --set``)."""
+    from segqc.qc.training_api import parse_overrides
+
     name, _, rest = text.partition(":")
-    overrides = {}
-    for item in filter(None, rest.split(";") if ";" in rest else rest.split(",")):
-        key, _, value = item.partition("=")
-        try:
-            overrides[key.strip()] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            overrides[key.strip()] = value.strip()
-    return name, overrides
+    return name, parse_overrides([item for item in rest.split(",") if item])
 
 
 def validate(model_dir: Path, holdout, steps: int | None, max_slices: int | None) -> dict:

@@ -30,16 +30,6 @@ LABELS = (0, 1, 2)
 TINY = NnqcConfig.preset("tiny")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: the tiny networks are too small to gain from more, and on a shared
-    2-core machine a second thread mostly waits (several times slower under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _model(config: NnqcConfig = TINY, seed: int = 0) -> NnqcModel:
     torch.manual_seed(seed)
     return NnqcModel(config, LABELS, 1).eval()

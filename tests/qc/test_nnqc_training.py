@@ -29,16 +29,6 @@ from segqc.training import CheckpointError, load_state, save_checkpoint  # noqa:
 TINY = NnqcConfig.preset("tiny")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: the tiny networks are too small to gain from more, and on a shared
-    2-core machine a second thread mostly waits (several times slower under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _toy_dataset(root: Path, *, n_cases: int = 3, shape=(40, 40, 8), seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     for i in range(n_cases):

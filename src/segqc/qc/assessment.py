@@ -103,6 +103,18 @@ def benchmark_qc(model_dir: str | Path, images_dir: str | Path, segs_dir: str | 
     return summary
 
 
+def rank_by_estimate(table: pd.DataFrame):
+    """Rows (one per segmentation model, column ``estimated_dice``, optionally ``true_dice``)
+    sorted from the best estimate, with ``rank``; with true values for more than one model also
+    ``true_rank`` and Kendall's tau between the two orders (scipy result, else None)."""
+    ranking = table.sort_values("estimated_dice", ascending=False).reset_index(drop=True)
+    ranking.insert(0, "rank", np.arange(1, len(ranking) + 1))
+    if "true_dice" not in ranking or len(ranking) < 2:
+        return ranking, None
+    ranking["true_rank"] = ranking["true_dice"].rank(ascending=False, method="min").astype(int)
+    return ranking, stats.kendalltau(ranking["estimated_dice"], ranking["true_dice"])
+
+
 def rank_models(model_dir: str | Path, images_dir: str | Path, seg_dirs: Sequence[str | Path],
                 out_dir: str | Path, *, gt_dir: str | Path | None = None, settings: QcSettings | None = None,
                 jobs: int = 1, model: QcModel | None = None, progress: bool = False) -> tuple[pd.DataFrame, dict]:
@@ -124,15 +136,11 @@ def rank_models(model_dir: str | Path, images_dir: str | Path, seg_dirs: Sequenc
             true_all = truth[(truth.label == "all") & (truth.metric == "dice")]
             row["true_dice"] = float(true_all["value"].mean())
         rows.append(row)
-    ranking = pd.DataFrame(rows).sort_values("estimated_dice", ascending=False).reset_index(drop=True)
-    ranking.insert(0, "rank", np.arange(1, len(ranking) + 1))
+    ranking, tau = rank_by_estimate(pd.DataFrame(rows))
     report: dict = {"ranking": ranking.to_dict(orient="records")}
-    if gt_dir is not None and len(ranking) > 1:
-        ranking["true_rank"] = ranking["true_dice"].rank(ascending=False, method="min").astype(int)
-        tau = stats.kendalltau(ranking["estimated_dice"], ranking["true_dice"])
+    if tau is not None:
         report["kendall_tau"] = float(tau.statistic)
         report["kendall_p"] = float(tau.pvalue)
-        report["ranking"] = ranking.to_dict(orient="records")
     with atomic_path(out_dir / "ranking.csv") as tmp:
         ranking.to_csv(tmp, index=False)
     write_text_atomic(out_dir / "ranking.json", json.dumps(report, indent=2, default=float))
