@@ -132,6 +132,24 @@ def test_crop_window_is_centred_on_the_label_foreground():
     assert no_label.label is None and no_label.transform.crop_start[:2] == (-5, 30)
 
 
+def test_scattered_false_positives_do_not_move_the_crop_window():
+    geometry = Geometry.from_shape((60, 50, 4), spacing=(1.0, 1.0, 5.0))
+    geometry = Geometry(geometry.shape, geometry.spacing, geometry.origin, GRIDS["RAS"])
+    organ = np.zeros(geometry.shape, np.uint8)
+    organ[40:50, 5:15, 1:3] = 3
+    noisy = organ.copy()
+    noisy[2:4, 45:48, 0] = 1  # two small islands far from the organ (an imperfect segmentation)
+    noisy[10, 40, 3] = 2
+    plan = _plan(20, spacing=(1.0, 1.0))
+    image = np.ones(geometry.shape, np.float32)
+    clean = preprocess_case(image, geometry, plan, label=organ)
+    case = preprocess_case(image, geometry, plan, label=noisy)
+    assert case.transform.crop_start == clean.transform.crop_start and clean.transform.crop_start[:2] == (35, 0)
+    # the islands fall outside the window and come back as background; the organ round-trips
+    restored = restore_label(case.label, case.transform)
+    assert np.array_equal(restored, organ)
+
+
 def test_slice_ratios_are_in_unit_interval_increasing_and_follow_ras_order():
     direction = GRIDS["flipped S"]  # array axis 2 points Inferior: slices are reversed
     geometry = Geometry((16, 16, 7), (1, 1, 3), (0, 0, 0), direction)

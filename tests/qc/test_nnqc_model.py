@@ -123,6 +123,33 @@ def test_segmentation_condition_encodings_against_numpy_block_averages(encoding)
         np.testing.assert_array_equal(restored, classes)
 
 
+def test_image_input_adds_the_slice_rearranged_space_to_depth_after_s_d():
+    config = replace(TINY, image_input="unshuffle")
+    model = NnqcModel(config, LABELS, 1)
+    images, segs, _ = _inputs()
+    spatial = model.spatial_condition(model.class_indices(segs), torch.from_numpy(images)).numpy()
+    n_seg = config.seg_channels(3)
+    assert spatial.shape == (3, n_seg + 16, 8, 8)
+    assert config.image_input_channels(1) == 16 and NnqcConfig.preset("tiny").image_input_channels(1) == 0
+    # channel (i * 4 + j) of cell (y, x) is voxel (4y + i, 4x + j): numpy reshape reference
+    reference = images[:, 0].reshape(3, 8, 4, 8, 4).transpose(0, 2, 4, 1, 3).reshape(3, 16, 8, 8)
+    np.testing.assert_array_equal(spatial[:, n_seg:], reference)
+    np.testing.assert_array_equal(spatial[:, :n_seg], model.seg_condition(model.class_indices(segs)).numpy())
+
+
+@pytest.mark.parametrize("image_input", ["none", "unshuffle"])
+def test_with_image_input_the_image_reaches_the_pgt_even_without_the_image_expert(image_input):
+    # position-only ToE: the image can only act through the denoiser's direct image input
+    model = _model(replace(TINY, conditioning="position", image_input=image_input))
+    with torch.no_grad():  # make the image channels matter (a fresh UNet's output is near zero)
+        for p in model.denoiser.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.2)
+    images, segs, ratios = _inputs()
+    a = model.generate_pgt(images, segs, ratios, generator=0)
+    b = model.generate_pgt(images[::-1, :, ::-1].copy(), segs, ratios, generator=0)
+    assert torch.equal(a, b) == (image_input == "none")
+
+
 def test_latent_factor_three_resizes_inside_the_bottleneck():
     config = replace(TINY, size=48, latent_factor=3, vae_channels=(8, 16))  # 48 / 3 = 16 latent, 2 levels
     autoencoder = MaskAutoencoder(config, 3)

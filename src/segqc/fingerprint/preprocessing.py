@@ -18,8 +18,10 @@ Forward (:func:`preprocess_case`), for one case given as arrays in ITK index ord
    this image's own ``plan.percentiles`` (default 0.5 and 99.5, over all its voxels) and scale to
    [0, 1].
 4. **Crop / pad in-plane** to ``plan.size`` x ``plan.size`` voxels centred on the bounding box of
-   the foreground: of the label map (label > 0) when given, else of the non-zero region of the
-   raw image (any channel != 0), else the grid centre. Padding gets the lowest normalised value
+   the foreground: of the largest 26-connected component of the label map (label > 0) when given
+   — so scattered false positives of an imperfect segmentation do not pull the window off the
+   organ; for a ground truth that is one connected structure this is all of it — else of the
+   non-zero region of the raw image (any channel != 0), else the grid centre. Padding gets the lowest normalised value
    (``"ct"``: ``(clip_low - mean) / std``; ``"percentile"``: 0), labels 0. Foreground beyond the
    window is cut (inverse: background there).
 5. **Slices**: the output arrays put the slice axis last, in RAS order (inferior to superior for
@@ -449,7 +451,7 @@ def preprocess_case(
         label = _resample(label, factors, offsets, resampled_shape, 0)
 
     if label is not None and label.any():
-        box_mask = label > 0
+        box_mask = _largest_component(label > 0)
     else:
         box_mask = np.zeros(resampled_shape, dtype=bool)
         for c in channels:
@@ -594,6 +596,13 @@ def _normalise(array: np.ndarray, norm: ChannelNormalization) -> np.ndarray:
         return np.zeros(array.shape, dtype=np.float32)
     out = (np.clip(array, low, high) - low) / (high - low)
     return out.astype(np.float32)
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 26-connected component of a non-empty 3D boolean mask."""
+    import cc3d
+
+    return cc3d.largest_k(np.ascontiguousarray(mask), k=1, connectivity=26) > 0
 
 
 def _crop_start(mask: np.ndarray, plan: PreprocessingPlan) -> tuple[int, int, int]:

@@ -47,11 +47,12 @@ from segqc.errors import InputError
 from segqc.io.json_files import read_json_object
 from segqc.io.atomic import write_text_atomic
 
-__all__ = ["CONDITIONING_MODES", "IMAGE_ENCODERS", "PRESETS", "SEG_ENCODINGS", "NnqcConfig"]
+__all__ = ["CONDITIONING_MODES", "IMAGE_ENCODERS", "IMAGE_INPUTS", "PRESETS", "SEG_ENCODINGS", "NnqcConfig"]
 
 _FORMAT = "segqc-nnqc-config"
 CONDITIONING_MODES = ("full", "position", "image")
 SEG_ENCODINGS = ("onehot", "unshuffle", "index")
+IMAGE_INPUTS = ("none", "unshuffle")
 IMAGE_ENCODERS = ("ssl", "file", "open_clip")
 _TUPLE_FIELDS = ("vae_channels", "encoder_channels", "ldm_channels", "ldm_attention_levels")
 
@@ -92,7 +93,11 @@ class NnqcConfig:
     channels, f = ``latent_factor``: the one-hot map rearranged space-to-depth, lossless) or
     ``"index"`` (1 channel: class index / (K - 1), area-downsampled — the most literal reading of
     the paper, but averaging indices mixes classes: half LV (1.0) and half background (0.0) reads
-    as myocardium (0.67)). ``ldm_channels``, ``ldm_attention_levels``,
+    as myocardium (0.67)). ``image_input``: ``"none"`` (the paper: the image reaches the denoiser
+    only through c) or ``"unshuffle"`` (the preprocessed slice is also concatenated to the
+    denoiser's input, rearranged space-to-depth to the latent size: C_img x f^2 lossless channels
+    — the few ToE tokens carry too little of *where* the structures are for the pGT to follow the
+    image instead of S; a segqc addition, measured in the README). ``ldm_channels``, ``ldm_attention_levels``,
     ``ldm_res_blocks``, ``ldm_head_channels``, ``ldm_norm_groups``; ``train_timesteps`` (T),
     ``beta_schedule``, ``beta_start``, ``beta_end`` (default: the scaled-linear 0.00085-0.012
     schedule of Rombach et al.'s LDM; its last step keeps a little signal, alpha_bar(T) = 0.005,
@@ -148,6 +153,7 @@ class NnqcConfig:
     position_hidden: int = 64
     # stage 2
     seg_encoding: str = "onehot"
+    image_input: str = "none"
     ldm_channels: tuple[int, ...] = (32, 64, 64)
     ldm_attention_levels: tuple[bool, ...] = (False, True, True)
     ldm_res_blocks: int = 1
@@ -237,6 +243,8 @@ class NnqcConfig:
             raise ValueError(f"conditioning must be one of {', '.join(CONDITIONING_MODES)}, got {self.conditioning!r}")
         if self.seg_encoding not in SEG_ENCODINGS:
             raise ValueError(f"seg_encoding must be one of {', '.join(SEG_ENCODINGS)}, got {self.seg_encoding!r}")
+        if self.image_input not in IMAGE_INPUTS:
+            raise ValueError(f"image_input must be one of {', '.join(IMAGE_INPUTS)}, got {self.image_input!r}")
         if self.image_encoder not in IMAGE_ENCODERS:
             raise ValueError(f"image_encoder must be one of {', '.join(IMAGE_ENCODERS)}, got {self.image_encoder!r}")
         if self.image_encoder != "ssl" and not self.image_encoder_path:
@@ -273,6 +281,10 @@ class NnqcConfig:
         if self.seg_encoding == "index":
             return 1
         return n_classes * (self.latent_factor ** 2 if self.seg_encoding == "unshuffle" else 1)
+
+    def image_input_channels(self, image_channels: int) -> int:
+        """Channels the preprocessed image adds to the denoiser's input (``image_input``)."""
+        return image_channels * self.latent_factor ** 2 if self.image_input == "unshuffle" else 0
 
     @property
     def n_context_tokens(self) -> int:

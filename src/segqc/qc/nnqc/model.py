@@ -229,14 +229,16 @@ class TeamOfExperts(nn.Module):
 
 class LatentDenoiser(nn.Module):
     """ε-prediction UNet: ``(z_t (B, C, h, w), S_d (B, S, h, w), t (B,), c (B, n, d)) -> ε̂``
-    (``S = config.seg_channels(n_classes)``)."""
+    (``S = config.seg_channels(n_classes) + config.image_input_channels(image_channels)``: the
+    spatial condition, S_d and, with ``image_input``, the rearranged image)."""
 
-    def __init__(self, config: NnqcConfig, n_classes: int) -> None:
+    def __init__(self, config: NnqcConfig, n_classes: int, image_channels: int = 1) -> None:
         super().__init__()
         from monai.networks.nets import DiffusionModelUNet
 
         self.unet = DiffusionModelUNet(
-            spatial_dims=2, in_channels=config.latent_channels + config.seg_channels(n_classes), out_channels=config.latent_channels,
+            spatial_dims=2, in_channels=config.latent_channels + config.seg_channels(n_classes)
+            + config.image_input_channels(image_channels), out_channels=config.latent_channels,
             num_res_blocks=config.ldm_res_blocks, channels=config.ldm_channels,
             attention_levels=config.ldm_attention_levels, norm_num_groups=config.ldm_norm_groups,
             num_head_channels=config.ldm_head_channels, with_conditioning=True,
@@ -295,7 +297,7 @@ class NnqcModel(nn.Module):
         self.image_encoder = build_image_encoder(config, image_channels, pretrained=pretrained)
         self.image_encoder.requires_grad_(False)
         self.toe = TeamOfExperts(config, self.image_encoder.token_dim, self.image_encoder.n_tokens)
-        self.denoiser = LatentDenoiser(config, len(labels))
+        self.denoiser = LatentDenoiser(config, len(labels), self.image_channels)
         self.register_buffer("latent_scale", torch.ones(()))
         lookup = torch.full((max(labels) + 1,), -1, dtype=torch.long)
         lookup[list(labels)] = torch.arange(len(labels))
@@ -330,6 +332,14 @@ class NnqcModel(nn.Module):
         if encoding == "unshuffle":
             return F.pixel_unshuffle(one_hot, self.config.latent_factor)
         return F.adaptive_avg_pool2d(one_hot, h)
+
+    def spatial_condition(self, indices: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """The denoiser's spatial input besides z_t: S_d, then (``image_input="unshuffle"``) the
+        images ``(B, C_img, size, size)`` rearranged to ``(B, C_img f^2, h, w)``."""
+        s_d = self.seg_condition(indices)
+        if self.config.image_input == "unshuffle":
+            s_d = torch.cat([s_d, F.pixel_unshuffle(images.float(), self.config.latent_factor)], dim=1)
+        return s_d
 
     @torch.no_grad()
     def encode_latents(self, indices: torch.Tensor) -> torch.Tensor:
@@ -393,7 +403,7 @@ class NnqcModel(nn.Module):
             images, indices, ratios = self._check_inputs(images, segs, ratios)
             b = images.shape[0]
             c = self.condition(images, ratios).repeat(samples, 1, 1)
-            s_d = self.seg_condition(indices).repeat(samples, 1, 1, 1)
+            s_d = self.spatial_condition(indices, images).repeat(samples, 1, 1, 1)
             h = self.config.latent_size
             noise = torch.randn((b, samples, self.config.latent_channels, h, h), generator=generator)
             z = noise.transpose(0, 1).reshape(samples * b, self.config.latent_channels, h, h).to(images.device)
