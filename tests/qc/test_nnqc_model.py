@@ -95,7 +95,9 @@ def test_every_module_has_the_documented_shapes():
     assert c.shape == (3, TINY.query_tokens, TINY.context_dim)
     s_d = model.seg_condition(idx)
     assert s_d.shape == (3, 3, 8, 8) and float(s_d.min()) >= 0 and float(s_d.max()) <= 1  # K class shares
-    eps = model.denoiser(mu, s_d, torch.zeros(3, dtype=torch.long), c)
+    spatial = model.spatial_condition(idx, torch.from_numpy(images))
+    assert spatial.shape == (3, 3 + 16, 8, 8)  # S_d, then the 32 px slice space-to-depth (16 x 8 x 8)
+    eps = model.denoiser(mu, spatial, torch.zeros(3, dtype=torch.long), c)
     assert eps.shape == mu.shape
     pgt = model.generate_pgt(images, segs, ratios, steps=3, samples=2, generator=0)
     assert pgt.shape == (2, 3, 32, 32) and pgt.dtype == torch.int64
@@ -130,7 +132,7 @@ def test_image_input_adds_the_slice_rearranged_space_to_depth_after_s_d():
     spatial = model.spatial_condition(model.class_indices(segs), torch.from_numpy(images)).numpy()
     n_seg = config.seg_channels(3)
     assert spatial.shape == (3, n_seg + 16, 8, 8)
-    assert config.image_input_channels(1) == 16 and NnqcConfig.preset("tiny").image_input_channels(1) == 0
+    assert config.image_input_channels(1) == 16 and replace(TINY, image_input="none").image_input_channels(1) == 0
     # channel (i * 4 + j) of cell (y, x) is voxel (4y + i, 4x + j): numpy reshape reference
     reference = images[:, 0].reshape(3, 8, 4, 8, 4).transpose(0, 2, 4, 1, 3).reshape(3, 16, 8, 8)
     np.testing.assert_array_equal(spatial[:, n_seg:], reference)

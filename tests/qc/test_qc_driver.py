@@ -74,6 +74,36 @@ def test_oracle_estimates_equal_true_metrics(qc_dataset, degraded_segs, tmp_path
     assert set(slices.case) == set(report["cases"]) and slices.slice_ratio.between(0, 1).all()
 
 
+def test_several_samples_are_fused_by_majority_and_their_disagreement_is_the_spread(qc_dataset, degraded_segs,
+                                                                                   tmp_path):
+    """Sample k of a "noisy oracle" loses every third foreground voxel (offset k): each sample is
+    wrong, their per-voxel majority is the ground truth again. The estimates must then be the true
+    metrics (not the mean of the worse per-sample values) and the spread must be positive."""
+    exact = oracle_model(qc_dataset)
+
+    def generate(images, segs, ratios, samples, steps, seed):
+        labels = exact.generate(images, segs, ratios, 1, steps, seed)[0]
+        flat_index = np.arange(labels[0].size).reshape(labels.shape[1:])
+        out = np.repeat(labels[None], samples, axis=0)
+        for k in range(samples):
+            out[k][:, flat_index % 3 == k] = 0
+        return out
+
+    noisy = QcModel(method="oracle", plan=exact.plan, labels=exact.labels, fingerprint=exact.fingerprint,
+                    generate=generate, default_samples=3)
+    table, _, _ = qc_folder(tmp_path, qc_dataset / "imagesTr", degraded_segs, tmp_path / "qc",
+                            settings=QcSettings(metrics=("dice",)), model=noisy)
+    truth = true_metrics(degraded_segs, qc_dataset / "labelsTr", ("dice",), 1.0)
+    merged = table.merge(truth, on=["case", "label", "metric"])
+    assert len(merged) == len(table) == 4 * 3
+    np.testing.assert_allclose(merged["estimate"], merged["value"], rtol=1e-9, atol=1e-9)
+    assert np.isfinite(merged["spread"]).all()
+    assert (merged.loc[merged["value"] > 0, "spread"] > 0).all()  # a Dice of 0 stays 0 in every sample
+    for case in truth["case"].unique():  # the consensus written to disk is the ground truth
+        pgt = read_label_map(tmp_path / "qc" / "pgt" / f"{case}.nii.gz").array
+        assert np.array_equal(pgt, read_label_map(qc_dataset / "labelsTr" / f"{case}.nii.gz").array)
+
+
 def test_benchmark_reports_perfect_agreement_for_the_oracle(qc_dataset, degraded_segs, tmp_path):
     summary = benchmark_qc(tmp_path, qc_dataset / "imagesTr", degraded_segs, qc_dataset / "labelsTr", tmp_path / "b",
                            settings=QcSettings(metrics=("dice",)), model=oracle_model(qc_dataset))

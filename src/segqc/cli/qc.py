@@ -15,7 +15,7 @@ app = typer.Typer(help="GT-free quality control: train, predict, benchmark, rank
 METHODS = ("nnqc", "cae")
 
 
-def _settings(metrics: str, samples: int, steps: Optional[int], tolerance: float, flag_dice: float, seed: int):
+def _settings(metrics: str, samples: Optional[int], steps: Optional[int], tolerance: float, flag_dice: float, seed: int):
     from segqc.metrics.registry import parse_metric_names
     from segqc.qc.inference import QcSettings
 
@@ -72,8 +72,8 @@ def predict_command(
     segs_dir: Path = typer.Argument(..., help="Segmentations to check: CASE.nii.gz."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder: qc.csv, worklist.csv, pgt/."),
     metrics: str = typer.Option("dice,hd95,nsd", "--metrics", help="Metrics to estimate (any segqc metric)."),
-    samples: int = typer.Option(1, "--samples", help="pGT samples per slice; >1 adds a spread column."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (nnQC: DDIM steps, default 20)."),
+    samples: Optional[int] = typer.Option(None, "--samples", help="pGT samples per slice (model default; the ACDC model: 4); the pGT is their per-voxel majority, >1 adds a spread column."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (nnQC: DDIM steps; model default, the ACDC model: 5)."),
     tolerance: float = typer.Option(1.0, "--tolerance", help="NSD tolerance in mm."),
     flag_dice: float = typer.Option(0.75, "--flag-dice", help="Flag cases whose estimated Dice is below this."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampler."),
@@ -112,7 +112,7 @@ def benchmark_command(
     gt_dir: Path = typer.Argument(..., help="Ground truths of the segmentations, to measure the QC error."),
     out: Path = typer.Option(..., "-o", "--out"),
     metrics: str = typer.Option("dice,hd95", "--metrics"),
-    samples: int = typer.Option(1, "--samples"),
+    samples: Optional[int] = typer.Option(None, "--samples"),
     steps: Optional[int] = typer.Option(None, "--steps"),
     tolerance: float = typer.Option(1.0, "--tolerance"),
     seed: int = typer.Option(0, "--seed"),
@@ -143,7 +143,7 @@ def rank_command(
     seg_dirs: list[Path] = typer.Argument(..., help="One folder of segmentations per model."),
     out: Path = typer.Option(Path("qc_rank"), "-o", "--out"),
     gt: Optional[Path] = typer.Option(None, "--gt", help="Ground truths: adds the true ranking and Kendall's tau."),
-    samples: int = typer.Option(1, "--samples"),
+    samples: Optional[int] = typer.Option(None, "--samples"),
     steps: Optional[int] = typer.Option(None, "--steps"),
     seed: int = typer.Option(0, "--seed"),
     jobs: int = typer.Option(1, "--jobs", "-j"),

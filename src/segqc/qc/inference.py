@@ -3,11 +3,13 @@
 For every case (``IMAGES_DIR/CASE_0000.nii.gz`` ..., ``SEGS_DIR/CASE.nii.gz``) the driver
 preprocesses image and segmentation with the model's plan, asks the model for ``samples`` pseudo
 ground truths (pGT) per axial slice, restores them to the input grid, and evaluates the
-segmentation against each pGT with the segqc metric engine, exactly as it would be evaluated
-against a real ground truth (the pGT takes the ground truth's place). With ``samples > 1`` the
-estimate is the mean over samples and ``spread`` their standard deviation — an uncertainty of the
-estimate that the nnQC paper does not give. The pGT written to disk is the per-voxel majority over
-samples.
+segmentation against the pGT with the segqc metric engine, exactly as it would be evaluated
+against a real ground truth (the pGT takes the ground truth's place). With ``samples > 1`` the pGT
+is the per-voxel majority over the samples (the *consensus*; it agrees with the ground truth better
+than any single sample, and its estimates track the truth better than the mean of the per-sample
+estimates — measured in the README), the estimate is the metric against the consensus and
+``spread`` the standard deviation of the per-sample estimates — an uncertainty of the estimate that
+the nnQC paper does not give. The consensus pGT is what is written to disk.
 
 Outputs: ``qc.csv`` (case, label, label_name, metric, estimate, spread, empty), ``qc_slices.csv``
 (per-slice Dice estimates), ``pgt/CASE.nii.gz`` on the input grid, ``worklist.csv`` (cases from
@@ -47,11 +49,12 @@ class QcSettings:
     """``metrics``: segqc metric names estimated per label (``dice`` is also given for the whole
     map as label ``all``, the QCResUNet multi-class Dice); ``samples``: pGTs per slice;
     ``steps``: sampler steps (method default if None); ``flag_dice``: worklist threshold on the
-    estimated multi-class Dice; ``outlier_z``: robust z-score (median/MAD over the batch) below
+    estimated multi-class Dice; ``samples``/``steps`` left at None take the model's defaults
+    (the ready-made ACDC model: 4 samples of 5 DDIM steps); ``outlier_z``: robust z-score (median/MAD over the batch) below
     which a case is also flagged."""
 
     metrics: tuple[str, ...] = ("dice", "hd95", "nsd")
-    samples: int = 1
+    samples: int | None = None
     steps: int | None = None
     tolerance_mm: float = 1.0
     flag_dice: float = 0.75
@@ -59,7 +62,7 @@ class QcSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.samples < 1:
+        if self.samples is not None and self.samples < 1:
             raise ValueError(f"samples must be >= 1, got {self.samples}")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
@@ -113,45 +116,45 @@ def qc_case(model: QcModel, case: str, image_paths: Sequence[Path], seg_path: Pa
     images = np.moveaxis(prepared.image, -1, 0)  # (n, C, H, W)
     segs = np.moveaxis(prepared.label, -1, 0).astype(np.int64)  # (n, H, W)
     ratios = prepared.slice_ratios
+    n_samples = settings.samples or model.default_samples
     chunks = []
     for start in range(0, images.shape[0], model.batch_size):
         sl = slice(start, start + model.batch_size)
-        chunks.append(model.generate(images[sl], segs[sl], ratios[sl], settings.samples,
+        chunks.append(model.generate(images[sl], segs[sl], ratios[sl], n_samples,
                                      settings.steps, settings.seed + start))
     pgt_slices = np.concatenate(chunks, axis=1)  # (K, n, H, W)
+    consensus_slices = _majority(pgt_slices, max(model.labels) + 1)
     spacing = seg_image.geometry.spacing
     label_values = [v for v in model.labels if v != 0]
     config = EvaluationConfig(metrics=tuple(m for m in settings.metrics),
                               settings=MetricSettings(tolerance_mm=settings.tolerance_mm),
                               labels=tuple(label_values))
-    per_sample, restored = [], []
-    for k in range(settings.samples):
-        pgt = restore_label(np.moveaxis(pgt_slices[k], 0, -1).astype(seg_image.array.dtype), prepared.transform)
-        restored.append(pgt)
+
+    def evaluate(pgt: np.ndarray) -> pd.DataFrame:
         table = evaluate_label_maps(seg_image.array, pgt, spacing, config, case=case)
         overall = multiclass_dice(seg_image.array, pgt)
         table = pd.concat([table, pd.DataFrame([{"case": case, "label": "all", "label_name": "all", "component": None,
                                                   "metric": "dice", "value": overall.value, "empty": overall.empty}])],
                           ignore_index=True)
-        per_sample.append(table)
-    stacked = pd.concat(per_sample, keys=range(settings.samples), names=["sample"]).reset_index(level=0)
-    stacked["label"] = stacked["label"].astype(str)
-    grouped = stacked.groupby(["label", "label_name", "metric"], sort=False)
-    estimates = grouped["value"].mean().rename("estimate").to_frame()
-    estimates["spread"] = grouped["value"].std(ddof=1) if settings.samples > 1 else math.nan
-    estimates["empty"] = grouped["empty"].agg(lambda tags: ";".join(sorted({t for t in tags if t})))
-    estimates = estimates.reset_index()
-    estimates.insert(0, "case", case)
-    slice_rows = []
-    for z in range(segs.shape[0]):
-        for k in range(settings.samples):
-            value = multiclass_dice(segs[z], pgt_slices[k, z]).value
-            slice_rows.append({"case": case, "slice": z, "slice_ratio": float(ratios[z]), "sample": k,
-                               "label": "all", "metric": "dice", "estimate": value})
-    slices = pd.DataFrame(slice_rows)
-    if not slices.empty:
-        slices = slices.groupby(["case", "slice", "slice_ratio", "label", "metric"], as_index=False)["estimate"].mean()
-    pgt = _majority(np.stack(restored), max(model.labels) + 1)
+        table["label"] = table["label"].astype(str)
+        return table
+
+    def restore(slices: np.ndarray) -> np.ndarray:
+        return restore_label(np.moveaxis(slices, 0, -1).astype(seg_image.array.dtype), prepared.transform)
+
+    pgt = restore(consensus_slices)
+    estimates = evaluate(pgt).rename(columns={"value": "estimate"})
+    estimates["spread"] = math.nan
+    if n_samples > 1:
+        stacked = pd.concat([evaluate(restore(pgt_slices[k])) for k in range(n_samples)])
+        spread = stacked.groupby(["label", "metric"], sort=False)["value"].std(ddof=1)
+        estimates["spread"] = [spread.get((label, metric), math.nan)
+                               for label, metric in zip(estimates["label"], estimates["metric"])]
+    estimates["empty"] = estimates["empty"].fillna("").astype(str)
+    estimates["case"] = case
+    slice_rows = [{"case": case, "slice": z, "slice_ratio": float(ratios[z]), "label": "all", "metric": "dice",
+                   "estimate": multiclass_dice(segs[z], consensus_slices[z]).value} for z in range(segs.shape[0])]
+    slices = pd.DataFrame(slice_rows, columns=["case", "slice", "slice_ratio", "label", "metric", "estimate"])
     return estimates[QC_COLUMNS], slices, pgt, seg_image.geometry, notes
 
 

@@ -26,7 +26,8 @@ GenerateFn = Callable[[np.ndarray, np.ndarray, np.ndarray, int, "int | None", in
 @dataclass
 class QcModel:
     """A loaded QC model. ``labels``: label values it was trained on (0 included); ``fingerprint``:
-    the training dataset's fingerprint (dict) for modality checks; ``batch_size``: slices per call."""
+    the training dataset's fingerprint (dict) for modality checks; ``batch_size``: slices per call;
+    ``default_steps`` / ``default_samples``: what the driver uses when the settings leave them open."""
 
     method: str
     plan: PreprocessingPlan
@@ -35,6 +36,7 @@ class QcModel:
     generate: GenerateFn
     batch_size: int = 16
     default_steps: int | None = None
+    default_samples: int = 1
 
 
 def load_qc_model(model_dir: str | Path, *, device: str = "cpu") -> QcModel:

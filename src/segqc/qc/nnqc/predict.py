@@ -28,7 +28,8 @@ METHOD = "nnqc"
 def _read(model_dir: str | Path) -> tuple[NnqcModel, dict, dict | None]:
     config, weights, fingerprint = load_checkpoint(model_dir, method=METHOD)
     try:
-        nnqc = NnqcConfig.from_dict(config["nnqc"])
+        # models saved before the image_input field existed fed the denoiser no image
+        nnqc = NnqcConfig.from_dict({"image_input": "none", **config["nnqc"]})
         model = NnqcModel(nnqc, config["labels"], int(config["image_channels"]))
         for name in ("autoencoder", "image_encoder", "toe", "denoiser"):
             getattr(model, name).load_state_dict(weights[name])
@@ -107,4 +108,5 @@ def load_qc_model(model_dir: str | Path, *, device: str = "cpu"):
                               batch_size=max(1, len(images)))
 
     return QcModel(method=METHOD, plan=plan, labels=model.labels, fingerprint=fingerprint, generate=generate,
-                   batch_size=16, default_steps=model.config.inference_steps)
+                   batch_size=16, default_steps=model.config.inference_steps,
+                   default_samples=model.config.samples)
