@@ -3,16 +3,17 @@
 Run from the repository root::
 
     python benchmarks/bench_qc_predict.py [--model models/acdc-nnqc-small] [--data ../shared/data/acdc]
-                                          [--cases 10] [--steps 2 5 10 20] [--jobs 1]
+                                          [--cases 10] [--runs 5x4 20x1 2x1 5x1 10x1] [--jobs 1]
                                           [--out benchmarks/results/qc_predict.json]
 
 What it does: links the first ``--cases`` ACDC images and their ground-truth label maps (as the
 segmentations to check) into a temporary folder, then runs the real command line,
-``segqc qc predict MODEL IMAGES SEGS -o OUT --steps N --jobs J --quiet --metrics dice,hd95,nsd``,
-once per step count, each in a fresh process and a fresh output folder (the time includes
+``segqc qc predict MODEL IMAGES SEGS -o OUT --steps N --samples K --jobs J --quiet --metrics
+dice,hd95,nsd``, once per ``NxK`` of ``--runs`` (DDIM steps x pGT samples per slice; the model's
+default is 5x4, the paper's 20x1), each in a fresh process and a fresh output folder (the time includes
 interpreter start-up, imports, model loading, reading, preprocessing, sampling, restoring the pGT
 to the input grid, the metrics and writing every output). It prints the wall time, seconds per
-volume and the ratio to the target (10 s per volume with the default 20 steps, 2 CPU cores).
+volume and the ratio to the target (10 s per volume with the default settings, 2 CPU cores).
 Set the number of CPU threads with ``OMP_NUM_THREADS``/``--threads`` (default 2).
 """
 
@@ -36,7 +37,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=Path("models/acdc-nnqc-small"))
     parser.add_argument("--data", type=Path, default=Path("../shared/data/acdc"))
     parser.add_argument("--cases", type=int, default=10)
-    parser.add_argument("--steps", type=int, nargs="+", default=[2, 5, 10, 20])
+    parser.add_argument("--runs", nargs="+", default=["5x4", "20x1", "2x1", "5x1", "10x1"],
+                        help="STEPSxSAMPLES per run")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/qc_predict.json"))
@@ -55,18 +57,20 @@ def main() -> None:
             case = label.name[: -len(".nii.gz")]
             os.symlink(label.resolve(), segs / label.name)
             os.symlink((args.data / "imagesTr" / f"{case}_0000.nii.gz").resolve(), images / f"{case}_0000.nii.gz")
-        for steps in args.steps:
-            out = Path(tmp) / f"qc_{steps}"
+        for run in args.runs:
+            steps, _, samples = run.partition("x")
+            steps, samples = int(steps), int(samples or 1)
+            out = Path(tmp) / f"qc_{steps}x{samples}"
             command = [str(segqc), "qc", "predict", str(args.model), str(images), str(segs), "-o", str(out),
-                       "--steps", str(steps), "--jobs", str(args.jobs), "--quiet", "--metrics", "dice,hd95,nsd"]
+                       "--steps", str(steps), "--samples", str(samples), "--jobs", str(args.jobs), "--quiet", "--metrics", "dice,hd95,nsd"]
             began = time.perf_counter()
             subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
             wall = time.perf_counter() - began
             per_volume = wall / len(labels)
-            rows.append({"steps": steps, "volumes": len(labels), "wall_seconds": round(wall, 2),
+            rows.append({"steps": steps, "samples": samples, "volumes": len(labels), "wall_seconds": round(wall, 2),
                          "seconds_per_volume": round(per_volume, 3),
                          "ratio_to_target": round(per_volume / TARGET_SECONDS_PER_VOLUME, 3)})
-            print(f"steps {steps:>3}: {wall:7.1f} s for {len(labels)} volumes = {per_volume:6.2f} s/volume "
+            print(f"{steps:>3} steps x {samples} samples: {wall:7.1f} s for {len(labels)} volumes = {per_volume:6.2f} s/volume "
                   f"({per_volume / TARGET_SECONDS_PER_VOLUME:.2f} x the 10 s target)", flush=True)
     report = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "threads": args.threads,
                           "jobs": args.jobs}, "model": str(args.model), "results": rows}

@@ -1,9 +1,10 @@
 """The ready-made nnQC model for cardiac cine MRI (``models/acdc-nnqc-small``) on real ACDC volumes.
 
 A perfect segmentation (the ground truth) must get a clearly higher estimated Dice than badly
-broken ones (classes swapped, rim eroded), and the pseudo ground truth must come back on the
-input grid. A misplaced segmentation is a documented failure of the shipped model (strict xfail). The true Dice values
-of the broken segmentations are computed here with plain numpy, independently of segqc.
+broken ones (classes swapped, rim eroded, a plausible shape shifted 31 mm off the heart), the
+estimates of the broken ones must lie near their true Dice, and the pseudo ground truth must come
+back on the input grid. The true Dice values are computed here with plain numpy, independently
+of segqc.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def test_perfect_segmentation_is_estimated_better_than_broken_ones(qc_run):
     overall = table[(table.label == "all") & (table.metric == "dice")].set_index("case")["estimate"]
     true_lv = {name: _numpy_dice(array, gt.array, 3) for name, array in broken.items()}
     assert true_lv["perfect"] == 1.0 and true_lv["swapped"] == 0.0 and true_lv["eroded"] < 0.8
-    assert overall["perfect"] > 0.7
+    assert overall["perfect"] > 0.85
     assert overall["perfect"] > overall["swapped"] + 0.3
     assert overall["perfect"] > overall["eroded"] + 0.2
     assert list(work["case"])[-1] == "perfect"  # the worklist puts it last (best)
@@ -70,13 +71,21 @@ def test_perfect_segmentation_is_estimated_better_than_broken_ones(qc_run):
     assert lv["perfect"] > lv["swapped"] + 0.5
 
 
-@pytest.mark.xfail(strict=True, reason="known limitation of the shipped small model: its pGT follows a "
-                   "plausible but misplaced segmentation (31 mm shift: true multi-class Dice 0.28, "
-                   "estimated 0.77, perfect 0.80)")
 def test_a_misplaced_segmentation_is_estimated_clearly_worse_than_a_perfect_one(qc_run):
+    # the pGT follows the image, not the plausible but misplaced input (an earlier model without
+    # the image input estimated this case at 0.77 against a perfect 0.80)
     table = qc_run[0]
     overall = table[(table.label == "all") & (table.metric == "dice")].set_index("case")["estimate"]
-    assert overall["perfect"] > overall["shifted"] + 0.15
+    assert overall["perfect"] > overall["shifted"] + 0.4
+
+
+@pytest.mark.parametrize("name", ["eroded", "shifted"])
+def test_myocardium_and_lv_estimates_lie_near_the_true_dice(qc_run, name):
+    table, _, broken, gt, _ = qc_run
+    estimates = table[table.metric == "dice"].set_index(["case", "label"])["estimate"]
+    for label in (2, 3):
+        true = _numpy_dice(broken[name], gt.array, label)
+        assert abs(estimates[(name, str(label))] - true) < 0.1, (name, label, true)
 
 
 def test_pseudo_ground_truth_is_written_on_the_input_grid(qc_run):
@@ -89,6 +98,6 @@ def test_pseudo_ground_truth_is_written_on_the_input_grid(qc_run):
     np.testing.assert_allclose(np.asarray(pgt.geometry.direction), np.asarray(gt.geometry.direction))
     assert set(np.unique(pgt.array)) <= {0, 1, 2, 3}
     # the pGT of a perfect segmentation lies close to the ground truth itself
-    assert np.mean([_numpy_dice(pgt.array, gt.array, k) for k in (1, 2, 3)]) > 0.75
+    assert np.mean([_numpy_dice(pgt.array, gt.array, k) for k in (1, 2, 3)]) > 0.85
     per_slice = pd.read_csv(root / "qc" / "qc_slices.csv")
     assert set(per_slice["slice"]) == set(range(gt.array.shape[2]))
