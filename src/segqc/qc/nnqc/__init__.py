@@ -46,7 +46,12 @@ Where the paper is silent, this implementation chooses (each is a config field u
   ground truth and 5 % an empty segmentation. No augmentation in the VAE and LDM stages (the
   latents and image tokens are computed once; flips would also make anatomy implausible).
 * Optimisation: Adam; ``small`` lr 5e-4 (SSL 1e-3), batches 8 (SSL 16); ``paper`` lr 1e-4, batch 32.
-* Inference: one pGT per slice by default (``samples``); the pGT is the argmax of the decoder.
+* Denoiser input (segqc addition, ``image_input="unshuffle"``, default): z_t, S_d and the
+  preprocessed slice rearranged space-to-depth to the latent grid (C_img x f^2 channels). The
+  paper's input (z_t and S_d only, ``image_input="none"``) let the pGT copy the input
+  segmentation: the image reached the denoiser only through the few ToE tokens.
+* Inference: ``samples`` pGTs per slice (``small``: 4 of 5 DDIM steps); each is the argmax of the
+  decoder; the QC driver fuses them by per-voxel majority.
 """
 
 from __future__ import annotations

@@ -116,8 +116,8 @@ class NnqcConfig:
 
     Inference: ``inference_steps`` (DDIM), ``samples`` (pGTs per slice; the QC driver fuses them
     by per-voxel majority). Defaults 5 steps x 4 samples: the same 20 denoiser passes as the
-    paper's 20 steps x 1 sample, and better estimates (README); the ``paper`` preset keeps 20 x 1. ``checkpoint_every``:
-    steps between saved training states. ``seed``.
+    paper's 20 steps x 1 sample, and better estimates (README); the ``paper`` preset keeps 20 x 1.
+    ``checkpoint_every``: steps between saved training states. ``seed``.
     """
 
     size: int = 96
