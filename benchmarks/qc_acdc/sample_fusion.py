@@ -28,6 +28,7 @@ def _r_mae(est: np.ndarray, true: np.ndarray, ok: np.ndarray) -> str:
 
 def main() -> None:
     from segqc.metrics.multiclass import multiclass_dice
+    from segqc.qc.inference import majority_vote
     from segqc.qc.nnqc import load
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -51,8 +52,7 @@ def main() -> None:
     print(f"{len(segs)} held-out imperfect slices, {args.steps} DDIM steps")
     for k in range(1, args.samples + 1):
         print(f"mean of {k} per-sample estimates: {_r_mae(est[:k].mean(axis=0), true, ok)}")
-    votes = np.stack([(pgt == v).sum(axis=0) for v in model.labels])
-    majority = np.asarray(model.labels)[votes.argmax(axis=0)]
+    majority = majority_vote(pgt, model.labels)
     fused = np.array([multiclass_dice(s, q).value for s, q in zip(segs, majority)])
     print(f"against the majority of {args.samples} pGTs:   {_r_mae(fused, true, ok)}")
     for name, maps in (("one sample", pgt[0]), ("majority", majority)):

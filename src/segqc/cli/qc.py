@@ -72,7 +72,9 @@ def predict_command(
     segs_dir: Path = typer.Argument(..., help="Segmentations to check: CASE.nii.gz."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder: qc.csv, worklist.csv, pgt/."),
     metrics: str = typer.Option("dice,hd95,nsd", "--metrics", help="Metrics to estimate (any segqc metric)."),
-    samples: Optional[int] = typer.Option(None, "--samples", help="pGT samples per slice (model default; the ACDC model: 4); the pGT is their per-voxel majority, >1 adds a spread column."),
+    samples: Optional[int] = typer.Option(None, "--samples",
+                                         help="pGT samples per slice, fused by per-voxel majority; >1 adds a "
+                                              "spread column (default: the model's, ACDC model 4)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (nnQC: DDIM steps; model default, the ACDC model: 5)."),
     tolerance: float = typer.Option(1.0, "--tolerance", help="NSD tolerance in mm."),
     flag_dice: float = typer.Option(0.75, "--flag-dice", help="Flag cases whose estimated Dice is below this."),

@@ -21,7 +21,8 @@ Forward (:func:`preprocess_case`), for one case given as arrays in ITK index ord
    the foreground: of the largest 26-connected component of the label map (label > 0) when given
    — so scattered false positives of an imperfect segmentation do not pull the window off the
    organ; for a ground truth that is one connected structure this is all of it — else of the
-   non-zero region of the raw image (any channel != 0), else the grid centre. Padding gets the lowest normalised value
+   non-zero region of the raw image (any channel != 0), else the grid centre. Padding gets the
+   lowest normalised value
    (``"ct"``: ``(clip_low - mean) / std``; ``"percentile"``: 0), labels 0. Foreground beyond the
    window is cut (inverse: background there).
 5. **Slices**: the output arrays put the slice axis last, in RAS order (inferior to superior for
@@ -51,6 +52,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cc3d
 import numpy as np
 from scipy import ndimage
 
@@ -600,8 +602,6 @@ def _normalise(array: np.ndarray, norm: ChannelNormalization) -> np.ndarray:
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest 26-connected component of a non-empty 3D boolean mask."""
-    import cc3d
-
     return cc3d.largest_k(np.ascontiguousarray(mask), k=1, connectivity=26) > 0
 
 

@@ -97,11 +97,14 @@ def _check_intensity(image: np.ndarray, seg: np.ndarray, model: QcModel, path: P
     return None
 
 
-def _majority(samples: np.ndarray, n_labels: int) -> np.ndarray:
+def majority_vote(samples: np.ndarray, labels: Sequence[int]) -> np.ndarray:
+    """Per-voxel majority of label maps ``(K, ...)`` whose values are among ``labels`` (ascending);
+    ties go to the smaller label value."""
     if samples.shape[0] == 1:
         return samples[0]
-    counts = np.stack([(samples == k).sum(axis=0) for k in range(n_labels)])
-    return counts.argmax(axis=0).astype(samples.dtype)
+    values = np.asarray(sorted(labels))
+    counts = np.stack([(samples == v).sum(axis=0) for v in values])
+    return values[counts.argmax(axis=0)].astype(samples.dtype)
 
 
 def qc_case(model: QcModel, case: str, image_paths: Sequence[Path], seg_path: Path,
@@ -122,7 +125,7 @@ def qc_case(model: QcModel, case: str, image_paths: Sequence[Path], seg_path: Pa
         chunks.append(model.generate(images[sl], segs[sl], ratios[sl], n_samples,
                                      settings.steps, settings.seed + start))
     pgt_slices = np.concatenate(chunks, axis=1)  # (K, n, H, W)
-    consensus_slices = _majority(pgt_slices, max(model.labels) + 1)
+    consensus_slices = majority_vote(pgt_slices, model.labels)
     spacing = seg_image.geometry.spacing
     label_values = [v for v in model.labels if v != 0]
     config = EvaluationConfig(metrics=tuple(m for m in settings.metrics),

@@ -10,7 +10,8 @@
   attention on the two coarse levels, E2 a 3-stage CNN with 8 x 8 = 64 tokens of 64 dims, d = 64,
   4 query tokens; the slice itself also enters the denoiser (``image_input``); 2.2 M parameters
   (denoiser 1.7 M). SSL 500 + VAE 3000 + LDM 8000 steps of batch 16 / 8 / 8; inference 4 samples
-  of 5 DDIM steps, fused by majority. Measured on the 2-core machine (2 torch threads, median step, machine idle):
+  of 5 DDIM steps, fused by majority. Measured on the 2-core machine (2 torch threads, median
+  step, machine idle):
   SSL 0.05 s, VAE 0.27 s (0.31 s with the patch-GAN), LDM 0.16-0.20 s per step, i.e. 37-43 min of
   training, plus ~2 min to fingerprint, preprocess and degrade ACDC's ~1100 training slices
   (35 ms per degraded slice): 40-47 min on ACDC. Other jobs on the same cores slow every step (we saw

@@ -333,13 +333,18 @@ class NnqcModel(nn.Module):
             return F.pixel_unshuffle(one_hot, self.config.latent_factor)
         return F.adaptive_avg_pool2d(one_hot, h)
 
+    def image_condition(self, images: torch.Tensor) -> torch.Tensor | None:
+        """The image part of the denoiser's spatial input: images ``(B, C_img, size, size)``
+        rearranged space-to-depth to ``(B, C_img f^2, h, w)`` (``image_input="unshuffle"``), else None."""
+        if self.config.image_input != "unshuffle":
+            return None
+        return F.pixel_unshuffle(images.float(), self.config.latent_factor)
+
     def spatial_condition(self, indices: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-        """The denoiser's spatial input besides z_t: S_d, then (``image_input="unshuffle"``) the
-        images ``(B, C_img, size, size)`` rearranged to ``(B, C_img f^2, h, w)``."""
+        """The denoiser's spatial input besides z_t: S_d, then :meth:`image_condition` if any."""
         s_d = self.seg_condition(indices)
-        if self.config.image_input == "unshuffle":
-            s_d = torch.cat([s_d, F.pixel_unshuffle(images.float(), self.config.latent_factor)], dim=1)
-        return s_d
+        image = self.image_condition(images)
+        return s_d if image is None else torch.cat([s_d, image], dim=1)
 
     @torch.no_grad()
     def encode_latents(self, indices: torch.Tensor) -> torch.Tensor:

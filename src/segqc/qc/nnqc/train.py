@@ -635,8 +635,7 @@ def _ldm_stage(config: NnqcConfig, model: NnqcModel, data: NnqcTrainingData, ima
     s_degraded = _chunked(lambda s: model.seg_condition(s.long()), seg_idx, dev)
     s_clean = _chunked(lambda s: model.seg_condition(s.long()), gt_idx, dev)
     s_empty = _chunked(lambda s: model.seg_condition(s.long()), torch.zeros_like(gt_idx[:1]), dev)[0]
-    image_channels = (F.pixel_unshuffle(images, config.latent_factor) if config.image_input == "unshuffle"
-                      else None)
+    image_condition = model.image_condition(images)
     ratios = torch.from_numpy(data.ratios.astype(np.float32))
     source = torch.from_numpy(data.seg_source)
     scheduler = make_scheduler(config)
@@ -657,8 +656,8 @@ def _ldm_stage(config: NnqcConfig, model: NnqcModel, data: NnqcTrainingData, ima
         s_d[torch.from_numpy(degraded)] = s_degraded[torch.from_numpy(pick[degraded])]
         empty = (u >= config.clean_fraction) & ~degraded
         s_d[torch.from_numpy(empty)] = s_empty
-        if image_channels is not None:  # the same layout as NnqcModel.spatial_condition
-            s_d = torch.cat([s_d, image_channels[slices]], dim=1)
+        if image_condition is not None:  # S_d then the image, as in NnqcModel.spatial_condition
+            s_d = torch.cat([s_d, image_condition[slices]], dim=1)
         z0 = latents[slices]
         noise = torch.randn(z0.shape, generator=generator)
         t = torch.randint(0, config.train_timesteps, (b,), generator=generator)
