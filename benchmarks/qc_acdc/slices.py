@@ -1,8 +1,11 @@
 """Preprocessed nnQC slices of an nnU-Net dataset, saved to one file that travels to another machine.
 
-    python benchmarks/qc_acdc/slices.py ../shared/data/acdc SPLIT.json OUT_DIR [--config small] [--jobs 2]
+    python benchmarks/qc_acdc/slices.py ../shared/data/acdc SPLIT.json OUT_DIR [--config small] [--jobs 2] \
+        [--extra-segs ZOO_TRAIN_PREDICTIONS/unet_e001 ...]
 
-writes ``OUT_DIR/train.pkl.gz`` (the ``train`` cases of the split, degraded as for training) and
+writes ``OUT_DIR/train.pkl.gz`` (the ``train`` cases of the split, degraded as for training, plus
+the segmentations of those cases in each ``--extra-segs`` folder, as ``segqc qc train nnqc
+--extra-segs`` adds them) and
 ``OUT_DIR/holdout.pkl.gz`` (the holdout cases, preprocessed with the training plan and degraded
 with another seed: slice-level validation data). Both hold a :class:`NnqcTrainingData` whose
 images are stored as float16 (``load_slices`` returns float32). Used by ``train_variants.py``
@@ -48,6 +51,7 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--config", default="small")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--extra-segs", type=Path, action="append", default=[])
     args = parser.parse_args()
     split = Split.load(args.split)
     config = NnqcConfig.preset(args.config)
@@ -56,7 +60,7 @@ def main() -> None:
     fingerprint = compute_fingerprint(args.dataset, cases=list(split.train))
     plan = plan_from_fingerprint(fingerprint, size=config.size)
     train = build_training_data(args.dataset, list(split.train), config, config.seed, fingerprint=fingerprint,
-                                plan=plan, jobs=args.jobs)
+                                plan=plan, extra_seg_dirs=args.extra_segs, jobs=args.jobs)
     save_slices(train, args.out / "train.pkl.gz")
     holdout = build_training_data(args.dataset, list(split.holdout), config, config.seed + 1000,
                                   fingerprint=fingerprint, plan=plan, jobs=args.jobs)

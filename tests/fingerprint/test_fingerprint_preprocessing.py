@@ -21,6 +21,7 @@ from segqc.fingerprint import (
     reorient_to_ras,
     restore_image,
     restore_label,
+    transform_label,
 )
 from segqc.io.images import Geometry, Image, read_image, read_label_map, resample_nearest, write_image
 
@@ -227,6 +228,42 @@ def test_plan_and_transform_survive_json(tmp_path):
     assert restored == case.transform
     assert np.array_equal(restore_label(case.label, restored),
                           restore_label(case.label, case.transform))
+
+
+@pytest.mark.parametrize("name", list(GRIDS))
+def test_transform_label_reproduces_the_forward_label_path_on_every_grid(name):
+    geometry = Geometry(shape=(30, 26, 7), spacing=(1.3, 0.9, 4.0), origin=(3.0, -2.0, 1.0),
+                        direction=GRIDS[name])
+    label = _blobs(geometry.shape, seed=2)
+    image = np.random.default_rng(1).normal(size=geometry.shape).astype(np.float32)
+    case = preprocess_case(image, geometry, _plan(24, spacing=(1.1, 1.1)), label=label)
+    assert np.array_equal(transform_label(label, case.transform), case.label)
+    assert transform_label(label.astype(bool), case.transform).dtype == np.uint8
+
+
+def test_transform_label_puts_another_map_into_the_same_window():
+    """The window of an imperfect segmentation applied to its ground truth: the ground truth lands
+    at the same physical place (restoring it gives it back where the window covers it), not in a
+    window of its own."""
+    geometry = Geometry.from_shape((60, 50, 4), spacing=(1.0, 1.0, 5.0))
+    geometry = Geometry(geometry.shape, geometry.spacing, geometry.origin, GRIDS["RAS"])
+    truth = np.zeros(geometry.shape, np.uint8)
+    truth[20:30, 20:30, 1:3] = 1
+    shifted = np.roll(truth, (12, 6), axis=(0, 1))  # a misplaced segmentation
+    plan = _plan(40, spacing=(1.0, 1.0))
+    case = preprocess_case(np.ones(geometry.shape, np.float32), geometry, plan, label=shifted)
+    own = preprocess_case(np.ones(geometry.shape, np.float32), geometry, plan, label=truth)
+    assert case.transform.crop_start != own.transform.crop_start
+    moved = transform_label(truth, case.transform)
+    assert moved.shape == case.label.shape
+    inside = restore_label(np.ones_like(moved), case.transform).astype(bool)
+    assert np.array_equal(restore_label(moved, case.transform), np.where(inside, truth, 0))
+    # in window coordinates the two maps are offset by the shift
+    assert np.array_equal(np.argwhere(case.label[..., 1]).min(0) - np.argwhere(moved[..., 1]).min(0), [12, 6])
+    with pytest.raises(ValueError, match="does not match"):
+        transform_label(truth[:-1], case.transform)
+    with pytest.raises(ValueError, match="integer"):
+        transform_label(truth.astype(np.float32), case.transform)
 
 
 def test_bad_shapes_are_rejected():

@@ -21,7 +21,7 @@ pytest.importorskip("einops", reason="MONAI's DiffusionModelUNet attention block
 
 from segqc.degrade.targeting import NNQC_BINS  # noqa: E402
 from segqc.errors import InputError  # noqa: E402
-from segqc.io.images import Geometry, write_image  # noqa: E402
+from segqc.io.images import Geometry, read_label_map, write_image  # noqa: E402
 from segqc.qc.nnqc import NnqcConfig, build_training_data, load, load_qc_model, predict_slices, train  # noqa: E402
 from segqc.synthetic import paint_ellipsoid  # noqa: E402
 from segqc.training import CheckpointError, load_state, save_checkpoint  # noqa: E402
@@ -49,9 +49,13 @@ def _toy_dataset(root: Path, *, n_cases: int = 3, shape=(40, 40, 8), seed: int =
 
 
 @pytest.fixture(scope="module")
-def toy_data(tmp_path_factory):
-    root = _toy_dataset(tmp_path_factory.mktemp("nnqc_toy"))
-    return build_training_data(root, None, TINY, seed=0)
+def toy_root(tmp_path_factory) -> Path:
+    return _toy_dataset(tmp_path_factory.mktemp("nnqc_toy"))
+
+
+@pytest.fixture(scope="module")
+def toy_data(toy_root):
+    return build_training_data(toy_root, None, TINY, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +82,50 @@ def test_extra_triples_join_the_training_data(toy_data):
     assert more.n_slices == toy_data.n_slices + 2 and more.n_segs == toy_data.n_segs + 2
     assert list(more.seg_source[-2:]) == [toy_data.n_slices, toy_data.n_slices + 1]
     assert np.all(more.seg_dice[-2:] == 0)
+
+
+def test_real_imperfect_segmentations_join_with_their_ground_truth_in_their_own_window(toy_root, toy_data, tmp_path):
+    """``extra_seg_dirs`` (e.g. zoo predictions): one case shifted by 3 voxels, one with class 2
+    merged into 1, a held-out case's file that must be ignored; the triples pair each
+    segmentation slice with its ground truth cut from the same window."""
+    labels = {c: read_label_map(toy_root / "labelsTr" / f"{c}.nii.gz") for c in ("toy0", "toy1")}
+    shifted = np.roll(labels["toy0"].array, 3, axis=0)
+    merged = np.where(labels["toy1"].array == 2, 1, labels["toy1"].array).astype(np.uint8)
+    extra = tmp_path / "zoo"
+    write_image(extra / "toy0.nii.gz", shifted, labels["toy0"].geometry)
+    write_image(extra / "toy1.nii.gz", merged, labels["toy1"].geometry)
+    write_image(extra / "heldout9.nii.gz", merged, labels["toy1"].geometry)
+    data = build_training_data(toy_root, None, TINY, seed=0, extra_seg_dirs=[extra])
+    n = toy_data.n_slices
+    assert data.n_slices == n + 16 and data.n_segs == toy_data.n_segs + 16  # 8 slices per case
+    assert list(data.seg_source[-16:]) == list(range(n, n + 16))
+    segs, gts = data.segs[-16:], data.gt[n:]
+    # toy0: same shapes, moved by 3 voxels along the first in-plane axis (flipped to RAS)
+    for seg, gt in zip(segs[:8], gts[:8]):
+        assert seg.sum() > 0 and np.array_equal(seg, np.roll(gt, -3, axis=0))
+    # toy1: the ground truth keeps class 2 where the segmentation says 1
+    assert np.array_equal(segs[8:] > 0, gts[8:] > 0) and not (segs[8:] == 2).any() and (gts[8:] == 2).any()
+    assert np.all(data.seg_dice[-16:] < 1) and np.all(data.seg_dice[-16:] > 0)
+    # the original data is unchanged in front
+    assert np.array_equal(data.segs[:toy_data.n_segs], toy_data.segs)
+
+
+def test_bad_extra_segmentations_name_the_folder_or_file(toy_root, tmp_path):
+    geometry = read_label_map(toy_root / "labelsTr" / "toy0.nii.gz").geometry
+    with pytest.raises(InputError, match="not found"):
+        build_training_data(toy_root, None, TINY, extra_seg_dirs=[tmp_path / "missing"])
+    other = tmp_path / "other"
+    write_image(other / "someone_else.nii.gz", np.zeros(geometry.shape, np.uint8), geometry)
+    with pytest.raises(InputError, match="holds no segmentation of the 3 training case"):
+        build_training_data(toy_root, None, TINY, extra_seg_dirs=[other])
+    odd = tmp_path / "odd"
+    write_image(odd / "toy0.nii.gz", np.full(geometry.shape, 7, np.uint8), geometry)
+    with pytest.raises(InputError, match=r"toy0.nii.gz.*label value\(s\) \[7\]"):
+        build_training_data(toy_root, None, TINY, extra_seg_dirs=[odd])
+    small = tmp_path / "small"
+    write_image(small / "toy0.nii.gz", np.zeros((20, 40, 8), np.uint8), Geometry.from_shape((20, 40, 8), (1.5, 1.5, 5.0)))
+    with pytest.raises(InputError, match="toy0"):
+        build_training_data(toy_root, None, TINY, extra_seg_dirs=[small])
 
 
 def test_training_loss_decreases_in_every_stage(trained):

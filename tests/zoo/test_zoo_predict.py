@@ -57,6 +57,14 @@ def test_every_snapshot_and_variant_predicts_every_held_out_case(predicted, trai
         assert (out / row.file).is_file() and row.file == f"{row.source}/{row.case}.nii.gz"
 
 
+def test_training_cases_can_be_predicted_for_qc_training(trained_zoo, toy_dataset, tmp_path):
+    split = Split.load(trained_zoo / "split.json")
+    result = predict_zoo(trained_zoo, toy_dataset, tmp_path / "out", cases="train", variants="clean",
+                         models=["unet_e001"])
+    assert sorted(result.manifest["case"]) == sorted(split.train) and not set(split.train) & set(split.holdout)
+    assert {p.name for p in (tmp_path / "out" / "unet_e001").glob("*.nii.gz")} == {f"{c}.nii.gz" for c in split.train}
+
+
 def test_predictions_land_on_the_ground_truth_grid(predicted, toy_dataset):
     out, result = predicted
     for row in result.manifest.itertuples():

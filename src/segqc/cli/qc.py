@@ -36,6 +36,10 @@ def train_command(
     conditioning: Optional[str] = typer.Option(None, "--conditioning",
                                                help="nnQC Team of Experts: full, position or image (ablations)."),
     set_fields: list[str] = typer.Option([], "--set", help="Override a config field, KEY=VALUE (repeatable)."),
+    extra_segs: list[Path] = typer.Option([], "--extra-segs",
+                                          help="nnQC: folder of real imperfect segmentations of training cases "
+                                               "(CASE.nii.gz, e.g. `segqc zoo predict` output) to learn from too "
+                                               "(repeatable; other cases' files are ignored)."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Processes for preprocessing and degrading the training data."),
 ) -> None:
     """Train a QC model on a dataset's ground truths (and images, for nnQC).
@@ -51,7 +55,8 @@ def train_command(
         if conditioning is not None:
             overrides["conditioning"] = conditioning
         directory = train_method(method, dataset_dir, out, config=config, seed=seed, split=split,
-                                 holdout_fraction=holdout_fraction, overrides=overrides, jobs=jobs,
+                                 holdout_fraction=holdout_fraction, overrides=overrides,
+                                 extra_seg_dirs=extra_segs, jobs=jobs,
                                  log=console.print)
     console.print(f"model written to {directory}")
 

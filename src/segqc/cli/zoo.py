@@ -89,7 +89,8 @@ def predict_command(
     noise_sigma: float = typer.Option(0.1, "--noise-sigma", help="Standard deviation of 'noise', in normalised intensity units."),
     lowres_factor: float = typer.Option(2.0, "--lowres-factor", help="In-plane downsampling factor of 'lowres'."),
     models: Optional[str] = typer.Option(None, "--models", help="Comma-separated snapshot names (default: all), e.g. unet_e001,unet_e016."),
-    cases: str = typer.Option("holdout", "--cases", help="'holdout' (the zoo's held-out patients), 'all', or comma-separated case ids."),
+    cases: str = typer.Option("holdout", "--cases", help="'holdout' (the zoo's held-out patients), 'train' (its training patients, e.g. for "
+                                                 "`segqc qc train nnqc --extra-segs`), 'all', or comma-separated case ids."),
     images: Optional[Path] = typer.Option(None, "--images", help="Image folder (default: DATASET_DIR/imagesTr)."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Ground-truth folder (default: DATASET_DIR/labelsTr)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the noise."),

@@ -26,6 +26,7 @@ from segqc.fingerprint.preprocessing import (
     reorient_to_ras,
     restore_image,
     restore_label,
+    transform_label,
 )
 
 __all__ = [
@@ -47,4 +48,5 @@ __all__ = [
     "reorient_to_ras",
     "restore_image",
     "restore_label",
+    "transform_label",
 ]

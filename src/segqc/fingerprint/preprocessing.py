@@ -73,6 +73,7 @@ __all__ = [
     "reorient_to_ras",
     "restore_image",
     "restore_label",
+    "transform_label",
 ]
 
 _LPS_TO_RAS = (-1.0, -1.0, 1.0)
@@ -631,6 +632,28 @@ def _crop(array: np.ndarray, start: Sequence[int], window: Sequence[int], pad: f
         dst.append(slice(lo - s, hi - s))
     out[tuple(dst)] = array[tuple(src)]
     return out
+
+
+def transform_label(label: np.ndarray, transform: Transform) -> np.ndarray:
+    """Apply a case's forward transform to another label map on the same original grid (e.g. the
+    ground truth of a case whose crop window was centred on an imperfect segmentation): reorient,
+    resample nearest neighbour, crop with ``transform.crop_start`` (background outside), slice
+    axis last. Returns ``(size, size, n_slices)`` of ``label``'s dtype, as
+    ``preprocess_case(..., label=label)`` would with the same crop window."""
+    label = np.asarray(label)
+    geometry = transform.original_geometry
+    if label.shape != geometry.shape:
+        raise ValueError(f"label shape {label.shape} does not match the transform's grid {geometry.shape}")
+    if not (np.issubdtype(label.dtype, np.integer) or label.dtype == bool):
+        raise ValueError(f"label must be an integer array, got {label.dtype}")
+    if label.dtype == bool:
+        label = label.astype(np.uint8)
+    if geometry.ndim == 2:
+        label = label[..., None]
+    label = _apply_reorientation(label, transform.permutation, transform.flips)
+    label = _resample(label, transform.resample_factors, transform.resample_offsets, transform.resampled_shape, 0)
+    out = _crop(label, transform.crop_start, transform._window_shape(), 0)
+    return np.ascontiguousarray(np.moveaxis(out, transform.slice_axis, -1))
 
 
 # --------------------------------------------------------------------------------------------

@@ -43,14 +43,18 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 
 def train_method(method: str, dataset_dir: str | Path, out_dir: str | Path, *, config: str = "small",
                  seed: int = 0, split: Path | None = None, holdout_fraction: float = 0.0,
-                 overrides: Mapping[str, Any] | None = None, jobs: int = 1,
-                 log: Callable[[str], None] = print) -> Path:
+                 overrides: Mapping[str, Any] | None = None, extra_seg_dirs: Sequence[str | Path] = (),
+                 jobs: int = 1, log: Callable[[str], None] = print) -> Path:
     """Train ``method`` (``nnqc`` or ``cae``) with the named config preset, fields replaced by
-    ``overrides``; resumable for nnQC. ``jobs``: processes for nnQC's data preparation."""
+    ``overrides``; resumable for nnQC. ``extra_seg_dirs`` (nnQC only): folders of real imperfect
+    segmentations of the training cases (e.g. ``segqc zoo predict`` outputs) to learn from
+    besides the degraded ones. ``jobs``: processes for nnQC's data preparation."""
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     overrides = dict(overrides or {})
     cases = training_cases(dataset_dir, out_dir, split=split, holdout_fraction=holdout_fraction, seed=seed)
     if method == "cae":
+        if extra_seg_dirs:
+            raise ValueError("the CAE baseline learns from ground truths only; --extra-segs is for nnqc")
         from segqc.qc.baselines.cae import CaeConfig
         from segqc.qc.baselines.cae.train import train_from_dataset
 
@@ -64,6 +68,10 @@ def train_method(method: str, dataset_dir: str | Path, out_dir: str | Path, *, c
         from segqc.qc.nnqc.train import build_training_data, train
 
         nnqc_config = NnqcConfig.preset(config, seed=seed, **overrides)
-        data = build_training_data(dataset_dir, cases, nnqc_config, seed, jobs=jobs)
+        data = build_training_data(dataset_dir, cases, nnqc_config, seed, extra_seg_dirs=extra_seg_dirs, jobs=jobs)
+        summary = data.summary()
+        mean = summary["seg_dice_mean"]
+        log(f"training data: {summary['n_slices']} slices, {summary['n_segs']} imperfect segmentations"
+            + ("" if mean is None else f" (mean multi-class Dice {mean:.2f})"))
         return train(nnqc_config, data, out_dir, threads=None, log=log)
     raise ValueError(f"unknown QC method {method!r}; expected nnqc or cae")

@@ -471,6 +471,13 @@ def _select_cases(cases, split: Split | None, available: Sequence[str], labels_d
             raise InputError(f"{len(missing)} held-out case(s) of the zoo are not here (e.g. {missing[0]}); "
                              "predict another dataset with cases='all' (--cases all)", labels_dir)
         return wanted
+    if isinstance(cases, str) and cases.lower() == "train":
+        if split is None:
+            raise InputError("the zoo has no split.json; pass cases='all' or case ids")
+        wanted = [c for c in split.train if c in set(available)]
+        if not wanted:
+            raise InputError("none of the zoo's training cases is here", labels_dir)
+        return wanted
     if isinstance(cases, str) and cases.lower() == "all":
         return list(available)
     wanted = [c.strip() for c in (cases.split(",") if isinstance(cases, str) else cases) if c.strip()]
@@ -504,7 +511,9 @@ def predict_zoo(
 
     ``dataset_dir``: nnU-Net folder (``imagesTr``/``labelsTr``); ``images_dir``/``labels_dir``
     override its parts (or replace it: pass ``None``). ``cases``: ``"holdout"`` (the zoo's
-    held-out patients; default), ``"all"`` (every labelled case in the folders) or case ids.
+    held-out patients; default), ``"train"`` (its training patients: imperfect segmentations to
+    train a QC model on, ``segqc qc train nnqc --extra-segs``), ``"all"`` (every labelled case in
+    the folders) or case ids.
     ``models``: snapshot names (default: all). ``variants``: see :func:`parse_variants`.
     ``seed`` seeds the noise; ``tolerance_mm`` is the NSD tolerance. ``jobs``/``scheduler`` as
     :func:`segqc.execution.map_cases`; the result does not depend on them.

@@ -9,7 +9,9 @@ evenly over the paper's five Dice bins ([0.05, 0.10), [0.10, 0.25), [0.25, 0.50)
 SegGen moves of :mod:`segqc.degrade`). :func:`build_training_data` does the same from an nnU-Net
 folder (fingerprint -> plan -> preprocessing -> slices with foreground). Extra (image, imperfect
 segmentation, ground truth) triples, e.g. from a model zoo, join with
-:meth:`NnqcTrainingData.with_extra`.
+:meth:`NnqcTrainingData.with_extra`; :func:`extra_segmentation_slices` makes them from a folder of
+segmentations of the training cases, preprocessed as at inference (``extra_seg_dirs`` of
+:func:`build_training_data`, ``segqc qc train nnqc --extra-segs``).
 
 Stages (each on its own Adam optimizers; batches and noise of step ``k`` come from generators
 seeded by ``(seed, stage, k)``, so a resumed stage draws exactly what an uninterrupted one would):
@@ -68,9 +70,10 @@ from torch import nn
 from segqc.errors import InputError
 from segqc.execution import map_cases
 from segqc.fingerprint import DatasetFingerprint, PreprocessingPlan, compute_fingerprint, plan_from_fingerprint
-from segqc.fingerprint.preprocessing import preprocess_files
+from segqc.fingerprint.preprocessing import preprocess_files, transform_label
 from segqc.io.atomic import write_text_atomic
 from segqc.io.datasets import list_image_files, list_label_files, read_dataset_json
+from segqc.io.images import check_same_geometry, read_label_map
 from segqc.nn import ConvTokenEncoder, TokenGridDecoder
 from segqc.qc.nnqc.config import NnqcConfig
 from segqc.qc.nnqc.model import NnqcModel, build_discriminator, make_scheduler
@@ -81,6 +84,7 @@ __all__ = [
     "STAGES",
     "NnqcTrainingData",
     "build_training_data",
+    "extra_segmentation_slices",
     "make_training_data",
     "train",
 ]
@@ -248,13 +252,17 @@ def make_training_data(images: np.ndarray, gt: np.ndarray, ratios: np.ndarray, *
 
 def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, config: NnqcConfig, seed: int = 0, *,
                         fingerprint: DatasetFingerprint | None = None, plan: PreprocessingPlan | None = None,
-                        jobs: int = 1, progress: bool = False) -> NnqcTrainingData:
+                        extra_seg_dirs: Sequence[str | Path] = (), jobs: int = 1,
+                        progress: bool = False) -> NnqcTrainingData:
     """Preprocess ``cases`` (default: all) of an nnU-Net folder and make training data.
 
     The fingerprint (default: computed on ``cases``) gives the plan (``plan_from_fingerprint``
     with ``size = config.size``) and the labels (named in ``dataset.json`` or present). Every
     axial slice whose ground truth has foreground is kept with its slice ratio, then degraded
-    (:func:`make_training_data`). Raises :class:`InputError` for unknown cases or unreadable files.
+    (:func:`make_training_data`). ``extra_seg_dirs``: folders of real imperfect segmentations
+    of these cases (``CASE<file_ending>``, e.g. ``segqc zoo predict`` outputs) added with
+    :func:`extra_segmentation_slices`. Raises :class:`InputError` for unknown cases or
+    unreadable files.
     """
     root = Path(dataset_dir)
     if not (root / "dataset.json").is_file():
@@ -284,9 +292,61 @@ def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, co
                 ratios.append(ratio)
     if not images:
         raise InputError("no training slice with foreground in the given cases", root)
-    return make_training_data(np.stack(images), np.stack(gts), np.array(ratios), labels=labels,
+    data = make_training_data(np.stack(images), np.stack(gts), np.array(ratios), labels=labels,
                               spacing=plan.target_spacing, config=config, seed=seed, plan=plan,
                               fingerprint=fingerprint.to_dict(), jobs=jobs, progress=progress)
+    for folder in extra_seg_dirs:
+        data = data.with_extra(*extra_segmentation_slices(root, cases, folder, plan, labels=labels))
+    return data
+
+
+def extra_segmentation_slices(dataset_dir: str | Path, cases: Sequence[str], seg_dir: str | Path,
+                              plan: PreprocessingPlan, *, labels: Sequence[int]
+                              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Training slices from real imperfect segmentations: ``(images (K, C, H, W), segs (K, H, W),
+    ground truths (K, H, W), slice ratios (K,))`` for :meth:`NnqcTrainingData.with_extra`.
+
+    ``seg_dir`` holds ``CASE<file_ending>`` for some of ``cases`` (files of other cases, e.g.
+    held-out patients, are ignored; cases without a file are skipped). Each case is preprocessed
+    as the QC driver does at inference — the crop window centred on the segmentation's largest
+    component — and its ground truth is put through the same transform. Slices where the
+    segmentation or the ground truth has foreground are kept (so false positives on slices
+    without the organ are learnt too). Raises :class:`InputError` naming the file for unreadable
+    files, other grids than the image, label values outside ``labels``, or a folder holding no
+    segmentation of ``cases``.
+    """
+    root, folder = Path(dataset_dir), Path(seg_dir)
+    if not folder.is_dir():
+        raise InputError("extra segmentation folder not found", folder)
+    info = read_dataset_json(root / "dataset.json")
+    image_files = list_image_files(root / "imagesTr", file_ending=info.file_ending)
+    label_files = list_label_files(root / "labelsTr", file_ending=info.file_ending)
+    seg_files = list_label_files(folder, file_ending=info.file_ending)
+    chosen = [c for c in cases if c in seg_files]
+    if not chosen:
+        raise InputError(f"holds no segmentation of the {len(cases)} training case(s)", folder)
+    allowed = set(int(v) for v in labels)
+    images, segs, gts, ratios = [], [], [], []
+    for case in chosen:
+        prepared = preprocess_files(list(image_files[case]), plan, label_path=seg_files[case])
+        truth = read_label_map(label_files[case])
+        check_same_geometry(prepared.transform.original_geometry, truth.geometry, pred_path=seg_files[case],
+                            gt_path=truth.path)
+        for path, values in ((seg_files[case], prepared.label), (truth.path, truth.array)):
+            unknown = sorted(set(np.unique(values).tolist()) - allowed)
+            if unknown:
+                raise InputError(f"label value(s) {unknown} outside the dataset's labels {sorted(allowed)}", path)
+        gt = transform_label(truth.array, prepared.transform)
+        assert prepared.label is not None
+        for k in range(prepared.n_slices):
+            if gt[..., k].any() or prepared.label[..., k].any():
+                images.append(prepared.image[..., k])
+                segs.append(prepared.label[..., k])
+                gts.append(gt[..., k])
+                ratios.append(prepared.slice_ratios[k])
+    if not images:
+        raise InputError("no slice with foreground in these segmentations or their ground truths", folder)
+    return np.stack(images), np.stack(segs), np.stack(gts), np.array(ratios)
 
 
 # --------------------------------------------------------------------------------------------
