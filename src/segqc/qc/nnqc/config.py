@@ -10,12 +10,11 @@
   attention on the two coarse levels, E2 a 3-stage CNN with 8 x 8 = 64 tokens of 64 dims, d = 64,
   4 query tokens; the slice itself also enters the denoiser (``image_input``); 2.2 M parameters
   (denoiser 1.7 M). SSL 500 + VAE 3000 + LDM 8000 steps of batch 16 / 8 / 8; inference 4 samples
-  of 5 DDIM steps, fused by majority. Measured on the 2-core machine (2 torch threads, median
-  step, machine idle):
-  SSL 0.05 s, VAE 0.27 s (0.31 s with the patch-GAN), LDM 0.16-0.20 s per step, i.e. 37-43 min of
-  training, plus ~2 min to fingerprint, preprocess and degrade ACDC's ~1100 training slices
-  (35 ms per degraded slice): 40-47 min on ACDC. Other jobs on the same cores slow every step (we saw
-  2-3x with two 2-thread jobs on 2 cores); then pass ``threads=1``, or expect over an hour.
+  of 5 DDIM steps, fused by majority. Measured end to end on the idle 2-core machine (2 torch
+  threads, all 180 ACDC volumes): 48 min 50 s — data preparation 2.7 min, SSL 29 s, VAE 19 min
+  (0.36 s per step with the patch-GAN), LDM 27 min (0.19 s per step). Other jobs on the same
+  cores slow every step (we saw 2-3x with two 2-thread jobs on 2 cores); then pass
+  ``threads=1``, or expect over an hour.
 * ``paper`` — for a GPU: the paper's settings where it gives them (latent C = 2 at 1/3 of the
   slice size, T = 1000, 20 DDIM steps and 1 sample, batch 32; ``image_input`` as in ``small`` —
   ``image_input=none`` gives the paper's denoiser input exactly) and wide networks where it does not (VAE (64,
