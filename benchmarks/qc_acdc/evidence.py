@@ -13,7 +13,8 @@ holdout cases). Only holdout cases are used. For every QC model the script runs
 the zoo set (Dice and HD95, per label and the multi-class ``all``), and ranks the zoo sources by
 their mean estimated multi-class Dice from the same run (what ``segqc qc rank --gt`` computes),
 with Kendall's tau against the true order. Writes ``OUT/<model>/<set>/`` (the benchmark
-outputs), ``OUT/summary.csv`` and ``OUT/summary.md``; per-case results are kept, so a rerun resumes.
+outputs; ``zoo/ranking.csv`` and ``zoo/per_source.csv``: r and MAE of the multi-class Dice per zoo
+source), ``OUT/summary.csv`` and ``OUT/summary.md``; per-case results are kept, so a rerun resumes.
 """
 
 from __future__ import annotations
@@ -82,6 +83,20 @@ def rank_from_pairs(pairs: pd.DataFrame) -> tuple[pd.DataFrame, float]:
     return ranking, float(tau.statistic)
 
 
+def per_source(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Multi-class Dice per zoo source: n, mean true and estimated Dice, Pearson r and MAE (e.g. to
+    compare sources a QC model saw in training, ``segqc qc train --extra-segs``, with unseen ones)."""
+    overall = pairs[(pairs["label"] == "all") & (pairs["metric"] == "dice")].copy()
+    overall["source"] = overall["case"].str.split("__").str[-1]
+    rows = []
+    for source, group in overall.groupby("source"):
+        error = (group["estimate"] - group["true"]).abs()
+        rows.append({"source": source, "n": len(group), "true_mean": group["true"].mean(),
+                     "estimate_mean": group["estimate"].mean(), "pearson_r": group["estimate"].corr(group["true"]),
+                     "mae": error.mean()})
+    return pd.DataFrame(rows)
+
+
 def main() -> None:
     from segqc.qc.assessment import benchmark_qc
     from segqc.qc.inference import QcSettings
@@ -119,6 +134,8 @@ def main() -> None:
         if "zoo" in wanted:  # ranking of the zoo sources from the same QC run
             ranking, tau = rank_from_pairs(pd.read_csv(args.out / name / "zoo" / "pairs.csv", dtype={"label": str}))
             ranking.to_csv(args.out / name / "zoo" / "ranking.csv", index=False)
+            per_source(pd.read_csv(args.out / name / "zoo" / "pairs.csv", dtype={"label": str})).to_csv(
+                args.out / name / "zoo" / "per_source.csv", index=False)
             rows.append({"model": name, "set": "rank", "label": "all", "metric": "kendall_tau",
                          "pearson_r": tau, "mae": None, "n": len(ranking)})
     table = pd.DataFrame(rows)

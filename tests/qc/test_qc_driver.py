@@ -145,3 +145,14 @@ def test_worklist_flags_threshold_and_robust_outliers():
     work = worklist(table, QcSettings(flag_dice=0.5, outlier_z=3.0))
     assert work.case.iloc[0] == "e" and work.flag.iloc[0] and "outlier" in work.reason.iloc[0]
     assert not work.flag.iloc[1:].any()
+
+
+def test_worklist_puts_undefined_estimates_first_without_disturbing_the_outlier_scores(recwarn):
+    table = pd.DataFrame({"case": list("abcdefg"), "label": "all", "metric": "dice",
+                          "estimate": [0.91, 0.90, 0.92, 0.89, 0.60, 0.93, np.nan], "spread": np.nan})
+    work = worklist(table, QcSettings(flag_dice=0.5, outlier_z=3.0))
+    assert list(work.case[:2]) == ["g", "e"] and work.flag[:2].all() and not work.flag[2:].any()
+    # the median (0.905) and MAD (0.015) of the finite estimates: z(e) = (0.60 - 0.905) / (1.4826 * 0.015)
+    assert work.robust_z.iloc[1] == pytest.approx((0.60 - 0.905) / (1.4826 * 0.015))
+    every = worklist(table.assign(estimate=np.nan), QcSettings())
+    assert every.flag.all() and not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]

@@ -202,9 +202,10 @@ def worklist(table: pd.DataFrame, settings: QcSettings) -> pd.DataFrame:
     overall = table[(table["label"] == "all") & (table["metric"] == "dice")][["case", "estimate", "spread"]]
     overall = overall.rename(columns={"estimate": "dice_estimate", "spread": "dice_spread"}).copy()
     values = overall["dice_estimate"].to_numpy(dtype=float)
-    median = np.nanmedian(values) if values.size else math.nan
-    mad = 1.4826 * np.nanmedian(np.abs(values - median)) if values.size else math.nan
-    z = (values - median) / mad if mad and np.isfinite(mad) and mad > 0 else np.zeros_like(values)
+    finite = values[np.isfinite(values)]  # NaN estimates (nothing to compare) are flagged below
+    median = float(np.median(finite)) if finite.size else math.nan
+    mad = 1.4826 * float(np.median(np.abs(finite - median))) if finite.size else math.nan
+    z = (values - median) / mad if np.isfinite(mad) and mad > 0 else np.zeros_like(values)
     overall["robust_z"] = z
     reasons = []
     for value, score in zip(values, z):
