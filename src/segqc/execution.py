@@ -8,11 +8,18 @@ bug and propagates.
 
 Skip-if-done is the caller's business (it knows where a finished case's output lives): pass only
 the items still to do.
+
+Local workers are forked (fast: nothing is re-imported) unless PyTorch is already loaded in this
+process: then they are spawned, because PyTorch's OpenMP runtime (libgomp) is not fork-safe — a
+child forked after the parent ran a multi-threaded tensor operation (e.g. loading a model) waits
+forever in its first parallel region.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Callable, Iterable, Iterator, TypeVar
 
@@ -74,8 +81,17 @@ def map_cases(
             yield from _map_pool(function, items, jobs, bar, task)
 
 
+def pool_start_method() -> str:
+    """How local workers start: ``"spawn"`` once PyTorch is imported here (module docstring),
+    else the platform's default (``"fork"`` on Linux)."""
+    if "torch" in sys.modules:
+        return "spawn"
+    return multiprocessing.get_start_method(allow_none=False)
+
+
 def _map_pool(function, items, jobs, bar, task):
-    with ProcessPoolExecutor(max_workers=min(jobs, len(items))) as pool:
+    context = multiprocessing.get_context(pool_start_method())
+    with ProcessPoolExecutor(max_workers=min(jobs, len(items)), mp_context=context) as pool:
         pending = {pool.submit(_call, function, item): item for item in items}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)

@@ -1,0 +1,71 @@
+"""map_cases: serial and process-pool mapping, per-case errors, and workers that use PyTorch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from functools import partial
+
+import pytest
+
+from segqc.errors import InputError
+from segqc.execution import map_cases, pool_start_method
+
+
+def _square_or_fail(item: int, bad: int) -> int:
+    if item == bad:
+        raise InputError("bad case", f"case{item}.nii.gz")
+    return item * item
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_every_item_is_mapped_and_a_case_error_is_yielded_in_its_place(jobs):
+    results = dict(map_cases(partial(_square_or_fail, bad=3), range(6), jobs=jobs, progress=False))
+    assert {k: v for k, v in results.items() if k != 3} == {0: 0, 1: 1, 2: 4, 4: 16, 5: 25}
+    assert isinstance(results[3], InputError) and "case3.nii.gz" in str(results[3])
+
+
+def test_a_bug_in_the_function_propagates():
+    with pytest.raises(ZeroDivisionError):
+        list(map_cases(lambda item: 1 / item, [1, 0], jobs=1, progress=False))
+
+
+_TORCH_WORKERS = textwrap.dedent("""
+    import torch
+    from segqc.execution import map_cases, pool_start_method
+
+    def work(n):
+        torch.set_num_threads(2)
+        x = torch.zeros(1_000_000)
+        x.fill_(1.0)  # a multi-threaded OpenMP region in the worker
+        return float((x * n).sum())
+
+    if __name__ == "__main__":
+        torch.set_num_threads(2)
+        torch.zeros(4_000_000).fill_(2.0)  # the parent's OpenMP thread pool is now running
+        print(pool_start_method(), sorted(r for _, r in map_cases(work, [1, 2, 3, 4], jobs=2, progress=False)))
+""")
+
+
+def test_workers_using_torch_after_the_parent_did_do_not_hang(tmp_path):
+    """Forking after a multi-threaded PyTorch operation left every worker waiting forever in
+    libgomp (seen with ``segqc qc predict --jobs 2``); workers are spawned once torch is loaded."""
+    pytest.importorskip("torch")
+    script = tmp_path / "torch_workers.py"
+    script.write_text(_TORCH_WORKERS)
+    try:
+        done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=180)
+    except subprocess.TimeoutExpired:
+        pytest.fail("map_cases workers hung after the parent used torch")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["spawn", "[1000000.0,", "2000000.0,", "3000000.0,", "4000000.0]"]
+
+
+def test_without_torch_workers_are_forked_on_linux():
+    code = "import sys; from segqc.execution import pool_start_method; print(pool_start_method(), 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout.split()
+    assert out[1] == "False"
+    if sys.platform.startswith("linux"):
+        assert out[0] in ("fork", "forkserver")  # the platform default (fork up to Python 3.13)
