@@ -49,6 +49,18 @@ def test_predict_writes_the_contracted_files(trained, qc_dataset, tmp_path):
         assert pgt.array.shape == gt.array.shape and pgt.geometry == gt.geometry
 
 
+def test_predict_in_worker_processes_gives_the_serial_result(trained, qc_dataset, tmp_path):
+    tables = {}
+    for jobs in ("1", "2"):
+        result = runner.invoke(app, ["qc", "predict", str(trained), str(qc_dataset / "imagesTr"),
+                                     str(qc_dataset / "labelsTr"), "-o", str(tmp_path / jobs), "--metrics", "dice",
+                                     "--jobs", jobs, "-q"])
+        assert result.exit_code == 0, result.output
+        tables[jobs] = pd.read_csv(tmp_path / jobs / "qc.csv", dtype={"label": str}).sort_values(["case", "label"])
+    assert len(tables["1"]) == 4 * 3  # 4 cases x (all, 1, 2)
+    pd.testing.assert_frame_equal(tables["1"].reset_index(drop=True), tables["2"].reset_index(drop=True))
+
+
 def test_benchmark_and_rank_commands(trained, qc_dataset, tmp_path):
     bench = runner.invoke(app, ["qc", "benchmark", str(trained), str(qc_dataset / "imagesTr"),
                                 str(qc_dataset / "labelsTr"), str(qc_dataset / "labelsTr"), "-o", str(tmp_path / "b"),

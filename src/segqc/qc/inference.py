@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -165,8 +166,12 @@ def _case_dir(out_dir: Path) -> Path:
 
 
 def _run_case(item: tuple[str, list[Path], Path], model_dir: Path, settings: QcSettings, out_dir: Path,
-              model: QcModel | None = None) -> list[str]:
+              model: QcModel | None = None, threads: int | None = None) -> list[str]:
     case, image_paths, seg_path = item
+    if threads is not None:  # a pool worker: its share of the cores
+        import torch
+
+        torch.set_num_threads(threads)
     model = model or _cached_model(model_dir)
     estimates, slices, pgt, geometry, notes = qc_case(model, case, image_paths, seg_path, settings)
     write_image(out_dir / "pgt" / f"{case}.nii.gz", pgt, geometry)
@@ -226,7 +231,9 @@ def qc_folder(model_dir: str | Path, images_dir: str | Path, segs_dir: str | Pat
     """QC every segmentation in ``segs_dir``; returns (qc table, worklist, report dict) and writes
     the files of the module docstring. ``model`` (already loaded) overrides ``model_dir``.
     ``device``: where the model samples ("cpu", "cuda", "auto"); any other device than the CPU
-    runs the cases in this process (``jobs`` then only matters for the CPU)."""
+    runs the cases in this process (``jobs`` then only matters for the CPU). With ``jobs`` > 1
+    (0 = one per core) the cases run in that many worker processes, each with its share of the
+    cores as torch threads."""
     settings = settings or QcSettings()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     loaded = model or load_qc_model(model_dir, device=device)
@@ -245,8 +252,11 @@ def qc_folder(model_dir: str | Path, images_dir: str | Path, segs_dir: str | Pat
     if jobs == 1 or model is not None:
         work = partial(_run_case, model_dir=model_dir, settings=settings, out_dir=out_dir, model=loaded)
         jobs = 1
-    else:
-        work = partial(_run_case, model_dir=model_dir, settings=settings, out_dir=out_dir)
+    else:  # one process per case at a time, the cores shared between them (no oversubscription)
+        cores = os.cpu_count() or 1
+        workers = max(1, min(cores if jobs <= 0 else jobs, len(todo)))
+        work = partial(_run_case, model_dir=model_dir, settings=settings, out_dir=out_dir,
+                       threads=max(1, cores // workers) if len(todo) > 1 else None)
     for item, result in map_cases(work, todo, jobs=jobs, description="qc", progress=progress):
         if isinstance(result, SegqcError):
             failed[item[0]] = str(result)
