@@ -69,3 +69,18 @@ def test_without_torch_workers_are_forked_on_linux():
     assert out[1] == "False"
     if sys.platform.startswith("linux"):
         assert out[0] in ("fork", "forkserver")  # the platform default (fork up to Python 3.13)
+
+
+def _torch_threads(_: int) -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def test_spawned_workers_share_the_cores_as_torch_threads():
+    torch = pytest.importorskip("torch")
+    assert torch.get_num_threads() >= 1  # torch is loaded here, so workers are spawned
+    import os
+
+    threads = dict(map_cases(_torch_threads, [0, 1], jobs=2, progress=False))
+    assert set(threads.values()) == {max(1, (os.cpu_count() or 1) // 2)}

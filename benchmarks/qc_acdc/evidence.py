@@ -71,13 +71,19 @@ def markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _overall_dice_by_source(pairs: pd.DataFrame) -> pd.DataFrame:
+    """The multi-class Dice rows of a benchmark's pairs, with the zoo source (``CASE__SOURCE``)."""
+    overall = pairs[(pairs["label"] == "all") & (pairs["metric"] == "dice")].copy()
+    overall["source"] = overall["case"].str.split("__").str[-1]
+    return overall
+
+
 def rank_from_pairs(pairs: pd.DataFrame) -> tuple[pd.DataFrame, float]:
     """Zoo sources ranked by mean estimated multi-class Dice (as ``segqc qc rank``), with the true
     mean and Kendall's tau between the two orders."""
     from segqc.qc.assessment import rank_by_estimate
 
-    overall = pairs[(pairs["label"] == "all") & (pairs["metric"] == "dice")].copy()
-    overall["source"] = overall["case"].str.split("__").str[-1]
+    overall = _overall_dice_by_source(pairs)
     means = overall.groupby("source")[["estimate", "true"]].mean().reset_index()
     ranking, tau = rank_by_estimate(means.rename(columns={"estimate": "estimated_dice", "true": "true_dice"}))
     return ranking, float(tau.statistic)
@@ -86,10 +92,8 @@ def rank_from_pairs(pairs: pd.DataFrame) -> tuple[pd.DataFrame, float]:
 def per_source(pairs: pd.DataFrame) -> pd.DataFrame:
     """Multi-class Dice per zoo source: n, mean true and estimated Dice, Pearson r and MAE (e.g. to
     compare sources a QC model saw in training, ``segqc qc train --extra-segs``, with unseen ones)."""
-    overall = pairs[(pairs["label"] == "all") & (pairs["metric"] == "dice")].copy()
-    overall["source"] = overall["case"].str.split("__").str[-1]
     rows = []
-    for source, group in overall.groupby("source"):
+    for source, group in _overall_dice_by_source(pairs).groupby("source"):
         error = (group["estimate"] - group["true"]).abs()
         rows.append({"source": source, "n": len(group), "true_mean": group["true"].mean(),
                      "estimate_mean": group["estimate"].mean(), "pearson_r": group["estimate"].corr(group["true"]),
@@ -132,10 +136,10 @@ def main() -> None:
                 rows.append({"model": name, "set": set_name, "label": row.label, "metric": row.metric,
                              "pearson_r": row.pearson_r, "mae": row.mae, "n": row.n})
         if "zoo" in wanted:  # ranking of the zoo sources from the same QC run
-            ranking, tau = rank_from_pairs(pd.read_csv(args.out / name / "zoo" / "pairs.csv", dtype={"label": str}))
+            pairs = pd.read_csv(args.out / name / "zoo" / "pairs.csv", dtype={"label": str})
+            ranking, tau = rank_from_pairs(pairs)
             ranking.to_csv(args.out / name / "zoo" / "ranking.csv", index=False)
-            per_source(pd.read_csv(args.out / name / "zoo" / "pairs.csv", dtype={"label": str})).to_csv(
-                args.out / name / "zoo" / "per_source.csv", index=False)
+            per_source(pairs).to_csv(args.out / name / "zoo" / "per_source.csv", index=False)
             rows.append({"model": name, "set": "rank", "label": "all", "metric": "kendall_tau",
                          "pearson_r": tau, "mae": None, "n": len(ranking)})
     table = pd.DataFrame(rows)

@@ -12,7 +12,9 @@ the items still to do.
 Local workers are forked (fast: nothing is re-imported) unless PyTorch is already loaded in this
 process: then they are spawned, because PyTorch's OpenMP runtime (libgomp) is not fork-safe — a
 child forked after the parent ran a multi-threaded tensor operation (e.g. loading a model) waits
-forever in its first parallel region.
+forever in its first parallel region. Spawned workers also get an equal share of the cores as
+torch threads (a worker's function may still set its own), so N workers do not each run on every
+core.
 """
 
 from __future__ import annotations
@@ -89,9 +91,18 @@ def pool_start_method() -> str:
     return multiprocessing.get_start_method(allow_none=False)
 
 
+def _share_cores(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def _map_pool(function, items, jobs, bar, task):
-    context = multiprocessing.get_context(pool_start_method())
-    with ProcessPoolExecutor(max_workers=min(jobs, len(items)), mp_context=context) as pool:
+    workers = min(jobs, len(items))
+    method = pool_start_method()
+    share = {"initializer": _share_cores, "initargs": (max(1, (os.cpu_count() or 1) // workers),)} \
+        if method == "spawn" and "torch" in sys.modules else {}
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method), **share) as pool:
         pending = {pool.submit(_call, function, item): item for item in items}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import warnings
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -166,12 +165,8 @@ def _case_dir(out_dir: Path) -> Path:
 
 
 def _run_case(item: tuple[str, list[Path], Path], model_dir: Path, settings: QcSettings, out_dir: Path,
-              model: QcModel | None = None, threads: int | None = None) -> list[str]:
+              model: QcModel | None = None) -> list[str]:
     case, image_paths, seg_path = item
-    if threads is not None:  # a pool worker: its share of the cores
-        import torch
-
-        torch.set_num_threads(threads)
     model = model or _cached_model(model_dir)
     estimates, slices, pgt, geometry, notes = qc_case(model, case, image_paths, seg_path, settings)
     write_image(out_dir / "pgt" / f"{case}.nii.gz", pgt, geometry)
@@ -252,11 +247,8 @@ def qc_folder(model_dir: str | Path, images_dir: str | Path, segs_dir: str | Pat
     if jobs == 1 or model is not None:
         work = partial(_run_case, model_dir=model_dir, settings=settings, out_dir=out_dir, model=loaded)
         jobs = 1
-    else:  # one process per case at a time, the cores shared between them (no oversubscription)
-        cores = os.cpu_count() or 1
-        workers = max(1, min(cores if jobs <= 0 else jobs, len(todo)))
-        work = partial(_run_case, model_dir=model_dir, settings=settings, out_dir=out_dir,
-                       threads=max(1, cores // workers) if len(todo) > 1 else None)
+    else:  # worker processes, each with its share of the cores (segqc.execution)
+        work = partial(_run_case, model_dir=model_dir, settings=settings, out_dir=out_dir)
     for item, result in map_cases(work, todo, jobs=jobs, description="qc", progress=progress):
         if isinstance(result, SegqcError):
             failed[item[0]] = str(result)

@@ -69,9 +69,6 @@ def train_method(method: str, dataset_dir: str | Path, out_dir: str | Path, *, c
 
         nnqc_config = NnqcConfig.preset(config, seed=seed, **overrides)
         data = build_training_data(dataset_dir, cases, nnqc_config, seed, extra_seg_dirs=extra_seg_dirs, jobs=jobs)
-        summary = data.summary()
-        mean = summary["seg_dice_mean"]
-        log(f"training data: {summary['n_slices']} slices, {summary['n_segs']} imperfect segmentations"
-            + ("" if mean is None else f" (mean multi-class Dice {mean:.2f})"))
+        log(f"training data: {data.n_slices} slices, {data.n_segs} imperfect segmentations")
         return train(nnqc_config, data, out_dir, threads=None, log=log)
     raise ValueError(f"unknown QC method {method!r}; expected nnqc or cae")

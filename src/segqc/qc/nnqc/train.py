@@ -332,10 +332,10 @@ def extra_segmentation_slices(dataset_dir: str | Path, cases: Sequence[str], seg
         truth = read_label_map(label_files[case])
         check_same_geometry(prepared.transform.original_geometry, truth.geometry, pred_path=seg_files[case],
                             gt_path=truth.path)
-        for path, values in ((seg_files[case], prepared.label), (truth.path, truth.array)):
-            unknown = sorted(set(np.unique(values).tolist()) - allowed)
-            if unknown:
-                raise InputError(f"label value(s) {unknown} outside the dataset's labels {sorted(allowed)}", path)
+        unknown = sorted(set(np.unique(prepared.label).tolist()) - allowed)  # ground truths made `labels`
+        if unknown:
+            raise InputError(f"label value(s) {unknown} outside the dataset's labels {sorted(allowed)}",
+                             seg_files[case])
         gt = transform_label(truth.array, prepared.transform)
         assert prepared.label is not None
         for k in range(prepared.n_slices):
