@@ -81,7 +81,7 @@ def _overall_dice_by_source(pairs: pd.DataFrame) -> pd.DataFrame:
 def rank_from_pairs(pairs: pd.DataFrame) -> tuple[pd.DataFrame, float]:
     """Zoo sources ranked by mean estimated multi-class Dice (as ``segqc qc rank``), with the true
     mean and Kendall's tau between the two orders."""
-    from segqc.qc.assessment import rank_by_estimate
+    from segqc.report import rank_by_estimate
 
     overall = _overall_dice_by_source(pairs)
     means = overall.groupby("source")[["estimate", "true"]].mean().reset_index()

@@ -1,35 +1,133 @@
-"""Helpers shared by the CLI modules: one clear error line and an exit code, never a traceback."""
+"""Helpers shared by the CLI modules: one clear error line and an exit code, never a traceback;
+one footer for every per-case command."""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
+import tempfile
 from contextlib import contextmanager
-from typing import Iterator
+from pathlib import Path
+from typing import Iterable, Iterator
 
 import typer
 from rich.console import Console
 
-from segqc.errors import SegqcError
+from segqc.errors import InputError, SegqcError
 
 console = Console(width=None if sys.stdout.isatty() else 140)
 error_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 EXIT_CASE_FAILURES = 1  # the run finished but some cases could not be processed
 EXIT_BAD_INPUT = 2  # the run could not proceed
+EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM: finished cases are kept
+
+#: How to get the learned methods' dependencies (the CPU build of PyTorch first).
+NN_INSTALL_HINT = ("pip install torch --index-url https://download.pytorch.org/whl/cpu && pip install 'segqc[nn]' "
+                   "(or: pip install torch==2.13.0 -e '.[nn]' where that wheel is local)")
+
+_RESAMPLE_HINT = ("hint: --resample maps a prediction on another grid onto the ground-truth grid "
+                  "(nearest neighbour, in physical space)")
+
+
+def print_error(message: str) -> None:
+    error_console.print("[bold red]error:[/] " + _escape(message), highlight=False, soft_wrap=True)
+
+
+def print_warning(message: str) -> None:
+    error_console.print("[yellow]warning:[/] " + _escape(message), highlight=False, soft_wrap=True)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
 
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn SegqcError / ValueError into one red line on stderr and exit code 2."""
+    """Turn SegqcError / ValueError / OS errors into one red line on stderr and exit code 2;
+    Ctrl-C into one line and exit code 130."""
     try:
         yield
     except SegqcError as error:
-        error_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        print_error(str(error))
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    except (ValueError, FileNotFoundError) as error:
-        error_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    except (ValueError, OSError) as error:
+        if isinstance(error, OSError) and error.filename is not None:
+            print_error(f"{error.filename}: {error.strerror or error}")
+        else:
+            print_error(str(error))
         raise typer.Exit(EXIT_BAD_INPUT) from None
+    except KeyboardInterrupt:
+        print_error("interrupted; finished cases are kept — rerun the same command to continue")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def prepare_output_dir(path: Path) -> Path:
+    """Create the output folder (and parents) and check it is writable; one-line InputError if
+    ``path`` is an existing file or cannot be written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError("exists and is a file; the output must be a folder", path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise InputError(f"cannot write the output folder: {error.strerror or error}", path) from None
+    return path
+
+
+def prepare_output_file(path: Path) -> Path:
+    """Check that ``path`` can be written as a file (not an existing folder; parent writable)."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError("is a folder; give the path of the file to write", path)
+    prepare_output_dir(path.parent if str(path.parent) else Path("."))
+    return path
+
+
+def require_nn(command: str) -> None:
+    """One line naming what to install when PyTorch, MONAI or safetensors are missing."""
+    missing = [name for name in ("torch", "monai", "safetensors", "einops") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise InputError(f"segqc {command} needs {', '.join(missing)}; install with: {NN_INSTALL_HINT}")
+
+
+def check_device(device: str) -> None:
+    """One-line error for a CUDA device on a machine without CUDA."""
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {device}: CUDA is not available on this machine; use --device cpu or auto")
+    elif device not in ("cpu", "auto") and not device.startswith("mps"):
+        raise InputError(f"--device {device}: expected cpu, cuda, cuda:N or auto")
+
+
+def print_run_footer(*, warnings: Iterable[str] = (), failed: dict[str, str] | None = None,
+                     failure_kinds: dict[str, str] | None = None, reused: Iterable[str] = (),
+                     skipped: dict[str, str] | None = None, out_dir: Path | None = None) -> int:
+    """The footer of every per-case command: warnings, skipped cases, one error line per failed
+    case (plus a hint for geometry mismatches), reused cases; returns the exit code."""
+    for note in warnings:
+        print_warning(note)
+    for case, why in (skipped or {}).items():
+        print_warning(f"{case}: {why}; skipped")
+    failed = failed or {}
+    for message in failed.values():
+        print_error(message)
+    if any(kind == "GeometryMismatchError" for kind in (failure_kinds or {}).values()):
+        error_console.print(_RESAMPLE_HINT, highlight=False, soft_wrap=True)
+    reused = list(reused)
+    if reused:
+        where = f" in {out_dir}" if out_dir is not None else ""
+        error_console.print(f"reused {len(reused)} finished case(s) of an earlier run with the same settings and "
+                            f"inputs{where}", highlight=False)
+    return EXIT_CASE_FAILURES if failed else 0
 
 
 def stderr_is_terminal() -> bool:
     return sys.stderr.isatty()
+

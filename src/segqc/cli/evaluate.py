@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from segqc.cli._common import EXIT_CASE_FAILURES, console, error_console, user_errors
+from segqc.cli._common import console, prepare_output_dir, print_run_footer, print_warning, user_errors
 from segqc.metrics.registry import METRICS, EmptyPolicy, parse_metric_names
 
 
@@ -56,12 +56,47 @@ def print_summary(summary: dict, metrics: tuple[str, ...]) -> None:
     console.print(table)
 
 
+def _parse_spacing(text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"--spacing expects comma-separated millimetres, e.g. 0.5,0.5; got {text!r}") from None
+    if not values or min(values) <= 0:
+        raise ValueError(f"--spacing expects positive millimetres, got {text!r}")
+    return values
+
+
+def _folders(pred_pos: Path | None, gt_pos: Path | None, pred: Path | None, gt: Path | None) -> tuple[Path, Path]:
+    """PRED GT positionally, or --pred/--gt (not both ways at once)."""
+    if (pred is not None or gt is not None) and (pred_pos is not None or gt_pos is not None):
+        raise ValueError("give the folders either positionally (PRED_DIR GT_DIR) or as --pred/--gt, not both")
+    pred_dir, gt_dir = (pred, gt) if (pred is not None or gt is not None) else (pred_pos, gt_pos)
+    if pred_dir is None or gt_dir is None:
+        raise ValueError("need a prediction folder and a ground-truth folder: PRED_DIR GT_DIR, or --pred and --gt")
+    return pred_dir, gt_dir
+
+
+def swapped_folders_warning(pred_dir: Path, gt_dir: Path) -> str | None:
+    """nnU-Net's own evaluation takes GT first; a dataset.json beside the "prediction" folder
+    only is the usual sign of swapped arguments (precision and recall would be exchanged)."""
+    from segqc.io.datasets import find_dataset_json
+
+    if find_dataset_json(pred_dir) is not None and find_dataset_json(gt_dir) is None:
+        return (f"dataset.json sits beside the prediction folder {pred_dir} but not beside the ground truths "
+                f"{gt_dir}: are the folders swapped? The order is PRED_DIR GT_DIR (or use --pred/--gt)")
+    return None
+
+
 def evaluate_command(
-    pred_dir: Path = typer.Argument(..., help="Folder of predicted label maps (CASE.nii.gz, ...)."),
-    gt_dir: Path = typer.Argument(..., help="Folder of ground-truth label maps (nnU-Net labelsTr layout)."),
+    pred_pos: Optional[Path] = typer.Argument(None, metavar="PRED_DIR", help="Folder of predicted label maps (CASE.nii.gz, ...)."),
+    gt_pos: Optional[Path] = typer.Argument(None, metavar="GT_DIR", help="Folder of ground-truth label maps (nnU-Net labelsTr layout)."),
     out_dir: Path = typer.Option(..., "-o", "--out", help="Output folder: metrics.csv, summary.json, cases/."),
+    pred: Optional[Path] = typer.Option(None, "--pred", help="Prediction folder (instead of the first argument)."),
+    gt: Optional[Path] = typer.Option(None, "--gt", help="Ground-truth folder (instead of the second argument)."),
     metrics: Optional[str] = typer.Option(
-        None, "--metrics", help=f"Comma-separated metrics (default: all overlap and distance metrics). Known: {', '.join(METRICS)}."
+        None, "--metrics", help=f"Comma-separated metrics (default: all overlap and distance metrics). Known: {', '.join(METRICS)}; cc_<metric> adds per-component metrics."
     ),
     tolerance: float = typer.Option(1.0, "--tolerance", help="NSD tolerance in mm."),
     percentile: float = typer.Option(95.0, "--percentile", help="Percentile of the robust Hausdorff distance (hd95)."),
@@ -69,13 +104,14 @@ def evaluate_command(
     per_component: bool = typer.Option(False, "--per-component", help="Add CC-metrics (cc_*) and component detection counts."),
     connectivity: int = typer.Option(26, "--connectivity", help="Connectivity of components: 6, 18 or 26 (2D: 4 or 8)."),
     voronoi_units: str = typer.Option("mm", "--voronoi-units", help="Distances of the Voronoi partition: 'mm' or 'voxel' (as ccmetrics/MONAI)."),
-    labels: Optional[str] = typer.Option(None, "--labels", help="Labels to evaluate, e.g. 1,2,3 (default: dataset.json or all present)."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="Only these classes, e.g. 1 or 1,2,3 (nnU-Net's -l); other values are then allowed. Default: dataset.json or all present."),
     region: list[str] = typer.Option([], "--region", help="A region NAME=L1,L2 evaluated as the union of labels; repeatable."),
+    spacing: Optional[str] = typer.Option(None, "--spacing", help="Pixel spacing in mm (e.g. 0.5,0.5) of PNG/TIFF files, which carry none; without it distances are in pixels."),
     empty_both: str = typer.Option("nan", "--empty-both", help="Result when GT and prediction are both empty: nan, best or worst."),
     empty_gt: str = typer.Option("worst", "--empty-gt", help="Result when only the GT is empty: nan, best or worst."),
     empty_pred: str = typer.Option("worst", "--empty-pred", help="Result when only the prediction is empty: nan, best or worst."),
     worst_distance: float = typer.Option(50.0, "--worst-distance", help="Worst value (mm) of unbounded distance metrics."),
-    resample: bool = typer.Option(False, "--resample", help="Resample predictions on another grid onto the GT grid (nearest neighbour)."),
+    resample: bool = typer.Option(False, "--resample", help="Resample predictions on another grid onto the GT grid (nearest neighbour, physical space)."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes (0 = one per core)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask distributed scheduler address, e.g. tcp://host:8786."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary table."),
@@ -83,13 +119,19 @@ def evaluate_command(
     """Evaluate predictions against ground truths, per case and per class, in millimetres.
 
     Example: segqc evaluate nnunet_out/ labelsTs/ -o eval/ --per-component --jobs 2
+    (or: segqc evaluate --gt labelsTs/ --pred nnunet_out/ -o eval/)
     """
-    from segqc.evaluation.evaluate import evaluate_folder
+    from segqc.evaluation.evaluate import FolderEvaluation, evaluate_folder
 
     with user_errors():
+        pred_dir, gt_dir = _folders(pred_pos, gt_pos, pred, gt)
         names = parse_metric_names(metrics)
         policy = EmptyPolicy(both_empty=empty_both, gt_empty=empty_gt, pred_empty=empty_pred,  # type: ignore[arg-type]
                              worst_distance_mm=worst_distance)
+        prepare_output_dir(out_dir)
+        swapped = swapped_folders_warning(pred_dir, gt_dir)
+        if swapped:
+            print_warning(swapped)
         result = evaluate_folder(
             pred_dir,
             gt_dir,
@@ -105,21 +147,24 @@ def evaluate_command(
             labels=_parse_int_list(labels, "--labels") if labels else None,
             regions=parse_regions(region) if region else None,
             resample=resample,
+            spacing=_parse_spacing(spacing),
             jobs=jobs,
             scheduler=scheduler,
             progress=not quiet,
             return_details=True,
         )
+    assert isinstance(result, FolderEvaluation)
     for case in result.missing_pred:
-        error_console.print(f"[yellow]warning:[/] {case}: no prediction in {pred_dir}; evaluated as an empty prediction")
+        print_warning(f"{case}: no prediction in {pred_dir}; evaluated as an empty prediction")
     for case in result.extra_pred:
-        error_console.print(f"[yellow]warning:[/] {case}: prediction has no ground truth in {gt_dir}; skipped")
-    for case, message in result.failed.items():
-        error_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    if result.reused:
-        error_console.print(f"reused {len(result.reused)} finished case(s) from a previous run in {out_dir}")
+        print_warning(f"{case}: prediction has no ground truth in {gt_dir}; skipped")
+    if "pixel" in result.summary["units"]:
+        print_warning("the files carry no physical spacing (PNG/TIFF): distances are in pixels and volumes in "
+                      "thousands of pixels; pass --spacing to get millimetres")
+    code = print_run_footer(warnings=result.warnings, failed=result.failed,
+                            failure_kinds=result.report.failure_kinds, reused=result.reused, out_dir=out_dir)
     if not quiet:
         print_summary(result.summary, names)
     console.print(f"wrote {out_dir / 'metrics.csv'} and {out_dir / 'summary.json'}")
-    if result.failed:
-        raise typer.Exit(EXIT_CASE_FAILURES)
+    if code:
+        raise typer.Exit(code)

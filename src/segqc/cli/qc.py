@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from segqc.cli._common import EXIT_CASE_FAILURES, console, error_console, user_errors
+from segqc.cli._common import console, error_console, user_errors
 
 app = typer.Typer(help="GT-free quality control: train, predict, benchmark, rank.", no_args_is_help=True)
 
@@ -46,9 +46,13 @@ def train_command(
 
     Example: segqc qc train nnqc ../shared/data/acdc -o models/acdc-nnqc-small --config small
     """
-    from segqc.qc.training_api import parse_overrides, train_method
+    from segqc.cli._common import prepare_output_dir, require_nn
 
     with user_errors():
+        require_nn("qc train")
+        from segqc.qc.training_api import parse_overrides, train_method
+
+        prepare_output_dir(out)
         if method not in METHODS:
             raise ValueError(f"unknown QC method {method!r}; choose one of {', '.join(METHODS)}")
         overrides = parse_overrides(set_fields)
@@ -70,70 +74,95 @@ def _print_worklist(work, limit: int = 10) -> None:
     console.print(table)
 
 
+_MODEL_HELP = "A trained QC model directory (e.g. models/acdc-nnqc-small) or a training run folder."
+_IMAGES_HELP = "Images: CASE_0000.nii.gz (one file per channel)."
+_SAMPLES_HELP = ("pGT samples per slice, fused by per-voxel majority; >1 adds a spread column "
+                 "(default: the model's, ACDC model 4).")
+_STEPS_HELP = "Sampler steps (nnQC: DDIM steps; default: the model's, ACDC model 5)."
+_JOBS_HELP = "Parallel worker processes on the CPU (0 = one per core)."
+_SCHEDULER_HELP = "Dask distributed scheduler address, e.g. tcp://host:8786 (CPU models)."
+_DEVICE_HELP = "Where the model samples: cpu, cuda, cuda:1 or auto."
+_SEED_HELP = "Seed of the sampler (same seed, same estimates)."
+_TOLERANCE_HELP = "NSD tolerance in mm."
+
+
+def _start(command: str, out: Path, device: str) -> None:
+    """Checks every qc command makes before loading anything: dependencies, device, output."""
+    from segqc.cli._common import check_device, prepare_output_dir, require_nn
+
+    require_nn(f"qc {command}")
+    check_device(device)
+    prepare_output_dir(out)
+
+
 @app.command("predict")
 def predict_command(
-    model_dir: Path = typer.Argument(..., help="A trained QC model directory."),
-    images_dir: Path = typer.Argument(..., help="Images: CASE_0000.nii.gz (one file per channel)."),
-    segs_dir: Path = typer.Argument(..., help="Segmentations to check: CASE.nii.gz."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output folder: qc.csv, worklist.csv, pgt/."),
-    metrics: str = typer.Option("dice,hd95,nsd", "--metrics", help="Metrics to estimate (any segqc metric)."),
-    samples: Optional[int] = typer.Option(None, "--samples",
-                                         help="pGT samples per slice, fused by per-voxel majority; >1 adds a "
-                                              "spread column (default: the model's, ACDC model 4)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (nnQC: DDIM steps; model default, the ACDC model: 5)."),
-    tolerance: float = typer.Option(1.0, "--tolerance", help="NSD tolerance in mm."),
+    model_dir: Path = typer.Argument(..., help=_MODEL_HELP),
+    images_dir: Path = typer.Argument(..., help=_IMAGES_HELP),
+    segs_dir: Path = typer.Argument(..., help="Segmentations to check: CASE.nii.gz (or segqc degrade output)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder: qc.csv, qc_slices.csv, worklist.csv, pgt/."),
+    metrics: str = typer.Option("dice,hd95,nsd", "--metrics", help="Metrics to estimate (any segqc metric, cc_* included)."),
+    samples: Optional[int] = typer.Option(None, "--samples", help=_SAMPLES_HELP),
+    steps: Optional[int] = typer.Option(None, "--steps", help=_STEPS_HELP),
+    tolerance: float = typer.Option(1.0, "--tolerance", help=_TOLERANCE_HELP),
     flag_dice: float = typer.Option(0.75, "--flag-dice", help="Flag cases whose estimated Dice is below this."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the sampler."),
-    jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes."),
-    device: str = typer.Option("cpu", "--device", help="Where nnQC samples: cpu, cuda, cuda:1, auto."),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    seed: int = typer.Option(0, "--seed", help=_SEED_HELP),
+    jobs: int = typer.Option(1, "--jobs", "-j", help=_JOBS_HELP),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help=_SCHEDULER_HELP),
+    device: str = typer.Option("cpu", "--device", help=_DEVICE_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or worklist table."),
 ) -> None:
     """Estimate the quality of segmentations without ground truth.
 
     Example: segqc qc predict models/acdc-nnqc-small images/ nnunet_out/ -o qc/ --samples 3
     """
+    from segqc.cli._common import print_run_footer
     from segqc.qc.inference import qc_folder
 
     with user_errors():
+        _start("predict", out, device)
         settings = _settings(metrics, samples, steps, tolerance, flag_dice, seed)
         _, work, report = qc_folder(model_dir, images_dir, segs_dir, out, settings=settings, jobs=jobs,
-                                    progress=not quiet, device=device)
+                                    scheduler=scheduler, progress=not quiet, device=device)
     for case in report["missing_image"]:
         error_console.print(f"[yellow]warning:[/] {case}: segmentation without an image in {images_dir}; skipped")
-    for note in report["warnings"]:
-        error_console.print(f"[yellow]warning:[/] {note}")
-    for message in report["failed"].values():
-        error_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    code = print_run_footer(warnings=report["warnings"], failed=report["failed"], reused=report["reused"],
+                            failure_kinds=report["failure_kinds"], out_dir=out)
     if not quiet:
         _print_worklist(work)
     console.print(f"wrote {out / 'qc.csv'}, {out / 'worklist.csv'} and {out / 'pgt'}/")
-    if report["failed"]:
-        raise typer.Exit(EXIT_CASE_FAILURES)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("benchmark")
 def benchmark_command(
-    model_dir: Path = typer.Argument(...),
-    images_dir: Path = typer.Argument(...),
-    segs_dir: Path = typer.Argument(...),
+    model_dir: Path = typer.Argument(..., help=_MODEL_HELP),
+    images_dir: Path = typer.Argument(..., help=_IMAGES_HELP),
+    segs_dir: Path = typer.Argument(..., help="Segmentations to check (CASE.nii.gz, or segqc degrade output with its manifest)."),
     gt_dir: Path = typer.Argument(..., help="Ground truths of the segmentations, to measure the QC error."),
-    out: Path = typer.Option(..., "-o", "--out"),
-    metrics: str = typer.Option("dice,hd95", "--metrics"),
-    samples: Optional[int] = typer.Option(None, "--samples"),
-    steps: Optional[int] = typer.Option(None, "--steps"),
-    tolerance: float = typer.Option(1.0, "--tolerance"),
-    seed: int = typer.Option(0, "--seed"),
-    jobs: int = typer.Option(1, "--jobs", "-j"),
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder: benchmark.csv/json, pairs.csv, plots/, qc/."),
+    metrics: str = typer.Option("dice,hd95", "--metrics", help="Metrics to estimate and compare."),
+    samples: Optional[int] = typer.Option(None, "--samples", help=_SAMPLES_HELP),
+    steps: Optional[int] = typer.Option(None, "--steps", help=_STEPS_HELP),
+    tolerance: float = typer.Option(1.0, "--tolerance", help=_TOLERANCE_HELP),
+    seed: int = typer.Option(0, "--seed", help=_SEED_HELP),
+    jobs: int = typer.Option(1, "--jobs", "-j", help=_JOBS_HELP),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help=_SCHEDULER_HELP),
+    device: str = typer.Option("cpu", "--device", help=_DEVICE_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Pearson r and MAE between estimated and true metrics, per label and metric, with scatter plots.
 
-    Example: segqc qc benchmark models/acdc-nnqc-small images/ degraded/ labelsTr/ -o bench/
+    Example: segqc qc benchmark models/acdc-nnqc-small imagesTr/ degraded/ labelsTr/ -o bench/
     """
     from segqc.qc.assessment import benchmark_qc
 
     with user_errors():
+        _start("benchmark", out, device)
         summary = benchmark_qc(model_dir, images_dir, segs_dir, gt_dir, out,
-                               settings=_settings(metrics, samples, steps, tolerance, 0.75, seed), jobs=jobs)
+                               settings=_settings(metrics, samples, steps, tolerance, 0.75, seed), jobs=jobs,
+                               scheduler=scheduler, progress=not quiet, device=device)
     table = Table(title="estimated vs true")
     for column in ("label", "metric", "Pearson r", "MAE", "n"):
         table.add_column(column)
@@ -145,15 +174,18 @@ def benchmark_command(
 
 @app.command("rank")
 def rank_command(
-    model_dir: Path = typer.Argument(...),
-    images_dir: Path = typer.Argument(...),
-    seg_dirs: list[Path] = typer.Argument(..., help="One folder of segmentations per model."),
-    out: Path = typer.Option(Path("qc_rank"), "-o", "--out"),
+    model_dir: Path = typer.Argument(..., help=_MODEL_HELP),
+    images_dir: Path = typer.Argument(..., help=_IMAGES_HELP),
+    seg_dirs: list[Path] = typer.Argument(..., help="One folder of segmentations per model (two or more)."),
+    out: Path = typer.Option(Path("qc_rank"), "-o", "--out", help="Output folder: ranking.csv/json, one QC folder per model."),
     gt: Optional[Path] = typer.Option(None, "--gt", help="Ground truths: adds the true ranking and Kendall's tau."),
-    samples: Optional[int] = typer.Option(None, "--samples"),
-    steps: Optional[int] = typer.Option(None, "--steps"),
-    seed: int = typer.Option(0, "--seed"),
-    jobs: int = typer.Option(1, "--jobs", "-j"),
+    samples: Optional[int] = typer.Option(None, "--samples", help=_SAMPLES_HELP),
+    steps: Optional[int] = typer.Option(None, "--steps", help=_STEPS_HELP),
+    seed: int = typer.Option(0, "--seed", help=_SEED_HELP),
+    jobs: int = typer.Option(1, "--jobs", "-j", help=_JOBS_HELP),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help=_SCHEDULER_HELP),
+    device: str = typer.Option("cpu", "--device", help=_DEVICE_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Rank segmentation models by mean estimated Dice, without ground truth.
 
@@ -164,8 +196,10 @@ def rank_command(
     with user_errors():
         if len(seg_dirs) < 2:
             raise ValueError("rank needs at least two segmentation folders")
+        _start("rank", out, device)
         ranking, report = rank_models(model_dir, images_dir, seg_dirs, out, gt_dir=gt,
-                                      settings=_settings("dice", samples, steps, 1.0, 0.75, seed), jobs=jobs)
+                                      settings=_settings("dice", samples, steps, 1.0, 0.75, seed), jobs=jobs,
+                                      scheduler=scheduler, progress=not quiet, device=device)
     table = Table(title="models by estimated Dice")
     columns = ["rank", "model", "estimated_dice"] + (["true_dice", "true_rank"] if gt else [])
     for column in columns:

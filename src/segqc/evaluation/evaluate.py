@@ -10,8 +10,6 @@ of labels).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -21,52 +19,84 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from segqc.errors import InputError, SegqcError
-from segqc.execution import map_cases
-from segqc.io.atomic import atomic_path, write_json_atomic, write_text_atomic
-from segqc.io.datasets import find_dataset_json, pair_cases
+from segqc.errors import InputError
+from segqc.execution import CaseResult, CaseTask, RunReport, run_cases
+from segqc.io.atomic import atomic_path, write_json_atomic
+from segqc.io.datasets import (
+    LABEL_EXTENSIONS,
+    DatasetInfo,
+    find_dataset_json,
+    ground_truth_files,
+    pair_segmentations,
+    segmentation_files,
+)
 from segqc.io.images import check_same_geometry, read_label_map, resample_nearest
+from segqc.io.labels import LabelSet
 from segqc.metrics.binary import MetricSettings, compare_masks
 from segqc.metrics.components import compare_components
 from segqc.metrics.instance import instance_metrics
-from segqc.metrics.multiclass import present_labels
+from segqc.metrics.multiclass import multiclass_dice
 from segqc.metrics.registry import (
     COMPONENT_METRICS,
     DEFAULT_METRICS,
     INSTANCE_METRICS,
+    METRICS,
     EmptyPolicy,
     metric_info,
 )
+from segqc.metrics.soft import soft_dice
 
-COLUMNS = ["case", "label", "label_name", "component", "metric", "value", "empty"]
+COLUMNS = ["case", "label", "label_name", "component", "metric", "value", "empty", "unit"]
+
+#: Unit of a metric's values when the image carries no physical spacing (PNG/TIFF without
+#: ``spacing``): distances are in pixels and volumes in thousands of pixels (voxel volume 1).
+_PIXEL_UNITS = {"mm": "pixel", "ml": "1000 pixels"}
 
 
 @dataclass(frozen=True)
 class EvaluationConfig:
-    """What to compute. ``labels``: classes to evaluate (``None``: every non-zero label present in
-    the case, or the labels of ``dataset.json``); ``regions``: name -> labels whose union is
-    evaluated as one mask; ``per_component``: add CC-metrics (``cc_<metric>``) and detection counts
-    for the metrics of :data:`COMPONENT_METRICS` that are requested; ``voronoi_units``: ``"mm"`` or
-    ``"voxel"`` distances for the Voronoi partition; ``resample``: map a prediction whose grid
-    differs onto the ground-truth grid (nearest neighbour) instead of failing."""
+    """What to compute. ``label_set``: the classes, regions and ignore label
+    (:class:`~segqc.io.labels.LabelSet`; default: every non-zero value present in the case);
+    ``per_component``: add CC-metrics (``cc_<metric>``) and detection counts for the metrics of
+    :data:`COMPONENT_METRICS` that are requested (``cc_<metric>`` names in ``metrics`` imply
+    it); ``voronoi_units``: ``"mm"`` or ``"voxel"`` distances for the Voronoi partition;
+    ``resample``: map a prediction whose grid differs onto the ground-truth grid (nearest
+    neighbour, in physical space) instead of failing; ``multiclass_all``: add the subject-level
+    multi-class Dice (QCResUNet appendix A) as label ``all``; ``spacing``: pixel spacing (mm) of
+    files that carry none (PNG/TIFF)."""
 
     metrics: tuple[str, ...] = DEFAULT_METRICS
     settings: MetricSettings = field(default_factory=MetricSettings)
     per_component: bool = False
     connectivity: int = 26
     voronoi_units: str = "mm"
-    labels: tuple[int, ...] | None = None
-    regions: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
-    label_names: Mapping[int, str] = field(default_factory=dict)
+    label_set: LabelSet = field(default_factory=LabelSet)
     resample: bool = False
+    multiclass_all: bool = False
+    spacing: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
-        for name in self.metrics:
+        metrics = tuple(self.metrics)
+        wanted_cc = tuple(m[3:] for m in metrics if m.startswith("cc_"))
+        for name in metrics:
             metric_info(name)
+        for name in wanted_cc:
+            if name not in COMPONENT_METRICS:
+                raise ValueError(f"cc_{name} is not defined; per-component metrics: "
+                                 + ", ".join(f"cc_{m}" for m in COMPONENT_METRICS))
+        if wanted_cc:  # cc_dice asks for the per-component evaluation of dice
+            metrics = tuple(dict.fromkeys([m for m in metrics if not m.startswith("cc_")] + list(wanted_cc)))
+            object.__setattr__(self, "per_component", True)
+        object.__setattr__(self, "metrics", metrics)
         if self.connectivity not in (4, 6, 8, 18, 26):
             raise ValueError(f"connectivity must be 6, 18 or 26 (3D) / 4 or 8 (2D), got {self.connectivity}")
         if self.voronoi_units not in ("mm", "voxel"):
             raise ValueError(f"voronoi_units must be 'mm' or 'voxel', got {self.voronoi_units!r}")
+        if self.spacing is not None:
+            spacing = tuple(float(v) for v in self.spacing)
+            if not spacing or not all(np.isfinite(spacing)) or min(spacing) <= 0:
+                raise ValueError(f"spacing must be positive numbers (mm), got {self.spacing}")
+            object.__setattr__(self, "spacing", spacing)
 
     @property
     def component_metrics(self) -> tuple[str, ...]:
@@ -79,15 +109,11 @@ class EvaluationConfig:
             "per_component": self.per_component,
             "connectivity": self.connectivity,
             "voronoi_units": self.voronoi_units,
-            "labels": None if self.labels is None else list(self.labels),
-            "regions": {k: list(v) for k, v in self.regions.items()},
-            "label_names": {str(k): v for k, v in self.label_names.items()},
+            "labels": self.label_set.to_dict(),
             "resample": self.resample,
+            "multiclass_all": self.multiclass_all,
+            "spacing": None if self.spacing is None else list(self.spacing),
         }
-
-    def digest(self) -> str:
-        """Short hash of the settings: finished cases are reused only under identical settings."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _bounding_boxes(array: np.ndarray) -> dict[int, tuple[slice, ...]]:
@@ -107,8 +133,11 @@ def _union_box(boxes: Sequence[tuple[slice, ...] | None], ndim: int) -> tuple[sl
 def _mask_rows(pred: np.ndarray, gt: np.ndarray, spacing, config: EvaluationConfig) -> list[tuple]:
     """(component, metric, value, empty) tuples for one binary pair."""
     rows: list[tuple] = []
-    plain = [m for m in config.metrics if m not in INSTANCE_METRICS]
+    plain = [m for m in config.metrics if m not in INSTANCE_METRICS and m != "soft_dice"]
     for r in compare_masks(pred, gt, spacing, metrics=plain, settings=config.settings):
+        rows.append((None, r.metric, r.value, r.empty))
+    if "soft_dice" in config.metrics:  # on label maps: the binary masks as {0, 1} probability maps
+        r = soft_dice(pred.astype(np.float32), gt.astype(np.float32), policy=config.settings.empty)
         rows.append((None, r.metric, r.value, r.empty))
     instance = [m for m in config.metrics if m in INSTANCE_METRICS]
     if instance:
@@ -131,6 +160,12 @@ def _mask_rows(pred: np.ndarray, gt: np.ndarray, spacing, config: EvaluationConf
     return rows
 
 
+def _unit(metric: str, spacing_known: bool) -> str:
+    name = metric.removeprefix("cc_")
+    unit = METRICS[name].unit if name in METRICS else "count"
+    return unit if spacing_known else _PIXEL_UNITS.get(unit, unit)
+
+
 def evaluate_label_maps(
     pred: np.ndarray,
     gt: np.ndarray,
@@ -138,10 +173,14 @@ def evaluate_label_maps(
     config: EvaluationConfig | None = None,
     *,
     case: str = "",
+    spacing_known: bool = True,
 ) -> pd.DataFrame:
     """Tidy metric table of a multi-class prediction against its ground truth (same grid).
 
-    Arrays are integer label maps (0 = background); ``spacing`` in mm per axis.
+    Arrays are integer label maps (0 = background); ``spacing`` in mm per axis
+    (``spacing_known`` False: the grid has no physical spacing, units say "pixel"). Voxels
+    whose ground truth is the label set's ignore label are removed from both maps first.
+    Empty masks: every row says in ``empty`` which rule of ``config.settings.empty`` applied.
     """
     config = config or EvaluationConfig()
     pred, gt = np.asarray(pred), np.asarray(gt)
@@ -154,14 +193,12 @@ def evaluate_label_maps(
             raise ValueError(f"{name} must be an integer label map, got dtype {array.dtype}")
         if array.dtype.kind == "i" and array.size and array.min() < 0:
             raise ValueError(f"{name} has negative label values")
-    labels = list(config.labels) if config.labels is not None else sorted(set(present_labels(gt)) | set(present_labels(pred)))
+    labels = config.label_set
+    pred, gt = labels.apply_ignore(pred, gt)
+    classes = labels.classes_of(pred, gt)
     pred_boxes, gt_boxes = _bounding_boxes(pred), _bounding_boxes(gt)
     records = []
-    targets: list[tuple[object, str, tuple[int, ...]]] = [
-        (label, config.label_names.get(label, str(label)), (label,)) for label in labels
-    ]
-    targets += [(name, name, tuple(members)) for name, members in config.regions.items()]
-    for label, name, members in targets:
+    for label, name, members in labels.targets(classes):
         box = _union_box([pred_boxes.get(m) for m in members] + [gt_boxes.get(m) for m in members], gt.ndim)
         if box is None:  # absent from both: a zero-size crop gives the both-empty rules
             box = tuple(slice(0, 0) for _ in range(gt.ndim))
@@ -174,75 +211,56 @@ def evaluate_label_maps(
             pm = np.zeros((1,) * gt.ndim, dtype=bool)
             gm = np.zeros((1,) * gt.ndim, dtype=bool)
         for component, metric, value, empty in _mask_rows(pm, gm, spacing, config):
-            records.append((case, label, name, component, metric, value, empty))
+            records.append((case, str(label), name, component, metric, value, empty, _unit(metric, spacing_known)))
+    if config.multiclass_all:
+        if labels.restricted:  # only the chosen classes take part
+            keep = np.isin(pred, classes), np.isin(gt, classes)
+            pred, gt = np.where(keep[0], pred, 0), np.where(keep[1], gt, 0)
+        overall = multiclass_dice(pred, gt, empty=config.settings.empty)
+        records.append((case, "all", "all", None, "dice", overall.value, overall.empty, "1"))
     frame = pd.DataFrame.from_records(records, columns=COLUMNS)
     frame["component"] = frame["component"].astype("Int64")
+    frame["value"] = frame["value"].astype(float)
     return frame
 
 
-@dataclass(frozen=True)
-class CaseTask:
-    """One case to evaluate. ``pred_path`` is ``None`` when the prediction is missing."""
-
-    case: str
-    pred_path: Path | None
-    gt_path: Path
+def _read_checked(path: Path, config: EvaluationConfig, warnings: list[str]):
+    image = read_label_map(path, spacing=config.spacing)
+    warnings += config.label_set.check(image.array, path)
+    return image
 
 
-def evaluate_case(task: CaseTask, config: EvaluationConfig) -> pd.DataFrame:
-    """Read, check and evaluate one case (a missing prediction is evaluated as empty)."""
-    gt = read_label_map(task.gt_path)
-    if task.pred_path is None:
+def evaluate_case(task: CaseTask, config: EvaluationConfig) -> CaseResult:
+    """Read, check and evaluate one case (a missing prediction is evaluated as empty).
+
+    Task inputs: ``gt`` (one file) and ``pred`` (one file, or none). The prediction must lie on
+    the ground truth's grid (shape, spacing, direction and origin; see
+    :func:`~segqc.io.images.check_same_geometry`) unless ``config.resample``.
+    """
+    warnings: list[str] = []
+    gt_path, pred_path = task.path("gt"), task.path("pred")
+    assert gt_path is not None
+    gt = _read_checked(gt_path, config, warnings)
+    if pred_path is None:
         pred_array = np.zeros_like(gt.array)
     else:
-        pred = read_label_map(task.pred_path)
-        if config.resample and pred.geometry != gt.geometry:
-            try:
-                check_same_geometry(pred.geometry, gt.geometry, pred_path=task.pred_path, gt_path=task.gt_path)
-            except InputError:
-                pred = resample_nearest(pred, gt.geometry)
+        pred = _read_checked(pred_path, config, warnings)
+        if config.resample and not pred.geometry.same_grid(gt.geometry):
+            if pred.geometry.ndim != gt.geometry.ndim:
+                check_same_geometry(pred.geometry, gt.geometry, pred_path=pred_path, gt_path=gt_path)
+            pred = resample_nearest(pred, gt.geometry)
         else:
-            check_same_geometry(pred.geometry, gt.geometry, pred_path=task.pred_path, gt_path=task.gt_path)
+            check_same_geometry(pred.geometry, gt.geometry, pred_path=pred_path, gt_path=gt_path)
         pred_array = pred.array
-        if config.labels is not None:
-            _check_expected_labels(pred_array, config, task.pred_path)
-    if config.labels is not None:
-        _check_expected_labels(gt.array, config, task.gt_path)
-    return evaluate_label_maps(pred_array, gt.array, gt.geometry.spacing, config, case=task.case)
-
-
-def _check_expected_labels(array: np.ndarray, config: EvaluationConfig, path: Path) -> None:
-    known = set(config.labels or ()) | {m for members in config.regions.values() for m in members}
-    unexpected = sorted(set(present_labels(array)) - known)
-    if unexpected:
-        raise InputError(
-            f"unexpected label value(s) {unexpected}; expected {sorted(known)} (from dataset.json or --labels)",
-            path,
-        )
-
-
-def _case_result_path(out_dir: Path, case: str) -> Path:
-    return out_dir / "cases" / f"{case}.csv"
-
-
-def _evaluate_and_store(task: CaseTask, config: EvaluationConfig, out_dir: Path | None) -> pd.DataFrame:
-    frame = evaluate_case(task, config)
-    if out_dir is not None:
-        with atomic_path(_case_result_path(out_dir, task.case)) as tmp:
-            frame.to_csv(tmp, index=False)
-    return frame
-
-
-def _read_case_result(path: Path) -> pd.DataFrame:
-    frame = pd.read_csv(path, dtype={"case": str, "label": str, "label_name": str, "metric": str, "empty": str},
-                        keep_default_na=False, na_values={"value": ["nan", "NaN", ""], "component": [""]})
-    frame["component"] = frame["component"].astype("Int64")
-    return frame
+    table = evaluate_label_maps(pred_array, gt.array, gt.geometry.spacing, config, case=task.case,
+                                spacing_known=gt.spacing_known)
+    return CaseResult(table=table, warnings=warnings)
 
 
 @dataclass
 class FolderEvaluation:
-    """Result of :func:`evaluate_folder`: the tidy table plus what happened to every case."""
+    """Result of :func:`evaluate_folder`: the tidy table plus what happened to every case.
+    ``report``: the engine's :class:`~segqc.execution.RunReport`."""
 
     table: pd.DataFrame
     missing_pred: list[str]
@@ -250,6 +268,18 @@ class FolderEvaluation:
     failed: dict[str, str]
     reused: list[str]
     summary: dict
+    report: RunReport
+    warnings: list[str]
+
+
+def _label_set(info: DatasetInfo | None, labels: Sequence[int] | None,
+               regions: Mapping[str, Sequence[int]] | None) -> LabelSet:
+    label_set = LabelSet.from_dataset_info(info)
+    if labels is not None:
+        label_set = label_set.restricted_to(labels)
+    if regions is not None:
+        label_set = label_set.with_regions(regions)
+    return label_set
 
 
 def evaluate_folder(
@@ -268,6 +298,8 @@ def evaluate_folder(
     labels: Sequence[int] | None = None,
     regions: Mapping[str, Sequence[int]] | None = None,
     resample: bool = False,
+    spacing: Sequence[float] | None = None,
+    multiclass_all: bool = False,
     jobs: int = 1,
     scheduler: str | None = None,
     progress: bool = False,
@@ -276,18 +308,24 @@ def evaluate_folder(
     """Evaluate every prediction in ``pred_dir`` against ``gt_dir`` (nnU-Net layout).
 
     Returns the tidy table (see module docstring). With ``out_dir``, writes ``metrics.csv``,
-    ``summary.json`` and per-case results under ``cases/`` (a rerun with the same settings reuses
-    finished cases, so an interrupted run continues). Label names and regions come from
-    ``dataset.json`` in ``gt_dir`` or its parent when present; ``labels``/``regions`` override.
-    A per-case input error (unreadable file, geometry mismatch, unexpected label) is reported in
-    ``failed`` and ``summary.json`` and the other cases go on.
+    ``summary.json`` and per-case Parquet parts under ``cases/`` (a rerun reuses a case only if
+    the settings and the content of both its files are unchanged, so an interrupted run
+    continues and a changed input is recomputed). Label names, regions and the ignore label come
+    from ``dataset.json`` in ``gt_dir`` or its parent; ``labels`` restricts the evaluation to
+    those classes (other values are then allowed in the maps); ``regions`` replaces the regions.
+    A ``manifest.csv`` in ``pred_dir`` or its parent (``segqc degrade`` output) maps each
+    prediction file to the case it segments. A per-case input error (unreadable file, geometry
+    mismatch, unexpected label) is reported in ``failed`` and ``summary.json`` and the other cases
+    go on. Raises :class:`InputError` when no prediction matches a ground truth or both folders
+    are the same.
     """
     from segqc.evaluation.aggregate import summarise
 
+    pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
+    if pred_dir.resolve() == gt_dir.resolve():
+        raise InputError("is given as both the prediction and the ground-truth folder", pred_dir)
     info = find_dataset_json(gt_dir)
-    label_names = {k: v for k, v in (info.labels if info else {}).items() if k != 0}
-    config_labels = tuple(labels) if labels is not None else (tuple(sorted(label_names)) if label_names else None)
-    config_regions = {k: tuple(v) for k, v in (regions if regions is not None else (info.regions if info else {})).items()}
+    ending = info.file_ending if info else None
     config = EvaluationConfig(
         metrics=tuple(metrics) if metrics else DEFAULT_METRICS,
         settings=MetricSettings(tolerance_mm=tolerance_mm, percentile=percentile, surface=surface,  # type: ignore[arg-type]
@@ -295,72 +333,67 @@ def evaluate_folder(
         per_component=per_component,
         connectivity=connectivity,
         voronoi_units=voronoi_units,
-        labels=config_labels,
-        regions=config_regions,
-        label_names=label_names,
+        label_set=_label_set(info, labels, regions),
         resample=resample,
+        multiclass_all=multiclass_all,
+        spacing=tuple(spacing) if spacing is not None else None,
     )
-    pairing = pair_cases(pred_dir, gt_dir, file_ending=info.file_ending if info else None)
-    tasks = [CaseTask(c, p, g) for c, p, g in pairing.matched] + [CaseTask(c, None, g) for c, g in pairing.missing_pred]
+    gts = ground_truth_files(gt_dir, file_ending=ending)
+    if not gts.files:
+        raise InputError(f"no label files ({ending or ', '.join(LABEL_EXTENSIONS)}) found", gt_dir)
+    preds = segmentation_files(pred_dir, file_ending=ending)
+    pairing = pair_segmentations(preds, {case: path for case, (_, path) in gts.files.items()})
+    if not pairing.matched:
+        example = next(iter(preds.files), None)
+        found = f"{len(preds.files)} prediction file(s)" + (f", e.g. '{example}'" if example else "")
+        raise InputError(f"no prediction matches a ground-truth case of {gt_dir} ({found}; "
+                         f"{len(gts.files)} ground truth(s), e.g. '{next(iter(gts.files))}')", pred_dir)
+    tasks = [CaseTask(sid, {"pred": (p,), "gt": (g,)}) for sid, _, p, g in pairing.matched]
+    tasks += [CaseTask(case, {"pred": (), "gt": (g,)}) for case, g in pairing.missing if case not in
+              {t.case for t in tasks}]
     tasks.sort(key=lambda t: t.case)
 
-    out = Path(out_dir) if out_dir is not None else None
-    reused: list[str] = []
-    frames: dict[str, pd.DataFrame] = {}
-    todo = tasks
-    if out is not None:
-        todo = []
-        settings_path = out / "cases" / "settings.json"
-        same_settings = settings_path.exists() and json.loads(settings_path.read_text()).get("digest") == config.digest()
-        for task in tasks:
-            path = _case_result_path(out, task.case)
-            if same_settings and path.exists():
-                frames[task.case] = _read_case_result(path)
-                reused.append(task.case)
-            else:
-                todo.append(task)
-        write_text_atomic(settings_path, json.dumps({"digest": config.digest(), "settings": config.to_dict()}, indent=2))
-
-    failed: dict[str, str] = {}
-    work = partial(_evaluate_and_store, config=config, out_dir=out)
-    for task, result in map_cases(work, todo, jobs=jobs, scheduler=scheduler, description="evaluate", progress=progress):
-        if isinstance(result, SegqcError):
-            failed[task.case] = str(result)
-        else:
-            frames[task.case] = result
-    ordered = [frames[t.case] for t in tasks if t.case in frames]
-    table = pd.concat(ordered, ignore_index=True) if ordered else pd.DataFrame(columns=COLUMNS)
+    report = run_cases(partial(evaluate_case, config=config), tasks, out_dir, settings=config, jobs=jobs,
+                       scheduler=scheduler, progress=progress, description="evaluate")
+    table = report.table if len(report.table) else pd.DataFrame(columns=COLUMNS)
+    table = table[COLUMNS].copy()
     table["component"] = table["component"].astype("Int64")
     table["empty"] = table["empty"].fillna("")
     table["label"] = table["label"].astype(str)
 
-    summary = summarise(table, config.metrics)
+    notes = [f"{path}: ignored ({why})" for path, why in gts.ignored + pairing.ignored]
+    warnings = notes + report.warnings
+    units = sorted(set(table["unit"]) - {"1", "voxels", "count"}) if len(table) else []
     summary = {
         "settings": config.to_dict(),
+        "units": units,
         "cases": {
-            "evaluated": sorted(frames),
-            "missing_prediction": [c for c, _ in pairing.missing_pred],
-            "extra_prediction": [c for c, _ in pairing.extra_pred],
-            "failed": failed,
-            "reused_from_previous_run": sorted(reused),
+            "evaluated": sorted(report.done),
+            "missing_prediction": [c for c, _ in pairing.missing],
+            "extra_prediction": [c for c, _ in pairing.extra],
+            "ignored_files": [str(p) for p, _ in gts.ignored + pairing.ignored],
+            **report.cases_dict(),
+            "warnings": warnings,
         },
-        "labels": summary,
+        "labels": summarise(table, config.metrics),
     }
-    if out is not None:
+    if out_dir is not None:
+        out = Path(out_dir)
         with atomic_path(out / "metrics.csv") as tmp:
             table.to_csv(tmp, index=False)
         write_json_atomic(out / "summary.json", summary)
     if return_details:
         return FolderEvaluation(
             table=table,
-            missing_pred=[c for c, _ in pairing.missing_pred],
-            extra_pred=[c for c, _ in pairing.extra_pred],
-            failed=failed,
-            reused=sorted(reused),
+            missing_pred=[c for c, _ in pairing.missing],
+            extra_pred=[c for c, _ in pairing.extra],
+            failed=report.failed,
+            reused=sorted(report.reused),
             summary=summary,
+            report=report,
+            warnings=warnings,
         )
     return table
 
 
-__all__ = ["COLUMNS", "CaseTask", "EvaluationConfig", "FolderEvaluation", "evaluate_case", "evaluate_folder",
-           "evaluate_label_maps"]
+__all__ = ["COLUMNS", "EvaluationConfig", "FolderEvaluation", "evaluate_case", "evaluate_folder", "evaluate_label_maps"]

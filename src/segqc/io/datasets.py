@@ -15,7 +15,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -48,7 +48,8 @@ class DatasetInfo:
 
     ``labels`` maps label value -> name (background 0 included when the file names it),
     ``regions`` maps region name -> label values (nnU-Net v2 region syntax), ``channel_names``
-    maps channel index -> name, ``file_ending`` is e.g. ``".nii.gz"`` or None.
+    maps channel index -> name, ``file_ending`` is e.g. ``".nii.gz"`` or None, ``ignore`` the
+    value of nnU-Net's ``"ignore"`` label (excluded from every class), if any.
     """
 
     labels: dict[int, str] = field(default_factory=dict)
@@ -56,6 +57,7 @@ class DatasetInfo:
     channel_names: dict[int, str] = field(default_factory=dict)
     file_ending: str | None = None
     path: Path | None = None
+    ignore: int | None = None
 
     def label_name(self, label: int | str) -> str:
         """Name of a label value (or of a region, given its name); ``str(label)`` if unnamed."""
@@ -91,6 +93,11 @@ def read_dataset_json(path: PathLike) -> DatasetInfo:
         raise InputError("expected a JSON object at the top level", path)
 
     labels, regions = _parse_labels(data.get("labels", {}), path)
+    ignore = None
+    for value, name in list(labels.items()):
+        if name == "ignore":  # nnU-Net: excluded from every class, never a class itself
+            del labels[value]
+            ignore = value
     channel_names = _parse_channels(
         data.get("channel_names", data.get("modality", {})), path
     )
@@ -101,7 +108,7 @@ def read_dataset_json(path: PathLike) -> DatasetInfo:
                              f"{file_ending!r}", path)
         file_ending = _normalise_ending(file_ending)
     return DatasetInfo(labels=labels, regions=regions, channel_names=channel_names,
-                       file_ending=file_ending, path=path)
+                       file_ending=file_ending, path=path, ignore=ignore)
 
 
 def _parse_labels(raw: Any, path: Path) -> tuple[dict[int, str], dict[str, tuple[int, ...]]]:
@@ -327,3 +334,126 @@ def pair_cases(
         extra_pred=[(case, pred[case]) for case in pred if case not in gt],
     )
 
+
+
+# --------------------------------------------------------------------------------------------
+# Segmentation folders: file endings, manifests, pairing with ground truths or images
+# --------------------------------------------------------------------------------------------
+
+#: Name of the table that ``segqc degrade`` and ``segqc zoo predict`` write beside their outputs.
+MANIFEST_NAME = "manifest.csv"
+
+
+@dataclass(frozen=True)
+class SegmentationFiles:
+    """The segmentations of a folder. ``files``: segmentation id -> (case it segments, path);
+    without a manifest the id is the case id; with one (``segqc degrade`` output) the id is the
+    file's stem and the case comes from the manifest's ``case`` column. ``ignored``: (path, why)
+    for files that are not used."""
+
+    files: dict[str, tuple[str, Path]]
+    ignored: list[tuple[Path, str]] = field(default_factory=list)
+    manifest: Path | None = None
+
+
+def _find_manifest(folder: Path) -> Path | None:
+    for candidate in (folder / MANIFEST_NAME, folder.parent / MANIFEST_NAME):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _manifest_files(manifest: Path, folder: Path) -> SegmentationFiles:
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read the manifest: {exc}", manifest) from None
+    if not {"case", "file"} <= set(table.columns):
+        raise InputError("a segmentation manifest needs the columns 'case' and 'file'", manifest)
+    root = manifest.parent
+    files: dict[str, tuple[str, Path]] = {}
+    ignored: list[tuple[Path, str]] = []
+    for case, name in zip(table["case"], table["file"]):
+        path = root / name
+        if folder.resolve() not in (path.parent.resolve(), *path.parent.resolve().parents):
+            continue  # a manifest of the parent folder may list files of other sub-folders
+        if not path.is_file():
+            ignored.append((path, f"listed in {manifest} but missing"))
+            continue
+        files[case_id(path)] = (case, path)
+    return SegmentationFiles(files=dict(sorted(files.items())), ignored=ignored, manifest=manifest)
+
+
+def segmentation_files(folder: PathLike, *, file_ending: str | None = None,
+                       use_manifest: bool = True) -> SegmentationFiles:
+    """The segmentations of ``folder`` (:class:`SegmentationFiles`).
+
+    A ``manifest.csv`` with ``case`` and ``file`` columns in the folder or its parent (what
+    ``segqc degrade`` writes) maps each file to the case it segments. Otherwise every image file
+    is one case, whatever its ending: a prediction ``CASE.nii`` pairs with a ground truth
+    ``CASE.nii.gz``. When one case has files with several endings, the one with ``file_ending``
+    (``dataset.json``) is used and the others are listed in ``ignored``; without a
+    ``file_ending`` that is an :class:`InputError` (which one is meant?).
+    """
+    folder = Path(folder)
+    if use_manifest:
+        manifest = _find_manifest(folder)
+        if manifest is not None:
+            return _manifest_files(manifest, folder)
+    by_case: dict[str, list[Path]] = {}
+    for stem, item in _image_entries(folder, None):
+        by_case.setdefault(stem, []).append(item)
+    files: dict[str, tuple[str, Path]] = {}
+    ignored: list[tuple[Path, str]] = []
+    wanted = _normalise_ending(file_ending).lower() if file_ending else None
+    for case, paths in sorted(by_case.items()):
+        if len(paths) == 1:
+            files[case] = (case, paths[0])
+            continue
+        chosen = [p for p in paths if wanted and p.name.lower().endswith(wanted)]
+        if len(chosen) != 1:
+            raise InputError(f"two files for case '{case}': {', '.join(p.name for p in paths)}; keep one", folder)
+        files[case] = (case, chosen[0])
+        ignored += [(p, f"another file of case '{case}' ({chosen[0].name}, the dataset's "
+                        f"file ending {file_ending}) is used") for p in paths if p != chosen[0]]
+    return SegmentationFiles(files=files, ignored=ignored)
+
+
+def ground_truth_files(folder: PathLike, *, file_ending: str | None = None) -> SegmentationFiles:
+    """Ground-truth label maps of ``folder`` by case id. With ``file_ending`` (from
+    ``dataset.json``) files with another ending are listed in ``ignored`` with the reason."""
+    folder = Path(folder)
+    files = list_label_files(folder, file_ending=file_ending)
+    ignored: list[tuple[Path, str]] = []
+    if file_ending:
+        for stem, item in _image_entries(folder, None):
+            if item not in files.values():
+                ignored.append((item, f"its ending differs from dataset.json's file_ending {file_ending}"))
+    return SegmentationFiles(files={c: (c, p) for c, p in files.items()}, ignored=ignored)
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """Segmentations matched to reference files (ground truths or images) by case.
+    ``matched``: (segmentation id, case, segmentation path, reference path(s));
+    ``missing``: reference cases without a segmentation; ``extra``: segmentation ids whose case
+    has no reference; ``ignored``: (path, why)."""
+
+    matched: list[tuple[str, str, Path, Any]]
+    missing: list[tuple[str, Any]]
+    extra: list[tuple[str, Path]]
+    ignored: list[tuple[Path, str]]
+
+
+def pair_segmentations(segs: SegmentationFiles, references: Mapping[str, Any]) -> Pairing:
+    """Match segmentations to ``references`` (case -> path or list of paths)."""
+    matched = [(sid, case, path, references[case]) for sid, (case, path) in segs.files.items() if case in references]
+    covered = {case for _, case, _, _ in matched}
+    return Pairing(
+        matched=matched,
+        missing=[(case, ref) for case, ref in references.items() if case not in covered],
+        extra=[(sid, path) for sid, (case, path) in segs.files.items() if case not in references],
+        ignored=list(segs.ignored),
+    )

@@ -165,11 +165,14 @@ def metric_info(name: str) -> MetricInfo:
 
 
 def parse_metric_names(text: str | None) -> tuple[str, ...]:
-    """Parse a comma-separated metric list (``None`` -> defaults) and validate every name."""
+    """Parse a comma-separated metric list (``None`` -> defaults) and validate every name
+    (``cc_<metric>`` names the per-component variant of a metric of :data:`COMPONENT_METRICS`)."""
     if text is None or not text.strip():
         return DEFAULT_METRICS
     names = tuple(dict.fromkeys(n.strip().lower() for n in text.split(",") if n.strip()))
-    unknown = [n for n in names if n not in METRICS]
+    unknown = [n for n in names if n not in METRICS
+               and not (n.startswith("cc_") and n[3:] in COMPONENT_METRICS)]
     if unknown:
-        raise ValueError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(METRICS)}")
+        raise ValueError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(METRICS)} and the per-component "
+                         f"{', '.join('cc_' + m for m in COMPONENT_METRICS)}")
     return names

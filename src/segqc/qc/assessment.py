@@ -11,130 +11,119 @@ two rankings.
 
 from __future__ import annotations
 
-import json
 import math
+import re
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from segqc.evaluation.evaluate import evaluate_folder
-from segqc.io.atomic import atomic_path, write_text_atomic
-from segqc.metrics.multiclass import multiclass_dice
-from segqc.io.datasets import pair_cases
-from segqc.io.images import read_label_map
+from segqc.errors import InputError
+from segqc.evaluation.evaluate import FolderEvaluation, evaluate_folder
+from segqc.io.atomic import atomic_path, write_json_atomic
 from segqc.qc.inference import QcSettings, qc_folder
 from segqc.qc.model_api import QcModel
+from segqc.report import agreement, rank_by_estimate, scatter_plots
+
+__all__ = ["agreement", "benchmark_qc", "rank_by_estimate", "rank_models", "run_names", "true_metrics"]
 
 
-def true_metrics(segs_dir: Path, gt_dir: Path, metrics: Sequence[str], tolerance_mm: float) -> pd.DataFrame:
-    """True per-label metrics plus the multi-class Dice (label ``all``) of every segmentation."""
-    table = evaluate_folder(segs_dir, gt_dir, metrics=tuple(metrics), tolerance_mm=tolerance_mm)
-    rows = []
-    for case, seg_path, gt_path in pair_cases(segs_dir, gt_dir).matched:
-        result = multiclass_dice(read_label_map(seg_path).array, read_label_map(gt_path).array)
-        rows.append({"case": case, "label": "all", "metric": "dice", "value": result.value})
-    truth = pd.concat([table[["case", "label", "metric", "value"]], pd.DataFrame(rows)], ignore_index=True)
+def true_metrics(segs_dir: Path, gt_dir: Path, metrics: Sequence[str], tolerance_mm: float, *,
+                 labels: Sequence[int] | None = None, jobs: int = 1, progress: bool = False) -> pd.DataFrame:
+    """True per-label metrics plus the multi-class Dice (label ``all``) of every segmentation,
+    through :func:`~segqc.evaluation.evaluate.evaluate_folder` (same pairing, geometry checks and
+    label handling as ``segqc evaluate``; a case that cannot be evaluated, e.g. a ground truth
+    on another grid, has no row at all). Columns: case, label, metric, value."""
+    result = evaluate_folder(segs_dir, gt_dir, metrics=tuple(metrics), tolerance_mm=tolerance_mm,
+                             labels=labels, multiclass_all=True, jobs=jobs, progress=progress, return_details=True)
+    assert isinstance(result, FolderEvaluation)
+    table = result.table
+    truth = table[table["component"].isna()][["case", "label", "metric", "value"]].reset_index(drop=True)
     truth["label"] = truth["label"].astype(str)
     return truth
 
 
-def agreement(pairs: pd.DataFrame) -> pd.DataFrame:
-    """Pearson r, MAE and n per (label, metric) of a table with ``estimate`` and ``true`` columns
-    (rows where either is NaN are left out)."""
-    out = []
-    for (label, metric), group in pairs.groupby(["label", "metric"], sort=False):
-        ok = group[["estimate", "true"]].replace([np.inf, -np.inf], np.nan).dropna()
-        r = float(stats.pearsonr(ok["estimate"], ok["true"])[0]) if len(ok) > 2 and ok["estimate"].std() > 0 and ok["true"].std() > 0 else math.nan
-        mae = float(np.mean(np.abs(ok["estimate"] - ok["true"]))) if len(ok) else math.nan
-        out.append({"label": label, "metric": metric, "pearson_r": r, "mae": mae, "n": int(len(ok))})
-    return pd.DataFrame(out)
-
-
-def _scatter_plots(pairs: pd.DataFrame, summary: pd.DataFrame, out_dir: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-    for (label, metric), group in pairs.groupby(["label", "metric"], sort=False):
-        row = summary[(summary.label == label) & (summary.metric == metric)].iloc[0]
-        fig, ax = plt.subplots(figsize=(4, 4))
-        ax.scatter(group["true"], group["estimate"], s=10, alpha=0.7)
-        finite = group[["true", "estimate"]].replace([np.inf, -np.inf], np.nan).dropna().to_numpy()
-        if finite.size:
-            lo, hi = float(finite.min()), float(finite.max())
-            ax.plot([lo, hi], [lo, hi], "k--", lw=1)
-        ax.set_xlabel(f"true {metric}")
-        ax.set_ylabel(f"estimated {metric}")
-        ax.set_title(f"label {label}: r={row.pearson_r:.3f}, MAE={row.mae:.3g}")
-        fig.tight_layout()
-        path = out_dir / "plots" / f"scatter_{label}_{metric}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=100, format="png")
-        plt.close(fig)
-        paths.append(path)
-    return paths
-
-
 def benchmark_qc(model_dir: str | Path, images_dir: str | Path, segs_dir: str | Path, gt_dir: str | Path,
                  out_dir: str | Path, *, settings: QcSettings | None = None, jobs: int = 1,
-                 model: QcModel | None = None, progress: bool = False) -> pd.DataFrame:
+                 scheduler: str | None = None, model: QcModel | None = None, progress: bool = False,
+                 device: str = "cpu") -> pd.DataFrame:
     """Estimated vs true metrics on segmentations with a known ground truth (see module docstring)."""
     settings = settings or QcSettings()
     out_dir = Path(out_dir)
-    table, _, _ = qc_folder(model_dir, images_dir, segs_dir, out_dir / "qc", settings=settings, jobs=jobs,
-                            model=model, progress=progress)
-    truth = true_metrics(Path(segs_dir), Path(gt_dir), settings.metrics, settings.tolerance_mm)
+    table, _, report = qc_folder(model_dir, images_dir, segs_dir, out_dir / "qc", settings=settings, jobs=jobs,
+                                 scheduler=scheduler, model=model, progress=progress, device=device)
+    truth = true_metrics(Path(segs_dir), Path(gt_dir), settings.metrics, settings.tolerance_mm, jobs=jobs,
+                         progress=progress)
     pairs = table.merge(truth.rename(columns={"value": "true"}), on=["case", "label", "metric"], how="inner")
     summary = agreement(pairs)
     with atomic_path(out_dir / "pairs.csv") as tmp:
         pairs.to_csv(tmp, index=False)
     with atomic_path(out_dir / "benchmark.csv") as tmp:
         summary.to_csv(tmp, index=False)
-    write_text_atomic(out_dir / "benchmark.json", json.dumps(
-        {"settings": {k: v for k, v in settings.__dict__.items()},
-         "agreement": summary.replace({np.nan: None}).to_dict(orient="records")}, indent=2))
-    _scatter_plots(pairs, summary, out_dir)
+    write_json_atomic(out_dir / "benchmark.json", {
+        "settings": {k: v for k, v in settings.__dict__.items()},
+        "cases": {"qc": report["cases"], "failed": report["failed"], "with_truth": sorted(set(pairs["case"]))},
+        "agreement": summary.replace({np.nan: None}).to_dict(orient="records")})
+    scatter_plots(pairs, summary, out_dir)
     return summary
 
 
-def rank_by_estimate(table: pd.DataFrame):
-    """Rows (one per segmentation model, column ``estimated_dice``, optionally ``true_dice``)
-    sorted from the best estimate, with ``rank``; with true values for more than one model also
-    ``true_rank`` and Kendall's tau between the two orders (scipy result, else None)."""
-    ranking = table.sort_values("estimated_dice", ascending=False).reset_index(drop=True)
-    ranking.insert(0, "rank", np.arange(1, len(ranking) + 1))
-    if "true_dice" not in ranking or len(ranking) < 2:
-        return ranking, None
-    ranking["true_rank"] = ranking["true_dice"].rank(ascending=False, method="min").astype(int)
-    return ranking, stats.kendalltau(ranking["estimated_dice"], ranking["true_dice"])
+def run_names(folders: Sequence[str | Path]) -> list[str]:
+    """One output-folder name per segmentation folder, unique and safe: the folders' paths
+    relative to their common parent, path separators replaced by ``__``
+    (``runA/preds``, ``runB/preds`` -> ``runA__preds``, ``runB__preds``). The same folder
+    twice is an :class:`InputError`."""
+    resolved = [Path(f).resolve() for f in folders]
+    seen: dict[Path, str] = {}
+    for original, path in zip(folders, resolved):
+        if path in seen:
+            raise InputError(f"is given twice (also as {seen[path]})", original)
+        seen[path] = str(original)
+    if len(resolved) == 1:
+        parts_list = [(resolved[0].name,)]
+    else:
+        common = _common_parent(resolved)
+        parts_list = [r.relative_to(common).parts for r in resolved]
+    names = []
+    for parts in parts_list:
+        name = "__".join(re.sub(r"[^A-Za-z0-9._-]+", "_", part) for part in parts) or "root"
+        names.append(name.lstrip(".") or "root")
+    return names
+
+
+def _common_parent(paths: Sequence[Path]) -> Path:
+    common = Path(paths[0].anchor)
+    for parts in zip(*[p.parts for p in paths]):
+        if len(set(parts)) != 1:
+            break
+        common = common / parts[0]
+    if any(p == common for p in paths):  # one folder inside another: keep the last common level
+        common = common.parent
+    return common
 
 
 def rank_models(model_dir: str | Path, images_dir: str | Path, seg_dirs: Sequence[str | Path],
                 out_dir: str | Path, *, gt_dir: str | Path | None = None, settings: QcSettings | None = None,
-                jobs: int = 1, model: QcModel | None = None, progress: bool = False) -> tuple[pd.DataFrame, dict]:
+                jobs: int = 1, scheduler: str | None = None, model: QcModel | None = None,
+                progress: bool = False, device: str = "cpu") -> tuple[pd.DataFrame, dict]:
     """Rank segmentation models (one folder each) by mean estimated multi-class Dice; with a GT,
-    compare with the true ranking (Kendall's tau)."""
+    compare with the true ranking (Kendall's tau). Each folder's QC goes to ``out_dir/<name>``
+    (:func:`run_names`: unique even when the folders share a base name)."""
     settings = settings or QcSettings(metrics=("dice",))
     out_dir = Path(out_dir)
     rows = []
-    for seg_dir in seg_dirs:
+    for seg_dir, name in zip(seg_dirs, run_names(seg_dirs)):
         seg_dir = Path(seg_dir)
-        name = seg_dir.name
         table, _, _ = qc_folder(model_dir, images_dir, seg_dir, out_dir / name, settings=settings, jobs=jobs,
-                                model=model, progress=progress)
+                                scheduler=scheduler, model=model, progress=progress, device=device)
         overall = table[(table.label == "all") & (table.metric == "dice")]
         row = {"model": name, "folder": str(seg_dir), "n_cases": int(len(overall)),
-               "estimated_dice": float(overall["estimate"].mean())}
+               "estimated_dice": float(overall["estimate"].mean()) if len(overall) else math.nan}
         if gt_dir is not None:
-            truth = true_metrics(seg_dir, Path(gt_dir), ("dice",), settings.tolerance_mm)
+            truth = true_metrics(seg_dir, Path(gt_dir), ("dice",), settings.tolerance_mm, jobs=jobs)
             true_all = truth[(truth.label == "all") & (truth.metric == "dice")]
-            row["true_dice"] = float(true_all["value"].mean())
+            row["true_dice"] = float(true_all["value"].mean()) if len(true_all) else math.nan
         rows.append(row)
     ranking, tau = rank_by_estimate(pd.DataFrame(rows))
     report: dict = {"ranking": ranking.to_dict(orient="records")}
@@ -143,5 +132,5 @@ def rank_models(model_dir: str | Path, images_dir: str | Path, seg_dirs: Sequenc
         report["kendall_p"] = float(tau.pvalue)
     with atomic_path(out_dir / "ranking.csv") as tmp:
         ranking.to_csv(tmp, index=False)
-    write_text_atomic(out_dir / "ranking.json", json.dumps(report, indent=2, default=float))
+    write_json_atomic(out_dir / "ranking.json", report)
     return ranking, report

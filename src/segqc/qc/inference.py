@@ -19,9 +19,7 @@ interrupted run continues.
 
 from __future__ import annotations
 
-import json
 import math
-import warnings
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -30,13 +28,14 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from segqc.errors import InputError, SegqcError
+from segqc.errors import InputError
 from segqc.evaluation.evaluate import EvaluationConfig, evaluate_label_maps
-from segqc.execution import map_cases
+from segqc.execution import CaseResult, CaseTask, directory_digest, run_cases
 from segqc.fingerprint.preprocessing import preprocess_files, restore_label
-from segqc.io.atomic import atomic_path, write_text_atomic
-from segqc.io.datasets import list_image_files, list_label_files
+from segqc.io.atomic import atomic_path, write_json_atomic
+from segqc.io.datasets import Pairing, list_image_files, pair_segmentations, segmentation_files
 from segqc.io.images import read_image, read_label_map, write_image
+from segqc.io.labels import LabelSet
 from segqc.metrics.binary import MetricSettings
 from segqc.metrics.multiclass import multiclass_dice
 from segqc.qc.model_api import QcModel, load_qc_model
@@ -107,14 +106,39 @@ def majority_vote(samples: np.ndarray, labels: Sequence[int]) -> np.ndarray:
     return values[counts.argmax(axis=0)].astype(samples.dtype)
 
 
+def _check_image(path: Path, array: np.ndarray) -> list[str]:
+    """NaN voxels are an error (ITK reads them as 0, so NIfTI float data are checked with nibabel);
+    a blank image gives a warning: its estimate says nothing about the segmentation."""
+    name = path.name.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        import nibabel
+
+        try:
+            proxy = nibabel.load(path)
+            floating = np.issubdtype(proxy.get_data_dtype(), np.floating)
+        except Exception:  # noqa: BLE001 - SimpleITK read it; nibabel's view is only a check
+            floating = False
+        if floating and not np.isfinite(np.asanyarray(proxy.dataobj)).all():
+            raise InputError("the image contains NaN or infinite values; QC needs a finite image", path)
+    if array.size and float(array.min()) == float(array.max()):
+        return [f"{path}: the image is blank (every voxel {float(array.min()):g}); its QC estimate says nothing "
+                "about the segmentation"]
+    return []
+
+
+def _label_set(model: QcModel) -> LabelSet:
+    return LabelSet(names={v: str(v) for v in model.labels if v != 0}, known=True)
+
+
 def qc_case(model: QcModel, case: str, image_paths: Sequence[Path], seg_path: Path,
             settings: QcSettings) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, object, list[str]]:
     """QC of one case: (estimates table, per-slice table, pGT on the input grid, its geometry, warnings)."""
     seg_image = read_label_map(seg_path)
     _check_labels(seg_image.array, model, seg_path)
-    prepared = preprocess_files(list(image_paths), model.plan, label_path=seg_path)
     raw = read_image(image_paths[0]).array
-    notes = [w for w in [_check_intensity(raw, seg_image.array, model, Path(image_paths[0]))] if w]
+    notes = _check_image(Path(image_paths[0]), raw)
+    notes += [w for w in [_check_intensity(raw, seg_image.array, model, Path(image_paths[0]))] if w]
+    prepared = preprocess_files(list(image_paths), model.plan, label_path=seg_path)
     images = np.moveaxis(prepared.image, -1, 0)  # (n, C, H, W)
     segs = np.moveaxis(prepared.label, -1, 0).astype(np.int64)  # (n, H, W)
     ratios = prepared.slice_ratios
@@ -127,19 +151,12 @@ def qc_case(model: QcModel, case: str, image_paths: Sequence[Path], seg_path: Pa
     pgt_slices = np.concatenate(chunks, axis=1)  # (K, n, H, W)
     consensus_slices = majority_vote(pgt_slices, model.labels)
     spacing = seg_image.geometry.spacing
-    label_values = [v for v in model.labels if v != 0]
-    config = EvaluationConfig(metrics=tuple(m for m in settings.metrics),
-                              settings=MetricSettings(tolerance_mm=settings.tolerance_mm),
-                              labels=tuple(label_values))
+    config = EvaluationConfig(metrics=tuple(settings.metrics), settings=MetricSettings(tolerance_mm=settings.tolerance_mm),
+                              label_set=_label_set(model), multiclass_all=True)
 
     def evaluate(pgt: np.ndarray) -> pd.DataFrame:
         table = evaluate_label_maps(seg_image.array, pgt, spacing, config, case=case)
-        overall = multiclass_dice(seg_image.array, pgt)
-        table = pd.concat([table, pd.DataFrame([{"case": case, "label": "all", "label_name": "all", "component": None,
-                                                  "metric": "dice", "value": overall.value, "empty": overall.empty}])],
-                          ignore_index=True)
-        table["label"] = table["label"].astype(str)
-        return table
+        return table[table["component"].isna()]
 
     def restore(slices: np.ndarray) -> np.ndarray:
         return restore_label(np.moveaxis(slices, 0, -1).astype(seg_image.array.dtype), prepared.transform)
@@ -157,24 +174,18 @@ def qc_case(model: QcModel, case: str, image_paths: Sequence[Path], seg_path: Pa
     slice_rows = [{"case": case, "slice": z, "slice_ratio": float(ratios[z]), "label": "all", "metric": "dice",
                    "estimate": multiclass_dice(segs[z], consensus_slices[z]).value} for z in range(segs.shape[0])]
     slices = pd.DataFrame(slice_rows, columns=["case", "slice", "slice_ratio", "label", "metric", "estimate"])
-    return estimates[QC_COLUMNS], slices, pgt, seg_image.geometry, notes
+    return estimates[QC_COLUMNS].reset_index(drop=True), slices, pgt, seg_image.geometry, notes
 
 
-def _case_dir(out_dir: Path) -> Path:
-    return out_dir / "cases"
-
-
-def _run_case(item: tuple[str, list[Path], Path], model_dir: Path, settings: QcSettings, out_dir: Path,
-              model: QcModel | None = None) -> list[str]:
-    case, image_paths, seg_path = item
+def _run_case(task: CaseTask, model_dir: Path, settings: QcSettings, out_dir: Path,
+              model: QcModel | None = None) -> CaseResult:
     model = model or _cached_model(model_dir)
-    estimates, slices, pgt, geometry, notes = qc_case(model, case, image_paths, seg_path, settings)
-    write_image(out_dir / "pgt" / f"{case}.nii.gz", pgt, geometry)
-    with atomic_path(_case_dir(out_dir) / f"{case}.slices.csv") as tmp:
-        slices.to_csv(tmp, index=False)
-    with atomic_path(_case_dir(out_dir) / f"{case}.csv") as tmp:  # last: marks the case as done
-        estimates.to_csv(tmp, index=False)
-    return notes
+    seg_path = task.path("seg")
+    assert seg_path is not None
+    estimates, slices, pgt, geometry, notes = qc_case(model, task.case, task.inputs["image"], seg_path, settings)
+    pgt_file = f"pgt/{task.case}.nii.gz"
+    write_image(out_dir / pgt_file, pgt, geometry)
+    return CaseResult(table=estimates, extra={"slices": slices}, warnings=notes, files=[pgt_file])
 
 
 _MODEL_CACHE: dict[str, QcModel] = {}
@@ -187,13 +198,23 @@ def _cached_model(model_dir: Path) -> QcModel:
     return _MODEL_CACHE[key]
 
 
-def pair_images_and_segmentations(images_dir: Path, segs_dir: Path) -> tuple[list[tuple[str, list[Path], Path]], list[str], list[str]]:
-    """(case, image channel files, segmentation) for cases present in both; cases missing an image
-    or a segmentation are returned separately."""
+def qc_tasks(images_dir: Path, segs_dir: Path) -> tuple[list[CaseTask], Pairing]:
+    """One task per segmentation with an image: id = the segmentation's id (its case id, or with a
+    ``manifest.csv`` of ``segqc degrade`` its file stem), inputs ``image`` (channel files) and
+    ``seg``; the pairing lists segmentations without an image (``extra``)."""
     images = list_image_files(images_dir)
-    segs = list_label_files(segs_dir)
-    matched = [(c, images[c], segs[c]) for c in sorted(set(images) & set(segs))]
-    return matched, sorted(set(segs) - set(images)), sorted(set(images) - set(segs))
+    pairing = pair_segmentations(segmentation_files(segs_dir), images)
+    tasks = [CaseTask(sid, {"image": tuple(image_paths), "seg": (seg_path,)}, payload=case)
+             for sid, case, seg_path, image_paths in pairing.matched]
+    return tasks, pairing
+
+
+def pair_images_and_segmentations(images_dir: Path, segs_dir: Path) -> tuple[list[tuple[str, list[Path], Path]], list[str], list[str]]:
+    """(segmentation id, image channel files, segmentation) for segmentations with an image;
+    segmentations without an image and images without a segmentation are returned separately."""
+    tasks, pairing = qc_tasks(Path(images_dir), Path(segs_dir))
+    matched = [(t.case, list(t.inputs["image"]), t.inputs["seg"][0]) for t in tasks]
+    return matched, [sid for sid, _ in pairing.extra], [case for case, _ in pairing.missing]
 
 
 def worklist(table: pd.DataFrame, settings: QcSettings) -> pd.DataFrame:
@@ -220,48 +241,40 @@ def worklist(table: pd.DataFrame, settings: QcSettings) -> pd.DataFrame:
     return overall.sort_values("dice_estimate", na_position="first").reset_index(drop=True)
 
 
+def model_directory(model_dir: str | Path) -> Path:
+    """The folder holding the model's ``config.json`` (a training run's ``model/`` subfolder)."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").exists() and (model_dir / "model" / "config.json").exists():
+        return model_dir / "model"
+    return model_dir
+
+
 def qc_folder(model_dir: str | Path, images_dir: str | Path, segs_dir: str | Path, out_dir: str | Path, *,
-              settings: QcSettings | None = None, jobs: int = 1, progress: bool = False,
-              model: QcModel | None = None, device: str = "cpu") -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+              settings: QcSettings | None = None, jobs: int = 1, scheduler: str | None = None,
+              progress: bool = False, model: QcModel | None = None,
+              device: str = "cpu") -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """QC every segmentation in ``segs_dir``; returns (qc table, worklist, report dict) and writes
     the files of the module docstring. ``model`` (already loaded) overrides ``model_dir``.
     ``device``: where the model samples ("cpu", "cuda", "auto"); any other device than the CPU
     runs the cases in this process (``jobs`` then only matters for the CPU). With ``jobs`` > 1
     (0 = one per core) the cases run in that many worker processes, each with its share of the
-    cores as torch threads."""
+    cores as torch threads; ``scheduler``: a Dask scheduler address. A rerun reuses a case only
+    when the settings, the content of its image and segmentation files and the model weights are
+    unchanged. Raises :class:`InputError` when no segmentation has an image."""
     settings = settings or QcSettings()
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    model_dir, out_dir = model_directory(model_dir), Path(out_dir)
     loaded = model or load_qc_model(model_dir, device=device)
-    if device != "cpu":
-        model = loaded
-    matched, missing_image, missing_seg = pair_images_and_segmentations(Path(images_dir), Path(segs_dir))
-    if not matched:
-        raise InputError("no case has both an image (CASE_0000) and a segmentation (CASE)", segs_dir)
-    settings_digest = json.dumps({"settings": asdict(settings), "model": str(model_dir.resolve())}, sort_keys=True)
-    settings_path = _case_dir(out_dir) / "settings.json"
-    same = settings_path.exists() and settings_path.read_text() == settings_digest
-    todo = [item for item in matched if not (same and (_case_dir(out_dir) / f"{item[0]}.csv").exists())]
-    write_text_atomic(settings_path, settings_digest)
-    failed: dict[str, str] = {}
-    notes: list[str] = []
-    if jobs == 1 or model is not None:
-        work = partial(_run_case, model_dir=model_dir, settings=settings, out_dir=out_dir, model=loaded)
-        jobs = 1
-    else:  # worker processes, each with its share of the cores (segqc.execution)
-        work = partial(_run_case, model_dir=model_dir, settings=settings, out_dir=out_dir)
-    for item, result in map_cases(work, todo, jobs=jobs, description="qc", progress=progress):
-        if isinstance(result, SegqcError):
-            failed[item[0]] = str(result)
-        else:
-            notes.extend(result)
-    for note in notes:
-        warnings.warn(note, stacklevel=2)
-    done = [c for c, _, _ in matched if (_case_dir(out_dir) / f"{c}.csv").exists() and c not in failed]
-    table = (pd.concat([pd.read_csv(_case_dir(out_dir) / f"{c}.csv", dtype={"label": str, "empty": str},
-                                    keep_default_na=False, na_values={"estimate": [""], "spread": [""]}) for c in done],
-                       ignore_index=True) if done else pd.DataFrame(columns=QC_COLUMNS))
-    slices = (pd.concat([pd.read_csv(_case_dir(out_dir) / f"{c}.slices.csv") for c in done], ignore_index=True)
-              if done else pd.DataFrame())
+    tasks, pairing = qc_tasks(Path(images_dir), Path(segs_dir))
+    if not tasks:
+        raise InputError(f"no segmentation has an image (CASE_0000...) in {images_dir}", segs_dir)
+    in_process = jobs == 1 or model is not None or device != "cpu"
+    work = partial(_run_case, model_dir=model_dir, settings=settings, out_dir=out_dir,
+                   model=loaded if in_process else None)
+    report = run_cases(work, tasks, out_dir, settings={"qc": asdict(settings), "method": loaded.method},
+                       extra_digest=directory_digest(model_dir), jobs=1 if in_process else jobs,
+                       scheduler=None if in_process else scheduler, progress=progress, description="qc")
+    table = report.table if len(report.table) else pd.DataFrame(columns=QC_COLUMNS)
+    slices = report.extra.get("slices", pd.DataFrame())
     if settings.samples == 1:
         table = table.drop(columns=["spread"])
     work_list = worklist(table.assign(spread=table.get("spread", math.nan)), settings)
@@ -271,7 +284,10 @@ def qc_folder(model_dir: str | Path, images_dir: str | Path, segs_dir: str | Pat
         slices.to_csv(tmp, index=False)
     with atomic_path(out_dir / "worklist.csv") as tmp:
         work_list.to_csv(tmp, index=False)
-    report = {"cases": done, "failed": failed, "missing_image": missing_image, "missing_segmentation": missing_seg,
-              "warnings": notes, "settings": asdict(settings), "method": loaded.method}
-    write_text_atomic(out_dir / "report.json", json.dumps(report, indent=2))
-    return table, work_list, report
+    notes = [f"{path}: ignored ({why})" for path, why in pairing.ignored] + report.warnings
+    result = {"cases": report.done, "failed": report.failed, "failure_kinds": report.failure_kinds,
+              "reused": report.reused, "missing_image": [sid for sid, _ in pairing.extra],
+              "missing_segmentation": [case for case, _ in pairing.missing], "warnings": notes,
+              "settings": asdict(settings), "method": loaded.method}
+    write_json_atomic(out_dir / "report.json", result)
+    return table, work_list, result

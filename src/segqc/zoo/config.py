@@ -22,24 +22,18 @@ Only ``epochs`` and ``snapshot_epochs`` may change when a stopped training run i
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import ClassVar
 
-from segqc.errors import InputError
-from segqc.io.json_files import read_json_object
-from segqc.io.atomic import write_text_atomic
+from segqc.config import ConfigBase, register_presets
 
 __all__ = ["PRESETS", "ZooConfig"]
 
-_FORMAT = "segqc-zoo-config"
 
 
 @dataclass(frozen=True)
-class ZooConfig:
+class ZooConfig(ConfigBase):
     """How the zoo's UNet is trained (module docstring). Defaults are the ``small`` preset.
 
     * ``size``: in-plane size (voxels) of the preprocessed slices; must be divisible by
@@ -61,6 +55,9 @@ class ZooConfig:
       the network must not rely on the object being in the centre), ``intensity_jitter``
       (``x * (1 + a) + b`` with ``a, b`` uniform in ``[-jitter, jitter]``).
     """
+
+    KIND: ClassVar[str] = "zoo"
+    RESUMABLE_FIELDS: ClassVar[tuple[str, ...]] = ("epochs", "snapshot_epochs")
 
     size: int = 128
     target_spacing_mm: tuple[float, float] | None = None
@@ -132,67 +129,6 @@ class ZooConfig:
         """Folder (and manifest ``source``) name of the snapshot after ``epoch``: ``unet_e008``."""
         return f"unet_e{epoch:03d}"
 
-    def resume_key(self) -> dict[str, Any]:
-        """The settings that must match for a stopped run to be continued (all but the epochs)."""
-        data = self.to_dict()
-        for name in ("epochs", "snapshot_epochs"):
-            data.pop(name)
-        return data
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> ZooConfig:
-        """A named preset (``small``, ``paper``/``large``) with fields replaced by ``overrides``
-        (``None`` values are ignored, so CLI options can be passed through)."""
-        key = name.strip().lower()
-        if key not in PRESETS:
-            raise ValueError(f"unknown zoo config {name!r}; use one of {', '.join(PRESETS)} or a JSON file")
-        changes = {k: v for k, v in overrides.items() if v is not None}
-        unknown = sorted(set(changes) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown zoo config field(s): {', '.join(unknown)}")
-        return replace(PRESETS[key], **changes)
-
-    # ----------------------------------------------------------------------------------------
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        for name in ("channels", "snapshot_epochs"):
-            data[name] = list(data[name])
-        if self.target_spacing_mm is not None:
-            data["target_spacing_mm"] = list(self.target_spacing_mm)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ZooConfig:
-        """Inverse of :meth:`to_dict`; unknown keys or bad values raise :class:`InputError`."""
-        data = {k: v for k, v in data.items() if k != "format"}
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise InputError(f"unknown zoo config field(s): {', '.join(unknown)}")
-        try:
-            values = dict(data)
-            for name in ("channels", "snapshot_epochs"):
-                if name in values:
-                    values[name] = tuple(values[name])
-            if values.get("target_spacing_mm") is not None:
-                values["target_spacing_mm"] = tuple(values["target_spacing_mm"])
-            return cls(**values)
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"invalid zoo config: {exc}") from None
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        return write_text_atomic(path, json.dumps({"format": _FORMAT, **self.to_dict()}, indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> ZooConfig:
-        path = Path(path)
-        data = read_json_object(path, what="zoo config")
-        try:
-            return cls.from_dict(data)
-        except InputError as exc:
-            raise InputError(exc.problem, path) from None
-
 
 _SMALL = ZooConfig()
 _PAPER = ZooConfig(size=256, channels=(32, 64, 128, 256, 512), num_res_units=2, batch_size=32, lr=1e-3,
@@ -201,3 +137,4 @@ _PAPER = ZooConfig(size=256, channels=(32, 64, 128, 256, 512), num_res_units=2, 
 
 #: Named configs: ``small`` (2 CPU cores, minutes) and ``paper``/``large`` (a GPU).
 PRESETS: dict[str, ZooConfig] = {"small": _SMALL, "paper": _PAPER, "large": _PAPER}
+register_presets(ZooConfig, PRESETS)

@@ -38,20 +38,14 @@ Only ``checkpoint_every`` may differ when an interrupted training run is continu
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
-from typing import Any, Mapping
+from dataclasses import dataclass, replace
+from typing import ClassVar
 
-from segqc.errors import InputError
-from segqc.io.json_files import read_json_object
-from segqc.io.atomic import write_text_atomic
+from segqc.config import ConfigBase, register_presets
 
 __all__ = ["CONDITIONING_MODES", "IMAGE_ENCODERS", "IMAGE_INPUTS", "PRESETS", "SEG_ENCODINGS", "NnqcConfig"]
 
-_FORMAT = "segqc-nnqc-config"
 CONDITIONING_MODES = ("full", "position", "image")
 SEG_ENCODINGS = ("onehot", "unshuffle", "index")
 IMAGE_INPUTS = ("none", "unshuffle")
@@ -60,7 +54,7 @@ _TUPLE_FIELDS = ("vae_channels", "encoder_channels", "ldm_channels", "ldm_attent
 
 
 @dataclass(frozen=True)
-class NnqcConfig:
+class NnqcConfig(ConfigBase):
     """Every setting of the nnQC model and its training (defaults: the ``small`` preset).
 
     Geometry: ``size`` (slice size, voxels), ``latent_factor`` (latent = ``size // latent_factor``),
@@ -119,6 +113,9 @@ class NnqcConfig:
     paper's 20 steps x 1 sample, and better estimates (README); the ``paper`` preset keeps 20 x 1.
     ``checkpoint_every``: steps between saved training states. ``seed``.
     """
+
+    KIND: ClassVar[str] = "nnqc"
+    RESUMABLE_FIELDS: ClassVar[tuple[str, ...]] = ("checkpoint_every",)
 
     size: int = 96
     latent_factor: int = 4
@@ -295,57 +292,6 @@ class NnqcConfig:
         """Tokens of the condition c: ``query_tokens`` ("full", "position") or the image tokens."""
         return self.token_grid ** 2 if self.conditioning == "image" else self.query_tokens
 
-    def resume_key(self) -> dict[str, Any]:
-        """Settings that must match for an interrupted run to be continued (all but checkpoint_every)."""
-        data = self.to_dict()
-        data.pop("checkpoint_every")
-        return data
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> NnqcConfig:
-        """A named preset (``tiny``, ``small``, ``paper``) with fields replaced by ``overrides``
-        (``None`` values are ignored, so CLI options can be passed through)."""
-        key = name.strip().lower()
-        if key not in PRESETS:
-            raise ValueError(f"unknown nnQC config {name!r}; use one of {', '.join(PRESETS)} or a JSON file")
-        changes = {k: v for k, v in overrides.items() if v is not None}
-        unknown = sorted(set(changes) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown nnQC config field(s): {', '.join(unknown)}")
-        return replace(PRESETS[key], **changes)
-
-    # ----------------------------------------------------------------------------------------
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        for name in _TUPLE_FIELDS:
-            data[name] = list(data[name])
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> NnqcConfig:
-        """Inverse of :meth:`to_dict`; unknown keys or bad values raise :class:`InputError`."""
-        data = {k: v for k, v in data.items() if k != "format"}
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise InputError(f"unknown nnQC config field(s): {', '.join(unknown)}")
-        try:
-            return cls(**data)
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"invalid nnQC config: {exc}") from None
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        return write_text_atomic(path, json.dumps({"format": _FORMAT, **self.to_dict()}, indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> NnqcConfig:
-        path = Path(path)
-        data = read_json_object(path, what="nnQC config")
-        try:
-            return cls.from_dict(data)
-        except InputError as exc:
-            raise InputError(exc.problem, path) from None
-
 
 _SMALL = NnqcConfig()
 
@@ -376,3 +322,4 @@ _PAPER = replace(
 )
 
 PRESETS: dict[str, NnqcConfig] = {"tiny": _TINY, "small": _SMALL, "paper": _PAPER}
+register_presets(NnqcConfig, PRESETS)

@@ -52,9 +52,7 @@ losses and times). Rerunning ``train`` on the same folder continues where it sto
 
 from __future__ import annotations
 
-import json
 import math
-import time
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -71,13 +69,13 @@ from segqc.errors import InputError
 from segqc.execution import map_cases
 from segqc.fingerprint import DatasetFingerprint, PreprocessingPlan, compute_fingerprint, plan_from_fingerprint
 from segqc.fingerprint.preprocessing import preprocess_files, transform_label
-from segqc.io.atomic import write_text_atomic
 from segqc.io.datasets import list_image_files, list_label_files, read_dataset_json
 from segqc.io.images import check_same_geometry, read_label_map
 from segqc.nn import ConvTokenEncoder, TokenGridDecoder
 from segqc.qc.nnqc.config import NnqcConfig
 from segqc.qc.nnqc.model import NnqcModel, build_discriminator, make_scheduler
-from segqc.training import load_state, save_checkpoint, save_state, seed_everything, select_device
+from segqc.training import save_checkpoint, seed_everything, select_device
+from segqc.training.stages import Stage, check_run_record, run_stage, step_generators
 
 __all__ = [
     "METHOD",
@@ -92,7 +90,6 @@ __all__ = [
 #: ``method`` of nnQC checkpoints (:func:`segqc.training.load_checkpoint`).
 METHOD = "nnqc"
 STAGES = ("ssl", "vae", "ldm")
-_RUN_FORMAT = "segqc-nnqc-run"
 
 
 # --------------------------------------------------------------------------------------------
@@ -355,9 +352,7 @@ def extra_segmentation_slices(dataset_dir: str | Path, cases: Sequence[str], seg
 
 
 def _generator(seed: int, stage: str, step: int) -> tuple[np.random.Generator, torch.Generator]:
-    key = [int(seed), STAGES.index(stage) + 1, int(step)]
-    rng = np.random.default_rng(key)
-    return rng, torch.Generator().manual_seed(int(np.random.default_rng(key + [1]).integers(2**62)))
+    return step_generators(seed, STAGES.index(stage) + 1, step)
 
 
 @contextmanager
@@ -445,106 +440,6 @@ def _ssl_inputs(x: torch.Tensor, config: NnqcConfig, rng: np.random.Generator, g
 
 
 # --------------------------------------------------------------------------------------------
-# Stage runner
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Stage:
-    name: str
-    steps: int
-    modules: dict[str, nn.Module]
-    optimizers: dict[str, torch.optim.Optimizer]
-    step: Callable[[int], dict[str, float]]
-
-
-def _run_stage(stage: _Stage, out: Path, config: NnqcConfig, say: Callable[[str], None], progress: bool) -> dict:
-    """Run (or resume, or skip if done) a stage; return its metrics."""
-    directory = out / "stages" / stage.name
-    state = load_state(directory)
-    history: dict[str, list[float]] = {}
-    start, seconds = 0, 0.0
-    if state is not None:
-        for name, module in stage.modules.items():
-            module.load_state_dict(state["weights"][name])
-        history = {k: list(v) for k, v in state["history"].items()}
-        start, seconds = int(state["step"]), float(state["seconds"])
-        if state["done"]:
-            say(f"{stage.name}: done before ({start} steps), reusing it")
-            return _stage_metrics(stage.name, start, seconds, history)
-        for name, optimizer in stage.optimizers.items():
-            optimizer.load_state_dict(state["optimizers"][name])
-        say(f"{stage.name}: resuming at step {start}/{stage.steps}")
-
-    def save(step: int, done: bool) -> None:
-        save_state(directory, {
-            "stage": stage.name, "step": step, "done": done, "seconds": seconds, "history": history,
-            "weights": {n: m.state_dict() for n, m in stage.modules.items()},
-            "optimizers": {n: o.state_dict() for n, o in stage.optimizers.items()},
-        })
-
-    for module in stage.modules.values():
-        module.train()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn(), TextColumn("{task.fields[loss]}"))
-    every = max(1, stage.steps // 10)
-    with Progress(*columns, disable=not progress, transient=False) as bar:
-        task = bar.add_task(f"nnqc {stage.name}", total=stage.steps, completed=start, loss="")
-        for step in range(start, stage.steps):
-            began = time.perf_counter()
-            losses = stage.step(step)
-            elapsed = time.perf_counter() - began
-            seconds += elapsed
-            for key, value in losses.items():
-                history.setdefault(key, []).append(float(value))
-            history.setdefault("step_seconds", []).append(elapsed)
-            bar.update(task, advance=1, loss=" ".join(f"{k} {v:.4f}" for k, v in losses.items()))
-            if (step + 1) % every == 0 or step + 1 == stage.steps:
-                window = {k: float(np.mean(v[-every:])) for k, v in history.items() if k != "step_seconds"}
-                say(f"{stage.name} step {step + 1}/{stage.steps}: "
-                    + ", ".join(f"{k} {v:.4f}" for k, v in window.items())
-                    + f" ({np.median(history['step_seconds'][-every:]):.3f} s/step, median)")
-            if (step + 1) % config.checkpoint_every == 0 and step + 1 < stage.steps:
-                save(step + 1, False)
-    save(stage.steps, True)
-    for module in stage.modules.values():
-        module.eval()
-    return _stage_metrics(stage.name, stage.steps, seconds, history)
-
-
-def _stage_metrics(name: str, steps: int, seconds: float, history: dict[str, list[float]]) -> dict:
-    """Steps, total and per-step time (mean and median: the median is robust to other jobs on a
-    shared machine), and the per-step losses."""
-    times = history.get("step_seconds", [])
-    return {"steps": steps, "seconds": round(seconds, 3),
-            "seconds_per_step": round(seconds / steps, 4) if steps else None,
-            "median_step_seconds": round(float(np.median(times)), 4) if times else None,
-            "losses": {k: [round(v, 6) for v in values] for k, values in history.items() if k != "step_seconds"}}
-
-
-def _check_run(out: Path, config: NnqcConfig, data: NnqcTrainingData) -> None:
-    path = out / "run.json"
-    record = {"format": _RUN_FORMAT, "config": config.resume_key(), "data": data.summary()}
-    if path.is_file():
-        try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise InputError(f"corrupt run.json ({exc.msg}); use an empty folder", path) from None
-        if old.get("config") != record["config"]:
-            changed = [k for k in record["config"] if old.get("config", {}).get(k) != record["config"][k]]
-            raise InputError(f"holds an nnQC run with other settings ({', '.join(changed[:4])}); only "
-                             "checkpoint_every may change when continuing; use another folder", out)
-        if old.get("data") != record["data"]:
-            raise InputError("holds an nnQC run on other training data; use another folder", out)
-        return
-    if (out / "stages").exists():
-        raise InputError("holds a training state but no run.json; use an empty folder", out)
-    write_text_atomic(path, json.dumps(record, indent=2))
-
-
-# --------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------
 
@@ -565,7 +460,8 @@ def train(config: NnqcConfig, data: NnqcTrainingData, out_dir: str | Path, *, de
     say = log or (lambda _line: None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _check_run(out, config, data)
+    check_run_record(out, method=METHOD, settings=config.resume_key(), data=data.summary(),
+                     may_change="checkpoint_every")
     seed_everything(config.seed)
     dev = select_device(device)
     with _threads(threads), torch.enable_grad():
@@ -575,17 +471,18 @@ def train(config: NnqcConfig, data: NnqcTrainingData, out_dir: str | Path, *, de
         images = torch.from_numpy(np.ascontiguousarray(data.images))
         gt_idx = model.class_indices(torch.from_numpy(data.gt.astype(np.int64))).to(torch.uint8).cpu()
         metrics: dict[str, Any] = {"data": data.summary(), "device": str(dev), "threads": torch.get_num_threads()}
+        run = {"checkpoint_every": config.checkpoint_every, "log": say, "progress": progress, "prefix": "nnqc "}
 
         if config.image_encoder == "ssl" and config.ssl_steps > 0:
-            metrics["ssl"] = _run_stage(_ssl_stage(config, model, images, dev), out, config, say, progress)
+            metrics["ssl"] = run_stage(_ssl_stage(config, model, images, dev), out, **run)
         model.image_encoder.requires_grad_(False).eval()
 
-        metrics["vae"] = _run_stage(_vae_stage(config, model, discriminator, gt_idx, dev), out, config, say, progress)
+        metrics["vae"] = run_stage(_vae_stage(config, model, discriminator, gt_idx, dev), out, **run)
         model.autoencoder.requires_grad_(False).eval()
 
         ldm_stage, scale = _ldm_stage(config, model, data, images, gt_idx, dev)
         metrics["latent_scale"] = scale
-        metrics["ldm"] = _run_stage(ldm_stage, out, config, say, progress)
+        metrics["ldm"] = run_stage(ldm_stage, out, **run)
 
     model_dir = out / "model"
     save_checkpoint(
@@ -602,7 +499,7 @@ def train(config: NnqcConfig, data: NnqcTrainingData, out_dir: str | Path, *, de
     return model_dir
 
 
-def _ssl_stage(config: NnqcConfig, model: NnqcModel, images: torch.Tensor, dev: torch.device) -> _Stage:
+def _ssl_stage(config: NnqcConfig, model: NnqcModel, images: torch.Tensor, dev: torch.device) -> Stage:
     encoder = model.image_encoder
     encoder.requires_grad_(True)
     target_size = _ssl_target_size(config)
@@ -622,11 +519,11 @@ def _ssl_stage(config: NnqcConfig, model: NnqcModel, images: torch.Tensor, dev: 
         optimizer.step()
         return {"mse": loss.item()}
 
-    return _Stage("ssl", config.ssl_steps, {"image_encoder": encoder, "decoder": decoder}, {"adam": optimizer}, step)
+    return Stage("ssl", config.ssl_steps, {"image_encoder": encoder, "decoder": decoder}, {"adam": optimizer}, step)
 
 
 def _vae_stage(config: NnqcConfig, model: NnqcModel, discriminator: nn.Module, gt_idx: torch.Tensor,
-               dev: torch.device) -> _Stage:
+               dev: torch.device) -> Stage:
     from monai.losses import GeneralizedDiceLoss, PatchAdversarialLoss
 
     autoencoder = model.autoencoder
@@ -672,7 +569,7 @@ def _vae_stage(config: NnqcConfig, model: NnqcModel, discriminator: nn.Module, g
         out["total"] = loss.item()
         return out
 
-    return _Stage("vae", config.vae_steps, {"autoencoder": autoencoder, "discriminator": discriminator},
+    return Stage("vae", config.vae_steps, {"autoencoder": autoencoder, "discriminator": discriminator},
                   {"generator": opt_g, "discriminator": opt_d}, step)
 
 
@@ -683,7 +580,7 @@ def _chunked(function: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, 
 
 
 def _ldm_stage(config: NnqcConfig, model: NnqcModel, data: NnqcTrainingData, images: torch.Tensor,
-               gt_idx: torch.Tensor, dev: torch.device) -> tuple[_Stage, float]:
+               gt_idx: torch.Tensor, dev: torch.device) -> tuple[Stage, float]:
     # latents (posterior means) of all ground truths -> scale factor; frozen encoders: compute once
     mu = _chunked(lambda g: model.autoencoder.encode(model.one_hot(g.long()))[0], gt_idx, dev)
     std = float(mu.std())
@@ -732,4 +629,4 @@ def _ldm_stage(config: NnqcConfig, model: NnqcModel, data: NnqcTrainingData, ima
         optimizer.step()
         return {"mse": loss.item()}
 
-    return _Stage("ldm", config.ldm_steps, modules, {"adam": optimizer}, step), scale
+    return Stage("ldm", config.ldm_steps, modules, {"adam": optimizer}, step), scale

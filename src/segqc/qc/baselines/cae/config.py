@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+from segqc.config import ConfigBase, register_presets
 
 
 @dataclass(frozen=True)
-class CaeConfig:
+class CaeConfig(ConfigBase):
     """``size``: slice size (px, divisible by 2**len(channels)); ``channels``: encoder widths, one
     stride-2 stage each; ``latent_channels``: bottleneck channels; ``epochs``/``batch_size``/
     ``lr``: optimisation; ``corrupt_inputs``: train as a denoiser on degraded masks (False = the
-    original baseline, GT in, GT out)."""
+    original baseline, GT in, GT out). Only ``epochs`` may change when a stopped training run is
+    continued."""
+
+    KIND: ClassVar[str] = "cae"
+    RESUMABLE_FIELDS: ClassVar[tuple[str, ...]] = ("epochs",)
 
     size: int = 128
     channels: tuple[int, ...] = (16, 32, 64, 64)
@@ -23,31 +29,16 @@ class CaeConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
         if self.size % (2 ** len(self.channels)):
             raise ValueError(f"size {self.size} must be divisible by 2**{len(self.channels)}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
 
-    @classmethod
-    def preset(cls, name: str) -> "CaeConfig":
-        presets = {
-            "tiny": cls(size=32, channels=(4, 8), latent_channels=2, epochs=3, batch_size=8),
-            "small": cls(),
-            "paper": cls(size=256, channels=(32, 64, 128, 256, 256), latent_channels=16, epochs=200, batch_size=32),
-        }
-        if name not in presets:
-            raise ValueError(f"unknown CAE config {name!r}; choose one of {', '.join(presets)}")
-        return presets[name]
 
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["channels"] = list(self.channels)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "CaeConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown CAE config keys {sorted(unknown)}")
-        values = dict(data)
-        values["channels"] = tuple(values.get("channels", cls.channels))
-        return cls(**values)
+PRESETS: dict[str, CaeConfig] = {
+    "tiny": CaeConfig(size=32, channels=(4, 8), latent_channels=2, epochs=3, batch_size=8),
+    "small": CaeConfig(),
+    "paper": CaeConfig(size=256, channels=(32, 64, 128, 256, 256), latent_channels=16, epochs=200, batch_size=32),
+}
+register_presets(CaeConfig, PRESETS)

@@ -1,0 +1,143 @@
+"""One base for every settings object of a learned method (zoo, nnQC, CAE, ...).
+
+A config is a frozen dataclass that inherits :class:`ConfigBase` and sets three class
+attributes: ``KIND`` (a short name for messages and the JSON ``format`` tag), ``PRESETS``
+(name -> config; filled in after the class, see :func:`register_presets`) and
+``RESUMABLE_FIELDS`` (fields that may change when an interrupted training run is continued,
+e.g. the number of epochs). It then gets, the same way for every method:
+
+* ``Config.preset("Small", seed=1)`` — a preset by case-insensitive name, *or* the path of a JSON
+  file written by :meth:`ConfigBase.save`, with fields replaced by keyword overrides (``None``
+  values are ignored so CLI options pass through; unknown fields are a ``ValueError``);
+* ``to_dict()`` / ``from_dict()`` (tuples as JSON lists, unknown keys or bad values are an
+  :class:`~segqc.errors.InputError`), ``save(path)`` / ``load(path)``;
+* ``digest()`` (SHA-256 of the settings) and ``resume_key()`` (all but ``RESUMABLE_FIELDS``).
+
+Each subclass keeps its own validation in ``__post_init__`` (which must turn JSON lists back
+into tuples for its tuple fields).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+from dataclasses import asdict, fields, replace
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Sequence, TypeVar
+
+from segqc.errors import InputError
+from segqc.io.atomic import write_text_atomic
+from segqc.io.json_files import read_json_object
+
+C = TypeVar("C", bound="ConfigBase")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+class ConfigBase:
+    """Mixin for frozen settings dataclasses (module docstring)."""
+
+    KIND: ClassVar[str] = "config"
+    PRESETS: ClassVar[Mapping[str, Any]] = {}
+    RESUMABLE_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    # -- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def field_names(cls) -> set[str]:
+        return {f.name for f in fields(cls)}  # type: ignore[arg-type]
+
+    @classmethod
+    def preset(cls: type[C], name: str, **overrides: Any) -> C:
+        """A preset by (case-insensitive) name or a JSON config file, with ``overrides``."""
+        key = str(name).strip().lower()
+        if key in cls.PRESETS:
+            base = cls.PRESETS[key]
+        elif str(name).lower().endswith(".json") or Path(name).is_file():
+            base = cls.load(name)
+        else:
+            raise ValueError(f"unknown {cls.KIND} config {name!r}; use one of {', '.join(cls.PRESETS)} or a JSON file")
+        return base.with_overrides(**overrides)
+
+    def with_overrides(self: C, **overrides: Any) -> C:
+        """A copy with fields replaced (``None`` values ignored); unknown fields or invalid values
+        are a ``ValueError`` naming them."""
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        unknown = sorted(set(changes) - self.field_names())
+        if unknown:
+            raise ValueError(f"unknown {self.KIND} config field(s): {', '.join(unknown)}")
+        try:
+            return replace(self, **changes)  # type: ignore[type-var]
+        except TypeError as error:
+            raise ValueError(f"invalid {self.KIND} config override: {error}") from None
+
+    # -- serialisation ---------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(asdict(self))  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
+        """Inverse of :meth:`to_dict`; unknown keys or bad values raise :class:`InputError`."""
+        values = {k: v for k, v in data.items() if k != "format"}
+        unknown = sorted(set(values) - cls.field_names())
+        if unknown:
+            raise InputError(f"unknown {cls.KIND} config field(s): {', '.join(unknown)}")
+        try:
+            return cls(**values)
+        except (TypeError, ValueError) as error:
+            raise InputError(f"invalid {cls.KIND} config: {error}") from None
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        text = json.dumps({"format": f"segqc-{self.KIND}-config", **self.to_dict()}, indent=2) + "\n"
+        return write_text_atomic(path, text)
+
+    @classmethod
+    def load(cls: type[C], path: str | os.PathLike[str]) -> C:
+        path = Path(path)
+        data = read_json_object(path, what=f"{cls.KIND} config")
+        try:
+            return cls.from_dict(data)
+        except InputError as error:
+            raise InputError(error.problem, path) from None
+
+    # -- identity --------------------------------------------------------------------------
+
+    def digest(self) -> str:
+        """SHA-256 (hex) of the settings."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+    def resume_key(self) -> dict[str, Any]:
+        """The settings that must match for an interrupted training run to be continued."""
+        data = self.to_dict()
+        for name in self.RESUMABLE_FIELDS:
+            data.pop(name, None)
+        return data
+
+
+def register_presets(cls: type[ConfigBase], presets: Mapping[str, Any]) -> None:
+    """Attach the presets (defined after the class, from instances of it) to ``cls``."""
+    cls.PRESETS = {k.lower(): v for k, v in presets.items()}
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["KEY=VALUE", ...]`` -> dict; values are Python literals where they parse (``3``,
+    ``0.5``, ``(16, 32)``, ``True``), else strings. A missing ``=`` raises ``ValueError``."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = value.strip()
+    return out

@@ -1,0 +1,212 @@
+"""Mapping per-case work: serially, on a local process pool, or on a Dask cluster.
+
+``map_cases(function, items)`` calls ``function(item)`` for every item and yields
+``(item, result_or_exception)`` as cases finish, with a Rich progress bar. A case that raises a
+:class:`~segqc.errors.SegqcError` does not stop the others: the error is yielded in place of its
+result, so the caller can report it (one line naming the file) and go on. Any other exception is a
+bug and propagates.
+
+Local workers are forked (fast: nothing is re-imported) unless PyTorch is already loaded in this
+process: then they are spawned, because PyTorch's OpenMP runtime (libgomp) is not fork-safe — a
+child forked after the parent ran a multi-threaded tensor operation (e.g. loading a model) waits
+forever in its first parallel region. Spawned workers also get an equal share of the cores as
+torch threads (a worker's function may still set its own), so N workers do not each run on every
+core.
+
+Stopping. Workers die with their parent: on Linux each asks the kernel for SIGKILL when its
+parent ends (``PR_SET_PDEATHSIG``), so ``kill -9`` of the command leaves no orphan computing on.
+Workers ignore SIGINT; on Ctrl-C (SIGINT) or SIGTERM the parent cancels the queue, terminates the
+workers at once and re-raises ``KeyboardInterrupt``. Finished cases are already stored by the
+caller's per-case function, so a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from segqc.errors import InputError, SegqcError
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _call(function: Callable[[Item], Result], item: Item) -> Result | SegqcError:
+    try:
+        return function(item)
+    except SegqcError as error:
+        return error
+
+
+def progress_bar(enabled: bool, *extra_columns: Any) -> Progress:
+    """The one Rich progress bar style of segqc (description, bar, n/N, elapsed, remaining)."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        *extra_columns,
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def map_cases(
+    function: Callable[[Item], Result],
+    items: Iterable[Item],
+    *,
+    jobs: int = 1,
+    scheduler: Any = None,
+    description: str = "cases",
+    progress: bool = True,
+) -> Iterator[tuple[Item, Result | SegqcError]]:
+    """Yield ``(item, function(item))`` for every item as it completes (order not guaranteed).
+
+    ``jobs``: worker processes (1 = serial in this process; 0 or negative = one per CPU core).
+    ``scheduler``: address of a Dask distributed scheduler (``tcp://host:8786``) or a
+    ``distributed.Client``-compatible object; when given, work runs on that cluster instead
+    (an unreachable address is an :class:`InputError`).
+    ``function`` must be picklable (a module-level function or a ``functools.partial`` of one).
+    """
+    items = list(items)
+    if jobs <= 0:
+        jobs = os.cpu_count() or 1
+    with progress_bar(progress) as bar:
+        task = bar.add_task(description, total=len(items))
+        if scheduler is not None:
+            yield from _map_dask(function, items, scheduler, bar, task)
+        elif jobs == 1 or len(items) <= 1:
+            for item in items:
+                yield item, _call(function, item)
+                bar.advance(task)
+        else:
+            yield from _map_pool(function, items, jobs, bar, task)
+
+
+def pool_start_method() -> str:
+    """How local workers start: ``"spawn"`` once PyTorch is imported here (module docstring),
+    else the platform's default (``"fork"`` on Linux)."""
+    if "torch" in sys.modules:
+        return "spawn"
+    return multiprocessing.get_start_method(allow_none=False)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask the kernel to SIGKILL this process when its parent ends (Linux); exit at once if the
+    parent is already gone (it may have died before the request was made)."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - exotic libc
+            pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _worker_init(parent: int, threads: int | None) -> None:
+    """Initializer of every local worker: die with the parent, leave Ctrl-C to the parent (which
+    terminates the pool), and use ``threads`` torch threads when torch is in use."""
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if threads is not None:
+        _share_cores(threads)
+
+
+def _share_cores(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While the pool runs, SIGTERM stops it like Ctrl-C (only possible in the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    """Cancel everything queued and kill the workers now (not after the queue is drained)."""
+    processes = list(getattr(pool, "_processes", {}).values())  # CPython keeps them here
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=5)
+
+
+def _map_pool(function, items, jobs, bar, task):
+    workers = min(jobs, len(items))
+    method = pool_start_method()
+    threads = max(1, (os.cpu_count() or 1) // workers) if method == "spawn" and "torch" in sys.modules else None
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
+                               initializer=_worker_init, initargs=(os.getpid(), threads))
+    finished = False
+    try:
+        with _sigterm_as_interrupt():
+            pending: dict[Future, Any] = {pool.submit(_call, function, item): item for item in items}
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    item = pending.pop(future)
+                    yield item, future.result()
+                    bar.advance(task)
+        finished = True
+    finally:
+        if finished:
+            pool.shutdown(wait=True)
+        else:  # interrupted, a bug in a case, or the consumer stopped early
+            _terminate(pool)
+
+
+def _connect(scheduler: Any) -> Any:
+    from distributed import Client
+
+    if hasattr(scheduler, "submit"):
+        return scheduler
+    try:
+        return Client(scheduler, timeout="10s")
+    except (OSError, TimeoutError, ValueError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise InputError(f"cannot reach the Dask scheduler at {scheduler}: {reason}") from None
+
+
+def _map_dask(function, items, scheduler, bar, task):
+    from distributed import as_completed
+
+    client = _connect(scheduler)
+    futures = {}
+    try:
+        futures = {client.submit(_call, function, item, pure=False): i for i, item in enumerate(items)}
+        for future in as_completed(futures):
+            yield items[futures[future]], future.result()
+            bar.advance(task)
+    finally:
+        for future in futures:
+            future.cancel()
+        if client is not scheduler:
+            client.close()

@@ -1,0 +1,166 @@
+"""The case engine: run a pure per-case function over tasks, resume from content-keyed parts,
+and report what happened in one :class:`RunReport`.
+
+Every per-case command (``evaluate``, ``qc predict``, ``degrade``, ``fingerprint``, ...) is
+``run_cases(function, tasks, out_dir, settings=...)``:
+
+* a :class:`CaseTask` names its case id (unique in the run; it names the output files) and its
+  input files by role (``{"pred": [...], "gt": [...]}``);
+* its cache key is the settings digest + the SHA-256 of every input file + ``extra_digest``
+  (model weights), so a rerun reuses a case only when none of them changed — another prediction
+  folder, a file regenerated in place, a retrained model or other settings all recompute;
+* ``function(task) -> CaseResult`` does the work (in this process, a process pool or on Dask) and
+  the engine stores the result under ``out_dir/cases/`` (:class:`~segqc.execution.cache.CaseStore`)
+  before reporting the case as done;
+* the returned table holds exactly the cases of this run, in task order — never rows of an older
+  run with other inputs or settings.
+
+A case that raises :class:`CaseSkipped` is reported in ``skipped``; any other
+:class:`~segqc.errors.SegqcError` in ``failed`` (one line naming the file); other exceptions are
+bugs and propagate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import pandas as pd
+
+from segqc.errors import SegqcError
+from segqc.execution.cache import CaseStore, case_key, settings_digest
+from segqc.execution.pool import map_cases
+
+
+class CaseSkipped(SegqcError):
+    """A case with nothing to do (e.g. no foreground to degrade): reported, not an error."""
+
+
+@dataclass(frozen=True)
+class CaseTask:
+    """One case of a run. ``inputs``: role -> input files (their content is part of the cache
+    key); ``payload``: anything else the per-case function needs (picklable)."""
+
+    case: str
+    inputs: Mapping[str, tuple[Path, ...]]
+    payload: Any = None
+
+    def path(self, role: str) -> Path | None:
+        """The first file of ``role``, or None."""
+        files = self.inputs.get(role, ())
+        return files[0] if files else None
+
+
+@dataclass
+class CaseResult:
+    """What a per-case function returns: ``table`` (its rows of the run's main table), named
+    ``extra`` tables, ``warnings`` (one line each) and ``files`` it wrote (relative to the output
+    folder; a reused case needs them to exist)."""
+
+    table: pd.DataFrame
+    extra: dict[str, pd.DataFrame] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunReport:
+    """What happened to every case of a run. ``table``: the main rows of all finished cases (task
+    order); ``extra``: the named extra tables, concatenated; ``done``: finished cases (computed or
+    reused); ``failed``: case -> error line; ``skipped``: case -> reason; ``reused``: cases taken
+    from an earlier run with identical settings and inputs; ``warnings``: one line each."""
+
+    table: pd.DataFrame
+    extra: dict[str, pd.DataFrame] = field(default_factory=dict)
+    done: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    reused: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    failure_kinds: dict[str, str] = field(default_factory=dict)  # case -> error class name
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every case finished (or was skipped on purpose), 1 when some failed."""
+        return 1 if self.failed else 0
+
+    def cases_dict(self) -> dict[str, Any]:
+        """The ``cases`` section of a command's ``summary.json``."""
+        return {"done": list(self.done), "failed": dict(self.failed), "skipped": dict(self.skipped),
+                "reused_from_previous_run": list(self.reused), "warnings": list(self.warnings)}
+
+
+def _run_and_store(item: tuple[CaseTask, str], function: Callable[[CaseTask], CaseResult],
+                   out_dir: Path | None) -> CaseResult:
+    task, key = item
+    result = function(task)
+    if out_dir is not None:
+        CaseStore(out_dir / "cases").save(task.case, key, {"table": result.table, **result.extra},
+                                          warnings=result.warnings, files=result.files)
+    return result
+
+
+def run_cases(
+    function: Callable[[CaseTask], CaseResult],
+    tasks: Sequence[CaseTask],
+    out_dir: str | Path | None,
+    *,
+    settings: Any,
+    extra_digest: str = "",
+    jobs: int = 1,
+    scheduler: Any = None,
+    progress: bool = False,
+    description: str = "cases",
+) -> RunReport:
+    """Run ``function`` over ``tasks`` (module docstring) and return the :class:`RunReport`.
+
+    ``settings``: a dict or an object with ``to_dict()`` — everything that changes a case's
+    result besides its input files; ``extra_digest``: e.g. the model weights' digest. With
+    ``out_dir`` None nothing is stored or reused. ``function`` must be picklable for ``jobs`` > 1
+    and Dask (a module-level function or a ``functools.partial`` of one).
+    """
+    cases = [t.case for t in tasks]
+    duplicates = sorted({c for c in cases if cases.count(c) > 1})
+    if duplicates:
+        raise ValueError(f"case ids must be unique in a run; repeated: {', '.join(duplicates[:5])}")
+    out = Path(out_dir) if out_dir is not None else None
+    store = CaseStore(out / "cases") if out is not None else None
+    digest = settings_digest(settings)
+    results: dict[str, CaseResult] = {}
+    report = RunReport(table=pd.DataFrame())
+    todo: list[tuple[CaseTask, str]] = []
+    for task in tasks:
+        try:
+            key = case_key(digest, task.inputs, extra_digest)
+        except FileNotFoundError as error:
+            report.failed[task.case] = f"{error.filename}: file not found"
+            continue
+        loaded = store.load(task.case, key, out) if store is not None else None
+        if loaded is not None:
+            tables, warnings = loaded
+            results[task.case] = CaseResult(table=tables.pop("table"), extra=tables, warnings=warnings)
+            report.reused.append(task.case)
+        else:
+            todo.append((task, key))
+    work = partial(_run_and_store, function=function, out_dir=out)
+    for (task, _), result in map_cases(work, todo, jobs=jobs, scheduler=scheduler, description=description,
+                                       progress=progress):
+        if isinstance(result, CaseSkipped):
+            report.skipped[task.case] = str(result)
+        elif isinstance(result, SegqcError):
+            report.failed[task.case] = str(result)
+            report.failure_kinds[task.case] = type(result).__name__
+        else:
+            results[task.case] = result
+    finished = [results[c] for c in cases if c in results]
+    report.done = [c for c in cases if c in results]
+    report.warnings = [w for r in finished for w in r.warnings]
+    frames = [r.table for r in finished if len(r.table)]
+    report.table = pd.concat(frames, ignore_index=True) if frames else (finished[0].table if finished else pd.DataFrame())
+    names = sorted({name for r in finished for name in r.extra})
+    for name in names:
+        parts = [r.extra[name] for r in finished if name in r.extra and len(r.extra[name])]
+        report.extra[name] = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    return report

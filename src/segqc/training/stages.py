@@ -1,0 +1,162 @@
+"""The one resumable training loop of segqc: a run folder with a record, and stages of steps.
+
+Every learned method trains as a sequence of :class:`Stage` objects (nnQC: ``ssl`` -> ``vae`` ->
+``ldm``; the zoo: ``train`` with one step per epoch; the CAE: ``train``). :func:`run_stage`
+runs, resumes or skips a stage:
+
+* a stage's resumable state (module weights, optimizer moments, the step count, the loss history
+  and the seconds spent) is saved to ``OUT/stages/<name>/`` every ``checkpoint_every`` steps and
+  when the stage ends (:func:`segqc.training.save_state`: safetensors + JSON, atomic);
+* a rerun loads it and continues at the saved step; a stage whose saved step count reaches the
+  requested one is reused as it is; one whose step count was *raised* (more epochs) continues;
+* the randomness of step ``k`` must depend only on ``(seed, stage, k)`` — use
+  :func:`step_generators` — so a resumed stage draws exactly what an uninterrupted one would;
+* ``after_step(done, history, seconds)`` runs after every step (e.g. the zoo saves a snapshot).
+
+:func:`check_run_record` guards the folder: ``OUT/run.json`` records the method, the settings
+that must not change (the config's ``resume_key``) and a summary of the data; a rerun with other
+settings or data is refused with one line, a folder with a state but no record too.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from segqc.errors import InputError
+from segqc.execution.pool import progress_bar
+from segqc.io.atomic import write_text_atomic
+from segqc.training.checkpoints import load_state, save_state
+
+
+@dataclass
+class Stage:
+    """One stage: ``steps`` calls of ``step(k)`` (k = 0 .. steps-1, returns named losses) that
+    train ``modules`` with ``optimizers``; ``after_step(done, history, seconds)`` is called after
+    each (``done`` = steps finished so far)."""
+
+    name: str
+    steps: int
+    modules: Mapping[str, Any]
+    optimizers: Mapping[str, Any]
+    step: Callable[[int], Mapping[str, float]]
+    after_step: Callable[[int, dict[str, list[float]], float], None] | None = None
+    unit: str = "step"
+
+
+def step_generators(seed: int, *words: int) -> tuple[np.random.Generator, Any]:
+    """A numpy Generator and a torch Generator seeded by ``(seed, *words)`` (e.g. the stage's
+    index and the step): the same words give the same draws in any run."""
+    import torch
+
+    key = [int(seed), *(int(w) for w in words)]
+    rng = np.random.default_rng(key)
+    return rng, torch.Generator().manual_seed(int(np.random.default_rng(key + [1]).integers(2**62)))
+
+
+def stage_metrics(steps: int, seconds: float, history: Mapping[str, list[float]]) -> dict:
+    """Steps, total and per-step time (mean and median: the median is robust to other jobs on a
+    shared machine), and the per-step losses."""
+    times = history.get("step_seconds", [])
+    return {"steps": steps, "seconds": round(seconds, 3),
+            "seconds_per_step": round(seconds / steps, 4) if steps else None,
+            "median_step_seconds": round(float(np.median(times)), 4) if times else None,
+            "losses": {k: [round(v, 6) for v in values] for k, values in history.items() if k != "step_seconds"}}
+
+
+def run_stage(stage: Stage, out_dir: str | Path, *, checkpoint_every: int, log: Callable[[str], None] | None = None,
+              progress: bool = False, prefix: str = "") -> dict:
+    """Run, resume or reuse ``stage`` in ``out_dir/stages/<name>`` (module docstring); return its
+    :func:`stage_metrics`. Modules are in train mode while it runs and eval mode afterwards."""
+    say = log or (lambda _line: None)
+    directory = Path(out_dir) / "stages" / stage.name
+    state = load_state(directory)
+    history: dict[str, list[float]] = {}
+    start, seconds = 0, 0.0
+    label = f"{prefix}{stage.name}"
+    if state is not None:
+        for name, module in stage.modules.items():
+            module.load_state_dict(state["weights"][name])
+        history = {k: list(v) for k, v in state["history"].items()}
+        start, seconds = int(state["step"]), float(state["seconds"])
+        if start >= stage.steps:
+            say(f"{stage.name}: done before ({start} {stage.unit}s), reusing it")
+            for module in stage.modules.values():
+                module.eval()
+            return stage_metrics(start, seconds, history)
+        for name, optimizer in stage.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
+        say(f"{stage.name}: resuming at {stage.unit} {start}/{stage.steps}")
+
+    def save(step: int, done: bool) -> None:
+        save_state(directory, {
+            "stage": stage.name, "step": step, "done": done, "seconds": seconds, "history": history,
+            "weights": {n: m.state_dict() for n, m in stage.modules.items()},
+            "optimizers": {n: o.state_dict() for n, o in stage.optimizers.items()},
+        })
+
+    for module in stage.modules.values():
+        module.train()
+    from rich.progress import TextColumn
+
+    every = max(1, stage.steps // 10)
+    with progress_bar(progress, TextColumn("{task.fields[loss]}")) as bar:
+        task = bar.add_task(label, total=stage.steps, completed=start, loss="")
+        for step in range(start, stage.steps):
+            began = time.perf_counter()
+            losses = stage.step(step)
+            elapsed = time.perf_counter() - began
+            seconds += elapsed
+            for key, value in losses.items():
+                history.setdefault(key, []).append(float(value))
+            history.setdefault("step_seconds", []).append(elapsed)
+            bar.update(task, advance=1, loss=" ".join(f"{k} {v:.4f}" for k, v in losses.items()))
+            if not all(np.isfinite(float(v)) for v in losses.values()):
+                raise InputError(f"{label} diverged at {stage.unit} {step + 1} (losses {dict(losses)}); lower the "
+                                 "learning rate")
+            if stage.after_step is not None:
+                stage.after_step(step + 1, history, seconds)
+            if (step + 1) % every == 0 or step + 1 == stage.steps:
+                window = {k: float(np.mean(v[-every:])) for k, v in history.items() if k != "step_seconds"}
+                say(f"{stage.name} {stage.unit} {step + 1}/{stage.steps}: "
+                    + ", ".join(f"{k} {v:.4f}" for k, v in window.items())
+                    + f" ({np.median(history['step_seconds'][-every:]):.3f} s/{stage.unit}, median)")
+            if (step + 1) % checkpoint_every == 0 and step + 1 < stage.steps:
+                save(step + 1, False)
+    save(stage.steps, True)
+    for module in stage.modules.values():
+        module.eval()
+    return stage_metrics(stage.steps, seconds, history)
+
+
+def check_run_record(out_dir: str | Path, *, method: str, settings: Mapping[str, Any], data: Mapping[str, Any],
+                     may_change: str = "") -> None:
+    """Write ``out_dir/run.json`` on the first run; on a rerun refuse other settings or data
+    (module docstring). ``may_change``: the fields that may differ, for the message."""
+    out = Path(out_dir)
+    path = out / "run.json"
+    record = {"format": f"segqc-{method}-run", "config": dict(settings), "data": dict(data)}
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"corrupt run.json ({exc.msg}); use an empty folder", path) from None
+        if not isinstance(old, dict) or old.get("format") != record["format"]:
+            raise InputError(f"holds a training run of another kind (not {method}); use another folder", out)
+        if old.get("config") != record["config"]:
+            changed = [k for k in record["config"] if old.get("config", {}).get(k) != record["config"][k]]
+            detail = ", ".join(f"{k} {old.get('config', {}).get(k)!r} -> {record['config'][k]!r}" for k in changed[:3])
+            allowed = f"only {may_change} may change when continuing; " if may_change else ""
+            raise InputError(f"holds a {method} run with other settings ({detail}); {allowed}use another folder", out)
+        if old.get("data") != record["data"]:
+            raise InputError(f"holds a {method} run on other training data; use another folder", out)
+        return
+    if (out / "stages").exists():
+        raise InputError("holds a training state but no run.json; use an empty folder", out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(record, indent=2))
