@@ -17,6 +17,7 @@ from segqc.errors import InputError  # noqa: E402
 from segqc.fingerprint import DatasetFingerprint  # noqa: E402
 from segqc.training import CheckpointError, load_checkpoint  # noqa: E402
 from segqc.zoo import load_model, read_zoo, train_zoo  # noqa: E402
+from segqc.training import load_state  # noqa: E402
 from segqc.zoo.split import Split, patient_id  # noqa: E402
 
 
@@ -56,11 +57,11 @@ def test_snapshots_are_saved_at_the_snapshot_epochs_and_round_trip(trained_zoo):
 def test_an_interrupted_run_continues_and_ends_where_an_uninterrupted_one_does(toy_dataset, trained_zoo, tmp_path):
     out = tmp_path / "zoo"
     train_zoo(toy_dataset, out, replace(TINY, epochs=2))  # as if stopped after epoch 2
-    assert json.loads((out / "state" / "latest.json").read_text())["epoch"] == 2
+    assert load_state(out / "stages" / "train")["step"] == 2
     lines: list[str] = []
     train_zoo(toy_dataset, out, TINY, log=lines.append)
-    assert "resuming after epoch 2" in lines
-    assert not any(line.startswith("epoch 1/") or line.startswith("epoch 2/") for line in lines)
+    assert "train: resuming at epoch 2/4" in lines
+    assert not any(line.startswith(("train epoch 1/", "train epoch 2/")) for line in lines)
     resumed = load_model(out / "models" / "unet_e004").network.state_dict()
     straight = load_model(trained_zoo / "models" / "unet_e004").network.state_dict()
     for key, value in straight.items():
@@ -70,7 +71,7 @@ def test_an_interrupted_run_continues_and_ends_where_an_uninterrupted_one_does(t
     assert np.allclose(history, expected, atol=1e-4)
     lines.clear()
     train_zoo(toy_dataset, out, TINY, log=lines.append)  # finished: nothing to do
-    assert any("nothing to do" in line for line in lines)
+    assert any("done before (4 epochs)" in line for line in lines)
 
 
 def test_continuing_with_other_settings_is_refused(toy_dataset, trained_zoo, tmp_path):

@@ -16,7 +16,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from segqc.fingerprint.preprocessing import PreprocessingPlan
-from segqc.training.checkpoints import CheckpointError, read_checkpoint_meta
+from segqc.training.checkpoints import read_checkpoint_meta
 
 # images (B, C, H, W) float32, segmentations (B, H, W) int, ratios (B,), samples, steps, seed
 # -> pGT label maps (samples, B, H, W)
@@ -40,18 +40,12 @@ class QcModel:
 
 
 def load_qc_model(model_dir: str | Path, *, device: str = "cpu") -> QcModel:
-    """Load any segqc QC model directory (the method is read from its ``config.json``).
-    ``device`` ("cpu", "cuda", "auto"...) is where nnQC samples; the CAE baseline runs on the CPU."""
+    """Load any segqc QC model directory (the method is read from its ``config.json`` and looked
+    up in :data:`segqc.methods.METHODS`). ``device`` ("cpu", "cuda", "auto"...) is where the model
+    runs (the CAE baseline always runs on the CPU)."""
+    from segqc.methods import qc_method_of
+
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").exists() and (model_dir / "model" / "config.json").exists():
         model_dir = model_dir / "model"  # a training run folder: the model sits in model/
-    method = str(read_checkpoint_meta(model_dir).get("method"))
-    if method == "nnqc":
-        from segqc.qc.nnqc.predict import load_qc_model as load_nnqc
-
-        return load_nnqc(model_dir, device=device)
-    if method == "cae":
-        from segqc.qc.baselines.cae import load_qc_model as load_cae
-
-        return load_cae(model_dir)
-    raise CheckpointError(f"{model_dir}: model of method {method!r} is not a QC model (expected nnqc or cae)")
+    return qc_method_of(read_checkpoint_meta(model_dir), model_dir).load_qc_model(model_dir, device=device)

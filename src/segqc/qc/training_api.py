@@ -1,14 +1,16 @@
-"""One entry point to train any QC method on an nnU-Net-style dataset (used by ``segqc qc train``)."""
+"""One entry point to train any registered QC method on an nnU-Net-style dataset (``segqc qc train``)."""
 
 from __future__ import annotations
 
-import ast
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from segqc.config import parse_overrides
 from segqc.io.datasets import list_label_files
+from segqc.methods import method as method_entry
 from segqc.zoo.split import Split, make_split
+
+__all__ = ["parse_overrides", "train_method", "training_cases"]
 
 
 def training_cases(dataset_dir: Path, out_dir: Path, *, split: Path | None, holdout_fraction: float,
@@ -26,49 +28,18 @@ def training_cases(dataset_dir: Path, out_dir: Path, *, split: Path | None, hold
     return cases
 
 
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["KEY=VALUE", ...]`` -> dict; values are Python literals where they parse (``3``,
-    ``0.5``, ``(16, 32)``, ``True``), else strings. A missing ``=`` raises ``ValueError``."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip()] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            out[key.strip()] = value.strip()
-    return out
-
-
 def train_method(method: str, dataset_dir: str | Path, out_dir: str | Path, *, config: str = "small",
                  seed: int = 0, split: Path | None = None, holdout_fraction: float = 0.0,
                  overrides: Mapping[str, Any] | None = None, extra_seg_dirs: Sequence[str | Path] = (),
                  jobs: int = 1, log: Callable[[str], None] = print) -> Path:
-    """Train ``method`` (``nnqc`` or ``cae``) with the named config preset, fields replaced by
-    ``overrides``; resumable for nnQC. ``extra_seg_dirs`` (nnQC only): folders of real imperfect
-    segmentations of the training cases (e.g. ``segqc zoo predict`` outputs) to learn from
-    besides the degraded ones. ``jobs``: processes for nnQC's data preparation."""
+    """Train the registered QC ``method`` (:mod:`segqc.methods`) with the named config preset (or
+    a JSON config file), fields replaced by ``overrides``; resumable. ``extra_seg_dirs`` (nnQC
+    only): folders of real imperfect segmentations of the training cases (e.g. ``segqc zoo
+    predict`` outputs) to learn from besides the degraded ones. ``jobs``: processes for the data
+    preparation."""
+    entry = method_entry(method, kind="qc")
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
-    overrides = dict(overrides or {})
+    method_config = entry.config(config, seed=seed, **dict(overrides or {}))
     cases = training_cases(dataset_dir, out_dir, split=split, holdout_fraction=holdout_fraction, seed=seed)
-    if method == "cae":
-        if extra_seg_dirs:
-            raise ValueError("the CAE baseline learns from ground truths only; --extra-segs is for nnqc")
-        from segqc.qc.baselines.cae import CaeConfig
-        from segqc.qc.baselines.cae.train import train_from_dataset
-
-        try:
-            cae_config = replace(CaeConfig.preset(config), seed=seed, **overrides)
-        except TypeError as error:
-            raise ValueError(f"invalid CAE config override: {error}") from None
-        return train_from_dataset(dataset_dir, out_dir, config=cae_config, cases=cases, log=log)
-    if method == "nnqc":
-        from segqc.qc.nnqc.config import NnqcConfig
-        from segqc.qc.nnqc.train import build_training_data, train
-
-        nnqc_config = NnqcConfig.preset(config, seed=seed, **overrides)
-        data = build_training_data(dataset_dir, cases, nnqc_config, seed, extra_seg_dirs=extra_seg_dirs, jobs=jobs)
-        log(f"training data: {data.n_slices} slices, {data.n_segs} imperfect segmentations")
-        return train(nnqc_config, data, out_dir, threads=None, log=log)
-    raise ValueError(f"unknown QC method {method!r}; expected nnqc or cae")
+    options = {"extra_seg_dirs": list(extra_seg_dirs)} if extra_seg_dirs else {}
+    return entry.train(dataset_dir, out_dir, config=method_config, cases=cases, jobs=jobs, log=log, **options)

@@ -15,9 +15,10 @@
    epoch drawn from seeded permutations, augmentation from a generator seeded by
    ``(seed, epoch)`` (:class:`~segqc.zoo.config.ZooConfig`). After every epoch in
    ``config.saved_epochs`` the model is saved as a checkpoint directory
-   ``models/unet_eNNN/`` (:func:`segqc.training.save_checkpoint`, method ``"zoo_unet"``); after
+   ``models/unet_eNNN/`` (:func:`segqc.training.save_checkpoint`, method ``"zoo_unet"``). The
+   epochs are the steps of one stage of the shared runner (:mod:`segqc.training.stages`): after
    every epoch the resumable state (weights, optimizer, loss history, time) goes to
-   ``state/epoch_NNN/`` and ``state/latest.json`` names it.
+   ``stages/train/``, and ``run.json`` records the settings and the training cases.
 
 **Resume**: rerunning with the same dataset and settings continues after the last finished epoch
 (an interrupted epoch is redone; batches and augmentation depend only on the seed and the epoch,
@@ -31,8 +32,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -51,7 +50,8 @@ from segqc.fingerprint import (
 )
 from segqc.io.atomic import write_text_atomic
 from segqc.io.datasets import list_image_files, list_label_files, read_dataset_json
-from segqc.training import load_state, save_checkpoint, save_state, seed_everything, select_device
+from segqc.training import save_checkpoint, seed_everything, select_device
+from segqc.training.stages import Stage, check_run_record, run_stage
 from segqc.zoo.config import ZooConfig
 from segqc.zoo.model import build_unet
 from segqc.zoo.split import Split, make_split
@@ -218,46 +218,19 @@ def _augment(x: np.ndarray, y: np.ndarray, config: ZooConfig, pad: np.ndarray,
 
 
 # --------------------------------------------------------------------------------------------
-# State on disk
+# The run folder
 # --------------------------------------------------------------------------------------------
-
-
-def _latest_state(out: Path) -> dict | None:
-    pointer = out / "state" / "latest.json"
-    if not pointer.is_file():
-        return None
-    try:
-        name = json.loads(pointer.read_text())["state"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise InputError("corrupt training state pointer; delete the state/ folder to start over", pointer) from None
-    return load_state(out / "state" / name)
-
-
-def _save_state(out: Path, epoch: int, state: dict) -> None:
-    root = out / "state"
-    name = f"epoch_{epoch:03d}"
-    save_state(root / name, state)
-    write_text_atomic(root / "latest.json", json.dumps({"state": name, "epoch": epoch}))
-    for old in root.iterdir():  # keep only the state the pointer names
-        if old.is_dir() and old.name != name:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 def _check_resumable(out: Path, info: ZooInfo) -> None:
     path = out / "zoo.json"
     if not path.is_file():
-        if (out / "models").exists() or (out / "state").exists():
+        if (out / "models").exists() or (out / "stages").exists():
             raise InputError("holds models or a training state but no zoo.json; use an empty folder", out)
         return
     old = read_zoo(out)
     if Path(old.dataset_dir).resolve() != Path(info.dataset_dir).resolve():
         raise InputError(f"holds a zoo trained on {old.dataset_dir}, not {info.dataset_dir}; use another folder", out)
-    before, now = old.config.resume_key(), info.config.resume_key()
-    changed = [k for k in now if before.get(k) != now[k]]
-    if changed:
-        detail = ", ".join(f"{k} {before.get(k)} -> {now[k]}" for k in changed[:3])
-        raise InputError(f"holds a zoo trained with other settings ({detail}); only epochs and snapshot_epochs "
-                         "may change when continuing; use another folder", out)
     if old.classes != info.classes or old.in_channels != info.in_channels:
         raise InputError(f"holds a zoo with classes {list(old.classes)} and {old.in_channels} channel(s); the "
                          f"dataset now has {list(info.classes)} and {info.in_channels}; use another folder", out)
@@ -337,17 +310,10 @@ def train_zoo(
             raise InputError(f"no image for case '{task.case}' in {root / 'imagesTr'}", task.label_path)
 
     torch.set_num_threads(max(1, threads))
-    state = _latest_state(out)
-    start = int(state["epoch"]) if state else 0
+    check_run_record(out, method=METHOD, settings=config.resume_key(),
+                     data={"dataset": info.dataset_dir, "train_cases": list(split.train)},
+                     may_change="epochs and snapshot_epochs")
     models_dir = out / "models"
-    if start >= config.epochs:
-        missing = [e for e in config.saved_epochs if not (models_dir / config.model_name(e) / "config.json").is_file()]
-        if missing:
-            say(f"training already ran {start} epochs; snapshot(s) of epoch(s) {missing} were not saved then "
-                "and cannot be made now")
-        say(f"nothing to do: {start} of {config.epochs} epochs done")
-        return models_dir
-
     say(f"preprocessing {len(tasks)} training case(s) to {config.size} px slices")
     loaded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for task, result in map_cases(partial(_load_case, plan=plan, classes=classes), tasks, jobs=jobs,
@@ -367,14 +333,6 @@ def train_zoo(
     torch_device = select_device(device)
     model = build_unet(config, info.in_channels, len(classes)).to(torch_device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    history: list[float] = []
-    seconds = 0.0
-    if state:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        history = [float(v) for v in state["history"]]
-        seconds = float(state["seconds"])
-        say(f"resuming after epoch {start}")
     from monai.losses import DiceCELoss
 
     loss_function = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
@@ -384,42 +342,43 @@ def train_zoo(
                          "label_names": {str(k): v for k, v in info.label_names.items()},
                          "in_channels": info.in_channels}
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    def epoch_step(k: int) -> dict[str, float]:
+        epoch = k + 1
+        rng = np.random.default_rng([config.seed, 13, epoch])
+        total = 0.0
+        for indices in _batch_indices(epoch, steps, config.batch_size, len(x_all), config.seed):
+            xb, yb = _augment(x_all[indices], y_all[indices], config, pad, rng)
+            inputs = torch.from_numpy(np.ascontiguousarray(xb)).to(torch_device)
+            target = torch.from_numpy(np.ascontiguousarray(yb).astype(np.int64))[:, None].to(torch_device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_function(model(inputs), target)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach())
+        return {"loss": total / steps}
 
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TimeRemainingColumn(), disable=not progress)
-    with bar, torch.enable_grad():
-        task_id = bar.add_task("train", total=(config.epochs - start) * steps)
-        for epoch in range(start + 1, config.epochs + 1):
-            began = time.perf_counter()
-            model.train()
-            rng = np.random.default_rng([config.seed, 13, epoch])
-            total = 0.0
-            for indices in _batch_indices(epoch, steps, config.batch_size, len(x_all), config.seed):
-                xb, yb = _augment(x_all[indices], y_all[indices], config, pad, rng)
-                inputs = torch.from_numpy(np.ascontiguousarray(xb)).to(torch_device)
-                target = torch.from_numpy(np.ascontiguousarray(yb).astype(np.int64))[:, None].to(torch_device)
-                optimizer.zero_grad(set_to_none=True)
-                loss = loss_function(model(inputs), target)
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach())
-                bar.advance(task_id)
-            history.append(total / steps)
-            seconds += time.perf_counter() - began
-            if not math.isfinite(history[-1]):
-                raise SegqcError(f"training diverged at epoch {epoch} (loss {history[-1]}); lower lr")
-            if epoch in config.saved_epochs:
-                metrics = {"epoch": epoch, "train_loss": history[-1], "loss_history": list(history),
-                           "train_seconds": round(seconds, 3), "n_train_slices": int(len(x_all)),
-                           "n_train_cases": len(split.train), "n_train_patients": len(split.train_patients)}
-                save_checkpoint(models_dir / config.model_name(epoch), method=METHOD,
-                                config={**checkpoint_config, "epoch": epoch}, weights={"unet": model.state_dict()},
-                                fingerprint=fingerprint_dict, metrics=metrics, seed=config.seed)
-            _save_state(out, epoch, {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                     "history": list(history), "seconds": seconds})
-            saved = f"; saved {config.model_name(epoch)}" if epoch in config.saved_epochs else ""
-            say(f"epoch {epoch}/{config.epochs}: loss {history[-1]:.4f} ({time.perf_counter() - began:.1f} s){saved}")
-    write_text_atomic(out / "train_log.json", json.dumps({"loss_history": history, "train_seconds": round(seconds, 3),
-                                                          "epochs": len(history)}, indent=2))
+    last: dict[str, Any] = {}
+
+    def snapshot(epoch: int, history: dict[str, list[float]], seconds: float) -> None:
+        last.update(loss_history=list(history["loss"]), train_seconds=round(seconds, 3), epochs=epoch)
+        if epoch not in config.saved_epochs:
+            return
+        losses = history["loss"]
+        metrics = {"epoch": epoch, "train_loss": losses[-1], "loss_history": list(losses),
+                   "train_seconds": round(seconds, 3), "n_train_slices": int(len(x_all)),
+                   "n_train_cases": len(split.train), "n_train_patients": len(split.train_patients)}
+        save_checkpoint(models_dir / config.model_name(epoch), method=METHOD,
+                        config={**checkpoint_config, "epoch": epoch}, weights={"unet": model.state_dict()},
+                        fingerprint=fingerprint_dict, metrics=metrics, seed=config.seed)
+        say(f"saved {config.model_name(epoch)}")
+
+    stage = Stage("train", config.epochs, {"unet": model}, {"adam": optimizer}, epoch_step, after_step=snapshot,
+                  unit="epoch")
+    with torch.enable_grad():
+        run_stage(stage, out, checkpoint_every=1, log=say, progress=progress, prefix="zoo ")
+    missing = [e for e in config.saved_epochs if not (models_dir / config.model_name(e) / "config.json").is_file()]
+    if missing:
+        say(f"snapshot(s) of epoch(s) {missing} were not saved when those epochs ran and cannot be made now")
+    if last:  # epochs ran in this call (else the log of the run that trained them stays)
+        write_text_atomic(out / "train_log.json", json.dumps(last, indent=2))
     return models_dir

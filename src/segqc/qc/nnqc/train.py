@@ -630,3 +630,15 @@ def _ldm_stage(config: NnqcConfig, model: NnqcModel, data: NnqcTrainingData, ima
         return {"mse": loss.item()}
 
     return Stage("ldm", config.ldm_steps, modules, {"adam": optimizer}, step), scale
+
+
+def train_from_dataset(dataset_dir: str | Path, out_dir: str | Path, *, config: NnqcConfig,
+                       cases: Sequence[str] | None = None, jobs: int = 1, log: Callable[[str], None] = print,
+                       extra_seg_dirs: Sequence[str | Path] = (), progress: bool = False) -> Path:
+    """The registry's training entry point (:mod:`segqc.methods`): build the training data of
+    ``cases`` of an nnU-Net folder (:func:`build_training_data`) and :func:`train`; returns the
+    model directory."""
+    data = build_training_data(dataset_dir, cases, config, config.seed, extra_seg_dirs=extra_seg_dirs, jobs=jobs,
+                               progress=progress)
+    log(f"training data: {data.n_slices} slices, {data.n_segs} imperfect segmentations")
+    return train(config, data, out_dir, threads=None, log=log, progress=progress)

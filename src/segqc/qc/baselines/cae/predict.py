@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from segqc.errors import InputError
 from segqc.fingerprint.preprocessing import PreprocessingPlan
 from segqc.qc.baselines.cae.config import CaeConfig
 from segqc.qc.baselines.cae.model import ConvAutoencoder
@@ -22,7 +23,7 @@ def load(model_dir: str | Path) -> tuple[ConvAutoencoder, dict]:
         cae_config = CaeConfig.from_dict(config["cae"])
         model = ConvAutoencoder(len(config["labels"]), cae_config)
         model.load_state_dict(weights["autoencoder"])
-    except (KeyError, ValueError, RuntimeError) as error:
+    except (KeyError, ValueError, RuntimeError, InputError) as error:
         raise CheckpointError(f"{model_dir}: checkpoint does not match the CAE model ({str(error).splitlines()[0]})") from None
     model.eval()
     return model, dict(config, fingerprint=fingerprint)
@@ -37,8 +38,9 @@ def reconstruct(model: ConvAutoencoder, segs: np.ndarray) -> np.ndarray:
         return model(one_hot).argmax(dim=1).numpy().astype(np.int64)
 
 
-def load_qc_model(model_dir: str | Path) -> QcModel:
-    """The CAE as a :class:`QcModel` (samples are identical: the method is deterministic)."""
+def load_qc_model(model_dir: str | Path, *, device: str = "cpu") -> QcModel:
+    """The CAE as a :class:`QcModel` (samples are identical: the method is deterministic; it
+    always runs on the CPU, ``device`` is accepted for the common loader signature)."""
     model, config = load(model_dir)
 
     def generate(images, segs, ratios, samples, steps, seed):
