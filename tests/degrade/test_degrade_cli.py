@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from segqc.cli.main import app
 from segqc.evaluation.evaluate import EvaluationConfig, evaluate_label_maps
+from segqc.io.labels import LabelSet
 from segqc.io.images import Geometry, write_image
 from segqc.synthetic import multiclass_phantom
 
@@ -66,7 +67,7 @@ def test_degrade_writes_maps_and_a_manifest_of_their_true_quality(dataset, tmp_p
     assert sorted(table.groupby("case")["bin"].apply(sorted).iloc[0]) == sorted(
         ["[0.05,0.10)", "[0.10,0.25)", "[0.25,0.50)", "[0.50,0.75)", "[0.75,0.95]"])
     assert table["in_bin"].astype(str).eq("True").all()
-    config = EvaluationConfig(metrics=("hd95", "nsd"), labels=(1, 2, 3))
+    config = EvaluationConfig(metrics=("hd95", "nsd"), label_set=LabelSet(names={1: "1", 2: "2", 3: "3"}, known=True))
     for row in table.itertuples():
         pred, gt = _read(out / row.file), _read(dataset / f"{row.case}.nii.gz")
         assert row.dice == pytest.approx(_dice(pred, gt), abs=1e-12)
@@ -79,7 +80,7 @@ def test_degrade_writes_maps_and_a_manifest_of_their_true_quality(dataset, tmp_p
         evaluated = evaluate_label_maps(pred, gt, spacing, config)
         present = set(np.unique(pred)) | set(np.unique(gt))
         for metric in ("hd95", "nsd"):
-            values = evaluated[(evaluated["metric"] == metric) & evaluated["label"].isin(present - {0})]["value"]
+            values = evaluated[(evaluated["metric"] == metric) & evaluated["label"].isin({str(v) for v in present - {0}})]["value"]
             assert getattr(row, metric) == pytest.approx(values.mean(), rel=1e-9)
         assert row.operations and "@" in row.operations
     summary = json.loads((out / "summary.json").read_text())

@@ -12,6 +12,7 @@ import pytest
 from scipy import ndimage
 
 from segqc.evaluation.evaluate import COLUMNS, EvaluationConfig, evaluate_label_maps
+from segqc.io.labels import LabelSet
 from segqc.metrics import EmptyPolicy, MetricSettings, compare_components
 
 ACDC_LABELS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "acdc" / "labelsTr"
@@ -61,8 +62,7 @@ def test_per_class_and_region_metrics_match_numpy_and_surface_distance_on_full_m
     pred, gt, spacing = acdc
     config = EvaluationConfig(
         settings=MetricSettings(tolerance_mm=2.1),
-        regions={"heart": (1, 2, 3)},
-        label_names=NAMES,
+        label_set=LabelSet(names=NAMES, regions={"heart": (1, 2, 3)}),
     )
     frame = evaluate_label_maps(pred, gt, spacing, config, case="p002")
     assert list(frame.columns) == COLUMNS
@@ -111,7 +111,7 @@ def test_voxel_mode_hd95_per_class_matches_monai_on_full_masks(acdc):
 
 def test_labels_absent_from_both_maps_give_tagged_both_empty_rows(acdc):
     pred, gt, spacing = acdc
-    config = EvaluationConfig(labels=(1, 2, 3, 4), settings=MetricSettings(empty=EmptyPolicy(both_empty="nan")))
+    config = EvaluationConfig(label_set=LabelSet().restricted_to((1, 2, 3, 4)), settings=MetricSettings(empty=EmptyPolicy(both_empty="nan")))
     rows = _case_rows(evaluate_label_maps(pred, gt, spacing, config))
     for metric in ("dice", "iou", "precision", "recall", "hd", "hd95", "assd", "masd", "nsd"):
         value, empty = rows[("4", metric)]

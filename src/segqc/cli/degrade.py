@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from segqc.cli._common import EXIT_CASE_FAILURES, console, error_console, user_errors
+from segqc.cli._common import console, error_console, prepare_output_dir, print_run_footer, user_errors
 
 _DEFAULT_BINS = "0.05,0.10,0.25,0.50,0.75,0.95"
 
@@ -53,6 +53,7 @@ def degrade_command(
 
     with user_errors():
         chosen = BALANCED_BINS if balanced else parse_bins(bins)
+        prepare_output_dir(out_dir)
         result = degrade_folder(
             gt_dir,
             out_dir,
@@ -68,12 +69,8 @@ def degrade_command(
             scheduler=scheduler,
             progress=not quiet,
         )
-    for case, message in result.skipped.items():
-        error_console.print(f"[yellow]warning:[/] {case}: {message}; skipped", highlight=False, soft_wrap=True)
-    for case, message in result.failed.items():
-        error_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    if result.reused:
-        error_console.print(f"reused {len(result.reused)} finished case(s) from a previous run in {out_dir}")
+    code = print_run_footer(warnings=result.warnings, failed=result.failed, failure_kinds=result.failure_kinds,
+                            reused=result.reused, skipped=result.skipped, out_dir=out_dir)
     missed = int((~result.manifest["in_bin"].astype(bool)).sum()) if len(result.manifest) else 0
     if missed:
         error_console.print(f"[yellow]warning:[/] {missed} of {len(result.manifest)} maps missed their bin "
@@ -81,5 +78,5 @@ def degrade_command(
     if not quiet:
         print_bin_table(result.summary["bins"])
     console.print(f"wrote {len(result.manifest)} maps, {out_dir / 'manifest.csv'} and {out_dir / 'summary.json'}")
-    if result.failed:
-        raise typer.Exit(EXIT_CASE_FAILURES)
+    if code:
+        raise typer.Exit(code)

@@ -10,7 +10,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from segqc.cli._common import console, user_errors
+from segqc.cli._common import console, prepare_output_file, user_errors
 
 
 def _fmt(values: tuple[float, ...] | list[float], digits: int = 6) -> str:
@@ -62,6 +62,7 @@ def fingerprint_command(
     dataset_dir: Path = typer.Argument(..., help="nnU-Net-style folder: imagesTr/, labelsTr/, dataset.json."),
     out: Path = typer.Option(..., "-o", "--out", help="Output JSON file (written atomically)."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes (0 = one per core)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask distributed scheduler address, e.g. tcp://host:8786."),
     samples_per_case: int = typer.Option(10_000, "--samples", help="Foreground voxels sampled per case for intensity statistics."),
     seed: int = typer.Option(0, "--seed", help="Seed of the (deterministic) intensity sampling."),
     max_cases: Optional[int] = typer.Option(None, "--max-cases", help="Only the first N cases (sorted by id)."),
@@ -74,8 +75,9 @@ def fingerprint_command(
     from segqc.fingerprint import compute_fingerprint
 
     with user_errors():
+        prepare_output_file(out)
         start = time.perf_counter()
-        fp = compute_fingerprint(dataset_dir, jobs=jobs, samples_per_case=samples_per_case,
+        fp = compute_fingerprint(dataset_dir, jobs=jobs, scheduler=scheduler, samples_per_case=samples_per_case,
                                  seed=seed, max_cases=max_cases, progress=not quiet)
         fp.save(out)
         elapsed = time.perf_counter() - start

@@ -23,8 +23,10 @@ Outputs under ``out_dir``:
   ``target_label``) landed inside it, and ``note`` says why when it did not. ``seed`` rebuilds
   the map: ``degrade_to_bin(gt, spacing, bin, numpy.random.default_rng(seed), labels=...)``.
 * ``summary.json``: settings, per-bin counts and hit rates, failed/skipped/reused cases.
-* ``cases/CASE.csv``: the finished part of the manifest per case. A rerun with the same
-  settings reuses every case whose part and files exist (an interrupted run continues).
+* ``cases/CASE.parquet``: the finished part of the manifest per case (the shared case engine,
+  :mod:`segqc.execution`). A rerun reuses a case only when the settings and the content of its
+  ground truth (and image) files are unchanged and its written files still exist (an
+  interrupted run continues).
 
 Bad input: a folder without label files is an :class:`~segqc.errors.InputError`. Per case (the
 others go on; reported in ``failed``): label values that ``dataset.json`` does not name, an image
@@ -35,8 +37,6 @@ still gets its closest map, with ``in_bin`` False and a note; the search is boun
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import zlib
 from dataclasses import dataclass, field
@@ -51,9 +51,9 @@ from scipy import ndimage
 
 from segqc.degrade.operations import present_labels, slice_axis
 from segqc.degrade.targeting import NNQC_BINS, DiceBin, assign_bins, degrade_to_bin
-from segqc.errors import InputError, SegqcError
-from segqc.execution import map_cases
-from segqc.io.atomic import atomic_path, write_json_atomic, write_text_atomic
+from segqc.errors import InputError
+from segqc.execution import CaseResult, CaseSkipped, CaseTask, run_cases
+from segqc.io.atomic import atomic_path, write_json_atomic
 from segqc.io.datasets import LABEL_EXTENSIONS, find_dataset_json, list_image_files, list_label_files
 from segqc.io.images import Geometry, read_label_map, write_image
 from segqc.metrics.binary import MetricSettings, compare_masks
@@ -105,15 +105,6 @@ class DegradeConfig:
             "version": _VERSION,
         }
 
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class CaseTask:
-    case: str
-    gt_path: Path
-    image_paths: tuple[Path, ...] = ()
 
 
 @dataclass
@@ -125,6 +116,8 @@ class DegradeResult:
     skipped: dict[str, str] = field(default_factory=dict)
     reused: list[str] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    failure_kinds: dict[str, str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,20 +221,23 @@ def _items(gt: np.ndarray, geometry: Geometry, slices: bool) -> list[tuple[int |
             for z in occupied]
 
 
-def degrade_case(task: CaseTask, config: DegradeConfig, out_dir: Path) -> pd.DataFrame:
-    """Make, write and measure the degraded maps of one case; store its manifest part."""
-    gt_image = read_label_map(task.gt_path)
+def degrade_case(task: CaseTask, config: DegradeConfig, out_dir: Path) -> CaseResult:
+    """Make, write and measure the degraded maps of one case (task inputs: ``gt``, and ``image``
+    files whose grid must match); its rows of the manifest are the result's table."""
+    gt_path = task.path("gt")
+    assert gt_path is not None
+    gt_image = read_label_map(gt_path)
     gt, geometry = gt_image.array, gt_image.geometry
     if config.allowed is not None:
         unexpected = sorted(set(present_labels(gt)) - set(config.allowed))
         if unexpected:
             raise InputError(f"label value(s) {unexpected} are not in dataset.json (labels {list(config.allowed)})",
-                             task.gt_path)
-    _check_image_geometry(task.gt_path, geometry, task.image_paths)
+                             gt_path)
+    _check_image_geometry(gt_path, geometry, task.inputs.get("image", ()))
     if not present_labels(gt):
-        raise _Skip("the ground truth has no foreground; nothing to degrade")
+        raise CaseSkipped("the ground truth has no foreground; nothing to degrade")
     if config.target_label is not None and config.target_label not in present_labels(gt):
-        raise _Skip(f"label {config.target_label} is absent from the ground truth")
+        raise CaseSkipped(f"label {config.target_label} is absent from the ground truth")
     labels = list(config.labels) if config.labels is not None else present_labels(gt)
     settings = MetricSettings(tolerance_mm=config.tolerance_mm)
     key = _case_key(task.case)
@@ -274,38 +270,18 @@ def degrade_case(task: CaseTask, config: DegradeConfig, out_dir: Path) -> pd.Dat
                 **quality,
                 "operations": ";".join(result.operations), "strength": round(result.strength, 6),
                 "attempts": result.attempts, "evaluations": result.evaluations, "seed": seed,
-                "gt_file": str(task.gt_path), "gt_slice_file": gt_slice_file,
+                "gt_file": str(gt_path), "gt_slice_file": gt_slice_file,
                 "note": result.note if not config.bins[b].contains(quality[binned_on]) else "",
             })
     frame = _frame(rows, labels)
-    with atomic_path(_part_path(out_dir, task.case)) as tmp:
-        frame.to_csv(tmp, index=False)
-    return frame
-
-
-class _Skip(SegqcError):
-    """A case that has nothing to degrade (reported, not an error)."""
+    files = [f for f in list(frame["file"]) + list(frame["gt_slice_file"]) if f]
+    return CaseResult(table=frame, files=files)
 
 
 def _frame(rows: list[dict], labels: Sequence[int]) -> pd.DataFrame:
     per_class = [f"{m}_{c}" for m in ("dice", "hd95", "nsd") for c in labels]
     columns = BASE_COLUMNS[:12] + per_class + BASE_COLUMNS[12:]
     return pd.DataFrame(rows, columns=columns)
-
-
-def _part_path(out_dir: Path, case: str) -> Path:
-    return out_dir / "cases" / f"{case}.csv"
-
-
-def _read_part(path: Path) -> pd.DataFrame:
-    frame = pd.read_csv(path, dtype={"case": str, "file": str, "bin": str, "slice": str, "operations": str,
-                                     "gt_file": str, "gt_slice_file": str, "note": str}, keep_default_na=False,
-                        na_values={c: ["nan", "NaN", ""] for c in ("dice", "hd95", "nsd")})
-    for column in frame.columns:
-        if column.startswith(("dice_", "hd95_", "nsd_")):
-            frame[column] = pd.to_numeric(frame[column].replace("", np.nan), errors="coerce")
-    frame["in_bin"] = frame["in_bin"].astype(str).str.lower().eq("true")
-    return frame
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,46 +336,22 @@ def degrade_folder(
         allowed=tuple(sorted(set(info.labels) | {0})) if info and info.labels else None,
     )
     images = _images_for(gt_dir, images_dir)
-    tasks = [CaseTask(case, path, tuple(images.get(case, ()))) for case, path in files.items()]
-
-    settings_path = out / "settings.json"
-    same = settings_path.is_file() and json.loads(settings_path.read_text()).get("digest") == config.digest()
-    frames: dict[str, pd.DataFrame] = {}
-    reused: list[str] = []
-    todo = []
-    for task in tasks:
-        part = _part_path(out, task.case)
-        if same and part.is_file():
-            frame = _read_part(part)
-            if all((out / f).is_file() for f in frame["file"]):
-                frames[task.case] = frame
-                reused.append(task.case)
-                continue
-        todo.append(task)
-    write_text_atomic(settings_path, json.dumps({"digest": config.digest(), "settings": config.to_dict()}, indent=2))
-
-    failed: dict[str, str] = {}
-    skipped: dict[str, str] = {}
-    work = partial(degrade_case, config=config, out_dir=out)
-    for task, result in map_cases(work, todo, jobs=jobs, scheduler=scheduler, description="degrade", progress=progress):
-        if isinstance(result, _Skip):
-            skipped[task.case] = str(result)
-        elif isinstance(result, SegqcError):
-            failed[task.case] = str(result)
-        else:
-            frames[task.case] = result
-    ordered = [frames[t.case] for t in tasks if t.case in frames and len(frames[t.case])]
-    manifest = pd.concat(ordered, ignore_index=True) if ordered else _frame([], dataset_labels or ())
+    tasks = [CaseTask(case, {"gt": (path,), "image": tuple(images.get(case, ()))}) for case, path in files.items()]
+    report = run_cases(partial(degrade_case, config=config, out_dir=out), tasks, out, settings=config, jobs=jobs,
+                       scheduler=scheduler, progress=progress, description="degrade")
+    manifest = report.table if len(report.table) else _frame([], dataset_labels or ())
     manifest = manifest[[c for c in _column_order(manifest.columns)]]
     with atomic_path(out / "manifest.csv") as tmp:
         manifest.to_csv(tmp, index=False)
     summary = {
         "settings": config.to_dict(),
         "bins": bin_summary(manifest, config.bins),
-        "cases": {"degraded": sorted(frames), "failed": failed, "skipped": skipped, "reused": sorted(reused)},
+        "cases": {"degraded": sorted(report.done), "failed": report.failed, "skipped": report.skipped,
+                  "reused": sorted(report.reused)},
     }
     write_json_atomic(out / "summary.json", summary)
-    return DegradeResult(manifest=manifest, failed=failed, skipped=skipped, reused=sorted(reused), summary=summary)
+    return DegradeResult(manifest=manifest, failed=report.failed, skipped=report.skipped, reused=sorted(report.reused),
+                         summary=summary, warnings=report.warnings, failure_kinds=report.failure_kinds)
 
 
 def _column_order(columns) -> list[str]:

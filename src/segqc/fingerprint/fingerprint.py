@@ -386,6 +386,7 @@ def compute_fingerprint(
     cases: Iterable[str] | None = None,
     max_cases: int | None = None,
     jobs: int = 1,
+    scheduler: str | None = None,
     samples_per_case: int = 10_000,
     seed: int = 0,
     progress: bool = False,
@@ -393,8 +394,8 @@ def compute_fingerprint(
     """Fingerprint of an nnU-Net-style folder (``imagesTr/``, ``labelsTr/``, ``dataset.json``).
 
     ``cases`` restricts to these case ids, ``max_cases`` to the first N cases in sorted order
-    (both for quick looks and tests). ``jobs`` worker processes (see :mod:`segqc.execution`);
-    the result does not depend on it. ``samples_per_case`` foreground voxels per case feed the
+    (both for quick looks and tests). ``jobs`` worker processes, or ``scheduler`` a Dask
+    scheduler address (see :mod:`segqc.execution`); the result does not depend on them. ``samples_per_case`` foreground voxels per case feed the
     intensity statistics (deterministic given ``seed``).
 
     Raises :class:`InputError` (one line naming the file or folder) when ``dataset.json`` is
@@ -416,7 +417,7 @@ def compute_fingerprint(
 
     function = functools.partial(_fingerprint_case, samples_per_case=samples_per_case, seed=seed)
     results: dict[str, tuple[CaseFingerprint, np.ndarray] | SegqcError] = {}
-    for job, result in map_cases(function, jobs_list, jobs=jobs, description="fingerprint",
+    for job, result in map_cases(function, jobs_list, jobs=jobs, scheduler=scheduler, description="fingerprint",
                                  progress=progress):
         results[job.case] = result
     for job in jobs_list:
