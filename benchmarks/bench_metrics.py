@@ -31,10 +31,12 @@ import threading
 import time
 import tracemalloc
 import warnings
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import psutil
@@ -279,8 +281,7 @@ def prepare_monai(case: Case) -> dict[str, Any]:
 
 def call_monai(inputs: dict[str, Any]) -> dict[str, float]:
     """MONAI voxel-mode hd, hd95, symmetric average surface distance (assd) and surface Dice."""
-    from monai.metrics import (compute_average_surface_distance, compute_hausdorff_distance,
-                               compute_surface_dice)
+    from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance, compute_surface_dice
 
     pred, gt, spacing = inputs["pred"], inputs["gt"], inputs["spacing"]
     hd = compute_hausdorff_distance(pred, gt, include_background=False, spacing=spacing)
@@ -409,7 +410,7 @@ class PeakRss:
             self.peak = max(self.peak, process.memory_info().rss)
             time.sleep(0.001)
 
-    def __enter__(self) -> "PeakRss":
+    def __enter__(self) -> PeakRss:
         if self._reset_hwm() and self._vm_hwm() is not None:
             self.method = "VmHWM"
         else:
@@ -582,10 +583,10 @@ def benchmark_component_count(shape: tuple[int, ...], counts: Sequence[int], tot
     for n in counts:
         case = build_count_case(shape, n, total_voxels, seed=100 + n)
         n_gt = label_components(case.gt)[1]
-        cc_times = best_time(lambda: compare_components(case.pred, case.gt, case.spacing, metrics=("dice", "hd95")),
+        cc_times = best_time(partial(compare_components, case.pred, case.gt, case.spacing, metrics=("dice", "hd95")),
                              repeats)
-        dist_times = best_time(lambda: compare_masks(case.pred, case.gt, case.spacing, metrics=DISTANCE_METRICS,
-                                                     settings=settings), repeats)
+        dist_times = best_time(partial(compare_masks, case.pred, case.gt, case.spacing, metrics=DISTANCE_METRICS,
+                                       settings=settings), repeats)
         rows.append({"n_spheres": n, "gt_components": n_gt, "gt_voxels": case.info["gt_voxels"],
                      "pred_voxels": case.info["pred_voxels"], "radius_vox": case.info["radius_vox"],
                      "cc_dice_hd95_times_s": cc_times, "cc_dice_hd95_best_s": min(cc_times),

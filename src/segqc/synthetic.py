@@ -7,8 +7,8 @@ second per hundred objects.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -24,11 +24,12 @@ def paint_ellipsoid(
     """Set the voxels of an axis-aligned ellipsoid (radii in voxels per axis) to ``value``, in place."""
     lo = [max(0, int(np.floor(c - r))) for c, r in zip(centre, radii_vox)]
     hi = [min(s, int(np.ceil(c + r)) + 1) for c, r, s in zip(centre, radii_vox, volume.shape)]
-    if any(h <= l for l, h in zip(lo, hi)):
+    if any(h <= low for low, h in zip(lo, hi)):
         return
-    grids = np.ogrid[tuple(slice(l, h) for l, h in zip(lo, hi))]
+    box = tuple(slice(low, h) for low, h in zip(lo, hi))
+    grids = np.ogrid[box]
     inside = sum(((g - c) / r) ** 2 for g, c, r in zip(grids, centre, radii_vox)) <= 1.0
-    crop = volume[tuple(slice(l, h) for l, h in zip(lo, hi))]
+    crop = volume[box]
     crop[inside] = value
 
 
@@ -92,7 +93,7 @@ def imperfect_lesion_prediction(
         paint_ellipsoid(one, centre, radii)
         lo = [max(0, int(c - r) - 4) for c, r in zip(centre, radii)]
         hi = [min(s, int(c + r) + 5) for c, r, s in zip(centre, radii, gt.shape)]
-        box = tuple(slice(l, h) for l, h in zip(lo, hi))
+        box = tuple(slice(low, h) for low, h in zip(lo, hi))
         if p_drop + p_shift <= u < p_drop + p_shift + p_erode:
             one[box] = ndimage.binary_erosion(one[box], structure, iterations=int(rng.integers(1, 3)))
         elif p_drop + p_shift + p_erode <= u < p_drop + p_shift + p_erode + p_dilate:

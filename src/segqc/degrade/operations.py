@@ -35,12 +35,12 @@ functions and to the strength-scaled SegGen transforms of :mod:`segqc.degrade.se
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 from scipy import ndimage
 
-from segqc.metrics.multiclass import present_labels  # noqa: F401 (re-exported)
+from segqc.metrics.multiclass import present_labels  # also re-exported for degrade.folder/targeting
 
 __all__ = [
     "NNQC_OPERATIONS",
@@ -145,7 +145,8 @@ def upsample(coarse: np.ndarray, shape: Sequence[int], *, cubic: bool = False) -
     return np.ascontiguousarray(out)
 
 
-def smooth_field(shape: Sequence[int], spacing: Sequence[float], sigma_mm: float, rng: np.random.Generator) -> np.ndarray:
+def smooth_field(shape: Sequence[int], spacing: Sequence[float], sigma_mm: float,
+                 rng: np.random.Generator) -> np.ndarray:
     """Gaussian random field (mean 0, std 1, float32) with correlation length ~``sigma_mm``.
 
     Drawn on a coarse grid (step ``sigma/2`` per axis), smoothed there and interpolated linearly

@@ -26,7 +26,7 @@ in ``[-20 s, 20 s]`` voxels), so strengths 0..1 sweep exactly the table's ranges
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -38,9 +38,9 @@ from segqc.degrade.operations import (
     _shift_array,
     _targets,
     as_rng,
-    upsample,
     motion_axes,
     slice_axis,
+    upsample,
 )
 
 __all__ = [
@@ -126,7 +126,8 @@ def affine(
     rotation = np.eye(ndim)
     a, b = _rotation_plane(sp, ndim)
     theta = math.radians(angle_deg)
-    rotation[a, a], rotation[a, b], rotation[b, a], rotation[b, b] = math.cos(theta), -math.sin(theta), math.sin(theta), math.cos(theta)
+    cos, sin = math.cos(theta), math.sin(theta)
+    rotation[a, a], rotation[a, b], rotation[b, a], rotation[b, b] = cos, -sin, sin, cos
     scaling = np.ones(ndim)
     scaling[list(axes)] = scale
     shift_mm = np.zeros(ndim)

@@ -21,9 +21,10 @@ without a query), so no distance transform of the whole volume is ever computed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -234,7 +235,7 @@ def _ring_search(source: Surface, target: Surface, spacing: tuple[float, ...]) -
     base += word_flat % shape[-1] + 1
 
     found_words, found_flat, found_offset = [], [], []  # hit bits per offset, decoded once at the end
-    for step, (offset, dist) in enumerate(zip(offsets, offset_dist)):
+    for step, offset in enumerate(offsets):
         shift_words, shift_bits = divmod(int(offset[-1]), _bitrows.WORD_BITS)
         lead_shift = int(np.dot(offset[:-1], strides[:-1])) + shift_words
         idx = base + lead_shift

@@ -14,7 +14,7 @@ everything the decoder needs must pass through the tokens.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

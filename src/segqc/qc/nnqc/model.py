@@ -25,7 +25,7 @@ one-hot map area-averaged to the latent size, K channels of class shares in [0, 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -370,10 +370,12 @@ class NnqcModel(nn.Module):
                                  else ratios).float().reshape(-1).to(device)
         size = self.config.size
         if images.ndim != 4 or images.shape[1] != self.image_channels or images.shape[2:] != (size, size):
-            raise InputError(f"images must have shape (B, {self.image_channels}, {size}, {size}), got {tuple(images.shape)}")
+            raise InputError(f"images must have shape (B, {self.image_channels}, {size}, {size}), "
+                             f"got {tuple(images.shape)}")
         indices = self.class_indices(segs)
         if indices.shape != (images.shape[0], size, size):
-            raise InputError(f"segmentations must have shape ({images.shape[0]}, {size}, {size}), got {tuple(indices.shape)}")
+            raise InputError(f"segmentations must have shape ({images.shape[0]}, {size}, {size}), "
+                             f"got {tuple(indices.shape)}")
         if ratios.shape[0] != images.shape[0]:
             raise InputError(f"need one slice ratio per slice: {ratios.shape[0]} ratios for {images.shape[0]} slices")
         if not torch.isfinite(images).all():
@@ -399,7 +401,8 @@ class NnqcModel(nn.Module):
         steps = int(steps or self.config.inference_steps)
         samples = int(samples or self.config.samples)
         if steps < 1 or steps > self.config.train_timesteps or samples < 1:
-            raise ValueError(f"need 1 <= steps <= {self.config.train_timesteps} and samples >= 1, got {steps}, {samples}")
+            raise ValueError(f"need 1 <= steps <= {self.config.train_timesteps} and samples >= 1, "
+                             f"got {steps}, {samples}")
         if generator is None or isinstance(generator, int):
             generator = torch.Generator().manual_seed(int(self.config.seed if generator is None else generator))
         was_training = self.training
