@@ -33,6 +33,7 @@ from scipy import ndimage
 
 from segqc.degrade.operations import (
     Operation,
+    PerAxis,
     Target,
     _check,
     _shift_array,
@@ -101,11 +102,11 @@ def _paste(label: np.ndarray, moved: np.ndarray, moving: np.ndarray | None) -> n
 def affine(
     label: np.ndarray,
     *,
-    spacing: Sequence[float],
+    spacing: PerAxis,
     angle_deg: float = 0.0,
     scale: float = 1.0,
-    translation_vox: Sequence[float] | None = None,
-    centre_mm: Sequence[float] | None = None,
+    translation_vox: PerAxis | None = None,
+    centre_mm: PerAxis | None = None,
     target: Target = None,
 ) -> np.ndarray:
     """Rotate (in-plane, degrees), scale (about the centre) and translate a label map.
@@ -171,7 +172,7 @@ def elastic(
     label: np.ndarray,
     rng: np.random.Generator | int,
     *,
-    spacing: Sequence[float],
+    spacing: PerAxis,
     max_displacement_vox: float = 20.0,
     grid_vox: float | None = None,
     target: Target = None,
@@ -198,7 +199,7 @@ def seggen(
     label: np.ndarray,
     rng: np.random.Generator | int,
     *,
-    spacing: Sequence[float],
+    spacing: PerAxis,
     probability: float = 0.5,
     rotation_deg: tuple[float, float] = (-15.0, 15.0),
     scale_range: tuple[float, float] = (0.85, 1.25),

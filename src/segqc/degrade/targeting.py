@@ -92,7 +92,7 @@ class DiceBin:
         return f"[{self.lo:.2f},{self.hi:.2f}{']' if self.closed else ')'}"
 
 
-def bins_from_edges(edges: Sequence[float]) -> tuple[DiceBin, ...]:
+def bins_from_edges(edges: Iterable[float]) -> tuple[DiceBin, ...]:
     """Consecutive bins ``[e0,e1), [e1,e2), ..., [e_{n-1},e_n]`` (the last one closed)."""
     edges = [float(e) for e in edges]
     if len(edges) < 2:
