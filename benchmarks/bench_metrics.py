@@ -36,10 +36,15 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psutil
+
+if TYPE_CHECKING:
+    from rich.console import JustifyMethod
+
+    from segqc.metrics.surface import SurfaceMode
 
 DISTANCE_METRICS = ("hd", "hd95", "assd", "masd", "nsd")
 TOLERANCE_MM = 1.0
@@ -231,7 +236,7 @@ def prepare_identity(case: Case) -> Case:
     return case
 
 
-def segqc_distance(case: Case, surface: str) -> dict[str, float]:
+def segqc_distance(case: Case, surface: SurfaceMode) -> dict[str, float]:
     """segqc: all five distance metrics from one surface-distance pass."""
     from segqc.metrics.binary import MetricSettings, compare_masks
 
@@ -605,7 +610,7 @@ def environment() -> dict[str, Any]:
     import torch
 
     threads_before = torch.get_num_threads()
-    versions = {}
+    versions: dict[str, str | None] = {}
     for package in ("segqc", "numpy", "scipy", "connected-components-3d", "torch", "monai",
                     "surface-distance", "ccmetrics", "psutil"):
         try:
@@ -629,10 +634,11 @@ def print_case_table(rows: list[dict[str, Any]], console: Any) -> None:
     from rich.table import Table
 
     table = Table(title="segqc vs peers (wall clock, best of runs; peak = extra RSS during the call)")
-    for name, justify in [("case", "left"), ("task", "left"), ("tool", "left"), ("seconds", "right"),
-                          ("all runs (s)", "right"), ("peak MB", "right"), ("B/voxel rss", "right"),
-                          ("B/voxel tracemalloc", "right"), ("ratio peer/segqc", "right"),
-                          ("agreement", "left")]:
+    columns: list[tuple[str, JustifyMethod]] = [
+        ("case", "left"), ("task", "left"), ("tool", "left"), ("seconds", "right"), ("all runs (s)", "right"),
+        ("peak MB", "right"), ("B/voxel rss", "right"), ("B/voxel tracemalloc", "right"),
+        ("ratio peer/segqc", "right"), ("agreement", "left")]
+    for name, justify in columns:
         table.add_column(name, justify=justify)
     for row in rows:
         measured = "times_s" in row

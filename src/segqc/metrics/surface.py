@@ -94,11 +94,12 @@ def _surfel_surface(mask: np.ndarray, spacing: tuple[float, ...]) -> Surface:
     words = _bitrows.pack_rows(mask, n_bits=mask.shape[-1] + 1)
     shifted = _bitrows.shift_up(words)
     lead = tuple(s + 1 for s in mask.shape[:-1])
+    row_offsets: list[tuple[int, ...]]
     if mask.ndim == 3:
-        table = surface_area_table(spacing)  # type: ignore[arg-type]
+        table = surface_area_table(spacing)
         row_offsets = [(0, 0), (0, 1), (1, 0), (1, 1)]
     else:
-        table = contour_length_table(spacing)  # type: ignore[arg-type]
+        table = contour_length_table(spacing)
         row_offsets = [(0,), (1,)]
     n_bits_code = 2 * len(row_offsets)
     planes = []  # (code bit weight, packed plane over the corner grid)
