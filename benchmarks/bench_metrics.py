@@ -31,13 +31,20 @@ import threading
 import time
 import tracemalloc
 import warnings
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psutil
+
+if TYPE_CHECKING:
+    from rich.console import JustifyMethod
+
+    from segqc.metrics.surface import SurfaceMode
 
 DISTANCE_METRICS = ("hd", "hd95", "assd", "masd", "nsd")
 TOLERANCE_MM = 1.0
@@ -229,7 +236,7 @@ def prepare_identity(case: Case) -> Case:
     return case
 
 
-def segqc_distance(case: Case, surface: str) -> dict[str, float]:
+def segqc_distance(case: Case, surface: SurfaceMode) -> dict[str, float]:
     """segqc: all five distance metrics from one surface-distance pass."""
     from segqc.metrics.binary import MetricSettings, compare_masks
 
@@ -279,8 +286,7 @@ def prepare_monai(case: Case) -> dict[str, Any]:
 
 def call_monai(inputs: dict[str, Any]) -> dict[str, float]:
     """MONAI voxel-mode hd, hd95, symmetric average surface distance (assd) and surface Dice."""
-    from monai.metrics import (compute_average_surface_distance, compute_hausdorff_distance,
-                               compute_surface_dice)
+    from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance, compute_surface_dice
 
     pred, gt, spacing = inputs["pred"], inputs["gt"], inputs["spacing"]
     hd = compute_hausdorff_distance(pred, gt, include_background=False, spacing=spacing)
@@ -409,7 +415,7 @@ class PeakRss:
             self.peak = max(self.peak, process.memory_info().rss)
             time.sleep(0.001)
 
-    def __enter__(self) -> "PeakRss":
+    def __enter__(self) -> PeakRss:
         if self._reset_hwm() and self._vm_hwm() is not None:
             self.method = "VmHWM"
         else:
@@ -582,10 +588,10 @@ def benchmark_component_count(shape: tuple[int, ...], counts: Sequence[int], tot
     for n in counts:
         case = build_count_case(shape, n, total_voxels, seed=100 + n)
         n_gt = label_components(case.gt)[1]
-        cc_times = best_time(lambda: compare_components(case.pred, case.gt, case.spacing, metrics=("dice", "hd95")),
+        cc_times = best_time(partial(compare_components, case.pred, case.gt, case.spacing, metrics=("dice", "hd95")),
                              repeats)
-        dist_times = best_time(lambda: compare_masks(case.pred, case.gt, case.spacing, metrics=DISTANCE_METRICS,
-                                                     settings=settings), repeats)
+        dist_times = best_time(partial(compare_masks, case.pred, case.gt, case.spacing, metrics=DISTANCE_METRICS,
+                                       settings=settings), repeats)
         rows.append({"n_spheres": n, "gt_components": n_gt, "gt_voxels": case.info["gt_voxels"],
                      "pred_voxels": case.info["pred_voxels"], "radius_vox": case.info["radius_vox"],
                      "cc_dice_hd95_times_s": cc_times, "cc_dice_hd95_best_s": min(cc_times),
@@ -604,7 +610,7 @@ def environment() -> dict[str, Any]:
     import torch
 
     threads_before = torch.get_num_threads()
-    versions = {}
+    versions: dict[str, str | None] = {}
     for package in ("segqc", "numpy", "scipy", "connected-components-3d", "torch", "monai",
                     "surface-distance", "ccmetrics", "psutil"):
         try:
@@ -628,10 +634,11 @@ def print_case_table(rows: list[dict[str, Any]], console: Any) -> None:
     from rich.table import Table
 
     table = Table(title="segqc vs peers (wall clock, best of runs; peak = extra RSS during the call)")
-    for name, justify in [("case", "left"), ("task", "left"), ("tool", "left"), ("seconds", "right"),
-                          ("all runs (s)", "right"), ("peak MB", "right"), ("B/voxel rss", "right"),
-                          ("B/voxel tracemalloc", "right"), ("ratio peer/segqc", "right"),
-                          ("agreement", "left")]:
+    columns: list[tuple[str, JustifyMethod]] = [
+        ("case", "left"), ("task", "left"), ("tool", "left"), ("seconds", "right"), ("all runs (s)", "right"),
+        ("peak MB", "right"), ("B/voxel rss", "right"), ("B/voxel tracemalloc", "right"),
+        ("ratio peer/segqc", "right"), ("agreement", "left")]
+    for name, justify in columns:
         table.add_column(name, justify=justify)
     for row in rows:
         measured = "times_s" in row

@@ -62,7 +62,8 @@ def main() -> None:
             steps, samples = int(steps), int(samples or 1)
             out = Path(tmp) / f"qc_{steps}x{samples}"
             command = [str(segqc), "qc", "predict", str(args.model), str(images), str(segs), "-o", str(out),
-                       "--steps", str(steps), "--samples", str(samples), "--jobs", str(args.jobs), "--quiet", "--metrics", "dice,hd95,nsd"]
+                       "--steps", str(steps), "--samples", str(samples), "--jobs", str(args.jobs), "--quiet",
+                       "--metrics", "dice,hd95,nsd"]
             began = time.perf_counter()
             subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
             wall = time.perf_counter() - began
@@ -70,7 +71,8 @@ def main() -> None:
             rows.append({"steps": steps, "samples": samples, "volumes": len(labels), "wall_seconds": round(wall, 2),
                          "seconds_per_volume": round(per_volume, 3),
                          "ratio_to_target": round(per_volume / TARGET_SECONDS_PER_VOLUME, 3)})
-            print(f"{steps:>3} steps x {samples} samples: {wall:7.1f} s for {len(labels)} volumes = {per_volume:6.2f} s/volume "
+            print(f"{steps:>3} steps x {samples} samples: {wall:7.1f} s for {len(labels)} volumes = "
+                  f"{per_volume:6.2f} s/volume "
                   f"({per_volume / TARGET_SECONDS_PER_VOLUME:.2f} x the 10 s target)", flush=True)
     report = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "threads": args.threads,
                           "jobs": args.jobs}, "model": str(args.model), "results": rows}

@@ -7,8 +7,8 @@ second per hundred objects.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -19,16 +19,20 @@ def _rng(seed: int | np.random.Generator) -> np.random.Generator:
 
 
 def paint_ellipsoid(
-    volume: np.ndarray, centre: Sequence[float], radii_vox: Sequence[float], value: int | bool = 1
+    volume: np.ndarray,
+    centre: Sequence[float] | np.ndarray,
+    radii_vox: Sequence[float] | np.ndarray,
+    value: int | bool = 1,
 ) -> None:
     """Set the voxels of an axis-aligned ellipsoid (radii in voxels per axis) to ``value``, in place."""
     lo = [max(0, int(np.floor(c - r))) for c, r in zip(centre, radii_vox)]
     hi = [min(s, int(np.ceil(c + r)) + 1) for c, r, s in zip(centre, radii_vox, volume.shape)]
-    if any(h <= l for l, h in zip(lo, hi)):
+    if any(h <= low for low, h in zip(lo, hi)):
         return
-    grids = np.ogrid[tuple(slice(l, h) for l, h in zip(lo, hi))]
+    box = tuple(slice(low, h) for low, h in zip(lo, hi))
+    grids = np.ogrid[box]
     inside = sum(((g - c) / r) ** 2 for g, c, r in zip(grids, centre, radii_vox)) <= 1.0
-    crop = volume[tuple(slice(l, h) for l, h in zip(lo, hi))]
+    crop = volume[box]
     crop[inside] = value
 
 
@@ -50,10 +54,10 @@ def lesion_volume(
     rng = _rng(seed)
     volume = np.zeros(tuple(shape), dtype=bool)
     lesions = []
-    spacing = np.asarray(spacing, dtype=float)
+    sp = np.asarray(spacing, dtype=float)
     for _ in range(n_lesions):
         radius = rng.uniform(*radius_mm)
-        radii_vox = radius / spacing
+        radii_vox = radius / sp
         margin = np.minimum(radii_vox + 1, (np.asarray(shape) - 1) / 2)
         centre = tuple(rng.uniform(m, s - 1 - m) for m, s in zip(margin, shape))
         paint_ellipsoid(volume, centre, radii_vox)
@@ -77,11 +81,11 @@ def imperfect_lesion_prediction(
     eroded or dilated by 1-2 voxels, shifted by 1-3 voxels, or kept; plus added false-positive
     lesions (``added_fraction`` of the lesion count)."""
     rng = _rng(seed)
-    spacing = np.asarray(spacing, dtype=float)
+    sp = np.asarray(spacing, dtype=float)
     pred = np.zeros_like(gt, dtype=bool)
     structure = ndimage.generate_binary_structure(gt.ndim, 1)
     for lesion in lesions:
-        radii = lesion.radius_mm / spacing
+        radii = lesion.radius_mm / sp
         u = rng.random()
         if u < p_drop:
             continue
@@ -92,7 +96,7 @@ def imperfect_lesion_prediction(
         paint_ellipsoid(one, centre, radii)
         lo = [max(0, int(c - r) - 4) for c, r in zip(centre, radii)]
         hi = [min(s, int(c + r) + 5) for c, r, s in zip(centre, radii, gt.shape)]
-        box = tuple(slice(l, h) for l, h in zip(lo, hi))
+        box = tuple(slice(low, h) for low, h in zip(lo, hi))
         if p_drop + p_shift <= u < p_drop + p_shift + p_erode:
             one[box] = ndimage.binary_erosion(one[box], structure, iterations=int(rng.integers(1, 3)))
         elif p_drop + p_shift + p_erode <= u < p_drop + p_shift + p_erode + p_dilate:
@@ -114,17 +118,17 @@ def multiclass_phantom(
     """A 3-class heart-like phantom (uint8): 1 = a cavity, 2 = a wall around it, 3 = a second
     cavity beside it, with randomly drawn sizes (round in mm)."""
     rng = _rng(seed)
-    spacing = np.asarray(spacing, dtype=float)
+    sp = np.asarray(spacing, dtype=float)
     shape = tuple(shape)
     label = np.zeros(shape, dtype=np.uint8)
     centre = np.asarray(shape, dtype=float) / 2 + rng.uniform(-3, 3, len(shape))
     outer = rng.uniform(14, 18)
     inner = outer - rng.uniform(4, 6)
-    paint_ellipsoid(label, centre, outer / spacing, 2)
-    paint_ellipsoid(label, centre, inner / spacing, 3)
+    paint_ellipsoid(label, centre, outer / sp, 2)
+    paint_ellipsoid(label, centre, inner / sp, 3)
     side = centre.copy()
-    side[0] -= (outer + rng.uniform(8, 12)) / spacing[0]
-    paint_ellipsoid(label, side, rng.uniform(8, 11) / spacing, 1)
+    side[0] -= (outer + rng.uniform(8, 12)) / sp[0]
+    paint_ellipsoid(label, side, rng.uniform(8, 11) / sp, 1)
     return label
 
 

@@ -39,10 +39,10 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -90,7 +90,8 @@ class DegradeConfig:
         if not self.bins:
             raise ValueError("at least one Dice bin is needed")
         if self.target_label is not None and self.labels is not None and self.target_label not in self.labels:
-            raise ValueError(f"target label {self.target_label} is not a foreground label of dataset.json {list(self.labels)}")
+            raise ValueError(f"target label {self.target_label} is not a foreground label of dataset.json "
+                             f"{list(self.labels)}")
 
     def to_dict(self) -> dict:
         return {
@@ -163,7 +164,8 @@ def _class_box(pred: np.ndarray, gt: np.ndarray, c: int) -> tuple[slice, ...] | 
 
 
 def _seed_state(*words: int) -> int:
-    return int(np.random.SeedSequence([int(w) & 0xFFFFFFFF for w in words]).generate_state(2, np.uint32).view(np.uint64)[0] >> np.uint64(1))
+    state = np.random.SeedSequence([int(w) & 0xFFFFFFFF for w in words]).generate_state(2, np.uint32)
+    return int(state.view(np.uint64)[0] >> np.uint64(1))
 
 
 def _case_key(case: str) -> int:
@@ -374,9 +376,9 @@ def bin_summary(manifest: pd.DataFrame, bins: Sequence[DiceBin]) -> list[dict]:
         if len(rows):
             column = rows["binned_on"].iloc[0]
             values = rows[column].astype(float)
-            out.append({"bin": str(b), "n": int(len(rows)), "min": float(values.min()), "median": float(values.median()),
-                        "max": float(values.max()), "in_bin": int(rows["in_bin"].sum()),
-                        "fraction_in_bin": float(rows["in_bin"].mean())})
+            out.append({"bin": str(b), "n": int(len(rows)), "min": float(values.min()),
+                        "median": float(values.median()), "max": float(values.max()),
+                        "in_bin": int(rows["in_bin"].sum()), "fraction_in_bin": float(rows["in_bin"].mean())})
         else:
             out.append({"bin": str(b), "n": 0, "min": None, "median": None, "max": None, "in_bin": 0,
                         "fraction_in_bin": None})

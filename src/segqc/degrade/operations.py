@@ -35,16 +35,17 @@ functions and to the strength-scaled SegGen transforms of :mod:`segqc.degrade.se
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 from scipy import ndimage
 
-from segqc.metrics.multiclass import present_labels  # noqa: F401 (re-exported)
+from segqc.metrics.multiclass import present_labels  # also re-exported for degrade.folder/targeting
 
 __all__ = [
     "NNQC_OPERATIONS",
     "Operation",
+    "PerAxis",
     "boundary",
     "collapse",
     "dilation",
@@ -63,6 +64,8 @@ __all__ = [
 
 Operation = Callable[..., np.ndarray]
 Target = int | Iterable[int] | None
+#: One value per axis (voxel spacing in mm, a move in voxels): a sequence or a 1-D array.
+PerAxis = Sequence[float] | np.ndarray
 
 
 # --------------------------------------------------------------------------------------------
@@ -75,7 +78,7 @@ def as_rng(rng: np.random.Generator | int) -> np.random.Generator:
     return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
 
 
-def _check(label: np.ndarray, strength: float, spacing: Sequence[float]) -> tuple[np.ndarray, float, np.ndarray]:
+def _check(label: np.ndarray, strength: float, spacing: PerAxis) -> tuple[np.ndarray, float, np.ndarray]:
     label = np.asarray(label)
     if label.ndim not in (2, 3):
         raise ValueError(f"expected a 2D or 3D label map, got shape {label.shape}")
@@ -94,8 +97,12 @@ def _targets(label: np.ndarray, target: Target) -> list[int]:
     present = present_labels(label)
     if target is None:
         return present
-    wanted = [int(target)] if np.isscalar(target) else [int(t) for t in target]  # type: ignore[arg-type]
-    return [t for t in wanted if t in present]
+    return [t for t in _as_labels(target) if t in present]
+
+
+def _as_labels(target: int | Iterable[int]) -> list[int]:
+    """A label or labels as a list of ints."""
+    return [int(t) for t in target] if isinstance(target, Iterable) else [int(target)]
 
 
 def _label_pool(label: np.ndarray, labels: Iterable[int] | None) -> list[int]:
@@ -103,7 +110,7 @@ def _label_pool(label: np.ndarray, labels: Iterable[int] | None) -> list[int]:
     return pool or present_labels(label)
 
 
-def slice_axis(spacing: Sequence[float]) -> int | None:
+def slice_axis(spacing: PerAxis) -> int | None:
     """The slice axis of an anisotropic 3D grid (largest spacing >= 2x the smallest), else None."""
     s = np.asarray(spacing, dtype=float)
     if s.size != 3:
@@ -112,7 +119,7 @@ def slice_axis(spacing: Sequence[float]) -> int | None:
     return k if s[k] >= 2.0 * s.min() else None
 
 
-def motion_axes(spacing: Sequence[float]) -> tuple[int, ...]:
+def motion_axes(spacing: PerAxis) -> tuple[int, ...]:
     """Axes along which structures are moved: all but the slice axis (module docstring)."""
     k = slice_axis(spacing)
     return tuple(d for d in range(len(spacing)) if d != k)
@@ -145,15 +152,14 @@ def upsample(coarse: np.ndarray, shape: Sequence[int], *, cubic: bool = False) -
     return np.ascontiguousarray(out)
 
 
-def smooth_field(shape: Sequence[int], spacing: Sequence[float], sigma_mm: float, rng: np.random.Generator) -> np.ndarray:
+def smooth_field(shape: Sequence[int], spacing: PerAxis, sigma_mm: float, rng: np.random.Generator) -> np.ndarray:
     """Gaussian random field (mean 0, std 1, float32) with correlation length ~``sigma_mm``.
 
     Drawn on a coarse grid (step ``sigma/2`` per axis), smoothed there and interpolated linearly
     to ``shape``, so the cost follows the number of correlation lengths, not of voxels.
     """
     shape = tuple(int(n) for n in shape)
-    spacing = np.asarray(spacing, dtype=float)
-    sigma_vox = np.maximum(sigma_mm / spacing, 1e-6)
+    sigma_vox = np.maximum(sigma_mm / np.asarray(spacing, dtype=float), 1e-6)
     step = np.maximum(1.0, sigma_vox / 1.5)
     coarse_shape = tuple(max(2, int(math.ceil(n / st)) + 1) for n, st in zip(shape, step))
     coarse = rng.standard_normal(coarse_shape).astype(np.float32)
@@ -362,7 +368,7 @@ def collapse(label, rng, strength, *, spacing, target: Target = None, labels=Non
     out = label.copy()
     pool = _targets(label, target) if target is not None else _label_pool(label, labels)
     if target is not None and not pool:
-        pool = [int(target)] if np.isscalar(target) else [int(t) for t in target]  # type: ignore[arg-type]
+        pool = _as_labels(target)
     field = smooth_field(label.shape, spacing, sigma_mm, rng)
     if not pool:
         return out

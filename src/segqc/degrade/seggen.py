@@ -26,21 +26,22 @@ in ``[-20 s, 20 s]`` voxels), so strengths 0..1 sweep exactly the table's ranges
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
 
 from segqc.degrade.operations import (
     Operation,
+    PerAxis,
     Target,
     _check,
     _shift_array,
     _targets,
     as_rng,
-    upsample,
     motion_axes,
     slice_axis,
+    upsample,
 )
 
 __all__ = [
@@ -101,11 +102,11 @@ def _paste(label: np.ndarray, moved: np.ndarray, moving: np.ndarray | None) -> n
 def affine(
     label: np.ndarray,
     *,
-    spacing: Sequence[float],
+    spacing: PerAxis,
     angle_deg: float = 0.0,
     scale: float = 1.0,
-    translation_vox: Sequence[float] | None = None,
-    centre_mm: Sequence[float] | None = None,
+    translation_vox: PerAxis | None = None,
+    centre_mm: PerAxis | None = None,
     target: Target = None,
 ) -> np.ndarray:
     """Rotate (in-plane, degrees), scale (about the centre) and translate a label map.
@@ -126,7 +127,8 @@ def affine(
     rotation = np.eye(ndim)
     a, b = _rotation_plane(sp, ndim)
     theta = math.radians(angle_deg)
-    rotation[a, a], rotation[a, b], rotation[b, a], rotation[b, b] = math.cos(theta), -math.sin(theta), math.sin(theta), math.cos(theta)
+    cos, sin = math.cos(theta), math.sin(theta)
+    rotation[a, a], rotation[a, b], rotation[b, a], rotation[b, b] = cos, -sin, sin, cos
     scaling = np.ones(ndim)
     scaling[list(axes)] = scale
     shift_mm = np.zeros(ndim)
@@ -170,7 +172,7 @@ def elastic(
     label: np.ndarray,
     rng: np.random.Generator | int,
     *,
-    spacing: Sequence[float],
+    spacing: PerAxis,
     max_displacement_vox: float = 20.0,
     grid_vox: float | None = None,
     target: Target = None,
@@ -197,7 +199,7 @@ def seggen(
     label: np.ndarray,
     rng: np.random.Generator | int,
     *,
-    spacing: Sequence[float],
+    spacing: PerAxis,
     probability: float = 0.5,
     rotation_deg: tuple[float, float] = (-15.0, 15.0),
     scale_range: tuple[float, float] = (0.85, 1.25),

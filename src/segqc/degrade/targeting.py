@@ -23,8 +23,8 @@ SegGen moves); outside it both maps are background, so the Dice is the same.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -92,7 +92,7 @@ class DiceBin:
         return f"[{self.lo:.2f},{self.hi:.2f}{']' if self.closed else ')'}"
 
 
-def bins_from_edges(edges: Sequence[float]) -> tuple[DiceBin, ...]:
+def bins_from_edges(edges: Iterable[float]) -> tuple[DiceBin, ...]:
     """Consecutive bins ``[e0,e1), [e1,e2), ..., [e_{n-1},e_n]`` (the last one closed)."""
     edges = [float(e) for e in edges]
     if len(edges) < 2:
@@ -156,7 +156,7 @@ class Recipe:
     def describe(self, strength: float) -> list[str]:
         return [step.describe(strength) for step in self.steps]
 
-    def extended(self, step: Step) -> "Recipe":
+    def extended(self, step: Step) -> Recipe:
         return Recipe(self.steps + (step,))
 
 
@@ -272,18 +272,19 @@ def degrade_to_bin(
     evaluations = 0
     attempts = 0
     reached = False
-    for attempts in range(1, max_attempts + 1):
+    for attempts in range(1, max_attempts + 1):  # noqa: B007 - the count is reported after the loop
         recipe = draw_recipe(rng, present, pool, target_label=target_label, seggen_probability=seggen_probability)
         goal = float(rng.uniform(bin.lo + 0.1 * bin.width, bin.hi - 0.1 * bin.width))
         names = _nnqc_names(present, pool)
 
+        # Late binding on purpose: `recipe` may be extended below and dice_at must use the current one.
         def dice_at(s: float) -> float:
             nonlocal evaluations, best
             evaluations += 1
-            d = score(recipe.apply(crop, s, spacing=spacing, labels=pool))
-            key = (_miss(bin, d), abs(d - goal) if math.isfinite(d) else math.inf)
+            d = score(recipe.apply(crop, s, spacing=spacing, labels=pool))  # noqa: B023
+            key = (_miss(bin, d), abs(d - goal) if math.isfinite(d) else math.inf)  # noqa: B023
             if best is None or key < best[:2]:
-                best = (key[0], key[1], d, recipe, s)
+                best = (key[0], key[1], d, recipe, s)  # noqa: B023
             return d
 
         top = dice_at(1.0)

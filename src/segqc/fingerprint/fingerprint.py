@@ -420,12 +420,13 @@ def compute_fingerprint(
     for job, result in map_cases(function, jobs_list, jobs=jobs, scheduler=scheduler, description="fingerprint",
                                  progress=progress):
         results[job.case] = result
+    ordered: list[tuple[CaseFingerprint, np.ndarray]] = []
     for job in jobs_list:
         outcome = results[job.case]
         if isinstance(outcome, SegqcError):
             raise outcome
-    ordered = [results[job.case] for job in jobs_list]
-    return _aggregate(root, info, ordered, samples_per_case, seed)  # type: ignore[arg-type]
+        ordered.append(outcome)
+    return _aggregate(root, info, ordered, samples_per_case, seed)
 
 
 def _read_info(root: Path) -> DatasetInfo:

@@ -47,10 +47,10 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import cc3d
 import numpy as np
@@ -77,6 +77,14 @@ __all__ = [
 ]
 
 _LPS_TO_RAS = (-1.0, -1.0, 1.0)
+
+_T = TypeVar("_T")
+
+
+def _xyz(values: Iterable[_T]) -> tuple[_T, _T, _T]:
+    """The per-axis values of a 3D grid as a 3-tuple (ValueError unless there are exactly three)."""
+    x, y, z = values
+    return x, y, z
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,7 +186,7 @@ class PreprocessingPlan:
     def from_dict(cls, data: Mapping[str, Any]) -> PreprocessingPlan:
         try:
             return cls(
-                target_spacing=tuple(data["target_spacing"]),  # type: ignore[arg-type]
+                target_spacing=tuple(data["target_spacing"]),
                 channels=tuple(
                     ChannelNormalization(**dict(c, percentiles=tuple(c["percentiles"])))
                     for c in data["channels"]
@@ -211,7 +219,7 @@ def plan_from_fingerprint(
     fingerprint: DatasetFingerprint,
     *,
     size: int = 256,
-    target_spacing: Sequence[float] | None = None,
+    target_spacing: tuple[float, float] | None = None,
     slice_axis: int = 2,
     image_order: int = 1,
     percentiles: tuple[float, float] = PERCENTILES,
@@ -232,7 +240,7 @@ def plan_from_fingerprint(
                 mean=stats.mean, std=stats.std, percentiles=percentiles))
         else:
             channels.append(ChannelNormalization(scheme="percentile", percentiles=percentiles))
-    return PreprocessingPlan(target_spacing=tuple(target_spacing),  # type: ignore[arg-type]
+    return PreprocessingPlan(target_spacing=target_spacing,
                              channels=tuple(channels), size=size, slice_axis=slice_axis,
                              image_order=image_order)
 
@@ -339,7 +347,7 @@ class Transform:
     def _window_shape(self) -> tuple[int, int, int]:
         shape = [self.size] * 3
         shape[self.slice_axis] = self.n_slices
-        return tuple(shape)  # type: ignore[return-value]
+        return _xyz(shape)
 
     def preprocessed_geometry(self) -> Geometry:
         """Physical grid of the preprocessed volume, in RAS axis order (before the slice axis is
@@ -371,13 +379,13 @@ class Transform:
         try:
             return cls(
                 original_geometry=Geometry.from_dict(data["original_geometry"]),
-                permutation=tuple(int(v) for v in data["permutation"]),  # type: ignore[arg-type]
-                flips=tuple(bool(v) for v in data["flips"]),  # type: ignore[arg-type]
+                permutation=_xyz(int(v) for v in data["permutation"]),
+                flips=_xyz(bool(v) for v in data["flips"]),
                 reoriented_geometry=Geometry.from_dict(data["reoriented_geometry"]),
-                resampled_shape=tuple(int(v) for v in data["resampled_shape"]),  # type: ignore[arg-type]
-                resample_factors=tuple(float(v) for v in data["resample_factors"]),  # type: ignore[arg-type]
-                resample_offsets=tuple(float(v) for v in data["resample_offsets"]),  # type: ignore[arg-type]
-                crop_start=tuple(int(v) for v in data["crop_start"]),  # type: ignore[arg-type]
+                resampled_shape=_xyz(int(v) for v in data["resampled_shape"]),
+                resample_factors=_xyz(float(v) for v in data["resample_factors"]),
+                resample_offsets=_xyz(float(v) for v in data["resample_offsets"]),
+                crop_start=_xyz(int(v) for v in data["crop_start"]),
                 size=int(data["size"]),
                 slice_axis=int(data["slice_axis"]),
             )
@@ -473,8 +481,8 @@ def preprocess_case(
         out_label = np.ascontiguousarray(np.moveaxis(out_label, plan.slice_axis, -1))
     transform = Transform(
         original_geometry=geometry,
-        permutation=permutation,  # type: ignore[arg-type]
-        flips=flips,  # type: ignore[arg-type]
+        permutation=_xyz(permutation),
+        flips=_xyz(flips),
         reoriented_geometry=reoriented,
         resampled_shape=resampled_shape,
         resample_factors=factors,
@@ -574,7 +582,7 @@ def _resampling(reoriented: Geometry, plan: PreprocessingPlan
         factors[axis] = factor
         offsets[axis] = ((n - 1) - (n_out - 1) * factor) / 2.0  # same grid centre
         shape[axis] = n_out
-    return tuple(factors), tuple(offsets), tuple(shape)  # type: ignore[return-value]
+    return _xyz(factors), _xyz(offsets), _xyz(shape)
 
 
 def _resample(array: np.ndarray, factors: Sequence[float], offsets: Sequence[float],
@@ -616,7 +624,7 @@ def _crop_start(mask: np.ndarray, plan: PreprocessingPlan) -> tuple[int, int, in
         else:
             centre = mask.shape[axis] / 2.0
         start[axis] = int(np.floor(centre - plan.size / 2.0 + 0.5))
-    return tuple(start)  # type: ignore[return-value]
+    return _xyz(start)
 
 
 def _crop(array: np.ndarray, start: Sequence[int], window: Sequence[int], pad: float

@@ -9,8 +9,8 @@ conveniences over it. Pure numpy: no I/O.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import numpy as np
 

@@ -15,8 +15,8 @@ Empty masks follow the :class:`~segqc.metrics.registry.EmptyPolicy`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -69,7 +69,10 @@ def component_overlap(pred: np.ndarray, gt: np.ndarray, *, connectivity: int = 2
 def _empty(name: str, overlap: ComponentOverlap, policy: EmptyPolicy) -> MetricResult | None:
     if overlap.n_gt and overlap.n_pred:
         return None
-    situation = "both_empty" if not (overlap.n_gt or overlap.n_pred) else ("gt_empty" if not overlap.n_gt else "pred_empty")
+    if not (overlap.n_gt or overlap.n_pred):
+        situation = "both_empty"
+    else:
+        situation = "gt_empty" if not overlap.n_gt else "pred_empty"
     value, tag = metric_info(name).empty_value(situation, policy)
     return MetricResult(name, value, tag)
 

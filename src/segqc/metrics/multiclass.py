@@ -22,7 +22,7 @@ applied is in ``MetricResult.empty``. Pure numpy: no I/O; inputs are never modif
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -46,7 +46,7 @@ class MulticlassCounts(tuple):
 
     __slots__ = ()
 
-    def __new__(cls, tp: int, fp: int, fn: int) -> "MulticlassCounts":
+    def __new__(cls, tp: int, fp: int, fn: int) -> MulticlassCounts:
         return super().__new__(cls, (int(tp), int(fp), int(fn)))
 
     tp = property(lambda self: self[0])

@@ -46,7 +46,7 @@ class EmptyPolicy:
             raise ValueError(f"worst_distance_mm must be positive and finite, got {self.worst_distance_mm}")
 
     @classmethod
-    def default(cls) -> "EmptyPolicy":
+    def default(cls) -> EmptyPolicy:
         return cls()
 
     def rule(self, situation: str) -> EmptyRule:

@@ -10,7 +10,7 @@ the result (and tags it).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

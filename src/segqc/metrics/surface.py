@@ -21,9 +21,10 @@ without a query), so no distance transform of the whole volume is ever computed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -93,11 +94,12 @@ def _surfel_surface(mask: np.ndarray, spacing: tuple[float, ...]) -> Surface:
     words = _bitrows.pack_rows(mask, n_bits=mask.shape[-1] + 1)
     shifted = _bitrows.shift_up(words)
     lead = tuple(s + 1 for s in mask.shape[:-1])
+    row_offsets: list[tuple[int, ...]]
     if mask.ndim == 3:
-        table = surface_area_table(spacing)  # type: ignore[arg-type]
+        table = surface_area_table(spacing)
         row_offsets = [(0, 0), (0, 1), (1, 0), (1, 1)]
     else:
-        table = contour_length_table(spacing)  # type: ignore[arg-type]
+        table = contour_length_table(spacing)
         row_offsets = [(0,), (1,)]
     n_bits_code = 2 * len(row_offsets)
     planes = []  # (code bit weight, packed plane over the corner grid)
@@ -234,7 +236,7 @@ def _ring_search(source: Surface, target: Surface, spacing: tuple[float, ...]) -
     base += word_flat % shape[-1] + 1
 
     found_words, found_flat, found_offset = [], [], []  # hit bits per offset, decoded once at the end
-    for step, (offset, dist) in enumerate(zip(offsets, offset_dist)):
+    for step, offset in enumerate(offsets):
         shift_words, shift_bits = divmod(int(offset[-1]), _bitrows.WORD_BITS)
         lead_shift = int(np.dot(offset[:-1], strides[:-1])) + shift_words
         idx = base + lead_shift

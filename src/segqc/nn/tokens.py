@@ -14,7 +14,7 @@ everything the decoder needs must pass through the tokens.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,7 @@ class ConvTokenEncoder(nn.Module):
             raise ValueError(f"need positive channels and grid, got {channels}, {grid}")
         self.in_channels = int(in_channels)
         self.grid = int(grid)
+        self._token_dim = channels[-1]  # the out_channels of the last stage's last convolution
         self.stages = nn.ModuleList()
         previous = self.in_channels
         for c in channels:
@@ -54,7 +55,7 @@ class ConvTokenEncoder(nn.Module):
 
     @property
     def token_dim(self) -> int:
-        return self.stages[-1][3].out_channels
+        return self._token_dim
 
     @property
     def n_tokens(self) -> int:

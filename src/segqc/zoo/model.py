@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from segqc.zoo.config import ZooConfig
 
+if TYPE_CHECKING:
+    import torch
+
 __all__ = ["build_unet", "predict_slices"]
 
 
-def build_unet(config: ZooConfig, in_channels: int, n_classes: int) -> "torch.nn.Module":  # noqa: F821
+def build_unet(config: ZooConfig, in_channels: int, n_classes: int) -> torch.nn.Module:
     """``monai.networks.nets.UNet(spatial_dims=2)`` with the config's widths; ``n_classes``
     output logits (background included). Weights come from torch's current RNG state."""
     from monai.networks.nets import UNet
@@ -18,8 +23,8 @@ def build_unet(config: ZooConfig, in_channels: int, n_classes: int) -> "torch.nn
                 strides=config.strides, num_res_units=config.num_res_units)
 
 
-def predict_slices(model: "torch.nn.Module", image: np.ndarray, *, batch_size: int = 32,  # noqa: F821
-                   device: "torch.device | None" = None) -> np.ndarray:  # noqa: F821
+def predict_slices(model: torch.nn.Module, image: np.ndarray, *, batch_size: int = 32,
+                   device: torch.device | None = None) -> np.ndarray:
     """Class index per voxel of a preprocessed volume ``(C, size, size, n_slices)`` float32,
     slices in batches: ``(size, size, n_slices)`` int64. The model is put in eval mode; no
     gradients are recorded."""

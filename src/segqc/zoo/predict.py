@@ -57,10 +57,11 @@ import math
 import os
 import re
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -273,8 +274,6 @@ def _file_digest(path: Path) -> str:
 def load_model(path: str | os.PathLike[str], *, device: str = "cpu") -> ZooModel:
     """Load a snapshot directory (``models/unet_eNNN``). :class:`CheckpointError` if it is not a
     zoo model (another method, corrupt or incomplete files, weights that do not fit)."""
-    import torch
-
     path = Path(path)
     config_dict, weights, _ = load_checkpoint(path, method=METHOD)
     try:
@@ -391,8 +390,9 @@ def _predict_case(task: _CaseTask, setup: _Setup) -> list[dict]:
     inputs: dict[InputVariant, tuple[np.ndarray, int | str]] = {}
     for source in task.sources:
         if source.variant not in inputs:
-            seed: int | str = _noise_seed(setup.seed, task.case, source.variant) if source.variant.kind == "noise" else ""
-            rng = np.random.default_rng(seed if seed != "" else 0)
+            noise_seed = _noise_seed(setup.seed, task.case, source.variant) if source.variant.kind == "noise" else None
+            seed: int | str = noise_seed if noise_seed is not None else ""
+            rng = np.random.default_rng(noise_seed if noise_seed is not None else 0)
             inputs[source.variant] = (source.variant.apply(case.image, rng), seed)
         image, seed = inputs[source.variant]
         model = _cached_model(source.model_path, source.model_digest, setup.device)
@@ -519,7 +519,7 @@ def predict_zoo(
     :func:`segqc.execution.map_cases`; the result does not depend on them.
     """
     zoo_dir, out = Path(zoo_dir), Path(out_dir)
-    info = read_zoo(zoo_dir)
+    read_zoo(zoo_dir)  # InputError if the folder is not a zoo
     chosen_variants = parse_variants(variants, noise_sigma=noise_sigma, lowres_factor=lowres_factor)
     names = list_models(zoo_dir)
     if not names:
@@ -552,8 +552,9 @@ def predict_zoo(
     for model in loaded:
         for variant in chosen_variants:
             name = model.name if not variant.tag else f"{model.name}_{variant.tag}"
-            key = {"model": model.digest, "variant": variant.describe(), "seed": seed if variant.kind == "noise" else None,
-                   "tolerance_mm": tolerance_mm, "classes": list(first.classes), "version": _VERSION}
+            key = {"model": model.digest, "variant": variant.describe(),
+                   "seed": seed if variant.kind == "noise" else None, "tolerance_mm": tolerance_mm,
+                   "classes": list(first.classes), "version": _VERSION}
             digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
             sources.append(_Source(name, model.name, model.path, model.digest, model.epoch, variant, digest))
     parts: dict[str, pd.DataFrame] = {}
@@ -617,7 +618,8 @@ def _assemble(parts: dict[str, pd.DataFrame], selected: Sequence[str], sources: 
         part = parts[case]
         keep = part[[valid.get(s) == d for s, d in zip(part["source"], part["_digest"])]]
         frames.append(keep.reindex(columns=columns, fill_value=""))
-    manifest = (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)).drop(columns="_digest")
+    manifest = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    manifest = manifest.drop(columns="_digest")
     if len(manifest):
         case_rank = {c: i for i, c in enumerate(selected)}
         manifest = manifest.assign(_s=manifest["source"].map(order), _c=manifest["case"].map(case_rank))

@@ -25,7 +25,7 @@ one-hot map area-averaged to the latent size, K channels of class shares in [0, 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -119,11 +119,13 @@ class _OpenClipTokens(nn.Module):
 
     _MEAN = (0.48145466, 0.4578275, 0.40821073)
     _STD = (0.26862954, 0.26130258, 0.27577711)
+    mean: torch.Tensor  # buffers
+    std: torch.Tensor
 
     def __init__(self, spec: str, in_channels: int, *, pretrained: bool) -> None:
         super().__init__()
         try:
-            import open_clip  # type: ignore[import-not-found]
+            import open_clip
         except ImportError:
             raise InputError("image_encoder 'open_clip' needs the open_clip package (pip install "
                              "open_clip_torch), which is not installed; use image_encoder 'ssl' or 'file'") from None
@@ -149,7 +151,8 @@ class _OpenClipTokens(nn.Module):
         return tokens
 
 
-def build_image_encoder(config: NnqcConfig, image_channels: int, *, pretrained: bool = False) -> nn.Module:
+def build_image_encoder(config: NnqcConfig, image_channels: int, *,
+                        pretrained: bool = False) -> ConvTokenEncoder | _OpenClipTokens:
     """Expert E2 (module docstring). ``pretrained``: load the weights named by
     ``config.image_encoder_path`` ("file", "open_clip"); a saved nnQC model overrides them anyway.
     The result has ``token_dim`` and ``n_tokens`` attributes."""
@@ -183,6 +186,8 @@ class TeamOfExperts(nn.Module):
     ``"full"``: ``c = softmax(F_Q(o1) F_K(o2)^T / sqrt(d)) F_V(o2)``; ``"position"``:
     ``c = F_P(o1)``; ``"image"``: ``c = F_V(o2)`` (all N tokens).
     """
+
+    token_position: torch.Tensor  # buffer
 
     def __init__(self, config: NnqcConfig, token_dim: int, n_tokens: int) -> None:
         super().__init__()
@@ -254,11 +259,11 @@ def make_scheduler(config: NnqcConfig):
     inference: its ``alphas_cumprod`` drive the DDIM updates)."""
     from monai.networks.schedulers import DDPMScheduler
 
-    args = {}
-    if config.beta_schedule != "cosine":
-        args = {"beta_start": config.beta_start, "beta_end": config.beta_end}
+    if config.beta_schedule == "cosine":
+        return DDPMScheduler(num_train_timesteps=config.train_timesteps, schedule=config.beta_schedule,
+                             clip_sample=False)
     return DDPMScheduler(num_train_timesteps=config.train_timesteps, schedule=config.beta_schedule,
-                         clip_sample=False, **args)
+                         clip_sample=False, beta_start=config.beta_start, beta_end=config.beta_end)
 
 
 def ddim_timesteps(train_timesteps: int, steps: int) -> list[int]:
@@ -283,6 +288,10 @@ class NnqcModel(nn.Module):
     ``config.image_encoder_path`` (training only). ``latent_scale`` (a buffer, saved with the
     weights) multiplies the autoencoder's latents before diffusion: 1 / std of the training latents.
     """
+
+    latent_scale: torch.Tensor  # buffers
+    label_lookup: torch.Tensor
+    label_values: torch.Tensor
 
     def __init__(self, config: NnqcConfig, labels: Sequence[int], image_channels: int, *,
                  pretrained: bool = False) -> None:
@@ -370,10 +379,12 @@ class NnqcModel(nn.Module):
                                  else ratios).float().reshape(-1).to(device)
         size = self.config.size
         if images.ndim != 4 or images.shape[1] != self.image_channels or images.shape[2:] != (size, size):
-            raise InputError(f"images must have shape (B, {self.image_channels}, {size}, {size}), got {tuple(images.shape)}")
+            raise InputError(f"images must have shape (B, {self.image_channels}, {size}, {size}), "
+                             f"got {tuple(images.shape)}")
         indices = self.class_indices(segs)
         if indices.shape != (images.shape[0], size, size):
-            raise InputError(f"segmentations must have shape ({images.shape[0]}, {size}, {size}), got {tuple(indices.shape)}")
+            raise InputError(f"segmentations must have shape ({images.shape[0]}, {size}, {size}), "
+                             f"got {tuple(indices.shape)}")
         if ratios.shape[0] != images.shape[0]:
             raise InputError(f"need one slice ratio per slice: {ratios.shape[0]} ratios for {images.shape[0]} slices")
         if not torch.isfinite(images).all():
@@ -399,7 +410,8 @@ class NnqcModel(nn.Module):
         steps = int(steps or self.config.inference_steps)
         samples = int(samples or self.config.samples)
         if steps < 1 or steps > self.config.train_timesteps or samples < 1:
-            raise ValueError(f"need 1 <= steps <= {self.config.train_timesteps} and samples >= 1, got {steps}, {samples}")
+            raise ValueError(f"need 1 <= steps <= {self.config.train_timesteps} and samples >= 1, "
+                             f"got {steps}, {samples}")
         if generator is None or isinstance(generator, int):
             generator = torch.Generator().manual_seed(int(self.config.seed if generator is None else generator))
         was_training = self.training
