@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from functools import partial
+from pathlib import Path
 
 import pytest
 
@@ -84,3 +88,73 @@ def test_spawned_workers_share_the_cores_as_torch_threads():
 
     threads = dict(map_cases(_torch_threads, [0, 1], jobs=2, progress=False))
     assert set(threads.values()) == {max(1, (os.cpu_count() or 1) // 2)}
+
+
+_SLOW_WORKERS = textwrap.dedent("""
+    import os, sys, time
+    from pathlib import Path
+    from segqc.execution import map_cases
+
+    MARKS = Path(sys.argv[1])
+
+    def work(n):
+        (MARKS / f"{n}.{os.getpid()}").write_text("")
+        time.sleep(30)
+        return n
+
+    if __name__ == "__main__":
+        try:
+            list(map_cases(work, range(8), jobs=2, progress=False))
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+            sys.exit(130)
+""")
+
+
+def _start_slow_workers(tmp_path):
+    script = tmp_path / "slow.py"
+    script.write_text(_SLOW_WORKERS)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    process = subprocess.Popen([sys.executable, str(script), str(marks)], stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while len(list(marks.iterdir())) < 2:  # both workers are inside a case
+        assert time.monotonic() < deadline, "workers did not start"
+        time.sleep(0.05)
+    return process, marks
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/stat")
+    return not (status.exists() and status.read_text().split(")")[-1].split()[0] == "Z")  # zombies are dead
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux only")
+def test_workers_die_when_the_parent_is_killed_with_sigkill(tmp_path):
+    """Once: `kill -9` of `evaluate --jobs 2` left its workers computing forever."""
+    process, marks = _start_slow_workers(tmp_path)
+    workers = {int(p.name.split(".")[1]) for p in marks.iterdir()}
+    process.kill()
+    process.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in workers)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_sigint_and_sigterm_stop_the_pool_at_once(tmp_path, signum):
+    """Once: Ctrl-C or SIGTERM with --jobs 2 went on computing the whole queue."""
+    process, marks = _start_slow_workers(tmp_path)
+    workers = {int(p.name.split(".")[1]) for p in marks.iterdir()}
+    began = time.monotonic()
+    process.send_signal(signum)
+    out, _ = process.communicate(timeout=20)
+    assert time.monotonic() - began < 10  # a case takes 30 s: nothing was waited for
+    assert process.returncode == 130 and "interrupted" in out
+    assert len(list(marks.iterdir())) == 2  # no queued case started
+    assert not any(_alive(pid) for pid in workers)

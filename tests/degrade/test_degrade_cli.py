@@ -104,10 +104,10 @@ def test_a_rerun_reuses_finished_cases(dataset, tmp_path):
     out = tmp_path / "out"
     assert _run(str(dataset), "-o", str(out), "--per-case", "2", "--quiet").exit_code == 0
     first = _manifest(out)
-    (out / "cases" / "case1.csv").unlink()  # as if interrupted before case1 was stored
+    (out / "cases" / "case1.parquet").unlink()  # as if interrupted before case1 was stored
     stamps = {f: (out / f).stat().st_mtime_ns for f in first["file"] if not f.startswith("labels/case1")}
     result = _run(str(dataset), "-o", str(out), "--per-case", "2", "--quiet")
-    assert result.exit_code == 0 and "reused 2 finished case(s)" in result.output
+    assert result.exit_code == 0 and "reused 2 finished case(s)" in result.output.replace("\n", " ")
     pd.testing.assert_frame_equal(_manifest(out), first)
     assert stamps == {f: (out / f).stat().st_mtime_ns for f in stamps}
     changed = _run(str(dataset), "-o", str(out), "--per-case", "2", "--seed", "9", "--quiet")

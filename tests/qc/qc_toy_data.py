@@ -34,3 +34,22 @@ def make_qc_dataset(root: Path, *, n_cases: int = 4, shape=(40, 40, 6), seed: in
     return root
 
 
+
+
+def oracle_model(dataset: Path, *, size: int = 48):
+    """A QC "model" that reads the ground truth off the toy image (image = 60 x label + 10), so its
+    pseudo ground truth IS the ground truth and every estimate must equal the true metric."""
+    from segqc.fingerprint import compute_fingerprint, plan_from_fingerprint
+    from segqc.qc.model_api import QcModel
+
+    fingerprint = compute_fingerprint(dataset)
+    plan = plan_from_fingerprint(fingerprint, size=size)
+
+    def generate(images, segs, ratios, samples, steps, seed):
+        # MR plan: each image is scaled to [0, 1] between its own 0.5/99.5 percentiles, i.e.
+        # 10 -> 0 and 10 + 2 x 60 -> 1 here; read the label off the scaled intensity
+        labels = np.clip(np.rint(images[:, 0] * 2.0), 0, 2).astype(np.int64)
+        return np.repeat(labels[None], samples, axis=0)
+
+    return QcModel(method="oracle", plan=plan, labels=(0, 1, 2), fingerprint=fingerprint.to_dict(),
+                   generate=generate)

@@ -13,8 +13,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from qc_toy_data import oracle_model
+
 from segqc.cli.main import app
 from segqc.io.images import Geometry, read_label_map, write_image
+from segqc.qc.inference import QcSettings, qc_folder
 
 runner = CliRunner()
 
@@ -41,19 +44,27 @@ def _empty_segs(source: Path, target: Path) -> None:
         write_image(target / path.name, np.zeros_like(label.array), label.geometry)
 
 
-def test_another_segmentation_folder_into_the_same_output_is_recomputed(cae, qc_dataset, tmp_path):
+def test_another_segmentation_folder_into_the_same_output_is_recomputed(qc_dataset, tmp_path):
     """Once: `qc predict` with another segmentation folder into the same -o reused the old
-    estimates. An empty segmentation has a multi-class Dice of 0 against any non-empty pGT."""
+    estimates. With the oracle model (its pGT is the ground truth) the estimate of the ground
+    truth itself is 1 and that of an empty segmentation 0."""
+    model = oracle_model(qc_dataset)
     out = tmp_path / "qc"
-    assert _run("qc", "predict", cae, qc_dataset / "imagesTr", qc_dataset / "labelsTr", "-o", out, "-q",
-                "--metrics", "dice").exit_code == 0
-    first = _estimates(out)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    settings = QcSettings(metrics=("dice",))
+    first, _, _ = qc_folder(model_dir, qc_dataset / "imagesTr", qc_dataset / "labelsTr", out, settings=settings,
+                            model=model)
     _empty_segs(qc_dataset / "labelsTr", tmp_path / "empty")
-    result = _run("qc", "predict", cae, qc_dataset / "imagesTr", tmp_path / "empty", "-o", out, "-q", "--metrics",
-                  "dice")
-    assert "reused" not in result.output
-    second = _estimates(out)
-    assert (first > 0.3).all() and (second == 0).all()
+    second, _, report = qc_folder(model_dir, qc_dataset / "imagesTr", tmp_path / "empty", out, settings=settings,
+                                  model=model)
+    assert not report["reused"]
+    assert (_all_dice(first) == 1).all() and (_all_dice(second) == 0).all()
+    assert (_estimates(out) == 0).all()
+
+
+def _all_dice(table: pd.DataFrame) -> pd.Series:
+    return table[(table.label == "all") & (table.metric == "dice")]["estimate"]
 
 
 def test_a_retrained_model_in_the_same_folder_is_not_served_from_the_cache(cae, qc_dataset, tmp_path):

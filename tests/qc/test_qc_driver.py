@@ -15,26 +15,11 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from segqc.fingerprint import compute_fingerprint, plan_from_fingerprint
 from segqc.io.images import read_label_map, write_image
 from segqc.qc.assessment import benchmark_qc, rank_models, true_metrics
 from segqc.qc.inference import QcSettings, qc_folder, worklist
-from segqc.qc.model_api import QcModel
+from qc_toy_data import oracle_model
 
-
-
-def oracle_model(dataset, *, size=48) -> QcModel:
-    fingerprint = compute_fingerprint(dataset)
-    plan = plan_from_fingerprint(fingerprint, size=size)
-
-    def generate(images, segs, ratios, samples, steps, seed):
-        # MR plan: each image is scaled to [0, 1] between its own 0.5/99.5 percentiles, i.e.
-        # 10 -> 0 and 10 + 2 x 60 -> 1 here; read the label off the scaled intensity
-        labels = np.clip(np.rint(images[:, 0] * 2.0), 0, 2).astype(np.int64)
-        return np.repeat(labels[None], samples, axis=0)
-
-    return QcModel(method="oracle", plan=plan, labels=(0, 1, 2), fingerprint=fingerprint.to_dict(),
-                   generate=generate)
 
 
 @pytest.fixture()

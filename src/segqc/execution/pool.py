@@ -121,6 +121,7 @@ def _worker_init(parent: int, threads: int | None) -> None:
     terminates the pool), and use ``threads`` torch threads when torch is in use."""
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker inherits the parent's handler
     if threads is not None:
         _share_cores(threads)
 
