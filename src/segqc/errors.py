@@ -1,11 +1,14 @@
 """User-facing error types.
 
 Every error that reaches a user carries one line that names the file (when there is one) and the
-problem; the CLI prints that line and exits with a non-zero code instead of a traceback.
+problem; the CLI prints that line and exits with a non-zero code instead of a traceback. Library
+messages never mention command-line options: callers add such hints.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -24,6 +27,40 @@ class InputError(SegqcError):
         self.path = None if path is None else Path(path)
         super().__init__(f"{self.path}: {problem}" if self.path is not None else problem)
 
+    def __reduce__(self):  # keep problem and path when sent between processes
+        return (self.__class__, (self.problem, self.path))
+
+
+@dataclass(frozen=True)
+class GeometryDifference:
+    """One way in which a prediction's voxel grid differs from the ground truth's.
+
+    ``what`` is one of ``"dimension"``, ``"shape"``, ``"spacing"``, ``"orientation"`` (the axis
+    codes differ, e.g. a flipped axis), ``"direction"`` (same axis codes, different cosines) or
+    ``"origin"``; ``pred`` and ``gt`` are the two values as displayed (e.g. ``"(1.0, 1.0, 2.5) mm"``).
+    """
+
+    what: str
+    pred: str
+    gt: str
+
 
 class GeometryMismatchError(InputError):
-    """Prediction and ground truth do not share shape, spacing or orientation."""
+    """Prediction and ground truth do not share a voxel grid (dimension, shape, spacing,
+    orientation/direction or origin).
+
+    ``differences`` holds one :class:`GeometryDifference` per differing property, so that callers
+    can decide what to do (or suggest) without parsing the message.
+    """
+
+    def __init__(
+        self,
+        problem: str,
+        path: str | Path | None = None,
+        differences: Iterable[GeometryDifference] = (),
+    ) -> None:
+        super().__init__(problem, path)
+        self.differences: tuple[GeometryDifference, ...] = tuple(differences)
+
+    def __reduce__(self):
+        return (self.__class__, (self.problem, self.path, self.differences))

@@ -24,8 +24,10 @@ import re
 import secrets
 import shutil
 import struct
+import tempfile
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,13 +35,16 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from segqc.errors import GeometryMismatchError, InputError
+from segqc.errors import GeometryDifference, GeometryMismatchError, InputError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "Geometry",
+    "GeometryDifference",
     "Image",
     "check_same_geometry",
+    "default_origin_atol_mm",
+    "geometry_differences",
     "read_image",
     "read_label_map",
     "resample_nearest",
@@ -51,15 +56,12 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".tif", ".tiff",
 )
 _PLAIN_2D = (".png", ".tif", ".tiff")  # no physical geometry: spacing 1 mm, origin 0, identity
+_NIFTI = (".nii", ".nii.gz")
 _DETACHED = (".nhdr", ".mhd")  # header + separate data file
 _FORMAT_NAMES = {
     ".nii.gz": "NIfTI", ".nii": "NIfTI", ".nrrd": "NRRD", ".nhdr": "NRRD", ".mha": "MetaImage",
     ".mhd": "MetaImage", ".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF",
 }
-_RESAMPLE_HINT = (
-    "pass --resample to map the prediction onto the ground-truth grid with nearest-neighbour "
-    "interpolation"
-)
 _POSITIVE_CODES = "LPS"  # ITK/LPS: +x -> Left, +y -> Posterior, +z -> Superior
 _NEGATIVE_CODES = "RAI"
 
@@ -160,6 +162,26 @@ class Geometry:
         pixel area in mm^2 divided by 1000)."""
         return float(np.prod(self.spacing)) / 1000.0
 
+    def differences(
+        self,
+        other: Geometry,
+        *,
+        spacing_rtol: float = 1e-3,
+        direction_atol: float = 1e-3,
+        origin_atol_mm: float | None = None,
+    ) -> list[GeometryDifference]:
+        """How this grid (taken as the prediction's) differs from ``other`` (the ground truth's);
+        empty when they are the same grid. See :func:`geometry_differences`."""
+        return geometry_differences(
+            self, other, spacing_rtol=spacing_rtol, direction_atol=direction_atol,
+            origin_atol_mm=origin_atol_mm,
+        )
+
+    def same_grid(self, other: Geometry) -> bool:
+        """Whether ``other`` is the same physical voxel grid, within the default tolerances of
+        :func:`geometry_differences` (shape exactly; spacing, direction and origin nearly)."""
+        return not geometry_differences(self, other)
+
     def to_dict(self) -> dict[str, list[float] | list[int]]:
         """JSON-able form: lists ``shape``, ``spacing``, ``origin``, ``direction``."""
         return {
@@ -185,11 +207,17 @@ class Geometry:
 
 @dataclass
 class Image:
-    """A voxel array (ITK index order) with its geometry and the file it came from, if any."""
+    """A voxel array (ITK index order) with its geometry and the file it came from, if any.
+
+    ``spacing_known`` is ``False`` when the spacing is a placeholder (1 mm per pixel) because the
+    file holds no physical spacing (PNG, TIFF) and none was given to the reader; millimetre
+    figures of such an image are pixel units.
+    """
 
     array: np.ndarray
     geometry: Geometry
     path: Path | None = None
+    spacing_known: bool = True
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,37 +225,53 @@ class Image:
 # --------------------------------------------------------------------------------------------
 
 
-def read_image(path: str | os.PathLike[str], *, dtype: Any = np.float32) -> Image:
+def read_image(
+    path: str | os.PathLike[str],
+    *,
+    dtype: Any = np.float32,
+    spacing: Sequence[float] | None = None,
+) -> Image:
     """Read a 2D or 3D scalar image (NIfTI, NRRD, MetaImage, PNG, TIFF).
 
     The array is in ITK index order and cast to ``dtype`` (``None`` keeps the stored type).
-    PNG/TIFF get spacing 1 mm, origin 0 and identity direction. Note that ITK's NIfTI reader
-    replaces NaN and infinite voxels by 0 (``read_label_map`` checks for them). Raises :class:`InputError` for a
-    missing, unsupported, unreadable or truncated file, a multi-component (e.g. RGB) image or an
-    image that is not 2D or 3D.
+    PNG/TIFF hold no physical geometry: they get origin 0, identity direction and spacing 1 mm
+    with ``spacing_known=False``, or ``spacing`` (mm per array axis) with ``spacing_known=True``
+    when it is given. For files that carry their own spacing, ``spacing`` must be ``None`` or
+    equal to it (relative tolerance 1e-3); a different one is refused. Exactly the named file is
+    read, even where ITK would pick a sibling (``CASE.nii`` next to ``CASE.nii.gz``). A
+    ``.nii.gz`` is checked completely (gzip CRC and length), as ITK neither checks them nor
+    notices truncated NIfTI data. Note that ITK's NIfTI reader replaces NaN and infinite voxels
+    by 0 (``read_label_map`` checks for them). Raises :class:`InputError` naming the file for a
+    missing, unsupported, unreadable, corrupt or truncated file, a multi-component (e.g. RGB)
+    image, an image that is not 2D or 3D, or an invalid ``spacing``.
     """
     path = Path(path)
     sitk_image = _read_sitk(path)
+    geometry, spacing_known = _geometry_of(sitk_image, path, spacing)
     array = _array_of(sitk_image)
     if dtype is not None:
         array = array.astype(dtype, copy=False)
-    return Image(array=array, geometry=_geometry_of(sitk_image, path), path=path)
+    return Image(array=array, geometry=geometry, path=path, spacing_known=spacing_known)
 
 
-def read_label_map(path: str | os.PathLike[str]) -> Image:
+def read_label_map(
+    path: str | os.PathLike[str], *, spacing: Sequence[float] | None = None
+) -> Image:
     """Read a label map and validate it: finite, integral and non-negative values.
 
     Float-typed data with integral values is accepted. The array is cast to the smallest of
-    ``uint8`` / ``uint16`` / ``uint32`` that holds its largest label. Raises :class:`InputError`
-    naming the file for NaN or infinite values, fractional values and negative values.
+    ``uint8`` / ``uint16`` / ``uint32`` that holds its largest label. ``spacing``, file checks and
+    geometry as for :func:`read_image`. Raises :class:`InputError` naming the file for NaN or
+    infinite values, fractional values and negative values.
     """
     path = Path(path)
     sitk_image = _read_sitk(path)
+    geometry, spacing_known = _geometry_of(sitk_image, path, spacing)
     array = _array_of(sitk_image)
-    if np.issubdtype(array.dtype, np.floating) and _extension(path) in (".nii", ".nii.gz"):
+    if np.issubdtype(array.dtype, np.floating) and _extension(path) in _NIFTI:
         _check_nifti_finite(path)
     array = _label_array(array, path)
-    return Image(array=array, geometry=_geometry_of(sitk_image, path), path=path)
+    return Image(array=array, geometry=geometry, path=path, spacing_known=spacing_known)
 
 
 def _label_array(array: np.ndarray, path: Path | None) -> np.ndarray:
@@ -293,29 +337,79 @@ def _read_sitk(path: Path) -> sitk.Image:
     if path.is_dir():
         raise InputError("is a folder, expected an image file", path)
     ext = _extension(path)
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as exc:
-        raise InputError(_unreadable_message(exc, ext), path) from None
-    ndim = reader.GetDimension()
-    if ndim not in (2, 3):
-        raise InputError(
-            f"expected a 2D or 3D image, got {ndim}D with size {tuple(reader.GetSize())}", path
-        )
-    components = reader.GetNumberOfComponents()
-    if components != 1:
-        raise InputError(
-            f"expected a scalar (single-channel) image, got {components} components per voxel",
-            path,
-        )
-    if ext in (".nii", ".nii.gz"):
+    if ext in _NIFTI:  # before ITK reads anything: it may read past corruption or zero-fill
         _check_nifti_complete(path, ext)
+    with _exact_name(path, ext) as name:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(name)
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError as exc:
+            raise InputError(_unreadable_message(exc, ext), path) from None
+        ndim = reader.GetDimension()
+        if ndim not in (2, 3):
+            raise InputError(
+                f"expected a 2D or 3D image, got {ndim}D with size {tuple(reader.GetSize())}", path
+            )
+        components = reader.GetNumberOfComponents()
+        if components != 1:
+            raise InputError(
+                f"expected a scalar (single-channel) image, got {components} components per voxel",
+                path,
+            )
+        try:
+            return reader.Execute()
+        except RuntimeError as exc:
+            raise InputError(_unreadable_message(exc, ext), path) from None
+
+
+def _nifti_siblings(path: Path, ext: str) -> list[Path]:
+    """Files next to a NIfTI file ITK's reader could take instead of it: asked for
+    ``CASE.nii.gz``, ITK reads ``CASE.nii`` when that exists (and ``CASE.nii.gz`` for
+    ``CASE.nii`` is guarded against as well)."""
+    name = path.name
+    if ext == ".nii.gz":
+        stem, own = name[:-7], name[-7:-3]
+        others = {own, ".nii", ".NII"}
+    else:
+        stem, own = name[:-4], name[-4:]
+        others = {own + ".gz", own + ".GZ", ".nii.gz", ".NII.GZ"}
+    return [path.with_name(stem + other) for other in sorted(others)
+            if os.path.lexists(path.with_name(stem + other))]
+
+
+@contextmanager
+def _exact_name(path: Path, ext: str) -> Iterator[str]:
+    """A file name under which ITK reads exactly ``path``: ``path`` itself, or, for a NIfTI file
+    with a sibling of the other NIfTI ending, a symbolic link of the same name in a private
+    temporary folder (a copy where links cannot be made), removed afterwards."""
+    if ext not in _NIFTI or not _nifti_siblings(path, ext):
+        yield str(path)
+        return
     try:
-        return reader.Execute()
-    except RuntimeError as exc:
-        raise InputError(_unreadable_message(exc, ext), path) from None
+        folder = Path(tempfile.mkdtemp(prefix="segqc-read-"))
+    except OSError as exc:
+        raise InputError(
+            f"cannot read image: a sibling file with another NIfTI ending exists and no temporary "
+            f"folder could be made to read exactly this file ({exc.strerror or exc})",
+            path,
+        ) from None
+    alias = folder / path.name
+    try:
+        try:
+            os.symlink(path.resolve(), alias)
+        except OSError:
+            try:
+                shutil.copyfile(path, alias)
+            except OSError as exc:
+                raise InputError(
+                    f"cannot read image: a sibling file with another NIfTI ending exists and this "
+                    f"file could not be placed in a temporary folder ({exc.strerror or exc})",
+                    path,
+                ) from None
+        yield str(alias)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _unreadable_message(exc: RuntimeError, ext: str) -> str:
@@ -349,11 +443,13 @@ def _short_reason(text: str) -> str:
 
 
 def _check_nifti_complete(path: Path, ext: str) -> None:
-    """Raise InputError if a NIfTI file holds fewer bytes than its header promises.
+    """Raise InputError if a NIfTI file is corrupt or holds fewer bytes than its header promises.
 
-    ITK silently zero-fills truncated NIfTI data (both ``.nii`` and ``.nii.gz``), so this is
-    checked here: for ``.nii`` against the file size, for ``.nii.gz`` against the gzip trailer's
-    size field, falling back to decompressing the whole stream when that field does not match.
+    ITK silently zero-fills truncated NIfTI data (both ``.nii`` and ``.nii.gz``) and does not
+    verify the gzip CRC of a ``.nii.gz`` it does not read to the end, so this is checked here:
+    for ``.nii`` the file size against the header, for ``.nii.gz`` the whole gzip stream (every
+    member's CRC-32 and length trailer, see :func:`_gzip_stream_size`) and its decompressed size
+    against the header.
     """
     try:
         if ext == ".nii":
@@ -367,32 +463,88 @@ def _check_nifti_complete(path: Path, ext: str) -> None:
                     path,
                 )
             return
+        total = _gzip_stream_size(path)
         with gzip.open(path, "rb") as g:
             header = g.read(540)
         expected = _nifti_expected_bytes(header)
-        if expected is None:
-            return
-        with open(path, "rb") as f:
-            f.seek(-4, os.SEEK_END)
-            (isize,) = struct.unpack("<I", f.read(4))
-        if isize == expected % 2**32:
-            return  # single complete gzip member: the usual case, checked without decompressing
-        total = 0
-        with gzip.open(path, "rb") as g:
-            while chunk := g.read(1 << 24):
-                total += len(chunk)
-        if total < expected:
-            raise InputError(
-                f"cannot read image: truncated NIfTI file ({total} bytes after decompression, "
-                f"header promises {expected})",
-                path,
-            )
-    except EOFError:
+    except (_GzipTruncated, EOFError):
         raise InputError(
             "cannot read image: truncated .nii.gz file (compressed data ends early)", path
         ) from None
+    except _GzipCorrupt as exc:
+        raise InputError(f"cannot read image: corrupt .nii.gz file ({exc})", path) from None
     except (OSError, zlib.error) as exc:
         raise InputError(f"cannot read image: corrupt .nii.gz file ({exc})", path) from None
+    if expected is not None and total < expected:
+        raise InputError(
+            f"cannot read image: truncated NIfTI file ({total} bytes after decompression, "
+            f"header promises {expected})",
+            path,
+        )
+
+
+class _GzipTruncated(Exception):
+    """The gzip stream ends inside a member."""
+
+
+class _GzipCorrupt(Exception):
+    """The gzip stream is not valid; ``str()`` says why in a few words."""
+
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_GZIP_READ = 1 << 18  # compressed bytes per read
+_GZIP_OUT = 1 << 20  # most decompressed bytes produced per step
+
+
+def _gzip_stream_size(path: Path) -> int:
+    """Decompressed size of a gzip file, verifying the whole stream on the way.
+
+    Decompressed in chunks with zlib (a few MB of memory whatever the ratio), which checks
+    every member's CRC-32 and length (ISIZE) trailer. Several members are allowed (as in
+    ``cat a.gz b.gz``), and so are zero bytes after the last one (padding). Anything else after
+    a member is refused: zlib's reader (ITK's) silently ignores everything from the first byte
+    that does not start a member, so data there, even a member after zero padding, would be
+    lost. Raises :class:`_GzipTruncated` or :class:`_GzipCorrupt`.
+    """
+    total = 0
+    first = True
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_GZIP_READ)
+            while True:
+                # at the start of a member or after the last one
+                while len(data) < 2 and (more := f.read(_GZIP_READ)):
+                    data += more
+                if not data:
+                    return total
+                if data[:2] != _GZIP_MAGIC:
+                    if first:
+                        raise _GzipCorrupt("not a gzip stream")
+                    while data:  # only zero padding may follow the last member
+                        if data.strip(b"\x00"):
+                            raise _GzipCorrupt("unexpected data after the compressed stream")
+                        data = f.read(_GZIP_READ)
+                    return total
+                first = False
+                decomp = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                while not decomp.eof:
+                    if data:
+                        total += len(decomp.decompress(data, _GZIP_OUT))
+                        data = decomp.unconsumed_tail
+                        continue
+                    data = f.read(_GZIP_READ)
+                    if not data:
+                        total += len(decomp.flush())  # output still held for consumed input
+                        if not decomp.eof:
+                            raise _GzipTruncated()
+                data = decomp.unused_data + data
+    except zlib.error as exc:
+        text = str(exc)
+        if "incorrect data check" in text:
+            raise _GzipCorrupt("CRC check failed") from None
+        if "incorrect length check" in text:
+            raise _GzipCorrupt("length check failed") from None
+        raise _GzipCorrupt(f"invalid compressed data: {text.split(': ', 1)[-1]}") from None
 
 
 def _nifti_expected_bytes(header: bytes) -> int | None:
@@ -425,16 +577,50 @@ def _array_of(image: sitk.Image) -> np.ndarray:
     return sitk.GetArrayFromImage(image).T
 
 
-def _geometry_of(image: sitk.Image, path: Path | None = None) -> Geometry:
+def _geometry_of(
+    image: sitk.Image, path: Path, spacing: Sequence[float] | None = None
+) -> tuple[Geometry, bool]:
+    """Geometry of a read image and whether its spacing is known (see :func:`read_image`)."""
     shape = tuple(image.GetSize())
-    if path is not None and _extension(path) in _PLAIN_2D:
-        return Geometry.from_shape(shape)
-    return Geometry(
+    override = None if spacing is None else _spacing_override(spacing, len(shape), path)
+    if _extension(path) in _PLAIN_2D:
+        if override is None:
+            return Geometry.from_shape(shape), False
+        return Geometry.from_shape(shape, spacing=override), True
+    geometry = Geometry(
         shape=shape,
         spacing=tuple(image.GetSpacing()),
         origin=tuple(image.GetOrigin()),
         direction=tuple(image.GetDirection()),
     )
+    if override is not None and not np.allclose(override, geometry.spacing, rtol=1e-3, atol=0.0):
+        raise InputError(
+            f"carries its own spacing {_format_tuple(geometry.spacing)} mm; a spacing override "
+            f"applies only to files without one (got {_format_tuple(override)} mm)",
+            path,
+        )
+    return geometry, True
+
+
+def _spacing_override(spacing: Sequence[float], ndim: int, path: Path) -> tuple[float, ...]:
+    """Validate a spacing given to a reader: ``ndim`` finite positive numbers (mm)."""
+    try:
+        values = tuple(float(s) for s in spacing)
+    except (TypeError, ValueError):
+        raise InputError(
+            f"spacing override {spacing!r} is not a sequence of {ndim} numbers (mm per axis)", path
+        ) from None
+    if len(values) != ndim:
+        raise InputError(
+            f"spacing override {_format_tuple(values)} has {len(values)} value(s); "
+            f"this {ndim}D image needs {ndim}",
+            path,
+        )
+    if not all(np.isfinite(values)) or any(v <= 0 for v in values):
+        raise InputError(
+            f"spacing override {_format_tuple(values)} must be positive and finite", path
+        )
+    return values
 
 
 # --------------------------------------------------------------------------------------------
@@ -533,6 +719,54 @@ def _unwritable_message(exc: Exception) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def default_origin_atol_mm(pred: Geometry, gt: Geometry) -> float:
+    """Default origin tolerance: ``max(1e-3 mm, 1e-2 * the smallest voxel spacing of the two
+    grids)``, i.e. a hundredth of a voxel, but never below a micrometre (NIfTI stores the origin
+    as float32)."""
+    return max(1e-3, 1e-2 * min(min(pred.spacing), min(gt.spacing)))
+
+
+def geometry_differences(
+    pred: Geometry,
+    gt: Geometry,
+    *,
+    spacing_rtol: float = 1e-3,
+    direction_atol: float = 1e-3,
+    origin_atol_mm: float | None = None,
+) -> list[GeometryDifference]:
+    """Every way in which ``pred``'s voxel grid differs from ``gt``'s; empty for the same grid.
+
+    The whole physical grid is compared: dimensionality (a ``"dimension"`` difference, then
+    nothing else), shape (exactly), spacing (relative tolerance ``spacing_rtol``), direction
+    cosines (absolute tolerance ``direction_atol``; reported as ``"orientation"`` with the axis
+    codes when those differ, e.g. a flipped axis, else as ``"direction"``) and origin (largest
+    coordinate difference in mm, tolerance ``origin_atol_mm``, by default
+    ``max(1e-3 mm, 1e-2 * the smallest voxel spacing of the two grids)``).
+    """
+    if pred.ndim != gt.ndim:
+        return [GeometryDifference("dimension", f"{pred.ndim}D", f"{gt.ndim}D")]
+    diffs: list[GeometryDifference] = []
+    if pred.shape != gt.shape:
+        diffs.append(GeometryDifference("shape", str(pred.shape), str(gt.shape)))
+    if not np.allclose(pred.spacing, gt.spacing, rtol=spacing_rtol, atol=0.0):
+        diffs.append(GeometryDifference(
+            "spacing", _format_tuple(pred.spacing) + " mm", _format_tuple(gt.spacing) + " mm"))
+    if np.max(np.abs(np.subtract(pred.direction, gt.direction))) > direction_atol:
+        p_code, g_code = pred.orientation(), gt.orientation()
+        if p_code != g_code:
+            diffs.append(GeometryDifference("orientation", p_code, g_code))
+        else:
+            diffs.append(GeometryDifference(
+                "direction", _format_tuple(pred.direction, 4), _format_tuple(gt.direction, 4)))
+    if origin_atol_mm is None:
+        origin_atol_mm = default_origin_atol_mm(pred, gt)
+    offset = float(np.max(np.abs(np.subtract(pred.origin, gt.origin))))
+    if not offset <= origin_atol_mm:  # also catches NaN
+        diffs.append(GeometryDifference(
+            "origin", _format_tuple(pred.origin) + " mm", _format_tuple(gt.origin) + " mm"))
+    return diffs
+
+
 def check_same_geometry(
     pred: Geometry,
     gt: Geometry,
@@ -545,64 +779,53 @@ def check_same_geometry(
 ) -> None:
     """Raise :class:`GeometryMismatchError` unless ``pred`` and ``gt`` share a voxel grid.
 
-    Compared: dimensionality and shape (exactly), spacing (relative tolerance
-    ``spacing_rtol``), direction cosines (absolute tolerance ``direction_atol``; catches flipped
-    or permuted axes) and, only when ``origin_atol_mm`` is given, the origin (largest coordinate
-    difference in mm). The one-line message names the prediction file, lists what differs with
-    both values and suggests ``--resample``.
+    The full physical grid is compared, see :func:`geometry_differences`: dimensionality, shape
+    (exactly), spacing (relative tolerance ``spacing_rtol``), direction cosines (absolute
+    tolerance ``direction_atol``) and origin (largest coordinate difference in mm; tolerance
+    ``origin_atol_mm``, by default ``max(1e-3 mm, 1e-2 * the smallest voxel spacing)``). The
+    error's one-line message names the prediction file and lists what differs with both values;
+    its ``differences`` attribute holds the same as :class:`GeometryDifference` records. The
+    message suggests no remedy: callers add hints (e.g. a resampling option) themselves.
     """
-    pred_name = str(pred_path) if pred_path is not None else None
-    gt_ref = f"ground truth {gt_path}" if gt_path is not None else "ground truth"
-    if pred.ndim != gt.ndim:
-        raise GeometryMismatchError(
-            f"{pred.ndim}D prediction cannot be compared with {gt.ndim}D {gt_ref} "
-            f"(shapes {pred.shape} and {gt.shape})",
-            pred_name,
-        )
-    diffs: list[tuple[str, str, str]] = []  # (what, prediction value, ground-truth value)
-    if pred.shape != gt.shape:
-        diffs.append(("shape", str(pred.shape), str(gt.shape)))
-    if not np.allclose(pred.spacing, gt.spacing, rtol=spacing_rtol, atol=0.0):
-        diffs.append(("spacing", _format_tuple(pred.spacing) + " mm",
-                      _format_tuple(gt.spacing) + " mm"))
-    if np.max(np.abs(np.subtract(pred.direction, gt.direction))) > direction_atol:
-        p_code, g_code = pred.orientation(), gt.orientation()
-        if p_code != g_code:
-            diffs.append(("orientation", p_code, g_code))
-        else:
-            diffs.append(("direction", _format_tuple(pred.direction, 4),
-                          _format_tuple(gt.direction, 4)))
-    if origin_atol_mm is not None:
-        offset = float(np.max(np.abs(np.subtract(pred.origin, gt.origin))))
-        if offset > origin_atol_mm:
-            diffs.append(("origin", _format_tuple(pred.origin) + " mm",
-                          _format_tuple(gt.origin) + " mm"))
+    diffs = geometry_differences(
+        pred, gt, spacing_rtol=spacing_rtol, direction_atol=direction_atol,
+        origin_atol_mm=origin_atol_mm,
+    )
     if not diffs:
         return
+    pred_name = str(pred_path) if pred_path is not None else None
+    gt_ref = f"ground truth {gt_path}" if gt_path is not None else "ground truth"
+    if diffs[0].what == "dimension":
+        message = (
+            f"{pred.ndim}D prediction cannot be compared with {gt.ndim}D {gt_ref} "
+            f"(shapes {pred.shape} and {gt.shape})"
+        )
+        raise GeometryMismatchError(message, pred_name, diffs)
     if len(diffs) == 1:
-        what, p, g = diffs[0]
-        message = f"{what} {p} differs from {gt_ref} {g}"
+        d = diffs[0]
+        message = f"{d.what} {d.pred} differs from {gt_ref} {d.gt}"
     else:
         message = (
-            ", ".join(f"{what} {p}" for what, p, _ in diffs)
+            ", ".join(f"{d.what} {d.pred}" for d in diffs)
             + f" differ from {gt_ref}: "
-            + ", ".join(f"{what} {g}" for what, _, g in diffs)
+            + ", ".join(f"{d.what} {d.gt}" for d in diffs)
         )
     if pred_name is None:
         message = "prediction " + message
-    raise GeometryMismatchError(f"{message}; {_RESAMPLE_HINT}", pred_name)
+    raise GeometryMismatchError(message, pred_name, diffs)
 
 
 def resample_nearest(label: Image, reference: Geometry) -> Image:
     """Map a label map onto the ``reference`` grid in physical (LPS mm) space.
 
     Nearest-neighbour interpolation; reference voxels whose centre falls outside ``label``'s
-    grid get 0 (background). The dtype is kept; ``path`` is carried over.
+    grid get 0 (background). The dtype is kept; ``path`` and ``spacing_known`` are carried over.
     """
     if label.geometry.ndim != reference.ndim:
         raise GeometryMismatchError(
             f"cannot resample a {label.geometry.ndim}D label map onto a {reference.ndim}D grid",
             label.path,
+            [GeometryDifference("dimension", f"{label.geometry.ndim}D", f"{reference.ndim}D")],
         )
     dtype = label.array.dtype
     moving = _to_sitk(label.array, label.geometry, label.path)
@@ -617,7 +840,7 @@ def resample_nearest(label: Image, reference: Geometry) -> Image:
     resampler.SetTransform(sitk.Transform(reference.ndim, sitk.sitkIdentity))
     out = resampler.Execute(moving)
     return Image(array=_array_of(out).astype(dtype, copy=False), geometry=reference,
-                 path=label.path)
+                 path=label.path, spacing_known=label.spacing_known)
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,8 +21,9 @@ transform, we take the k-d tree's); this only happens on the Voronoi boundary.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import cc3d
 import numpy as np
@@ -35,16 +36,21 @@ VoronoiUnits = Literal["mm", "voxel"]
 CONNECTIVITIES_3D = (6, 18, 26)
 
 
+#: 3D connectivities given for 2D input mean their in-plane restriction: 6 (faces) -> 4 (edges),
+#: 18 and 26 (edges / corners) -> 8 (edges and corners); 4 and 8 are taken as they are.
+CONNECTIVITY_2D = {4: 4, 6: 4, 8: 8, 18: 8, 26: 8}
+
+
 def _cc3d_connectivity(connectivity: int, ndim: int) -> int:
     if ndim == 3:
         if connectivity not in CONNECTIVITIES_3D:
             raise ValueError(f"3D connectivity must be one of {CONNECTIVITIES_3D}, got {connectivity}")
         return connectivity
-    # 2D: 6 -> 4 (faces), 18/26 -> 8 (faces and corners); 4/8 accepted as is
-    mapping = {4: 4, 6: 4, 8: 8, 18: 8, 26: 8}
-    if connectivity not in mapping:
+    if ndim != 2:
+        raise ValueError(f"connected components need a 2D or 3D mask, got {ndim}D")
+    if connectivity not in CONNECTIVITY_2D:
         raise ValueError(f"2D connectivity must be 4 or 8 (or 6/18/26), got {connectivity}")
-    return mapping[connectivity]
+    return CONNECTIVITY_2D[connectivity]
 
 
 def _as_bool_mask(mask: np.ndarray) -> np.ndarray:
@@ -53,10 +59,18 @@ def _as_bool_mask(mask: np.ndarray) -> np.ndarray:
 
 
 def label_components(mask: np.ndarray, *, connectivity: int = 26) -> tuple[np.ndarray, int]:
-    """Connected components of a binary 2D/3D mask: (labels 1..n, 0 = background; n)."""
+    """Connected components of a binary 2D/3D mask: (labels 1..n, 0 = background; n).
+
+    ``connectivity`` is 6, 18 or 26 for 3D masks; for 2D masks 4 or 8, and a 3D value is mapped
+    to its in-plane restriction (:data:`CONNECTIVITY_2D`: 6 -> 4, 18 -> 8, 26 -> 8), so the
+    default 26 means 8-connectivity in 2D.
+    """
     mask = _as_bool_mask(mask)
+    # cc3d is handed uint8 (a view of the bool buffer, no copy): its 2D 8-connected labelling of
+    # *bool* arrays is wrong (cc3d 4.1.1: labels beyond n, labelled background pixels, merged or
+    # split components), while uint8 input gives the same components as scipy.ndimage.label.
     labels, n = cc3d.connected_components(
-        mask, connectivity=_cc3d_connectivity(connectivity, mask.ndim), return_N=True
+        mask.view(np.uint8), connectivity=_cc3d_connectivity(connectivity, mask.ndim), return_N=True
     )
     return labels, int(n)
 
@@ -143,6 +157,7 @@ def compare_components(
     """Per-component metrics, their per-case means (``cc_<metric>``) and detection counts.
 
     ``metrics`` may be any of dice, iou, precision, recall, rvd, hd, hd95, assd, masd, nsd.
+    ``connectivity`` as in :func:`label_components` (for 2D masks 26/18 mean 8 and 6 means 4).
     Empty ground truth (no component): every ``cc_`` mean follows the empty policy
     (``both_empty`` / ``gt_empty``). A component whose region holds no predicted voxel follows the
     ``pred_empty`` rule (default worst).
