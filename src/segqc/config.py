@@ -46,10 +46,15 @@ class ConfigBase:
     """Mixin for frozen settings dataclasses (module docstring)."""
 
     KIND: ClassVar[str] = "config"
+    LABEL: ClassVar[str] = ""  # the method's name in messages (default: KIND)
     PRESETS: ClassVar[Mapping[str, Any]] = {}
     RESUMABLE_FIELDS: ClassVar[tuple[str, ...]] = ()
 
     # -- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def label(cls) -> str:
+        return cls.LABEL or cls.KIND
 
     @classmethod
     def field_names(cls) -> set[str]:
@@ -64,7 +69,7 @@ class ConfigBase:
         elif str(name).lower().endswith(".json") or Path(name).is_file():
             base = cls.load(name)
         else:
-            raise ValueError(f"unknown {cls.KIND} config {name!r}; use one of {', '.join(cls.PRESETS)} or a JSON file")
+            raise ValueError(f"unknown {cls.label()} config {name!r}; use one of {', '.join(cls.PRESETS)} or a JSON file")
         return base.with_overrides(**overrides)
 
     def with_overrides(self: C, **overrides: Any) -> C:
@@ -73,11 +78,11 @@ class ConfigBase:
         changes = {k: v for k, v in overrides.items() if v is not None}
         unknown = sorted(set(changes) - self.field_names())
         if unknown:
-            raise ValueError(f"unknown {self.KIND} config field(s): {', '.join(unknown)}")
+            raise ValueError(f"unknown {self.label()} config field(s): {', '.join(unknown)}")
         try:
             return replace(self, **changes)  # type: ignore[type-var]
         except TypeError as error:
-            raise ValueError(f"invalid {self.KIND} config override: {error}") from None
+            raise ValueError(f"invalid {self.label()} config override: {error}") from None
 
     # -- serialisation ---------------------------------------------------------------------
 
@@ -90,11 +95,11 @@ class ConfigBase:
         values = {k: v for k, v in data.items() if k != "format"}
         unknown = sorted(set(values) - cls.field_names())
         if unknown:
-            raise InputError(f"unknown {cls.KIND} config field(s): {', '.join(unknown)}")
+            raise InputError(f"unknown {cls.label()} config field(s): {', '.join(unknown)}")
         try:
             return cls(**values)
         except (TypeError, ValueError) as error:
-            raise InputError(f"invalid {cls.KIND} config: {error}") from None
+            raise InputError(f"invalid {cls.label()} config: {error}") from None
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         text = json.dumps({"format": f"segqc-{self.KIND}-config", **self.to_dict()}, indent=2) + "\n"
@@ -103,7 +108,7 @@ class ConfigBase:
     @classmethod
     def load(cls: type[C], path: str | os.PathLike[str]) -> C:
         path = Path(path)
-        data = read_json_object(path, what=f"{cls.KIND} config")
+        data = read_json_object(path, what=f"{cls.label()} config")
         try:
             return cls.from_dict(data)
         except InputError as error:

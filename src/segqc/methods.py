@@ -56,8 +56,8 @@ def method(name: str, kind: str | None = None) -> Method:
     entry = METHODS.get(str(name).lower())
     if entry is None or (kind is not None and entry.kind != kind):
         known = [m for m in METHODS.values() if kind is None or m.kind == kind]
-        raise ValueError(f"unknown {kind or ''} method {name!r}; choose one of {', '.join(m.name for m in known)}"
-                         .replace("  ", " "))
+        what = f"{kind.upper()} method" if kind else "method"
+        raise ValueError(f"unknown {what} {name!r}; choose one of {', '.join(m.name for m in known)}")
     return entry
 
 

@@ -207,7 +207,7 @@ def test_rerun_reuses_finished_cases_and_recomputes_after_settings_change(folder
     assert runner.invoke(app, args).exit_code == 0
     first = pd.read_csv(out / "metrics.csv")
     # simulate an interrupted run: one case result lost, a stale temporary file left behind
-    (out / "cases" / "case1.csv").unlink()
+    (out / "cases" / "case1.parquet").unlink()
     (out / "cases" / ".tmp-dead-case1.csv").write_text("half a file")
     (out / "metrics.csv").unlink()
     second = runner.invoke(app, args)

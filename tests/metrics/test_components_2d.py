@@ -174,7 +174,7 @@ def test_real_bubil_pair_cc_dice_and_counts_equal_independent_computation(case, 
     gt, pred = gt_image.array, pred_image.array
     table = evaluate_label_maps(pred, gt, gt_image.geometry.spacing,
                                 EvaluationConfig(per_component=True, connectivity=26))  # as `segqc evaluate`
-    rows = table[table["component"].isna() & (table["label"] == 1)]
+    rows = table[table["component"].isna() & (table["label"] == "1")]
     values = dict(zip(rows["metric"], rows["value"]))
 
     g, p = gt == 1, pred == 1

@@ -68,7 +68,7 @@ def test_config_rejects_inconsistent_settings():
         replace(TINY, conditioning="both")
     with pytest.raises(ValueError, match="image_encoder_path"):
         replace(TINY, image_encoder="file")
-    with pytest.raises(InputError, match="unknown nnqc config field"):
+    with pytest.raises(InputError, match="unknown nnQC config field"):
         NnqcConfig.from_dict({"size": 32, "nonsense": 1})
     with pytest.raises(ValueError, match="unknown nnQC config"):
         NnqcConfig.preset("huge")

@@ -20,6 +20,8 @@ from segqc.qc.assessment import benchmark_qc, rank_models, true_metrics
 from segqc.qc.inference import QcSettings, qc_folder, worklist
 from qc_toy_data import oracle_model
 
+from segqc.qc.model_api import QcModel
+
 
 
 @pytest.fixture()

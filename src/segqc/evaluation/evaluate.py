@@ -300,6 +300,7 @@ def evaluate_folder(
     resample: bool = False,
     spacing: Sequence[float] | None = None,
     multiclass_all: bool = False,
+    same_folder_ok: bool = False,
     jobs: int = 1,
     scheduler: str | None = None,
     progress: bool = False,
@@ -317,12 +318,12 @@ def evaluate_folder(
     prediction file to the case it segments. A per-case input error (unreadable file, geometry
     mismatch, unexpected label) is reported in ``failed`` and ``summary.json`` and the other cases
     go on. Raises :class:`InputError` when no prediction matches a ground truth or both folders
-    are the same.
+    are the same (unless ``same_folder_ok``: e.g. QC benchmarks of the ground truths themselves).
     """
     from segqc.evaluation.aggregate import summarise
 
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
-    if pred_dir.resolve() == gt_dir.resolve():
+    if pred_dir.resolve() == gt_dir.resolve() and not same_folder_ok:
         raise InputError("is given as both the prediction and the ground-truth folder", pred_dir)
     info = find_dataset_json(gt_dir)
     ending = info.file_ending if info else None

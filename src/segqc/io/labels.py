@@ -112,8 +112,9 @@ class LabelSet:
                 allowed.add(self.ignore)
             unexpected = sorted(set(int(v) for v in values) - allowed)
             if unexpected:
-                shown = ", ".join(map(str, unexpected[:10])) + (" ..." if len(unexpected) > 10 else "")
-                raise InputError(f"unexpected label value(s) {shown}; the label set has {sorted(allowed)}", path)
+                shown = str(unexpected[:10])[:-1] + (", ...]" if len(unexpected) > 10 else "]")
+                raise InputError(f"unexpected label value(s) {shown}; expected {sorted(allowed)} (from dataset.json "
+                                 "or the labels given)", path)
             return []
         if not self.known and len(values) > MANY_LABELS:
             return [f"{path}: {len(values)} distinct label values — is this an intensity image rather than a "

@@ -115,6 +115,7 @@ class NnqcConfig(ConfigBase):
     """
 
     KIND: ClassVar[str] = "nnqc"
+    LABEL: ClassVar[str] = "nnQC"
     RESUMABLE_FIELDS: ClassVar[tuple[str, ...]] = ("checkpoint_every",)
 
     size: int = 96

@@ -17,6 +17,7 @@ class CaeConfig(ConfigBase):
     continued."""
 
     KIND: ClassVar[str] = "cae"
+    LABEL: ClassVar[str] = "CAE"
     RESUMABLE_FIELDS: ClassVar[tuple[str, ...]] = ("epochs",)
 
     size: int = 128
