@@ -9,7 +9,7 @@ import pytest
 
 from segqc.errors import InputError
 from segqc.io import (
-    CasePairing,
+    Pairing,
     DatasetInfo,
     case_id,
     find_dataset_json,
@@ -142,20 +142,20 @@ def test_pairing_reports_matched_missing_and_extra(tmp_path):
     _touch(gt, "c1.nii.gz", "c2.nii.gz", "c3.nii.gz", "dataset.json")
     _touch(pred, "c3.nii.gz", "c1.nii.gz", "c9.nii.gz", "plans.json", "c1.npz", "c1.pkl")
     pairing = pair_cases(pred, gt)
-    assert isinstance(pairing, CasePairing)
+    assert isinstance(pairing, Pairing)
     assert pairing.matched == [
-        ("c1", pred / "c1.nii.gz", gt / "c1.nii.gz"),
-        ("c3", pred / "c3.nii.gz", gt / "c3.nii.gz"),
+        ("c1", "c1", pred / "c1.nii.gz", gt / "c1.nii.gz"),
+        ("c3", "c3", pred / "c3.nii.gz", gt / "c3.nii.gz"),
     ]
-    assert pairing.missing_pred == [("c2", gt / "c2.nii.gz")]
-    assert pairing.extra_pred == [("c9", pred / "c9.nii.gz")]
+    assert pairing.missing == [("c2", gt / "c2.nii.gz")]
+    assert pairing.extra == [("c9", pred / "c9.nii.gz")]
 
 
 def test_pairing_across_formats_by_case_id(tmp_path):
     _touch(tmp_path / "gt", "c1.nii.gz")
     _touch(tmp_path / "pred", "c1.nrrd")
     pairing = pair_cases(tmp_path / "pred", tmp_path / "gt")
-    assert [case for case, _, _ in pairing.matched] == ["c1"]
+    assert [case for case, _, _, _ in pairing.matched] == ["c1"]
 
 
 def test_pairing_with_empty_ground_truth_is_an_error(tmp_path):

@@ -22,14 +22,7 @@ from scipy import ndimage
 from segqc.errors import InputError
 from segqc.execution import CaseResult, CaseTask, RunReport, run_cases
 from segqc.io.atomic import atomic_path, write_json_atomic
-from segqc.io.datasets import (
-    LABEL_EXTENSIONS,
-    DatasetInfo,
-    find_dataset_json,
-    ground_truth_files,
-    pair_segmentations,
-    segmentation_files,
-)
+from segqc.io.datasets import DatasetInfo, find_dataset_json, pair_cases
 from segqc.io.images import check_same_geometry, read_label_map, resample_nearest
 from segqc.io.labels import LabelSet
 from segqc.metrics.binary import MetricSettings, compare_masks
@@ -339,16 +332,13 @@ def evaluate_folder(
         multiclass_all=multiclass_all,
         spacing=tuple(spacing) if spacing is not None else None,
     )
-    gts = ground_truth_files(gt_dir, file_ending=ending)
-    if not gts.files:
-        raise InputError(f"no label files ({ending or ', '.join(LABEL_EXTENSIONS)}) found", gt_dir)
-    preds = segmentation_files(pred_dir, file_ending=ending)
-    pairing = pair_segmentations(preds, {case: path for case, (_, path) in gts.files.items()})
+    pairing = pair_cases(pred_dir, gt_dir, file_ending=ending)
     if not pairing.matched:
-        example = next(iter(preds.files), None)
-        found = f"{len(preds.files)} prediction file(s)" + (f", e.g. '{example}'" if example else "")
-        raise InputError(f"no prediction matches a ground-truth case of {gt_dir} ({found}; "
-                         f"{len(gts.files)} ground truth(s), e.g. '{next(iter(gts.files))}')", pred_dir)
+        found = [sid for sid, _ in pairing.extra]
+        example = f", e.g. '{found[0]}'" if found else ""
+        raise InputError(f"no prediction matches a ground-truth case of {gt_dir} ({len(found)} prediction file(s)"
+                         f"{example}; {len(pairing.missing)} ground truth(s), e.g. '{pairing.missing[0][0]}')",
+                         pred_dir)
     tasks = [CaseTask(sid, {"pred": (p,), "gt": (g,)}) for sid, _, p, g in pairing.matched]
     tasks += [CaseTask(case, {"pred": (), "gt": (g,)}) for case, g in pairing.missing if case not in
               {t.case for t in tasks}]
@@ -362,7 +352,7 @@ def evaluate_folder(
     table["empty"] = table["empty"].fillna("")
     table["label"] = table["label"].astype(str)
 
-    notes = [f"{path}: ignored ({why})" for path, why in gts.ignored + pairing.ignored]
+    notes = [f"{path}: ignored ({why})" for path, why in pairing.ignored]
     warnings = notes + report.warnings
     units = sorted(set(table["unit"]) - {"1", "voxels", "count"}) if len(table) else []
     summary = {
@@ -372,7 +362,7 @@ def evaluate_folder(
             "evaluated": sorted(report.done),
             "missing_prediction": [c for c, _ in pairing.missing],
             "extra_prediction": [c for c, _ in pairing.extra],
-            "ignored_files": [str(p) for p, _ in gts.ignored + pairing.ignored],
+            "ignored_files": [str(p) for p, _ in pairing.ignored],
             **report.cases_dict(),
             "warnings": warnings,
         },

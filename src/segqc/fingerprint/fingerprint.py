@@ -545,7 +545,7 @@ def _check_grid(image_geometry, label_geometry, image_path: Path, label_path: Pa
         check_same_geometry(image_geometry, label_geometry, pred_path=image_path,
                             gt_path=label_path, origin_atol_mm=ORIGIN_ATOL_MM)
     except GeometryMismatchError as exc:
-        problem = exc.problem.split("; pass --resample")[0].replace("ground truth", "label map")
+        problem = exc.problem.replace("ground truth", "label map")
         raise InputError(f"image {problem}; an image and its label map must share one voxel grid",
                          image_path) from None
 

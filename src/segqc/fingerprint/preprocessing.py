@@ -530,7 +530,7 @@ def _same_grid(geometry: Geometry, reference: Geometry, path: Path | None,
         check_same_geometry(geometry, reference, pred_path=path, gt_path=reference_path,
                             origin_atol_mm=0.01)
     except GeometryMismatchError as exc:
-        problem = exc.problem.split("; pass --resample")[0].replace("ground truth", "image")
+        problem = exc.problem.replace("ground truth", "image")
         raise InputError(f"{problem}; a case's files must share one voxel grid", path) from None
 
 

@@ -1,14 +1,14 @@
 """Image and dataset I/O: read/write with geometry (ITK index order, mm, LPS), nnU-Net folders.
 
-See :mod:`segqc.io.images` and :mod:`segqc.io.datasets`.
+See :mod:`segqc.io.images`, :mod:`segqc.io.datasets` and :mod:`segqc.io.labels` (what "labels" means).
 """
 
 from __future__ import annotations
 
 from segqc.io.datasets import (
     LABEL_EXTENSIONS,
-    CasePairing,
     DatasetInfo,
+    Pairing,
     case_id,
     find_dataset_json,
     list_image_files,
@@ -19,6 +19,7 @@ from segqc.io.datasets import (
 from segqc.io.images import (
     IMAGE_EXTENSIONS,
     Geometry,
+    geometry_differences,
     Image,
     check_same_geometry,
     read_image,
@@ -26,16 +27,19 @@ from segqc.io.images import (
     resample_nearest,
     write_image,
 )
+from segqc.io.labels import LabelSet
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "LABEL_EXTENSIONS",
-    "CasePairing",
     "DatasetInfo",
     "Geometry",
     "Image",
+    "LabelSet",
+    "Pairing",
     "case_id",
     "check_same_geometry",
+    "geometry_differences",
     "find_dataset_json",
     "list_image_files",
     "list_label_files",

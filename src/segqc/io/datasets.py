@@ -24,14 +24,19 @@ from segqc.io.images import IMAGE_EXTENSIONS
 
 __all__ = [
     "LABEL_EXTENSIONS",
-    "CasePairing",
+    "MANIFEST_NAME",
+    "Pairing",
+    "SegmentationFiles",
     "DatasetInfo",
     "case_id",
     "find_dataset_json",
+    "ground_truth_files",
     "list_image_files",
     "list_label_files",
     "pair_cases",
+    "pair_segmentations",
     "read_dataset_json",
+    "segmentation_files",
 ]
 
 #: File endings recognised as images / label maps (matched case-insensitively, longest first).
@@ -306,36 +311,6 @@ def list_image_files(
     return result
 
 
-@dataclass(frozen=True)
-class CasePairing:
-    """Predictions matched to ground truth by case id (all lists sorted by case)."""
-
-    matched: list[tuple[str, Path, Path]]  # (case, pred_path, gt_path)
-    missing_pred: list[tuple[str, Path]]  # ground-truth case without prediction: (case, gt_path)
-    extra_pred: list[tuple[str, Path]]  # prediction without ground truth: (case, pred_path)
-
-
-def pair_cases(
-    pred_dir: PathLike, gt_dir: PathLike, *, file_ending: str | None = None
-) -> CasePairing:
-    """Pair label files of a prediction folder and a ground-truth folder by case id.
-
-    Raises :class:`InputError` if either folder is missing or the ground-truth folder holds no
-    label files; missing and extra predictions are reported in the result, not raised.
-    """
-    gt = list_label_files(gt_dir, file_ending=file_ending)
-    pred = list_label_files(pred_dir, file_ending=file_ending)
-    if not gt:
-        endings = file_ending or ", ".join(LABEL_EXTENSIONS)
-        raise InputError(f"no label files ({endings}) found", Path(gt_dir))
-    return CasePairing(
-        matched=[(case, pred[case], gt[case]) for case in gt if case in pred],
-        missing_pred=[(case, gt[case]) for case in gt if case not in pred],
-        extra_pred=[(case, pred[case]) for case in pred if case not in gt],
-    )
-
-
-
 # --------------------------------------------------------------------------------------------
 # Segmentation folders: file endings, manifests, pairing with ground truths or images
 # --------------------------------------------------------------------------------------------
@@ -457,3 +432,18 @@ def pair_segmentations(segs: SegmentationFiles, references: Mapping[str, Any]) -
         extra=[(sid, path) for sid, (case, path) in segs.files.items() if case not in references],
         ignored=list(segs.ignored),
     )
+
+
+def pair_cases(pred_dir: PathLike, gt_dir: PathLike, *, file_ending: str | None = None) -> Pairing:
+    """Pair the segmentations of ``pred_dir`` (:func:`segmentation_files`: any ending, or a
+    ``segqc degrade`` manifest) with the ground truths of ``gt_dir``
+    (:func:`ground_truth_files`: ``file_ending`` from ``dataset.json``). Raises
+    :class:`InputError` if either folder is missing or the ground-truth folder holds no label
+    file; missing, extra and ignored files are reported in the :class:`Pairing`."""
+    gts = ground_truth_files(gt_dir, file_ending=file_ending)
+    if not gts.files:
+        raise InputError(f"no label files ({file_ending or ', '.join(LABEL_EXTENSIONS)}) found", Path(gt_dir))
+    preds = segmentation_files(pred_dir, file_ending=file_ending)
+    pairing = pair_segmentations(preds, {case: path for case, (_, path) in gts.files.items()})
+    return Pairing(matched=pairing.matched, missing=pairing.missing, extra=pairing.extra,
+                   ignored=gts.ignored + pairing.ignored)

@@ -375,7 +375,7 @@ def _predict_case(task: _CaseTask, setup: _Setup) -> list[dict]:
         check_same_geometry(geometry, gt_image.geometry, pred_path=task.image_paths[0], gt_path=task.label_path,
                             origin_atol_mm=0.01)
     except GeometryMismatchError as exc:
-        problem = exc.problem.split("; pass --resample")[0].replace("ground truth", "label map")
+        problem = exc.problem.replace("ground truth", "label map")
         raise InputError(f"image {problem}; an image and its label map must share one voxel grid",
                          task.image_paths[0]) from None
     gt = gt_image.array
