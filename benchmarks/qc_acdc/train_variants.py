@@ -81,7 +81,8 @@ def reuse_stages(source: Path, out: Path, config, data) -> None:
     import shutil
 
     from segqc.qc.nnqc.config import NnqcConfig
-    from segqc.qc.nnqc.train import _RUN_FORMAT
+    from segqc.qc.nnqc.train import METHOD
+    from segqc.training.stages import check_run_record
 
     if (out / "run.json").exists():
         return
@@ -93,8 +94,7 @@ def reuse_stages(source: Path, out: Path, config, data) -> None:
         raise SystemExit(f"cannot reuse the stages of {source}: {', '.join(changed)} differ")
     for stage in ("ssl", "vae"):
         shutil.copytree(source / "stages" / stage, out / "stages" / stage, dirs_exist_ok=True)
-    record = {"format": _RUN_FORMAT, "config": config.resume_key(), "data": data.summary()}
-    (out / "run.json").write_text(json.dumps(record, indent=2))
+    check_run_record(out, method=METHOD, settings=config.resume_key(), data=data.summary())
 
 
 def run_one(args: argparse.Namespace) -> None:

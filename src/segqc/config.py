@@ -23,9 +23,10 @@ import ast
 import hashlib
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, fields, replace
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from segqc.errors import InputError
 from segqc.io.atomic import write_text_atomic

@@ -11,10 +11,10 @@ driver. Adding a method is its four files plus one line in :data:`METHODS`.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
-
+from typing import Any
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -35,13 +34,13 @@ def degrade_command(
     bins: str = typer.Option(_DEFAULT_BINS, "--bins", help="Dice bin edges e0,e1,...,en: bins from each edge to the next, the last bin closed (default: the nnQC bins)."),
     balanced: bool = typer.Option(False, "--balanced", help="Use QCResUNet's 10 equal Dice bins [0,0.1) ... [0.9,1.0] (overrides --bins)."),
     slices: bool = typer.Option(False, "--slices", help="Write 2D slices (those whose ground truth has foreground) instead of volumes."),
-    target_label: Optional[int] = typer.Option(None, "--target-label", help="Bin on the Dice of this class instead of the multi-class Dice."),
+    target_label: int | None = typer.Option(None, "--target-label", help="Bin on the Dice of this class instead of the multi-class Dice."),
     tolerance: float = typer.Option(1.0, "--tolerance", help="NSD tolerance in mm for the manifest."),
     max_attempts: int = typer.Option(8, "--max-attempts", help="Recipes tried per map before giving up on its bin (noted in the manifest)."),
-    images: Optional[Path] = typer.Option(None, "--images", help="Image folder whose geometry must match the labels (default: imagesTr next to labelsTr, if present)."),
+    images: Path | None = typer.Option(None, "--images", help="Image folder whose geometry must match the labels (default: imagesTr next to labelsTr, if present)."),
     no_image_check: bool = typer.Option(False, "--no-image-check", help="Do not compare image and label geometry."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes (0 = one per core)."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask distributed scheduler address, e.g. tcp://host:8786."),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="Dask distributed scheduler address, e.g. tcp://host:8786."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary table."),
 ) -> None:
     """Make degraded segmentations whose Dice falls into requested bins (nnQC degradations, QCResUNet SegGen).

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -90,12 +89,12 @@ def swapped_folders_warning(pred_dir: Path, gt_dir: Path) -> str | None:
 
 
 def evaluate_command(
-    pred_pos: Optional[Path] = typer.Argument(None, metavar="PRED_DIR", help="Folder of predicted label maps (CASE.nii.gz, ...)."),
-    gt_pos: Optional[Path] = typer.Argument(None, metavar="GT_DIR", help="Folder of ground-truth label maps (nnU-Net labelsTr layout)."),
+    pred_pos: Path | None = typer.Argument(None, metavar="PRED_DIR", help="Folder of predicted label maps (CASE.nii.gz, ...)."),
+    gt_pos: Path | None = typer.Argument(None, metavar="GT_DIR", help="Folder of ground-truth label maps (nnU-Net labelsTr layout)."),
     out_dir: Path = typer.Option(..., "-o", "--out", help="Output folder: metrics.csv, summary.json, cases/."),
-    pred: Optional[Path] = typer.Option(None, "--pred", help="Prediction folder (instead of the first argument)."),
-    gt: Optional[Path] = typer.Option(None, "--gt", help="Ground-truth folder (instead of the second argument)."),
-    metrics: Optional[str] = typer.Option(
+    pred: Path | None = typer.Option(None, "--pred", help="Prediction folder (instead of the first argument)."),
+    gt: Path | None = typer.Option(None, "--gt", help="Ground-truth folder (instead of the second argument)."),
+    metrics: str | None = typer.Option(
         None, "--metrics", help=f"Comma-separated metrics (default: all overlap and distance metrics). Known: {', '.join(METRICS)}; cc_<metric> adds per-component metrics."
     ),
     tolerance: float = typer.Option(1.0, "--tolerance", help="NSD tolerance in mm."),
@@ -104,16 +103,16 @@ def evaluate_command(
     per_component: bool = typer.Option(False, "--per-component", help="Add CC-metrics (cc_*) and component detection counts."),
     connectivity: int = typer.Option(26, "--connectivity", help="Connectivity of components: 6, 18 or 26 (2D: 4 or 8)."),
     voronoi_units: str = typer.Option("mm", "--voronoi-units", help="Distances of the Voronoi partition: 'mm' or 'voxel' (as ccmetrics/MONAI)."),
-    labels: Optional[str] = typer.Option(None, "--labels", help="Only these classes, e.g. 1 or 1,2,3 (nnU-Net's -l); other values are then allowed. Default: dataset.json or all present."),
+    labels: str | None = typer.Option(None, "--labels", help="Only these classes, e.g. 1 or 1,2,3 (nnU-Net's -l); other values are then allowed. Default: dataset.json or all present."),
     region: list[str] = typer.Option([], "--region", help="A region NAME=L1,L2 evaluated as the union of labels; repeatable."),
-    spacing: Optional[str] = typer.Option(None, "--spacing", help="Pixel spacing in mm (e.g. 0.5,0.5) of PNG/TIFF files, which carry none; without it distances are in pixels."),
+    spacing: str | None = typer.Option(None, "--spacing", help="Pixel spacing in mm (e.g. 0.5,0.5) of PNG/TIFF files, which carry none; without it distances are in pixels."),
     empty_both: str = typer.Option("nan", "--empty-both", help="Result when GT and prediction are both empty: nan, best or worst."),
     empty_gt: str = typer.Option("worst", "--empty-gt", help="Result when only the GT is empty: nan, best or worst."),
     empty_pred: str = typer.Option("worst", "--empty-pred", help="Result when only the prediction is empty: nan, best or worst."),
     worst_distance: float = typer.Option(50.0, "--worst-distance", help="Worst value (mm) of unbounded distance metrics."),
     resample: bool = typer.Option(False, "--resample", help="Resample predictions on another grid onto the GT grid (nearest neighbour, physical space)."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes (0 = one per core)."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask distributed scheduler address, e.g. tcp://host:8786."),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="Dask distributed scheduler address, e.g. tcp://host:8786."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary table."),
 ) -> None:
     """Evaluate predictions against ground truths, per case and per class, in millimetres.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import typer
@@ -62,10 +61,10 @@ def fingerprint_command(
     dataset_dir: Path = typer.Argument(..., help="nnU-Net-style folder: imagesTr/, labelsTr/, dataset.json."),
     out: Path = typer.Option(..., "-o", "--out", help="Output JSON file (written atomically)."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes (0 = one per core)."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask distributed scheduler address, e.g. tcp://host:8786."),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="Dask distributed scheduler address, e.g. tcp://host:8786."),
     samples_per_case: int = typer.Option(10_000, "--samples", help="Foreground voxels sampled per case for intensity statistics."),
     seed: int = typer.Option(0, "--seed", help="Seed of the (deterministic) intensity sampling."),
-    max_cases: Optional[int] = typer.Option(None, "--max-cases", help="Only the first N cases (sorted by id)."),
+    max_cases: int | None = typer.Option(None, "--max-cases", help="Only the first N cases (sorted by id)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
     """Fingerprint a dataset: spacing, shapes, foreground size, intensities, labels, orientation.

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from segqc.cli import demo, evaluate
-from segqc.cli import fingerprint
-from segqc.cli import degrade
-from segqc.cli import zoo
-from segqc.cli import qc
+from segqc.cli import degrade, demo, evaluate, fingerprint, qc, zoo
 
 app = typer.Typer(
     name="segqc",

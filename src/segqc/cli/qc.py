@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -14,7 +13,7 @@ app = typer.Typer(help="GT-free quality control: train, predict, benchmark, rank
 
 
 
-def _settings(metrics: str, samples: Optional[int], steps: Optional[int], tolerance: float, flag_dice: float, seed: int):
+def _settings(metrics: str, samples: int | None, steps: int | None, tolerance: float, flag_dice: float, seed: int):
     from segqc.metrics.registry import parse_metric_names
     from segqc.qc.inference import QcSettings
 
@@ -29,10 +28,10 @@ def train_command(
     out: Path = typer.Option(..., "-o", "--out", help="Model directory to write (rerun to resume)."),
     config: str = typer.Option("small", "--config", help="Preset (tiny: tests, small: CPU, paper: GPU; any case) or a JSON config file."),
     seed: int = typer.Option(0, "--seed", help="Seed of everything random."),
-    split: Optional[Path] = typer.Option(None, "--split", help="split.json (patient-level); train on its 'train' cases."),
+    split: Path | None = typer.Option(None, "--split", help="split.json (patient-level); train on its 'train' cases."),
     holdout_fraction: float = typer.Option(0.0, "--holdout-fraction",
                                            help="Hold out this fraction of patients (writes OUT/split.json); 0 = train on all."),
-    conditioning: Optional[str] = typer.Option(None, "--conditioning",
+    conditioning: str | None = typer.Option(None, "--conditioning",
                                                help="nnQC Team of Experts: full, position or image (ablations)."),
     set_fields: list[str] = typer.Option([], "--set", help="Override a config field, KEY=VALUE (repeatable)."),
     extra_segs: list[Path] = typer.Option([], "--extra-segs",
@@ -99,13 +98,13 @@ def predict_command(
     segs_dir: Path = typer.Argument(..., help="Segmentations to check: CASE.nii.gz (or segqc degrade output)."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder: qc.csv, qc_slices.csv, worklist.csv, pgt/."),
     metrics: str = typer.Option("dice,hd95,nsd", "--metrics", help="Metrics to estimate (any segqc metric, cc_* included)."),
-    samples: Optional[int] = typer.Option(None, "--samples", help=_SAMPLES_HELP),
-    steps: Optional[int] = typer.Option(None, "--steps", help=_STEPS_HELP),
+    samples: int | None = typer.Option(None, "--samples", help=_SAMPLES_HELP),
+    steps: int | None = typer.Option(None, "--steps", help=_STEPS_HELP),
     tolerance: float = typer.Option(1.0, "--tolerance", help=_TOLERANCE_HELP),
     flag_dice: float = typer.Option(0.75, "--flag-dice", help="Flag cases whose estimated Dice is below this."),
     seed: int = typer.Option(0, "--seed", help=_SEED_HELP),
     jobs: int = typer.Option(1, "--jobs", "-j", help=_JOBS_HELP),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help=_SCHEDULER_HELP),
+    scheduler: str | None = typer.Option(None, "--scheduler", help=_SCHEDULER_HELP),
     device: str = typer.Option("cpu", "--device", help=_DEVICE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or worklist table."),
 ) -> None:
@@ -140,12 +139,12 @@ def benchmark_command(
     gt_dir: Path = typer.Argument(..., help="Ground truths of the segmentations, to measure the QC error."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder: benchmark.csv/json, pairs.csv, plots/, qc/."),
     metrics: str = typer.Option("dice,hd95", "--metrics", help="Metrics to estimate and compare."),
-    samples: Optional[int] = typer.Option(None, "--samples", help=_SAMPLES_HELP),
-    steps: Optional[int] = typer.Option(None, "--steps", help=_STEPS_HELP),
+    samples: int | None = typer.Option(None, "--samples", help=_SAMPLES_HELP),
+    steps: int | None = typer.Option(None, "--steps", help=_STEPS_HELP),
     tolerance: float = typer.Option(1.0, "--tolerance", help=_TOLERANCE_HELP),
     seed: int = typer.Option(0, "--seed", help=_SEED_HELP),
     jobs: int = typer.Option(1, "--jobs", "-j", help=_JOBS_HELP),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help=_SCHEDULER_HELP),
+    scheduler: str | None = typer.Option(None, "--scheduler", help=_SCHEDULER_HELP),
     device: str = typer.Option("cpu", "--device", help=_DEVICE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -175,12 +174,12 @@ def rank_command(
     images_dir: Path = typer.Argument(..., help=_IMAGES_HELP),
     seg_dirs: list[Path] = typer.Argument(..., help="One folder of segmentations per model (two or more)."),
     out: Path = typer.Option(Path("qc_rank"), "-o", "--out", help="Output folder: ranking.csv/json, one QC folder per model."),
-    gt: Optional[Path] = typer.Option(None, "--gt", help="Ground truths: adds the true ranking and Kendall's tau."),
-    samples: Optional[int] = typer.Option(None, "--samples", help=_SAMPLES_HELP),
-    steps: Optional[int] = typer.Option(None, "--steps", help=_STEPS_HELP),
+    gt: Path | None = typer.Option(None, "--gt", help="Ground truths: adds the true ranking and Kendall's tau."),
+    samples: int | None = typer.Option(None, "--samples", help=_SAMPLES_HELP),
+    steps: int | None = typer.Option(None, "--steps", help=_STEPS_HELP),
     seed: int = typer.Option(0, "--seed", help=_SEED_HELP),
     jobs: int = typer.Option(1, "--jobs", "-j", help=_JOBS_HELP),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help=_SCHEDULER_HELP),
+    scheduler: str | None = typer.Option(None, "--scheduler", help=_SCHEDULER_HELP),
     device: str = typer.Option("cpu", "--device", help=_DEVICE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:

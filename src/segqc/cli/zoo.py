@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -36,9 +35,9 @@ def train_command(
     dataset_dir: Path = typer.Argument(..., help="nnU-Net-style dataset folder (imagesTr/, labelsTr/, dataset.json)."),
     out_dir: Path = typer.Option(..., "-o", "--out", help="Zoo folder: zoo.json, split.json, plan.json, models/unet_eNNN/."),
     config: str = typer.Option("small", "--config", "-c", help="Preset ('small': 2 CPU cores, minutes; 'paper': a GPU) or a JSON file."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the split, weights, batches and augmentation (default: the config's, 0)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs to train (default: the config's); raise it to continue a finished zoo."),
-    holdout: Optional[float] = typer.Option(None, "--holdout", help="Share of patients held out (default: the config's, 0.25)."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of the split, weights, batches and augmentation (default: the config's, 0)."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Epochs to train (default: the config's); raise it to continue a finished zoo."),
+    holdout: float | None = typer.Option(None, "--holdout", help="Share of patients held out (default: the config's, 0.25)."),
     device: str = typer.Option("auto", "--device", help="'auto' (CUDA if available), 'cpu' or 'cuda:N'."),
     threads: int = typer.Option(2, "--threads", help="torch CPU threads."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Processes for fingerprinting and preprocessing (0 = one per core)."),
@@ -83,21 +82,21 @@ def print_source_table(rows: list[dict]) -> None:
 @app.command("predict")
 def predict_command(
     zoo_dir: Path = typer.Argument(..., help="Zoo folder written by `segqc zoo train`."),
-    dataset_dir: Optional[Path] = typer.Argument(None, help="nnU-Net dataset folder (imagesTr/, labelsTr/); optional with --images and --labels."),
+    dataset_dir: Path | None = typer.Argument(None, help="nnU-Net dataset folder (imagesTr/, labelsTr/); optional with --images and --labels."),
     out_dir: Path = typer.Option(..., "-o", "--out", help="Output folder: <source>/CASE.nii.gz, manifest.csv, summary.json."),
     variants: str = typer.Option("clean,noise,lowres", "--variants", help="Input variants: clean, noise, lowres, or with a strength: noise(sigma=0.2), lowres(factor=3)."),
     noise_sigma: float = typer.Option(0.1, "--noise-sigma", help="Standard deviation of 'noise', in normalised intensity units."),
     lowres_factor: float = typer.Option(2.0, "--lowres-factor", help="In-plane downsampling factor of 'lowres'."),
-    models: Optional[str] = typer.Option(None, "--models", help="Comma-separated snapshot names (default: all), e.g. unet_e001,unet_e016."),
+    models: str | None = typer.Option(None, "--models", help="Comma-separated snapshot names (default: all), e.g. unet_e001,unet_e016."),
     cases: str = typer.Option("holdout", "--cases", help="'holdout' (the zoo's held-out patients), 'train' (its training patients, e.g. for "
                                                  "`segqc qc train nnqc --extra-segs`), 'all', or comma-separated case ids."),
-    images: Optional[Path] = typer.Option(None, "--images", help="Image folder (default: DATASET_DIR/imagesTr)."),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="Ground-truth folder (default: DATASET_DIR/labelsTr)."),
+    images: Path | None = typer.Option(None, "--images", help="Image folder (default: DATASET_DIR/imagesTr)."),
+    labels: Path | None = typer.Option(None, "--labels", help="Ground-truth folder (default: DATASET_DIR/labelsTr)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the noise."),
     tolerance: float = typer.Option(1.0, "--tolerance", help="NSD tolerance in mm for the manifest."),
     device: str = typer.Option("cpu", "--device", help="'cpu', 'auto' or 'cuda:N'."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes (0 = one per core)."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask distributed scheduler address, e.g. tcp://host:8786."),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="Dask distributed scheduler address, e.g. tcp://host:8786."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary table."),
 ) -> None:
     """Predict held-out cases with every snapshot and input variant; write the files and a manifest of their true quality.

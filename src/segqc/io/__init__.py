@@ -19,9 +19,9 @@ from segqc.io.datasets import (
 from segqc.io.images import (
     IMAGE_EXTENSIONS,
     Geometry,
-    geometry_differences,
     Image,
     check_same_geometry,
+    geometry_differences,
     read_image,
     read_label_map,
     resample_nearest,

@@ -9,9 +9,9 @@ restoring pGTs to the input grid, metrics, worklists — identically for every m
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
 
 import numpy as np
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from segqc.errors import SegqcError
 from segqc.io.atomic import atomic_path, write_text_atomic

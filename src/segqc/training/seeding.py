@@ -28,7 +28,7 @@ def seed_everything(seed: int, *, deterministic: bool = True) -> np.random.Gener
     return np.random.default_rng(seed)
 
 
-def select_device(device: str = "auto") -> "torch.device":  # noqa: F821
+def select_device(device: str = "auto") -> torch.device:  # noqa: F821
     """``"auto"`` -> CUDA if available, else CPU; otherwise the named device."""
     import torch
 
