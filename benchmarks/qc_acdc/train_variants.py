@@ -92,9 +92,9 @@ def reuse_stages(source: Path, out: Path, config, data) -> None:
     changed = [f for f in shared if getattr(old, f) != getattr(config, f)]
     if changed:
         raise SystemExit(f"cannot reuse the stages of {source}: {', '.join(changed)} differ")
+    check_run_record(out, method=METHOD, settings=config.resume_key(), data=data.summary())  # before the stages
     for stage in ("ssl", "vae"):
         shutil.copytree(source / "stages" / stage, out / "stages" / stage, dirs_exist_ok=True)
-    check_run_record(out, method=METHOD, settings=config.resume_key(), data=data.summary())
 
 
 def run_one(args: argparse.Namespace) -> None:
