@@ -40,11 +40,85 @@ def write_demo_data(root: Path, *, seed: int = 0) -> dict[str, tuple[Path, Path]
     return folders
 
 
+_REPO = Path(__file__).resolve().parents[3]
+DEFAULT_MODEL = _REPO / "models" / "acdc-nnqc-small"
+DEFAULT_ACDC = _REPO.parent / "shared" / "data" / "acdc"
+_QC_CASES = ("ACDC_patient002_frame01", "ACDC_patient002_frame02")
+
+
+def write_qc_demo_data(root: Path, acdc: Path) -> tuple[Path, Path, Path]:
+    """Two ACDC volumes with three segmentations each: the ground truth, the ground truth with
+    the myocardium eroded, and the ground truth shifted 31 mm off the heart (ids ``CASE__gt``,
+    ``CASE__eroded``, ``CASE__shifted``; a ``manifest.csv`` maps them to their case). Returns
+    (images, segmentations, ground truths)."""
+    import shutil
+
+    import numpy as np
+    import pandas as pd
+    from scipy import ndimage
+
+    from segqc.io.images import read_label_map, write_image
+
+    images, segs, gts = root / "images", root / "segmentations", root / "ground_truth"
+    rows = []
+    for case in _QC_CASES:
+        images.mkdir(parents=True, exist_ok=True)
+        shutil.copy(acdc / "imagesTr" / f"{case}_0000.nii.gz", images / f"{case}_0000.nii.gz")
+        truth = read_label_map(acdc / "labelsTr" / f"{case}.nii.gz")
+        write_image(gts / f"{case}.nii.gz", truth.array, truth.geometry)
+        eroded = truth.array.copy()
+        myo = eroded == 2
+        eroded[myo & ~ndimage.binary_erosion(myo, iterations=2)] = 0
+        shifted = np.roll(truth.array, 20, axis=0)  # 20 voxels x 1.5625 mm
+        for kind, array in (("gt", truth.array), ("eroded", eroded), ("shifted", shifted)):
+            name = f"{case}__{kind}.nii.gz"
+            write_image(segs / name, array, truth.geometry)
+            rows.append({"case": case, "file": name})
+    pd.DataFrame(rows).to_csv(segs / "manifest.csv", index=False)
+    return images, segs, gts
+
+
+def _qc_demo(out_dir: Path, model: Path, acdc: Path) -> None:
+    """QC of real cardiac MRI with the shipped model, estimated against true Dice (skipped with one
+    line when the model, the data or PyTorch is not there)."""
+    import importlib.util
+
+    from rich.table import Table
+
+    if importlib.util.find_spec("torch") is None:
+        console.print("QC demo skipped: PyTorch is not installed (README, 'Set up and run')")
+        return
+    if not (model / "config.json").is_file() or not (acdc / "imagesTr").is_dir():
+        console.print(f"QC demo skipped: needs the model {model} and ACDC images in {acdc} (--model, --acdc)")
+        return
+    from segqc.qc.assessment import benchmark_qc
+    from segqc.qc.inference import QcSettings
+
+    images, segs, gts = write_qc_demo_data(out_dir / "qc_data", acdc)
+    console.rule(f"GT-free QC with {model.name} on {len(_QC_CASES)} ACDC volumes")
+    benchmark_qc(model, images, segs, gts, out_dir / "qc", settings=QcSettings(metrics=("dice",)), progress=True)
+    import pandas as pd
+
+    pairs = pd.read_csv(out_dir / "qc" / "pairs.csv", dtype={"case": str, "label": str})
+    overall = pairs[(pairs.label == "all") & (pairs.metric == "dice")]
+    table = Table(title="multi-class Dice: estimated without ground truth vs true")
+    for column in ("segmentation", "estimated", "true"):
+        table.add_column(column, justify="left" if column == "segmentation" else "right")
+    for row in overall.itertuples():
+        table.add_row(row.case, f"{row.estimate:.3f}", f"{row.true:.3f}")
+    console.print(table)
+    console.print(f"QC results (qc.csv, worklist.csv, pgt/) in {out_dir / 'qc' / 'qc'}")
+
+
 def demo_command(
     out_dir: Path = typer.Option(Path("demo_out"), "-o", "--out", help="Folder for the generated data and results."),
     seed: int = typer.Option(0, "--seed", help="Seed of the generated data."),
+    model: Path = typer.Option(DEFAULT_MODEL, "--model", help="QC model for the QC part of the demo."),
+    acdc: Path = typer.Option(DEFAULT_ACDC, "--acdc", help="ACDC dataset folder (imagesTr, labelsTr) for the QC part."),
+    no_qc: bool = typer.Option(False, "--no-qc", help="Only the evaluation part."),
 ) -> None:
-    """Generate a multi-lesion and a multi-class case, evaluate them (with CC-metrics), print the summary.
+    """Evaluate a generated multi-lesion and multi-class case (with CC-metrics), then QC real
+    cardiac MRI with the shipped nnQC model and compare its estimates with the truth.
 
     Example: segqc demo -o demo_out
     """
@@ -67,4 +141,6 @@ def demo_command(
                     "{gt_components} lesions: {gt_components_hit} found, {gt_components_missed} missed; "
                     "{pred_components_unmatched} false-positive components".format(**detection)
                 )
-    console.print(f"results (metrics.csv, summary.json) in {out_dir / 'evaluation'}")
+        console.print(f"results (metrics.csv, summary.json) in {out_dir / 'evaluation'}")
+        if not no_qc:
+            _qc_demo(out_dir, model, acdc)
