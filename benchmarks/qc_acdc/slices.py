@@ -43,7 +43,7 @@ def main() -> None:
     from segqc.fingerprint import compute_fingerprint, plan_from_fingerprint
     from segqc.qc.nnqc import NnqcConfig
     from segqc.qc.nnqc.train import build_training_data
-    from segqc.zoo.split import Split
+    from segqc.io.split import Split
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", type=Path)

@@ -90,7 +90,7 @@ def test_zoo_predict_reports_bad_input_in_one_line(problem, trained_zoo, toy_dat
 def test_zoo_predict_exits_1_when_a_case_fails(trained_zoo, toy_dataset, tmp_path):
     import SimpleITK as sitk
 
-    from segqc.zoo.split import Split
+    from segqc.io.split import Split
 
     data = tmp_path / "data"
     shutil.copytree(toy_dataset, data)

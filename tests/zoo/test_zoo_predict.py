@@ -18,9 +18,9 @@ pytest.importorskip("monai")
 from segqc.degrade.folder import BASE_COLUMNS  # noqa: E402
 from segqc.errors import InputError  # noqa: E402
 from segqc.io.images import Geometry, write_image  # noqa: E402
+from segqc.io.split import Split  # noqa: E402
 from segqc.training import CheckpointError  # noqa: E402
 from segqc.zoo import InputVariant, parse_variants, predict_zoo  # noqa: E402
-from segqc.zoo.split import Split  # noqa: E402
 
 
 def _read(path: Path) -> tuple[np.ndarray, sitk.Image]:

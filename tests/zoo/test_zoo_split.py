@@ -7,8 +7,8 @@ import json
 import pytest
 
 from segqc.errors import InputError
+from segqc.io.split import Split, make_split, patient_id
 from segqc.zoo import ZooConfig
-from segqc.zoo.split import Split, make_split, patient_id
 
 
 @pytest.mark.parametrize("case, patient", [

@@ -49,12 +49,7 @@ import numpy as np
 
 from segqc.errors import GeometryMismatchError, InputError, SegqcError
 from segqc.io.atomic import write_text_atomic
-from segqc.io.datasets import (
-    DatasetInfo,
-    list_image_files,
-    list_label_files,
-    read_dataset_json,
-)
+from segqc.io.datasets import Dataset, DatasetInfo
 from segqc.io.images import check_same_geometry, read_image, read_label_map
 
 __all__ = [
@@ -409,11 +404,11 @@ def compute_fingerprint(
 
     if samples_per_case < 1:
         raise ValueError(f"samples_per_case must be >= 1, got {samples_per_case}")
-    root = Path(dataset_dir)
-    if not root.is_dir():
-        raise InputError("dataset folder not found" if not root.exists() else "not a folder", root)
-    info = _read_info(root)
-    jobs_list = _case_jobs(root, info, cases=cases, max_cases=max_cases)
+    dataset = Dataset.open(dataset_dir)
+    if not dataset.info.labels and not dataset.info.regions:
+        raise InputError("names no labels; add e.g. \"labels\": {\"background\": 0, ...}", dataset.info.path)
+    root, info = dataset.root, dataset.info
+    jobs_list = _case_jobs(dataset, cases=cases, max_cases=max_cases)
 
     function = functools.partial(_fingerprint_case, samples_per_case=samples_per_case, seed=seed)
     results: dict[str, tuple[CaseFingerprint, np.ndarray] | SegqcError] = {}
@@ -429,48 +424,9 @@ def compute_fingerprint(
     return _aggregate(root, info, ordered, samples_per_case, seed)
 
 
-def _read_info(root: Path) -> DatasetInfo:
-    path = root / "dataset.json"
-    if not path.is_file():
-        raise InputError("no dataset.json (nnU-Net layout: imagesTr/, labelsTr/, dataset.json)",
-                         root)
-    info = read_dataset_json(path)
-    if not info.labels and not info.regions:
-        raise InputError("names no labels; add e.g. \"labels\": {\"background\": 0, ...}", path)
-    return info
-
-
-def _case_jobs(root: Path, info: DatasetInfo, *, cases: Iterable[str] | None,
-               max_cases: int | None) -> list[_CaseJob]:
-    labels_dir, images_dir = root / "labelsTr", root / "imagesTr"
-    if not labels_dir.is_dir():
-        raise InputError("no labelsTr folder; a fingerprint needs label maps", root)
-    if not images_dir.is_dir():
-        raise InputError("no imagesTr folder", root)
-    label_files = list_label_files(labels_dir, file_ending=info.file_ending)
-    if not label_files:
-        raise InputError("holds no label files" + (f" ending in {info.file_ending}"
-                                                   if info.file_ending else ""), labels_dir)
-    image_files = list_image_files(images_dir, file_ending=info.file_ending)
-    for case, path in label_files.items():
-        if case not in image_files:
-            raise InputError(f"no image for case '{case}' in {images_dir}", path)
-    for case, paths in image_files.items():
-        if case not in label_files:
-            raise InputError(f"no label map for case '{case}' in {labels_dir}", paths[0])
-    n_channels = len(next(iter(image_files.values())))
-    if info.channel_names and len(info.channel_names) != n_channels:
-        raise InputError(
-            f"names {len(info.channel_names)} channel(s) but the images have {n_channels}",
-            info.path,
-        )
-    selected = list(label_files)
-    if cases is not None:
-        wanted = list(dict.fromkeys(cases))
-        unknown = [c for c in wanted if c not in label_files]
-        if unknown:
-            raise InputError(f"unknown case(s): {', '.join(unknown[:5])}", labels_dir)
-        selected = sorted(wanted)
+def _case_jobs(dataset: Dataset, *, cases: Iterable[str] | None, max_cases: int | None) -> list[_CaseJob]:
+    info, label_files, image_files = dataset.info, dataset.label_files, dataset.image_files
+    selected = sorted(dataset.select(cases))
     if max_cases is not None:
         if max_cases < 1:
             raise ValueError(f"max_cases must be >= 1, got {max_cases}")
@@ -478,7 +434,7 @@ def _case_jobs(root: Path, info: DatasetInfo, *, cases: Iterable[str] | None,
     allowed = frozenset(info.labels) | {v for vs in info.regions.values() for v in vs} | {0}
     assert info.path is not None
     return [
-        _CaseJob(case=c, image_paths=tuple(image_files[c]), label_path=label_files[c], root=root,
+        _CaseJob(case=c, image_paths=tuple(image_files[c]), label_path=label_files[c], root=dataset.root,
                  allowed_labels=frozenset(allowed), dataset_json=info.path)
         for c in selected
     ]

@@ -28,6 +28,7 @@ __all__ = [
     "MANIFEST_NAME",
     "Pairing",
     "SegmentationFiles",
+    "Dataset",
     "DatasetInfo",
     "case_id",
     "find_dataset_json",
@@ -448,3 +449,84 @@ def pair_cases(pred_dir: PathLike, gt_dir: PathLike, *, file_ending: str | None 
     pairing = pair_segmentations(preds, {case: path for case, (_, path) in gts.files.items()})
     return Pairing(matched=pairing.matched, missing=pairing.missing, extra=pairing.extra,
                    ignored=gts.ignored + pairing.ignored)
+
+
+# --------------------------------------------------------------------------------------------
+# A dataset folder
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """An nnU-Net-style dataset folder (``dataset.json``, ``imagesTr/``, ``labelsTr/``), read once
+    by every trainer and the fingerprint: the one place that checks the layout.
+
+    ``label_files``: case -> label map (only files with ``dataset.json``'s ``file_ending``);
+    ``image_files``: case -> channel files (``CASE_0000`` ...; empty when the folder has no
+    ``imagesTr`` and images were not required)."""
+
+    root: Path
+    info: DatasetInfo
+    label_files: dict[str, Path]
+    image_files: dict[str, list[Path]]
+
+    @classmethod
+    def open(cls, root: PathLike, *, images: bool = True) -> Dataset:
+        """Read and check the folder; one-line :class:`InputError` naming the file or folder for a
+        missing folder or ``dataset.json``, no label files, a case with a label map but no image
+        or the reverse, or a channel count that differs from ``dataset.json``."""
+        root = Path(root)
+        if not root.is_dir():
+            raise InputError("dataset folder not found" if not root.exists() else "not a folder", root)
+        if not (root / "dataset.json").is_file():
+            raise InputError("no dataset.json (nnU-Net layout: imagesTr/, labelsTr/, dataset.json)", root)
+        info = read_dataset_json(root / "dataset.json")
+        labels_dir, images_dir = root / "labelsTr", root / "imagesTr"
+        if not labels_dir.is_dir():
+            raise InputError("no labelsTr folder; the dataset needs label maps", root)
+        label_files = list_label_files(labels_dir, file_ending=info.file_ending)
+        if not label_files:
+            raise InputError("holds no label files" + (f" ending in {info.file_ending}" if info.file_ending else ""),
+                             labels_dir)
+        image_files: dict[str, list[Path]] = {}
+        if images:
+            if not images_dir.is_dir():
+                raise InputError("no imagesTr folder", root)
+            image_files = list_image_files(images_dir, file_ending=info.file_ending)
+            for case, path in label_files.items():
+                if case not in image_files:
+                    raise InputError(f"no image for case '{case}' in {images_dir}", path)
+            for case, paths in image_files.items():
+                if case not in label_files:
+                    raise InputError(f"no label map for case '{case}' in {labels_dir}", paths[0])
+            n_channels = len(next(iter(image_files.values())))
+            if info.channel_names and len(info.channel_names) != n_channels:
+                raise InputError(f"names {len(info.channel_names)} channel(s) but the images have {n_channels}",
+                                 info.path)
+        return cls(root=root, info=info, label_files=label_files, image_files=image_files)
+
+    @property
+    def cases(self) -> list[str]:
+        """Case ids, sorted."""
+        return sorted(self.label_files)
+
+    @property
+    def n_channels(self) -> int:
+        return len(next(iter(self.image_files.values()))) if self.image_files else 0
+
+    @property
+    def label_set(self):  # -> LabelSet (imported lazily: labels.py imports nothing from here)
+        from segqc.io.labels import LabelSet
+
+        return LabelSet.from_dataset_info(self.info)
+
+    def select(self, cases: Sequence[str] | None) -> list[str]:
+        """``cases`` checked against the dataset (all cases when None); unknown ids are one
+        :class:`InputError` naming the first ones."""
+        if cases is None:
+            return self.cases
+        wanted = list(dict.fromkeys(cases))
+        unknown = [c for c in wanted if c not in self.label_files]
+        if unknown:
+            raise InputError(f"unknown case(s): {', '.join(unknown[:5])}", self.root / "labelsTr")
+        return wanted

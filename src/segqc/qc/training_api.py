@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from segqc.config import parse_overrides
-from segqc.io.datasets import list_label_files
+from segqc.io.datasets import Dataset
+from segqc.io.split import Split, make_split
 from segqc.methods import method as method_entry
-from segqc.zoo.split import Split, make_split
 
 __all__ = ["parse_overrides", "train_method", "training_cases"]
 
@@ -18,7 +18,7 @@ def training_cases(dataset_dir: Path, out_dir: Path, *, split: Path | None, hold
                    seed: int) -> list[str]:
     """Cases to train on: a split file's ``train`` side, a fresh patient-level split (saved as
     ``out_dir/split.json``), or every case."""
-    cases = sorted(list_label_files(Path(dataset_dir) / "labelsTr"))
+    cases = Dataset.open(dataset_dir).cases
     if split is not None:
         chosen = Split.load(split)
         return [c for c in chosen.train if c in set(cases)]

@@ -7,7 +7,7 @@ manifest of the ``segqc degrade`` format, and several "models" of different qual
 model-ranking experiments.
 
 * :mod:`.config`: :class:`ZooConfig` (``small`` for 2 CPU cores, ``paper`` for a GPU).
-* :mod:`.split`: patient-level train / hold-out split.
+* :mod:`segqc.io.split`: the patient-level train / hold-out split (shared with every trainer).
 * :mod:`.model`: the UNet and slice-batched inference.
 * :mod:`.train`: :func:`train_zoo` (resumable).
 * :mod:`.predict`: :func:`predict_zoo`, input variants, :func:`load_model`.
@@ -17,8 +17,8 @@ torch and MONAI are imported when a function needs them, not on ``import segqc.z
 
 from __future__ import annotations
 
+from segqc.io.split import Split, make_split, patient_id
 from segqc.zoo.config import PRESETS, ZooConfig
-from segqc.zoo.split import Split, make_split, patient_id
 
 __all__ = [
     "PRESETS",

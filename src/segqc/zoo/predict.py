@@ -74,11 +74,11 @@ from segqc.fingerprint import PreprocessingPlan, preprocess_files, restore_label
 from segqc.io.atomic import atomic_path, write_json_atomic
 from segqc.io.datasets import find_dataset_json, list_image_files, list_label_files
 from segqc.io.images import check_same_geometry, read_label_map, write_image
+from segqc.io.split import Split
 from segqc.metrics.binary import MetricSettings
 from segqc.training import CheckpointError, load_checkpoint, select_device
 from segqc.zoo.config import ZooConfig
 from segqc.zoo.model import build_unet, predict_slices
-from segqc.zoo.split import Split
 from segqc.zoo.train import METHOD, read_zoo
 
 __all__ = [

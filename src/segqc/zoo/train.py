@@ -2,7 +2,7 @@
 
 :func:`train_zoo` does, for ``dataset_dir`` (``imagesTr/``, ``labelsTr/``, ``dataset.json``):
 
-1. **Split** the cases by patient (:mod:`segqc.zoo.split`) -> ``split.json``. Only the training
+1. **Split** the cases by patient (:mod:`segqc.io.split`) -> ``split.json``. Only the training
    side is ever read for learning; the fingerprint and plan come from it too.
 2. **Fingerprint and plan** (:mod:`segqc.fingerprint`) with the config's slice size (and target
    spacing, default the training median) -> ``fingerprint.json``, ``plan.json``.
@@ -50,12 +50,12 @@ from segqc.fingerprint import (
     preprocess_files,
 )
 from segqc.io.atomic import write_text_atomic
-from segqc.io.datasets import list_image_files, list_label_files, read_dataset_json
+from segqc.io.datasets import Dataset
+from segqc.io.split import Split, make_split
 from segqc.training import save_checkpoint, seed_everything, select_device
 from segqc.training.stages import Stage, check_run_record, run_stage
 from segqc.zoo.config import ZooConfig
 from segqc.zoo.model import build_unet
-from segqc.zoo.split import Split, make_split
 
 __all__ = ["METHOD", "ZooInfo", "read_zoo", "train_zoo"]
 
@@ -265,15 +265,9 @@ def train_zoo(
 
     config = config or ZooConfig.preset("small")
     say = log or (lambda _line: None)
-    root, out = Path(dataset_dir), Path(out_dir)
-    if not root.is_dir():
-        raise InputError("dataset folder not found" if not root.exists() else "not a folder", root)
-    if not (root / "dataset.json").is_file():
-        raise InputError("no dataset.json (nnU-Net layout: imagesTr/, labelsTr/, dataset.json)", root)
-    dataset = read_dataset_json(root / "dataset.json")
-    label_files = list_label_files(root / "labelsTr", file_ending=dataset.file_ending)
-    if not label_files:
-        raise InputError("holds no label files", root / "labelsTr")
+    dataset = Dataset.open(dataset_dir)
+    root, out = dataset.root, Path(out_dir)
+    label_files = dataset.label_files
 
     split = make_split(label_files, holdout_fraction=config.holdout_fraction, seed=config.seed)
     if (out / "split.json").is_file() and (out / "zoo.json").is_file():
@@ -304,11 +298,7 @@ def train_zoo(
     plan.save(out / "plan.json")
     write_text_atomic(out / "zoo.json", json.dumps(info.to_dict(), indent=2) + "\n")
 
-    images = list_image_files(root / "imagesTr", file_ending=dataset.file_ending)
-    tasks = [_CaseTask(c, tuple(images.get(c, ())), label_files[c]) for c in split.train]
-    for task in tasks:
-        if not task.image_paths:
-            raise InputError(f"no image for case '{task.case}' in {root / 'imagesTr'}", task.label_path)
+    tasks = [_CaseTask(c, tuple(dataset.image_files[c]), label_files[c]) for c in split.train]
 
     torch.set_num_threads(max(1, threads))
     check_run_record(out, method=METHOD, settings=config.resume_key(),

@@ -70,7 +70,7 @@ from segqc.errors import InputError
 from segqc.execution import map_cases
 from segqc.fingerprint import DatasetFingerprint, PreprocessingPlan, compute_fingerprint, plan_from_fingerprint
 from segqc.fingerprint.preprocessing import preprocess_files, transform_label
-from segqc.io.datasets import list_image_files, list_label_files, read_dataset_json
+from segqc.io.datasets import Dataset, list_label_files
 from segqc.io.images import check_same_geometry, read_label_map
 from segqc.nn import ConvTokenEncoder, TokenGridDecoder
 from segqc.qc.nnqc.config import NnqcConfig
@@ -262,16 +262,9 @@ def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, co
     :func:`extra_segmentation_slices`. Raises :class:`InputError` for unknown cases or
     unreadable files.
     """
-    root = Path(dataset_dir)
-    if not (root / "dataset.json").is_file():
-        raise InputError("no dataset.json (nnU-Net layout: imagesTr/, labelsTr/, dataset.json)", root)
-    info = read_dataset_json(root / "dataset.json")
-    image_files = list_image_files(root / "imagesTr", file_ending=info.file_ending)
-    label_files = list_label_files(root / "labelsTr", file_ending=info.file_ending)
-    cases = sorted(label_files) if cases is None else list(cases)
-    missing = [c for c in cases if c not in label_files or c not in image_files]
-    if missing:
-        raise InputError(f"case(s) without image or label file: {', '.join(missing[:5])}", root)
+    dataset = Dataset.open(dataset_dir)
+    root, image_files, label_files = dataset.root, dataset.image_files, dataset.label_files
+    cases = dataset.select(cases)
     if fingerprint is None:
         fingerprint = compute_fingerprint(root, cases=cases)
     if plan is None:
@@ -313,13 +306,12 @@ def extra_segmentation_slices(dataset_dir: str | Path, cases: Sequence[str], seg
     files, other grids than the image, label values outside ``labels``, or a folder holding no
     segmentation of ``cases``.
     """
-    root, folder = Path(dataset_dir), Path(seg_dir)
+    folder = Path(seg_dir)
     if not folder.is_dir():
         raise InputError("extra segmentation folder not found", folder)
-    info = read_dataset_json(root / "dataset.json")
-    image_files = list_image_files(root / "imagesTr", file_ending=info.file_ending)
-    label_files = list_label_files(root / "labelsTr", file_ending=info.file_ending)
-    seg_files = list_label_files(folder, file_ending=info.file_ending)
+    dataset = Dataset.open(dataset_dir)
+    image_files, label_files = dataset.image_files, dataset.label_files
+    seg_files = list_label_files(folder, file_ending=dataset.info.file_ending)
     chosen = [c for c in cases if c in seg_files]
     if not chosen:
         raise InputError(f"holds no segmentation of the {len(cases)} training case(s)", folder)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from segqc.fingerprint import compute_fingerprint, plan_from_fingerprint, preprocess_files
 from segqc.fingerprint.preprocessing import PreprocessingPlan
-from segqc.io.datasets import list_image_files, list_label_files
+from segqc.io.datasets import Dataset
 from segqc.qc.baselines.cae.config import CaeConfig
 from segqc.qc.baselines.cae.model import ConvAutoencoder
 from segqc.training import save_checkpoint, seed_everything
@@ -22,12 +22,10 @@ METHOD = "cae"
 
 def ground_truth_slices(dataset_dir: str | Path, cases: Sequence[str], plan: PreprocessingPlan) -> np.ndarray:
     """Preprocessed axial GT slices with foreground, ``(N, size, size)`` integer labels."""
-    dataset_dir = Path(dataset_dir)
-    images = list_image_files(dataset_dir / "imagesTr")
-    labels = list_label_files(dataset_dir / "labelsTr")
+    dataset = Dataset.open(dataset_dir)
     slices = []
-    for case in cases:
-        prepared = preprocess_files(images[case], plan, label_path=labels[case])
+    for case in dataset.select(cases):
+        prepared = preprocess_files(dataset.image_files[case], plan, label_path=dataset.label_files[case])
         for k in range(prepared.n_slices):
             if prepared.label[..., k].any():
                 slices.append(prepared.label[..., k].astype(np.int64))
