@@ -42,11 +42,14 @@ class CaseSkipped(SegqcError):
 @dataclass(frozen=True)
 class CaseTask:
     """One case of a run. ``inputs``: role -> input files (their content is part of the cache
-    key); ``payload``: anything else the per-case function needs (picklable)."""
+    key); ``payload``: anything else the per-case function needs (picklable); ``settings``:
+    JSON-able settings of this task alone (e.g. which model and input variant), also part of
+    the cache key."""
 
     case: str
     inputs: Mapping[str, tuple[Path, ...]]
     payload: Any = None
+    settings: Any = None
 
     def path(self, role: str) -> Path | None:
         """The first file of ``role``, or None."""
@@ -134,7 +137,8 @@ def run_cases(
     todo: list[tuple[CaseTask, str]] = []
     for task in tasks:
         try:
-            key = case_key(digest, task.inputs, extra_digest)
+            key = case_key(digest, task.inputs, extra_digest if task.settings is None
+                           else extra_digest + settings_digest(task.settings))
         except FileNotFoundError as error:
             report.failed[task.case] = f"{error.filename}: file not found"
             continue

@@ -37,10 +37,11 @@ Outputs under ``out_dir``:
   ``evaluations`` and ``gt_slice_file`` are empty.
 * ``summary.json``: per source n, mean/median/min/max Dice and counts per bin; the settings;
   failed cases.
-* ``cases/CASE.csv``: the finished rows of a case, each with a digest of its source (model
-  weights, variant, seed, tolerance). A rerun reuses every (case, source) whose digest matches
-  and whose file exists, so an interrupted run continues, and adding a variant or a newly trained
-  snapshot only computes what is new.
+* ``cases/<source>/CASE.parquet``: the finished row of one (source, case), stored by the shared
+  case engine (:mod:`segqc.execution`) under a key of the image and label files' content and the
+  source (model weights, variant, seed, tolerance). A rerun reuses every (source, case) whose key
+  matches and whose file exists, so an interrupted run continues, and adding a variant or a newly
+  trained snapshot only computes what is new.
 
 Bad input raises :class:`~segqc.errors.InputError` (one line): a folder that is not a zoo, a
 model folder that is not a zoo model (:class:`~segqc.training.CheckpointError`), missing image or
@@ -68,8 +69,8 @@ import pandas as pd
 
 from segqc.degrade.folder import BASE_COLUMNS, mask_quality
 from segqc.degrade.targeting import NNQC_BINS
-from segqc.errors import GeometryMismatchError, InputError, SegqcError
-from segqc.execution import map_cases
+from segqc.errors import GeometryMismatchError, InputError
+from segqc.execution import CaseResult, CaseTask, run_cases
 from segqc.fingerprint import PreprocessingPlan, preprocess_files, restore_label
 from segqc.io.atomic import atomic_path, write_json_atomic
 from segqc.io.datasets import find_dataset_json, list_image_files, list_label_files
@@ -339,14 +340,6 @@ class _Setup:
     threads: int
 
 
-@dataclass(frozen=True)
-class _CaseTask:
-    case: str
-    image_paths: tuple[Path, ...]
-    label_path: Path
-    sources: tuple[_Source, ...]
-
-
 def _noise_seed(seed: int, case: str, variant: InputVariant) -> int:
     words = [seed, zlib.crc32(case.encode("utf-8")), zlib.crc32(variant.describe().encode("utf-8"))]
     return int(np.random.SeedSequence([int(w) & 0xFFFFFFFF for w in words]).generate_state(1, np.uint32)[0])
@@ -364,52 +357,63 @@ def _nnqc_bin(dice: float) -> tuple[str, int | str, str]:
     return "", "", f"Dice above the highest nnQC bin ({NNQC_BINS[-1].hi:g})"
 
 
-def _predict_case(task: _CaseTask, setup: _Setup) -> list[dict]:
+_PREPARED: dict[tuple, Any] = {}
+
+
+def _prepared_case(image_paths: tuple[Path, ...], plan: PreprocessingPlan) -> Any:
+    """The preprocessed image of a case, kept for the next task of the same case (the tasks of one
+    case, one per source, come one after the other)."""
+    key = (image_paths, json.dumps(plan.to_dict(), sort_keys=True))
+    if key not in _PREPARED:
+        _PREPARED.clear()
+        _PREPARED[key] = preprocess_files(list(image_paths), plan)
+    return _PREPARED[key]
+
+
+def _predict_case(task: CaseTask, setup: _Setup) -> CaseResult:
+    """One source's prediction of one case (task id ``<source>/<case>``), written and measured."""
     import torch
 
     torch.set_num_threads(setup.threads)
-    gt_image = read_label_map(task.label_path)
-    case = preprocess_files(list(task.image_paths), setup.plan)
+    source, case_name = task.payload
+    image_paths, label_path = task.inputs["image"], task.inputs["label"][0]
+    gt_image = read_label_map(label_path)
+    case = _prepared_case(image_paths, setup.plan)
     geometry = case.transform.original_geometry
     try:
-        check_same_geometry(geometry, gt_image.geometry, pred_path=task.image_paths[0], gt_path=task.label_path,
+        check_same_geometry(geometry, gt_image.geometry, pred_path=image_paths[0], gt_path=label_path,
                             origin_atol_mm=0.01)
     except GeometryMismatchError as exc:
         problem = exc.problem.replace("ground truth", "label map")
         raise InputError(f"image {problem}; an image and its label map must share one voxel grid",
-                         task.image_paths[0]) from None
+                         image_paths[0]) from None
     gt = gt_image.array
     unknown = sorted(set(np.unique(gt).tolist()) - set(setup.classes))
     if unknown:
-        raise InputError(f"label value(s) {unknown} are not classes of the zoo {list(setup.classes)}", task.label_path)
+        raise InputError(f"label value(s) {unknown} are not classes of the zoo {list(setup.classes)}", label_path)
     classes = np.asarray(setup.classes)
     dtype = np.uint8 if max(setup.classes) <= 255 else np.uint16
     labels = list(setup.classes[1:])
     settings = MetricSettings(tolerance_mm=setup.tolerance_mm)
-    rows = []
-    inputs: dict[InputVariant, tuple[np.ndarray, int | str]] = {}
-    for source in task.sources:
-        if source.variant not in inputs:
-            noise_seed = _noise_seed(setup.seed, task.case, source.variant) if source.variant.kind == "noise" else None
-            seed: int | str = noise_seed if noise_seed is not None else ""
-            rng = np.random.default_rng(noise_seed if noise_seed is not None else 0)
-            inputs[source.variant] = (source.variant.apply(case.image, rng), seed)
-        image, seed = inputs[source.variant]
-        model = _cached_model(source.model_path, source.model_digest, setup.device)
-        index = predict_slices(model.network, image, batch_size=setup.batch_size)
-        pred = restore_label(classes[index].astype(dtype), case.transform)
-        rel = f"{source.name}/{task.case}.nii.gz"
-        write_image(setup.out_dir / rel, pred, gt_image.geometry)
-        quality = mask_quality(pred, gt, gt_image.geometry.spacing, labels, settings=settings)
-        bin_text, bin_index, note = _nnqc_bin(quality["dice"])
-        rows.append({
-            "case": task.case, "file": rel, "source": source.name, "bin": bin_text, "bin_index": bin_index, "k": "",
-            "slice": "", "binned_on": "dice", "in_bin": bin_text != "", **quality,
-            "operations": source.variant.describe(), "strength": source.variant.value, "attempts": "",
-            "evaluations": "", "seed": seed, "gt_file": str(task.label_path), "gt_slice_file": "", "note": note,
-            "model": source.model, "epoch": source.epoch, "variant": source.variant.kind, "_digest": source.digest,
-        })
-    return rows
+    noise_seed = _noise_seed(setup.seed, case_name, source.variant) if source.variant.kind == "noise" else None
+    seed: int | str = noise_seed if noise_seed is not None else ""
+    image = source.variant.apply(case.image, np.random.default_rng(noise_seed if noise_seed is not None else 0))
+    model = _cached_model(source.model_path, source.model_digest, setup.device)
+    index = predict_slices(model.network, image, batch_size=setup.batch_size)
+    pred = restore_label(classes[index].astype(dtype), case.transform)
+    rel = f"{source.name}/{case_name}.nii.gz"
+    write_image(setup.out_dir / rel, pred, gt_image.geometry)
+    quality = mask_quality(pred, gt, gt_image.geometry.spacing, labels, settings=settings)
+    bin_text, bin_index, note = _nnqc_bin(quality["dice"])
+    row = {
+        "case": case_name, "file": rel, "source": source.name, "bin": bin_text, "bin_index": bin_index, "k": "",
+        "slice": "", "binned_on": "dice", "in_bin": bin_text != "", **quality,
+        "operations": source.variant.describe(), "strength": source.variant.value, "attempts": "",
+        "evaluations": "", "seed": seed, "gt_file": str(label_path), "gt_slice_file": "", "note": note,
+        "model": source.model, "epoch": source.epoch, "variant": source.variant.kind,
+    }
+    table = pd.DataFrame([row], columns=_columns(labels)).astype(str)
+    return CaseResult(table=table, files=[rel])
 
 
 # --------------------------------------------------------------------------------------------
@@ -431,18 +435,6 @@ class ZooPrediction:
 def _columns(labels: Sequence[int]) -> list[str]:
     per_class = [f"{m}_{c}" for m in ("dice", "hd95", "nsd") for c in labels]
     return BASE_COLUMNS[:12] + per_class + BASE_COLUMNS[12:] + EXTRA_COLUMNS
-
-
-def _part_path(out: Path, case: str) -> Path:
-    return out / "cases" / f"{case}.csv"
-
-
-def _read_part(path: Path) -> pd.DataFrame | None:
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
-        return None
-    return frame if {"source", "file", "_digest"} <= set(frame.columns) else None
 
 
 def _resolve_folders(dataset_dir, images_dir, labels_dir) -> tuple[Path, Path, str | None]:
@@ -557,42 +549,16 @@ def predict_zoo(
                    "classes": list(first.classes), "version": _VERSION}
             digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
             sources.append(_Source(name, model.name, model.path, model.digest, model.epoch, variant, digest))
-    parts: dict[str, pd.DataFrame] = {}
-    tasks, reused = [], 0
-    for case in selected:
-        part = _read_part(_part_path(out, case)) if _part_path(out, case).is_file() else None
-        done = set()
-        if part is not None:
-            parts[case] = part
-            valid = {s.name: s.digest for s in sources}
-            for source, file, digest in zip(part["source"], part["file"], part["_digest"]):
-                if valid.get(source) == digest and (out / file).is_file():
-                    done.add(source)
-        todo = tuple(s for s in sources if s.name not in done)
-        reused += len(sources) - len(todo)
-        if todo:
-            tasks.append(_CaseTask(case, tuple(image_files[case]), label_files[case], todo))
-
+    tasks = [CaseTask(f"{source.name}/{case}", {"image": tuple(image_files[case]), "label": (label_files[case],)},
+                      payload=(source, case), settings=source.digest)
+             for case in selected for source in sources]
     threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
     setup = _Setup(out_dir=out, plan=first.plan, classes=first.classes, seed=seed, tolerance_mm=tolerance_mm,
                    batch_size=batch_size, device=device, threads=threads)
-    failed: dict[str, str] = {}
-    columns = _columns(first.labels) + ["_digest"]
-    for task, result in map_cases(partial(_predict_case, setup=setup), tasks, jobs=jobs, scheduler=scheduler,
-                                  description="predict", progress=progress):
-        if isinstance(result, SegqcError):
-            failed[task.case] = str(result)
-            continue
-        new = pd.DataFrame(result, columns=columns).astype(str)
-        old = parts.get(task.case)
-        if old is not None:
-            old = old[~old["source"].isin(set(new["source"]))]
-            new = pd.concat([old.reindex(columns=columns, fill_value=""), new], ignore_index=True)
-        with atomic_path(_part_path(out, task.case)) as tmp:
-            new.to_csv(tmp, index=False)
-        parts[task.case] = new
-
-    manifest = _assemble(parts, selected, sources, failed, columns)
+    report = run_cases(partial(_predict_case, setup=setup), tasks, out, settings={"version": _VERSION}, jobs=jobs,
+                       scheduler=scheduler, progress=progress, description="predict")
+    failed = {task.payload[1]: report.failed[task.case] for task in tasks if task.case in report.failed}
+    manifest = _assemble(report.table, selected, sources, failed, _columns(first.labels))
     with atomic_path(out / "manifest.csv") as tmp:
         manifest.to_csv(tmp, index=False)
     summary = {
@@ -603,23 +569,17 @@ def predict_zoo(
         "cases": {"predicted": sorted(set(selected) - set(failed)), "failed": failed},
     }
     write_json_atomic(out / "summary.json", summary)
-    return ZooPrediction(manifest=manifest, sources=[s.name for s in sources], failed=failed, reused=reused,
-                         summary=summary)
+    return ZooPrediction(manifest=manifest, sources=[s.name for s in sources], failed=failed,
+                         reused=len(report.reused), summary=summary)
 
 
-def _assemble(parts: dict[str, pd.DataFrame], selected: Sequence[str], sources: Sequence[_Source],
+def _assemble(table: pd.DataFrame, selected: Sequence[str], sources: Sequence[_Source],
               failed: dict[str, str], columns: Sequence[str]) -> pd.DataFrame:
-    valid = {s.name: s.digest for s in sources}
+    """The manifest: rows of cases without a failure, by source then case, ``k`` counted per
+    (case, bin) in that order."""
     order = {s.name: i for i, s in enumerate(sources)}
-    frames = []
-    for case in selected:
-        if case in failed or case not in parts:
-            continue
-        part = parts[case]
-        keep = part[[valid.get(s) == d for s, d in zip(part["source"], part["_digest"])]]
-        frames.append(keep.reindex(columns=columns, fill_value=""))
-    manifest = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
-    manifest = manifest.drop(columns="_digest")
+    manifest = table.reindex(columns=columns, fill_value="") if len(table) else pd.DataFrame(columns=columns)
+    manifest = manifest[~manifest["case"].isin(set(failed))]
     if len(manifest):
         case_rank = {c: i for i, c in enumerate(selected)}
         manifest = manifest.assign(_s=manifest["source"].map(order), _c=manifest["case"].map(case_rank))
