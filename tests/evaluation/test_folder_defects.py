@@ -319,3 +319,17 @@ def test_png_pairs_without_spacing_report_pixels_and_spacing_gives_millimetres(t
                 "--spacing", "0.5,0.25", "-q").exit_code == 0
     table = _table(tmp_path / "mm")
     assert _value(table, "cell", "1", "hd") == pytest.approx(1.5) and set(table["unit"]) == {"mm"}
+
+
+def test_a_config_object_gives_what_the_keyword_settings_give(gt_folder, tmp_path):
+    from segqc.evaluation.evaluate import EvaluationConfig, evaluate_folder
+    from segqc.metrics import MetricSettings
+
+    gt_dir, arrays = gt_folder
+    preds = _predictions(tmp_path / "pred", arrays, 2)
+    by_config = evaluate_folder(tmp_path / "pred", gt_dir, None,
+                                EvaluationConfig(metrics=("dice", "nsd"), settings=MetricSettings(tolerance_mm=2.0)))
+    by_keywords = evaluate_folder(tmp_path / "pred", gt_dir, metrics=("dice", "nsd"), tolerance_mm=2.0)
+    pd.testing.assert_frame_equal(by_config, by_keywords)
+    assert set(by_config["label_name"]) == {"a", "b", "c"}  # names from dataset.json
+    assert _value(by_config, "case0", "2", "dice") == pytest.approx(_dice(preds["case0"], arrays["case0"], 2))

@@ -11,7 +11,7 @@ of labels).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -279,6 +279,7 @@ def evaluate_folder(
     pred_dir: str | Path,
     gt_dir: str | Path,
     out_dir: str | Path | None = None,
+    config: EvaluationConfig | None = None,
     *,
     metrics: Sequence[str] | None = None,
     tolerance_mm: float = 1.0,
@@ -310,7 +311,9 @@ def evaluate_folder(
     A ``manifest.csv`` in ``pred_dir`` or its parent (``segqc degrade`` output) maps each
     prediction file to the case it segments. A per-case input error (unreadable file, geometry
     mismatch, unexpected label) is reported in ``failed`` and ``summary.json`` and the other cases
-    go on. Raises :class:`InputError` when no prediction matches a ground truth or both folders
+    go on. ``config``: an :class:`EvaluationConfig` to use as it is instead of the keyword
+    settings (its label set, when left at the default, comes from ``dataset.json``). Raises
+    :class:`InputError` when no prediction matches a ground truth or both folders
     are the same (unless ``same_folder_ok``: e.g. QC benchmarks of the ground truths themselves).
     """
     from segqc.evaluation.aggregate import summarise
@@ -320,18 +323,22 @@ def evaluate_folder(
         raise InputError("is given as both the prediction and the ground-truth folder", pred_dir)
     info = find_dataset_json(gt_dir)
     ending = info.file_ending if info else None
-    config = EvaluationConfig(
-        metrics=tuple(metrics) if metrics else DEFAULT_METRICS,
-        settings=MetricSettings(tolerance_mm=tolerance_mm, percentile=percentile, surface=surface,  # type: ignore[arg-type]
-                                empty=empty or EmptyPolicy()),
-        per_component=per_component,
-        connectivity=connectivity,
-        voronoi_units=voronoi_units,
-        label_set=_label_set(info, labels, regions),
-        resample=resample,
-        multiclass_all=multiclass_all,
-        spacing=tuple(spacing) if spacing is not None else None,
-    )
+    if config is not None:
+        if config.label_set == LabelSet():
+            config = replace(config, label_set=_label_set(info, labels, regions))
+    else:
+        config = EvaluationConfig(
+            metrics=tuple(metrics) if metrics else DEFAULT_METRICS,
+            settings=MetricSettings(tolerance_mm=tolerance_mm, percentile=percentile, surface=surface,  # type: ignore[arg-type]
+                                    empty=empty or EmptyPolicy()),
+            per_component=per_component,
+            connectivity=connectivity,
+            voronoi_units=voronoi_units,
+            label_set=_label_set(info, labels, regions),
+            resample=resample,
+            multiclass_all=multiclass_all,
+            spacing=tuple(spacing) if spacing is not None else None,
+        )
     pairing = pair_cases(pred_dir, gt_dir, file_ending=ending)
     if not pairing.matched:
         found = [sid for sid, _ in pairing.extra]
