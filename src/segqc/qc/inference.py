@@ -70,7 +70,8 @@ def _check_labels(seg: np.ndarray, model: QcModel, path: Path) -> None:
     present = set(np.unique(seg).tolist())
     unknown = sorted(present - set(model.labels))
     if unknown:
-        raise InputError(f"label value(s) {unknown} were not in the QC model's training labels {list(model.labels)}", path)
+        raise InputError(f"label value(s) {unknown} were not in the QC model's training labels {list(model.labels)}",
+                         path)
 
 
 def _check_intensity(image: np.ndarray, seg: np.ndarray, model: QcModel, path: Path) -> str | None:
@@ -151,7 +152,8 @@ def qc_case(model: QcModel, case: str, image_paths: Sequence[Path], seg_path: Pa
     pgt_slices = np.concatenate(chunks, axis=1)  # (K, n, H, W)
     consensus_slices = majority_vote(pgt_slices, model.labels)
     spacing = seg_image.geometry.spacing
-    config = EvaluationConfig(metrics=tuple(settings.metrics), settings=MetricSettings(tolerance_mm=settings.tolerance_mm),
+    config = EvaluationConfig(metrics=tuple(settings.metrics),
+                              settings=MetricSettings(tolerance_mm=settings.tolerance_mm),
                               label_set=_label_set(model), multiclass_all=True)
 
     def evaluate(pgt: np.ndarray) -> pd.DataFrame:
@@ -209,7 +211,9 @@ def qc_tasks(images_dir: Path, segs_dir: Path) -> tuple[list[CaseTask], Pairing]
     return tasks, pairing
 
 
-def pair_images_and_segmentations(images_dir: Path, segs_dir: Path) -> tuple[list[tuple[str, list[Path], Path]], list[str], list[str]]:
+def pair_images_and_segmentations(
+    images_dir: Path, segs_dir: Path
+) -> tuple[list[tuple[str, list[Path], Path]], list[str], list[str]]:
     """(segmentation id, image channel files, segmentation) for segmentations with an image;
     segmentations without an image and images without a segmentation are returned separately."""
     tasks, pairing = qc_tasks(Path(images_dir), Path(segs_dir))

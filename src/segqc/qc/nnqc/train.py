@@ -138,17 +138,20 @@ class NnqcTrainingData:
         if n < 1:
             raise InputError("the training data holds no slice")
         if self.gt.shape != (n, size, size) or self.gt.dtype.kind not in "iub":
-            raise InputError(f"gt must be integer label maps of shape {(n, size, size)}, got {self.gt.shape} {self.gt.dtype}")
+            raise InputError(f"gt must be integer label maps of shape {(n, size, size)}, "
+                             f"got {self.gt.shape} {self.gt.dtype}")
         if self.ratios.shape != (n,) or not np.all((self.ratios >= 0) & (self.ratios <= 1)):
             raise InputError(f"ratios must be {n} values in [0, 1]")
         if self.segs.ndim != 3 or self.segs.shape[1:] != (size, size) or self.segs.dtype.kind not in "iub":
-            raise InputError(f"segs must be integer label maps (M, {size}, {size}), got {self.segs.shape} {self.segs.dtype}")
+            raise InputError(f"segs must be integer label maps (M, {size}, {size}), "
+                             f"got {self.segs.shape} {self.segs.dtype}")
         if self.seg_source.shape != (self.segs.shape[0],) or self.seg_dice.shape != self.seg_source.shape:
             raise InputError("seg_source and seg_dice need one entry per imperfect segmentation")
         if self.seg_source.size and (self.seg_source.min() < 0 or self.seg_source.max() >= n):
             raise InputError("seg_source points outside the slices")
         if len(self.labels) < 2 or self.labels[0] != 0 or len(set(self.labels)) != len(self.labels):
-            raise InputError(f"labels must list background 0 first and at least one foreground label, got {self.labels}")
+            raise InputError("labels must list background 0 first and at least one foreground label, "
+                             f"got {self.labels}")
         for name, array in (("gt", self.gt), ("segs", self.segs)):
             unknown = sorted(set(np.unique(array).tolist()) - set(self.labels))
             if unknown:
@@ -188,7 +191,8 @@ class NnqcTrainingData:
         dice = np.array([multiclass_dice(s, g).value for s, g in zip(segs, gt)], dtype=np.float64)
         return NnqcTrainingData(
             images=np.concatenate([self.images, images]), gt=np.concatenate([self.gt, gt.astype(self.gt.dtype)]),
-            ratios=np.concatenate([self.ratios, ratios]), segs=np.concatenate([self.segs, segs.astype(self.segs.dtype)]),
+            ratios=np.concatenate([self.ratios, ratios]),
+            segs=np.concatenate([self.segs, segs.astype(self.segs.dtype)]),
             seg_source=np.concatenate([self.seg_source, self.n_slices + np.arange(k)]), labels=self.labels,
             spacing=self.spacing, seg_dice=np.concatenate([self.seg_dice, dice]), plan=self.plan,
             fingerprint=self.fingerprint)

@@ -24,7 +24,8 @@ def load(model_dir: str | Path) -> tuple[ConvAutoencoder, dict]:
         model = ConvAutoencoder(len(config["labels"]), cae_config)
         model.load_state_dict(weights["autoencoder"])
     except (KeyError, ValueError, RuntimeError, InputError) as error:
-        raise CheckpointError(f"{model_dir}: checkpoint does not match the CAE model ({str(error).splitlines()[0]})") from None
+        first_line = str(error).splitlines()[0]
+        raise CheckpointError(f"{model_dir}: checkpoint does not match the CAE model ({first_line})") from None
     model.eval()
     return model, dict(config, fingerprint=fingerprint)
 
