@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from slices import load_slices  # noqa: E402
-from train_variants import validate  # noqa: E402
+from slices import load_slices
+from train_variants import validate
 
 
 def main() -> None:

@@ -404,7 +404,7 @@ def ground_truth_files(folder: PathLike, *, file_ending: str | None = None) -> S
     files = list_label_files(folder, file_ending=file_ending)
     ignored: list[tuple[Path, str]] = []
     if file_ending:
-        for stem, item in _image_entries(folder, None):
+        for _stem, item in _image_entries(folder, None):
             if item not in files.values():
                 ignored.append((item, f"its ending differs from dataset.json's file_ending {file_ending}"))
     return SegmentationFiles(files={c: (c, p) for c, p in files.items()}, ignored=ignored)

@@ -220,7 +220,7 @@ def compare_components(
         values = np.asarray(table[name], dtype=float)
         finite = values[~np.isnan(values)]
         tags: dict[str, int] = {}
-        for k, r in per_component:
+        for _k, r in per_component:
             if r.metric == name and r.empty:
                 tags[r.empty] = tags.get(r.empty, 0) + 1
         # the mean says how many components an empty-mask rule scored, e.g. "pred_empty:worst x3"
