@@ -81,6 +81,7 @@ def run_names(folders: Sequence[str | Path]) -> list[str]:
         if path in seen:
             raise InputError(f"is given twice (also as {seen[path]})", original)
         seen[path] = str(original)
+    parts_list: list[tuple[str, ...]]
     if len(resolved) == 1:
         parts_list = [(resolved[0].name,)]
     else:
