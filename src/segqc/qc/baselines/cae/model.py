@@ -24,6 +24,7 @@ class ConvAutoencoder(nn.Module):
 
     def __init__(self, n_classes: int, config: CaeConfig) -> None:
         super().__init__()
+        self.n_classes = int(n_classes)
         widths = (n_classes,) + tuple(config.channels)
         self.encoder = nn.Sequential(*[_stage(a, b, down=True) for a, b in zip(widths[:-1], widths[1:])],
                                      nn.Conv2d(widths[-1], config.latent_channels, 1))

@@ -32,7 +32,7 @@ def load(model_dir: str | Path) -> tuple[ConvAutoencoder, dict]:
 
 def reconstruct(model: ConvAutoencoder, segs: np.ndarray) -> np.ndarray:
     """Reconstructed label maps ``(B, H, W)`` of segmentations ``(B, H, W)``."""
-    n_classes = model.decoder[-1].out_channels
+    n_classes = model.n_classes
     with torch.no_grad():
         target = torch.from_numpy(np.asarray(segs, dtype=np.int64))
         one_hot = F.one_hot(target, n_classes).permute(0, 3, 1, 2).float()
