@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from zoo_fixtures import TINY, make_dataset
 
 
