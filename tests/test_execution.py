@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from segqc.errors import InputError
-from segqc.execution import map_cases, pool_start_method
+from segqc.execution import map_cases
 
 
 def _square_or_fail(item: int, bad: int) -> int:
@@ -68,7 +68,8 @@ def test_workers_using_torch_after_the_parent_did_do_not_hang(tmp_path):
 
 
 def test_without_torch_workers_are_forked_on_linux():
-    code = "import sys; from segqc.execution import pool_start_method; print(pool_start_method(), 'torch' in sys.modules)"
+    code = ("import sys; from segqc.execution import pool_start_method; "
+            "print(pool_start_method(), 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout.split()
     assert out[1] == "False"
     if sys.platform.startswith("linux"):

@@ -102,9 +102,9 @@ def per_source(pairs: pd.DataFrame) -> pd.DataFrame:
 
 
 def main() -> None:
+    from segqc.io.split import Split
     from segqc.qc.assessment import benchmark_qc
     from segqc.qc.inference import QcSettings
-    from segqc.io.split import Split
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", type=Path, required=True)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from slices import load_slices  # noqa: E402
+from slices import load_slices
 
 
 def _r_mae(est: np.ndarray, true: np.ndarray, ok: np.ndarray) -> str:

@@ -41,9 +41,9 @@ def load_slices(path: Path):
 
 def main() -> None:
     from segqc.fingerprint import compute_fingerprint, plan_from_fingerprint
+    from segqc.io.split import Split
     from segqc.qc.nnqc import NnqcConfig
     from segqc.qc.nnqc.train import build_training_data
-    from segqc.io.split import Split
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", type=Path)

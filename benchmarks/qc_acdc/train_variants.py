@@ -165,7 +165,8 @@ def main() -> None:
         for key, value in row.items():
             if key.startswith("ddim_"):
                 print(f"{row['variant']:<14} {value['steps']:>5} {value['pearson_r']:6.3f} {value['mae']:6.3f} "
-                      f"{value['pgt_dice_degraded_inputs']:8.3f} {value['pgt_dice_clean_inputs']:10.3f} {value['seconds']:6.1f}")
+                      f"{value['pgt_dice_degraded_inputs']:8.3f} {value['pgt_dice_clean_inputs']:10.3f} "
+                      f"{value['seconds']:6.1f}")
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from slices import load_slices  # noqa: E402
-from train_variants import validate  # noqa: E402
+from slices import load_slices
+from train_variants import validate
 
 
 def main() -> None:
@@ -39,8 +39,9 @@ def main() -> None:
         for steps in args.steps:
             row = {"model": name, **validate(Path(path), holdout, steps, args.max_slices)}
             results.append(row)
-            print(f"{name:<12} {steps:>5} {row['pearson_r']:6.3f} {row['mae']:6.3f} {row['pgt_dice_degraded_inputs']:8.3f} "
-                  f"{row['pgt_dice_clean_inputs']:10.3f} {row['seconds']:7.1f} {row['slices']:>6}", flush=True)
+            print(f"{name:<12} {steps:>5} {row['pearson_r']:6.3f} {row['mae']:6.3f} "
+                  f"{row['pgt_dice_degraded_inputs']:8.3f} {row['pgt_dice_clean_inputs']:10.3f} {row['seconds']:7.1f} "
+                  f"{row['slices']:>6}", flush=True)
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
 

@@ -70,7 +70,8 @@ class ConfigBase:
         elif str(name).lower().endswith(".json") or Path(name).is_file():
             base = cls.load(name)
         else:
-            raise ValueError(f"unknown {cls.label()} config {name!r}; use one of {', '.join(cls.PRESETS)} or a JSON file")
+            raise ValueError(f"unknown {cls.label()} config {name!r}; "
+                             f"use one of {', '.join(cls.PRESETS)} or a JSON file")
         return base.with_overrides(**overrides)
 
     def with_overrides(self: C, **overrides: Any) -> C:

@@ -39,7 +39,8 @@ def folders(tmp_path: Path) -> tuple[Path, Path, dict[str, tuple[np.ndarray, np.
         write_image(pred_dir / f"case{i}.nii.gz", pred, geometry)
         arrays[f"case{i}"] = (pred, gt)
     (gt_dir / "dataset.json").write_text(
-        json.dumps({"labels": {"background": 0, "a": 1, "wall": 2, "b": 3, "heart": [1, 2, 3]}, "file_ending": ".nii.gz"})
+        json.dumps({"labels": {"background": 0, "a": 1, "wall": 2, "b": 3, "heart": [1, 2, 3]},
+                    "file_ending": ".nii.gz"})
     )
     return pred_dir, gt_dir, arrays
 
@@ -96,7 +97,8 @@ def test_missing_prediction_is_evaluated_as_empty_and_extra_is_skipped(folders, 
     gt = arrays["case0"][1]
     write_image(pred_dir / "stray.nii.gz", gt, Geometry.from_shape(gt.shape, SPACING))
     out = tmp_path / "out"
-    result = runner.invoke(app, ["evaluate", str(pred_dir), str(gt_dir), "-o", str(out), "--metrics", "dice,hd95", "-q"])
+    result = runner.invoke(app, ["evaluate", str(pred_dir), str(gt_dir), "-o", str(out), "--metrics", "dice,hd95",
+                                 "-q"])
     assert result.exit_code == 0
     assert "case1: no prediction" in result.output and "stray: prediction has no ground truth" in result.output
     table = pd.read_csv(out / "metrics.csv", dtype={"label": str}, keep_default_na=False)
@@ -196,7 +198,8 @@ def test_missing_ground_truth_folder_stops_with_exit_code_2(tmp_path):
 
 def test_unknown_metric_is_refused(folders, tmp_path):
     pred_dir, gt_dir, _ = folders
-    result = runner.invoke(app, ["evaluate", str(pred_dir), str(gt_dir), "-o", str(tmp_path / "o"), "--metrics", "dice,foo"])
+    result = runner.invoke(app, ["evaluate", str(pred_dir), str(gt_dir), "-o", str(tmp_path / "o"),
+                                 "--metrics", "dice,foo"])
     assert result.exit_code == 2 and "unknown metric(s) foo" in result.output
 
 
@@ -223,7 +226,8 @@ def test_parallel_jobs_give_the_same_table_as_serial(folders, tmp_path):
     parallel = _run("evaluate", str(pred_dir), str(gt_dir), "-o", str(tmp_path / "b"), "--metrics", "dice,hd95", "-q",
                     "--jobs", "2")
     assert serial.exit_code == parallel.exit_code == 0
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a" / "metrics.csv"), pd.read_csv(tmp_path / "b" / "metrics.csv"))
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a" / "metrics.csv"),
+                                  pd.read_csv(tmp_path / "b" / "metrics.csv"))
 
 
 def test_dask_scheduler_gives_the_same_table_as_serial(folders, tmp_path):
@@ -232,7 +236,8 @@ def test_dask_scheduler_gives_the_same_table_as_serial(folders, tmp_path):
 
     pred_dir, gt_dir, _ = folders
     serial = evaluate_folder(pred_dir, gt_dir, metrics=("dice", "hd95"))
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
         result = _run("evaluate", str(pred_dir), str(gt_dir), "-o", str(tmp_path / "d"), "--metrics", "dice,hd95", "-q",
                       "--scheduler", cluster.scheduler_address)
     assert result.exit_code == 0, result.output

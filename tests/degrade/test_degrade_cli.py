@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from segqc.cli.main import app
 from segqc.evaluation.evaluate import EvaluationConfig, evaluate_label_maps
-from segqc.io.labels import LabelSet
 from segqc.io.images import Geometry, write_image
+from segqc.io.labels import LabelSet
 from segqc.synthetic import multiclass_phantom
 
 runner = CliRunner()
@@ -80,7 +80,8 @@ def test_degrade_writes_maps_and_a_manifest_of_their_true_quality(dataset, tmp_p
         evaluated = evaluate_label_maps(pred, gt, spacing, config)
         present = set(np.unique(pred)) | set(np.unique(gt))
         for metric in ("hd95", "nsd"):
-            values = evaluated[(evaluated["metric"] == metric) & evaluated["label"].isin({str(v) for v in present - {0}})]["value"]
+            chosen = (evaluated["metric"] == metric) & evaluated["label"].isin({str(v) for v in present - {0}})
+            values = evaluated[chosen]["value"]
             assert getattr(row, metric) == pytest.approx(values.mean(), rel=1e-9)
         assert row.operations and "@" in row.operations
     summary = json.loads((out / "summary.json").read_text())
@@ -154,7 +155,8 @@ def test_labels_absent_from_dataset_json_fail_that_case_only(dataset, tmp_path):
 
 def test_image_with_other_geometry_fails_that_case(dataset, tmp_path):
     image = np.zeros((56, 56, 12), dtype=np.float32)
-    write_image(dataset.parent / "imagesTr" / "case2_0000.nii.gz", image, Geometry.from_shape(image.shape, (1.0, 1.0, 4.0)))
+    write_image(dataset.parent / "imagesTr" / "case2_0000.nii.gz", image,
+                Geometry.from_shape(image.shape, (1.0, 1.0, 4.0)))
     out = tmp_path / "out"
     result = _run(str(dataset), "-o", str(out), "--per-case", "1", "--quiet")
     assert result.exit_code == 1

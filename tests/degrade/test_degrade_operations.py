@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from segqc.degrade import OPERATIONS
+from segqc.degrade import OPERATIONS, seggen
 from segqc.degrade import operations as ops
-from segqc.degrade import seggen
 from segqc.metrics.multiclass import multiclass_dice
 from segqc.synthetic import multiclass_phantom
 

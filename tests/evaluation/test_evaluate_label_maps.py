@@ -111,7 +111,8 @@ def test_voxel_mode_hd95_per_class_matches_monai_on_full_masks(acdc):
 
 def test_labels_absent_from_both_maps_give_tagged_both_empty_rows(acdc):
     pred, gt, spacing = acdc
-    config = EvaluationConfig(label_set=LabelSet().restricted_to((1, 2, 3, 4)), settings=MetricSettings(empty=EmptyPolicy(both_empty="nan")))
+    config = EvaluationConfig(label_set=LabelSet().restricted_to((1, 2, 3, 4)),
+                              settings=MetricSettings(empty=EmptyPolicy(both_empty="nan")))
     rows = _case_rows(evaluate_label_maps(pred, gt, spacing, config))
     for metric in ("dice", "iou", "precision", "recall", "hd", "hd95", "assd", "masd", "nsd"):
         value, empty = rows[("4", metric)]

@@ -9,8 +9,8 @@ import pytest
 
 from segqc.errors import InputError
 from segqc.io import (
-    Pairing,
     DatasetInfo,
+    Pairing,
     case_id,
     find_dataset_json,
     list_image_files,

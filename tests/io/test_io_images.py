@@ -378,7 +378,8 @@ def test_gzip_check_is_independent_of_chunk_sizes(tmp_path, monkeypatch, read_si
     stream[-6] ^= 0x04
     bad = tmp_path / "bad.nii.gz"
     bad.write_bytes(bytes(stream))
-    with pytest.raises(InputError, match=r"bad\.nii\.gz: cannot read image: corrupt \.nii\.gz file \(CRC check failed\)"):
+    with pytest.raises(InputError,
+                       match=r"bad\.nii\.gz: cannot read image: corrupt \.nii\.gz file \(CRC check failed\)"):
         read_label_map(bad)
     cut = tmp_path / "cut.nii.gz"
     cut.write_bytes(gzip.compress(raw)[:-3])

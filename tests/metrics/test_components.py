@@ -75,7 +75,8 @@ def test_tie_free_case_has_a_clear_nearest_component_and_matches_the_feature_tra
     assert assignment.n_gt == 4 == ndimage.label(gt, structure=np.ones((3, 3, 3)))[1]
     points = np.stack(np.unravel_index(assignment.pred_index, gt.shape), axis=1)
     d2 = np.sort(_squared_distance_to_components(points, assignment.gt_labels, 4, 1.0)[:, 1:], axis=1)
-    assert np.all(np.sqrt(d2[:, 1]) - np.sqrt(d2[:, 0]) > 3.0), "every predicted voxel is >3 voxels closer to one component"
+    assert np.all(np.sqrt(d2[:, 1]) - np.sqrt(d2[:, 0]) > 3.0), \
+        "every predicted voxel is >3 voxels closer to one component"
     expected = _feature_transform_regions(assignment.gt_labels).reshape(-1)[assignment.pred_index]
     np.testing.assert_array_equal(assignment.pred_region, expected)
     # the same in mm on this isotropic grid
@@ -177,7 +178,8 @@ def test_per_component_metrics_in_mm_equal_full_size_region_masks_on_anisotropic
         if not in_region.any():
             assert rows[(k, "dice")] == 0.0 and rows[(k, "hd95")] == 50.0
             continue
-        assert rows[(k, "dice")] == pytest.approx(2 * np.sum(in_region & component) / (in_region.sum() + component.sum()))
+        expected_dice = 2 * np.sum(in_region & component) / (in_region.sum() + component.sum())
+        assert rows[(k, "dice")] == pytest.approx(expected_dice)
         ref = sdlib.compute_surface_distances(component, in_region, spacing)
         assert rows[(k, "hd95")] == pytest.approx(sdlib.compute_robust_hausdorff(ref, 95), rel=1e-6)
         assert rows[(k, "nsd")] == pytest.approx(sdlib.compute_surface_dice_at_tolerance(ref, 1.3), rel=1e-6)

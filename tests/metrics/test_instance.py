@@ -31,7 +31,7 @@ def test_pq_and_lesion_dice_on_exact_match_partial_match_and_false_positive():
     pred_b = _box(SHAPE, slice(12, 17), slice(12, 17), slice(12, 14))  # 50 voxels inside gt_b: IoU 0.4
     pred_fp = _box(SHAPE, slice(24, 26), slice(2, 4), slice(24, 26))  # 8 voxels, touches no GT
     gt, pred = gt_a | gt_b, pred_a | pred_b | pred_fp
-    n_a, n_b, n_pb = gt_a.sum(), gt_b.sum(), pred_b.sum()
+    n_b, n_pb = gt_b.sum(), pred_b.sum()
     iou_b = n_pb / n_b
     assert iou_b == pytest.approx(0.4)
 

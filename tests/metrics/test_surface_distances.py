@@ -44,7 +44,7 @@ def _ball_mm(shape, spacing, centre_mm, radius_mm) -> np.ndarray:
     return d2 <= radius_mm**2
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _case(name: str):
     """(pred, gt, spacing) of a named test case; deterministic (seeded). Cached: do not modify."""
     rng = np.random.default_rng(_SEEDS[name])
@@ -137,7 +137,7 @@ def search_path(monkeypatch):
     yield use
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _surfel_reference(name: str) -> dict:
     sd = pytest.importorskip("surface_distance")
     pred, gt, spacing = _case(name)
@@ -200,7 +200,8 @@ def test_sorted_distances_and_areas_match_surface_distance_on_every_search_path(
         assert sd.mode == "surfel"
         # sorted ascending, as documented
         assert np.all(np.diff(sd.gt_to_pred) >= 0) and np.all(np.diff(sd.pred_to_gt) >= 0)
-        for ours, theirs in ((sd.gt_to_pred, ref["distances_gt_to_pred"]), (sd.pred_to_gt, ref["distances_pred_to_gt"])):
+        for ours, theirs in ((sd.gt_to_pred, ref["distances_gt_to_pred"]),
+                             (sd.pred_to_gt, ref["distances_pred_to_gt"])):
             assert ours.shape == theirs.shape, path
             np.testing.assert_allclose(ours, theirs, rtol=RTOL, atol=1e-9, err_msg=path)
         g = _sorted_pairs(sd.gt_to_pred, sd.gt_weights)
@@ -244,7 +245,8 @@ def test_compare_masks_surfel_metrics_match_surface_distance(name):
     ref = _surfel_reference(name)
     pred, gt, spacing = _case(name)
     settings = MetricSettings(tolerance_mm=1.234, percentile=95.0)
-    got = {r.metric: r for r in compare_masks(pred, gt, spacing, metrics=("hd", "hd95", "masd", "nsd"), settings=settings)}
+    got = {r.metric: r
+           for r in compare_masks(pred, gt, spacing, metrics=("hd", "hd95", "masd", "nsd"), settings=settings)}
     assert all(r.empty == "" for r in got.values())
     assert got["hd"].value == pytest.approx(sdlib.compute_robust_hausdorff(ref, 100), rel=RTOL)
     assert got["hd95"].value == pytest.approx(sdlib.compute_robust_hausdorff(ref, 95), rel=RTOL)
@@ -320,13 +322,15 @@ def test_voxel_mode_matches_monai_hausdorff_assd_and_surface_dice(name):
     pred, gt, spacing = _case(name)
     tolerance = 1.0 + 1.0 / np.e
     settings = MetricSettings(surface="voxel", tolerance_mm=tolerance)
-    got = {r.metric: r.value for r in compare_masks(pred, gt, spacing, metrics=("hd", "hd95", "assd", "nsd"), settings=settings)}
+    got = {r.metric: r.value
+           for r in compare_masks(pred, gt, spacing, metrics=("hd", "hd95", "assd", "nsd"), settings=settings)}
     y_pred, y = _one_hot(pred), _one_hot(gt)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         hd = compute_hausdorff_distance(y_pred, y, include_background=False, spacing=spacing).item()
         hd95 = compute_hausdorff_distance(y_pred, y, include_background=False, percentile=95, spacing=spacing).item()
-        asd = compute_average_surface_distance(y_pred, y, include_background=False, symmetric=True, spacing=spacing).item()
+        asd = compute_average_surface_distance(y_pred, y, include_background=False, symmetric=True,
+                                               spacing=spacing).item()
         surface_dice = compute_surface_dice(
             y_pred, y, class_thresholds=[tolerance], include_background=False, spacing=spacing
         ).item()
@@ -417,7 +421,8 @@ def test_identical_masks_have_zero_distances_and_full_nsd(mode, ndim):
     sd = surface_distances(mask, mask.copy(), spacing, mode=mode)
     assert sd.gt_to_pred.size > 0
     assert np.all(sd.gt_to_pred == 0) and np.all(sd.pred_to_gt == 0)
-    got = {r.metric: r.value for r in compare_masks(mask, mask, spacing, settings=MetricSettings(surface=mode, tolerance_mm=0.0))}
+    got = {r.metric: r.value
+           for r in compare_masks(mask, mask, spacing, settings=MetricSettings(surface=mode, tolerance_mm=0.0))}
     for name in ("hd", "hd95", "assd", "masd"):
         assert got[name] == 0.0, name
     assert got["nsd"] == 1.0
@@ -454,7 +459,8 @@ def test_inputs_are_not_modified_and_nonbool_inputs_are_accepted():
 
 @pytest.mark.parametrize(
     "pred_shape, gt_shape, spacing",
-    [((4, 4, 4), (4, 4, 5), (1, 1, 1)), ((4, 4, 4), (4, 4, 4), (1, 1)), ((4, 4), (4, 4), (1, 0)), ((4, 4), (4, 4), (1, np.nan))],
+    [((4, 4, 4), (4, 4, 5), (1, 1, 1)), ((4, 4, 4), (4, 4, 4), (1, 1)), ((4, 4), (4, 4), (1, 0)),
+     ((4, 4), (4, 4), (1, np.nan))],
 )
 def test_bad_shapes_and_spacings_raise(pred_shape, gt_shape, spacing):
     with pytest.raises(ValueError):

@@ -123,7 +123,8 @@ def test_bad_extra_segmentations_name_the_folder_or_file(toy_root, tmp_path):
     with pytest.raises(InputError, match=r"toy0.nii.gz.*label value\(s\) \[7\]"):
         build_training_data(toy_root, None, TINY, extra_seg_dirs=[odd])
     small = tmp_path / "small"
-    write_image(small / "toy0.nii.gz", np.zeros((20, 40, 8), np.uint8), Geometry.from_shape((20, 40, 8), (1.5, 1.5, 5.0)))
+    write_image(small / "toy0.nii.gz", np.zeros((20, 40, 8), np.uint8),
+                Geometry.from_shape((20, 40, 8), (1.5, 1.5, 5.0)))
     with pytest.raises(InputError, match="toy0"):
         build_training_data(toy_root, None, TINY, extra_seg_dirs=[small])
 

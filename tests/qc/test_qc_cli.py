@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 pytest.importorskip("torch")
 
-from segqc.cli.main import app  # noqa: E402
-from segqc.io.images import read_label_map, write_image  # noqa: E402
+from segqc.cli.main import app
+from segqc.io.images import read_label_map, write_image
 
 runner = CliRunner()
 

@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
-
 from qc_toy_data import oracle_model
+from typer.testing import CliRunner
 
 from segqc.cli.main import app
 from segqc.io.images import Geometry, read_label_map, write_image

@@ -13,15 +13,13 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from qc_toy_data import oracle_model
 from scipy import ndimage
 
 from segqc.io.images import read_label_map, write_image
 from segqc.qc.assessment import benchmark_qc, rank_models, true_metrics
 from segqc.qc.inference import QcSettings, qc_folder, worklist
-from qc_toy_data import oracle_model
-
 from segqc.qc.model_api import QcModel
-
 
 
 @pytest.fixture()

@@ -20,8 +20,8 @@ from scipy import ndimage
 pytest.importorskip("torch")
 pytest.importorskip("monai")
 
-from segqc.io.images import read_image, read_label_map, write_image  # noqa: E402
-from segqc.qc.inference import QcSettings, qc_folder  # noqa: E402
+from segqc.io.images import read_image, read_label_map, write_image
+from segqc.qc.inference import QcSettings, qc_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "models" / "acdc-nnqc-small"

@@ -11,7 +11,7 @@ import SimpleITK as sitk
 pytest.importorskip("torch")
 pytest.importorskip("monai")
 
-from segqc.zoo import ZooConfig, predict_zoo, train_zoo  # noqa: E402
+from segqc.zoo import ZooConfig, predict_zoo, train_zoo
 
 ACDC = Path(__file__).resolve().parents[3] / "shared" / "data" / "acdc"
 

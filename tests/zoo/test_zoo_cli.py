@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 pytest.importorskip("torch")
 pytest.importorskip("monai")
 
-from zoo_fixtures import TINY  # noqa: E402
+from zoo_fixtures import TINY
 
-from segqc.cli.main import app  # noqa: E402
+from segqc.cli.main import app
 
 runner = CliRunner()
 

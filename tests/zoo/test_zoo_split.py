@@ -46,7 +46,8 @@ def test_split_never_puts_a_patient_on_both_sides(seed, fraction):
 
 def test_split_is_deterministic_and_depends_on_the_seed():
     cases = _acdc_like()
-    assert make_split(cases, holdout_fraction=0.25, seed=3) == make_split(reversed(cases), holdout_fraction=0.25, seed=3)
+    assert (make_split(cases, holdout_fraction=0.25, seed=3)
+            == make_split(reversed(cases), holdout_fraction=0.25, seed=3))
     assert make_split(cases, holdout_fraction=0.25, seed=3).holdout != make_split(cases, holdout_fraction=0.25,
                                                                                      seed=4).holdout
 

@@ -16,11 +16,7 @@ from zoo_fixtures import TINY  # noqa: E402
 from segqc.errors import InputError  # noqa: E402
 from segqc.fingerprint import DatasetFingerprint  # noqa: E402
 from segqc.io.split import Split, patient_id  # noqa: E402
-from segqc.training import (  # noqa: E402
-    CheckpointError,
-    load_checkpoint,
-    load_state,  # noqa: E402
-)
+from segqc.training import CheckpointError, load_checkpoint, load_state  # noqa: E402
 from segqc.zoo import load_model, read_zoo, train_zoo  # noqa: E402
 
 

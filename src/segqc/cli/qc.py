@@ -23,14 +23,18 @@ def _settings(metrics: str, samples: int | None, steps: int | None, tolerance: f
 
 @app.command("train")
 def train_command(
-    method: str = typer.Argument(..., help="QC method: nnqc (diffusion pseudo ground truths) or cae (autoencoder baseline)."),
+    method: str = typer.Argument(
+        ..., help="QC method: nnqc (diffusion pseudo ground truths) or cae (autoencoder baseline)."
+    ),
     dataset_dir: Path = typer.Argument(..., help="nnU-Net-style dataset (imagesTr, labelsTr, dataset.json)."),
     out: Path = typer.Option(..., "-o", "--out", help="Model directory to write (rerun to resume)."),
-    config: str = typer.Option("small", "--config", help="Preset (tiny: tests, small: CPU, paper: GPU; any case) or a JSON config file."),
+    config: str = typer.Option("small", "--config",
+                               help="Preset (tiny: tests, small: CPU, paper: GPU; any case) or a JSON config file."),
     seed: int = typer.Option(0, "--seed", help="Seed of everything random."),
     split: Path | None = typer.Option(None, "--split", help="split.json (patient-level); train on its 'train' cases."),
     holdout_fraction: float = typer.Option(0.0, "--holdout-fraction",
-                                           help="Hold out this fraction of patients (writes OUT/split.json); 0 = train on all."),
+                                           help="Hold out this fraction of patients (writes OUT/split.json); "
+                                                "0 = train on all."),
     conditioning: str | None = typer.Option(None, "--conditioning",
                                                help="nnQC Team of Experts: full, position or image (ablations)."),
     set_fields: list[str] = typer.Option([], "--set", help="Override a config field, KEY=VALUE (repeatable)."),
@@ -97,7 +101,8 @@ def predict_command(
     images_dir: Path = typer.Argument(..., help=_IMAGES_HELP),
     segs_dir: Path = typer.Argument(..., help="Segmentations to check: CASE.nii.gz (or segqc degrade output)."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder: qc.csv, qc_slices.csv, worklist.csv, pgt/."),
-    metrics: str = typer.Option("dice,hd95,nsd", "--metrics", help="Metrics to estimate (any segqc metric, cc_* included)."),
+    metrics: str = typer.Option("dice,hd95,nsd", "--metrics",
+                                help="Metrics to estimate (any segqc metric, cc_* included)."),
     samples: int | None = typer.Option(None, "--samples", help=_SAMPLES_HELP),
     steps: int | None = typer.Option(None, "--steps", help=_STEPS_HELP),
     tolerance: float = typer.Option(1.0, "--tolerance", help=_TOLERANCE_HELP),
@@ -135,7 +140,9 @@ def predict_command(
 def benchmark_command(
     model_dir: Path = typer.Argument(..., help=_MODEL_HELP),
     images_dir: Path = typer.Argument(..., help=_IMAGES_HELP),
-    segs_dir: Path = typer.Argument(..., help="Segmentations to check (CASE.nii.gz, or segqc degrade output with its manifest)."),
+    segs_dir: Path = typer.Argument(
+        ..., help="Segmentations to check (CASE.nii.gz, or segqc degrade output with its manifest)."
+    ),
     gt_dir: Path = typer.Argument(..., help="Ground truths of the segmentations, to measure the QC error."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder: benchmark.csv/json, pairs.csv, plots/, qc/."),
     metrics: str = typer.Option("dice,hd95", "--metrics", help="Metrics to estimate and compare."),
@@ -173,7 +180,8 @@ def rank_command(
     model_dir: Path = typer.Argument(..., help=_MODEL_HELP),
     images_dir: Path = typer.Argument(..., help=_IMAGES_HELP),
     seg_dirs: list[Path] = typer.Argument(..., help="One folder of segmentations per model (two or more)."),
-    out: Path = typer.Option(Path("qc_rank"), "-o", "--out", help="Output folder: ranking.csv/json, one QC folder per model."),
+    out: Path = typer.Option(Path("qc_rank"), "-o", "--out",
+                             help="Output folder: ranking.csv/json, one QC folder per model."),
     gt: Path | None = typer.Option(None, "--gt", help="Ground truths: adds the true ranking and Kendall's tau."),
     samples: int | None = typer.Option(None, "--samples", help=_SAMPLES_HELP),
     steps: int | None = typer.Option(None, "--steps", help=_STEPS_HELP),

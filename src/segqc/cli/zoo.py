@@ -33,14 +33,22 @@ def _load_config(name: str):
 @app.command("train")
 def train_command(
     dataset_dir: Path = typer.Argument(..., help="nnU-Net-style dataset folder (imagesTr/, labelsTr/, dataset.json)."),
-    out_dir: Path = typer.Option(..., "-o", "--out", help="Zoo folder: zoo.json, split.json, plan.json, models/unet_eNNN/."),
-    config: str = typer.Option("small", "--config", "-c", help="Preset ('small': 2 CPU cores, minutes; 'paper': a GPU) or a JSON file."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed of the split, weights, batches and augmentation (default: the config's, 0)."),
-    epochs: int | None = typer.Option(None, "--epochs", help="Epochs to train (default: the config's); raise it to continue a finished zoo."),
-    holdout: float | None = typer.Option(None, "--holdout", help="Share of patients held out (default: the config's, 0.25)."),
+    out_dir: Path = typer.Option(..., "-o", "--out",
+                                 help="Zoo folder: zoo.json, split.json, plan.json, models/unet_eNNN/."),
+    config: str = typer.Option("small", "--config", "-c",
+                               help="Preset ('small': 2 CPU cores, minutes; 'paper': a GPU) or a JSON file."),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Seed of the split, weights, batches and augmentation (default: the config's, 0)."
+    ),
+    epochs: int | None = typer.Option(
+        None, "--epochs", help="Epochs to train (default: the config's); raise it to continue a finished zoo."
+    ),
+    holdout: float | None = typer.Option(None, "--holdout",
+                                         help="Share of patients held out (default: the config's, 0.25)."),
     device: str = typer.Option("auto", "--device", help="'auto' (CUDA if available), 'cpu' or 'cuda:N'."),
     threads: int = typer.Option(2, "--threads", help="torch CPU threads."),
-    jobs: int = typer.Option(1, "--jobs", "-j", help="Processes for fingerprinting and preprocessing (0 = one per core)."),
+    jobs: int = typer.Option(1, "--jobs", "-j",
+                             help="Processes for fingerprinting and preprocessing (0 = one per core)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or per-epoch lines."),
 ) -> None:
     """Train the zoo's 2D UNet on the training patients; save a model at every snapshot epoch.
@@ -55,11 +63,12 @@ def train_command(
         chosen = _load_config(config)
         from dataclasses import replace
 
-        chosen = replace(chosen, **{k: v for k, v in {"seed": seed, "epochs": epochs, "holdout_fraction": holdout}.items()
-                                    if v is not None})
+        overrides = {"seed": seed, "epochs": epochs, "holdout_fraction": holdout}
+        chosen = replace(chosen, **{k: v for k, v in overrides.items() if v is not None})
         began = time.perf_counter()
         models = train_zoo(dataset_dir, out_dir, chosen, device=device, threads=threads, jobs=jobs,
-                           progress=not quiet, log=None if quiet else (lambda line: error_console.print(line, highlight=False)))
+                           progress=not quiet,
+                           log=None if quiet else (lambda line: error_console.print(line, highlight=False)))
     names = sorted(p.name for p in models.iterdir() if (p / "config.json").is_file()) if models.is_dir() else []
     split = json.loads((out_dir / "split.json").read_text())
     console.print(f"trained on {split['n_patients']['train']} patient(s) ({len(split['train'])} cases), "
@@ -82,14 +91,22 @@ def print_source_table(rows: list[dict]) -> None:
 @app.command("predict")
 def predict_command(
     zoo_dir: Path = typer.Argument(..., help="Zoo folder written by `segqc zoo train`."),
-    dataset_dir: Path | None = typer.Argument(None, help="nnU-Net dataset folder (imagesTr/, labelsTr/); optional with --images and --labels."),
-    out_dir: Path = typer.Option(..., "-o", "--out", help="Output folder: <source>/CASE.nii.gz, manifest.csv, summary.json."),
-    variants: str = typer.Option("clean,noise,lowres", "--variants", help="Input variants: clean, noise, lowres, or with a strength: noise(sigma=0.2), lowres(factor=3)."),
-    noise_sigma: float = typer.Option(0.1, "--noise-sigma", help="Standard deviation of 'noise', in normalised intensity units."),
+    dataset_dir: Path | None = typer.Argument(None,
+                                              help="nnU-Net dataset folder (imagesTr/, labelsTr/); "
+                                                   "optional with --images and --labels."),
+    out_dir: Path = typer.Option(..., "-o", "--out",
+                                 help="Output folder: <source>/CASE.nii.gz, manifest.csv, summary.json."),
+    variants: str = typer.Option("clean,noise,lowres", "--variants",
+                                 help="Input variants: clean, noise, lowres, or with a strength: "
+                                      "noise(sigma=0.2), lowres(factor=3)."),
+    noise_sigma: float = typer.Option(0.1, "--noise-sigma",
+                                      help="Standard deviation of 'noise', in normalised intensity units."),
     lowres_factor: float = typer.Option(2.0, "--lowres-factor", help="In-plane downsampling factor of 'lowres'."),
-    models: str | None = typer.Option(None, "--models", help="Comma-separated snapshot names (default: all), e.g. unet_e001,unet_e016."),
-    cases: str = typer.Option("holdout", "--cases", help="'holdout' (the zoo's held-out patients), 'train' (its training patients, e.g. for "
-                                                 "`segqc qc train nnqc --extra-segs`), 'all', or comma-separated case ids."),
+    models: str | None = typer.Option(None, "--models",
+                                      help="Comma-separated snapshot names (default: all), e.g. unet_e001,unet_e016."),
+    cases: str = typer.Option("holdout", "--cases",
+                              help="'holdout' (the zoo's held-out patients), 'train' (its training patients, e.g. for "
+                                   "`segqc qc train nnqc --extra-segs`), 'all', or comma-separated case ids."),
     images: Path | None = typer.Option(None, "--images", help="Image folder (default: DATASET_DIR/imagesTr)."),
     labels: Path | None = typer.Option(None, "--labels", help="Ground-truth folder (default: DATASET_DIR/labelsTr)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the noise."),
@@ -104,7 +121,7 @@ def predict_command(
     Rerunning continues where it stopped; new snapshots or variants only compute what is new.
 
     Example: segqc zoo predict acdc_zoo/ Dataset027_ACDC/ -o zoo_predictions/ --variants clean,noise,lowres --jobs 2
-    """
+    """  # noqa: E501 - the first line is this command's summary in `segqc zoo --help`, which would keep a line break
     from segqc.zoo.predict import predict_zoo
 
     with user_errors():
@@ -114,7 +131,7 @@ def predict_command(
             variants=variants, noise_sigma=noise_sigma, lowres_factor=lowres_factor, seed=seed,
             tolerance_mm=tolerance, device=device, jobs=jobs, scheduler=scheduler, progress=not quiet,
         )
-    for case, message in result.failed.items():
+    for message in result.failed.values():
         error_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     if result.reused:
         error_console.print(f"reused {result.reused} finished prediction(s) from a previous run in {out_dir}")

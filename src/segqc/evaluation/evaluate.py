@@ -115,11 +115,11 @@ def _bounding_boxes(array: np.ndarray) -> dict[int, tuple[slice, ...]]:
 
 
 def _union_box(boxes: Sequence[tuple[slice, ...] | None], ndim: int) -> tuple[slice, ...] | None:
-    boxes = [b for b in boxes if b is not None]
-    if not boxes:
+    present = [b for b in boxes if b is not None]
+    if not present:
         return None
     return tuple(
-        slice(min(b[d].start for b in boxes), max(b[d].stop for b in boxes)) for d in range(ndim)
+        slice(min(b[d].start for b in present), max(b[d].stop for b in present)) for d in range(ndim)
     )
 
 

@@ -102,7 +102,9 @@ class CaseStore:
         with atomic_path(self._path(case)) as tmp:
             pq.write_table(table.replace_schema_metadata(metadata), tmp)
 
-    def load(self, case: str, key: str, out_dir: Path | None = None) -> tuple[dict[str, pd.DataFrame], list[str]] | None:
+    def load(
+        self, case: str, key: str, out_dir: Path | None = None
+    ) -> tuple[dict[str, pd.DataFrame], list[str]] | None:
         """``(tables, warnings)`` of a case finished under ``key``, or None (not finished, another
         key, an unreadable part, or an output file that is gone)."""
         import pyarrow.parquet as pq

@@ -163,7 +163,10 @@ def run_cases(
     report.done = [c for c in cases if c in results]
     report.warnings = [w for r in finished for w in r.warnings]
     frames = [r.table for r in finished if len(r.table)]
-    report.table = pd.concat(frames, ignore_index=True) if frames else (finished[0].table if finished else pd.DataFrame())
+    if frames:
+        report.table = pd.concat(frames, ignore_index=True)
+    else:
+        report.table = finished[0].table if finished else pd.DataFrame()
     names = sorted({name for r in finished for name in r.extra})
     for name in names:
         parts = [r.extra[name] for r in finished if name in r.extra and len(r.extra[name])]

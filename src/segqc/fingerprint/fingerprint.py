@@ -390,8 +390,9 @@ def compute_fingerprint(
 
     ``cases`` restricts to these case ids, ``max_cases`` to the first N cases in sorted order
     (both for quick looks and tests). ``jobs`` worker processes, or ``scheduler`` a Dask
-    scheduler address (see :mod:`segqc.execution`); the result does not depend on them. ``samples_per_case`` foreground voxels per case feed the
-    intensity statistics (deterministic given ``seed``).
+    scheduler address (see :mod:`segqc.execution`); the result does not depend on them.
+    ``samples_per_case`` foreground voxels per case feed the intensity statistics
+    (deterministic given ``seed``).
 
     Raises :class:`InputError` (one line naming the file or folder) when ``dataset.json`` is
     missing or names no labels, ``labelsTr``/``imagesTr`` is missing or empty, a case has a label

@@ -406,6 +406,12 @@ class PreprocessedCase:
     def n_slices(self) -> int:
         return int(self.slice_ratios.size)
 
+    def required_label(self) -> np.ndarray:
+        """``label`` of a case preprocessed with a label map; ValueError for one preprocessed without."""
+        if self.label is None:
+            raise ValueError("the case was preprocessed without a label map")
+        return self.label
+
     def slices(self) -> list[tuple[np.ndarray, np.ndarray | None, float]]:
         """``(image (C, size, size), label (size, size) or None, slice ratio)`` per slice."""
         return [

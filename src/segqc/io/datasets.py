@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -405,7 +405,7 @@ def ground_truth_files(folder: PathLike, *, file_ending: str | None = None) -> S
     files = list_label_files(folder, file_ending=file_ending)
     ignored: list[tuple[Path, str]] = []
     if file_ending:
-        for stem, item in _image_entries(folder, None):
+        for _stem, item in _image_entries(folder, None):
             if item not in files.values():
                 ignored.append((item, f"its ending differs from dataset.json's file_ending {file_ending}"))
     return SegmentationFiles(files={c: (c, p) for c, p in files.items()}, ignored=ignored)
@@ -520,7 +520,7 @@ class Dataset:
 
         return LabelSet.from_dataset_info(self.info)
 
-    def select(self, cases: Sequence[str] | None) -> list[str]:
+    def select(self, cases: Iterable[str] | None) -> list[str]:
         """``cases`` checked against the dataset (all cases when None); unknown ids are one
         :class:`InputError` naming the first ones."""
         if cases is None:

@@ -30,12 +30,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import SimpleITK as sitk
 
 from segqc.errors import GeometryDifference, GeometryMismatchError, InputError
+
+if TYPE_CHECKING:
+    import nibabel
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -300,13 +303,19 @@ def _label_array(array: np.ndarray, path: Path | None) -> np.ndarray:
     raise InputError(f"label value {_format_number(float(high))} is too large (max 2^32-1)", path)
 
 
+def nibabel_nifti(path: Path) -> nibabel.Nifti1Image:
+    """nibabel's (lazy) view of a ``.nii``/``.nii.gz`` file. ``nibabel.load`` is typed as returning
+    any image class; NIfTI files load as ``Nifti1Image`` or its subclass ``Nifti2Image``."""
+    import nibabel
+
+    return cast("nibabel.Nifti1Image", nibabel.load(path))
+
+
 def _check_nifti_finite(path: Path) -> None:
     """ITK's NIfTI reader silently turns NaN and infinite voxels into 0; look at the stored
     values with nibabel instead (only done for float-typed label maps, which are rare)."""
-    import nibabel
-
     try:
-        stored = np.asanyarray(nibabel.load(path).dataobj)
+        stored = np.asanyarray(nibabel_nifti(path).dataobj)
     except Exception:  # noqa: BLE001 - SimpleITK read it; nibabel's opinion is only a check
         return
     if np.issubdtype(stored.dtype, np.floating):

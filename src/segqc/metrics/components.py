@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import cc3d
 import numpy as np
@@ -34,18 +34,20 @@ from segqc.metrics.registry import DISTANCE_METRICS, metric_info
 
 VoronoiUnits = Literal["mm", "voxel"]
 CONNECTIVITIES_3D = (6, 18, 26)
+#: The connectivities cc3d accepts.
+Cc3dConnectivity = Literal[4, 6, 8, 18, 26]
 
 
 #: 3D connectivities given for 2D input mean their in-plane restriction: 6 (faces) -> 4 (edges),
 #: 18 and 26 (edges / corners) -> 8 (edges and corners); 4 and 8 are taken as they are.
-CONNECTIVITY_2D = {4: 4, 6: 4, 8: 8, 18: 8, 26: 8}
+CONNECTIVITY_2D: dict[int, Literal[4, 8]] = {4: 4, 6: 4, 8: 8, 18: 8, 26: 8}
 
 
-def _cc3d_connectivity(connectivity: int, ndim: int) -> int:
+def _cc3d_connectivity(connectivity: int, ndim: int) -> Cc3dConnectivity:
     if ndim == 3:
         if connectivity not in CONNECTIVITIES_3D:
             raise ValueError(f"3D connectivity must be one of {CONNECTIVITIES_3D}, got {connectivity}")
-        return connectivity
+        return cast(Cc3dConnectivity, connectivity)  # checked just above
     if ndim != 2:
         raise ValueError(f"connected components need a 2D or 3D mask, got {ndim}D")
     if connectivity not in CONNECTIVITY_2D:
@@ -220,7 +222,7 @@ def compare_components(
         values = np.asarray(table[name], dtype=float)
         finite = values[~np.isnan(values)]
         tags: dict[str, int] = {}
-        for k, r in per_component:
+        for _k, r in per_component:
             if r.metric == name and r.empty:
                 tags[r.empty] = tags.get(r.empty, 0) + 1
         # the mean says how many components an empty-mask rule scored, e.g. "pred_empty:worst x3"
@@ -244,7 +246,9 @@ def _atlas_groups(sizes: np.ndarray, gap: int) -> list[np.ndarray]:
     """
     cross = np.prod(sizes[:, 1:], axis=1)
     order = np.argsort(-cross, kind="stable")
-    groups, current, depth, volume = [], [], 0, 0
+    groups: list[np.ndarray] = []
+    current: list[int] = []
+    depth, volume = 0, 0
     for k in order:
         if current:
             box = np.max(sizes[current + [k], 1:], axis=0)

@@ -36,7 +36,8 @@ def true_metrics(segs_dir: Path, gt_dir: Path, metrics: Sequence[str], tolerance
     label handling as ``segqc evaluate``; a case that cannot be evaluated, e.g. a ground truth
     on another grid, has no row at all). Columns: case, label, metric, value."""
     result = evaluate_folder(segs_dir, gt_dir, metrics=tuple(metrics), tolerance_mm=tolerance_mm,
-                             labels=labels, multiclass_all=True, same_folder_ok=True, jobs=jobs, progress=progress, return_details=True)
+                             labels=labels, multiclass_all=True, same_folder_ok=True, jobs=jobs, progress=progress,
+                             return_details=True)
     assert isinstance(result, FolderEvaluation)
     table = result.table
     truth = table[table["component"].isna()][["case", "label", "metric", "value"]].reset_index(drop=True)
@@ -80,6 +81,7 @@ def run_names(folders: Sequence[str | Path]) -> list[str]:
         if path in seen:
             raise InputError(f"is given twice (also as {seen[path]})", original)
         seen[path] = str(original)
+    parts_list: list[tuple[str, ...]]
     if len(resolved) == 1:
         parts_list = [(resolved[0].name,)]
     else:

@@ -34,7 +34,7 @@ from segqc.execution import CaseResult, CaseTask, directory_digest, run_cases
 from segqc.fingerprint.preprocessing import preprocess_files, restore_label
 from segqc.io.atomic import atomic_path, write_json_atomic
 from segqc.io.datasets import Pairing, list_image_files, pair_segmentations, segmentation_files
-from segqc.io.images import read_image, read_label_map, write_image
+from segqc.io.images import Geometry, nibabel_nifti, read_image, read_label_map, write_image
 from segqc.io.labels import LabelSet
 from segqc.metrics.binary import MetricSettings
 from segqc.metrics.multiclass import multiclass_dice
@@ -70,7 +70,8 @@ def _check_labels(seg: np.ndarray, model: QcModel, path: Path) -> None:
     present = set(np.unique(seg).tolist())
     unknown = sorted(present - set(model.labels))
     if unknown:
-        raise InputError(f"label value(s) {unknown} were not in the QC model's training labels {list(model.labels)}", path)
+        raise InputError(f"label value(s) {unknown} were not in the QC model's training labels {list(model.labels)}",
+                         path)
 
 
 def _check_intensity(image: np.ndarray, seg: np.ndarray, model: QcModel, path: Path) -> str | None:
@@ -111,10 +112,8 @@ def _check_image(path: Path, array: np.ndarray) -> list[str]:
     a blank image gives a warning: its estimate says nothing about the segmentation."""
     name = path.name.lower()
     if name.endswith((".nii", ".nii.gz")):
-        import nibabel
-
         try:
-            proxy = nibabel.load(path)
+            proxy = nibabel_nifti(path)
             floating = np.issubdtype(proxy.get_data_dtype(), np.floating)
         except Exception:  # noqa: BLE001 - SimpleITK read it; nibabel's view is only a check
             floating = False
@@ -131,7 +130,7 @@ def _label_set(model: QcModel) -> LabelSet:
 
 
 def qc_case(model: QcModel, case: str, image_paths: Sequence[Path], seg_path: Path,
-            settings: QcSettings) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, object, list[str]]:
+            settings: QcSettings) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, Geometry, list[str]]:
     """QC of one case: (estimates table, per-slice table, pGT on the input grid, its geometry, warnings)."""
     seg_image = read_label_map(seg_path)
     _check_labels(seg_image.array, model, seg_path)
@@ -140,7 +139,7 @@ def qc_case(model: QcModel, case: str, image_paths: Sequence[Path], seg_path: Pa
     notes += [w for w in [_check_intensity(raw, seg_image.array, model, Path(image_paths[0]))] if w]
     prepared = preprocess_files(list(image_paths), model.plan, label_path=seg_path)
     images = np.moveaxis(prepared.image, -1, 0)  # (n, C, H, W)
-    segs = np.moveaxis(prepared.label, -1, 0).astype(np.int64)  # (n, H, W)
+    segs = np.moveaxis(prepared.required_label(), -1, 0).astype(np.int64)  # (n, H, W)
     ratios = prepared.slice_ratios
     n_samples = settings.samples or model.default_samples
     chunks = []
@@ -151,7 +150,8 @@ def qc_case(model: QcModel, case: str, image_paths: Sequence[Path], seg_path: Pa
     pgt_slices = np.concatenate(chunks, axis=1)  # (K, n, H, W)
     consensus_slices = majority_vote(pgt_slices, model.labels)
     spacing = seg_image.geometry.spacing
-    config = EvaluationConfig(metrics=tuple(settings.metrics), settings=MetricSettings(tolerance_mm=settings.tolerance_mm),
+    config = EvaluationConfig(metrics=tuple(settings.metrics),
+                              settings=MetricSettings(tolerance_mm=settings.tolerance_mm),
                               label_set=_label_set(model), multiclass_all=True)
 
     def evaluate(pgt: np.ndarray) -> pd.DataFrame:
@@ -209,7 +209,9 @@ def qc_tasks(images_dir: Path, segs_dir: Path) -> tuple[list[CaseTask], Pairing]
     return tasks, pairing
 
 
-def pair_images_and_segmentations(images_dir: Path, segs_dir: Path) -> tuple[list[tuple[str, list[Path], Path]], list[str], list[str]]:
+def pair_images_and_segmentations(
+    images_dir: Path, segs_dir: Path
+) -> tuple[list[tuple[str, list[Path], Path]], list[str], list[str]]:
     """(segmentation id, image channel files, segmentation) for segmentations with an image;
     segmentations without an image and images without a segmentation are returned separately."""
     tasks, pairing = qc_tasks(Path(images_dir), Path(segs_dir))

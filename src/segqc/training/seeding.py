@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 import random
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 
 def seed_everything(seed: int, *, deterministic: bool = True) -> np.random.Generator:
@@ -15,7 +19,7 @@ def seed_everything(seed: int, *, deterministic: bool = True) -> np.random.Gener
     then bit-identical across runs with the same seed and thread count).
     """
     random.seed(seed)
-    np.random.seed(seed % (2**32))
+    np.random.seed(seed % (2**32))  # noqa: NPY002 - deliberately seeds the global RandomState other code draws from
     try:
         import torch
     except ImportError:  # the metric engine does not need torch
@@ -28,7 +32,7 @@ def seed_everything(seed: int, *, deterministic: bool = True) -> np.random.Gener
     return np.random.default_rng(seed)
 
 
-def select_device(device: str = "auto") -> torch.device:  # noqa: F821
+def select_device(device: str = "auto") -> torch.device:
     """``"auto"`` -> CUDA if available, else CPU; otherwise the named device."""
     import torch
 

@@ -141,7 +141,7 @@ def check_run_record(out_dir: str | Path, *, method: str, settings: Mapping[str,
     (module docstring). ``may_change``: the fields that may differ, for the message."""
     out = Path(out_dir)
     path = out / "run.json"
-    record = {"format": f"segqc-{method}-run", "config": dict(settings), "data": dict(data)}
+    record: dict[str, Any] = {"format": f"segqc-{method}-run", "config": dict(settings), "data": dict(data)}
     if path.is_file():
         try:
             old = json.loads(path.read_text(encoding="utf-8"))

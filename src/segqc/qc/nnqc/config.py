@@ -216,13 +216,15 @@ class NnqcConfig(ConfigBase):
         levels = int(math.log2(self.native_factor)) + 1
         if len(self.vae_channels) != levels:
             raise ValueError(f"latent_factor {self.latent_factor} needs {levels} autoencoder levels "
-                             f"(downsampling x{self.native_factor} in the network), got vae_channels {self.vae_channels}")
+                             f"(downsampling x{self.native_factor} in the network), "
+                             f"got vae_channels {self.vae_channels}")
         if self.size % self.native_factor:
             raise ValueError(f"size {self.size} is not divisible by {self.native_factor}")
         for name, channels, groups in (("vae_channels", self.vae_channels, self.vae_norm_groups),
                                        ("ldm_channels", self.ldm_channels, self.ldm_norm_groups)):
             if min(channels) < 1 or any(c % groups for c in channels):
-                raise ValueError(f"every entry of {name} {channels} must be a positive multiple of the norm groups {groups}")
+                raise ValueError(f"every entry of {name} {channels} must be a positive multiple "
+                                 f"of the norm groups {groups}")
         if len(self.ldm_attention_levels) != len(self.ldm_channels):
             raise ValueError(f"ldm_attention_levels {self.ldm_attention_levels} needs one entry per level of "
                              f"ldm_channels {self.ldm_channels}")

@@ -138,17 +138,20 @@ class NnqcTrainingData:
         if n < 1:
             raise InputError("the training data holds no slice")
         if self.gt.shape != (n, size, size) or self.gt.dtype.kind not in "iub":
-            raise InputError(f"gt must be integer label maps of shape {(n, size, size)}, got {self.gt.shape} {self.gt.dtype}")
+            raise InputError(f"gt must be integer label maps of shape {(n, size, size)}, "
+                             f"got {self.gt.shape} {self.gt.dtype}")
         if self.ratios.shape != (n,) or not np.all((self.ratios >= 0) & (self.ratios <= 1)):
             raise InputError(f"ratios must be {n} values in [0, 1]")
         if self.segs.ndim != 3 or self.segs.shape[1:] != (size, size) or self.segs.dtype.kind not in "iub":
-            raise InputError(f"segs must be integer label maps (M, {size}, {size}), got {self.segs.shape} {self.segs.dtype}")
+            raise InputError(f"segs must be integer label maps (M, {size}, {size}), "
+                             f"got {self.segs.shape} {self.segs.dtype}")
         if self.seg_source.shape != (self.segs.shape[0],) or self.seg_dice.shape != self.seg_source.shape:
             raise InputError("seg_source and seg_dice need one entry per imperfect segmentation")
         if self.seg_source.size and (self.seg_source.min() < 0 or self.seg_source.max() >= n):
             raise InputError("seg_source points outside the slices")
         if len(self.labels) < 2 or self.labels[0] != 0 or len(set(self.labels)) != len(self.labels):
-            raise InputError(f"labels must list background 0 first and at least one foreground label, got {self.labels}")
+            raise InputError("labels must list background 0 first and at least one foreground label, "
+                             f"got {self.labels}")
         for name, array in (("gt", self.gt), ("segs", self.segs)):
             unknown = sorted(set(np.unique(array).tolist()) - set(self.labels))
             if unknown:
@@ -188,7 +191,8 @@ class NnqcTrainingData:
         dice = np.array([multiclass_dice(s, g).value for s, g in zip(segs, gt)], dtype=np.float64)
         return NnqcTrainingData(
             images=np.concatenate([self.images, images]), gt=np.concatenate([self.gt, gt.astype(self.gt.dtype)]),
-            ratios=np.concatenate([self.ratios, ratios]), segs=np.concatenate([self.segs, segs.astype(self.segs.dtype)]),
+            ratios=np.concatenate([self.ratios, ratios]),
+            segs=np.concatenate([self.segs, segs.astype(self.segs.dtype)]),
             seg_source=np.concatenate([self.seg_source, self.n_slices + np.arange(k)]), labels=self.labels,
             spacing=self.spacing, seg_dice=np.concatenate([self.seg_dice, dice]), plan=self.plan,
             fingerprint=self.fingerprint)
@@ -198,6 +202,7 @@ class NnqcTrainingData:
         crc = 0
         for array in (self.images, self.gt, self.ratios, self.segs, self.seg_source):
             crc = zlib.crc32(np.ascontiguousarray(array).tobytes(), crc)
+        assert self.seg_dice is not None, "__post_init__ fills seg_dice"
         finite = self.seg_dice[np.isfinite(self.seg_dice)]
         return {"n_slices": self.n_slices, "n_segs": self.n_segs, "size": self.size,
                 "image_channels": self.image_channels, "labels": list(self.labels), "spacing": list(self.spacing),
@@ -322,16 +327,16 @@ def extra_segmentation_slices(dataset_dir: str | Path, cases: Sequence[str], seg
         truth = read_label_map(label_files[case])
         check_same_geometry(prepared.transform.original_geometry, truth.geometry, pred_path=seg_files[case],
                             gt_path=truth.path)
-        unknown = sorted(set(np.unique(prepared.label).tolist()) - allowed)  # ground truths made `labels`
+        seg = prepared.required_label()
+        unknown = sorted(set(np.unique(seg).tolist()) - allowed)  # ground truths made `labels`
         if unknown:
             raise InputError(f"label value(s) {unknown} outside the dataset's labels {sorted(allowed)}",
                              seg_files[case])
         gt = transform_label(truth.array, prepared.transform)
-        assert prepared.label is not None
         for k in range(prepared.n_slices):
-            if gt[..., k].any() or prepared.label[..., k].any():
+            if gt[..., k].any() or seg[..., k].any():
                 images.append(prepared.image[..., k])
-                segs.append(prepared.label[..., k])
+                segs.append(seg[..., k])
                 gts.append(gt[..., k])
                 ratios.append(prepared.slice_ratios[k])
     if not images:
@@ -369,6 +374,8 @@ def _kl(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
 class _Perceptual(nn.Module):
     """LPIPS-style distance of a frozen segqc ConvTokenEncoder's feature maps between two masks
     rendered as grey images (class probability x class index / (K - 1), summed)."""
+
+    ramp: torch.Tensor  # buffer
 
     def __init__(self, path: str, n_classes: int) -> None:
         super().__init__()
@@ -464,18 +471,19 @@ def train(config: NnqcConfig, data: NnqcTrainingData, out_dir: str | Path, *, de
         images = torch.from_numpy(np.ascontiguousarray(data.images))
         gt_idx = model.class_indices(torch.from_numpy(data.gt.astype(np.int64))).to(torch.uint8).cpu()
         metrics: dict[str, Any] = {"data": data.summary(), "device": str(dev), "threads": torch.get_num_threads()}
-        run = {"checkpoint_every": config.checkpoint_every, "log": say, "progress": progress, "prefix": "nnqc "}
+        run = partial(run_stage, out_dir=out, checkpoint_every=config.checkpoint_every, log=say, progress=progress,
+                      prefix="nnqc ")
 
         if config.image_encoder == "ssl" and config.ssl_steps > 0:
-            metrics["ssl"] = run_stage(_ssl_stage(config, model, images, dev), out, **run)
+            metrics["ssl"] = run(_ssl_stage(config, model, images, dev))
         model.image_encoder.requires_grad_(False).eval()
 
-        metrics["vae"] = run_stage(_vae_stage(config, model, discriminator, gt_idx, dev), out, **run)
+        metrics["vae"] = run(_vae_stage(config, model, discriminator, gt_idx, dev))
         model.autoencoder.requires_grad_(False).eval()
 
         ldm_stage, scale = _ldm_stage(config, model, data, images, gt_idx, dev)
         metrics["latent_scale"] = scale
-        metrics["ldm"] = run_stage(ldm_stage, out, **run)
+        metrics["ldm"] = run(ldm_stage)
 
     model_dir = out / "model"
     save_checkpoint(
@@ -494,6 +502,9 @@ def train(config: NnqcConfig, data: NnqcTrainingData, out_dir: str | Path, *, de
 
 def _ssl_stage(config: NnqcConfig, model: NnqcModel, images: torch.Tensor, dev: torch.device) -> Stage:
     encoder = model.image_encoder
+    if not isinstance(encoder, ConvTokenEncoder):
+        raise ValueError("SSL pre-training needs image_encoder 'ssl' (a ConvTokenEncoder), "
+                         f"got {config.image_encoder!r}")
     encoder.requires_grad_(True)
     target_size = _ssl_target_size(config)
     decoder = TokenGridDecoder(encoder.token_dim, model.image_channels, grid=config.token_grid,

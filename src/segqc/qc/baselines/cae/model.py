@@ -9,7 +9,11 @@ from segqc.qc.baselines.cae.config import CaeConfig
 
 
 def _stage(cin: int, cout: int, *, down: bool) -> nn.Sequential:
-    conv = nn.Conv2d(cin, cout, 4, stride=2, padding=1) if down else nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1)
+    conv: nn.Module
+    if down:
+        conv = nn.Conv2d(cin, cout, 4, stride=2, padding=1)
+    else:
+        conv = nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1)
     return nn.Sequential(conv, nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, inplace=True),
                          nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, inplace=True))
 
@@ -20,6 +24,7 @@ class ConvAutoencoder(nn.Module):
 
     def __init__(self, n_classes: int, config: CaeConfig) -> None:
         super().__init__()
+        self.n_classes = int(n_classes)
         widths = (n_classes,) + tuple(config.channels)
         self.encoder = nn.Sequential(*[_stage(a, b, down=True) for a, b in zip(widths[:-1], widths[1:])],
                                      nn.Conv2d(widths[-1], config.latent_channels, 1))

@@ -24,14 +24,15 @@ def load(model_dir: str | Path) -> tuple[ConvAutoencoder, dict]:
         model = ConvAutoencoder(len(config["labels"]), cae_config)
         model.load_state_dict(weights["autoencoder"])
     except (KeyError, ValueError, RuntimeError, InputError) as error:
-        raise CheckpointError(f"{model_dir}: checkpoint does not match the CAE model ({str(error).splitlines()[0]})") from None
+        first_line = str(error).splitlines()[0]
+        raise CheckpointError(f"{model_dir}: checkpoint does not match the CAE model ({first_line})") from None
     model.eval()
     return model, dict(config, fingerprint=fingerprint)
 
 
 def reconstruct(model: ConvAutoencoder, segs: np.ndarray) -> np.ndarray:
     """Reconstructed label maps ``(B, H, W)`` of segmentations ``(B, H, W)``."""
-    n_classes = model.decoder[-1].out_channels
+    n_classes = model.n_classes
     with torch.no_grad():
         target = torch.from_numpy(np.asarray(segs, dtype=np.int64))
         one_hot = F.one_hot(target, n_classes).permute(0, 3, 1, 2).float()

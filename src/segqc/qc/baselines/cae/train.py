@@ -26,9 +26,10 @@ def ground_truth_slices(dataset_dir: str | Path, cases: Sequence[str], plan: Pre
     slices = []
     for case in dataset.select(cases):
         prepared = preprocess_files(dataset.image_files[case], plan, label_path=dataset.label_files[case])
+        label = prepared.required_label()
         for k in range(prepared.n_slices):
-            if prepared.label[..., k].any():
-                slices.append(prepared.label[..., k].astype(np.int64))
+            if label[..., k].any():
+                slices.append(label[..., k].astype(np.int64))
     if not slices:
         raise ValueError("no ground-truth slice with foreground in the training cases")
     return np.stack(slices)
