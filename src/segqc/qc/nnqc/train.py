@@ -73,6 +73,7 @@ from segqc.fingerprint.preprocessing import preprocess_files, transform_label
 from segqc.io.datasets import Dataset, list_label_files
 from segqc.io.images import check_same_geometry, read_label_map
 from segqc.nn import ConvTokenEncoder, TokenGridDecoder
+from segqc.nn.losses import gaussian_kl
 from segqc.qc.nnqc.config import NnqcConfig
 from segqc.qc.nnqc.model import NnqcModel, build_discriminator, make_scheduler
 from segqc.training import save_checkpoint, seed_everything, select_device
@@ -366,11 +367,6 @@ def _threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _kl(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, sigma) || N(0, 1)) summed over latent elements, mean over the batch."""
-    return 0.5 * (mu.pow(2) + log_var.exp() - log_var - 1.0).flatten(1).sum(1).mean()
-
-
 class _Perceptual(nn.Module):
     """LPIPS-style distance of a frozen segqc ConvTokenEncoder's feature maps between two masks
     rendered as grey images (class probability x class index / (K - 1), summed)."""
@@ -545,7 +541,7 @@ def _vae_stage(config: NnqcConfig, model: NnqcModel, discriminator: nn.Module, g
         one_hot = model.one_hot(gt_idx[rng.integers(n, size=config.vae_batch_size)].long().to(dev))
         logits, mu, log_var = autoencoder(one_hot, generator)
         dice = dice_loss(logits, one_hot)
-        kl = _kl(mu, log_var)
+        kl = gaussian_kl(mu, log_var)
         loss = config.dice_weight * dice + config.kl_weight * kl
         out = {"dice": dice.item(), "kl": kl.item()}
         adversarial_on = k >= config.adv_start and config.adv_weight > 0

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from segqc.fingerprint import compute_fingerprint, plan_from_fingerprint, preprocess_files
 from segqc.fingerprint.preprocessing import PreprocessingPlan
 from segqc.io.datasets import Dataset
+from segqc.nn.losses import soft_dice_loss
 from segqc.qc.baselines.cae.config import CaeConfig
 from segqc.qc.baselines.cae.model import ConvAutoencoder
 from segqc.training import save_checkpoint, seed_everything
@@ -33,17 +34,6 @@ def ground_truth_slices(dataset_dir: str | Path, cases: Sequence[str], plan: Pre
     if not slices:
         raise ValueError("no ground-truth slice with foreground in the training cases")
     return np.stack(slices)
-
-
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """1 - mean foreground soft Dice (classes 1..C-1) of softmax(logits) against integer targets."""
-    probs = logits.softmax(dim=1)
-    one_hot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).float()
-    dims = (0, 2, 3)
-    intersection = (probs * one_hot).sum(dims)
-    denominator = probs.sum(dims) + one_hot.sum(dims)
-    dice = (2 * intersection + 1e-5) / (denominator + 1e-5)
-    return 1.0 - dice[1:].mean()
 
 
 def train(config: CaeConfig, slices: np.ndarray, labels: Sequence[int], plan: PreprocessingPlan,

@@ -1,0 +1,28 @@
+"""Losses shared by segqc's learned methods (those MONAI has, e.g. Dice + CE or generalized Dice,
+are used from MONAI directly)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, *, smooth: float = 1e-5) -> torch.Tensor:
+    """``1 -`` the mean foreground soft Dice (classes 1..C-1) of ``softmax(logits)`` against integer
+    targets, with TP/FP/FN summed over the batch and the pixels (batch Dice).
+
+    ``logits``: ``(B, C, H, W)``; ``target``: ``(B, H, W)`` class indices. A class absent from both
+    the batch's targets and predictions scores ``smooth / smooth = 1`` (no loss)."""
+    probs = logits.softmax(dim=1)
+    one_hot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).float()
+    dims = (0, 2, 3)
+    intersection = (probs * one_hot).sum(dims)
+    denominator = probs.sum(dims) + one_hot.sum(dims)
+    dice = (2 * intersection + smooth) / (denominator + smooth)
+    return 1.0 - dice[1:].mean()
+
+
+def gaussian_kl(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, sigma^2) || N(0, 1)) summed over the latent elements and averaged over the batch
+    (``log_var`` = log sigma^2; both ``(B, ...)``)."""
+    return 0.5 * (mu.pow(2) + log_var.exp() - log_var - 1.0).flatten(1).sum(1).mean()
