@@ -333,3 +333,16 @@ def test_a_config_object_gives_what_the_keyword_settings_give(gt_folder, tmp_pat
     pd.testing.assert_frame_equal(by_config, by_keywords)
     assert set(by_config["label_name"]) == {"a", "b", "c"}  # names from dataset.json
     assert _value(by_config, "case0", "2", "dice") == pytest.approx(_dice(preds["case0"], arrays["case0"], 2))
+
+
+def test_a_corrupt_stored_part_is_recomputed_not_a_traceback(gt_folder, tmp_path):
+    """Once: a corrupt OUT/cases/settings.json gave a traceback naming no file; stored parts are a
+    cache now, and a damaged one is simply recomputed."""
+    gt_dir, arrays = gt_folder
+    preds = _predictions(tmp_path / "pred", arrays, 1)
+    out = tmp_path / "out"
+    assert _run("evaluate", tmp_path / "pred", gt_dir, "-o", out, "--metrics", "dice", "-q").exit_code == 0
+    (out / "cases" / "case0.parquet").write_bytes(b"not parquet")
+    result = _run("evaluate", tmp_path / "pred", gt_dir, "-o", out, "--metrics", "dice", "-q")
+    assert result.exit_code == 0 and "reused 1 finished case" in result.output
+    assert _value(_table(out), "case0", "1", "dice") == pytest.approx(_dice(preds["case0"], arrays["case0"], 1))

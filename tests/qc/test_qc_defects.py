@@ -169,3 +169,21 @@ def test_every_qc_option_has_help(command):
 
     for name, parameter in inspect.signature(info.callback).parameters.items():
         assert getattr(parameter.default, "help", None), f"qc {command}: {name} has no help"
+
+
+def test_degrade_output_is_benchmarked_through_its_manifest(qc_dataset, tmp_path):
+    """Once: `qc benchmark` could not read `segqc degrade` output although its help said so. With
+    the oracle model the estimates are the true values of every degraded file."""
+    from segqc.qc.assessment import benchmark_qc
+
+    degraded = tmp_path / "degraded"
+    assert _run("degrade", qc_dataset / "labelsTr", "-o", degraded, "--per-case", "2", "-q").exit_code == 0
+    files = pd.read_csv(degraded / "manifest.csv", dtype=str)["file"]
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    benchmark_qc(model_dir, qc_dataset / "imagesTr", degraded, qc_dataset / "labelsTr", tmp_path / "bench",
+                 settings=QcSettings(metrics=("dice",)), model=oracle_model(qc_dataset))
+    pairs = pd.read_csv(tmp_path / "bench" / "pairs.csv", dtype={"case": str, "label": str})
+    overall = pairs[pairs.label == "all"]
+    assert sorted(overall.case) == sorted(Path(f).name.removesuffix(".nii.gz") for f in files)
+    np.testing.assert_allclose(overall.estimate, overall.true, atol=1e-12)
