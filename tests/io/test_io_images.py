@@ -23,7 +23,6 @@ from segqc.io import (
 )
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-ACDC_LABELS = Path(__file__).resolve().parents[3] / "shared" / "data" / "acdc" / "labelsTr"
 
 
 def _rotation_z(degrees: float) -> np.ndarray:
@@ -491,10 +490,9 @@ def test_resample_outside_fills_background_and_keeps_bool():
 # ------------------------------------------------------------------------------------------
 
 
-def test_real_acdc_label_map_matches_nibabel():
-    if not ACDC_LABELS.is_dir():
-        pytest.skip(f"ACDC data not found at {ACDC_LABELS} (expected ../shared/data/acdc)")
-    path = sorted(ACDC_LABELS.glob("*.nii.gz"))[0]
+def test_real_acdc_label_map_matches_nibabel(shared_data):
+    labels_dir = shared_data("acdc/labelsTr")
+    path = sorted(labels_dir.glob("*.nii.gz"))[0]
     image = read_label_map(path)
     ref = nib.load(path)
     assert image.array.shape == ref.shape

@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 import shutil
 
+import monai  # noqa: F401
 import pandas as pd
 import pytest
+import torch  # noqa: F401
 from typer.testing import CliRunner
+from zoo_fixtures import TINY
 
-pytest.importorskip("torch")
-pytest.importorskip("monai")
-
-from zoo_fixtures import TINY  # noqa: E402
-
-from segqc.cli.main import app  # noqa: E402
+from segqc.cli.main import app
 
 runner = CliRunner()
 

@@ -7,20 +7,19 @@ import os
 import shutil
 from pathlib import Path
 
+import monai  # noqa: F401
 import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
+import torch  # noqa: F401
 
-pytest.importorskip("torch")
-pytest.importorskip("monai")
-
-from segqc.degrade.folder import BASE_COLUMNS  # noqa: E402
-from segqc.errors import InputError  # noqa: E402
-from segqc.io.images import Geometry, write_image  # noqa: E402
-from segqc.training import CheckpointError  # noqa: E402
-from segqc.zoo import InputVariant, parse_variants, predict_zoo  # noqa: E402
-from segqc.zoo.split import Split  # noqa: E402
+from segqc.degrade.folder import BASE_COLUMNS
+from segqc.errors import InputError
+from segqc.io.images import Geometry, write_image
+from segqc.training import CheckpointError
+from segqc.zoo import InputVariant, parse_variants, predict_zoo
+from segqc.zoo.split import Split
 
 
 def _read(path: Path) -> tuple[np.ndarray, sitk.Image]:
