@@ -1,9 +1,16 @@
-"""Shared test configuration."""
+"""Shared test configuration, and the real data of ``../shared/data``.
+
+Tests that need real data get it through the ``shared_data`` fixture (a function of the folder's
+name, e.g. ``shared_data("acdc")``): where ``../shared/data/<name>`` is missing beside the
+repository the test FAILS with a message saying so. A missing data folder is a broken checkout,
+not a reason to report the real-data checks as passed or skipped.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +18,25 @@ import pytest
 # oversubscribe the cores (measured 30x slower steps for the small test networks). Set before
 # torch is first imported by any test module.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def require_shared_data(name: str, root: Path = SHARED_DATA) -> Path:
+    """``../shared/data/<name>`` (a folder or file, ``/``-separated below the data root), or
+    ``pytest.fail`` with the reason when it is missing."""
+    path = root.joinpath(*name.split("/"))
+    if not path.exists():
+        pytest.fail(f"../shared/data/{name} is missing: the real-data tests need it "
+                    f"(clone with ../shared beside the repo; looked for {path})", pytrace=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """``shared_data(name)`` -> the path of ``../shared/data/<name>``; fails the test when it is missing."""
+    return require_shared_data
 
 
 @pytest.fixture(autouse=True)

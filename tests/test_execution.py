@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from segqc import execution
 from segqc.errors import InputError
 from segqc.execution import map_cases
 
@@ -24,7 +26,9 @@ def _square_or_fail(item: int, bad: int) -> int:
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
-def test_every_item_is_mapped_and_a_case_error_is_yielded_in_its_place(jobs):
+def test_every_item_is_mapped_and_a_case_error_is_yielded_in_its_place(jobs, monkeypatch):
+    # pinned: the automatic choice depends on whether torch was imported before in this process
+    monkeypatch.setattr(execution, "pool_start_method", lambda: "spawn")
     results = dict(map_cases(partial(_square_or_fail, bad=3), range(6), jobs=jobs, progress=False))
     assert {k: v for k, v in results.items() if k != 3} == {0: 0, 1: 1, 2: 4, 4: 16, 5: 25}
     assert isinstance(results[3], InputError) and "case3.nii.gz" in str(results[3])
@@ -55,7 +59,7 @@ _TORCH_WORKERS = textwrap.dedent("""
 def test_workers_using_torch_after_the_parent_did_do_not_hang(tmp_path):
     """Forking after a multi-threaded PyTorch operation left every worker waiting forever in
     libgomp (seen with ``segqc qc predict --jobs 2``); workers are spawned once torch is loaded."""
-    pytest.importorskip("torch")
+    import torch  # noqa: F401
     script = tmp_path / "torch_workers.py"
     script.write_text(_TORCH_WORKERS)
     try:
@@ -67,28 +71,80 @@ def test_workers_using_torch_after_the_parent_did_do_not_hang(tmp_path):
     assert done.stdout.split() == ["spawn", "[1000000.0,", "2000000.0,", "3000000.0,", "4000000.0]"]
 
 
-def test_without_torch_workers_are_forked_on_linux():
-    code = ("import sys; from segqc.execution import pool_start_method; "
-            "print(pool_start_method(), 'torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout.split()
-    assert out[1] == "False"
+_NO_TORCH = textwrap.dedent("""
+    import sys
+    from segqc.execution import map_cases, pool_start_method
+
+    def cube(n):
+        return n ** 3
+
+    if __name__ == "__main__":
+        results = sorted(r for _, r in map_cases(cube, [1, 2, 3], jobs=2, progress=False))
+        print(pool_start_method(), "torch" in sys.modules, results == [1, 8, 27])
+""")
+
+
+def test_without_torch_workers_are_forked_on_linux(tmp_path):
+    script = tmp_path / "no_torch.py"
+    script.write_text(_NO_TORCH)
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    method, torch_loaded, mapped = done.stdout.split()
+    assert torch_loaded == "False" and mapped == "True"
     if sys.platform.startswith("linux"):
-        assert out[0] in ("fork", "forkserver")  # the platform default (fork up to Python 3.13)
+        assert method in ("fork", "forkserver")  # the platform default (fork up to Python 3.13)
 
 
-def _torch_threads(_: int) -> int:
-    import torch
-
-    return torch.get_num_threads()
-
-
-def test_spawned_workers_share_the_cores_as_torch_threads():
-    torch = pytest.importorskip("torch")
-    assert torch.get_num_threads() >= 1  # torch is loaded here, so workers are spawned
+_CORE_SHARE = textwrap.dedent("""
+    import json
+    import multiprocessing
     import os
 
-    threads = dict(map_cases(_torch_threads, [0, 1], jobs=2, progress=False))
-    assert set(threads.values()) == {max(1, (os.cpu_count() or 1) // 2)}
+    import torch
+
+    from segqc import execution
+
+
+    def threads(_):
+        return torch.get_num_threads()
+
+
+    def worker_threads(jobs):
+        return sorted(r for _, r in execution.map_cases(threads, range(jobs), jobs=jobs, progress=False))
+
+
+    if __name__ == "__main__":
+        multiprocessing.set_start_method("spawn", force=True)
+        default = torch.get_num_threads()  # what a fresh process without OMP_NUM_THREADS gets
+        cores = os.cpu_count()
+        real = worker_threads(2)
+        wide = None
+        if max(1, cores // 2) == default:  # the real share cannot tell sharing from the default:
+            os.cpu_count = lambda: 2 * (default + 1)  # pretend a core count whose share differs
+            wide = worker_threads(2)
+        print(json.dumps({"method": execution.pool_start_method(), "omp": "OMP_NUM_THREADS" in os.environ,
+                          "default": default, "cores": cores, "real": real, "wide": wide}))
+""")
+
+
+def test_spawned_workers_share_the_cores_as_torch_threads(tmp_path):
+    """Each of N spawned workers runs max(1, cores // N) torch threads, not torch's default of one
+    per core. Checked in a fresh interpreter WITHOUT OMP_NUM_THREADS (this test session sets it to
+    1, which would hide the default), start method pinned to spawn, with the machine's core count;
+    where that share happens to equal torch's default, again with a pretended core count whose share
+    differs from it."""
+    script = tmp_path / "core_share.py"
+    script.write_text(_CORE_SHARE)
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["method"] == "spawn" and not seen["omp"]
+    assert seen["cores"] == os.cpu_count()
+    assert seen["real"] == [max(1, os.cpu_count() // 2)] * 2
+    if seen["wide"] is not None:
+        assert seen["wide"] == [seen["default"] + 1] * 2  # max(1, 2 * (default + 1) // 2)
 
 
 _SLOW_WORKERS = textwrap.dedent("""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -22,10 +20,6 @@ from segqc.degrade.targeting import (
 from segqc.io import read_label_map
 from segqc.metrics.multiclass import multiclass_dice, per_class_dice
 from segqc.synthetic import multiclass_phantom
-
-ACDC = Path(__file__).resolve().parents[3] / "shared" / "data" / "acdc" / "labelsTr"
-if not ACDC.is_dir():
-    ACDC = Path("/work/shared/data/acdc/labelsTr")
 
 
 @pytest.fixture(scope="module")
@@ -98,11 +92,11 @@ def test_empty_ground_truth_is_refused():
         degrade_to_bin(np.zeros((8, 8), dtype=np.uint8), (1.0, 1.0), NNQC_BINS[0], 0)
 
 
-@pytest.mark.skipif(not ACDC.is_dir(), reason="ACDC data not available")
-def test_every_bin_is_hit_on_three_acdc_cases():
+def test_every_bin_is_hit_on_three_acdc_cases(shared_data):
+    labels_dir = shared_data("acdc/labelsTr")
     rng = np.random.default_rng(2024)
     for case in ("ACDC_patient003_frame01", "ACDC_patient047_frame02", "ACDC_patient096_frame01"):
-        image = read_label_map(ACDC / f"{case}.nii.gz")
+        image = read_label_map(labels_dir / f"{case}.nii.gz")
         for b in NNQC_BINS:
             result = degrade_to_bin(image.array, image.geometry.spacing, b, rng, labels=[1, 2, 3])
             dice = multiclass_dice(result.label, image.array).value

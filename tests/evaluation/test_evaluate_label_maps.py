@@ -1,33 +1,38 @@
-"""evaluate_label_maps on a real ACDC label map and a perturbed copy, against numpy and
-surface-distance evaluated on the full-size masks (so per-class cropping must not matter)."""
+"""evaluate_label_maps on a generated multi-class phantom (and, for the reference checks, on a real
+ACDC label map) and a perturbed copy, against numpy and surface-distance evaluated on the full-size
+masks (so per-class cropping must not matter); per-component rows of an analytic case counted by hand."""
 
 from __future__ import annotations
 
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
 from segqc.evaluation.evaluate import COLUMNS, EvaluationConfig, evaluate_label_maps
+from segqc.io import read_label_map
 from segqc.io.labels import LabelSet
 from segqc.metrics import EmptyPolicy, MetricSettings, compare_components
+from segqc.synthetic import multiclass_phantom, paint_ellipsoid
 
-ACDC_LABELS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "acdc" / "labelsTr"
 CASE = "ACDC_patient002_frame01"
 NAMES = {1: "RV", 2: "MYO", 3: "LV"}
 DISTANCES = ("hd", "hd95", "assd", "masd", "nsd")
+SPACING = (1.25, 1.25, 5.0)
 
 
-def _load_case():
-    path = ACDC_LABELS / f"{CASE}.nii.gz"
-    if not path.exists():
-        pytest.skip(f"ACDC label maps not found at {ACDC_LABELS} (shared data absent)")
-    from segqc.io import read_label_map
+def _phantom() -> np.ndarray:
+    """Heart-like phantom (1 = a side cavity, 2 = a wall around 3 = a cavity) on an anisotropic grid,
+    with a second, separate component of class 2."""
+    gt = multiclass_phantom((72, 72, 14), SPACING, seed=5)
+    paint_ellipsoid(gt, (62, 62, 7), (4, 4, 1.5), 2)
+    return gt
 
-    image = read_label_map(path)
+
+def _acdc_case(shared_data):
+    image = read_label_map(shared_data("acdc/labelsTr") / f"{CASE}.nii.gz")
     return image.array, tuple(float(s) for s in image.geometry.spacing)
 
 
@@ -42,12 +47,23 @@ def _perturb(gt: np.ndarray) -> np.ndarray:
     return pred
 
 
-@pytest.fixture(scope="module")
-def acdc():
-    gt, spacing = _load_case()
+def _pair(gt: np.ndarray, spacing) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
     pred = _perturb(gt)
     assert all((gt == c).any() and (pred == c).any() for c in (1, 2, 3))
-    return pred, gt, spacing
+    return pred, gt, tuple(spacing)
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return _pair(_phantom(), SPACING)
+
+
+@pytest.fixture(scope="module", params=["phantom", "acdc"])
+def pair(request):
+    """The phantom pair, then the same perturbation of a real ACDC label map."""
+    if request.param == "phantom":
+        return request.getfixturevalue("phantom")
+    return _pair(*_acdc_case(request.getfixturevalue("shared_data")))
 
 
 def _case_rows(frame) -> dict:
@@ -57,9 +73,10 @@ def _case_rows(frame) -> dict:
             for label, metric, value, empty in zip(plain["label"], plain["metric"], plain["value"], plain["empty"])}
 
 
-def test_per_class_and_region_metrics_match_numpy_and_surface_distance_on_full_masks(acdc):
-    sdlib = pytest.importorskip("surface_distance")
-    pred, gt, spacing = acdc
+def test_per_class_and_region_metrics_match_numpy_and_surface_distance_on_full_masks(pair):
+    import surface_distance as sdlib
+
+    pred, gt, spacing = pair
     config = EvaluationConfig(
         settings=MetricSettings(tolerance_mm=2.1),
         label_set=LabelSet(names=NAMES, regions={"heart": (1, 2, 3)}),
@@ -85,16 +102,15 @@ def test_per_class_and_region_metrics_match_numpy_and_surface_distance_on_full_m
         assert rows[(label, "masd")][0] == pytest.approx(np.mean(sdlib.compute_average_surface_distance(ref)), rel=1e-6)
         assert rows[(label, "nsd")][0] == pytest.approx(sdlib.compute_surface_dice_at_tolerance(ref, 2.1), rel=1e-6)
         assert all(rows[(label, m)][1] == "" for m in ("dice", "hd95", "nsd"))
-    # the perturbations are visible: the shifted RV is 3 voxels (4.6875 mm) off
+    # the perturbations are visible: the shifted class 1 is 3 voxels (3.75 mm phantom, 4.6875 mm ACDC) off
     assert rows[("1", "hd")][0] == pytest.approx(3 * spacing[0], rel=1e-12)
 
 
-def test_voxel_mode_hd95_per_class_matches_monai_on_full_masks(acdc):
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("monai")
+def test_voxel_mode_hd95_per_class_matches_monai_on_full_masks(phantom):
+    import torch
     from monai.metrics import compute_hausdorff_distance
 
-    pred, gt, spacing = acdc
+    pred, gt, spacing = phantom
     config = EvaluationConfig(metrics=("hd95",), settings=MetricSettings(surface="voxel"))
     rows = _case_rows(evaluate_label_maps(pred, gt, spacing, config))
     for label in (1, 2, 3):
@@ -109,8 +125,8 @@ def test_voxel_mode_hd95_per_class_matches_monai_on_full_masks(acdc):
         assert rows[(str(label), "hd95")][0] == pytest.approx(ref, rel=1e-4)
 
 
-def test_labels_absent_from_both_maps_give_tagged_both_empty_rows(acdc):
-    pred, gt, spacing = acdc
+def test_labels_absent_from_both_maps_give_tagged_both_empty_rows(phantom):
+    pred, gt, spacing = phantom
     config = EvaluationConfig(label_set=LabelSet().restricted_to((1, 2, 3, 4)),
                               settings=MetricSettings(empty=EmptyPolicy(both_empty="nan")))
     rows = _case_rows(evaluate_label_maps(pred, gt, spacing, config))
@@ -126,8 +142,8 @@ def test_labels_absent_from_both_maps_give_tagged_both_empty_rows(acdc):
     assert not ((frame["value"].isna()) & (frame["empty"] == "")).any()
 
 
-def test_label_only_in_prediction_gives_gt_empty_worst_rows(acdc):
-    pred, gt, spacing = acdc
+def test_label_only_in_prediction_gives_gt_empty_worst_rows(phantom):
+    pred, gt, spacing = phantom
     pred = pred.copy()
     pred[5:9, 5:9, 2:4] = 7
     rows = _case_rows(evaluate_label_maps(pred, gt, spacing, EvaluationConfig(metrics=("dice", "hd95", "volume_pred"))))
@@ -136,8 +152,8 @@ def test_label_only_in_prediction_gives_gt_empty_worst_rows(acdc):
     assert rows[("7", "volume_pred")][0] == pytest.approx(32 * np.prod(spacing) / 1000)
 
 
-def test_per_component_rows_equal_component_metrics_of_full_size_masks(acdc):
-    pred, gt, spacing = acdc
+def test_per_component_rows_equal_component_metrics_of_full_size_masks(pair):
+    pred, gt, spacing = pair
     config = EvaluationConfig(metrics=("dice", "hd95", "nsd"), per_component=True)
     frame = evaluate_label_maps(pred, gt, spacing, config)
     for label in (1, 2, 3):
@@ -176,3 +192,48 @@ def test_boolean_label_maps_are_evaluated_as_label_1():
     pred[3:6, 2:6, 2:6] = True
     rows = _case_rows(evaluate_label_maps(pred, gt, (1.0, 1.0, 1.0), EvaluationConfig(metrics=("dice",))))
     assert rows[("1", "dice")][0] == pytest.approx(2 * 48 / (48 + 64))
+
+
+def test_per_component_rows_of_three_cubes_two_of_them_hit_are_the_hand_counted_values():
+    """Three 4x4x4 cubes of class 1 (A, B, C along x); the prediction covers A exactly, half of B
+    (32 voxels), nothing of C, and adds a 2x2x2 blob between A and B that is nearer to A (its Voronoi
+    region) without touching it. By hand, per component (TP, predicted voxels in the region, GT):
+    A (64, 72, 64): Dice 128/136, precision 64/72, recall 1; B (32, 32, 64): Dice 64/96, precision 1,
+    recall 1/2; C: no prediction in its region, worst (0) with the pred_empty tag. Detection: 3 GT
+    components, 2 hit, 1 missed; 3 predicted components, 1 (the blob) overlapping none."""
+    gt = np.zeros((40, 12, 12), dtype=np.uint8)
+    for x in (2, 16, 30):
+        gt[x:x + 4, 4:8, 4:8] = 1
+    pred = np.zeros_like(gt)
+    pred[2:6, 4:8, 4:8] = 1  # A
+    pred[16:18, 4:8, 4:8] = 1  # half of B
+    pred[8:10, 4:6, 4:6] = 1  # 3 voxels from A, 7 from B
+    config = EvaluationConfig(metrics=("dice", "precision", "recall"), per_component=True)
+    frame = evaluate_label_maps(pred, gt, (1.0, 1.0, 1.0), config)
+    per = frame[frame["component"].notna()]
+    by_component = {int(c): {} for c in per["component"]}
+    for c, metric, value, empty in zip(per["component"], per["metric"], per["value"], per["empty"]):
+        by_component[int(c)][metric] = (value, empty)
+    assert len(by_component) == 3
+    expected = sorted([
+        {"cc_dice": 128 / 136, "cc_precision": 64 / 72, "cc_recall": 1.0},
+        {"cc_dice": 64 / 96, "cc_precision": 1.0, "cc_recall": 0.5},
+        {"cc_dice": 0.0, "cc_precision": 0.0, "cc_recall": 0.0},
+    ], key=lambda row: row["cc_dice"])
+    got = sorted(by_component.values(), key=lambda row: row["cc_dice"][0])
+    for want, have in zip(expected, got):
+        for metric, value in want.items():
+            assert have[metric][0] == pytest.approx(value, rel=1e-12), (metric, have)
+    assert all(empty == "pred_empty:worst" for _, empty in got[0].values())
+    assert all(empty == "" for row in got[1:] for _, empty in row.values())
+    rows = _case_rows(frame)
+    assert rows[("1", "cc_dice")][0] == pytest.approx((128 / 136 + 64 / 96 + 0.0) / 3, rel=1e-12)
+    assert rows[("1", "cc_precision")][0] == pytest.approx((64 / 72 + 1.0 + 0.0) / 3, rel=1e-12)
+    assert rows[("1", "cc_recall")][0] == pytest.approx((1.0 + 0.5 + 0.0) / 3, rel=1e-12)
+    assert rows[("1", "cc_dice")][1] == "pred_empty:worst x1"
+    counts = {m: rows[("1", m)][0] for m in ("gt_components", "gt_components_hit", "gt_components_missed",
+                                              "pred_components", "pred_components_unmatched")}
+    assert counts == {"gt_components": 3, "gt_components_hit": 2, "gt_components_missed": 1,
+                      "pred_components": 3, "pred_components_unmatched": 1}
+    # the whole-mask Dice for comparison: 2 x 96 TP / (104 predicted + 192 GT)
+    assert rows[("1", "dice")][0] == pytest.approx(2 * 96 / (104 + 192), rel=1e-12)

@@ -13,8 +13,6 @@ from segqc.errors import InputError
 from segqc.fingerprint import DatasetFingerprint, channel_modality, compute_fingerprint
 from segqc.io.images import Geometry, write_image
 
-ACDC = Path(__file__).resolve().parents[3] / "shared" / "data" / "acdc"
-
 # Direction of a grid whose array axes point towards S, R, A (in ITK's LPS physical frame):
 # axis 0 -> +z (S), axis 1 -> -x (R), axis 2 -> -y (A).
 _SRA = (0.0, -1.0, 0.0,
@@ -201,14 +199,10 @@ def test_missing_image_missing_dataset_json_and_unreadable_file(generated):
 # ------------------------------------------------------------------------------------------
 
 
-def _need_acdc():
-    if not (ACDC / "dataset.json").is_file():
-        pytest.skip(f"ACDC data not found at {ACDC} (expected ../shared/data/acdc)")
-
-
-def test_acdc_fingerprint_matches_nibabel_arrays():
-    _need_acdc()
-    fp = compute_fingerprint(ACDC, max_cases=8, samples_per_case=10**7)
+def test_acdc_fingerprint_matches_nibabel_arrays(shared_data):
+    shared_data("acdc/dataset.json")
+    acdc = shared_data("acdc")
+    fp = compute_fingerprint(acdc, max_cases=8, samples_per_case=10**7)
     assert fp.n_cases == 8 and fp.name == "ACDC"
     assert fp.labels == {0: "background", 1: "RV", 2: "MYO", 3: "LV"}
     assert fp.label_values_present == (0, 1, 2, 3)
@@ -218,8 +212,8 @@ def test_acdc_fingerprint_matches_nibabel_arrays():
         ("cineMRI", "MR", "percentile")]
     pooled = []
     for case_fp in fp.cases:
-        image = np.asarray(nibabel.load(ACDC / case_fp.image_files[0]).dataobj, dtype=np.float64)
-        label = np.asarray(nibabel.load(ACDC / case_fp.label_file).dataobj)
+        image = np.asarray(nibabel.load(acdc / case_fp.image_files[0]).dataobj, dtype=np.float64)
+        label = np.asarray(nibabel.load(acdc / case_fp.label_file).dataobj)
         assert case_fp.shape == image.shape
         assert case_fp.foreground_voxels == int((label > 0).sum())
         assert case_fp.cropped_shape == _bbox(image != 0)

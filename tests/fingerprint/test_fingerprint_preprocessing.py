@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,7 +24,6 @@ from segqc.fingerprint import (
 )
 from segqc.io.images import Geometry, Image, read_image, read_label_map, resample_nearest, write_image
 
-ACDC = Path(__file__).resolve().parents[3] / "shared" / "data" / "acdc"
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
@@ -277,17 +275,31 @@ def test_bad_shapes_are_rejected():
         restore_label(np.zeros((3, 8, 8), np.uint8), case.transform)
 
 
+def test_preprocess_files_rejects_label_on_another_grid(tmp_path):
+    from segqc.errors import InputError
+
+    label = _blobs((40, 36, 8), seed=4)
+    g = Geometry.from_shape(label.shape, (1.5625, 1.5625, 10.0), origin=(3.0, -7.0, 1.0))
+    image_path, moved = tmp_path / "image.nii.gz", tmp_path / "label.nii.gz"
+    write_image(image_path, label.astype(np.float32) * 40 + 10, g)
+    write_image(moved, label, Geometry(g.shape, (1.0, 1.0, 10.0), g.origin, g.direction))
+    with pytest.raises(InputError, match="spacing") as info:
+        preprocess_files(image_path, _plan(64, (1.5625, 1.5625)), label_path=moved)
+    assert info.value.path == moved
+    assert read_image(image_path).geometry == g
+
+
 # ------------------------------------------------------------------------------------------
 # Real data
 # ------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def acdc_cases():
-    if not (ACDC / "dataset.json").is_file():
-        pytest.skip(f"ACDC data not found at {ACDC} (expected ../shared/data/acdc)")
-    fp = compute_fingerprint(ACDC, max_cases=6)
-    return fp, [(ACDC / c.image_files[0], ACDC / c.label_file) for c in fp.cases]
+def acdc_cases(shared_data):
+    shared_data("acdc/dataset.json")
+    acdc = shared_data("acdc")
+    fp = compute_fingerprint(acdc, max_cases=6)
+    return fp, [(acdc / c.image_files[0], acdc / c.label_file) for c in fp.cases]
 
 
 def test_acdc_round_trip_is_exact_at_the_fingerprint_spacing(acdc_cases):
@@ -334,18 +346,3 @@ def test_acdc_downsampling_loses_detail_but_stays_close(acdc_cases):
         restored = restore_label(case.label, case.transform)
         dice += [_dice(restored == v, gt == v) for v in (1, 2, 3)]
     assert min(dice) >= 0.95 and np.mean(dice) >= 0.97
-
-
-def test_preprocess_files_rejects_label_on_another_grid(acdc_cases, tmp_path):
-    fp, files = acdc_cases
-    image_path, label_path = files[0]
-    label = read_label_map(label_path)
-    g = label.geometry
-    moved = tmp_path / "label.nii.gz"
-    write_image(moved, label.array, Geometry(g.shape, (1.0, 1.0, 10.0), g.origin, g.direction))
-    from segqc.errors import InputError
-
-    with pytest.raises(InputError, match="spacing") as info:
-        preprocess_files(image_path, plan_from_fingerprint(fp, size=64), label_path=moved)
-    assert info.value.path == moved
-    assert read_image(image_path).geometry == g

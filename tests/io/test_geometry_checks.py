@@ -17,8 +17,6 @@ import pytest
 from segqc.errors import GeometryDifference, GeometryMismatchError, InputError
 from segqc.io.images import Geometry, check_same_geometry, geometry_differences, read_label_map
 
-HC18_LABELS = Path(__file__).resolve().parents[3] / "shared" / "data" / "hc18" / "labelsTr"
-
 
 def _one_line(exc: pytest.ExceptionInfo) -> str:
     message = str(exc.value)
@@ -139,12 +137,10 @@ def test_geometry_error_survives_pickling_with_path_and_differences():
     assert str(plain) == "x.nii: bad" and plain.path == Path("x.nii") and plain.problem == "bad"
 
 
-def test_real_label_map_shifted_50_mm_by_nibabel_is_rejected(tmp_path):
+def test_real_label_map_shifted_50_mm_by_nibabel_is_rejected(tmp_path, shared_data):
     """A real HC18 mask (2D, spacing in the header) and a copy whose affine nibabel moved by 50 mm
     along x: the same pixels and spacing, a different place."""
-    if not HC18_LABELS.is_dir():
-        pytest.skip(f"HC18 data not found at {HC18_LABELS} (expected ../shared/data/hc18)")
-    source = min(HC18_LABELS.glob("*.nii.gz"))
+    source = min(shared_data("hc18/labelsTr").glob("*.nii.gz"))
     ref = nib.load(source)
     affine = ref.affine.copy()
     affine[0, 3] += 50.0  # RAS x: the LPS x origin moves by -50 mm

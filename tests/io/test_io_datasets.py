@@ -19,8 +19,6 @@ from segqc.io import (
     read_dataset_json,
 )
 
-ACDC = Path(__file__).resolve().parents[3] / "shared" / "data" / "acdc"
-
 
 def _touch(folder: Path, *names: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
@@ -262,13 +260,13 @@ def test_find_dataset_json_looks_in_folder_then_parent(tmp_path):
     assert info.path == tmp_path / "Dataset001" / "dataset.json"
 
 
-def test_real_acdc_dataset_json_and_labels():
-    if not (ACDC / "labelsTr").is_dir():
-        pytest.skip(f"ACDC data not found at {ACDC} (expected ../shared/data/acdc)")
-    info = find_dataset_json(ACDC / "labelsTr")
+def test_real_acdc_dataset_json_and_labels(shared_data):
+    acdc = shared_data("acdc")
+    shared_data("acdc/labelsTr")
+    info = find_dataset_json(acdc / "labelsTr")
     assert info is not None
     assert info.labels == {0: "background", 1: "RV", 2: "MYO", 3: "LV"}
     assert info.file_ending == ".nii.gz"
-    files = list_label_files(ACDC / "labelsTr", file_ending=info.file_ending)
+    files = list_label_files(acdc / "labelsTr", file_ending=info.file_ending)
     assert "ACDC_patient002_frame01" in files
     assert all(p.name == f"{case}.nii.gz" for case, p in files.items())

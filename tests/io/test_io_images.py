@@ -26,7 +26,6 @@ from segqc.io import (
 )
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-ACDC_LABELS = Path(__file__).resolve().parents[3] / "shared" / "data" / "acdc" / "labelsTr"
 
 
 def _rotation_z(degrees: float) -> np.ndarray:
@@ -477,11 +476,9 @@ def test_invalid_spacing_override_is_one_line_naming_the_file(tmp_path, spacing,
     _assert_one_line_naming(exc, "s.png", words)
 
 
-def test_real_bubil_png_has_unknown_spacing_and_hc18_nifti_known():
-    bubil = ACDC_LABELS.parents[1] / "bubil" / "BU-BIL_Dataset1"
-    hc18 = ACDC_LABELS.parents[1] / "hc18" / "labelsTr"
-    if not (bubil.is_dir() and hc18.is_dir()):
-        pytest.skip("BU-BIL or HC18 data not found under ../shared/data")
+def test_real_bubil_png_has_unknown_spacing_and_hc18_nifti_known(shared_data):
+    bubil = shared_data("bubil/BU-BIL_Dataset1")
+    hc18 = shared_data("hc18/labelsTr")
     gold = read_label_map(min(bubil.glob("*/gold.png")))
     assert gold.spacing_known is False and gold.geometry.spacing == (1.0, 1.0)
     label_path = min(hc18.glob("*.nii.gz"))
@@ -707,10 +704,9 @@ def test_resample_outside_fills_background_and_keeps_bool():
 # ------------------------------------------------------------------------------------------
 
 
-def test_real_acdc_label_map_matches_nibabel():
-    if not ACDC_LABELS.is_dir():
-        pytest.skip(f"ACDC data not found at {ACDC_LABELS} (expected ../shared/data/acdc)")
-    path = min(ACDC_LABELS.glob("*.nii.gz"))
+def test_real_acdc_label_map_matches_nibabel(shared_data):
+    labels_dir = shared_data("acdc/labelsTr")
+    path = sorted(labels_dir.glob("*.nii.gz"))[0]
     image = read_label_map(path)
     ref = nib.load(path)
     assert image.array.shape == ref.shape

@@ -85,9 +85,10 @@ def test_tie_free_case_has_a_clear_nearest_component_and_matches_the_feature_tra
 
 
 def test_cc_dice_matches_ccmetrics_and_monai_per_component_dice_on_tie_free_case():
-    ccmetrics = pytest.importorskip("CCMetrics")
-    torch = pytest.importorskip("torch")
-    monai_metrics = pytest.importorskip("monai.metrics")
+    import CCMetrics as ccmetrics
+    import monai.metrics as monai_metrics
+    import torch
+
     pred, gt = _tie_free_case()
     ours = compare_components(pred, gt, ISO, metrics=("dice",), voronoi_units="voxel")
     cc_dice = _by_name(ours.means)["cc_dice"]
@@ -108,7 +109,7 @@ def test_cc_dice_matches_ccmetrics_and_monai_per_component_dice_on_tie_free_case
 
 
 def test_cc_hd95_and_cc_nsd_match_ccmetrics_in_voxel_mode_on_tie_free_case():
-    ccmetrics = pytest.importorskip("CCMetrics")
+    import CCMetrics as ccmetrics
     pred, gt = _tie_free_case()
     settings = MetricSettings(surface="voxel", tolerance_mm=1.0)
     ours = compare_components(pred, gt, ISO, metrics=("hd95", "nsd"), settings=settings, voronoi_units="voxel")
@@ -164,7 +165,7 @@ def test_a_component_whose_region_holds_only_a_near_miss_is_missed_not_hit():
 def test_per_component_metrics_in_mm_equal_full_size_region_masks_on_anisotropic_grid():
     """Each component's metrics equal those of (prediction within its region) vs (the component),
     evaluated on the full image with surface-distance; regions from scipy's feature transform in mm."""
-    sdlib = pytest.importorskip("surface_distance")
+    import surface_distance as sdlib
     spacing = (0.7, 0.9, 2.5)
     pred, gt = _tie_free_case()
     ours = compare_components(pred, gt, spacing, metrics=("dice", "hd95", "nsd", "assd"),
@@ -230,7 +231,9 @@ def test_cc_distance_metrics_of_many_components_match_per_region_full_size_refer
     region = np.zeros(gt.size, dtype=np.int64)
     region[assignment.pred_index] = assignment.pred_region
     region = region.reshape(gt.shape)
-    sdlib = pytest.importorskip("surface_distance") if mode == "surfel" else None
+    import surface_distance
+
+    sdlib = surface_distance if mode == "surfel" else None
     checked_far = False
     boxes = ndimage.find_objects(np.where(gt, labels, region))
     for k in range(1, n + 1):

@@ -9,8 +9,6 @@ IndexError in ``_bounding_boxes`` on BU-BIL pairs, e.g. case B30.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -19,7 +17,6 @@ from segqc.evaluation.evaluate import EvaluationConfig, evaluate_label_maps
 from segqc.io.images import read_label_map
 from segqc.metrics import assign_regions, compare_components, label_components
 
-BUBIL = Path(__file__).resolve().parents[3] / "shared" / "data" / "bubil" / "BU-BIL_Dataset1"
 EIGHT = np.ones((3, 3), dtype=bool)  # scipy structure of 8-connectivity
 FOUR = ndimage.generate_binary_structure(2, 1)
 
@@ -166,11 +163,10 @@ def test_cc_dice_on_generated_2d_multi_component_case_equals_scipy_voronoi_refer
 
 
 @pytest.mark.parametrize("case, rater", [("B30", "rater_Person4_Amira.png"), ("B31", "rater_Person4_ImageJ.png")])
-def test_real_bubil_pair_cc_dice_and_counts_equal_independent_computation(case, rater):
-    if not BUBIL.is_dir():
-        pytest.skip(f"BU-BIL data not found at {BUBIL} (expected ../shared/data/bubil)")
-    gt_image = read_label_map(BUBIL / case / "gold.png")
-    pred_image = read_label_map(BUBIL / case / rater)
+def test_real_bubil_pair_cc_dice_and_counts_equal_independent_computation(case, rater, shared_data):
+    bubil = shared_data("bubil/BU-BIL_Dataset1")
+    gt_image = read_label_map(bubil / case / "gold.png")
+    pred_image = read_label_map(bubil / case / rater)
     gt, pred = gt_image.array, pred_image.array
     table = evaluate_label_maps(pred, gt, gt_image.geometry.spacing,
                                 EvaluationConfig(per_component=True, connectivity=26))  # as `segqc evaluate`

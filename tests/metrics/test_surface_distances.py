@@ -139,7 +139,7 @@ def search_path(monkeypatch):
 
 @functools.cache
 def _surfel_reference(name: str) -> dict:
-    sd = pytest.importorskip("surface_distance")
+    import surface_distance as sd
     pred, gt, spacing = _case(name)
     return sd.compute_surface_distances(gt, pred, spacing)  # (mask_gt, mask_pred, spacing)
 
@@ -174,7 +174,7 @@ def test_case_set_exercises_both_search_paths_naturally():
 
 def test_area_weighted_percentile_matches_surface_distance_on_exact_cumulative_boundaries():
     """Percentiles landing exactly on a cumulative area fraction take the first element reaching it."""
-    sdlib = pytest.importorskip("surface_distance")
+    import surface_distance as sdlib
     rng = np.random.default_rng(5)
     cases = [np.ones(20), np.ones(40), rng.random(33), np.repeat([0.5, 0.25], 8)]
     for weights_gt in cases:
@@ -212,7 +212,7 @@ def test_sorted_distances_and_areas_match_surface_distance_on_every_search_path(
 
 @pytest.mark.parametrize("name", CASES)
 def test_hd_hd95_assd_masd_nsd_match_surface_distance(name):
-    sdlib = pytest.importorskip("surface_distance")
+    import surface_distance as sdlib
     ref = _surfel_reference(name)
     pred, gt, spacing = _case(name)
     sd = surface_distances(pred, gt, spacing)
@@ -241,7 +241,7 @@ def test_hd_hd95_assd_masd_nsd_match_surface_distance(name):
 
 @pytest.mark.parametrize("name", ["large-3d-thick-slices", "spheres-3d-aniso", "large-2d-aniso"])
 def test_compare_masks_surfel_metrics_match_surface_distance(name):
-    sdlib = pytest.importorskip("surface_distance")
+    import surface_distance as sdlib
     ref = _surfel_reference(name)
     pred, gt, spacing = _case(name)
     settings = MetricSettings(tolerance_mm=1.234, percentile=95.0)
@@ -310,13 +310,12 @@ def test_voxel_mode_distances_match_edt_of_voxel_edges_on_every_search_path(name
 
 
 def _one_hot(mask: np.ndarray):
-    torch = pytest.importorskip("torch")
+    import torch
     return torch.from_numpy(np.stack([~mask, mask])[None].astype(np.float32))
 
 
 @pytest.mark.parametrize("name", ["small-3d-iso", "large-3d-thick-slices", "spheres-3d-aniso", "large-2d-aniso"])
 def test_voxel_mode_matches_monai_hausdorff_assd_and_surface_dice(name):
-    pytest.importorskip("monai")
     from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance, compute_surface_dice
 
     pred, gt, spacing = _case(name)

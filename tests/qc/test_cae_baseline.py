@@ -2,26 +2,49 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
+from segqc.io.images import read_label_map, write_image
+from segqc.qc.baselines.cae import CaeConfig, load, train
+from segqc.qc.baselines.cae.model import ConvAutoencoder
+from segqc.qc.baselines.cae.predict import reconstruct
+from segqc.qc.baselines.cae.train import train_from_dataset
+from segqc.qc.inference import QcSettings, qc_folder
+from segqc.qc.model_api import load_qc_model
+from segqc.training import CheckpointError
 
-from segqc.io.images import read_label_map, write_image  # noqa: E402
-from segqc.qc.baselines.cae import CaeConfig, load, train  # noqa: E402
-from segqc.qc.baselines.cae.predict import reconstruct  # noqa: E402
-from segqc.qc.baselines.cae.train import train_from_dataset  # noqa: E402
-from segqc.qc.inference import QcSettings, qc_folder  # noqa: E402
-from segqc.qc.model_api import load_qc_model  # noqa: E402
-from segqc.training import CheckpointError  # noqa: E402
+# the module (the package exports its function ``train`` under the same name)
+cae_training = importlib.import_module("segqc.qc.baselines.cae.train")
 
 
 @pytest.fixture(scope="module")
-def cae_dir(qc_dataset, tmp_path_factory):
+def cae_run(qc_dataset, tmp_path_factory):
+    """The trained model directory and the trained network as training left it in memory (the
+    training module's ConvAutoencoder is wrapped so that the instance it builds is kept)."""
+    built: list[ConvAutoencoder] = []
+
+    class Kept(ConvAutoencoder):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
     config = CaeConfig(size=32, channels=(8, 16), latent_channels=4, epochs=25, batch_size=8, lr=3e-3)
-    return train_from_dataset(qc_dataset, tmp_path_factory.mktemp("cae") / "model", config=config, log=lambda m: None)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cae_training, "ConvAutoencoder", Kept)
+        directory = train_from_dataset(qc_dataset, tmp_path_factory.mktemp("cae") / "model", config=config,
+                                       log=lambda m: None)
+    assert len(built) == 1
+    return directory, built[0]
+
+
+@pytest.fixture(scope="module")
+def cae_dir(cae_run):
+    return cae_run[0]
 
 
 def test_training_loss_decreases(cae_dir):
@@ -29,14 +52,24 @@ def test_training_loss_decreases(cae_dir):
     assert losses[-1] < 0.75 * losses[0] and losses[-1] < min(losses[:3])
 
 
-def test_checkpoint_round_trip_gives_identical_reconstructions(cae_dir):
-    model, config = load(cae_dir)
+def test_checkpoint_round_trip_gives_the_in_memory_trained_network(cae_run):
+    """The loaded network is the trained one: every parameter and buffer (BatchNorm statistics
+    included) equal to the network training left in memory, and the same logits for the same masks."""
+    directory, trained = cae_run
+    model, config = load(directory)
+    assert config["labels"] == [0, 1, 2]
+    expected, got = trained.state_dict(), model.state_dict()
+    assert expected.keys() == got.keys()
+    for name, tensor in expected.items():
+        assert torch.equal(tensor, got[name]), name
     segs = np.zeros((2, 32, 32), dtype=np.int64)
     segs[:, 8:24, 8:24] = 1
     segs[:, 12:20, 12:20] = 2
-    again, _ = load(cae_dir)
-    assert np.array_equal(reconstruct(model, segs), reconstruct(again, segs))
-    assert config["labels"] == [0, 1, 2]
+    one_hot = torch.nn.functional.one_hot(torch.from_numpy(segs), 3).permute(0, 3, 1, 2).float()
+    trained.eval()
+    with torch.no_grad():
+        assert torch.equal(model(one_hot), trained(one_hot))
+    assert np.array_equal(reconstruct(model, segs), reconstruct(trained, segs))
 
 
 def test_qc_estimates_rank_a_perfect_above_a_broken_segmentation(cae_dir, qc_dataset, tmp_path):

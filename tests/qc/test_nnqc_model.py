@@ -10,16 +10,15 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import einops  # noqa: F401  (MONAI's DiffusionModelUNet attention blocks need it)
+import monai  # noqa: F401
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("monai")
-pytest.importorskip("einops", reason="MONAI's DiffusionModelUNet attention blocks need einops")
-
-from segqc.errors import InputError  # noqa: E402
-from segqc.qc.nnqc.config import PRESETS, NnqcConfig  # noqa: E402
-from segqc.qc.nnqc.model import (  # noqa: E402
+from segqc.errors import InputError
+from segqc.qc.nnqc.config import PRESETS, NnqcConfig
+from segqc.qc.nnqc.model import (
     MaskAutoencoder,
     NnqcModel,
     build_discriminator,

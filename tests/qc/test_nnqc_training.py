@@ -7,26 +7,30 @@ the labels through noise.
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import einops  # noqa: F401  (MONAI's DiffusionModelUNet attention blocks need it)
+import monai  # noqa: F401
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("monai")
-pytest.importorskip("einops", reason="MONAI's DiffusionModelUNet attention blocks need einops")
-
-from segqc.degrade.targeting import NNQC_BINS  # noqa: E402
-from segqc.errors import InputError  # noqa: E402
-from segqc.io.images import Geometry, read_label_map, write_image  # noqa: E402
-from segqc.qc.nnqc import NnqcConfig, build_training_data, load, load_qc_model, predict_slices, train  # noqa: E402
-from segqc.synthetic import paint_ellipsoid  # noqa: E402
-from segqc.training import CheckpointError, load_state, save_checkpoint  # noqa: E402
+from segqc.degrade.targeting import NNQC_BINS
+from segqc.errors import InputError
+from segqc.io.images import Geometry, read_label_map, write_image
+from segqc.qc.inference import QcSettings, qc_folder
+from segqc.qc.nnqc import NnqcConfig, NnqcModel, build_training_data, load, load_qc_model, predict_slices, train
+from segqc.qc.nnqc.train import extra_segmentation_slices
+from segqc.synthetic import paint_ellipsoid
+from segqc.training import CheckpointError, load_state, save_checkpoint
 
 TINY = NnqcConfig.preset("tiny")
+# the module (the package exports its function ``train`` under the same name)
+nnqc_training = importlib.import_module("segqc.qc.nnqc.train")
 
 
 def _toy_dataset(root: Path, *, n_cases: int = 3, shape=(40, 40, 8), seed: int = 0) -> Path:
@@ -59,8 +63,26 @@ def toy_data(toy_root):
 
 
 @pytest.fixture(scope="module")
-def trained(toy_data, tmp_path_factory) -> Path:
-    return train(TINY, toy_data, tmp_path_factory.mktemp("nnqc_run"), threads=1, device="cpu")
+def trained_run(toy_data, tmp_path_factory) -> tuple[Path, NnqcModel]:
+    """The model directory of one tiny training run and the model as training left it in memory
+    (the training module's NnqcModel is wrapped so that the instance it builds is kept)."""
+    built: list[NnqcModel] = []
+
+    class Kept(NnqcModel):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(nnqc_training, "NnqcModel", Kept)
+        model_dir = train(TINY, toy_data, tmp_path_factory.mktemp("nnqc_run"), threads=1, device="cpu")
+    assert len(built) == 1
+    return model_dir, built[0]
+
+
+@pytest.fixture(scope="module")
+def trained(trained_run) -> Path:
+    return trained_run[0]
 
 
 def test_training_data_has_every_foreground_slice_degraded_evenly_over_the_nnqc_bins(toy_data):
@@ -110,23 +132,30 @@ def test_real_imperfect_segmentations_join_with_their_ground_truth_in_their_own_
     assert np.array_equal(data.segs[:toy_data.n_segs], toy_data.segs)
 
 
-def test_bad_extra_segmentations_name_the_folder_or_file(toy_root, tmp_path):
+def test_bad_extra_segmentations_name_the_folder_or_file(toy_root, toy_data, tmp_path):
+    """Once through build_training_data (which makes the degraded data first), then straight through
+    the function that reads the extra segmentations (the same checks, without rebuilding)."""
     geometry = read_label_map(toy_root / "labelsTr" / "toy0.nii.gz").geometry
     with pytest.raises(InputError, match="not found"):
         build_training_data(toy_root, None, TINY, extra_seg_dirs=[tmp_path / "missing"])
+    cases = ["toy0", "toy1", "toy2"]
+
+    def read(folder: Path):
+        return extra_segmentation_slices(toy_root, cases, folder, toy_data.plan, labels=toy_data.labels)
+
     other = tmp_path / "other"
     write_image(other / "someone_else.nii.gz", np.zeros(geometry.shape, np.uint8), geometry)
     with pytest.raises(InputError, match="holds no segmentation of the 3 training case"):
-        build_training_data(toy_root, None, TINY, extra_seg_dirs=[other])
+        read(other)
     odd = tmp_path / "odd"
     write_image(odd / "toy0.nii.gz", np.full(geometry.shape, 7, np.uint8), geometry)
     with pytest.raises(InputError, match=r"toy0.nii.gz.*label value\(s\) \[7\]"):
-        build_training_data(toy_root, None, TINY, extra_seg_dirs=[odd])
+        read(odd)
     small = tmp_path / "small"
     write_image(small / "toy0.nii.gz", np.zeros((20, 40, 8), np.uint8),
                 Geometry.from_shape((20, 40, 8), (1.5, 1.5, 5.0)))
     with pytest.raises(InputError, match="toy0"):
-        build_training_data(toy_root, None, TINY, extra_seg_dirs=[small])
+        read(small)
 
 
 def test_training_loss_decreases_in_every_stage(trained):
@@ -138,6 +167,35 @@ def test_training_loss_decreases_in_every_stage(trained):
         assert metrics[stage]["median_step_seconds"] > 0
     assert metrics["vae"]["losses"]["adv"]  # the patch-GAN terms ran after adv_start
     assert metrics["latent_scale"] > 0
+
+
+def _forward(model: NnqcModel, images: np.ndarray, segs: np.ndarray, ratios: np.ndarray) -> list[torch.Tensor]:
+    """Posterior means, a noise prediction of the scaled latents at t = 500 and the decoded logits."""
+    model.eval()
+    with torch.no_grad():
+        idx, x = model.class_indices(segs), torch.from_numpy(images)
+        mu, _ = model.autoencoder.encode(model.one_hot(idx))
+        t = torch.full((len(images),), 500, dtype=torch.long)
+        c = model.condition(x, torch.from_numpy(ratios).float())
+        eps = model.denoiser(mu * model.latent_scale, model.spatial_condition(idx, x), t, c)
+        return [mu, eps, model.autoencoder.decode(mu)]
+
+
+def test_loaded_model_is_the_in_memory_trained_model(trained_run, toy_data):
+    """Every parameter and buffer (latent scale included) of the loaded model equals the model that
+    training left in memory, and both give the same latents, noise predictions and pGTs."""
+    model_dir, memory = trained_run
+    loaded = load(model_dir)
+    expected, got = memory.state_dict(), loaded.state_dict()
+    assert expected.keys() == got.keys() and "latent_scale" in expected
+    for name, tensor in expected.items():
+        assert torch.equal(tensor, got[name]), name
+    assert float(loaded.latent_scale) != 1.0  # training set it (1 / std of the latents)
+    images, segs, ratios = toy_data.images[:4], toy_data.segs[:4], toy_data.ratios[:4]
+    for a, b in zip(_forward(memory, images, segs, ratios), _forward(loaded, images, segs, ratios)):
+        assert torch.equal(a, b)
+    assert torch.equal(memory.generate_pgt(images, segs, ratios, steps=3, samples=2, generator=11),
+                       loaded.generate_pgt(images, segs, ratios, steps=3, samples=2, generator=11))
 
 
 def test_checkpoint_round_trips_to_the_same_pgt(trained, toy_data):
@@ -154,16 +212,55 @@ def test_checkpoint_round_trips_to_the_same_pgt(trained, toy_data):
         assert torch.equal(tensor, state["weights"]["denoiser"][name])
 
 
+def _dice(a: np.ndarray, b: np.ndarray, labels=(1, 2)) -> float:
+    return float(np.mean([2.0 * np.sum((a == k) & (b == k)) / (np.sum(a == k) + np.sum(b == k)) for k in labels]))
+
+
+def test_the_pgt_is_generated_not_copied_and_a_shifted_segmentation_is_estimated_worse(trained, toy_root, tmp_path):
+    """With the trained (tiny) model through the QC driver: the pGT of a segmentation shifted 10
+    voxels (15 mm) off the structures is not that segmentation but overlaps the ground truth clearly
+    more than it does, and the ground truth itself gets a clearly higher estimated Dice than the
+    shifted copy. Dice values against the ground truth are computed here with numpy."""
+    images, segs = tmp_path / "images", tmp_path / "segs"
+    images.mkdir()
+    gts, shifted = {}, {}
+    for case in ("toy0", "toy1", "toy2"):
+        gt = read_label_map(toy_root / "labelsTr" / f"{case}.nii.gz")
+        gts[case], shifted[case] = gt.array, np.roll(gt.array, 10, axis=0)
+        for name, array in ((f"{case}good", gt.array), (f"{case}shifted", shifted[case])):
+            shutil.copy(toy_root / "imagesTr" / f"{case}_0000.nii.gz", images / f"{name}_0000.nii.gz")
+            write_image(segs / f"{name}.nii.gz", array, gt.geometry)
+    table, _, _ = qc_folder(trained, images, segs, tmp_path / "qc", settings=QcSettings(metrics=("dice",)))
+    overall = table[(table.label == "all") & (table.metric == "dice")].set_index("case")["estimate"]
+    for case, gt in gts.items():
+        pgt = read_label_map(tmp_path / "qc" / "pgt" / f"{case}shifted.nii.gz").array
+        assert _dice(pgt, shifted[case]) < 0.6, case  # (a copy of the input would give 1)
+        assert _dice(pgt, gt) > _dice(shifted[case], gt) + 0.1, case
+        assert overall[f"{case}good"] > overall[f"{case}shifted"] + 0.1, case
+
+
 def test_interrupted_training_resumes_to_the_same_weights(trained, toy_data, tmp_path):
+    """The ssl and vae stages of the fixture's run are reused (not trained again); the ldm stage is
+    interrupted after its step-20 checkpoint, resumed, and must end at the fixture's weights."""
+    run = trained.parent
+    shutil.copy(run / "run.json", tmp_path / "run.json")
+    for stage in ("ssl", "vae"):
+        shutil.copytree(run / "stages" / stage, tmp_path / "stages" / stage)
+
     class Stop(Exception):
         pass
 
+    first: list[str] = []
+
     def interrupt(line: str) -> None:
+        first.append(line)
         if line.startswith("ldm step 28/"):  # after the step-20 checkpoint
             raise Stop
 
     with pytest.raises(Stop):
         train(TINY, toy_data, tmp_path, threads=1, device="cpu", log=interrupt)
+    assert any(line.startswith("ssl: done before") for line in first)
+    assert any(line.startswith("vae: done before") for line in first)
     assert load_state(tmp_path / "stages" / "ldm")["step"] == TINY.checkpoint_every
     lines: list[str] = []
     resumed = train(TINY, toy_data, tmp_path, threads=1, device="cpu", log=lines.append)

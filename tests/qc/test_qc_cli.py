@@ -8,9 +8,8 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+import torch  # noqa: F401
 from typer.testing import CliRunner
-
-pytest.importorskip("torch")
 
 from segqc.cli.main import app
 from segqc.io.images import read_label_map, write_image
@@ -95,7 +94,7 @@ def test_bad_inputs_give_one_line_errors(trained, qc_dataset, tmp_path):
 
 
 def test_nnqc_ablation_switch_and_config_overrides_reach_the_saved_model(qc_dataset, tmp_path):
-    pytest.importorskip("monai")
+    import monai  # noqa: F401
     out = tmp_path / "nnqc"
     result = runner.invoke(app, ["qc", "train", "nnqc", str(qc_dataset), "-o", str(out), "--config", "tiny",
                                  "--conditioning", "position", "--set", "ssl_steps=2", "--set", "vae_steps=2",

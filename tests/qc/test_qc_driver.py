@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from qc_toy_data import oracle_model
-from scipy import ndimage
+from scipy import ndimage, stats
 
 from segqc.io.images import read_label_map, write_image
-from segqc.qc.assessment import benchmark_qc, rank_models, true_metrics
+from segqc.qc.assessment import agreement, benchmark_qc, rank_models, true_metrics
 from segqc.qc.inference import QcSettings, qc_folder, worklist
 from segqc.qc.model_api import QcModel
 
@@ -87,6 +87,58 @@ def test_several_samples_are_fused_by_majority_and_their_disagreement_is_the_spr
     for case in truth["case"].unique():  # the consensus written to disk is the ground truth
         pgt = read_label_map(tmp_path / "qc" / "pgt" / f"{case}.nii.gz").array
         assert np.array_equal(pgt, read_label_map(qc_dataset / "labelsTr" / f"{case}.nii.gz").array)
+
+
+def test_the_segmentation_is_evaluated_against_the_pgt_not_the_other_way_round(qc_dataset, degraded_segs, tmp_path):
+    """Precision and recall are not symmetric: with the oracle's pGT (= the ground truth) the rim-eroded
+    case1 lies inside the truth, so its precision is 1 and its recall below 1. Reference values from
+    numpy on the files (segmentation = prediction, ground truth = reference)."""
+    table, _, _ = qc_folder(tmp_path, qc_dataset / "imagesTr", degraded_segs, tmp_path / "qc",
+                            settings=QcSettings(metrics=("precision", "recall")), model=oracle_model(qc_dataset))
+    estimates = table.set_index(["case", "label", "metric"])["estimate"]
+    for case in ("case1", "case2"):
+        seg = read_label_map(degraded_segs / f"{case}.nii.gz").array
+        gt = read_label_map(qc_dataset / "labelsTr" / f"{case}.nii.gz").array
+        for label in (1, 2):
+            s, g = seg == label, gt == label
+            tp = np.sum(s & g)
+            assert estimates[(case, str(label), "precision")] == pytest.approx(tp / s.sum(), rel=1e-12)
+            assert estimates[(case, str(label), "recall")] == pytest.approx(tp / g.sum(), rel=1e-12)
+    eroded = estimates.xs("case1", level="case")
+    assert eroded[("1", "precision")] == 1.0 and eroded[("1", "recall")] < 0.9
+
+
+def _pearson_reference(estimate: np.ndarray, true: np.ndarray) -> float:
+    return float(np.corrcoef(estimate, true)[0, 1])
+
+
+def test_agreement_matches_scipy_and_numpy_on_a_hand_made_table():
+    """Pearson r, MAE and n per (label, metric), rows with a NaN or infinite value left out; r is
+    undefined (NaN) with a constant column or fewer than three pairs."""
+    rng = np.random.default_rng(0)
+    true = rng.uniform(0.3, 0.95, 12)
+    rising = true + rng.normal(0, 0.05, 12)  # follows the truth
+    falling = 1.2 - true + rng.normal(0, 0.05, 12)  # anti-correlated: r must come out negative
+    rows = [{"label": "1", "metric": "dice", "estimate": e, "true": t} for e, t in zip(rising, true)]
+    rows += [{"label": "2", "metric": "dice", "estimate": e, "true": t} for e, t in zip(falling, true)]
+    rows += [{"label": "1", "metric": "dice", "estimate": np.nan, "true": 0.5},
+             {"label": "1", "metric": "dice", "estimate": 0.4, "true": np.inf}]
+    rows += [{"label": "all", "metric": "dice", "estimate": 0.75, "true": t} for t in (0.5, 0.6, 0.7)]
+    rows += [{"label": "all", "metric": "hd95", "estimate": e, "true": t} for e, t in ((1.0, 2.0), (3.0, 1.0))]
+    summary = agreement(pd.DataFrame(rows)).set_index(["label", "metric"])
+    for label, estimate in (("1", rising), ("2", falling)):
+        row = summary.loc[(label, "dice")]
+        r = stats.pearsonr(estimate, true).statistic
+        assert row.pearson_r == pytest.approx(r, rel=1e-12)
+        assert row.pearson_r == pytest.approx(_pearson_reference(estimate, true), rel=1e-9)
+        assert row.mae == pytest.approx(np.mean(np.abs(estimate - true)), rel=1e-12)
+        assert row.n == 12
+    assert summary.loc[("1", "dice")].pearson_r > 0.9 and summary.loc[("2", "dice")].pearson_r < -0.9
+    constant = summary.loc[("all", "dice")]
+    assert np.isnan(constant.pearson_r) and constant.n == 3
+    assert constant.mae == pytest.approx(np.mean([0.25, 0.15, 0.05]), rel=1e-12)
+    two = summary.loc[("all", "hd95")]
+    assert np.isnan(two.pearson_r) and two.n == 2 and two.mae == pytest.approx(1.5)
 
 
 def test_benchmark_reports_perfect_agreement_for_the_oracle(qc_dataset, degraded_segs, tmp_path):

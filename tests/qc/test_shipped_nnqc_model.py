@@ -12,20 +12,18 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import monai  # noqa: F401  (the test extra installs it; a broken install must fail, not skip)
 import numpy as np
 import pandas as pd
 import pytest
+import torch  # noqa: F401
 from scipy import ndimage
-
-pytest.importorskip("torch")
-pytest.importorskip("monai")
 
 from segqc.io.images import read_image, read_label_map, write_image
 from segqc.qc.inference import QcSettings, qc_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "models" / "acdc-nnqc-small"
-ACDC = ROOT.parent / "shared" / "data" / "acdc"
 CASE = "ACDC_patient002_frame01"
 
 
@@ -35,16 +33,20 @@ def _numpy_dice(a: np.ndarray, b: np.ndarray, label: int) -> float:
 
 
 @pytest.fixture(scope="module")
-def qc_run(tmp_path_factory):
-    if not (ACDC / "dataset.json").is_file():
-        pytest.skip(f"ACDC data not found at {ACDC} (expected ../shared/data/acdc)")
+def acdc(shared_data) -> Path:
+    shared_data("acdc/dataset.json")
+    return shared_data("acdc")
+
+
+@pytest.fixture(scope="module")
+def qc_run(acdc, tmp_path_factory):
     assert (MODEL / "config.json").is_file(), f"the shipped model is missing: {MODEL}"
     root = tmp_path_factory.mktemp("shipped")
     images, segs = root / "images", root / "segs"
     images.mkdir()
-    gt = read_label_map(ACDC / "labelsTr" / f"{CASE}.nii.gz")
+    gt = read_label_map(acdc / "labelsTr" / f"{CASE}.nii.gz")
     for name in ("perfect", "swapped", "eroded", "shifted"):
-        shutil.copy(ACDC / "imagesTr" / f"{CASE}_0000.nii.gz", images / f"{name}_0000.nii.gz")
+        shutil.copy(acdc / "imagesTr" / f"{CASE}_0000.nii.gz", images / f"{name}_0000.nii.gz")
     swapped = gt.array.copy()
     swapped[gt.array == 1], swapped[gt.array == 3] = 3, 1  # RV <-> LV
     swapped[gt.array == 2] = 0  # myocardium missing
@@ -88,9 +90,9 @@ def test_myocardium_and_lv_estimates_lie_near_the_true_dice(qc_run, name):
         assert abs(estimates[(name, str(label))] - true) < 0.1, (name, label, true)
 
 
-def test_pseudo_ground_truth_is_written_on_the_input_grid(qc_run):
+def test_pseudo_ground_truth_is_written_on_the_input_grid(qc_run, acdc):
     _, _, _, gt, root = qc_run
-    image = read_image(ACDC / "imagesTr" / f"{CASE}_0000.nii.gz")
+    image = read_image(acdc / "imagesTr" / f"{CASE}_0000.nii.gz")
     pgt = read_label_map(root / "qc" / "pgt" / "perfect.nii.gz")
     assert pgt.array.shape == gt.array.shape == image.array.shape
     np.testing.assert_allclose(pgt.geometry.spacing, gt.geometry.spacing)

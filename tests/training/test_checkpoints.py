@@ -6,11 +6,10 @@ import json
 
 import numpy as np
 import pytest
+import safetensors  # noqa: F401
+import torch
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("safetensors")
-
-from segqc.training import CheckpointError, load_checkpoint, load_state, save_checkpoint, save_state, seed_everything  # noqa: E402
+from segqc.training import CheckpointError, load_checkpoint, load_state, save_checkpoint, save_state, seed_everything
 
 
 def _trained_model() -> tuple[torch.nn.Module, torch.optim.Optimizer]:

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-pytest.importorskip("torch")
-pytest.importorskip("monai")
-
 from segqc.zoo import ZooConfig, predict_zoo, train_zoo
-
-ACDC = Path(__file__).resolve().parents[3] / "shared" / "data" / "acdc"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (ACDC / "dataset.json").is_file(), reason="ACDC not in ../shared/data")
-def test_a_short_acdc_zoo_improves_with_training_and_predicts_on_the_original_grid(tmp_path):
+def test_a_short_acdc_zoo_improves_with_training_and_predicts_on_the_original_grid(shared_data, tmp_path):
+    shared_data("acdc/dataset.json")
+    acdc = shared_data("acdc")
     config = ZooConfig.preset("small", size=96, epochs=6, steps_per_epoch=10, snapshot_epochs=(1, 6))
-    train_zoo(ACDC, tmp_path / "zoo", config, jobs=2)
-    result = predict_zoo(tmp_path / "zoo", ACDC, tmp_path / "out", cases=None, variants="clean", jobs=2)
+    train_zoo(acdc, tmp_path / "zoo", config, jobs=2)
+    result = predict_zoo(tmp_path / "zoo", acdc, tmp_path / "out", cases=None, variants="clean", jobs=2)
     assert not result.failed and len(result.manifest) == 2 * 44
     means = result.manifest.groupby("epoch")["dice"].mean()
     assert means[6] > means[1]

@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 
+import monai  # noqa: F401
 import pandas as pd
 import pytest
+import torch  # noqa: F401
 from typer.testing import CliRunner
-
-pytest.importorskip("torch")
-pytest.importorskip("monai")
-
 from zoo_fixtures import TINY
 
 from segqc.cli.main import app

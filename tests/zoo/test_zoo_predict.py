@@ -7,13 +7,12 @@ import os
 import shutil
 from pathlib import Path
 
+import monai  # noqa: F401
 import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
-
-pytest.importorskip("torch")
-pytest.importorskip("monai")
+import torch  # noqa: F401
 
 from segqc.degrade.folder import BASE_COLUMNS
 from segqc.errors import InputError

@@ -5,19 +5,17 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import monai  # noqa: F401
 import numpy as np
 import pytest
+import torch
+from zoo_fixtures import TINY
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("monai")
-
-from zoo_fixtures import TINY  # noqa: E402
-
-from segqc.errors import InputError  # noqa: E402
-from segqc.fingerprint import DatasetFingerprint  # noqa: E402
-from segqc.io.split import Split, patient_id  # noqa: E402
-from segqc.training import CheckpointError, load_checkpoint, load_state  # noqa: E402
-from segqc.zoo import load_model, read_zoo, train_zoo  # noqa: E402
+from segqc.errors import InputError
+from segqc.fingerprint import DatasetFingerprint
+from segqc.io.split import Split, patient_id
+from segqc.training import CheckpointError, load_checkpoint, load_state
+from segqc.zoo import load_model, read_zoo, train_zoo
 
 
 def test_training_never_sees_held_out_patients(trained_zoo):
