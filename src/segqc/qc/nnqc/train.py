@@ -269,6 +269,9 @@ def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, co
     unreadable files.
     """
     dataset = Dataset.open(dataset_dir)
+    for folder in extra_seg_dirs:  # before the (minutes of) degradation below
+        if not Path(folder).is_dir():
+            raise InputError("extra segmentation folder not found", folder)
     root, image_files, label_files = dataset.root, dataset.image_files, dataset.label_files
     cases = dataset.select(cases)
     if fingerprint is None:
