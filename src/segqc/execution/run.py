@@ -22,6 +22,7 @@ bugs and propagate.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -126,7 +127,7 @@ def run_cases(
     and Dask (a module-level function or a ``functools.partial`` of one).
     """
     cases = [t.case for t in tasks]
-    duplicates = sorted({c for c in cases if cases.count(c) > 1})
+    duplicates = sorted(c for c, n in Counter(cases).items() if n > 1)
     if duplicates:
         raise ValueError(f"case ids must be unique in a run; repeated: {', '.join(duplicates[:5])}")
     out = Path(out_dir) if out_dir is not None else None
