@@ -209,16 +209,6 @@ def qc_tasks(images_dir: Path, segs_dir: Path) -> tuple[list[CaseTask], Pairing]
     return tasks, pairing
 
 
-def pair_images_and_segmentations(
-    images_dir: Path, segs_dir: Path
-) -> tuple[list[tuple[str, list[Path], Path]], list[str], list[str]]:
-    """(segmentation id, image channel files, segmentation) for segmentations with an image;
-    segmentations without an image and images without a segmentation are returned separately."""
-    tasks, pairing = qc_tasks(Path(images_dir), Path(segs_dir))
-    matched = [(t.case, list(t.inputs["image"]), t.inputs["seg"][0]) for t in tasks]
-    return matched, [sid for sid, _ in pairing.extra], [case for case, _ in pairing.missing]
-
-
 def worklist(table: pd.DataFrame, settings: QcSettings) -> pd.DataFrame:
     """Cases sorted from worst estimated multi-class Dice, flagged below ``flag_dice`` or as a
     robust low outlier (z = (x - median) / (1.4826 MAD) < -outlier_z)."""
