@@ -70,7 +70,7 @@ class ConfigBase:
         elif str(name).lower().endswith(".json") or Path(name).is_file():
             base = cls.load(name)
         else:
-            raise ValueError(f"unknown {cls.label()} config {name!r}; "
+            raise ValueError(f"unknown {cls.label()} config preset {name!r}; "
                              f"use one of {', '.join(cls.PRESETS)} or a JSON file")
         return base.with_overrides(**overrides)
 

@@ -54,7 +54,7 @@ def test_zoo_train_reports_bad_input_in_one_line(problem, toy_dataset, tmp_path)
     assert result.exit_code == 2
     line = _one_error_line(result)
     assert {"missing dataset": "dataset folder not found", "no dataset.json": "no dataset.json",
-            "unknown preset": "unknown preset 'huge'"}[problem] in line
+            "unknown preset": "config preset 'huge'"}[problem] in line
 
 
 @pytest.mark.parametrize("problem", ["not a zoo", "not a zoo model", "bad variant", "missing labels", "channels"])

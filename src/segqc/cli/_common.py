@@ -116,7 +116,7 @@ def print_run_footer(*, warnings: Iterable[str] = (), failed: dict[str, str] | N
     for case, why in (skipped or {}).items():
         print_warning(f"{case}: {why}; skipped")
     failed = failed or {}
-    for message in failed.values():
+    for message in dict.fromkeys(failed.values()):  # one line per problem (a case may fail in several tasks)
         print_error(message)
     if any(kind == "GeometryMismatchError" for kind in (failure_kinds or {}).values()):
         error_console.print(_RESAMPLE_HINT, highlight=False, soft_wrap=True)

@@ -9,7 +9,15 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from segqc.cli._common import EXIT_CASE_FAILURES, console, error_console, user_errors
+from segqc.cli._common import (
+    check_device,
+    console,
+    error_console,
+    prepare_output_dir,
+    print_run_footer,
+    require_nn,
+    user_errors,
+)
 
 app = typer.Typer(
     name="zoo",
@@ -17,17 +25,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-
-
-def _load_config(name: str):
-    from segqc.zoo.config import PRESETS, ZooConfig
-
-    if name.strip().lower() in PRESETS:
-        return ZooConfig.preset(name)
-    path = Path(name)
-    if path.suffix.lower() == ".json" or path.exists():
-        return ZooConfig.load(path)
-    raise ValueError(f"--config: unknown preset {name!r}; use {', '.join(PRESETS)} or a JSON file")
 
 
 @app.command("train")
@@ -57,14 +54,14 @@ def train_command(
 
     Example: segqc zoo train Dataset027_ACDC/ -o acdc_zoo/ --config small --seed 0
     """
-    from segqc.zoo.train import train_zoo
-
     with user_errors():
-        chosen = _load_config(config)
-        from dataclasses import replace
+        require_nn("zoo train")
+        check_device(device)
+        prepare_output_dir(out_dir)
+        from segqc.zoo.config import ZooConfig
+        from segqc.zoo.train import train_zoo
 
-        overrides = {"seed": seed, "epochs": epochs, "holdout_fraction": holdout}
-        chosen = replace(chosen, **{k: v for k, v in overrides.items() if v is not None})
+        chosen = ZooConfig.preset(config, seed=seed, epochs=epochs, holdout_fraction=holdout)
         began = time.perf_counter()
         models = train_zoo(dataset_dir, out_dir, chosen, device=device, threads=threads, jobs=jobs,
                            progress=not quiet,
@@ -125,19 +122,22 @@ def predict_command(
     from segqc.zoo.predict import predict_zoo
 
     with user_errors():
+        require_nn("zoo predict")
+        check_device(device)
+        prepare_output_dir(out_dir)
         result = predict_zoo(
             zoo_dir, dataset_dir, out_dir, images_dir=images, labels_dir=labels, cases=cases,
             models=[m.strip() for m in models.split(",") if m.strip()] if models else None,
             variants=variants, noise_sigma=noise_sigma, lowres_factor=lowres_factor, seed=seed,
             tolerance_mm=tolerance, device=device, jobs=jobs, scheduler=scheduler, progress=not quiet,
         )
-    for message in result.failed.values():
-        error_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    if result.reused:
-        error_console.print(f"reused {result.reused} finished prediction(s) from a previous run in {out_dir}")
+    report = result.report
+    code = print_run_footer(warnings=report.warnings if report else (), failed=report.failed if report else {},
+                            failure_kinds=report.failure_kinds if report else {},
+                            reused=report.reused if report else (), out_dir=out_dir)
     if not quiet:
         print_source_table(result.summary["sources"])
     console.print(f"wrote {len(result.manifest)} predictions from {len(result.sources)} source(s), "
                   f"{out_dir / 'manifest.csv'} and {out_dir / 'summary.json'}")
-    if result.failed:
-        raise typer.Exit(EXIT_CASE_FAILURES)
+    if code:
+        raise typer.Exit(code)

@@ -70,7 +70,7 @@ import pandas as pd
 from segqc.degrade.folder import BASE_COLUMNS, mask_quality
 from segqc.degrade.targeting import NNQC_BINS
 from segqc.errors import GeometryMismatchError, InputError
-from segqc.execution import CaseResult, CaseTask, run_cases
+from segqc.execution import CaseResult, CaseTask, RunReport, run_cases
 from segqc.fingerprint import PreprocessingPlan, preprocess_files, restore_label
 from segqc.io.atomic import atomic_path, write_json_atomic
 from segqc.io.datasets import find_dataset_json, list_image_files, list_label_files
@@ -430,6 +430,7 @@ class ZooPrediction:
     failed: dict[str, str] = field(default_factory=dict)
     reused: int = 0  # (case, source) predictions taken from a previous run
     summary: dict = field(default_factory=dict)
+    report: RunReport | None = None  # the case engine's report (task ids "<source>/<case>")
 
 
 def _columns(labels: Sequence[int]) -> list[str]:
@@ -570,7 +571,7 @@ def predict_zoo(
     }
     write_json_atomic(out / "summary.json", summary)
     return ZooPrediction(manifest=manifest, sources=[s.name for s in sources], failed=failed,
-                         reused=len(report.reused), summary=summary)
+                         reused=len(report.reused), summary=summary, report=report)
 
 
 def _assemble(table: pd.DataFrame, selected: Sequence[str], sources: Sequence[_Source],
