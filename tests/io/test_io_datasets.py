@@ -270,3 +270,19 @@ def test_real_acdc_dataset_json_and_labels(shared_data):
     files = list_label_files(acdc / "labelsTr", file_ending=info.file_ending)
     assert "ACDC_patient002_frame01" in files
     assert all(p.name == f"{case}.nii.gz" for case, p in files.items())
+
+
+def test_top_level_regions_of_dataset_json_are_read(tmp_path):
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps({"labels": {"background": 0, "NCR": 1, "ED": 2, "ET": 3},
+                                "regions": {"whole tumour": [1, 2, 3], "tumour core": [1, 3]}}))
+    info = read_dataset_json(path)
+    assert info.regions == {"whole tumour": (1, 2, 3), "tumour core": (1, 3)}
+    path.write_text(json.dumps({"labels": {"background": 0, "a": 1}, "regions": {"bad": []}}))
+    with pytest.raises(InputError, match="region 'bad'"):
+        read_dataset_json(path)
+
+
+def test_real_brats_dataset_json_gives_the_three_tumour_regions(shared_data):
+    info = read_dataset_json(shared_data("brats") / "dataset.json")
+    assert info.regions["whole tumour"] == (1, 2, 3) and info.regions["enhancing tumour"] == (3,)

@@ -187,3 +187,19 @@ def test_degrade_output_is_benchmarked_through_its_manifest(qc_dataset, tmp_path
     overall = pairs[pairs.label == "all"]
     assert sorted(overall.case) == sorted(Path(f).name.removesuffix(".nii.gz") for f in files)
     np.testing.assert_allclose(overall.estimate, overall.true, atol=1e-12)
+
+
+def test_numeric_case_ids_keep_their_leading_zeros_in_qc_csv(qc_dataset, tmp_path):
+    """Once: the driver read its per-case parts back without types, and "0042" became 42."""
+    images, segs = tmp_path / "images", tmp_path / "segs"
+    images.mkdir()
+    segs.mkdir()
+    shutil.copy(qc_dataset / "imagesTr" / "case0_0000.nii.gz", images / "0042_0000.nii.gz")
+    shutil.copy(qc_dataset / "labelsTr" / "case0.nii.gz", segs / "0042.nii.gz")
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    qc_folder(model_dir, images, segs, tmp_path / "qc", settings=QcSettings(metrics=("dice",)),
+              model=oracle_model(qc_dataset))
+    for name in ("qc.csv", "worklist.csv", "qc_slices.csv"):
+        cases = pd.read_csv(tmp_path / "qc" / name, dtype=str)["case"]
+        assert set(cases) == {"0042"}, name

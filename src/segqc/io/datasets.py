@@ -3,7 +3,9 @@
 * Label files are ``CASE<file_ending>`` (e.g. ``labelsTr/ACDC_patient002_frame01.nii.gz``);
   image files are ``CASE_XXXX<file_ending>`` with a four-digit channel index (``_0000``, ...).
 * ``dataset.json`` labels may be nnU-Net v2 style (``{"background": 0, "RV": 1}``, regions as
-  lists: ``{"whole tumor": [1, 2, 3]}``) or v1 style (``{"0": "background", "1": "RV"}``).
+  lists: ``{"whole tumor": [1, 2, 3]}``) or v1 style (``{"0": "background", "1": "RV"}``);
+  regions may also be given as a top-level ``"regions"`` object; a label named ``"ignore"`` is
+  nnU-Net's ignore label.
 * Folder listings ignore hidden and temporary files (names starting with ``.``), ``dataset.json``,
   and everything that is not an image (nnU-Net's ``plans.json``, ``.npz``, ``.pkl``, ...).
 """
@@ -100,6 +102,7 @@ def read_dataset_json(path: PathLike) -> DatasetInfo:
         raise InputError("expected a JSON object at the top level", path)
 
     labels, regions = _parse_labels(data.get("labels", {}), path)
+    regions.update(_parse_regions(data.get("regions", {}), path))
     ignore = None
     for value, name in list(labels.items()):
         if name == "ignore":  # nnU-Net: excluded from every class, never a class itself
@@ -155,6 +158,20 @@ def _parse_labels(raw: Any, path: Path) -> tuple[dict[int, str], dict[str, tuple
     for value, name in single_regions.items():
         labels.setdefault(value, name)
     return dict(sorted(labels.items())), regions
+
+
+def _parse_regions(raw: Any, path: Path) -> dict[str, tuple[int, ...]]:
+    """A top-level ``"regions": {"whole tumour": [1, 2, 3], ...}`` (an alternative to nnU-Net v2's
+    regions inside ``"labels"``)."""
+    if not isinstance(raw, dict):
+        raise InputError("'regions' must be an object mapping region names to lists of label values", path)
+    regions: dict[str, tuple[int, ...]] = {}
+    for name, value in raw.items():
+        if not (isinstance(value, list) and value and all(_is_int(v) and v >= 0 for v in value)):
+            raise InputError(f"region '{name}' has value {json.dumps(value)}; expected a non-empty list of label "
+                             "values", path)
+        regions[str(name)] = tuple(int(v) for v in value)
+    return regions
 
 
 def _parse_channels(raw: Any, path: Path) -> dict[int, str]:
