@@ -56,6 +56,7 @@ from segqc.execution import CaseResult, CaseSkipped, CaseTask, run_cases
 from segqc.io.atomic import atomic_path, write_json_atomic
 from segqc.io.datasets import LABEL_EXTENSIONS, find_dataset_json, list_image_files, list_label_files
 from segqc.io.images import Geometry, read_label_map, write_image
+from segqc.io.labels import LabelSet
 from segqc.metrics.binary import MetricSettings, compare_masks
 from segqc.metrics.multiclass import multiclass_dice, per_class_dice
 
@@ -79,8 +80,12 @@ class DegradeConfig:
     target_label: int | None = None
     tolerance_mm: float = 1.0
     max_attempts: int = 8
-    labels: tuple[int, ...] | None = None  # the dataset's foreground labels (dataset.json)
-    allowed: tuple[int, ...] | None = None  # every value a label map may hold (incl. 0)
+    label_set: LabelSet = field(default_factory=LabelSet)  # dataset.json's classes (known) or none
+
+    @property
+    def labels(self) -> tuple[int, ...] | None:
+        """The dataset's foreground labels, or None when the label maps decide."""
+        return self.label_set.foreground if self.label_set.known else None
 
     def __post_init__(self) -> None:
         if self.per_case < 1:
@@ -103,6 +108,7 @@ class DegradeConfig:
             "tolerance_mm": self.tolerance_mm,
             "max_attempts": self.max_attempts,
             "labels": None if self.labels is None else list(self.labels),
+            "label_set": self.label_set.to_dict(),
             "version": _VERSION,
         }
 
@@ -230,11 +236,7 @@ def degrade_case(task: CaseTask, config: DegradeConfig, out_dir: Path) -> CaseRe
     assert gt_path is not None
     gt_image = read_label_map(gt_path)
     gt, geometry = gt_image.array, gt_image.geometry
-    if config.allowed is not None:
-        unexpected = sorted(set(present_labels(gt)) - set(config.allowed))
-        if unexpected:
-            raise InputError(f"label value(s) {unexpected} are not in dataset.json (labels {list(config.allowed)})",
-                             gt_path)
+    warnings = config.label_set.check(gt, gt_path)
     _check_image_geometry(gt_path, geometry, task.inputs.get("image", ()))
     if not present_labels(gt):
         raise CaseSkipped("the ground truth has no foreground; nothing to degrade")
@@ -277,7 +279,7 @@ def degrade_case(task: CaseTask, config: DegradeConfig, out_dir: Path) -> CaseRe
             })
     frame = _frame(rows, labels)
     files = [f for f in list(frame["file"]) + list(frame["gt_slice_file"]) if f]
-    return CaseResult(table=frame, files=files)
+    return CaseResult(table=frame, files=files, warnings=warnings)
 
 
 def _frame(rows: list[dict], labels: Sequence[int]) -> pd.DataFrame:
@@ -331,11 +333,11 @@ def degrade_folder(
     if not files:
         endings = (info.file_ending if info and info.file_ending else ", ".join(LABEL_EXTENSIONS))
         raise InputError(f"no label files ({endings}) found", gt_dir)
-    dataset_labels = tuple(sorted(v for v in info.labels if v != 0)) if info and info.labels else None
+    label_set = LabelSet.from_dataset_info(info)
+    dataset_labels = label_set.foreground if label_set.known else None
     config = DegradeConfig(
         bins=tuple(bins), per_case=per_case, seed=seed, slices=slices, target_label=target_label,
-        tolerance_mm=tolerance_mm, max_attempts=max_attempts, labels=dataset_labels,
-        allowed=tuple(sorted(set(info.labels) | {0})) if info and info.labels else None,
+        tolerance_mm=tolerance_mm, max_attempts=max_attempts, label_set=label_set,
     )
     images = _images_for(gt_dir, images_dir)
     tasks = [CaseTask(case, {"gt": (path,), "image": tuple(images.get(case, ()))}) for case, path in files.items()]
