@@ -60,6 +60,8 @@ def degrade_command(
     from segqc.degrade.targeting import BALANCED_BINS, parse_bins
 
     with user_errors():
+        if per_case < 1:
+            raise ValueError(f"--per-case must be at least 1, got {per_case}")
         chosen = BALANCED_BINS if balanced else parse_bins(bins)
         prepare_output_dir(out_dir)
         result = degrade_folder(

@@ -89,7 +89,7 @@ class DegradeConfig:
 
     def __post_init__(self) -> None:
         if self.per_case < 1:
-            raise ValueError(f"--per-case must be at least 1, got {self.per_case}")
+            raise ValueError(f"per_case (maps per case) must be at least 1, got {self.per_case}")
         if self.max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
         if not self.bins:

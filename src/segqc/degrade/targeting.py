@@ -110,7 +110,8 @@ def parse_bins(text: str) -> tuple[DiceBin, ...]:
     try:
         edges = [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"--bins expects comma-separated numbers such as 0.05,0.10,0.25, got {text!r}") from None
+        raise ValueError(f"Dice bin edges must be comma-separated numbers such as 0.05,0.10,0.25, "
+                         f"got {text!r}") from None
     return bins_from_edges(edges)
 
 

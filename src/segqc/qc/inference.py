@@ -259,7 +259,7 @@ def qc_folder(model_dir: str | Path, images_dir: str | Path, segs_dir: str | Pat
     tasks, pairing = qc_tasks(Path(images_dir), Path(segs_dir))
     if not tasks:
         raise InputError(f"no segmentation has an image (CASE_0000...) in {images_dir}", segs_dir)
-    in_process = jobs == 1 or model is not None or device != "cpu"
+    in_process = (jobs == 1 and scheduler is None) or model is not None or device != "cpu"
     work = partial(_run_case, model_dir=model_dir, settings=settings, out_dir=out_dir,
                    model=loaded if in_process else None)
     report = run_cases(work, tasks, out_dir, settings={"qc": asdict(settings), "method": loaded.method},

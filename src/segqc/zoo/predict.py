@@ -462,7 +462,7 @@ def _select_cases(cases, split: Split | None, available: Sequence[str], labels_d
         missing = [c for c in wanted if c not in available]
         if missing:
             raise InputError(f"{len(missing)} held-out case(s) of the zoo are not here (e.g. {missing[0]}); "
-                             "predict another dataset with cases='all' (--cases all)", labels_dir)
+                             "predict another dataset with cases='all'", labels_dir)
         return wanted
     if isinstance(cases, str) and cases.lower() == "train":
         if split is None:
