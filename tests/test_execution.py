@@ -28,7 +28,7 @@ def _square_or_fail(item: int, bad: int) -> int:
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_every_item_is_mapped_and_a_case_error_is_yielded_in_its_place(jobs, monkeypatch):
     # pinned: the automatic choice depends on whether torch was imported before in this process
-    monkeypatch.setattr(execution, "pool_start_method", lambda: "spawn")
+    monkeypatch.setattr(execution.pool, "pool_start_method", lambda: "spawn")
     results = dict(map_cases(partial(_square_or_fail, bad=3), range(6), jobs=jobs, progress=False))
     assert {k: v for k, v in results.items() if k != 3} == {0: 0, 1: 1, 2: 4, 4: 16, 5: 25}
     assert isinstance(results[3], InputError) and "case3.nii.gz" in str(results[3])
@@ -148,7 +148,7 @@ def test_spawned_workers_share_the_cores_as_torch_threads(tmp_path):
 
 
 _SLOW_WORKERS = textwrap.dedent("""
-    import os, sys, time
+    import multiprocessing, os, sys, time
     from pathlib import Path
     from segqc.execution import map_cases
 
@@ -160,6 +160,7 @@ _SLOW_WORKERS = textwrap.dedent("""
         return n
 
     if __name__ == "__main__":
+        multiprocessing.set_start_method("fork", force=True)  # pinned (no torch here: the default anyway)
         try:
             list(map_cases(work, range(8), jobs=2, progress=False))
         except KeyboardInterrupt:
