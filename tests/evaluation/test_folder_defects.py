@@ -346,3 +346,12 @@ def test_a_corrupt_stored_part_is_recomputed_not_a_traceback(gt_folder, tmp_path
     result = _run("evaluate", tmp_path / "pred", gt_dir, "-o", out, "--metrics", "dice", "-q")
     assert result.exit_code == 0 and "reused 1 finished case" in result.output
     assert _value(_table(out), "case0", "1", "dice") == pytest.approx(_dice(preds["case0"], arrays["case0"], 1))
+
+
+def test_an_unrelated_manifest_beside_the_prediction_folder_is_ignored(gt_folder, tmp_path):
+    gt_dir, arrays = gt_folder
+    preds = _predictions(tmp_path / "pred", arrays, 1)
+    (tmp_path / "manifest.csv").write_text("run,score\na,1\n")  # some other table in the parent folder
+    out = tmp_path / "out"
+    assert _run("evaluate", tmp_path / "pred", gt_dir, "-o", out, "--metrics", "dice", "-q").exit_code == 0
+    assert _value(_table(out), "case1", "3", "dice") == pytest.approx(_dice(preds["case1"], arrays["case1"], 3))

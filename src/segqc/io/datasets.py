@@ -350,22 +350,34 @@ class SegmentationFiles:
     manifest: Path | None = None
 
 
-def _find_manifest(folder: Path) -> Path | None:
-    for candidate in (folder / MANIFEST_NAME, folder.parent / MANIFEST_NAME):
-        if candidate.is_file():
-            return candidate
+def _manifest_files(folder: Path) -> SegmentationFiles | None:
+    """The files of ``folder`` listed in a ``manifest.csv`` of the folder or of its parent (None
+    when there is none, or the parent's lists no file of this folder). A manifest in the folder
+    itself must be readable and have ``case`` and ``file`` columns; a parent's that is not is
+    ignored (it may be any other table)."""
+    import pandas as pd
+
+    for manifest in (folder / MANIFEST_NAME, folder.parent / MANIFEST_NAME):
+        if not manifest.is_file():
+            continue
+        own = manifest.parent == folder
+        try:
+            table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+        except (OSError, ValueError) as exc:
+            if own:
+                raise InputError(f"cannot read the manifest: {exc}", manifest) from None
+            continue
+        if not {"case", "file"} <= set(table.columns):
+            if own:
+                raise InputError("a segmentation manifest needs the columns 'case' and 'file'", manifest)
+            continue
+        listed = _listed_files(table, manifest, folder)
+        if listed.files or own:
+            return listed
     return None
 
 
-def _manifest_files(manifest: Path, folder: Path) -> SegmentationFiles:
-    import pandas as pd
-
-    try:
-        table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read the manifest: {exc}", manifest) from None
-    if not {"case", "file"} <= set(table.columns):
-        raise InputError("a segmentation manifest needs the columns 'case' and 'file'", manifest)
+def _listed_files(table, manifest: Path, folder: Path) -> SegmentationFiles:
     root = manifest.parent
     files: dict[str, tuple[str, Path]] = {}
     ignored: list[tuple[Path, str]] = []
@@ -393,9 +405,9 @@ def segmentation_files(folder: PathLike, *, file_ending: str | None = None,
     """
     folder = Path(folder)
     if use_manifest:
-        manifest = _find_manifest(folder)
-        if manifest is not None:
-            return _manifest_files(manifest, folder)
+        listed = _manifest_files(folder)
+        if listed is not None:
+            return listed
     by_case: dict[str, list[Path]] = {}
     for stem, item in _image_entries(folder, None):
         by_case.setdefault(stem, []).append(item)
