@@ -63,7 +63,7 @@ def benchmark_qc(model_dir: str | Path, images_dir: str | Path, segs_dir: str | 
     with atomic_path(out_dir / "benchmark.csv") as tmp:
         summary.to_csv(tmp, index=False)
     write_json_atomic(out_dir / "benchmark.json", {
-        "settings": {k: v for k, v in settings.__dict__.items()},
+        "settings": settings.to_dict(),
         "cases": {"qc": report["cases"], "failed": report["failed"], "with_truth": sorted(set(pairs["case"]))},
         "agreement": summary.replace({np.nan: None}).to_dict(orient="records")})
     scatter_plots(pairs, summary, out_dir)

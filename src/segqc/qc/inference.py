@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
+from segqc.config import ConfigBase, register_presets
 from segqc.errors import InputError
 from segqc.evaluation.evaluate import EvaluationConfig, evaluate_label_maps
 from segqc.execution import CaseResult, CaseTask, directory_digest, run_cases
@@ -44,12 +46,17 @@ QC_COLUMNS = ["case", "label", "label_name", "metric", "estimate", "spread", "em
 
 
 @dataclass(frozen=True)
-class QcSettings:
+class QcSettings(ConfigBase):
     """``metrics``: segqc metric names estimated per label (``dice`` is also given for the whole
     map as label ``all``, the QCResUNet multi-class Dice); ``samples``: pGTs per slice and
     ``steps``: sampler steps (None: the model's defaults; the ready-made ACDC model: 4 samples of
     5 DDIM steps); ``flag_dice``: worklist threshold on the estimated multi-class Dice;
-    ``outlier_z``: robust z-score (median/MAD over the batch) below which a case is also flagged."""
+    ``outlier_z``: robust z-score (median/MAD over the batch) below which a case is also flagged.
+    On the config base: ``QcSettings.preset("default", samples=2)``, ``to_dict``/``from_dict``,
+    ``save``/``load``, ``digest``."""
+
+    KIND: ClassVar[str] = "qc"
+    LABEL: ClassVar[str] = "QC"
 
     metrics: tuple[str, ...] = ("dice", "hd95", "nsd")
     samples: int | None = None
@@ -60,10 +67,14 @@ class QcSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "metrics", tuple(str(m) for m in self.metrics))
         if self.samples is not None and self.samples < 1:
             raise ValueError(f"samples must be >= 1, got {self.samples}")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
+
+
+register_presets(QcSettings, {"default": QcSettings()})
 
 
 def _check_labels(seg: np.ndarray, model: QcModel, path: Path) -> None:
@@ -262,7 +273,7 @@ def qc_folder(model_dir: str | Path, images_dir: str | Path, segs_dir: str | Pat
     in_process = (jobs == 1 and scheduler is None) or model is not None or device != "cpu"
     work = partial(_run_case, model_dir=model_dir, settings=settings, out_dir=out_dir,
                    model=loaded if in_process else None)
-    report = run_cases(work, tasks, out_dir, settings={"qc": asdict(settings), "method": loaded.method},
+    report = run_cases(work, tasks, out_dir, settings={"qc": settings.to_dict(), "method": loaded.method},
                        extra_digest=directory_digest(model_dir), jobs=1 if in_process else jobs,
                        scheduler=None if in_process else scheduler, progress=progress, description="qc")
     table = report.table if len(report.table) else pd.DataFrame(columns=QC_COLUMNS)
@@ -280,6 +291,6 @@ def qc_folder(model_dir: str | Path, images_dir: str | Path, segs_dir: str | Pat
     result = {"cases": report.done, "failed": report.failed, "failure_kinds": report.failure_kinds,
               "reused": report.reused, "missing_image": [sid for sid, _ in pairing.extra],
               "missing_segmentation": [case for case, _ in pairing.missing], "warnings": notes,
-              "settings": asdict(settings), "method": loaded.method}
+              "settings": settings.to_dict(), "method": loaded.method}
     write_json_atomic(out_dir / "report.json", result)
     return table, work_list, result
