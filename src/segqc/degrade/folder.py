@@ -38,17 +38,20 @@ still gets its closest map, with ``in_bin`` False and a note; the search is boun
 from __future__ import annotations
 
 import math
+import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 from scipy import ndimage
 
+from segqc.config import ConfigBase, register_presets
 from segqc.degrade.operations import present_labels, slice_axis
 from segqc.degrade.targeting import NNQC_BINS, DiceBin, assign_bins, degrade_to_bin
 from segqc.errors import InputError
@@ -70,8 +73,11 @@ _VERSION = 1  # bump when the generator changes what a seed produces
 
 
 @dataclass(frozen=True)
-class DegradeConfig:
-    """Settings of a degradation run (all of them go into the resume digest)."""
+class DegradeConfig(ConfigBase):
+    """Settings of a degradation run (all of them go into the cache key). On the config base
+    (``to_dict``/``from_dict``, JSON, digest; the one preset is ``default``)."""
+
+    KIND: ClassVar[str] = "degrade"
 
     bins: tuple[DiceBin, ...] = NNQC_BINS
     per_case: int = 5
@@ -100,7 +106,7 @@ class DegradeConfig:
 
     def to_dict(self) -> dict:
         return {
-            "bins": [str(b) for b in self.bins],
+            "bins": [[b.lo, b.hi, b.closed] for b in self.bins],  # exact (str(b) rounds to 2 digits)
             "per_case": self.per_case,
             "seed": self.seed,
             "slices": self.slices,
@@ -111,6 +117,34 @@ class DegradeConfig:
             "label_set": self.label_set.to_dict(),
             "version": _VERSION,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DegradeConfig:
+        """Inverse of :meth:`to_dict` (``labels`` and ``version`` are derived, not read back)."""
+        values = {k: v for k, v in data.items() if k not in ("format", "labels", "version")}
+        try:
+            if "bins" in values:
+                values["bins"] = tuple(DiceBin(float(b[0]), float(b[1]), closed=bool(b[2])) if isinstance(b, list)
+                                       else _parse_bin(str(b)) for b in values["bins"])
+            if "label_set" in values:
+                values["label_set"] = LabelSet.from_dict(values["label_set"])
+            unknown = sorted(set(values) - cls.field_names())
+            if unknown:
+                raise InputError(f"unknown degrade config field(s): {', '.join(unknown)}")
+            return cls(**values)
+        except (TypeError, ValueError) as error:
+            raise InputError(f"invalid degrade config: {error}") from None
+
+
+def _parse_bin(text: str) -> DiceBin:
+    """``"[0.05,0.10)"`` or ``"[0.75,0.95]"`` -> DiceBin (the form ``str(DiceBin)`` writes)."""
+    match = re.fullmatch(r"\[\s*([0-9.eE+-]+)\s*,\s*([0-9.eE+-]+)\s*([\)\]])", text.strip())
+    if match is None:
+        raise ValueError(f"not a Dice bin: {text!r} (expected e.g. [0.05,0.10) or [0.75,0.95])")
+    return DiceBin(float(match[1]), float(match[2]), closed=match[3] == "]")
+
+
+register_presets(DegradeConfig, {"default": DegradeConfig()})
 
 
 

@@ -14,11 +14,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from segqc.config import ConfigBase, register_presets
 from segqc.errors import InputError
 from segqc.execution import CaseResult, CaseTask, RunReport, run_cases
 from segqc.io.atomic import atomic_path, write_json_atomic
@@ -47,7 +49,7 @@ _PIXEL_UNITS = {"mm": "pixel", "ml": "1000 pixels"}
 
 
 @dataclass(frozen=True)
-class EvaluationConfig:
+class EvaluationConfig(ConfigBase):
     """What to compute. ``label_set``: the classes, regions and ignore label
     (:class:`~segqc.io.labels.LabelSet`; default: every non-zero value present in the case);
     ``per_component``: add CC-metrics (``cc_<metric>``) and detection counts for the metrics of
@@ -56,7 +58,10 @@ class EvaluationConfig:
     ``resample``: map a prediction whose grid differs onto the ground-truth grid (nearest
     neighbour, in physical space) instead of failing; ``multiclass_all``: add the subject-level
     multi-class Dice (QCResUNet appendix A) as label ``all``; ``spacing``: pixel spacing (mm) of
-    files that carry none (PNG/TIFF)."""
+    files that carry none (PNG/TIFF). On the config base (``to_dict``/``from_dict``, JSON,
+    digest; the one preset is ``default``)."""
+
+    KIND: ClassVar[str] = "evaluation"
 
     metrics: tuple[str, ...] = DEFAULT_METRICS
     settings: MetricSettings = field(default_factory=MetricSettings)
@@ -107,6 +112,26 @@ class EvaluationConfig:
             "multiclass_all": self.multiclass_all,
             "spacing": None if self.spacing is None else list(self.spacing),
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvaluationConfig:
+        """Inverse of :meth:`to_dict`; missing keys take their defaults, unknown keys or bad values
+        are an :class:`InputError`."""
+        values = {k: v for k, v in data.items() if k != "format"}
+        try:
+            settings = MetricSettings(
+                tolerance_mm=values.pop("tolerance_mm", 1.0), percentile=values.pop("percentile", 95.0),
+                surface=values.pop("surface", "surfel"), empty=EmptyPolicy(**values.pop("empty", {})))
+            label_set = LabelSet.from_dict(values.pop("labels", {}))
+            unknown = sorted(set(values) - cls.field_names())
+            if unknown:
+                raise InputError(f"unknown evaluation config field(s): {', '.join(unknown)}")
+            return cls(settings=settings, label_set=label_set, **values)
+        except (TypeError, ValueError, AttributeError) as error:
+            raise InputError(f"invalid evaluation config: {error}") from None
+
+
+register_presets(EvaluationConfig, {"default": EvaluationConfig()})
 
 
 def _bounding_boxes(array: np.ndarray) -> dict[int, tuple[slice, ...]]:

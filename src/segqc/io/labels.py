@@ -134,6 +134,14 @@ class LabelSet:
         gt[mask] = self.background
         return pred, gt
 
+    @classmethod
+    def from_dict(cls, data: Mapping) -> LabelSet:
+        """Inverse of :meth:`to_dict`."""
+        return cls(names={int(k): str(v) for k, v in data.get("names", {}).items()},
+                   regions={str(k): tuple(v) for k, v in data.get("regions", {}).items()},
+                   ignore=data.get("ignore"), known=bool(data.get("known", False)),
+                   restricted=bool(data.get("restricted", False)))
+
     def to_dict(self) -> dict:
         return {"names": {str(k): v for k, v in self.names.items()},
                 "regions": {k: list(v) for k, v in self.regions.items()},

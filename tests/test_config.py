@@ -1,0 +1,61 @@
+"""The one config base: every settings object round-trips through dict and JSON, presets are found
+case-insensitively or in a file, overrides are checked, digests follow the settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from segqc.degrade.folder import DegradeConfig
+from segqc.degrade.targeting import BALANCED_BINS, DiceBin
+from segqc.errors import InputError
+from segqc.evaluation.evaluate import EvaluationConfig
+from segqc.io.labels import LabelSet
+from segqc.metrics import EmptyPolicy, MetricSettings
+from segqc.qc.baselines.cae.config import CaeConfig
+from segqc.qc.inference import QcSettings
+from segqc.qc.nnqc.config import NnqcConfig
+from segqc.zoo.config import ZooConfig
+
+CONFIGS = [
+    NnqcConfig.preset("tiny", ldm_steps=7),
+    ZooConfig.preset("small", epochs=3),
+    CaeConfig.preset("tiny"),
+    QcSettings(metrics=("dice", "cc_dice"), samples=2),
+    EvaluationConfig(metrics=("dice", "hd95"), per_component=True, spacing=(0.5, 0.5),
+                     settings=MetricSettings(tolerance_mm=2.0, empty=EmptyPolicy(both_empty="best")),
+                     label_set=LabelSet(names={1: "a", 3: "c"}, regions={"ac": (1, 3)}, ignore=9, known=True)),
+    DegradeConfig(bins=(DiceBin(0.125, 0.375), DiceBin(0.375, 0.875, closed=True)), per_case=3,
+                  label_set=LabelSet(names={1: "x"}, known=True)),
+    DegradeConfig(bins=BALANCED_BINS),
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: type(c).__name__)
+def test_every_settings_object_round_trips_through_dict_and_json(config, tmp_path):
+    assert type(config).from_dict(config.to_dict()) == config
+    path = config.save(tmp_path / "config.json")
+    assert json.loads(path.read_text())["format"] == f"segqc-{config.KIND}-config"
+    assert type(config).load(path) == config
+    assert type(config).preset(str(path)) == config  # a JSON file where a preset name goes
+
+
+def test_presets_are_case_insensitive_and_overrides_are_checked():
+    assert NnqcConfig.preset("SMALL") == NnqcConfig.preset("small")
+    assert ZooConfig.preset("Paper", seed=None).seed == ZooConfig.preset("paper").seed  # None: not overridden
+    with pytest.raises(ValueError, match="unknown zoo config field"):
+        ZooConfig.preset("small", nonsense=1)
+    with pytest.raises(ValueError, match="unknown nnQC config preset 'huge'"):
+        NnqcConfig.preset("huge")
+    with pytest.raises(InputError, match="unknown CAE config field"):
+        CaeConfig.from_dict({"size": 32, "colour": "red"})
+
+
+def test_the_digest_changes_with_any_setting_and_the_resume_key_ignores_the_resumable_ones():
+    small = ZooConfig.preset("small")
+    assert small.digest() == ZooConfig.preset("small").digest()
+    assert small.digest() != small.with_overrides(lr=0.01).digest()
+    assert small.digest() != small.with_overrides(epochs=30).digest()
+    assert small.resume_key() == small.with_overrides(epochs=30).resume_key()  # more epochs may continue
+    assert small.resume_key() != small.with_overrides(lr=0.01).resume_key()
