@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from segqc.errors import InputError, SegqcError
+from segqc.execution.run import RunReport
 
 console = Console(width=None if sys.stdout.isatty() else 140)
 error_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
@@ -106,26 +107,32 @@ def check_device(device: str) -> None:
         raise InputError(f"--device {device}: expected cpu, cuda, cuda:N or auto")
 
 
-def print_run_footer(*, warnings: Iterable[str] = (), failed: dict[str, str] | None = None,
-                     failure_kinds: dict[str, str] | None = None, reused: Iterable[str] = (),
-                     skipped: dict[str, str] | None = None, out_dir: Path | None = None) -> int:
-    """The footer of every per-case command: warnings, skipped cases, one error line per failed
-    case (plus a hint for geometry mismatches), reused cases; returns the exit code."""
-    for note in warnings:
+def print_run_footer(report: RunReport | None, *, warnings: Iterable[str] = (), out_dir: Path | None = None) -> int:
+    """The footer of every per-case command, from the engine's :class:`RunReport`: warnings
+    (``warnings`` first: the command's own, e.g. ignored files), skipped cases, one error line per
+    problem (plus a hint for geometry mismatches), and one count line; returns the exit code."""
+    for note in list(warnings) + (report.warnings if report else []):
         print_warning(note)
-    for case, why in (skipped or {}).items():
+    if report is None:
+        return 0
+    for case, why in report.skipped.items():
         print_warning(f"{case}: {why}; skipped")
-    failed = failed or {}
-    for message in dict.fromkeys(failed.values()):  # one line per problem (a case may fail in several tasks)
+    for message in dict.fromkeys(report.failed.values()):  # one line per problem (a case may fail in several tasks)
         print_error(message)
-    if any(kind == "GeometryMismatchError" for kind in (failure_kinds or {}).values()):
+    if any(kind == "GeometryMismatchError" for kind in report.failure_kinds.values()):
         error_console.print(_RESAMPLE_HINT, highlight=False, soft_wrap=True)
-    reused = list(reused)
-    if reused:
+    total = len(report.done) + len(report.failed) + len(report.skipped)
+    counts = [f"{len(report.done)} of {total} case(s) done"]
+    if report.reused:
         where = f" in {out_dir}" if out_dir is not None else ""
-        error_console.print(f"reused {len(reused)} finished case(s) of an earlier run with the same settings and "
-                            f"inputs{where}", highlight=False)
-    return EXIT_CASE_FAILURES if failed else 0
+        counts.append(f"reused {len(report.reused)} finished case(s) of an earlier run with the same settings and "
+                      f"inputs{where}")
+    if report.failed:
+        counts.append(f"{len(report.failed)} failed")
+    if report.skipped:
+        counts.append(f"{len(report.skipped)} skipped")
+    error_console.print(", ".join(counts), highlight=False, soft_wrap=True)
+    return EXIT_CASE_FAILURES if report.failed else 0
 
 
 def stderr_is_terminal() -> bool:

@@ -79,8 +79,7 @@ def degrade_command(
             scheduler=scheduler,
             progress=not quiet,
         )
-    code = print_run_footer(warnings=result.warnings, failed=result.failed, failure_kinds=result.failure_kinds,
-                            reused=result.reused, skipped=result.skipped, out_dir=out_dir)
+    code = print_run_footer(result.report, out_dir=out_dir)
     missed = int((~result.manifest["in_bin"].astype(bool)).sum()) if len(result.manifest) else 0
     if missed:
         error_console.print(f"[yellow]warning:[/] {missed} of {len(result.manifest)} maps missed their bin "

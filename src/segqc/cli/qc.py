@@ -127,8 +127,7 @@ def predict_command(
                                     scheduler=scheduler, progress=not quiet, device=device)
     for case in report["missing_image"]:
         error_console.print(f"[yellow]warning:[/] {case}: segmentation without an image in {images_dir}; skipped")
-    code = print_run_footer(warnings=report["warnings"], failed=report["failed"], reused=report["reused"],
-                            failure_kinds=report["failure_kinds"], out_dir=out)
+    code = print_run_footer(report["run"], warnings=report["notes"], out_dir=out)
     if not quiet:
         _print_worklist(work)
     console.print(f"wrote {out / 'qc.csv'}, {out / 'worklist.csv'} and {out / 'pgt'}/")

@@ -131,10 +131,7 @@ def predict_command(
             variants=variants, noise_sigma=noise_sigma, lowres_factor=lowres_factor, seed=seed,
             tolerance_mm=tolerance, device=device, jobs=jobs, scheduler=scheduler, progress=not quiet,
         )
-    report = result.report
-    code = print_run_footer(warnings=report.warnings if report else (), failed=report.failed if report else {},
-                            failure_kinds=report.failure_kinds if report else {},
-                            reused=report.reused if report else (), out_dir=out_dir)
+    code = print_run_footer(result.report, out_dir=out_dir)
     if not quiet:
         print_source_table(result.summary["sources"])
     console.print(f"wrote {len(result.manifest)} predictions from {len(result.sources)} source(s), "

@@ -55,7 +55,7 @@ from segqc.config import ConfigBase, register_presets
 from segqc.degrade.operations import present_labels, slice_axis
 from segqc.degrade.targeting import NNQC_BINS, DiceBin, assign_bins, degrade_to_bin
 from segqc.errors import InputError
-from segqc.execution import CaseResult, CaseSkipped, CaseTask, run_cases
+from segqc.execution import CaseResult, CaseSkipped, CaseTask, RunReport, run_cases
 from segqc.io.atomic import atomic_path, write_json_atomic
 from segqc.io.datasets import LABEL_EXTENSIONS, find_dataset_json, list_image_files, list_label_files
 from segqc.io.images import Geometry, read_label_map, write_image
@@ -159,6 +159,7 @@ class DegradeResult:
     summary: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     failure_kinds: dict[str, str] = field(default_factory=dict)
+    report: RunReport | None = None  # the case engine's report
 
 
 # --------------------------------------------------------------------------------------------
@@ -389,7 +390,7 @@ def degrade_folder(
     }
     write_json_atomic(out / "summary.json", summary)
     return DegradeResult(manifest=manifest, failed=report.failed, skipped=report.skipped, reused=sorted(report.reused),
-                         summary=summary, warnings=report.warnings, failure_kinds=report.failure_kinds)
+                         summary=summary, warnings=report.warnings, failure_kinds=report.failure_kinds, report=report)
 
 
 def _column_order(columns) -> list[str]:

@@ -288,6 +288,7 @@ class FolderEvaluation:
     summary: dict
     report: RunReport
     warnings: list[str]
+    notes: list[str] = field(default_factory=list)  # the folder-level warnings (ignored files)
 
 
 def _label_set(info: DatasetInfo | None, labels: Sequence[int] | None,
@@ -415,6 +416,7 @@ def evaluate_folder(
             summary=summary,
             report=report,
             warnings=warnings,
+            notes=notes,
         )
     return table
 

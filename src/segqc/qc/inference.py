@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -287,10 +287,13 @@ def qc_folder(model_dir: str | Path, images_dir: str | Path, segs_dir: str | Pat
         slices.to_csv(tmp, index=False)
     with atomic_path(out_dir / "worklist.csv") as tmp:
         work_list.to_csv(tmp, index=False)
-    notes = [f"{path}: ignored ({why})" for path, why in pairing.ignored] + report.warnings
-    result = {"cases": report.done, "failed": report.failed, "failure_kinds": report.failure_kinds,
+    ignored = [f"{path}: ignored ({why})" for path, why in pairing.ignored]
+    notes = ignored + report.warnings
+    result: dict[str, Any] = {"cases": report.done, "failed": report.failed, "failure_kinds": report.failure_kinds,
               "reused": report.reused, "missing_image": [sid for sid, _ in pairing.extra],
               "missing_segmentation": [case for case, _ in pairing.missing], "warnings": notes,
               "settings": settings.to_dict(), "method": loaded.method}
     write_json_atomic(out_dir / "report.json", result)
+    result["run"] = report  # the engine's RunReport (not in report.json)
+    result["notes"] = ignored  # the driver's own warnings (ignored files)
     return table, work_list, result
