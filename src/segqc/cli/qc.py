@@ -43,6 +43,7 @@ def train_command(
                                                "(CASE.nii.gz, e.g. `segqc zoo predict` output) to learn from too "
                                                "(repeatable; other cases' files are ignored)."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Processes for preprocessing and degrading the training data."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars (log lines only)."),
 ) -> None:
     """Train a QC model on a dataset's ground truths (and images, for nnQC).
 
@@ -61,7 +62,7 @@ def train_command(
         directory = train_method(method, dataset_dir, out, config=config, seed=seed, split=split,
                                  holdout_fraction=holdout_fraction, overrides=overrides,
                                  extra_seg_dirs=extra_segs, jobs=jobs,
-                                 log=console.print)
+                                 log=console.print, progress=not quiet)
     console.print(f"model written to {directory}")
 
 

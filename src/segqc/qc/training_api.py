@@ -32,15 +32,17 @@ def training_cases(dataset_dir: Path, out_dir: Path, *, split: Path | None, hold
 def train_method(method: str, dataset_dir: str | Path, out_dir: str | Path, *, config: str = "small",
                  seed: int = 0, split: Path | None = None, holdout_fraction: float = 0.0,
                  overrides: Mapping[str, Any] | None = None, extra_seg_dirs: Sequence[str | Path] = (),
-                 jobs: int = 1, log: Callable[[str], None] = print) -> Path:
+                 jobs: int = 1, log: Callable[[str], None] = print, progress: bool = False) -> Path:
     """Train the registered QC ``method`` (:mod:`segqc.methods`) with the named config preset (or
     a JSON config file), fields replaced by ``overrides``; resumable. ``extra_seg_dirs`` (nnQC
     only): folders of real imperfect segmentations of the training cases (e.g. ``segqc zoo
     predict`` outputs) to learn from besides the degraded ones. ``jobs``: processes for the data
-    preparation."""
+    preparation; ``progress``: Rich progress bars of the stages."""
     entry = method_entry(method, kind="qc")
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     method_config = entry.config(config, seed=seed, **dict(overrides or {}))
     cases = training_cases(dataset_dir, out_dir, split=split, holdout_fraction=holdout_fraction, seed=seed)
-    options = {"extra_seg_dirs": list(extra_seg_dirs)} if extra_seg_dirs else {}
+    options: dict[str, Any] = {"progress": progress}
+    if extra_seg_dirs:
+        options["extra_seg_dirs"] = list(extra_seg_dirs)
     return entry.train(dataset_dir, out_dir, config=method_config, cases=cases, jobs=jobs, log=log, **options)
