@@ -59,3 +59,20 @@ def test_the_digest_changes_with_any_setting_and_the_resume_key_ignores_the_resu
     assert small.digest() != small.with_overrides(epochs=30).digest()
     assert small.resume_key() == small.with_overrides(epochs=30).resume_key()  # more epochs may continue
     assert small.resume_key() != small.with_overrides(lr=0.01).resume_key()
+
+
+def test_degrade_folder_takes_a_config_object_like_its_keywords(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from segqc.degrade.folder import degrade_folder
+    from segqc.io.images import Geometry, write_image
+    from segqc.synthetic import multiclass_phantom
+
+    gt = multiclass_phantom((32, 32, 8), (1.0, 1.0, 2.0), seed=0)
+    write_image(tmp_path / "gt" / "c0.nii.gz", gt, Geometry.from_shape(gt.shape, (1.0, 1.0, 2.0)))
+    by_config = degrade_folder(tmp_path / "gt", tmp_path / "a", DegradeConfig(per_case=2, seed=3))
+    by_keywords = degrade_folder(tmp_path / "gt", tmp_path / "b", per_case=2, seed=3)
+    columns = [c for c in by_config.manifest.columns if c != "gt_file"]
+    pd.testing.assert_frame_equal(by_config.manifest[columns], by_keywords.manifest[columns])
+    assert len(by_config.manifest) == 2 and np.isfinite(by_config.manifest["dice"]).all()

@@ -41,7 +41,7 @@ import math
 import re
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
@@ -343,6 +343,7 @@ def _images_for(gt_dir: Path, images_dir: Path | str | None) -> dict[str, list[P
 def degrade_folder(
     gt_dir: str | Path,
     out_dir: str | Path,
+    config: DegradeConfig | None = None,
     *,
     per_case: int = 5,
     seed: int = 0,
@@ -360,7 +361,9 @@ def degrade_folder(
 
     ``images_dir``: folder of the images whose geometry must match the labels (``"auto"``: the
     sibling ``imagesTr`` of a ``labelsTr`` folder when there is one; ``None``: no check).
-    Deterministic for a given ``seed`` whatever ``jobs``.
+    Deterministic for a given ``seed`` whatever ``jobs``. ``config``: a :class:`DegradeConfig`
+    to use instead of the keyword settings (its label set, when left at the default, comes from
+    ``dataset.json``).
     """
     gt_dir, out = Path(gt_dir), Path(out_dir)
     info = find_dataset_json(gt_dir)
@@ -369,11 +372,14 @@ def degrade_folder(
         endings = (info.file_ending if info and info.file_ending else ", ".join(LABEL_EXTENSIONS))
         raise InputError(f"no label files ({endings}) found", gt_dir)
     label_set = LabelSet.from_dataset_info(info)
-    dataset_labels = label_set.foreground if label_set.known else None
-    config = DegradeConfig(
-        bins=tuple(bins), per_case=per_case, seed=seed, slices=slices, target_label=target_label,
-        tolerance_mm=tolerance_mm, max_attempts=max_attempts, label_set=label_set,
-    )
+    if config is None:
+        config = DegradeConfig(
+            bins=tuple(bins), per_case=per_case, seed=seed, slices=slices, target_label=target_label,
+            tolerance_mm=tolerance_mm, max_attempts=max_attempts, label_set=label_set,
+        )
+    elif config.label_set == LabelSet():
+        config = replace(config, label_set=label_set)
+    dataset_labels = config.labels
     images = _images_for(gt_dir, images_dir)
     tasks = [CaseTask(case, {"gt": (path,), "image": tuple(images.get(case, ()))}) for case, path in files.items()]
     report = run_cases(partial(degrade_case, config=config, out_dir=out), tasks, out, settings=config, jobs=jobs,
