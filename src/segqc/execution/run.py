@@ -85,6 +85,7 @@ class RunReport:
     reused: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     failure_kinds: dict[str, str] = field(default_factory=dict)  # case -> error class name
+    inputs: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # case -> role -> input files
 
     @property
     def exit_code(self) -> int:
@@ -94,7 +95,8 @@ class RunReport:
     def cases_dict(self) -> dict[str, Any]:
         """The ``cases`` section of a command's ``summary.json``."""
         return {"done": list(self.done), "failed": dict(self.failed), "skipped": dict(self.skipped),
-                "reused_from_previous_run": list(self.reused), "warnings": list(self.warnings)}
+                "reused_from_previous_run": list(self.reused), "warnings": list(self.warnings),
+                "inputs": dict(self.inputs)}
 
 
 def _run_and_store(item: tuple[CaseTask, str], function: Callable[[CaseTask], CaseResult],
@@ -134,7 +136,9 @@ def run_cases(
     store = CaseStore(out / "cases") if out is not None else None
     digest = settings_digest(settings)
     results: dict[str, CaseResult] = {}
-    report = RunReport(table=pd.DataFrame())
+    report = RunReport(table=pd.DataFrame(),
+                       inputs={t.case: {role: [str(p) for p in paths] for role, paths in t.inputs.items()}
+                               for t in tasks})
     todo: list[tuple[CaseTask, str]] = []
     for task in tasks:
         try:

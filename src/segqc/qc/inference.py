@@ -292,7 +292,8 @@ def qc_folder(model_dir: str | Path, images_dir: str | Path, segs_dir: str | Pat
     result: dict[str, Any] = {"cases": report.done, "failed": report.failed, "failure_kinds": report.failure_kinds,
               "reused": report.reused, "missing_image": [sid for sid, _ in pairing.extra],
               "missing_segmentation": [case for case, _ in pairing.missing], "warnings": notes,
-              "settings": settings.to_dict(), "method": loaded.method}
+              "settings": settings.to_dict(), "method": loaded.method, "model": str(model_dir),
+              "inputs": report.inputs}
     write_json_atomic(out_dir / "report.json", result)
     result["run"] = report  # the engine's RunReport (not in report.json)
     result["notes"] = ignored  # the driver's own warnings (ignored files)
