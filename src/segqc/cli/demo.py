@@ -117,8 +117,10 @@ def demo_command(
     acdc: Path = typer.Option(DEFAULT_ACDC, "--acdc", help="ACDC dataset folder (imagesTr, labelsTr) for the QC part."),
     no_qc: bool = typer.Option(False, "--no-qc", help="Only the evaluation part."),
 ) -> None:
-    """Evaluate a generated multi-lesion and multi-class case (with CC-metrics), then QC real
-    cardiac MRI with the shipped nnQC model and compare its estimates with the truth.
+    """Evaluate generated cases (with CC-metrics), then QC real cardiac MRI with the shipped model.
+
+    The QC part estimates the Dice of good and broken segmentations of two ACDC volumes without
+    their ground truth and prints the estimates next to the true values.
 
     Example: segqc demo -o demo_out
     """
