@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
@@ -182,7 +183,9 @@ def _cell(value: Any, digits: int = 4) -> str:
         return f'<td data-value="{data}">{escape(text)}</td>'
     if isinstance(value, (bool, np.bool_)):
         return f'<td class="text" data-value="{int(bool(value))}">{"yes" if value else ""}</td>'
-    if isinstance(value, (int, float, np.integer, np.floating)):
+    if isinstance(value, (int, np.integer)):
+        return f'<td data-value="{int(value)}">{int(value)}</td>'
+    if isinstance(value, (float, np.floating)):
         number = float(value)
         shown = f"{number:.{digits}f}" if abs(number) < 1e4 else f"{number:.4g}"
         return f'<td data-value="{number!r}">{shown}</td>'
@@ -374,17 +377,49 @@ def _case_order(cohort: Cohort) -> list[str]:
     return cases
 
 
-def _cohort_context(cohort: Cohort, progress: bool) -> dict[str, Any]:
-    cases = _case_order(cohort)
-    work = cohort.worklist.set_index("case") if cohort.worklist is not None else None
-    items = []
-    iterator: Any = cases
+_WORKER_COHORT: Cohort | None = None
+
+
+def _init_worker(cohort: Cohort) -> None:
+    global _WORKER_COHORT
+    _WORKER_COHORT = cohort
+
+
+def _worker_pictures(case: str) -> dict[str, str]:
+    assert _WORKER_COHORT is not None
+    return case_pictures(_WORKER_COHORT, case)
+
+
+def _all_pictures(cohort: Cohort, cases: list[str], jobs: int, progress: bool) -> list[dict[str, str]]:
+    """The pictures of every case, in ``jobs`` processes (0: one per core, at most 8)."""
+    jobs = min(jobs or min(os.cpu_count() or 1, 8), len(cases))
+    iterator: Any
+    if jobs <= 1:
+        iterator = (case_pictures(cohort, case) for case in cases)
+        pool = None
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+        pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(cohort,))
+        iterator = pool.map(_worker_pictures, cases, chunksize=max(1, len(cases) // (4 * jobs)))
     if progress:
         from rich.progress import track
 
-        iterator = track(cases, description="report")
-    for case in iterator:
-        pictures = case_pictures(cohort, case)
+        iterator = track(iterator, total=len(cases), description="report")
+    try:
+        return list(iterator)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def _cohort_context(cohort: Cohort, progress: bool, jobs: int = 0) -> dict[str, Any]:
+    cases = _case_order(cohort)
+    work = cohort.worklist.set_index("case") if cohort.worklist is not None else None
+    items = []
+    for case, pictures in zip(cases, _all_pictures(cohort, cases, jobs, progress)):
         flagged = bool(work.loc[case, "flag"]) if work is not None and case in work.index else False
         reason = str(work.loc[case, "reason"]) if work is not None and flagged and "reason" in work.columns else ""
         items.append({"id": case, "flagged": flagged, "reason": "" if reason == "nan" else reason,
@@ -437,9 +472,11 @@ TITLES = {"qc": "segqc quality control (no ground truth)", "benchmark": "segqc Q
           "evaluate": "segqc evaluation (against the ground truth)", "rank": "segqc model ranking"}
 
 
-def build_report(out_dir: str | Path, output: str | Path | None = None, *, progress: bool = False) -> Path:
+def build_report(out_dir: str | Path, output: str | Path | None = None, *, progress: bool = False,
+                 jobs: int = 0) -> Path:
     """Write the HTML report of ``out_dir`` (a segqc output folder, see the module docstring) to
-    ``output`` (default ``out_dir/report.html``); returns its path. Raises :class:`InputError`
+    ``output`` (default ``out_dir/report.html``); returns its path. ``jobs``: processes drawing
+    the case pictures (0: one per core, at most 8). Raises :class:`InputError`
     for a folder that holds no known output or names missing input files."""
     folder = Path(out_dir)
     if not folder.is_dir():
@@ -451,7 +488,7 @@ def build_report(out_dir: str | Path, output: str | Path | None = None, *, progr
         context.update(_rank_context(folder))
     else:
         loader = {"qc": _load_qc, "benchmark": _load_benchmark, "evaluate": _load_evaluate}[kind]
-        context.update(_cohort_context(loader(folder), progress))
+        context.update(_cohort_context(loader(folder), progress, jobs))
     html = _template().render(**context)
     target = Path(output) if output is not None else folder / "report.html"
     from segqc.io.atomic import atomic_path
