@@ -212,3 +212,17 @@ def test_a_missing_input_file_is_named(qc_out, tmp_path):
     (folder / "report.json").write_text(json.dumps(report))
     line = _one_error_line(runner.invoke(app, ["report", str(folder)]))
     assert "gone.nii.gz" in line
+
+
+def test_rank_report_lists_every_model_and_its_cases(qc_out, tmp_path):
+    folder = tmp_path / "rank"
+    for name in ("modelA", "modelB"):
+        shutil.copytree(qc_out, folder / name)
+    pd.DataFrame({"rank": [1, 2], "model": ["modelB", "modelA"], "folder": ["b", "a"],
+                  "n_cases": [4, 4], "estimated_dice": [0.9, 0.8]}).to_csv(folder / "ranking.csv", index=False)
+    text, page = _page(build_report(folder, tmp_path / "rank.html"))
+    assert {"model-modelA", "model-modelB"} <= page.ids
+    worklist = pd.read_csv(qc_out / "worklist.csv", dtype={"case": str})
+    rows = [a["data-case"] for tag, a in page.tags if tag == "tr" and "data-case" in a]
+    assert sorted(rows) == sorted(list(worklist["case"]) * 2)
+    _assert_self_contained(text, page)
