@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from segqc.cli import degrade, demo, evaluate, fingerprint, qc, zoo
+from segqc.cli import degrade, demo, evaluate, fingerprint, qc, report, zoo
 
 app = typer.Typer(
     name="segqc",
@@ -17,6 +17,7 @@ app.command("evaluate")(evaluate.evaluate_command)
 app.command("demo")(demo.demo_command)
 app.command("fingerprint")(fingerprint.fingerprint_command)
 app.command("degrade")(degrade.degrade_command)
+app.command("report")(report.report_command)
 app.add_typer(zoo.app, name="zoo")
 app.add_typer(qc.app, name="qc")
 

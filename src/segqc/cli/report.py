@@ -1,0 +1,28 @@
+"""``segqc report``: one self-contained HTML page of a segqc output folder."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from segqc.cli._common import console, user_errors
+
+
+def report_command(
+    out_dir: Path = typer.Argument(..., help="Output folder of `segqc qc predict`, `qc benchmark`, `qc rank` or "
+                                             "`evaluate`."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="HTML file (default OUT_DIR/report.html)."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar."),
+) -> None:
+    """Write one static HTML report (pictures embedded, no server, opens from disk).
+
+    Example: segqc report qc_out/ -o qc_report.html
+    """
+    from segqc.report.html import build_report
+
+    start = time.perf_counter()
+    with user_errors():
+        path = build_report(out_dir, output, progress=not quiet)
+    console.print(f"wrote {path} in {time.perf_counter() - start:.1f} s")

@@ -1,0 +1,499 @@
+"""One self-contained static HTML report of an output folder of segqc.
+
+:func:`build_report` finds what the folder holds — a ``segqc qc predict`` folder (``qc.csv``,
+``report.json``), a ``segqc qc benchmark`` folder (``pairs.csv`` and ``qc/``), a ``segqc
+evaluate`` folder (``metrics.csv``, ``summary.json``) or a ``segqc qc rank`` folder
+(``ranking.csv`` and one QC folder per model) — and writes one HTML file: every picture is an
+embedded PNG (``data:`` URI), every plot of estimate against truth an inline SVG, the CSS and the
+few lines of JavaScript (sortable tables, highlighting a case across plots and table) inline.
+Nothing refers to the network or to other files, so the page opens from disk anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from segqc.errors import InputError
+from segqc.report import figures
+from segqc.report.figures import Panel
+
+PNG_PREFIX = "data:image/png;base64,"
+
+
+def _data_uri(png: bytes) -> str:
+    return PNG_PREFIX + base64.b64encode(png).decode("ascii")
+
+
+@dataclass
+class CaseInputs:
+    """The files of one case: image (None for ``evaluate``), segmentation, reference."""
+
+    image: Path | None
+    seg: Path
+    ref: Path | None
+
+
+@dataclass
+class Cohort:
+    """What a report shows of one folder. ``long``: case, label, label_name, metric and the value
+    columns ``values`` (name -> heading); ``worklist``: case, flag, reason, spread (QC only)."""
+
+    kind: str
+    long: pd.DataFrame
+    values: dict[str, str]
+    inputs: dict[str, CaseInputs]
+    ref_name: str
+    worklist: pd.DataFrame | None = None
+    slices: pd.DataFrame | None = None
+    summary: pd.DataFrame | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        table = pd.read_csv(path, dtype={"case": str, "label": str, "label_name": str, "model": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise InputError(f"cannot read the table: {error}", path) from None
+    return table
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"is not valid JSON: {error}", path) from None
+    if not isinstance(data, dict):
+        raise InputError("is not a JSON object", path)
+    return data
+
+
+def _existing(path_text: str, where: Path) -> Path:
+    path = Path(path_text)
+    if not path.exists():
+        raise InputError(f"the input file named in {where.name} is missing", path)
+    return path
+
+
+def _require(table: pd.DataFrame, columns: list[str], path: Path) -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise InputError(f"has no column(s) {missing}; is it an output of segqc?", path)
+
+
+def _load_qc(folder: Path) -> Cohort:
+    table = _read_csv(folder / "qc.csv")
+    _require(table, ["case", "label", "label_name", "metric", "estimate"], folder / "qc.csv")
+    report_path = folder / "report.json"
+    if not report_path.exists():
+        raise InputError("is missing; the report needs the input files it names", report_path)
+    recorded = _read_json(report_path).get("inputs")
+    if not isinstance(recorded, dict):
+        raise InputError("names no input files ('inputs'); rerun `segqc qc predict` with this version", report_path)
+    inputs = {}
+    for case in sorted(set(table["case"])):
+        files = recorded.get(case)
+        if not files or not files.get("seg"):
+            raise InputError(f"names no input files of case {case}", report_path)
+        image = _existing(files["image"][0], report_path) if files.get("image") else None
+        pgt = folder / "pgt" / f"{case}.nii.gz"
+        if not pgt.exists():
+            raise InputError(f"the pseudo ground truth of case {case} is missing", pgt)
+        inputs[case] = CaseInputs(image, _existing(files["seg"][0], report_path), pgt)
+    if "spread" not in table.columns:
+        table["spread"] = math.nan
+    worklist = _read_csv(folder / "worklist.csv") if (folder / "worklist.csv").exists() else None
+    slices = _read_csv(folder / "qc_slices.csv") if (folder / "qc_slices.csv").exists() else None
+    return Cohort("qc", table, {"estimate": "est."}, inputs, "pGT", worklist=worklist, slices=slices)
+
+
+def _load_benchmark(folder: Path) -> Cohort:
+    cohort = _load_qc(folder / "qc")
+    pairs = _read_csv(folder / "pairs.csv")
+    _require(pairs, ["case", "label", "metric", "estimate", "true"], folder / "pairs.csv")
+    long = cohort.long.merge(pairs[["case", "label", "metric", "true"]], on=["case", "label", "metric"], how="left")
+    cohort.kind, cohort.long = "benchmark", long
+    cohort.values = {"estimate": "est.", "true": "true"}
+    if (folder / "benchmark.csv").exists():
+        cohort.summary = _read_csv(folder / "benchmark.csv")
+    return cohort
+
+
+def _load_evaluate(folder: Path) -> Cohort:
+    table = _read_csv(folder / "metrics.csv")
+    _require(table, ["case", "label", "label_name", "component", "metric", "value"], folder / "metrics.csv")
+    table = table[table["component"].isna()].drop(columns=["component"])
+    summary_path = folder / "summary.json"
+    recorded = (_read_json(summary_path).get("cases") or {}).get("inputs") if summary_path.exists() else None
+    if not isinstance(recorded, dict):
+        raise InputError("names no input files ('cases' / 'inputs'); rerun `segqc evaluate` with this version",
+                         summary_path)
+    inputs = {}
+    for case in sorted(set(table["case"])):
+        files = recorded.get(case) or {}
+        if not files.get("gt"):
+            raise InputError(f"names no input files of case {case}", summary_path)
+        gt = _existing(files["gt"][0], summary_path)
+        pred = _existing(files["pred"][0], summary_path) if files.get("pred") else None
+        inputs[case] = CaseInputs(None, pred if pred is not None else gt, gt)
+    return Cohort("evaluate", table, {"value": "value"}, inputs, "GT")
+
+
+def detect(folder: Path) -> str:
+    """Which segqc output ``folder`` holds: ``benchmark``, ``qc``, ``evaluate`` or ``rank``."""
+    if (folder / "pairs.csv").exists() and (folder / "qc" / "qc.csv").exists():
+        return "benchmark"
+    if (folder / "qc.csv").exists():
+        return "qc"
+    if (folder / "metrics.csv").exists():
+        return "evaluate"
+    if (folder / "ranking.csv").exists():
+        return "rank"
+    raise InputError("holds none of the outputs a report is made of (qc.csv of `segqc qc predict`, pairs.csv of "
+                     "`segqc qc benchmark`, metrics.csv of `segqc evaluate`, ranking.csv of `segqc qc rank`)", folder)
+
+
+# ---------------------------------------------------------------------------------------------
+# tables
+# ---------------------------------------------------------------------------------------------
+
+def _label_order(labels: list[str]) -> list[str]:
+    def key(label: str) -> tuple[int, float, str]:
+        if label == "all":
+            return (0, 0.0, label)
+        try:
+            return (1, float(label), label)
+        except ValueError:
+            return (2, 0.0, label)
+    return sorted(set(labels), key=key)
+
+
+def _cell(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        text, data = ("" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)), "nan"
+        return f'<td data-value="{data}">{escape(text)}</td>'
+    if isinstance(value, (bool, np.bool_)):
+        return f'<td class="text" data-value="{int(bool(value))}">{"yes" if value else ""}</td>'
+    if isinstance(value, (int, np.integer)):
+        return f'<td data-value="{int(value)}">{int(value)}</td>'
+    if isinstance(value, (float, np.floating)):
+        number = float(value)
+        shown = f"{number:.{digits}f}" if abs(number) < 1e4 else f"{number:.4g}"
+        return f'<td data-value="{number!r}">{shown}</td>'
+    return f'<td class="text">{escape(str(value))}</td>'
+
+
+def _primary_metric(long: pd.DataFrame) -> str:
+    metrics = list(dict.fromkeys(long["metric"]))
+    return "dice" if "dice" in metrics else metrics[0]
+
+
+def _label_names(long: pd.DataFrame) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for label, name in zip(long["label"], long["label_name"]):
+        names.setdefault(label, "all classes" if label == "all" else (name if isinstance(name, str) else label))
+    return names
+
+
+def cohort_table(cohort: Cohort, cases: list[str]) -> str:
+    """The sortable case table: per label the primary metric's value columns, then the spread of
+    the multi-class estimate and the worklist flag (QC)."""
+    long = cohort.long
+    metric = _primary_metric(long)
+    rows = long[long["metric"] == metric]
+    names = _label_names(long)
+    labels = _label_order(list(rows["label"]))
+    lookup = {(c, lab, col): v for col in cohort.values
+              for c, lab, v in zip(rows["case"], rows["label"], rows[col])}
+    columns = [(label, col) for label in labels for col in cohort.values]
+    head = ['<th class="case">case</th>'] + [
+        f'<th data-label="{escape(label)}" data-column="{col}">{escape(names[label])} {escape(metric)} '
+        f'{escape(heading)}</th>' for label, col in columns for heading in [cohort.values[col]]]
+    work = cohort.worklist.set_index("case") if cohort.worklist is not None else None
+    if work is not None:
+        head += ['<th data-column="spread">spread</th>', '<th data-column="flag">flag</th>']
+    body = []
+    for case in cases:
+        flagged = bool(work.loc[case, "flag"]) if work is not None and case in work.index else False
+        cells = [f'<td class="case"><a href="#{escape(case)}">{escape(case)}</a></td>']
+        cells += [_cell(lookup.get((case, label, col))) for label, col in columns]
+        if work is not None:
+            spread = work.loc[case, "dice_spread"] if case in work.index and "dice_spread" in work.columns else None
+            cells += [_cell(None if spread is None else float(spread)), _cell(flagged)]
+        body.append(f'<tr data-case="{escape(case)}"{" class=flagged" if flagged else ""}>' + "".join(cells) + "</tr>")
+    return ('<table class="sortable cohort"><thead><tr>' + "".join(head) + "</tr></thead><tbody>\n"
+            + "\n".join(body) + "\n</tbody></table>")
+
+
+def case_table(cohort: Cohort, case: str) -> str:
+    """Every (label, metric) of one case with its value columns (and spread)."""
+    rows = cohort.long[cohort.long["case"] == case]
+    names = _label_names(cohort.long)
+    extra = ["spread"] if "spread" in rows.columns and rows["spread"].notna().any() else []
+    head = "".join(f"<th>{escape(h)}</th>" for h in ["class", "metric"] + list(cohort.values.values()) + extra)
+    order = {label: i for i, label in enumerate(_label_order(list(rows["label"])))}
+    rows = rows.assign(_order=rows["label"].map(order)).sort_values(["_order", "metric"], kind="stable")
+    body = []
+    for _, row in rows.iterrows():
+        cells = [f'<td class="text">{escape(names[row["label"]])}</td>',
+                 f'<td class="text">{escape(row["metric"])}</td>']
+        cells += [_cell(row[col]) for col in list(cohort.values) + extra]
+        body.append(f'<tr data-label="{escape(row["label"])}">' + "".join(cells) + "</tr>")
+    return (f'<table class="sortable case-table"><thead><tr>{head}</tr></thead><tbody>' + "".join(body)
+            + "</tbody></table>")
+
+
+def _frame_table(frame: pd.DataFrame) -> str:
+    head = "".join(f"<th>{escape(str(c))}</th>" for c in frame.columns)
+    body = []
+    for _, row in frame.iterrows():
+        attr = f' data-case="{escape(str(row["case"]))}"' if "case" in frame.columns else ""
+        body.append(f"<tr{attr}>" + "".join(_cell(row[c]) for c in frame.columns) + "</tr>")
+    return f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>' + "".join(body) + "</tbody></table>"
+
+
+# ---------------------------------------------------------------------------------------------
+# pictures
+# ---------------------------------------------------------------------------------------------
+
+def _take(volume: np.ndarray | None, axis: int, index: int) -> np.ndarray | None:
+    return None if volume is None else np.take(volume, index, axis=axis)
+
+
+def _panel(image, seg, ref, spacing, axis: int, index: int, win, title: str) -> Panel:
+    kept = tuple(float(s) for a, s in enumerate(spacing) if a != axis)
+    ref_slice = _take(ref, axis, index)
+    assert kept and len(kept) == 2
+    return Panel(_take(image, axis, index), np.take(seg, index, axis=axis), ref_slice, (kept[0], kept[1]), win, title)
+
+
+def _worst_slices(cohort: Cohort, case: str, geometry, n: int = 3) -> list[tuple[int, int, float]]:
+    """Up to ``n`` (axis, index, estimate) of the lowest per-slice estimates below 1."""
+    if cohort.slices is None or not len(cohort.slices):
+        return []
+    from segqc.fingerprint.preprocessing import ras_reorientation
+
+    rows = cohort.slices[(cohort.slices["case"] == case) & (cohort.slices["metric"] == "dice")]
+    rows = rows[np.isfinite(rows["estimate"].astype(float)) & (rows["estimate"].astype(float) < 1.0)]
+    rows = rows.sort_values("estimate", kind="stable").head(n)
+    if geometry.ndim != 3:
+        return [(2, int(k), float(e)) for k, e in zip(rows["slice"], rows["estimate"])]
+    permutation, flips = ras_reorientation(geometry)
+    axis, size = permutation[2], geometry.shape[permutation[2]]
+    return [(axis, size - 1 - int(k) if flips[2] else int(k), float(e))
+            for k, e in zip(rows["slice"], rows["estimate"])]
+
+
+def _crop(seg: np.ndarray, ref: np.ndarray | None, image: np.ndarray | None,
+          margin: float = 0.35) -> tuple[list[int], list[np.ndarray | None]]:
+    """Crop axes 0 and 1 to the foreground of segmentation and reference plus a margin (a
+    fraction of the extent, at least 12 voxels), keeping the pictures square-ish; every slice of
+    axis 2 is kept. Returns the offsets and the cropped arrays."""
+    foreground = seg > 0 if ref is None else (seg > 0) | (ref > 0)
+    offsets = [0, 0, 0]
+    if not foreground.any():
+        return offsets, [seg, ref, image]
+    index: list[slice] = [slice(None)] * 3
+    for axis in (0, 1):
+        present = np.flatnonzero(np.any(foreground, axis=tuple(a for a in range(3) if a != axis)))
+        extent = int(present[-1] - present[0] + 1)
+        pad = max(int(margin * extent), 12)
+        low, high = max(int(present[0]) - pad, 0), min(int(present[-1]) + pad + 1, seg.shape[axis])
+        index[axis], offsets[axis] = slice(low, high), low
+    box = tuple(index)
+    return offsets, [seg[box], None if ref is None else ref[box], None if image is None else image[box]]
+
+
+def case_pictures(cohort: Cohort, case: str) -> dict[str, str]:
+    """Thumbnail, orthogonal views and worst slices of one case, as data URIs."""
+    from segqc.io.images import read_image, read_label_map
+
+    files = cohort.inputs[case]
+    seg_image = read_label_map(files.seg)
+    seg: Any = seg_image.array
+    geometry = seg_image.geometry
+    ref: Any = None
+    image: Any = None
+    ref = read_label_map(files.ref).array if files.ref is not None and files.ref != files.seg else None
+    image = read_image(files.image).array.astype(np.float32) if files.image is not None else None
+    for name, other in (("reference", ref), ("image", image)):
+        if other is not None and other.shape != seg.shape:
+            raise InputError(f"the {name} of case {case} has shape {other.shape}, the segmentation {seg.shape}",
+                             files.seg)
+    if seg.ndim == 2:
+        seg, ref, image = (None if a is None else a[..., None] for a in (seg, ref, image))
+        spacing: tuple[float, ...] = (*geometry.spacing, 1.0)
+    else:
+        spacing = geometry.spacing
+    assert seg is not None
+    win = figures.window(image)
+    offsets, (seg, ref, image) = _crop(seg, ref, image)
+    centre = [figures.foreground_slice(seg, axis, ref) for axis in range(3)]
+    main = _panel(image, seg, ref, spacing, 2, centre[2], win, f"axis 2 slice {centre[2] + offsets[2]}")
+    views = [main]
+    if seg.shape[0] > 1 and seg.shape[1] > 1 and seg.shape[2] > 1:
+        views += [_panel(image, seg, ref, spacing, 1, centre[1], win, f"axis 1 slice {centre[1] + offsets[1]}"),
+                  _panel(image, seg, ref, spacing, 0, centre[0], win, f"axis 0 slice {centre[0] + offsets[0]}")]
+    worst = [_panel(image, seg, ref, spacing, axis, index - offsets[axis], win, f"slice {index}: est. {value:.3f}")
+             for axis, index, value in _worst_slices(cohort, case, geometry)
+             if 0 <= index - offsets[axis] < seg.shape[axis]]
+    return {"thumbnail": _data_uri(figures.thumbnail_png(main)),
+            "views": _data_uri(figures.panels_png(views)),
+            "worst": _data_uri(figures.panels_png(worst)) if worst else ""}
+
+
+# ---------------------------------------------------------------------------------------------
+# pages
+# ---------------------------------------------------------------------------------------------
+
+def _template():
+    import jinja2
+
+    environment = jinja2.Environment(loader=jinja2.PackageLoader("segqc.report", "templates"),
+                                     autoescape=jinja2.select_autoescape(["html", "j2"]))
+    return environment.get_template("report.html.j2")
+
+
+def _safe(text: str):
+    from markupsafe import Markup
+
+    return Markup(text)  # built here from escaped pieces
+
+
+def _case_order(cohort: Cohort) -> list[str]:
+    cases = sorted(cohort.inputs)
+    if cohort.worklist is not None and len(cohort.worklist):
+        listed = [c for c in cohort.worklist["case"] if c in cohort.inputs]
+        cases = listed + [c for c in cases if c not in set(listed)]
+    return cases
+
+
+_WORKER_COHORT: Cohort | None = None
+
+
+def _init_worker(cohort: Cohort) -> None:
+    global _WORKER_COHORT
+    _WORKER_COHORT = cohort
+
+
+def _worker_pictures(case: str) -> dict[str, str]:
+    assert _WORKER_COHORT is not None
+    return case_pictures(_WORKER_COHORT, case)
+
+
+def _all_pictures(cohort: Cohort, cases: list[str], jobs: int, progress: bool) -> list[dict[str, str]]:
+    """The pictures of every case, in ``jobs`` processes (0: one per core, at most 8)."""
+    jobs = min(jobs or min(os.cpu_count() or 1, 8), len(cases))
+    iterator: Any
+    if jobs <= 1:
+        iterator = (case_pictures(cohort, case) for case in cases)
+        pool = None
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+        pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(cohort,))
+        iterator = pool.map(_worker_pictures, cases, chunksize=max(1, len(cases) // (4 * jobs)))
+    if progress:
+        from rich.progress import track
+
+        iterator = track(iterator, total=len(cases), description="report")
+    try:
+        return list(iterator)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def _cohort_context(cohort: Cohort, progress: bool, jobs: int = 0) -> dict[str, Any]:
+    cases = _case_order(cohort)
+    work = cohort.worklist.set_index("case") if cohort.worklist is not None else None
+    items = []
+    for case, pictures in zip(cases, _all_pictures(cohort, cases, jobs, progress)):
+        flagged = bool(work.loc[case, "flag"]) if work is not None and case in work.index else False
+        reason = str(work.loc[case, "reason"]) if work is not None and flagged and "reason" in work.columns else ""
+        items.append({"id": case, "flagged": flagged, "reason": "" if reason == "nan" else reason,
+                      "table": _safe(case_table(cohort, case)), **pictures})
+    long = cohort.long
+    metric = _primary_metric(long)
+    names = _label_names(long)
+    first = next(iter(cohort.values))
+    rows = long[long["metric"] == metric]
+    labels = _label_order(list(rows["label"]))
+    colours = {names[lab]: (figures.label_colour(int(lab)) if lab.isdigit() else "#555555") for lab in labels}
+    histograms = figures.histograms_png({names[lab]: rows[rows["label"] == lab][first].astype(float).tolist()
+                                         for lab in labels}, xlabel=f"{metric} {cohort.values[first]}",
+                                        colours=colours)
+    plots = []
+    if "true" in long.columns:
+        for label in labels:
+            sub = rows[rows["label"] == label]
+            plots.append(_safe(figures.scatter_svg(list(sub["case"]), sub["true"].astype(float),
+                                                   sub["estimate"].astype(float),
+                                                   title=f"{names[label]}: estimated vs true {metric}",
+                                                   metric=metric)))
+            plots.append(_safe(figures.bland_altman_svg(list(sub["case"]), sub["true"].astype(float),
+                                                        sub["estimate"].astype(float),
+                                                        title=f"{names[label]}: Bland-Altman", metric=metric)))
+    classes = [{"value": lab, "name": names[lab], "colour": figures.label_colour(int(lab))}
+               for lab in labels if lab.isdigit()]
+    return {"cases": items, "cohort_table": _safe(cohort_table(cohort, cases)), "histograms": _data_uri(histograms),
+            "plots": plots, "classes": classes, "ref_name": cohort.ref_name,
+            "summary_table": _safe(_frame_table(cohort.summary)) if cohort.summary is not None else None}
+
+
+def _rank_context(folder: Path) -> dict[str, Any]:
+    ranking = _read_csv(folder / "ranking.csv")
+    _require(ranking, ["model"], folder / "ranking.csv")
+    models = []
+    for name in ranking["model"]:
+        sub = folder / str(name)
+        if (sub / "worklist.csv").exists():
+            work = _read_csv(sub / "worklist.csv")
+            keep = [c for c in ["case", "dice_estimate", "dice_spread", "flag", "reason"] if c in work.columns]
+            models.append({"name": name, "table": _safe(_frame_table(work[keep]))})
+        else:
+            models.append({"name": name, "table": _safe(f"<p>no worklist.csv in {escape(str(sub))}</p>")})
+    return {"ranking": {"table": _safe(_frame_table(ranking.drop(columns=["folder"], errors="ignore"))),
+                        "models": models}}
+
+
+TITLES = {"qc": "segqc quality control (no ground truth)", "benchmark": "segqc QC benchmark (estimates vs truth)",
+          "evaluate": "segqc evaluation (against the ground truth)", "rank": "segqc model ranking"}
+
+
+def build_report(out_dir: str | Path, output: str | Path | None = None, *, progress: bool = False,
+                 jobs: int = 0) -> Path:
+    """Write the HTML report of ``out_dir`` (a segqc output folder, see the module docstring) to
+    ``output`` (default ``out_dir/report.html``); returns its path. ``jobs``: processes drawing
+    the case pictures (0: one per core, at most 8). Raises :class:`InputError`
+    for a folder that holds no known output or names missing input files."""
+    folder = Path(out_dir)
+    if not folder.is_dir():
+        raise InputError("is not a folder", folder)
+    kind = detect(folder)
+    context: dict[str, Any] = {"title": TITLES[kind], "subtitle": str(folder.resolve()), "notes": [],
+                               "ranking": None, "cases": [], "plots": [], "classes": [], "summary_table": None}
+    if kind == "rank":
+        context.update(_rank_context(folder))
+    else:
+        loader = {"qc": _load_qc, "benchmark": _load_benchmark, "evaluate": _load_evaluate}[kind]
+        context.update(_cohort_context(loader(folder), progress, jobs))
+    html = _template().render(**context)
+    target = Path(output) if output is not None else folder / "report.html"
+    from segqc.io.atomic import atomic_path
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        Path(tmp).write_text(html, encoding="utf-8")
+    return target

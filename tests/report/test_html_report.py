@@ -1,0 +1,228 @@
+"""``segqc report``: the page is parsed with the stdlib HTML parser and checked against the CSV
+files the runs wrote (read here with pandas), not against the report code's own formatting."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from segqc.cli.main import app
+from segqc.report.html import build_report
+
+runner = CliRunner()
+
+
+class Page(HTMLParser):
+    """What the tests look at: every tag's attributes, the cohort table's cells, thumbnails, the
+    SVG plots with their circles and titles."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.thumbs: list[dict] = []
+        self.headers: list[dict] = []
+        self.rows: list[dict] = []
+        self.svgs: list[dict] = []
+        self.ids: set[str] = set()
+        self._in_thumb = False
+        self._table: str | None = None
+        self._row: dict | None = None
+        self._circle: dict | None = None
+        self._title = False
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.tags.append((tag, a))
+        if "id" in a:
+            self.ids.add(a["id"])
+        classes = (a.get("class") or "").split()
+        if tag == "a" and "thumb" in classes:
+            self._in_thumb = True
+        if tag == "img" and self._in_thumb:
+            self.thumbs.append(a)
+        if tag == "table":
+            self._table = "cohort" if "cohort" in classes else "other"
+        if self._table == "cohort":
+            if tag == "th":
+                self.headers.append(a)
+            if tag == "tr" and "data-case" in a:
+                self._row = {"case": a["data-case"], "cells": []}
+                self.rows.append(self._row)
+            if tag == "td" and self._row is not None:
+                self._row["cells"].append(a)
+        if tag == "svg":
+            self.svgs.append({**a, "circles": []})
+        if tag == "circle":
+            self._circle = {**a, "title": ""}
+            self.svgs[-1]["circles"].append(self._circle)
+        if tag == "title" and self._circle is not None:
+            self._title = True
+
+    def handle_endtag(self, tag):
+        if tag == "a":
+            self._in_thumb = False
+        if tag == "table":
+            self._table, self._row = None, None
+        if tag == "title":
+            self._title = False
+        if tag == "circle":
+            self._circle = None
+
+    def handle_data(self, data):
+        if self._title and self._circle is not None:
+            self._circle["title"] += data
+
+
+def _page(path: Path) -> tuple[str, Page]:
+    text = path.read_text(encoding="utf-8")
+    return text, Page(text)
+
+
+def _assert_self_contained(text: str, page: Page) -> None:
+    without_pictures = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", text)
+    assert "http" not in without_pictures.lower()
+    for tag, attrs in page.tags:
+        assert tag not in ("link", "iframe", "object", "embed")
+        if "src" in attrs:
+            assert attrs["src"].startswith("data:image/png;base64,"), (tag, attrs["src"][:40])
+        if "href" in attrs:
+            assert attrs["href"].startswith("#"), attrs["href"]
+
+
+def _cases(table: pd.DataFrame) -> list[str]:
+    return sorted(set(table["case"]))
+
+
+def _cell_values(page: Page) -> dict[tuple[str, str, str], float]:
+    """(case, label, column) -> data-value of the cohort table."""
+    columns = [(h.get("data-label"), h.get("data-column")) for h in page.headers]
+    values = {}
+    for row in page.rows:
+        for (label, column), cell in zip(columns[1:], row["cells"][1:]):
+            if label is not None:
+                values[(row["case"], label, column)] = float(cell["data-value"])
+    return values
+
+
+def test_qc_report_has_every_case_and_the_qc_numbers(qc_out, tmp_path):
+    output = build_report(qc_out, tmp_path / "page.html")
+    text, page = _page(output)
+    qc = pd.read_csv(qc_out / "qc.csv", dtype={"case": str, "label": str})
+    cases = _cases(qc)
+    assert len(page.thumbs) == len(cases)
+    assert sorted(t["alt"] for t in page.thumbs) == cases
+    assert all(t["src"].startswith("data:image/png;base64,") for t in page.thumbs)
+    assert set(cases) <= page.ids  # one section per case, reached from the thumbnail
+    assert sorted(r["case"] for r in page.rows) == cases
+    shown = _cell_values(page)
+    dice = qc[qc.metric == "dice"]
+    assert len(dice) == len(cases) * 3  # all, 1, 2
+    for case, label, estimate in zip(dice["case"], dice["label"], dice["estimate"]):
+        assert shown[(case, label, "estimate")] == pytest.approx(float(estimate), abs=1e-12)
+    worklist = pd.read_csv(qc_out / "worklist.csv", dtype={"case": str})
+    flags = {r["case"]: r["cells"][-1]["data-value"] for r in page.rows}
+    assert flags == {c: str(int(f)) for c, f in zip(worklist["case"], worklist["flag"])}
+    _assert_self_contained(text, page)
+
+
+def test_default_output_is_inside_the_folder(qc_out, tmp_path):
+    folder = tmp_path / "copy"
+    shutil.copytree(qc_out, folder)
+    assert build_report(folder) == folder / "report.html"
+    assert (folder / "report.html").stat().st_size > 1000
+
+
+def test_benchmark_plots_have_one_circle_per_case_at_true_and_estimate(benchmark_out, tmp_path):
+    text, page = _page(build_report(benchmark_out, tmp_path / "bench.html"))
+    pairs = pd.read_csv(benchmark_out / "pairs.csv", dtype={"case": str, "label": str})
+    overall = pairs[(pairs.label == "all") & (pairs.metric == "dice")].set_index("case")
+    scatters = [s for s in page.svgs if s.get("data-kind") == "scatter"]
+    altmans = [s for s in page.svgs if s.get("data-kind") == "bland-altman"]
+    assert len(scatters) == len(altmans) == 3  # all classes, 1, 2
+    svg, altman = scatters[0], altmans[0]  # label "all" comes first
+    assert sorted(c["title"] for c in svg["circles"]) == sorted(overall.index)
+    assert sorted(c["data-case"] for c in altman["circles"]) == sorted(overall.index)
+
+    def mapping(s):
+        f = {k: float(s[f"data-{k}"]) for k in ("xmin", "xmax", "ymin", "ymax", "left", "right", "top", "bottom")}
+        return (lambda x: f["left"] + (x - f["xmin"]) / (f["xmax"] - f["xmin"]) * (f["right"] - f["left"]),
+                lambda y: f["bottom"] - (y - f["ymin"]) / (f["ymax"] - f["ymin"]) * (f["bottom"] - f["top"]))
+
+    px, py = mapping(svg)
+    for circle in svg["circles"]:
+        row = overall.loc[circle["title"]]
+        assert float(circle["cx"]) == pytest.approx(px(row["true"]), abs=0.01)
+        assert float(circle["cy"]) == pytest.approx(py(row["estimate"]), abs=0.01)
+    px, py = mapping(altman)
+    for circle in altman["circles"]:
+        row = overall.loc[circle["data-case"]]
+        assert float(circle["cx"]) == pytest.approx(px((row["true"] + row["estimate"]) / 2), abs=0.01)
+        assert float(circle["cy"]) == pytest.approx(py(row["estimate"] - row["true"]), abs=0.01)
+    shown = _cell_values(page)
+    for case, row in overall.iterrows():
+        assert shown[(case, "all", "true")] == pytest.approx(float(row["true"]), abs=1e-12)
+    _assert_self_contained(text, page)
+
+
+def test_evaluate_report_shows_the_true_values(evaluate_out, tmp_path):
+    text, page = _page(build_report(evaluate_out, tmp_path / "eval.html"))
+    metrics = pd.read_csv(evaluate_out / "metrics.csv", dtype={"case": str, "label": str})
+    cases = _cases(metrics)
+    assert sorted(t["alt"] for t in page.thumbs) == cases
+    shown = _cell_values(page)
+    dice = metrics[(metrics.metric == "dice") & metrics.component.isna()]
+    for case, label, value in zip(dice["case"], dice["label"], dice["value"]):
+        assert shown[(case, label, "value")] == pytest.approx(float(value), abs=1e-12)
+    _assert_self_contained(text, page)
+
+
+def test_cli_writes_the_page(qc_out, tmp_path):
+    result = runner.invoke(app, ["report", str(qc_out), "-o", str(tmp_path / "r.html"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "r.html").exists()
+
+
+def _one_error_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    return lines[0]
+
+
+def test_a_folder_with_nothing_known_is_one_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    line = _one_error_line(runner.invoke(app, ["report", str(tmp_path)]))
+    assert "none of the outputs" in line
+
+
+def test_a_missing_input_file_is_named(qc_out, tmp_path):
+    folder = tmp_path / "qc"
+    shutil.copytree(qc_out, folder)
+    report = json.loads((folder / "report.json").read_text())
+    case = sorted(report["inputs"])[0]
+    report["inputs"][case]["seg"] = [str(tmp_path / "gone.nii.gz")]
+    (folder / "report.json").write_text(json.dumps(report))
+    line = _one_error_line(runner.invoke(app, ["report", str(folder)]))
+    assert "gone.nii.gz" in line
+
+
+def test_rank_report_lists_every_model_and_its_cases(qc_out, tmp_path):
+    folder = tmp_path / "rank"
+    for name in ("modelA", "modelB"):
+        shutil.copytree(qc_out, folder / name)
+    pd.DataFrame({"rank": [1, 2], "model": ["modelB", "modelA"], "folder": ["b", "a"],
+                  "n_cases": [4, 4], "estimated_dice": [0.9, 0.8]}).to_csv(folder / "ranking.csv", index=False)
+    text, page = _page(build_report(folder, tmp_path / "rank.html"))
+    assert {"model-modelA", "model-modelB"} <= page.ids
+    worklist = pd.read_csv(qc_out / "worklist.csv", dtype={"case": str})
+    rows = [a["data-case"] for tag, a in page.tags if tag == "tr" and "data-case" in a]
+    assert sorted(rows) == sorted(list(worklist["case"]) * 2)
+    _assert_self_contained(text, page)
