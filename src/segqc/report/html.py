@@ -377,42 +377,21 @@ def _case_order(cohort: Cohort) -> list[str]:
     return cases
 
 
-_WORKER_COHORT: Cohort | None = None
-
-
-def _init_worker(cohort: Cohort) -> None:
-    global _WORKER_COHORT
-    _WORKER_COHORT = cohort
-
-
-def _worker_pictures(case: str) -> dict[str, str]:
-    assert _WORKER_COHORT is not None
-    return case_pictures(_WORKER_COHORT, case)
-
-
 def _all_pictures(cohort: Cohort, cases: list[str], jobs: int, progress: bool) -> list[dict[str, str]]:
-    """The pictures of every case, in ``jobs`` processes (0: one per core, at most 8)."""
+    """The pictures of every case, in ``jobs`` processes of the shared pool (0: one per core, at
+    most 8), in the order of ``cases``."""
+    from functools import partial
+
+    from segqc.execution import map_cases
+
     jobs = min(jobs or min(os.cpu_count() or 1, 8), len(cases))
-    iterator: Any
-    if jobs <= 1:
-        iterator = (case_pictures(cohort, case) for case in cases)
-        pool = None
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-        pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(cohort,))
-        iterator = pool.map(_worker_pictures, cases, chunksize=max(1, len(cases) // (4 * jobs)))
-    if progress:
-        from rich.progress import track
-
-        iterator = track(iterator, total=len(cases), description="report")
-    try:
-        return list(iterator)
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+    pictures: dict[str, dict[str, str]] = {}
+    for case, result in map_cases(partial(case_pictures, cohort), cases, jobs=max(1, jobs), description="report",
+                                  progress=progress):
+        if isinstance(result, Exception):
+            raise result
+        pictures[case] = result
+    return [pictures[case] for case in cases]
 
 
 def _cohort_context(cohort: Cohort, progress: bool, jobs: int = 0) -> dict[str, Any]:
