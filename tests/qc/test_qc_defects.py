@@ -203,3 +203,13 @@ def test_numeric_case_ids_keep_their_leading_zeros_in_qc_csv(qc_dataset, tmp_pat
     for name in ("qc.csv", "worklist.csv", "qc_slices.csv"):
         cases = pd.read_csv(tmp_path / "qc" / name, dtype=str)["case"]
         assert set(cases) == {"0042"}, name
+
+
+def test_qc_tables_name_the_classes_as_the_training_dataset_did(cae, qc_dataset, tmp_path):
+    """The names come from the model's fingerprint of its training dataset.json (outer, inner)."""
+    out = tmp_path / "qc"
+    assert _run("qc", "predict", cae, qc_dataset / "imagesTr", qc_dataset / "labelsTr", "-o", out, "-q",
+                "--metrics", "dice").exit_code == 0
+    table = pd.read_csv(out / "qc.csv", dtype={"label": str})
+    names = dict(zip(table.label, table.label_name))
+    assert names == {"1": "outer", "2": "inner", "all": "all"}

@@ -137,7 +137,9 @@ def _check_image(path: Path, array: np.ndarray) -> list[str]:
 
 
 def _label_set(model: QcModel) -> LabelSet:
-    return LabelSet(names={v: str(v) for v in model.labels if v != 0}, known=True)
+    """The model's classes, named as in its training dataset's fingerprint (e.g. RV, MYO, LV)."""
+    names = (model.fingerprint or {}).get("labels") or {}
+    return LabelSet(names={v: str(names.get(str(v), names.get(v, v))) for v in model.labels if v != 0}, known=True)
 
 
 def qc_case(model: QcModel, case: str, image_paths: Sequence[Path], seg_path: Path,
