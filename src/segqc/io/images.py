@@ -311,18 +311,33 @@ def nibabel_nifti(path: Path) -> nibabel.Nifti1Image:
     return cast("nibabel.Nifti1Image", nibabel.load(path))
 
 
-def _check_nifti_finite(path: Path) -> None:
-    """ITK's NIfTI reader silently turns NaN and infinite voxels into 0; look at the stored
-    values with nibabel instead (only done for float-typed label maps, which are rare)."""
+def stored_nonfinite(path: str | os.PathLike[str]) -> str | None:
+    """``"NaN"`` or ``"infinite"`` when a float-typed NIfTI file stores such voxels, else None.
+
+    ITK's NIfTI reader silently turns NaN and infinite voxels into 0, so the stored values are
+    looked at with nibabel (only for float data types; other files and formats give None)."""
+    path = Path(path)
+    if _extension(path) not in _NIFTI:
+        return None
     try:
-        stored = np.asanyarray(nibabel_nifti(path).dataobj)
+        proxy = nibabel_nifti(path)
+        if not np.issubdtype(proxy.get_data_dtype(), np.floating):
+            return None
+        stored = np.asanyarray(proxy.dataobj)
     except Exception:  # noqa: BLE001 - SimpleITK read it; nibabel's opinion is only a check
-        return
-    if np.issubdtype(stored.dtype, np.floating):
-        if np.isnan(stored).any():
-            raise InputError("contains NaN values; a label map needs integer labels", path)
-        if np.isinf(stored).any():
-            raise InputError("contains infinite values; a label map needs integer labels", path)
+        return None
+    if np.isnan(stored).any():
+        return "NaN"
+    if np.isinf(stored).any():
+        return "infinite"
+    return None
+
+
+def _check_nifti_finite(path: Path) -> None:
+    """A label map whose stored values are not finite is refused (see :func:`stored_nonfinite`)."""
+    bad = stored_nonfinite(path)
+    if bad is not None:
+        raise InputError(f"contains {bad} values; a label map needs integer labels", path)
 
 
 def _extension(path: Path) -> str:

@@ -36,7 +36,7 @@ from segqc.execution import CaseResult, CaseTask, directory_digest, run_cases
 from segqc.fingerprint.preprocessing import preprocess_files, restore_label
 from segqc.io.atomic import atomic_path, write_json_atomic
 from segqc.io.datasets import Pairing, list_image_files, pair_segmentations, segmentation_files
-from segqc.io.images import Geometry, nibabel_nifti, read_image, read_label_map, write_image
+from segqc.io.images import Geometry, read_image, read_label_map, stored_nonfinite, write_image
 from segqc.io.labels import LabelSet
 from segqc.metrics.binary import MetricSettings
 from segqc.metrics.multiclass import multiclass_dice
@@ -121,15 +121,8 @@ def majority_vote(samples: np.ndarray, labels: Sequence[int]) -> np.ndarray:
 def _check_image(path: Path, array: np.ndarray) -> list[str]:
     """NaN voxels are an error (ITK reads them as 0, so NIfTI float data are checked with nibabel);
     a blank image gives a warning: its estimate says nothing about the segmentation."""
-    name = path.name.lower()
-    if name.endswith((".nii", ".nii.gz")):
-        try:
-            proxy = nibabel_nifti(path)
-            floating = np.issubdtype(proxy.get_data_dtype(), np.floating)
-        except Exception:  # noqa: BLE001 - SimpleITK read it; nibabel's view is only a check
-            floating = False
-        if floating and not np.isfinite(np.asanyarray(proxy.dataobj)).all():
-            raise InputError("the image contains NaN or infinite values; QC needs a finite image", path)
+    if stored_nonfinite(path) is not None:
+        raise InputError("the image contains NaN or infinite values; QC needs a finite image", path)
     if array.size and float(array.min()) == float(array.max()):
         return [f"{path}: the image is blank (every voxel {float(array.min()):g}); its QC estimate says nothing "
                 "about the segmentation"]

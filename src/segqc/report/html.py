@@ -12,7 +12,6 @@ Nothing refers to the network or to other files, so the page opens from disk any
 from __future__ import annotations
 
 import base64
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from segqc.errors import InputError
+from segqc.io.json_files import read_json_object
 from segqc.report import figures
 from segqc.report.figures import Panel
 
@@ -67,16 +67,6 @@ def _read_csv(path: Path) -> pd.DataFrame:
     return table
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InputError(f"is not valid JSON: {error}", path) from None
-    if not isinstance(data, dict):
-        raise InputError("is not a JSON object", path)
-    return data
-
-
 def _existing(path_text: str, where: Path) -> Path:
     path = Path(path_text)
     if not path.exists():
@@ -96,7 +86,7 @@ def _load_qc(folder: Path) -> Cohort:
     report_path = folder / "report.json"
     if not report_path.exists():
         raise InputError("is missing; the report needs the input files it names", report_path)
-    recorded = _read_json(report_path).get("inputs")
+    recorded = read_json_object(report_path, what="QC report").get("inputs")
     if not isinstance(recorded, dict):
         raise InputError("names no input files ('inputs'); rerun `segqc qc predict` with this version", report_path)
     inputs = {}
@@ -133,7 +123,8 @@ def _load_evaluate(folder: Path) -> Cohort:
     _require(table, ["case", "label", "label_name", "component", "metric", "value"], folder / "metrics.csv")
     table = table[table["component"].isna()].drop(columns=["component"])
     summary_path = folder / "summary.json"
-    recorded = (_read_json(summary_path).get("cases") or {}).get("inputs") if summary_path.exists() else None
+    summary = read_json_object(summary_path, what="evaluation summary") if summary_path.exists() else {}
+    recorded = (summary.get("cases") or {}).get("inputs")
     if not isinstance(recorded, dict):
         raise InputError("names no input files ('cases' / 'inputs'); rerun `segqc evaluate` with this version",
                          summary_path)
