@@ -135,6 +135,3 @@ def print_run_footer(report: RunReport | None, *, warnings: Iterable[str] = (), 
     return EXIT_CASE_FAILURES if report.failed else 0
 
 
-def stderr_is_terminal() -> bool:
-    return sys.stderr.isatty()
-

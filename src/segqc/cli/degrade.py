@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from segqc.cli._common import console, error_console, prepare_output_dir, print_run_footer, user_errors
+from segqc.cli._common import console, prepare_output_dir, print_run_footer, print_warning, user_errors
 
 _DEFAULT_BINS = "0.05,0.10,0.25,0.50,0.75,0.95"
 
@@ -82,8 +82,8 @@ def degrade_command(
     code = print_run_footer(result.report, out_dir=out_dir)
     missed = int((~result.manifest["in_bin"].astype(bool)).sum()) if len(result.manifest) else 0
     if missed:
-        error_console.print(f"[yellow]warning:[/] {missed} of {len(result.manifest)} maps missed their bin "
-                            "(in_bin False; see the note column)")
+        print_warning(f"{missed} of {len(result.manifest)} maps missed their bin "
+                      "(in_bin False; see the note column)")
     if not quiet:
         print_bin_table(result.summary["bins"])
     console.print(f"wrote {len(result.manifest)} maps, {out_dir / 'manifest.csv'} and {out_dir / 'summary.json'}")

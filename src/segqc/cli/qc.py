@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from segqc.cli._common import console, error_console, user_errors
+from segqc.cli._common import console, print_warning, user_errors
 
 app = typer.Typer(help="GT-free quality control: train, predict, benchmark, rank.", no_args_is_help=True)
 
@@ -127,7 +127,7 @@ def predict_command(
         _, work, report = qc_folder(model_dir, images_dir, segs_dir, out, settings=settings, jobs=jobs,
                                     scheduler=scheduler, progress=not quiet, device=device)
     for case in report["missing_image"]:
-        error_console.print(f"[yellow]warning:[/] {case}: segmentation without an image in {images_dir}; skipped")
+        print_warning(f"{case}: segmentation without an image in {images_dir}; skipped")
     code = print_run_footer(report["run"], warnings=report["notes"], out_dir=out)
     if not quiet:
         _print_worklist(work)

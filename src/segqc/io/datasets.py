@@ -392,8 +392,7 @@ def _listed_files(table, manifest: Path, folder: Path) -> SegmentationFiles:
     return SegmentationFiles(files=dict(sorted(files.items())), ignored=ignored, manifest=manifest)
 
 
-def segmentation_files(folder: PathLike, *, file_ending: str | None = None,
-                       use_manifest: bool = True) -> SegmentationFiles:
+def segmentation_files(folder: PathLike, *, file_ending: str | None = None) -> SegmentationFiles:
     """The segmentations of ``folder`` (:class:`SegmentationFiles`).
 
     A ``manifest.csv`` with ``case`` and ``file`` columns in the folder or its parent (what
@@ -404,10 +403,9 @@ def segmentation_files(folder: PathLike, *, file_ending: str | None = None,
     ``file_ending`` that is an :class:`InputError` (which one is meant?).
     """
     folder = Path(folder)
-    if use_manifest:
-        listed = _manifest_files(folder)
-        if listed is not None:
-            return listed
+    listed = _manifest_files(folder)
+    if listed is not None:
+        return listed
     by_case: dict[str, list[Path]] = {}
     for stem, item in _image_entries(folder, None):
         by_case.setdefault(stem, []).append(item)
@@ -538,16 +536,6 @@ class Dataset:
     def cases(self) -> list[str]:
         """Case ids, sorted."""
         return sorted(self.label_files)
-
-    @property
-    def n_channels(self) -> int:
-        return len(next(iter(self.image_files.values()))) if self.image_files else 0
-
-    @property
-    def label_set(self):  # -> LabelSet (imported lazily: labels.py imports nothing from here)
-        from segqc.io.labels import LabelSet
-
-        return LabelSet.from_dataset_info(self.info)
 
     def select(self, cases: Iterable[str] | None) -> list[str]:
         """``cases`` checked against the dataset (all cases when None); unknown ids are one
