@@ -50,6 +50,20 @@ class Stage:
     unit: str = "step"
 
 
+def finished_steps(out_dir: str | Path, name: str) -> int:
+    """Steps of stage ``name`` saved in ``out_dir`` (0 when none), read without loading the
+    weights: callers skip expensive data preparation for a stage that is complete."""
+    path = Path(out_dir) / "stages" / name / "state.json"
+    if not path.is_file():
+        return 0
+    try:
+        skeleton = json.loads(path.read_text(encoding="utf-8"))
+        fields = {k: v for k, v in skeleton["__dict__"]}
+        return int(fields["step"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return 0
+
+
 def step_generators(seed: int, *words: int) -> tuple[np.random.Generator, Any]:
     """A numpy Generator and a torch Generator seeded by ``(seed, *words)`` (e.g. the stage's
     index and the step): the same words give the same draws in any run."""

@@ -53,7 +53,7 @@ from segqc.io.atomic import write_text_atomic
 from segqc.io.datasets import Dataset
 from segqc.io.split import Split, make_split
 from segqc.training import save_checkpoint, seed_everything, select_device
-from segqc.training.stages import Stage, check_run_record, run_stage
+from segqc.training.stages import Stage, check_run_record, finished_steps, run_stage
 from segqc.zoo.config import ZooConfig
 from segqc.zoo.model import build_unet
 
@@ -305,6 +305,9 @@ def train_zoo(
                      data={"dataset": info.dataset_dir, "train_cases": list(split.train)},
                      may_change="epochs and snapshot_epochs")
     models_dir = out / "models"
+    if finished_steps(out, "train") >= config.epochs:  # complete: no need to prepare the data again
+        say(f"train: done before ({config.epochs} epochs), reusing it")
+        return models_dir
     say(f"preprocessing {len(tasks)} training case(s) to {config.size} px slices")
     loaded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for task, result in map_cases(partial(_load_case, plan=plan, classes=classes), tasks, jobs=jobs,
