@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import math
 import os
-from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,17 @@ import numpy as np
 import pandas as pd
 
 from segqc.errors import InputError
-from segqc.io.json_files import read_json_object
 from segqc.report import figures
+from segqc.report.cohort import (
+    Cohort,
+    detect,
+    label_names,
+    label_order,
+    load_cohort,
+    primary_metric,
+    read_table,
+    require_columns,
+)
 from segqc.report.figures import Panel
 
 PNG_PREFIX = "data:image/png;base64,"
@@ -34,139 +42,9 @@ def _data_uri(png: bytes) -> str:
     return PNG_PREFIX + base64.b64encode(png).decode("ascii")
 
 
-@dataclass
-class CaseInputs:
-    """The files of one case: image (None for ``evaluate``), segmentation, reference."""
-
-    image: Path | None
-    seg: Path
-    ref: Path | None
-
-
-@dataclass
-class Cohort:
-    """What a report shows of one folder. ``long``: case, label, label_name, metric and the value
-    columns ``values`` (name -> heading); ``worklist``: case, flag, reason, spread (QC only)."""
-
-    kind: str
-    long: pd.DataFrame
-    values: dict[str, str]
-    inputs: dict[str, CaseInputs]
-    ref_name: str
-    worklist: pd.DataFrame | None = None
-    slices: pd.DataFrame | None = None
-    summary: pd.DataFrame | None = None
-    notes: list[str] = field(default_factory=list)
-
-
-def _read_csv(path: Path) -> pd.DataFrame:
-    try:
-        table = pd.read_csv(path, dtype={"case": str, "label": str, "label_name": str, "model": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise InputError(f"cannot read the table: {error}", path) from None
-    return table
-
-
-def _existing(path_text: str, where: Path) -> Path:
-    path = Path(path_text)
-    if not path.exists():
-        raise InputError(f"the input file named in {where.name} is missing", path)
-    return path
-
-
-def _require(table: pd.DataFrame, columns: list[str], path: Path) -> None:
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise InputError(f"has no column(s) {missing}; is it an output of segqc?", path)
-
-
-def _load_qc(folder: Path) -> Cohort:
-    table = _read_csv(folder / "qc.csv")
-    _require(table, ["case", "label", "label_name", "metric", "estimate"], folder / "qc.csv")
-    report_path = folder / "report.json"
-    if not report_path.exists():
-        raise InputError("is missing; the report needs the input files it names", report_path)
-    recorded = read_json_object(report_path, what="QC report").get("inputs")
-    if not isinstance(recorded, dict):
-        raise InputError("names no input files ('inputs'); rerun `segqc qc predict` with this version", report_path)
-    inputs = {}
-    for case in sorted(set(table["case"])):
-        files = recorded.get(case)
-        if not files or not files.get("seg"):
-            raise InputError(f"names no input files of case {case}", report_path)
-        image = _existing(files["image"][0], report_path) if files.get("image") else None
-        pgt = folder / "pgt" / f"{case}.nii.gz"
-        if not pgt.exists():
-            raise InputError(f"the pseudo ground truth of case {case} is missing", pgt)
-        inputs[case] = CaseInputs(image, _existing(files["seg"][0], report_path), pgt)
-    if "spread" not in table.columns:
-        table["spread"] = math.nan
-    worklist = _read_csv(folder / "worklist.csv") if (folder / "worklist.csv").exists() else None
-    slices = _read_csv(folder / "qc_slices.csv") if (folder / "qc_slices.csv").exists() else None
-    return Cohort("qc", table, {"estimate": "est."}, inputs, "pGT", worklist=worklist, slices=slices)
-
-
-def _load_benchmark(folder: Path) -> Cohort:
-    cohort = _load_qc(folder / "qc")
-    pairs = _read_csv(folder / "pairs.csv")
-    _require(pairs, ["case", "label", "metric", "estimate", "true"], folder / "pairs.csv")
-    long = cohort.long.merge(pairs[["case", "label", "metric", "true"]], on=["case", "label", "metric"], how="left")
-    cohort.kind, cohort.long = "benchmark", long
-    cohort.values = {"estimate": "est.", "true": "true"}
-    if (folder / "benchmark.csv").exists():
-        cohort.summary = _read_csv(folder / "benchmark.csv")
-    return cohort
-
-
-def _load_evaluate(folder: Path) -> Cohort:
-    table = _read_csv(folder / "metrics.csv")
-    _require(table, ["case", "label", "label_name", "component", "metric", "value"], folder / "metrics.csv")
-    table = table[table["component"].isna()].drop(columns=["component"])
-    summary_path = folder / "summary.json"
-    summary = read_json_object(summary_path, what="evaluation summary") if summary_path.exists() else {}
-    recorded = (summary.get("cases") or {}).get("inputs")
-    if not isinstance(recorded, dict):
-        raise InputError("names no input files ('cases' / 'inputs'); rerun `segqc evaluate` with this version",
-                         summary_path)
-    inputs = {}
-    for case in sorted(set(table["case"])):
-        files = recorded.get(case) or {}
-        if not files.get("gt"):
-            raise InputError(f"names no input files of case {case}", summary_path)
-        gt = _existing(files["gt"][0], summary_path)
-        pred = _existing(files["pred"][0], summary_path) if files.get("pred") else None
-        inputs[case] = CaseInputs(None, pred if pred is not None else gt, gt)
-    return Cohort("evaluate", table, {"value": "value"}, inputs, "GT")
-
-
-def detect(folder: Path) -> str:
-    """Which segqc output ``folder`` holds: ``benchmark``, ``qc``, ``evaluate`` or ``rank``."""
-    if (folder / "pairs.csv").exists() and (folder / "qc" / "qc.csv").exists():
-        return "benchmark"
-    if (folder / "qc.csv").exists():
-        return "qc"
-    if (folder / "metrics.csv").exists():
-        return "evaluate"
-    if (folder / "ranking.csv").exists():
-        return "rank"
-    raise InputError("holds none of the outputs a report is made of (qc.csv of `segqc qc predict`, pairs.csv of "
-                     "`segqc qc benchmark`, metrics.csv of `segqc evaluate`, ranking.csv of `segqc qc rank`)", folder)
-
-
 # ---------------------------------------------------------------------------------------------
 # tables
 # ---------------------------------------------------------------------------------------------
-
-def _label_order(labels: list[str]) -> list[str]:
-    def key(label: str) -> tuple[int, float, str]:
-        if label == "all":
-            return (0, 0.0, label)
-        try:
-            return (1, float(label), label)
-        except ValueError:
-            return (2, 0.0, label)
-    return sorted(set(labels), key=key)
-
 
 def _cell(value: Any, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
@@ -183,26 +61,14 @@ def _cell(value: Any, digits: int = 4) -> str:
     return f'<td class="text">{escape(str(value))}</td>'
 
 
-def _primary_metric(long: pd.DataFrame) -> str:
-    metrics = list(dict.fromkeys(long["metric"]))
-    return "dice" if "dice" in metrics else metrics[0]
-
-
-def _label_names(long: pd.DataFrame) -> dict[str, str]:
-    names: dict[str, str] = {}
-    for label, name in zip(long["label"], long["label_name"]):
-        names.setdefault(label, "all classes" if label == "all" else (name if isinstance(name, str) else label))
-    return names
-
-
 def cohort_table(cohort: Cohort, cases: list[str]) -> str:
     """The sortable case table: per label the primary metric's value columns, then the spread of
     the multi-class estimate and the worklist flag (QC)."""
     long = cohort.long
-    metric = _primary_metric(long)
+    metric = primary_metric(long)
     rows = long[long["metric"] == metric]
-    names = _label_names(long)
-    labels = _label_order(list(rows["label"]))
+    names = label_names(long)
+    labels = label_order(list(rows["label"]))
     lookup = {(c, lab, col): v for col in cohort.values
               for c, lab, v in zip(rows["case"], rows["label"], rows[col])}
     columns = [(label, col) for label in labels for col in cohort.values]
@@ -228,10 +94,10 @@ def cohort_table(cohort: Cohort, cases: list[str]) -> str:
 def case_table(cohort: Cohort, case: str) -> str:
     """Every (label, metric) of one case with its value columns (and spread)."""
     rows = cohort.long[cohort.long["case"] == case]
-    names = _label_names(cohort.long)
+    names = label_names(cohort.long)
     extra = ["spread"] if "spread" in rows.columns and rows["spread"].notna().any() else []
     head = "".join(f"<th>{escape(h)}</th>" for h in ["class", "metric"] + list(cohort.values.values()) + extra)
-    order = {label: i for i, label in enumerate(_label_order(list(rows["label"])))}
+    order = {label: i for i, label in enumerate(label_order(list(rows["label"])))}
     rows = rows.assign(_order=rows["label"].map(order)).sort_values(["_order", "metric"], kind="stable")
     body = []
     for _, row in rows.iterrows():
@@ -395,11 +261,11 @@ def _cohort_context(cohort: Cohort, progress: bool, jobs: int = 0) -> dict[str, 
         items.append({"id": case, "flagged": flagged, "reason": "" if reason == "nan" else reason,
                       "table": _safe(case_table(cohort, case)), **pictures})
     long = cohort.long
-    metric = _primary_metric(long)
-    names = _label_names(long)
+    metric = primary_metric(long)
+    names = label_names(long)
     first = next(iter(cohort.values))
     rows = long[long["metric"] == metric]
-    labels = _label_order(list(rows["label"]))
+    labels = label_order(list(rows["label"]))
     colours = {names[lab]: (figures.label_colour(int(lab)) if lab.isdigit() else "#555555") for lab in labels}
     histograms = figures.histograms_png({names[lab]: rows[rows["label"] == lab][first].astype(float).tolist()
                                          for lab in labels}, xlabel=f"{metric} {cohort.values[first]}",
@@ -423,13 +289,13 @@ def _cohort_context(cohort: Cohort, progress: bool, jobs: int = 0) -> dict[str, 
 
 
 def _rank_context(folder: Path) -> dict[str, Any]:
-    ranking = _read_csv(folder / "ranking.csv")
-    _require(ranking, ["model"], folder / "ranking.csv")
+    ranking = read_table(folder / "ranking.csv")
+    require_columns(ranking, ["model"], folder / "ranking.csv")
     models = []
     for name in ranking["model"]:
         sub = folder / str(name)
         if (sub / "worklist.csv").exists():
-            work = _read_csv(sub / "worklist.csv")
+            work = read_table(sub / "worklist.csv")
             keep = [c for c in ["case", "dice_estimate", "dice_spread", "flag", "reason"] if c in work.columns]
             models.append({"name": name, "table": _safe(_frame_table(work[keep]))})
         else:
@@ -457,8 +323,7 @@ def build_report(out_dir: str | Path, output: str | Path | None = None, *, progr
     if kind == "rank":
         context.update(_rank_context(folder))
     else:
-        loader = {"qc": _load_qc, "benchmark": _load_benchmark, "evaluate": _load_evaluate}[kind]
-        context.update(_cohort_context(loader(folder), progress, jobs))
+        context.update(_cohort_context(load_cohort(folder, kind), progress, jobs))
     html = _template().render(**context)
     target = Path(output) if output is not None else folder / "report.html"
     from segqc.io.atomic import atomic_path

@@ -1,0 +1,171 @@
+"""What a segqc output folder holds, for the report and the review app.
+
+:func:`load_cohort` reads a ``segqc qc predict`` folder (``qc.csv``, ``worklist.csv``,
+``report.json`` naming each case's input files, ``pgt/``), a ``segqc qc benchmark`` folder
+(``pairs.csv`` and ``qc/``) or a ``segqc evaluate`` folder (``metrics.csv``, ``summary.json``)
+into one :class:`Cohort`: a long table of per-case values and the files of every case.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from segqc.errors import InputError
+from segqc.io.json_files import read_json_object
+
+
+@dataclass
+class CaseInputs:
+    """The files of one case: image (None for ``evaluate``), segmentation, reference."""
+
+    image: Path | None
+    seg: Path
+    ref: Path | None
+
+
+@dataclass
+class Cohort:
+    """What a report shows of one folder. ``long``: case, label, label_name, metric and the value
+    columns ``values`` (name -> heading); ``worklist``: case, flag, reason, spread (QC only)."""
+
+    kind: str
+    long: pd.DataFrame
+    values: dict[str, str]
+    inputs: dict[str, CaseInputs]
+    ref_name: str
+    worklist: pd.DataFrame | None = None
+    slices: pd.DataFrame | None = None
+    summary: pd.DataFrame | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    try:
+        table = pd.read_csv(path, dtype={"case": str, "label": str, "label_name": str, "model": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise InputError(f"cannot read the table: {error}", path) from None
+    return table
+
+
+def _existing(path_text: str, where: Path) -> Path:
+    path = Path(path_text)
+    if not path.exists():
+        raise InputError(f"the input file named in {where.name} is missing", path)
+    return path
+
+
+def require_columns(table: pd.DataFrame, columns: list[str], path: Path) -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise InputError(f"has no column(s) {missing}; is it an output of segqc?", path)
+
+
+def _load_qc(folder: Path) -> Cohort:
+    table = read_table(folder / "qc.csv")
+    require_columns(table, ["case", "label", "label_name", "metric", "estimate"], folder / "qc.csv")
+    report_path = folder / "report.json"
+    if not report_path.exists():
+        raise InputError("is missing; the report needs the input files it names", report_path)
+    recorded = read_json_object(report_path, what="QC report").get("inputs")
+    if not isinstance(recorded, dict):
+        raise InputError("names no input files ('inputs'); rerun `segqc qc predict` with this version", report_path)
+    inputs = {}
+    for case in sorted(set(table["case"])):
+        files = recorded.get(case)
+        if not files or not files.get("seg"):
+            raise InputError(f"names no input files of case {case}", report_path)
+        image = _existing(files["image"][0], report_path) if files.get("image") else None
+        pgt = folder / "pgt" / f"{case}.nii.gz"
+        if not pgt.exists():
+            raise InputError(f"the pseudo ground truth of case {case} is missing", pgt)
+        inputs[case] = CaseInputs(image, _existing(files["seg"][0], report_path), pgt)
+    if "spread" not in table.columns:
+        table["spread"] = math.nan
+    worklist = read_table(folder / "worklist.csv") if (folder / "worklist.csv").exists() else None
+    slices = read_table(folder / "qc_slices.csv") if (folder / "qc_slices.csv").exists() else None
+    return Cohort("qc", table, {"estimate": "est."}, inputs, "pGT", worklist=worklist, slices=slices)
+
+
+def _load_benchmark(folder: Path) -> Cohort:
+    cohort = _load_qc(folder / "qc")
+    pairs = read_table(folder / "pairs.csv")
+    require_columns(pairs, ["case", "label", "metric", "estimate", "true"], folder / "pairs.csv")
+    long = cohort.long.merge(pairs[["case", "label", "metric", "true"]], on=["case", "label", "metric"], how="left")
+    cohort.kind, cohort.long = "benchmark", long
+    cohort.values = {"estimate": "est.", "true": "true"}
+    if (folder / "benchmark.csv").exists():
+        cohort.summary = read_table(folder / "benchmark.csv")
+    return cohort
+
+
+def _load_evaluate(folder: Path) -> Cohort:
+    table = read_table(folder / "metrics.csv")
+    require_columns(table, ["case", "label", "label_name", "component", "metric", "value"], folder / "metrics.csv")
+    table = table[table["component"].isna()].drop(columns=["component"])
+    summary_path = folder / "summary.json"
+    summary = read_json_object(summary_path, what="evaluation summary") if summary_path.exists() else {}
+    recorded = (summary.get("cases") or {}).get("inputs")
+    if not isinstance(recorded, dict):
+        raise InputError("names no input files ('cases' / 'inputs'); rerun `segqc evaluate` with this version",
+                         summary_path)
+    inputs = {}
+    for case in sorted(set(table["case"])):
+        files = recorded.get(case) or {}
+        if not files.get("gt"):
+            raise InputError(f"names no input files of case {case}", summary_path)
+        gt = _existing(files["gt"][0], summary_path)
+        pred = _existing(files["pred"][0], summary_path) if files.get("pred") else None
+        inputs[case] = CaseInputs(None, pred if pred is not None else gt, gt)
+    return Cohort("evaluate", table, {"value": "value"}, inputs, "GT")
+
+
+def detect(folder: Path) -> str:
+    """Which segqc output ``folder`` holds: ``benchmark``, ``qc``, ``evaluate`` or ``rank``."""
+    if (folder / "pairs.csv").exists() and (folder / "qc" / "qc.csv").exists():
+        return "benchmark"
+    if (folder / "qc.csv").exists():
+        return "qc"
+    if (folder / "metrics.csv").exists():
+        return "evaluate"
+    if (folder / "ranking.csv").exists():
+        return "rank"
+    raise InputError("holds none of the outputs a report is made of (qc.csv of `segqc qc predict`, pairs.csv of "
+                     "`segqc qc benchmark`, metrics.csv of `segqc evaluate`, ranking.csv of `segqc qc rank`)", folder)
+
+
+def label_order(labels: list[str]) -> list[str]:
+    def key(label: str) -> tuple[int, float, str]:
+        if label == "all":
+            return (0, 0.0, label)
+        try:
+            return (1, float(label), label)
+        except ValueError:
+            return (2, 0.0, label)
+    return sorted(set(labels), key=key)
+
+
+def primary_metric(long: pd.DataFrame) -> str:
+    metrics = list(dict.fromkeys(long["metric"]))
+    return "dice" if "dice" in metrics else metrics[0]
+
+
+def label_names(long: pd.DataFrame) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for label, name in zip(long["label"], long["label_name"]):
+        names.setdefault(label, "all classes" if label == "all" else (name if isinstance(name, str) else label))
+    return names
+
+
+def load_cohort(folder: Path, kind: str | None = None) -> Cohort:
+    """The :class:`Cohort` of a ``qc``, ``benchmark`` or ``evaluate`` folder (``kind`` as
+    :func:`detect` names it; detected when None). Raises :class:`InputError` for a ``rank``
+    folder, a folder of none of these kinds, or one whose recorded input files are missing."""
+    kind = kind or detect(folder)
+    loaders = {"qc": _load_qc, "benchmark": _load_benchmark, "evaluate": _load_evaluate}
+    if kind not in loaders:
+        raise InputError("is a `segqc qc rank` folder; open one model's QC folder inside it", folder)
+    return loaders[kind](folder)

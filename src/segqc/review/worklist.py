@@ -1,0 +1,159 @@
+"""The cases a reviewer goes through, worst estimated quality first, with the files of each.
+
+:func:`load_worklist` reads a segqc output folder through :func:`segqc.report.cohort.load_cohort`
+(``qc predict``, ``qc benchmark`` or ``evaluate``) and keeps, per case, the flag and reason of
+``worklist.csv``, the estimates per class, and the files of its layers. File paths stay on the
+server: the web app names cases and layers only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from segqc.errors import InputError
+from segqc.report.cohort import Cohort, label_names, label_order, load_cohort, primary_metric
+
+LAYERS = ("image", "segmentation", "reference", "error", "uncertainty")
+"""Layer names, bottom to top. ``reference`` is the pGT (QC) or the ground truth (evaluate);
+``error`` is the folder's ``errors/CASE.nii.gz`` when it has one, else the voxels where the
+segmentation and the reference disagree; ``uncertainty`` is ``uncertainty/CASE.nii.gz``."""
+
+
+@dataclass
+class ReviewCase:
+    """One case of the worklist. ``estimate``: the primary metric's value for ``all`` classes
+    (the mean over classes when there is no ``all`` row; None when unknown). ``values``: label ->
+    metric -> {column: value} (estimate, spread, true)."""
+
+    id: str
+    flagged: bool
+    reason: str
+    estimate: float | None
+    values: dict[str, dict[str, dict[str, float | None]]]
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def label_estimate(self, label: str, metric: str) -> float | None:
+        """The estimate (or value) of ``label`` and ``metric``, None when missing."""
+        cell = self.values.get(label, {}).get(metric, {})
+        return cell.get("estimate", cell.get("value"))
+
+
+@dataclass
+class ReviewWorklist:
+    """The cases in review order. ``labels``: class value -> name; ``metric``: the primary metric;
+    ``ref_name``: what the reference layer is (``pGT`` or ``GT``)."""
+
+    folder: Path
+    kind: str
+    metric: str
+    ref_name: str
+    labels: dict[str, str]
+    cases: list[ReviewCase]
+
+    def __post_init__(self) -> None:
+        self._by_id = {case.id: case for case in self.cases}
+
+    def get(self, case_id: str) -> ReviewCase | None:
+        """The case with this id, None for any other text (ids are never paths)."""
+        return self._by_id.get(case_id)
+
+    def layers(self, case: ReviewCase) -> list[str]:
+        """The layers this case can show, bottom to top."""
+        present = [name for name in LAYERS if name in case.files]
+        if "error" not in present and "segmentation" in case.files and "reference" in case.files:
+            present.insert(present.index("reference") + 1, "error")
+        return present
+
+
+def _number(value: object) -> float | None:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _values(cohort: Cohort) -> dict[str, dict[str, dict[str, dict[str, float | None]]]]:
+    columns = [c for c in ("estimate", "spread", "true", "value") if c in cohort.long.columns]
+    out: dict[str, dict[str, dict[str, dict[str, float | None]]]] = {}
+    for row in cohort.long[["case", "label", "metric", *columns]].itertuples(index=False):
+        cell = {c: _number(getattr(row, c)) for c in columns}
+        out.setdefault(str(row.case), {}).setdefault(str(row.label), {})[str(row.metric)] = cell
+    return out
+
+
+def _primary(values: dict[str, dict[str, dict[str, float | None]]], metric: str) -> float | None:
+    def value_of(label: str) -> float | None:
+        cell = values.get(label, {}).get(metric, {})
+        return cell.get("estimate", cell.get("value"))
+
+    if "all" in values:
+        return value_of("all")
+    numbers = [v for label in values if (v := value_of(label)) is not None]
+    return sum(numbers) / len(numbers) if numbers else None
+
+
+def _override_files(cohort: Cohort, images: Path | None, segs: Path | None) -> None:
+    """Replace the recorded image / segmentation files by those of ``images`` / ``segs``."""
+    from segqc.io.datasets import list_image_files, segmentation_files
+
+    image_files = list_image_files(images) if images is not None else {}
+    seg_files = segmentation_files(segs).files if segs is not None else {}
+    for case_id, inputs in cohort.inputs.items():
+        if segs is not None:
+            if case_id not in seg_files:
+                raise InputError(f"holds no segmentation of case '{case_id}'", segs)
+            inputs.seg = seg_files[case_id][1]
+        if images is not None:
+            source = seg_files[case_id][0] if case_id in seg_files else case_id
+            found = image_files.get(source) or image_files.get(case_id)
+            if not found and "_" in case_id:
+                found = image_files.get(case_id.rsplit("_", 1)[0])
+            if not found:
+                raise InputError(f"holds no image of case '{case_id}'", images)
+            inputs.image = found[0]
+
+
+def load_worklist(out_dir: str | Path, *, images: str | Path | None = None,
+                  segs: str | Path | None = None) -> ReviewWorklist:
+    """The worklist of a ``segqc qc predict`` / ``qc benchmark`` / ``evaluate`` output folder.
+
+    Order: the primary metric's estimate (or value) for all classes ascending, worst first; cases
+    without one (nothing to compare) before all others, as in ``worklist.csv``. Flags and
+    reasons come from ``worklist.csv`` (no case is flagged without one). ``images`` / ``segs``:
+    folders whose files replace the image and segmentation files recorded in the output (first
+    image channel; a case is found by its id, by the case its segmentation segments, or by its id
+    without a trailing ``_NN`` variant suffix). Raises :class:`InputError` for a folder of
+    another kind, missing recorded files, or a case the given folders do not hold.
+    """
+    folder = Path(out_dir)
+    if not folder.is_dir():
+        raise InputError("is not a folder", folder)
+    cohort = load_cohort(folder)
+    _override_files(cohort, Path(images) if images is not None else None, Path(segs) if segs is not None else None)
+    metric = primary_metric(cohort.long)
+    values = _values(cohort)
+    work = cohort.worklist.set_index("case") if cohort.worklist is not None else pd.DataFrame()
+    names = label_names(cohort.long)
+    labels = {label: names[label] for label in label_order(list(cohort.long["label"])) if label != "all"}
+    cases = []
+    for case_id, inputs in cohort.inputs.items():
+        files: dict[str, Path] = {"segmentation": inputs.seg}
+        if inputs.image is not None:
+            files["image"] = inputs.image
+        if inputs.ref is not None and inputs.ref != inputs.seg:
+            files["reference"] = inputs.ref
+        for layer, sub in (("error", "errors"), ("uncertainty", "uncertainty")):
+            candidate = folder / sub / f"{case_id}.nii.gz"
+            if candidate.is_file():
+                files[layer] = candidate
+        flagged = bool(work.loc[case_id, "flag"]) if case_id in work.index and "flag" in work.columns else False
+        reason = str(work.loc[case_id, "reason"]) if flagged and "reason" in work.columns else ""
+        cases.append(ReviewCase(case_id, flagged, "" if reason == "nan" else reason,
+                                _primary(values.get(case_id, {}), metric), values.get(case_id, {}), files))
+    cases.sort(key=lambda c: (c.estimate is not None, c.estimate if c.estimate is not None else 0.0, c.id))
+    return ReviewWorklist(folder, cohort.kind, metric, cohort.ref_name, labels, cases)

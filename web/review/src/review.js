@@ -1,0 +1,381 @@
+// The page of `segqc review`: worklist, niivue viewer with layers, decisions by keyboard.
+// Bundled with niivue into src/segqc/review/static/review.js by `npm run build`.
+import { Niivue, SLICE_TYPE } from "@niivue/niivue";
+
+const token = document.querySelector('meta[name="segqc-token"]').content;
+const KEYS = { a: "accept", r: "reject", f: "needs_fix", u: "unsure" };
+const VIEWS = [SLICE_TYPE.AXIAL, SLICE_TYPE.CORONAL, SLICE_TYPE.SAGITTAL, SLICE_TYPE.MULTIPLANAR, SLICE_TYPE.RENDER];
+const LAYER_STYLE = {
+  image: { title: "image", opacity: 1.0, visible: true },
+  segmentation: { title: "segmentation", opacity: 0.5, visible: true },
+  reference: { title: "reference", opacity: 0.35, visible: false },
+  error: { title: "error", opacity: 0.6, visible: false },
+  uncertainty: { title: "uncertainty", opacity: 0.6, visible: false },
+};
+
+const state = {
+  session: null,
+  rows: [],          // the filtered worklist
+  resume: null,
+  caseId: null,
+  info: null,        // the current case
+  layers: {},        // name -> {visible, opacity}
+  layerOrder: [],    // names of the loaded volumes, in niivue's order
+  view: 0,
+  loading: null,
+};
+window.segqcReview = state;   // for the end-to-end tests and the curious
+
+const $ = (id) => document.getElementById(id);
+const fmt = (v) => (v === null || v === undefined ? "–" : Number(v).toFixed(3));
+
+async function api(path, options = {}) {
+  const response = await fetch(path, options);
+  if (!response.ok) {
+    let detail = response.statusText;
+    try { detail = (await response.json()).detail || detail; } catch (e) { /* not JSON */ }
+    throw new Error(`${response.status} ${detail}`);
+  }
+  return response.json();
+}
+
+function status(text, isError = false) {
+  const box = $("saved");
+  box.textContent = text;
+  box.style.color = isError ? "#c62828" : "";
+}
+
+// ------------------------------------------------------------------ viewer
+const nv = new Niivue({ backColor: [0, 0, 0, 1], show3Dcrosshair: true, crosshairColor: [1, 1, 0, 0.6],
+  crosshairWidth: 1, isColorbar: false, dragAndDropEnabled: false, loadingText: "loading…" });
+
+function labelColormap(alpha) {
+  const labels = state.session.labels;
+  const max = Math.max(0, ...labels.map((l) => l.value));
+  const cm = { R: [], G: [], B: [], A: [], I: [], labels: [] };
+  const byValue = new Map(labels.map((l) => [l.value, l]));
+  for (let v = 0; v <= max; v++) {
+    const entry = byValue.get(v);
+    const hex = entry ? entry.colour : "#808080";
+    cm.I.push(v);
+    cm.R.push(parseInt(hex.slice(1, 3), 16));
+    cm.G.push(parseInt(hex.slice(3, 5), 16));
+    cm.B.push(parseInt(hex.slice(5, 7), 16));
+    cm.A.push(v === 0 ? 0 : alpha);
+    cm.labels.push(entry ? entry.name : v === 0 ? "background" : String(v));
+  }
+  return cm;
+}
+
+function volumeOptions(name) {
+  const url = `/api/cases/${encodeURIComponent(state.caseId)}/layers/${name}.nii`;
+  const style = state.layers[name];
+  const opacity = style.visible ? style.opacity : 0;
+  if (name === "image") return { url, name: `${name}.nii`, colormap: "gray", opacity };
+  if (name === "error") return { url, name: `${name}.nii`, colormap: "red", opacity, cal_min: 0.5, cal_max: 1 };
+  if (name === "uncertainty") return { url, name: `${name}.nii`, colormap: "hot", opacity, cal_min: 0.05 };
+  return { url, name: `${name}.nii`, opacity };
+}
+
+function applyLayers() {
+  state.layerOrder.forEach((name, index) => {
+    const style = state.layers[name];
+    if (index < nv.volumes.length) nv.setOpacity(index, style.visible ? style.opacity : 0);
+  });
+  for (const input of document.querySelectorAll("#layers input[type=checkbox]")) {
+    input.checked = state.layers[input.dataset.layer].visible;
+  }
+  for (const input of document.querySelectorAll("#layers input[type=range]")) {
+    input.value = state.layers[input.dataset.layer].opacity;
+  }
+  nv.drawScene();
+}
+
+function buildLayerControls(names) {
+  const box = $("layers");
+  box.innerHTML = "";
+  for (const name of names) {
+    if (!state.layers[name]) state.layers[name] = { ...LAYER_STYLE[name] };
+    const title = name === "reference" ? state.session.ref_name : LAYER_STYLE[name].title;
+    const span = document.createElement("span");
+    span.className = "layer";
+    span.innerHTML = `<label><input type="checkbox" data-layer="${name}"> ${title}</label>` +
+      `<input type="range" min="0" max="1" step="0.05" data-layer="${name}" title="${title} opacity">`;
+    box.appendChild(span);
+  }
+  box.querySelectorAll("input[type=checkbox]").forEach((input) => input.addEventListener("change", () => {
+    state.layers[input.dataset.layer].visible = input.checked; applyLayers(); input.blur();
+  }));
+  box.querySelectorAll("input[type=range]").forEach((input) => input.addEventListener("input", () => {
+    const layer = state.layers[input.dataset.layer];
+    layer.opacity = Number(input.value); layer.visible = layer.opacity > 0; applyLayers();
+  }));
+}
+
+async function showVolumes(info) {
+  const names = info.layers.filter((n) => n !== "image" || info.layers.includes("image"));
+  buildLayerControls(names);
+  state.layerOrder = names;
+  document.body.dataset.loaded = "0";
+  await nv.loadVolumes(names.map(volumeOptions));
+  names.forEach((name, index) => {
+    if (name === "segmentation" || name === "reference") {
+      nv.volumes[index].setColormapLabel(labelColormap(255));
+    }
+  });
+  nv.updateGLVolume();
+  applyLayers();
+  setView(state.view);
+  document.body.dataset.loaded = "1";
+}
+
+function setView(index) {
+  state.view = ((index % VIEWS.length) + VIEWS.length) % VIEWS.length;
+  nv.setSliceType(VIEWS[state.view]);
+  document.querySelectorAll("#views button").forEach((b) => b.classList.toggle("on", Number(b.dataset.view) === state.view));
+}
+
+// ------------------------------------------------------------------ worklist
+function decisionBadge(decision) {
+  const text = { accept: "A", reject: "R", needs_fix: "F", unsure: "U" }[decision] || "";
+  return `<span class="badge ${decision || "none"}">${text}</span>`;
+}
+
+function renderList() {
+  const list = $("cases");
+  list.innerHTML = "";
+  for (const row of state.rows) {
+    const li = document.createElement("li");
+    li.dataset.case = row.id;
+    li.className = (row.flagged ? "flagged " : "") + (row.id === state.caseId ? "current" : "");
+    li.title = row.reason || "";
+    li.innerHTML = `<span class="id"></span><span class="est">${fmt(row.estimate)}</span>${decisionBadge(row.decision)}`;
+    li.querySelector(".id").textContent = row.id;
+    li.addEventListener("click", () => openCase(row.id));
+    list.appendChild(li);
+  }
+  const current = list.querySelector("li.current");
+  if (current) current.scrollIntoView({ block: "nearest" });
+}
+
+function filters() {
+  const params = new URLSearchParams();
+  if ($("filter-flagged").checked) params.set("flagged", "true");
+  if ($("filter-unreviewed").checked) params.set("unreviewed", "true");
+  params.set("label", $("filter-label").value);
+  params.set("rater", $("filter-rater").value || state.session.rater);
+  return params;
+}
+
+async function loadList() {
+  const data = await api(`/api/worklist?${filters()}`);
+  state.rows = data.cases;
+  state.resume = data.resume;
+  $("progress").textContent = `${data.reviewed} of ${data.total} reviewed`;
+  renderList();
+  return data;
+}
+
+// ------------------------------------------------------------------ one case
+function renderCase(info) {
+  $("case-id").textContent = info.id;
+  $("case-flag").textContent = info.flagged ? `flagged: ${info.reason}` : "";
+  const labels = [["all", "all classes"], ...state.session.labels.map((l) => [String(l.value), l.name])];
+  const metrics = [...new Set(Object.values(info.values).flatMap((m) => Object.keys(m)))];
+  const column = ("estimate" in (Object.values(Object.values(info.values)[0] || {})[0] || {})) ? "estimate" : "value";
+  const hasTrue = Object.values(info.values).some((m) => Object.values(m).some((c) => c.true !== undefined && c.true !== null));
+  let html = `<tr><th>class</th>${metrics.map((m) => `<th>${m}</th>`).join("")}</tr>`;
+  for (const [value, name] of labels) {
+    const cells = info.values[value];
+    if (!cells) continue;
+    html += `<tr><td>${name}</td>` + metrics.map((m) => {
+      const cell = cells[m] || {};
+      const extra = hasTrue && cell.true !== undefined ? ` <span class="muted">(${fmt(cell.true)})</span>` : "";
+      return `<td>${fmt(cell[column])}${extra}</td>`;
+    }).join("") + "</tr>";
+  }
+  if (hasTrue) html += `<tr><td colspan="${metrics.length + 1}" class="muted">estimate (true value)</td></tr>`;
+  $("case-values").innerHTML = html;
+  const history = $("history");
+  history.innerHTML = "";
+  for (const row of info.history.slice().reverse()) {
+    const li = document.createElement("li");
+    li.textContent = `${row.decided_at.slice(0, 19).replace("T", " ")} ${row.rater}: ${row.decision}` +
+      (row.label !== "all" ? ` (class ${row.label})` : "") + (row.comment ? ` — ${row.comment}` : "");
+    history.appendChild(li);
+  }
+  markChosen();
+}
+
+function currentDecision(label) {
+  if (!state.info) return null;
+  const mine = state.info.history.filter((r) => r.rater === state.session.rater && r.label === label);
+  return mine.length ? mine[mine.length - 1] : null;
+}
+
+function markChosen() {
+  const chosen = currentDecision($("decision-label").value);
+  document.querySelectorAll("#decide button").forEach((b) => b.classList.toggle("chosen", !!chosen && chosen.decision === b.dataset.decision));
+  $("comment").value = chosen ? chosen.comment : "";
+}
+
+async function openCase(caseId) {
+  if (!caseId) return;
+  state.caseId = caseId;
+  document.body.dataset.case = caseId;
+  history.replaceState(null, "", `#${encodeURIComponent(caseId)}`);
+  renderList();
+  const loading = (async () => {
+    const info = await api(`/api/cases/${encodeURIComponent(caseId)}`);
+    if (state.caseId !== caseId) return;
+    state.info = info;
+    renderCase(info);
+    await showVolumes(info);
+  })();
+  state.loading = loading;
+  try { await loading; } catch (error) { status(`cannot show ${caseId}: ${error.message}`, true); }
+}
+
+function step(offset) {
+  if (!state.rows.length) return;
+  const index = state.rows.findIndex((r) => r.id === state.caseId);
+  const next = index < 0 ? 0 : Math.min(Math.max(index + offset, 0), state.rows.length - 1);
+  if (next !== index) openCase(state.rows[next].id);
+}
+
+async function nextFlagged() {
+  const all = (await api(`/api/worklist?label=${encodeURIComponent($("filter-label").value)}`)).cases;
+  const index = all.findIndex((r) => r.id === state.caseId);
+  const after = all.slice(index + 1).concat(all.slice(0, index + 1));
+  const target = after.find((r) => r.flagged && !r.decision) || after.find((r) => r.flagged);
+  if (target) openCase(target.id); else status("no flagged case");
+}
+
+async function decide(decision) {
+  if (!state.caseId) return;
+  const caseId = state.caseId;
+  const label = $("decision-label").value;
+  try {
+    const row = await api(`/api/cases/${encodeURIComponent(caseId)}/decisions`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-Segqc-Token": token },
+      body: JSON.stringify({ decision, label, comment: $("comment").value }),
+    });
+    if (state.info && state.info.id === caseId) state.info.history.push(row);
+    status(`saved: ${caseId} ${decision}${label !== "all" ? ` (class ${label})` : ""}`);
+    document.body.dataset.saved = String(Number(document.body.dataset.saved || 0) + 1);
+    const index = state.rows.findIndex((r) => r.id === caseId);
+    await loadList();
+    if (state.info && state.info.id === caseId) renderCase(state.info);
+    if ($("advance").checked && label === "all") {
+      const rows = state.rows;
+      const stillThere = rows.findIndex((r) => r.id === caseId);
+      const next = stillThere >= 0 ? rows[stillThere + 1] : rows[Math.min(index, rows.length - 1)];
+      if (next && next.id !== caseId) await openCase(next.id);
+    }
+  } catch (error) {
+    status(`not saved: ${error.message}`, true);
+  }
+}
+
+// ------------------------------------------------------------------ overlays and keys
+function toggleOverlay() {
+  const seg = state.layers.segmentation;
+  if (!seg) return;
+  seg.visible = !seg.visible;
+  if (seg.visible && seg.opacity === 0) seg.opacity = 0.5;
+  applyLayers();
+}
+
+function changeOpacity(delta) {
+  const seg = state.layers.segmentation;
+  if (!seg) return;
+  seg.opacity = Math.min(1, Math.max(0, Math.round((seg.opacity + delta) * 20) / 20));
+  seg.visible = seg.opacity > 0;
+  applyLayers();
+}
+
+function showOverlay(id, show) {
+  $(id).hidden = !show;
+}
+
+async function showSummary() {
+  const data = await api("/api/summary");
+  const names = state.session.decisions;
+  let html = `<h2>Decisions (whole cases, ${data.total} in the worklist)</h2><table><tr><th>rater</th>` +
+    names.map((d) => `<th>${d}</th>`).join("") + "</tr>";
+  for (const [rater, counts] of Object.entries(data.counts)) {
+    html += `<tr><td>${rater.replace(/</g, "&lt;")}</td>` + names.map((d) => `<td>${counts[d]}</td>`).join("") + "</tr>";
+  }
+  html += "</table><h3>Agreement</h3>";
+  html += data.kappa.length ? "<table><tr><th>raters</th><th>cases</th><th>Cohen's κ</th></tr>" + data.kappa.map((k) =>
+    `<tr><td>${k.raters.join(" – ").replace(/</g, "&lt;")}</td><td>${k.n}</td><td>${k.kappa === null ? "–" : k.kappa.toFixed(3)}</td></tr>`).join("") + "</table>"
+    : "<p>Cohen's κ needs two raters.</p>";
+  html += '<p class="muted">Esc closes.</p>';
+  $("summary-card").innerHTML = html;
+  showOverlay("summary", true);
+}
+
+function onKey(event) {
+  const typing = ["INPUT", "TEXTAREA", "SELECT"].includes(event.target.tagName) && event.target.type !== "checkbox";
+  if (event.key === "Escape") {
+    showOverlay("help", false); showOverlay("summary", false);
+    if (typing) event.target.blur();
+    return;
+  }
+  if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
+  const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
+  let handled = true;
+  if (KEYS[key]) decide(KEYS[key]);
+  else if (key === "ArrowRight") step(1);
+  else if (key === "ArrowLeft") step(-1);
+  else if (key === "n") nextFlagged();
+  else if (key === "t") toggleOverlay();
+  else if (key === "[") changeOpacity(-0.1);
+  else if (key === "]") changeOpacity(0.1);
+  else if (key === "v") setView(state.view + 1);
+  else if (key === "c") $("comment").focus();
+  else if (key === "?") showOverlay("help", $("help").hidden);
+  else handled = false;
+  if (handled) event.preventDefault();
+}
+
+// ------------------------------------------------------------------ start
+async function start() {
+  state.session = await api("/api/session");
+  $("rater").textContent = state.session.rater;
+  $("folder").textContent = state.session.folder;
+  for (const select of [$("filter-label"), $("decision-label")]) {
+    for (const label of state.session.labels) {
+      const option = document.createElement("option");
+      option.value = String(label.value);
+      option.textContent = label.name;
+      select.appendChild(option);
+    }
+  }
+  for (const rater of state.session.raters) {
+    const option = document.createElement("option");
+    option.value = rater; option.textContent = rater;
+    if (rater === state.session.rater) option.selected = true;
+    $("filter-rater").appendChild(option);
+  }
+  $("legend").innerHTML = state.session.labels.map((l) =>
+    `<span><span class="swatch" style="background:${l.colour}"></span>${l.name.replace(/</g, "&lt;")}</span>`).join("");
+  await nv.attachTo("gl");
+  document.addEventListener("keydown", onKey);
+  for (const id of ["filter-flagged", "filter-unreviewed", "filter-label", "filter-rater"]) {
+    $(id).addEventListener("change", async () => { await loadList(); $(id).blur(); });
+  }
+  $("decision-label").addEventListener("change", () => { markChosen(); $("decision-label").blur(); });
+  document.querySelectorAll("#decide button").forEach((b) => b.addEventListener("click", () => decide(b.dataset.decision)));
+  document.querySelectorAll("#views button").forEach((b) => b.addEventListener("click", () => setView(Number(b.dataset.view))));
+  $("help-button").addEventListener("click", () => showOverlay("help", true));
+  $("summary-button").addEventListener("click", showSummary);
+  for (const id of ["help", "summary"]) $(id).addEventListener("click", (e) => { if (e.target.id === id) showOverlay(id, false); });
+  const data = await loadList();
+  const first = data.resume || (state.rows[0] && state.rows[0].id);
+  document.body.dataset.ready = "1";
+  if (first) await openCase(first); else status("the worklist is empty");
+}
+
+start().catch((error) => { status(`cannot start: ${error.message}`, true); document.body.dataset.ready = "error"; });
