@@ -63,3 +63,41 @@ def evaluate_out(toy) -> Path:
     out = toy["root"] / "evaluate"
     evaluate_folder(toy["segs"], toy["gt"], out, metrics=("dice", "hd95"), multiclass_all=True)
     return out
+
+
+def _shifted_segmentations(labels: Path, target: Path, perfect: int) -> Path:
+    """The first ``perfect`` ground truths as they are, the others shifted by 6 to 11 voxels
+    (true Dice well below 0.75, so the QC run flags them)."""
+    for i, path in enumerate(sorted(labels.glob("*.nii.gz"), key=lambda p: int(p.name[4:].split(".")[0]))):
+        label = read_label_map(path)
+        shift = 0 if i < perfect else 6 + i % 6
+        write_image(target / path.name, np.roll(label.array, shift, axis=0), label.geometry)
+    return target
+
+
+@pytest.fixture(scope="session")
+def qc_out_24(tmp_path_factory) -> Path:
+    """A QC output of 24 toy cases of which 20 are flagged (oracle model: estimate = true Dice)."""
+    from segqc.qc.inference import QcSettings, qc_folder
+
+    root = tmp_path_factory.mktemp("review_toy")
+    dataset = make_qc_dataset(root / "data", n_cases=24)
+    segs = _shifted_segmentations(dataset / "labelsTr", root / "segs", perfect=4)
+    out = root / "qc"
+    (root / "model").mkdir()
+    qc_folder(root / "model", dataset / "imagesTr", segs, out, settings=QcSettings(metrics=("dice",)),
+              model=oracle_model(dataset))
+    return out
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    """Debian's Chromium (no browser download), headless, WebGL through SwiftShader."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"the browser tests need Debian's chromium at {CHROMIUM} (apt-get install -y chromium)")
+    return {**browser_type_launch_args, "executable_path": str(CHROMIUM), "headless": True,
+            "args": ["--no-sandbox", "--disable-gpu", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+                     "--disable-background-networking", "--disable-component-update", "--no-first-run"]}

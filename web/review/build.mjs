@@ -1,6 +1,7 @@
 // Bundles src/review.js with niivue into one file in the Python package, and writes the
 // licences of every npm package that ends up in the bundle next to it.
 import { build } from "esbuild";
+import { createHash } from "node:crypto";
 import { existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
@@ -36,3 +37,13 @@ for (const [name, root] of [...packages].sort()) {
 }
 writeFileSync(join(out, "THIRD_PARTY_LICENSES.txt"), text);
 console.log(`bundled ${packages.size} packages: ${[...packages.keys()].sort().join(", ")}`);
+
+// What the bundle was built from, so a test can tell when src/ changed without a rebuild.
+const sources = {};
+for (const file of ["src/review.js", "build.mjs", "package-lock.json"]) {
+  sources[file] = createHash("sha256").update(readFileSync(file)).digest("hex");
+}
+const versions = Object.fromEntries([...packages].sort().map(([name, root]) =>
+  [name, JSON.parse(readFileSync(join(root, "package.json"), "utf8")).version]));
+versions.esbuild = JSON.parse(readFileSync("node_modules/esbuild/package.json", "utf8")).version;
+writeFileSync(join(out, "BUILD_INFO.json"), JSON.stringify({ sources, versions }, null, 1) + "\n");

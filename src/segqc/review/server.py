@@ -6,6 +6,7 @@ import socket
 import threading
 import webbrowser
 from collections.abc import Callable
+from typing import Any
 
 from segqc.review.app import LOCAL_HOSTS, ReviewSession, create_app
 
@@ -17,19 +18,24 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
-def serve(session: ReviewSession, *, host: str = "127.0.0.1", port: int = 0, open_browser: bool = True,
-          on_start: Callable[[str], None] | None = None) -> None:
-    """Serve ``session`` until Ctrl-C. ``port`` 0 picks a free one. On a host other than the
-    local ones every ``Host`` header is accepted (the user asked for it with ``--host``).
-    ``on_start`` gets the page's address once the server listens."""
+def make_server(session: ReviewSession, *, host: str = "127.0.0.1", port: int = 0) -> tuple[Any, str]:
+    """A uvicorn server of ``session`` (not started) and the address of its page. ``port`` 0
+    picks a free one. On a host other than the local ones every ``Host`` header is accepted
+    (the user asked for it with ``--host``)."""
     import uvicorn
 
     port = port or free_port(host)
-    local = host in LOCAL_HOSTS
-    app = create_app(session, allowed_hosts=LOCAL_HOSTS if local else ("*",))
+    app = create_app(session, allowed_hosts=LOCAL_HOSTS if host in LOCAL_HOSTS else ("*",))
     shown = f"[{host}]" if ":" in host else host
-    url = f"http://{shown}:{port}/"
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    return uvicorn.Server(config), f"http://{shown}:{port}/"
+
+
+def serve(session: ReviewSession, *, host: str = "127.0.0.1", port: int = 0, open_browser: bool = True,
+          on_start: Callable[[str], None] | None = None) -> None:
+    """Serve ``session`` until Ctrl-C; ``on_start`` gets the page's address once the server
+    listens, then the browser opens it (unless ``open_browser`` is False)."""
+    server, url = make_server(session, host=host, port=port)
 
     def announce() -> None:
         while not server.started and not server.should_exit:

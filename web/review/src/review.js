@@ -47,7 +47,7 @@ function status(text, isError = false) {
 
 // ------------------------------------------------------------------ viewer
 const nv = new Niivue({ backColor: [0, 0, 0, 1], show3Dcrosshair: true, crosshairColor: [1, 1, 0, 0.6],
-  crosshairWidth: 1, isColorbar: false, dragAndDropEnabled: false, loadingText: "loading…" });
+  crosshairWidth: 1, isColorbar: false, dragAndDropEnabled: false, loadingText: "loading" });
 
 function labelColormap(alpha) {
   const labels = state.session.labels;
@@ -126,7 +126,7 @@ async function showVolumes(info) {
   nv.updateGLVolume();
   applyLayers();
   setView(state.view);
-  document.body.dataset.loaded = "1";
+  if (state.caseId === info.id) document.body.dataset.loaded = "1";
 }
 
 function setView(index) {
@@ -223,6 +223,7 @@ async function openCase(caseId) {
   if (!caseId) return;
   state.caseId = caseId;
   document.body.dataset.case = caseId;
+  document.body.dataset.loaded = "0";
   history.replaceState(null, "", `#${encodeURIComponent(caseId)}`);
   renderList();
   const loading = (async () => {
@@ -248,13 +249,16 @@ async function nextFlagged() {
   const index = all.findIndex((r) => r.id === state.caseId);
   const after = all.slice(index + 1).concat(all.slice(0, index + 1));
   const target = after.find((r) => r.flagged && !r.decision) || after.find((r) => r.flagged);
-  if (target) openCase(target.id); else status("no flagged case");
+  if (!target) status("no flagged case");
+  else if (target.id === state.caseId) status("no other flagged case");
+  else openCase(target.id);
 }
 
 async function decide(decision) {
   if (!state.caseId) return;
   const caseId = state.caseId;
   const label = $("decision-label").value;
+  document.body.dataset.busy = "1";
   try {
     const row = await api(`/api/cases/${encodeURIComponent(caseId)}/decisions`, {
       method: "POST",
@@ -267,7 +271,8 @@ async function decide(decision) {
     const index = state.rows.findIndex((r) => r.id === caseId);
     await loadList();
     if (state.info && state.info.id === caseId) renderCase(state.info);
-    if ($("advance").checked && label === "all") {
+    // go on only if the reviewer did not move meanwhile (arrow keys, N, a click)
+    if ($("advance").checked && label === "all" && state.caseId === caseId) {
       const rows = state.rows;
       const stillThere = rows.findIndex((r) => r.id === caseId);
       const next = stillThere >= 0 ? rows[stillThere + 1] : rows[Math.min(index, rows.length - 1)];
@@ -275,6 +280,8 @@ async function decide(decision) {
     }
   } catch (error) {
     status(`not saved: ${error.message}`, true);
+  } finally {
+    document.body.dataset.busy = "0";
   }
 }
 
@@ -342,6 +349,7 @@ function onKey(event) {
 
 // ------------------------------------------------------------------ start
 async function start() {
+  document.body.dataset.busy = "0";
   state.session = await api("/api/session");
   $("rater").textContent = state.session.rater;
   $("folder").textContent = state.session.folder;
@@ -362,6 +370,7 @@ async function start() {
   $("legend").innerHTML = state.session.labels.map((l) =>
     `<span><span class="swatch" style="background:${l.colour}"></span>${l.name.replace(/</g, "&lt;")}</span>`).join("");
   await nv.attachTo("gl");
+  nv.setInterpolation(true);   // nearest neighbour: label borders stay voxel-sharp
   document.addEventListener("keydown", onKey);
   for (const id of ["filter-flagged", "filter-unreviewed", "filter-label", "filter-rater"]) {
     $(id).addEventListener("change", async () => { await loadList(); $(id).blur(); });
