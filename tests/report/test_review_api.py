@@ -287,3 +287,13 @@ def test_export_to_json_and_csv_hold_the_same_rows(qc_out, tmp_path):
     from_csv = pd.read_csv(io.StringIO((tmp_path / "d.csv").read_text()), dtype={"case": str, "label": str})
     assert list(from_json["case"]) == list(from_csv["case"]) == ["case0", "case1"]
     assert list(from_json["estimate"]) == pytest.approx(list(from_csv["estimate"]))
+
+
+def test_the_viewer_opens_at_the_centre_of_the_segmentation(qc_out, toy, tmp_path):
+    client, _ = _client(qc_out, tmp_path / "r.sqlite")
+    seg = np.asarray(nibabel.load(toy["segs"] / "case1.nii.gz").dataobj)
+    present = np.argwhere(seg > 0)
+    expected = ((present.min(axis=0) + present.max(axis=0)) // 2).tolist()
+    focus = client.get("/api/cases/case1").json()["focus"]
+    assert focus == expected
+    assert seg[tuple(focus)] > 0 or seg[:, :, focus[2]].any()  # the slice shown holds the segmentation

@@ -124,8 +124,15 @@ def create_app(session: ReviewSession, *, allowed_hosts: tuple[str, ...] = LOCAL
     def get_case(case_id: str) -> dict[str, Any]:
         case = known_case(case_id)
         history = session.store.history(case.id).drop(columns=["id"]).to_dict(orient="records")
+        from segqc.errors import InputError
+
+        try:
+            focus = session.volumes.focus(case)
+        except InputError:
+            focus = None  # the layer request names the unreadable file
         return {"id": case.id, "flagged": case.flagged, "reason": case.reason, "estimate": case.estimate,
-                "values": case.values, "layers": worklist.layers(case), "history": history}
+                "values": case.values, "layers": worklist.layers(case), "history": history,
+                "focus": focus}
 
     @app.get("/api/cases/{case_id}/layers/{layer_file}")
     def get_layer(case_id: str, layer_file: str) -> Response:

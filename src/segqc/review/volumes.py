@@ -49,6 +49,7 @@ class VolumeCache:
     def __init__(self, size: int = 12) -> None:
         self.size = size
         self._items: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
+        self._focus: dict[tuple[object, ...], list[int]] = {}
         self._lock = threading.Lock()
 
     def layer(self, case: ReviewCase, layer: str) -> bytes:
@@ -74,6 +75,27 @@ class VolumeCache:
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
         return data
+
+    def focus(self, case: ReviewCase) -> list[int] | None:
+        """The voxel (index order, 3 numbers) at the centre of the bounding box of the
+        segmentation's foreground — of the reference's when the segmentation is empty; None when
+        both are empty. The viewer opens there, so the first slice shown holds the segmentation."""
+        for layer in ("segmentation", "reference"):
+            if layer not in case.files:
+                continue
+            key = ("focus", _key(case.files[layer]))
+            with self._lock:
+                cached = self._focus.get(key)
+            if cached is None:
+                array = read_label_map(case.files[layer]).array
+                present = np.argwhere(array > 0)
+                centre = ((present.min(axis=0) + present.max(axis=0)) // 2).tolist() if len(present) else []
+                cached = [int(v) for v in centre] + [0] * (3 - array.ndim) if len(present) else []
+                with self._lock:
+                    self._focus[key] = cached
+            if cached:
+                return cached
+        return None
 
     @staticmethod
     def _read(layer: str, sources: list[Path]) -> bytes:

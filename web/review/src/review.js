@@ -46,7 +46,7 @@ function status(text, isError = false) {
 }
 
 // ------------------------------------------------------------------ viewer
-const nv = new Niivue({ backColor: [0, 0, 0, 1], show3Dcrosshair: true, crosshairColor: [1, 1, 0, 0.6],
+const nv = new Niivue({ backColor: [0, 0, 0, 1], show3Dcrosshair: true, crosshairColor: [0.3, 0.8, 1, 0.5],
   crosshairWidth: 1, isColorbar: false, dragAndDropEnabled: false, loadingText: "loading" });
 
 function labelColormap(alpha) {
@@ -72,7 +72,6 @@ function volumeOptions(name) {
   const style = state.layers[name];
   const opacity = style.visible ? style.opacity : 0;
   if (name === "image") return { url, name: `${name}.nii`, colormap: "gray", opacity };
-  if (name === "error") return { url, name: `${name}.nii`, colormap: "red", opacity, cal_min: 0.5, cal_max: 1 };
   if (name === "uncertainty") return { url, name: `${name}.nii`, colormap: "hot", opacity, cal_min: 0.05 };
   return { url, name: `${name}.nii`, opacity };
 }
@@ -121,9 +120,16 @@ async function showVolumes(info) {
   names.forEach((name, index) => {
     if (name === "segmentation" || name === "reference") {
       nv.volumes[index].setColormapLabel(labelColormap(255));
+    } else if (name === "error") {
+      // white: no class colour is white, so errors stand out over every class
+      nv.volumes[index].setColormapLabel({ I: [0, 1], R: [0, 255], G: [0, 255], B: [0, 255], A: [0, 255],
+        labels: ["", "disagreement"] });
     }
   });
   nv.updateGLVolume();
+  if (info.focus && nv.volumes.length) {
+    nv.scene.crosshairPos = nv.vox2frac(info.focus, 0);   // open where the segmentation is
+  }
   applyLayers();
   setView(state.view);
   if (state.caseId === info.id) document.body.dataset.loaded = "1";
