@@ -226,3 +226,35 @@ def test_rank_report_lists_every_model_and_its_cases(qc_out, tmp_path):
     rows = [a["data-case"] for tag, a in page.tags if tag == "tr" and "data-case" in a]
     assert sorted(rows) == sorted(list(worklist["case"]) * 2)
     _assert_self_contained(text, page)
+
+
+def _thumbnail_grey_pixels(html: str) -> list[int]:
+    """Per thumbnail: pixels of mid grey (R = G = B, neither near black nor near white)."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    counts = []
+    for a in Page(html).thumbs:
+        data = base64.b64decode(a["src"].split(",", 1)[1])
+        rgb = np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
+        grey = (rgb.max(axis=2) - rgb.min(axis=2) < 4) & (rgb[..., 0] > 30) & (rgb[..., 0] < 225)
+        counts.append(int(grey.sum()))
+    return counts
+
+
+def test_evaluate_report_draws_the_images_behind_the_contours_when_given(evaluate_out, toy, tmp_path):
+    plain = build_report(evaluate_out, tmp_path / "plain.html").read_text()
+    with_images = build_report(evaluate_out, tmp_path / "images.html", images=toy["images"]).read_text()
+    # the toy images are 10 (background) and 70 / 130 inside the classes: grey everywhere
+    assert all(n > 2000 for n in _thumbnail_grey_pixels(with_images))
+    assert all(n < 200 for n in _thumbnail_grey_pixels(plain))
+
+
+def test_report_images_folder_without_a_case_is_one_error(evaluate_out, tmp_path):
+    empty = tmp_path / "no_images"
+    empty.mkdir()
+    result = runner.invoke(app, ["report", str(evaluate_out), "--images", str(empty), "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 2 and "no_images" in result.output and "Traceback" not in result.output

@@ -14,6 +14,8 @@ def report_command(
     out_dir: Path = typer.Argument(..., help="Output folder of `segqc qc predict`, `qc benchmark`, `qc rank` or "
                                              "`evaluate`."),
     output: Path | None = typer.Option(None, "-o", "--output", help="HTML file (default OUT_DIR/report.html)."),
+    images: Path | None = typer.Option(None, "--images", help="Folder of the images, drawn behind the contours "
+                                                              "(an `evaluate` folder records none)."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar."),
 ) -> None:
     """Write one static HTML report (pictures embedded, no server, opens from disk).
@@ -24,5 +26,5 @@ def report_command(
 
     start = time.perf_counter()
     with user_errors():
-        path = build_report(out_dir, output, progress=not quiet)
+        path = build_report(out_dir, output, progress=not quiet, images=images)
     console.print(f"wrote {path} in {time.perf_counter() - start:.1f} s")

@@ -23,7 +23,8 @@ class _OpenByDefault(TyperGroup):
 
 
 app = typer.Typer(cls=_OpenByDefault, no_args_is_help=True,
-                  help="Review cases in a local web app (3D viewer, keyboard decisions), and export the decisions. `segqc review OUT_DIR` is short for `segqc review open OUT_DIR`.")
+                  help="Review cases in a local web app (3D viewer, keyboard decisions), and export the decisions. "
+                       "`segqc review OUT_DIR` is short for `segqc review open OUT_DIR`.")
 
 
 def _default_rater() -> str:

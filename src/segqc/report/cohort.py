@@ -160,6 +160,32 @@ def label_names(long: pd.DataFrame) -> dict[str, str]:
     return names
 
 
+def use_files(cohort: Cohort, *, images: str | Path | None = None, segs: str | Path | None = None) -> None:
+    """Replace the image / segmentation files recorded in the output by those of the folders
+    ``images`` / ``segs`` (first image channel). A case is found by its id, by the case its
+    segmentation segments (``manifest.csv`` of ``segqc degrade``), or by its id without a trailing
+    ``_NN`` variant suffix. Raises :class:`InputError` naming the folder that lacks a case."""
+    images = Path(images) if images is not None else None
+    segs = Path(segs) if segs is not None else None
+    from segqc.io.datasets import list_image_files, segmentation_files
+
+    image_files = list_image_files(images) if images is not None else {}
+    seg_files = segmentation_files(segs).files if segs is not None else {}
+    for case_id, inputs in cohort.inputs.items():
+        if segs is not None:
+            if case_id not in seg_files:
+                raise InputError(f"holds no segmentation of case '{case_id}'", segs)
+            inputs.seg = seg_files[case_id][1]
+        if images is not None:
+            source = seg_files[case_id][0] if case_id in seg_files else case_id
+            found = image_files.get(source) or image_files.get(case_id)
+            if not found and "_" in case_id:
+                found = image_files.get(case_id.rsplit("_", 1)[0])
+            if not found:
+                raise InputError(f"holds no image of case '{case_id}'", images)
+            inputs.image = found[0]
+
+
 def load_cohort(folder: Path, kind: str | None = None) -> Cohort:
     """The :class:`Cohort` of a ``qc``, ``benchmark`` or ``evaluate`` folder (``kind`` as
     :func:`detect` names it; detected when None). Raises :class:`InputError` for a ``rank``

@@ -32,6 +32,7 @@ from segqc.report.cohort import (
     primary_metric,
     read_table,
     require_columns,
+    use_files,
 )
 from segqc.report.figures import Panel
 
@@ -309,10 +310,12 @@ TITLES = {"qc": "segqc quality control (no ground truth)", "benchmark": "segqc Q
 
 
 def build_report(out_dir: str | Path, output: str | Path | None = None, *, progress: bool = False,
-                 jobs: int = 0) -> Path:
+                 jobs: int = 0, images: str | Path | None = None) -> Path:
     """Write the HTML report of ``out_dir`` (a segqc output folder, see the module docstring) to
     ``output`` (default ``out_dir/report.html``); returns its path. ``jobs``: processes drawing
-    the case pictures (0: one per core, at most 8). Raises :class:`InputError`
+    the case pictures (0: one per core, at most 8); ``images``: a folder of the images, drawn
+    behind the contours where the output records none (``evaluate``) or to replace the recorded
+    ones (see :func:`segqc.report.cohort.use_files`). Raises :class:`InputError`
     for a folder that holds no known output or names missing input files."""
     folder = Path(out_dir)
     if not folder.is_dir():
@@ -323,7 +326,9 @@ def build_report(out_dir: str | Path, output: str | Path | None = None, *, progr
     if kind == "rank":
         context.update(_rank_context(folder))
     else:
-        context.update(_cohort_context(load_cohort(folder, kind), progress, jobs))
+        cohort = load_cohort(folder, kind)
+        use_files(cohort, images=images)
+        context.update(_cohort_context(cohort, progress, jobs))
     html = _template().render(**context)
     target = Path(output) if output is not None else folder / "report.html"
     from segqc.io.atomic import atomic_path

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from segqc.errors import InputError
-from segqc.report.cohort import Cohort, label_names, label_order, load_cohort, primary_metric
+from segqc.report.cohort import Cohort, label_names, label_order, load_cohort, primary_metric, use_files
 
 LAYERS = ("image", "segmentation", "reference", "error", "uncertainty")
 """Layer names, bottom to top. ``reference`` is the pGT (QC) or the ground truth (evaluate);
@@ -97,27 +97,6 @@ def _primary(values: dict[str, dict[str, dict[str, float | None]]], metric: str)
     return sum(numbers) / len(numbers) if numbers else None
 
 
-def _override_files(cohort: Cohort, images: Path | None, segs: Path | None) -> None:
-    """Replace the recorded image / segmentation files by those of ``images`` / ``segs``."""
-    from segqc.io.datasets import list_image_files, segmentation_files
-
-    image_files = list_image_files(images) if images is not None else {}
-    seg_files = segmentation_files(segs).files if segs is not None else {}
-    for case_id, inputs in cohort.inputs.items():
-        if segs is not None:
-            if case_id not in seg_files:
-                raise InputError(f"holds no segmentation of case '{case_id}'", segs)
-            inputs.seg = seg_files[case_id][1]
-        if images is not None:
-            source = seg_files[case_id][0] if case_id in seg_files else case_id
-            found = image_files.get(source) or image_files.get(case_id)
-            if not found and "_" in case_id:
-                found = image_files.get(case_id.rsplit("_", 1)[0])
-            if not found:
-                raise InputError(f"holds no image of case '{case_id}'", images)
-            inputs.image = found[0]
-
-
 def load_worklist(out_dir: str | Path, *, images: str | Path | None = None,
                   segs: str | Path | None = None) -> ReviewWorklist:
     """The worklist of a ``segqc qc predict`` / ``qc benchmark`` / ``evaluate`` output folder.
@@ -134,7 +113,7 @@ def load_worklist(out_dir: str | Path, *, images: str | Path | None = None,
     if not folder.is_dir():
         raise InputError("is not a folder", folder)
     cohort = load_cohort(folder)
-    _override_files(cohort, Path(images) if images is not None else None, Path(segs) if segs is not None else None)
+    use_files(cohort, images=images, segs=segs)
     metric = primary_metric(cohort.long)
     values = _values(cohort)
     work = cohort.worklist.set_index("case") if cohort.worklist is not None else pd.DataFrame()
