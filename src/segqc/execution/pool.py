@@ -134,20 +134,26 @@ def _share_cores(threads: int) -> None:
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """While the pool runs, SIGTERM stops it like Ctrl-C (only possible in the main thread)."""
+def _signals_set(stop: threading.Event) -> Iterator[None]:
+    """While the pool runs, Ctrl-C (SIGINT) and SIGTERM only set ``stop`` (main thread only).
+
+    The loop below then raises ``KeyboardInterrupt`` itself, between two waits. Raising it from
+    the handler instead could land inside ``concurrent.futures.wait`` while it holds some of the
+    futures' locks (taken one by one); the pool's manager thread then blocked on such a lock for
+    ever and the interrupted command never exited (seen under heavy load)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
 
-    before = signal.signal(signal.SIGTERM, interrupt)
+    before = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, before)
+        for signum, previous in before.items():
+            signal.signal(signum, previous)
 
 
 def _terminate(pool: ProcessPoolExecutor) -> None:
@@ -161,6 +167,9 @@ def _terminate(pool: ProcessPoolExecutor) -> None:
         process.join(timeout=5)
 
 
+_POLL_SECONDS = 0.1  # how often the pool loop looks whether Ctrl-C / SIGTERM arrived
+
+
 def _map_pool(function, items, jobs, bar, task):
     workers = min(jobs, len(items))
     method = pool_start_method()
@@ -168,11 +177,18 @@ def _map_pool(function, items, jobs, bar, task):
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
                                initializer=_worker_init, initargs=(os.getpid(), threads))
     finished = False
+    stop = threading.Event()
     try:
-        with _sigterm_as_interrupt():
-            pending: dict[Future, Any] = {pool.submit(_call, function, item): item for item in items}
+        with _signals_set(stop):
+            pending: dict[Future, Any] = {}
+            for item in items:
+                if stop.is_set():
+                    raise KeyboardInterrupt
+                pending[pool.submit(_call, function, item)] = item
             while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                if stop.is_set():
+                    raise KeyboardInterrupt
+                done, _ = wait(pending, timeout=_POLL_SECONDS, return_when=FIRST_COMPLETED)
                 for future in done:
                     item = pending.pop(future)
                     yield item, future.result()
