@@ -136,8 +136,9 @@ def _label_set(model: QcModel) -> LabelSet:
 
 
 def qc_case(model: QcModel, case: str, image_paths: Sequence[Path], seg_path: Path,
-            settings: QcSettings) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, Geometry, list[str]]:
-    """QC of one case: (estimates table, per-slice table, pGT on the input grid, its geometry, warnings)."""
+            settings: QcSettings) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray], Geometry, list[str]]:
+    """QC of one case: (estimates table, per-slice table, maps on the input grid — ``pgt`` for a
+    pGT generator, ``errors`` for a regressor with error maps —, their geometry, warnings)."""
     seg_image = read_label_map(seg_path)
     _check_labels(seg_image.array, model, seg_path)
     raw = read_image(image_paths[0]).array
@@ -147,7 +148,15 @@ def qc_case(model: QcModel, case: str, image_paths: Sequence[Path], seg_path: Pa
     images = np.moveaxis(prepared.image, -1, 0)  # (n, C, H, W)
     segs = np.moveaxis(prepared.required_label(), -1, 0).astype(np.int64)  # (n, H, W)
     ratios = prepared.slice_ratios
+
+    def restore(slices: np.ndarray) -> np.ndarray:
+        return restore_label(np.moveaxis(slices, 0, -1).astype(seg_image.array.dtype), prepared.transform)
+
+    if model.assess is not None:
+        estimates, slices, maps = _assess_case(model, case, images, segs, ratios, settings, restore)
+        return estimates, slices, maps, seg_image.geometry, notes
     n_samples = settings.samples or model.default_samples
+    assert model.generate is not None
     chunks = []
     for start in range(0, images.shape[0], model.batch_size):
         sl = slice(start, start + model.batch_size)
@@ -164,9 +173,6 @@ def qc_case(model: QcModel, case: str, image_paths: Sequence[Path], seg_path: Pa
         table = evaluate_label_maps(seg_image.array, pgt, spacing, config, case=case)
         return table[table["component"].isna()]
 
-    def restore(slices: np.ndarray) -> np.ndarray:
-        return restore_label(np.moveaxis(slices, 0, -1).astype(seg_image.array.dtype), prepared.transform)
-
     pgt = restore(consensus_slices)
     estimates = evaluate(pgt).rename(columns={"value": "estimate"})
     estimates["spread"] = math.nan
@@ -179,8 +185,72 @@ def qc_case(model: QcModel, case: str, image_paths: Sequence[Path], seg_path: Pa
     estimates["case"] = case
     slice_rows = [{"case": case, "slice": z, "slice_ratio": float(ratios[z]), "label": "all", "metric": "dice",
                    "estimate": multiclass_dice(segs[z], consensus_slices[z]).value} for z in range(segs.shape[0])]
-    slices = pd.DataFrame(slice_rows, columns=["case", "slice", "slice_ratio", "label", "metric", "estimate"])
-    return estimates[QC_COLUMNS].reset_index(drop=True), slices, pgt, seg_image.geometry, notes
+    slices = pd.DataFrame(slice_rows, columns=SLICE_COLUMNS)
+    return estimates[QC_COLUMNS].reset_index(drop=True), slices, {"pgt": pgt}, seg_image.geometry, notes
+
+
+SLICE_COLUMNS = ["case", "slice", "slice_ratio", "label", "metric", "estimate"]
+
+
+def error_bitmask(errors: np.ndarray) -> np.ndarray:
+    """One label map of per-class binary error maps ``(C, ...)``: voxel value = the sum of
+    2^(c-1) over the classes c = 1..C marked wrong there (0: no error; ACDC: 1 RV, 2 MYO, 4 LV,
+    3 = RV and MYO, ...). uint8 up to 8 classes, else uint16 / uint32."""
+    n = errors.shape[0]
+    dtype = np.uint8 if n <= 8 else np.uint16 if n <= 16 else np.uint32
+    out = np.zeros(errors.shape[1:], dtype=dtype)
+    for c in range(n):
+        out |= (errors[c] > 0).astype(dtype) << dtype(c)
+    return out
+
+
+def implied_slice_dice(segs: np.ndarray, errors: np.ndarray, labels: Sequence[int]) -> np.ndarray:
+    """Per-slice multi-class Dice of ``segs`` ``(n, H, W)`` against the ground truth its binary
+    error maps ``errors`` ``(C, n, H, W)`` imply (class c's truth = the segmentation's class-c
+    mask with the error voxels flipped): 2 Σ_c |S_c ∩ G_c| / Σ_c (|S_c| + |G_c|) per slice; 1.0
+    for a slice where both are empty."""
+    inter = np.zeros(segs.shape[0])
+    total = np.zeros(segs.shape[0])
+    for c, value in enumerate(labels):
+        s = segs == value
+        g = s ^ (errors[c] > 0)
+        inter += (s & g).sum(axis=(1, 2))
+        total += s.sum(axis=(1, 2)) + g.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, 2.0 * inter / np.maximum(total, 1), 1.0)
+
+
+def _assess_case(model: QcModel, case: str, images: np.ndarray, segs: np.ndarray, ratios: np.ndarray,
+                 settings: QcSettings, restore) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
+    """Estimates, per-slice table and error map of one volume from a quality regressor: the mean
+    over the ensemble members is the estimate, their standard deviation the spread."""
+    assert model.assess is not None
+    assessment = model.assess(images, segs, ratios)
+    classes = [v for v in model.labels if v != 0]
+    names = _label_set(model).names
+    spread_of = (lambda a: np.std(a, axis=0, ddof=1)) if assessment.dice.shape[0] > 1 else (
+        lambda a: np.full(a.shape[1:], math.nan))
+    rows = []
+    for metric, values in (("dice", assessment.dice), ("nsd", assessment.nsd)):
+        if metric not in settings.metrics or metric not in model.metrics:
+            continue
+        mean, spread = values.mean(axis=0), spread_of(values)
+        for index, label in enumerate(["all", *(str(c) for c in classes)]):
+            rows.append({"case": case, "label": label, "label_name": "all" if label == "all" else names[int(label)],
+                         "metric": metric, "estimate": float(mean[index]), "spread": float(spread[index]),
+                         "empty": ""})
+    estimates = pd.DataFrame(rows, columns=QC_COLUMNS)
+    maps: dict[str, np.ndarray] = {}
+    if assessment.errors is not None:
+        binary = assessment.errors.mean(axis=0) >= 0.5  # (C, n, H, W)
+        maps["errors"] = restore(error_bitmask(binary))
+        per_slice = implied_slice_dice(segs, binary, classes)
+    else:
+        per_slice = np.full(segs.shape[0], math.nan)
+    slices = pd.DataFrame([{"case": case, "slice": z, "slice_ratio": float(ratios[z]), "label": "all",
+                            "metric": "dice", "estimate": float(per_slice[z])} for z in range(segs.shape[0])],
+                          columns=SLICE_COLUMNS)
+    return estimates, slices, maps
 
 
 def _run_case(task: CaseTask, model_dir: Path, settings: QcSettings, out_dir: Path,
@@ -188,10 +258,12 @@ def _run_case(task: CaseTask, model_dir: Path, settings: QcSettings, out_dir: Pa
     model = model or _cached_model(model_dir)
     seg_path = task.path("seg")
     assert seg_path is not None
-    estimates, slices, pgt, geometry, notes = qc_case(model, task.case, task.inputs["image"], seg_path, settings)
-    pgt_file = f"pgt/{task.case}.nii.gz"
-    write_image(out_dir / pgt_file, pgt, geometry)
-    return CaseResult(table=estimates, extra={"slices": slices}, warnings=notes, files=[pgt_file])
+    estimates, slices, maps, geometry, notes = qc_case(model, task.case, task.inputs["image"], seg_path, settings)
+    files = []
+    for name, array in maps.items():  # pgt/ (pGT generators), errors/ (regressors)
+        files.append(f"{name}/{task.case}.nii.gz")
+        write_image(out_dir / files[-1], array, geometry)
+    return CaseResult(table=estimates, extra={"slices": slices}, warnings=notes, files=files)
 
 
 _MODEL_CACHE: dict[str, QcModel] = {}
@@ -283,6 +355,11 @@ def qc_folder(model_dir: str | Path, images_dir: str | Path, segs_dir: str | Pat
     with atomic_path(out_dir / "worklist.csv") as tmp:
         work_list.to_csv(tmp, index=False)
     ignored = [f"{path}: ignored ({why})" for path, why in pairing.ignored]
+    if loaded.assess is not None:
+        lacking = [m for m in settings.metrics if m not in loaded.metrics]
+        if lacking:
+            ignored.append(f"the {loaded.method} model estimates {', '.join(loaded.metrics)} only; "
+                           f"not {', '.join(lacking)}")
     notes = ignored + report.warnings
     result: dict[str, Any] = {"cases": report.done, "failed": report.failed, "failure_kinds": report.failure_kinds,
               "reused": report.reused, "missing_image": [sid for sid, _ in pairing.extra],

@@ -1,10 +1,16 @@
 """What every GT-free QC model offers the dataset-level driver, and how a model directory is loaded.
 
-A QC model here is a *pseudo-ground-truth generator*: given preprocessed 2D slices (image,
-segmentation to check, slice-to-volume ratio) it returns ``samples`` plausible ground truths per
-slice. Any segqc metric of (segmentation, pGT) then estimates the segmentation's quality. The
-driver (:mod:`segqc.qc.inference`) does everything else — preprocessing with the model's plan,
-restoring pGTs to the input grid, metrics, worklists — identically for every method.
+A QC model is one of two kinds:
+
+* a *pseudo-ground-truth generator* (nnQC, the CAE): given preprocessed 2D slices (image,
+  segmentation to check, slice-to-volume ratio) it returns ``samples`` plausible ground truths per
+  slice (:data:`GenerateFn`). Any segqc metric of (segmentation, pGT) then estimates the
+  segmentation's quality;
+* a *quality regressor* (QCResUNet): given the preprocessed slices of one volume it returns the
+  estimated Dice and NSD per class and per-class error probability maps (:data:`AssessFn`).
+
+The driver (:mod:`segqc.qc.inference`) does everything else — preprocessing with the model's plan,
+restoring pGTs or error maps to the input grid, metrics, worklists — identically for every method.
 """
 
 from __future__ import annotations
@@ -24,19 +30,46 @@ GenerateFn = Callable[[np.ndarray, np.ndarray, np.ndarray, int, "int | None", in
 
 
 @dataclass
+class Assessment:
+    """What a quality regressor says of one volume, per ensemble member (M members, C classes):
+    ``dice`` and ``nsd`` ``(M, C + 1)`` in [0, 1] — index 0 the whole segmentation (multi-class
+    Dice; NSD: the mean over the classes), 1..C the classes in the order of the model's labels;
+    ``errors`` ``(M, C, n, H, W)`` the probability (0-1) that each voxel of each slice is wrong
+    for each class (prediction and ground truth disagree), or None for a model without error maps."""
+
+    dice: np.ndarray
+    nsd: np.ndarray
+    errors: np.ndarray | None
+
+
+# images (n, C, H, W) float32 and segmentations (n, H, W) int of ONE volume, ratios (n,) -> Assessment
+AssessFn = Callable[[np.ndarray, np.ndarray, np.ndarray], Assessment]
+
+
+@dataclass
 class QcModel:
     """A loaded QC model. ``labels``: label values it was trained on (0 included); ``fingerprint``:
-    the training dataset's fingerprint (dict) for modality checks; ``batch_size``: slices per call;
-    ``default_steps`` / ``default_samples``: what the driver uses when the settings leave them open."""
+    the training dataset's fingerprint (dict) for modality checks; ``generate`` (pGT generators)
+    or ``assess`` (quality regressors): exactly one is set; ``batch_size``: slices per
+    ``generate`` call; ``default_steps`` / ``default_samples``: what the driver uses when the
+    settings leave them open; ``metrics``: what a regressor estimates (``dice``, ``nsd``);
+    ``tolerance_mm``: the NSD tolerance a regressor was trained for."""
 
     method: str
     plan: PreprocessingPlan
     labels: tuple[int, ...]
     fingerprint: Mapping | None
-    generate: GenerateFn
+    generate: GenerateFn | None = None
     batch_size: int = 16
     default_steps: int | None = None
     default_samples: int = 1
+    assess: AssessFn | None = None
+    metrics: tuple[str, ...] = ()
+    tolerance_mm: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.generate is None) == (self.assess is None):
+            raise ValueError("a QC model needs exactly one of generate (pGT generator) and assess (regressor)")
 
 
 def load_qc_model(model_dir: str | Path, *, device: str = "cpu") -> QcModel:

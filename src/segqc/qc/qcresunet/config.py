@@ -1,0 +1,145 @@
+"""Settings of QCResUNet (Qiu et al., joint subject-level and voxel-level quality prediction).
+
+:class:`QcResUNetConfig` is a frozen dataclass saved as JSON with every checkpoint. Presets
+(``QcResUNetConfig.preset(name)``):
+
+* ``tiny`` — for tests: 32 px slices, widths (4, 8, 16, 32) with one residual block per stage, a
+  few dozen steps. Learns little; checks that everything runs.
+* ``small`` (the default) — 2 CPU cores: 96 px slices (ACDC at 1.56 mm: a 150 mm field of view),
+  the ResNet-34 layout (3, 4, 6, 3 residual blocks) at widths (16, 32, 64, 128), batch 4, 10
+  degraded segmentations per training volume over QCResUNet's 10 equal Dice bins, re-balanced
+  every epoch.
+* ``paper`` — for a GPU: the paper's ResNet-34 widths (64, 128, 256, 512), batch 4, 100 epochs,
+  Adam with the learning rate decayed by 0.9 per epoch down to 1e-6, weight decay 1e-4, spatial
+  dropout 0.3, λ = 1, an ensemble of 3 seeds; 128 px slices (the paper crops ACDC volumes; the
+  size is our choice).
+
+Down-sampling. ``strides="auto"`` picks the paper's rates from the training data: thick slices
+(slice spacing at least twice the in-plane spacing, e.g. ACDC's 10 mm vs 1.56 mm) get
+``[1,2,2]`` three times, then ``[2,2,2]`` (depth, height, width); other 3D data ``[2,2,2]`` four
+times; 2D data the 2D network with 2 × 2 four times. Any other value is a JSON list of four
+per-axis rates.
+
+NSD targets use ``tolerance_mm`` (the model predicts NSD at this tolerance; ``segqc qc predict
+--tolerance`` does not change it). Only ``epochs`` may grow when a stopped run is continued.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from segqc.config import ConfigBase, register_presets
+
+__all__ = ["PRESETS", "QcResUNetConfig", "resolve_strides"]
+
+THICK_SLICE_RATIO = 2.0
+"""Slice spacing / in-plane spacing from which the depth axis is not down-sampled early."""
+
+
+@dataclass(frozen=True)
+class QcResUNetConfig(ConfigBase):
+    """Every setting of the QCResUNet model and its training (defaults: the ``small`` preset).
+
+    Network: ``size`` (in-plane slice size, px; divisible by 16), ``widths`` / ``blocks`` per
+    ResNet stage, ``strides`` ("auto" or four per-axis rates), ``dropout`` (spatial dropout in
+    every residual block); ablations ``attention`` (ECA aggregation of the error maps),
+    ``decoder`` (error maps at all; False = regression-only ResNet-34) and ``regression`` (Dice /
+    NSD heads; False = error maps only).
+
+    Data: ``degraded_per_case`` segmentations made from every training ground truth with
+    ``segqc degrade`` (nnQC error types and SegGen) spread over ``bins`` equal Dice bins;
+    ``tolerance_mm`` for the NSD targets; ``max_depth``: volumes with more slices are cropped to
+    this many around the segmentation's centre during training.
+
+    Optimisation: ``epochs`` of ``samples_per_epoch`` segmentations drawn evenly over the Dice
+    bins (re-drawn every epoch), ``batch_size``, Adam ``lr`` decayed by ``lr_decay`` per epoch
+    down to ``min_lr``, ``weight_decay``, ``loss_lambda`` (λ: error-map weight); ``members``:
+    models trained with seeds ``seed`` .. ``seed + members - 1`` (an ensemble: the estimate is
+    their mean, the spread their standard deviation); ``checkpoint_every`` steps.
+    """
+
+    KIND: ClassVar[str] = "qcresunet"
+    LABEL: ClassVar[str] = "QCResUNet"
+    RESUMABLE_FIELDS: ClassVar[tuple[str, ...]] = ("epochs", "checkpoint_every")
+
+    size: int = 96
+    widths: tuple[int, ...] = (16, 32, 64, 128)
+    blocks: tuple[int, ...] = (3, 4, 6, 3)
+    strides: Any = "auto"
+    dropout: float = 0.3
+    attention: bool = True
+    decoder: bool = True
+    regression: bool = True
+    degraded_per_case: int = 10
+    bins: int = 10
+    tolerance_mm: float = 1.0
+    max_depth: int = 24
+    epochs: int = 30
+    samples_per_epoch: int = 400
+    batch_size: int = 4
+    lr: float = 1e-3
+    lr_decay: float = 0.9
+    min_lr: float = 1e-6
+    weight_decay: float = 1e-4
+    loss_lambda: float = 1.0
+    members: int = 1
+    checkpoint_every: int = 50
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        object.__setattr__(self, "blocks", tuple(int(b) for b in self.blocks))
+        if self.strides != "auto":
+            object.__setattr__(self, "strides", _as_strides(self.strides))
+        if len(self.widths) != 4 or len(self.blocks) != 4:
+            raise ValueError(f"widths and blocks need one entry per ResNet stage (4); got {self.widths}, {self.blocks}")
+        if self.size % 16:
+            raise ValueError(f"size {self.size} must be divisible by 16 (four stride-2 stages in-plane)")
+        if not (self.decoder or self.regression):
+            raise ValueError("decoder=False and regression=False leave the network nothing to predict")
+        for name in ("epochs", "samples_per_epoch", "batch_size", "members", "degraded_per_case", "bins"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimiser steps per epoch (``samples_per_epoch / batch_size``, rounded up)."""
+        return -(-self.samples_per_epoch // self.batch_size)
+
+
+def _as_strides(value: Any) -> tuple[tuple[int, ...], ...]:
+    stages = tuple(tuple(int(s) for s in (stage if isinstance(stage, (list, tuple)) else [stage]))
+                   for stage in value)
+    if len(stages) != 4 or len({len(s) for s in stages}) != 1 or any(s < 1 for st in stages for s in st):
+        raise ValueError(f"strides must be 'auto' or four per-axis rates like [[1,2,2],[1,2,2],[1,2,2],[2,2,2]]; "
+                         f"got {value}")
+    return stages
+
+
+def resolve_strides(config: QcResUNetConfig, *, ndim: int, slice_spacing: float,
+                    inplane_spacing: float) -> tuple[tuple[int, ...], ...]:
+    """The four per-stage rates for data of ``ndim`` (2 or 3) dimensions with the given slice and
+    in-plane spacings (mm): the config's own, or the paper's choice (module docstring)."""
+    if config.strides != "auto":
+        strides: tuple[tuple[int, ...], ...] = config.strides
+        if len(strides[0]) != ndim:
+            raise ValueError(f"strides {strides} have {len(strides[0])} axes; the data have {ndim}")
+        return strides
+    if ndim == 2:
+        return ((2, 2),) * 4
+    if slice_spacing >= THICK_SLICE_RATIO * inplane_spacing:
+        return ((1, 2, 2), (1, 2, 2), (1, 2, 2), (2, 2, 2))
+    return ((2, 2, 2),) * 4
+
+
+PRESETS = {
+    "tiny": QcResUNetConfig(size=32, widths=(4, 8, 16, 32), blocks=(1, 1, 1, 1), degraded_per_case=3, epochs=3,
+                            samples_per_epoch=8, batch_size=2, max_depth=8, checkpoint_every=1000),
+    "small": QcResUNetConfig(),
+    "paper": QcResUNetConfig(size=128, widths=(64, 128, 256, 512), epochs=100, samples_per_epoch=1000,
+                             degraded_per_case=20, members=3, max_depth=32),
+}
+register_presets(QcResUNetConfig, PRESETS)
