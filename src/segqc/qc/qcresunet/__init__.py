@@ -1,0 +1,1 @@
+"""QCResUNet: joint subject-level (DSC, NSD) and voxel-level (segmentation error map) quality prediction."""
