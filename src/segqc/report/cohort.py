@@ -20,11 +20,14 @@ from segqc.io.json_files import read_json_object
 
 @dataclass
 class CaseInputs:
-    """The files of one case: image (None for ``evaluate``), segmentation, reference."""
+    """The files of one case: image (None for ``evaluate``), segmentation, reference (pGT or GT;
+    None for a QC model without pGT) and error map (``errors/`` of a quality regressor; value >
+    0 where some class is estimated wrong)."""
 
     image: Path | None
     seg: Path
     ref: Path | None
+    errors: Path | None = None
 
 
 @dataclass
@@ -79,15 +82,17 @@ def _load_qc(folder: Path) -> Cohort:
         if not files or not files.get("seg"):
             raise InputError(f"names no input files of case {case}", report_path)
         image = _existing(files["image"][0], report_path) if files.get("image") else None
-        pgt = folder / "pgt" / f"{case}.nii.gz"
-        if not pgt.exists():
-            raise InputError(f"the pseudo ground truth of case {case} is missing", pgt)
-        inputs[case] = CaseInputs(image, _existing(files["seg"][0], report_path), pgt)
+        pgt, errors = folder / "pgt" / f"{case}.nii.gz", folder / "errors" / f"{case}.nii.gz"
+        if not pgt.exists() and not errors.exists():
+            raise InputError(f"neither the pseudo ground truth nor the error map of case {case} is there", pgt)
+        inputs[case] = CaseInputs(image, _existing(files["seg"][0], report_path), pgt if pgt.exists() else None,
+                                  errors if errors.exists() else None)
     if "spread" not in table.columns:
         table["spread"] = math.nan
     worklist = read_table(folder / "worklist.csv") if (folder / "worklist.csv").exists() else None
     slices = read_table(folder / "qc_slices.csv") if (folder / "qc_slices.csv").exists() else None
-    return Cohort("qc", table, {"estimate": "est."}, inputs, "pGT", worklist=worklist, slices=slices)
+    ref_name = "pGT" if any(files.ref is not None for files in inputs.values()) else ""
+    return Cohort("qc", table, {"estimate": "est."}, inputs, ref_name, worklist=worklist, slices=slices)
 
 
 def _load_benchmark(folder: Path) -> Cohort:

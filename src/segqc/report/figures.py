@@ -38,7 +38,8 @@ def label_colour(value: int) -> str:
 @dataclass(frozen=True)
 class Panel:
     """One 2D view: image (or None), segmentation and reference slices (``a[x, y]``), the pixel
-    spacing (x, y) in mm, the grey-value window and a title."""
+    spacing (x, y) in mm, the grey-value window and a title. Red marks ``errors`` > 0 when an
+    error map is given, else (with ``error``) where segmentation and reference differ."""
 
     image: np.ndarray | None
     seg: np.ndarray
@@ -47,6 +48,7 @@ class Panel:
     window: tuple[float, float] = (0.0, 1.0)
     title: str = ""
     error: bool = True
+    errors: np.ndarray | None = None
 
 
 def foreground_slice(seg: np.ndarray, axis: int = 2, ref: np.ndarray | None = None) -> int:
@@ -97,12 +99,15 @@ def _draw_panel(ax, panel: Panel, linewidth: float) -> None:
                   interpolation="nearest", aspect=extent_aspect)
     else:
         ax.imshow(np.zeros(shape[::-1]), cmap="gray", vmin=0, vmax=1, interpolation="nearest", aspect=extent_aspect)
-    if panel.error and panel.ref is not None:
+    wrong = None
+    if panel.errors is not None:
+        wrong = (panel.errors > 0).T
+    elif panel.error and panel.ref is not None:
         wrong = (panel.seg != panel.ref).T
-        if wrong.any():
-            layer = np.zeros(wrong.shape + (4,), dtype=np.float32)
-            layer[wrong] = ERROR_RGBA
-            ax.imshow(layer, interpolation="nearest", aspect=extent_aspect)
+    if wrong is not None and wrong.any():
+        layer = np.zeros(wrong.shape + (4,), dtype=np.float32)
+        layer[wrong] = ERROR_RGBA
+        ax.imshow(layer, interpolation="nearest", aspect=extent_aspect)
     for array, style in ((panel.ref, "dashed"), (panel.seg, "solid")):
         if array is None or min(array.shape) < 2:
             continue

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import math
 import os
+from functools import partial
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -127,11 +128,12 @@ def _take(volume: np.ndarray | None, axis: int, index: int) -> np.ndarray | None
     return None if volume is None else np.take(volume, index, axis=axis)
 
 
-def _panel(image, seg, ref, spacing, axis: int, index: int, win, title: str) -> Panel:
+def _panel(image, seg, ref, spacing, axis: int, index: int, win, title: str, errors=None) -> Panel:
     kept = tuple(float(s) for a, s in enumerate(spacing) if a != axis)
     ref_slice = _take(ref, axis, index)
     assert kept and len(kept) == 2
-    return Panel(_take(image, axis, index), np.take(seg, index, axis=axis), ref_slice, (kept[0], kept[1]), win, title)
+    return Panel(_take(image, axis, index), np.take(seg, index, axis=axis), ref_slice, (kept[0], kept[1]), win, title,
+                 errors=_take(errors, axis, index))
 
 
 def _worst_slices(cohort: Cohort, case: str, geometry, n: int = 3) -> list[tuple[int, int, float]]:
@@ -151,15 +153,18 @@ def _worst_slices(cohort: Cohort, case: str, geometry, n: int = 3) -> list[tuple
             for k, e in zip(rows["slice"], rows["estimate"])]
 
 
-def _crop(seg: np.ndarray, ref: np.ndarray | None, image: np.ndarray | None,
+def _crop(seg: np.ndarray, ref: np.ndarray | None, image: np.ndarray | None, errors: np.ndarray | None = None,
           margin: float = 0.35) -> tuple[list[int], list[np.ndarray | None]]:
-    """Crop axes 0 and 1 to the foreground of segmentation and reference plus a margin (a
-    fraction of the extent, at least 12 voxels), keeping the pictures square-ish; every slice of
-    axis 2 is kept. Returns the offsets and the cropped arrays."""
-    foreground = seg > 0 if ref is None else (seg > 0) | (ref > 0)
+    """Crop axes 0 and 1 to the foreground of segmentation, reference and error map plus a
+    margin (a fraction of the extent, at least 12 voxels), keeping the pictures square-ish; every
+    slice of axis 2 is kept. Returns the offsets and the cropped arrays (seg, ref, image, errors)."""
+    foreground = seg > 0
+    for other in (ref, errors):
+        if other is not None:
+            foreground = foreground | (other > 0)
     offsets = [0, 0, 0]
     if not foreground.any():
-        return offsets, [seg, ref, image]
+        return offsets, [seg, ref, image, errors]
     index: list[slice] = [slice(None)] * 3
     for axis in (0, 1):
         present = np.flatnonzero(np.any(foreground, axis=tuple(a for a in range(3) if a != axis)))
@@ -168,7 +173,7 @@ def _crop(seg: np.ndarray, ref: np.ndarray | None, image: np.ndarray | None,
         low, high = max(int(present[0]) - pad, 0), min(int(present[-1]) + pad + 1, seg.shape[axis])
         index[axis], offsets[axis] = slice(low, high), low
     box = tuple(index)
-    return offsets, [seg[box], None if ref is None else ref[box], None if image is None else image[box]]
+    return offsets, [seg[box], *(None if a is None else a[box] for a in (ref, image, errors))]
 
 
 def case_pictures(cohort: Cohort, case: str) -> dict[str, str]:
@@ -183,25 +188,27 @@ def case_pictures(cohort: Cohort, case: str) -> dict[str, str]:
     image: Any = None
     ref = read_label_map(files.ref).array if files.ref is not None and files.ref != files.seg else None
     image = read_image(files.image).array.astype(np.float32) if files.image is not None else None
-    for name, other in (("reference", ref), ("image", image)):
+    errors: Any = read_label_map(files.errors).array if files.errors is not None else None
+    for name, other in (("reference", ref), ("image", image), ("error map", errors)):
         if other is not None and other.shape != seg.shape:
             raise InputError(f"the {name} of case {case} has shape {other.shape}, the segmentation {seg.shape}",
                              files.seg)
     if seg.ndim == 2:
-        seg, ref, image = (None if a is None else a[..., None] for a in (seg, ref, image))
+        seg, ref, image, errors = (None if a is None else a[..., None] for a in (seg, ref, image, errors))
         spacing: tuple[float, ...] = (*geometry.spacing, 1.0)
     else:
         spacing = geometry.spacing
     assert seg is not None
     win = figures.window(image)
-    offsets, (seg, ref, image) = _crop(seg, ref, image)
+    offsets, (seg, ref, image, errors) = _crop(seg, ref, image, errors)
     centre = [figures.foreground_slice(seg, axis, ref) for axis in range(3)]
-    main = _panel(image, seg, ref, spacing, 2, centre[2], win, f"axis 2 slice {centre[2] + offsets[2]}")
+    panel = partial(_panel, image, seg, ref, spacing, win=win, errors=errors)
+    main = panel(2, centre[2], title=f"axis 2 slice {centre[2] + offsets[2]}")
     views = [main]
     if seg.shape[0] > 1 and seg.shape[1] > 1 and seg.shape[2] > 1:
-        views += [_panel(image, seg, ref, spacing, 1, centre[1], win, f"axis 1 slice {centre[1] + offsets[1]}"),
-                  _panel(image, seg, ref, spacing, 0, centre[0], win, f"axis 0 slice {centre[0] + offsets[0]}")]
-    worst = [_panel(image, seg, ref, spacing, axis, index - offsets[axis], win, f"slice {index}: est. {value:.3f}")
+        views += [panel(1, centre[1], title=f"axis 1 slice {centre[1] + offsets[1]}"),
+                  panel(0, centre[0], title=f"axis 0 slice {centre[0] + offsets[0]}")]
+    worst = [panel(axis, index - offsets[axis], title=f"slice {index}: est. {value:.3f}")
              for axis, index, value in _worst_slices(cohort, case, geometry)
              if 0 <= index - offsets[axis] < seg.shape[axis]]
     return {"thumbnail": _data_uri(figures.thumbnail_png(main)),
@@ -238,8 +245,6 @@ def _case_order(cohort: Cohort) -> list[str]:
 def _all_pictures(cohort: Cohort, cases: list[str], jobs: int, progress: bool) -> list[dict[str, str]]:
     """The pictures of every case, in ``jobs`` processes of the shared pool (0: one per core, at
     most 8), in the order of ``cases``."""
-    from functools import partial
-
     from segqc.execution import map_cases
 
     jobs = min(jobs or min(os.cpu_count() or 1, 8), len(cases))

@@ -113,5 +113,7 @@ class VolumeCache:
                 raise InputError(f"has shape {ref.array.shape}, the segmentation {seg.array.shape}", sources[1])
             return nifti_bytes((seg.array != ref.array).astype(np.uint8), seg.geometry)
         label = maps[0]
+        if layer == "error":  # a stored error map: any class wrong -> 1 (the viewer's error colour)
+            return nifti_bytes((label.array > 0).astype(np.uint8), label.geometry)
         array = label.array.astype(np.uint8) if int(label.array.max(initial=0)) < 256 else label.array
         return nifti_bytes(array, label.geometry)

@@ -1,0 +1,123 @@
+"""Loading a trained QCResUNet and assessing preprocessed volumes.
+
+:func:`load` reads a model directory written by :func:`segqc.qc.qcresunet.train.train`
+(another method's directory, a missing or corrupt file, or weights that do not fit the saved
+config raise :class:`~segqc.training.CheckpointError`). :func:`assess_volume` maps arrays to
+arrays; :func:`load_qc_model` wraps the model for the dataset-level QC driver
+(:mod:`segqc.qc.inference`), which writes ``qc.csv`` (Dice and NSD per class and over all
+classes), ``errors/CASE.nii.gz`` and ``qc_slices.csv``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from segqc.errors import InputError
+from segqc.fingerprint.preprocessing import PreprocessingPlan
+from segqc.qc.qcresunet.config import QcResUNetConfig
+from segqc.qc.qcresunet.model import QcResUNet, one_hot_query
+from segqc.qc.qcresunet.train import METHOD, build_network
+from segqc.training import CheckpointError, load_checkpoint, select_device
+
+__all__ = ["LoadedQcResUNet", "assess_volume", "load", "load_qc_model"]
+
+
+@dataclass
+class LoadedQcResUNet:
+    """The ensemble members (eval mode), the config, label values (0 first), the plan, the
+    fingerprint and the spatial dimensions of a trained QCResUNet."""
+
+    members: list[QcResUNet]
+    config: QcResUNetConfig
+    labels: tuple[int, ...]
+    plan: PreprocessingPlan
+    fingerprint: dict[str, Any] | None
+    spatial_dims: int
+
+
+def load(model_dir: str | Path, *, device: str = "cpu") -> LoadedQcResUNet:
+    """The trained QCResUNet of a model directory, on ``device``."""
+    saved, weights, fingerprint = load_checkpoint(model_dir, method=METHOD)
+    try:
+        config = QcResUNetConfig.from_dict(saved["qcresunet"])
+        labels = tuple(int(v) for v in saved["labels"])
+        spatial_dims = int(saved["spatial_dims"])
+        members = []
+        for name in sorted(weights, key=lambda n: int(n.removeprefix("member"))):
+            network = build_network(config, spatial_dims=spatial_dims, image_channels=int(saved["image_channels"]),
+                                    n_classes=len(labels) - 1, strides=saved["strides"])
+            network.load_state_dict(weights[name])
+            members.append(network.eval().to(select_device(device)))
+        plan = PreprocessingPlan.from_dict(saved["plan"])
+    except (KeyError, TypeError, ValueError, RuntimeError, InputError) as error:
+        raise CheckpointError(f"{model_dir}: checkpoint does not match the QCResUNet model "
+                              f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
+    if not members:
+        raise CheckpointError(f"{model_dir}: the checkpoint holds no QCResUNet weights")
+    return LoadedQcResUNet(members, config, labels, plan, fingerprint, spatial_dims)
+
+
+def assess_volume(model: LoadedQcResUNet, images: np.ndarray, segs: np.ndarray) -> dict[str, np.ndarray | None]:
+    """Every member's estimate of one preprocessed volume: ``images`` ``(n, C, S, S)`` float32,
+    ``segs`` ``(n, S, S)`` label values -> ``dice`` and ``nsd`` ``(M, K+1)`` (index 0: all
+    classes), ``errors`` ``(M, K, n, S, S)`` error probabilities (None without a decoder). The
+    slice axis is zero-padded to the network's size multiple and cropped back. Label values the
+    model does not know raise :class:`InputError`."""
+    images = np.asarray(images, dtype=np.float32)
+    segs = np.asarray(segs)
+    if images.ndim != 4 or segs.ndim != 3 or images.shape[0] != segs.shape[0]:
+        raise InputError(f"need images (n, C, H, W) and segs (n, H, W); got {images.shape} and {segs.shape}")
+    unknown = sorted(set(np.unique(segs).tolist()) - set(model.labels))
+    if unknown:
+        raise InputError(f"label values {unknown} were not in the model's training labels {list(model.labels)}")
+    lookup = np.zeros(max(model.labels) + 1, dtype=np.int64)
+    lookup[list(model.labels)] = np.arange(len(model.labels))
+    n = segs.shape[0]
+    first = model.members[0]
+    device = next(first.parameters()).device
+    if model.spatial_dims == 2:
+        image = torch.from_numpy(images).to(device)  # every slice on its own
+        seg = torch.from_numpy(lookup[segs]).to(device)
+    else:
+        depth = -(-n // first.size_multiple[0]) * first.size_multiple[0]
+        image_np = np.zeros((1, images.shape[1], depth, *images.shape[2:]), dtype=np.float32)
+        image_np[0, :, :n] = np.moveaxis(images, 0, 1)
+        seg_np = np.zeros((1, depth, *segs.shape[1:]), dtype=np.int64)
+        seg_np[0, :n] = lookup[segs]
+        image, seg = torch.from_numpy(image_np).to(device), torch.from_numpy(seg_np).to(device)
+    query = one_hot_query(seg, len(model.labels) - 1)
+    dice, nsd, errors = [], [], []
+    with torch.no_grad():
+        for member in model.members:
+            output = member(image, query)
+            if output.dice is not None and output.nsd is not None:
+                dice.append(output.dice.mean(dim=0).cpu().numpy())
+                nsd.append(output.nsd.mean(dim=0).cpu().numpy())
+            if output.sem_logits is not None:
+                probs = torch.sigmoid(output.sem_logits).cpu().numpy()
+                errors.append(np.moveaxis(probs, 0, 1) if model.spatial_dims == 2 else probs[0, :, :n])
+    width = len(model.labels)
+    return {"dice": np.stack(dice) if dice else np.full((len(model.members), width), np.nan),
+            "nsd": np.stack(nsd) if nsd else np.full((len(model.members), width), np.nan),
+            "errors": np.stack(errors) if errors else None}
+
+
+def load_qc_model(model_dir: str | Path, *, device: str = "cpu"):
+    """The model (on ``device``) as a quality regressor for the QC driver
+    (:class:`segqc.qc.model_api.QcModel` with ``assess``)."""
+    from segqc.qc.model_api import Assessment, QcModel
+
+    model = load(model_dir, device=device)
+
+    def assess(images: np.ndarray, segs: np.ndarray, ratios: np.ndarray) -> Assessment:
+        result = assess_volume(model, images, segs)
+        return Assessment(dice=np.asarray(result["dice"]), nsd=np.asarray(result["nsd"]), errors=result["errors"])
+
+    metrics = ("dice", "nsd") if model.config.regression else ()
+    return QcModel(method=METHOD, plan=model.plan, labels=model.labels, fingerprint=model.fingerprint, assess=assess,
+                   metrics=metrics, tolerance_mm=model.config.tolerance_mm)

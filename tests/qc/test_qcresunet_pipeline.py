@@ -1,0 +1,211 @@
+"""QCResUNet around the network: training targets, balanced epochs, training, checkpoints and the
+QC driver's outputs (the network itself: test_qcresunet_model.py). Expected values are worked
+out by hand or come from segqc's metric engine on the original grid, never from the code under
+test."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from qc_toy_data import make_qc_dataset
+
+from segqc.io.images import read_label_map, write_image
+from segqc.metrics.multiclass import multiclass_dice
+from segqc.qc.inference import error_bitmask, implied_slice_dice
+from segqc.qc.qcresunet.config import QcResUNetConfig, resolve_strides
+from segqc.qc.qcresunet.data import QcResUNetData, true_quality
+from segqc.qc.qcresunet.train import epoch_order, make_batch
+
+
+def _data(segs, gts, targets=None, labels=(0, 1, 2)) -> QcResUNetData:
+    from types import SimpleNamespace
+
+    n = len(segs)
+    images = [np.zeros((1, *s.shape), dtype=np.float16) for s in segs]
+    return QcResUNetData(images, list(segs), list(gts),
+                         np.zeros((n, 2, len(labels))) if targets is None else np.asarray(targets),
+                         ["c"] * n, ["degraded"] * n, tuple(labels), SimpleNamespace(size=segs[0].shape[-1]), {},
+                         5.0, 3)
+
+
+def test_the_error_map_target_is_pred_xor_gt_per_class():
+    seg = np.zeros((2, 4, 4), dtype=np.int16)
+    gt = np.zeros_like(seg)
+    seg[0, 0, :2] = 1     # two voxels of class 1 the truth does not have
+    gt[0, 1, 0] = 1       # one voxel of class 1 the segmentation misses
+    seg[1, 2, 2], gt[1, 2, 2] = 2, 1   # class swapped: wrong for class 1 AND class 2
+    seg[1, 3, 3], gt[1, 3, 3] = 2, 2   # right
+    batch = make_batch(_data([seg], [gt]), [0], multiple=2, max_depth=8)
+    sem = batch["sem"][0].numpy()  # (K=2, D, H, W)
+    expected_1 = np.zeros((2, 4, 4), bool)
+    expected_1[0, 0, :2] = expected_1[0, 1, 0] = expected_1[1, 2, 2] = True
+    expected_2 = np.zeros((2, 4, 4), bool)
+    expected_2[1, 2, 2] = True
+    assert np.array_equal(sem[0].astype(bool), expected_1)
+    assert np.array_equal(sem[1].astype(bool), expected_2)
+    assert batch["query"].shape == (1, 3, 2, 4, 4)
+    assert torch.equal(batch["query"][0].argmax(0), torch.from_numpy(seg.astype(np.int64)))
+
+
+def test_batches_pad_the_slice_axis_to_the_network_multiple_with_background():
+    shallow, deep = np.ones((3, 4, 4), np.int16), np.ones((5, 4, 4), np.int16)
+    batch = make_batch(_data([shallow, deep], [shallow, deep]), [0, 1], multiple=4, max_depth=16)
+    assert batch["image"].shape == (2, 1, 8, 4, 4)
+    assert batch["query"][0, 0, 3:].all() and not batch["query"][0, 1, 3:].any()  # padding = background
+    assert batch["query"][1, 1, :5].all()
+
+
+def test_true_quality_by_hand():
+    gt = np.zeros((10, 10, 1), dtype=np.uint8)
+    seg = np.zeros_like(gt)
+    gt[2:6, 2:6] = 1          # 16 voxels of class 1
+    seg[2:6, 2:4] = 1         # 8 of them
+    gt[7:9, 7:9] = 2          # class 2 only in the truth
+    out = true_quality(seg, gt, (1.0, 1.0, 1.0), (0, 1, 2, 3), tolerance_mm=0.5)
+    assert out[0, 1] == pytest.approx(2 * 8 / (8 + 16))      # Dice class 1
+    assert out[0, 2] == 0.0                                  # class 2 missed entirely
+    assert out[0, 3] == 1.0 and out[1, 3] == 1.0             # class 3 in neither map
+    # multi-class Dice (appendix A): TP 8, FP 0, FN 8 + 4
+    assert out[0, 0] == pytest.approx(2 * 8 / (2 * 8 + 0 + 12))
+    assert out[1, 2] == 0.0
+    assert out[1, 0] == pytest.approx((out[1, 1] + out[1, 2]) / 2)   # NSD all: mean of present classes
+    perfect = true_quality(gt, gt, (1.0, 1.0, 1.0), (0, 1, 2), tolerance_mm=1.0)
+    assert np.array_equal(perfect, np.ones((2, 3)))
+
+
+def test_epochs_are_drawn_evenly_over_the_dice_bins():
+    dice = np.concatenate([np.full(90, 0.95), np.full(8, 0.15), np.full(2, 0.55)])  # skewed, 3 bins used
+    order = epoch_order(dice, 60, 10, np.random.default_rng(0))
+    counts = np.bincount(np.floor(dice[order] * 10).astype(int), minlength=10)
+    assert counts[9] == counts[1] == counts[5] == 20
+    again = epoch_order(dice, 60, 10, np.random.default_rng(0))
+    assert np.array_equal(order, again)
+
+
+def test_error_bitmask_and_the_per_slice_dice_it_implies():
+    rng = np.random.default_rng(3)
+    seg = rng.integers(0, 3, size=(4, 8, 8))
+    gt = rng.integers(0, 3, size=(4, 8, 8))
+    errors = np.stack([(seg == c) ^ (gt == c) for c in (1, 2)])
+    mask = error_bitmask(errors)
+    assert set(np.unique(mask)) <= {0, 1, 2, 3}
+    assert np.array_equal(mask & 1, errors[0].astype(np.uint8))
+    assert np.array_equal(mask >> 1, errors[1].astype(np.uint8))
+    # exact error maps imply the truth: per-slice Dice = the true multi-class Dice of each slice
+    implied = implied_slice_dice(seg, errors, (1, 2))
+    assert implied == pytest.approx([multiclass_dice(seg[z], gt[z]).value for z in range(4)])
+
+
+def test_strides_follow_the_slice_thickness():
+    config = QcResUNetConfig.preset("small")
+    assert resolve_strides(config, ndim=3, slice_spacing=10.0, inplane_spacing=1.56) == (
+        (1, 2, 2), (1, 2, 2), (1, 2, 2), (2, 2, 2))
+    assert resolve_strides(config, ndim=3, slice_spacing=1.0, inplane_spacing=1.0) == ((2, 2, 2),) * 4
+    assert resolve_strides(config, ndim=2, slice_spacing=0.0, inplane_spacing=0.2) == ((2, 2),) * 4
+    fixed = config.with_overrides(strides=[[1, 2, 2]] * 4)
+    assert resolve_strides(fixed, ndim=3, slice_spacing=1.0, inplane_spacing=1.0) == ((1, 2, 2),) * 4
+
+
+# ---------------------------------------------------------------------------------------------
+# trained on the toy dataset (image = 60 x label + 10: the truth can be read off the image)
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from segqc.qc.training_api import train_method
+
+    root = tmp_path_factory.mktemp("qcresunet")
+    dataset = make_qc_dataset(root / "data", n_cases=6, shape=(48, 48, 8))
+    model_dir = train_method("qcresunet", dataset, root / "run", config="tiny", log=lambda _: None,
+                             overrides={"epochs": 25, "samples_per_epoch": 16, "lr": 3e-3, "dropout": 0.0})
+    return {"root": root, "dataset": dataset, "model_dir": model_dir}
+
+
+def test_a_checkpoint_round_trip_equals_the_trained_weights(trained):
+    from segqc.qc.qcresunet.predict import load
+    from segqc.training import load_state
+
+    state = load_state(trained["root"] / "run" / "stages" / "member0")
+    model = load(trained["model_dir"])
+    loaded = model.members[0].state_dict()
+    assert state is not None and set(loaded) == set(state["weights"]["model"])
+    assert all(torch.equal(loaded[k], state["weights"]["model"][k]) for k in loaded)
+    config = json.loads((trained["model_dir"] / "config.json").read_text())
+    assert config["method"] == "qcresunet"
+
+
+def test_a_rerun_with_the_same_seed_gives_the_same_model(trained, tmp_path):
+    from segqc.qc.qcresunet.predict import load
+    from segqc.qc.training_api import train_method
+
+    again = train_method("qcresunet", trained["dataset"], tmp_path / "run", config="tiny", log=lambda _: None,
+                         overrides={"epochs": 25, "samples_per_epoch": 16, "lr": 3e-3, "dropout": 0.0})
+    a, b = load(trained["model_dir"]).members[0].state_dict(), load(again).members[0].state_dict()
+    assert all(torch.allclose(a[k], b[k]) for k in a)
+
+
+def _shifted(label, shift):
+    return np.roll(label, shift, axis=0)
+
+
+def test_qc_predict_writes_dice_nsd_and_error_maps_on_the_input_grid(trained, tmp_path):
+    from segqc.qc.inference import QcSettings, qc_folder
+
+    dataset = trained["dataset"]
+    segs = tmp_path / "segs"
+    for path in sorted((dataset / "labelsTr").glob("case[0-1].nii.gz")):
+        label = read_label_map(path)
+        write_image(segs / path.name, label.array, label.geometry)                       # perfect
+        write_image(segs / path.name.replace(".nii", "_bad.nii"), _shifted(label.array, 14), label.geometry)
+    images = tmp_path / "images"
+    images.mkdir()
+    for path in (dataset / "imagesTr").glob("case[0-1]_0000.nii.gz"):
+        shutil.copy(path, images / path.name)
+        shutil.copy(path, images / path.name.replace("_0000", "_bad_0000"))
+    table, work, report = qc_folder(trained["model_dir"], images, segs, tmp_path / "qc",
+                                    settings=QcSettings(metrics=("dice", "nsd")))
+    assert set(table["metric"]) == {"dice", "nsd"}
+    assert set(table["label"]) == {"all", "1", "2"}
+    assert set(table[table["label"] == "1"]["label_name"]) == {"outer"}
+    dice = table[(table["metric"] == "dice") & (table["label"] == "all")].set_index("case")["estimate"]
+    for case in ("case0", "case1"):
+        assert dice[case] > dice[f"{case}_bad"] + 0.1   # the perfect segmentation is estimated better
+    errors = read_label_map(tmp_path / "qc" / "errors" / "case0_bad.nii.gz")
+    seg = read_label_map(segs / "case0_bad.nii.gz")
+    assert errors.geometry == seg.geometry and errors.array.max() <= 3
+    slices = pd.read_csv(tmp_path / "qc" / "qc_slices.csv")
+    assert set(slices["case"]) == set(table["case"]) and slices["estimate"].between(0, 1).all()
+    assert not (tmp_path / "qc" / "pgt").exists()
+
+
+def test_the_report_and_review_read_a_qcresunet_output(trained, tmp_path):
+    from segqc.qc.inference import QcSettings, qc_folder
+    from segqc.report.html import build_report
+    from segqc.review.worklist import load_worklist
+
+    dataset = trained["dataset"]
+    qc_folder(trained["model_dir"], dataset / "imagesTr", dataset / "labelsTr", tmp_path / "qc",
+              settings=QcSettings(metrics=("dice", "nsd")))
+    page = build_report(tmp_path / "qc", tmp_path / "r.html").read_text()
+    assert page.count('class="thumb') >= 6 and "estimated wrong" in page
+    worklist = load_worklist(tmp_path / "qc")
+    assert worklist.layers(worklist.cases[0]) == ["image", "segmentation", "error"]
+
+
+def test_a_model_dir_of_another_method_is_refused(trained, tmp_path):
+    from segqc.qc.qcresunet.predict import load
+    from segqc.training import CheckpointError
+
+    other = tmp_path / "other"
+    shutil.copytree(trained["model_dir"], other)
+    meta = json.loads((other / "config.json").read_text())
+    meta["method"] = "nnqc"
+    (other / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="qcresunet"):
+        load(other)
+
