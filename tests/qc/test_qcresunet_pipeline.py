@@ -18,8 +18,7 @@ from segqc.io.images import read_label_map, write_image
 from segqc.metrics.multiclass import multiclass_dice
 from segqc.qc.inference import error_bitmask, implied_slice_dice
 from segqc.qc.qcresunet.config import QcResUNetConfig, resolve_strides
-from segqc.qc.qcresunet.data import QcResUNetData, true_quality
-from segqc.qc.qcresunet.train import epoch_order, make_batch
+from segqc.qc.qcresunet.train import QcResUNetData, epoch_order, make_batch, true_quality
 
 
 def _data(segs, gts, targets=None, labels=(0, 1, 2)) -> QcResUNetData:
@@ -209,3 +208,75 @@ def test_a_model_dir_of_another_method_is_refused(trained, tmp_path):
     with pytest.raises(CheckpointError, match="qcresunet"):
         load(other)
 
+
+
+# ---------------------------------------------------------------------------------------------
+# benchmark additions: failure AUROC, MAE per bin, DSC_SEM
+# ---------------------------------------------------------------------------------------------
+
+def test_failure_auroc_by_hand():
+    from segqc.report.agreement import failure_auroc
+
+    true = np.array([0.2, 0.5, 0.9, 0.95, 0.8])          # failures: the first two (< 0.7)
+    perfect = np.array([0.1, 0.3, 0.9, 0.95, 0.85])       # every failure estimated below every good case
+    assert failure_auroc(perfect, true) == 1.0
+    assert failure_auroc(-perfect, true) == 0.0
+    # failed {0.5, 0.8} vs good {0.6, 0.8, 0.9}: pairs good > failed: (0.6>0.5, 0.8>0.5, 0.9>0.5, 0.9>0.8)
+    # = 4, one tie (0.8, 0.8) = 0.5 -> 4.5 / 6
+    assert failure_auroc(np.array([0.5, 0.8, 0.6, 0.8, 0.9]), true) == pytest.approx(4.5 / 6)
+    assert np.isnan(failure_auroc(np.array([0.9, 0.9]), np.array([0.95, 0.99])))
+
+
+def test_mae_by_bin_by_hand():
+    from segqc.report.agreement import mae_by_bin
+
+    pairs = pd.DataFrame({"label": "all", "metric": "dice", "estimate": [0.1, 0.3, 0.95, 0.5],
+                          "true": [0.05, 0.05, 1.0, 7.0]})   # 7.0 is outside [0, 1]: left out
+    table = mae_by_bin(pairs).set_index("bin_low")
+    assert table.loc[0.0, "n"] == 2 and table.loc[0.0, "mae"] == pytest.approx((0.05 + 0.25) / 2)
+    assert table.loc[0.9, "n"] == 1 and table.loc[0.9, "mae"] == pytest.approx(0.05)
+    assert table["n"].sum() == 3
+
+
+def test_dsc_sem_by_hand(tmp_path):
+    from segqc.io.images import Geometry
+    from segqc.qc.assessment import error_map_agreement
+
+    geometry = Geometry.from_shape((6, 6, 1))
+    seg = np.zeros((6, 6, 1), np.uint8)
+    gt = np.zeros_like(seg)
+    seg[0:2, 0:2] = 1          # class 1: 4 voxels wrong (not in gt)
+    gt[4:6, 4:6] = 2           # class 2: 4 voxels wrong (missed)
+    errors = np.zeros_like(seg)
+    errors[0:2, 0:1] = 1       # 2 of the 4 class-1 errors (bit 0)
+    errors[4:6, 4:6] |= 2      # all 4 class-2 errors (bit 1) ...
+    errors[3, 3] |= 2          # ... and one false alarm
+    for folder, array in (("segs", seg), ("gt", gt), ("qc/errors", errors)):
+        write_image(tmp_path / folder / "case0.nii.gz", array, geometry)
+    (tmp_path / "qc" / "report.json").write_text(json.dumps({"cases": ["case0"]}))
+    pd.DataFrame({"case": "case0", "label": ["all", "1", "2"], "label_name": ["all", "A", "B"], "metric": "dice",
+                  "estimate": 0.5}).to_csv(tmp_path / "qc" / "qc.csv", index=False)
+    table = error_map_agreement(tmp_path / "qc", tmp_path / "segs", tmp_path / "gt").set_index("label")
+    assert table.loc["1", "dsc_sem"] == pytest.approx(2 * 2 / (2 + 4))
+    assert table.loc["2", "dsc_sem"] == pytest.approx(2 * 4 / (5 + 4))
+    assert table.loc["2", "label_name"] == "B"
+
+
+def test_benchmark_reports_auroc_bins_and_error_maps(trained, tmp_path):
+    from segqc.qc.assessment import benchmark_qc
+    from segqc.qc.inference import QcSettings
+
+    dataset = trained["dataset"]
+    segs = tmp_path / "segs"
+    for i, path in enumerate(sorted((dataset / "labelsTr").glob("*.nii.gz"))):
+        label = read_label_map(path)
+        write_image(segs / path.name, _shifted(label.array, 0 if i % 2 else 14), label.geometry)
+    benchmark_qc(trained["model_dir"], dataset / "imagesTr", segs, dataset / "labelsTr", tmp_path / "bench",
+                 settings=QcSettings(metrics=("dice", "nsd")))
+    report = json.loads((tmp_path / "bench" / "benchmark.json").read_text())
+    assert report["failure_detection"]["failed"] == 3 and report["failure_detection"]["n"] == 6
+    assert 0.0 <= report["failure_detection"]["auroc"] <= 1.0
+    assert {row["label"] for row in report["error_maps"]} == {"1", "2"}
+    sem = pd.read_csv(tmp_path / "bench" / "error_maps.csv", dtype={"label": str})
+    assert len(sem) == 12 and sem["dsc_sem"].between(0, 1).all()
+    assert (tmp_path / "bench" / "benchmark_bins.csv").is_file()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from segqc.io.atomic import atomic_path, write_json_atomic
 from segqc.qc.inference import QcSettings, qc_folder
 from segqc.qc.model_api import QcModel
 from segqc.report import agreement, rank_by_estimate, scatter_plots
+from segqc.report.agreement import failure_auroc, mae_by_bin
 
 __all__ = ["agreement", "benchmark_qc", "rank_by_estimate", "rank_models", "run_names", "true_metrics"]
 
@@ -62,12 +64,78 @@ def benchmark_qc(model_dir: str | Path, images_dir: str | Path, segs_dir: str | 
         pairs.to_csv(tmp, index=False)
     with atomic_path(out_dir / "benchmark.csv") as tmp:
         summary.to_csv(tmp, index=False)
+    by_bin = mae_by_bin(pairs)
+    with atomic_path(out_dir / "benchmark_bins.csv") as tmp:
+        by_bin.to_csv(tmp, index=False)
+    overall = pairs[(pairs["label"] == "all") & (pairs["metric"] == "dice")]
+    failures = {"threshold": FAILURE_DICE, "auroc": failure_auroc(overall["estimate"], overall["true"], FAILURE_DICE),
+                "failed": int((overall["true"] < FAILURE_DICE).sum()), "n": int(len(overall))}
+    sem = error_map_agreement(out_dir / "qc", Path(segs_dir), Path(gt_dir), jobs=jobs)
+    if sem is not None:
+        with atomic_path(out_dir / "error_maps.csv") as tmp:
+            sem.to_csv(tmp, index=False)
     write_json_atomic(out_dir / "benchmark.json", {
         "settings": settings.to_dict(),
         "cases": {"qc": report["cases"], "failed": report["failed"], "with_truth": sorted(set(pairs["case"]))},
-        "agreement": summary.replace({np.nan: None}).to_dict(orient="records")})
+        "agreement": summary.replace({np.nan: None}).to_dict(orient="records"),
+        "failure_detection": {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in failures.items()},
+        "error_maps": None if sem is None else
+        sem.groupby(["label", "label_name"], sort=False)["dsc_sem"].mean().reset_index().to_dict(orient="records")})
     scatter_plots(pairs, summary, out_dir)
     return summary
+
+
+FAILURE_DICE = 0.7
+"""A segmentation whose true multi-class Dice is below this failed (QCResUNet's threshold)."""
+
+
+def _case_error_maps(item: tuple[str, Path, Path, Path], labels: tuple[int, ...]) -> list[dict]:
+    from segqc.io.images import read_label_map
+
+    case, errors_path, seg_path, gt_path = item
+    errors = read_label_map(errors_path).array
+    seg, gt = read_label_map(seg_path).array, read_label_map(gt_path).array
+    rows = []
+    for bit, value in enumerate(labels):
+        predicted = (errors >> bit) & 1 > 0
+        true = (seg == value) ^ (gt == value)
+        total = int(predicted.sum() + true.sum())
+        dice = 1.0 if total == 0 else 2.0 * float((predicted & true).sum()) / total
+        rows.append({"case": case, "label": str(value), "dsc_sem": dice, "true_voxels": int(true.sum()),
+                     "predicted_voxels": int(predicted.sum())})
+    return rows
+
+
+def error_map_agreement(qc_dir: Path, segs_dir: Path, gt_dir: Path, *, jobs: int = 1) -> pd.DataFrame | None:
+    """DSC_SEM (QCResUNet §3.4) of every case with an error map in ``qc_dir/errors``: per class c
+    the Dice between the predicted error map (bit c-1 of the stored bitmask) and the true one
+    (segmentation XOR ground truth for class c), on the input grid; 1.0 when both are empty.
+    None when the QC run wrote no error maps (a pGT method)."""
+    from segqc.execution import map_cases
+    from segqc.io.datasets import pair_cases
+    from segqc.io.json_files import read_json_object
+
+    folder = qc_dir / "errors"
+    if not folder.is_dir():
+        return None
+    report = read_json_object(qc_dir / "report.json", what="QC report")
+    names = {}
+    qc = pd.read_csv(qc_dir / "qc.csv", dtype={"case": str, "label": str, "label_name": str})
+    for label, name in zip(qc["label"], qc["label_name"]):
+        if label != "all":
+            names[label] = name
+    labels = tuple(sorted(int(v) for v in names))
+    items = [(sid, folder / f"{sid}.nii.gz", seg, gt) for sid, _, seg, gt in pair_cases(segs_dir, gt_dir).matched
+             if (folder / f"{sid}.nii.gz").is_file() and sid in set(report.get("cases", []))]
+    rows: list[dict] = []
+    for _, result in map_cases(partial(_case_error_maps, labels=labels), items, jobs=jobs, description="error maps",
+                               progress=False):
+        if isinstance(result, Exception):
+            raise result
+        rows += result
+    table = pd.DataFrame(rows, columns=["case", "label", "dsc_sem", "true_voxels", "predicted_voxels"])
+    table.insert(2, "label_name", table["label"].map(names))
+    return table.sort_values(["case", "label"], kind="stable").reset_index(drop=True)
 
 
 def run_names(folders: Sequence[str | Path]) -> list[str]:

@@ -45,3 +45,36 @@ def cohens_kappa(first: list[str] | pd.Series, second: list[str] | pd.Series) ->
     if expected >= 1.0 - 1e-12:
         return 1.0
     return (observed - expected) / (1.0 - expected)
+
+
+def failure_auroc(estimate: np.ndarray | pd.Series, true: np.ndarray | pd.Series, threshold: float = 0.7) -> float:
+    """Area under the ROC curve of the estimate as a detector of failures, a failure being a
+    true value below ``threshold`` (QCResUNet: true Dice < 0.7): the probability that a failed
+    case has a lower estimate than a good one, ties counting one half (Mann-Whitney U / (n_f n_g)).
+    NaN pairs are left out; NaN when either group is empty."""
+    e = np.asarray(estimate, dtype=float)
+    t = np.asarray(true, dtype=float)
+    keep = np.isfinite(e) & np.isfinite(t)
+    e, t = e[keep], t[keep]
+    failed, good = e[t < threshold], e[t >= threshold]
+    if not failed.size or not good.size:
+        return math.nan
+    ranks = stats.rankdata(np.concatenate([failed, good]))  # average ranks for ties
+    u_good = ranks[failed.size:].sum() - good.size * (good.size + 1) / 2  # pairs where good > failed
+    return float(u_good / (failed.size * good.size))
+
+
+def mae_by_bin(pairs: pd.DataFrame, bins: int = 10) -> pd.DataFrame:
+    """MAE and n of the estimates per (label, metric) and bin of the true value (``bins`` equal
+    bins of [0, 1], the last closed; values outside [0, 1], e.g. HD95 in mm, are left out)."""
+    rows = []
+    for (label, metric), group in pairs.groupby(["label", "metric"], sort=False):
+        ok = group[["estimate", "true"]].replace([np.inf, -np.inf], np.nan).dropna()
+        ok = ok[(ok["true"] >= 0) & (ok["true"] <= 1)]
+        which = np.clip(np.floor(ok["true"].to_numpy() * bins), 0, bins - 1).astype(int)
+        for b in range(bins):
+            part = ok[which == b]
+            rows.append({"label": label, "metric": metric, "bin_low": b / bins, "bin_high": (b + 1) / bins,
+                         "mae": float(np.mean(np.abs(part["estimate"] - part["true"]))) if len(part) else math.nan,
+                         "n": int(len(part))})
+    return pd.DataFrame(rows, columns=["label", "metric", "bin_low", "bin_high", "mae", "n"])
