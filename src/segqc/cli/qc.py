@@ -24,7 +24,8 @@ def _settings(metrics: str, samples: int | None, steps: int | None, tolerance: f
 @app.command("train")
 def train_command(
     method: str = typer.Argument(
-        ..., help="QC method: nnqc (diffusion pseudo ground truths) or cae (autoencoder baseline)."
+        ..., help="QC method: nnqc (diffusion pseudo ground truths), qcresunet (Dice/NSD regression with error "
+                  "maps) or cae (autoencoder baseline)."
     ),
     dataset_dir: Path = typer.Argument(..., help="nnU-Net-style dataset (imagesTr, labelsTr, dataset.json)."),
     out: Path = typer.Option(..., "-o", "--out", help="Model directory to write (rerun to resume)."),
@@ -39,8 +40,8 @@ def train_command(
                                                help="nnQC Team of Experts: full, position or image (ablations)."),
     set_fields: list[str] = typer.Option([], "--set", help="Override a config field, KEY=VALUE (repeatable)."),
     extra_segs: list[Path] = typer.Option([], "--extra-segs",
-                                          help="nnQC: folder of real imperfect segmentations of training cases "
-                                               "(CASE.nii.gz, e.g. `segqc zoo predict` output) to learn from too "
+                                          help="nnQC, QCResUNet: folder of real imperfect segmentations of training "
+                                               "cases (CASE.nii.gz, e.g. `segqc zoo predict` output) to learn from too "
                                                "(repeatable; other cases' files are ignored)."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Processes for preprocessing and degrading the training data."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars (log lines only)."),

@@ -34,8 +34,8 @@ def train_method(method: str, dataset_dir: str | Path, out_dir: str | Path, *, c
                  overrides: Mapping[str, Any] | None = None, extra_seg_dirs: Sequence[str | Path] = (),
                  jobs: int = 1, log: Callable[[str], None] = print, progress: bool = False) -> Path:
     """Train the registered QC ``method`` (:mod:`segqc.methods`) with the named config preset (or
-    a JSON config file), fields replaced by ``overrides``; resumable. ``extra_seg_dirs`` (nnQC
-    only): folders of real imperfect segmentations of the training cases (e.g. ``segqc zoo
+    a JSON config file), fields replaced by ``overrides``; resumable. ``extra_seg_dirs`` (nnQC,
+    QCResUNet): folders of real imperfect segmentations of the training cases (e.g. ``segqc zoo
     predict`` outputs) to learn from besides the degraded ones. ``jobs``: processes for the data
     preparation; ``progress``: Rich progress bars of the stages."""
     entry = method_entry(method, kind="qc")
