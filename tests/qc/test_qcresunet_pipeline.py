@@ -26,10 +26,11 @@ def _data(segs, gts, targets=None, labels=(0, 1, 2)) -> QcResUNetData:
 
     n = len(segs)
     images = [np.zeros((1, *s.shape), dtype=np.float16) for s in segs]
+    classes = tuple((str(v), str(v), (v,)) for v in labels if v)
     return QcResUNetData(images, list(segs), list(gts),
                          np.zeros((n, 2, len(labels))) if targets is None else np.asarray(targets),
-                         ["c"] * n, ["degraded"] * n, tuple(labels), SimpleNamespace(size=segs[0].shape[-1]), {},
-                         5.0, 3)
+                         ["c"] * n, ["degraded"] * n, tuple(labels), classes, SimpleNamespace(size=segs[0].shape[-1]),
+                         {}, 5.0, 3)
 
 
 def test_the_error_map_target_is_pred_xor_gt_per_class():
@@ -65,7 +66,7 @@ def test_true_quality_by_hand():
     gt[2:6, 2:6] = 1          # 16 voxels of class 1
     seg[2:6, 2:4] = 1         # 8 of them
     gt[7:9, 7:9] = 2          # class 2 only in the truth
-    out = true_quality(seg, gt, (1.0, 1.0, 1.0), (0, 1, 2, 3), tolerance_mm=0.5)
+    out = true_quality(seg, gt, (1.0, 1.0, 1.0), [(1,), (2,), (3,)], tolerance_mm=0.5)
     assert out[0, 1] == pytest.approx(2 * 8 / (8 + 16))      # Dice class 1
     assert out[0, 2] == 0.0                                  # class 2 missed entirely
     assert out[0, 3] == 1.0 and out[1, 3] == 1.0             # class 3 in neither map
@@ -73,7 +74,7 @@ def test_true_quality_by_hand():
     assert out[0, 0] == pytest.approx(2 * 8 / (2 * 8 + 0 + 12))
     assert out[1, 2] == 0.0
     assert out[1, 0] == pytest.approx((out[1, 1] + out[1, 2]) / 2)   # NSD all: mean of present classes
-    perfect = true_quality(gt, gt, (1.0, 1.0, 1.0), (0, 1, 2), tolerance_mm=1.0)
+    perfect = true_quality(gt, gt, (1.0, 1.0, 1.0), [(1,), (2,)], tolerance_mm=1.0)
     assert np.array_equal(perfect, np.ones((2, 3)))
 
 
@@ -96,7 +97,7 @@ def test_error_bitmask_and_the_per_slice_dice_it_implies():
     assert np.array_equal(mask & 1, errors[0].astype(np.uint8))
     assert np.array_equal(mask >> 1, errors[1].astype(np.uint8))
     # exact error maps imply the truth: per-slice Dice = the true multi-class Dice of each slice
-    implied = implied_slice_dice(seg, errors, (1, 2))
+    implied = implied_slice_dice(seg, errors, [(1,), (2,)])
     assert implied == pytest.approx([multiclass_dice(seg[z], gt[z]).value for z in range(4)])
 
 

@@ -89,19 +89,20 @@ FAILURE_DICE = 0.7
 """A segmentation whose true multi-class Dice is below this failed (QCResUNet's threshold)."""
 
 
-def _case_error_maps(item: tuple[str, Path, Path, Path], labels: tuple[int, ...]) -> list[dict]:
+def _case_error_maps(item: tuple[str, Path, Path, Path], classes: tuple[tuple[str, tuple[int, ...]], ...]
+                     ) -> list[dict]:
     from segqc.io.images import read_label_map
 
     case, errors_path, seg_path, gt_path = item
     errors = read_label_map(errors_path).array
     seg, gt = read_label_map(seg_path).array, read_label_map(gt_path).array
     rows = []
-    for bit, value in enumerate(labels):
+    for bit, (label, members) in enumerate(classes):
         predicted = (errors >> bit) & 1 > 0
-        true = (seg == value) ^ (gt == value)
+        true = np.isin(seg, members) ^ np.isin(gt, members)
         total = int(predicted.sum() + true.sum())
         dice = 1.0 if total == 0 else 2.0 * float((predicted & true).sum()) / total
-        rows.append({"case": case, "label": str(value), "dsc_sem": dice, "true_voxels": int(true.sum()),
+        rows.append({"case": case, "label": label, "dsc_sem": dice, "true_voxels": int(true.sum()),
                      "predicted_voxels": int(predicted.sum())})
     return rows
 
@@ -119,16 +120,18 @@ def error_map_agreement(qc_dir: Path, segs_dir: Path, gt_dir: Path, *, jobs: int
     if not folder.is_dir():
         return None
     report = read_json_object(qc_dir / "report.json", what="QC report")
-    names = {}
-    qc = pd.read_csv(qc_dir / "qc.csv", dtype={"case": str, "label": str, "label_name": str})
-    for label, name in zip(qc["label"], qc["label_name"]):
-        if label != "all":
-            names[label] = name
-    labels = tuple(sorted(int(v) for v in names))
+    names: dict[str, str] = {}
+    if isinstance(report.get("classes"), list):  # the regressor's classes, in the order of its bits
+        names = {str(c["label"]): str(c["name"]) for c in report["classes"]}
+        classes = tuple((str(c["label"]), tuple(int(v) for v in c["values"])) for c in report["classes"])
+    else:
+        qc = pd.read_csv(qc_dir / "qc.csv", dtype={"case": str, "label": str, "label_name": str})
+        names = {label: name for label, name in zip(qc["label"], qc["label_name"]) if label != "all"}
+        classes = tuple((str(v), (v,)) for v in sorted(int(label) for label in names))
     items = [(sid, folder / f"{sid}.nii.gz", seg, gt) for sid, _, seg, gt in pair_cases(segs_dir, gt_dir).matched
              if (folder / f"{sid}.nii.gz").is_file() and sid in set(report.get("cases", []))]
     rows: list[dict] = []
-    for _, result in map_cases(partial(_case_error_maps, labels=labels), items, jobs=jobs, description="error maps",
+    for _, result in map_cases(partial(_case_error_maps, classes=classes), items, jobs=jobs, description="error maps",
                                progress=False):
         if isinstance(result, Exception):
             raise result

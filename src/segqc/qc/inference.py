@@ -204,15 +204,16 @@ def error_bitmask(errors: np.ndarray) -> np.ndarray:
     return out
 
 
-def implied_slice_dice(segs: np.ndarray, errors: np.ndarray, labels: Sequence[int]) -> np.ndarray:
-    """Per-slice multi-class Dice of ``segs`` ``(n, H, W)`` against the ground truth its binary
-    error maps ``errors`` ``(C, n, H, W)`` imply (class c's truth = the segmentation's class-c
-    mask with the error voxels flipped): 2 Σ_c |S_c ∩ G_c| / Σ_c (|S_c| + |G_c|) per slice; 1.0
+def implied_slice_dice(segs: np.ndarray, errors: np.ndarray, classes: Sequence[Sequence[int]]) -> np.ndarray:
+    """Per-slice Dice over all classes of ``segs`` ``(n, H, W)`` against the ground truth its
+    binary error maps ``errors`` ``(C, n, H, W)`` imply (class c's truth = the segmentation's
+    class-c mask with the error voxels flipped): 2 Σ_c |S_c ∩ G_c| / Σ_c (|S_c| + |G_c|) per slice
+    (for label classes the multi-class Dice); ``classes``: the label values of each class; 1.0
     for a slice where both are empty."""
     inter = np.zeros(segs.shape[0])
     total = np.zeros(segs.shape[0])
-    for c, value in enumerate(labels):
-        s = segs == value
+    for c, members in enumerate(classes):
+        s = np.isin(segs, members)
         g = s ^ (errors[c] > 0)
         inter += (s & g).sum(axis=(1, 2))
         total += s.sum(axis=(1, 2)) + g.sum(axis=(1, 2))
@@ -226,8 +227,8 @@ def _assess_case(model: QcModel, case: str, images: np.ndarray, segs: np.ndarray
     over the ensemble members is the estimate, their standard deviation the spread."""
     assert model.assess is not None
     assessment = model.assess(images, segs, ratios)
-    classes = [v for v in model.labels if v != 0]
     names = _label_set(model).names
+    classes = model.classes or tuple((str(v), names[v], (v,)) for v in model.labels if v != 0)
     spread_of = (lambda a: np.std(a, axis=0, ddof=1)) if assessment.dice.shape[0] > 1 else (
         lambda a: np.full(a.shape[1:], math.nan))
     rows = []
@@ -235,8 +236,8 @@ def _assess_case(model: QcModel, case: str, images: np.ndarray, segs: np.ndarray
         if metric not in settings.metrics or metric not in model.metrics:
             continue
         mean, spread = values.mean(axis=0), spread_of(values)
-        for index, label in enumerate(["all", *(str(c) for c in classes)]):
-            rows.append({"case": case, "label": label, "label_name": "all" if label == "all" else names[int(label)],
+        for index, (label, name) in enumerate([("all", "all"), *((c[0], c[1]) for c in classes)]):
+            rows.append({"case": case, "label": label, "label_name": name,
                          "metric": metric, "estimate": float(mean[index]), "spread": float(spread[index]),
                          "empty": ""})
     estimates = pd.DataFrame(rows, columns=QC_COLUMNS)
@@ -244,7 +245,7 @@ def _assess_case(model: QcModel, case: str, images: np.ndarray, segs: np.ndarray
     if assessment.errors is not None:
         binary = assessment.errors.mean(axis=0) >= 0.5  # (C, n, H, W)
         maps["errors"] = restore(error_bitmask(binary))
-        per_slice = implied_slice_dice(segs, binary, classes)
+        per_slice = implied_slice_dice(segs, binary, [c[2] for c in classes])
     else:
         per_slice = np.full(segs.shape[0], math.nan)
     slices = pd.DataFrame([{"case": case, "slice": z, "slice_ratio": float(ratios[z]), "label": "all",
@@ -366,6 +367,8 @@ def qc_folder(model_dir: str | Path, images_dir: str | Path, segs_dir: str | Pat
               "missing_segmentation": [case for case, _ in pairing.missing], "warnings": notes,
               "settings": settings.to_dict(), "method": loaded.method, "model": str(model_dir),
               "inputs": report.inputs}
+    if loaded.classes is not None:
+        result["classes"] = [{"label": c[0], "name": c[1], "values": list(c[2])} for c in loaded.classes]
     write_json_atomic(out_dir / "report.json", result)
     result["run"] = report  # the engine's RunReport (not in report.json)
     result["notes"] = ignored  # the driver's own warnings (ignored files)

@@ -53,7 +53,9 @@ class QcModel:
     or ``assess`` (quality regressors): exactly one is set; ``batch_size``: slices per
     ``generate`` call; ``default_steps`` / ``default_samples``: what the driver uses when the
     settings leave them open; ``metrics``: what a regressor estimates (``dice``, ``nsd``);
-    ``tolerance_mm``: the NSD tolerance a regressor was trained for."""
+    ``tolerance_mm``: the NSD tolerance a regressor was trained for; ``classes``: a regressor's
+    classes as (label in the tables, name, member label values), in the order of its outputs
+    (None: every non-zero label value)."""
 
     method: str
     plan: PreprocessingPlan
@@ -66,6 +68,7 @@ class QcModel:
     assess: AssessFn | None = None
     metrics: tuple[str, ...] = ()
     tolerance_mm: float | None = None
+    classes: tuple[tuple[str, str, tuple[int, ...]], ...] | None = None
 
     def __post_init__(self) -> None:
         if (self.generate is None) == (self.assess is None):

@@ -45,7 +45,10 @@ class QcResUNetConfig(ConfigBase):
     ResNet stage, ``strides`` ("auto" or four per-axis rates), ``dropout`` (spatial dropout in
     every residual block); ablations ``attention`` (ECA aggregation of the error maps),
     ``decoder`` (error maps at all; False = regression-only ResNet-34) and ``regression`` (Dice /
-    NSD heads; False = error maps only).
+    NSD heads; False = error maps only). ``classes``: what the model assesses — ``labels`` (every
+    label value), ``regions`` (the ``regions`` of ``dataset.json``, e.g. BraTS whole tumour /
+    tumour core / enhancing tumour: overlapping unions of labels, also as the query's channels)
+    or ``auto`` (regions when the dataset defines them).
 
     Data: ``degraded_per_case`` segmentations made from every training ground truth with
     ``segqc degrade`` (nnQC error types and SegGen) spread over ``bins`` equal Dice bins;
@@ -71,6 +74,7 @@ class QcResUNetConfig(ConfigBase):
     attention: bool = True
     decoder: bool = True
     regression: bool = True
+    classes: str = "auto"
     degraded_per_case: int = 10
     bins: int = 10
     tolerance_mm: float = 1.0
@@ -101,6 +105,8 @@ class QcResUNetConfig(ConfigBase):
         for name in ("epochs", "samples_per_epoch", "batch_size", "members", "degraded_per_case", "bins"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.classes not in ("auto", "labels", "regions"):
+            raise ValueError(f"classes must be auto, labels or regions, got {self.classes!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 

@@ -20,8 +20,8 @@ import torch
 from segqc.errors import InputError
 from segqc.fingerprint.preprocessing import PreprocessingPlan
 from segqc.qc.qcresunet.config import QcResUNetConfig
-from segqc.qc.qcresunet.model import QcResUNet, one_hot_query
-from segqc.qc.qcresunet.train import METHOD, build_network
+from segqc.qc.qcresunet.model import QcResUNet
+from segqc.qc.qcresunet.train import METHOD, QcClass, build_network, query_channels
 from segqc.training import CheckpointError, load_checkpoint, select_device
 
 __all__ = ["LoadedQcResUNet", "assess_volume", "load", "load_qc_model"]
@@ -29,12 +29,13 @@ __all__ = ["LoadedQcResUNet", "assess_volume", "load", "load_qc_model"]
 
 @dataclass
 class LoadedQcResUNet:
-    """The ensemble members (eval mode), the config, label values (0 first), the plan, the
-    fingerprint and the spatial dimensions of a trained QCResUNet."""
+    """The ensemble members (eval mode), the config, label values (0 first), the classes it
+    assesses, the plan, the fingerprint and the spatial dimensions of a trained QCResUNet."""
 
     members: list[QcResUNet]
     config: QcResUNetConfig
     labels: tuple[int, ...]
+    classes: tuple[QcClass, ...]
     plan: PreprocessingPlan
     fingerprint: dict[str, Any] | None
     spatial_dims: int
@@ -46,11 +47,12 @@ def load(model_dir: str | Path, *, device: str = "cpu") -> LoadedQcResUNet:
     try:
         config = QcResUNetConfig.from_dict(saved["qcresunet"])
         labels = tuple(int(v) for v in saved["labels"])
+        classes = tuple((str(c[0]), str(c[1]), tuple(int(v) for v in c[2])) for c in saved["classes"])
         spatial_dims = int(saved["spatial_dims"])
         members = []
         for name in sorted(weights, key=lambda n: int(n.removeprefix("member"))):
             network = build_network(config, spatial_dims=spatial_dims, image_channels=int(saved["image_channels"]),
-                                    n_classes=len(labels) - 1, strides=saved["strides"])
+                                    n_classes=len(classes), strides=saved["strides"])
             network.load_state_dict(weights[name])
             members.append(network.eval().to(select_device(device)))
         plan = PreprocessingPlan.from_dict(saved["plan"])
@@ -59,15 +61,15 @@ def load(model_dir: str | Path, *, device: str = "cpu") -> LoadedQcResUNet:
                               f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
     if not members:
         raise CheckpointError(f"{model_dir}: the checkpoint holds no QCResUNet weights")
-    return LoadedQcResUNet(members, config, labels, plan, fingerprint, spatial_dims)
+    return LoadedQcResUNet(members, config, labels, classes, plan, fingerprint, spatial_dims)
 
 
 def assess_volume(model: LoadedQcResUNet, images: np.ndarray, segs: np.ndarray) -> dict[str, np.ndarray | None]:
     """Every member's estimate of one preprocessed volume: ``images`` ``(n, C, S, S)`` float32,
     ``segs`` ``(n, S, S)`` label values -> ``dice`` and ``nsd`` ``(M, K+1)`` (index 0: all
-    classes), ``errors`` ``(M, K, n, S, S)`` error probabilities (None without a decoder). The
-    slice axis is zero-padded to the network's size multiple and cropped back. Label values the
-    model does not know raise :class:`InputError`."""
+    classes, then the model's ``classes``), ``errors`` ``(M, K, n, S, S)`` error probabilities
+    (None without a decoder). The slice axis is zero-padded to the network's size multiple and
+    cropped back. Label values the model does not know raise :class:`InputError`."""
     images = np.asarray(images, dtype=np.float32)
     segs = np.asarray(segs)
     if images.ndim != 4 or segs.ndim != 3 or images.shape[0] != segs.shape[0]:
@@ -75,22 +77,20 @@ def assess_volume(model: LoadedQcResUNet, images: np.ndarray, segs: np.ndarray) 
     unknown = sorted(set(np.unique(segs).tolist()) - set(model.labels))
     if unknown:
         raise InputError(f"label values {unknown} were not in the model's training labels {list(model.labels)}")
-    lookup = np.zeros(max(model.labels) + 1, dtype=np.int64)
-    lookup[list(model.labels)] = np.arange(len(model.labels))
     n = segs.shape[0]
     first = model.members[0]
     device = next(first.parameters()).device
     if model.spatial_dims == 2:
         image = torch.from_numpy(images).to(device)  # every slice on its own
-        seg = torch.from_numpy(lookup[segs]).to(device)
+        seg = torch.from_numpy(segs.astype(np.int64)).to(device)
     else:
         depth = -(-n // first.size_multiple[0]) * first.size_multiple[0]
         image_np = np.zeros((1, images.shape[1], depth, *images.shape[2:]), dtype=np.float32)
         image_np[0, :, :n] = np.moveaxis(images, 0, 1)
         seg_np = np.zeros((1, depth, *segs.shape[1:]), dtype=np.int64)
-        seg_np[0, :n] = lookup[segs]
+        seg_np[0, :n] = segs
         image, seg = torch.from_numpy(image_np).to(device), torch.from_numpy(seg_np).to(device)
-    query = one_hot_query(seg, len(model.labels) - 1)
+    query = query_channels(seg, model.classes)
     dice, nsd, errors = [], [], []
     with torch.no_grad():
         for member in model.members:
@@ -101,7 +101,7 @@ def assess_volume(model: LoadedQcResUNet, images: np.ndarray, segs: np.ndarray) 
             if output.sem_logits is not None:
                 probs = torch.sigmoid(output.sem_logits).cpu().numpy()
                 errors.append(np.moveaxis(probs, 0, 1) if model.spatial_dims == 2 else probs[0, :, :n])
-    width = len(model.labels)
+    width = len(model.classes) + 1
     return {"dice": np.stack(dice) if dice else np.full((len(model.members), width), np.nan),
             "nsd": np.stack(nsd) if nsd else np.full((len(model.members), width), np.nan),
             "errors": np.stack(errors) if errors else None}
@@ -120,4 +120,4 @@ def load_qc_model(model_dir: str | Path, *, device: str = "cpu"):
 
     metrics = ("dice", "nsd") if model.config.regression else ()
     return QcModel(method=METHOD, plan=model.plan, labels=model.labels, fingerprint=model.fingerprint, assess=assess,
-                   metrics=metrics, tolerance_mm=model.config.tolerance_mm)
+                   metrics=metrics, tolerance_mm=model.config.tolerance_mm, classes=model.classes)

@@ -37,21 +37,52 @@ import torch
 from segqc.errors import InputError
 from segqc.io.datasets import Dataset, segmentation_files
 from segqc.qc.qcresunet.config import QcResUNetConfig, resolve_strides
-from segqc.qc.qcresunet.model import QcResUNet, one_hot_query, qcresunet_loss
+from segqc.qc.qcresunet.model import QcResUNet, qcresunet_loss
 from segqc.training import save_checkpoint, seed_everything, select_device
 from segqc.training.stages import Stage, check_run_record, run_stage, step_generators
 
-__all__ = ["METHOD", "QcResUNetData", "build_network", "build_training_data", "epoch_order", "make_batch", "train",
-           "train_from_dataset", "true_quality"]
+__all__ = ["METHOD", "QcClass", "QcResUNetData", "build_network", "build_training_data", "class_masks",
+           "dataset_classes", "epoch_order", "make_batch", "query_channels", "train", "train_from_dataset",
+           "true_quality"]
 
 METHOD = "qcresunet"
+
+QcClass = tuple[str, str, tuple[int, ...]]
+"""One class QCResUNet assesses: its label in the QC tables (``"2"`` or a region name), its name
+and the label values it is made of (one value, or a region's members)."""
+
+
+def dataset_classes(info: Any, labels: Sequence[int], mode: str = "auto") -> tuple[QcClass, ...]:
+    """The classes of a dataset (:class:`~segqc.io.datasets.DatasetInfo`): every non-zero label
+    value (named as in ``dataset.json``), or its ``regions`` (``mode`` regions, or auto when it
+    has some)."""
+    regions = dict(getattr(info, "regions", {}) or {})
+    if mode == "regions" and not regions:
+        raise InputError("classes=regions, but dataset.json defines no regions", getattr(info, "path", None))
+    if regions and mode in ("auto", "regions"):
+        return tuple((str(name), str(name), tuple(int(v) for v in members)) for name, members in regions.items())
+    names = dict(getattr(info, "labels", {}) or {})
+    return tuple((str(v), str(names.get(v, v)), (int(v),)) for v in labels if v != 0)
+
+
+def class_masks(seg: torch.Tensor, classes: Sequence[QcClass]) -> torch.Tensor:
+    """``(B, K, ...)`` bool: voxels of ``seg`` (label values) in each class."""
+    return torch.stack([torch.isin(seg, torch.tensor(c[2], dtype=seg.dtype, device=seg.device))
+                        for c in classes], dim=1)
+
+
+def query_channels(seg: torch.Tensor, classes: Sequence[QcClass]) -> torch.Tensor:
+    """The query the network sees, ``(B, K + 1, ...)`` float: background, then each class's mask
+    (one-hot for label classes; overlapping for regions)."""
+    return torch.cat([(seg == 0).unsqueeze(1), class_masks(seg, classes)], dim=1).float()
 
 
 @dataclass
 class QcResUNetData:
     """``images[i]`` ``(C, n_i, S, S)`` float16, ``segs[i]`` / ``gts[i]`` ``(n_i, S, S)`` label values
     of sample i (one imperfect segmentation of one volume); ``targets`` ``(N, 2, K + 1)``: Dice and
-    NSD over all classes (index 0) and per class (1..K); ``sources[i]``: where sample i came from
+    NSD over all classes (index 0) and per class (1..K) of ``classes`` (:data:`QcClass`);
+    ``labels``: the label values (0 included); ``sources[i]``: where sample i came from
     (``degraded`` or the folder of real segmentations) and ``cases[i]`` its case."""
 
     images: list[np.ndarray]
@@ -61,6 +92,7 @@ class QcResUNetData:
     cases: list[str]
     sources: list[str]
     labels: tuple[int, ...]
+    classes: tuple[QcClass, ...]
     plan: Any
     fingerprint: dict[str, Any]
     slice_spacing: float
@@ -80,25 +112,25 @@ class QcResUNetData:
         dice = self.targets[:, 0, 0]
         histogram = np.histogram(np.nan_to_num(dice, nan=-1.0), bins=np.linspace(0, 1, 11))[0]
         return {"samples": self.n_samples, "cases": len(set(self.cases)), "labels": list(self.labels),
+                "classes": [list(c[:2]) + [list(c[2])] for c in self.classes],
                 "image_channels": self.image_channels, "size": int(self.plan.size),
                 "dice_histogram": [int(h) for h in histogram], "sources": sorted(set(self.sources))}
 
 
-def true_quality(seg: np.ndarray, gt: np.ndarray, spacing: Sequence[float], labels: Sequence[int], *,
+def true_quality(seg: np.ndarray, gt: np.ndarray, spacing: Sequence[float], classes: Sequence[Sequence[int]], *,
                  tolerance_mm: float) -> np.ndarray:
     """``(2, K + 1)``: Dice and NSD (tolerance in mm) of ``seg`` against ``gt`` — index 0 over
-    all classes (multi-class Dice, QCResUNet appendix A; NSD: mean over the classes present in
-    either map), then per class (``labels`` without 0). A class absent from both maps scores 1
-    (nothing to get wrong); two empty maps score 1 throughout."""
+    all classes (the multi-class Dice of the label maps, QCResUNet appendix A; NSD: mean over the
+    classes present in either map), then per class (``classes``: the label values of each). A
+    class absent from both maps scores 1 (nothing to get wrong); two empty maps score 1."""
     from segqc.metrics.binary import MetricSettings, compare_masks
     from segqc.metrics.multiclass import multiclass_dice
 
-    classes = [v for v in labels if v != 0]
     out = np.ones((2, len(classes) + 1))
     present_nsd = []
     settings = MetricSettings(tolerance_mm=tolerance_mm)
-    for k, value in enumerate(classes, start=1):
-        s, g = seg == value, gt == value
+    for k, members in enumerate(classes, start=1):
+        s, g = np.isin(seg, members), np.isin(gt, members)
         if not s.any() and not g.any():
             continue
         dice, nsd_result = compare_masks(s, g, spacing, metrics=("dice", "nsd"), settings=settings)
@@ -112,7 +144,7 @@ def true_quality(seg: np.ndarray, gt: np.ndarray, spacing: Sequence[float], labe
 
 
 def _prepare_case(item: tuple[str, list[Path], Path, list[tuple[str, Path]]], *, plan: Any,
-                  labels: tuple[int, ...], tolerance_mm: float) -> dict[str, Any]:
+                  classes: tuple[tuple[int, ...], ...], tolerance_mm: float) -> dict[str, Any]:
     """All samples of one case: preprocessed image, segmentation and ground truth per
     segmentation, and the true quality on the original grid."""
     from segqc.fingerprint.preprocessing import preprocess_files, transform_label
@@ -130,7 +162,7 @@ def _prepare_case(item: tuple[str, list[Path], Path, list[tuple[str, Path]]], *,
         out["images"].append(image.astype(np.float16))
         out["segs"].append(np.moveaxis(prepared.required_label(), -1, 0).astype(np.int16))
         out["gts"].append(np.moveaxis(transform_label(gt.array, prepared.transform), -1, 0).astype(np.int16))
-        out["targets"].append(true_quality(seg.array, gt.array, gt.geometry.spacing, labels,
+        out["targets"].append(true_quality(seg.array, gt.array, gt.geometry.spacing, classes,
                                            tolerance_mm=tolerance_mm))
         out["sources"].append(source)
     return out
@@ -184,6 +216,7 @@ def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, co
     fingerprint = compute_fingerprint(dataset.root, cases=chosen)
     plan = plan_from_fingerprint(fingerprint, size=config.size)
     labels = tuple(sorted(set(fingerprint.labels) | set(fingerprint.label_values_present) | {0}))
+    classes = dataset_classes(dataset.info, labels, config.classes)
     work = Path(work_dir)
     per_case: dict[str, list[tuple[str, Path]]] = {case: [] for case in chosen}
     for case, paths in _degraded_files(dataset, chosen, config, work, jobs=jobs, progress=progress).items():
@@ -196,10 +229,12 @@ def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, co
              for case in chosen if per_case[case]]
     if not items:
         raise InputError("no imperfect segmentation of the training cases", dataset.root)
-    data = QcResUNetData([], [], [], np.zeros((0, 2, len(labels))), [], [], labels, plan, fingerprint.to_dict(),
+    data = QcResUNetData([], [], [], np.zeros((0, 2, len(classes) + 1)), [], [], labels, classes, plan,
+                         fingerprint.to_dict(),
                          0.0, 3)
     targets = []
-    function = partial(_prepare_case, plan=plan, labels=labels, tolerance_mm=config.tolerance_mm)
+    function = partial(_prepare_case, plan=plan, classes=tuple(c[2] for c in classes),
+                       tolerance_mm=config.tolerance_mm)
     for item, result in map_cases(function, items, jobs=jobs, description="prepare", progress=progress):
         if isinstance(result, Exception):
             raise result
@@ -255,9 +290,6 @@ def make_batch(data: QcResUNetData, indices: Sequence[int], *, multiple: int, ma
     """Tensors of samples ``indices``: ``image`` (B, C, D, H, W) (or (B, C, H, W) for 2D data),
     ``query`` (B, K+1, ...) one-hot, ``sem`` (B, K, ...) error maps, ``dice`` / ``nsd`` (B, K+1).
     ``multiple``: the depth is padded up to a multiple of it. With ``rng``: augmentation."""
-    classes = [v for v in data.labels if v != 0]
-    lookup = np.zeros(max(data.labels) + 1, dtype=np.int64)
-    lookup[list(classes)] = np.arange(1, len(classes) + 1)
     windows = [_window(data.segs[i], max_depth) for i in indices]
     depth = max(w.stop - w.start for w in windows)
     depth = -(-depth // multiple) * multiple
@@ -268,8 +300,8 @@ def make_batch(data: QcResUNetData, indices: Sequence[int], *, multiple: int, ma
     for row, (i, window) in enumerate(zip(indices, windows)):
         n = window.stop - window.start
         images[row, :, :n] = data.images[i][:, window]
-        segs[row, :n] = lookup[data.segs[i][window]]
-        gts[row, :n] = lookup[data.gts[i][window]]
+        segs[row, :n] = data.segs[i][window]
+        gts[row, :n] = data.gts[i][window]
     if rng is not None:
         for row in range(len(indices)):
             for axis in (-1, -2):
@@ -285,10 +317,9 @@ def make_batch(data: QcResUNetData, indices: Sequence[int], *, multiple: int, ma
             if rng.random() < 0.3:
                 images[row] += rng.normal(0.0, rng.uniform(0.0, 0.1), images[row].shape).astype(np.float32)
     seg_t, gt_t = torch.from_numpy(segs), torch.from_numpy(gts)
-    n_classes = len(classes)
-    sem = torch.stack([(seg_t == c) ^ (gt_t == c) for c in range(1, n_classes + 1)], dim=1).float()
+    sem = (class_masks(seg_t, data.classes) ^ class_masks(gt_t, data.classes)).float()
     targets = torch.from_numpy(data.targets[list(indices)].astype(np.float32))
-    batch = {"image": torch.from_numpy(images), "query": one_hot_query(seg_t, n_classes), "sem": sem,
+    batch = {"image": torch.from_numpy(images), "query": query_channels(seg_t, data.classes), "sem": sem,
              "dice": targets[:, 0], "nsd": targets[:, 1]}
     if data.ndim == 2:  # one slice per sample: the 2D network
         batch = {k: v[:, :, 0] if v.ndim == 5 else v for k, v in batch.items()}
@@ -347,7 +378,7 @@ def train(config: QcResUNetConfig, data: QcResUNetData, out_dir: str | Path, *, 
     dev = select_device(device)
     strides = resolve_strides(config, ndim=data.ndim, slice_spacing=data.slice_spacing,
                               inplane_spacing=float(min(data.plan.target_spacing)))
-    n_classes = len(data.labels) - 1
+    n_classes = len(data.classes)
     metrics: dict[str, Any] = {"data": data.summary(), "device": str(dev), "threads": torch.get_num_threads(),
                                "strides": [list(s) for s in strides]}
     weights = {}
@@ -363,6 +394,7 @@ def train(config: QcResUNetConfig, data: QcResUNetData, out_dir: str | Path, *, 
     model_dir = out / "model"
     save_checkpoint(model_dir, method=METHOD,
                     config={"qcresunet": config.to_dict(), "labels": list(data.labels),
+                            "classes": [[c[0], c[1], list(c[2])] for c in data.classes],
                             "image_channels": data.image_channels, "plan": data.plan.to_dict(),
                             "strides": [list(s) for s in strides], "spatial_dims": data.ndim},
                     weights=weights, fingerprint=data.fingerprint, metrics=metrics, seed=config.seed)
