@@ -3,12 +3,16 @@
     python benchmarks/qc_acdc/evidence.py --dataset ../shared/data/acdc --split SPLIT.json \
         --degraded DEGRADE_OUT --zoo ZOO_PREDICT_OUT --out RESULTS \
         --model nnqc=MODEL_DIR --model position=MODEL_DIR --model image=MODEL_DIR --model cae=MODEL_DIR \
-        [--steps 20] [--jobs 2] [--zoo-sources unet_e001,unet_e002,...]
+        [--steps 20] [--jobs 2] [--zoo-sources unet_e001,unet_e002,...] [--metrics dice,hd95] [--sets degraded,zoo]
+
+(``--zoo`` may be left out with ``--sets degraded``; QCResUNet models want ``--metrics dice,nsd``.)
 
 Inputs: a patient-level split (``segqc zoo train`` writes one; the QC models must be trained on its
 ``train`` side only), ``segqc degrade DATASET/labelsTr -o DEGRADE_OUT --per-case 5`` (the five
 nnQC Dice bins) and ``segqc zoo predict ZOO DATASET -o ZOO_PREDICT_OUT`` (the zoo predicts the
-holdout cases). Only holdout cases are used. For every QC model the script runs
+holdout cases). Only holdout cases are used. Besides r and MAE, the summary holds per model and
+set the failure-detection AUROC (true multi-class Dice < 0.7) and, for models with error maps,
+the mean DSC_SEM per class. For every QC model the script runs
 ``segqc.qc.assessment.benchmark_qc`` (what ``segqc qc benchmark`` runs) on the degraded set and on
 the zoo set (Dice and HD95, per label and the multi-class ``all``), and ranks the zoo sources by
 their mean estimated multi-class Dice from the same run (what ``segqc qc rank --gt`` computes),
@@ -34,7 +38,7 @@ def _link(target: Path, link: Path) -> None:
         os.symlink(os.path.abspath(target), link)
 
 
-def build_sets(dataset: Path, holdout: set[str], degraded: Path, zoo: Path, out: Path,
+def build_sets(dataset: Path, holdout: set[str], degraded: Path, zoo: Path | None, out: Path,
                sources: list[str] | None) -> tuple[dict[str, tuple[Path, Path, Path]], list[Path]]:
     """(images, segs, gt) folders of the 'degraded' and 'zoo' sets, with one name per segmentation,
     and the zoo source folders (for ranking)."""
@@ -48,6 +52,8 @@ def build_sets(dataset: Path, holdout: set[str], degraded: Path, zoo: Path, out:
         _link(degraded / row.file, root / "degraded_segs" / f"{name}.nii.gz")
         _link(dataset / "labelsTr" / f"{row.case}.nii.gz", root / "degraded_gt" / f"{name}.nii.gz")
     sets["degraded"] = (root / "degraded_images", root / "degraded_segs", root / "degraded_gt")
+    if zoo is None:
+        return sets, []
     zoo_manifest = pd.read_csv(zoo / "manifest.csv")
     zoo_manifest = zoo_manifest[zoo_manifest["case"].isin(holdout)]
     if sources:
@@ -110,7 +116,8 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, required=True)
     parser.add_argument("--split", type=Path, required=True)
     parser.add_argument("--degraded", type=Path, required=True)
-    parser.add_argument("--zoo", type=Path, required=True)
+    parser.add_argument("--zoo", type=Path, default=None)
+    parser.add_argument("--metrics", default="dice,hd95")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--model", action="append", required=True, help="NAME=MODEL_DIR")
     parser.add_argument("--steps", type=int, default=None)
@@ -125,7 +132,7 @@ def main() -> None:
     rows, timing = [], {}
     for item in args.model:
         name, _, model_dir = item.partition("=")
-        settings = QcSettings(metrics=("dice", "hd95"), steps=args.steps)
+        settings = QcSettings(metrics=tuple(args.metrics.split(",")), steps=args.steps)
         for set_name in [s for s in ("degraded", "zoo") if s in wanted]:
             images, segs, gt = sets[set_name]
             began = time.perf_counter()
@@ -135,6 +142,13 @@ def main() -> None:
             for row in summary.itertuples():
                 rows.append({"model": name, "set": set_name, "label": row.label, "metric": row.metric,
                              "pearson_r": row.pearson_r, "mae": row.mae, "n": row.n})
+            extra = json.loads((args.out / name / set_name / "benchmark.json").read_text())
+            failure = extra.get("failure_detection") or {}
+            rows.append({"model": name, "set": set_name, "label": "all", "metric": "failure_auroc",
+                         "pearson_r": failure.get("auroc"), "mae": None, "n": failure.get("n")})
+            for item in extra.get("error_maps") or []:
+                rows.append({"model": name, "set": set_name, "label": item["label"], "metric": "dsc_sem",
+                             "pearson_r": item["dsc_sem"], "mae": None, "n": None})
         if "zoo" in wanted:  # ranking of the zoo sources from the same QC run
             pairs = pd.read_csv(args.out / name / "zoo" / "pairs.csv", dtype={"label": str})
             ranking, tau = rank_from_pairs(pairs)
@@ -145,6 +159,11 @@ def main() -> None:
     table = pd.DataFrame(rows)
     table.to_csv(args.out / "summary.csv", index=False)
     (args.out / "timing.json").write_text(json.dumps(timing, indent=2))
+    scores = table[table.metric.isin(["failure_auroc", "dsc_sem"])]
+    if len(scores):
+        print(scores.to_string(index=False))
+    table = table[~table.metric.isin(["failure_auroc", "dsc_sem"])] if len(scores) else table
+    (args.out / "scores.csv").write_text(scores.to_csv(index=False))
     wide = table[table.metric != "kendall_tau"].pivot_table(index=["set", "metric", "label"], columns="model",
                                                              values=["pearson_r", "mae"])
     (args.out / "summary.md").write_text(markdown(wide.round(3)) + "\n")
