@@ -149,6 +149,20 @@ def run_stage(stage: Stage, out_dir: str | Path, *, checkpoint_every: int, log: 
     return stage_metrics(stage.steps, seconds, history)
 
 
+def start_run(out_dir: str | Path, *, method: str, settings: Mapping[str, Any], data: Mapping[str, Any],
+              seed: int, device: str = "auto", may_change: str = "") -> tuple[Path, Any]:
+    """Begin (or resume) a training run: create ``out_dir``, check or write its record
+    (:func:`check_run_record`), seed Python, numpy and torch; returns the folder and the torch
+    device (``"auto"``: CUDA when there is one)."""
+    from segqc.training.seeding import seed_everything, select_device
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    check_run_record(out, method=method, settings=settings, data=data, may_change=may_change)
+    seed_everything(seed)
+    return out, select_device(device)
+
+
 def check_run_record(out_dir: str | Path, *, method: str, settings: Mapping[str, Any], data: Mapping[str, Any],
                      may_change: str = "") -> None:
     """Write ``out_dir/run.json`` on the first run; on a rerun refuse other settings or data

@@ -76,8 +76,8 @@ from segqc.nn import ConvTokenEncoder, TokenGridDecoder
 from segqc.nn.losses import gaussian_kl
 from segqc.qc.nnqc.config import NnqcConfig
 from segqc.qc.nnqc.model import NnqcModel, build_discriminator, make_scheduler
-from segqc.training import save_checkpoint, seed_everything, select_device
-from segqc.training.stages import Stage, check_run_record, run_stage, step_generators
+from segqc.training import save_checkpoint
+from segqc.training.stages import Stage, run_stage, start_run, step_generators
 
 __all__ = [
     "METHOD",
@@ -457,12 +457,8 @@ def train(config: NnqcConfig, data: NnqcTrainingData, out_dir: str | Path, *, de
     if data.n_segs == 0:
         raise InputError("the training data holds no imperfect segmentation")
     say = log or (lambda _line: None)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    check_run_record(out, method=METHOD, settings=config.resume_key(), data=data.summary(),
-                     may_change="checkpoint_every")
-    seed_everything(config.seed)
-    dev = select_device(device)
+    out, dev = start_run(out_dir, method=METHOD, settings=config.resume_key(), data=data.summary(), seed=config.seed,
+                         device=device, may_change="checkpoint_every")
     with _threads(threads), torch.enable_grad():
         torch.manual_seed(config.seed)
         model = NnqcModel(config, data.labels, data.image_channels, pretrained=True).to(dev)

@@ -38,8 +38,8 @@ from segqc.errors import InputError
 from segqc.io.datasets import Dataset, segmentation_files
 from segqc.qc.qcresunet.config import QcResUNetConfig, resolve_strides
 from segqc.qc.qcresunet.model import QcResUNet, qcresunet_loss
-from segqc.training import save_checkpoint, seed_everything, select_device
-from segqc.training.stages import Stage, check_run_record, run_stage, step_generators
+from segqc.training import save_checkpoint
+from segqc.training.stages import Stage, run_stage, start_run, step_generators
 
 __all__ = ["METHOD", "QcClass", "QcResUNetData", "build_network", "build_training_data", "class_masks",
            "dataset_classes", "epoch_order", "make_batch", "query_channels", "train", "train_from_dataset",
@@ -370,12 +370,8 @@ def train(config: QcResUNetConfig, data: QcResUNetData, out_dir: str | Path, *, 
     if int(data.plan.size) != config.size:
         raise InputError(f"the data have {data.plan.size} px slices but the config needs {config.size}")
     say = log or (lambda _line: None)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    check_run_record(out, method=METHOD, settings=config.resume_key(), data=data.summary(),
-                     may_change="epochs, checkpoint_every")
-    seed_everything(config.seed)
-    dev = select_device(device)
+    out, dev = start_run(out_dir, method=METHOD, settings=config.resume_key(), data=data.summary(), seed=config.seed,
+                         device=device, may_change="epochs, checkpoint_every")
     strides = resolve_strides(config, ndim=data.ndim, slice_spacing=data.slice_spacing,
                               inplane_spacing=float(min(data.plan.target_spacing)))
     n_classes = len(data.classes)
