@@ -1,10 +1,13 @@
-"""Seconds per ACDC volume for ``segqc qc predict`` with the shipped nnQC model, per DDIM step count.
+"""Seconds per ACDC volume for ``segqc qc predict`` with a shipped QC model (nnQC: per DDIM step count).
 
 Run from the repository root::
 
     python benchmarks/bench_qc_predict.py [--model models/acdc-nnqc-small] [--data ../shared/data/acdc]
                                           [--cases 10] [--runs 5x4 20x1 2x1 5x1 10x1] [--jobs 1]
-                                          [--out benchmarks/results/qc_predict.json]
+                                          [--out benchmarks/results/qc_predict.json] [--metrics dice,hd95,nsd]
+
+A QC model without sampling (QCResUNet) takes ``--runs model`` (its own settings) and ``--metrics
+dice,nsd``.
 
 What it does: links the first ``--cases`` ACDC images and their ground-truth label maps (as the
 segmentations to check) into a temporary folder, then runs the real command line,
@@ -40,6 +43,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/qc_predict.json"))
+    parser.add_argument("--metrics", default="dice,hd95,nsd")
     args = parser.parse_args()
     labels = sorted((args.data / "labelsTr").glob("*.nii.gz"))[: args.cases]
     if not labels:
@@ -56,19 +60,22 @@ def main() -> None:
             os.symlink(label.resolve(), segs / label.name)
             os.symlink((args.data / "imagesTr" / f"{case}_0000.nii.gz").resolve(), images / f"{case}_0000.nii.gz")
         for run in args.runs:
-            steps, _, samples = run.partition("x")
-            steps, samples = int(steps), int(samples or 1)
-            out = Path(tmp) / f"qc_{steps}x{samples}"
+            out = Path(tmp) / f"qc_{run}"
             command = [str(segqc), "qc", "predict", str(args.model), str(images), str(segs), "-o", str(out),
-                       "--steps", str(steps), "--samples", str(samples), "--jobs", str(args.jobs), "--quiet",
-                       "--metrics", "dice,hd95,nsd"]
+                       "--jobs", str(args.jobs), "--quiet", "--metrics", args.metrics]
+            steps: int | str = run
+            samples = 1
+            if run != "model":
+                text_steps, _, text_samples = run.partition("x")
+                steps, samples = int(text_steps), int(text_samples or 1)
+                command += ["--steps", str(steps), "--samples", str(samples)]
             began = time.perf_counter()
             subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
             wall = time.perf_counter() - began
             per_volume = wall / len(labels)
             rows.append({"steps": steps, "samples": samples, "volumes": len(labels), "wall_seconds": round(wall, 2),
                          "seconds_per_volume": round(per_volume, 3)})
-            print(f"{steps:>3} steps x {samples} samples: {wall:7.1f} s for {len(labels)} volumes = "
+            print(f"{run:>6}: {wall:7.1f} s for {len(labels)} volumes = "
                   f"{per_volume:6.2f} s/volume", flush=True)
     report = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "threads": args.threads,
                           "jobs": args.jobs}, "model": str(args.model), "results": rows}
