@@ -102,7 +102,8 @@ def predict_command(
     model_dir: Path = typer.Argument(..., help=_MODEL_HELP),
     images_dir: Path = typer.Argument(..., help=_IMAGES_HELP),
     segs_dir: Path = typer.Argument(..., help="Segmentations to check: CASE.nii.gz (or segqc degrade output)."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output folder: qc.csv, qc_slices.csv, worklist.csv, pgt/."),
+    out: Path = typer.Option(..., "-o", "--out",
+                             help="Output folder: qc.csv, qc_slices.csv, worklist.csv, pgt/ (QCResUNet: errors/)."),
     metrics: str = typer.Option("dice,hd95,nsd", "--metrics",
                                 help="Metrics to estimate (any segqc metric, cc_* included)."),
     samples: int | None = typer.Option(None, "--samples", help=_SAMPLES_HELP),
@@ -132,7 +133,8 @@ def predict_command(
     code = print_run_footer(report["run"], warnings=report["notes"], out_dir=out)
     if not quiet:
         _print_worklist(work)
-    console.print(f"wrote {out / 'qc.csv'}, {out / 'worklist.csv'} and {out / 'pgt'}/")
+    maps = [f"{out / name}/" for name in ("pgt", "errors") if (out / name).is_dir()]
+    console.print(f"wrote {out / 'qc.csv'}, {out / 'worklist.csv'}" + "".join(f" and {m}" for m in maps))
     if code:
         raise typer.Exit(code)
 
