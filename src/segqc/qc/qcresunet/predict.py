@@ -47,7 +47,11 @@ def load(model_dir: str | Path, *, device: str = "cpu") -> LoadedQcResUNet:
     try:
         config = QcResUNetConfig.from_dict(saved["qcresunet"])
         labels = tuple(int(v) for v in saved["labels"])
-        classes = tuple((str(c[0]), str(c[1]), tuple(int(v) for v in c[2])) for c in saved["classes"])
+        if "classes" in saved:
+            classes = tuple((str(c[0]), str(c[1]), tuple(int(v) for v in c[2])) for c in saved["classes"])
+        else:  # saved before classes could be regions: every label value, named as in the fingerprint
+            names = (fingerprint or {}).get("labels") or {}
+            classes = tuple((str(v), str(names.get(str(v), v)), (v,)) for v in labels if v != 0)
         spatial_dims = int(saved["spatial_dims"])
         members = []
         for name in sorted(weights, key=lambda n: int(n.removeprefix("member"))):
