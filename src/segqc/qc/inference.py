@@ -149,8 +149,8 @@ def qc_case(model: QcModel, case: str, image_paths: Sequence[Path], seg_path: Pa
     segs = np.moveaxis(prepared.required_label(), -1, 0).astype(np.int64)  # (n, H, W)
     ratios = prepared.slice_ratios
 
-    def restore(slices: np.ndarray) -> np.ndarray:
-        return restore_label(np.moveaxis(slices, 0, -1).astype(seg_image.array.dtype), prepared.transform)
+    def restore(slices: np.ndarray, dtype: Any = seg_image.array.dtype) -> np.ndarray:
+        return restore_label(np.moveaxis(slices, 0, -1).astype(dtype), prepared.transform)
 
     if model.assess is not None:
         estimates, slices, maps = _assess_case(model, case, images, segs, ratios, settings, restore)
@@ -244,7 +244,8 @@ def _assess_case(model: QcModel, case: str, images: np.ndarray, segs: np.ndarray
     maps: dict[str, np.ndarray] = {}
     if assessment.errors is not None:
         binary = assessment.errors.mean(axis=0) >= 0.5  # (C, n, H, W)
-        maps["errors"] = restore(error_bitmask(binary))
+        bitmask = error_bitmask(binary)
+        maps["errors"] = restore(bitmask, bitmask.dtype)  # more than 8 classes need more than 8 bits
         per_slice = implied_slice_dice(segs, binary, [c[2] for c in classes])
     else:
         per_slice = np.full(segs.shape[0], math.nan)
