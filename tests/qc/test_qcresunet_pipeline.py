@@ -281,3 +281,18 @@ def test_benchmark_reports_auroc_bins_and_error_maps(trained, tmp_path):
     sem = pd.read_csv(tmp_path / "bench" / "error_maps.csv", dtype={"label": str})
     assert len(sem) == 12 and sem["dsc_sem"].between(0, 1).all()
     assert (tmp_path / "bench" / "benchmark_bins.csv").is_file()
+
+
+def test_the_training_data_hold_every_ground_truth_as_a_perfect_sample(tmp_path):
+    from segqc.qc.qcresunet.train import build_training_data
+
+    dataset = make_qc_dataset(tmp_path / "data", n_cases=3, shape=(32, 32, 4))
+    config = QcResUNetConfig.preset("tiny", degraded_per_case=2)
+    data = build_training_data(dataset, None, config, tmp_path / "work")
+    perfect = [i for i, source in enumerate(data.sources) if source == "ground truth"]
+    assert sorted(data.cases[i] for i in perfect) == ["case0", "case1", "case2"]
+    assert np.array_equal(data.targets[perfect], np.ones((3, 2, 3)))
+    assert all(np.array_equal(data.segs[i], data.gts[i]) for i in perfect)
+    assert data.sources.count("degraded") == 6
+    without = build_training_data(dataset, None, config.with_overrides(ground_truth_samples=False), tmp_path / "work")
+    assert "ground truth" not in without.sources

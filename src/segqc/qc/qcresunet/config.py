@@ -53,7 +53,9 @@ class QcResUNetConfig(ConfigBase):
     or ``auto`` (regions when the dataset defines them).
 
     Data: ``degraded_per_case`` segmentations made from every training ground truth with
-    ``segqc degrade`` (nnQC error types and SegGen) spread over ``bins`` equal Dice bins;
+    ``segqc degrade`` (nnQC error types and SegGen) spread over ``bins`` equal Dice bins, and
+    with ``ground_truth_samples`` the ground truth itself (the degraded maps stop below Dice 1;
+    without perfect examples a model does not recognise a perfect segmentation);
     ``tolerance_mm`` for the NSD targets; ``max_depth``: volumes with more slices are cropped to
     this many around the segmentation's centre during training.
 
@@ -78,6 +80,7 @@ class QcResUNetConfig(ConfigBase):
     regression: bool = True
     classes: str = "auto"
     degraded_per_case: int = 10
+    ground_truth_samples: bool = True
     bins: int = 10
     tolerance_mm: float = 1.0
     max_depth: int = 24

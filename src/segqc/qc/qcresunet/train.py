@@ -219,6 +219,9 @@ def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, co
     classes = dataset_classes(dataset.info, labels, config.classes)
     work = Path(work_dir)
     per_case: dict[str, list[tuple[str, Path]]] = {case: [] for case in chosen}
+    if config.ground_truth_samples:  # a perfect segmentation too: Dice 1, no error voxel
+        for case in chosen:
+            per_case[case].append(("ground truth", Path(dataset.label_files[case])))
     for case, paths in _degraded_files(dataset, chosen, config, work, jobs=jobs, progress=progress).items():
         per_case[case] += [("degraded", p) for p in paths]
     for folder in extra_seg_dirs:
