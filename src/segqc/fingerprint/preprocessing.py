@@ -59,7 +59,7 @@ from scipy import ndimage
 from segqc.errors import InputError
 from segqc.fingerprint.fingerprint import PERCENTILES, DatasetFingerprint
 from segqc.io.atomic import write_text_atomic
-from segqc.io.images import Geometry, check_same_geometry, read_image, read_label_map
+from segqc.io.images import Geometry, Image, check_same_geometry, read_image, read_label_map
 
 __all__ = [
     "ChannelNormalization",
@@ -512,20 +512,30 @@ def preprocess_files(
     """Read a case (one file per channel, optional label map) with :mod:`segqc.io` and
     preprocess it. Raises :class:`InputError` naming the file for unreadable files and for
     channels or label maps on another voxel grid than the first channel."""
+    images = read_case_images(image_paths)
+    label = read_case_label(label_path, images[0]).array if label_path is not None else None
+    return preprocess_case([i.array for i in images], images[0].geometry, plan, label=label)
+
+
+def read_case_images(image_paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]) -> list[Image]:
+    """The channel images of one case, read once (e.g. to preprocess them with several label
+    maps); :class:`InputError` for a channel on another voxel grid than the first."""
     if isinstance(image_paths, (str, os.PathLike)):
         image_paths = [image_paths]
     images = [read_image(p) for p in image_paths]
     if not images:
         raise ValueError("no image files given")
-    reference = images[0]
     for other in images[1:]:
-        _same_grid(other.geometry, reference.geometry, other.path, reference.path)
-    label = None
-    if label_path is not None:
-        label_image = read_label_map(label_path)
-        _same_grid(label_image.geometry, reference.geometry, label_image.path, reference.path)
-        label = label_image.array
-    return preprocess_case([i.array for i in images], reference.geometry, plan, label=label)
+        _same_grid(other.geometry, images[0].geometry, other.path, images[0].path)
+    return images
+
+
+def read_case_label(label_path: str | os.PathLike[str], reference: Image) -> Image:
+    """A label map of the case whose first channel is ``reference``; :class:`InputError` when
+    it lies on another voxel grid."""
+    label = read_label_map(label_path)
+    _same_grid(label.geometry, reference.geometry, label.path, reference.path)
+    return label
 
 
 def _same_grid(geometry: Geometry, reference: Geometry, path: Path | None,

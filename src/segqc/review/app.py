@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from segqc.errors import InputError
 from segqc.review.store import DECISIONS, DecisionStore, rater_agreement
 from segqc.review.volumes import VolumeCache
 from segqc.review.worklist import ReviewCase, ReviewWorklist
@@ -124,8 +125,6 @@ def create_app(session: ReviewSession, *, allowed_hosts: tuple[str, ...] = LOCAL
     def get_case(case_id: str) -> dict[str, Any]:
         case = known_case(case_id)
         history = session.store.history(case.id).drop(columns=["id"]).to_dict(orient="records")
-        from segqc.errors import InputError
-
         try:
             focus = session.volumes.focus(case)
         except InputError:
@@ -140,8 +139,6 @@ def create_app(session: ReviewSession, *, allowed_hosts: tuple[str, ...] = LOCAL
         layer = layer_file.removesuffix(".nii")
         if layer_file == layer or layer not in worklist.layers(case):
             raise HTTPException(404, "unknown layer")
-        from segqc.errors import InputError
-
         try:
             data = session.volumes.layer(case, layer)
         except InputError as error:

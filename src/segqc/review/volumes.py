@@ -89,8 +89,8 @@ class VolumeCache:
             if cached is None:
                 array = read_label_map(case.files[layer]).array
                 present = np.argwhere(array > 0)
-                centre = ((present.min(axis=0) + present.max(axis=0)) // 2).tolist() if len(present) else []
-                cached = [int(v) for v in centre] + [0] * (3 - array.ndim) if len(present) else []
+                cached = [] if not len(present) else (
+                    [int(v) for v in (present.min(axis=0) + present.max(axis=0)) // 2] + [0] * (3 - array.ndim))
                 with self._lock:
                     self._focus[key] = cached
             if cached:

@@ -38,8 +38,7 @@ class ReviewCase:
 
     def label_estimate(self, label: str, metric: str) -> float | None:
         """The estimate (or value) of ``label`` and ``metric``, None when missing."""
-        cell = self.values.get(label, {}).get(metric, {})
-        return cell.get("estimate", cell.get("value"))
+        return _value_of(self.values, label, metric)
 
 
 @dataclass
@@ -86,14 +85,15 @@ def _values(cohort: Cohort) -> dict[str, dict[str, dict[str, dict[str, float | N
     return out
 
 
-def _primary(values: dict[str, dict[str, dict[str, float | None]]], metric: str) -> float | None:
-    def value_of(label: str) -> float | None:
-        cell = values.get(label, {}).get(metric, {})
-        return cell.get("estimate", cell.get("value"))
+def _value_of(values: dict[str, dict[str, dict[str, float | None]]], label: str, metric: str) -> float | None:
+    cell = values.get(label, {}).get(metric, {})
+    return cell.get("estimate", cell.get("value"))
 
+
+def _primary(values: dict[str, dict[str, dict[str, float | None]]], metric: str) -> float | None:
     if "all" in values:
-        return value_of("all")
-    numbers = [v for label in values if (v := value_of(label)) is not None]
+        return _value_of(values, "all", metric)
+    numbers = [v for label in values if (v := _value_of(values, label, metric)) is not None]
     return sum(numbers) / len(numbers) if numbers else None
 
 

@@ -147,17 +147,16 @@ def _prepare_case(item: tuple[str, list[Path], Path, list[tuple[str, Path]]], *,
                   classes: tuple[tuple[int, ...], ...], tolerance_mm: float) -> dict[str, Any]:
     """All samples of one case: preprocessed image, segmentation and ground truth per
     segmentation, and the true quality on the original grid."""
-    from segqc.fingerprint.preprocessing import preprocess_files, transform_label
-    from segqc.io.images import read_label_map
+    from segqc.fingerprint.preprocessing import preprocess_case, read_case_images, read_case_label, transform_label
 
     case, image_paths, gt_path, segs = item
-    gt = read_label_map(gt_path)
+    images = read_case_images(image_paths)  # once per case, not once per segmentation
+    channels = [image.array for image in images]
+    gt = read_case_label(gt_path, images[0])
     out: dict[str, Any] = {"images": [], "segs": [], "gts": [], "targets": [], "sources": []}
     for source, seg_path in segs:
-        seg = read_label_map(seg_path)
-        if seg.array.shape != gt.array.shape:
-            raise InputError(f"has shape {seg.array.shape}, its ground truth {gt.array.shape}", seg_path)
-        prepared = preprocess_files(list(image_paths), plan, label_path=seg_path)
+        seg = read_case_label(seg_path, images[0])
+        prepared = preprocess_case(channels, images[0].geometry, plan, label=seg.array)
         image = np.moveaxis(prepared.image, -1, 1)  # (C, n, S, S)
         out["images"].append(image.astype(np.float16))
         out["segs"].append(np.moveaxis(prepared.required_label(), -1, 0).astype(np.int16))
