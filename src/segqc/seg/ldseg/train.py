@@ -36,8 +36,8 @@ from segqc.seg.ldseg.model import COMPONENTS, Ldseg
 from segqc.training import save_checkpoint
 from segqc.training.stages import Stage, run_stage, start_run, step_generators
 
-__all__ = ["METHOD", "LdsegData", "build_training_data", "image_slices", "label_slices", "make_batch", "train",
-           "train_from_dataset"]
+__all__ = ["METHOD", "LdsegData", "build_training_data", "checkpoint_config", "image_slices", "label_slices",
+           "make_batch", "save_model", "train", "train_from_dataset"]
 
 METHOD = "ldseg"
 
@@ -215,13 +215,19 @@ def train(config: LdsegConfig, data: LdsegData, out_dir: str | Path, *, device: 
     with torch.enable_grad():
         metrics["train"] = run_stage(_stage(config, data, model, dev), out, checkpoint_every=config.checkpoint_every,
                                      log=say, progress=progress, prefix="ldseg ")
-    model_dir = out / "model"
-    weights = {name: {k: v.detach().cpu() for k, v in model.component(name).state_dict().items()}
-               for name in COMPONENTS}
-    save_checkpoint(model_dir, method=METHOD, config=checkpoint_config(config, data), weights=weights,
-                    metrics=metrics, seed=config.seed)
+    model_dir = save_model(model, data, out / "model", metrics=metrics)
     say(f"model saved to {model_dir}")
     return model_dir
+
+
+def save_model(model: Ldseg, data: LdsegData, model_dir: str | Path, *, metrics: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` as a checkpoint directory: one safetensors file per network
+    (:data:`~segqc.seg.ldseg.model.COMPONENTS`) and ``config.json`` (the config, the label
+    values and names, the image channels of ``data``)."""
+    weights = {name: {k: v.detach().cpu() for k, v in model.component(name).state_dict().items()}
+               for name in COMPONENTS}
+    return save_checkpoint(model_dir, method=METHOD, config=checkpoint_config(model.config, data), weights=weights,
+                           metrics=metrics, seed=model.config.seed)
 
 
 def train_from_dataset(dataset_dir: str | Path, out_dir: str | Path, *, config: LdsegConfig,
