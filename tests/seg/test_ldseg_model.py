@@ -81,15 +81,18 @@ def test_training_loss_is_ce_plus_two_dice_plus_the_noise_mse():
 
 
 def test_slices_are_z_scored_resampled_and_labels_mapped_to_class_indices():
-    volume = np.arange(3 * 8 * 12, dtype=np.float32).reshape(3, 8, 12) * 10 + 5
+    volume = np.arange(8 * 12 * 3, dtype=np.float32).reshape(8, 12, 3) * 10 + 5
     slices = image_slices([volume], 16)
     assert slices.shape == (3, 1, 16, 16)
     assert abs(float(slices.mean())) < 0.05 and abs(float(slices.std()) - 1) < 0.05
-    assert np.all(slices[1].mean() > slices[0].mean())  # the first axis is the slice axis
+    assert slices[2].mean() > slices[1].mean() > slices[0].mean()  # slices along the last (ITK k) axis
+    step = 10 / np.std(volume)  # neighbouring slices differ by 10 before z-scoring
+    np.testing.assert_allclose(slices[:, 0].mean(axis=(1, 2)), [-step, 0, step],
+                               atol=1e-3)
     assert image_slices([np.ones((8, 12), np.float32)], 16).shape == (1, 1, 16, 16)  # a 2D image: one slice
-    label = np.zeros((2, 8, 8), np.uint8)
-    label[0, :4] = 4
-    label[1, 4:] = 2
+    label = np.zeros((8, 8, 2), np.uint8)
+    label[:4, :, 0] = 4
+    label[4:, :, 1] = 2
     index = label_slices(label, (0, 2, 4), 16)
     assert index.shape == (2, 16, 16) and index.dtype == np.uint8
     assert set(np.unique(index[0])) == {0, 2} and (index[0, :8] == 2).all()  # value 4 -> class 2

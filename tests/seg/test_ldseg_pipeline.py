@@ -76,17 +76,17 @@ def test_checkpoint_round_trip_equals_the_in_memory_model(tmp_path):
 
 def _write_inputs(folder):
     """A 2D case (40 x 48, spacing 0.7 x 0.5 mm, shifted origin) and a 3D case of 3 such slices
-    with a rotated direction; returns their ground truths."""
+    along its last (ITK k) axis with a rotated direction; returns their ground truths."""
     folder.mkdir(parents=True)
     (image, gt), (_, _) = _held_out(2, seed=3)
     flat = Geometry(shape=(40, 48), spacing=(0.7, 0.5), origin=(3.0, -2.0), direction=(1.0, 0.0, 0.0, 1.0))
     write_image(folder / "flat_0000.nii.gz", image, flat)
     slices = _held_out(3, seed=4)
-    volume = np.stack([s[0] for s in slices])
+    volume = np.stack([s[0] for s in slices], axis=-1)
     direction = (0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, -1.0)
-    deep = Geometry(shape=volume.shape, spacing=(2.5, 0.7, 0.5), origin=(1.0, 2.0, 3.0), direction=direction)
+    deep = Geometry(shape=volume.shape, spacing=(0.7, 0.5, 2.5), origin=(1.0, 2.0, 3.0), direction=direction)
     write_image(folder / "deep_0000.nii.gz", volume, deep)
-    return {"flat": (gt, flat), "deep": (np.stack([s[1] for s in slices]), deep)}
+    return {"flat": (gt, flat), "deep": (np.stack([s[1] for s in slices], axis=-1), deep)}
 
 
 def test_cli_predict_writes_label_maps_entropy_and_cases_csv_on_the_input_grid(trained_ldseg, tmp_path):

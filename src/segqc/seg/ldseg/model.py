@@ -142,6 +142,8 @@ class Ldseg(nn.Module):
     """The four LDSeg networks and the noise schedule of ``config`` for ``image_channels``
     input channels and ``classes`` classes (background included)."""
 
+    abar: torch.Tensor  # cumulative products of (1 - beta_t), t = 0 .. T-1 (a buffer)
+
     def __init__(self, config: LdsegConfig, *, image_channels: int, classes: int) -> None:
         super().__init__()
         from monai.networks.nets import DiffusionModelUNet

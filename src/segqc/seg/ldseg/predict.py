@@ -124,9 +124,10 @@ def predict_slices(model: LoadedLdseg, images: np.ndarray, *, samples: int | Non
 
 def segment_case(model: LoadedLdseg, channels: Sequence[np.ndarray], *, samples: int | None = None,
                  steps: int | None = None, seed: int = 0) -> dict[str, np.ndarray]:
-    """Segment one case given as its channel arrays (each 2D ``(H, W)`` or 3D ``(z, H, W)``, ITK
-    order, same shape): ``label`` label values and ``entropy`` (nats, float32) on the input
-    array's shape, and ``mean`` ``(K, *shape)`` mean probabilities. The mean probabilities of
+    """Segment one case given as its channel arrays (each 2D ``(H, W)`` or 3D ``(H, W, n)``, ITK
+    index order: slices along the last axis; all of one shape): ``label`` label values and
+    ``entropy`` (nats, float32) on the input array's shape, and ``mean`` ``(K, *shape)`` mean
+    probabilities. The mean probabilities of
     each slice are resampled bilinearly from ``size`` x ``size`` back to ``(H, W)`` and the label
     map is their argmax there."""
     if len(channels) != model.image_channels:
@@ -136,17 +137,18 @@ def segment_case(model: LoadedLdseg, channels: Sequence[np.ndarray], *, samples:
         shapes = [np.asarray(c).shape for c in channels]
         raise InputError(f"channels must be 2D or 3D arrays of one shape; got {shapes}")
     result = predict_slices(model, image_slices(channels, model.config.size), samples=samples, steps=steps, seed=seed)
-    height, width = shape[-2:]
+    height, width = shape[:2]
     mean = F.interpolate(torch.from_numpy(result["mean"]), size=(height, width), mode="bilinear",
                          align_corners=False)
     mean = mean / mean.sum(dim=1, keepdim=True).clamp_min(1e-12)
     entropy = -(mean * torch.log(mean.clamp_min(1e-12))).sum(dim=1)
     index = mean.argmax(dim=1).numpy()
     labels = np.asarray(model.labels)[index].astype(np.uint8 if max(model.labels) < 256 else np.uint16)
-    mean_np = np.moveaxis(mean.numpy(), 1, 0)  # (K, n, H, W)
+    mean_np = np.moveaxis(mean.numpy(), 0, -1)  # (K, H, W, n)
     if len(shape) == 2:
-        return {"label": labels[0], "entropy": entropy.numpy()[0].astype(np.float32), "mean": mean_np[:, 0]}
-    return {"label": labels, "entropy": entropy.numpy().astype(np.float32), "mean": mean_np}
+        return {"label": labels[0], "entropy": entropy.numpy()[0].astype(np.float32), "mean": mean_np[..., 0]}
+    return {"label": np.ascontiguousarray(np.moveaxis(labels, 0, -1)),
+            "entropy": np.ascontiguousarray(np.moveaxis(entropy.numpy(), 0, -1)).astype(np.float32), "mean": mean_np}
 
 
 def case_uncertainty(label: np.ndarray, entropy: np.ndarray) -> tuple[float, str, int]:

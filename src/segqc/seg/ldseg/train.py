@@ -1,14 +1,16 @@
 """Training LDSeg on an nnU-Net-style dataset: 2D slices, one stage on the shared stage runner.
 
 Data (kept simple on purpose): every training case is read through :mod:`segqc.io`
-(``imagesTr/CASE_XXXX`` channels, ``labelsTr/CASE``); its arrays are in ITK index order, so a 3D
-volume ``(z, y, x)`` gives its ``z`` slices and a 2D image ``(y, x)`` (e.g. HC18 ultrasound) one
-slice. Each channel is z-scored over the whole case (mean 0, standard deviation 1); every slice
-is resampled in-plane to ``size`` x ``size`` px — images bilinearly (antialiased), label maps by
-nearest neighbour — so the aspect ratio and the physical spacing are not kept (the network sees
-a fixed grid; :mod:`segqc.seg.ldseg.predict` resamples the probabilities back to each input
-grid). No reorientation and no cropping. Label values are the ``dataset.json`` labels (with 0)
-and every value found in the training maps, mapped to class indices 0..K-1 in sorted order.
+(``imagesTr/CASE_XXXX`` channels, ``labelsTr/CASE``); its arrays are in ITK index order ``(i,
+j[, k])``, so a 3D volume gives one slice per index of its last axis ``k`` (the stored slice
+axis: ACDC's short-axis slices) and a 2D image (e.g. HC18 ultrasound) one slice. Each channel is
+z-scored over the whole case (mean 0, standard deviation 1); every slice is resampled in-plane
+to ``size`` x ``size`` px — images bilinearly (antialiased), label maps by nearest neighbour —
+so the aspect ratio and the physical spacing are not kept (the network sees a fixed grid;
+:mod:`segqc.seg.ldseg.predict` resamples the probabilities back to each input grid). No
+reorientation and no cropping. Label values are the ``dataset.json`` labels (with 0; the values
+found in the training maps when it names none), mapped to class indices 0..K-1 in sorted order; a
+map holding another value is refused with one line naming the file.
 
 Training (paper Algorithm 1): every step draws ``batch_size`` slices uniformly from all training
 slices (the draw of step k depends only on (seed, k): a resumed run draws what an uninterrupted
@@ -43,17 +45,18 @@ METHOD = "ldseg"
 
 
 def _as_slices(array: np.ndarray) -> np.ndarray:
-    """``(n, H, W)``: the slices of a 3D array (ITK order, first axis) or the one 2D image."""
+    """``(n, H, W)``: the slices of a 3D array ``(H, W, n)`` (ITK index order: one slice per
+    index of the last axis) or the one 2D image ``(H, W)``."""
     if array.ndim == 2:
         return array[None]
     if array.ndim == 3:
-        return array
+        return np.moveaxis(array, -1, 0)
     raise ValueError(f"need a 2D or 3D array, got shape {array.shape}")
 
 
 def image_slices(channels: Sequence[np.ndarray], size: int) -> np.ndarray:
     """``(n, C, size, size)`` float32: each channel z-scored over the whole case (a constant
-    channel becomes 0), sliced along the first axis of a 3D array and resampled bilinearly
+    channel becomes 0), sliced along the last axis of a 3D array and resampled bilinearly
     (antialiased) to ``size`` x ``size``. Inputs are not modified."""
     stacked = []
     for channel in channels:
