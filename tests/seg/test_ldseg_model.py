@@ -130,3 +130,27 @@ def test_config_checks_the_latent_and_the_paper_settings():
         LdsegConfig.preset("tiny", size=40)
     with pytest.raises(ValueError, match="train_decode"):
         LdsegConfig.preset("tiny", train_decode="other")
+
+
+def test_the_decoder_sees_z_t_minus_eps_hat_as_in_eq_12_or_the_clipped_x0_estimate():
+    seen: dict[str, torch.Tensor] = {}
+    image, gt = torch.randn(2, 2, 32, 32), torch.randint(0, 3, (2, 32, 32))
+    for mode in ("paper", "x0"):
+        torch.manual_seed(0)
+        model = Ldseg(LdsegConfig.preset("tiny", train_decode=mode), image_channels=2, classes=3)
+        with torch.no_grad():
+            for parameter in model.denoiser.parameters():
+                parameter.add_(0.05 * torch.randn_like(parameter))
+        inputs: dict[str, torch.Tensor] = {}
+        model.label_decoder.register_forward_hook(
+            lambda _m, args, _o, mode=mode: seen.__setitem__(mode, args[0].detach()))
+        model.denoiser.register_forward_hook(
+            lambda _m, args, out, inputs=inputs: inputs.update(x=args[0].detach(), eps=out.detach()))
+        loss, _ = model.training_loss(image, gt, generator=torch.Generator().manual_seed(1))
+        assert torch.isfinite(loss)
+        z_t = inputs["x"][:, :model.config.latent_channels]
+        t = torch.randint(0, 1000, (2,), generator=torch.Generator().manual_seed(1))  # the draw training_loss made
+        abar = model.abar[t].view(-1, 1, 1, 1)
+        expected = z_t - inputs["eps"] if mode == "paper" else \
+            ((z_t - (1 - abar).sqrt() * inputs["eps"]) / abar.sqrt()).clamp(-5.0, 5.0)
+        torch.testing.assert_close(seen[mode], expected, atol=1e-5, rtol=1e-5)

@@ -152,3 +152,14 @@ def test_cli_refuses_missing_folders_with_one_line(trained_ldseg, tmp_path):
     assert no_model.exit_code == 2 and "model directory not found" in no_model.output
     unknown = runner.invoke(app, ["seg", "train", "qcresunet", str(tmp_path), "-o", str(tmp_path / "m")])
     assert unknown.exit_code == 2 and "unknown SEG method" in unknown.output
+
+
+def test_a_rerun_reuses_the_finished_training_and_refuses_other_settings(trained_ldseg, disk_dataset):
+    weights = (trained_ldseg / "model" / "denoiser.safetensors").read_bytes()
+    again = runner.invoke(app, ["seg", "train", "ldseg", str(disk_dataset), "-o", str(trained_ldseg), "--config",
+                                "tiny", "--device", "cpu", "-q"])
+    assert again.exit_code == 0 and "reusing" in again.output, again.output
+    assert (trained_ldseg / "model" / "denoiser.safetensors").read_bytes() == weights
+    other = runner.invoke(app, ["seg", "train", "ldseg", str(disk_dataset), "-o", str(trained_ldseg), "--config",
+                                "tiny", "--set", "gamma=1", "-q"])
+    assert other.exit_code == 2 and "other settings" in other.output and "gamma" in other.output
