@@ -49,6 +49,7 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("nnqc", "qc", "segqc.qc.nnqc", "NnqcConfig", "diffusion pseudo ground truths (Marciandò et al.)"),
     Method("cae", "qc", "segqc.qc.baselines.cae", "CaeConfig", "autoencoder baseline (Galati & Zuluaga)"),
     Method("qcresunet", "qc", "segqc.qc.qcresunet", "QcResUNetConfig", "Dice/NSD regression, error maps (Qiu et al.)"),
+    Method("ldseg", "seg", "segqc.seg.ldseg", "LdsegConfig", "latent diffusion segmentation (Zaman et al.)"),
 ]}
 
 

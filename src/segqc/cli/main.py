@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from segqc.cli import degrade, demo, evaluate, fingerprint, qc, report, review, zoo
+from segqc.cli import degrade, demo, evaluate, fingerprint, qc, report, review, seg, zoo
 
 app = typer.Typer(
     name="segqc",
@@ -20,6 +20,7 @@ app.command("degrade")(degrade.degrade_command)
 app.command("report")(report.report_command)
 app.add_typer(zoo.app, name="zoo")
 app.add_typer(qc.app, name="qc")
+app.add_typer(seg.app, name="seg")
 app.add_typer(review.app, name="review")
 
 

@@ -1,0 +1,84 @@
+"""``segqc seg``: train segmentation methods and segment images (with uncertainty)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from segqc.cli._common import console, user_errors
+
+app = typer.Typer(help="Segmentation methods: train, predict (with uncertainty).", no_args_is_help=True)
+
+
+@app.command("train")
+def train_command(
+    method: str = typer.Argument(..., help="Segmentation method: ldseg (latent diffusion, Zaman et al.)."),
+    dataset_dir: Path = typer.Argument(..., help="nnU-Net-style dataset (imagesTr, labelsTr, dataset.json)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Training folder to write (rerun to resume); the model is "
+                                                      "OUT/model."),
+    config: str = typer.Option("small", "--config",
+                               help="Preset (tiny: tests, small: CPU, paper: GPU; any case) or a JSON config file."),
+    seed: int = typer.Option(0, "--seed", help="Seed of everything random."),
+    set_fields: list[str] = typer.Option([], "--set", help="Override a config field, KEY=VALUE (repeatable)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Processes for reading and slicing the training data."),
+    device: str = typer.Option("auto", "--device", help="Where to train: cpu, cuda, cuda:1 or auto."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars (log lines only)."),
+) -> None:
+    """Train a segmentation model on a dataset's images and label maps.
+
+    Example: segqc seg train ldseg ../shared/data/hc18 -o runs/hc18-ldseg --config small
+    """
+    from segqc.cli._common import check_device, prepare_output_dir, require_nn
+
+    with user_errors():
+        require_nn("seg train")
+        check_device(device)
+        from segqc.config import parse_overrides
+        from segqc.io.datasets import Dataset
+        from segqc.methods import method as method_entry
+
+        entry = method_entry(method, kind="seg")
+        chosen = entry.config(config, seed=seed, **parse_overrides(set_fields))
+        cases = Dataset.open(dataset_dir).cases  # checks the folder before the output is created
+        prepare_output_dir(out)
+        directory = entry.train(dataset_dir, out, config=chosen, cases=cases, jobs=jobs, log=console.print,
+                                progress=not quiet, device=device)
+    console.print(f"model written to {directory}")
+
+
+@app.command("predict")
+def predict_command(
+    model_dir: Path = typer.Argument(..., help="A trained model directory (or its training folder)."),
+    images_dir: Path = typer.Argument(..., help="Images: CASE_0000.nii.gz (one file per channel)."),
+    out: Path = typer.Option(..., "-o", "--out",
+                             help="Output folder: CASE.nii.gz, uncertainty/CASE.nii.gz (entropy), cases.csv."),
+    samples: int | None = typer.Option(None, "--samples", help="Samples per slice (default: the model's)."),
+    steps: int | None = typer.Option(None, "--steps", help="DDIM steps (default: the model's, 2)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sampler (same seed, same files)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes on the CPU (0 = one per core)."),
+    device: str = typer.Option("cpu", "--device", help="Where the model samples: cpu, cuda, cuda:1 or auto."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Segment images, with a per-pixel uncertainty (entropy of the mean of the samples).
+
+    Example: segqc seg predict runs/hc18-ldseg images/ -o seg_out/ --samples 8
+    """
+    from segqc.cli._common import check_device, prepare_output_dir, print_run_footer, require_nn
+
+    with user_errors():
+        require_nn("seg predict")
+        check_device(device)
+        from segqc.seg.ldseg.predict import predict_folder
+
+        if not images_dir.is_dir():
+            from segqc.errors import InputError
+
+            raise InputError("image folder not found" if not images_dir.exists() else "not a folder", images_dir)
+        prepare_output_dir(out)
+        report = predict_folder(model_dir, images_dir, out, samples=samples, steps=steps, seed=seed, jobs=jobs,
+                                device=device, progress=not quiet)
+    code = print_run_footer(report, out_dir=out)
+    console.print(f"wrote {out / 'cases.csv'}, the label maps and {out / 'uncertainty'}/")
+    if code:
+        raise typer.Exit(code)

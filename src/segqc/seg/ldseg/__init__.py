@@ -1,0 +1,1 @@
+"""LDSeg: latent diffusion segmentation (Zaman et al.), 2D slices."""

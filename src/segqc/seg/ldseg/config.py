@@ -1,0 +1,140 @@
+"""Settings of LDSeg (Zaman et al., latent diffusion for medical image segmentation).
+
+:class:`LdsegConfig` is a frozen dataclass saved as JSON with every checkpoint. Presets
+(``LdsegConfig.preset(name)``):
+
+* ``tiny`` — for tests: 32 px slices (a 2 x 2 latent), widths (8, 8, 16, 16), a two-level
+  denoiser, 300 steps of 8 slices (about 15 s on one core). Learns easy synthetic shapes.
+* ``small`` (the default) — 2 CPU cores: 128 px slices (an 8 x 8 latent after the paper's four
+  down-samplings), widths (16, 32, 48, 64), 2 latent channels, a three-level denoiser
+  (32, 64, 64) with attention at the two deepest levels, 3000 steps of batch 8 (1.6 M
+  parameters; about 0.45 s per step on one thread while another training ran: ~25 min; not
+  trained yet).
+* ``paper`` — for a GPU: 256 px slices (16 x 16 latent), widths (32, 64, 128, 256), one latent
+  channel (the paper's "two channel input to the denoiser": noisy label latent + image
+  embedding), attention in the image encoder's last two stages, a four-level denoiser, 50 000
+  steps of batch 16, learning rate 1e-3 decayed exponentially.
+
+Loss (paper Eq. 14-18): ``CE + gamma * Dice + lambda * ||eps - eps_hat||^2`` with gamma = 2 and
+lambda = 1; T = 1000 diffusion steps; the noise schedule ``schedule`` is one of MONAI's
+(``DDPMScheduler``; default ``cosine``, Nichol & Dhariwal, which the paper names for its DDIM
+sampling). ``train_decode``: what the label decoder sees during training — ``paper``: Eq. 12
+literally, ``z_dn = z_t - eps_hat``; ``x0``: the DDPM estimate of the clean latent
+``(z_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t)`` clipped to ``+-clip_latent`` (the quantity DDIM
+decodes at inference). Inference: DDIM (eta = 0) with ``steps`` evenly spaced timesteps between
+1 and T (default 2, the paper's Fig. 5) and ``samples`` samples per slice.
+
+Only ``steps_train`` (the number of optimiser steps) and ``checkpoint_every`` may change when a
+stopped run is continued.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from segqc.config import ConfigBase, register_presets
+
+__all__ = ["PRESETS", "LdsegConfig"]
+
+SCHEDULES = ("linear_beta", "scaled_linear_beta", "sigmoid_beta", "cosine")
+
+
+@dataclass(frozen=True)
+class LdsegConfig(ConfigBase):
+    """Every setting of the LDSeg model and its training (defaults: the ``small`` preset).
+
+    Network: ``size`` (slices are resampled in-plane to ``size`` x ``size`` px; divisible by
+    16: four stride-2 down-samplings), ``widths`` (four encoder / decoder stages, one residual
+    block each, ``blocks`` per stage), ``latent_channels`` (channels of the label embedding and of
+    the image embedding), ``image_attention`` (multi-head self-attention after the image
+    encoder's last two stages), ``denoiser_channels`` / ``denoiser_attention`` /
+    ``denoiser_res_blocks`` (MONAI ``DiffusionModelUNet`` levels), ``norm_groups`` (group norm of
+    the denoiser).
+
+    Diffusion: ``timesteps`` (T), ``schedule`` (MONAI schedule name), ``train_decode``
+    (``paper`` or ``x0``, module docstring), ``clip_latent`` (bound of the estimated clean latent
+    at inference and for ``x0``).
+
+    Loss and optimisation: ``gamma`` (Dice weight), ``lam`` (denoiser weight), ``steps_train``
+    optimiser steps of ``batch_size`` slices drawn uniformly from all training slices, Adam
+    ``lr`` multiplied by ``lr_decay`` every 1000 steps (exponential decay), ``flip``
+    (random flips as augmentation; off by default: left/right classes), ``checkpoint_every``.
+
+    Inference defaults: ``samples`` per slice, ``steps`` DDIM steps.
+    """
+
+    KIND: ClassVar[str] = "ldseg"
+    LABEL: ClassVar[str] = "LDSeg"
+    RESUMABLE_FIELDS: ClassVar[tuple[str, ...]] = ("steps_train", "checkpoint_every")
+
+    size: int = 128
+    widths: tuple[int, ...] = (16, 32, 48, 64)
+    blocks: int = 1
+    latent_channels: int = 2
+    image_attention: bool = True
+    denoiser_channels: tuple[int, ...] = (32, 64, 64)
+    denoiser_attention: tuple[bool, ...] = (False, True, True)
+    denoiser_res_blocks: int = 1
+    norm_groups: int = 8
+    timesteps: int = 1000
+    schedule: str = "cosine"
+    train_decode: str = "paper"
+    clip_latent: float = 5.0
+    gamma: float = 2.0
+    lam: float = 1.0
+    steps_train: int = 3000
+    batch_size: int = 8
+    lr: float = 1e-3
+    lr_decay: float = 0.9
+    flip: bool = False
+    checkpoint_every: int = 250
+    samples: int = 1
+    steps: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("widths", "denoiser_channels"):
+            object.__setattr__(self, name, tuple(int(w) for w in getattr(self, name)))
+        object.__setattr__(self, "denoiser_attention", tuple(bool(a) for a in self.denoiser_attention))
+        if len(self.widths) != 4:
+            raise ValueError(f"widths needs one entry per down-sampling stage (4); got {self.widths}")
+        if self.size % 16 or self.size < 16:
+            raise ValueError(f"size {self.size} must be a positive multiple of 16 (four stride-2 stages)")
+        if len(self.denoiser_attention) != len(self.denoiser_channels):
+            raise ValueError("denoiser_attention needs one entry per denoiser level "
+                             f"({len(self.denoiser_channels)}); got {self.denoiser_attention}")
+        if any(c % self.norm_groups for c in self.denoiser_channels):
+            raise ValueError(f"denoiser_channels {self.denoiser_channels} must be multiples of norm_groups "
+                             f"{self.norm_groups}")
+        if (self.size // 16) % 2 ** (len(self.denoiser_channels) - 1):
+            raise ValueError(f"the {self.size // 16} px latent cannot be halved {len(self.denoiser_channels) - 1} "
+                             "times by the denoiser; use fewer denoiser levels or another size")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
+        if self.train_decode not in ("paper", "x0"):
+            raise ValueError(f"train_decode must be paper or x0, got {self.train_decode!r}")
+        for name in ("blocks", "latent_channels", "timesteps", "steps_train", "batch_size", "samples", "steps",
+                     "checkpoint_every", "denoiser_res_blocks"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.steps > self.timesteps:
+            raise ValueError(f"steps ({self.steps}) cannot exceed timesteps ({self.timesteps})")
+
+    @property
+    def latent_size(self) -> int:
+        """Side of the label and image embeddings (``size / 16``)."""
+        return self.size // 16
+
+
+PRESETS = {
+    "tiny": LdsegConfig(size=32, widths=(8, 8, 16, 16), latent_channels=2, image_attention=False,
+                        denoiser_channels=(16, 16), denoiser_attention=(False, False), norm_groups=8,
+                        steps_train=300, batch_size=8, lr=3e-3, checkpoint_every=1000),
+    "small": LdsegConfig(),
+    "paper": LdsegConfig(size=256, widths=(32, 64, 128, 256), latent_channels=1,
+                         denoiser_channels=(64, 128, 128, 128), denoiser_attention=(False, False, True, True),
+                         denoiser_res_blocks=2, norm_groups=32, steps_train=50_000, batch_size=16,
+                         checkpoint_every=1000),
+}
+register_presets(LdsegConfig, PRESETS)

@@ -1,0 +1,227 @@
+"""The four LDSeg networks (2D) and the diffusion arithmetic they share.
+
+* :class:`Encoder` — ResNet-style, four stride-2 residual stages (no skip connections to a
+  decoder), then a 1 x 1 convolution to ``latent_channels``. As the label encoder it reads the
+  one-hot label map and ends in a normalisation without parameters (each sample's embedding is
+  standardised to mean 0, standard deviation 1 over channels and pixels: the paper's "normalization
+  layer ... to ensure standardized distribution"); as the image encoder it may add multi-head
+  self-attention after its last two stages (paper §IV-B).
+* the conditional denoiser — MONAI's ``DiffusionModelUNet`` on ``[noisy label latent, image
+  embedding]`` concatenated along channels, with the timestep; it predicts the noise.
+* :class:`LabelDecoder` — a ResUNet-style decoder without skips: four (x2 up-sampling, residual
+  block) stages to class logits (softmax in the loss and at inference).
+
+:class:`Ldseg` holds the four, the noise schedule (``abar``, from MONAI's ``DDPMScheduler``) and
+:meth:`Ldseg.training_loss` (paper Algorithm 1) and :meth:`Ldseg.sample` (DDIM, Algorithm 2
+with the paper's few evenly spaced steps).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segqc.seg.ldseg.config import LdsegConfig
+
+__all__ = ["COMPONENTS", "Encoder", "LabelDecoder", "Ldseg", "ddim_timesteps", "dice_loss"]
+
+COMPONENTS = ("label_encoder", "image_encoder", "denoiser", "label_decoder")
+"""The networks, each saved as its own safetensors file."""
+
+
+def _groups(channels: int) -> int:
+    for groups in (8, 4, 2):
+        if channels % groups == 0:
+            return groups
+    return 1
+
+
+class ResBlock(nn.Module):
+    """conv3x3 - GroupNorm - SiLU - conv3x3 - GroupNorm, plus the (projected) input; ``stride``
+    2 halves the size."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.norm1 = nn.GroupNorm(_groups(out_channels), out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.norm2 = nn.GroupNorm(_groups(out_channels), out_channels)
+        self.skip: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.skip = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                                      nn.GroupNorm(_groups(out_channels), out_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.silu(self.norm1(self.conv1(x)))
+        return F.silu(self.norm2(self.conv2(y)) + self.skip(x))
+
+
+class _SpatialAttention(nn.Module):
+    """Multi-head self-attention over the pixels of a feature map (pre-norm, residual)."""
+
+    def __init__(self, channels: int, heads: int = 4) -> None:
+        super().__init__()
+        heads = heads if channels % heads == 0 else 1
+        self.norm = nn.GroupNorm(_groups(channels), channels)
+        self.attention = nn.MultiheadAttention(channels, heads, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        tokens = self.norm(x).flatten(2).transpose(1, 2)
+        out, _ = self.attention(tokens, tokens, tokens, need_weights=False)
+        return x + out.transpose(1, 2).reshape(b, c, h, w)
+
+
+class Encoder(nn.Module):
+    """``(B, in_channels, S, S)`` -> ``(B, latent_channels, S/16, S/16)``. ``standardise``: the
+    label encoder's final normalisation (GroupNorm with one group and no affine parameters);
+    ``attention``: self-attention after the last two stages (the image encoder)."""
+
+    def __init__(self, in_channels: int, latent_channels: int, widths: Sequence[int], *, blocks: int = 1,
+                 standardise: bool = False, attention: bool = False) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, padding=1)]
+        channels = widths[0]
+        for stage, width in enumerate(widths):
+            layers.append(ResBlock(channels, width, stride=2))
+            layers += [ResBlock(width, width) for _ in range(blocks - 1)]
+            if attention and stage >= len(widths) - 2:
+                layers.append(_SpatialAttention(width))
+            channels = width
+        layers.append(nn.Conv2d(channels, latent_channels, 1))
+        self.body = nn.Sequential(*layers)
+        self.norm: nn.Module = nn.GroupNorm(1, latent_channels, affine=False) if standardise else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.body(x))
+
+
+class LabelDecoder(nn.Module):
+    """``(B, latent_channels, S/16, S/16)`` -> class logits ``(B, classes, S, S)``: a ResUNet
+    decoder without skip connections."""
+
+    def __init__(self, latent_channels: int, classes: int, widths: Sequence[int], *, blocks: int = 1) -> None:
+        super().__init__()
+        reversed_widths = list(widths)[::-1]
+        layers: list[nn.Module] = [nn.Conv2d(latent_channels, reversed_widths[0], 3, padding=1)]
+        channels = reversed_widths[0]
+        for width in reversed_widths:
+            layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
+            layers.append(ResBlock(channels, width))
+            layers += [ResBlock(width, width) for _ in range(blocks - 1)]
+            channels = width
+        layers.append(nn.Conv2d(channels, classes, 1))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.body(z)
+
+
+def dice_loss(probs: torch.Tensor, onehot: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Paper Eq. 15 per class and sample, averaged: ``1 - 2 sum(p y) / (sum p + sum y)``."""
+    dims = tuple(range(2, probs.ndim))
+    inter = (probs * onehot).sum(dims)
+    total = probs.sum(dims) + onehot.sum(dims)
+    return (1.0 - (2.0 * inter + eps) / (total + eps)).mean()
+
+
+def ddim_timesteps(steps: int, timesteps: int) -> list[int]:
+    """The ``steps`` sampling timesteps (0-based, descending): ``steps`` evenly spaced reals
+    between 1 and T inclusive, rounded (Nichol & Dhariwal; paper §V-B), minus 1 for MONAI's 0-based
+    indexing. ``steps=2``, T=1000 -> [999, 0]."""
+    if steps == 1:
+        return [timesteps - 1]
+    values = torch.linspace(1, timesteps, steps).round().long() - 1
+    return sorted({int(v) for v in values}, reverse=True)
+
+
+class Ldseg(nn.Module):
+    """The four LDSeg networks and the noise schedule of ``config`` for ``image_channels``
+    input channels and ``classes`` classes (background included)."""
+
+    abar: torch.Tensor  # cumulative products of (1 - beta_t), t = 0 .. T-1 (a buffer)
+
+    def __init__(self, config: LdsegConfig, *, image_channels: int, classes: int) -> None:
+        super().__init__()
+        from monai.networks.nets import DiffusionModelUNet
+        from monai.networks.schedulers import DDPMScheduler
+
+        self.config = config
+        self.classes = classes
+        latent = config.latent_channels
+        self.label_encoder = Encoder(classes, latent, config.widths, blocks=config.blocks, standardise=True)
+        self.image_encoder = Encoder(image_channels, latent, config.widths, blocks=config.blocks,
+                                     attention=config.image_attention)
+        self.denoiser = DiffusionModelUNet(
+            spatial_dims=2, in_channels=2 * latent, out_channels=latent, num_res_blocks=config.denoiser_res_blocks,
+            channels=config.denoiser_channels, attention_levels=config.denoiser_attention,
+            norm_num_groups=config.norm_groups, num_head_channels=[max(c // 4, 1) for c in config.denoiser_channels])
+        self.label_decoder = LabelDecoder(latent, classes, config.widths, blocks=config.blocks)
+        schedule = DDPMScheduler(num_train_timesteps=config.timesteps, schedule=config.schedule)
+        self.register_buffer("abar", schedule.alphas_cumprod.float().clone(), persistent=False)
+
+    def component(self, name: str) -> nn.Module:
+        module: nn.Module = getattr(self, name)
+        return module
+
+    def noise(self, eps_input: torch.Tensor, z_image: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The denoiser's noise estimate for noisy latents at 0-based timesteps ``t`` (B,)."""
+        return self.denoiser(torch.cat([eps_input, z_image], dim=1), timesteps=t)
+
+    def training_loss(self, image: torch.Tensor, gt: torch.Tensor, *,
+                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Algorithm 1 on a batch: ``image`` (B, C, S, S), ``gt`` (B, S, S) class indices ->
+        ``CE + gamma Dice + lambda ||eps - eps_hat||^2`` and its parts. ``t`` is drawn per slice
+        (uniform over 1..T, 0-based here), ``eps`` from ``generator``."""
+        cfg = self.config
+        onehot = F.one_hot(gt.long(), self.classes).permute(0, 3, 1, 2).float()
+        z_image = self.image_encoder(image)
+        z_label = self.label_encoder(onehot)
+        t = torch.randint(0, cfg.timesteps, (image.shape[0],), generator=generator).to(image.device)
+        eps = torch.randn(z_label.shape, generator=generator).to(image.device)
+        abar = self.abar[t].view(-1, 1, 1, 1)
+        z_t = abar.sqrt() * z_label + (1 - abar).sqrt() * eps
+        eps_hat = self.noise(z_t, z_image, t)
+        if cfg.train_decode == "paper":
+            z_dn = z_t - eps_hat  # Eq. 12, as written
+        else:
+            z_dn = ((z_t - (1 - abar).sqrt() * eps_hat) / abar.sqrt()).clamp(-cfg.clip_latent, cfg.clip_latent)
+        logits = self.label_decoder(z_dn)
+        ce = F.cross_entropy(logits, gt.long())
+        dice = dice_loss(torch.softmax(logits, dim=1), onehot)
+        mse = F.mse_loss(eps_hat, eps)
+        loss = ce + cfg.gamma * dice + cfg.lam * mse
+        return loss, {"loss": loss.item(), "ce": ce.item(), "dice": dice.item(), "mse": mse.item()}
+
+    @torch.no_grad()
+    def sample(self, image: torch.Tensor, *, samples: int, steps: int, generator: torch.Generator | None = None,
+               noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Class probabilities ``(samples, B, classes, S, S)`` of ``image`` (B, C, S, S): the
+        image is encoded once, ``samples`` Gaussian latents per slice are denoised together by
+        deterministic DDIM (eta = 0) over :func:`ddim_timesteps` and decoded. The clean-latent
+        estimate is clipped to ``+-clip_latent``. The starting latents are ``noise``
+        ``(samples * B, latent_channels, S/16, S/16)`` (sample-major: row ``s * B + b``) or drawn
+        from ``generator`` (CPU)."""
+        cfg = self.config
+        b = image.shape[0]
+        z_image = self.image_encoder(image).repeat(samples, 1, 1, 1)
+        shape = (samples * b, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
+        if noise is None:
+            noise = torch.randn(shape, generator=generator)
+        if tuple(noise.shape) != shape:
+            raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
+        z = noise.to(image.device)
+        times = ddim_timesteps(steps, cfg.timesteps)
+        for k, t in enumerate(times):
+            abar_t = self.abar[t]
+            abar_prev = self.abar[times[k + 1]] if k + 1 < len(times) else torch.ones_like(abar_t)
+            tt = torch.full((z.shape[0],), t, device=image.device, dtype=torch.long)
+            eps_hat = self.noise(z, z_image, tt)
+            z0 = ((z - (1 - abar_t).sqrt() * eps_hat) / abar_t.sqrt()).clamp(-cfg.clip_latent, cfg.clip_latent)
+            eps_hat = (z - abar_t.sqrt() * z0) / (1 - abar_t).sqrt()  # consistent with the clipped estimate
+            z = abar_prev.sqrt() * z0 + (1 - abar_prev).sqrt() * eps_hat
+        probs = torch.softmax(self.label_decoder(z), dim=1)
+        return probs.view(samples, b, self.classes, cfg.size, cfg.size)

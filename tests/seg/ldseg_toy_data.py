@@ -1,0 +1,38 @@
+"""Synthetic segmentation data for the LDSeg tests: bright disks on noise (label 1 = disk)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from segqc.io.images import Geometry, write_image
+
+
+def disk_image(rng: np.random.Generator, shape: tuple[int, int] = (40, 48)) -> tuple[np.ndarray, np.ndarray]:
+    """One image (float32, noise of sd 0.3 plus 1.0 inside a disk) and its label map (uint8)."""
+    height, width = shape
+    radius = rng.uniform(0.18, 0.3) * min(shape)
+    cy = rng.uniform(radius + 1, height - radius - 1)
+    cx = rng.uniform(radius + 1, width - radius - 1)
+    yy, xx = np.mgrid[:height, :width]
+    label = ((yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2).astype(np.uint8)
+    image = (label.astype(np.float32) + rng.normal(0.0, 0.3, shape)).astype(np.float32)
+    return image, label
+
+
+def make_disk_dataset(root: Path, *, cases: int = 24, seed: int = 0, shape: tuple[int, int] = (40, 48)) -> Path:
+    """An nnU-Net folder of 2D disk images (spacing 0.5 x 0.7 mm)."""
+    rng = np.random.default_rng(seed)
+    (root / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (root / "labelsTr").mkdir(parents=True, exist_ok=True)
+    geometry = Geometry(shape=shape, spacing=(0.7, 0.5), origin=(0.0, 0.0), direction=(1.0, 0.0, 0.0, 1.0))
+    for k in range(cases):
+        image, label = disk_image(rng, shape)
+        write_image(root / "imagesTr" / f"disk_{k:03d}_0000.nii.gz", image, geometry)
+        write_image(root / "labelsTr" / f"disk_{k:03d}.nii.gz", label, geometry)
+    (root / "dataset.json").write_text(json.dumps({
+        "name": "disks", "channel_names": {"0": "synthetic"}, "labels": {"background": 0, "disk": 1},
+        "numTraining": cases, "file_ending": ".nii.gz"}))
+    return root

@@ -1,0 +1,165 @@
+"""LDSeg end to end on synthetic disks: training through ``segqc seg train`` lowers the loss and
+beats an all-background map on held-out images, the checkpoint reproduces the in-memory model,
+``segqc seg predict`` writes the label maps, entropy maps and cases.csv on each input's grid, and
+more samples show where they disagree. Bad input is one line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import torch
+from ldseg_toy_data import disk_image
+from typer.testing import CliRunner
+
+from segqc.cli.main import app
+from segqc.io.images import Geometry, read_image, read_label_map, write_image
+from segqc.seg.ldseg.config import LdsegConfig
+from segqc.seg.ldseg.model import Ldseg
+from segqc.seg.ldseg.predict import LoadedLdseg, load, predict_slices, segment_case
+from segqc.seg.ldseg.train import LdsegData, save_model
+
+runner = CliRunner()
+
+
+def _dice(pred: np.ndarray, gt: np.ndarray) -> float:
+    pred, gt = np.asarray(pred) > 0, np.asarray(gt) > 0
+    total = pred.sum() + gt.sum()
+    return float(2 * (pred & gt).sum() / total) if total else 1.0
+
+
+def _held_out(n: int = 6, seed: int = 99) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [disk_image(rng) for _ in range(n)]
+
+
+def test_training_lowers_the_loss(trained_ldseg):
+    metrics = json.loads((trained_ldseg / "model" / "metrics.json").read_text())
+    losses = metrics["train"]["losses"]
+    assert len(losses["loss"]) == LdsegConfig.preset("tiny").steps_train
+    first, last = np.mean(losses["loss"][:30]), np.mean(losses["loss"][-30:])
+    assert last < 0.6 * first, (first, last)
+    assert np.mean(losses["dice"][-30:]) < np.mean(losses["dice"][:30])
+    assert np.mean(losses["mse"][-30:]) < np.mean(losses["mse"][:30])
+
+
+def test_trained_model_beats_an_all_background_map_on_held_out_disks(trained_ldseg):
+    model = load(trained_ldseg)  # the run folder resolves to its model
+    scores = []
+    for image, gt in _held_out():
+        pred = segment_case(model, [image], samples=2, seed=0)["label"]
+        assert pred.shape == gt.shape
+        scores.append(_dice(pred, gt))
+    background = [_dice(np.zeros_like(gt), gt) for _, gt in _held_out()]
+    assert max(background) == 0.0
+    assert np.mean(scores) > 0.5, scores
+
+
+def test_checkpoint_round_trip_equals_the_in_memory_model(tmp_path):
+    config = LdsegConfig.preset("tiny")
+    torch.manual_seed(5)
+    model = Ldseg(config, image_channels=1, classes=2)
+    with torch.no_grad():  # weights no fresh initialisation would give (the zero output layer too)
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    model.eval()
+    data = LdsegData(np.zeros((1, 1, 32, 32), np.float16), np.zeros((1, 32, 32), np.uint8), ["c"], (0, 1))
+    directory = save_model(model, data, tmp_path / "model")
+    loaded = load(directory)
+    images = np.random.default_rng(0).normal(size=(3, 1, 32, 32)).astype(np.float32)
+    expected = predict_slices(LoadedLdseg(model, config, (0, 1), {}, 1), images, samples=2, seed=1)
+    got = predict_slices(loaded, images, samples=2, seed=1)
+    np.testing.assert_allclose(got["mean"], expected["mean"], atol=1e-6)
+    assert loaded.labels == (0, 1) and loaded.config == config
+
+
+def _write_inputs(folder):
+    """A 2D case (40 x 48, spacing 0.7 x 0.5 mm, shifted origin) and a 3D case of 3 such slices
+    along its last (ITK k) axis with a rotated direction; returns their ground truths."""
+    folder.mkdir(parents=True)
+    (image, gt), (_, _) = _held_out(2, seed=3)
+    flat = Geometry(shape=(40, 48), spacing=(0.7, 0.5), origin=(3.0, -2.0), direction=(1.0, 0.0, 0.0, 1.0))
+    write_image(folder / "flat_0000.nii.gz", image, flat)
+    slices = _held_out(3, seed=4)
+    volume = np.stack([s[0] for s in slices], axis=-1)
+    direction = (0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, -1.0)
+    deep = Geometry(shape=volume.shape, spacing=(0.7, 0.5, 2.5), origin=(1.0, 2.0, 3.0), direction=direction)
+    write_image(folder / "deep_0000.nii.gz", volume, deep)
+    return {"flat": (gt, flat), "deep": (np.stack([s[1] for s in slices], axis=-1), deep)}
+
+
+def test_cli_predict_writes_label_maps_entropy_and_cases_csv_on_the_input_grid(trained_ldseg, tmp_path):
+    truths = _write_inputs(tmp_path / "images")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["seg", "predict", str(trained_ldseg / "model"), str(tmp_path / "images"),
+                                 "-o", str(out), "--samples", "3", "-q"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "cases.csv", dtype={"case": str})
+    assert sorted(table["case"]) == ["deep", "flat"]
+    for case, (gt, geometry) in truths.items():
+        label = read_label_map(out / f"{case}.nii.gz")
+        entropy = read_image(out / "uncertainty" / f"{case}.nii.gz", dtype=None)
+        for written in (label, entropy):
+            assert written.geometry.shape == geometry.shape
+            np.testing.assert_allclose(written.geometry.spacing, geometry.spacing, rtol=1e-5)
+            np.testing.assert_allclose(written.geometry.origin, geometry.origin, atol=1e-4)
+            np.testing.assert_allclose(written.geometry.direction, geometry.direction, atol=1e-6)
+        assert set(np.unique(label.array)) <= {0, 1}
+        assert entropy.array.dtype == np.float32 and entropy.array.min() >= 0
+        assert _dice(label.array, gt) > 0.5, case  # put back where the disk is, slice by slice
+        row = table.set_index("case").loc[case]
+        assert row["samples"] == 3 and row["steps"] == 2
+        assert row["region"] == "foreground" and row["foreground_voxels"] == int((label.array > 0).sum())
+        assert abs(row["uncertainty"] - float(entropy.array[label.array > 0].mean())) < 1e-4
+    again = runner.invoke(app, ["seg", "predict", str(trained_ldseg), str(tmp_path / "images"), "-o",
+                                str(tmp_path / "again"), "--samples", "3", "-q", "--jobs", "2"])
+    assert again.exit_code == 0, again.output
+    for case in truths:  # same seed, same files, serial or in worker processes
+        np.testing.assert_array_equal(read_label_map(tmp_path / "again" / f"{case}.nii.gz").array,
+                                      read_label_map(out / f"{case}.nii.gz").array)
+
+
+def test_more_samples_show_uncertainty_where_the_samples_disagree(trained_ldseg):
+    model = load(trained_ldseg)
+    rng = np.random.default_rng(11)
+    images = []
+    for _ in range(6):  # noisier than the training images: the samples have something to disagree on
+        image, _ = disk_image(rng, (32, 32))
+        images.append(image + rng.normal(0.0, 0.6, image.shape).astype(np.float32))
+    slices = np.stack([(i - i.mean()) / i.std() for i in images])[:, None].astype(np.float32)
+    one = predict_slices(model, slices, samples=1, seed=0)
+    many = predict_slices(model, slices, samples=8, seed=0)
+    assert float(np.abs(one["std"]).max()) == 0.0  # one sample: no spread
+    disagree = many["std"][:, 1] > 0.2  # some samples call the pixel disk, others background
+    assert disagree.any()
+    agree = many["std"][:, 1] < 0.01
+    assert many["entropy"][disagree].min() > 0.0
+    assert many["entropy"][disagree].mean() > many["entropy"][agree].mean()
+
+
+def test_cli_refuses_missing_folders_with_one_line(trained_ldseg, tmp_path):
+    missing = runner.invoke(app, ["seg", "predict", str(trained_ldseg), str(tmp_path / "nope"), "-o",
+                                  str(tmp_path / "o")])
+    assert missing.exit_code == 2
+    assert missing.output.strip().count("\n") == 0 and "nope" in missing.output and "not found" in missing.output
+    no_data = runner.invoke(app, ["seg", "train", "ldseg", str(tmp_path / "nodata"), "-o", str(tmp_path / "m"),
+                                  "--config", "tiny"])
+    assert no_data.exit_code == 2 and no_data.output.strip().count("\n") == 0 and "nodata" in no_data.output
+    assert not (tmp_path / "m").exists()
+    no_model = runner.invoke(app, ["seg", "predict", str(tmp_path / "nomodel"), str(tmp_path), "-o",
+                                   str(tmp_path / "o2")])
+    assert no_model.exit_code == 2 and "model directory not found" in no_model.output
+    unknown = runner.invoke(app, ["seg", "train", "qcresunet", str(tmp_path), "-o", str(tmp_path / "m")])
+    assert unknown.exit_code == 2 and "unknown SEG method" in unknown.output
+
+
+def test_a_rerun_reuses_the_finished_training_and_refuses_other_settings(trained_ldseg, disk_dataset):
+    weights = (trained_ldseg / "model" / "denoiser.safetensors").read_bytes()
+    again = runner.invoke(app, ["seg", "train", "ldseg", str(disk_dataset), "-o", str(trained_ldseg), "--config",
+                                "tiny", "--device", "cpu", "-q"])
+    assert again.exit_code == 0 and "reusing" in again.output, again.output
+    assert (trained_ldseg / "model" / "denoiser.safetensors").read_bytes() == weights
+    other = runner.invoke(app, ["seg", "train", "ldseg", str(disk_dataset), "-o", str(trained_ldseg), "--config",
+                                "tiny", "--set", "gamma=1", "-q"])
+    assert other.exit_code == 2 and "other settings" in other.output and "gamma" in other.output
