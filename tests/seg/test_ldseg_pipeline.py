@@ -163,3 +163,16 @@ def test_a_rerun_reuses_the_finished_training_and_refuses_other_settings(trained
     other = runner.invoke(app, ["seg", "train", "ldseg", str(disk_dataset), "-o", str(trained_ldseg), "--config",
                                 "tiny", "--set", "gamma=1", "-q"])
     assert other.exit_code == 2 and "other settings" in other.output and "gamma" in other.output
+
+
+def test_train_holds_out_whole_patients_and_trains_on_the_rest(disk_dataset, tmp_path):
+    out = tmp_path / "split_run"
+    result = runner.invoke(app, ["seg", "train", "ldseg", str(disk_dataset), "-o", str(out), "--config", "tiny",
+                                 "--set", "steps_train=2", "--holdout-fraction", "0.25", "--group-by",
+                                 r"^(disk_\d\d)", "--device", "cpu", "-q"])
+    assert result.exit_code == 0, result.output
+    split = json.loads((out / "split.json").read_text())
+    groups = lambda cases: {c[:7] for c in cases}  # noqa: E731  disk_00, disk_01, disk_02: 10 cases each
+    assert groups(split["train"]).isdisjoint(groups(split["holdout"])) and len(split["holdout"]) >= 4
+    trained_on = json.loads((out / "model" / "metrics.json").read_text())["data"]["cases"]
+    assert trained_on == len(split["train"]) < 24

@@ -135,3 +135,13 @@ def print_run_footer(report: RunReport | None, *, warnings: Iterable[str] = (), 
     return EXIT_CASE_FAILURES if report.failed else 0
 
 
+
+
+#: ``--split``, ``--holdout-fraction``, ``--group-by``: which cases a training run uses (qc train, seg train).
+SPLIT_OPTION: Path | None = typer.Option(None, "--split",
+                                         help="split.json (patient-level); train on its 'train' cases.")
+HOLDOUT_OPTION: float = typer.Option(
+    0.0, "--holdout-fraction", help="Hold out this fraction of patients (writes OUT/split.json); 0 = train on all.")
+GROUP_BY_OPTION: str | None = typer.Option(
+    None, "--group-by", help="With --holdout-fraction: regular expression whose first group is the patient of a case "
+                             "id (e.g. '^(HC18_[0-9]+)'); default: the id without a _frameNN/_tpNN/... suffix.")

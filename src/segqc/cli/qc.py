@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from segqc.cli._common import console, print_warning, user_errors
+from segqc.cli._common import GROUP_BY_OPTION, HOLDOUT_OPTION, SPLIT_OPTION, console, print_warning, user_errors
 
 app = typer.Typer(help="GT-free quality control: train, predict, benchmark, rank.", no_args_is_help=True)
 
@@ -32,10 +32,9 @@ def train_command(
     config: str = typer.Option("small", "--config",
                                help="Preset (tiny: tests, small: CPU, paper: GPU; any case) or a JSON config file."),
     seed: int = typer.Option(0, "--seed", help="Seed of everything random."),
-    split: Path | None = typer.Option(None, "--split", help="split.json (patient-level); train on its 'train' cases."),
-    holdout_fraction: float = typer.Option(0.0, "--holdout-fraction",
-                                           help="Hold out this fraction of patients (writes OUT/split.json); "
-                                                "0 = train on all."),
+    split: Path | None = SPLIT_OPTION,
+    holdout_fraction: float = HOLDOUT_OPTION,
+    group_by: str | None = GROUP_BY_OPTION,
     conditioning: str | None = typer.Option(None, "--conditioning",
                                                help="nnQC Team of Experts: full, position or image (ablations)."),
     set_fields: list[str] = typer.Option([], "--set", help="Override a config field, KEY=VALUE (repeatable)."),
@@ -61,7 +60,7 @@ def train_command(
         if conditioning is not None:
             overrides["conditioning"] = conditioning
         directory = train_method(method, dataset_dir, out, config=config, seed=seed, split=split,
-                                 holdout_fraction=holdout_fraction, overrides=overrides,
+                                 holdout_fraction=holdout_fraction, group_by=group_by, overrides=overrides,
                                  extra_seg_dirs=extra_segs, jobs=jobs,
                                  log=console.print, progress=not quiet)
     console.print(f"model written to {directory}")

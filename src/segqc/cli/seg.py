@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from segqc.cli._common import console, user_errors
+from segqc.cli._common import GROUP_BY_OPTION, HOLDOUT_OPTION, SPLIT_OPTION, console, user_errors
 
 app = typer.Typer(help="Segmentation methods: train, predict (with uncertainty).", no_args_is_help=True)
 
@@ -20,6 +20,9 @@ def train_command(
     config: str = typer.Option("small", "--config",
                                help="Preset (tiny: tests, small: CPU, paper: GPU; any case) or a JSON config file."),
     seed: int = typer.Option(0, "--seed", help="Seed of everything random."),
+    split: Path | None = SPLIT_OPTION,
+    holdout_fraction: float = HOLDOUT_OPTION,
+    group_by: str | None = GROUP_BY_OPTION,
     set_fields: list[str] = typer.Option([], "--set", help="Override a config field, KEY=VALUE (repeatable)."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Processes for reading and slicing the training data."),
     device: str = typer.Option("auto", "--device", help="Where to train: cpu, cuda, cuda:1 or auto."),
@@ -27,7 +30,8 @@ def train_command(
 ) -> None:
     """Train a segmentation model on a dataset's images and label maps.
 
-    Example: segqc seg train ldseg ../shared/data/hc18 -o runs/hc18-ldseg --config small
+    Example: segqc seg train ldseg ../shared/data/hc18 -o runs/hc18-ldseg --holdout-fraction 0.2
+             --group-by '^(HC18_[0-9]+)'
     """
     from segqc.cli._common import check_device, prepare_output_dir, require_nn
 
@@ -37,11 +41,14 @@ def train_command(
         from segqc.config import parse_overrides
         from segqc.io.datasets import Dataset
         from segqc.methods import method as method_entry
+        from segqc.training.cases import training_cases
 
         entry = method_entry(method, kind="seg")
         chosen = entry.config(config, seed=seed, **parse_overrides(set_fields))
-        cases = Dataset.open(dataset_dir).cases  # checks the folder before the output is created
+        Dataset.open(dataset_dir)  # checks the folder before the output is created
         prepare_output_dir(out)
+        cases = training_cases(dataset_dir, out, split=split, holdout_fraction=holdout_fraction, seed=seed,
+                               group_by=group_by)
         directory = entry.train(dataset_dir, out, config=chosen, cases=cases, jobs=jobs, log=console.print,
                                 progress=not quiet, device=device)
     console.print(f"model written to {directory}")

@@ -9,7 +9,9 @@ removed, the suffix being ``_`` or ``-`` followed by ``frame``, ``tp``, ``timepo
 ``visit``, ``ses`` or ``session`` (any case), an optional ``_``/``-``, and digits:
 ``ACDC_patient001_frame01`` -> ``ACDC_patient001``, ``sub-03_ses-2`` -> ``sub-03``,
 ``BraTS_0001_tp2`` -> ``BraTS_0001``. A case id without such a suffix is its own patient.
-Callers with another convention pass their own ``patient`` function.
+Callers with another convention pass their own ``patient`` function, e.g.
+:func:`pattern_patient` for a regular expression (HC18: ``HC18_012`` and ``HC18_012_2`` are images
+of one subject, ``--group-by '^(HC18_[0-9]+)'``).
 
 **Split** (:func:`make_split`): the distinct patients, sorted, are permuted by
 ``numpy.random.default_rng(seed)``; the first ``round(holdout_fraction * n_patients)`` (at least
@@ -31,7 +33,7 @@ import numpy as np
 from segqc.errors import InputError
 from segqc.io.atomic import write_text_atomic
 
-__all__ = ["PATIENT_RULE", "Split", "make_split", "patient_id"]
+__all__ = ["PATIENT_RULE", "Split", "make_split", "patient_id", "pattern_patient"]
 
 _TIMEPOINT = re.compile(r"^(?P<patient>.+?)[_-](?:frame|tp|timepoint|time|visit|ses|session)[_-]?\d+$", re.IGNORECASE)
 
@@ -46,6 +48,25 @@ def patient_id(case: str) -> str:
     return match["patient"] if match else case
 
 
+def pattern_patient(pattern: str) -> Callable[[str], str]:
+    """The patient function of a regular expression: the first group of its first match in a
+    case id (the named group ``patient`` when there is one), or the case id when it does not
+    match. ``ValueError`` for an invalid pattern or one without a group."""
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"invalid --group-by pattern {pattern!r}: {exc}") from None
+    if compiled.groups < 1:
+        raise ValueError(f"the --group-by pattern {pattern!r} needs a group, e.g. '^(HC18_[0-9]+)'")
+    group: int | str = "patient" if "patient" in compiled.groupindex else 1
+
+    def patient(case: str) -> str:
+        match = compiled.search(case)
+        return str(match[group]) if match and match[group] else case
+
+    return patient
+
+
 @dataclass(frozen=True)
 class Split:
     """Case ids for training and hold-out (sorted), with how they were made."""
@@ -55,6 +76,7 @@ class Split:
     seed: int
     holdout_fraction: float
     patients: dict[str, str]  # case -> patient
+    rule: str = PATIENT_RULE  # how cases were grouped into patients, in words
 
     def __post_init__(self) -> None:
         overlap = {self.patients[c] for c in self.train} & {self.patients[c] for c in self.holdout}
@@ -74,7 +96,7 @@ class Split:
             "format": "segqc-split",
             "seed": self.seed,
             "holdout_fraction": self.holdout_fraction,
-            "rule": PATIENT_RULE,
+            "rule": self.rule,
             "n_patients": {"train": len(self.train_patients), "holdout": len(self.holdout_patients)},
             "train": list(self.train),
             "holdout": list(self.holdout),
@@ -95,7 +117,8 @@ class Split:
                 raise InputError("not a segqc split (missing \"format\": \"segqc-split\")", path)
             return cls(train=tuple(data["train"]), holdout=tuple(data["holdout"]), seed=int(data["seed"]),
                        holdout_fraction=float(data["holdout_fraction"]),
-                       patients={str(k): str(v) for k, v in data["patients"].items()})
+                       patients={str(k): str(v) for k, v in data["patients"].items()},
+                       rule=str(data.get("rule", PATIENT_RULE)))
         except json.JSONDecodeError as exc:
             raise InputError(f"malformed JSON: {exc.msg} (line {exc.lineno})", path) from None
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -110,8 +133,10 @@ def make_split(
     holdout_fraction: float,
     seed: int,
     patient: Callable[[str], str] = patient_id,
+    rule: str = PATIENT_RULE,
 ) -> Split:
-    """Split case ids by patient (module docstring). Needs at least two patients."""
+    """Split case ids by patient (module docstring; ``rule`` describes ``patient`` in words for
+    ``split.json``). Needs at least two patients."""
     cases = sorted(set(cases))
     if not 0 < holdout_fraction < 1:
         raise ValueError(f"holdout_fraction must lie in (0, 1), got {holdout_fraction}")
@@ -129,4 +154,5 @@ def make_split(
         seed=int(seed),
         holdout_fraction=float(holdout_fraction),
         patients=patients,
+        rule=rule,
     )

@@ -7,30 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from segqc.config import parse_overrides
-from segqc.io.datasets import Dataset
-from segqc.io.split import Split, make_split
 from segqc.methods import method as method_entry
+from segqc.training.cases import training_cases
 
 __all__ = ["parse_overrides", "train_method", "training_cases"]
 
 
-def training_cases(dataset_dir: Path, out_dir: Path, *, split: Path | None, holdout_fraction: float,
-                   seed: int) -> list[str]:
-    """Cases to train on: a split file's ``train`` side, a fresh patient-level split (saved as
-    ``out_dir/split.json``), or every case."""
-    cases = Dataset.open(dataset_dir).cases
-    if split is not None:
-        chosen = Split.load(split)
-        return [c for c in chosen.train if c in set(cases)]
-    if holdout_fraction > 0:
-        chosen = make_split(cases, holdout_fraction=holdout_fraction, seed=seed)
-        chosen.save(Path(out_dir) / "split.json")
-        return list(chosen.train)
-    return cases
-
-
 def train_method(method: str, dataset_dir: str | Path, out_dir: str | Path, *, config: str = "small",
-                 seed: int = 0, split: Path | None = None, holdout_fraction: float = 0.0,
+                 seed: int = 0, split: Path | None = None, holdout_fraction: float = 0.0, group_by: str | None = None,
                  overrides: Mapping[str, Any] | None = None, extra_seg_dirs: Sequence[str | Path] = (),
                  jobs: int = 1, log: Callable[[str], None] = print, progress: bool = False) -> Path:
     """Train the registered QC ``method`` (:mod:`segqc.methods`) with the named config preset (or
@@ -41,7 +25,8 @@ def train_method(method: str, dataset_dir: str | Path, out_dir: str | Path, *, c
     entry = method_entry(method, kind="qc")
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     method_config = entry.config(config, seed=seed, **dict(overrides or {}))
-    cases = training_cases(dataset_dir, out_dir, split=split, holdout_fraction=holdout_fraction, seed=seed)
+    cases = training_cases(dataset_dir, out_dir, split=split, holdout_fraction=holdout_fraction, seed=seed,
+                           group_by=group_by)
     options: dict[str, Any] = {"progress": progress}
     if extra_seg_dirs:
         options["extra_seg_dirs"] = list(extra_seg_dirs)

@@ -1,0 +1,38 @@
+"""Which cases of a dataset a training run uses: a split file's train side, a fresh
+patient-level split, or every case (shared by ``segqc qc train`` and ``segqc seg train``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from segqc.errors import InputError
+from segqc.io.datasets import Dataset
+from segqc.io.split import Split, make_split, patient_id, pattern_patient
+
+__all__ = ["training_cases"]
+
+
+def training_cases(dataset_dir: str | Path, out_dir: str | Path, *, split: Path | None = None,
+                   holdout_fraction: float = 0.0, seed: int = 0, group_by: str | None = None) -> list[str]:
+    """Cases to train on: the ``train`` side of ``split`` (a ``split.json``; its cases missing from
+    the dataset are left out), else with ``holdout_fraction`` > 0 a fresh patient-level split saved
+    as ``out_dir/split.json`` (patients by :func:`~segqc.io.split.patient_id`, or by the regular
+    expression ``group_by``: :func:`~segqc.io.split.pattern_patient`), else every case.
+    :class:`InputError` for a split that leaves no training case or a bad ``group_by``."""
+    cases = Dataset.open(dataset_dir).cases
+    if split is not None:
+        chosen = [c for c in Split.load(split).train if c in set(cases)]
+        if not chosen:
+            raise InputError("none of its training cases is in the dataset", split)
+        return chosen
+    if holdout_fraction > 0:
+        try:
+            patient = pattern_patient(group_by) if group_by else patient_id
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        rule = f"first group of the regular expression {group_by!r} (else the case id)" if group_by else None
+        fresh = make_split(cases, holdout_fraction=holdout_fraction, seed=seed, patient=patient,
+                           **({"rule": rule} if rule else {}))
+        fresh.save(Path(out_dir) / "split.json")
+        return list(fresh.train)
+    return cases

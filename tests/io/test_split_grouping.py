@@ -1,0 +1,77 @@
+"""Patient grouping by a regular expression (``--group-by``) and the shared choice of training
+cases: images of one subject must never land on both sides of a split."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from segqc.errors import InputError
+from segqc.io.datasets import Dataset
+from segqc.io.split import Split, make_split, patient_id, pattern_patient
+from segqc.training.cases import training_cases
+
+HC18 = r"^(HC18_[0-9]+)"
+
+
+def test_pattern_groups_the_extra_images_of_a_subject():
+    patient = pattern_patient(HC18)
+    assert patient("HC18_012_2") == "HC18_012"
+    assert patient("HC18_012") == "HC18_012"
+    assert patient("other_case") == "other_case"  # no match: its own patient
+    assert pattern_patient(r"sub-(?P<site>[a-z]+)-(?P<patient>\d+)")("sub-abc-07_x") == "07"
+    # the default rule knows time points, not HC18's numbering: the reason for --group-by
+    assert patient_id("HC18_012_2") != patient_id("HC18_012")
+
+
+@pytest.mark.parametrize("pattern", ["^(HC18_[0-9]+", r"^HC18_\d+"])
+def test_bad_patterns_are_refused(pattern):
+    with pytest.raises(ValueError, match="group-by"):
+        pattern_patient(pattern)
+
+
+def test_a_grouped_split_keeps_each_subject_on_one_side():
+    cases = [f"HC18_{i:03d}" for i in range(20)] + [f"HC18_{i:03d}_{k}" for i in range(0, 20, 3) for k in (2, 3)]
+    split = make_split(cases, holdout_fraction=0.3, seed=1, patient=pattern_patient(HC18), rule="hc18")
+    held = {c.split("_")[1] for c in split.holdout}
+    trained = {c.split("_")[1] for c in split.train}
+    assert not held & trained and len(held) == 6 and len(trained) == 14
+    assert len(split.train) + len(split.holdout) == len(cases)
+
+
+def _tiny_dataset(root, cases):
+    import numpy as np
+
+    from segqc.io.images import Geometry, write_image
+
+    geometry = Geometry(shape=(4, 4), spacing=(1.0, 1.0), origin=(0.0, 0.0), direction=(1.0, 0.0, 0.0, 1.0))
+    for case in cases:
+        write_image(root / "imagesTr" / f"{case}_0000.nii.gz", np.zeros((4, 4), np.float32), geometry)
+        write_image(root / "labelsTr" / f"{case}.nii.gz", np.zeros((4, 4), np.uint8), geometry)
+    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "US"}, "labels": {"background": 0, "x": 1},
+                                                   "file_ending": ".nii.gz"}))
+    return root
+
+
+def test_training_cases_writes_a_grouped_split_and_reads_it_back(tmp_path):
+    cases = ["HC18_001", "HC18_001_2", "HC18_002", "HC18_003", "HC18_003_2", "HC18_004"]
+    data = _tiny_dataset(tmp_path / "data", cases)
+    chosen = training_cases(data, tmp_path / "run", holdout_fraction=0.5, seed=0, group_by=HC18)
+    saved = Split.load(tmp_path / "run" / "split.json")
+    assert sorted(chosen) == sorted(saved.train) and "HC18" in saved.rule
+    assert {c[:8] for c in saved.train}.isdisjoint({c[:8] for c in saved.holdout})
+    assert training_cases(data, tmp_path / "again", split=tmp_path / "run" / "split.json") == list(saved.train)
+    assert training_cases(data, tmp_path / "all") == Dataset.open(data).cases
+    with pytest.raises(InputError, match="group-by"):
+        training_cases(data, tmp_path / "bad", holdout_fraction=0.5, group_by="HC18")
+
+
+def test_the_real_hc18_subjects_are_grouped(shared_data):
+    cases = Dataset.open(shared_data("hc18")).cases
+    patient = pattern_patient(HC18)
+    extra = [c for c in cases if c.count("_") == 2]
+    assert extra, "HC18 holds several images of some subjects"
+    assert all(patient(c) in cases for c in extra)  # each extra image joins a subject that exists
+    split = make_split(cases, holdout_fraction=0.2, seed=0, patient=patient)
+    assert {patient(c) for c in split.train}.isdisjoint({patient(c) for c in split.holdout})
