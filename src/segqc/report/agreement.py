@@ -52,16 +52,12 @@ def failure_auroc(estimate: np.ndarray | pd.Series, true: np.ndarray | pd.Series
     true value below ``threshold`` (QCResUNet: true Dice < 0.7): the probability that a failed
     case has a lower estimate than a good one, ties counting one half (Mann-Whitney U / (n_f n_g)).
     NaN pairs are left out; NaN when either group is empty."""
+    from segqc.metrics.calibration import rank_auroc
+
     e = np.asarray(estimate, dtype=float)
     t = np.asarray(true, dtype=float)
     keep = np.isfinite(e) & np.isfinite(t)
-    e, t = e[keep], t[keep]
-    failed, good = e[t < threshold], e[t >= threshold]
-    if not failed.size or not good.size:
-        return math.nan
-    ranks = stats.rankdata(np.concatenate([failed, good]))  # average ranks for ties
-    u_good = ranks[failed.size:].sum() - good.size * (good.size + 1) / 2  # pairs where good > failed
-    return float(u_good / (failed.size * good.size))
+    return rank_auroc(-e[keep], t[keep] < threshold)
 
 
 def mae_by_bin(pairs: pd.DataFrame, bins: int = 10) -> pd.DataFrame:
