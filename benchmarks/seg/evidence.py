@@ -5,7 +5,7 @@
         [--hc ../shared/data/hc18/head_circumference.csv] [--limit N]
 
 For each model, every ``holdout`` case of the split is segmented in this process through the
-method's own array API (:func:`segqc.seg.ldseg.predict.segment_case`: the same code as ``segqc seg
+method's own array API (:func:`segqc.seg.inference.segment_case`: the same code as ``segqc seg
 predict``), keeping the mean class probabilities. Written to ``OUT/<model>/``:
 
 * ``segs/CASE.nii.gz`` and ``evaluation/`` — ``segqc evaluate`` of the label maps against the
@@ -53,16 +53,16 @@ def _dice_all(pred: np.ndarray, gt: np.ndarray) -> float:
 
 def run_model(name: str, model_dir: Path, dataset: Dataset, cases: list[str], out: Path, *, samples: int,
               steps: int, hc: pd.Series | None) -> dict:
-    from segqc.seg.ldseg.predict import case_uncertainty, load, segment_case
+    from segqc.seg.inference import case_uncertainty, load_seg_model, segment_case
 
-    model = load(model_dir)
+    model, predict_slices = load_seg_model(model_dir)
     root = out / name
     rows, confidence, correct, entropy, foreground = [], [], [], [], []
     start = time.perf_counter()
     for case in cases:
         channels = [read_image(p) for p in dataset.image_files[case]]
         truth = read_label_map(dataset.label_files[case])
-        result = segment_case(model, [c.array for c in channels], samples=samples, steps=steps)
+        result = segment_case(model, predict_slices, [c.array for c in channels], samples=samples, steps=steps)
         label = result["label"]
         write_image(root / "segs" / f"{case}.nii.gz", label, truth.geometry)
         mean = np.asarray(result["mean"], dtype=np.float32)

@@ -12,7 +12,7 @@ from segqc.errors import InputError
 from segqc.seg.ldseg.config import LdsegConfig
 from segqc.seg.ldseg.model import Ldseg, ddim_timesteps, dice_loss
 from segqc.seg.ldseg.predict import LoadedLdseg, predict_slices
-from segqc.seg.ldseg.train import image_slices, label_slices
+from segqc.seg.slices import image_slices, label_slices
 
 
 def _model(seed: int = 0, classes: int = 3) -> Ldseg:

@@ -15,10 +15,12 @@ from typer.testing import CliRunner
 
 from segqc.cli.main import app
 from segqc.io.images import Geometry, read_image, read_label_map, write_image
+from segqc.seg.inference import segment_case
 from segqc.seg.ldseg.config import LdsegConfig
 from segqc.seg.ldseg.model import Ldseg
-from segqc.seg.ldseg.predict import LoadedLdseg, load, predict_slices, segment_case
-from segqc.seg.ldseg.train import LdsegData, save_model
+from segqc.seg.ldseg.predict import LoadedLdseg, load, predict_slices
+from segqc.seg.ldseg.train import save_model
+from segqc.seg.slices import SliceData
 
 runner = CliRunner()
 
@@ -48,7 +50,7 @@ def test_trained_model_beats_an_all_background_map_on_held_out_disks(trained_lds
     model = load(trained_ldseg)  # the run folder resolves to its model
     scores = []
     for image, gt in _held_out():
-        pred = segment_case(model, [image], samples=2, seed=0)["label"]
+        pred = segment_case(model, predict_slices, [image], samples=2, seed=0)["label"]
         assert pred.shape == gt.shape
         scores.append(_dice(pred, gt))
     background = [_dice(np.zeros_like(gt), gt) for _, gt in _held_out()]
@@ -64,7 +66,7 @@ def test_checkpoint_round_trip_equals_the_in_memory_model(tmp_path):
         for parameter in model.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))
     model.eval()
-    data = LdsegData(np.zeros((1, 1, 32, 32), np.float16), np.zeros((1, 32, 32), np.uint8), ["c"], (0, 1))
+    data = SliceData(np.zeros((1, 1, 32, 32), np.float16), np.zeros((1, 32, 32), np.uint8), ["c"], (0, 1))
     directory = save_model(model, data, tmp_path / "model")
     loaded = load(directory)
     images = np.random.default_rng(0).normal(size=(3, 1, 32, 32)).astype(np.float32)

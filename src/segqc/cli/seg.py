@@ -76,7 +76,7 @@ def predict_command(
     with user_errors():
         require_nn("seg predict")
         check_device(device)
-        from segqc.seg.ldseg.predict import predict_folder
+        from segqc.seg.inference import predict_folder
 
         if not images_dir.is_dir():
             from segqc.errors import InputError

@@ -1,16 +1,6 @@
 """Training LDSeg on an nnU-Net-style dataset: 2D slices, one stage on the shared stage runner.
 
-Data (kept simple on purpose): every training case is read through :mod:`segqc.io`
-(``imagesTr/CASE_XXXX`` channels, ``labelsTr/CASE``); its arrays are in ITK index order ``(i,
-j[, k])``, so a 3D volume gives one slice per index of its last axis ``k`` (the stored slice
-axis: ACDC's short-axis slices) and a 2D image (e.g. HC18 ultrasound) one slice. Each channel is
-z-scored over the whole case (mean 0, standard deviation 1); every slice is resampled in-plane
-to ``size`` x ``size`` px — images bilinearly (antialiased), label maps by nearest neighbour —
-so the aspect ratio and the physical spacing are not kept (the network sees a fixed grid;
-:mod:`segqc.seg.ldseg.predict` resamples the probabilities back to each input grid). No
-reorientation and no cropping. Label values are the ``dataset.json`` labels (with 0; the values
-found in the training maps when it names none), mapped to class indices 0..K-1 in sorted order; a
-map holding another value is refused with one line naming the file.
+Data: :mod:`segqc.seg.slices` (2D slices resampled to ``size`` x ``size``).
 
 Training (paper Algorithm 1): every step draws ``batch_size`` slices uniformly from all training
 slices (the draw of step k depends only on (seed, k): a resumed run draws what an uninterrupted
@@ -22,161 +12,24 @@ learning rate is ``lr * lr_decay ** (k / 1000)``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from segqc.errors import InputError
-from segqc.io.datasets import Dataset
 from segqc.seg.ldseg.config import LdsegConfig
 from segqc.seg.ldseg.model import COMPONENTS, Ldseg
+from segqc.seg.slices import SliceData, build_training_data, make_batch
 from segqc.training import save_checkpoint
 from segqc.training.stages import Stage, run_stage, start_run, step_generators
 
-__all__ = ["METHOD", "LdsegData", "build_training_data", "checkpoint_config", "image_slices", "label_slices",
-           "make_batch", "save_model", "train", "train_from_dataset"]
+__all__ = ["METHOD", "checkpoint_config", "save_model", "train", "train_from_dataset"]
 
 METHOD = "ldseg"
 
 
-def _as_slices(array: np.ndarray) -> np.ndarray:
-    """``(n, H, W)``: the slices of a 3D array ``(H, W, n)`` (ITK index order: one slice per
-    index of the last axis) or the one 2D image ``(H, W)``."""
-    if array.ndim == 2:
-        return array[None]
-    if array.ndim == 3:
-        return np.moveaxis(array, -1, 0)
-    raise ValueError(f"need a 2D or 3D array, got shape {array.shape}")
-
-
-def image_slices(channels: Sequence[np.ndarray], size: int) -> np.ndarray:
-    """``(n, C, size, size)`` float32: each channel z-scored over the whole case (a constant
-    channel becomes 0), sliced along the last axis of a 3D array and resampled bilinearly
-    (antialiased) to ``size`` x ``size``. Inputs are not modified."""
-    stacked = []
-    for channel in channels:
-        values = np.asarray(channel, dtype=np.float32)
-        std = float(values.std())
-        stacked.append(_as_slices((values - float(values.mean())) / std if std > 0 else np.zeros_like(values)))
-    volume = torch.from_numpy(np.stack(stacked, axis=1))  # (n, C, H, W)
-    resized = F.interpolate(volume, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return resized.numpy().astype(np.float32)
-
-
-def label_slices(label: np.ndarray, values: Sequence[int], size: int) -> np.ndarray:
-    """``(n, size, size)`` uint8 class indices (position in ``values``) of a label map, resampled
-    by nearest neighbour. A value not in ``values`` raises ``ValueError``."""
-    array = _as_slices(np.asarray(label))
-    lookup = {int(v): k for k, v in enumerate(values)}
-    unknown = sorted(set(np.unique(array).tolist()) - set(lookup))
-    if unknown:
-        raise ValueError(f"label values {unknown} are not among {list(values)}")
-    index = np.zeros(array.shape, dtype=np.uint8)
-    for value, k in lookup.items():
-        index[array == value] = k
-    resized = F.interpolate(torch.from_numpy(index[:, None].astype(np.float32)), size=(size, size), mode="nearest")
-    return resized[:, 0].numpy().astype(np.uint8)
-
-
-@dataclass
-class LdsegData:
-    """Training slices: ``images`` ``(N, C, S, S)`` float16, ``gts`` ``(N, S, S)`` class indices,
-    ``cases[i]`` the case of slice i; ``labels``: the label value of each class index."""
-
-    images: np.ndarray
-    gts: np.ndarray
-    cases: list[str]
-    labels: tuple[int, ...]
-    names: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def n_slices(self) -> int:
-        return int(self.gts.shape[0])
-
-    @property
-    def image_channels(self) -> int:
-        return int(self.images.shape[1])
-
-    def summary(self) -> dict[str, Any]:
-        """What identifies the data in the run record (a rerun on other data is refused)."""
-        counts = np.bincount(self.gts.reshape(-1), minlength=len(self.labels))
-        return {"slices": self.n_slices, "cases": len(set(self.cases)), "labels": list(self.labels),
-                "image_channels": self.image_channels, "size": int(self.gts.shape[-1]),
-                "class_pixels": [int(c) for c in counts]}
-
-
-def _prepare_case(item: tuple[str, list[Path], Path], *, size: int, values: tuple[int, ...]) -> dict[str, Any]:
-    from segqc.io.images import read_image, read_label_map
-
-    case, image_paths, label_path = item
-    channels = [read_image(path) for path in image_paths]
-    label = read_label_map(label_path)
-    for image in channels:
-        if image.array.shape != label.array.shape:
-            raise InputError(f"image shape {image.array.shape} differs from its label map's {label.array.shape}",
-                             image.path)
-    try:
-        gts = label_slices(label.array, values, size)
-    except ValueError as error:
-        raise InputError(str(error), label_path) from None
-    return {"images": image_slices([c.array for c in channels], size).astype(np.float16), "gts": gts}
-
-
-def _label_values(dataset: Dataset, cases: Sequence[str]) -> tuple[int, ...]:
-    from segqc.io.images import read_label_map
-
-    values = {0} | {int(v) for v in dataset.info.labels}
-    if dataset.info.ignore is not None:
-        values.discard(int(dataset.info.ignore))
-    if not dataset.info.labels:  # no names: the values the maps hold
-        for case in cases:
-            values |= {int(v) for v in np.unique(read_label_map(dataset.label_files[case]).array)}
-    return tuple(sorted(values))
-
-
-def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, config: LdsegConfig, *,
-                        jobs: int = 1, progress: bool = False) -> LdsegData:
-    """The training slices of ``cases`` (default: all) of an nnU-Net folder (module docstring).
-    Raises :class:`InputError` naming the file for an unreadable case or an unexpected label."""
-    from segqc.execution import map_cases
-
-    dataset = Dataset.open(dataset_dir)
-    chosen = dataset.select(cases)
-    values = _label_values(dataset, chosen)
-    items = [(case, list(dataset.image_files[case]), Path(dataset.label_files[case])) for case in chosen]
-    function = partial(_prepare_case, size=config.size, values=values)
-    results: dict[str, dict[str, Any]] = {}
-    for item, result in map_cases(function, items, jobs=jobs, description="prepare", progress=progress):
-        if isinstance(result, Exception):
-            raise result
-        results[item[0]] = result
-    ordered = [results[case] for case in chosen]  # case order, whatever the completion order
-    names = {str(v): str(n) for v, n in dataset.info.labels.items()}
-    return LdsegData(np.concatenate([r["images"] for r in ordered]), np.concatenate([r["gts"] for r in ordered]),
-                     [case for case, r in zip(chosen, ordered) for _ in range(r["gts"].shape[0])], values, names)
-
-
-def make_batch(data: LdsegData, indices: Sequence[int], *, rng: np.random.Generator | None = None,
-               flip: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """``image`` (B, C, S, S) float32 and ``gt`` (B, S, S) int64 of slices ``indices``; with
-    ``flip`` and ``rng`` each slice is flipped along each axis with probability 1/2."""
-    images = data.images[list(indices)].astype(np.float32)
-    gts = data.gts[list(indices)].astype(np.int64)
-    if flip and rng is not None:
-        for row in range(len(indices)):
-            for axis in (-1, -2):
-                if rng.random() < 0.5:
-                    images[row] = np.flip(images[row], axis=axis)
-                    gts[row] = np.flip(gts[row], axis=axis)
-    return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(np.ascontiguousarray(gts))
-
-
-def _stage(config: LdsegConfig, data: LdsegData, model: Ldseg, dev: torch.device) -> Stage:
+def _stage(config: LdsegConfig, data: SliceData, model: Ldseg, dev: torch.device) -> Stage:
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
 
     def step(k: int) -> dict[str, float]:
@@ -195,13 +48,13 @@ def _stage(config: LdsegConfig, data: LdsegData, model: Ldseg, dev: torch.device
                  optimizers={"adam": optimizer}, step=step)
 
 
-def checkpoint_config(config: LdsegConfig, data: LdsegData) -> dict[str, Any]:
+def checkpoint_config(config: LdsegConfig, data: SliceData) -> dict[str, Any]:
     """What :func:`segqc.seg.ldseg.predict.load` needs besides the weights."""
     return {"ldseg": config.to_dict(), "labels": list(data.labels), "names": dict(data.names),
             "image_channels": data.image_channels}
 
 
-def train(config: LdsegConfig, data: LdsegData, out_dir: str | Path, *, device: str = "auto",
+def train(config: LdsegConfig, data: SliceData, out_dir: str | Path, *, device: str = "auto",
           log: Callable[[str], None] | None = None, progress: bool = False) -> Path:
     """Train LDSeg on ``data`` into ``out_dir`` (resumable; a folder with another run is
     refused); returns the model directory ``out_dir/model``."""
@@ -223,7 +76,7 @@ def train(config: LdsegConfig, data: LdsegData, out_dir: str | Path, *, device: 
     return model_dir
 
 
-def save_model(model: Ldseg, data: LdsegData, model_dir: str | Path, *, metrics: dict[str, Any] | None = None) -> Path:
+def save_model(model: Ldseg, data: SliceData, model_dir: str | Path, *, metrics: dict[str, Any] | None = None) -> Path:
     """Write ``model`` as a checkpoint directory: one safetensors file per network
     (:data:`~segqc.seg.ldseg.model.COMPONENTS`) and ``config.json`` (the config, the label
     values and names, the image channels of ``data``)."""
@@ -238,6 +91,6 @@ def train_from_dataset(dataset_dir: str | Path, out_dir: str | Path, *, config: 
                        progress: bool = False, device: str = "auto") -> Path:
     """The registry's training entry point (:mod:`segqc.methods`): prepare the slices of
     ``cases`` and :func:`train`; returns the model directory ``out_dir/model``."""
-    data = build_training_data(dataset_dir, cases, config, jobs=jobs, progress=progress)
+    data = build_training_data(dataset_dir, cases, config.size, jobs=jobs, progress=progress)
     log(f"training data: {data.n_slices} slices of {len(set(data.cases))} cases, labels {list(data.labels)}")
     return train(config, data, out_dir, device=device, log=log, progress=progress)
