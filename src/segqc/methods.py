@@ -50,6 +50,7 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("cae", "qc", "segqc.qc.baselines.cae", "CaeConfig", "autoencoder baseline (Galati & Zuluaga)"),
     Method("qcresunet", "qc", "segqc.qc.qcresunet", "QcResUNetConfig", "Dice/NSD regression, error maps (Qiu et al.)"),
     Method("ldseg", "seg", "segqc.seg.ldseg", "LdsegConfig", "latent diffusion segmentation (Zaman et al.)"),
+    Method("unet", "seg", "segqc.seg.unet", "UnetConfig", "U-Net baseline, deterministic or MC dropout (MONAI)"),
 ]}
 
 

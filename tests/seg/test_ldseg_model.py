@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from segqc.errors import InputError
+from segqc.nn.losses import mean_dice_loss as dice_loss
 from segqc.seg.ldseg.config import LdsegConfig
-from segqc.seg.ldseg.model import Ldseg, ddim_timesteps, dice_loss
+from segqc.seg.ldseg.model import Ldseg, ddim_timesteps
 from segqc.seg.ldseg.predict import LoadedLdseg, predict_slices
 from segqc.seg.slices import image_slices, label_slices
 

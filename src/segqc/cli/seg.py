@@ -13,7 +13,8 @@ app = typer.Typer(help="Segmentation methods: train, predict (with uncertainty).
 
 @app.command("train")
 def train_command(
-    method: str = typer.Argument(..., help="Segmentation method: ldseg (latent diffusion, Zaman et al.)."),
+    method: str = typer.Argument(..., help="Segmentation method: ldseg (latent diffusion, Zaman et al.) or unet "
+                                         "(baseline; --set dropout=0.2 for MC dropout)."),
     dataset_dir: Path = typer.Argument(..., help="nnU-Net-style dataset (imagesTr, labelsTr, dataset.json)."),
     out: Path = typer.Option(..., "-o", "--out", help="Training folder to write (rerun to resume); the model is "
                                                       "OUT/model."),

@@ -22,6 +22,16 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, *, smooth: float 
     return 1.0 - dice[1:].mean()
 
 
+def mean_dice_loss(probs: torch.Tensor, onehot: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """``1 - 2 sum(p y) / (sum p + sum y)`` per sample and class (background included), averaged
+    (LDSeg Eq. 15; the U-Net baseline of ``segqc seg`` uses the same). ``probs`` and ``onehot``:
+    ``(B, K, ...)``. A class absent from a sample's target and prediction scores 0 loss."""
+    dims = tuple(range(2, probs.ndim))
+    inter = (probs * onehot).sum(dims)
+    total = probs.sum(dims) + onehot.sum(dims)
+    return (1.0 - (2.0 * inter + eps) / (total + eps)).mean()
+
+
 def gaussian_kl(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, sigma^2) || N(0, 1)) summed over the latent elements and averaged over the batch
     (``log_var`` = log sigma^2; both ``(B, ...)``)."""

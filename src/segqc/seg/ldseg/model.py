@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segqc.nn.losses import mean_dice_loss
 from segqc.seg.ldseg.config import LdsegConfig
 
-__all__ = ["COMPONENTS", "Encoder", "LabelDecoder", "Ldseg", "ddim_timesteps", "dice_loss"]
+__all__ = ["COMPONENTS", "Encoder", "LabelDecoder", "Ldseg", "ddim_timesteps"]
 
 COMPONENTS = ("label_encoder", "image_encoder", "denoiser", "label_decoder")
 """The networks, each saved as its own safetensors file."""
@@ -120,14 +121,6 @@ class LabelDecoder(nn.Module):
         return self.body(z)
 
 
-def dice_loss(probs: torch.Tensor, onehot: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Paper Eq. 15 per class and sample, averaged: ``1 - 2 sum(p y) / (sum p + sum y)``."""
-    dims = tuple(range(2, probs.ndim))
-    inter = (probs * onehot).sum(dims)
-    total = probs.sum(dims) + onehot.sum(dims)
-    return (1.0 - (2.0 * inter + eps) / (total + eps)).mean()
-
-
 def ddim_timesteps(steps: int, timesteps: int) -> list[int]:
     """The ``steps`` sampling timesteps (0-based, descending): ``steps`` evenly spaced reals
     between 1 and T inclusive, rounded (Nichol & Dhariwal; paper §V-B), minus 1 for MONAI's 0-based
@@ -191,7 +184,7 @@ class Ldseg(nn.Module):
             z_dn = ((z_t - (1 - abar).sqrt() * eps_hat) / abar.sqrt()).clamp(-cfg.clip_latent, cfg.clip_latent)
         logits = self.label_decoder(z_dn)
         ce = F.cross_entropy(logits, gt.long())
-        dice = dice_loss(torch.softmax(logits, dim=1), onehot)
+        dice = mean_dice_loss(torch.softmax(logits, dim=1), onehot)
         mse = F.mse_loss(eps_hat, eps)
         loss = ce + cfg.gamma * dice + cfg.lam * mse
         return loss, {"loss": loss.item(), "ce": ce.item(), "dice": dice.item(), "mse": mse.item()}

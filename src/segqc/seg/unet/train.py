@@ -1,0 +1,83 @@
+"""Training the U-Net baseline: the slices of :mod:`segqc.seg.slices`, one stage on the shared
+stage runner, the step-k batch drawn from (seed, k) exactly as LDSeg draws it (same slices, same
+flips: the two methods see the same data in the same order)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from segqc.errors import InputError
+from segqc.seg.slices import SliceData, build_training_data, make_batch
+from segqc.seg.unet.config import UnetConfig
+from segqc.seg.unet.model import build_unet, segmentation_loss
+from segqc.training import save_checkpoint
+from segqc.training.stages import Stage, run_stage, start_run, step_generators
+
+__all__ = ["METHOD", "save_model", "train", "train_from_dataset"]
+
+METHOD = "unet"
+
+
+def _stage(config: UnetConfig, data: SliceData, network: nn.Module, dev: torch.device) -> Stage:
+    optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
+
+    def step(k: int) -> dict[str, float]:
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * config.lr_decay ** (k / 1000)
+        rng, _ = step_generators(config.seed, 0, k)
+        indices = rng.integers(0, data.n_slices, size=config.batch_size).tolist()
+        image, gt = make_batch(data, indices, rng=rng, flip=config.flip)
+        loss, parts = segmentation_loss(network(image.to(dev)), gt.to(dev), config.gamma)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return parts
+
+    return Stage(name="train", steps=config.steps_train, modules={"unet": network}, optimizers={"adam": optimizer},
+                 step=step)
+
+
+def train(config: UnetConfig, data: SliceData, out_dir: str | Path, *, device: str = "auto",
+          log: Callable[[str], None] | None = None, progress: bool = False) -> Path:
+    """Train the U-Net on ``data`` into ``out_dir`` (resumable; another run's folder is refused);
+    returns the model directory ``out_dir/model``."""
+    if data.n_slices == 0:
+        raise InputError("the training data hold no slice")
+    if int(data.gts.shape[-1]) != config.size:
+        raise InputError(f"the data have {data.gts.shape[-1]} px slices but the config needs {config.size}")
+    say = log or (lambda _line: None)
+    out, dev = start_run(out_dir, method=METHOD, settings=config.resume_key(), data=data.summary(), seed=config.seed,
+                         device=device, may_change="steps_train, checkpoint_every")
+    torch.manual_seed(config.seed)
+    network = build_unet(config, image_channels=data.image_channels, classes=len(data.labels)).to(dev)
+    metrics: dict[str, Any] = {"data": data.summary(), "device": str(dev), "threads": torch.get_num_threads()}
+    with torch.enable_grad():
+        metrics["train"] = run_stage(_stage(config, data, network, dev), out, checkpoint_every=config.checkpoint_every,
+                                     log=say, progress=progress, prefix="unet ")
+    model_dir = save_model(network, config, data, out / "model", metrics=metrics)
+    say(f"model saved to {model_dir}")
+    return model_dir
+
+
+def save_model(network: nn.Module, config: UnetConfig, data: SliceData, model_dir: str | Path, *,
+               metrics: dict[str, Any] | None = None) -> Path:
+    """Write a checkpoint directory: ``unet.safetensors`` and ``config.json`` (config, label
+    values and names, image channels)."""
+    weights = {"unet": {k: v.detach().cpu() for k, v in network.state_dict().items()}}
+    saved = {"unet": config.to_dict(), "labels": list(data.labels), "names": dict(data.names),
+             "image_channels": data.image_channels}
+    return save_checkpoint(model_dir, method=METHOD, config=saved, weights=weights, metrics=metrics, seed=config.seed)
+
+
+def train_from_dataset(dataset_dir: str | Path, out_dir: str | Path, *, config: UnetConfig,
+                       cases: Sequence[str] | None = None, jobs: int = 1, log: Callable[[str], None] = print,
+                       progress: bool = False, device: str = "auto") -> Path:
+    """The registry's training entry point: prepare the slices of ``cases`` and :func:`train`."""
+    data = build_training_data(dataset_dir, cases, config.size, jobs=jobs, progress=progress)
+    log(f"training data: {data.n_slices} slices of {len(set(data.cases))} cases, labels {list(data.labels)}")
+    return train(config, data, out_dir, device=device, log=log, progress=progress)
