@@ -41,7 +41,7 @@ def write_demo_data(root: Path, *, seed: int = 0) -> dict[str, tuple[Path, Path]
 
 
 _REPO = Path(__file__).resolve().parents[3]
-DEFAULT_MODEL = _REPO / "models" / "acdc-nnqc-small"
+DEFAULT_MODELS = [_REPO / "models" / "acdc-nnqc-small", _REPO / "models" / "acdc-qcresunet-small"]
 DEFAULT_ACDC = _REPO.parent / "shared" / "data" / "acdc"
 _QC_CASES = ("ACDC_patient002_frame01", "ACDC_patient002_frame02")
 
@@ -78,46 +78,58 @@ def write_qc_demo_data(root: Path, acdc: Path) -> tuple[Path, Path, Path]:
     return images, segs, gts
 
 
-def _qc_demo(out_dir: Path, model: Path, acdc: Path) -> None:
-    """QC of real cardiac MRI with the shipped model, estimated against true Dice (skipped with one
-    line when the model, the data or PyTorch is not there)."""
+def _qc_demo(out_dir: Path, models: list[Path], acdc: Path) -> None:
+    """QC of real cardiac MRI with the shipped models, estimated against true Dice (skipped with
+    one line when no model, the data or PyTorch is not there; a missing model is named and left
+    out)."""
     import importlib.util
 
+    import pandas as pd
     from rich.table import Table
 
     if importlib.util.find_spec("torch") is None:
         console.print("QC demo skipped: PyTorch is not installed (README, 'Set up and run')")
         return
-    if not (model / "config.json").is_file() or not (acdc / "imagesTr").is_dir():
-        console.print(f"QC demo skipped: needs the model {model} and ACDC images in {acdc} (--model, --acdc)")
+    present = [m for m in models if (m / "config.json").is_file()]
+    for missing in (m for m in models if m not in present):
+        console.print(f"QC demo: no model in {missing} (--model), left out")
+    if not present or not (acdc / "imagesTr").is_dir():
+        console.print(f"QC demo skipped: needs a QC model and ACDC images in {acdc} (--model, --acdc)")
         return
     from segqc.qc.assessment import benchmark_qc
     from segqc.qc.inference import QcSettings
 
     images, segs, gts = write_qc_demo_data(out_dir / "qc_data", acdc)
-    console.rule(f"GT-free QC with {model.name} on {len(_QC_CASES)} ACDC volumes")
-    benchmark_qc(model, images, segs, gts, out_dir / "qc", settings=QcSettings(metrics=("dice",)), progress=True)
-    import pandas as pd
-
-    pairs = pd.read_csv(out_dir / "qc" / "pairs.csv", dtype={"case": str, "label": str})
-    overall = pairs[(pairs.label == "all") & (pairs.metric == "dice")]
+    estimates: dict[str, pd.Series] = {}
+    true = pd.Series(dtype=float)
+    for model in present:
+        console.rule(f"GT-free QC with {model.name} on {len(_QC_CASES)} ACDC volumes")
+        bench_dir = out_dir / "qc" / model.name
+        benchmark_qc(model, images, segs, gts, bench_dir, settings=QcSettings(metrics=("dice",)), progress=True)
+        pairs = pd.read_csv(bench_dir / "pairs.csv", dtype={"case": str, "label": str})
+        overall = pairs[(pairs.label == "all") & (pairs.metric == "dice")].set_index("case")
+        estimates[model.name] = overall["estimate"]
+        true = overall["true"]
     table = Table(title="multi-class Dice: estimated without ground truth vs true")
-    for column in ("segmentation", "estimated", "true"):
-        table.add_column(column, justify="left" if column == "segmentation" else "right")
-    for row in overall.itertuples():
-        table.add_row(row.case, f"{row.estimate:.3f}", f"{row.true:.3f}")
+    table.add_column("segmentation")
+    for name in estimates:
+        table.add_column(name, justify="right")
+    table.add_column("true", justify="right")
+    for case in true.index:
+        table.add_row(case, *(f"{estimates[name][case]:.3f}" for name in estimates), f"{true[case]:.3f}")
     console.print(table)
-    console.print(f"QC results (qc.csv, worklist.csv, pgt/) in {out_dir / 'qc' / 'qc'}")
+    console.print(f"QC results (qc.csv, worklist.csv, pgt/ or errors/) in {out_dir / 'qc'}/MODEL/qc")
 
 
 def demo_command(
     out_dir: Path = typer.Option(Path("demo_out"), "-o", "--out", help="Folder for the generated data and results."),
     seed: int = typer.Option(0, "--seed", help="Seed of the generated data."),
-    model: Path = typer.Option(DEFAULT_MODEL, "--model", help="QC model for the QC part of the demo."),
+    models: list[Path] = typer.Option(DEFAULT_MODELS, "--model",
+                                      help="QC model(s) for the QC part (repeat; default: the shipped ones)."),
     acdc: Path = typer.Option(DEFAULT_ACDC, "--acdc", help="ACDC dataset folder (imagesTr, labelsTr) for the QC part."),
     no_qc: bool = typer.Option(False, "--no-qc", help="Only the evaluation part."),
 ) -> None:
-    """Evaluate generated cases (with CC-metrics), then QC real cardiac MRI with the shipped model.
+    """Evaluate generated cases (with CC-metrics), then QC real cardiac MRI with the shipped models.
 
     The QC part estimates the Dice of good and broken segmentations of two ACDC volumes without
     their ground truth and prints the estimates next to the true values.
@@ -145,4 +157,4 @@ def demo_command(
                 )
         console.print(f"results (metrics.csv, summary.json) in {out_dir / 'evaluation'}")
         if not no_qc:
-            _qc_demo(out_dir, model, acdc)
+            _qc_demo(out_dir, list(models), acdc)
