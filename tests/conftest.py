@@ -47,3 +47,18 @@ def _torch_defaults():
     if torch is not None:
         torch.set_grad_enabled(True)
     yield
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread while a test runs (if torch is loaded): test networks are too small to gain
+    from more, and on a shared 2-core machine a second thread mostly waits. The qc and seg test
+    folders use it for every test."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

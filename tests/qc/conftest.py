@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,14 +14,6 @@ def qc_dataset(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread while a QC test runs (if torch is loaded): the test networks are too small
-    to gain from more, and on a shared 2-core machine a second thread mostly waits."""
-    torch = sys.modules.get("torch")
-    if torch is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
+    """Every QC test runs with one torch thread (tests/conftest.py)."""
     yield
-    torch.set_num_threads(before)

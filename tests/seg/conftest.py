@@ -3,7 +3,6 @@ once per session through ``segqc seg train``."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -34,13 +33,6 @@ def trained_ldseg(disk_dataset, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread per test: the tiny networks gain nothing from more on a shared machine."""
-    torch = sys.modules.get("torch")
-    if torch is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
+    """Every segmentation test runs with one torch thread (tests/conftest.py)."""
     yield
-    torch.set_num_threads(before)

@@ -36,7 +36,28 @@ import torch.nn.functional as F
 from segqc.errors import InputError
 from segqc.seg.slices import image_slices
 
-__all__ = ["case_uncertainty", "load_seg_model", "model_directory", "predict_folder", "segment_case"]
+__all__ = ["LoadedSegModel", "case_uncertainty", "load_seg_model", "model_directory", "predict_folder", "segment_case"]
+
+
+class LoadedSegModel:
+    """What every loaded segmentation model offers the folder inference besides its own fields
+    (``config``, ``labels``, ``names``, ``image_channels``): the slice ``size`` (px) and the default
+    ``samples`` and ``steps``, read from its config. A mixin for the methods' loaded-model
+    dataclasses."""
+
+    config: Any
+
+    @property
+    def size(self) -> int:
+        return int(self.config.size)
+
+    @property
+    def samples(self) -> int:
+        return int(self.config.samples)
+
+    @property
+    def steps(self) -> int:
+        return int(self.config.steps)
 
 
 def model_directory(path: str | Path) -> Path:

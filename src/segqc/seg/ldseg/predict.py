@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from segqc.errors import InputError
+from segqc.seg.inference import LoadedSegModel, model_directory
 from segqc.seg.ldseg.config import LdsegConfig
 from segqc.seg.ldseg.model import COMPONENTS, Ldseg
 from segqc.seg.ldseg.train import METHOD
@@ -29,7 +30,7 @@ __all__ = ["LoadedLdseg", "load", "predict_slices"]
 
 
 @dataclass
-class LoadedLdseg:
+class LoadedLdseg(LoadedSegModel):
     """A trained LDSeg (eval mode), its config, the label value of each class index, the label
     names and the number of image channels."""
 
@@ -39,26 +40,9 @@ class LoadedLdseg:
     names: dict[str, str]
     image_channels: int
 
-    @property
-    def size(self) -> int:
-        """Side of the slices the networks see (px)."""
-        return self.config.size
-
-    @property
-    def samples(self) -> int:
-        """Default samples per slice."""
-        return self.config.samples
-
-    @property
-    def steps(self) -> int:
-        """Default DDIM steps."""
-        return self.config.steps
-
 
 def load(model_dir: str | Path, *, device: str = "cpu") -> LoadedLdseg:
     """The trained LDSeg of a model directory (or of a training run folder), on ``device``."""
-    from segqc.seg.inference import model_directory
-
     directory = model_directory(model_dir)
     saved, weights, _ = load_checkpoint(directory, method=METHOD)
     try:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from segqc.errors import InputError
+from segqc.seg.inference import LoadedSegModel, model_directory
 from segqc.seg.unet.config import UnetConfig
 from segqc.seg.unet.model import build_unet, set_mc_dropout
 from segqc.seg.unet.train import METHOD
@@ -28,7 +29,7 @@ __all__ = ["LoadedUnet", "load", "predict_slices"]
 
 
 @dataclass
-class LoadedUnet:
+class LoadedUnet(LoadedSegModel):
     """A trained U-Net (eval mode), its config, label values per class index, names and image channels."""
 
     network: nn.Module
@@ -37,23 +38,9 @@ class LoadedUnet:
     names: dict[str, str]
     image_channels: int
 
-    @property
-    def size(self) -> int:
-        return self.config.size
-
-    @property
-    def samples(self) -> int:
-        return self.config.samples
-
-    @property
-    def steps(self) -> int:
-        return 1
-
 
 def load(model_dir: str | Path, *, device: str = "cpu") -> LoadedUnet:
     """The trained U-Net of a model directory (or of a training run folder), on ``device``."""
-    from segqc.seg.inference import model_directory
-
     directory = model_directory(model_dir)
     saved, weights, _ = load_checkpoint(directory, method=METHOD)
     try:
