@@ -1,6 +1,6 @@
 """Segmentation evidence on held-out cases: accuracy, head circumference and uncertainty quality.
 
-    python benchmarks/seg/evidence.py --dataset ../shared/data/hc18 --split RUN/split.json \
+    python benchmarks/seg/seg_evidence.py --dataset ../shared/data/hc18 --split RUN/split.json \
         --model ldseg=RUN/model [--model other=DIR] --out RESULTS [--samples 8] [--steps 2] \
         [--hc ../shared/data/hc18/head_circumference.csv] [--limit N]
 
@@ -71,11 +71,11 @@ def run_model(name: str, model_dir: Path, dataset: Dataset, cases: list[str], ou
         entropy.append(result["entropy"].ravel())
         foreground.append(((label > 0) | (truth.array > 0)).ravel())
         score, region, _ = case_uncertainty(label, result["entropy"])
-        row = {"case": case, "dice_all": _dice_all(label, truth.array), "uncertainty": score, "region": region}
+        row: dict[str, object] = {"case": case, "dice_all": _dice_all(label, truth.array), "uncertainty": score,
+                                  "region": region}
         if hc is not None and case in hc.index:
-            row["hc_pred_mm"] = head_circumference(label > 0, truth.geometry.spacing)
-            row["hc_true_mm"] = float(hc[case])
-            row["hc_abs_error_mm"] = abs(row["hc_pred_mm"] - row["hc_true_mm"])
+            predicted, true = head_circumference(label > 0, truth.geometry.spacing), float(hc[case])
+            row.update(hc_pred_mm=predicted, hc_true_mm=true, hc_abs_error_mm=abs(predicted - true))
         rows.append(row)
     seconds = time.perf_counter() - start
     table = pd.DataFrame(rows)
@@ -93,7 +93,7 @@ def run_model(name: str, model_dir: Path, dataset: Dataset, cases: list[str], ou
         link.parent.mkdir(parents=True, exist_ok=True)
         if not link.exists():
             os.symlink(os.path.abspath(dataset.label_files[case]), link)
-    evaluation = evaluate_folder(root / "segs", gt_dir, root / "evaluation", metrics=("dice", "hd95"))
+    evaluation = pd.DataFrame(evaluate_folder(root / "segs", gt_dir, root / "evaluation", metrics=("dice", "hd95")))
     if "component" in evaluation:
         evaluation = evaluation[evaluation["component"].isna()]
     per_class = evaluation.groupby(["label", "metric"])["value"].mean()
