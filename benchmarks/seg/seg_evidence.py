@@ -41,14 +41,7 @@ from segqc.io.images import read_image, read_label_map, write_image
 from segqc.io.split import Split
 from segqc.metrics.calibration import rank_auroc, top_label_calibration
 from segqc.metrics.ellipse import head_circumference
-
-
-def _dice_all(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Multi-class Dice over the foreground classes (QCResUNet appendix A: voxels in agreement on a
-    foreground class count as true positives); 1 when both are empty."""
-    tp = np.count_nonzero((pred == gt) & (gt > 0))
-    denominator = np.count_nonzero(pred > 0) + np.count_nonzero(gt > 0)
-    return 1.0 if denominator == 0 else 2.0 * tp / denominator
+from segqc.metrics.multiclass import multiclass_dice
 
 
 def run_model(name: str, model_dir: Path, dataset: Dataset, cases: list[str], out: Path, *, samples: int,
@@ -71,8 +64,8 @@ def run_model(name: str, model_dir: Path, dataset: Dataset, cases: list[str], ou
         entropy.append(result["entropy"].ravel())
         foreground.append(((label > 0) | (truth.array > 0)).ravel())
         score, region, _ = case_uncertainty(label, result["entropy"])
-        row: dict[str, object] = {"case": case, "dice_all": _dice_all(label, truth.array), "uncertainty": score,
-                                  "region": region}
+        row: dict[str, object] = {"case": case, "dice_all": multiclass_dice(label, truth.array).value,
+                                  "uncertainty": score, "region": region}
         if hc is not None and case in hc.index:
             predicted, true = head_circumference(label > 0, truth.geometry.spacing), float(hc[case])
             row.update(hc_pred_mm=predicted, hc_true_mm=true, hc_abs_error_mm=abs(predicted - true))

@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from segqc.errors import InputError
 from segqc.seg.slices import image_slices
 
-__all__ = ["LoadedSegModel", "case_uncertainty", "load_seg_model", "model_directory", "predict_folder", "segment_case"]
+__all__ = ["LoadedSegModel", "case_uncertainty", "class_entropy", "load_seg_model", "model_directory",
+           "predict_folder", "sample_statistics", "segment_case"]
 
 
 class LoadedSegModel:
@@ -58,6 +59,20 @@ class LoadedSegModel:
     @property
     def steps(self) -> int:
         return int(self.config.steps)
+
+
+def class_entropy(mean: torch.Tensor) -> torch.Tensor:
+    """Per-pixel entropy (nats) of class probabilities ``(n, K, ...)`` over the class axis."""
+    return -(mean * torch.log(mean.clamp_min(1e-12))).sum(dim=1)
+
+
+def sample_statistics(probs: torch.Tensor) -> dict[str, np.ndarray]:
+    """What a method's ``predict_slices`` returns from its per-sample class probabilities
+    ``(samples, n, K, S, S)``: ``mean`` and per-class ``std`` over the samples, the ``entropy``
+    of the mean (nats) and the ``label`` argmax of the mean (uint8)."""
+    mean = probs.mean(dim=0)
+    return {"mean": mean.numpy(), "std": probs.std(dim=0, unbiased=False).numpy(),
+            "entropy": class_entropy(mean).numpy(), "label": mean.argmax(dim=1).numpy().astype(np.uint8)}
 
 
 def model_directory(path: str | Path) -> Path:
@@ -106,14 +121,14 @@ def segment_case(model: Any, predict_slices: Callable[..., dict[str, np.ndarray]
     mean = F.interpolate(torch.from_numpy(result["mean"]), size=(height, width), mode="bilinear",
                          align_corners=False)
     mean = mean / mean.sum(dim=1, keepdim=True).clamp_min(1e-12)
-    entropy = -(mean * torch.log(mean.clamp_min(1e-12))).sum(dim=1)
+    entropies = class_entropy(mean)
     index = mean.argmax(dim=1).numpy()
     labels = np.asarray(model.labels)[index].astype(np.uint8 if max(model.labels) < 256 else np.uint16)
     mean_np = np.moveaxis(mean.numpy(), 0, -1)  # (K, H, W, n)
     if len(shape) == 2:
-        return {"label": labels[0], "entropy": entropy.numpy()[0].astype(np.float32), "mean": mean_np[..., 0]}
+        return {"label": labels[0], "entropy": entropies.numpy()[0].astype(np.float32), "mean": mean_np[..., 0]}
     return {"label": np.ascontiguousarray(np.moveaxis(labels, 0, -1)),
-            "entropy": np.ascontiguousarray(np.moveaxis(entropy.numpy(), 0, -1)).astype(np.float32), "mean": mean_np}
+            "entropy": np.ascontiguousarray(np.moveaxis(entropies.numpy(), 0, -1)).astype(np.float32), "mean": mean_np}
 
 
 def case_uncertainty(label: np.ndarray, entropy: np.ndarray) -> tuple[float, str, int]:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from segqc.errors import InputError
-from segqc.seg.inference import LoadedSegModel, model_directory
+from segqc.seg.inference import LoadedSegModel, model_directory, sample_statistics
 from segqc.seg.ldseg.config import LdsegConfig
 from segqc.seg.ldseg.model import COMPONENTS, Ldseg
 from segqc.seg.ldseg.train import METHOD
@@ -93,8 +93,4 @@ def predict_slices(model: LoadedLdseg, images: np.ndarray, *, samples: int | Non
             probs = model.model.sample(torch.from_numpy(chunk).to(device), samples=samples, steps=steps, noise=noise)
             chunks.append(probs.cpu())
     probs = torch.cat(chunks, dim=1)  # (samples, n, K, S, S)
-    mean = probs.mean(dim=0)
-    std = probs.std(dim=0, unbiased=False)
-    entropy = -(mean * torch.log(mean.clamp_min(1e-12))).sum(dim=1)
-    return {"mean": mean.numpy(), "std": std.numpy(), "entropy": entropy.numpy(),
-            "label": mean.argmax(dim=1).numpy().astype(np.uint8)}
+    return sample_statistics(probs)

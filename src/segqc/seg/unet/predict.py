@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from segqc.errors import InputError
-from segqc.seg.inference import LoadedSegModel, model_directory
+from segqc.seg.inference import LoadedSegModel, model_directory, sample_statistics
 from segqc.seg.unet.config import UnetConfig
 from segqc.seg.unet.model import build_unet, set_mc_dropout
 from segqc.seg.unet.train import METHOD
@@ -80,8 +80,4 @@ def predict_slices(model: LoadedUnet, images: np.ndarray, *, samples: int | None
     finally:
         set_mc_dropout(model.network, False)
     probs = torch.cat(chunks, dim=1)  # (passes, n, K, S, S)
-    mean = probs.mean(dim=0)
-    std = probs.std(dim=0, unbiased=False)
-    entropy = -(mean * torch.log(mean.clamp_min(1e-12))).sum(dim=1)
-    return {"mean": mean.numpy(), "std": std.numpy(), "entropy": entropy.numpy(),
-            "label": mean.argmax(dim=1).numpy().astype(np.uint8)}
+    return sample_statistics(probs)
