@@ -36,16 +36,19 @@ def test_tiny_config_gives_sixteen_fold_latents_and_class_probabilities():
     assert torch.allclose(probs.sum(dim=2), torch.ones(3, 4, config.size, config.size), atol=1e-5)
 
 
-def test_the_label_embedding_is_standardised_per_sample():
-    config = LdsegConfig.preset("tiny", size=64)
+def test_the_label_embedding_is_standardised_per_channel_on_a_batch():
+    config = LdsegConfig.preset("tiny", size=64, latent_channels=3)
     torch.manual_seed(1)
     model = Ldseg(config, image_channels=1, classes=2)
-    gt = torch.zeros(3, 64, 64, dtype=torch.long)
-    gt[:, 10:40, 5:30] = 1
+    gt = torch.zeros(5, 64, 64, dtype=torch.long)
+    for i in range(5):  # different shapes, so the raw features differ between samples and channels
+        gt[i, 4 + 3 * i:40 + 2 * i, 5:30 + 4 * i] = 1
     z = model.label_encoder(torch.nn.functional.one_hot(gt, 2).permute(0, 3, 1, 2).float())
-    flat = z.flatten(1)
-    assert torch.allclose(flat.mean(dim=1), torch.zeros(3), atol=1e-4)
-    assert torch.allclose(flat.std(dim=1, unbiased=False), torch.ones(3), atol=1e-2)
+    assert z.shape == (5, 3, 4, 4)
+    assert torch.allclose(z.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4)
+    assert torch.allclose(z.std(dim=(0, 2, 3), unbiased=False), torch.ones(3), atol=1e-2)
+    raw = model.label_encoder.body(torch.nn.functional.one_hot(gt, 2).permute(0, 3, 1, 2).float())
+    assert not torch.allclose(raw.std(dim=(0, 2, 3)), torch.ones(3), atol=0.1)  # the norm does the work
 
 
 def test_ddim_uses_evenly_spaced_steps_between_T_and_1():
@@ -133,25 +136,81 @@ def test_config_checks_the_latent_and_the_paper_settings():
         LdsegConfig.preset("tiny", train_decode="other")
 
 
-def test_the_decoder_sees_z_t_minus_eps_hat_as_in_eq_12_or_the_clipped_x0_estimate():
-    seen: dict[str, torch.Tensor] = {}
+@pytest.mark.parametrize("prediction", ["epsilon", "v"])
+@pytest.mark.parametrize("mode", ["paper", "x0"])
+def test_the_decoder_sees_z_t_minus_eps_hat_as_in_eq_12_or_the_clipped_x0_estimate(mode, prediction):
     image, gt = torch.randn(2, 2, 32, 32), torch.randint(0, 3, (2, 32, 32))
-    for mode in ("paper", "x0"):
-        torch.manual_seed(0)
-        model = Ldseg(LdsegConfig.preset("tiny", train_decode=mode), image_channels=2, classes=3)
-        with torch.no_grad():
-            for parameter in model.denoiser.parameters():
-                parameter.add_(0.05 * torch.randn_like(parameter))
-        inputs: dict[str, torch.Tensor] = {}
-        model.label_decoder.register_forward_hook(
-            lambda _m, args, _o, mode=mode: seen.__setitem__(mode, args[0].detach()))
-        model.denoiser.register_forward_hook(
-            lambda _m, args, out, inputs=inputs: inputs.update(x=args[0].detach(), eps=out.detach()))
-        loss, _ = model.training_loss(image, gt, generator=torch.Generator().manual_seed(1))
-        assert torch.isfinite(loss)
-        z_t = inputs["x"][:, :model.config.latent_channels]
-        t = torch.randint(0, 1000, (2,), generator=torch.Generator().manual_seed(1))  # the draw training_loss made
-        abar = model.abar[t].view(-1, 1, 1, 1)
-        expected = z_t - inputs["eps"] if mode == "paper" else \
-            ((z_t - (1 - abar).sqrt() * inputs["eps"]) / abar.sqrt()).clamp(-5.0, 5.0)
-        torch.testing.assert_close(seen[mode], expected, atol=1e-5, rtol=1e-5)
+    torch.manual_seed(0)
+    model = Ldseg(LdsegConfig.preset("tiny", train_decode=mode, prediction=prediction), image_channels=2, classes=3)
+    with torch.no_grad():
+        for parameter in model.denoiser.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    seen: dict[str, torch.Tensor] = {}
+    model.label_decoder.register_forward_hook(lambda _m, args, _o: seen.update(decoded=args[0].detach()))
+    model.denoiser.register_forward_hook(lambda _m, args, out: seen.update(x=args[0].detach(), out=out.detach()))
+    model.label_encoder.register_forward_hook(lambda _m, _args, out: seen.update(z0=out.detach()))
+    loss, parts = model.training_loss(image, gt, generator=torch.Generator().manual_seed(1))
+    assert torch.isfinite(loss)
+    z_t, out = seen["x"][:, :model.config.latent_channels], seen["out"]
+    t = torch.randint(0, 1000, (2,), generator=torch.Generator().manual_seed(1))  # the draw training_loss made
+    a = model.abar[t].view(-1, 1, 1, 1)
+    # by hand: z_t = sqrt(a) z0 + sqrt(1 - a) eps; epsilon: out = eps_hat; v: out = v_hat with
+    # v = sqrt(a) eps - sqrt(1 - a) z0, so eps_hat = sqrt(1 - a) z_t + sqrt(a) v_hat and
+    # z0_hat = sqrt(a) z_t - sqrt(1 - a) v_hat
+    if prediction == "epsilon":
+        eps_hat, z0_hat = out, (z_t - (1 - a).sqrt() * out) / a.sqrt()
+    else:
+        eps_hat, z0_hat = (1 - a).sqrt() * z_t + a.sqrt() * out, a.sqrt() * z_t - (1 - a).sqrt() * out
+    expected = z_t - eps_hat if mode == "paper" else z0_hat.clamp(-5.0, 5.0)
+    torch.testing.assert_close(seen["decoded"], expected, atol=1e-5, rtol=1e-5)
+    # sampling uses the same estimates (Ldseg.denoise)
+    with torch.no_grad():
+        sampled_eps, sampled_z0 = model.denoise(z_t, seen["x"][:, model.config.latent_channels:], t)
+    torch.testing.assert_close(sampled_eps, eps_hat, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(sampled_z0, z0_hat, atol=1e-4, rtol=1e-4)
+    # the denoiser loss compares its output with eps (epsilon) or v (v); eps from z_t and z0
+    eps = (z_t - a.sqrt() * seen["z0"]) / (1 - a).sqrt()
+    target = eps if prediction == "epsilon" else a.sqrt() * eps - (1 - a).sqrt() * seen["z0"]
+    assert parts["mse"] == pytest.approx(float(((out - target) ** 2).mean()), rel=1e-3, abs=1e-6)
+
+
+def _gaussian_clean_predictor(abar: torch.Tensor, mu: float, s: float):
+    """The exact clean estimate E[z0 | z_t] when the clean latent is N(mu, s^2) per element:
+    z_t = sqrt(a) z0 + sqrt(1 - a) eps is jointly Gaussian with z0, so E[z0 | z_t] = mu + sqrt(a)
+    s^2 (z_t - sqrt(a) mu) / (a s^2 + 1 - a)."""
+    def predict(z: torch.Tensor, t: int) -> torch.Tensor:
+        a = abar[t]
+        return mu + a.sqrt() * s**2 * (z - a.sqrt() * mu) / (a * s**2 + 1 - a)
+    return predict
+
+
+def test_ddim_with_all_T_steps_and_ancestral_sampling_both_reach_the_known_latent_distribution():
+    from monai.networks.schedulers import DDPMScheduler
+
+    from segqc.seg.ldseg.model import ancestral_loop, ddim_loop
+
+    abar = DDPMScheduler(num_train_timesteps=1000, schedule="cosine").alphas_cumprod.double()
+    mu, s = 0.7, 0.5
+    predict = _gaussian_clean_predictor(abar, mu, s)
+    start = torch.randn(20_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ddim = ddim_loop(predict, start, abar, ddim_timesteps(1000, 1000))
+    ancestral = ancestral_loop(predict, start, abar, generator=torch.Generator().manual_seed(1))
+    for z in (ddim, ancestral):  # N(mu, s^2): 20 000 samples give the mean to about +-0.01
+        assert abs(float(z.mean()) - mu) < 0.02
+        assert abs(float(z.std()) - s) < 0.02
+    assert abs(float(ddim.mean()) - float(ancestral.mean())) < 0.02
+    # two DDIM steps reach the mean too but not the spread: the first step from pure noise lands on
+    # the posterior mean of z0 given z_T, which is mu (the prior) for every start
+    two = ddim_loop(predict, start, abar, ddim_timesteps(2, 1000))
+    assert abs(float(two.mean()) - mu) < 0.02
+
+
+def test_the_sampler_option_picks_ddim_or_ancestral_sampling():
+    model = _model()
+    image = torch.randn(2, 2, 32, 32)
+    ddim = model.sample(image, samples=2, steps=1000, generator=torch.Generator().manual_seed(0))
+    ddpm = model.sample(image, samples=2, steps=2, generator=torch.Generator().manual_seed(0), sampler="ddpm")
+    assert ddim.shape == ddpm.shape == (2, 2, 3, 32, 32)
+    assert not torch.allclose(ddim, ddpm)  # ancestral sampling adds fresh noise at every step
+    with pytest.raises(ValueError, match="sampler"):
+        model.sample(image, samples=1, steps=2, sampler="euler")

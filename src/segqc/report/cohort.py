@@ -21,13 +21,15 @@ from segqc.io.json_files import read_json_object
 @dataclass
 class CaseInputs:
     """The files of one case: image (None for ``evaluate``), segmentation, reference (pGT or GT;
-    None for a QC model without pGT) and error map (``errors/`` of a quality regressor; value >
-    0 where some class is estimated wrong)."""
+    None for a QC model without pGT), error map (``errors/`` of a quality regressor; value >
+    0 where some class is estimated wrong) and uncertainty map (per-voxel entropy of a
+    segmentation method, :func:`uncertainty_file`)."""
 
     image: Path | None
     seg: Path
     ref: Path | None
     errors: Path | None = None
+    uncertainty: Path | None = None
 
 
 @dataclass
@@ -181,6 +183,7 @@ def use_files(cohort: Cohort, *, images: str | Path | None = None, segs: str | P
             if case_id not in seg_files:
                 raise InputError(f"holds no segmentation of case '{case_id}'", segs)
             inputs.seg = seg_files[case_id][1]
+            inputs.uncertainty = uncertainty_file(segs, case_id, inputs.seg)
         if images is not None:
             source = seg_files[case_id][0] if case_id in seg_files else case_id
             found = image_files.get(source) or image_files.get(case_id)
@@ -191,6 +194,16 @@ def use_files(cohort: Cohort, *, images: str | Path | None = None, segs: str | P
             inputs.image = found[0]
 
 
+def uncertainty_file(folder: Path, case: str, seg: Path) -> Path | None:
+    """The uncertainty map of a case: ``folder/uncertainty/CASE.nii.gz``, else the file of the
+    segmentation's name in ``uncertainty/`` beside the segmentation (what ``segqc seg predict``
+    writes); None when neither exists."""
+    for candidate in (folder / "uncertainty" / f"{case}.nii.gz", seg.parent / "uncertainty" / seg.name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def load_cohort(folder: Path, kind: str | None = None) -> Cohort:
     """The :class:`Cohort` of a ``qc``, ``benchmark`` or ``evaluate`` folder (``kind`` as
     :func:`detect` names it; detected when None). Raises :class:`InputError` for a ``rank``
@@ -199,4 +212,7 @@ def load_cohort(folder: Path, kind: str | None = None) -> Cohort:
     loaders = {"qc": _load_qc, "benchmark": _load_benchmark, "evaluate": _load_evaluate}
     if kind not in loaders:
         raise InputError("is a `segqc qc rank` folder; open one model's QC folder inside it", folder)
-    return loaders[kind](folder)
+    cohort = loaders[kind](folder)
+    for case, inputs in cohort.inputs.items():
+        inputs.uncertainty = uncertainty_file(folder, case, inputs.seg)
+    return cohort

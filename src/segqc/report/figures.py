@@ -39,7 +39,9 @@ def label_colour(value: int) -> str:
 class Panel:
     """One 2D view: image (or None), segmentation and reference slices (``a[x, y]``), the pixel
     spacing (x, y) in mm, the grey-value window and a title. Red marks ``errors`` > 0 when an
-    error map is given, else (with ``error``) where segmentation and reference differ."""
+    error map is given, else (with ``error``) where segmentation and reference differ. An
+    ``uncertainty`` slice (per-pixel entropy, nats) is drawn instead of the error layer in the
+    ``hot`` colour map from 0 to ``uncertainty_max`` (pixels below 2 % of it transparent)."""
 
     image: np.ndarray | None
     seg: np.ndarray
@@ -49,6 +51,8 @@ class Panel:
     title: str = ""
     error: bool = True
     errors: np.ndarray | None = None
+    uncertainty: np.ndarray | None = None
+    uncertainty_max: float = 1.0
 
 
 def foreground_slice(seg: np.ndarray, axis: int = 2, ref: np.ndarray | None = None) -> int:
@@ -100,7 +104,11 @@ def _draw_panel(ax, panel: Panel, linewidth: float) -> None:
     else:
         ax.imshow(np.zeros(shape[::-1]), cmap="gray", vmin=0, vmax=1, interpolation="nearest", aspect=extent_aspect)
     wrong = None
-    if panel.errors is not None:
+    if panel.uncertainty is not None:
+        top = max(float(panel.uncertainty_max), 1e-6)
+        shown = np.ma.masked_less(panel.uncertainty.T.astype(np.float32), 0.02 * top)
+        ax.imshow(shown, cmap="hot", vmin=0.0, vmax=top, alpha=0.75, interpolation="nearest", aspect=extent_aspect)
+    elif panel.errors is not None:
         wrong = (panel.errors > 0).T
     elif panel.error and panel.ref is not None:
         wrong = (panel.seg != panel.ref).T

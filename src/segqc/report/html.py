@@ -128,12 +128,14 @@ def _take(volume: np.ndarray | None, axis: int, index: int) -> np.ndarray | None
     return None if volume is None else np.take(volume, index, axis=axis)
 
 
-def _panel(image, seg, ref, spacing, axis: int, index: int, win, title: str, errors=None) -> Panel:
+def _panel(image, seg, ref, spacing, axis: int, index: int, win, title: str, errors=None, uncertainty=None,
+           uncertainty_max: float = 1.0) -> Panel:
     kept = tuple(float(s) for a, s in enumerate(spacing) if a != axis)
     ref_slice = _take(ref, axis, index)
     assert kept and len(kept) == 2
     return Panel(_take(image, axis, index), np.take(seg, index, axis=axis), ref_slice, (kept[0], kept[1]), win, title,
-                 errors=_take(errors, axis, index))
+                 errors=_take(errors, axis, index), uncertainty=_take(uncertainty, axis, index),
+                 uncertainty_max=uncertainty_max)
 
 
 def _worst_slices(cohort: Cohort, case: str, geometry, n: int = 3) -> list[tuple[int, int, float]]:
@@ -154,17 +156,19 @@ def _worst_slices(cohort: Cohort, case: str, geometry, n: int = 3) -> list[tuple
 
 
 def _crop(seg: np.ndarray, ref: np.ndarray | None, image: np.ndarray | None, errors: np.ndarray | None = None,
+          uncertainty: np.ndarray | None = None,
           margin: float = 0.35) -> tuple[list[int], list[np.ndarray | None]]:
     """Crop axes 0 and 1 to the foreground of segmentation, reference and error map plus a
     margin (a fraction of the extent, at least 12 voxels), keeping the pictures square-ish; every
-    slice of axis 2 is kept. Returns the offsets and the cropped arrays (seg, ref, image, errors)."""
+    slice of axis 2 is kept. Returns the offsets and the cropped arrays (seg, ref, image, errors,
+    uncertainty)."""
     foreground = seg > 0
     for other in (ref, errors):
         if other is not None:
             foreground = foreground | (other > 0)
     offsets = [0, 0, 0]
     if not foreground.any():
-        return offsets, [seg, ref, image, errors]
+        return offsets, [seg, ref, image, errors, uncertainty]
     index: list[slice] = [slice(None)] * 3
     for axis in (0, 1):
         present = np.flatnonzero(np.any(foreground, axis=tuple(a for a in range(3) if a != axis)))
@@ -173,7 +177,7 @@ def _crop(seg: np.ndarray, ref: np.ndarray | None, image: np.ndarray | None, err
         low, high = max(int(present[0]) - pad, 0), min(int(present[-1]) + pad + 1, seg.shape[axis])
         index[axis], offsets[axis] = slice(low, high), low
     box = tuple(index)
-    return offsets, [seg[box], *(None if a is None else a[box] for a in (ref, image, errors))]
+    return offsets, [seg[box], *(None if a is None else a[box] for a in (ref, image, errors, uncertainty))]
 
 
 def case_pictures(cohort: Cohort, case: str) -> dict[str, str]:
@@ -189,18 +193,22 @@ def case_pictures(cohort: Cohort, case: str) -> dict[str, str]:
     ref = read_label_map(files.ref).array if files.ref is not None and files.ref != files.seg else None
     image = read_image(files.image).array.astype(np.float32) if files.image is not None else None
     errors: Any = read_label_map(files.errors).array if files.errors is not None else None
-    for name, other in (("reference", ref), ("image", image), ("error map", errors)):
+    uncertainty: Any = (read_image(files.uncertainty).array.astype(np.float32)
+                        if files.uncertainty is not None else None)
+    for name, other in (("reference", ref), ("image", image), ("error map", errors), ("uncertainty map", uncertainty)):
         if other is not None and other.shape != seg.shape:
             raise InputError(f"the {name} of case {case} has shape {other.shape}, the segmentation {seg.shape}",
                              files.seg)
+    top = float(np.nanmax(uncertainty)) if uncertainty is not None and uncertainty.size else 1.0
     if seg.ndim == 2:
-        seg, ref, image, errors = (None if a is None else a[..., None] for a in (seg, ref, image, errors))
+        seg, ref, image, errors, uncertainty = (None if a is None else a[..., None]
+                                                for a in (seg, ref, image, errors, uncertainty))
         spacing: tuple[float, ...] = (*geometry.spacing, 1.0)
     else:
         spacing = geometry.spacing
     assert seg is not None
     win = figures.window(image)
-    offsets, (seg, ref, image, errors) = _crop(seg, ref, image, errors)
+    offsets, (seg, ref, image, errors, uncertainty) = _crop(seg, ref, image, errors, uncertainty)
     centre = [figures.foreground_slice(seg, axis, ref) for axis in range(3)]
     panel = partial(_panel, image, seg, ref, spacing, win=win, errors=errors)
     main = panel(2, centre[2], title=f"axis 2 slice {centre[2] + offsets[2]}")
@@ -208,6 +216,9 @@ def case_pictures(cohort: Cohort, case: str) -> dict[str, str]:
     if seg.shape[0] > 1 and seg.shape[1] > 1 and seg.shape[2] > 1:
         views += [panel(1, centre[1], title=f"axis 1 slice {centre[1] + offsets[1]}"),
                   panel(0, centre[0], title=f"axis 0 slice {centre[0] + offsets[0]}")]
+    if uncertainty is not None:  # the main slice again with the entropy map instead of the error layer
+        views.append(panel(2, centre[2], title=f"uncertainty (max {top:.2f} nats)", uncertainty=uncertainty,
+                           uncertainty_max=top))
     worst = [panel(axis, index - offsets[axis], title=f"slice {index}: est. {value:.3f}")
              for axis, index, value in _worst_slices(cohort, case, geometry)
              if 0 <= index - offsets[axis] < seg.shape[axis]]

@@ -20,7 +20,8 @@ from segqc.report.cohort import Cohort, label_names, label_order, load_cohort, p
 LAYERS = ("image", "segmentation", "reference", "error", "uncertainty")
 """Layer names, bottom to top. ``reference`` is the pGT (QC) or the ground truth (evaluate);
 ``error`` is the folder's ``errors/CASE.nii.gz`` when it has one, else the voxels where the
-segmentation and the reference disagree; ``uncertainty`` is ``uncertainty/CASE.nii.gz``."""
+segmentation and the reference disagree; ``uncertainty`` is the per-voxel entropy map of the folder
+or of the segmentation folder (:func:`segqc.report.cohort.uncertainty_file`)."""
 
 
 @dataclass
@@ -126,10 +127,11 @@ def load_worklist(out_dir: str | Path, *, images: str | Path | None = None,
             files["image"] = inputs.image
         if inputs.ref is not None and inputs.ref != inputs.seg:
             files["reference"] = inputs.ref
-        for layer, sub in (("error", "errors"), ("uncertainty", "uncertainty")):
-            candidate = folder / sub / f"{case_id}.nii.gz"
-            if candidate.is_file():
-                files[layer] = candidate
+        error_map = folder / "errors" / f"{case_id}.nii.gz"
+        if error_map.is_file():
+            files["error"] = error_map
+        if inputs.uncertainty is not None:
+            files["uncertainty"] = inputs.uncertainty
         flagged = bool(work.loc[case_id, "flag"]) if case_id in work.index and "flag" in work.columns else False
         reason = str(work.loc[case_id, "reason"]) if flagged and "reason" in work.columns else ""
         cases.append(ReviewCase(case_id, flagged, "" if reason == "nan" else reason,

@@ -2,9 +2,10 @@
 
 * :class:`Encoder` — ResNet-style, four stride-2 residual stages (no skip connections to a
   decoder), then a 1 x 1 convolution to ``latent_channels``. As the label encoder it reads the
-  one-hot label map and ends in a normalisation without parameters (each sample's embedding is
-  standardised to mean 0, standard deviation 1 over channels and pixels: the paper's "normalization
-  layer ... to ensure standardized distribution"); as the image encoder it may add multi-head
+  one-hot label map and ends in a normalisation without parameters (every channel of every
+  sample's embedding is standardised to mean 0, standard deviation 1 over its pixels, so each
+  channel has mean 0 and standard deviation 1 on any batch too: the paper's "normalization layer
+  ... to ensure standardized distribution"); as the image encoder it may add multi-head
   self-attention after its last two stages (paper §IV-B).
 * the conditional denoiser — MONAI's ``DiffusionModelUNet`` on ``[noisy label latent, image
   embedding]`` concatenated along channels, with the timestep; it predicts the noise.
@@ -18,7 +19,8 @@ with the paper's few evenly spaced steps).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +29,7 @@ from torch import nn
 from segqc.nn.losses import mean_dice_loss
 from segqc.seg.ldseg.config import LdsegConfig
 
-__all__ = ["COMPONENTS", "Encoder", "LabelDecoder", "Ldseg", "ddim_timesteps"]
+__all__ = ["COMPONENTS", "Encoder", "LabelDecoder", "Ldseg", "ancestral_loop", "ddim_loop", "ddim_timesteps"]
 
 COMPONENTS = ("label_encoder", "image_encoder", "denoiser", "label_decoder")
 """The networks, each saved as its own safetensors file."""
@@ -78,7 +80,7 @@ class _SpatialAttention(nn.Module):
 
 class Encoder(nn.Module):
     """``(B, in_channels, S, S)`` -> ``(B, latent_channels, S/16, S/16)``. ``standardise``: the
-    label encoder's final normalisation (GroupNorm with one group and no affine parameters);
+    label encoder's final normalisation (GroupNorm with one group per channel, no affine parameters);
     ``attention``: self-attention after the last two stages (the image encoder)."""
 
     def __init__(self, in_channels: int, latent_channels: int, widths: Sequence[int], *, blocks: int = 1,
@@ -94,7 +96,8 @@ class Encoder(nn.Module):
             channels = width
         layers.append(nn.Conv2d(channels, latent_channels, 1))
         self.body = nn.Sequential(*layers)
-        self.norm: nn.Module = nn.GroupNorm(1, latent_channels, affine=False) if standardise else nn.Identity()
+        self.norm: nn.Module = (nn.GroupNorm(latent_channels, latent_channels, affine=False) if standardise
+                                else nn.Identity())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.body(x))
@@ -160,15 +163,25 @@ class Ldseg(nn.Module):
         module: nn.Module = getattr(self, name)
         return module
 
-    def noise(self, eps_input: torch.Tensor, z_image: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The denoiser's noise estimate for noisy latents at 0-based timesteps ``t`` (B,)."""
-        return self.denoiser(torch.cat([eps_input, z_image], dim=1), timesteps=t)
+    def denoise(self, z_t: torch.Tensor, z_image: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(eps_hat, z0_hat)``: the noise and the clean-latent estimates of the noisy latents
+        ``z_t`` at 0-based timesteps ``t`` (B,) from one denoiser pass. ``prediction`` ``epsilon``:
+        the denoiser outputs ``eps_hat`` and ``z0_hat = (z_t - sqrt(1 - abar) eps_hat) /
+        sqrt(abar)``; ``v``: it outputs ``v_hat`` and ``z0_hat = sqrt(abar) z_t - sqrt(1 - abar)
+        v_hat``, ``eps_hat = sqrt(1 - abar) z_t + sqrt(abar) v_hat`` (unclipped)."""
+        out = self.denoiser(torch.cat([z_t, z_image], dim=1), timesteps=t)
+        abar = self.abar[t].view(-1, 1, 1, 1)
+        if self.config.prediction == "v":
+            return (1 - abar).sqrt() * z_t + abar.sqrt() * out, abar.sqrt() * z_t - (1 - abar).sqrt() * out
+        return out, (z_t - (1 - abar).sqrt() * out) / abar.sqrt()
 
     def training_loss(self, image: torch.Tensor, gt: torch.Tensor, *,
                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """Algorithm 1 on a batch: ``image`` (B, C, S, S), ``gt`` (B, S, S) class indices ->
-        ``CE + gamma Dice + lambda ||eps - eps_hat||^2`` and its parts. ``t`` is drawn per slice
-        (uniform over 1..T, 0-based here), ``eps`` from ``generator``."""
+        ``CE + gamma Dice + lambda MSE`` and its parts. ``t`` is drawn per slice (uniform over
+        1..T, 0-based here), ``eps`` from ``generator``. The MSE compares the denoiser's output
+        with its target: ``eps`` (``prediction`` ``epsilon``, the paper's ``||eps - eps_hat||^2``)
+        or ``v = sqrt(abar) eps - sqrt(1 - abar) z_0`` (``v``)."""
         cfg = self.config
         onehot = F.one_hot(gt.long(), self.classes).permute(0, 3, 1, 2).float()
         z_image = self.image_encoder(image)
@@ -177,27 +190,34 @@ class Ldseg(nn.Module):
         eps = torch.randn(z_label.shape, generator=generator).to(image.device)
         abar = self.abar[t].view(-1, 1, 1, 1)
         z_t = abar.sqrt() * z_label + (1 - abar).sqrt() * eps
-        eps_hat = self.noise(z_t, z_image, t)
+        out = self.denoiser(torch.cat([z_t, z_image], dim=1), timesteps=t)
+        if cfg.prediction == "v":
+            target = abar.sqrt() * eps - (1 - abar).sqrt() * z_label
+            eps_hat, z0_hat = (1 - abar).sqrt() * z_t + abar.sqrt() * out, abar.sqrt() * z_t - (1 - abar).sqrt() * out
+        else:
+            target, eps_hat, z0_hat = eps, out, (z_t - (1 - abar).sqrt() * out) / abar.sqrt()
         if cfg.train_decode == "paper":
             z_dn = z_t - eps_hat  # Eq. 12, as written
         else:
-            z_dn = ((z_t - (1 - abar).sqrt() * eps_hat) / abar.sqrt()).clamp(-cfg.clip_latent, cfg.clip_latent)
+            z_dn = z0_hat.clamp(-cfg.clip_latent, cfg.clip_latent)
         logits = self.label_decoder(z_dn)
         ce = F.cross_entropy(logits, gt.long())
         dice = mean_dice_loss(torch.softmax(logits, dim=1), onehot)
-        mse = F.mse_loss(eps_hat, eps)
+        mse = F.mse_loss(out, target)
         loss = ce + cfg.gamma * dice + cfg.lam * mse
         return loss, {"loss": loss.item(), "ce": ce.item(), "dice": dice.item(), "mse": mse.item()}
 
     @torch.no_grad()
     def sample(self, image: torch.Tensor, *, samples: int, steps: int, generator: torch.Generator | None = None,
-               noise: torch.Tensor | None = None) -> torch.Tensor:
+               noise: torch.Tensor | None = None, sampler: str = "ddim") -> torch.Tensor:
         """Class probabilities ``(samples, B, classes, S, S)`` of ``image`` (B, C, S, S): the
-        image is encoded once, ``samples`` Gaussian latents per slice are denoised together by
-        deterministic DDIM (eta = 0) over :func:`ddim_timesteps` and decoded. The clean-latent
-        estimate is clipped to ``+-clip_latent``. The starting latents are ``noise``
-        ``(samples * B, latent_channels, S/16, S/16)`` (sample-major: row ``s * B + b``) or drawn
-        from ``generator`` (CPU)."""
+        image is encoded once, ``samples`` Gaussian latents per slice are denoised together and
+        decoded. ``sampler``: ``ddim`` — deterministic DDIM (eta = 0) over ``steps``
+        :func:`ddim_timesteps` (:func:`ddim_loop`); ``ddpm`` — ancestral sampling over all T
+        steps (:func:`ancestral_loop`; ``steps`` is ignored, the fresh noise of every step comes
+        from ``generator``). The clean-latent estimate is clipped to ``+-clip_latent``. The
+        starting latents are ``noise`` ``(samples * B, latent_channels, S/16, S/16)``
+        (sample-major: row ``s * B + b``) or drawn from ``generator`` (CPU)."""
         cfg = self.config
         b = image.shape[0]
         z_image = self.image_encoder(image).repeat(samples, 1, 1, 1)
@@ -206,15 +226,58 @@ class Ldseg(nn.Module):
             noise = torch.randn(shape, generator=generator)
         if tuple(noise.shape) != shape:
             raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
+
+        def predict_clean(z: torch.Tensor, t: int) -> torch.Tensor:
+            return self.denoise(z, z_image, torch.full((z.shape[0],), t, device=z.device, dtype=torch.long))[1]
+
         z = noise.to(image.device)
-        times = ddim_timesteps(steps, cfg.timesteps)
-        for k, t in enumerate(times):
-            abar_t = self.abar[t]
-            abar_prev = self.abar[times[k + 1]] if k + 1 < len(times) else torch.ones_like(abar_t)
-            tt = torch.full((z.shape[0],), t, device=image.device, dtype=torch.long)
-            eps_hat = self.noise(z, z_image, tt)
-            z0 = ((z - (1 - abar_t).sqrt() * eps_hat) / abar_t.sqrt()).clamp(-cfg.clip_latent, cfg.clip_latent)
-            eps_hat = (z - abar_t.sqrt() * z0) / (1 - abar_t).sqrt()  # consistent with the clipped estimate
-            z = abar_prev.sqrt() * z0 + (1 - abar_prev).sqrt() * eps_hat
+        if sampler == "ddim":
+            z = ddim_loop(predict_clean, z, self.abar, ddim_timesteps(steps, cfg.timesteps), clip=cfg.clip_latent)
+        elif sampler == "ddpm":
+            z = ancestral_loop(predict_clean, z, self.abar, clip=cfg.clip_latent,
+                               generator=generator if generator is not None else torch.Generator().manual_seed(0))
+        else:
+            raise ValueError(f"sampler must be ddim or ddpm, got {sampler!r}")
         probs = torch.softmax(self.label_decoder(z), dim=1)
         return probs.view(samples, b, self.classes, cfg.size, cfg.size)
+
+
+CleanFunction = Callable[[torch.Tensor, int], torch.Tensor]
+"""``(z_t, t) -> z0_hat``: the clean-latent estimate at the 0-based timestep ``t``."""
+
+
+def ddim_loop(predict_clean: CleanFunction, z: torch.Tensor, abar: torch.Tensor, times: Sequence[int], *,
+              clip: float = math.inf) -> torch.Tensor:
+    """Deterministic DDIM (eta = 0; Song et al. 2021, Eq. 12) from ``z`` at ``times[0]`` through
+    ``times`` (0-based, descending) to the clean latent: at each step the clean estimate ``z0``
+    (clipped to ``+-clip``) and the noise consistent with it, ``(z - sqrt(abar_t) z0) /
+    sqrt(1 - abar_t)``, move ``z`` to the next timestep; after the last one ``z`` is ``z0``."""
+    for k, t in enumerate(times):
+        abar_t = abar[t]
+        z0 = predict_clean(z, t).clamp(-clip, clip)
+        if k + 1 == len(times):
+            return z0
+        abar_prev = abar[times[k + 1]]
+        eps_hat = (z - abar_t.sqrt() * z0) / (1 - abar_t).sqrt()
+        z = abar_prev.sqrt() * z0 + (1 - abar_prev).sqrt() * eps_hat
+    return z
+
+
+def ancestral_loop(predict_clean: CleanFunction, z: torch.Tensor, abar: torch.Tensor, *,
+                   generator: torch.Generator, clip: float = math.inf) -> torch.Tensor:
+    """Ancestral DDPM sampling (Ho et al. 2020) from ``z`` at t = T-1 down to 0: each step draws
+    ``z_{t-1}`` from the Gaussian posterior ``q(z_{t-1} | z_t, z0)`` around the clipped clean
+    estimate (variance ``beta~_t = (1 - abar_{t-1}) / (1 - abar_t) beta_t``); the last step returns
+    the clean estimate. Fresh noise comes from ``generator`` (CPU)."""
+    steps = abar.shape[0]
+    for t in range(steps - 1, -1, -1):
+        abar_t = abar[t]
+        z0 = predict_clean(z, t).clamp(-clip, clip)
+        if t == 0:
+            return z0
+        abar_prev = abar[t - 1]
+        beta = 1 - abar_t / abar_prev
+        mean = (abar_prev.sqrt() * beta * z0 + (1 - beta).sqrt() * (1 - abar_prev) * z) / (1 - abar_t)
+        variance = beta * (1 - abar_prev) / (1 - abar_t)
+        z = mean + variance.sqrt() * torch.randn(z.shape, generator=generator).to(z.device)
+    return z

@@ -63,14 +63,15 @@ def load(model_dir: str | Path, *, device: str = "cpu") -> LoadedLdseg:
 
 
 def predict_slices(model: LoadedLdseg, images: np.ndarray, *, samples: int | None = None, steps: int | None = None,
-                   seed: int = 0, batch_size: int = 16) -> dict[str, np.ndarray]:
+                   seed: int = 0, batch_size: int = 16, sampler: str = "ddim") -> dict[str, np.ndarray]:
     """Sample ``images`` ``(n, C, S, S)`` (preprocessed slices, :func:`~segqc.seg.ldseg.train.image_slices`):
     ``mean`` ``(n, K, S, S)`` mean class probabilities over the ``samples`` samples, ``std``
     ``(n, K, S, S)`` their standard deviation per class, ``entropy`` ``(n, S, S)`` of the mean
     (nats) and ``label`` ``(n, S, S)`` class indices (argmax of the mean). ``samples`` / ``steps``
     default to the model's config. Slices go ``batch_size`` at a time, with all their samples in
     one batch; the result does not depend on ``batch_size`` (one generator per slice, seeded by
-    ``seed`` and the slice's index)."""
+    ``seed`` and the slice's index). ``sampler``: ``ddim`` (``steps`` steps) or ``ddpm`` (ancestral
+    sampling over all T steps; :meth:`~segqc.seg.ldseg.model.Ldseg.sample`)."""
     cfg = model.config
     samples = int(samples or cfg.samples)
     steps = int(steps or cfg.steps)
@@ -90,7 +91,8 @@ def predict_slices(model: LoadedLdseg, images: np.ndarray, *, samples: int | Non
                 per_slice.append(torch.randn((samples, cfg.latent_channels, cfg.latent_size, cfg.latent_size),
                                              generator=generator))
             noise = torch.stack(per_slice, dim=1).reshape(-1, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
-            probs = model.model.sample(torch.from_numpy(chunk).to(device), samples=samples, steps=steps, noise=noise)
+            probs = model.model.sample(torch.from_numpy(chunk).to(device), samples=samples, steps=steps, noise=noise,
+                                       sampler=sampler, generator=torch.Generator().manual_seed(int(seed) + start))
             chunks.append(probs.cpu())
     probs = torch.cat(chunks, dim=1)  # (samples, n, K, S, S)
     return sample_statistics(probs)
