@@ -3,16 +3,17 @@
     python benchmarks/seg/seg_sweeps.py --dataset ../shared/data/hc18 --split RUN/split.json \
         --model ldseg=LDSEG/model --model unet=UNET/model --out RESULTS \
         [--steps-list 1,2,5,10,50,1000] [--ddpm] [--noise 0,0.05,0.1,0.15,0.2] [--limit N] \
-        [--heavy-limit N] [--speed]
+        [--speed]
 
-Every case goes through :func:`segqc.seg.inference.segment_case` (the code of ``segqc seg
-predict``) with one sample (N = 1) and is scored on its input grid against the ground truth
+The slices of all cases are sampled together in batches of 64 (one sample, N = 1), then every
+case is put back on its input grid by :func:`segqc.seg.inference.segment_case` (the code of
+``segqc seg predict``) and scored against the ground truth
 (per-class Dice, :func:`segqc.metrics.multiclass.per_class_dice`; ``dice_mean``: the mean over the
 foreground classes). Written to ``OUT/``:
 
-* ``steps.csv`` — models with diffusion steps (LDSeg): Dice and seconds per image for DDIM with K
-  = each of ``--steps-list``, and with ``--ddpm`` ancestral sampling over all T steps. K >= 50 and
-  ancestral sampling run on the first ``--heavy-limit`` cases only (column ``cases``).
+* ``steps.csv`` — models with diffusion steps (LDSeg): Dice and seconds per image (sampling only,
+  in batches of 64) for DDIM with K = each of ``--steps-list``, and with ``--ddpm`` ancestral
+  sampling over all T steps.
 * ``noise.csv`` — every model: Dice vs additive Gaussian image noise. The noise's standard
   deviation is ``sigma`` times each case's intensity range (max - min; the paper adds noise to
   images scaled to [0, 1]); one seeded draw per case and sigma, the same for every model.
@@ -55,22 +56,29 @@ def _score(label: np.ndarray, truth: np.ndarray, labels: tuple[int, ...]) -> dic
 
 def _run(model, predict_slices, cases, *, steps: int | None, sampler: str = "ddim",
          noise: float = 0.0) -> dict[str, float]:
+    """Dice of every case with the slices of all cases sampled in batches of 64 (one
+    ``predict_slices`` call), each case then put back on its grid by ``segment_case``."""
     from segqc.seg.inference import segment_case
+    from segqc.seg.slices import image_slices
 
-    def predict(m, images, **kwargs):
-        return predict_slices(m, images, sampler=sampler, **kwargs) if sampler != "ddim" else predict_slices(
-            m, images, **kwargs)
-
-    rows, seconds = [], 0.0
-    for index, (_case, channels, truth) in enumerate(cases):
+    inputs = []
+    for index, (_case, channels, _truth) in enumerate(cases):
         if noise > 0:
             rng = np.random.default_rng(1000 + index)
             channels = [c + rng.normal(0.0, noise * float(c.max() - c.min()), c.shape).astype(np.float32)
                         for c in channels]
-        start = time.perf_counter()
-        result = segment_case(model, predict, channels, samples=1, steps=steps, seed=index)
-        seconds += time.perf_counter() - start
-        rows.append(_score(result["label"], truth, model.labels))
+        inputs.append(channels)
+    slices = [image_slices(channels, model.size) for channels in inputs]
+    starts = np.cumsum([0] + [len(x) for x in slices])
+    extra = {"sampler": sampler} if sampler != "ddim" else {}
+    start = time.perf_counter()
+    result = predict_slices(model, np.concatenate(slices), samples=1, steps=steps, batch_size=64, **extra)
+    seconds = time.perf_counter() - start
+    rows = []
+    for index, (channels, (_case, _raw, truth)) in enumerate(zip(inputs, cases)):
+        part = {key: value[starts[index]:starts[index + 1]] for key, value in result.items()}
+        label = segment_case(model, lambda *_args, part=part, **_kwargs: part, channels)["label"]
+        rows.append(_score(label, truth, model.labels))
     table = pd.DataFrame(rows)
     summary = {column: float(table[column].mean()) for column in table.columns}
     summary.update(cases=len(cases), seconds_per_image=seconds / max(len(cases), 1))
@@ -100,7 +108,6 @@ def main() -> None:
     parser.add_argument("--ddpm", action="store_true", help="also ancestral sampling over all T steps")
     parser.add_argument("--noise", default="0,0.05,0.1,0.15,0.2")
     parser.add_argument("--limit", type=int, default=0, help="only the first N held-out cases")
-    parser.add_argument("--heavy-limit", type=int, default=40, help="cases for K >= 50 and ancestral sampling")
     parser.add_argument("--speed", action="store_true")
     args = parser.parse_args()
     from segqc.seg.inference import load_seg_model
@@ -117,9 +124,7 @@ def main() -> None:
         if diffusion and args.steps_list:
             runs = [("ddim", int(k)) for k in args.steps_list.split(",")] + ([("ddpm", 0)] if args.ddpm else [])
             for sampler, k in runs:
-                heavy = sampler == "ddpm" or k >= 50
-                subset = cases[:args.heavy_limit] if heavy else cases
-                row = _run(model, predict_slices, subset, steps=k or None, sampler=sampler)
+                row = _run(model, predict_slices, cases, steps=k or None, sampler=sampler)
                 steps_rows.append({"model": name, "sampler": sampler,
                                    "steps": k or model.config.timesteps, **row})
                 print(steps_rows[-1], flush=True)

@@ -8,7 +8,8 @@
   ... to ensure standardized distribution"); as the image encoder it may add multi-head
   self-attention after its last two stages (paper §IV-B).
 * the conditional denoiser — MONAI's ``DiffusionModelUNet`` on ``[noisy label latent, image
-  embedding]`` concatenated along channels, with the timestep; it predicts the noise.
+  embedding]`` concatenated along channels, with the timestep; it predicts the noise (``epsilon``)
+  or the velocity ``v`` (config ``prediction``).
 * :class:`LabelDecoder` — a ResUNet-style decoder without skips: four (x2 up-sampling, residual
   block) stages to class logits (softmax in the loss and at inference).
 
@@ -170,7 +171,10 @@ class Ldseg(nn.Module):
         sqrt(abar)``; ``v``: it outputs ``v_hat`` and ``z0_hat = sqrt(abar) z_t - sqrt(1 - abar)
         v_hat``, ``eps_hat = sqrt(1 - abar) z_t + sqrt(abar) v_hat`` (unclipped)."""
         out = self.denoiser(torch.cat([z_t, z_image], dim=1), timesteps=t)
-        abar = self.abar[t].view(-1, 1, 1, 1)
+        return self._estimates(out, z_t, self.abar[t].view(-1, 1, 1, 1))
+
+    def _estimates(self, out: torch.Tensor, z_t: torch.Tensor, abar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(eps_hat, z0_hat)`` from the denoiser's output ``out`` (:meth:`denoise`)."""
         if self.config.prediction == "v":
             return (1 - abar).sqrt() * z_t + abar.sqrt() * out, abar.sqrt() * z_t - (1 - abar).sqrt() * out
         return out, (z_t - (1 - abar).sqrt() * out) / abar.sqrt()
@@ -191,11 +195,8 @@ class Ldseg(nn.Module):
         abar = self.abar[t].view(-1, 1, 1, 1)
         z_t = abar.sqrt() * z_label + (1 - abar).sqrt() * eps
         out = self.denoiser(torch.cat([z_t, z_image], dim=1), timesteps=t)
-        if cfg.prediction == "v":
-            target = abar.sqrt() * eps - (1 - abar).sqrt() * z_label
-            eps_hat, z0_hat = (1 - abar).sqrt() * z_t + abar.sqrt() * out, abar.sqrt() * z_t - (1 - abar).sqrt() * out
-        else:
-            target, eps_hat, z0_hat = eps, out, (z_t - (1 - abar).sqrt() * out) / abar.sqrt()
+        eps_hat, z0_hat = self._estimates(out, z_t, abar)
+        target = abar.sqrt() * eps - (1 - abar).sqrt() * z_label if cfg.prediction == "v" else eps
         if cfg.train_decode == "paper":
             z_dn = z_t - eps_hat  # Eq. 12, as written
         else:
