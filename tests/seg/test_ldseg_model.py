@@ -134,6 +134,12 @@ def test_config_checks_the_latent_and_the_paper_settings():
         LdsegConfig.preset("tiny", size=40)
     with pytest.raises(ValueError, match="train_decode"):
         LdsegConfig.preset("tiny", train_decode="other")
+    three = LdsegConfig.preset("tiny", size=32, widths=(8, 16, 16))  # three down-samplings: 4 x 4 latent
+    assert three.latent_size == 4
+    z = Ldseg(three, image_channels=1, classes=2).image_encoder(torch.zeros(1, 1, 32, 32))
+    assert z.shape == (1, three.latent_channels, 4, 4)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        LdsegConfig.preset("tiny", size=36, widths=(8, 16, 16))
 
 
 @pytest.mark.parametrize("prediction", ["epsilon", "v"])

@@ -54,9 +54,9 @@ class LdsegConfig(ConfigBase):
     """Every setting of the LDSeg model and its training (defaults: the ``small`` preset).
 
     Network: ``size`` (slices are resampled in-plane to ``size`` x ``size`` px; divisible by
-    16: four stride-2 down-samplings), ``widths`` (four encoder / decoder stages, one residual
-    block each, ``blocks`` per stage), ``latent_channels`` (channels of the label embedding and of
-    the image embedding), ``image_attention`` (multi-head self-attention after the image
+    ``2 ** len(widths)``), ``widths`` (one encoder / decoder stage per entry, each a stride-2
+    down-sampling: the paper has four; ``blocks`` residual blocks per stage), ``latent_channels``
+    (channels of the label embedding and of the image embedding), ``image_attention`` (multi-head self-attention after the image
     encoder's last two stages), ``denoiser_channels`` / ``denoiser_attention`` /
     ``denoiser_res_blocks`` (MONAI ``DiffusionModelUNet`` levels), ``norm_groups`` (group norm of
     the denoiser).
@@ -107,18 +107,20 @@ class LdsegConfig(ConfigBase):
         for name in ("widths", "denoiser_channels"):
             object.__setattr__(self, name, tuple(int(w) for w in getattr(self, name)))
         object.__setattr__(self, "denoiser_attention", tuple(bool(a) for a in self.denoiser_attention))
-        if len(self.widths) != 4:
-            raise ValueError(f"widths needs one entry per down-sampling stage (4); got {self.widths}")
-        if self.size % 16 or self.size < 16:
-            raise ValueError(f"size {self.size} must be a positive multiple of 16 (four stride-2 stages)")
+        if not 2 <= len(self.widths) <= 5:
+            raise ValueError(f"widths needs one entry per down-sampling stage (2 to 5; the paper: 4); got {self.widths}")
+        factor = 2 ** len(self.widths)
+        if self.size % factor or self.size < factor:
+            raise ValueError(f"size {self.size} must be a positive multiple of {factor} "
+                             f"({len(self.widths)} stride-2 stages)")
         if len(self.denoiser_attention) != len(self.denoiser_channels):
             raise ValueError("denoiser_attention needs one entry per denoiser level "
                              f"({len(self.denoiser_channels)}); got {self.denoiser_attention}")
         if any(c % self.norm_groups for c in self.denoiser_channels):
             raise ValueError(f"denoiser_channels {self.denoiser_channels} must be multiples of norm_groups "
                              f"{self.norm_groups}")
-        if (self.size // 16) % 2 ** (len(self.denoiser_channels) - 1):
-            raise ValueError(f"the {self.size // 16} px latent cannot be halved {len(self.denoiser_channels) - 1} "
+        if self.latent_size % 2 ** (len(self.denoiser_channels) - 1):
+            raise ValueError(f"the {self.latent_size} px latent cannot be halved {len(self.denoiser_channels) - 1} "
                              "times by the denoiser; use fewer denoiser levels or another size")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
@@ -135,8 +137,8 @@ class LdsegConfig(ConfigBase):
 
     @property
     def latent_size(self) -> int:
-        """Side of the label and image embeddings (``size / 16``)."""
-        return self.size // 16
+        """Side of the label and image embeddings (``size / 2 ** len(widths)``; 4 stages: ``size / 16``)."""
+        return self.size // 2 ** len(self.widths)
 
 
 PRESETS = {

@@ -1,7 +1,7 @@
 """The four LDSeg networks (2D) and the diffusion arithmetic they share.
 
-* :class:`Encoder` — ResNet-style, four stride-2 residual stages (no skip connections to a
-  decoder), then a 1 x 1 convolution to ``latent_channels``. As the label encoder it reads the
+* :class:`Encoder` — ResNet-style, one stride-2 residual stage per width (the paper: four; no
+  skip connections to a decoder), then a 1 x 1 convolution to ``latent_channels``. As the label encoder it reads the
   one-hot label map and ends in a normalisation without parameters (every channel of every
   sample's embedding is standardised to mean 0, standard deviation 1 over its pixels, so each
   channel has mean 0 and standard deviation 1 on any batch too: the paper's "normalization layer
@@ -10,8 +10,8 @@
 * the conditional denoiser — MONAI's ``DiffusionModelUNet`` on ``[noisy label latent, image
   embedding]`` concatenated along channels, with the timestep; it predicts the noise (``epsilon``)
   or the velocity ``v`` (config ``prediction``).
-* :class:`LabelDecoder` — a ResUNet-style decoder without skips: four (x2 up-sampling, residual
-  block) stages to class logits (softmax in the loss and at inference).
+* :class:`LabelDecoder` — a ResUNet-style decoder without skips: one (x2 up-sampling, residual
+  block) stage per width to class logits (softmax in the loss and at inference).
 
 :class:`Ldseg` holds the four, the noise schedule (``abar``, from MONAI's ``DDPMScheduler``) and
 :meth:`Ldseg.training_loss` (paper Algorithm 1) and :meth:`Ldseg.sample` (DDIM, Algorithm 2
@@ -80,7 +80,8 @@ class _SpatialAttention(nn.Module):
 
 
 class Encoder(nn.Module):
-    """``(B, in_channels, S, S)`` -> ``(B, latent_channels, S/16, S/16)``. ``standardise``: the
+    """``(B, in_channels, S, S)`` -> ``(B, latent_channels, S/2^n, S/2^n)`` for ``n = len(widths)``
+    stages (the paper: 4, ``S/16``). ``standardise``: the
     label encoder's final normalisation (GroupNorm with one group per channel, no affine parameters);
     ``attention``: self-attention after the last two stages (the image encoder)."""
 
@@ -105,7 +106,7 @@ class Encoder(nn.Module):
 
 
 class LabelDecoder(nn.Module):
-    """``(B, latent_channels, S/16, S/16)`` -> class logits ``(B, classes, S, S)``: a ResUNet
+    """``(B, latent_channels, S/2^n, S/2^n)`` -> class logits ``(B, classes, S, S)``: a ResUNet
     decoder without skip connections."""
 
     def __init__(self, latent_channels: int, classes: int, widths: Sequence[int], *, blocks: int = 1) -> None:
@@ -217,7 +218,7 @@ class Ldseg(nn.Module):
         :func:`ddim_timesteps` (:func:`ddim_loop`); ``ddpm`` — ancestral sampling over all T
         steps (:func:`ancestral_loop`; ``steps`` is ignored, the fresh noise of every step comes
         from ``generator``). The clean-latent estimate is clipped to ``+-clip_latent``. The
-        starting latents are ``noise`` ``(samples * B, latent_channels, S/16, S/16)``
+        starting latents are ``noise`` ``(samples * B, latent_channels, L, L)`` (``L`` the config's ``latent_size``)
         (sample-major: row ``s * B + b``) or drawn from ``generator`` (CPU)."""
         cfg = self.config
         b = image.shape[0]
