@@ -122,6 +122,28 @@ def test_cli_predict_writes_label_maps_entropy_and_cases_csv_on_the_input_grid(t
                                       read_label_map(out / f"{case}.nii.gz").array)
 
 
+def test_cli_predict_saves_class_probabilities_std_and_every_sample_on_request(trained_ldseg, tmp_path):
+    truths = _write_inputs(tmp_path / "images")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["seg", "predict", str(trained_ldseg), str(tmp_path / "images"), "-o", str(out),
+                                 "--samples", "4", "--save", "probabilities,std", "--save", "samples", "-q"])
+    assert result.exit_code == 0, result.output
+    for case, (_gt, geometry) in truths.items():
+        label = read_label_map(out / f"{case}.nii.gz").array
+        probs = np.stack([read_image(out / "probabilities" / f"{case}_{v}.nii.gz", dtype=None).array for v in (0, 1)])
+        std = np.stack([read_image(out / "std" / f"{case}_{v}.nii.gz", dtype=None).array for v in (0, 1)])
+        samples = np.stack([read_label_map(out / "samples" / f"{case}_{k:02d}.nii.gz").array for k in range(4)])
+        assert probs.shape[1:] == std.shape[1:] == samples.shape[1:] == geometry.shape
+        np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-4)  # a distribution per voxel
+        assert np.array_equal(probs.argmax(axis=0), label)  # the label map is the argmax of the mean
+        assert std.min() >= 0 and set(np.unique(samples)) <= {0, 1}
+        disagree = (samples != samples[0]).any(axis=0)  # samples that differ had different probabilities
+        assert disagree.any() and (std.max(axis=0)[disagree] > 0).all()
+    bad = runner.invoke(app, ["seg", "predict", str(trained_ldseg), str(tmp_path / "images"), "-o",
+                              str(tmp_path / "bad"), "--save", "logits"])
+    assert bad.exit_code == 2 and bad.output.strip().count("\n") == 0 and "logits" in bad.output
+
+
 def test_more_samples_show_uncertainty_where_the_samples_disagree(trained_ldseg):
     model = load(trained_ldseg)
     rng = np.random.default_rng(11)

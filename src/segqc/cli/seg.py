@@ -66,6 +66,9 @@ def predict_command(
     seed: int = typer.Option(0, "--seed", help="Seed of the sampler (same seed, same files)."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes on the CPU (0 = one per core)."),
     device: str = typer.Option("cpu", "--device", help="Where the model samples: cpu, cuda, cuda:1 or auto."),
+    save: list[str] = typer.Option([], "--save", help="Also write: probabilities (mean per class), std (per class, "
+                                   "over the samples), samples (every sample's label map); repeatable or "
+                                   "comma-separated."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Segment images, with a per-pixel uncertainty (entropy of the mean of the samples).
@@ -84,8 +87,9 @@ def predict_command(
 
             raise InputError("image folder not found" if not images_dir.exists() else "not a folder", images_dir)
         prepare_output_dir(out)
+        outputs = [part.strip() for item in save for part in item.split(",") if part.strip()]
         report = predict_folder(model_dir, images_dir, out, samples=samples, steps=steps, seed=seed, jobs=jobs,
-                                device=device, progress=not quiet)
+                                device=device, progress=not quiet, save=outputs)
     code = print_run_footer(report, out_dir=out)
     console.print(f"wrote {out / 'cases.csv'}, the label maps and {out / 'uncertainty'}/")
     if code:

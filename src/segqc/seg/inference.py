@@ -15,8 +15,9 @@ case engine (:func:`segqc.execution.run_cases`): ``OUT/CASE.nii.gz`` (label valu
 grid, the input's geometry), ``OUT/uncertainty/CASE.nii.gz`` (entropy, float32, same grid) and
 ``OUT/cases.csv``: ``case``, ``uncertainty`` (the mean entropy inside the predicted foreground, or
 over the whole image when nothing is predicted as foreground; ``region`` says which),
-``foreground_voxels``, ``mean_entropy`` (over the whole image), ``samples``, ``steps``. Results are
-cached on the content of the image files and of the weights.
+``foreground_voxels``, ``mean_entropy`` (over the whole image), ``samples``, ``steps``; on request
+the mean probability and the standard deviation of every class and every sample's label map
+(:func:`predict_folder`). Results are cached on the content of the image files and of the weights.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import torch.nn.functional as F
 from segqc.errors import InputError
 from segqc.seg.slices import image_slices
 
-__all__ = ["LoadedSegModel", "case_uncertainty", "class_entropy", "load_seg_model", "model_directory",
+__all__ = ["OUTPUTS", "LoadedSegModel", "case_uncertainty", "class_entropy", "load_seg_model", "model_directory",
            "predict_folder", "sample_statistics", "segment_case"]
 
 
@@ -69,10 +70,11 @@ def class_entropy(mean: torch.Tensor) -> torch.Tensor:
 def sample_statistics(probs: torch.Tensor) -> dict[str, np.ndarray]:
     """What a method's ``predict_slices`` returns from its per-sample class probabilities
     ``(samples, n, K, S, S)``: ``mean`` and per-class ``std`` over the samples, the ``entropy``
-    of the mean (nats) and the ``label`` argmax of the mean (uint8)."""
+    of the mean (nats), the ``label`` argmax of the mean (uint8) and the ``samples`` themselves."""
     mean = probs.mean(dim=0)
     return {"mean": mean.numpy(), "std": probs.std(dim=0, unbiased=False).numpy(),
-            "entropy": class_entropy(mean).numpy(), "label": mean.argmax(dim=1).numpy().astype(np.uint8)}
+            "entropy": class_entropy(mean).numpy(), "label": mean.argmax(dim=1).numpy().astype(np.uint8),
+            "samples": probs.numpy()}
 
 
 def model_directory(path: str | Path) -> Path:
@@ -102,33 +104,60 @@ def load_seg_model(model_dir: str | Path, *, device: str = "cpu") -> tuple[Any, 
     return predict.load(directory, device=device), partial(predict.predict_slices)
 
 
+OUTPUTS = ("probabilities", "std", "samples")
+"""What ``segment_case`` / ``seg predict --save`` can give besides the label map and the entropy."""
+
+
+def _on_grid(slices: np.ndarray, height: int, width: int) -> torch.Tensor:
+    """``(n, C, S, S)`` -> ``(n, C, height, width)``, bilinear."""
+    return F.interpolate(torch.from_numpy(np.ascontiguousarray(slices)), size=(height, width), mode="bilinear",
+                         align_corners=False)
+
+
+def _case_layout(array: np.ndarray, three_d: bool) -> np.ndarray:
+    """``(n, ..., H, W)`` slices -> ``(..., H, W, n)`` (3D case) or ``(..., H, W)`` (2D case)."""
+    if not three_d:
+        return np.ascontiguousarray(array[0])
+    return np.ascontiguousarray(np.moveaxis(array, 0, -1))
+
+
 def segment_case(model: Any, predict_slices: Callable[..., dict[str, np.ndarray]], channels: Sequence[np.ndarray], *,
-                 samples: int | None = None, steps: int | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+                 samples: int | None = None, steps: int | None = None, seed: int = 0,
+                 outputs: Sequence[str] = ()) -> dict[str, np.ndarray]:
     """Segment one case given as its channel arrays (each 2D ``(H, W)`` or 3D ``(H, W, n)``, ITK
     index order: slices along the last axis; all of one shape): ``label`` label values and
     ``entropy`` (nats, float32) on the input array's shape, and ``mean`` ``(K, *shape)`` mean
-    probabilities. The mean probabilities of
-    each slice are resampled bilinearly from ``size`` x ``size`` back to ``(H, W)`` and the label
-    map is their argmax there."""
+    probabilities. The mean probabilities of each slice are resampled bilinearly from ``size`` x
+    ``size`` back to ``(H, W)`` and the label map is their argmax there. ``outputs`` (of
+    :data:`OUTPUTS`) adds ``std`` ``(K, *shape)`` (per-class standard deviation over the samples,
+    resampled the same way) and ``samples`` ``(N, *shape)`` (the label map of every sample: its
+    probabilities resampled, then the argmax); ``probabilities`` is ``mean``, always there."""
     if len(channels) != model.image_channels:
         raise InputError(f"the model needs {model.image_channels} image channel(s), got {len(channels)}")
+    unknown = sorted(set(outputs) - set(OUTPUTS))
+    if unknown:
+        raise InputError(f"unknown output(s) {unknown}; choose from {', '.join(OUTPUTS)}")
     shape = np.asarray(channels[0]).shape
     if any(np.asarray(c).shape != shape for c in channels) or len(shape) not in (2, 3):
         shapes = [np.asarray(c).shape for c in channels]
         raise InputError(f"channels must be 2D or 3D arrays of one shape; got {shapes}")
     result = predict_slices(model, image_slices(channels, model.size), samples=samples, steps=steps, seed=seed)
     height, width = shape[:2]
-    mean = F.interpolate(torch.from_numpy(result["mean"]), size=(height, width), mode="bilinear",
-                         align_corners=False)
+    three_d = len(shape) == 3
+    values = np.asarray(model.labels)
+    dtype = np.uint8 if max(model.labels) < 256 else np.uint16
+    mean = _on_grid(result["mean"], height, width)
     mean = mean / mean.sum(dim=1, keepdim=True).clamp_min(1e-12)
-    entropies = class_entropy(mean)
-    index = mean.argmax(dim=1).numpy()
-    labels = np.asarray(model.labels)[index].astype(np.uint8 if max(model.labels) < 256 else np.uint16)
-    mean_np = np.moveaxis(mean.numpy(), 0, -1)  # (K, H, W, n)
-    if len(shape) == 2:
-        return {"label": labels[0], "entropy": entropies.numpy()[0].astype(np.float32), "mean": mean_np[..., 0]}
-    return {"label": np.ascontiguousarray(np.moveaxis(labels, 0, -1)),
-            "entropy": np.ascontiguousarray(np.moveaxis(entropies.numpy(), 0, -1)).astype(np.float32), "mean": mean_np}
+    out = {"label": _case_layout(values[mean.argmax(dim=1).numpy()].astype(dtype), three_d),
+           "entropy": _case_layout(class_entropy(mean).numpy().astype(np.float32), three_d),
+           "mean": _case_layout(mean.numpy(), three_d)}
+    if "std" in outputs:
+        out["std"] = _case_layout(_on_grid(result["std"], height, width).numpy().astype(np.float32), three_d)
+    if "samples" in outputs:
+        per_sample = [values[_on_grid(sample, height, width).argmax(dim=1).numpy()].astype(dtype)
+                      for sample in result["samples"]]
+        out["samples"] = np.stack([_case_layout(labels, three_d) for labels in per_sample])
+    return out
 
 
 def case_uncertainty(label: np.ndarray, entropy: np.ndarray) -> tuple[float, str, int]:
@@ -161,7 +190,7 @@ def _weights_digest(directory: Path) -> str:
 
 
 def _predict_case(task: Any, *, model_dir: str, digest: str, device: str, samples: int, steps: int, seed: int,
-                  out_dir: str) -> Any:
+                  out_dir: str, save: tuple[str, ...] = ()) -> Any:
     from segqc.execution import CaseResult
     from segqc.io.images import read_image, write_image
 
@@ -174,22 +203,38 @@ def _predict_case(task: Any, *, model_dir: str, digest: str, device: str, sample
                              image.path)
     case_seed = (int(seed) * 7919 + zlib.crc32(task.case.encode())) % 2**31  # per case: independent of job order
     result = segment_case(model, predict_slices, [image.array for image in images], samples=samples, steps=steps,
-                          seed=case_seed)
+                          seed=case_seed, outputs=save)
     out = Path(out_dir)
     write_image(out / f"{task.case}.nii.gz", result["label"], first.geometry)
     write_image(out / "uncertainty" / f"{task.case}.nii.gz", result["entropy"], first.geometry)
+    files = [f"{task.case}.nii.gz", f"uncertainty/{task.case}.nii.gz"]
+    for name, key in (("probabilities", "mean"), ("std", "std")):
+        if name in save:
+            for index, value in enumerate(model.labels):
+                files.append(f"{name}/{task.case}_{value}.nii.gz")
+                write_image(out / files[-1], np.asarray(result[key][index], dtype=np.float32), first.geometry)
+    if "samples" in save:
+        for k, labels in enumerate(result["samples"]):
+            files.append(f"samples/{task.case}_{k:02d}.nii.gz")
+            write_image(out / files[-1], labels, first.geometry)
     score, region, count = case_uncertainty(result["label"], result["entropy"])
     row = {"case": task.case, "uncertainty": score, "region": region, "foreground_voxels": count,
            "mean_entropy": float(result["entropy"].mean()), "samples": samples, "steps": steps}
-    return CaseResult(table=pd.DataFrame([row]), files=[f"{task.case}.nii.gz", f"uncertainty/{task.case}.nii.gz"])
+    return CaseResult(table=pd.DataFrame([row]), files=files)
 
 
 def predict_folder(model_dir: str | Path, images_dir: str | Path, out_dir: str | Path, *, samples: int | None = None,
                    steps: int | None = None, seed: int = 0, jobs: int = 1, device: str = "cpu",
-                   progress: bool = False) -> Any:
+                   progress: bool = False, save: Sequence[str] = ()) -> Any:
     """Segment every case of ``images_dir`` into ``out_dir`` (module docstring); returns the
     :class:`~segqc.execution.RunReport`. A missing folder, a folder without images or a model of
-    another number of channels is one :class:`InputError`; a bad case fails alone."""
+    another number of channels is one :class:`InputError`; a bad case fails alone. ``save`` (of
+    :data:`OUTPUTS`) also writes ``probabilities/CASE_<value>.nii.gz`` (mean probability of each
+    label value), ``std/CASE_<value>.nii.gz`` (its standard deviation over the samples) and
+    ``samples/CASE_<k>.nii.gz`` (the label map of sample k, two digits), all on the input grid."""
+    unknown = sorted(set(save) - set(OUTPUTS))
+    if unknown:
+        raise InputError(f"--save: unknown output(s) {unknown}; choose from {', '.join(OUTPUTS)}")
     from segqc.execution import CaseTask, run_cases
     from segqc.io.atomic import write_text_atomic
     from segqc.io.datasets import list_image_files
@@ -212,8 +257,9 @@ def predict_folder(model_dir: str | Path, images_dir: str | Path, out_dir: str |
     tasks = [CaseTask(case, {"image": tuple(paths)}) for case, paths in sorted(files.items())]
     digest = _weights_digest(directory)
     function = partial(_predict_case, model_dir=str(directory), digest=digest, device=device, samples=samples,
-                       steps=steps, seed=seed, out_dir=str(out))
-    settings = {"method": _method_of(directory).name, "samples": samples, "steps": steps, "seed": seed, "version": 1}
+                       steps=steps, seed=seed, out_dir=str(out), save=tuple(sorted(set(save))))
+    settings = {"method": _method_of(directory).name, "samples": samples, "steps": steps, "seed": seed,
+                "save": sorted(set(save)), "version": 1}
     report = run_cases(function, tasks, out, settings=settings,
                        extra_digest=digest, jobs=jobs, progress=progress, description="segment")
     table = report.table if len(report.table) else pd.DataFrame(

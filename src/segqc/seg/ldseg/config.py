@@ -56,10 +56,10 @@ class LdsegConfig(ConfigBase):
     Network: ``size`` (slices are resampled in-plane to ``size`` x ``size`` px; divisible by
     ``2 ** len(widths)``), ``widths`` (one encoder / decoder stage per entry, each a stride-2
     down-sampling: the paper has four; ``blocks`` residual blocks per stage), ``latent_channels``
-    (channels of the label embedding and of the image embedding), ``image_attention`` (multi-head self-attention after the image
-    encoder's last two stages), ``denoiser_channels`` / ``denoiser_attention`` /
-    ``denoiser_res_blocks`` (MONAI ``DiffusionModelUNet`` levels), ``norm_groups`` (group norm of
-    the denoiser).
+    (channels of the label embedding and of the image embedding), ``image_attention``
+    (multi-head self-attention after the image encoder's last two stages), ``denoiser_channels`` /
+    ``denoiser_attention`` / ``denoiser_res_blocks`` (MONAI ``DiffusionModelUNet`` levels),
+    ``norm_groups`` (group norm of the denoiser).
 
     Diffusion: ``timesteps`` (T), ``schedule`` (MONAI schedule name), ``train_decode``
     (``paper`` or ``x0``) and ``prediction`` (``epsilon`` or ``v``; module docstring),
@@ -108,7 +108,8 @@ class LdsegConfig(ConfigBase):
             object.__setattr__(self, name, tuple(int(w) for w in getattr(self, name)))
         object.__setattr__(self, "denoiser_attention", tuple(bool(a) for a in self.denoiser_attention))
         if not 2 <= len(self.widths) <= 5:
-            raise ValueError(f"widths needs one entry per down-sampling stage (2 to 5; the paper: 4); got {self.widths}")
+            raise ValueError("widths needs one entry per down-sampling stage (2 to 5; the paper: 4); "
+                             f"got {self.widths}")
         factor = 2 ** len(self.widths)
         if self.size % factor or self.size < factor:
             raise ValueError(f"size {self.size} must be a positive multiple of {factor} "
