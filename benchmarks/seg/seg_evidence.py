@@ -24,7 +24,6 @@ predict``), keeping the mean class probabilities. Written to ``OUT/<model>/``:
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -33,12 +32,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from held_out import held_out_cases, held_out_parser
 from scipy import stats
 
 from segqc.evaluation.evaluate import evaluate_folder
 from segqc.io.datasets import Dataset
 from segqc.io.images import read_image, read_label_map, write_image
-from segqc.io.split import Split
 from segqc.metrics.calibration import rank_auroc, top_label_calibration
 from segqc.metrics.ellipse import head_circumference
 from segqc.metrics.multiclass import multiclass_dice
@@ -109,20 +108,12 @@ def run_model(name: str, model_dir: Path, dataset: Dataset, cases: list[str], ou
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", type=Path, required=True)
-    parser.add_argument("--split", type=Path, required=True)
-    parser.add_argument("--model", action="append", required=True, help="NAME=MODEL_DIR (repeatable)")
-    parser.add_argument("--out", type=Path, required=True)
+    parser = held_out_parser(__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--hc", type=Path, default=None, help="head_circumference.csv (case, hc_mm)")
-    parser.add_argument("--limit", type=int, default=0, help="only the first N held-out cases")
     args = parser.parse_args()
-    dataset = Dataset.open(args.dataset)
-    cases = [c for c in Split.load(args.split).holdout if c in set(dataset.cases)]
-    if args.limit:
-        cases = cases[:args.limit]
+    dataset, cases = held_out_cases(args)
     hc = pd.read_csv(args.hc, dtype={"case": str}).set_index("case")["hc_mm"] if args.hc else None
     rows = []
     for entry in args.model:

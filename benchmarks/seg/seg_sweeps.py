@@ -24,17 +24,15 @@ foreground classes). Written to ``OUT/``:
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from held_out import held_out_cases, held_out_parser
 
 from segqc.io.datasets import Dataset
 from segqc.io.images import read_image, read_label_map
-from segqc.io.split import Split
 from segqc.metrics.multiclass import per_class_dice
 
 
@@ -99,22 +97,16 @@ def _speed(model, predict_slices, channels: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", type=Path, required=True)
-    parser.add_argument("--split", type=Path, required=True)
-    parser.add_argument("--model", action="append", required=True, help="NAME=MODEL_DIR (repeatable)")
-    parser.add_argument("--out", type=Path, required=True)
+    parser = held_out_parser(__doc__.splitlines()[0])
     parser.add_argument("--steps-list", default="1,2,5,10,50,1000")
     parser.add_argument("--ddpm", action="store_true", help="also ancestral sampling over all T steps")
     parser.add_argument("--noise", default="0,0.05,0.1,0.15,0.2")
-    parser.add_argument("--limit", type=int, default=0, help="only the first N held-out cases")
     parser.add_argument("--speed", action="store_true")
     args = parser.parse_args()
     from segqc.seg.inference import load_seg_model
 
-    dataset = Dataset.open(args.dataset)
-    names = [c for c in Split.load(args.split).holdout if c in set(dataset.cases)]
-    cases = _load_cases(dataset, names[:args.limit] if args.limit else names)
+    dataset, names = held_out_cases(args)
+    cases = _load_cases(dataset, names)
     args.out.mkdir(parents=True, exist_ok=True)
     steps_rows, noise_rows, speed_rows = [], [], []
     for entry in args.model:
