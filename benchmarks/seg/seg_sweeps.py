@@ -6,7 +6,7 @@
         [--speed]
 
 The slices of all cases are sampled together in batches of 64 (one sample, N = 1), then every
-case is put back on its input grid by :func:`segqc.seg.inference.segment_case` (the code of
+case is put back on its input grid by :func:`segqc.seg.inference.restore_case` (the code of
 ``segqc seg predict``) and scored against the ground truth
 (per-class Dice, :func:`segqc.metrics.multiclass.per_class_dice`; ``dice_mean``: the mean over the
 foreground classes). Written to ``OUT/``:
@@ -55,8 +55,8 @@ def _score(label: np.ndarray, truth: np.ndarray, labels: tuple[int, ...]) -> dic
 def _run(model, predict_slices, cases, *, steps: int | None, sampler: str = "ddim",
          noise: float = 0.0) -> dict[str, float]:
     """Dice of every case with the slices of all cases sampled in batches of 64 (one
-    ``predict_slices`` call), each case then put back on its grid by ``segment_case``."""
-    from segqc.seg.inference import segment_case
+    ``predict_slices`` call), each case then put back on its grid by ``restore_case``."""
+    from segqc.seg.inference import restore_case
     from segqc.seg.slices import image_slices
 
     inputs = []
@@ -73,10 +73,9 @@ def _run(model, predict_slices, cases, *, steps: int | None, sampler: str = "ddi
     result = predict_slices(model, np.concatenate(slices), samples=1, steps=steps, batch_size=64, **extra)
     seconds = time.perf_counter() - start
     rows = []
-    for index, (channels, (_case, _raw, truth)) in enumerate(zip(inputs, cases)):
-        part = {key: value[starts[index]:starts[index + 1]] for key, value in result.items()}
-        label = segment_case(model, lambda *_args, part=part, **_kwargs: part, channels)["label"]
-        rows.append(_score(label, truth, model.labels))
+    for index, (_case, _raw, truth) in enumerate(cases):
+        part = {key: result[key][starts[index]:starts[index + 1]] for key in ("mean", "std")}
+        rows.append(_score(restore_case(model, part, truth.shape)["label"], truth, model.labels))
     table = pd.DataFrame(rows)
     summary = {column: float(table[column].mean()) for column in table.columns}
     summary.update(cases=len(cases), seconds_per_image=seconds / max(len(cases), 1))

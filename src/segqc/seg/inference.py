@@ -7,8 +7,8 @@ samples, steps, seed)`` from preprocessed slices ``(n, C, size, size)`` to ``mea
 size)`` class probabilities (and more). The method is read from the checkpoint's ``config.json``.
 
 :func:`segment_case` (pure): the slices of a case (:func:`segqc.seg.slices.image_slices`), the
-method's probabilities resampled bilinearly from ``size`` x ``size`` back to each slice's shape,
-the label map as their argmax there and the entropy of the mean (nats).
+method's probabilities resampled bilinearly from ``size`` x ``size`` back to each slice's shape
+(:func:`restore_case`), the label map as their argmax there and the entropy of the mean (nats).
 
 :func:`predict_folder` writes, per case of an image folder (``CASE_0000.nii.gz`` ...), through the
 case engine (:func:`segqc.execution.run_cases`): ``OUT/CASE.nii.gz`` (label values on the input
@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from segqc.errors import InputError
 from segqc.seg.slices import image_slices
 
-__all__ = ["OUTPUTS", "LoadedSegModel", "case_uncertainty", "class_entropy", "load_seg_model", "model_directory",
-           "predict_folder", "sample_statistics", "segment_case"]
+__all__ = ["OUTPUTS", "LoadedSegModel", "case_uncertainty", "check_outputs", "class_entropy", "load_seg_model",
+           "model_directory", "predict_folder", "restore_case", "sample_statistics", "segment_case"]
 
 
 class LoadedSegModel:
@@ -121,27 +121,41 @@ def _case_layout(array: np.ndarray, three_d: bool) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(array, 0, -1))
 
 
+def check_outputs(outputs: Sequence[str]) -> None:
+    """Raise :class:`InputError` for a name not in :data:`OUTPUTS`."""
+    unknown = sorted(set(outputs) - set(OUTPUTS))
+    if unknown:
+        raise InputError(f"unknown output(s) {unknown}; choose from {', '.join(OUTPUTS)}")
+
+
 def segment_case(model: Any, predict_slices: Callable[..., dict[str, np.ndarray]], channels: Sequence[np.ndarray], *,
                  samples: int | None = None, steps: int | None = None, seed: int = 0,
                  outputs: Sequence[str] = ()) -> dict[str, np.ndarray]:
     """Segment one case given as its channel arrays (each 2D ``(H, W)`` or 3D ``(H, W, n)``, ITK
-    index order: slices along the last axis; all of one shape): ``label`` label values and
-    ``entropy`` (nats, float32) on the input array's shape, and ``mean`` ``(K, *shape)`` mean
-    probabilities. The mean probabilities of each slice are resampled bilinearly from ``size`` x
-    ``size`` back to ``(H, W)`` and the label map is their argmax there. ``outputs`` (of
-    :data:`OUTPUTS`) adds ``std`` ``(K, *shape)`` (per-class standard deviation over the samples,
-    resampled the same way) and ``samples`` ``(N, *shape)`` (the label map of every sample: its
-    probabilities resampled, then the argmax); ``probabilities`` is ``mean``, always there."""
+    index order: slices along the last axis; all of one shape): its slices
+    (:func:`segqc.seg.slices.image_slices`) through the method's ``predict_slices``, then
+    :func:`restore_case`."""
     if len(channels) != model.image_channels:
         raise InputError(f"the model needs {model.image_channels} image channel(s), got {len(channels)}")
-    unknown = sorted(set(outputs) - set(OUTPUTS))
-    if unknown:
-        raise InputError(f"unknown output(s) {unknown}; choose from {', '.join(OUTPUTS)}")
+    check_outputs(outputs)
     shape = np.asarray(channels[0]).shape
     if any(np.asarray(c).shape != shape for c in channels) or len(shape) not in (2, 3):
         shapes = [np.asarray(c).shape for c in channels]
         raise InputError(f"channels must be 2D or 3D arrays of one shape; got {shapes}")
     result = predict_slices(model, image_slices(channels, model.size), samples=samples, steps=steps, seed=seed)
+    return restore_case(model, result, shape, outputs=outputs)
+
+
+def restore_case(model: Any, result: dict[str, np.ndarray], shape: tuple[int, ...], *,
+                 outputs: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """A method's slice results (``predict_slices`` of one case's slices) back on the case's grid
+    ``shape`` (``(H, W)`` or ``(H, W, n)``): ``label`` label values and ``entropy`` (nats,
+    float32) on ``shape``, and ``mean`` ``(K, *shape)`` mean probabilities. The mean probabilities
+    of each slice are resampled bilinearly from ``size`` x ``size`` back to ``(H, W)`` and the label
+    map is their argmax there. ``outputs`` (of :data:`OUTPUTS`) adds ``std`` ``(K, *shape)``
+    (per-class standard deviation over the samples, resampled the same way) and ``samples`` ``(N,
+    *shape)`` (the label map of every sample: its probabilities resampled, then the argmax);
+    ``probabilities`` is ``mean``, always there."""
     height, width = shape[:2]
     three_d = len(shape) == 3
     values = np.asarray(model.labels)
@@ -232,9 +246,7 @@ def predict_folder(model_dir: str | Path, images_dir: str | Path, out_dir: str |
     :data:`OUTPUTS`) also writes ``probabilities/CASE_<value>.nii.gz`` (mean probability of each
     label value), ``std/CASE_<value>.nii.gz`` (its standard deviation over the samples) and
     ``samples/CASE_<k>.nii.gz`` (the label map of sample k, two digits), all on the input grid."""
-    unknown = sorted(set(save) - set(OUTPUTS))
-    if unknown:
-        raise InputError(f"--save: unknown output(s) {unknown}; choose from {', '.join(OUTPUTS)}")
+    check_outputs(save)
     from segqc.execution import CaseTask, run_cases
     from segqc.io.atomic import write_text_atomic
     from segqc.io.datasets import list_image_files
