@@ -183,3 +183,45 @@ def evaluate_command(
     console.print(f"wrote {out_dir / 'metrics.csv'} and {out_dir / 'summary.json'}")
     if code:
         raise typer.Exit(code)
+
+
+def evaluate_raters_command(
+    pred_dir: Path = typer.Argument(..., metavar="PRED_DIR",
+                                    help="Predictions: CASE.nii.gz, samples/CASE_NN.nii.gz, "
+                                         "probabilities/CASE_1.nii.gz (what 'segqc seg predict --save "
+                                         "probabilities,samples' writes)."),
+    raters_dir: Path = typer.Argument(..., metavar="RATERS_DIR",
+                                      help="One folder per case: CASE/image.nii.gz, CASE/rater_1.nii.gz ... rater_R."),
+    out_dir: Path = typer.Option(..., "-o", "--out", help="Output folder: metrics.csv, summary.json, cases/."),
+    labels: str | None = typer.Option(None, "--labels",
+                                      help="Foreground label value(s) of raters and samples, e.g. 1 (default: any "
+                                           "non-zero value)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes (0 = one per core)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary table."),
+) -> None:
+    """Evaluate predicted samples and soft maps against several raters per case: GED, Hungarian-matched
+    IoU, diversity, soft Dice, calibration (ECE / MCE), volume CRPS.
+
+    Example: segqc evaluate-raters lidc_pred/ ../shared/data/lidc/cases -o lidc_eval/
+    """
+    from segqc.evaluation.raters import evaluate_raters
+
+    with user_errors():
+        foreground = _parse_int_list(labels, "--labels") if labels else None
+        prepare_output_dir(out_dir)
+        _, summary, report = evaluate_raters(pred_dir, raters_dir, out_dir, foreground=foreground, jobs=jobs,
+                                             progress=not quiet)
+    code = print_run_footer(report, out_dir=out_dir)
+    if not quiet and summary["metrics"]:
+        table = Table(title=f"mean over {summary['n_cases']} case(s)")
+        table.add_column("metric")
+        table.add_column("mean", justify="right")
+        table.add_column("std", justify="right")
+        table.add_column("n", justify="right")
+        for metric, entry in summary["metrics"].items():
+            cells = ["—" if entry[k] is None else f"{entry[k]:.4f}" for k in ("mean", "std")]
+            table.add_row(metric, *cells, str(entry["n"]))
+        console.print(table)
+    console.print(f"wrote {out_dir / 'metrics.csv'} and {out_dir / 'summary.json'}")
+    if code:
+        raise typer.Exit(code)

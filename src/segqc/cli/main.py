@@ -14,6 +14,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("evaluate")(evaluate.evaluate_command)
+app.command("evaluate-raters")(evaluate.evaluate_raters_command)
 app.command("demo")(demo.demo_command)
 app.command("fingerprint")(fingerprint.fingerprint_command)
 app.command("degrade")(degrade.degrade_command)

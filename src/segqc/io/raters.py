@@ -1,0 +1,112 @@
+"""Multi-rater datasets: one folder per case holding the image and every rater's mask.
+
+Layout (LIDC, BU-BIL converted, QUBIQ-like)::
+
+    ROOT/CASE/image.nii.gz            (or image_0000.nii.gz, image_0001.nii.gz, ... for channels)
+    ROOT/CASE/rater_1.nii.gz ... rater_R.nii.gz
+
+Any image format segqc reads is accepted. Raters are numbered from 1 without gaps; the number of
+raters may differ between cases (levels and rater means are then per case). Other files in a case
+folder (e.g. ``consensus.nii.gz``) are ignored. A case folder without rater files, a gap in the
+numbering, a rater file in two formats, or masks of different shapes or spacings are
+:class:`~segqc.errors.InputError` naming the file or folder.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from segqc.errors import InputError
+from segqc.io.images import IMAGE_EXTENSIONS, read_label_map
+
+__all__ = ["RaterCase", "find_rater_cases", "read_rater_masks"]
+
+_RATER = re.compile(r"^rater_(\d+)$")
+_IMAGE = re.compile(r"^image(_\d{4})?$")
+
+
+@dataclass(frozen=True)
+class RaterCase:
+    """One case: its id (the folder name), image channel files (may be empty) and rater masks
+    (rater 1 first)."""
+
+    case: str
+    folder: Path
+    images: tuple[Path, ...]
+    raters: tuple[Path, ...]
+
+
+def _stem(path: Path) -> str | None:
+    name = path.name
+    for ext in sorted(IMAGE_EXTENSIONS, key=len, reverse=True):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return None
+
+
+def _case(folder: Path) -> RaterCase:
+    raters: dict[int, Path] = {}
+    images: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        stem = _stem(path) if path.is_file() else None
+        if stem is None:
+            continue
+        if match := _RATER.match(stem):
+            k = int(match.group(1))
+            if k in raters:
+                raise InputError(f"rater {k} is stored twice ({raters[k].name} and {path.name})", folder)
+            raters[k] = path
+        elif _IMAGE.match(stem):
+            if stem in images:
+                raise InputError(f"image {stem} is stored twice ({images[stem].name} and {path.name})", folder)
+            images[stem] = path
+    if not raters:
+        raise InputError("no rater_1, rater_2, ... mask in this case folder", folder)
+    missing = sorted(set(range(1, max(raters) + 1)) - set(raters))
+    if missing:
+        raise InputError(f"rater_{missing[0]} is missing (found rater_{', rater_'.join(map(str, sorted(raters)))})",
+                         folder)
+    return RaterCase(folder.name, folder, tuple(images[k] for k in sorted(images)),
+                     tuple(raters[k] for k in sorted(raters)))
+
+
+def find_rater_cases(root: str | Path, cases: Sequence[str] | None = None) -> list[RaterCase]:
+    """Every case folder of ``root`` (sorted by name; hidden folders skipped), or only ``cases``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError("multi-rater folder not found", root)
+    folders = [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith((".", "_"))]
+    if cases is not None:
+        wanted = set(cases)
+        unknown = sorted(wanted - {p.name for p in folders})
+        if unknown:
+            raise InputError(f"case folder(s) not found: {', '.join(unknown[:5])}", root)
+        folders = [p for p in folders if p.name in wanted]
+    if not folders:
+        raise InputError("no case folders (CASE/rater_1.nii.gz, ...) in this folder", root)
+    return [_case(folder) for folder in folders]
+
+
+def read_rater_masks(case: RaterCase, foreground: Sequence[int] | None = None) -> tuple[np.ndarray, tuple[float, ...]]:
+    """``(R, ...)`` bool masks of a case's raters (foreground: the label values in ``foreground``,
+    default every non-zero value) and their spacing (mm, array axis order)."""
+    masks: list[np.ndarray] = []
+    spacing: tuple[float, ...] = ()
+    shape: tuple[int, ...] | None = None
+    for path in case.raters:
+        image = read_label_map(path)
+        if shape is None:
+            shape, spacing = image.array.shape, tuple(float(s) for s in image.geometry.spacing)
+        elif image.array.shape != shape:
+            raise InputError(f"mask of shape {image.array.shape}, but {case.raters[0].name} has {shape}", path)
+        elif not np.allclose(image.geometry.spacing, spacing, rtol=1e-3):
+            raise InputError(f"spacing {tuple(image.geometry.spacing)} differs from {case.raters[0].name}'s "
+                             f"{spacing}", path)
+        array = image.array
+        masks.append(array > 0 if foreground is None else np.isin(array, list(foreground)))
+    return np.stack(masks), spacing
