@@ -51,6 +51,7 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("qcresunet", "qc", "segqc.qc.qcresunet", "QcResUNetConfig", "Dice/NSD regression, error maps (Qiu et al.)"),
     Method("ldseg", "seg", "segqc.seg.ldseg", "LdsegConfig", "latent diffusion segmentation (Zaman et al.)"),
     Method("unet", "seg", "segqc.seg.unet", "UnetConfig", "U-Net baseline, deterministic or MC dropout (MONAI)"),
+    Method("consensus", "seg", "segqc.seg.consensus", "ConsensusConfig", "rater-consensus diffusion (Amit et al.)"),
 ]}
 
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from segqc.errors import InputError
+from segqc.nn.diffusion import ddim_timesteps
 from segqc.nn.losses import mean_dice_loss as dice_loss
 from segqc.seg.ldseg.config import LdsegConfig
-from segqc.seg.ldseg.model import Ldseg, ddim_timesteps
+from segqc.seg.ldseg.model import Ldseg
 from segqc.seg.ldseg.predict import LoadedLdseg, predict_slices
 from segqc.seg.slices import image_slices, label_slices
 
@@ -193,7 +194,7 @@ def _gaussian_clean_predictor(abar: torch.Tensor, mu: float, s: float):
 def test_ddim_with_all_T_steps_and_ancestral_sampling_both_reach_the_known_latent_distribution():
     from monai.networks.schedulers import DDPMScheduler
 
-    from segqc.seg.ldseg.model import ancestral_loop, ddim_loop
+    from segqc.nn.diffusion import ancestral_loop, ddim_loop
 
     abar = DDPMScheduler(num_train_timesteps=1000, schedule="cosine").alphas_cumprod.double()
     mu, s = 0.7, 0.5

@@ -40,13 +40,12 @@ def train_command(
         require_nn("seg train")
         check_device(device)
         from segqc.config import parse_overrides
-        from segqc.io.datasets import Dataset
         from segqc.methods import method as method_entry
-        from segqc.training.cases import training_cases
+        from segqc.training.cases import dataset_cases, training_cases
 
         entry = method_entry(method, kind="seg")
         chosen = entry.config(config, seed=seed, **parse_overrides(set_fields))
-        Dataset.open(dataset_dir)  # checks the folder before the output is created
+        dataset_cases(dataset_dir)  # checks the folder before the output is created
         prepare_output_dir(out)
         cases = training_cases(dataset_dir, out, split=split, holdout_fraction=holdout_fraction, seed=seed,
                                group_by=group_by)

@@ -24,7 +24,7 @@ import numpy as np
 from segqc.errors import InputError
 from segqc.io.images import IMAGE_EXTENSIONS, read_label_map
 
-__all__ = ["RaterCase", "find_rater_cases", "read_rater_masks"]
+__all__ = ["RaterCase", "case_folder_images", "find_rater_cases", "read_rater_masks"]
 
 _RATER = re.compile(r"^rater_(\d+)$")
 _IMAGE = re.compile(r"^image(_\d{4})?$")
@@ -90,6 +90,25 @@ def find_rater_cases(root: str | Path, cases: Sequence[str] | None = None) -> li
     if not folders:
         raise InputError("no case folders (CASE/rater_1.nii.gz, ...) in this folder", root)
     return [_case(folder) for folder in folders]
+
+
+def case_folder_images(root: str | Path) -> dict[str, list[Path]]:
+    """Case id -> image channel files of every case folder of ``root`` that holds ``image.*`` (or
+    ``image_0000.*``, ...): the images of a multi-rater folder, raters or not (for prediction).
+    Empty when no sub-folder holds an image."""
+    root = Path(root)
+    out: dict[str, list[Path]] = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
+        images: dict[str, Path] = {}
+        for path in sorted(folder.iterdir()):
+            stem = _stem(path) if path.is_file() else None
+            if stem is not None and _IMAGE.match(stem):
+                if stem in images:
+                    raise InputError(f"image {stem} is stored twice ({images[stem].name} and {path.name})", folder)
+                images[stem] = path
+        if images:
+            out[folder.name] = [images[k] for k in sorted(images)]
+    return out
 
 
 def read_rater_masks(case: RaterCase, foreground: Sequence[int] | None = None) -> tuple[np.ndarray, tuple[float, ...]]:

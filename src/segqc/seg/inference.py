@@ -104,8 +104,9 @@ def load_seg_model(model_dir: str | Path, *, device: str = "cpu") -> tuple[Any, 
     return predict.load(directory, device=device), partial(predict.predict_slices)
 
 
-OUTPUTS = ("probabilities", "std", "samples")
-"""What ``segment_case`` / ``seg predict --save`` can give besides the label map and the entropy."""
+OUTPUTS = ("probabilities", "std", "samples", "levels")
+"""What ``segment_case`` / ``seg predict --save`` can give besides the label map and the entropy
+(``levels``: the map at each consensus level, for methods that have levels)."""
 
 
 def _on_grid(slices: np.ndarray, height: int, width: int) -> torch.Tensor:
@@ -171,6 +172,12 @@ def restore_case(model: Any, result: dict[str, np.ndarray], shape: tuple[int, ..
         per_sample = [values[_on_grid(sample, height, width).argmax(dim=1).numpy()].astype(dtype)
                       for sample in result["samples"]]
         out["samples"] = np.stack([_case_layout(labels, three_d) for labels in per_sample])
+    if "levels" in outputs:
+        if "levels" not in result:
+            raise InputError("--save levels: this model has no consensus levels (only the consensus method has)")
+        per_level = [(_on_grid(level[:, None], height, width)[:, 0] >= 0.5).numpy().astype(np.uint8)
+                     for level in result["levels"]]
+        out["levels"] = np.stack([_case_layout(level, three_d) for level in per_level])
     return out
 
 
@@ -231,6 +238,10 @@ def _predict_case(task: Any, *, model_dir: str, digest: str, device: str, sample
         for k, labels in enumerate(result["samples"]):
             files.append(f"samples/{task.case}_{k:02d}.nii.gz")
             write_image(out / files[-1], labels, first.geometry)
+    if "levels" in save:
+        for c, level in enumerate(result["levels"], start=1):
+            files.append(f"levels/{task.case}_{c}.nii.gz")
+            write_image(out / files[-1], level, first.geometry)
     score, region, count = case_uncertainty(result["label"], result["entropy"])
     row = {"case": task.case, "uncertainty": score, "region": region, "foreground_voxels": count,
            "mean_entropy": float(result["entropy"].mean()), "samples": samples, "steps": steps}
@@ -257,8 +268,12 @@ def predict_folder(model_dir: str | Path, images_dir: str | Path, out_dir: str |
     directory = model_directory(model_dir)
     model, _ = load_seg_model(directory, device="cpu")  # checks the model before any case runs
     files = list_image_files(images_dir)
+    if not files:  # a multi-rater layout: CASE/image.nii.gz
+        from segqc.io.raters import case_folder_images
+
+        files = case_folder_images(images_dir)
     if not files:
-        raise InputError("holds no image files", images_dir)
+        raise InputError("holds no image files (CASE_0000.nii.gz, ... or CASE/image.nii.gz)", images_dir)
     channels = {len(paths) for paths in files.values()}
     if channels != {model.image_channels}:
         raise InputError(f"cases have {sorted(channels)} channel(s) but the model needs {model.image_channels}",

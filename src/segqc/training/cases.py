@@ -9,17 +9,34 @@ from segqc.errors import InputError
 from segqc.io.datasets import Dataset
 from segqc.io.split import Split, make_split, patient_id, pattern_patient
 
-__all__ = ["training_cases"]
+__all__ = ["dataset_cases", "training_cases"]
+
+
+def dataset_cases(dataset_dir: str | Path) -> list[str]:
+    """The case ids of a training folder: an nnU-Net-style dataset (``imagesTr``/``labelsTr``), or
+    a multi-rater folder (``CASE/image.*`` + ``CASE/rater_k.*``, :mod:`segqc.io.raters`).
+    :class:`InputError` when it is neither."""
+    root = Path(dataset_dir)
+    if root.is_dir() and not (root / "labelsTr").is_dir() and not (root / "imagesTr").is_dir():
+        from segqc.io.raters import find_rater_cases
+
+        try:
+            return [case.case for case in find_rater_cases(root)]
+        except InputError as error:
+            raise InputError(f"neither an nnU-Net dataset (imagesTr, labelsTr) nor a multi-rater folder "
+                             f"(CASE/rater_1.nii.gz, ...): {error}") from None
+    return Dataset.open(root).cases
 
 
 def training_cases(dataset_dir: str | Path, out_dir: str | Path, *, split: Path | None = None,
                    holdout_fraction: float = 0.0, seed: int = 0, group_by: str | None = None) -> list[str]:
-    """Cases to train on: the ``train`` side of ``split`` (a ``split.json``; its cases missing from
-    the dataset are left out), else with ``holdout_fraction`` > 0 a fresh patient-level split saved
-    as ``out_dir/split.json`` (patients by :func:`~segqc.io.split.patient_id`, or by the regular
-    expression ``group_by``: :func:`~segqc.io.split.pattern_patient`), else every case.
-    :class:`InputError` for a split that leaves no training case or a bad ``group_by``."""
-    cases = Dataset.open(dataset_dir).cases
+    """Cases to train on (nnU-Net dataset or multi-rater folder): the ``train`` side of ``split``
+    (a ``split.json``; its cases missing from the dataset are left out), else with
+    ``holdout_fraction`` > 0 a fresh patient-level split saved as ``out_dir/split.json`` (patients
+    by :func:`~segqc.io.split.patient_id`, or by the regular expression ``group_by``:
+    :func:`~segqc.io.split.pattern_patient`), else every case. :class:`InputError` for a split
+    that leaves no training case or a bad ``group_by``."""
+    cases = dataset_cases(dataset_dir)
     if split is not None:
         chosen = [c for c in Split.load(split).train if c in set(cases)]
         if not chosen:

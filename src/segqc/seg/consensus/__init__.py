@@ -1,0 +1,1 @@
+"""Consensus diffusion (Amit et al.): soft maps of annotator agreement from consensus-level diffusion."""

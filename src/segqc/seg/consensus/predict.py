@@ -1,0 +1,129 @@
+"""Loading a trained consensus diffusion model and sampling slices (arrays to arrays).
+
+:func:`predict_slices` runs, for every slice, all consensus levels of ``C`` raters (``C`` = the
+config's ``inference_raters``, default the most raters of a training slice) times ``generations``
+chains in one batch (paper Algorithm 2, with the generations of §3 "Employing multiple
+generations") and returns:
+
+* ``mean`` ``(n, 2, S, S)``: background / foreground probability; the foreground is the soft map,
+  the mean over levels and generations of the sampled maps (each in [0, 1]) — the fraction of
+  raters expected to mark the pixel;
+* ``std`` ``(n, 2, S, S)``: the standard deviation over the generations of each generation's soft
+  map (the mean over its levels) — how much the soft map itself varies between runs;
+* ``entropy`` (binary, nats) of the soft map and ``label`` (soft map ≥ 0.5: the majority);
+* ``samples`` ``(C · G, n, 2, S, S)``: every level map of every generation, binarised at 0.5
+  (level-major), as one-hot probabilities — a set of rater-like masks for GED and HM-IoU;
+* ``levels`` ``(C, n, S, S)``: per level, the fraction of generations that mark the pixel
+  (``segqc seg predict --save levels`` writes it thresholded at 0.5: the map at consensus level c).
+
+The noise of a slice comes from a CPU generator seeded by ``seed`` and the slice's index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from segqc.errors import InputError
+from segqc.seg.consensus.config import ConsensusConfig
+from segqc.seg.consensus.model import ConsensusDiffusion, level_index
+from segqc.seg.consensus.train import COMPONENTS, METHOD
+from segqc.seg.inference import class_entropy, model_directory
+from segqc.training import CheckpointError, load_checkpoint, select_device
+
+__all__ = ["LoadedConsensus", "load", "predict_slices"]
+
+
+@dataclass
+class LoadedConsensus:
+    """A trained consensus model (eval mode), its config, labels (0, 1), names, image channels and
+    the most raters of a training slice."""
+
+    model: ConsensusDiffusion
+    config: ConsensusConfig
+    labels: tuple[int, ...]
+    names: dict[str, str]
+    image_channels: int
+    max_raters: int
+
+    @property
+    def size(self) -> int:
+        return int(self.config.size)
+
+    @property
+    def samples(self) -> int:
+        """Generations per level (the ``--samples`` of ``segqc seg predict``)."""
+        return int(self.config.generations)
+
+    @property
+    def steps(self) -> int:
+        return int(self.config.steps if self.config.sampler == "ddim" else self.config.timesteps)
+
+    @property
+    def raters(self) -> int:
+        """C: the number of consensus levels sampled per slice."""
+        return int(self.config.inference_raters or self.max_raters)
+
+    def level_indices(self) -> list[int]:
+        """The lookup indices of the C levels (or C unconditioned draws for the ablations)."""
+        return [level_index(self.config, c, self.raters) if self.config.mode in ("consensus", "annotator") else 0
+                for c in range(1, self.raters + 1)]
+
+
+def load(model_dir: str | Path, *, device: str = "cpu") -> LoadedConsensus:
+    """The trained model of a model directory (or of a training run folder), on ``device``."""
+    directory = model_directory(model_dir)
+    saved, weights, _ = load_checkpoint(directory, method=METHOD)
+    try:
+        config = ConsensusConfig.from_dict(saved["consensus"])
+        channels = int(saved["image_channels"])
+        model = ConsensusDiffusion(config, image_channels=channels)
+        missing = [name for name in COMPONENTS if name not in weights]
+        if missing:
+            raise KeyError(f"no weights for {', '.join(missing)}")
+        for name in COMPONENTS:
+            getattr(model, name).load_state_dict(weights[name])
+        max_raters = int(saved["max_raters"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{directory}: checkpoint does not match the consensus model "
+                              f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
+    return LoadedConsensus(model.eval().to(select_device(device)), config, (0, 1),
+                           {str(k): str(v) for k, v in dict(saved.get("names", {})).items()}, channels, max_raters)
+
+
+def predict_slices(model: LoadedConsensus, images: np.ndarray, *, samples: int | None = None,
+                   steps: int | None = None, seed: int = 0, sampler: str | None = None) -> dict[str, np.ndarray]:
+    """Soft maps and more of ``images`` ``(n, C, S, S)`` (module docstring); ``samples`` =
+    generations per level, ``steps`` = DDIM steps (with ``sampler="ddim"``), both defaulting to
+    the config."""
+    cfg = model.config
+    generations = int(samples or cfg.generations)
+    sampler = sampler or cfg.sampler
+    steps = int(steps or cfg.steps)
+    if generations < 1 or not 1 <= steps <= cfg.timesteps:
+        raise InputError(f"need samples >= 1 and 1 <= steps <= {cfg.timesteps}; got {generations}, {steps}")
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4 or images.shape[1] != model.image_channels or images.shape[2:] != (cfg.size, cfg.size):
+        raise InputError(f"need slices (n, {model.image_channels}, {cfg.size}, {cfg.size}); got {images.shape}")
+    device = next(model.model.parameters()).device
+    indices = model.level_indices()
+    per_slice = []
+    with torch.no_grad():
+        for row in range(images.shape[0]):
+            generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + row)
+            maps = model.model.sample(torch.from_numpy(images[row:row + 1]).to(device), indices,
+                                      generations=generations, sampler=sampler, steps=steps, generator=generator)
+            per_slice.append(maps[:, :, 0].cpu())  # (L, G, S, S)
+    maps = torch.stack(per_slice, dim=2)  # (L, G, n, S, S)
+    soft = maps.mean(dim=(0, 1))
+    per_generation = maps.mean(dim=0)  # (G, n, S, S)
+    binary = (maps >= 0.5).float()
+    mean = torch.stack([1 - soft, soft], dim=1)
+    spread = per_generation.std(dim=0, unbiased=False)
+    flat = binary.reshape(-1, *binary.shape[2:])  # (L * G, n, S, S), level-major
+    return {"mean": mean.numpy(), "std": torch.stack([spread, spread], dim=1).numpy(),
+            "entropy": class_entropy(mean).numpy(), "label": (soft >= 0.5).numpy().astype(np.uint8),
+            "samples": torch.stack([1 - flat, flat], dim=2).numpy(), "levels": binary.mean(dim=1).numpy()}

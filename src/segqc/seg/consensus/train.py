@@ -1,0 +1,138 @@
+"""Training consensus diffusion on a multi-rater folder: 2D slices, one stage on the shared stage runner.
+
+Data: :mod:`segqc.seg.rater_slices`. Every step draws ``batch_size`` slices uniformly, and for
+each slice a level by the config's ``mode`` (:func:`training_targets`): ``consensus`` — c uniform
+over 1..C of that slice's C raters (Algorithm 1), target ``M^c = [Σ A ≥ c]``; ``annotator`` /
+``no_annotator`` — a rater k uniform over 1..C, target ``A^k``; ``soft`` — the rater mean. The
+draw of step k depends only on (seed, k), so a resumed run draws what an uninterrupted one would.
+Augmentation: the same random flips and quarter turns of image and target. AdamW on the noise MSE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from segqc.errors import InputError
+from segqc.seg.consensus.config import ConsensusConfig
+from segqc.seg.consensus.model import ConsensusDiffusion, level_index
+from segqc.seg.rater_slices import RaterSliceData, build_rater_data
+from segqc.training import save_checkpoint
+from segqc.training.stages import Stage, run_stage, start_run, step_generators
+
+__all__ = ["METHOD", "save_model", "train", "train_from_dataset", "training_targets"]
+
+METHOD = "consensus"
+COMPONENTS = ("image_encoder", "unet")
+
+
+def training_targets(config: ConsensusConfig, raters: np.ndarray, n_raters: int,
+                     rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """``(target (S, S) float32 in [0, 1], lookup index)`` of one slice's ``raters`` ``(R, S, S)``
+    (the first ``n_raters`` real) for the config's mode (module docstring)."""
+    real = raters[:n_raters].astype(np.float32)
+    if config.mode == "soft":
+        return real.mean(axis=0), 0
+    k = int(rng.integers(1, n_raters + 1))
+    if config.mode == "consensus":
+        return (real.sum(axis=0) >= k).astype(np.float32), level_index(config, k, n_raters)
+    return real[k - 1], level_index(config, k, n_raters)
+
+
+def _augment(image: np.ndarray, target: np.ndarray, rng: np.random.Generator,
+             config: ConsensusConfig) -> tuple[np.ndarray, np.ndarray]:
+    if config.flip:
+        for axis in (-1, -2):
+            if rng.random() < 0.5:
+                image, target = np.flip(image, axis=axis), np.flip(target, axis=axis)
+    if config.rotate:
+        turns = int(rng.integers(0, 4))
+        image, target = np.rot90(image, turns, axes=(-2, -1)), np.rot90(target, turns, axes=(-2, -1))
+    return image, target
+
+
+def make_batch(config: ConsensusConfig, data: RaterSliceData, indices: Sequence[int],
+               rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``image`` (B, C, S, S), ``target`` (B, S, S) and lookup ``index`` (B,) of slices ``indices``."""
+    images, targets, index = [], [], []
+    for i in indices:
+        target, k = training_targets(config, data.raters[i], int(data.n_raters[i]), rng)
+        image, target = _augment(data.images[i].astype(np.float32), target, rng, config)
+        images.append(np.ascontiguousarray(image))
+        targets.append(np.ascontiguousarray(target))
+        index.append(k)
+    return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(targets)), torch.tensor(index)
+
+
+def _stage(config: ConsensusConfig, data: RaterSliceData, model: ConsensusDiffusion, dev: torch.device) -> Stage:
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+    def step(k: int) -> dict[str, float]:
+        rng, generator = step_generators(config.seed, 0, k)
+        indices = rng.integers(0, data.n_slices, size=config.batch_size).tolist()
+        image, target, index = make_batch(config, data, indices, rng)
+        loss, parts = model.training_loss(image.to(dev), target.to(dev), index.to(dev), generator=generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return parts
+
+    return Stage(name="train", steps=config.steps_train,
+                 modules={name: getattr(model, name) for name in COMPONENTS}, optimizers={"adamw": optimizer},
+                 step=step)
+
+
+def save_model(model: ConsensusDiffusion, data: RaterSliceData, model_dir: str | Path, *,
+               metrics: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` as a checkpoint directory (one safetensors file per network, config.json
+    with the config, the image channels and the most raters of a training slice)."""
+    weights = {name: {k: v.detach().cpu() for k, v in getattr(model, name).state_dict().items()}
+               for name in COMPONENTS}
+    config = {"consensus": model.config.to_dict(), "image_channels": data.image_channels,
+              "max_raters": data.max_raters, "labels": [0, 1], "names": {"0": "background", "1": "foreground"}}
+    return save_checkpoint(model_dir, method=METHOD, config=config, weights=weights, metrics=metrics,
+                           seed=model.config.seed)
+
+
+def train(config: ConsensusConfig, data: RaterSliceData, out_dir: str | Path, *, device: str = "auto",
+          log: Callable[[str], None] | None = None, progress: bool = False) -> Path:
+    """Train on ``data`` into ``out_dir`` (resumable; a folder with another run is refused);
+    returns the model directory ``out_dir/model``."""
+    if data.n_slices == 0:
+        raise InputError("the training data hold no slice")
+    if int(data.raters.shape[-1]) != config.size:
+        raise InputError(f"the data have {data.raters.shape[-1]} px slices but the config needs {config.size}")
+    say = log or (lambda _line: None)
+    counts = sorted(int(c) for c in np.unique(data.n_raters))
+    if config.mode == "consensus" and any(config.level_grid % c for c in counts):
+        say(f"note: level_grid {config.level_grid} is not a multiple of every rater count {counts}; "
+            "some levels share a lookup entry")
+    if config.mode == "annotator" and data.max_raters > config.level_grid:
+        raise InputError(f"{data.max_raters} raters but only {config.level_grid} annotator entries; "
+                         f"--set level_grid={data.max_raters}")
+    out, dev = start_run(out_dir, method=METHOD, settings=config.resume_key(), data=data.summary(), seed=config.seed,
+                         device=device, may_change="steps_train, checkpoint_every")
+    torch.manual_seed(config.seed)
+    model = ConsensusDiffusion(config, image_channels=data.image_channels).to(dev)
+    metrics: dict[str, Any] = {"data": data.summary(), "device": str(dev), "threads": torch.get_num_threads()}
+    with torch.enable_grad():
+        metrics["train"] = run_stage(_stage(config, data, model, dev), out, checkpoint_every=config.checkpoint_every,
+                                     log=say, progress=progress, prefix="consensus ")
+    model_dir = save_model(model, data, out / "model", metrics=metrics)
+    say(f"model saved to {model_dir}")
+    return model_dir
+
+
+def train_from_dataset(dataset_dir: str | Path, out_dir: str | Path, *, config: ConsensusConfig,
+                       cases: Sequence[str] | None = None, jobs: int = 1, log: Callable[[str], None] = print,
+                       progress: bool = False, device: str = "auto") -> Path:
+    """The registry's training entry point (:mod:`segqc.methods`): the slices of ``cases`` of a
+    multi-rater folder (``CASE/image.*``, ``CASE/rater_k.*``) and :func:`train`."""
+    data = build_rater_data(dataset_dir, cases, config.size, jobs=jobs, progress=progress)
+    counts = data.summary()["raters_per_slice"]
+    log(f"training data: {data.n_slices} slices of {len(set(data.cases))} cases, raters per slice {counts}")
+    return train(config, data, out_dir, device=device, log=log, progress=progress)

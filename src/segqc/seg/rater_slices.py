@@ -1,0 +1,103 @@
+"""2D training slices of a multi-rater folder (:mod:`segqc.io.raters`: ``CASE/image*`` +
+``CASE/rater_k*``), for the methods that learn from several raters (consensus diffusion).
+
+Images are preprocessed as for every ``segqc seg`` method (:func:`segqc.seg.slices.image_slices`:
+z-scored per case, slices along the last axis of a 3D array, resampled bilinearly to ``size`` x
+``size``); every rater's mask (label > 0, or the values of ``foreground``) by nearest neighbour.
+Cases may have different numbers of raters: the stack holds ``max_raters`` masks per slice and
+``n_raters`` says how many are real (the rest are zero and never used).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segqc.errors import InputError
+from segqc.io.raters import RaterCase, find_rater_cases, read_rater_masks
+from segqc.seg.slices import image_slices, label_slices
+
+__all__ = ["RaterSliceData", "build_rater_data", "rater_case_images"]
+
+
+@dataclass
+class RaterSliceData:
+    """``images`` ``(N, C, S, S)`` float16, ``raters`` ``(N, R, S, S)`` uint8 {0, 1} (R = the
+    most raters of a case), ``n_raters`` ``(N,)``, ``cases[i]`` the case of slice i."""
+
+    images: np.ndarray
+    raters: np.ndarray
+    n_raters: np.ndarray
+    cases: list[str]
+
+    @property
+    def n_slices(self) -> int:
+        return int(self.raters.shape[0])
+
+    @property
+    def image_channels(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def max_raters(self) -> int:
+        return int(self.n_raters.max()) if self.n_raters.size else 0
+
+    def summary(self) -> dict[str, Any]:
+        """What identifies the data in the run record (a rerun on other data is refused)."""
+        counts = {int(k): int(v) for k, v in zip(*np.unique(self.n_raters, return_counts=True))}
+        return {"slices": self.n_slices, "cases": len(set(self.cases)), "image_channels": self.image_channels,
+                "size": int(self.raters.shape[-1]), "raters_per_slice": counts,
+                "rater_pixels": int(self.raters.sum())}
+
+
+def rater_case_images(case: RaterCase) -> list[np.ndarray]:
+    """The image channel arrays of a case (``image.*`` or ``image_0000.*``, ...); InputError when
+    it has none."""
+    from segqc.io.images import read_image
+
+    if not case.images:
+        raise InputError("no image.* (or image_0000.*) file in this case folder", case.folder)
+    return [read_image(path).array for path in case.images]
+
+
+def _prepare(case: RaterCase, *, size: int, foreground: tuple[int, ...] | None) -> dict[str, Any]:
+    channels = rater_case_images(case)
+    masks, _ = read_rater_masks(case, foreground)
+    for array, path in zip(channels, case.images):
+        if array.shape != masks.shape[1:]:
+            raise InputError(f"image shape {array.shape} differs from the raters' masks {masks.shape[1:]}", path)
+    images = image_slices(channels, size).astype(np.float16)
+    raters = np.stack([label_slices(mask.astype(np.uint8), (0, 1), size) for mask in masks], axis=1)
+    return {"images": images, "raters": raters}
+
+
+def build_rater_data(root: str | Path, cases: Sequence[str] | None, size: int, *,
+                     foreground: Sequence[int] | None = None, jobs: int = 1, progress: bool = False) -> RaterSliceData:
+    """The training slices of ``cases`` (default: all) of a multi-rater folder (module docstring)."""
+    from segqc.execution import map_cases
+
+    chosen = find_rater_cases(root, cases)
+    function = partial(_prepare, size=size, foreground=None if foreground is None else tuple(foreground))
+    results: dict[str, dict[str, Any]] = {}
+    for case, result in map_cases(function, chosen, jobs=jobs, description="prepare", progress=progress):
+        if isinstance(result, Exception):
+            raise result
+        results[case.case] = result
+    ordered = [results[c.case] for c in chosen]
+    most = max(r["raters"].shape[1] for r in ordered)
+    n = sum(r["raters"].shape[0] for r in ordered)
+    raters = np.zeros((n, most, size, size), dtype=np.uint8)
+    counts = np.zeros(n, dtype=np.int64)
+    row = 0
+    for result in ordered:
+        k, r = result["raters"].shape[:2]
+        raters[row:row + k, :r] = result["raters"]
+        counts[row:row + k] = r
+        row += k
+    return RaterSliceData(np.concatenate([r["images"] for r in ordered]), raters, counts,
+                          [c.case for c, r in zip(chosen, ordered) for _ in range(r["raters"].shape[0])])
