@@ -24,7 +24,7 @@ import numpy as np
 from segqc.errors import InputError
 from segqc.io.images import IMAGE_EXTENSIONS, read_label_map
 
-__all__ = ["RaterCase", "case_folder_images", "find_rater_cases", "read_rater_masks"]
+__all__ = ["RaterCase", "case_folder_images", "find_rater_cases", "is_rater_folder", "read_rater_masks"]
 
 _RATER = re.compile(r"^rater_(\d+)$")
 _IMAGE = re.compile(r"^image(_\d{4})?$")
@@ -90,6 +90,17 @@ def find_rater_cases(root: str | Path, cases: Sequence[str] | None = None) -> li
     if not folders:
         raise InputError("no case folders (CASE/rater_1.nii.gz, ...) in this folder", root)
     return [_case(folder) for folder in folders]
+
+
+def is_rater_folder(root: str | Path) -> bool:
+    """True when ``root`` is a folder without ``imagesTr``/``labelsTr`` whose first case folder
+    holds a ``rater_1`` file (the layout of this module, as opposed to an nnU-Net dataset)."""
+    root = Path(root)
+    if not root.is_dir() or (root / "imagesTr").is_dir() or (root / "labelsTr").is_dir():
+        return False
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
+        return any(_stem(path) == "rater_1" for path in folder.iterdir())
+    return False
 
 
 def case_folder_images(root: str | Path) -> dict[str, list[Path]]:

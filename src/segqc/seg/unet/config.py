@@ -16,6 +16,12 @@ convolution unit) and ``samples`` > 1: at inference the dropout layers stay acti
 ``segqc seg predict --samples 8`` on a model trained with dropout). With ``dropout`` = 0 every
 pass is the same: one pass, zero spread.
 
+Multi-rater folders (``CASE/image.*`` + ``CASE/rater_k.*``, :mod:`segqc.io.raters`) are
+trained on the target ``raters`` names: ``majority`` — the raters' majority ``Σ A ≥ R/2`` (the
+MV-UNet baseline of the consensus-diffusion paper), ``soft`` — the rater mean as soft class
+probabilities (cross-entropy and Dice with soft targets), ``random`` — one rater drawn at random
+for every slice and step (label sampling, Jensen et al. 2019). nnU-Net datasets ignore it.
+
 Only ``steps_train`` and ``checkpoint_every`` may change when a stopped run is continued.
 """
 
@@ -56,6 +62,7 @@ class UnetConfig(ConfigBase):
     flip: bool = False
     checkpoint_every: int = 250
     samples: int = 1
+    raters: str = "majority"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -66,6 +73,8 @@ class UnetConfig(ConfigBase):
             raise ValueError(f"size {self.size} cannot be halved {len(self.channels) - 1} times")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.raters not in ("majority", "soft", "random"):
+            raise ValueError(f"raters must be majority, soft or random, got {self.raters!r}")
         for name in ("steps_train", "batch_size", "checkpoint_every", "samples"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -1,6 +1,8 @@
 """Training the U-Net baseline: the slices of :mod:`segqc.seg.slices`, one stage on the shared
 stage runner, the step-k batch drawn from (seed, k) exactly as LDSeg draws it (same slices, same
-flips: the two methods see the same data in the same order)."""
+flips: the two methods see the same data in the same order). A multi-rater folder gives the
+slices of :mod:`segqc.seg.rater_slices` and the target of the config's ``raters``
+(:func:`rater_targets`)."""
 
 from __future__ import annotations
 
@@ -8,22 +10,54 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from segqc.errors import InputError
+from segqc.seg.rater_slices import RaterSliceData, build_rater_data
 from segqc.seg.slices import SliceData, build_training_data, make_batch
 from segqc.seg.unet.config import UnetConfig
 from segqc.seg.unet.model import build_unet, segmentation_loss
 from segqc.training import save_checkpoint
 from segqc.training.stages import Stage, run_stage, start_run, step_generators
 
-__all__ = ["METHOD", "save_model", "train", "train_from_dataset"]
+__all__ = ["METHOD", "rater_targets", "save_model", "train", "train_from_dataset"]
 
 METHOD = "unet"
 
 
-def _stage(config: UnetConfig, data: SliceData, network: nn.Module, dev: torch.device) -> Stage:
+def rater_targets(mode: str, raters: np.ndarray, n_raters: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Targets of slices with raters ``(B, R, S, S)`` (the first ``n_raters[b]`` real):
+    ``majority`` class indices ``(B, S, S)`` (Σ A ≥ R/2), ``random`` one random rater's mask
+    ``(B, S, S)``, ``soft`` class probabilities ``(B, 2, S, S)`` (1 − mean, mean)."""
+    out = []
+    for masks, n in zip(raters, n_raters):
+        real = masks[: int(n)].astype(np.float32)
+        if mode == "majority":
+            out.append((real.sum(axis=0) >= n / 2.0).astype(np.int64))
+        elif mode == "random":
+            out.append(real[int(rng.integers(0, int(n)))].astype(np.int64))
+        else:
+            mean = real.mean(axis=0)
+            out.append(np.stack([1.0 - mean, mean]).astype(np.float32))
+    return np.stack(out)
+
+
+def _rater_batch(config: UnetConfig, data: RaterSliceData, indices: list[int],
+                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    images = data.images[indices].astype(np.float32)
+    targets = rater_targets(config.raters, data.raters[indices], data.n_raters[indices], rng)
+    if config.flip:
+        for row in range(len(indices)):
+            for axis in (-1, -2):
+                if rng.random() < 0.5:
+                    images[row] = np.flip(images[row], axis=axis)
+                    targets[row] = np.flip(targets[row], axis=axis)
+    return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(np.ascontiguousarray(targets))
+
+
+def _stage(config: UnetConfig, data: SliceData | RaterSliceData, network: nn.Module, dev: torch.device) -> Stage:
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
 
     def step(k: int) -> dict[str, float]:
@@ -31,7 +65,10 @@ def _stage(config: UnetConfig, data: SliceData, network: nn.Module, dev: torch.d
             group["lr"] = config.lr * config.lr_decay ** (k / 1000)
         rng, _ = step_generators(config.seed, 0, k)
         indices = rng.integers(0, data.n_slices, size=config.batch_size).tolist()
-        image, gt = make_batch(data, indices, rng=rng, flip=config.flip)
+        if isinstance(data, RaterSliceData):
+            image, gt = _rater_batch(config, data, indices, rng)
+        else:
+            image, gt = make_batch(data, indices, rng=rng, flip=config.flip)
         loss, parts = segmentation_loss(network(image.to(dev)), gt.to(dev), config.gamma)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -42,19 +79,20 @@ def _stage(config: UnetConfig, data: SliceData, network: nn.Module, dev: torch.d
                  step=step)
 
 
-def train(config: UnetConfig, data: SliceData, out_dir: str | Path, *, device: str = "auto",
+def train(config: UnetConfig, data: SliceData | RaterSliceData, out_dir: str | Path, *, device: str = "auto",
           log: Callable[[str], None] | None = None, progress: bool = False) -> Path:
     """Train the U-Net on ``data`` into ``out_dir`` (resumable; another run's folder is refused);
     returns the model directory ``out_dir/model``."""
     if data.n_slices == 0:
         raise InputError("the training data hold no slice")
-    if int(data.gts.shape[-1]) != config.size:
-        raise InputError(f"the data have {data.gts.shape[-1]} px slices but the config needs {config.size}")
+    side = data.raters.shape[-1] if isinstance(data, RaterSliceData) else data.gts.shape[-1]
+    if int(side) != config.size:
+        raise InputError(f"the data have {side} px slices but the config needs {config.size}")
     say = log or (lambda _line: None)
     out, dev = start_run(out_dir, method=METHOD, settings=config.resume_key(), data=data.summary(), seed=config.seed,
                          device=device, may_change="steps_train, checkpoint_every")
     torch.manual_seed(config.seed)
-    network = build_unet(config, image_channels=data.image_channels, classes=len(data.labels)).to(dev)
+    network = build_unet(config, image_channels=data.image_channels, classes=len(_labels(data))).to(dev)
     metrics: dict[str, Any] = {"data": data.summary(), "device": str(dev), "threads": torch.get_num_threads()}
     with torch.enable_grad():
         metrics["train"] = run_stage(_stage(config, data, network, dev), out, checkpoint_every=config.checkpoint_every,
@@ -64,12 +102,17 @@ def train(config: UnetConfig, data: SliceData, out_dir: str | Path, *, device: s
     return model_dir
 
 
-def save_model(network: nn.Module, config: UnetConfig, data: SliceData, model_dir: str | Path, *,
+def _labels(data: SliceData | RaterSliceData) -> tuple[int, ...]:
+    return (0, 1) if isinstance(data, RaterSliceData) else data.labels
+
+
+def save_model(network: nn.Module, config: UnetConfig, data: SliceData | RaterSliceData, model_dir: str | Path, *,
                metrics: dict[str, Any] | None = None) -> Path:
     """Write a checkpoint directory: ``unet.safetensors`` and ``config.json`` (config, label
-    values and names, image channels)."""
+    values and names, image channels; multi-rater data: labels 0 and 1)."""
     weights = {"unet": {k: v.detach().cpu() for k, v in network.state_dict().items()}}
-    saved = {"unet": config.to_dict(), "labels": list(data.labels), "names": dict(data.names),
+    names = {"0": "background", "1": "foreground"} if isinstance(data, RaterSliceData) else dict(data.names)
+    saved = {"unet": config.to_dict(), "labels": list(_labels(data)), "names": names,
              "image_channels": data.image_channels}
     return save_checkpoint(model_dir, method=METHOD, config=saved, weights=weights, metrics=metrics, seed=config.seed)
 
@@ -77,7 +120,15 @@ def save_model(network: nn.Module, config: UnetConfig, data: SliceData, model_di
 def train_from_dataset(dataset_dir: str | Path, out_dir: str | Path, *, config: UnetConfig,
                        cases: Sequence[str] | None = None, jobs: int = 1, log: Callable[[str], None] = print,
                        progress: bool = False, device: str = "auto") -> Path:
-    """The registry's training entry point: prepare the slices of ``cases`` and :func:`train`."""
+    """The registry's training entry point: prepare the slices of ``cases`` (an nnU-Net dataset,
+    or a multi-rater folder trained on the config's ``raters`` target) and :func:`train`."""
+    from segqc.io.raters import is_rater_folder
+
+    if is_rater_folder(dataset_dir):
+        rater_data = build_rater_data(dataset_dir, cases, config.size, jobs=jobs, progress=progress)
+        log(f"training data: {rater_data.n_slices} slices of {len(set(rater_data.cases))} cases, "
+            f"target: the raters' {config.raters}")
+        return train(config, rater_data, out_dir, device=device, log=log, progress=progress)
     data = build_training_data(dataset_dir, cases, config.size, jobs=jobs, progress=progress)
     log(f"training data: {data.n_slices} slices of {len(set(data.cases))} cases, labels {list(data.labels)}")
     return train(config, data, out_dir, device=device, log=log, progress=progress)
