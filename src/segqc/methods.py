@@ -52,6 +52,7 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("ldseg", "seg", "segqc.seg.ldseg", "LdsegConfig", "latent diffusion segmentation (Zaman et al.)"),
     Method("unet", "seg", "segqc.seg.unet", "UnetConfig", "U-Net baseline, deterministic or MC dropout (MONAI)"),
     Method("consensus", "seg", "segqc.seg.consensus", "ConsensusConfig", "rater-consensus diffusion (Amit et al.)"),
+    Method("probunet", "seg", "segqc.seg.probunet", "ProbUnetConfig", "Probabilistic U-Net baseline (Kohl et al.)"),
 ]}
 
 

@@ -1,0 +1,68 @@
+"""Loading a trained Probabilistic U-Net and sampling slices (arrays to arrays; folders:
+:mod:`segqc.seg.inference`). :func:`predict_slices` returns what every ``segqc seg`` method returns
+(``mean``, ``std``, ``entropy``, ``label``, ``samples``) from ``samples`` prior draws per slice;
+the draws come from a CPU generator seeded by ``seed`` and the slice's index."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from segqc.errors import InputError
+from segqc.seg.inference import LoadedSegModel, model_directory, sample_statistics
+from segqc.seg.probunet.config import ProbUnetConfig
+from segqc.seg.probunet.model import ProbUnet
+from segqc.seg.probunet.train import METHOD
+from segqc.training import CheckpointError, load_checkpoint, select_device
+
+__all__ = ["LoadedProbUnet", "load", "predict_slices"]
+
+
+@dataclass
+class LoadedProbUnet(LoadedSegModel):
+    """A trained Probabilistic U-Net (eval mode), its config, labels, names and image channels."""
+
+    model: ProbUnet
+    config: ProbUnetConfig
+    labels: tuple[int, ...]
+    names: dict[str, str]
+    image_channels: int
+
+
+def load(model_dir: str | Path, *, device: str = "cpu") -> LoadedProbUnet:
+    """The trained model of a model directory (or training run folder), on ``device``."""
+    directory = model_directory(model_dir)
+    saved, weights, _ = load_checkpoint(directory, method=METHOD)
+    try:
+        config = ProbUnetConfig.from_dict(saved["probunet"])
+        labels = tuple(int(v) for v in saved["labels"])
+        channels = int(saved["image_channels"])
+        model = ProbUnet(config, image_channels=channels, classes=len(labels))
+        model.load_state_dict(weights["probunet"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{directory}: checkpoint does not match the Probabilistic U-Net "
+                              f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
+    return LoadedProbUnet(model.eval().to(select_device(device)), config, labels,
+                          {str(k): str(v) for k, v in dict(saved.get("names", {})).items()}, channels)
+
+
+def predict_slices(model: LoadedProbUnet, images: np.ndarray, *, samples: int | None = None, steps: int | None = None,
+                   seed: int = 0) -> dict[str, np.ndarray]:
+    """``samples`` prior samples of every slice of ``images`` ``(n, C, S, S)``; ``steps`` is ignored."""
+    cfg = model.config
+    samples = int(samples or cfg.samples)
+    if samples < 1:
+        raise InputError(f"need samples >= 1, got {samples}")
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4 or images.shape[1] != model.image_channels or images.shape[2:] != (cfg.size, cfg.size):
+        raise InputError(f"need slices (n, {model.image_channels}, {cfg.size}, {cfg.size}); got {images.shape}")
+    device = next(model.model.parameters()).device
+    per_slice = []
+    for row in range(images.shape[0]):
+        generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + row)
+        per_slice.append(model.model.sample(torch.from_numpy(images[row:row + 1]).to(device), samples,
+                                            generator=generator).cpu())
+    return sample_statistics(torch.cat(per_slice, dim=1))
