@@ -134,7 +134,10 @@ def test_soft_calibration_against_the_rater_mean():
     ece, mce = soft_calibration(np.array([1, 0.45, 0, 0, 0, 0]), raters)
     assert (ece, mce) == pytest.approx((0.05 / 6, 0.05))
     ece_fg, _ = soft_calibration(np.array([1, 0.45, 0, 0, 0, 0]), raters, foreground_only=True)
-    assert ece_fg == pytest.approx(0.05 / 2)
+    assert ece_fg == pytest.approx(0.05 / 2)  # the two voxels the raters mark
+    # a softmax-like 0.01 in the background stays out of the foreground, 0.2 comes in (gap 0.2)
+    ece_fg, _ = soft_calibration(np.array([1, 0.45, 0.01, 0.2, 0.01, 0.01]), raters, foreground_only=True)
+    assert ece_fg == pytest.approx((0.05 + 0.2) / 3)
 
 
 def test_uncertainty_error_overlap_by_hand():

@@ -17,7 +17,8 @@ A rater or sample marks the voxels whose label is in ``foreground`` (default: an
 Metrics (:mod:`segqc.metrics.distribution` for the conventions): ``ged2``, ``ged``, ``hm_iou``,
 ``diversity`` (of the samples), ``rater_diversity``, ``soft_dice`` (QUBIQ thresholds 0.1…0.9 of
 the soft map and the rater mean), ``soft_dice_5`` (the consensus levels 0.1, 0.3, 0.5, 0.7, 0.9),
-``ece`` / ``mce`` / ``ece_foreground`` (10 bins, against the rater mean), ``volume_crps`` (mm² or
+``ece`` / ``mce`` / ``ece_foreground`` (10 bins, against the rater mean; foreground: pixels a
+rater marks or where the soft map is at least 0.05), ``volume_crps`` (mm² or
 mm³; pixels where the files carry no spacing), ``dice_majority`` (Dice of the soft map ≥ 0.5
 against the raters' majority ``Σ A ≥ R/2``; both empty: 1).
 """

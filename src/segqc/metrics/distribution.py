@@ -150,15 +150,16 @@ def consensus_maps(raters: np.ndarray | Sequence[np.ndarray]) -> tuple[np.ndarra
 
 
 def soft_calibration(probability: np.ndarray, raters: np.ndarray | Sequence[np.ndarray], *, bins: int = 10,
-                     foreground_only: bool = False) -> tuple[float, float]:
+                     foreground_only: bool = False, foreground_threshold: float = 0.05) -> tuple[float, float]:
     """(ECE, MCE) of a soft map against the rater mean (equal-width bins on [0, 1]);
-    ``foreground_only``: only voxels where the prediction or a rater is non-zero (the background
-    far from the object would otherwise dominate and drive ECE towards 0). No voxel: NaN."""
+    ``foreground_only``: only voxels that a rater marks or where the soft map is at least
+    ``foreground_threshold`` (the background far from the object would otherwise dominate and
+    drive ECE towards 0; a network's softmax is never exactly 0, hence a threshold). No voxel: NaN."""
     _, mean = consensus_maps(raters)
     prob = np.asarray(probability, dtype=np.float64)
     if prob.shape != mean.shape:
         raise ValueError(f"probability map {prob.shape} and rater masks {mean.shape} differ in shape")
-    mask = ((prob > 0) | (mean > 0)) if foreground_only else None
+    mask = ((prob >= foreground_threshold) | (mean > 0)) if foreground_only else None
     return calibration_error(prob, mean, bins=bins, mask=mask)
 
 
