@@ -128,6 +128,9 @@ def evaluate_command(
     resample: bool = typer.Option(False, "--resample",
                                   help="Resample predictions on another grid onto the GT grid "
                                        "(nearest neighbour, physical space)."),
+    soft: bool = typer.Option(False, "--soft",
+                              help="PRED and GT hold maps in [0, 1] (probabilities, fractions of raters), not label "
+                                   "maps: soft_dice over the thresholds 0.1..0.9 (QUBIQ)."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes (0 = one per core)."),
     scheduler: str | None = typer.Option(None, "--scheduler", help="Dask distributed scheduler address, e.g. tcp://host:8786."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary table."),
@@ -141,7 +144,7 @@ def evaluate_command(
 
     with user_errors():
         pred_dir, gt_dir = _folders(pred_pos, gt_pos, pred, gt)
-        names = parse_metric_names(metrics)
+        names = parse_metric_names(metrics) if not (soft and metrics is None) else ("soft_dice",)
         policy = EmptyPolicy(both_empty=empty_both, gt_empty=empty_gt, pred_empty=empty_pred,  # type: ignore[arg-type]
                              worst_distance_mm=worst_distance)
         prepare_output_dir(out_dir)
@@ -164,6 +167,7 @@ def evaluate_command(
             regions=parse_regions(region) if region else None,
             resample=resample,
             spacing=_parse_spacing(spacing),
+            soft=soft,
             jobs=jobs,
             scheduler=scheduler,
             progress=not quiet,

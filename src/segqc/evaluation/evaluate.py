@@ -58,7 +58,9 @@ class EvaluationConfig(ConfigBase):
     ``resample``: map a prediction whose grid differs onto the ground-truth grid (nearest
     neighbour, in physical space) instead of failing; ``multiclass_all``: add the subject-level
     multi-class Dice (QCResUNet appendix A) as label ``all``; ``spacing``: pixel spacing (mm) of
-    files that carry none (PNG/TIFF). On the config base (``to_dict``/``from_dict``, JSON,
+    files that carry none (PNG/TIFF); ``soft``: prediction and ground truth are maps in [0, 1]
+    (probabilities, fractions of raters), not label maps — only ``soft_dice`` is defined then,
+    one row per case with label ``soft``. On the config base (``to_dict``/``from_dict``, JSON,
     digest; the one preset is ``default``)."""
 
     KIND: ClassVar[str] = "evaluation"
@@ -72,6 +74,7 @@ class EvaluationConfig(ConfigBase):
     resample: bool = False
     multiclass_all: bool = False
     spacing: tuple[float, ...] | None = None
+    soft: bool = False
 
     def __post_init__(self) -> None:
         metrics = tuple(self.metrics)
@@ -86,6 +89,8 @@ class EvaluationConfig(ConfigBase):
             metrics = tuple(dict.fromkeys([m for m in metrics if not m.startswith("cc_")] + list(wanted_cc)))
             object.__setattr__(self, "per_component", True)
         object.__setattr__(self, "metrics", metrics)
+        if self.soft and set(metrics) != {"soft_dice"}:
+            raise ValueError("soft maps (--soft) have one metric, soft_dice; other metrics need label maps")
         if self.connectivity not in (4, 6, 8, 18, 26):
             raise ValueError(f"connectivity must be 6, 18 or 26 (3D) / 4 or 8 (2D), got {self.connectivity}")
         if self.voronoi_units not in ("mm", "voxel"):
@@ -111,6 +116,7 @@ class EvaluationConfig(ConfigBase):
             "resample": self.resample,
             "multiclass_all": self.multiclass_all,
             "spacing": None if self.spacing is None else list(self.spacing),
+            "soft": self.soft,
         }
 
     @classmethod
@@ -248,13 +254,44 @@ def _read_checked(path: Path, config: EvaluationConfig, warnings: list[str]):
     return image
 
 
+def _read_soft(path: Path, config: EvaluationConfig):
+    from segqc.io.images import read_image
+
+    image = read_image(path, dtype=np.float64, spacing=config.spacing)
+    values = image.array
+    if values.size and (not np.isfinite(values).all() or values.min() < 0 or values.max() > 1):
+        raise InputError(f"--soft needs maps with values in [0, 1]; found [{values.min():.4g}, {values.max():.4g}]",
+                         path)
+    return image
+
+
+def _evaluate_soft_case(task: CaseTask, config: EvaluationConfig) -> CaseResult:
+    gt_path, pred_path = task.path("gt"), task.path("pred")
+    assert gt_path is not None
+    gt = _read_soft(gt_path, config)
+    if pred_path is None:
+        pred_array = np.zeros_like(gt.array)
+    else:
+        pred = _read_soft(pred_path, config)
+        check_same_geometry(pred.geometry, gt.geometry, pred_path=pred_path, gt_path=gt_path)
+        pred_array = pred.array
+    r = soft_dice(pred_array, gt.array, policy=config.settings.empty)
+    table = pd.DataFrame([(task.case, "soft", "soft", None, r.metric, r.value, r.empty, "1")], columns=COLUMNS)
+    table["component"] = table["component"].astype("Int64")
+    table["value"] = table["value"].astype(float)
+    return CaseResult(table=table)
+
+
 def evaluate_case(task: CaseTask, config: EvaluationConfig) -> CaseResult:
-    """Read, check and evaluate one case (a missing prediction is evaluated as empty).
+    """Read, check and evaluate one case (a missing prediction is evaluated as empty; with
+    ``config.soft`` both files are maps in [0, 1] and the row is their soft Dice).
 
     Task inputs: ``gt`` (one file) and ``pred`` (one file, or none). The prediction must lie on
     the ground truth's grid (shape, spacing, direction and origin; see
     :func:`~segqc.io.images.check_same_geometry`) unless ``config.resample``.
     """
+    if config.soft:
+        return _evaluate_soft_case(task, config)
     warnings: list[str] = []
     gt_path, pred_path = task.path("gt"), task.path("pred")
     assert gt_path is not None
@@ -320,6 +357,7 @@ def evaluate_folder(
     resample: bool = False,
     spacing: Sequence[float] | None = None,
     multiclass_all: bool = False,
+    soft: bool = False,
     same_folder_ok: bool = False,
     jobs: int = 1,
     scheduler: str | None = None,
@@ -341,6 +379,8 @@ def evaluate_folder(
     settings (its label set, when left at the default, comes from ``dataset.json``). Raises
     :class:`InputError` when no prediction matches a ground truth or both folders
     are the same (unless ``same_folder_ok``: e.g. QC benchmarks of the ground truths themselves).
+    ``soft``: both folders hold maps in [0, 1] (:class:`EvaluationConfig`); ``metrics`` is then
+    ``soft_dice``.
     """
     from segqc.evaluation.aggregate import summarise
 
@@ -364,6 +404,7 @@ def evaluate_folder(
             resample=resample,
             multiclass_all=multiclass_all,
             spacing=tuple(spacing) if spacing is not None else None,
+            soft=soft,
         )
     pairing = pair_cases(pred_dir, gt_dir, file_ending=ending)
     if not pairing.matched:
