@@ -143,3 +143,31 @@ def test_real_lidc_raters_as_samples_score_perfectly_and_the_consensus_does_not(
         assert _value(bad, case, "hm_iou") <= 1.0
     disagree = [r["case"] for r in chosen if _value(good, r["case"], "rater_diversity") > 0]
     assert disagree and all(_value(bad, c, "ged2") > 0.0 for c in disagree)
+
+
+def test_named_raters_are_ordered_by_name_and_numbered_ones_by_number(tmp_path):
+    for name in ("rater_Person2_ImageJ.nii.gz", "rater_Person1_Amira.nii.gz", "rater_Person1_ImageJ.nii.gz"):
+        _write(tmp_path / "named" / "c" / name, A)
+    case = find_rater_cases(tmp_path / "named")[0]
+    assert [p.name for p in case.raters] == ["rater_Person1_Amira.nii.gz", "rater_Person1_ImageJ.nii.gz",
+                                             "rater_Person2_ImageJ.nii.gz"]
+    for k in (1, 2, 10):
+        _write(tmp_path / "numbered" / "c" / f"rater_{k}.nii.gz", A)
+    with pytest.raises(InputError, match="rater_3 is missing"):
+        find_rater_cases(tmp_path / "numbered")
+
+
+def test_real_bubil_experts_agree_as_the_dataset_documents(shared_data):
+    """BU-BIL: 10 masks per image (5 experts x 2 tools), documented mean pairwise Dice about 0.86."""
+    from segqc.io.raters import read_rater_masks
+    from segqc.metrics.distribution import pairwise_iou
+
+    cases = find_rater_cases(shared_data("bubil/BU-BIL_Dataset1"))
+    assert len(cases) >= 20 and all(len(c.raters) in (9, 10) for c in cases)  # some images lack one mask
+    dice = []
+    for case in cases[:4]:
+        masks, _ = read_rater_masks(case)
+        iou = pairwise_iou(masks, masks)[np.triu_indices(len(masks), 1)]
+        dice += list(2 * iou / (1 + iou))
+        assert 0.002 < masks.mean() < 0.06  # one cell: a few per cent of the pixels
+    assert 0.75 < np.mean(dice) < 0.95, np.mean(dice)

@@ -63,6 +63,10 @@ def test_training_targets_per_mode():
                                          np.random.default_rng(seed))
         np.testing.assert_array_equal(target, raters[index - 1])
     assert seen == {1, 2, 3}
+    # annotator numbers of the whole data set: a case without rater 2 keeps rater 3's number
+    target, index = training_targets(ConsensusConfig.preset("tiny", mode="annotator"), raters, 2,
+                                     np.random.default_rng(1), np.array([1, 3, 0, 0]))
+    assert index in (1, 3) and np.array_equal(target, raters[0 if index == 1 else 1])
     soft, index = training_targets(ConsensusConfig.preset("tiny", mode="soft"), raters, 3, np.random.default_rng(0))
     np.testing.assert_allclose(soft, votes / 3.0)
     assert index == 0

@@ -5,11 +5,13 @@ Layout (LIDC, BU-BIL converted, QUBIQ-like)::
     ROOT/CASE/image.nii.gz            (or image_0000.nii.gz, image_0001.nii.gz, ... for channels)
     ROOT/CASE/rater_1.nii.gz ... rater_R.nii.gz
 
-Any image format segqc reads is accepted. Raters are numbered from 1 without gaps; the number of
-raters may differ between cases (levels and rater means are then per case). Other files in a case
-folder (e.g. ``consensus.nii.gz``) are ignored. A case folder without rater files, a gap in the
-numbering, a rater file in two formats, or masks of different shapes or spacings are
-:class:`~segqc.errors.InputError` naming the file or folder.
+Any image format segqc reads is accepted. Raters are ``rater_<k>`` numbered from 1 without gaps,
+or ``rater_<name>`` (e.g. BU-BIL's ``rater_Person1_Amira.png``), ordered by name — then a name
+stands for the same rater in every case; the number of raters may differ between cases (levels
+and rater means are then per case). Other files in a case folder (e.g. ``consensus.nii.gz``,
+``gold.png``) are ignored. A case folder without rater files, a gap in the numbering, a rater file
+in two formats, or masks of different shapes or spacings are :class:`~segqc.errors.InputError`
+naming the file or folder.
 """
 
 from __future__ import annotations
@@ -26,19 +28,21 @@ from segqc.io.images import IMAGE_EXTENSIONS, read_label_map
 
 __all__ = ["RaterCase", "case_folder_images", "find_rater_cases", "is_rater_folder", "read_rater_masks"]
 
-_RATER = re.compile(r"^rater_(\d+)$")
+_RATER = re.compile(r"^rater_(.+)$")
 _IMAGE = re.compile(r"^image(_\d{4})?$")
 
 
 @dataclass(frozen=True)
 class RaterCase:
-    """One case: its id (the folder name), image channel files (may be empty) and rater masks
-    (rater 1 first)."""
+    """One case: its id (the folder name), image channel files (may be empty), rater masks (rater 1
+    first) and the raters' names (``"1"``, ``"2"``, ... or ``"Person1_Amira"``, ...: the same name
+    is the same rater in every case)."""
 
     case: str
     folder: Path
     images: tuple[Path, ...]
     raters: tuple[Path, ...]
+    names: tuple[str, ...] = ()
 
 
 def _stem(path: Path) -> str | None:
@@ -50,14 +54,14 @@ def _stem(path: Path) -> str | None:
 
 
 def _case(folder: Path) -> RaterCase:
-    raters: dict[int, Path] = {}
+    raters: dict[str, Path] = {}
     images: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         stem = _stem(path) if path.is_file() else None
         if stem is None:
             continue
         if match := _RATER.match(stem):
-            k = int(match.group(1))
+            k = match.group(1)
             if k in raters:
                 raise InputError(f"rater {k} is stored twice ({raters[k].name} and {path.name})", folder)
             raters[k] = path
@@ -67,12 +71,18 @@ def _case(folder: Path) -> RaterCase:
             images[stem] = path
     if not raters:
         raise InputError("no rater_1, rater_2, ... mask in this case folder", folder)
-    missing = sorted(set(range(1, max(raters) + 1)) - set(raters))
-    if missing:
-        raise InputError(f"rater_{missing[0]} is missing (found rater_{', rater_'.join(map(str, sorted(raters)))})",
-                         folder)
-    return RaterCase(folder.name, folder, tuple(images[k] for k in sorted(images)),
-                     tuple(raters[k] for k in sorted(raters)))
+    if all(k.isdigit() for k in raters):
+        numbers = {int(k): path for k, path in raters.items()}
+        missing = sorted(set(range(1, max(numbers) + 1)) - set(numbers))
+        if missing:
+            found = ", ".join(f"rater_{k}" for k in sorted(numbers))
+            raise InputError(f"rater_{missing[0]} is missing (found {found})", folder)
+        names = [str(k) for k in sorted(numbers)]
+        paths = [numbers[k] for k in sorted(numbers)]
+    else:
+        names = sorted(raters)
+        paths = [raters[k] for k in names]
+    return RaterCase(folder.name, folder, tuple(images[k] for k in sorted(images)), tuple(paths), tuple(names))
 
 
 def find_rater_cases(root: str | Path, cases: Sequence[str] | None = None) -> list[RaterCase]:
@@ -94,12 +104,12 @@ def find_rater_cases(root: str | Path, cases: Sequence[str] | None = None) -> li
 
 def is_rater_folder(root: str | Path) -> bool:
     """True when ``root`` is a folder without ``imagesTr``/``labelsTr`` whose first case folder
-    holds a ``rater_1`` file (the layout of this module, as opposed to an nnU-Net dataset)."""
+    holds a ``rater_*`` file (the layout of this module, as opposed to an nnU-Net dataset)."""
     root = Path(root)
     if not root.is_dir() or (root / "imagesTr").is_dir() or (root / "labelsTr").is_dir():
         return False
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
-        return any(_stem(path) == "rater_1" for path in folder.iterdir())
+        return any(_RATER.match(_stem(path) or "") for path in folder.iterdir() if path.is_file())
     return False
 
 

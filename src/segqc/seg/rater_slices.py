@@ -5,7 +5,9 @@ Images are preprocessed as for every ``segqc seg`` method (:func:`segqc.seg.slic
 z-scored per case, slices along the last axis of a 3D array, resampled bilinearly to ``size`` x
 ``size``); every rater's mask (label > 0, or the values of ``foreground``) by nearest neighbour.
 Cases may have different numbers of raters: the stack holds ``max_raters`` masks per slice and
-``n_raters`` says how many are real (the rest are zero and never used).
+``n_raters`` says how many are real (the rest are zero and never used). ``rater_ids`` gives each
+mask its rater's number in ``rater_names`` (1-based; 0 for padding), the sorted names of all
+raters of the data, so a rater missing from one case does not shift the others.
 """
 
 from __future__ import annotations
@@ -28,12 +30,15 @@ __all__ = ["RaterSliceData", "build_rater_data", "rater_case_images"]
 @dataclass
 class RaterSliceData:
     """``images`` ``(N, C, S, S)`` float16, ``raters`` ``(N, R, S, S)`` uint8 {0, 1} (R = the
-    most raters of a case), ``n_raters`` ``(N,)``, ``cases[i]`` the case of slice i."""
+    most raters of a case), ``n_raters`` ``(N,)``, ``cases[i]`` the case of slice i,
+    ``rater_ids`` ``(N, R)`` (module docstring) and ``rater_names``."""
 
     images: np.ndarray
     raters: np.ndarray
     n_raters: np.ndarray
     cases: list[str]
+    rater_ids: np.ndarray | None = None
+    rater_names: tuple[str, ...] = ()
 
     @property
     def n_slices(self) -> int:
@@ -91,13 +96,18 @@ def build_rater_data(root: str | Path, cases: Sequence[str] | None, size: int, *
     ordered = [results[c.case] for c in chosen]
     most = max(r["raters"].shape[1] for r in ordered)
     n = sum(r["raters"].shape[0] for r in ordered)
+    all_names = {name for case in chosen for name in case.names}
+    names = tuple(sorted(all_names, key=lambda v: (0, int(v), v) if v.isdigit() else (1, 0, v)))
+    number = {name: k for k, name in enumerate(names, start=1)}
     raters = np.zeros((n, most, size, size), dtype=np.uint8)
     counts = np.zeros(n, dtype=np.int64)
+    ids = np.zeros((n, most), dtype=np.int64)
     row = 0
-    for result in ordered:
+    for case, result in zip(chosen, ordered):
         k, r = result["raters"].shape[:2]
         raters[row:row + k, :r] = result["raters"]
         counts[row:row + k] = r
+        ids[row:row + k, :r] = [number[name] for name in case.names]
         row += k
     return RaterSliceData(np.concatenate([r["images"] for r in ordered]), raters, counts,
-                          [c.case for c, r in zip(chosen, ordered) for _ in range(r["raters"].shape[0])])
+                          [c.case for c, r in zip(chosen, ordered) for _ in range(r["raters"].shape[0])], ids, names)

@@ -48,6 +48,7 @@ class LoadedConsensus:
     names: dict[str, str]
     image_channels: int
     max_raters: int
+    rater_names: tuple[str, ...] = ()
 
     @property
     def size(self) -> int:
@@ -64,12 +65,17 @@ class LoadedConsensus:
 
     @property
     def raters(self) -> int:
-        """C: the number of consensus levels sampled per slice."""
+        """C: the number of consensus levels sampled per slice (``annotator``: every rater of
+        the training data)."""
+        if self.config.mode == "annotator":
+            return max(len(self.rater_names), self.max_raters)
         return int(self.config.inference_raters or self.max_raters)
 
     def level_indices(self) -> list[int]:
-        """The lookup indices of the C levels (or C unconditioned draws for the ablations)."""
-        return [level_index(self.config, c, self.raters) if self.config.mode in ("consensus", "annotator") else 0
+        """The lookup indices of the C levels, of every annotator, or C unconditioned draws."""
+        if self.config.mode == "annotator":
+            return list(range(1, self.raters + 1))
+        return [level_index(self.config, c, self.raters) if self.config.mode == "consensus" else 0
                 for c in range(1, self.raters + 1)]
 
 
@@ -87,11 +93,13 @@ def load(model_dir: str | Path, *, device: str = "cpu") -> LoadedConsensus:
         for name in COMPONENTS:
             getattr(model, name).load_state_dict(weights[name])
         max_raters = int(saved["max_raters"])
+        rater_names = tuple(str(n) for n in saved.get("rater_names", []))
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"{directory}: checkpoint does not match the consensus model "
                               f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
     return LoadedConsensus(model.eval().to(select_device(device)), config, (0, 1),
-                           {str(k): str(v) for k, v in dict(saved.get("names", {})).items()}, channels, max_raters)
+                           {str(k): str(v) for k, v in dict(saved.get("names", {})).items()}, channels, max_raters,
+                           rater_names)
 
 
 def predict_slices(model: LoadedConsensus, images: np.ndarray, *, samples: int | None = None,

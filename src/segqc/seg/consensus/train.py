@@ -30,16 +30,22 @@ METHOD = "consensus"
 COMPONENTS = ("image_encoder", "unet")
 
 
-def training_targets(config: ConsensusConfig, raters: np.ndarray, n_raters: int,
-                     rng: np.random.Generator) -> tuple[np.ndarray, int]:
+def training_targets(config: ConsensusConfig, raters: np.ndarray, n_raters: int, rng: np.random.Generator,
+                     rater_ids: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """``(target (S, S) float32 in [0, 1], lookup index)`` of one slice's ``raters`` ``(R, S, S)``
-    (the first ``n_raters`` real) for the config's mode (module docstring)."""
+    (the first ``n_raters`` real) for the config's mode (module docstring). ``annotator``: the
+    index is the rater's number in the data (``rater_ids``, 1-based; default its position)."""
     real = raters[:n_raters].astype(np.float32)
     if config.mode == "soft":
         return real.mean(axis=0), 0
     k = int(rng.integers(1, n_raters + 1))
     if config.mode == "consensus":
         return (real.sum(axis=0) >= k).astype(np.float32), level_index(config, k, n_raters)
+    if config.mode == "annotator" and rater_ids is not None:
+        number = int(rater_ids[k - 1])
+        if not 1 <= number <= config.level_grid:
+            raise ValueError(f"rater number {number} outside the {config.level_grid} annotator entries (level_grid)")
+        return real[k - 1], number
     return real[k - 1], level_index(config, k, n_raters)
 
 
@@ -60,7 +66,8 @@ def make_batch(config: ConsensusConfig, data: RaterSliceData, indices: Sequence[
     """``image`` (B, C, S, S), ``target`` (B, S, S) and lookup ``index`` (B,) of slices ``indices``."""
     images, targets, index = [], [], []
     for i in indices:
-        target, k = training_targets(config, data.raters[i], int(data.n_raters[i]), rng)
+        ids = data.rater_ids[i] if data.rater_ids is not None else None
+        target, k = training_targets(config, data.raters[i], int(data.n_raters[i]), rng, ids)
         image, target = _augment(data.images[i].astype(np.float32), target, rng, config)
         images.append(np.ascontiguousarray(image))
         targets.append(np.ascontiguousarray(target))
@@ -93,7 +100,8 @@ def save_model(model: ConsensusDiffusion, data: RaterSliceData, model_dir: str |
     weights = {name: {k: v.detach().cpu() for k, v in getattr(model, name).state_dict().items()}
                for name in COMPONENTS}
     config = {"consensus": model.config.to_dict(), "image_channels": data.image_channels,
-              "max_raters": data.max_raters, "labels": [0, 1], "names": {"0": "background", "1": "foreground"}}
+              "max_raters": data.max_raters, "rater_names": list(data.rater_names), "labels": [0, 1],
+              "names": {"0": "background", "1": "foreground"}}
     return save_checkpoint(model_dir, method=METHOD, config=config, weights=weights, metrics=metrics,
                            seed=model.config.seed)
 
@@ -111,9 +119,10 @@ def train(config: ConsensusConfig, data: RaterSliceData, out_dir: str | Path, *,
     if config.mode == "consensus" and any(config.level_grid % c for c in counts):
         say(f"note: level_grid {config.level_grid} is not a multiple of every rater count {counts}; "
             "some levels share a lookup entry")
-    if config.mode == "annotator" and data.max_raters > config.level_grid:
-        raise InputError(f"{data.max_raters} raters but only {config.level_grid} annotator entries; "
-                         f"--set level_grid={data.max_raters}")
+    annotators = max(len(data.rater_names), data.max_raters)
+    if config.mode == "annotator" and annotators > config.level_grid:
+        raise InputError(f"{annotators} raters but only {config.level_grid} annotator entries; "
+                         f"--set level_grid={annotators}")
     out, dev = start_run(out_dir, method=METHOD, settings=config.resume_key(), data=data.summary(), seed=config.seed,
                          device=device, may_change="steps_train, checkpoint_every")
     torch.manual_seed(config.seed)
