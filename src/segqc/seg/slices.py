@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from segqc.errors import InputError
 from segqc.io.datasets import Dataset
 
-__all__ = ["SliceData", "build_training_data", "image_slices", "label_slices", "make_batch"]
+__all__ = ["SliceData", "build_training_data", "flip_rows", "image_slices", "label_slices", "make_batch"]
 
 
 def _as_slices(array: np.ndarray) -> np.ndarray:
@@ -154,9 +154,15 @@ def make_batch(data: SliceData, indices: Sequence[int], *, rng: np.random.Genera
     images = data.images[list(indices)].astype(np.float32)
     gts = data.gts[list(indices)].astype(np.int64)
     if flip and rng is not None:
-        for row in range(len(indices)):
-            for axis in (-1, -2):
-                if rng.random() < 0.5:
-                    images[row] = np.flip(images[row], axis=axis)
-                    gts[row] = np.flip(gts[row], axis=axis)
+        flip_rows(images, gts, rng)
     return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(np.ascontiguousarray(gts))
+
+
+def flip_rows(images: np.ndarray, targets: np.ndarray, rng: np.random.Generator) -> None:
+    """In place: each row of ``images`` ``(B, C, S, S)`` and of its ``targets`` ``(B, ..., S, S)``
+    flipped along each of the last two axes with probability 1/2 (the same flips for both)."""
+    for row in range(images.shape[0]):
+        for axis in (-1, -2):
+            if rng.random() < 0.5:
+                images[row] = np.flip(images[row], axis=axis)
+                targets[row] = np.flip(targets[row], axis=axis)

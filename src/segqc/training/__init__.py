@@ -2,6 +2,7 @@
 
 from segqc.training.checkpoints import (
     CheckpointError,
+    checkpoint_fits,
     load_checkpoint,
     load_state,
     save_checkpoint,
@@ -11,6 +12,7 @@ from segqc.training.seeding import seed_everything, select_device
 
 __all__ = [
     "CheckpointError",
+    "checkpoint_fits",
     "load_checkpoint",
     "load_state",
     "save_checkpoint",

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 import platform
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,21 @@ FORMAT_VERSION = 1
 
 class CheckpointError(SegqcError):
     """A model directory that cannot be loaded (missing, corrupt, or of another method)."""
+
+
+@contextmanager
+def checkpoint_fits(directory: str | Path, model_name: str) -> Iterator[None]:
+    """Turn what goes wrong while a model is built from a checkpoint's config and weights (a
+    missing key, a wrong type or value, weights of other shapes, an input error) into one
+    :class:`CheckpointError` line: ``DIR: checkpoint does not match the MODEL (Error: first line)``."""
+    from segqc.errors import InputError
+
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, RuntimeError, InputError) as error:
+        first = str(error).splitlines()[0] if str(error) else ""
+        raise CheckpointError(f"{directory}: checkpoint does not match the {model_name} "
+                              f"({type(error).__name__}: {first})") from None
 
 
 def _versions() -> dict[str, str]:

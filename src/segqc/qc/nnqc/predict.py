@@ -18,7 +18,7 @@ from segqc.errors import InputError
 from segqc.fingerprint.preprocessing import PreprocessingPlan
 from segqc.qc.nnqc.config import NnqcConfig
 from segqc.qc.nnqc.model import NnqcModel
-from segqc.training import CheckpointError, load_checkpoint, select_device
+from segqc.training import CheckpointError, checkpoint_fits, load_checkpoint, select_device
 
 __all__ = ["load", "load_qc_model", "predict_slices"]
 
@@ -27,16 +27,13 @@ METHOD = "nnqc"
 
 def _read(model_dir: str | Path) -> tuple[NnqcModel, dict, dict | None]:
     config, weights, fingerprint = load_checkpoint(model_dir, method=METHOD)
-    try:
+    with checkpoint_fits(model_dir, "nnQC model"):
         # models saved before the image_input field existed fed the denoiser no image
         nnqc = NnqcConfig.from_dict({"image_input": "none", **config["nnqc"]})
         model = NnqcModel(nnqc, config["labels"], int(config["image_channels"]))
         for name in ("autoencoder", "image_encoder", "toe", "denoiser"):
             getattr(model, name).load_state_dict(weights[name])
         model.latent_scale.fill_(float(config["latent_scale"]))
-    except (KeyError, TypeError, ValueError, RuntimeError, InputError) as error:
-        raise CheckpointError(f"{model_dir}: checkpoint does not match the nnQC model "
-                              f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
     model.eval()
     return model, config, fingerprint
 

@@ -22,7 +22,7 @@ from segqc.fingerprint.preprocessing import PreprocessingPlan
 from segqc.qc.qcresunet.config import QcResUNetConfig
 from segqc.qc.qcresunet.model import QcResUNet
 from segqc.qc.qcresunet.train import METHOD, QcClass, build_network, query_channels
-from segqc.training import CheckpointError, load_checkpoint, select_device
+from segqc.training import CheckpointError, checkpoint_fits, load_checkpoint, select_device
 
 __all__ = ["LoadedQcResUNet", "assess_volume", "load", "load_qc_model"]
 
@@ -44,7 +44,7 @@ class LoadedQcResUNet:
 def load(model_dir: str | Path, *, device: str = "cpu") -> LoadedQcResUNet:
     """The trained QCResUNet of a model directory, on ``device``."""
     saved, weights, fingerprint = load_checkpoint(model_dir, method=METHOD)
-    try:
+    with checkpoint_fits(model_dir, "QCResUNet model"):
         config = QcResUNetConfig.from_dict(saved["qcresunet"])
         labels = tuple(int(v) for v in saved["labels"])
         if "classes" in saved:
@@ -60,9 +60,6 @@ def load(model_dir: str | Path, *, device: str = "cpu") -> LoadedQcResUNet:
             network.load_state_dict(weights[name])
             members.append(network.eval().to(select_device(device)))
         plan = PreprocessingPlan.from_dict(saved["plan"])
-    except (KeyError, TypeError, ValueError, RuntimeError, InputError) as error:
-        raise CheckpointError(f"{model_dir}: checkpoint does not match the QCResUNet model "
-                              f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
     if not members:
         raise CheckpointError(f"{model_dir}: the checkpoint holds no QCResUNet weights")
     return LoadedQcResUNet(members, config, labels, classes, plan, fingerprint, spatial_dims)

@@ -32,7 +32,7 @@ from segqc.seg.consensus.config import ConsensusConfig
 from segqc.seg.consensus.model import ConsensusDiffusion, level_index
 from segqc.seg.consensus.train import COMPONENTS, METHOD
 from segqc.seg.inference import class_entropy, model_directory
-from segqc.training import CheckpointError, load_checkpoint, select_device
+from segqc.training import checkpoint_fits, load_checkpoint, select_device
 
 __all__ = ["LoadedConsensus", "load", "predict_slices"]
 
@@ -83,7 +83,7 @@ def load(model_dir: str | Path, *, device: str = "cpu") -> LoadedConsensus:
     """The trained model of a model directory (or of a training run folder), on ``device``."""
     directory = model_directory(model_dir)
     saved, weights, _ = load_checkpoint(directory, method=METHOD)
-    try:
+    with checkpoint_fits(directory, "consensus model"):
         config = ConsensusConfig.from_dict(saved["consensus"])
         channels = int(saved["image_channels"])
         model = ConsensusDiffusion(config, image_channels=channels)
@@ -94,9 +94,6 @@ def load(model_dir: str | Path, *, device: str = "cpu") -> LoadedConsensus:
             getattr(model, name).load_state_dict(weights[name])
         max_raters = int(saved["max_raters"])
         rater_names = tuple(str(n) for n in saved.get("rater_names", []))
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"{directory}: checkpoint does not match the consensus model "
-                              f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
     return LoadedConsensus(model.eval().to(select_device(device)), config, (0, 1),
                            {str(k): str(v) for k, v in dict(saved.get("names", {})).items()}, channels, max_raters,
                            rater_names)

@@ -24,7 +24,7 @@ from segqc.seg.inference import LoadedSegModel, model_directory, sample_statisti
 from segqc.seg.ldseg.config import LdsegConfig
 from segqc.seg.ldseg.model import COMPONENTS, Ldseg
 from segqc.seg.ldseg.train import METHOD
-from segqc.training import CheckpointError, load_checkpoint, select_device
+from segqc.training import checkpoint_fits, load_checkpoint, select_device
 
 __all__ = ["LoadedLdseg", "load", "predict_slices"]
 
@@ -45,7 +45,7 @@ def load(model_dir: str | Path, *, device: str = "cpu") -> LoadedLdseg:
     """The trained LDSeg of a model directory (or of a training run folder), on ``device``."""
     directory = model_directory(model_dir)
     saved, weights, _ = load_checkpoint(directory, method=METHOD)
-    try:
+    with checkpoint_fits(directory, "LDSeg model"):
         config = LdsegConfig.from_dict(saved["ldseg"])
         labels = tuple(int(v) for v in saved["labels"])
         channels = int(saved["image_channels"])
@@ -55,9 +55,6 @@ def load(model_dir: str | Path, *, device: str = "cpu") -> LoadedLdseg:
             raise KeyError(f"no weights for {', '.join(missing)}")
         for name in COMPONENTS:
             model.component(name).load_state_dict(weights[name])
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"{directory}: checkpoint does not match the LDSeg model "
-                              f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
     return LoadedLdseg(model.eval().to(select_device(device)), config, labels,
                        {str(k): str(v) for k, v in dict(saved.get("names", {})).items()}, channels)
 

@@ -16,7 +16,7 @@ from segqc.seg.inference import LoadedSegModel, model_directory, sample_statisti
 from segqc.seg.probunet.config import ProbUnetConfig
 from segqc.seg.probunet.model import ProbUnet
 from segqc.seg.probunet.train import METHOD
-from segqc.training import CheckpointError, load_checkpoint, select_device
+from segqc.training import checkpoint_fits, load_checkpoint, select_device
 
 __all__ = ["LoadedProbUnet", "load", "predict_slices"]
 
@@ -36,15 +36,12 @@ def load(model_dir: str | Path, *, device: str = "cpu") -> LoadedProbUnet:
     """The trained model of a model directory (or training run folder), on ``device``."""
     directory = model_directory(model_dir)
     saved, weights, _ = load_checkpoint(directory, method=METHOD)
-    try:
+    with checkpoint_fits(directory, "Probabilistic U-Net"):
         config = ProbUnetConfig.from_dict(saved["probunet"])
         labels = tuple(int(v) for v in saved["labels"])
         channels = int(saved["image_channels"])
         model = ProbUnet(config, image_channels=channels, classes=len(labels))
         model.load_state_dict(weights["probunet"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"{directory}: checkpoint does not match the Probabilistic U-Net "
-                              f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
     return LoadedProbUnet(model.eval().to(select_device(device)), config, labels,
                           {str(k): str(v) for k, v in dict(saved.get("names", {})).items()}, channels)
 

@@ -15,6 +15,7 @@ from segqc.errors import InputError
 from segqc.seg.probunet.config import ProbUnetConfig
 from segqc.seg.probunet.model import ProbUnet
 from segqc.seg.rater_slices import RaterSliceData, build_rater_data
+from segqc.seg.slices import flip_rows
 from segqc.training import save_checkpoint
 from segqc.training.stages import Stage, run_stage, start_run, step_generators
 
@@ -28,11 +29,7 @@ def _batch(config: ProbUnetConfig, data: RaterSliceData, indices: list[int],
     images = data.images[indices].astype(np.float32)
     targets = np.stack([data.raters[i, int(rng.integers(0, int(data.n_raters[i])))] for i in indices]).astype(np.int64)
     if config.flip:
-        for row in range(len(indices)):
-            for axis in (-1, -2):
-                if rng.random() < 0.5:
-                    images[row] = np.flip(images[row], axis=axis)
-                    targets[row] = np.flip(targets[row], axis=axis)
+        flip_rows(images, targets, rng)
     return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(np.ascontiguousarray(targets))
 
 

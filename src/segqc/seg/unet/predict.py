@@ -23,7 +23,7 @@ from segqc.seg.inference import LoadedSegModel, model_directory, sample_statisti
 from segqc.seg.unet.config import UnetConfig
 from segqc.seg.unet.model import build_unet, set_mc_dropout
 from segqc.seg.unet.train import METHOD
-from segqc.training import CheckpointError, load_checkpoint, select_device
+from segqc.training import checkpoint_fits, load_checkpoint, select_device
 
 __all__ = ["LoadedUnet", "load", "predict_slices"]
 
@@ -43,15 +43,12 @@ def load(model_dir: str | Path, *, device: str = "cpu") -> LoadedUnet:
     """The trained U-Net of a model directory (or of a training run folder), on ``device``."""
     directory = model_directory(model_dir)
     saved, weights, _ = load_checkpoint(directory, method=METHOD)
-    try:
+    with checkpoint_fits(directory, "U-Net"):
         config = UnetConfig.from_dict(saved["unet"])
         labels = tuple(int(v) for v in saved["labels"])
         channels = int(saved["image_channels"])
         network = build_unet(config, image_channels=channels, classes=len(labels))
         network.load_state_dict(weights["unet"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"{directory}: checkpoint does not match the U-Net "
-                              f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
     return LoadedUnet(network.eval().to(select_device(device)), config, labels,
                       {str(k): str(v) for k, v in dict(saved.get("names", {})).items()}, channels)
 

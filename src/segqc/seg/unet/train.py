@@ -16,7 +16,7 @@ from torch import nn
 
 from segqc.errors import InputError
 from segqc.seg.rater_slices import RaterSliceData, build_rater_data
-from segqc.seg.slices import SliceData, build_training_data, make_batch
+from segqc.seg.slices import SliceData, build_training_data, flip_rows, make_batch
 from segqc.seg.unet.config import UnetConfig
 from segqc.seg.unet.model import build_unet, segmentation_loss
 from segqc.training import save_checkpoint
@@ -49,11 +49,7 @@ def _rater_batch(config: UnetConfig, data: RaterSliceData, indices: list[int],
     images = data.images[indices].astype(np.float32)
     targets = rater_targets(config.raters, data.raters[indices], data.n_raters[indices], rng)
     if config.flip:
-        for row in range(len(indices)):
-            for axis in (-1, -2):
-                if rng.random() < 0.5:
-                    images[row] = np.flip(images[row], axis=axis)
-                    targets[row] = np.flip(targets[row], axis=axis)
+        flip_rows(images, targets, rng)
     return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(np.ascontiguousarray(targets))
 
 
