@@ -189,3 +189,28 @@ def check_run_record(out_dir: str | Path, *, method: str, settings: Mapping[str,
         raise InputError("holds a training state but no run.json; use an empty folder", out)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(record, indent=2))
+
+
+def train_single_stage(out_dir: str | Path, *, method: str, config: Any, data: Mapping[str, Any], device: str,
+                       build: Callable[[], Any], stage: Callable[[Any, Any], Stage],
+                       save: Callable[[Any, Path, dict[str, Any]], Path], log: Callable[[str], None] | None = None,
+                       progress: bool = False) -> Path:
+    """The whole training of a method that learns in one stage (LDSeg, the U-Nets, consensus
+    diffusion): :func:`start_run` with the config's ``resume_key`` and the data summary ``data``,
+    ``torch.manual_seed(config.seed)``, ``build()`` moved to the run's device, :func:`run_stage`
+    of ``stage(model, device)`` every ``config.checkpoint_every`` steps, then ``save(model,
+    OUT/model, metrics)``; returns the model directory."""
+    import torch
+
+    say = log or (lambda _line: None)
+    out, dev = start_run(out_dir, method=method, settings=config.resume_key(), data=data, seed=config.seed,
+                         device=device, may_change=", ".join(config.RESUMABLE_FIELDS))
+    torch.manual_seed(config.seed)
+    model = build().to(dev)
+    metrics: dict[str, Any] = {"data": dict(data), "device": str(dev), "threads": torch.get_num_threads()}
+    with torch.enable_grad():
+        metrics["train"] = run_stage(stage(model, dev), out, checkpoint_every=config.checkpoint_every, log=say,
+                                     progress=progress, prefix=f"{method} ")
+    model_dir = save(model, out / "model", metrics)
+    say(f"model saved to {model_dir}")
+    return model_dir

@@ -22,7 +22,7 @@ from segqc.seg.ldseg.config import LdsegConfig
 from segqc.seg.ldseg.model import COMPONENTS, Ldseg
 from segqc.seg.slices import SliceData, build_training_data, make_batch
 from segqc.training import save_checkpoint
-from segqc.training.stages import Stage, run_stage, start_run, step_generators
+from segqc.training.stages import Stage, step_generators, train_single_stage
 
 __all__ = ["METHOD", "checkpoint_config", "save_model", "train", "train_from_dataset"]
 
@@ -62,18 +62,11 @@ def train(config: LdsegConfig, data: SliceData, out_dir: str | Path, *, device: 
         raise InputError("the training data hold no slice")
     if int(data.gts.shape[-1]) != config.size:
         raise InputError(f"the data have {data.gts.shape[-1]} px slices but the config needs {config.size}")
-    say = log or (lambda _line: None)
-    out, dev = start_run(out_dir, method=METHOD, settings=config.resume_key(), data=data.summary(), seed=config.seed,
-                         device=device, may_change="steps_train, checkpoint_every")
-    torch.manual_seed(config.seed)
-    model = Ldseg(config, image_channels=data.image_channels, classes=len(data.labels)).to(dev)
-    metrics: dict[str, Any] = {"data": data.summary(), "device": str(dev), "threads": torch.get_num_threads()}
-    with torch.enable_grad():
-        metrics["train"] = run_stage(_stage(config, data, model, dev), out, checkpoint_every=config.checkpoint_every,
-                                     log=say, progress=progress, prefix="ldseg ")
-    model_dir = save_model(model, data, out / "model", metrics=metrics)
-    say(f"model saved to {model_dir}")
-    return model_dir
+    return train_single_stage(
+        out_dir, method=METHOD, config=config, data=data.summary(), device=device, log=log, progress=progress,
+        build=lambda: Ldseg(config, image_channels=data.image_channels, classes=len(data.labels)),
+        stage=lambda model, dev: _stage(config, data, model, dev),
+        save=lambda model, directory, metrics: save_model(model, data, directory, metrics=metrics))
 
 
 def save_model(model: Ldseg, data: SliceData, model_dir: str | Path, *, metrics: dict[str, Any] | None = None) -> Path:

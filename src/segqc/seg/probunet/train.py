@@ -17,7 +17,7 @@ from segqc.seg.probunet.model import ProbUnet
 from segqc.seg.rater_slices import RaterSliceData, build_rater_data
 from segqc.seg.slices import flip_rows
 from segqc.training import save_checkpoint
-from segqc.training.stages import Stage, run_stage, start_run, step_generators
+from segqc.training.stages import Stage, step_generators, train_single_stage
 
 __all__ = ["METHOD", "save_model", "train", "train_from_dataset"]
 
@@ -67,18 +67,11 @@ def train(config: ProbUnetConfig, data: RaterSliceData, out_dir: str | Path, *, 
         raise InputError("the training data hold no slice")
     if int(data.raters.shape[-1]) != config.size:
         raise InputError(f"the data have {data.raters.shape[-1]} px slices but the config needs {config.size}")
-    say = log or (lambda _line: None)
-    out, dev = start_run(out_dir, method=METHOD, settings=config.resume_key(), data=data.summary(), seed=config.seed,
-                         device=device, may_change="steps_train, checkpoint_every")
-    torch.manual_seed(config.seed)
-    model = ProbUnet(config, image_channels=data.image_channels, classes=2).to(dev)
-    metrics: dict[str, Any] = {"data": data.summary(), "device": str(dev), "threads": torch.get_num_threads()}
-    with torch.enable_grad():
-        metrics["train"] = run_stage(_stage(config, data, model, dev), out, checkpoint_every=config.checkpoint_every,
-                                     log=say, progress=progress, prefix="probunet ")
-    model_dir = save_model(model, data, out / "model", metrics=metrics)
-    say(f"model saved to {model_dir}")
-    return model_dir
+    return train_single_stage(
+        out_dir, method=METHOD, config=config, data=data.summary(), device=device, log=log, progress=progress,
+        build=lambda: ProbUnet(config, image_channels=data.image_channels, classes=2),
+        stage=lambda model, dev: _stage(config, data, model, dev),
+        save=lambda model, directory, metrics: save_model(model, data, directory, metrics=metrics))
 
 
 def train_from_dataset(dataset_dir: str | Path, out_dir: str | Path, *, config: ProbUnetConfig,

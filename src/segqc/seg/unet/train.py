@@ -20,7 +20,7 @@ from segqc.seg.slices import SliceData, build_training_data, flip_rows, make_bat
 from segqc.seg.unet.config import UnetConfig
 from segqc.seg.unet.model import build_unet, segmentation_loss
 from segqc.training import save_checkpoint
-from segqc.training.stages import Stage, run_stage, start_run, step_generators
+from segqc.training.stages import Stage, step_generators, train_single_stage
 
 __all__ = ["METHOD", "rater_targets", "save_model", "train", "train_from_dataset"]
 
@@ -84,18 +84,11 @@ def train(config: UnetConfig, data: SliceData | RaterSliceData, out_dir: str | P
     side = data.raters.shape[-1] if isinstance(data, RaterSliceData) else data.gts.shape[-1]
     if int(side) != config.size:
         raise InputError(f"the data have {side} px slices but the config needs {config.size}")
-    say = log or (lambda _line: None)
-    out, dev = start_run(out_dir, method=METHOD, settings=config.resume_key(), data=data.summary(), seed=config.seed,
-                         device=device, may_change="steps_train, checkpoint_every")
-    torch.manual_seed(config.seed)
-    network = build_unet(config, image_channels=data.image_channels, classes=len(_labels(data))).to(dev)
-    metrics: dict[str, Any] = {"data": data.summary(), "device": str(dev), "threads": torch.get_num_threads()}
-    with torch.enable_grad():
-        metrics["train"] = run_stage(_stage(config, data, network, dev), out, checkpoint_every=config.checkpoint_every,
-                                     log=say, progress=progress, prefix="unet ")
-    model_dir = save_model(network, config, data, out / "model", metrics=metrics)
-    say(f"model saved to {model_dir}")
-    return model_dir
+    return train_single_stage(
+        out_dir, method=METHOD, config=config, data=data.summary(), device=device, log=log, progress=progress,
+        build=lambda: build_unet(config, image_channels=data.image_channels, classes=len(_labels(data))),
+        stage=lambda network, dev: _stage(config, data, network, dev),
+        save=lambda network, directory, metrics: save_model(network, config, data, directory, metrics=metrics))
 
 
 def _labels(data: SliceData | RaterSliceData) -> tuple[int, ...]:
