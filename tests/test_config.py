@@ -76,3 +76,17 @@ def test_degrade_folder_takes_a_config_object_like_its_keywords(tmp_path):
     columns = [c for c in by_config.manifest.columns if c != "gt_file"]
     pd.testing.assert_frame_equal(by_config.manifest[columns], by_keywords.manifest[columns])
     assert len(by_config.manifest) == 2 and np.isfinite(by_config.manifest["dice"]).all()
+
+
+def test_overrides_are_typed_by_the_field():
+    """``--set decoder=false`` must switch a yes/no field off (the text "false" is truthy), and text
+    in a number field is refused instead of reaching the model."""
+    from segqc.config import parse_overrides
+    from segqc.qc.qcresunet.config import QcResUNetConfig
+
+    assert QcResUNetConfig.preset("small", **parse_overrides(["decoder=false"])).decoder is False
+    assert QcResUNetConfig.preset("small", **parse_overrides(["attention=No", "regression=TRUE"])).attention is False
+    assert QcResUNetConfig.preset("small", **parse_overrides(["epochs=3.0"])).epochs == 3
+    for bad in (["decoder=maybe"], ["epochs=abc"], ["lr=fast"], ["epochs=2.5"], ["lr=True"]):
+        with pytest.raises(ValueError, match="config field"):
+            QcResUNetConfig.preset("small", **parse_overrides(bad))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, fields, replace
@@ -81,6 +82,7 @@ class ConfigBase:
         unknown = sorted(set(changes) - self.field_names())
         if unknown:
             raise ValueError(f"unknown {self.label()} config field(s): {', '.join(unknown)}")
+        changes = {k: _typed(self.label(), k, getattr(self, k), v) for k, v in changes.items()}
         try:
             return replace(self, **changes)  # type: ignore[type-var]
         except TypeError as error:
@@ -133,6 +135,30 @@ class ConfigBase:
 def register_presets(cls: type[ConfigBase], presets: Mapping[str, Any]) -> None:
     """Attach the presets (defined after the class, from instances of it) to ``cls``."""
     cls.PRESETS = {k.lower(): v for k, v in presets.items()}
+
+
+_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
+
+
+def _typed(label: str, key: str, current: Any, value: Any) -> Any:
+    """``value`` for the field ``key`` whose present value is ``current``: a yes/no field takes
+    True/False or true/false/yes/no/on/off/1/0 (any case); a number field refuses text and
+    yes/no; anything else passes unchanged (the dataclass checks it). ValueError naming the field."""
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise ValueError(f"{label} config field {key} takes true or false, got {value!r}")
+    if isinstance(current, numbers.Real):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ValueError(f"{label} config field {key} takes a number, got {value!r}")
+        if isinstance(current, numbers.Integral) and not isinstance(value, numbers.Integral):
+            if not float(value).is_integer():
+                raise ValueError(f"{label} config field {key} takes a whole number, got {value!r}")
+            return int(float(value))
+    return value
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
