@@ -71,20 +71,32 @@ def _as_mask_set(name: str, masks: np.ndarray | Sequence[np.ndarray]) -> np.ndar
     return array.reshape(array.shape[0], -1).astype(bool, copy=False)
 
 
-def pairwise_iou(first: np.ndarray | Sequence[np.ndarray], second: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-    """``(N, M)`` IoU of every mask of ``first`` ``(N, ...)`` with every mask of ``second``
-    ``(M, ...)`` (binary, one shape); two empty masks: IoU 1."""
+def _gram_iou(stacked: np.ndarray) -> np.ndarray:
+    """``(K, K)`` IoU of every pair of the rows of ``stacked`` ``(K, V)`` bool: all intersections
+    in one matrix product (float32 counts are exact below 2^24 voxels, float64 above)."""
+    x = stacked.astype(np.float32 if stacked.shape[1] < 2**24 else np.float64)
+    intersection = np.matmul(x, x.T).astype(np.float64)
+    sizes = np.diag(intersection)
+    union = sizes[:, None] + sizes[None, :] - intersection
+    return np.where(union > 0, intersection / np.where(union > 0, union, 1.0), 1.0)
+
+
+def _iou_blocks(first: np.ndarray | Sequence[np.ndarray],
+                second: np.ndarray | Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first x first, first x second, second x second) IoU matrices from one product."""
     a = _as_mask_set("first", first)
     b = _as_mask_set("second", second)
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"masks of different sizes: {a.shape[1]} and {b.shape[1]} voxels")
-    # float64 counts are exact up to 2^53 voxels; the product is a BLAS call.
-    af, bf = a.astype(np.float64), b.astype(np.float64)
-    intersection = af @ bf.T
-    union = af.sum(axis=1)[:, None] + bf.sum(axis=1)[None, :] - intersection
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, intersection / np.where(union > 0, union, 1.0), 1.0)
-    return iou
+    iou = _gram_iou(np.concatenate([a, b]))
+    n = a.shape[0]
+    return iou[:n, :n], iou[:n, n:], iou[n:, n:]
+
+
+def pairwise_iou(first: np.ndarray | Sequence[np.ndarray], second: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    """``(N, M)`` IoU of every mask of ``first`` ``(N, ...)`` with every mask of ``second``
+    ``(M, ...)`` (binary, one shape); two empty masks: IoU 1."""
+    return _iou_blocks(first, second)[1]
 
 
 def _mean_distance(distance: np.ndarray, distinct: bool) -> float:
@@ -104,10 +116,13 @@ def generalized_energy_distance(samples: np.ndarray | Sequence[np.ndarray], rate
     if pairs not in ("all", "distinct"):
         raise ValueError(f"pairs must be 'all' or 'distinct', got {pairs!r}")
     distinct = pairs == "distinct"
-    cross = 1.0 - pairwise_iou(samples, raters)
-    within_s = 1.0 - pairwise_iou(samples, samples)
-    within_y = 1.0 - pairwise_iou(raters, raters)
-    ged2 = 2.0 * float(cross.mean()) - _mean_distance(within_s, distinct) - _mean_distance(within_y, distinct)
+    iou_s, iou_sy, iou_y = _iou_blocks(samples, raters)
+    return _ged_from(iou_s, iou_sy, iou_y, distinct)
+
+
+def _ged_from(iou_s: np.ndarray, iou_sy: np.ndarray, iou_y: np.ndarray, distinct: bool) -> tuple[float, float]:
+    ged2 = (2.0 * float((1.0 - iou_sy).mean()) - _mean_distance(1.0 - iou_s, distinct)
+            - _mean_distance(1.0 - iou_y, distinct))
     if not distinct:
         ged2 = max(ged2, 0.0)  # rounding only: the plug-in form is non-negative
     return ged2, (math.sqrt(ged2) if ged2 >= 0 else math.nan)
@@ -115,13 +130,16 @@ def generalized_energy_distance(samples: np.ndarray | Sequence[np.ndarray], rate
 
 def sample_diversity(samples: np.ndarray | Sequence[np.ndarray]) -> float:
     """Mean ``1 − IoU`` over distinct pairs of samples ``(N, ...)``; NaN for N = 1."""
-    return _mean_distance(1.0 - pairwise_iou(samples, samples), distinct=True)
+    return _mean_distance(1.0 - _gram_iou(_as_mask_set("samples", samples)), distinct=True)
 
 
 def hungarian_iou(samples: np.ndarray | Sequence[np.ndarray], raters: np.ndarray | Sequence[np.ndarray]) -> float:
     """Hungarian-matched IoU (PHiSeg convention, module docstring) of ``samples`` ``(N, ...)`` and
     ``raters`` ``(M, ...)``."""
-    iou = pairwise_iou(samples, raters)
+    return _hungarian_from(pairwise_iou(samples, raters))
+
+
+def _hungarian_from(iou: np.ndarray) -> float:
     n, m = iou.shape
     size = math.lcm(n, m)
     repeated = np.tile(iou, (size // n, size // m))  # row i -> sample i mod N, column j -> rater j mod M
@@ -222,10 +240,11 @@ def distribution_scores(samples: np.ndarray, raters: np.ndarray, *, probability:
         raise ValueError(f"samples {samples.shape[1:]} and raters {raters.shape[1:]} differ in shape")
     soft = samples.astype(np.float64).mean(axis=0) if probability is None else np.asarray(probability, np.float64)
     _, mean = consensus_maps(raters)
-    ged2, ged = generalized_energy_distance(samples, raters)
+    iou_s, iou_sy, iou_y = _iou_blocks(samples, raters)  # every IoU of the image from one product
+    ged2, ged = _ged_from(iou_s, iou_sy, iou_y, distinct=False)
     ece, mce = soft_calibration(soft, raters, bins=bins)
     ece_fg, _ = soft_calibration(soft, raters, bins=bins, foreground_only=True)
     return DistributionScores(
-        ged2=ged2, ged=ged, hm_iou=hungarian_iou(samples, raters), diversity=sample_diversity(samples),
-        rater_diversity=sample_diversity(raters), soft_dice=soft_dice(soft, mean).value, ece=ece, mce=mce,
+        ged2=ged2, ged=ged, hm_iou=_hungarian_from(iou_sy), diversity=_mean_distance(1.0 - iou_s, True),
+        rater_diversity=_mean_distance(1.0 - iou_y, True), soft_dice=soft_dice(soft, mean).value, ece=ece, mce=mce,
         ece_foreground=ece_fg, volume_crps=volume_crps(samples, raters, voxel_volume=voxel_volume))
