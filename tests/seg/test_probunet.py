@@ -44,6 +44,9 @@ def test_trained_model_samples_the_raters_distribution(tmp_path):
         diversity.append(sample_diversity(samples))
     assert np.mean(diversity) > 0.05, diversity
     assert np.mean(ged) < np.mean(ged_majority), (ged, ged_majority)
+    levels = CliRunner().invoke(app, ["seg", "predict", str(tmp_path / "run"), str(folder), "-o", str(tmp_path / "p"),
+                                      "--save", "levels", "-q"])
+    assert levels.exit_code != 0 and "no consensus levels" in levels.output and "Traceback" not in levels.output
 
 
 def test_an_nnunet_folder_is_refused_in_one_line(tmp_path):

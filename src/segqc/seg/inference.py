@@ -267,6 +267,9 @@ def predict_folder(model_dir: str | Path, images_dir: str | Path, out_dir: str |
         raise InputError("image folder not found" if not images_dir.exists() else "not a folder", images_dir)
     directory = model_directory(model_dir)
     model, _ = load_seg_model(directory, device="cpu")  # checks the model before any case runs
+    if "levels" in save and not hasattr(model, "level_indices"):
+        raise InputError("--save levels: this model has no consensus levels (only the consensus method has)",
+                         directory)
     files = list_image_files(images_dir)
     if not files:  # a multi-rater layout: CASE/image.nii.gz
         from segqc.io.raters import case_folder_images
