@@ -256,7 +256,9 @@ def predict_folder(model_dir: str | Path, images_dir: str | Path, out_dir: str |
     another number of channels is one :class:`InputError`; a bad case fails alone. ``save`` (of
     :data:`OUTPUTS`) also writes ``probabilities/CASE_<value>.nii.gz`` (mean probability of each
     label value), ``std/CASE_<value>.nii.gz`` (its standard deviation over the samples) and
-    ``samples/CASE_<k>.nii.gz`` (the label map of sample k, two digits), all on the input grid."""
+    ``samples/CASE_<k>.nii.gz`` (the label map of sample k, two digits) and, for consensus models,
+    ``levels/CASE_<c>.nii.gz`` (the map at consensus level c), all on the input grid. Images are
+    ``CASE_0000.nii.gz``, ... or, in a multi-rater folder, ``CASE/image.nii.gz``."""
     check_outputs(save)
     from segqc.execution import CaseTask, run_cases
     from segqc.io.atomic import write_text_atomic
