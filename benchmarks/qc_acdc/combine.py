@@ -14,6 +14,8 @@ combinations:
   fitted on the *other* patients only (the patient is the first group of ``--group``, default
   ``(patient[0-9]+)``), clipped to [0, 1]. A blend fitted on the training split is not possible
   without bias here: both QC models have seen the training patients.
+* ``<method>_line`` — the same leave-one-patient-out line of each method *alone* (a
+  recalibration): the blend helps only where it beats these too.
 
 Writes ``OUT/combined_pairs.csv`` (every estimate, long form), ``OUT/combined_summary.csv`` (per
 label and method: Pearson r, MAE, n, failure-detection AUROC for true Dice < 0.7),
@@ -77,11 +79,15 @@ def main() -> None:
     pattern = re.compile(args.group)
     patients = wide["case"].map(lambda c: (m.group(1) if (m := pattern.search(str(c))) else str(c)))
     wide["mean"] = wide[methods].mean(axis=1)
-    wide["blend"] = np.nan
+    lines = [f"{m}_line" for m in methods]
+    for column in ["blend", *lines]:
+        wide[column] = np.nan
     for _label, index in wide.groupby("label").groups.items():
         part = wide.loc[index]
         wide.loc[index, "blend"] = loo_blend(part, methods, patients.loc[index])
-    candidates = [*methods, "mean", "blend"]
+        for method, column in zip(methods, lines):
+            wide.loc[index, column] = loo_blend(part, [method], patients.loc[index])
+    candidates = [*methods, *lines, "mean", "blend"]
     long = wide.melt(id_vars=["case", "label", "true"], value_vars=candidates, var_name="method",
                      value_name="estimate")
     long["metric"] = args.metric
