@@ -53,22 +53,33 @@ def _stem(path: Path) -> str | None:
     return None
 
 
-def _case(folder: Path) -> RaterCase:
+def _case_folders(root: Path) -> list[Path]:
+    """The case folders of ``root``, sorted by name (hidden and ``_``-prefixed ones skipped)."""
+    return [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith((".", "_"))]
+
+
+def _scan(folder: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """``(raters, images)`` of a case folder: rater name -> file, image stem -> file; a name
+    stored twice (two formats) is an :class:`InputError`."""
     raters: dict[str, Path] = {}
     images: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         stem = _stem(path) if path.is_file() else None
         if stem is None:
             continue
-        if match := _RATER.match(stem):
-            k = match.group(1)
-            if k in raters:
-                raise InputError(f"rater {k} is stored twice ({raters[k].name} and {path.name})", folder)
-            raters[k] = path
-        elif _IMAGE.match(stem):
-            if stem in images:
-                raise InputError(f"image {stem} is stored twice ({images[stem].name} and {path.name})", folder)
-            images[stem] = path
+        match = _RATER.match(stem)
+        kind, key, found = (("rater", match.group(1), raters) if match else
+                            ("image", stem, images) if _IMAGE.match(stem) else (None, "", None))
+        if found is None:
+            continue
+        if key in found:
+            raise InputError(f"{kind} {key} is stored twice ({found[key].name} and {path.name})", folder)
+        found[key] = path
+    return raters, images
+
+
+def _case(folder: Path) -> RaterCase:
+    raters, images = _scan(folder)
     if not raters:
         raise InputError("no rater_1, rater_2, ... mask in this case folder", folder)
     if all(k.isdigit() for k in raters):
@@ -90,7 +101,7 @@ def find_rater_cases(root: str | Path, cases: Sequence[str] | None = None) -> li
     root = Path(root)
     if not root.is_dir():
         raise InputError("multi-rater folder not found", root)
-    folders = [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith((".", "_"))]
+    folders = _case_folders(root)
     if cases is not None:
         wanted = set(cases)
         unknown = sorted(wanted - {p.name for p in folders})
@@ -108,25 +119,17 @@ def is_rater_folder(root: str | Path) -> bool:
     root = Path(root)
     if not root.is_dir() or (root / "imagesTr").is_dir() or (root / "labelsTr").is_dir():
         return False
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
-        return any(_RATER.match(_stem(path) or "") for path in folder.iterdir() if path.is_file())
-    return False
+    folders = _case_folders(root)
+    return bool(folders) and bool(_scan(folders[0])[0])
 
 
 def case_folder_images(root: str | Path) -> dict[str, list[Path]]:
     """Case id -> image channel files of every case folder of ``root`` that holds ``image.*`` (or
     ``image_0000.*``, ...): the images of a multi-rater folder, raters or not (for prediction).
     Empty when no sub-folder holds an image."""
-    root = Path(root)
     out: dict[str, list[Path]] = {}
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
-        images: dict[str, Path] = {}
-        for path in sorted(folder.iterdir()):
-            stem = _stem(path) if path.is_file() else None
-            if stem is not None and _IMAGE.match(stem):
-                if stem in images:
-                    raise InputError(f"image {stem} is stored twice ({images[stem].name} and {path.name})", folder)
-                images[stem] = path
+    for folder in _case_folders(Path(root)):
+        images = _scan(folder)[1]
         if images:
             out[folder.name] = [images[k] for k in sorted(images)]
     return out
