@@ -37,7 +37,7 @@ from segqc.errors import InputError
 from segqc.execution import CaseResult, CaseTask, RunReport, run_cases
 from segqc.io.atomic import atomic_path, write_json_atomic
 from segqc.io.images import IMAGE_EXTENSIONS, read_image, read_label_map
-from segqc.io.raters import RaterCase, find_rater_cases, read_rater_masks
+from segqc.io.raters import RaterCase, find_rater_cases, foreground_mask, read_rater_masks
 from segqc.metrics.distribution import consensus_maps, distribution_scores
 from segqc.metrics.soft import soft_dice
 
@@ -86,7 +86,7 @@ def _masks(paths: Sequence[Path], foreground: Sequence[int] | None, shape: tuple
         array = read_label_map(path).array
         if array.shape != shape:
             raise InputError(f"prediction of shape {array.shape}, but the raters' masks have {shape}", path)
-        out.append(array > 0 if foreground is None else np.isin(array, list(foreground)))
+        out.append(foreground_mask(array, foreground))
     return np.stack(out)
 
 

@@ -26,7 +26,8 @@ import numpy as np
 from segqc.errors import InputError
 from segqc.io.images import IMAGE_EXTENSIONS, read_label_map
 
-__all__ = ["RaterCase", "case_folder_images", "find_rater_cases", "is_rater_folder", "read_rater_masks"]
+__all__ = ["RaterCase", "case_folder_images", "find_rater_cases", "foreground_mask", "is_rater_folder",
+           "read_rater_masks"]
 
 _RATER = re.compile(r"^rater_(.+)$")
 _IMAGE = re.compile(r"^image(_\d{4})?$")
@@ -135,6 +136,11 @@ def case_folder_images(root: str | Path) -> dict[str, list[Path]]:
     return out
 
 
+def foreground_mask(labels: np.ndarray, foreground: Sequence[int] | None = None) -> np.ndarray:
+    """Bool mask of a label map: the values in ``foreground``, or every non-zero value."""
+    return labels > 0 if foreground is None else np.isin(labels, list(foreground))
+
+
 def read_rater_masks(case: RaterCase, foreground: Sequence[int] | None = None) -> tuple[np.ndarray, tuple[float, ...]]:
     """``(R, ...)`` bool masks of a case's raters (foreground: the label values in ``foreground``,
     default every non-zero value) and their spacing (mm, array axis order)."""
@@ -151,5 +157,5 @@ def read_rater_masks(case: RaterCase, foreground: Sequence[int] | None = None) -
             raise InputError(f"spacing {tuple(image.geometry.spacing)} differs from {case.raters[0].name}'s "
                              f"{spacing}", path)
         array = image.array
-        masks.append(array > 0 if foreground is None else np.isin(array, list(foreground)))
+        masks.append(foreground_mask(array, foreground))
     return np.stack(masks), spacing

@@ -173,7 +173,11 @@ def soft_calibration(probability: np.ndarray, raters: np.ndarray | Sequence[np.n
     ``foreground_only``: only voxels that a rater marks or where the soft map is at least
     ``foreground_threshold`` (the background far from the object would otherwise dominate and
     drive ECE towards 0; a network's softmax is never exactly 0, hence a threshold). No voxel: NaN."""
-    _, mean = consensus_maps(raters)
+    return _calibration_to_mean(probability, consensus_maps(raters)[1], bins, foreground_only, foreground_threshold)
+
+
+def _calibration_to_mean(probability: np.ndarray, mean: np.ndarray, bins: int, foreground_only: bool,
+                         foreground_threshold: float = 0.05) -> tuple[float, float]:
     prob = np.asarray(probability, dtype=np.float64)
     if prob.shape != mean.shape:
         raise ValueError(f"probability map {prob.shape} and rater masks {mean.shape} differ in shape")
@@ -242,8 +246,8 @@ def distribution_scores(samples: np.ndarray, raters: np.ndarray, *, probability:
     _, mean = consensus_maps(raters)
     iou_s, iou_sy, iou_y = _iou_blocks(samples, raters)  # every IoU of the image from one product
     ged2, ged = _ged_from(iou_s, iou_sy, iou_y, distinct=False)
-    ece, mce = soft_calibration(soft, raters, bins=bins)
-    ece_fg, _ = soft_calibration(soft, raters, bins=bins, foreground_only=True)
+    ece, mce = _calibration_to_mean(soft, mean, bins, foreground_only=False)
+    ece_fg, _ = _calibration_to_mean(soft, mean, bins, foreground_only=True)
     return DistributionScores(
         ged2=ged2, ged=ged, hm_iou=_hungarian_from(iou_sy), diversity=_mean_distance(1.0 - iou_s, True),
         rater_diversity=_mean_distance(1.0 - iou_y, True), soft_dice=soft_dice(soft, mean).value, ece=ece, mce=mce,
