@@ -25,14 +25,9 @@ def segmentation_loss(logits: torch.Tensor, gt: torch.Tensor, gamma: float) -> t
     """``CE + gamma Dice`` of ``logits`` (B, K, S, S) against class indices ``gt`` (B, S, S), or
     against class probabilities ``gt`` (B, K, S, S) (soft targets: the cross-entropy with the
     target distribution and the Dice with the soft masks), and its parts."""
-    if gt.ndim == logits.ndim:
-        onehot = gt.float()
-        ce = F.cross_entropy(logits, onehot)
-        dice = mean_dice_loss(torch.softmax(logits, dim=1), onehot)
-        loss = ce + gamma * dice
-        return loss, {"loss": loss.item(), "ce": ce.item(), "dice": dice.item()}
-    onehot = F.one_hot(gt.long(), logits.shape[1]).permute(0, 3, 1, 2).float()
-    ce = F.cross_entropy(logits, gt.long())
+    soft = gt.ndim == logits.ndim
+    onehot = gt.float() if soft else F.one_hot(gt.long(), logits.shape[1]).permute(0, 3, 1, 2).float()
+    ce = F.cross_entropy(logits, onehot if soft else gt.long())
     dice = mean_dice_loss(torch.softmax(logits, dim=1), onehot)
     loss = ce + gamma * dice
     return loss, {"loss": loss.item(), "ce": ce.item(), "dice": dice.item()}
