@@ -31,14 +31,14 @@ from segqc.errors import InputError
 from segqc.seg.consensus.config import ConsensusConfig
 from segqc.seg.consensus.model import ConsensusDiffusion, level_index
 from segqc.seg.consensus.train import COMPONENTS, METHOD
-from segqc.seg.inference import class_entropy, model_directory
+from segqc.seg.inference import LoadedSegModel, class_entropy, model_directory
 from segqc.training import checkpoint_fits, load_checkpoint, select_device
 
 __all__ = ["LoadedConsensus", "load", "predict_slices"]
 
 
 @dataclass
-class LoadedConsensus:
+class LoadedConsensus(LoadedSegModel):
     """A trained consensus model (eval mode), its config, labels (0, 1), names, image channels and
     the most raters of a training slice."""
 
@@ -49,10 +49,6 @@ class LoadedConsensus:
     image_channels: int
     max_raters: int
     rater_names: tuple[str, ...] = ()
-
-    @property
-    def size(self) -> int:
-        return int(self.config.size)
 
     @property
     def samples(self) -> int:
