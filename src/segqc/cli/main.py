@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from segqc.cli import degrade, demo, evaluate, fingerprint, qc, report, review, seg, zoo
+from segqc.cli import degrade, demo, evaluate, fingerprint, labels, qc, report, review, seg, zoo
 
 app = typer.Typer(
     name="segqc",
@@ -23,6 +23,7 @@ app.add_typer(zoo.app, name="zoo")
 app.add_typer(qc.app, name="qc")
 app.add_typer(seg.app, name="seg")
 app.add_typer(review.app, name="review")
+app.add_typer(labels.app, name="labels")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -1,0 +1,251 @@
+"""Folder drivers of ``segqc labels map`` and ``segqc labels merge``: cases through the case engine
+(content-keyed, resumable, ``jobs`` / Dask), label maps read and written with their geometry.
+
+Sources: a folder of label maps (cases by file name, ``CASE.nii.gz``) or one file (then the run
+has one case, named by ``case`` or the first file). Each source comes with the mapping from its
+own scheme to the target scheme (``None``: it is in the target scheme already).
+
+``merge`` writes ``OUT/merged/CASE.nii.gz`` (target scheme), ``OUT/provenance/CASE.nii.gz``
+(1-based source index that won each voxel, 0 = no source), ``OUT/classes.csv`` (per case, class
+and source: voxels claimed and won, and the merged volume in ml as source ``merged``),
+``OUT/conflicts.csv`` (per case and source pair: voxels where both labelled different classes, by
+class pair), ``OUT/scheme.yaml`` (the target scheme), ``OUT/mapping_<source>.csv`` (how each
+source's classes were mapped) and ``OUT/summary.json``. Sources on another grid than the
+reference (``reference``: a file, or the first source's map of the case) are resampled onto it
+(nearest neighbour, physical space) with a warning per case; a case missing from some sources is
+merged from the others with a warning naming them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from segqc.anatomy.mapping import LabelMapping
+from segqc.anatomy.merge import STRATEGIES, merge_label_maps
+from segqc.anatomy.scheme import LabelScheme
+from segqc.errors import InputError
+from segqc.execution import CaseResult, CaseTask, RunReport, run_cases
+from segqc.io.atomic import atomic_path, write_json_atomic
+from segqc.io.datasets import case_id, list_label_files
+from segqc.io.images import Geometry, check_same_geometry, read_image, read_label_map, resample_nearest, write_image
+
+__all__ = ["LabelSource", "map_folder", "merge_folders", "source_cases"]
+
+
+@dataclass(frozen=True)
+class LabelSource:
+    """A folder or file of label maps, its display name and its mapping to the target scheme."""
+
+    path: Path
+    name: str
+    mapping: LabelMapping | None = None
+
+
+def source_cases(sources: Sequence[LabelSource], *, case: str | None = None) -> dict[str, list[Path | None]]:
+    """Case id -> one file per source (None where a source lacks the case). All sources files:
+    one case; all folders: the union of their case ids; a mixture is an :class:`InputError`."""
+    kinds = {s.path.is_dir() for s in sources}
+    for source in sources:
+        if not source.path.exists():
+            raise InputError("no such file or folder", source.path)
+    if kinds == {False}:
+        return {case or case_id(sources[0].path): [s.path for s in sources]}
+    if kinds != {True}:
+        raise InputError("sources must be all folders (cases by file name) or all single files", sources[0].path)
+    listed = [list_label_files(s.path) for s in sources]
+    ids = sorted(set().union(*listed))
+    return {c: [files.get(c) for files in listed] for c in ids}
+
+
+def _read_on_grid(path: Path, reference: Geometry | None) -> tuple[np.ndarray, Geometry, bool]:
+    image = read_label_map(path)
+    if reference is None:
+        return image.array, image.geometry, False
+    try:
+        check_same_geometry(image.geometry, reference, pred_path=path)
+        return image.array, reference, False
+    except InputError:
+        return resample_nearest(image, reference).array, reference, True
+
+
+def merge_case(task: CaseTask, *, scheme: LabelScheme, sources: Sequence[LabelSource], strategy: str,
+               priority: Sequence[int] | None, out_dir: Path) -> CaseResult:
+    """Merge the sources of one case (module docstring)."""
+    files: list[Path | None] = task.payload
+    reference = task.path("reference")
+    geometry = read_image(reference, dtype=None).geometry if reference is not None else None
+    arrays: list[np.ndarray] = []
+    warnings = []
+    missing = [s.name for s, f in zip(sources, files, strict=True) if f is None]
+    if missing:
+        warnings.append(f"{task.case}: not in source(s) {', '.join(missing)}; merged from the others")
+    resampled = []
+    present = [(s, f) for s, f in zip(sources, files, strict=True) if f is not None]
+    for source, path in present:
+        array, geometry_here, moved = _read_on_grid(path, geometry)
+        if geometry is None:
+            geometry = geometry_here
+        if moved:
+            resampled.append(source.name)
+        mapping = source.mapping
+        arrays.append(mapping.apply(array, path) if mapping is not None else _checked(array, scheme, path))
+    if resampled:
+        warnings.append(f"{task.case}: {', '.join(resampled)} resampled onto the reference grid (nearest neighbour)")
+    assert geometry is not None
+    names = [s.name for s, _ in present]
+    order = None
+    if priority is not None:
+        index = {s.name: i for i, (s, _) in enumerate(present)}
+        order = [index[sources[i].name] for i in priority if sources[i].name in index]
+    result = merge_label_maps(arrays, scheme, strategy=strategy, priority=order, names=names)
+    # the provenance map holds the index among ALL sources (1-based), whatever a case lacks
+    all_index = np.array([0] + [[s.name for s in sources].index(n) + 1 for n in names], dtype=np.uint16)
+    provenance = all_index[result.provenance].astype(np.uint8 if len(sources) < 255 else np.uint16)
+    write_image(out_dir / "merged" / f"{task.case}.nii.gz", result.merged, geometry)
+    write_image(out_dir / "provenance" / f"{task.case}.nii.gz", provenance, geometry)
+    ml = float(np.prod(geometry.spacing)) / 1000.0
+    classes = result.classes.copy()
+    counts = np.bincount(result.merged.ravel(), minlength=scheme.max_value + 1)
+    merged_rows = pd.DataFrame([{"class": scheme.name_of(int(v)), "value": int(v), "source": "merged",
+                                 "claimed": int(counts[v]), "won": int(counts[v])}
+                                for v in np.flatnonzero(counts[1:]) + 1])
+    classes = pd.concat([classes, merged_rows], ignore_index=True) if len(merged_rows) else classes
+    classes.insert(0, "case", task.case)
+    classes["won_ml"] = classes["won"] * ml
+    conflicts = result.conflicts.copy()
+    conflicts.insert(0, "case", task.case)
+    conflicts["ml"] = conflicts["voxels"] * ml
+    return CaseResult(table=classes, extra={"conflicts": conflicts}, warnings=warnings,
+                      files=[f"merged/{task.case}.nii.gz", f"provenance/{task.case}.nii.gz"])
+
+
+def _checked(array: np.ndarray, scheme: LabelScheme, path: Path) -> np.ndarray:
+    known = np.zeros(max(scheme.max_value, int(array.max()) if array.size else 0) + 1, dtype=bool)
+    known[0] = True
+    known[list(scheme.values)] = True
+    if array.size and not known[array].all():
+        unknown = np.unique(array[~known[array]])
+        raise InputError(f"label values {', '.join(str(int(v)) for v in unknown[:8])} are not classes of the "
+                         f"scheme {scheme.name!r} (give this source a mapping)", path)
+    return array
+
+
+def merge_folders(sources: Sequence[LabelSource], scheme: LabelScheme, out_dir: str | Path, *,
+                  strategy: str = "hierarchy", priority: Sequence[int] | None = None, reference: Path | None = None,
+                  case: str | None = None, jobs: int = 1, scheduler: Any = None,
+                  progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, RunReport]:
+    """Merge every case of ``sources`` into ``scheme`` (module docstring); ``priority``: source
+    indices (0-based), most trusted first. Returns (classes table, conflicts table, run report)."""
+    if strategy not in STRATEGIES:
+        raise InputError(f"strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}")
+    if len({s.name for s in sources}) != len(sources):
+        raise InputError("two sources have the same name; name them")
+    if priority is not None and sorted(priority) != list(range(len(sources))):
+        raise InputError(f"priority must list each of the {len(sources)} sources once")
+    out = Path(out_dir)
+    cases = source_cases(sources, case=case)
+    tasks = []
+    for case_name, files in cases.items():
+        inputs: dict[str, tuple[Path, ...]] = {f"source{i + 1}": (f,) for i, f in enumerate(files) if f is not None}
+        if reference is not None:
+            ref = reference if reference.is_file() else _reference_file(reference, case_name)
+            if ref is not None:
+                inputs["reference"] = (ref,)
+        tasks.append(CaseTask(case_name, inputs, payload=files))
+    settings = {"format": "segqc-labels-merge", "scheme": scheme.to_dict(), "strategy": strategy,
+                "priority": None if priority is None else list(priority),
+                "sources": [{"name": s.name, "mapping": None if s.mapping is None else
+                             {str(k): v for k, v in s.mapping.values.items()}} for s in sources]}
+    function = partial(merge_case, scheme=scheme, sources=list(sources), strategy=strategy, priority=priority,
+                       out_dir=out)
+    report = run_cases(function, tasks, out, settings=settings, jobs=jobs, scheduler=scheduler, progress=progress,
+                       description="merge")
+    classes = report.table if len(report.table) else pd.DataFrame(
+        columns=["case", "class", "value", "source", "claimed", "won", "won_ml"])
+    conflicts = report.extra.get("conflicts", pd.DataFrame())
+    if not len(conflicts):
+        conflicts = pd.DataFrame(columns=["case", "source_a", "source_b", "class_a", "class_b", "voxels", "ml"])
+    with atomic_path(out / "classes.csv") as tmp:
+        classes.to_csv(tmp, index=False)
+    with atomic_path(out / "conflicts.csv") as tmp:
+        conflicts.to_csv(tmp, index=False)
+    scheme.save(out / "scheme.yaml")
+    for source in sources:
+        if source.mapping is not None:
+            with atomic_path(out / f"mapping_{source.name}.csv") as tmp:
+                source.mapping.table().to_csv(tmp, index=False)
+    pairs = (conflicts.groupby(["source_a", "source_b"])["voxels"].sum().reset_index()
+             if len(conflicts) else pd.DataFrame(columns=["source_a", "source_b", "voxels"]))
+    write_json_atomic(out / "summary.json", {
+        "format": "segqc-labels-merge-summary", "scheme": scheme.name, "strategy": strategy,
+        "priority": [sources[i].name for i in (priority if priority is not None else range(len(sources)))],
+        "provenance_values": {str(i + 1): s.name for i, s in enumerate(sources)},
+        "sources": [{"name": s.name, "path": str(s.path), "scheme": s.mapping.source.name if s.mapping else scheme.name}
+                    for s in sources],
+        "conflict_voxels_per_pair": pairs.to_dict("records"),
+        "cases": report.cases_dict()})
+    return classes, conflicts, report
+
+
+def _reference_file(folder: Path, case: str) -> Path | None:
+    files = list_label_files(folder)
+    if case in files:
+        return files[case]
+    channel = {case_id(p, channel=True): p for p in files.values()}
+    return channel.get(case)
+
+
+def map_case(task: CaseTask, *, mapping: LabelMapping, out_dir: Path) -> CaseResult:
+    """Map one label map (module docstring of :mod:`segqc.anatomy.mapping`); write it and its
+    regions (``OUT/regions/<region>/CASE.nii.gz``)."""
+    path = task.path("labels")
+    assert path is not None
+    image = read_label_map(path)
+    mapped = mapping.apply(image.array, path)
+    written = [f"{task.case}.nii.gz"]
+    write_image(out_dir / written[0], mapped, image.geometry)
+    for region, mask in mapping.region_masks(mapped).items():
+        name = f"regions/{region}/{task.case}.nii.gz"
+        write_image(out_dir / name, mask.astype(np.uint8), image.geometry)
+        written.append(name)
+    before = np.bincount(image.array.ravel())
+    after = np.bincount(mapped.ravel(), minlength=mapping.target.max_value + 1)
+    ml = float(np.prod(image.geometry.spacing)) / 1000.0
+    rows = [{"case": task.case, "class": mapping.target.name_of(int(v)), "value": int(v), "voxels": int(after[v]),
+             "ml": float(after[v] * ml)} for v in np.flatnonzero(after[1:]) + 1]
+    dropped = [int(v) for v in mapping.dropped if v < before.size and before[v]]
+    warnings = [f"{task.case}: dropped {', '.join(mapping.source.name_of(v) for v in dropped)}"] if dropped else []
+    return CaseResult(table=pd.DataFrame(rows, columns=["case", "class", "value", "voxels", "ml"]),
+                      warnings=warnings, files=written)
+
+
+def map_folder(in_path: str | Path, mapping: LabelMapping, out_dir: str | Path, *, jobs: int = 1,
+               scheduler: Any = None, progress: bool = False) -> tuple[pd.DataFrame, RunReport]:
+    """Map every label map of a folder (or one file) into ``mapping.target``; writes
+    ``OUT/CASE.nii.gz``, regions, ``OUT/classes.csv``, ``OUT/mapping.csv``, ``OUT/scheme.yaml``."""
+    in_path, out = Path(in_path), Path(out_dir)
+    if not in_path.exists():
+        raise InputError("no such file or folder", in_path)
+    files = {case_id(in_path): in_path} if in_path.is_file() else list_label_files(in_path)
+    tasks = [CaseTask(c, {"labels": (p,)}) for c, p in files.items()]
+    settings = {"format": "segqc-labels-map", "values": {str(k): v for k, v in mapping.values.items()},
+                "regions": {k: list(v) for k, v in mapping.regions.items()}}
+    report = run_cases(partial(map_case, mapping=mapping, out_dir=out), tasks, out, settings=settings, jobs=jobs,
+                       scheduler=scheduler, progress=progress, description="map")
+    table = report.table if len(report.table) else pd.DataFrame(columns=["case", "class", "value", "voxels", "ml"])
+    with atomic_path(out / "classes.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    with atomic_path(out / "mapping.csv") as tmp:
+        mapping.table().to_csv(tmp, index=False)
+    mapping.target.save(out / "scheme.yaml")
+    write_json_atomic(out / "summary.json", {"format": "segqc-labels-map-summary", "source": mapping.source.name,
+                                             "target": mapping.target.name, "invertible": mapping.invertible,
+                                             "cases": report.cases_dict()})
+    return table, report
