@@ -1,4 +1,4 @@
-"""Folder drivers of ``segqc labels map`` and ``segqc labels merge``: cases through the case engine
+"""Folder drivers of ``segqc labels map``, ``merge`` and ``rules``: cases through the case engine
 (content-keyed, resumable, ``jobs`` / Dask), label maps read and written with their geometry.
 
 Sources: a folder of label maps (cases by file name, ``CASE.nii.gz``) or one file (then the run
@@ -26,9 +26,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from segqc.anatomy.mapping import LabelMapping
 from segqc.anatomy.merge import STRATEGIES, merge_label_maps
+from segqc.anatomy.rules import CHANGE_COLUMNS, RuleSet, apply_rules
 from segqc.anatomy.scheme import LabelScheme
 from segqc.errors import InputError
 from segqc.execution import CaseResult, CaseTask, RunReport, run_cases
@@ -36,7 +38,7 @@ from segqc.io.atomic import atomic_path, write_json_atomic
 from segqc.io.datasets import case_id, list_label_files
 from segqc.io.images import Geometry, check_same_geometry, read_image, read_label_map, resample_nearest, write_image
 
-__all__ = ["LabelSource", "map_folder", "merge_folders", "source_cases"]
+__all__ = ["LabelSource", "map_folder", "merge_folders", "read_metadata", "rules_folder", "source_cases"]
 
 
 @dataclass(frozen=True)
@@ -248,4 +250,64 @@ def map_folder(in_path: str | Path, mapping: LabelMapping, out_dir: str | Path, 
     write_json_atomic(out / "summary.json", {"format": "segqc-labels-map-summary", "source": mapping.source.name,
                                              "target": mapping.target.name, "invertible": mapping.invertible,
                                              "cases": report.cases_dict()})
+    return table, report
+
+
+def read_metadata(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Case metadata from a CSV with a ``case`` column (e.g. ``case,sex``): case id -> row. A
+    missing ``case`` column or a repeated case raises :class:`InputError` naming the file."""
+    path = Path(path)
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise InputError(f"cannot read the metadata table: {str(error).splitlines()[0]}", path) from None
+    if "case" not in table.columns:
+        raise InputError(f"the metadata table needs a 'case' column (has {', '.join(table.columns)})", path)
+    repeated = table["case"][table["case"].duplicated()].tolist()
+    if repeated:
+        raise InputError(f"case {repeated[0]!r} appears twice", path)
+    return {str(row["case"]): dict(row) for row in table.to_dict("records")}
+
+
+def rules_case(task: CaseTask, *, rules: RuleSet, out_dir: Path) -> CaseResult:
+    """Apply ``rules`` to one label map; write ``OUT/CASE.nii.gz``; rows = the change log."""
+    path = task.path("labels")
+    assert path is not None
+    image = read_label_map(path)
+    _checked(image.array, rules.scheme, path)
+    fixed, changes = apply_rules(image.array, image.geometry, rules, metadata=task.settings or {})
+    write_image(out_dir / f"{task.case}.nii.gz", fixed.astype(image.array.dtype, copy=False), image.geometry)
+    changes.insert(0, "case", task.case)
+    changes["ml"] = changes["voxels"] * float(np.prod(image.geometry.spacing)) / 1000.0
+    return CaseResult(table=changes, files=[f"{task.case}.nii.gz"])
+
+
+def rules_folder(in_path: str | Path, rules: RuleSet, out_dir: str | Path, *,
+                 metadata: dict[str, dict[str, Any]] | None = None, jobs: int = 1, scheduler: Any = None,
+                 progress: bool = False) -> tuple[pd.DataFrame, RunReport]:
+    """Apply ``rules`` to every label map of a folder (or one file): ``OUT/CASE.nii.gz`` (fixed
+    maps), ``OUT/changes.csv`` (case, step, rule, class_from, class_to, voxels, detail, ml),
+    ``OUT/rules.yaml`` (the rules used) and ``OUT/summary.json``. ``metadata``: case -> row (the
+    ``sex`` rule reads ``sex``); a case's row is part of its cache key."""
+    in_path, out = Path(in_path), Path(out_dir)
+    if not in_path.exists():
+        raise InputError("no such file or folder", in_path)
+    files = {case_id(in_path): in_path} if in_path.is_file() else list_label_files(in_path)
+    metadata = metadata or {}
+    tasks = [CaseTask(c, {"labels": (p,)}, settings=metadata.get(c, {})) for c, p in files.items()]
+    settings = {"format": "segqc-labels-rules", "rules": rules.to_dict(), "scheme": rules.scheme.to_dict()}
+    report = run_cases(partial(rules_case, rules=rules, out_dir=out), tasks, out, settings=settings, jobs=jobs,
+                       scheduler=scheduler, progress=progress, description="rules")
+    columns = ["case", *CHANGE_COLUMNS, "ml"]
+    table = report.table if len(report.table) else pd.DataFrame(columns=columns)
+    with atomic_path(out / "changes.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    with atomic_path(out / "rules.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(rules.to_dict(), sort_keys=False))
+    changed = table[table["voxels"] > 0] if len(table) else table
+    write_json_atomic(out / "summary.json", {
+        "format": "segqc-labels-rules-summary", "rules": rules.name, "scheme": rules.scheme.name,
+        "voxels_changed_per_rule": {str(k): int(v) for k, v in changed.groupby("rule")["voxels"].sum().items()},
+        "cases_changed": sorted(changed["case"].unique().tolist()) if len(changed) else [],
+        "cases": report.cases_dict()})
     return table, report

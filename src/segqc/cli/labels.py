@@ -1,5 +1,5 @@
 """``segqc labels``: label schemes, mapping between schemes, merging several sources into one map,
-label quality of pseudo-label datasets."""
+anatomical rules, checks, label quality of pseudo-label datasets."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ import typer
 from rich.table import Table
 
 from segqc.cli._common import console, prepare_output_dir, print_run_footer, print_warning, user_errors
+from segqc.cli.labels_quality import quality_command
 
-app = typer.Typer(help="Label tooling: schemes, mapping, merging sources, label quality.", no_args_is_help=True)
+app = typer.Typer(help="Label tooling: schemes, mapping, merging sources, anatomical rules, checks, label quality.",
+                  no_args_is_help=True)
 scheme_app = typer.Typer(help="Label schemes: list the shipped ones, show one, compare two, export.",
                          no_args_is_help=True)
 app.add_typer(scheme_app, name="scheme")
+app.command("quality")(quality_command)
 
 _SCHEME_HELP = "A shipped scheme (total, total_v1, total_mr), a scheme file (YAML/JSON) or a dataset.json."
 
@@ -221,5 +224,48 @@ def merge_command(
             console.print(table)
     console.print(f"wrote {out_dir / 'merged'}, {out_dir / 'provenance'}, {out_dir / 'classes.csv'}, "
                   f"{out_dir / 'conflicts.csv'}")
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command("rules")
+def rules_command(
+    in_path: Path = typer.Argument(..., metavar="IN", help="A folder of label maps (CASE.nii.gz) or one file."),
+    out_dir: Path = typer.Option(..., "-o", "--out", help="Output folder: CASE.nii.gz (fixed), changes.csv, "
+                                                          "rules.yaml, summary.json."),
+    rules: str = typer.Option("dap_total", "--rules", help="Rules: the preset dap_total (DAP Atlas Algorithm 3 for "
+                                                           "the TotalSegmentator 'total' scheme) or a rules YAML."),
+    scheme: str | None = typer.Option(None, "--scheme", help="Scheme of the maps (default: the rules' own)."),
+    metadata: Path | None = typer.Option(None, "--metadata", help="CSV with a 'case' column and e.g. 'sex' (M/F) "
+                                                                  "for the sex rule."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes (0 = one per core)."),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="Dask scheduler address, e.g. tcp://host:8786."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table."),
+) -> None:
+    """Fix systematic label errors with declared anatomical rules (left/right by the midsagittal plane,
+    rib and vertebra order, largest component, body regions, sex); every change is logged.
+
+    Example: segqc labels rules totalseg_out/ --rules dap_total --metadata sex.csv -o fixed/
+    """
+    from segqc.anatomy.folders import read_metadata, rules_folder
+    from segqc.anatomy.rules import load_rules
+    from segqc.anatomy.scheme import load_scheme
+
+    with user_errors():
+        loaded = load_rules(rules, scheme=load_scheme(scheme) if scheme else None)
+        rows = read_metadata(metadata) if metadata is not None else None
+        prepare_output_dir(out_dir)
+        changes, report = rules_folder(in_path, loaded, out_dir, metadata=rows, jobs=jobs, scheduler=scheduler,
+                                       progress=not quiet)
+    code = print_run_footer(report, out_dir=out_dir)
+    if not quiet and len(changes):
+        changed = changes[changes["voxels"] > 0]
+        table = Table(title=f"changes: {changed['case'].nunique()} of {len(report.done)} case(s)")
+        for column in ("rule", "changes", "voxels", "ml"):
+            table.add_column(column)
+        for rule, group in changed.groupby("rule", sort=False):
+            table.add_row(str(rule), str(len(group)), str(int(group["voxels"].sum())), f"{group['ml'].sum():.1f}")
+        console.print(table)
+    console.print(f"wrote {out_dir / 'changes.csv'} and the fixed maps in {out_dir}")
     if code:
         raise typer.Exit(code)

@@ -1,0 +1,166 @@
+"""Anatomical rules on whole-body phantoms with known answers: every injected error is undone exactly,
+on grids of other spacings and orientations, and the clean phantom is left alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from segqc.anatomy.phantom import make_phantom
+from segqc.anatomy.rules import apply_rules, load_rules, side_pairs
+from segqc.anatomy.scheme import shipped_scheme
+from segqc.cli.main import app
+from segqc.errors import InputError
+from segqc.io.images import read_label_map, write_image
+
+RULES = load_rules("dap_total")
+FLIPPED = (-1.0, 0, 0, 0, 0, 1.0, 0, -1.0, 0)  # x reversed, y and z swapped (and one reversed)
+GRIDS = [pytest.param(6.0, None, id="6mm"), pytest.param(8.0, FLIPPED, id="8mm-flipped")]
+
+
+def _swap(labels: np.ndarray, phantom, a: str, b: str) -> None:
+    va, vb = phantom.value(a), phantom.value(b)
+    ma, mb = phantom.labels == va, phantom.labels == vb
+    labels[ma], labels[mb] = vb, va
+
+
+def _changed_voxels(log: pd.DataFrame) -> int:
+    return int(log["voxels"].sum())
+
+
+@pytest.mark.parametrize("spacing, direction", GRIDS)
+@pytest.mark.parametrize("sex", ["M", "F"])
+def test_the_clean_phantom_is_left_alone(spacing, direction, sex):
+    phantom = make_phantom(spacing=spacing, sex=sex, direction=direction)
+    fixed, log = apply_rules(phantom.labels, phantom.geometry, RULES, metadata={"sex": sex})
+    np.testing.assert_array_equal(fixed, phantom.labels)
+    assert (log["voxels"] == 0).all()
+
+
+@pytest.mark.parametrize("spacing, direction", GRIDS)
+def test_left_right_swaps_are_undone_by_the_midsagittal_plane(spacing, direction):
+    phantom = make_phantom(spacing=spacing, direction=direction)
+    labels = phantom.labels.copy()
+    for left, right in [("kidney_left", "kidney_right"), ("lung_upper_lobe_left", "lung_upper_lobe_right"),
+                        ("femur_left", "femur_right"), ("rib_left_7", "rib_right_7")]:
+        _swap(labels, phantom, left, right)
+    fixed, log = apply_rules(labels, phantom.geometry, RULES, metadata={"sex": "M"})
+    np.testing.assert_array_equal(fixed, phantom.labels)
+    assert set(log.loc[log["voxels"] > 0, "rule"]) == {"left_right"}
+    assert _changed_voxels(log) == int((labels != phantom.labels).sum())
+    assert "plane from 26 midline centroids" in log["detail"].iloc[0]  # 25 vertebrae + sternum
+
+
+def test_left_right_falls_back_to_the_body_centre_without_midline_landmarks():
+    phantom = make_phantom()
+    clean = phantom.labels.copy()
+    midline = np.isin(clean, shipped_scheme("total").values_under("vertebrae") + (phantom.value("sternum"),))
+    clean[midline] = 0
+    labels = clean.copy()
+    labels[phantom.labels == phantom.value("kidney_left")] = phantom.value("kidney_right")
+    fixed, log = apply_rules(labels, phantom.geometry, load_rules("dap_total"), metadata={"sex": "M"})
+    np.testing.assert_array_equal(fixed, clean)
+    assert "body-centre fallback" in log.loc[log["rule"] == "left_right", "detail"].iloc[0]
+
+
+@pytest.mark.parametrize("spacing, direction", GRIDS)
+def test_ribs_and_vertebrae_are_renumbered_top_down(spacing, direction):
+    phantom = make_phantom(spacing=spacing, direction=direction)
+    labels = phantom.labels.copy()
+    for i in range(1, 13):  # left ribs numbered bottom-up, right ribs shifted by two
+        labels[phantom.labels == phantom.value(f"rib_left_{i}")] = phantom.value(f"rib_left_{13 - i}")
+        labels[phantom.labels == phantom.value(f"rib_right_{i}")] = phantom.value(f"rib_right_{(i + 1) % 12 + 1}")
+    _swap(labels, phantom, "vertebrae_T5", "vertebrae_T6")
+    _swap(labels, phantom, "vertebrae_L1", "vertebrae_L3")
+    fixed, log = apply_rules(labels, phantom.geometry, RULES, metadata={"sex": "M"})
+    np.testing.assert_array_equal(fixed, phantom.labels)
+    assert set(log.loc[log["voxels"] > 0, "rule"]) == {"order_series"}
+    assert _changed_voxels(log) == int((labels != phantom.labels).sum())
+
+
+def test_a_series_cut_by_the_field_of_view_keeps_its_numbers():
+    phantom = make_phantom()
+    clean = phantom.labels.copy()
+    for i in (1, 2, 3):  # the top three ribs of each side are outside the field of view
+        clean[np.isin(clean, [phantom.value(f"rib_left_{i}"), phantom.value(f"rib_right_{i}")])] = 0
+    labels = clean.copy()
+    _swap(labels, phantom, "rib_left_8", "rib_left_9")
+    fixed, _ = apply_rules(labels, phantom.geometry, RULES, metadata={"sex": "M"})
+    np.testing.assert_array_equal(fixed, clean)
+
+
+def test_stray_components_and_structures_outside_their_region_are_removed():
+    phantom = make_phantom()
+    labels = phantom.labels.copy()
+    brain = np.argwhere(phantom.labels == phantom.value("brain")).mean(axis=0).astype(int)
+    blob = tuple(slice(c - 1, c + 2) for c in brain)
+    labels[blob] = phantom.value("liver")  # a second liver component inside the head
+    pelvis = np.argwhere(phantom.labels == phantom.value("urinary_bladder")).mean(axis=0).astype(int)
+    labels[tuple(slice(c - 1, c + 1) for c in pelvis)] = phantom.value("small_bowel")  # fine: pelvis is abdomen-ish
+    head_bowel = tuple(slice(c + 3, c + 5) for c in brain)
+    labels[head_bowel] = phantom.value("colon")  # colon in the head: outside the abdomen
+    expected = phantom.labels.copy()
+    expected[tuple(slice(c - 1, c + 1) for c in pelvis)] = phantom.value("small_bowel")
+    fixed, log = apply_rules(labels, phantom.geometry, RULES, metadata={"sex": "M"})
+    np.testing.assert_array_equal(fixed, np.where(expected == phantom.value("brain"), fixed, expected))
+    removed = log[log["class_to"] == ""].set_index("class_from")
+    assert removed.loc["liver", "rule"] == "largest_component" and removed.loc["liver", "voxels"] == 27
+    assert removed.loc["colon", "rule"] == "restrict_to_region" and removed.loc["colon", "voxels"] == 8
+    assert "small_bowel" not in removed.index
+
+
+def test_sex_rule_removes_the_other_sexes_structures_and_logs_unknown_sex():
+    phantom = make_phantom(sex="M")
+    prostate = phantom.labels == phantom.value("prostate")
+    fixed, log = apply_rules(phantom.labels, phantom.geometry, RULES, metadata={"sex": "F"})
+    assert not (fixed == phantom.value("prostate")).any()
+    np.testing.assert_array_equal(fixed[~prostate], phantom.labels[~prostate])
+    assert log.loc[log["voxels"] > 0, "voxels"].sum() == prostate.sum()
+    unchanged, log = apply_rules(phantom.labels, phantom.geometry, RULES, metadata={})
+    np.testing.assert_array_equal(unchanged, phantom.labels)
+    assert "sex unknown" in " ".join(log["detail"])
+
+
+def test_side_pairs_cover_the_paired_structures_of_total():
+    scheme = shipped_scheme("total")
+    names = {(scheme.name_of(a), scheme.name_of(b)) for a, b in side_pairs(scheme)}
+    assert ("kidney_left", "kidney_right") in names and ("rib_left_12", "rib_right_12") in names
+    assert ("subclavian_artery_left", "subclavian_artery_right") in names
+    assert sum(a.startswith("rib_left_") for a, _ in names) == 12
+    assert all(a.replace("left", "right") == b for a, b in names)
+    assert not any(a.startswith("lung") and "middle" in a for a, _ in names)  # no left middle lobe
+
+
+def test_rules_files_are_validated_naming_the_file(tmp_path):
+    path = tmp_path / "rules.yaml"
+    path.write_text("scheme: total\nsteps:\n- {rule: largest_component, classes: [livr]}\n")
+    with pytest.raises(InputError, match=r"rules\.yaml: step 1 \(largest_component\): livr not in the scheme"):
+        load_rules(path)
+    path.write_text("scheme: total\nsteps:\n- {rule: tidy_up}\n")
+    with pytest.raises(InputError, match="unknown rule 'tidy_up'"):
+        load_rules(path)
+
+
+def test_rules_command_fixes_a_folder_and_logs_every_change(tmp_path):
+    clean = make_phantom(sex="M")
+    broken = clean.labels.copy()
+    _swap(broken, clean, "kidney_left", "kidney_right")
+    folder = tmp_path / "labels"
+    write_image(folder / "ok.nii.gz", clean.labels, clean.geometry)
+    write_image(folder / "swapped.nii.gz", broken, clean.geometry)
+    (tmp_path / "meta.csv").write_text("case,sex\nok,M\nswapped,F\n")
+    out = tmp_path / "out"
+    args = ["labels", "rules", str(folder), "--metadata", str(tmp_path / "meta.csv"), "-o", str(out), "-q"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(read_label_map(out / "ok.nii.gz").array, clean.labels)
+    fixed = read_label_map(out / "swapped.nii.gz").array
+    expected = np.where(clean.labels == clean.value("prostate"), 0, clean.labels)  # F: prostate removed
+    np.testing.assert_array_equal(fixed, expected)
+    changes = pd.read_csv(out / "changes.csv")
+    assert set(changes.loc[changes["voxels"] > 0, "case"]) == {"swapped"}
+    assert set(changes.loc[changes["voxels"] > 0, "rule"]) == {"left_right", "sex"}
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "reused" in again.output
