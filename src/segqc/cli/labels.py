@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from segqc.cli._common import console, prepare_output_dir, print_run_footer, print_warning, user_errors
+from segqc.cli.labels_check import check_command
 from segqc.cli.labels_quality import quality_command
 
 app = typer.Typer(help="Label tooling: schemes, mapping, merging sources, anatomical rules, checks, label quality.",
@@ -17,6 +18,7 @@ scheme_app = typer.Typer(help="Label schemes: list the shipped ones, show one, c
                          no_args_is_help=True)
 app.add_typer(scheme_app, name="scheme")
 app.command("quality")(quality_command)
+app.command("check")(check_command)
 
 _SCHEME_HELP = "A shipped scheme (total, total_v1, total_mr), a scheme file (YAML/JSON) or a dataset.json."
 
