@@ -371,6 +371,16 @@ def test_the_command_on_a_folder_then_a_rerun(tmp_path):
     volumes = pd.read_csv(out / "volumes.csv", dtype={"case": str}).set_index(["case", "class"])["voxels"]
     assert volumes[("clean", "liver")] == int((phantom.labels == phantom.value("liver")).sum())
 
+    # the review app opens the check folder: flagged cases first, the flags as the reason
+    from segqc.review.worklist import load_worklist
+
+    review = load_worklist(out)
+    assert [c.id for c in review.cases] == ["swapped", "clean"]
+    assert review.cases[0].flagged and review.cases[0].reason == "left_right: kidney_left, kidney_right"
+    assert not review.cases[1].flagged
+    assert review.cases[0].files["segmentation"] == labels_dir / "swapped.nii.gz"
+    assert review.cases[0].files["image"] == images_dir / "swapped_0000.nii.gz"
+
     rerun = runner.invoke(_app, args, catch_exceptions=False)
     assert rerun.exit_code == 0, rerun.output
     assert "reused 2 finished case(s)" in rerun.output

@@ -2,8 +2,9 @@
 
 :func:`load_cohort` reads a ``segqc qc predict`` folder (``qc.csv``, ``worklist.csv``,
 ``report.json`` naming each case's input files, ``pgt/``), a ``segqc qc benchmark`` folder
-(``pairs.csv`` and ``qc/``) or a ``segqc evaluate`` folder (``metrics.csv``, ``summary.json``)
-into one :class:`Cohort`: a long table of per-case values and the files of every case.
+(``pairs.csv`` and ``qc/``), a ``segqc evaluate`` folder (``metrics.csv``, ``summary.json``) or a
+``segqc labels check`` folder (``flags.csv``, ``worklist.csv``, ``summary.json``) into one
+:class:`Cohort`: a long table of per-case values and the files of every case.
 """
 
 from __future__ import annotations
@@ -130,18 +131,56 @@ def _load_evaluate(folder: Path) -> Cohort:
     return Cohort("evaluate", table, {"value": "value"}, inputs, "GT")
 
 
+def _load_check(folder: Path) -> Cohort:
+    """A ``segqc labels check`` folder: one row per flag (label = class, metric = flag kind, value);
+    the worklist in the order ``worklist.csv`` gives (worst cases first); every checked case, flagged
+    or not, with its label map (and image, where one was checked)."""
+    flags = read_table(folder / "flags.csv")
+    require_columns(flags, ["case", "class", "flag", "value"], folder / "flags.csv")
+    worklist = read_table(folder / "worklist.csv")
+    require_columns(worklist, ["case", "flag", "reason"], folder / "worklist.csv")
+    summary_path = folder / "summary.json"
+    summary = read_json_object(summary_path, what="check summary")
+    recorded = (summary.get("cases") or {}).get("inputs")
+    if not isinstance(recorded, dict):
+        raise InputError("names no input files ('cases' / 'inputs')", summary_path)
+    long = pd.DataFrame({"case": flags["case"].astype(str), "label": flags["class"].astype(str),
+                         "label_name": flags["class"].astype(str), "metric": flags["flag"].astype(str),
+                         "value": pd.to_numeric(flags["value"], errors="coerce")})
+    inputs = {}
+    for case in worklist["case"].astype(str):
+        files = recorded.get(case) or {}
+        seg = files.get("labels") or files.get("masks")
+        if not seg:
+            raise InputError(f"names no label map of case {case}", summary_path)
+        if files.get("labels"):
+            seg_path = _existing(files["labels"][0], summary_path)
+        else:
+            combined = folder / "combined" / f"{case}.nii.gz"
+            if not combined.is_file():
+                raise InputError(f"case {case} is a folder of masks; review needs one label map per case", folder)
+            seg_path = combined
+        image = _existing(files["image"][0], summary_path) if files.get("image") else None
+        inputs[case] = CaseInputs(image, seg_path, None)
+    worklist = worklist.assign(case=worklist["case"].astype(str))
+    return Cohort("check", long, {"value": "value"}, inputs, "", worklist=worklist)
+
+
 def detect(folder: Path) -> str:
-    """Which segqc output ``folder`` holds: ``benchmark``, ``qc``, ``evaluate`` or ``rank``."""
+    """Which segqc output ``folder`` holds: ``benchmark``, ``qc``, ``evaluate``, ``check`` or ``rank``."""
     if (folder / "pairs.csv").exists() and (folder / "qc" / "qc.csv").exists():
         return "benchmark"
     if (folder / "qc.csv").exists():
         return "qc"
     if (folder / "metrics.csv").exists():
         return "evaluate"
+    if (folder / "flags.csv").exists():
+        return "check"
     if (folder / "ranking.csv").exists():
         return "rank"
     raise InputError("holds none of the outputs a report is made of (qc.csv of `segqc qc predict`, pairs.csv of "
-                     "`segqc qc benchmark`, metrics.csv of `segqc evaluate`, ranking.csv of `segqc qc rank`)", folder)
+                     "`segqc qc benchmark`, metrics.csv of `segqc evaluate`, flags.csv of `segqc labels check`, "
+                     "ranking.csv of `segqc qc rank`)", folder)
 
 
 def label_order(labels: list[str]) -> list[str]:
@@ -157,7 +196,7 @@ def label_order(labels: list[str]) -> list[str]:
 
 def primary_metric(long: pd.DataFrame) -> str:
     metrics = list(dict.fromkeys(long["metric"]))
-    return "dice" if "dice" in metrics else metrics[0]
+    return "dice" if "dice" in metrics or not metrics else metrics[0]
 
 
 def label_names(long: pd.DataFrame) -> dict[str, str]:
@@ -209,7 +248,7 @@ def load_cohort(folder: Path, kind: str | None = None) -> Cohort:
     :func:`detect` names it; detected when None). Raises :class:`InputError` for a ``rank``
     folder, a folder of none of these kinds, or one whose recorded input files are missing."""
     kind = kind or detect(folder)
-    loaders = {"qc": _load_qc, "benchmark": _load_benchmark, "evaluate": _load_evaluate}
+    loaders = {"qc": _load_qc, "benchmark": _load_benchmark, "evaluate": _load_evaluate, "check": _load_check}
     if kind not in loaders:
         raise InputError("is a `segqc qc rank` folder; open one model's QC folder inside it", folder)
     cohort = loaders[kind](folder)

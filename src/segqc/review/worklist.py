@@ -100,10 +100,12 @@ def _primary(values: dict[str, dict[str, dict[str, float | None]]], metric: str)
 
 def load_worklist(out_dir: str | Path, *, images: str | Path | None = None,
                   segs: str | Path | None = None) -> ReviewWorklist:
-    """The worklist of a ``segqc qc predict`` / ``qc benchmark`` / ``evaluate`` output folder.
+    """The worklist of a ``segqc qc predict`` / ``qc benchmark`` / ``evaluate`` / ``labels check``
+    output folder.
 
     Order: the primary metric's estimate (or value) for all classes ascending, worst first; cases
-    without one (nothing to compare) before all others, as in ``worklist.csv``. Flags and
+    without one (nothing to compare) before all others, as in ``worklist.csv``; a check folder in
+    the order of its ``worklist.csv``. Flags and
     reasons come from ``worklist.csv`` (no case is flagged without one). ``images`` / ``segs``:
     folders whose files replace the image and segmentation files recorded in the output (first
     image channel; a case is found by its id, by the case its segmentation segments, or by its id
@@ -136,5 +138,9 @@ def load_worklist(out_dir: str | Path, *, images: str | Path | None = None,
         reason = str(work.loc[case_id, "reason"]) if flagged and "reason" in work.columns else ""
         cases.append(ReviewCase(case_id, flagged, "" if reason == "nan" else reason,
                                 _primary(values.get(case_id, {}), metric), values.get(case_id, {}), files))
-    cases.sort(key=lambda c: (c.estimate is not None, c.estimate if c.estimate is not None else 0.0, c.id))
+    if cohort.kind == "check":  # flags have no estimate: the check's own order (errors, then most flags)
+        position = {case: i for i, case in enumerate(work.index)}
+        cases.sort(key=lambda c: position.get(c.id, len(position)))
+    else:
+        cases.sort(key=lambda c: (c.estimate is not None, c.estimate if c.estimate is not None else 0.0, c.id))
     return ReviewWorklist(folder, cohort.kind, metric, cohort.ref_name, labels, cases)
