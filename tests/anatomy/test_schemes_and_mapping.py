@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from segqc.anatomy.mapping import load_mapping, mapping_by_name, mapping_into
@@ -152,3 +153,51 @@ def test_mapping_file_with_regions_and_errors_naming_the_file(tmp_path):
     path.write_text("source: organs.yaml\ntarget: coarse.yaml\nunmapped: error\nmap: {liver: liver}\n")
     with pytest.raises(InputError, match=r"map\.yaml: .*kidney_left.* not mapped"):
         load_mapping(path)
+
+
+def test_map_command_moves_a_folder_to_another_scheme_with_regions(tmp_path):
+    from typer.testing import CliRunner
+
+    from segqc.cli.main import app
+    from segqc.io.images import Geometry, read_label_map, write_image
+
+    v1, v2 = shipped_scheme("total_v1"), shipped_scheme("total")
+    labels = np.zeros((6, 5, 4), np.uint8)
+    labels[0] = v1.value_of("heart_myocardium")
+    labels[1] = v1.value_of("heart_atrium_left")
+    labels[2] = v1.value_of("aorta")
+    labels[3] = v1.value_of("face")
+    geometry = Geometry.from_shape(labels.shape, spacing=(2.0, 2.0, 2.0))
+    write_image(tmp_path / "in" / "c1.nii.gz", labels, geometry)
+    mapping = tmp_path / "v1_to_v2.yaml"
+    mapping.write_text("source: total_v1\ntarget: total\nregions: {heart_and_aorta: [heart, aorta]}\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["labels", "map", str(tmp_path / "in"), "--mapping", str(mapping),
+                                      "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    mapped = read_label_map(out / "c1.nii.gz").array
+    assert (mapped[:2] == v2.value_of("heart")).all() and (mapped[2] == v2.value_of("aorta")).all()
+    assert (mapped[3:] == 0).all()  # face: no class in v2
+    region = read_label_map(out / "regions" / "heart_and_aorta" / "c1.nii.gz").array
+    np.testing.assert_array_equal(region, (np.arange(6) < 3)[:, None, None] * np.ones((1, 5, 4), np.uint8))
+    assert "face (no match)" in result.output
+    mapping_table = pd.read_csv(out / "mapping.csv").set_index("source")
+    assert mapping_table.loc["heart_myocardium", "how"] == "ancestor heart"
+
+
+def test_scheme_commands_show_and_compare(tmp_path):
+    from typer.testing import CliRunner
+
+    from segqc.cli.main import app
+
+    runner = CliRunner()
+    shown = runner.invoke(app, ["labels", "scheme", "show", "total_mr", "-o", str(tmp_path / "mr.csv")])
+    assert shown.exit_code == 0, shown.output
+    table = pd.read_csv(tmp_path / "mr.csv")
+    assert table.loc[table["name"] == "vertebrae", "value"].item() == 19  # a class of total_mr, not a group
+    diff = runner.invoke(app, ["labels", "scheme", "diff", "total_v1", "total", "-o", str(tmp_path / "d.csv")])
+    assert diff.exit_code == 0, diff.output
+    assert "total_v1 -> total" in diff.output
+    assert len(pd.read_csv(tmp_path / "d.csv")) == 104 + 20  # every v1 name and the 20 new in v2
+    bad = runner.invoke(app, ["labels", "scheme", "show", str(tmp_path / "nope.yaml")])
+    assert bad.exit_code == 2 and "nope.yaml: no such label scheme" in bad.output
