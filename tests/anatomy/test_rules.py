@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from segqc.anatomy.phantom import make_phantom
 from segqc.anatomy.rules import apply_rules, load_rules, side_pairs
 from segqc.anatomy.scheme import shipped_scheme
+from segqc.anatomy.space import axis_coordinate
 from segqc.cli.main import app
 from segqc.errors import InputError
 from segqc.io.images import read_label_map, write_image
@@ -164,3 +165,35 @@ def test_rules_command_fixes_a_folder_and_logs_every_change(tmp_path):
     assert set(changes.loc[changes["voxels"] > 0, "rule"]) == {"left_right", "sex"}
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0 and "reused" in again.output
+
+
+def test_touching_vertebrae_are_numbered_label_by_label():
+    phantom = make_phantom()
+    clean = phantom.labels.copy()
+    # close the gaps: every vertebra grows down to the one below, so neighbours touch
+    names = list(phantom.vertebra_z)
+    z = np.broadcast_to(axis_coordinate(phantom.geometry, 2), clean.shape)
+    column = np.isin(clean, [phantom.value(n) for n in names])
+    column = np.any(column, axis=2, keepdims=True) & (z >= phantom.vertebra_z[names[0]][0]) & (
+        z <= phantom.vertebra_z[names[-1]][1])
+    for lower, upper in zip(names, names[1:], strict=False):
+        gap = column & (z > phantom.vertebra_z[lower][1]) & (z < phantom.vertebra_z[upper][0]) & (clean == 0)
+        clean[gap] = phantom.value(lower)
+    labels = clean.copy()
+    t8, t9 = phantom.value("vertebrae_T8"), phantom.value("vertebrae_T9")
+    labels[clean == t8], labels[clean == t9] = t9, t8
+    fixed, log = apply_rules(labels, phantom.geometry, RULES, metadata={"sex": "M"})
+    np.testing.assert_array_equal(fixed, clean)
+    assert _changed_voxels(log) == int((labels != clean).sum())
+
+
+def test_real_totalsegmentator_labels_keep_their_vertebrae(shared_data):
+    image = read_label_map(shared_data("totalseg") / "example_seg.nii.gz")
+    fixed, log = apply_rules(image.array, image.geometry, RULES, metadata={})
+    # touching vertebrae of a real 3 mm CT stay as labelled; the ribs' two orders disagree: untouched
+    assert not ((log["rule"] == "order_series") & (log["voxels"] > 0)).any()
+    vertebrae = np.isin(image.array, shipped_scheme("total").values_under("vertebrae"))
+    np.testing.assert_array_equal(fixed[vertebrae], image.array[vertebrae])
+    # the pancreas comes in two similar pieces: both kept (logged), only specks removed
+    assert (log["detail"].str.contains("2 components of at least 0.5")).any()
+    assert int((fixed != image.array).sum()) == int(log["voxels"].sum()) < 10

@@ -18,13 +18,16 @@ Rules:
   ``min_distance_mm`` to the plane are left alone.
 * ``order_series`` (Algorithm 7 for ribs; also vertebrae) — the classes of a series (``left`` /
   ``right`` name templates with ``{n}`` = 1..``count`` per side, or an explicit top-to-bottom
-  ``names`` list) are merged; per side the ``count`` largest components are kept (smaller ones are
-  removed) and numbered top-down by the height of their median points. Where the order by the
+  ``names`` list) are taken together; per side the ``count`` largest components (of each label
+  separately, so touching neighbours stay apart) are kept (smaller ones are removed) and numbered
+  top-down by the height of their median points. Where the order by the
   lowest points differs from the order by the median points, the series is left unchanged (DAP:
   an inconsistent order is not trusted). With fewer components than ``count`` (field of view), the
   numbering keeps the offset most components already had.
 * ``largest_component`` (Algorithm 5) — each of ``classes`` keeps its largest component; others
-  (and a largest one under ``min_voxels``) are removed.
+  (and a largest one under ``min_voxels``) are removed. ``keep_fraction`` (default 1: the DAP
+  rule) keeps every component at least that fraction of the largest (logged): the preset uses
+  0.5, so that a structure a model split into two similar pieces is not halved silently.
 * ``restrict_to_region`` (Algorithm 6) — ``regions`` (:mod:`segqc.anatomy.regions`) and which
   ``classes`` belong to each: a component whose centroid lies outside its class's region is
   removed (a component, not a voxel clip: an organ reaching over a margin keeps its tip).
@@ -106,7 +109,7 @@ def load_rules(spec: str | Path, *, scheme: LabelScheme | None = None) -> RuleSe
 _OPTIONS = {
     "left_right": {"midline", "max_tilt_degrees", "min_distance_mm"},
     "order_series": {"series", "left", "right", "count", "names"},
-    "largest_component": {"classes", "min_voxels"},
+    "largest_component": {"classes", "min_voxels", "keep_fraction"},
     "restrict_to_region": {"regions", "classes"},
     "sex": {"male_only", "female_only"},
 }
@@ -254,7 +257,7 @@ def _order_series(case: _Case, *, series: str = "", left: str | None = None, rig
             continue
         sub = _bbox(mask)
         view = case.labels[sub]
-        cc, n = _components(mask[sub])
+        cc, n = _components(np.where(mask[sub], view, 0))  # per label: touching neighbours stay apart
         sizes = np.bincount(cc.ravel())[1:]
         keep = np.argsort(-sizes, kind="stable")[: len(group)] + 1
         for k in sorted(set(range(1, n + 1)) - set(keep.tolist())):  # beyond the largest len(group): removed
@@ -302,7 +305,8 @@ def _z_of_index(geometry: Geometry) -> tuple[np.ndarray, float]:
     return matrix[2], float(geometry.origin[2])
 
 
-def _largest_component(case: _Case, *, classes: Sequence[str] = (), min_voxels: int = 0) -> None:
+def _largest_component(case: _Case, *, classes: Sequence[str] = (), min_voxels: int = 0,
+                       keep_fraction: float = 1.0) -> None:
     for name in classes:
         value = case.scheme.value_of(name)
         mask = case.labels == value
@@ -310,13 +314,21 @@ def _largest_component(case: _Case, *, classes: Sequence[str] = (), min_voxels: 
             continue
         sub = _bbox(mask)
         cc, n = _components(mask[sub])
-        sizes = np.bincount(cc.ravel())[1:]
-        largest = int(np.argmax(sizes)) + 1
-        view = case.labels[sub]
-        remove = (cc > 0) & (cc != largest) if sizes[largest - 1] >= min_voxels else cc > 0
-        if remove.any():
-            view[remove] = 0
-            case.log(value, 0, int(remove.sum()), f"{n - 1} smaller component(s) of {n}")
+        sizes = np.bincount(cc.ravel(), minlength=n + 1)[1:]
+        largest = int(sizes.max())
+        if largest < min_voxels:
+            drop = np.arange(1, n + 1)
+        else:
+            drop = np.flatnonzero(sizes < keep_fraction * largest) + 1
+            kept = n - len(drop)
+            if kept > 1:
+                case.changes.append({"step": case.step, "rule": case.rule, "class_from": name, "class_to": name,
+                                     "voxels": 0, "detail": f"{kept} components of at least {keep_fraction:g} x the "
+                                                            f"largest ({largest} voxels) kept"})
+        if len(drop):
+            remove = np.isin(cc, drop)
+            case.labels[sub][remove] = 0
+            case.log(value, 0, int(remove.sum()), f"{len(drop)} smaller component(s) of {n}")
 
 
 def _restrict_to_region(case: _Case, *, regions: Mapping[str, Any] | None = None,
