@@ -144,6 +144,10 @@ def test_checkpoint_round_trip_and_seeded_predictions(trained, rater_folder):
     np.testing.assert_array_equal(first["mean"], second["mean"])
     other = predict_slices(again, image, samples=1, seed=6)  # ancestral: another seed, other noise
     assert not np.array_equal(first["samples"], other["samples"])
+    # steps alone on an ancestral model: DDIM with those steps (not silently all T ancestral steps)
+    assert model.config.sampler == "ddpm"
+    implied = predict_slices(again, image, samples=1, seed=5, steps=5)
+    np.testing.assert_array_equal(implied["mean"], first["mean"])
 
 
 def test_predict_writes_levels_and_evaluate_raters_reads_them(trained, rater_folder, tmp_path):

@@ -61,7 +61,8 @@ def predict_command(
     out: Path = typer.Option(..., "-o", "--out",
                              help="Output folder: CASE.nii.gz, uncertainty/CASE.nii.gz (entropy), cases.csv."),
     samples: int | None = typer.Option(None, "--samples", help="Samples per slice (default: the model's)."),
-    steps: int | None = typer.Option(None, "--steps", help="DDIM steps (default: the model's, 2)."),
+    steps: int | None = typer.Option(None, "--steps", help="DDIM steps (default: the model's; a consensus model "
+                                                             "that samples ancestrally switches to DDIM with these)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampler (same seed, same files)."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes on the CPU (0 = one per core)."),
     device: str = typer.Option("cpu", "--device", help="Where the model samples: cpu, cuda, cuda:1 or auto."),

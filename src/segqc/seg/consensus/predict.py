@@ -98,11 +98,12 @@ def load(model_dir: str | Path, *, device: str = "cpu") -> LoadedConsensus:
 def predict_slices(model: LoadedConsensus, images: np.ndarray, *, samples: int | None = None,
                    steps: int | None = None, seed: int = 0, sampler: str | None = None) -> dict[str, np.ndarray]:
     """Soft maps and more of ``images`` ``(n, C, S, S)`` (module docstring); ``samples`` =
-    generations per level, ``steps`` = DDIM steps (with ``sampler="ddim"``), both defaulting to
-    the config."""
+    generations per level, ``steps`` = DDIM steps, both defaulting to the config. Giving ``steps``
+    to a model whose sampler is ancestral (``ddpm``) samples with DDIM over that many steps (the
+    ancestral sampler always takes all T steps)."""
     cfg = model.config
     generations = int(samples or cfg.generations)
-    sampler = sampler or cfg.sampler
+    sampler = sampler or ("ddim" if steps is not None else cfg.sampler)
     steps = int(steps or cfg.steps)
     if generations < 1 or not 1 <= steps <= cfg.timesteps:
         raise InputError(f"need samples >= 1 and 1 <= steps <= {cfg.timesteps}; got {generations}, {steps}")
