@@ -851,16 +851,6 @@ def read_mask_folder(files: Sequence[Path], scheme: LabelScheme) -> tuple[dict[s
 # -- folders ---------------------------------------------------------------------------------
 
 
-def _checked(labels: np.ndarray, scheme: LabelScheme, path: Path) -> None:
-    known = np.zeros(max(scheme.max_value, int(labels.max()) if labels.size else 0) + 1, dtype=bool)
-    known[0] = True
-    known[list(scheme.values)] = True
-    if labels.size and not known[labels].all():
-        unknown = np.unique(labels[~known[labels]])
-        raise InputError(f"label values {', '.join(str(int(v)) for v in unknown[:8])} are not classes of the "
-                         f"scheme {scheme.name!r}", path)
-
-
 def check_task(task: CaseTask, *, scheme: LabelScheme, config: CheckConfig, tables: AnatomyTables,
                reference: pd.DataFrame | None) -> CaseResult:
     """The per-case function of :func:`check_folder`: read the case's label map (or masks) and image,
@@ -880,7 +870,7 @@ def check_task(task: CaseTask, *, scheme: LabelScheme, config: CheckConfig, tabl
         where = path
         read = read_label_map(where)
         labels, geometry = read.array, read.geometry
-        _checked(labels, scheme, where)
+        scheme.check_values(labels, where)
     if labels.ndim != 3:
         raise InputError(f"is {labels.ndim}D; the anatomical checks need 3D label maps", where)
     image = image_geometry = None

@@ -97,7 +97,9 @@ def merge_case(task: CaseTask, *, scheme: LabelScheme, sources: Sequence[LabelSo
         if moved:
             resampled.append(source.name)
         mapping = source.mapping
-        arrays.append(mapping.apply(array, path) if mapping is not None else _checked(array, scheme, path))
+        if mapping is None:
+            scheme.check_values(array, path, hint="give this source a mapping")
+        arrays.append(mapping.apply(array, path) if mapping is not None else array)
     if resampled:
         warnings.append(f"{task.case}: {', '.join(resampled)} resampled onto the reference grid (nearest neighbour)")
     assert geometry is not None
@@ -126,17 +128,6 @@ def merge_case(task: CaseTask, *, scheme: LabelScheme, sources: Sequence[LabelSo
     conflicts["ml"] = conflicts["voxels"] * ml
     return CaseResult(table=classes, extra={"conflicts": conflicts}, warnings=warnings,
                       files=[f"merged/{task.case}.nii.gz", f"provenance/{task.case}.nii.gz"])
-
-
-def _checked(array: np.ndarray, scheme: LabelScheme, path: Path) -> np.ndarray:
-    known = np.zeros(max(scheme.max_value, int(array.max()) if array.size else 0) + 1, dtype=bool)
-    known[0] = True
-    known[list(scheme.values)] = True
-    if array.size and not known[array].all():
-        unknown = np.unique(array[~known[array]])
-        raise InputError(f"label values {', '.join(str(int(v)) for v in unknown[:8])} are not classes of the "
-                         f"scheme {scheme.name!r} (give this source a mapping)", path)
-    return array
 
 
 def merge_folders(sources: Sequence[LabelSource], scheme: LabelScheme, out_dir: str | Path, *,
@@ -274,7 +265,7 @@ def rules_case(task: CaseTask, *, rules: RuleSet, out_dir: Path) -> CaseResult:
     path = task.path("labels")
     assert path is not None
     image = read_label_map(path)
-    _checked(image.array, rules.scheme, path)
+    rules.scheme.check_values(image.array, path)
     fixed, changes = apply_rules(image.array, image.geometry, rules, metadata=task.settings or {})
     write_image(out_dir / f"{task.case}.nii.gz", fixed.astype(image.array.dtype, copy=False), image.geometry)
     changes.insert(0, "case", task.case)

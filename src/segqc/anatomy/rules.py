@@ -305,15 +305,24 @@ def _z_of_index(geometry: Geometry) -> tuple[np.ndarray, float]:
     return matrix[2], float(geometry.origin[2])
 
 
+def _class_components(labels: np.ndarray, value: int) -> tuple[tuple[slice, ...], np.ndarray, int] | None:
+    """(bounding box, components within it, count) of the voxels of ``value``; None when absent."""
+    mask = labels == value
+    if not mask.any():
+        return None
+    sub = _bbox(mask)
+    cc, n = _components(mask[sub])
+    return sub, cc, n
+
+
 def _largest_component(case: _Case, *, classes: Sequence[str] = (), min_voxels: int = 0,
                        keep_fraction: float = 1.0) -> None:
     for name in classes:
         value = case.scheme.value_of(name)
-        mask = case.labels == value
-        if not mask.any():
+        found = _class_components(case.labels, value)
+        if found is None:
             continue
-        sub = _bbox(mask)
-        cc, n = _components(mask[sub])
+        sub, cc, n = found
         sizes = np.bincount(cc.ravel(), minlength=n + 1)[1:]
         largest = int(sizes.max())
         if largest < min_voxels:
@@ -342,11 +351,10 @@ def _restrict_to_region(case: _Case, *, regions: Mapping[str, Any] | None = None
         low, high = limits
         for name in members:
             value = case.scheme.value_of(name)
-            mask = case.labels == value
-            if not mask.any():
+            found = _class_components(case.labels, value)
+            if found is None:
                 continue
-            sub = _bbox(mask)
-            cc, n = _components(mask[sub])
+            sub, cc, n = found
             offset = np.array([s.start for s in sub], dtype=float)
             view = case.labels[sub]
             for k in range(1, n + 1):

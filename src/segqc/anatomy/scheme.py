@@ -33,6 +33,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -166,6 +167,17 @@ class LabelScheme:
         by_name = self.by_name
         names = [name, *self.descendants(name)]
         return tuple(sorted(v for v in (by_name[n].value for n in names) if v is not None))
+
+    def check_values(self, array: np.ndarray, path: str | Path | None = None, *, hint: str = "") -> None:
+        """Raise :class:`InputError` naming ``path`` (and the values) when ``array`` holds a value
+        that is neither background nor a class of the scheme; ``hint`` is appended in brackets."""
+        known = np.zeros(max(self.max_value, int(array.max()) if array.size else 0) + 1, dtype=bool)
+        known[0] = True
+        known[list(self.values)] = True
+        if array.size and not known[array].all():
+            unknown = np.unique(array[~known[array]])
+            raise InputError(f"label values {', '.join(str(int(v)) for v in unknown[:8])} are not classes of the "
+                             f"scheme {self.name!r}" + (f" ({hint})" if hint else ""), path)
 
     def colour_of(self, name: str) -> tuple[int, int, int]:
         cls = self.by_name[name]
