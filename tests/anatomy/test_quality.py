@@ -403,3 +403,16 @@ def test_bad_names_and_missing_folders_stop_the_run_with_exit_code_2(tmp_path):
     result = runner.invoke(_app, [str(base_dir), str(tmp_path / "nope"), "-o", str(tmp_path / "out")],
                            catch_exceptions=False)
     assert result.exit_code == 2 and f"error: {tmp_path / 'nope'}: folder not found" in result.output
+
+
+def test_segqc_report_renders_a_quality_folder(tmp_path):
+    from segqc.report.html import build_report
+
+    base_dir, pseudo_dir = _write_hand_folders(tmp_path)
+    out = tmp_path / "out"
+    label_quality_folder(base_dir, [pseudo_dir], out, plots=True)
+    html = build_report(out).read_text()
+    assert "Label quality of the pseudo-label datasets" in html
+    assert "82.5 ± 16.1" in html  # the hand-computed Table-5 cell
+    assert html.count('src="data:image/png;base64,') == len(list((out / "plots").glob("*.png"))) > 0
+    assert "http://" not in html and "https://" not in html

@@ -11,8 +11,8 @@ from segqc.cli._common import console, user_errors
 
 
 def report_command(
-    out_dir: Path = typer.Argument(..., help="Output folder of `segqc qc predict`, `qc benchmark`, `qc rank` or "
-                                             "`evaluate`."),
+    out_dir: Path = typer.Argument(..., help="Output folder of `segqc qc predict`, `qc benchmark`, `qc rank`, "
+                                             "`evaluate`, `labels check` or `labels quality`."),
     output: Path | None = typer.Option(None, "-o", "--output", help="HTML file (default OUT_DIR/report.html)."),
     images: Path | None = typer.Option(None, "--images", help="Folder of the images, drawn behind the contours "
                                                               "(an `evaluate` folder records none)."),

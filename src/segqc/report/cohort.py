@@ -167,7 +167,8 @@ def _load_check(folder: Path) -> Cohort:
 
 
 def detect(folder: Path) -> str:
-    """Which segqc output ``folder`` holds: ``benchmark``, ``qc``, ``evaluate``, ``check`` or ``rank``."""
+    """Which segqc output ``folder`` holds: ``benchmark``, ``qc``, ``evaluate``, ``check``, ``quality``
+    (``segqc labels quality``) or ``rank``."""
     if (folder / "pairs.csv").exists() and (folder / "qc" / "qc.csv").exists():
         return "benchmark"
     if (folder / "qc.csv").exists():
@@ -176,6 +177,8 @@ def detect(folder: Path) -> str:
         return "evaluate"
     if (folder / "flags.csv").exists():
         return "check"
+    if (folder / "quality.csv").exists() and (folder / "organs.csv").exists():
+        return "quality"
     if (folder / "ranking.csv").exists():
         return "rank"
     raise InputError("holds none of the outputs a report is made of (qc.csv of `segqc qc predict`, pairs.csv of "
@@ -249,6 +252,9 @@ def load_cohort(folder: Path, kind: str | None = None) -> Cohort:
     folder, a folder of none of these kinds, or one whose recorded input files are missing."""
     kind = kind or detect(folder)
     loaders = {"qc": _load_qc, "benchmark": _load_benchmark, "evaluate": _load_evaluate, "check": _load_check}
+    if kind == "quality":
+        raise InputError("is a `segqc labels quality` folder: it has tables per dataset and organ, no cases to open",
+                         folder)
     if kind not in loaders:
         raise InputError("is a `segqc qc rank` folder; open one model's QC folder inside it", folder)
     cohort = loaders[kind](folder)

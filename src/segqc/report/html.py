@@ -321,8 +321,21 @@ def _rank_context(folder: Path) -> dict[str, Any]:
                         "models": models}}
 
 
+def _quality_context(folder: Path) -> dict[str, Any]:
+    """A ``segqc labels quality`` folder: the Table-5 rows, the per-organ table and the plots it wrote."""
+    quality = read_table(folder / "quality.csv")
+    require_columns(quality, ["dataset", "metric", "table5"], folder / "quality.csv")
+    organs = read_table(folder / "organs.csv")
+    tables = _frame_table(quality) + "<h3>Per organ</h3>" + _frame_table(organs)
+    plots = [_safe(f'<figure><img alt="{escape(png.stem)}" src="{_data_uri(png.read_bytes())}"></figure>')
+             for png in sorted((folder / "plots").glob("*.png"))]
+    return {"summary_table": _safe(tables), "summary_title": "Label quality of the pseudo-label datasets (%)",
+            "plots": plots}
+
+
 TITLES = {"qc": "segqc quality control (no ground truth)", "benchmark": "segqc QC benchmark (estimates vs truth)",
-          "evaluate": "segqc evaluation (against the ground truth)", "rank": "segqc model ranking"}
+          "evaluate": "segqc evaluation (against the ground truth)", "rank": "segqc model ranking",
+          "check": "segqc label check (flags)", "quality": "segqc label quality of pseudo-label datasets"}
 
 
 def build_report(out_dir: str | Path, output: str | Path | None = None, *, progress: bool = False,
@@ -341,6 +354,8 @@ def build_report(out_dir: str | Path, output: str | Path | None = None, *, progr
                                "ranking": None, "cases": [], "plots": [], "classes": [], "summary_table": None}
     if kind == "rank":
         context.update(_rank_context(folder))
+    elif kind == "quality":
+        context.update(_quality_context(folder))
     else:
         cohort = load_cohort(folder, kind)
         use_files(cohort, images=images)
