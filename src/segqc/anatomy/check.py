@@ -65,7 +65,7 @@ from segqc.anatomy.space import axis_coordinate, fit_midsagittal_plane, index_to
 from segqc.config import ConfigBase, register_presets
 from segqc.errors import InputError
 from segqc.execution import CaseResult, CaseTask, RunReport, run_cases
-from segqc.io.atomic import atomic_path, write_json_atomic
+from segqc.io.atomic import write_csv_atomic, write_json_atomic
 from segqc.io.datasets import case_id, list_image_files, list_label_files
 from segqc.io.images import Geometry, geometry_differences, read_image, read_label_map
 
@@ -1003,12 +1003,9 @@ def check_folder(labels_dir: str | Path, out_dir: str | Path, *, scheme: LabelSc
         checked["volume_z"] = reference is not None
     summary = _summary(flags, report, config=config, scheme=scheme, layout=layout, labels_dir=labels_path,
                        images_dir=images_dir, with_reference=reference is not None, checked=checked)
-    with atomic_path(out / "flags.csv") as tmp:
-        flags.to_csv(tmp, index=False)
-    with atomic_path(out / "volumes.csv") as tmp:
-        volumes.to_csv(tmp, index=False)
-    with atomic_path(out / "worklist.csv") as tmp:
-        work.to_csv(tmp, index=False)
+    write_csv_atomic(out / "flags.csv", flags)
+    write_csv_atomic(out / "volumes.csv", volumes)
+    write_csv_atomic(out / "worklist.csv", work)
     write_json_atomic(out / "summary.json", summary)
     return CheckResult(flags, volumes, work, summary, report, warnings)
 

@@ -34,7 +34,7 @@ from segqc.anatomy.rules import CHANGE_COLUMNS, RuleSet, apply_rules
 from segqc.anatomy.scheme import LabelScheme
 from segqc.errors import InputError
 from segqc.execution import CaseResult, CaseTask, RunReport, run_cases
-from segqc.io.atomic import atomic_path, write_json_atomic
+from segqc.io.atomic import atomic_path, write_csv_atomic, write_json_atomic
 from segqc.io.datasets import case_id, list_label_files
 from segqc.io.images import Geometry, check_same_geometry, read_image, read_label_map, resample_nearest, write_image
 
@@ -165,15 +165,12 @@ def merge_folders(sources: Sequence[LabelSource], scheme: LabelScheme, out_dir: 
     conflicts = report.extra.get("conflicts", pd.DataFrame())
     if not len(conflicts):
         conflicts = pd.DataFrame(columns=["case", "source_a", "source_b", "class_a", "class_b", "voxels", "ml"])
-    with atomic_path(out / "classes.csv") as tmp:
-        classes.to_csv(tmp, index=False)
-    with atomic_path(out / "conflicts.csv") as tmp:
-        conflicts.to_csv(tmp, index=False)
+    write_csv_atomic(out / "classes.csv", classes)
+    write_csv_atomic(out / "conflicts.csv", conflicts)
     scheme.save(out / "scheme.yaml")
     for source in sources:
         if source.mapping is not None:
-            with atomic_path(out / f"mapping_{source.name}.csv") as tmp:
-                source.mapping.table().to_csv(tmp, index=False)
+            write_csv_atomic(out / f"mapping_{source.name}.csv", source.mapping.table())
     pairs = (conflicts.groupby(["source_a", "source_b"])["voxels"].sum().reset_index()
              if len(conflicts) else pd.DataFrame(columns=["source_a", "source_b", "voxels"]))
     write_json_atomic(out / "summary.json", {
@@ -233,10 +230,8 @@ def map_folder(in_path: str | Path, mapping: LabelMapping, out_dir: str | Path, 
     report = run_cases(partial(map_case, mapping=mapping, out_dir=out), tasks, out, settings=settings, jobs=jobs,
                        scheduler=scheduler, progress=progress, description="map")
     table = report.table if len(report.table) else pd.DataFrame(columns=["case", "class", "value", "voxels", "ml"])
-    with atomic_path(out / "classes.csv") as tmp:
-        table.to_csv(tmp, index=False)
-    with atomic_path(out / "mapping.csv") as tmp:
-        mapping.table().to_csv(tmp, index=False)
+    write_csv_atomic(out / "classes.csv", table)
+    write_csv_atomic(out / "mapping.csv", mapping.table())
     mapping.target.save(out / "scheme.yaml")
     write_json_atomic(out / "summary.json", {"format": "segqc-labels-map-summary", "source": mapping.source.name,
                                              "target": mapping.target.name, "invertible": mapping.invertible,
@@ -291,8 +286,7 @@ def rules_folder(in_path: str | Path, rules: RuleSet, out_dir: str | Path, *,
                        scheduler=scheduler, progress=progress, description="rules")
     columns = ["case", *CHANGE_COLUMNS, "ml"]
     table = report.table if len(report.table) else pd.DataFrame(columns=columns)
-    with atomic_path(out / "changes.csv") as tmp:
-        table.to_csv(tmp, index=False)
+    write_csv_atomic(out / "changes.csv", table)
     with atomic_path(out / "rules.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(rules.to_dict(), sort_keys=False))
     changed = table[table["voxels"] > 0] if len(table) else table

@@ -51,7 +51,7 @@ import pandas as pd
 from segqc.errors import InputError
 from segqc.evaluation.evaluate import EvaluationConfig, evaluate_label_maps
 from segqc.execution import CaseResult, CaseTask, RunReport, run_cases
-from segqc.io.atomic import atomic_path, write_json_atomic, write_text_atomic
+from segqc.io.atomic import atomic_path, write_csv_atomic, write_json_atomic, write_text_atomic
 from segqc.io.datasets import (
     DatasetInfo,
     SegmentationFiles,
@@ -708,8 +708,7 @@ def _write_outputs(out: Path, result: LabelQuality, histograms, *, base_dir: Pat
               "volumes.csv": result.volumes, "jsd.csv": result.jsd, "jsd_pairs.csv": result.jsd_pairs}
     files = []
     for name, table in tables.items():
-        with atomic_path(out / name) as tmp:
-            table.to_csv(tmp, index=False)
+        write_csv_atomic(out / name, table)
         files.append(out / name)
     files.append(write_text_atomic(out / "quality.md", _markdown(result, base_dir=base_dir,
                                                                  tolerance_mm=tolerance_mm)))

@@ -29,6 +29,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -110,11 +111,11 @@ class LabelScheme:
 
     # -- queries ---------------------------------------------------------------------------
 
-    @property
+    @cached_property
     def by_name(self) -> dict[str, LabelClass]:
         return {c.name: c for c in self.classes}
 
-    @property
+    @cached_property
     def by_value(self) -> dict[int, LabelClass]:
         return {c.value: c for c in self.classes if c.value is not None}
 

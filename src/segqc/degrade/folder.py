@@ -56,7 +56,7 @@ from segqc.degrade.operations import present_labels, slice_axis
 from segqc.degrade.targeting import NNQC_BINS, DiceBin, assign_bins, degrade_to_bin
 from segqc.errors import InputError
 from segqc.execution import CaseResult, CaseSkipped, CaseTask, RunReport, run_cases
-from segqc.io.atomic import atomic_path, write_json_atomic
+from segqc.io.atomic import write_csv_atomic, write_json_atomic
 from segqc.io.datasets import LABEL_EXTENSIONS, find_dataset_json, list_image_files, list_label_files
 from segqc.io.images import Geometry, read_label_map, write_image
 from segqc.io.labels import LabelSet
@@ -386,8 +386,7 @@ def degrade_folder(
                        scheduler=scheduler, progress=progress, description="degrade")
     manifest = report.table if len(report.table) else _frame([], dataset_labels or ())
     manifest = manifest[[c for c in _column_order(manifest.columns)]]
-    with atomic_path(out / "manifest.csv") as tmp:
-        manifest.to_csv(tmp, index=False)
+    write_csv_atomic(out / "manifest.csv", manifest)
     summary = {
         "settings": config.to_dict(),
         "bins": bin_summary(manifest, config.bins),

@@ -23,7 +23,7 @@ from scipy import ndimage
 from segqc.config import ConfigBase, register_presets
 from segqc.errors import InputError
 from segqc.execution import CaseResult, CaseTask, RunReport, run_cases
-from segqc.io.atomic import atomic_path, write_json_atomic
+from segqc.io.atomic import write_csv_atomic, write_json_atomic
 from segqc.io.datasets import DatasetInfo, find_dataset_json, pair_cases
 from segqc.io.images import check_same_geometry, read_label_map, resample_nearest
 from segqc.io.labels import LabelSet
@@ -444,8 +444,7 @@ def evaluate_folder(
     }
     if out_dir is not None:
         out = Path(out_dir)
-        with atomic_path(out / "metrics.csv") as tmp:
-            table.to_csv(tmp, index=False)
+        write_csv_atomic(out / "metrics.csv", table)
         write_json_atomic(out / "summary.json", summary)
     if return_details:
         return FolderEvaluation(

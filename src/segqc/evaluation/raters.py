@@ -35,7 +35,7 @@ import pandas as pd
 
 from segqc.errors import InputError
 from segqc.execution import CaseResult, CaseTask, RunReport, run_cases
-from segqc.io.atomic import atomic_path, write_json_atomic
+from segqc.io.atomic import write_csv_atomic, write_json_atomic
 from segqc.io.images import IMAGE_EXTENSIONS, read_image, read_label_map
 from segqc.io.raters import RaterCase, find_rater_cases, foreground_mask, read_rater_masks
 from segqc.metrics.distribution import consensus_maps, distribution_scores
@@ -156,8 +156,7 @@ def evaluate_raters(pred_dir: str | Path, raters_dir: str | Path, out_dir: str |
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / "metrics.csv") as tmp:
-            table.to_csv(tmp, index=False)
+        write_csv_atomic(out / "metrics.csv", table)
         write_json_atomic(out / "summary.json", summary)
     return table, summary, report
 

@@ -36,6 +36,13 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     return Path(path)
 
 
+def write_csv_atomic(path: str | os.PathLike[str], table) -> Path:
+    """Write the pandas ``table`` to ``path`` as CSV (no index) atomically."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+    return Path(path)
+
+
 def json_safe(value):
     """A copy of ``value`` that strict JSON accepts: NaN and infinities become ``None``, dict keys
     strings, tuples lists, numpy scalars Python numbers."""

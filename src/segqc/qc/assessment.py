@@ -22,7 +22,7 @@ import pandas as pd
 
 from segqc.errors import InputError
 from segqc.evaluation.evaluate import FolderEvaluation, evaluate_folder
-from segqc.io.atomic import atomic_path, write_json_atomic
+from segqc.io.atomic import write_csv_atomic, write_json_atomic
 from segqc.qc.inference import QcSettings, qc_folder
 from segqc.qc.model_api import QcModel
 from segqc.report import agreement, rank_by_estimate, scatter_plots
@@ -60,20 +60,16 @@ def benchmark_qc(model_dir: str | Path, images_dir: str | Path, segs_dir: str | 
                          progress=progress)
     pairs = table.merge(truth.rename(columns={"value": "true"}), on=["case", "label", "metric"], how="inner")
     summary = agreement(pairs)
-    with atomic_path(out_dir / "pairs.csv") as tmp:
-        pairs.to_csv(tmp, index=False)
-    with atomic_path(out_dir / "benchmark.csv") as tmp:
-        summary.to_csv(tmp, index=False)
+    write_csv_atomic(out_dir / "pairs.csv", pairs)
+    write_csv_atomic(out_dir / "benchmark.csv", summary)
     by_bin = mae_by_bin(pairs)
-    with atomic_path(out_dir / "benchmark_bins.csv") as tmp:
-        by_bin.to_csv(tmp, index=False)
+    write_csv_atomic(out_dir / "benchmark_bins.csv", by_bin)
     overall = pairs[(pairs["label"] == "all") & (pairs["metric"] == "dice")]
     failures = {"threshold": FAILURE_DICE, "auroc": failure_auroc(overall["estimate"], overall["true"], FAILURE_DICE),
                 "failed": int((overall["true"] < FAILURE_DICE).sum()), "n": int(len(overall))}
     sem = error_map_agreement(out_dir / "qc", Path(segs_dir), Path(gt_dir), jobs=jobs)
     if sem is not None:
-        with atomic_path(out_dir / "error_maps.csv") as tmp:
-            sem.to_csv(tmp, index=False)
+        write_csv_atomic(out_dir / "error_maps.csv", sem)
     write_json_atomic(out_dir / "benchmark.json", {
         "settings": settings.to_dict(),
         "cases": {"qc": report["cases"], "failed": report["failed"], "with_truth": sorted(set(pairs["case"]))},
@@ -203,7 +199,6 @@ def rank_models(model_dir: str | Path, images_dir: str | Path, seg_dirs: Sequenc
     if tau is not None:
         report["kendall_tau"] = float(tau.statistic)
         report["kendall_p"] = float(tau.pvalue)
-    with atomic_path(out_dir / "ranking.csv") as tmp:
-        ranking.to_csv(tmp, index=False)
+    write_csv_atomic(out_dir / "ranking.csv", ranking)
     write_json_atomic(out_dir / "ranking.json", report)
     return ranking, report

@@ -34,7 +34,7 @@ from segqc.errors import InputError
 from segqc.evaluation.evaluate import EvaluationConfig, evaluate_label_maps
 from segqc.execution import CaseResult, CaseTask, directory_digest, run_cases
 from segqc.fingerprint.preprocessing import preprocess_files, restore_label
-from segqc.io.atomic import atomic_path, write_json_atomic
+from segqc.io.atomic import write_csv_atomic, write_json_atomic
 from segqc.io.datasets import Pairing, list_image_files, pair_segmentations, segmentation_files
 from segqc.io.images import Geometry, read_image, read_label_map, stored_nonfinite, write_image
 from segqc.io.labels import LabelSet
@@ -350,12 +350,9 @@ def qc_folder(model_dir: str | Path, images_dir: str | Path, segs_dir: str | Pat
     if settings.samples == 1:
         table = table.drop(columns=["spread"])
     work_list = worklist(table.assign(spread=table.get("spread", math.nan)), settings)
-    with atomic_path(out_dir / "qc.csv") as tmp:
-        table.to_csv(tmp, index=False)
-    with atomic_path(out_dir / "qc_slices.csv") as tmp:
-        slices.to_csv(tmp, index=False)
-    with atomic_path(out_dir / "worklist.csv") as tmp:
-        work_list.to_csv(tmp, index=False)
+    write_csv_atomic(out_dir / "qc.csv", table)
+    write_csv_atomic(out_dir / "qc_slices.csv", slices)
+    write_csv_atomic(out_dir / "worklist.csv", work_list)
     ignored = [f"{path}: ignored ({why})" for path, why in pairing.ignored]
     if loaded.assess is not None:
         lacking = [m for m in settings.metrics if m not in loaded.metrics]

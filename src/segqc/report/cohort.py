@@ -36,7 +36,8 @@ class CaseInputs:
 @dataclass
 class Cohort:
     """What a report shows of one folder. ``long``: case, label, label_name, metric and the value
-    columns ``values`` (name -> heading); ``worklist``: case, flag, reason, spread (QC only)."""
+    columns ``values`` (name -> heading); ``worklist``: case, flag, reason, spread (QC only);
+    ``order``: the case order the output itself gives (a check's flags have no estimate to sort by)."""
 
     kind: str
     long: pd.DataFrame
@@ -47,6 +48,7 @@ class Cohort:
     slices: pd.DataFrame | None = None
     summary: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
+    order: list[str] | None = None  # the output's own case order (worst first) where it has no estimate
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -163,7 +165,7 @@ def _load_check(folder: Path) -> Cohort:
         image = _existing(files["image"][0], summary_path) if files.get("image") else None
         inputs[case] = CaseInputs(image, seg_path, None)
     worklist = worklist.assign(case=worklist["case"].astype(str))
-    return Cohort("check", long, {"value": "value"}, inputs, "", worklist=worklist)
+    return Cohort("check", long, {"value": "value"}, inputs, "", worklist=worklist, order=list(worklist["case"]))
 
 
 def detect(folder: Path) -> str:

@@ -138,8 +138,8 @@ def load_worklist(out_dir: str | Path, *, images: str | Path | None = None,
         reason = str(work.loc[case_id, "reason"]) if flagged and "reason" in work.columns else ""
         cases.append(ReviewCase(case_id, flagged, "" if reason == "nan" else reason,
                                 _primary(values.get(case_id, {}), metric), values.get(case_id, {}), files))
-    if cohort.kind == "check":  # flags have no estimate: the check's own order (errors, then most flags)
-        position = {case: i for i, case in enumerate(work.index)}
+    if cohort.order is not None:  # e.g. a check's flags: no estimate, the output's own order
+        position = {case: i for i, case in enumerate(cohort.order)}
         cases.sort(key=lambda c: position.get(c.id, len(position)))
     else:
         cases.sort(key=lambda c: (c.estimate is not None, c.estimate if c.estimate is not None else 0.0, c.id))

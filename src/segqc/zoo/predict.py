@@ -72,7 +72,7 @@ from segqc.degrade.targeting import NNQC_BINS
 from segqc.errors import GeometryMismatchError, InputError
 from segqc.execution import CaseResult, CaseTask, RunReport, run_cases
 from segqc.fingerprint import PreprocessingPlan, preprocess_files, restore_label
-from segqc.io.atomic import atomic_path, write_json_atomic
+from segqc.io.atomic import write_csv_atomic, write_json_atomic
 from segqc.io.datasets import find_dataset_json, list_image_files, list_label_files
 from segqc.io.images import check_same_geometry, read_label_map, write_image
 from segqc.io.split import Split
@@ -560,8 +560,7 @@ def predict_zoo(
                        scheduler=scheduler, progress=progress, description="predict")
     failed = {task.payload[1]: report.failed[task.case] for task in tasks if task.case in report.failed}
     manifest = _assemble(report.table, selected, sources, failed, _columns(first.labels))
-    with atomic_path(out / "manifest.csv") as tmp:
-        manifest.to_csv(tmp, index=False)
+    write_csv_atomic(out / "manifest.csv", manifest)
     summary = {
         "zoo": str(zoo_dir),
         "settings": {"variants": [v.describe() for v in chosen_variants], "models": names, "seed": seed,
