@@ -7,7 +7,7 @@ Run from the repository root::
 What it does, in one run (see ``benchmarks/README.md``):
 
 1. builds deterministic synthetic cases (spheres / mm-round ellipsoids and a perturbed prediction);
-2. times segqc and the peers (DeepMind ``surface-distance``, MONAI, ``ccmetrics``) on the same
+2. times segqc and the peers (DeepMind ``surface-distance``, MONAI, medpy, ``ccmetrics``) on the same
    inputs, each (case, tool, task) in a fresh subprocess (forkserver or spawn) that also records the peak
    extra resident memory of the call (and, for segqc, the ``tracemalloc`` peak);
 3. checks that segqc and the peers agree (relative / absolute differences);
@@ -267,6 +267,29 @@ def call_deepmind(case: Case) -> dict[str, float]:
     return {"hd": float(hd), "hd95": float(hd95), "masd": float((gt_to_pred + pred_to_gt) / 2), "nsd": float(nsd)}
 
 
+MEDPY_METRICS = ("hd", "hd95_pooled", "asd", "assd")
+
+
+def call_segqc_medpy(case: Case) -> dict[str, float]:
+    """segqc with medpy's definitions: voxel surfaces, pooled hd95, directed asd, pooled assd."""
+    from segqc.metrics.binary import MetricSettings, compare_masks
+
+    results = compare_masks(case.pred, case.gt, case.spacing, metrics=MEDPY_METRICS,
+                            settings=MetricSettings(surface="voxel"))
+    return {r.metric: r.value for r in results}
+
+
+def call_medpy(case: Case) -> dict[str, float]:
+    """medpy.metric.binary hd, hd95 (pooled), asd (prediction to GT) and assd, with the spacing."""
+    from medpy.metric import binary
+
+    spacing = case.spacing
+    return {"hd": float(binary.hd(case.pred, case.gt, voxelspacing=spacing)),
+            "hd95_pooled": float(binary.hd95(case.pred, case.gt, voxelspacing=spacing)),
+            "asd": float(binary.asd(case.pred, case.gt, voxelspacing=spacing)),
+            "assd": float(binary.assd(case.pred, case.gt, voxelspacing=spacing))}
+
+
 def one_hot(mask: np.ndarray) -> np.ndarray:
     """(1, 2, *shape) float32 one-hot encoding (background, foreground) of a boolean mask."""
     out = np.empty((1, 2, *mask.shape), dtype=np.float32)
@@ -365,6 +388,9 @@ TASKS: dict[str, Task] = {t.key: t for t in [
     Task("segqc_voxel", "distance, voxel (MONAI def.)", "segqc", prepare_identity, call_segqc_voxel, True),
     Task("monai", "distance, voxel (MONAI def.)", "MONAI", prepare_monai, call_monai, False,
          baseline="segqc_voxel"),
+    Task("segqc_medpy", "distance, voxel (medpy def.)", "segqc", prepare_identity, call_segqc_medpy, True),
+    Task("medpy", "distance, voxel (medpy def.)", "medpy", prepare_identity, call_medpy, False,
+         baseline="segqc_medpy"),
     Task("segqc_cc_dice", "CC dice", "segqc", prepare_identity, call_segqc_cc_dice, True),
     Task("ccmetrics_cc_dice", "CC dice", "ccmetrics", prepare_ccmetrics, call_ccmetrics_dice, False,
          baseline="segqc_cc_dice", slow=True),
@@ -521,11 +547,13 @@ def matched_cc_reference(case: Case, metric: str) -> float:
 
 def agreement(case: Case, task: Task, peer_values: dict[str, float], segqc_values: dict[str, float]) -> dict:
     """How closely a peer's values match segqc's on the same case."""
-    if task.key in ("deepmind", "monai"):
-        shared = [m for m in DISTANCE_METRICS if m in peer_values and m in segqc_values]
+    if task.key in ("deepmind", "monai", "medpy"):
+        names = MEDPY_METRICS if task.key == "medpy" else DISTANCE_METRICS
+        shared = [m for m in names if m in peer_values and m in segqc_values]
         diffs = {m: relative_difference(segqc_values[m], peer_values[m]) for m in shared}
-        return {"kind": "relative", "metric": "hd95", "value": diffs["hd95"], "all": diffs,
-                "text": f"hd95 rel {diffs['hd95']:.1e} (max {max(diffs.values()):.1e})"}
+        head = "hd95_pooled" if task.key == "medpy" else "hd95"
+        return {"kind": "relative", "metric": head, "value": diffs[head], "all": diffs,
+                "text": f"{head} rel {diffs[head]:.1e} (max {max(diffs.values()):.1e})"}
     metric = "dice" if task.key == "ccmetrics_cc_dice" else "hd95"
     reference = matched_cc_reference(case, metric)
     diff = abs(reference - peer_values[f"cc_{metric}"])
@@ -612,7 +640,7 @@ def environment() -> dict[str, Any]:
     threads_before = torch.get_num_threads()
     versions: dict[str, str | None] = {}
     for package in ("segqc", "numpy", "scipy", "connected-components-3d", "torch", "monai",
-                    "surface-distance", "ccmetrics", "psutil"):
+                    "surface-distance", "ccmetrics", "medpy", "psutil"):
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:

@@ -109,7 +109,7 @@ def test_parse_metric_names_validates_and_deduplicates():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [dict(tolerance_mm=-1.0), dict(percentile=0.0), dict(percentile=101.0), dict(surface="mesh")]
+    "kwargs", [dict(tolerance_mm=-1.0), dict(percentile=-0.5), dict(percentile=101.0), dict(surface="mesh")]
 )
 def test_invalid_settings_raise(kwargs):
     with pytest.raises(ValueError):

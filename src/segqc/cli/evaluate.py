@@ -55,6 +55,46 @@ def print_summary(summary: dict, metrics: tuple[str, ...]) -> None:
     console.print(table)
 
 
+def parse_class_tolerances(specs: list[str]) -> dict[str, float]:
+    """``["1=2.0", "LV=1.5"]`` -> ``{"1": 2.0, "LV": 1.5}`` (NSD tolerance in mm per class or region)."""
+    out = {}
+    for spec in specs:
+        key, sep, value = spec.partition("=")
+        try:
+            if not sep or not key.strip():
+                raise ValueError
+            out[key.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"--class-tolerance expects LABEL=MM, e.g. 1=2.0 or LV=1.5; got {spec!r}") from None
+    return out
+
+
+def lesion_settings(preset: str, dilation: int | None, min_volume: float | None):
+    """The lesion-wise settings of a preset (``brats-gli`` ... ``brats-met``, ``mist``) with the
+    dilation and minimum volume overridden where given."""
+    from segqc.metrics.lesion import LesionSettings
+
+    key = preset.strip().lower()
+    overrides: dict = {}
+    if dilation is not None:
+        overrides["dilation_iterations"] = dilation
+    if min_volume is not None:
+        overrides["lesion_volume_threshold"] = min_volume
+    if key == "mist":
+        return LesionSettings.mist(**overrides)
+    if key.startswith("brats"):
+        return LesionSettings.brats(key.removeprefix("brats").lstrip("-_") or "GLI", **overrides)
+    raise ValueError(f"--lesion-preset must be brats-gli, brats-ssa, brats-ped, brats-men, brats-met or mist; "
+                     f"got {preset!r}")
+
+
+def _parse_thresholds(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"--froc expects comma-separated probabilities, e.g. 0.1,0.5,0.9; got {text!r}") from None
+
+
 def _parse_spacing(text: str | None) -> tuple[float, ...] | None:
     if text is None:
         return None
@@ -101,9 +141,42 @@ def evaluate_command(
                                 f"Known: {', '.join(METRICS)}; cc_<metric> adds per-component metrics."
     ),
     tolerance: float = typer.Option(1.0, "--tolerance", help="NSD tolerance in mm."),
-    percentile: float = typer.Option(95.0, "--percentile", help="Percentile of the robust Hausdorff distance (hd95)."),
+    class_tolerance: list[str] = typer.Option(
+        [], "--class-tolerance", help="NSD tolerance of one class or region, LABEL=MM (value or name, e.g. 1=2.0 or "
+                                      "LV=1.5), as MONAI's class_thresholds; repeatable."),
+    percentile: float = typer.Option(95.0, "--percentile",
+                                     help="Percentile (0-100) of hd95, hd95_pooled and the directed hd95_* metrics."),
     surface: str = typer.Option("surfel", "--surface",
-                                help="Surface definition: 'surfel' (DeepMind surface-distance) or 'voxel' (MONAI)."),
+                                help="Surface definition: 'surfel' (DeepMind surface-distance) or 'voxel' (MONAI, "
+                                     "medpy, MetricsReloaded)."),
+    distance: str = typer.Option("euclidean", "--distance",
+                                 help="Surface distance: euclidean (mm), or MONAI's chessboard / taxicab (voxel "
+                                      "surfaces, grid steps)."),
+    beta: float = typer.Option(1.0, "--beta", help="Beta of the fbeta metric."),
+    boundary_width: float = typer.Option(1.0, "--boundary-width", help="Band width (mm) of boundary_iou."),
+    boundary_definition: str = typer.Option("distance", "--boundary-definition",
+                                            help="boundary_iou band: 'distance' (within the width of the "
+                                                 "background, mm) or 'metricsreloaded' (its erosion border)."),
+    match_threshold: float = typer.Option(0.5, "--match-threshold",
+                                          help="Instances (pq, sq, rq) match when IoU (or Dice) exceeds this."),
+    match_inclusive: bool = typer.Option(False, "--match-inclusive",
+                                         help="Match at IoU >= threshold instead of > (panoptica's rule)."),
+    match_criterion: str = typer.Option("iou", "--match-criterion", help="Instance matching by 'iou' or 'dice'."),
+    instances: bool = typer.Option(False, "--instances",
+                                   help="PRED and GT are instance maps (every value one object; touching objects stay "
+                                        "apart): pq, sq, rq and the other metrics on label 'instances'."),
+    lesion_preset: str = typer.Option("brats-gli", "--lesion-preset",
+                                      help="Parameters of the lesion-wise metrics: brats-gli, brats-ssa, brats-ped, "
+                                           "brats-men, brats-met (BraTS 2023) or mist."),
+    lesion_dilation: int | None = typer.Option(None, "--lesion-dilation",
+                                               help="Dilations (voxels) of each GT lesion when matching (preset's)."),
+    lesion_min_volume: float | None = typer.Option(None, "--lesion-min-volume",
+                                                   help="GT lesions up to this volume (mm^3) are ignored (preset's)."),
+    froc: str | None = typer.Option(None, "--froc",
+                                    help="With --soft: lesion detection (FROC points: sensitivity vs false positives "
+                                         "per case) at these probability thresholds, e.g. 0.1,0.3,0.5,0.7,0.9."),
+    class_mean: bool = typer.Option(False, "--class-mean",
+                                    help="Add label 'mean': per case and metric, the mean over the classes."),
     per_component: bool = typer.Option(False, "--per-component",
                                        help="Add CC-metrics (cc_*) and component detection counts."),
     connectivity: int = typer.Option(26, "--connectivity",
@@ -119,10 +192,12 @@ def evaluate_command(
                                        help="Pixel spacing in mm (e.g. 0.5,0.5) of PNG/TIFF files, which carry none; "
                                             "without it distances are in pixels."),
     empty_both: str = typer.Option("nan", "--empty-both",
-                                   help="Result when GT and prediction are both empty: nan, best or worst."),
-    empty_gt: str = typer.Option("worst", "--empty-gt", help="Result when only the GT is empty: nan, best or worst."),
+                                   help="Result when GT and prediction are both empty: nan, best, worst or inf."),
+    empty_gt: str = typer.Option("worst", "--empty-gt",
+                                 help="Result when only the GT is empty: nan, best, worst or inf (inf: distances are "
+                                      "+inf as MONAI's, bounded metrics their worst)."),
     empty_pred: str = typer.Option("worst", "--empty-pred",
-                                   help="Result when only the prediction is empty: nan, best or worst."),
+                                   help="Result when only the prediction is empty: nan, best, worst or inf."),
     worst_distance: float = typer.Option(50.0, "--worst-distance",
                                          help="Worst value (mm) of unbounded distance metrics."),
     resample: bool = typer.Option(False, "--resample",
@@ -140,7 +215,8 @@ def evaluate_command(
     Example: segqc evaluate nnunet_out/ labelsTs/ -o eval/ --per-component --jobs 2
     (or: segqc evaluate --gt labelsTs/ --pred nnunet_out/ -o eval/)
     """
-    from segqc.evaluation.evaluate import FolderEvaluation, evaluate_folder
+    from segqc.evaluation.evaluate import EvaluationConfig, FolderEvaluation, evaluate_folder
+    from segqc.metrics.binary import MetricSettings
 
     with user_errors():
         pred_dir, gt_dir = _folders(pred_pos, gt_pos, pred, gt)
@@ -151,23 +227,32 @@ def evaluate_command(
         swapped = swapped_folders_warning(pred_dir, gt_dir)
         if swapped:
             print_warning(swapped)
+        config = EvaluationConfig(
+            metrics=names,
+            settings=MetricSettings(
+                tolerance_mm=tolerance, percentile=percentile, surface=surface, distance=distance,  # type: ignore[arg-type]
+                beta=beta, boundary_width_mm=boundary_width, boundary_definition=boundary_definition,
+                match_threshold=match_threshold,
+                match_inclusive=match_inclusive, match_criterion=match_criterion, empty=policy),
+            per_component=per_component,
+            connectivity=connectivity,
+            voronoi_units=voronoi_units,
+            resample=resample,
+            spacing=_parse_spacing(spacing),
+            soft=soft,
+            class_tolerances=tuple(parse_class_tolerances(class_tolerance).items()),
+            class_mean=class_mean,
+            instances=instances,
+            lesion=lesion_settings(lesion_preset, lesion_dilation, lesion_min_volume),
+            froc_thresholds=_parse_thresholds(froc) if froc else (),
+        )
         result = evaluate_folder(
             pred_dir,
             gt_dir,
             out_dir,
-            metrics=names,
-            tolerance_mm=tolerance,
-            percentile=percentile,
-            surface=surface,
-            empty=policy,
-            per_component=per_component,
-            connectivity=connectivity,
-            voronoi_units=voronoi_units,
+            config=config,
             labels=_parse_int_list(labels, "--labels") if labels else None,
             regions=parse_regions(region) if region else None,
-            resample=resample,
-            spacing=_parse_spacing(spacing),
-            soft=soft,
             jobs=jobs,
             scheduler=scheduler,
             progress=not quiet,

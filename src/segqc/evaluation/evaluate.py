@@ -11,7 +11,7 @@ of labels).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,16 +30,22 @@ from segqc.io.labels import LabelSet
 from segqc.metrics.binary import MetricSettings, compare_masks
 from segqc.metrics.components import compare_components
 from segqc.metrics.instance import instance_metrics
-from segqc.metrics.multiclass import multiclass_dice
+from segqc.metrics.lesion import LesionSettings, detection_counts, froc_points, lesion_scores
+from segqc.metrics.multiclass import generalized_dice, multiclass_dice
 from segqc.metrics.registry import (
     COMPONENT_METRICS,
     DEFAULT_METRICS,
     INSTANCE_METRICS,
+    LESION_METRICS,
     METRICS,
+    MULTICLASS_METRICS,
     EmptyPolicy,
     metric_info,
 )
 from segqc.metrics.soft import soft_dice
+
+#: Label of the per-case mean over classes (``class_mean``).
+CLASS_MEAN_LABEL = "mean"
 
 COLUMNS = ["case", "label", "label_name", "component", "metric", "value", "empty", "unit"]
 
@@ -60,7 +66,12 @@ class EvaluationConfig(ConfigBase):
     multi-class Dice (QCResUNet appendix A) as label ``all``; ``spacing``: pixel spacing (mm) of
     files that carry none (PNG/TIFF); ``soft``: prediction and ground truth are maps in [0, 1]
     (probabilities, fractions of raters), not label maps — only ``soft_dice`` is defined then,
-    one row per case with label ``soft``. On the config base (``to_dict``/``from_dict``, JSON,
+    one row per case with label ``soft``; ``class_tolerances``: NSD tolerance (mm) per class value or
+    name (MONAI's ``class_thresholds``); ``class_mean``: add label ``mean``, the per-case mean over
+    the classes of every metric (NaN left out); ``lesion``: the lesion-wise metrics' parameters
+    (BraTS 2023 GLI by default); ``instances``: the maps are instance maps (every non-zero value one
+    object, touching objects stay apart), evaluated as one label ``instances`` (PQ/SQ/RQ on the
+    instances, the other metrics on the foreground). On the config base (``to_dict``/``from_dict``, JSON,
     digest; the one preset is ``default``)."""
 
     KIND: ClassVar[str] = "evaluation"
@@ -75,8 +86,22 @@ class EvaluationConfig(ConfigBase):
     multiclass_all: bool = False
     spacing: tuple[float, ...] | None = None
     soft: bool = False
+    class_tolerances: tuple[tuple[str, float], ...] = ()
+    class_mean: bool = False
+    lesion: LesionSettings = field(default_factory=LesionSettings)
+    instances: bool = False
+    froc_thresholds: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
+        tolerances = self.class_tolerances
+        items = tolerances.items() if isinstance(tolerances, Mapping) else tolerances
+        checked = []
+        for key, mm in items:
+            mm = float(mm)
+            if not (mm >= 0 and np.isfinite(mm)):
+                raise ValueError(f"the NSD tolerance of class {key} must be >= 0 mm, got {mm}")
+            checked.append((str(key), mm))
+        object.__setattr__(self, "class_tolerances", tuple(checked))
         metrics = tuple(self.metrics)
         wanted_cc = tuple(m[3:] for m in metrics if m.startswith("cc_"))
         for name in metrics:
@@ -91,6 +116,12 @@ class EvaluationConfig(ConfigBase):
         object.__setattr__(self, "metrics", metrics)
         if self.soft and set(metrics) != {"soft_dice"}:
             raise ValueError("soft maps (--soft) have one metric, soft_dice; other metrics need label maps")
+        thresholds = tuple(float(t) for t in self.froc_thresholds)
+        if thresholds and not self.soft:
+            raise ValueError("FROC points need probability maps: use them with --soft")
+        if any(not 0 < t <= 1 for t in thresholds):
+            raise ValueError(f"FROC thresholds must be in (0, 1], got {thresholds}")
+        object.__setattr__(self, "froc_thresholds", tuple(sorted(set(thresholds))))
         if self.connectivity not in (4, 6, 8, 18, 26):
             raise ValueError(f"connectivity must be 6, 18 or 26 (3D) / 4 or 8 (2D), got {self.connectivity}")
         if self.voronoi_units not in ("mm", "voxel"):
@@ -105,6 +136,14 @@ class EvaluationConfig(ConfigBase):
     def component_metrics(self) -> tuple[str, ...]:
         return tuple(m for m in self.metrics if m in COMPONENT_METRICS)
 
+    def settings_for(self, label: int | str, name: str) -> MetricSettings:
+        """The metric settings of one class or region: its own NSD tolerance when
+        ``class_tolerances`` names its value or its name (as MONAI's ``class_thresholds``)."""
+        for key, mm in self.class_tolerances:
+            if key in (str(label), name):
+                return replace(self.settings, tolerance_mm=mm)
+        return self.settings
+
     def to_dict(self) -> dict:
         return {
             "metrics": list(self.metrics),
@@ -117,6 +156,11 @@ class EvaluationConfig(ConfigBase):
             "multiclass_all": self.multiclass_all,
             "spacing": None if self.spacing is None else list(self.spacing),
             "soft": self.soft,
+            "class_tolerances": dict(self.class_tolerances),
+            "class_mean": self.class_mean,
+            "lesion": asdict(self.lesion),
+            "instances": self.instances,
+            "froc_thresholds": list(self.froc_thresholds),
         }
 
     @classmethod
@@ -125,10 +169,10 @@ class EvaluationConfig(ConfigBase):
         are an :class:`InputError`."""
         values = {k: v for k, v in data.items() if k != "format"}
         try:
-            settings = MetricSettings(
-                tolerance_mm=values.pop("tolerance_mm", 1.0), percentile=values.pop("percentile", 95.0),
-                surface=values.pop("surface", "surfel"), empty=EmptyPolicy(**values.pop("empty", {})))
+            settings = MetricSettings.pop_from(values)
             label_set = LabelSet.from_dict(values.pop("labels", {}))
+            if "lesion" in values:
+                values["lesion"] = LesionSettings(**values["lesion"])
             unknown = sorted(set(values) - cls.field_names())
             if unknown:
                 raise InputError(f"unknown evaluation config field(s): {', '.join(unknown)}")
@@ -154,18 +198,21 @@ def _union_box(boxes: Sequence[tuple[slice, ...] | None], ndim: int) -> tuple[sl
     )
 
 
-def _mask_rows(pred: np.ndarray, gt: np.ndarray, spacing, config: EvaluationConfig) -> list[tuple]:
-    """(component, metric, value, empty) tuples for one binary pair."""
+def _mask_rows(pred: np.ndarray, gt: np.ndarray, spacing, config: EvaluationConfig, settings: MetricSettings,
+               n_total: int) -> list[tuple]:
+    """(component, metric, value, empty) tuples for one binary pair (a crop of an image of
+    ``n_total`` voxels)."""
     rows: list[tuple] = []
-    plain = [m for m in config.metrics if m not in INSTANCE_METRICS and m != "soft_dice"]
-    for r in compare_masks(pred, gt, spacing, metrics=plain, settings=config.settings):
+    plain = [m for m in config.metrics if m not in INSTANCE_METRICS and m not in MULTICLASS_METRICS
+             and m not in LESION_METRICS and m != "soft_dice"]
+    for r in compare_masks(pred, gt, spacing, metrics=plain, settings=settings, n_total=n_total):
         rows.append((None, r.metric, r.value, r.empty))
     if "soft_dice" in config.metrics:  # on label maps: the binary masks as {0, 1} probability maps
         r = soft_dice(pred.astype(np.float32), gt.astype(np.float32), policy=config.settings.empty)
         rows.append((None, r.metric, r.value, r.empty))
     instance = [m for m in config.metrics if m in INSTANCE_METRICS]
     if instance:
-        for r in instance_metrics(pred, gt, instance, connectivity=config.connectivity, policy=config.settings.empty):
+        for r in instance_metrics(pred, gt, instance, connectivity=config.connectivity, settings=settings):
             rows.append((None, r.metric, r.value, r.empty))
     if config.per_component:
         cc = compare_components(
@@ -173,7 +220,7 @@ def _mask_rows(pred: np.ndarray, gt: np.ndarray, spacing, config: EvaluationConf
             gt,
             spacing,
             metrics=config.component_metrics,
-            settings=config.settings,
+            settings=settings,
             connectivity=config.connectivity,
             voronoi_units=config.voronoi_units,  # type: ignore[arg-type]
         )
@@ -184,10 +231,48 @@ def _mask_rows(pred: np.ndarray, gt: np.ndarray, spacing, config: EvaluationConf
     return rows
 
 
-def _unit(metric: str, spacing_known: bool) -> str:
+_LESION_FIELDS = {"lesionwise_dice": "lesion_dice", "lesionwise_hd95": "lesion_hd95", "lesionwise_nsd": "lesion_nsd",
+                  "lesion_tpr": "lesion_tpr", "lesion_f1": "lesion_f1", "lesion_fp": "n_fp", "lesion_gt": "n_gt",
+                  "lesion_detected": "n_detected"}
+
+
+def _lesion_rows(pred: np.ndarray, gt: np.ndarray, spacing, config: EvaluationConfig, settings: MetricSettings,
+                 names: Sequence[str]) -> list[tuple]:
+    """BraTS-2023 / MIST lesion-wise rows; the NSD tolerance and percentile come from the metric
+    settings, everything else (the surfel surfaces BraTS and MIST use, whatever ``--surface``
+    says) from ``config.lesion``. Empty cases follow BraTS's own conventions (tag
+    ``<situation>:lesion``), not the empty-mask policy."""
+    lesion_settings = replace(config.lesion, tolerance_mm=settings.tolerance_mm, percentile=settings.percentile)
+    scores = lesion_scores(pred, gt, spacing, lesion_settings).to_dict()
+    n_pred, n_gt = bool(pred.any()), bool(gt.any())
+    situation = "" if n_pred and n_gt else "both_empty" if not (n_pred or n_gt) else (
+        "gt_empty" if not n_gt else "pred_empty")
+    tag = f"{situation}:lesion" if situation else ""
+    return [(None, name, float(scores[_LESION_FIELDS[name]]), tag) for name in names]
+
+
+def _unit(metric: str, spacing_known: bool, settings: MetricSettings | None = None) -> str:
     name = metric.removeprefix("cc_")
     unit = METRICS[name].unit if name in METRICS else "count"
+    if unit == "mm" and settings is not None and settings.distance != "euclidean" and METRICS[name].kind == "distance":
+        return "voxel"  # chessboard / taxicab distances are in grid steps (MONAI)
     return unit if spacing_known else _PIXEL_UNITS.get(unit, unit)
+
+
+def _class_mean_records(records: list[tuple], class_labels: set[str], case: str) -> list[tuple]:
+    """Per metric, the mean over the classes of one case (NaN values left out, as MONAI's
+    ``mean`` reduction); NaN with tag ``all_nan`` when no class has a value."""
+    by_metric: dict[str, list[tuple]] = {}
+    for record in records:
+        if record[1] in class_labels and record[3] is None:
+            by_metric.setdefault(record[4], []).append(record)
+    out = []
+    for metric, rows in by_metric.items():
+        values = np.array([r[5] for r in rows], dtype=float)
+        finite = values[~np.isnan(values)]
+        value, tag = (float(finite.mean()), "") if finite.size else (float("nan"), "all_nan")
+        out.append((case, CLASS_MEAN_LABEL, CLASS_MEAN_LABEL, None, metric, value, tag, rows[0][7]))
+    return out
 
 
 def evaluate_label_maps(
@@ -217,10 +302,14 @@ def evaluate_label_maps(
             raise ValueError(f"{name} must be an integer label map, got dtype {array.dtype}")
         if array.dtype.kind == "i" and array.size and array.min() < 0:
             raise ValueError(f"{name} has negative label values")
+    if config.instances:
+        return _evaluate_instance_maps(pred, gt, spacing, config, case=case, spacing_known=spacing_known)
     labels = config.label_set
+    n_total = gt.size - (int(np.count_nonzero(gt == labels.ignore)) if labels.ignore is not None else 0)
     pred, gt = labels.apply_ignore(pred, gt)
     classes = labels.classes_of(pred, gt)
     pred_boxes, gt_boxes = _bounding_boxes(pred), _bounding_boxes(gt)
+    lesion_names = [m for m in config.metrics if m in LESION_METRICS]
     records = []
     for label, name, members in labels.targets(classes):
         box = _union_box([pred_boxes.get(m) for m in members] + [gt_boxes.get(m) for m in members], gt.ndim)
@@ -234,14 +323,51 @@ def evaluate_label_maps(
         if pm.size == 0:  # metrics need a non-empty grid; one empty voxel is equivalent
             pm = np.zeros((1,) * gt.ndim, dtype=bool)
             gm = np.zeros((1,) * gt.ndim, dtype=bool)
-        for component, metric, value, empty in _mask_rows(pm, gm, spacing, config):
-            records.append((case, str(label), name, component, metric, value, empty, _unit(metric, spacing_known)))
+        settings = config.settings_for(label, name)
+        rows = _mask_rows(pm, gm, spacing, config, settings, n_total)
+        if lesion_names:  # on the whole image: dilations and MIST's image diagonal must not see a crop
+            full = (pred == members[0], gt == members[0]) if len(members) == 1 else (
+                np.isin(pred, members), np.isin(gt, members))
+            rows += _lesion_rows(full[0], full[1], spacing, config, settings, lesion_names)
+        for component, metric, value, empty in rows:
+            records.append((case, str(label), name, component, metric, value, empty,
+                            _unit(metric, spacing_known, settings)))
+    if config.class_mean:
+        records += _class_mean_records(records, {str(c) for c in classes}, case)
     if config.multiclass_all:
         if labels.restricted:  # only the chosen classes take part
             keep = np.isin(pred, classes), np.isin(gt, classes)
             pred, gt = np.where(keep[0], pred, 0), np.where(keep[1], gt, 0)
         overall = multiclass_dice(pred, gt, empty=config.settings.empty)
         records.append((case, "all", "all", None, "dice", overall.value, overall.empty, "1"))
+    if "generalized_dice" in config.metrics:
+        gd = generalized_dice(pred, gt, classes, empty=config.settings.empty)
+        records.append((case, "all", "all", None, gd.metric, gd.value, gd.empty, "1"))
+    frame = pd.DataFrame.from_records(records, columns=COLUMNS)
+    frame["component"] = frame["component"].astype("Int64")
+    frame["value"] = frame["value"].astype(float)
+    return frame
+
+
+def _evaluate_instance_maps(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float], config: EvaluationConfig,
+                            *, case: str, spacing_known: bool) -> pd.DataFrame:
+    """Rows of label ``instances``: PQ/SQ/RQ (and lesion Dice) of the instance maps as they are, the
+    other metrics of the foreground masks."""
+    label = "instances"
+    pm, gm = pred != 0, gt != 0
+    settings = config.settings
+    rows = _mask_rows(pm, gm, spacing, replace(config, metrics=tuple(m for m in config.metrics
+                                                                      if m not in INSTANCE_METRICS)),
+                      settings, gt.size)
+    instance = [m for m in config.metrics if m in INSTANCE_METRICS]
+    if instance:
+        rows += [(None, r.metric, r.value, r.empty)
+                 for r in instance_metrics(pred, gt, instance, settings=settings, instance_maps=True)]
+    lesion_names = [m for m in config.metrics if m in LESION_METRICS]
+    if lesion_names:
+        rows += _lesion_rows(pm, gm, spacing, config, settings, lesion_names)
+    records = [(case, label, label, component, metric, value, empty, _unit(metric, spacing_known, settings))
+               for component, metric, value, empty in rows]
     frame = pd.DataFrame.from_records(records, columns=COLUMNS)
     frame["component"] = frame["component"].astype("Int64")
     frame["value"] = frame["value"].astype(float)
@@ -250,7 +376,8 @@ def evaluate_label_maps(
 
 def _read_checked(path: Path, config: EvaluationConfig, warnings: list[str]):
     image = read_label_map(path, spacing=config.spacing)
-    warnings += config.label_set.check(image.array, path)
+    if not config.instances:  # instance maps hold many values by nature
+        warnings += config.label_set.check(image.array, path)
     return image
 
 
@@ -276,7 +403,14 @@ def _evaluate_soft_case(task: CaseTask, config: EvaluationConfig) -> CaseResult:
         check_same_geometry(pred.geometry, gt.geometry, pred_path=pred_path, gt_path=gt_path)
         pred_array = pred.array
     r = soft_dice(pred_array, gt.array, policy=config.settings.empty)
-    table = pd.DataFrame([(task.case, "soft", "soft", None, r.metric, r.value, r.empty, "1")], columns=COLUMNS)
+    records = [(task.case, "soft", "soft", None, r.metric, r.value, r.empty, "1")]
+    if config.froc_thresholds:  # lesion detection at every threshold; the GT is binarised at 0.5
+        counts = detection_counts(pred_array, gt.array >= 0.5, config.froc_thresholds, config.lesion,
+                                  spacing=gt.geometry.spacing)
+        for t, (tp, fn, fp) in zip(config.froc_thresholds, counts):
+            records += [(task.case, "soft", "soft", None, f"{kind}@{t:g}", float(v), "", "count")
+                        for kind, v in (("lesion_tp", tp), ("lesion_fn", fn), ("lesion_fp", fp))]
+    table = pd.DataFrame(records, columns=COLUMNS)
     table["component"] = table["component"].astype("Int64")
     table["value"] = table["value"].astype(float)
     return CaseResult(table=table)
@@ -310,6 +444,22 @@ def evaluate_case(task: CaseTask, config: EvaluationConfig) -> CaseResult:
     table = evaluate_label_maps(pred_array, gt.array, gt.geometry.spacing, config, case=task.case,
                                 spacing_known=gt.spacing_known)
     return CaseResult(table=table, warnings=warnings)
+
+
+def froc_summary(table: pd.DataFrame, thresholds: Sequence[float]) -> list[dict]:
+    """FROC points pooled over the cases of a soft evaluation: per threshold, lesion sensitivity
+    ΣTP/Σ(TP+FN) and false positives per case (ΣFP / number of cases)."""
+    counts = []
+    for _, group in table.groupby("case", sort=True):
+        values = dict(zip(group["metric"], group["value"]))
+        if f"lesion_tp@{thresholds[0]:g}" not in values:
+            continue
+        counts.append(np.array([[values[f"{k}@{t:g}"] for k in ("lesion_tp", "lesion_fn", "lesion_fp")]
+                                for t in thresholds], dtype=np.int64))
+    if not counts:
+        return []
+    return [{"threshold": t, "sensitivity": sens, "fp_per_case": fp}
+            for t, sens, fp in froc_points(counts, thresholds)]
 
 
 @dataclass
@@ -441,6 +591,7 @@ def evaluate_folder(
             "warnings": warnings,
         },
         "labels": summarise(table, config.metrics),
+        **({"froc": froc_summary(table, config.froc_thresholds)} if config.froc_thresholds else {}),
     }
     if out_dir is not None:
         out = Path(out_dir)

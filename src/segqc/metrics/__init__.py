@@ -7,7 +7,9 @@ worst value, unit, empty-mask behaviour).
 
 from segqc.metrics.binary import MetricResult, MetricSettings, compare_masks, dice, hd95, nsd
 from segqc.metrics.components import ComponentEvaluation, assign_regions, compare_components, label_components
-from segqc.metrics.instance import instance_metrics, lesion_dice, panoptic_quality
+from segqc.metrics.instance import instance_metrics, lesion_dice, panoptic_metrics, panoptic_quality
+from segqc.metrics.lesion import LesionScores, LesionSettings, froc_points, lesion_scores
+from segqc.metrics.multiclass import generalized_dice
 from segqc.metrics.registry import (
     COMPONENT_METRICS,
     DEFAULT_METRICS,
@@ -18,10 +20,20 @@ from segqc.metrics.registry import (
     metric_info,
     parse_metric_names,
 )
+from segqc.metrics.shape import boundary_iou, cl_dice, com_distance
 from segqc.metrics.soft import soft_dice
 from segqc.metrics.surface import SurfaceDistances, extract_surface, surface_distances
 
 __all__ = [
+    "LesionScores",
+    "LesionSettings",
+    "boundary_iou",
+    "cl_dice",
+    "com_distance",
+    "froc_points",
+    "generalized_dice",
+    "lesion_scores",
+    "panoptic_metrics",
     "COMPONENT_METRICS",
     "DEFAULT_METRICS",
     "METRICS",

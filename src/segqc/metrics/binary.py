@@ -16,12 +16,14 @@ import numpy as np
 
 from segqc.metrics import surface as _surface
 from segqc.metrics.registry import (
+    COUNT_METRICS,
     DEFAULT_METRICS,
     DISTANCE_METRICS,
+    SHAPE_METRICS,
     EmptyPolicy,
     metric_info,
 )
-from segqc.metrics.surface import SurfaceDistances, SurfaceMode
+from segqc.metrics.surface import DISTANCE_NORMS, DistanceNorm, SurfaceDistances, SurfaceMode
 
 
 @dataclass(frozen=True)
@@ -37,31 +39,81 @@ class MetricResult:
 class MetricSettings:
     """Options shared by all metrics.
 
-    tolerance_mm: NSD tolerance in mm. percentile: of the robust Hausdorff distance (hd95).
-    surface: ``"surfel"`` (DeepMind surface-distance definition) or ``"voxel"`` (MONAI).
+    tolerance_mm: NSD tolerance in mm. percentile: of the percentile Hausdorff distances (``hd95``,
+    ``hd95_pooled`` and the directed ``hd95_*``), 0-100. surface: ``"surfel"`` (DeepMind
+    surface-distance definition) or ``"voxel"`` (MONAI, medpy). distance: ``"euclidean"`` (mm), or
+    MONAI's ``"chessboard"`` / ``"taxicab"`` (voxel surfaces only; in grid steps, spacing not used, as
+    MONAI). beta: of ``fbeta``. boundary_width_mm, boundary_definition: band width and definition
+    of ``boundary_iou`` (``distance``: mask voxels within the width of the background, exact
+    Euclidean in mm; ``metricsreloaded``: MetricsReloaded's erosion-border band, see
+    :mod:`segqc.metrics.shape`). match_threshold,
+    match_inclusive, match_criterion, match_method: how instances are matched for ``pq``/``sq``/``rq``
+    (criterion ``iou`` or ``dice`` above the threshold, ``>=`` when inclusive; ``hungarian``
+    maximises the total criterion, ``unique`` needs a threshold of at least 0.5 IoU).
     empty: the empty-mask policy.
     """
 
     tolerance_mm: float = 1.0
     percentile: float = 95.0
     surface: SurfaceMode = "surfel"
+    distance: DistanceNorm = "euclidean"
+    beta: float = 1.0
+    boundary_width_mm: float = 1.0
+    boundary_definition: str = "distance"
+    match_threshold: float = 0.5
+    match_inclusive: bool = False
+    match_criterion: str = "iou"
+    match_method: str = "hungarian"
     empty: EmptyPolicy = field(default_factory=EmptyPolicy)
 
     def __post_init__(self) -> None:
         if not (self.tolerance_mm >= 0 and math.isfinite(self.tolerance_mm)):
             raise ValueError(f"tolerance_mm must be >= 0, got {self.tolerance_mm}")
-        if not 0 < self.percentile <= 100:
-            raise ValueError(f"percentile must be in (0, 100], got {self.percentile}")
+        if not 0 <= self.percentile <= 100:
+            raise ValueError(f"percentile must be in [0, 100], got {self.percentile}")
         if self.surface not in _surface.SURFACE_MODES:
             raise ValueError(f"surface must be one of {_surface.SURFACE_MODES}, got {self.surface!r}")
+        if self.distance not in DISTANCE_NORMS:
+            raise ValueError(f"distance must be one of {DISTANCE_NORMS}, got {self.distance!r}")
+        if self.distance != "euclidean" and self.surface != "voxel":
+            raise ValueError(f"{self.distance} distances are defined on voxel surfaces (MONAI): use surface 'voxel'")
+        if not (self.beta > 0 and math.isfinite(self.beta)):
+            raise ValueError(f"beta must be positive, got {self.beta}")
+        if not (self.boundary_width_mm > 0 and math.isfinite(self.boundary_width_mm)):
+            raise ValueError(f"boundary_width_mm must be positive, got {self.boundary_width_mm}")
+        if self.boundary_definition not in ("distance", "metricsreloaded"):
+            raise ValueError(f"boundary_definition must be 'distance' or 'metricsreloaded', got "
+                             f"{self.boundary_definition!r}")
+        if not 0 <= self.match_threshold <= 1:
+            raise ValueError(f"match_threshold must be in [0, 1], got {self.match_threshold}")
+        if self.match_criterion not in ("iou", "dice"):
+            raise ValueError(f"match_criterion must be 'iou' or 'dice', got {self.match_criterion!r}")
+        if self.match_method not in ("hungarian", "unique"):
+            raise ValueError(f"match_method must be 'hungarian' or 'unique', got {self.match_method!r}")
 
     def to_dict(self) -> dict:
         return {
             "tolerance_mm": self.tolerance_mm,
             "percentile": self.percentile,
             "surface": self.surface,
+            "distance": self.distance,
+            "beta": self.beta,
+            "boundary_width_mm": self.boundary_width_mm,
+            "boundary_definition": self.boundary_definition,
+            "match_threshold": self.match_threshold,
+            "match_inclusive": self.match_inclusive,
+            "match_criterion": self.match_criterion,
+            "match_method": self.match_method,
             "empty": self.empty.to_dict(),
         }
+
+    @classmethod
+    def pop_from(cls, values: dict) -> MetricSettings:
+        """The settings whose keys (as :meth:`to_dict` writes them) are in ``values``; those keys are
+        removed from ``values``."""
+        defaults = cls()
+        kwargs = {name: values.pop(name) for name in list(defaults.to_dict()) if name != "empty" and name in values}
+        return cls(empty=EmptyPolicy(**values.pop("empty", {})), **kwargs)
 
 
 def _situation(n_pred: int, n_gt: int) -> str:
@@ -74,6 +126,33 @@ def _situation(n_pred: int, n_gt: int) -> str:
     return ""
 
 
+def _ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator else math.nan
+
+
+def _confusion_value(name: str, tp: int, fp: int, fn: int, tn: int) -> float:
+    """A metric of the confusion matrix over the image; NaN where its denominator is zero."""
+    n = tp + fp + fn + tn
+    if name == "specificity":
+        return _ratio(tn, tn + fp)
+    if name == "npv":
+        return _ratio(tn, tn + fn)
+    if name == "fpr":
+        return _ratio(fp, fp + tn)
+    if name == "accuracy":
+        return _ratio(tp + tn, n)
+    if name == "balanced_accuracy":
+        return 0.5 * (_ratio(tp, tp + fn) + _ratio(tn, tn + fp))
+    if name == "mcc":  # products in floats: counts of whole-body CT overflow int64 when multiplied
+        denominator = math.sqrt(float(tp + fp) * float(tp + fn) * float(tn + fp) * float(tn + fn))
+        return _ratio(float(tp) * tn - float(fp) * fn, denominator)
+    if name == "kappa":
+        observed = _ratio(tp + tn, n)
+        expected = _ratio(float(tp + fp) * (tp + fn) + float(tn + fn) * (tn + fp), float(n) * n)
+        return _ratio(observed - expected, 1.0 - expected)
+    raise ValueError(f"{name!r} is not a confusion-matrix metric")
+
+
 def counts_metrics(
     tp: int,
     n_pred: int,
@@ -81,13 +160,30 @@ def counts_metrics(
     voxel_volume_ml: float,
     metrics: Iterable[str],
     policy: EmptyPolicy,
+    *,
+    n_total: int | None = None,
+    beta: float = 1.0,
 ) -> list[MetricResult]:
-    """Overlap and volume metrics from voxel counts (TP, |P|, |G|)."""
+    """Overlap, confusion-matrix and volume metrics from voxel counts (TP, |P|, |G| and, for the
+    metrics that need true negatives, ``n_total`` = voxels of the image that count)."""
     situation = _situation(n_pred, n_gt)
     fp, fn = n_pred - tp, n_gt - tp
     out = []
     for name in metrics:
-        if name == "tp":
+        info = metric_info(name)
+        if info.kind == "confusion" or name == "tn":
+            if n_total is None:
+                raise ValueError(f"{name} needs the number of image voxels (n_total)")
+            tn = n_total - n_pred - n_gt + tp
+            if tn < 0:
+                raise ValueError(f"n_total {n_total} is smaller than the union of the masks")
+            if name == "tn":
+                out.append(MetricResult(name, float(tn)))
+                continue
+            value = _confusion_value(name, tp, fp, fn, tn)
+            tag = "undefined" if math.isnan(value) else "natural"
+            out.append(MetricResult(name, value, f"{situation}:{tag}" if situation else tag.replace("natural", "")))
+        elif name == "tp":
             out.append(MetricResult(name, float(tp)))
         elif name == "fp":
             out.append(MetricResult(name, float(fp)))
@@ -97,13 +193,14 @@ def counts_metrics(
             out.append(MetricResult(name, n_pred * voxel_volume_ml))
         elif name == "volume_gt":
             out.append(MetricResult(name, n_gt * voxel_volume_ml))
-        elif name == "rvd":
+        elif name in ("rvd", "abs_rvd"):
             if n_gt == 0:
                 out.append(MetricResult(name, math.nan, f"{situation}:undefined"))
             else:
-                out.append(MetricResult(name, (n_pred - n_gt) / n_gt, situation and f"{situation}:natural"))
+                rvd = (n_pred - n_gt) / n_gt
+                out.append(MetricResult(name, rvd if name == "rvd" else abs(rvd), situation and f"{situation}:natural"))
         elif situation:
-            value, tag = metric_info(name).empty_value(situation, policy)
+            value, tag = info.empty_value(situation, policy)
             out.append(MetricResult(name, value, tag))
         elif name == "dice":
             out.append(MetricResult(name, 2.0 * tp / (n_pred + n_gt)))
@@ -113,6 +210,13 @@ def counts_metrics(
             out.append(MetricResult(name, tp / n_pred))
         elif name == "recall":
             out.append(MetricResult(name, tp / n_gt))
+        elif name == "fnr":
+            out.append(MetricResult(name, fn / n_gt))
+        elif name == "fbeta":
+            b2 = beta * beta
+            out.append(MetricResult(name, (1 + b2) * tp / ((1 + b2) * tp + b2 * fn + fp)))
+        elif name == "vs":
+            out.append(MetricResult(name, 1.0 - abs(n_pred - n_gt) / (n_pred + n_gt)))
         else:
             raise ValueError(f"{name!r} is not an overlap metric")
     return out
@@ -128,18 +232,34 @@ def distance_metrics(
         if situation:
             value, tag = metric_info(name).empty_value(situation, settings.empty)
             out.append(MetricResult(name, value, tag))
-        elif name == "hd":
-            out.append(MetricResult(name, _surface.hausdorff(sd, 100.0)))
-        elif name == "hd95":
-            out.append(MetricResult(name, _surface.hausdorff(sd, settings.percentile)))
-        elif name == "assd":
-            out.append(MetricResult(name, _surface.assd(sd)))
-        elif name == "masd":
-            out.append(MetricResult(name, _surface.masd(sd)))
-        elif name == "nsd":
-            out.append(MetricResult(name, _surface.nsd(sd, settings.tolerance_mm)))
         else:
-            raise ValueError(f"{name!r} is not a distance metric")
+            out.append(MetricResult(name, _surface.distance_metric(sd, name, settings.percentile,
+                                                                    settings.tolerance_mm)))
+    return out
+
+
+def shape_metrics(
+    pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float], metrics: Iterable[str], settings: MetricSettings
+) -> list[MetricResult]:
+    """Boundary IoU, clDice and centre-of-mass distance (:mod:`segqc.metrics.shape`), empty policy
+    applied."""
+    from segqc.metrics import shape
+
+    situation = _situation(int(np.count_nonzero(pred)), int(np.count_nonzero(gt)))
+    out = []
+    for name in metrics:
+        if situation:
+            value, tag = metric_info(name).empty_value(situation, settings.empty)
+            out.append(MetricResult(name, value, tag))
+        elif name == "boundary_iou":
+            out.append(MetricResult(name, shape.boundary_iou(pred, gt, spacing, settings.boundary_width_mm,
+                                                             definition=settings.boundary_definition)))  # type: ignore[arg-type]
+        elif name == "cldice":
+            out.append(MetricResult(name, shape.cl_dice(pred, gt)))
+        elif name == "com_distance":
+            out.append(MetricResult(name, shape.com_distance(pred, gt, spacing)))
+        else:
+            raise ValueError(f"{name!r} is not a shape metric")
     return out
 
 
@@ -159,12 +279,17 @@ def compare_masks(
     *,
     metrics: Sequence[str] = DEFAULT_METRICS,
     settings: MetricSettings | None = None,
+    n_total: int | None = None,
 ) -> list[MetricResult]:
     """Every requested metric of a binary prediction against a binary ground truth.
 
     ``pred`` and ``gt``: same-shape 2D/3D arrays (non-zero = foreground); ``spacing`` in mm per
-    axis. Distances are in mm, volumes in ml. Results come in the order of ``metrics``; empty-mask
-    situations follow ``settings.empty`` and are tagged in ``MetricResult.empty``.
+    axis. Distances are in mm (grid steps for ``settings.distance`` chessboard/taxicab), volumes in
+    ml. ``n_total``: voxels of the whole image when the arrays are a crop of it (true negatives
+    count the voxels outside both masks; default: the arrays' size). Results come in the order of
+    ``metrics``; empty-mask situations follow ``settings.empty`` and are tagged in
+    ``MetricResult.empty``; confusion-matrix metrics (specificity, MCC, ...) are computed as they
+    come and are NaN (tag ``undefined``) where a denominator is zero.
     """
     settings = settings or MetricSettings()
     pred = _as_bool(pred, "pred")
@@ -175,18 +300,28 @@ def compare_masks(
         raise ValueError(f"spacing {tuple(spacing)} does not match a {pred.ndim}D mask")
     for name in metrics:
         metric_info(name)
-    overlap = [m for m in metrics if m not in DISTANCE_METRICS]
+    counted = [m for m in metrics if m in COUNT_METRICS]
     distance = [m for m in metrics if m in DISTANCE_METRICS]
+    shaped = [m for m in metrics if m in SHAPE_METRICS]
+    other = [m for m in metrics if m not in COUNT_METRICS and m not in DISTANCE_METRICS and m not in SHAPE_METRICS]
+    if other:
+        raise ValueError(f"compare_masks does not compute {', '.join(other)} (instance and soft metrics have their "
+                         "own functions)")
     results: dict[str, MetricResult] = {}
-    if overlap:
+    if counted:
         n_pred, n_gt = int(np.count_nonzero(pred)), int(np.count_nonzero(gt))
         tp = int(np.count_nonzero(pred & gt)) if n_pred and n_gt else 0
         voxel_ml = float(np.prod(spacing)) / 1000.0
-        for r in counts_metrics(tp, n_pred, n_gt, voxel_ml, overlap, settings.empty):
+        total = pred.size if n_total is None else int(n_total)
+        for r in counts_metrics(tp, n_pred, n_gt, voxel_ml, counted, settings.empty, n_total=total,
+                                beta=settings.beta):
             results[r.metric] = r
     if distance:
-        sd = _surface.surface_distances(pred, gt, spacing, mode=settings.surface)
+        sd = _surface.surface_distances(pred, gt, spacing, mode=settings.surface, norm=settings.distance)
         for r in distance_metrics(sd, distance, settings):
+            results[r.metric] = r
+    if shaped:
+        for r in shape_metrics(pred, gt, spacing, shaped, settings):
             results[r.metric] = r
     return [results[m] for m in metrics]
 

@@ -165,6 +165,8 @@ def compare_components(
     ``pred_empty`` rule (default worst).
     """
     settings = settings or MetricSettings()
+    if settings.distance != "euclidean":
+        raise ValueError("per-component metrics use Euclidean distances; distance must be 'euclidean'")
     pred, gt = _as_bool_mask(pred), _as_bool_mask(gt)
     if pred.shape != gt.shape:
         raise ValueError(f"pred shape {pred.shape} differs from gt shape {gt.shape}")

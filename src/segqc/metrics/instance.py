@@ -1,9 +1,12 @@
-"""Instance-level metrics over connected components: Panoptic Quality and Lesion-wise Dice.
+"""Instance-level metrics over connected components (or the instances of instance maps): Panoptic
+Quality with its SQ and RQ factors, and Lesion-wise Dice.
 
-Both are reported for comparison with CC-Metrics, as in the thesis (section 5.1.4).
-
-* Panoptic Quality (Kirillov et al.): predicted and ground-truth components match when their IoU
-  exceeds 0.5 (which makes the matching unique); ``PQ = sum(IoU of matches) / (TP + FP/2 + FN/2)``.
+* Panoptic Quality (Kirillov et al.): instances are matched one to one by IoU (or Dice) above a
+  threshold (0.5 by default, ``>`` or ``>=``; Hungarian matching, see
+  :mod:`segqc.metrics.panoptic`); ``SQ`` = mean IoU of the matches, ``RQ = TP / (TP + FP/2 +
+  FN/2)``, ``PQ = SQ x RQ``. Masks are split into connected components first; instance maps
+  (``pred_ids`` / ``gt_ids``) are used as they are, so touching instances stay apart. With no
+  match, SQ takes the empty-mask policy's ``pred_empty`` rule value (worst by default).
 * Lesion-wise Dice (BraTS 2023, thesis eq. 16): every ground-truth component is compared with the
   union of the predicted components that overlap it; unmatched ground-truth components score 0;
   ``LD = sum(Dice_i) / (n_gt + FP)`` with FP the predicted components that overlap no
@@ -16,11 +19,12 @@ Empty masks follow the :class:`~segqc.metrics.registry.EmptyPolicy`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from segqc.metrics.binary import MetricResult
+from segqc.metrics import panoptic
+from segqc.metrics.binary import MetricResult, MetricSettings
 from segqc.metrics.components import label_components
 from segqc.metrics.registry import EmptyPolicy, metric_info
 
@@ -49,21 +53,9 @@ class ComponentOverlap:
 
 def component_overlap(pred: np.ndarray, gt: np.ndarray, *, connectivity: int = 26) -> ComponentOverlap:
     """Label both masks and count the voxels each (gt component, pred component) pair shares."""
-    gt_labels, n_gt = label_components(gt, connectivity=connectivity)
-    pred_labels, n_pred = label_components(pred, connectivity=connectivity)
-    pred_index = np.flatnonzero(pred_labels)
-    g = gt_labels.reshape(-1)[pred_index].astype(np.int64)
-    shared = g > 0
-    g = g[shared]
-    p = pred_labels.reshape(-1)[pred_index[shared]].astype(np.int64)
-    key, counts = np.unique(g * (n_pred + 1) + p, return_counts=True)
-    pairs = np.stack([key // (n_pred + 1), key % (n_pred + 1)], axis=1)
-    return ComponentOverlap(
-        pairs=pairs,
-        intersection=counts,
-        gt_sizes=np.bincount(gt_labels.reshape(-1), minlength=n_gt + 1),
-        pred_sizes=np.bincount(pred_labels.reshape(-1), minlength=n_pred + 1),
-    )
+    gt_labels, _ = label_components(gt, connectivity=connectivity)
+    pred_labels, _ = label_components(pred, connectivity=connectivity)
+    return _overlap_of_labels(pred_labels, gt_labels)
 
 
 def _empty(name: str, overlap: ComponentOverlap, policy: EmptyPolicy) -> MetricResult | None:
@@ -78,7 +70,7 @@ def _empty(name: str, overlap: ComponentOverlap, policy: EmptyPolicy) -> MetricR
 
 
 def panoptic_quality(overlap: ComponentOverlap, *, policy: EmptyPolicy | None = None) -> MetricResult:
-    """PQ with IoU > 0.5 matching (see module docstring)."""
+    """PQ with IoU > 0.5 matching of two component labellings (the unique matching)."""
     policy = policy or EmptyPolicy()
     empty = _empty("pq", overlap, policy)
     if empty is not None:
@@ -106,6 +98,35 @@ def lesion_dice(overlap: ComponentOverlap, *, policy: EmptyPolicy | None = None)
     return MetricResult("lesion_dice", float(dice_i.sum() / (overlap.n_gt + fp)))
 
 
+def panoptic_metrics(
+    pred_ids: np.ndarray,
+    gt_ids: np.ndarray,
+    metrics: Sequence[str] = ("pq", "sq", "rq"),
+    *,
+    settings: MetricSettings | None = None,
+) -> list[MetricResult]:
+    """PQ, SQ and RQ of two instance maps (every non-zero value one instance), matched with the
+    ``match_*`` options of ``settings``; empty-mask policy of ``settings.empty`` when a map has no
+    instance; SQ of a matching without a match takes the ``pred_empty`` rule (worst by default)."""
+    settings = settings or MetricSettings()
+    n_pred, n_gt = int(np.count_nonzero(pred_ids)), int(np.count_nonzero(gt_ids))
+    situation = "both_empty" if not (n_pred or n_gt) else "gt_empty" if not n_gt else "pred_empty" if not n_pred else ""
+    if situation:
+        return [MetricResult(name, *metric_info(name).empty_value(situation, settings.empty)) for name in metrics]
+    scores = panoptic.panoptic_quality(pred_ids, gt_ids, criterion=settings.match_criterion,  # type: ignore[arg-type]
+                                       threshold=settings.match_threshold, inclusive=settings.match_inclusive,
+                                       method=settings.match_method)  # type: ignore[arg-type]
+    out = []
+    for name in metrics:
+        value = float(getattr(scores, name))
+        if name == "sq" and np.isnan(value):  # instances on both sides, none matched
+            value, tag = metric_info("sq").empty_value("pred_empty", settings.empty)
+            out.append(MetricResult(name, value, "no_match:" + tag.split(":")[1]))
+        else:
+            out.append(MetricResult(name, value))
+    return out
+
+
 def instance_metrics(
     pred: np.ndarray,
     gt: np.ndarray,
@@ -113,8 +134,43 @@ def instance_metrics(
     *,
     connectivity: int = 26,
     policy: EmptyPolicy | None = None,
+    settings: MetricSettings | None = None,
+    instance_maps: bool = False,
 ) -> list[MetricResult]:
-    """The requested instance metrics (``pq``, ``lesion_dice``) from one component labelling."""
-    overlap = component_overlap(pred, gt, connectivity=connectivity)
-    functions = {"pq": panoptic_quality, "lesion_dice": lesion_dice}
-    return [functions[name](overlap, policy=policy) for name in metrics]
+    """The requested instance metrics (``pq``, ``sq``, ``rq``, ``lesion_dice``). Masks are labelled
+    into connected components once; with ``instance_maps`` the arrays are instance maps already.
+    ``settings`` gives the matching options and the policy (``policy`` overrides its policy)."""
+    settings = settings or MetricSettings()
+    if policy is not None:
+        settings = replace(settings, empty=policy)
+    if instance_maps:
+        pred_ids, gt_ids = np.asarray(pred), np.asarray(gt)
+    else:
+        gt_ids = label_components(gt, connectivity=connectivity)[0]
+        pred_ids = label_components(pred, connectivity=connectivity)[0]
+    results: dict[str, MetricResult] = {}
+    wanted = [m for m in metrics if m in ("pq", "sq", "rq")]
+    if wanted:
+        for r in panoptic_metrics(pred_ids, gt_ids, wanted, settings=settings):
+            results[r.metric] = r
+    if "lesion_dice" in metrics:
+        overlap = _overlap_of_labels(pred_ids, gt_ids)
+        results["lesion_dice"] = lesion_dice(overlap, policy=settings.empty)
+    return [results[m] for m in metrics]
+
+
+def _overlap_of_labels(pred_ids: np.ndarray, gt_ids: np.ndarray) -> ComponentOverlap:
+    """:class:`ComponentOverlap` of two labellings with consecutive ids 1..n."""
+    n_pred, n_gt = int(pred_ids.max(initial=0)), int(gt_ids.max(initial=0))
+    pred_index = np.flatnonzero(pred_ids)
+    g = gt_ids.reshape(-1)[pred_index].astype(np.int64)
+    shared = g > 0
+    g = g[shared]
+    p = pred_ids.reshape(-1)[pred_index[shared]].astype(np.int64)
+    key, counts = np.unique(g * (n_pred + 1) + p, return_counts=True)
+    return ComponentOverlap(
+        pairs=np.stack([key // (n_pred + 1), key % (n_pred + 1)], axis=1),
+        intersection=counts,
+        gt_sizes=np.bincount(gt_ids.reshape(-1).astype(np.int64), minlength=n_gt + 1),
+        pred_sizes=np.bincount(pred_ids.reshape(-1).astype(np.int64), minlength=n_pred + 1),
+    )

@@ -22,14 +22,15 @@ applied is in ``MetricResult.empty``. Pure numpy: no I/O; inputs are never modif
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 import numpy as np
 
 from segqc.metrics.binary import MetricResult
 from segqc.metrics.registry import EmptyPolicy, metric_info
 
-__all__ = ["MulticlassCounts", "multiclass_counts", "multiclass_dice", "per_class_dice", "present_labels"]
+__all__ = ["MulticlassCounts", "generalized_dice", "multiclass_counts", "multiclass_dice", "per_class_dice",
+           "present_labels"]
 
 
 def present_labels(label: np.ndarray) -> list[int]:
@@ -118,15 +119,65 @@ def per_class_dice(
     """
     pred, gt = _check_pair(pred, gt)
     policy = empty or EmptyPolicy()
+    counts = class_counts(pred, gt, labels)
+    return {c: _dice_from_counts(tp_c, np_c - tp_c, ng_c - tp_c, policy) for c, (tp_c, np_c, ng_c) in counts.items()}
+
+
+def class_counts(pred: np.ndarray, gt: np.ndarray, labels: Iterable[int]) -> dict[int, tuple[int, int, int]]:
+    """``{label: (|P_c & G_c|, |P_c|, |G_c|)}`` voxel counts, from one joint histogram of the two
+    maps (class by class only for label values above 255)."""
     labels = [int(v) for v in labels]
     n = int(max([0, *labels, int(pred.max(initial=0)), int(gt.max(initial=0))])) + 1
     if n <= 256:
         joint = np.bincount(pred.ravel().astype(np.int64) * n + gt.ravel(), minlength=n * n).reshape(n, n)
         n_pred, n_gt, tp = joint.sum(axis=1), joint.sum(axis=0), np.diagonal(joint)
-        counts: Mapping[int, tuple[int, int, int]] = {c: (int(tp[c]), int(n_pred[c]), int(n_gt[c])) for c in labels}
-    else:  # very many labels: count class by class
-        counts = {}
-        for c in labels:
-            p, g = pred == c, gt == c
-            counts[c] = (int(np.count_nonzero(p & g)), int(np.count_nonzero(p)), int(np.count_nonzero(g)))
-    return {c: _dice_from_counts(tp_c, np_c - tp_c, ng_c - tp_c, policy) for c, (tp_c, np_c, ng_c) in counts.items()}
+        return {c: (int(tp[c]), int(n_pred[c]), int(n_gt[c])) for c in labels}
+    counts: dict[int, tuple[int, int, int]] = {}
+    for c in labels:
+        p, g = pred == c, gt == c
+        counts[c] = (int(np.count_nonzero(p & g)), int(np.count_nonzero(p)), int(np.count_nonzero(g)))
+    return counts
+
+
+GD_WEIGHTS = ("square", "simple", "uniform")
+
+
+def generalized_dice(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    labels: Iterable[int],
+    *,
+    weighting: str = "square",
+    empty: EmptyPolicy | None = None,
+) -> MetricResult:
+    """Generalized Dice (Crum et al. 2006; Sudre et al. 2017) of two integer label maps.
+
+    ``GD = 2 sum_c w_c |P_c & G_c| / sum_c w_c (|P_c| + |G_c|)`` over the classes ``labels``
+    (background 0 is not a class), with ``w_c = 1/|G_c|^2`` (``square``, MONAI's default),
+    ``1/|G_c|`` (``simple``) or 1 (``uniform``). A class absent from the ground truth gets the
+    largest weight of the present classes (1 if none), as MONAI's ``GeneralizedDiceScore``; with
+    ``include_background=False`` MONAI gives the same number. Unitless, best 1, worst 0. Empty
+    masks (no class voxel in either map, in one map): the policy's ``both_empty`` / ``gt_empty`` /
+    ``pred_empty`` rule, tagged; the result is named ``generalized_dice``.
+    """
+    pred, gt = _check_pair(pred, gt)
+    if weighting not in GD_WEIGHTS:
+        raise ValueError(f"weighting must be one of {GD_WEIGHTS}, got {weighting!r}")
+    policy = empty or EmptyPolicy()
+    counts = class_counts(pred, gt, labels)
+    tp = np.array([c[0] for c in counts.values()], dtype=np.float64)
+    n_pred = np.array([c[1] for c in counts.values()], dtype=np.float64)
+    n_gt = np.array([c[2] for c in counts.values()], dtype=np.float64)
+    total_pred, total_gt = float(n_pred.sum()), float(n_gt.sum())
+    situation = ("both_empty" if total_pred == 0 and total_gt == 0 else "gt_empty" if total_gt == 0
+                 else "pred_empty" if total_pred == 0 else "")
+    if situation:
+        value, tag = metric_info("generalized_dice").empty_value(situation, policy)
+        return MetricResult("generalized_dice", value, tag)
+    with np.errstate(divide="ignore"):
+        w = {"square": 1.0 / n_gt**2, "simple": 1.0 / n_gt, "uniform": np.ones_like(n_gt)}[weighting]
+    absent = np.isinf(w)
+    if absent.any():
+        w[absent] = 0.0
+        w[absent] = w.max() if w.max() > 0 else 1.0
+    return MetricResult("generalized_dice", float(2.0 * np.sum(w * tp) / np.sum(w * (n_pred + n_gt))))

@@ -14,7 +14,9 @@ Two surface definitions are supported:
     Percentiles interpolate linearly between order statistics (``numpy.percentile``), as MONAI's
     ``compute_hausdorff_distance`` does.
 
-Distances between the two point sets are exact Euclidean nearest-neighbour distances in mm,
+Distances between the two point sets are exact nearest-neighbour distances: Euclidean in mm, or
+(voxel surfaces only) MONAI's chessboard (L-infinity) or taxicab (L1) distances in grid steps, where
+MONAI ignores the spacing. They are
 found with a k-d tree over the surface points only (points shared by both surfaces are resolved
 without a query), so no distance transform of the whole volume is ever computed.
 """
@@ -34,6 +36,10 @@ from segqc.metrics._surfel_tables import contour_length_table, surface_area_tabl
 
 SurfaceMode = Literal["surfel", "voxel"]
 SURFACE_MODES: tuple[str, ...] = ("surfel", "voxel")
+DistanceNorm = Literal["euclidean", "chessboard", "taxicab"]
+DISTANCE_NORMS: tuple[str, ...] = ("euclidean", "chessboard", "taxicab")
+#: Minkowski p of each norm (k-d tree queries).
+_NORM_P = {"euclidean": 2.0, "chessboard": np.inf, "taxicab": 1.0}
 
 
 @dataclass(frozen=True)
@@ -281,12 +287,12 @@ def _query_workers(n_queries: int) -> int:
     return -1 if n_queries >= 4000 else 1
 
 
-def _directed(source: Surface, target: Surface, spacing: tuple[float, ...]) -> np.ndarray:
+def _directed(source: Surface, target: Surface, spacing: tuple[float, ...], p: float = 2.0) -> np.ndarray:
     if target.size == 0:
         return np.full(source.size, np.inf)
     if source.size == 0:
         return np.zeros(0)
-    if source.size >= _MIN_POINTS_FOR_RING_SEARCH:
+    if p == 2.0 and source.size >= _MIN_POINTS_FOR_RING_SEARCH:  # the ring is ordered by Euclidean distance
         distances = _ring_search(source, target, spacing)
         todo = np.flatnonzero(np.isinf(distances))
     else:
@@ -297,7 +303,7 @@ def _directed(source: Surface, target: Surface, spacing: tuple[float, ...]) -> n
         query = source.points_mm(spacing) if todo is None else (
             _bitrows.key_coordinates(source.keys[todo], source.words.shape) * np.asarray(spacing)
         )
-        found = tree.query(query, k=1, workers=_query_workers(len(query)))[0]
+        found = tree.query(query, k=1, p=p, workers=_query_workers(len(query)))[0]
         if todo is None:
             distances = found
         else:
@@ -310,24 +316,33 @@ def _sorted(distances: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.
     return distances[order], weights[order]
 
 
-def distances_between(pred_surface: Surface, gt_surface: Surface, spacing: Sequence[float]) -> SurfaceDistances:
-    """Both directed distance lists between two surfaces on the same grid."""
+def distances_between(
+    pred_surface: Surface, gt_surface: Surface, spacing: Sequence[float], *, norm: DistanceNorm = "euclidean"
+) -> SurfaceDistances:
+    """Both directed distance lists between two surfaces on the same grid (``norm`` other than
+    euclidean: grid steps, the spacing is not used, as MONAI)."""
     if pred_surface.words.shape != gt_surface.words.shape or pred_surface.mode != gt_surface.mode:
         raise ValueError("surfaces must come from the same grid and surface mode")
-    spacing = tuple(float(s) for s in spacing)
-    g_d, g_w = _sorted(_directed(gt_surface, pred_surface, spacing), gt_surface.weights)
-    p_d, p_w = _sorted(_directed(pred_surface, gt_surface, spacing), pred_surface.weights)
+    if norm not in _NORM_P:
+        raise ValueError(f"unknown distance {norm!r}; expected one of {DISTANCE_NORMS}")
+    if norm != "euclidean" and pred_surface.mode != "voxel":
+        raise ValueError(f"{norm} distances are defined on voxel surfaces only")
+    spacing = tuple(float(s) for s in spacing) if norm == "euclidean" else (1.0,) * len(spacing)
+    p = _NORM_P[norm]
+    g_d, g_w = _sorted(_directed(gt_surface, pred_surface, spacing, p), gt_surface.weights)
+    p_d, p_w = _sorted(_directed(pred_surface, gt_surface, spacing, p), pred_surface.weights)
     return SurfaceDistances(g_d, g_w, p_d, p_w, pred_surface.mode)
 
 
 def surface_distances(
-    pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float], *, mode: SurfaceMode = "surfel"
+    pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float], *, mode: SurfaceMode = "surfel",
+    norm: DistanceNorm = "euclidean",
 ) -> SurfaceDistances:
     """Extract both surfaces and compute all directed surface distances in one pass."""
     if np.shape(pred) != np.shape(gt):
         raise ValueError(f"pred shape {np.shape(pred)} differs from gt shape {np.shape(gt)}")
     return distances_between(
-        extract_surface(pred, spacing, mode=mode), extract_surface(gt, spacing, mode=mode), spacing
+        extract_surface(pred, spacing, mode=mode), extract_surface(gt, spacing, mode=mode), spacing, norm=norm
     )
 
 
@@ -382,3 +397,61 @@ def nsd(sd: SurfaceDistances, tolerance_mm: float) -> float:
         sd.pred_weights[sd.pred_to_gt <= tolerance_mm]
     )
     return float(close / (np.sum(sd.gt_weights) + np.sum(sd.pred_weights)))
+
+
+def pooled(sd: SurfaceDistances) -> tuple[np.ndarray, np.ndarray]:
+    """Both directed distance lists as one, sorted (distances, weights)."""
+    return _sorted(np.concatenate([sd.gt_to_pred, sd.pred_to_gt]), np.concatenate([sd.gt_weights, sd.pred_weights]))
+
+
+def nsd_mean(sd: SurfaceDistances, tolerance_mm: float) -> float:
+    """Mean of the two directed fractions of surface within ``tolerance_mm`` (GaNDLF, panoptica)."""
+    gt = np.sum(sd.gt_weights[sd.gt_to_pred <= tolerance_mm]) / np.sum(sd.gt_weights)
+    pred = np.sum(sd.pred_weights[sd.pred_to_gt <= tolerance_mm]) / np.sum(sd.pred_weights)
+    return float(0.5 * (gt + pred))
+
+
+def rms_distance(sd: SurfaceDistances) -> float:
+    """Root-mean-square distance over the elements of both surfaces (weighted), mm."""
+    squares = np.sum(sd.gt_to_pred**2 * sd.gt_weights) + np.sum(sd.pred_to_gt**2 * sd.pred_weights)
+    return float(np.sqrt(squares / (np.sum(sd.gt_weights) + np.sum(sd.pred_weights))))
+
+
+def distance_metric(sd: SurfaceDistances, name: str, percent: float, tolerance_mm: float) -> float:
+    """One named distance metric of two non-empty surfaces (names of the registry's distance kind).
+
+    Percentiles follow the surface mode (area-weighted in surfel mode, linear interpolation in
+    voxel mode); ``hd95_pooled`` and ``median_sd`` take them over both directed lists pooled (as
+    medpy's ``hd95`` and seg-metrics), ``hd95`` is the max of the two directed percentiles.
+    """
+    if name == "hd":
+        return hausdorff(sd, 100.0)
+    if name == "hd95":
+        return hausdorff(sd, percent)
+    if name == "hd95_pooled":
+        return directed_percentile(*pooled(sd), percent, sd.mode)
+    if name == "median_sd":
+        return directed_percentile(*pooled(sd), 50.0, sd.mode)
+    if name == "hd_pred_to_gt":
+        return float(sd.pred_to_gt[-1])
+    if name == "hd_gt_to_pred":
+        return float(sd.gt_to_pred[-1])
+    if name == "hd95_pred_to_gt":
+        return directed_percentile(sd.pred_to_gt, sd.pred_weights, percent, sd.mode)
+    if name == "hd95_gt_to_pred":
+        return directed_percentile(sd.gt_to_pred, sd.gt_weights, percent, sd.mode)
+    if name == "assd":
+        return assd(sd)
+    if name == "masd":
+        return masd(sd)
+    if name == "asd":
+        return average_distances(sd)[1]
+    if name == "asd_gt_to_pred":
+        return average_distances(sd)[0]
+    if name == "rmssd":
+        return rms_distance(sd)
+    if name == "nsd":
+        return nsd(sd, tolerance_mm)
+    if name == "nsd_mean":
+        return nsd_mean(sd, tolerance_mm)
+    raise ValueError(f"{name!r} is not a distance metric")
