@@ -464,3 +464,24 @@ def test_inputs_are_not_modified_and_nonbool_inputs_are_accepted():
 def test_bad_shapes_and_spacings_raise(pred_shape, gt_shape, spacing):
     with pytest.raises(ValueError):
         surface_distances(np.ones(pred_shape, bool), np.ones(gt_shape, bool), spacing)
+
+
+@pytest.mark.parametrize("position", range(1, 9))
+def test_nsd_at_a_tolerance_of_exactly_one_voxel_step_does_not_depend_on_position(position):
+    """Two 3x3 plates one step apart along an axis of 1.2 mm spacing, tolerance 1.2 mm: every
+    surface element is exactly one step from the other surface, wherever the plates sit (distances
+    come from integer grid offsets times the spacing, as DeepMind's distance transform gives them;
+    differences of mm coordinates would be 1.2 +- 1 ulp and flip the comparison by position)."""
+    import surface_distance as sdlib
+
+    spacing = (1.5, 1.2, 3.0)
+    gt = np.zeros((6, 14, 6), dtype=bool)
+    pred = np.zeros_like(gt)
+    gt[1:4, position, 1:4] = True
+    pred[1:4, position + 1, 1:4] = True
+    reference = sdlib.compute_surface_dice_at_tolerance(sdlib.compute_surface_distances(gt, pred, spacing), 1.2)
+    for mode in ("surfel", "voxel"):
+        (r,) = compare_masks(pred, gt, spacing, metrics=("nsd",), settings=MetricSettings(surface=mode,
+                                                                                          tolerance_mm=1.2))
+        expected = reference if mode == "surfel" else 1.0  # voxel surfaces: every voxel one step away
+        assert r.value == pytest.approx(expected, abs=1e-12)

@@ -299,16 +299,29 @@ def _directed(source: Surface, target: Surface, spacing: tuple[float, ...], p: f
         distances = np.empty(source.size)
         todo = None
     if todo is None or todo.size:
-        tree = kdtree(target.points_mm(spacing))
-        query = source.points_mm(spacing) if todo is None else (
-            _bitrows.key_coordinates(source.keys[todo], source.words.shape) * np.asarray(spacing)
-        )
-        found = tree.query(query, k=1, p=p, workers=_query_workers(len(query)))[0]
+        target_grid = target.coordinates()
+        tree = kdtree(target_grid * np.asarray(spacing))
+        source_grid = source.coordinates() if todo is None else _bitrows.key_coordinates(source.keys[todo],
+                                                                                           source.words.shape)
+        nearest = tree.query(source_grid * np.asarray(spacing), k=1, p=p, workers=_query_workers(len(source_grid)))[1]
+        found = _grid_distance(target_grid[nearest] - source_grid, spacing, p)
         if todo is None:
             distances = found
         else:
             distances[todo] = found
     return distances
+
+
+def _grid_distance(offsets: np.ndarray, spacing: tuple[float, ...], p: float) -> np.ndarray:
+    """Distances of integer grid offsets ``(n, ndim)`` in mm, each axis offset times its spacing
+    before the norm (as a distance transform computes them, so a one-step offset is exactly one
+    spacing: the difference of two mm coordinates can be an ulp off and flip an NSD tolerance)."""
+    scaled = offsets * np.asarray(spacing)
+    if p == 2.0:
+        return np.sqrt(np.sum(scaled * scaled, axis=1))
+    if p == 1.0:
+        return np.sum(np.abs(scaled), axis=1)
+    return np.max(np.abs(scaled), axis=1)
 
 
 def _sorted(distances: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
