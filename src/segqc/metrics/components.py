@@ -286,9 +286,11 @@ def _far_distances(source, source_comp, target, target_comp, spacing) -> np.ndar
     def lifted(coords, comp):
         return np.concatenate([coords * scale, comp[:, None] * _COMPONENT_SEPARATION_MM], axis=1)
 
-    tree = _surface.kdtree(lifted(target[used], target_comp[used]))
-    distances[todo] = tree.query(lifted(source[todo], source_comp[todo]), k=1,
-                                 workers=_surface._query_workers(todo.size))[0]
+    target_used = target[used]
+    tree = _surface.kdtree(lifted(target_used, target_comp[used]))
+    nearest = tree.query(lifted(source[todo], source_comp[todo]), k=1, workers=_surface._query_workers(todo.size))[1]
+    # exact distances from integer grid offsets (see surface._grid_distance)
+    distances[todo] = _surface._grid_distance(target_used[nearest] - source[todo], tuple(scale), 2.0)
     return distances
 
 
