@@ -20,21 +20,14 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from peers._cases import flipped_pair
 from segqc.metrics.binary import MetricSettings, compare_masks
 
 medpy_binary = pytest.importorskip("medpy.metric.binary")
 
 
-def _blob(rng: np.random.Generator, shape: tuple[int, ...], sigma: float, level: float) -> np.ndarray:
-    field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma)
-    return field > level * field.std()
 
 
-def _pair(seed: int, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    gt = _blob(rng, shape, 2.0, 0.4)
-    pred = gt ^ _blob(rng, shape, 1.0, 1.2)
-    return pred, gt
 
 
 CASES = [
@@ -47,7 +40,7 @@ CASES = [
 
 @pytest.mark.parametrize("seed, shape, spacing", CASES)
 def test_distance_metrics_match_medpy(seed, shape, spacing):
-    pred, gt = _pair(seed, shape)
+    pred, gt = flipped_pair(seed, shape)
     names = ("hd", "hd95_pooled", "asd", "asd_gt_to_pred", "assd", "masd", "hd95")
     got = {r.metric: r.value for r in compare_masks(pred, gt, spacing, metrics=names,
                                                     settings=MetricSettings(surface="voxel"))}
@@ -64,7 +57,7 @@ def test_distance_metrics_match_medpy(seed, shape, spacing):
 
 @pytest.mark.parametrize("seed, shape, spacing", CASES)
 def test_overlap_metrics_match_medpy(seed, shape, spacing):
-    pred, gt = _pair(seed, shape)
+    pred, gt = flipped_pair(seed, shape)
     names = ("dice", "iou", "precision", "recall", "specificity", "rvd", "abs_rvd")
     got = {r.metric: r.value for r in compare_masks(pred, gt, spacing, metrics=names)}
     assert got["dice"] == pytest.approx(medpy_binary.dc(pred, gt), rel=1e-12)
@@ -79,7 +72,7 @@ def test_overlap_metrics_match_medpy(seed, shape, spacing):
 def test_percentile_option_reaches_medpy_style_pooled_percentiles():
     """``percentile`` applies to hd95_pooled: at 50 it is the pooled median (segqc median_sd), at 100
     medpy's hd."""
-    pred, gt = _pair(15, (30, 34, 28))
+    pred, gt = flipped_pair(15, (30, 34, 28))
     spacing = (0.8, 0.8, 1.6)
     at = {}
     for p in (50.0, 100.0):

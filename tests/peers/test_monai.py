@@ -14,8 +14,8 @@ import warnings
 
 import numpy as np
 import pytest
-from scipy import ndimage
 
+from peers._cases import blob, flipped_pair
 from segqc.evaluation.evaluate import EvaluationConfig, evaluate_label_maps
 from segqc.metrics.binary import MetricSettings, compare_masks
 from segqc.metrics.multiclass import generalized_dice
@@ -25,16 +25,8 @@ torch = pytest.importorskip("torch")
 monai_metrics = pytest.importorskip("monai.metrics")
 
 
-def _blob(rng: np.random.Generator, shape: tuple[int, ...], sigma: float, level: float) -> np.ndarray:
-    field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma)
-    return field > level * field.std()
 
 
-def _pair(seed: int, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    gt = _blob(rng, shape, 2.0, 0.4)
-    pred = gt ^ (_blob(rng, shape, 1.0, 1.2))  # the GT with blobs flipped: FP and FN of all sizes
-    return pred, gt
 
 
 def _one_hot(mask: np.ndarray):
@@ -60,7 +52,7 @@ CONFUSION = {
 
 @pytest.mark.parametrize("seed, shape", CASES)
 def test_confusion_matrix_metrics_match_monai(seed, shape):
-    pred, gt = _pair(seed, shape)
+    pred, gt = flipped_pair(seed, shape)
     got = {r.metric: r.value for r in compare_masks(pred, gt, (1.0,) * gt.ndim, metrics=tuple(CONFUSION) + ("tn",))}
     matrix = monai_metrics.get_confusion_matrix(_one_hot(pred), _one_hot(gt), include_background=False)
     tp, fp, tn, fn = (float(v) for v in matrix[0, 0])
@@ -77,7 +69,7 @@ def test_confusion_matrix_metrics_match_monai(seed, shape):
 def test_true_negatives_count_the_whole_image_not_the_class_crop():
     """evaluate_label_maps crops each class to its bounding box; TN must still count the whole image
     (as MONAI's confusion matrix over the full one-hot map), less the ignored voxels."""
-    pred, gt = _pair(4, (40, 36, 30))
+    pred, gt = flipped_pair(4, (40, 36, 30))
     labels_pred, labels_gt = pred.astype(np.uint8), gt.astype(np.uint8)
     labels_gt[:3] = 0  # make the class crop smaller than the image
     labels_pred[:3] = 0
@@ -96,7 +88,7 @@ def test_true_negatives_count_the_whole_image_not_the_class_crop():
 @pytest.mark.parametrize("norm", ["chessboard", "taxicab"])
 @pytest.mark.parametrize("seed, shape", CASES)
 def test_chessboard_and_taxicab_distances_match_monai(norm, seed, shape):
-    pred, gt = _pair(seed, shape)
+    pred, gt = flipped_pair(seed, shape)
     spacing = (0.7, 1.3, 2.0)[: gt.ndim]  # MONAI ignores it for these norms, and so must segqc
     settings = MetricSettings(surface="voxel", distance=norm)
     got = {r.metric: r.value for r in compare_masks(
@@ -120,7 +112,7 @@ def test_chessboard_and_taxicab_distances_match_monai(norm, seed, shape):
 
 @pytest.mark.parametrize("seed, shape", CASES)
 def test_directed_euclidean_distances_match_monai_with_spacing(seed, shape):
-    pred, gt = _pair(seed, shape)
+    pred, gt = flipped_pair(seed, shape)
     spacing = (0.7, 1.3, 2.0)[: gt.ndim]
     got = {r.metric: r.value for r in compare_masks(
         pred, gt, spacing, metrics=("hd_pred_to_gt", "hd95_pred_to_gt", "asd"),
@@ -140,11 +132,11 @@ def test_per_class_nsd_tolerances_match_monai_class_thresholds():
     rng = np.random.default_rng(5)
     shape = (40, 44, 36)
     gt = np.zeros(shape, np.uint8)
-    gt[_blob(rng, shape, 2.0, 0.5)] = 1
-    gt[_blob(rng, shape, 2.0, 0.9) & (gt == 0)] = 2
+    gt[blob(rng, shape, 2.0, 0.5)] = 1
+    gt[blob(rng, shape, 2.0, 0.9) & (gt == 0)] = 2
     pred = gt.copy()
-    pred[_blob(rng, shape, 1.0, 1.3)] = 0
-    pred[_blob(rng, shape, 1.0, 1.4) & (pred == 0)] = 2
+    pred[blob(rng, shape, 1.0, 1.3)] = 0
+    pred[blob(rng, shape, 1.0, 1.4) & (pred == 0)] = 2
     spacing = (1.0, 0.8, 1.5)
     thresholds = {1: 0.9, 2: 2.6}
     config = EvaluationConfig(metrics=("nsd",), settings=MetricSettings(surface="voxel"),
@@ -167,12 +159,12 @@ def test_generalized_dice_matches_monai(weighting):
     rng = np.random.default_rng(6)
     shape = (30, 34, 26)
     gt = np.zeros(shape, np.uint8)
-    gt[_blob(rng, shape, 2.0, 0.3)] = 1
-    gt[_blob(rng, shape, 1.5, 1.2) & (gt == 0)] = 2
-    gt[_blob(rng, shape, 1.0, 2.0)] = 3
+    gt[blob(rng, shape, 2.0, 0.3)] = 1
+    gt[blob(rng, shape, 1.5, 1.2) & (gt == 0)] = 2
+    gt[blob(rng, shape, 1.0, 2.0)] = 3
     pred = gt.copy()
-    pred[_blob(rng, shape, 1.0, 1.1)] = 0
-    pred[_blob(rng, shape, 1.0, 1.6)] = 3
+    pred[blob(rng, shape, 1.0, 1.1)] = 0
+    pred[blob(rng, shape, 1.0, 1.6)] = 3
     one_hot = [torch.from_numpy(np.stack([m == c for c in range(4)])[None].astype(np.float32)) for m in (pred, gt)]
     monai_value = monai_metrics.compute_generalized_dice(one_hot[0], one_hot[1], include_background=False,
                                                          weight_type=weighting, sum_over_classes=True).item()

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from peers._cases import blob
 from segqc.metrics.binary import MetricSettings, compare_masks
 
 
@@ -32,9 +33,6 @@ def _directed(a: np.ndarray, b: np.ndarray, spacing) -> np.ndarray:
     return ndimage.distance_transform_edt(~_border(b), sampling=spacing)[_border(a)]
 
 
-def _blob(rng, shape, sigma, level):
-    field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma)
-    return field > level * field.std()
 
 
 CASES = [(21, (40, 44), (0.5, 1.2)), (22, (20, 24, 18), (1.0, 1.0, 2.5)), (23, (18, 22, 20), (0.8, 0.6, 1.1))]
@@ -44,8 +42,8 @@ CASES = [(21, (40, 44), (0.5, 1.2)), (22, (20, 24, 18), (1.0, 1.0, 2.5)), (23, (
 @pytest.mark.parametrize("threshold", [0.6, 1.5])
 def test_panoptica_surface_metrics(seed, shape, spacing, threshold):
     rng = np.random.default_rng(seed)
-    gt = _blob(rng, shape, 2.0, 0.5)
-    pred = ndimage.binary_erosion(gt, iterations=1) | _blob(rng, shape, 1.2, 1.6)  # asymmetric errors
+    gt = blob(rng, shape, 2.0, 0.5)
+    pred = ndimage.binary_erosion(gt, iterations=1) | blob(rng, shape, 1.2, 1.6)  # asymmetric errors
     a_to_b, b_to_a = _directed(pred, gt, spacing), _directed(gt, pred, spacing)
     expected = {
         "hd95_pooled": np.percentile(np.hstack((a_to_b, b_to_a)), 95),

@@ -1,0 +1,21 @@
+"""Random test masks shared by the peer modules: smooth blobs, and a prediction that is the ground
+truth with smaller blobs flipped (false positives and negatives of all sizes)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+
+def blob(rng: np.random.Generator, shape: tuple[int, ...], sigma: float, level: float) -> np.ndarray:
+    """Voxels where smoothed noise exceeds ``level`` standard deviations."""
+    field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma)
+    return field > level * field.std()
+
+
+def flipped_pair(seed: int, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(prediction, ground truth): the GT with small blobs flipped."""
+    rng = np.random.default_rng(seed)
+    gt = blob(rng, shape, 2.0, 0.4)
+    pred = gt ^ blob(rng, shape, 1.0, 1.2)
+    return pred, gt
