@@ -24,9 +24,7 @@ def main() -> None:
         target = args.out / f"{case.parent.name}_{case.name}"
         target.mkdir(parents=True, exist_ok=True)
         image = Image.open(case / "image.png")
-        if image.mode not in ("L", "I;16", "I"):
-            image = image.convert("L")
-        grey = np.asarray(image)
+        grey = np.asarray(image if image.mode in ("L", "I;16", "I") else image.convert("L"))
         Image.fromarray(grey).save(target / "image.png")
         for rater in sorted(case.glob("rater_*.png")):
             link = target / rater.name
