@@ -19,3 +19,13 @@ def flipped_pair(seed: int, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndar
     gt = blob(rng, shape, 2.0, 0.4)
     pred = gt ^ blob(rng, shape, 1.0, 1.2)
     return pred, gt
+
+
+def shifted_boxes_3d() -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """(prediction, GT, spacing): GT a 3x3x3 cube at z, y, x 1..3; prediction a 3x3x5 box at z 2..4,
+    y 1..3, x 1..5 (one slice up, two voxels longer in x); spacing (2, 1, 0.5) mm."""
+    gt = np.zeros((6, 5, 8), dtype=bool)
+    gt[1:4, 1:4, 1:4] = True
+    pred = np.zeros((6, 5, 8), dtype=bool)
+    pred[2:5, 1:4, 1:6] = True
+    return pred, gt, (2.0, 1.0, 0.5)

@@ -40,6 +40,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from peers._cases import blob, shifted_boxes_3d
 from segqc.metrics.binary import MetricSettings, compare_masks
 from segqc.metrics.registry import EmptyPolicy
 
@@ -82,13 +83,6 @@ def _square_in_square(spacing):
     return pred, gt, spacing
 
 
-def _shifted_boxes_3d():
-    # gt = 3x3x3 cube z1..3, y1..3, x1..3; pred = 3x3x5 box z2..4, y1..3, x1..5; spacing (2, 1, 0.5)
-    gt = np.zeros((6, 5, 8), dtype=bool)
-    gt[1:4, 1:4, 1:4] = True
-    pred = np.zeros((6, 5, 8), dtype=bool)
-    pred[2:5, 1:4, 1:6] = True
-    return pred, gt, (2.0, 1.0, 0.5)
 
 
 def _edge_boxes():
@@ -118,7 +112,7 @@ HAND_CASES = [
     # Pooled (68): 30 x 0, 7 x 0.5, 7 x 1, 18 x 2, 3 x sqrt4.25, 3 x sqrt5: hd95 at position
     # 0.95 * 67 = 63.65 between s[63] = s[64] = sqrt4.25 -> sqrt4.25; hd100 sqrt5.
     # (Derivation per voxel in tests/peers/test_seg_metrics.py, same masks.)
-    ("shifted_boxes_3d", _shifted_boxes_3d,
+    ("shifted_boxes_3d", shifted_boxes_3d,
      {"nsd_mean": (17 / 26 + 27 / 42) / 2, "hd95_pooled": S425, "hd": SQRT5}),
     # touching the image edge (which is outside for binary_erosion): gt border = its 3x3 ring (8),
     # pred border = its 3x5 ring (12). gt -> pred: (1,2) is inside pred, 1 from (0,2): 7 x 0, 1 x 1.
@@ -145,7 +139,7 @@ def test_variants_are_nsd_mean_and_pooled_hd95():
     pred, gt, spacing = _square_in_square((2.0, 1.0))
     got = _segqc(pred, gt, spacing, metrics=("nsd", "nsd_mean"))
     assert got["nsd"] == pytest.approx(0.5, rel=1e-12) and got["nsd_mean"] == pytest.approx(0.5625, rel=1e-12)
-    pred, gt, spacing = _shifted_boxes_3d()
+    pred, gt, spacing = shifted_boxes_3d()
     got = _segqc(pred, gt, spacing, metrics=("hd95", "hd95_pooled"))
     # max of directed: pred -> gt's 42 values at position 0.95 * 41 = 38.95 between sqrt4.25 and sqrt5
     assert got["hd95"] == pytest.approx(S425 + 0.95 * (SQRT5 - S425), rel=1e-12)
@@ -157,9 +151,6 @@ def test_variants_are_nsd_mean_and_pooled_hd95():
     assert strict.value == 0.0
 
 
-def _blob(rng: np.random.Generator, shape: tuple[int, ...], sigma: float, level: float) -> np.ndarray:
-    field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma)
-    return field > level * field.std()
 
 
 @pytest.mark.parametrize("seed, shape, spacing", [(0, (40, 36), (0.75, 1.25)), (1, (20, 22, 18), (1.5, 1.25, 2.5)),
@@ -169,8 +160,8 @@ def test_random_masks_match_the_recipe(seed, shape, spacing):
     # distance of one voxel step equals GaNDLF's threshold exactly in both computations (for other
     # spacings see test_distance_of_one_voxel_step_at_the_threshold).
     rng = np.random.default_rng(seed)
-    gt = _blob(rng, shape, 2.0, 0.3)
-    pred = gt ^ _blob(rng, shape, 1.0, 1.2)
+    gt = blob(rng, shape, 2.0, 0.3)
+    pred = gt ^ blob(rng, shape, 1.0, 1.2)
     got = _segqc(pred, gt, spacing)
     for metric, value in _gandlf_recipe(pred, gt, spacing).items():
         assert got[metric] == pytest.approx(value, rel=1e-12), metric

@@ -46,6 +46,7 @@ import math
 import numpy as np
 import pytest
 
+from peers._cases import shifted_boxes_3d
 from segqc.metrics.binary import MetricSettings, compare_masks
 from segqc.metrics.registry import EmptyPolicy
 
@@ -137,14 +138,6 @@ OUTLIER_PIXEL = {"hd95_pooled": 0.2 * S208, "hd": S208, "assd": S208 / 17, "medi
                  "std": math.sqrt(208 / 17 - 208 / 17**2)}
 
 
-def _shifted_boxes_3d():
-    # 3D, spacing (z 2 mm, y 1 mm, x 0.5 mm): gt = 3x3x3 cube z1..3, y1..3, x1..3; pred = 3x3x5 box
-    # z2..4, y1..3, x1..5 (shifted one slice up and two voxels longer in x).
-    gt = np.zeros((6, 5, 8), dtype=bool)
-    gt[1:4, 1:4, 1:4] = True
-    pred = np.zeros((6, 5, 8), dtype=bool)
-    pred[2:5, 1:4, 1:6] = True
-    return pred, gt, (2.0, 1.0, 0.5)
 
 
 # By hand: gt contour 26 (cube less its centre), pred contour 42 (45 less the 3 voxels (3, 2, 2..4)).
@@ -166,7 +159,7 @@ SHIFTED_BOXES_3D = {"hd95_pooled": S425, "hd": SQRT5, "assd": MSD_3D, "median_sd
                     "std": math.sqrt(108.5 / 68 - MSD_3D**2)}
 
 HAND_CASES = [(_square_in_square, SQUARE_IN_SQUARE), (_outlier_pixel, OUTLIER_PIXEL),
-              (_shifted_boxes_3d, SHIFTED_BOXES_3D)]
+              (shifted_boxes_3d, SHIFTED_BOXES_3D)]
 HAND_IDS = ["square_in_square_2d", "outlier_pixel_2d", "shifted_boxes_3d"]
 
 
@@ -184,7 +177,7 @@ def test_hand_cases_match_the_simpleitk_recipe(case, expected):
 
 
 def test_hd95_is_the_pooled_percentile_not_the_max_of_directed():
-    pred, gt, spacing = _shifted_boxes_3d()
+    pred, gt, spacing = shifted_boxes_3d()
     (hd95,) = compare_masks(pred, gt, spacing, metrics=("hd95",), settings=VOXEL)
     assert hd95.value == pytest.approx(S425 + 0.95 * (SQRT5 - S425), rel=1e-12)
     assert hd95.value != pytest.approx(SHIFTED_BOXES_3D["hd95_pooled"], rel=1e-3)
