@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from segqc.metrics.panoptic import (
-    InstanceMatch,
     MatchCriterion,
     PanopticScores,
     instance_overlaps,
@@ -150,12 +149,7 @@ def test_matches_monai_rule_below_half(seed, threshold):
     pred, gt = _random_pair(seed)
     (tp, fp, fn, iou_sum), monai_scores = _monai(pred, gt, threshold)
     # MONAI's rule: assignment over all overlapping pairs, then the threshold (see the comment above)
-    every = match_instances(pred, gt, threshold=0.0)
-    keep = every.iou > threshold
-    emulated = panoptic_scores(
-        InstanceMatch(every.pred_ids[keep], every.gt_ids[keep], every.iou[keep], every.dice[keep], every.n_pred,
-                      every.n_gt)
-    )
+    emulated = panoptic_quality(pred, gt, threshold=threshold, method="monai")
     assert tp > 0 and (emulated.tp, emulated.fp, emulated.fn) == (tp, fp, fn)
     assert emulated.sq * emulated.tp == pytest.approx(iou_sum, rel=1e-6)
     for name in ("pq", "sq", "rq"):
@@ -180,8 +174,9 @@ def test_monai_rule_below_half_can_differ_from_ours():
     assert (tp, fp, fn) == (1, 1, 1) and iou_sum == pytest.approx(0.35)
     ours = match_instances(pred, gt, threshold=0.3)
     assert ours.pred_ids.tolist() == [1] and ours.gt_ids.tolist() == [1] and ours.iou.tolist() == [13 / 29]
-    every = match_instances(pred, gt, threshold=0.0)
-    assert every.iou[every.iou > 0.3].tolist() == [0.35]
+    monai_rule = match_instances(pred, gt, threshold=0.3, method="monai")
+    assert monai_rule.pred_ids.tolist() == [2] and monai_rule.gt_ids.tolist() == [1]
+    assert monai_rule.iou.tolist() == [0.35]
 
 
 # -- panoptica ------------------------------------------------------------------------------------

@@ -162,6 +162,9 @@ def evaluate_command(
     match_inclusive: bool = typer.Option(False, "--match-inclusive",
                                          help="Match at IoU >= threshold instead of > (panoptica's rule)."),
     match_criterion: str = typer.Option("iou", "--match-criterion", help="Instance matching by 'iou' or 'dice'."),
+    match_method: str = typer.Option("hungarian", "--match-method",
+                                     help="hungarian (best total among pairs above the threshold), unique (IoU > 0.5 "
+                                          "only) or monai (MONAI's: assign over all pairs, then threshold)."),
     instances: bool = typer.Option(False, "--instances",
                                    help="PRED and GT are instance maps (every value one object; touching objects stay "
                                         "apart): pq, sq, rq and the other metrics on label 'instances'."),
@@ -233,7 +236,8 @@ def evaluate_command(
                 tolerance_mm=tolerance, percentile=percentile, surface=surface, distance=distance,  # type: ignore[arg-type]
                 beta=beta, boundary_width_mm=boundary_width, boundary_definition=boundary_definition,
                 match_threshold=match_threshold,
-                match_inclusive=match_inclusive, match_criterion=match_criterion, empty=policy),
+                match_inclusive=match_inclusive, match_criterion=match_criterion, match_method=match_method,
+                empty=policy),
             per_component=per_component,
             connectivity=connectivity,
             voronoi_units=voronoi_units,

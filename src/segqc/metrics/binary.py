@@ -49,7 +49,8 @@ class MetricSettings:
     :mod:`segqc.metrics.shape`). match_threshold,
     match_inclusive, match_criterion, match_method: how instances are matched for ``pq``/``sq``/``rq``
     (criterion ``iou`` or ``dice`` above the threshold, ``>=`` when inclusive; ``hungarian``
-    maximises the total criterion, ``unique`` needs a threshold of at least 0.5 IoU).
+    maximises the total criterion among the eligible pairs, ``unique`` needs a threshold of at least
+    0.5 IoU, ``monai`` assigns over all overlapping pairs and then applies the threshold, as MONAI).
     empty: the empty-mask policy.
     """
 
@@ -88,8 +89,8 @@ class MetricSettings:
             raise ValueError(f"match_threshold must be in [0, 1], got {self.match_threshold}")
         if self.match_criterion not in ("iou", "dice"):
             raise ValueError(f"match_criterion must be 'iou' or 'dice', got {self.match_criterion!r}")
-        if self.match_method not in ("hungarian", "unique"):
-            raise ValueError(f"match_method must be 'hungarian' or 'unique', got {self.match_method!r}")
+        if self.match_method not in ("hungarian", "unique", "monai"):
+            raise ValueError(f"match_method must be 'hungarian', 'unique' or 'monai', got {self.match_method!r}")
 
     def to_dict(self) -> dict:
         return {

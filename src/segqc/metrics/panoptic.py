@@ -44,7 +44,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 MatchCriterion = Literal["iou", "dice"]
-MatchMethod = Literal["hungarian", "unique"]
+MatchMethod = Literal["hungarian", "unique", "monai"]
 
 #: Dice value equivalent to IoU 0.5 (``Dice = 2 IoU / (1 + IoU)``), the bound of ``method="unique"``.
 DICE_OF_IOU_HALF = 2.0 / 3.0
@@ -192,8 +192,8 @@ def instance_overlaps(pred_ids: np.ndarray, gt_ids: np.ndarray) -> InstanceOverl
 def _check_options(criterion: str, threshold: float, inclusive: bool, method: str) -> None:
     if criterion not in ("iou", "dice"):
         raise ValueError(f"criterion must be 'iou' or 'dice', got {criterion!r}")
-    if method not in ("hungarian", "unique"):
-        raise ValueError(f"method must be 'hungarian' or 'unique', got {method!r}")
+    if method not in ("hungarian", "unique", "monai"):
+        raise ValueError(f"method must be 'hungarian', 'unique' or 'monai', got {method!r}")
     if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     if method == "unique":
@@ -255,9 +255,11 @@ def match_instances(
 
     ``criterion``: ``"iou"`` or ``"dice"``; ``threshold`` in [0, 1]; a pair is eligible when its
     criterion is ``> threshold`` (``inclusive=False``) or ``>= threshold`` (``inclusive=True``).
-    ``method``: ``"hungarian"`` (maximum total criterion among eligible pairs) or ``"unique"``
+    ``method``: ``"hungarian"`` (maximum total criterion among eligible pairs), ``"unique"``
     (every eligible pair; ``ValueError`` unless the threshold guarantees uniqueness: IoU > 0.5,
-    Dice > 2/3, or exactly those bounds with ``inclusive=False``).
+    Dice > 2/3, or exactly those bounds with ``inclusive=False``) or ``"monai"`` (MONAI's rule:
+    the maximum-total matching over every overlapping pair, then the matches failing the threshold
+    dropped; differs from ``hungarian`` only below IoU 0.5).
     """
     _check_options(criterion, threshold, inclusive, method)
     t = _overlap_table(pred_ids, gt_ids)
@@ -267,9 +269,14 @@ def match_instances(
     iou = inter / (p_size + g_size - inter)
     dice = 2.0 * inter / (p_size + g_size)
     value = iou if criterion == "iou" else dice
-    eligible = np.flatnonzero(value >= threshold if inclusive else value > threshold)
+    passes = value >= threshold if inclusive else value > threshold
+    eligible = np.flatnonzero(passes)
     if method == "unique":  # _check_options made sure that no instance has two eligible partners
         chosen = eligible
+    elif method == "monai":  # assign over every overlapping pair first, then drop the matches below the threshold
+        every = np.flatnonzero(value > 0)
+        chosen = every[_max_weight_matching(t.pair_pred[every], t.pair_gt[every], value[every])]
+        chosen = chosen[passes[chosen]]
     else:
         chosen = eligible[_max_weight_matching(t.pair_pred[eligible], t.pair_gt[eligible], value[eligible])]
     order = chosen[np.argsort(t.pair_gt[chosen], kind="stable")]
