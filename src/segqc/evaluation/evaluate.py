@@ -40,6 +40,7 @@ from segqc.metrics.registry import (
     METRICS,
     MULTICLASS_METRICS,
     EmptyPolicy,
+    empty_situation,
     metric_info,
 )
 from segqc.metrics.soft import soft_dice
@@ -244,9 +245,7 @@ def _lesion_rows(pred: np.ndarray, gt: np.ndarray, spacing, config: EvaluationCo
     ``<situation>:lesion``), not the empty-mask policy."""
     lesion_settings = replace(config.lesion, tolerance_mm=settings.tolerance_mm, percentile=settings.percentile)
     scores = lesion_scores(pred, gt, spacing, lesion_settings).to_dict()
-    n_pred, n_gt = bool(pred.any()), bool(gt.any())
-    situation = "" if n_pred and n_gt else "both_empty" if not (n_pred or n_gt) else (
-        "gt_empty" if not n_gt else "pred_empty")
+    situation = empty_situation(bool(pred.any()), bool(gt.any()))
     tag = f"{situation}:lesion" if situation else ""
     return [(None, name, float(scores[_LESION_FIELDS[name]]), tag) for name in names]
 

@@ -21,6 +21,7 @@ from segqc.metrics.registry import (
     DISTANCE_METRICS,
     SHAPE_METRICS,
     EmptyPolicy,
+    empty_situation,
     metric_info,
 )
 from segqc.metrics.surface import DISTANCE_NORMS, DistanceNorm, SurfaceDistances, SurfaceMode
@@ -117,16 +118,6 @@ class MetricSettings:
         return cls(empty=EmptyPolicy(**values.pop("empty", {})), **kwargs)
 
 
-def _situation(n_pred: int, n_gt: int) -> str:
-    if n_pred == 0 and n_gt == 0:
-        return "both_empty"
-    if n_gt == 0:
-        return "gt_empty"
-    if n_pred == 0:
-        return "pred_empty"
-    return ""
-
-
 def _ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else math.nan
 
@@ -167,7 +158,7 @@ def counts_metrics(
 ) -> list[MetricResult]:
     """Overlap, confusion-matrix and volume metrics from voxel counts (TP, |P|, |G| and, for the
     metrics that need true negatives, ``n_total`` = voxels of the image that count)."""
-    situation = _situation(n_pred, n_gt)
+    situation = empty_situation(n_pred, n_gt)
     fp, fn = n_pred - tp, n_gt - tp
     out = []
     for name in metrics:
@@ -227,7 +218,7 @@ def distance_metrics(
     sd: SurfaceDistances, metrics: Iterable[str], settings: MetricSettings
 ) -> list[MetricResult]:
     """Surface-distance metrics from one :class:`SurfaceDistances` (empty policy applied)."""
-    situation = _situation(sd.pred_weights.size, sd.gt_weights.size)
+    situation = empty_situation(sd.pred_weights.size, sd.gt_weights.size)
     out = []
     for name in metrics:
         if situation:
@@ -246,7 +237,7 @@ def shape_metrics(
     applied."""
     from segqc.metrics import shape
 
-    situation = _situation(int(np.count_nonzero(pred)), int(np.count_nonzero(gt)))
+    situation = empty_situation(int(np.count_nonzero(pred)), int(np.count_nonzero(gt)))
     out = []
     for name in metrics:
         if situation:

@@ -26,7 +26,7 @@ import numpy as np
 from segqc.metrics import panoptic
 from segqc.metrics.binary import MetricResult, MetricSettings
 from segqc.metrics.components import label_components
-from segqc.metrics.registry import EmptyPolicy, metric_info
+from segqc.metrics.registry import EmptyPolicy, empty_situation, metric_info
 
 
 @dataclass(frozen=True)
@@ -59,12 +59,9 @@ def component_overlap(pred: np.ndarray, gt: np.ndarray, *, connectivity: int = 2
 
 
 def _empty(name: str, overlap: ComponentOverlap, policy: EmptyPolicy) -> MetricResult | None:
-    if overlap.n_gt and overlap.n_pred:
+    situation = empty_situation(overlap.n_pred, overlap.n_gt)
+    if not situation:
         return None
-    if not (overlap.n_gt or overlap.n_pred):
-        situation = "both_empty"
-    else:
-        situation = "gt_empty" if not overlap.n_gt else "pred_empty"
     value, tag = metric_info(name).empty_value(situation, policy)
     return MetricResult(name, value, tag)
 
@@ -110,7 +107,7 @@ def panoptic_metrics(
     instance; SQ of a matching without a match takes the ``pred_empty`` rule (worst by default)."""
     settings = settings or MetricSettings()
     n_pred, n_gt = int(np.count_nonzero(pred_ids)), int(np.count_nonzero(gt_ids))
-    situation = "both_empty" if not (n_pred or n_gt) else "gt_empty" if not n_gt else "pred_empty" if not n_pred else ""
+    situation = empty_situation(n_pred, n_gt)
     if situation:
         return [MetricResult(name, *metric_info(name).empty_value(situation, settings.empty)) for name in metrics]
     scores = panoptic.panoptic_quality(pred_ids, gt_ids, criterion=settings.match_criterion,  # type: ignore[arg-type]

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from segqc.metrics.binary import MetricResult
-from segqc.metrics.registry import EmptyPolicy, metric_info
+from segqc.metrics.registry import EmptyPolicy, empty_situation, metric_info
 
 __all__ = ["MulticlassCounts", "generalized_dice", "multiclass_counts", "multiclass_dice", "per_class_dice",
            "present_labels"]
@@ -77,14 +77,8 @@ def multiclass_counts(pred: np.ndarray, gt: np.ndarray) -> MulticlassCounts:
 
 
 def _dice_from_counts(tp: int, fp: int, fn: int, empty: EmptyPolicy) -> MetricResult:
-    n_pred, n_gt = tp + fp, tp + fn
-    if n_pred == 0 and n_gt == 0:
-        situation = "both_empty"
-    elif n_gt == 0:
-        situation = "gt_empty"
-    elif n_pred == 0:
-        situation = "pred_empty"
-    else:
+    situation = empty_situation(tp + fp, tp + fn)
+    if not situation:
         return MetricResult("dice", 2.0 * tp / (2.0 * tp + fp + fn))
     value, tag = metric_info("dice").empty_value(situation, empty)
     return MetricResult("dice", value, tag)
@@ -169,8 +163,7 @@ def generalized_dice(
     n_pred = np.array([c[1] for c in counts.values()], dtype=np.float64)
     n_gt = np.array([c[2] for c in counts.values()], dtype=np.float64)
     total_pred, total_gt = float(n_pred.sum()), float(n_gt.sum())
-    situation = ("both_empty" if total_pred == 0 and total_gt == 0 else "gt_empty" if total_gt == 0
-                 else "pred_empty" if total_pred == 0 else "")
+    situation = empty_situation(total_pred, total_gt)
     if situation:
         value, tag = metric_info("generalized_dice").empty_value(situation, policy)
         return MetricResult("generalized_dice", value, tag)

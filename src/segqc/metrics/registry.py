@@ -31,6 +31,19 @@ class EmptyRule(str, Enum):
 EMPTY_SITUATIONS = ("both_empty", "gt_empty", "pred_empty")
 
 
+def empty_situation(n_pred: float, n_gt: float) -> str:
+    """Which empty-mask situation a comparison is in, from the sizes of the prediction and the
+    ground truth (voxels, instances, any count): ``both_empty``, ``gt_empty``, ``pred_empty``, or
+    ``""`` when neither is empty."""
+    if not n_pred and not n_gt:
+        return "both_empty"
+    if not n_gt:
+        return "gt_empty"
+    if not n_pred:
+        return "pred_empty"
+    return ""
+
+
 @dataclass(frozen=True)
 class EmptyPolicy:
     """Rules for empty masks (see module docstring). Defaults: both empty -> NaN (the case says

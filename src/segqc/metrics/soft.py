@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from segqc.metrics.binary import MetricResult
-from segqc.metrics.registry import EmptyPolicy, metric_info
+from segqc.metrics.registry import EmptyPolicy, empty_situation, metric_info
 
 QUBIQ_THRESHOLDS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 10))
 
@@ -44,7 +44,7 @@ def soft_dice(
         raise ValueError(f"pred shape {pred.shape} differs from gt shape {gt.shape}")
     gt_any, pred_any = bool((gt > min(thresholds)).any()), bool((pred > min(thresholds)).any())
     if not (gt_any and pred_any):
-        situation = "both_empty" if not (gt_any or pred_any) else ("gt_empty" if not gt_any else "pred_empty")
+        situation = empty_situation(pred_any, gt_any)
         value, tag = metric_info("soft_dice").empty_value(situation, policy)
         return MetricResult("soft_dice", value, tag)
     scores = []
