@@ -68,6 +68,7 @@ from segqc.execution import CaseResult, CaseTask, RunReport, run_cases
 from segqc.io.atomic import write_csv_atomic, write_json_atomic
 from segqc.io.datasets import case_id, list_image_files, list_label_files
 from segqc.io.images import Geometry, geometry_differences, read_image, read_label_map
+from segqc.metrics.masks import bounding_box
 
 __all__ = [
     "AIR_ALLOWED",
@@ -364,9 +365,9 @@ def flag_outside_body(labels: np.ndarray, body: np.ndarray, geometry: Geometry, 
 
 
 def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
-    box = ndimage.find_objects(mask.astype(np.uint8))[0]
+    box = bounding_box(mask)
     assert box is not None
-    return tuple(box)
+    return box
 
 
 def flag_in_air(labels: np.ndarray, image: np.ndarray, scheme: LabelScheme, *, air_hu: float = -500.0,

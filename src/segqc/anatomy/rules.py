@@ -56,6 +56,7 @@ from segqc.anatomy.scheme import LabelScheme, load_scheme
 from segqc.anatomy.space import centroid_mm, fit_midsagittal_plane, index_to_mm
 from segqc.errors import InputError
 from segqc.io.images import Geometry
+from segqc.metrics.masks import bounding_box
 
 __all__ = ["CHANGE_COLUMNS", "PRESETS", "RULES", "RuleSet", "apply_rules", "load_rules", "side_pairs"]
 
@@ -232,12 +233,9 @@ def _left_right(case: _Case, *, midline: Sequence[str] = ("vertebrae", "sternum"
 
 
 def _bbox(mask: np.ndarray) -> tuple[slice, ...]:
-    slices = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hit = np.flatnonzero(mask.any(axis=other))
-        slices.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    return tuple(slices)
+    box = bounding_box(mask)
+    assert box is not None  # called on non-empty masks only
+    return box
 
 
 def _order_series(case: _Case, *, series: str = "", left: str | None = None, right: str | None = None,

@@ -31,6 +31,7 @@ from segqc.metrics.binary import MetricSettings, compare_masks
 from segqc.metrics.components import compare_components
 from segqc.metrics.instance import instance_metrics
 from segqc.metrics.lesion import LesionSettings, detection_counts, froc_points, lesion_scores
+from segqc.metrics.masks import union_box
 from segqc.metrics.multiclass import generalized_dice, multiclass_dice
 from segqc.metrics.registry import (
     COMPONENT_METRICS,
@@ -190,15 +191,6 @@ def _bounding_boxes(array: np.ndarray) -> dict[int, tuple[slice, ...]]:
     return {i + 1: box for i, box in enumerate(boxes) if box is not None}
 
 
-def _union_box(boxes: Sequence[tuple[slice, ...] | None], ndim: int) -> tuple[slice, ...] | None:
-    present = [b for b in boxes if b is not None]
-    if not present:
-        return None
-    return tuple(
-        slice(min(b[d].start for b in present), max(b[d].stop for b in present)) for d in range(ndim)
-    )
-
-
 def _mask_rows(pred: np.ndarray, gt: np.ndarray, spacing, config: EvaluationConfig, settings: MetricSettings,
                n_total: int) -> list[tuple]:
     """(component, metric, value, empty) tuples for one binary pair (a crop of an image of
@@ -311,7 +303,7 @@ def evaluate_label_maps(
     lesion_names = [m for m in config.metrics if m in LESION_METRICS]
     records = []
     for label, name, members in labels.targets(classes):
-        box = _union_box([pred_boxes.get(m) for m in members] + [gt_boxes.get(m) for m in members], gt.ndim)
+        box = union_box([pred_boxes.get(m) for m in members] + [gt_boxes.get(m) for m in members], gt.ndim)
         if box is None:  # absent from both: a zero-size crop gives the both-empty rules
             box = tuple(slice(0, 0) for _ in range(gt.ndim))
         p, g = pred[box], gt[box]

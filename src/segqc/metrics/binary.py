@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from segqc.metrics import surface as _surface
+from segqc.metrics.masks import as_mask
 from segqc.metrics.registry import (
     COUNT_METRICS,
     DEFAULT_METRICS,
@@ -255,15 +256,6 @@ def shape_metrics(
     return out
 
 
-def _as_bool(mask: np.ndarray, name: str) -> np.ndarray:
-    mask = np.asarray(mask)
-    if mask.dtype == bool:
-        return mask
-    if mask.dtype.kind == "f" and not np.isfinite(mask).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return mask != 0
-
-
 def compare_masks(
     pred: np.ndarray,
     gt: np.ndarray,
@@ -284,8 +276,8 @@ def compare_masks(
     come and are NaN (tag ``undefined``) where a denominator is zero.
     """
     settings = settings or MetricSettings()
-    pred = _as_bool(pred, "pred")
-    gt = _as_bool(gt, "gt")
+    pred = as_mask(pred, "pred", ndims=None)
+    gt = as_mask(gt, "gt", ndims=None)
     if pred.shape != gt.shape:
         raise ValueError(f"pred shape {pred.shape} differs from gt shape {gt.shape}")
     if len(spacing) != pred.ndim:

@@ -30,6 +30,7 @@ import numpy as np
 
 from segqc.metrics import surface as _surface
 from segqc.metrics.binary import MetricResult, MetricSettings, counts_metrics, distance_metrics
+from segqc.metrics.masks import as_mask
 from segqc.metrics.registry import DISTANCE_METRICS, metric_info
 
 VoronoiUnits = Literal["mm", "voxel"]
@@ -55,11 +56,6 @@ def _cc3d_connectivity(connectivity: int, ndim: int) -> Cc3dConnectivity:
     return CONNECTIVITY_2D[connectivity]
 
 
-def _as_bool_mask(mask: np.ndarray) -> np.ndarray:
-    mask = np.asarray(mask)
-    return np.ascontiguousarray(mask if mask.dtype == bool else mask != 0)
-
-
 def label_components(mask: np.ndarray, *, connectivity: int = 26) -> tuple[np.ndarray, int]:
     """Connected components of a binary 2D/3D mask: (labels 1..n, 0 = background; n).
 
@@ -67,7 +63,7 @@ def label_components(mask: np.ndarray, *, connectivity: int = 26) -> tuple[np.nd
     to its in-plane restriction (:data:`CONNECTIVITY_2D`: 6 -> 4, 18 -> 8, 26 -> 8), so the
     default 26 means 8-connectivity in 2D.
     """
-    mask = _as_bool_mask(mask)
+    mask = as_mask(mask, ndims=None)
     # cc3d is handed uint8 (a view of the bool buffer, no copy): its 2D 8-connected labelling of
     # *bool* arrays is wrong (cc3d 4.1.1: labels beyond n, labelled background pixels, merged or
     # split components), while uint8 input gives the same components as scipy.ndimage.label.
@@ -167,7 +163,7 @@ def compare_components(
     settings = settings or MetricSettings()
     if settings.distance != "euclidean":
         raise ValueError("per-component metrics use Euclidean distances; distance must be 'euclidean'")
-    pred, gt = _as_bool_mask(pred), _as_bool_mask(gt)
+    pred, gt = as_mask(pred, "pred", ndims=None), as_mask(gt, "gt", ndims=None)
     if pred.shape != gt.shape:
         raise ValueError(f"pred shape {pred.shape} differs from gt shape {gt.shape}")
     for name in metrics:

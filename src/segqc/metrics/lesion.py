@@ -66,6 +66,7 @@ from scipy import ndimage
 from segqc.metrics import surface as _surface
 from segqc.metrics.binary import MetricSettings, compare_masks
 from segqc.metrics.components import CONNECTIVITY_2D, label_components
+from segqc.metrics.masks import as_mask, bounding_box, check_spacing, union_box
 from segqc.metrics.surface import SurfaceMode
 
 VolumeUnit = Literal["mm3", "voxel"]
@@ -301,26 +302,8 @@ class LesionTable:
 # internals
 
 
-def _binary(mask: np.ndarray, name: str) -> np.ndarray:
-    mask = np.asarray(mask)
-    if mask.ndim not in (2, 3):
-        raise ValueError(f"{name} must be a 2D or 3D mask, got {mask.ndim}D")
-    if mask.dtype == bool:
-        return np.ascontiguousarray(mask)
-    if mask.dtype.kind == "f" and not np.isfinite(mask).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return np.ascontiguousarray(mask != 0)
-
-
 def _spacing(spacing: Sequence[float] | None, ndim: int) -> tuple[float, ...]:
-    if spacing is None:
-        return (1.0,) * ndim
-    out = tuple(float(s) for s in spacing)
-    if len(out) != ndim:
-        raise ValueError(f"spacing {out} does not match a {ndim}D mask")
-    if not all(s > 0 and math.isfinite(s) for s in out):
-        raise ValueError(f"spacing must be positive and finite, got {out}")
-    return out
+    return (1.0,) * ndim if spacing is None else check_spacing(spacing, ndim)
 
 
 def _structure(connectivity: int, ndim: int) -> np.ndarray:
@@ -360,9 +343,9 @@ def _gt_lesions(gt: np.ndarray, spacing: tuple[float, ...], settings: LesionSett
     merge = settings.merge_dilations
     labels = np.zeros(shape, dtype=np.int32)
     n = 0
-    gt_box = ndimage.find_objects(gt.view(np.uint8))
-    if gt_box:
-        box = _grown_box(gt_box[0], merge, shape)
+    gt_box = bounding_box(gt)
+    if gt_box is not None:
+        box = _grown_box(gt_box, merge, shape)
         sub = gt[box]
         if merge > 0:
             # labels of the dilated ground truth, restricted to the ground-truth voxels; every dilated
@@ -424,11 +407,8 @@ def _lesion_metrics(
     spacing: tuple[float, ...],
     metric_settings: MetricSettings,
 ) -> tuple[float, float, float]:
-    boxes = [lesions.boxes[lesion_id - 1]] + [pred_boxes[p - 1] for p in matched]
-    box = tuple(
-        slice(min(b[axis].start for b in boxes if b is not None), max(b[axis].stop for b in boxes if b is not None))
-        for axis in range(pred_labels.ndim)
-    )
+    box = union_box([lesions.boxes[lesion_id - 1]] + [pred_boxes[p - 1] for p in matched], pred_labels.ndim)
+    assert box is not None  # the lesion's own box is always there
     gt_crop = np.pad(lesions.labels[box] == lesion_id, 1)
     pred_crop = np.pad(np.isin(pred_labels[box], matched), 1)
     results = compare_masks(pred_crop, gt_crop, spacing, metrics=("dice", "hd95", "nsd"), settings=metric_settings)
@@ -460,7 +440,7 @@ def lesion_table(
     definitions.
     """
     settings = settings or LesionSettings()
-    pred, gt = _binary(pred, "pred"), _binary(gt, "gt")
+    pred, gt = as_mask(pred, "pred"), as_mask(gt, "gt")
     if pred.shape != gt.shape:
         raise ValueError(f"pred shape {pred.shape} differs from gt shape {gt.shape}")
     sp = _spacing(spacing, gt.ndim)
@@ -544,7 +524,7 @@ def detection_counts(
         raise ValueError(f"prob must be numeric, got dtype {prob.dtype}")
     if prob.dtype.kind == "f" and not np.isfinite(prob).all():
         raise ValueError("prob contains NaN or infinite values")
-    gt = _binary(gt, "gt")
+    gt = as_mask(gt, "gt")
     if prob.shape != gt.shape:
         raise ValueError(f"prob shape {prob.shape} differs from gt shape {gt.shape}")
     levels = np.asarray(thresholds, dtype=np.float64).reshape(-1)

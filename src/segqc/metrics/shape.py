@@ -68,6 +68,8 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
+from segqc.metrics.masks import as_mask, bounding_box, check_spacing
+
 BoundaryDefinition = Literal["distance", "metricsreloaded"]
 BOUNDARY_DEFINITIONS: tuple[str, ...] = ("distance", "metricsreloaded")
 
@@ -80,16 +82,9 @@ _WIDTH_RTOL = 1e-9
 # Input checks
 
 
-def _as_mask(mask: np.ndarray, name: str) -> np.ndarray:
-    arr = np.asarray(mask)
-    if arr.ndim not in (2, 3):
-        raise ValueError(f"{name}: expected a 2D or 3D mask, got shape {arr.shape}")
-    return arr if arr.dtype == bool else arr != 0
-
-
 def _check_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    p = _as_mask(pred, "pred")
-    g = _as_mask(gt, "gt")
+    p = as_mask(pred, "pred")
+    g = as_mask(gt, "gt")
     if p.shape != g.shape:
         raise ValueError(f"pred and gt shapes differ: {p.shape} vs {g.shape}")
     if not p.any():
@@ -99,23 +94,11 @@ def _check_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return p, g
 
 
-def _check_spacing(spacing: Sequence[float], ndim: int) -> tuple[float, ...]:
-    sp = tuple(float(s) for s in spacing)
-    if len(sp) != ndim:
-        raise ValueError(f"spacing {sp} does not match a {ndim}D mask")
-    if any(not math.isfinite(s) or s <= 0 for s in sp):
-        raise ValueError(f"spacing must be positive and finite, got {sp}")
-    return sp
-
-
 def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
     """Tight bounding box (slices) of a non-empty mask."""
-    box = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=other))
-        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
-    return tuple(box)
+    box = bounding_box(mask)
+    assert box is not None
+    return box
 
 
 # --------------------------------------------------------------------------------------------
@@ -135,8 +118,8 @@ def boundary_band(
     the module docstring for the two definitions. The image border counts as background. An empty
     mask gives an empty band. Computed on the mask's bounding box padded by one voxel.
     """
-    m = _as_mask(mask, "mask")
-    sp = _check_spacing(spacing, m.ndim)
+    m = as_mask(mask, "mask")
+    sp = check_spacing(spacing, m.ndim)
     _check_width(width_mm)
     _check_definition(definition)
     band = np.zeros(m.shape, dtype=bool)
@@ -194,7 +177,7 @@ def boundary_iou(
     be non-empty (``ValueError`` otherwise).
     """
     p, g = _check_pair(pred, gt)
-    sp = _check_spacing(spacing, p.ndim)
+    sp = check_spacing(spacing, p.ndim)
     _check_width(width_mm)
     _check_definition(definition)
     box = _bounding_box(p | g)
@@ -216,7 +199,7 @@ def skeleton(mask: np.ndarray) -> np.ndarray:
     Lee in 3D). A non-empty mask whose skeleton is empty is returned as its own skeleton."""
     from skimage.morphology import skeletonize  # scikit-image: imported only where needed
 
-    m = _as_mask(mask, "mask")
+    m = as_mask(mask, "mask")
     if not m.any():
         return np.zeros(m.shape, dtype=bool)
     box = _bounding_box(m)
@@ -257,8 +240,8 @@ def cl_dice(pred: np.ndarray, gt: np.ndarray) -> float:
 def centre_of_mass_mm(mask: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
     """Centroid of a non-empty mask in mm (mean voxel index per axis times the spacing), shape
     ``(ndim,)``; voxel ``(0, 0[, 0])`` has its centre at the origin."""
-    m = _as_mask(mask, "mask")
-    sp = _check_spacing(spacing, m.ndim)
+    m = as_mask(mask, "mask")
+    sp = check_spacing(spacing, m.ndim)
     total = np.count_nonzero(m)
     if total == 0:
         raise ValueError("mask is empty; its centre of mass is undefined")
@@ -277,7 +260,7 @@ def com_distance(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> 
     otherwise).
     """
     p, g = _check_pair(pred, gt)
-    sp = _check_spacing(spacing, p.ndim)
+    sp = check_spacing(spacing, p.ndim)
     return float(np.linalg.norm(centre_of_mass_mm(p, sp) - centre_of_mass_mm(g, sp)))
 
 

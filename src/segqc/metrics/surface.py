@@ -33,6 +33,7 @@ from scipy.spatial import cKDTree
 
 from segqc.metrics import _bitrows
 from segqc.metrics._surfel_tables import contour_length_table, surface_area_table
+from segqc.metrics.masks import as_mask, check_spacing
 
 SurfaceMode = Literal["surfel", "voxel"]
 SURFACE_MODES: tuple[str, ...] = ("surfel", "voxel")
@@ -70,24 +71,12 @@ class Surface:
         return self.coordinates() * np.asarray(spacing, dtype=np.float64)
 
 
-def _check_mask(mask: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
-    mask = np.asarray(mask)
-    if mask.ndim not in (2, 3):
-        raise ValueError(f"expected a 2D or 3D mask, got shape {mask.shape}")
-    if len(spacing) != mask.ndim:
-        raise ValueError(f"spacing {tuple(spacing)} does not match a {mask.ndim}D mask")
-    if any(not np.isfinite(s) or s <= 0 for s in spacing):
-        raise ValueError(f"spacing must be positive and finite, got {tuple(spacing)}")
-    if mask.dtype != bool:
-        mask = mask != 0
-    return np.ascontiguousarray(mask)
-
-
 def extract_surface(mask: np.ndarray, spacing: Sequence[float], *, mode: SurfaceMode = "surfel") -> Surface:
     """Surface points and their weights of a binary 2D/3D mask (see module docstring)."""
-    mask = _check_mask(mask, spacing)
+    mask = as_mask(mask)
+    spacing = check_spacing(spacing, mask.ndim)
     if mode == "surfel":
-        return _surfel_surface(mask, tuple(float(s) for s in spacing))
+        return _surfel_surface(mask, spacing)
     if mode == "voxel":
         return _voxel_surface(mask)
     raise ValueError(f"unknown surface mode {mode!r}; expected one of {SURFACE_MODES}")

@@ -1,0 +1,47 @@
+"""Checks and boxes of binary masks shared by the metric kernels (pure numpy/scipy, no I/O)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+
+def as_mask(mask: np.ndarray, name: str = "mask", *, ndims: Sequence[int] | None = (2, 3)) -> np.ndarray:
+    """A C-contiguous bool copy or view of ``mask`` (non-zero = foreground). ``ValueError`` when the
+    number of dimensions is not in ``ndims`` (``None``: any) or a float mask holds NaN or inf."""
+    array = np.asarray(mask)
+    if ndims is not None and array.ndim not in ndims:
+        wanted = " or ".join(f"{n}D" for n in ndims)
+        raise ValueError(f"{name}: expected a {wanted} mask, got shape {array.shape}")
+    if array.dtype == bool:
+        return np.ascontiguousarray(array)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return np.ascontiguousarray(array != 0)
+
+
+def check_spacing(spacing: Sequence[float], ndim: int) -> tuple[float, ...]:
+    """``spacing`` (mm per axis) as floats; ``ValueError`` unless it has ``ndim`` positive finite entries."""
+    values = tuple(float(s) for s in spacing)
+    if len(values) != ndim:
+        raise ValueError(f"spacing {values} does not match a {ndim}D mask")
+    if any(not math.isfinite(s) or s <= 0 for s in values):
+        raise ValueError(f"spacing must be positive and finite, got {values}")
+    return values
+
+
+def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """Tight bounding box (one slice per axis) of the non-zero voxels; ``None`` for an empty mask."""
+    boxes = ndimage.find_objects((np.asarray(mask) != 0).view(np.uint8))
+    return tuple(boxes[0]) if boxes else None
+
+
+def union_box(boxes: Sequence[tuple[slice, ...] | None], ndim: int) -> tuple[slice, ...] | None:
+    """Smallest box holding every given box (``None`` entries are skipped; ``None`` if none is left)."""
+    present = [b for b in boxes if b is not None]
+    if not present:
+        return None
+    return tuple(slice(min(b[d].start for b in present), max(b[d].stop for b in present)) for d in range(ndim))
