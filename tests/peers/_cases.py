@@ -29,3 +29,13 @@ def shifted_boxes_3d() -> tuple[np.ndarray, np.ndarray, tuple[float, float, floa
     pred = np.zeros((6, 5, 8), dtype=bool)
     pred[2:5, 1:4, 1:6] = True
     return pred, gt, (2.0, 1.0, 0.5)
+
+
+def square_in_square(spacing: tuple[float, float] = (2.0, 1.0)) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """(prediction, GT, spacing) in a 9x9 image: GT the 3x3 square at rows/columns 3..5, prediction
+    the 5x5 square at 2..6."""
+    gt = np.zeros((9, 9), dtype=bool)
+    gt[3:6, 3:6] = True
+    pred = np.zeros((9, 9), dtype=bool)
+    pred[2:7, 2:7] = True
+    return pred, gt, spacing

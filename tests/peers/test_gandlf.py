@@ -40,7 +40,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from peers._cases import blob, shifted_boxes_3d
+from peers._cases import blob, shifted_boxes_3d, square_in_square
 from segqc.metrics.binary import MetricSettings, compare_masks
 from segqc.metrics.registry import EmptyPolicy
 
@@ -74,13 +74,6 @@ def _gandlf_recipe(pred, gt, spacing) -> dict[str, float]:
             "hd95_pooled": float(np.percentile(pooled, 95)), "hd": float(np.percentile(pooled, 100))}
 
 
-def _square_in_square(spacing):
-    # gt = 3x3 square (rows/cols 3..5), pred = 5x5 square (2..6) in a 9x9 image
-    gt = np.zeros((9, 9), dtype=bool)
-    gt[3:6, 3:6] = True
-    pred = np.zeros((9, 9), dtype=bool)
-    pred[2:7, 2:7] = True
-    return pred, gt, spacing
 
 
 
@@ -99,12 +92,12 @@ HAND_CASES = [
     # 2 at 2 (top/bottom mid: the pred row 2 mm away). pred border 16: 6 at 1, 6 at 2, 4 corners at
     # sqrt(4 + 1) = sqrt5. NSD = (6/8 + 6/16)/2 = 0.5625 (pooled: 12/24 = 0.5); pooled (24): 12 x 1,
     # 8 x 2, 4 x sqrt5 -> hd95 at position 0.95 * 23 = 21.85 -> sqrt5; hd100 sqrt5.
-    ("square_in_square_2_1", lambda: _square_in_square((2.0, 1.0)),
+    ("square_in_square_2_1", lambda: square_in_square((2.0, 1.0)),
      {"nsd_mean": (6 / 8 + 6 / 16) / 2, "hd95_pooled": SQRT5, "hd": SQRT5}),
     # spacing (rows 2, cols 1.5): threshold max(1.5, 1) = 1.5 (a 1 mm tolerance would give NSD 0).
     # gt border: 6 at 1.5, 2 at 2; pred border: 6 at 1.5, 6 at 2, 4 at sqrt(4 + 2.25) = 2.5.
     # NSD = (6/8 + 6/16)/2 = 0.5625; pooled (24): 12 x 1.5, 8 x 2, 4 x 2.5 -> hd95 2.5, hd100 2.5.
-    ("square_in_square_2_1.5", lambda: _square_in_square((2.0, 1.5)),
+    ("square_in_square_2_1.5", lambda: square_in_square((2.0, 1.5)),
      {"nsd_mean": (6 / 8 + 6 / 16) / 2, "hd95_pooled": 2.5, "hd": 2.5}),
     # 3D, threshold max(0.5, 1) = 1. gt -> pred (26): 15 x 0, 0.5, 1.0, 9 x 2.0 (the bottom face one
     # 2 mm slice below pred) -> 17/26 within 1 mm. pred -> gt (42): 15 x 0, 6 x 0.5, 6 x 1.0, 9 x 2.0,
@@ -136,7 +129,7 @@ def test_hand_cases(name, case, expected):
 
 def test_variants_are_nsd_mean_and_pooled_hd95():
     # GaNDLF's NSD is not segqc's pooled nsd, and its hd95 is not segqc's max-of-directed hd95
-    pred, gt, spacing = _square_in_square((2.0, 1.0))
+    pred, gt, spacing = square_in_square((2.0, 1.0))
     got = _segqc(pred, gt, spacing, metrics=("nsd", "nsd_mean"))
     assert got["nsd"] == pytest.approx(0.5, rel=1e-12) and got["nsd_mean"] == pytest.approx(0.5625, rel=1e-12)
     pred, gt, spacing = shifted_boxes_3d()
@@ -145,7 +138,7 @@ def test_variants_are_nsd_mean_and_pooled_hd95():
     assert got["hd95"] == pytest.approx(S425 + 0.95 * (SQRT5 - S425), rel=1e-12)
     assert got["hd95_pooled"] == pytest.approx(S425, rel=1e-12)
     # a 1 mm tolerance where GaNDLF's threshold is 1.5 mm changes the value: the threshold matters
-    pred, gt, spacing = _square_in_square((2.0, 1.5))
+    pred, gt, spacing = square_in_square((2.0, 1.5))
     (strict,) = compare_masks(pred, gt, spacing, metrics=("nsd_mean",),
                               settings=MetricSettings(surface="voxel", tolerance_mm=1.0))
     assert strict.value == 0.0
@@ -186,7 +179,7 @@ def test_distance_of_one_voxel_step_at_the_threshold():
 @pytest.mark.parametrize("situation", ["both_empty", "pred_empty", "gt_empty"])
 def test_empty_masks(situation):
     # __surface_distances returns 0 for an empty mask -> _nsd_base 0, hd95 = hd100 = 0
-    pred, gt, spacing = _square_in_square((2.0, 1.0))
+    pred, gt, spacing = square_in_square((2.0, 1.0))
     if situation in ("both_empty", "pred_empty"):
         pred = np.zeros_like(pred)
     if situation in ("both_empty", "gt_empty"):
@@ -200,7 +193,7 @@ def test_empty_masks(situation):
 def test_count_metrics():
     # square in square: TP 9, FP 16, FN 0, TN 56. dice 18/34, jaccard = dice/(2 - dice) = 9/25,
     # sensitivity 1, specificity 56/72 (GaNDLF's eps, sys.float_info.min, changes nothing here)
-    pred, gt, spacing = _square_in_square((2.0, 1.0))
+    pred, gt, spacing = square_in_square((2.0, 1.0))
     names = ("dice", "iou", "recall", "specificity")
     got = {r.metric: r.value for r in compare_masks(pred, gt, spacing, metrics=names)}
     dice = 18 / 34

@@ -46,7 +46,7 @@ import math
 import numpy as np
 import pytest
 
-from peers._cases import shifted_boxes_3d
+from peers._cases import shifted_boxes_3d, square_in_square
 from segqc.metrics.binary import MetricSettings, compare_masks
 from segqc.metrics.registry import EmptyPolicy
 
@@ -94,13 +94,6 @@ def _assert_matches(got: dict[str, float], expected: dict[str, float], rel: floa
 # Hand cases
 
 
-def _square_in_square():
-    # 2D, spacing (rows 2 mm, columns 1 mm): gt = 3x3 square (rows/cols 3..5), pred = 5x5 (2..6).
-    gt = np.zeros((9, 9), dtype=bool)
-    gt[3:6, 3:6] = True
-    pred = np.zeros((9, 9), dtype=bool)
-    pred[2:7, 2:7] = True
-    return pred, gt, (2.0, 1.0)
 
 
 # By hand: gt contour = 8 (ring), pred contour = 16 (ring).
@@ -158,7 +151,7 @@ MSD_3D = (3.5 + 7 + 36 + 3 * S425 + 3 * SQRT5) / 68
 SHIFTED_BOXES_3D = {"hd95_pooled": S425, "hd": SQRT5, "assd": MSD_3D, "median_sd": 0.5,
                     "std": math.sqrt(108.5 / 68 - MSD_3D**2)}
 
-HAND_CASES = [(_square_in_square, SQUARE_IN_SQUARE), (_outlier_pixel, OUTLIER_PIXEL),
+HAND_CASES = [(square_in_square, SQUARE_IN_SQUARE), (_outlier_pixel, OUTLIER_PIXEL),
               (shifted_boxes_3d, SHIFTED_BOXES_3D)]
 HAND_IDS = ["square_in_square_2d", "outlier_pixel_2d", "shifted_boxes_3d"]
 
@@ -219,7 +212,7 @@ def test_count_metrics_and_the_shipped_tptnfpfn_case():
     assert got["dice"] == pytest.approx(1998 / 1999, rel=1e-12)
     # square-in-square: |G| = 9, |P| = 25, TP 9, FP 16, FN 0, TN 81 - 25 = 56:
     # dice 18/34, jaccard 9/25, precision 9/25, recall 1, fpr 16/72, fnr 0
-    pred, gt, spacing = _square_in_square()
+    pred, gt, spacing = square_in_square()
     names = ("dice", "iou", "precision", "recall", "fpr", "fnr")
     got = {r.metric: r.value for r in compare_masks(pred, gt, spacing, metrics=names)}
     expected = {"dice": 18 / 34, "iou": 9 / 25, "precision": 9 / 25, "recall": 1.0, "fpr": 16 / 72, "fnr": 0.0}
@@ -234,7 +227,7 @@ BEST = EmptyPolicy(both_empty="best", gt_empty="best", pred_empty="best")
 def test_empty_masks_give_zero_distances(situation):
     # computeQualityMeasures: an empty mask's distance map is an all-zero image -> every distance 0
     # (two empty masks: no distance at all -> 0 by its explicit rule); segqc: the "best" rule.
-    pred, gt, spacing = _square_in_square()
+    pred, gt, spacing = square_in_square()
     if situation in ("both_empty", "pred_empty"):
         pred = np.zeros_like(pred)
     if situation in ("both_empty", "gt_empty"):
@@ -245,7 +238,7 @@ def test_empty_masks_give_zero_distances(situation):
 
 
 def test_empty_masks_overlap_conventions():
-    pred, gt, spacing = _square_in_square()
+    pred, gt, spacing = square_in_square()
     names = ("dice", "iou", "precision", "recall", "fnr", "fpr")
     # two empty masks: dice = jaccard = precision = recall = 1, fpr = fnr = 0 -> both_empty "best"
     zero = np.zeros_like(gt)
@@ -265,7 +258,7 @@ def test_empty_masks_overlap_conventions():
                    "1 - ||P|-|G||/(|P|+|G|) (equal to 1 - |vs_seg_metrics|/2)")
 def test_volume_similarity_is_signed():
     # square-in-square: |P| = 25, |G| = 9 -> 2 * 16/34 = 0.941 (segqc: 1 - 16/34 = 0.529)
-    pred, gt, spacing = _square_in_square()
+    pred, gt, spacing = square_in_square()
     (vs,) = compare_masks(pred, gt, spacing, metrics=("vs",))
     assert vs.value == pytest.approx(2 * (25 - 9) / (25 + 9), rel=1e-12)
 
