@@ -54,7 +54,8 @@ def run_model(name: str, model_dir: Path, dataset: Dataset, cases: list[str], ou
     for case in cases:
         channels = [read_image(p) for p in dataset.image_files[case]]
         truth = read_label_map(dataset.label_files[case])
-        result = segment_case(model, predict_slices, [c.array for c in channels], samples=samples, steps=steps)
+        result = segment_case(model, predict_slices, [c.array for c in channels], samples=samples, steps=steps,
+                              spacing=channels[0].geometry.spacing)
         label = result["label"]
         write_image(root / "segs" / f"{case}.nii.gz", label, truth.geometry)
         mean = np.asarray(result["mean"], dtype=np.float32)

@@ -36,11 +36,12 @@ from segqc.io.images import read_image, read_label_map
 from segqc.metrics.multiclass import per_class_dice
 
 
-def _load_cases(dataset: Dataset, cases: list[str]) -> list[tuple[str, list[np.ndarray], np.ndarray]]:
+def _load_cases(dataset: Dataset, cases: list[str]) -> list[tuple[str, list[np.ndarray], np.ndarray, tuple]]:
     loaded = []
     for case in cases:
         channels = [np.asarray(read_image(p).array, dtype=np.float32) for p in dataset.image_files[case]]
-        loaded.append((case, channels, np.asarray(read_label_map(dataset.label_files[case]).array)))
+        truth = read_label_map(dataset.label_files[case])
+        loaded.append((case, channels, np.asarray(truth.array), truth.geometry.spacing))
     return loaded
 
 
@@ -57,25 +58,27 @@ def _run(model, predict_slices, cases, *, steps: int | None, sampler: str = "ddi
     """Dice of every case with the slices of all cases sampled in batches of 64 (one
     ``predict_slices`` call), each case then put back on its grid by ``restore_case``."""
     from segqc.seg.inference import restore_case
-    from segqc.seg.slices import image_slices
+    from segqc.seg.slices import image_slices, slice_window
 
     inputs = []
-    for index, (_case, channels, _truth) in enumerate(cases):
+    for index, (_case, channels, _truth, _spacing) in enumerate(cases):
         if noise > 0:
             rng = np.random.default_rng(1000 + index)
             channels = [c + rng.normal(0.0, noise * float(c.max() - c.min()), c.shape).astype(np.float32)
                         for c in channels]
         inputs.append(channels)
-    slices = [image_slices(channels, model.size) for channels in inputs]
+    slices = [image_slices(channels, model.size, spacing=case[3], spacing_mm=model.spacing_mm)
+              for channels, case in zip(inputs, cases)]
     starts = np.cumsum([0] + [len(x) for x in slices])
     extra = {"sampler": sampler} if sampler != "ddim" else {}
     start = time.perf_counter()
     result = predict_slices(model, np.concatenate(slices), samples=1, steps=steps, batch_size=64, **extra)
     seconds = time.perf_counter() - start
     rows = []
-    for index, (_case, _raw, truth) in enumerate(cases):
+    for index, (_case, _raw, truth, spacing) in enumerate(cases):
         part = {key: result[key][starts[index]:starts[index + 1]] for key in ("mean", "std")}
-        rows.append(_score(restore_case(model, part, truth.shape)["label"], truth, model.labels))
+        window = slice_window(truth.shape, spacing, model.size, model.spacing_mm)
+        rows.append(_score(restore_case(model, part, truth.shape, window=window)["label"], truth, model.labels))
     table = pd.DataFrame(rows)
     summary = {column: float(table[column].mean()) for column in table.columns}
     summary.update(cases=len(cases), seconds_per_image=seconds / max(len(cases), 1))
@@ -89,7 +92,7 @@ def _speed(model, predict_slices, channels: int) -> float:
     times = []
     for repeat in range(23):
         start = time.perf_counter()
-        segment_case(model, predict_slices, image, samples=1, steps=2)
+        segment_case(model, predict_slices, image, samples=1, steps=2, spacing=(1.0, 1.0))
         if repeat >= 3:
             times.append(time.perf_counter() - start)
     return float(np.median(times))

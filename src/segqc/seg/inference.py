@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from segqc.errors import InputError
-from segqc.seg.slices import image_slices
+from segqc.seg.slices import Window, image_slices, slice_window
 
 __all__ = ["OUTPUTS", "LoadedSegModel", "case_uncertainty", "check_outputs", "class_entropy", "load_seg_model",
            "model_directory", "predict_folder", "restore_case", "sample_statistics", "segment_case"]
@@ -60,6 +60,11 @@ class LoadedSegModel:
     @property
     def steps(self) -> int:
         return int(self.config.steps)
+
+    @property
+    def spacing_mm(self) -> float:
+        """The field of view's pixel size (mm; 0: whole slices), :func:`segqc.seg.slices.slice_window`."""
+        return float(getattr(self.config, "spacing_mm", 0.0))
 
 
 def class_entropy(mean: torch.Tensor) -> torch.Tensor:
@@ -109,10 +114,24 @@ OUTPUTS = ("probabilities", "std", "samples", "levels")
 (``levels``: the map at each consensus level, for methods that have levels)."""
 
 
-def _on_grid(slices: np.ndarray, height: int, width: int) -> torch.Tensor:
-    """``(n, C, S, S)`` -> ``(n, C, height, width)``, bilinear."""
-    return F.interpolate(torch.from_numpy(np.ascontiguousarray(slices)), size=(height, width), mode="bilinear",
-                         align_corners=False)
+def _on_grid(slices: np.ndarray, height: int, width: int, window: Window | None = None,
+             fill: Sequence[float] | None = None) -> torch.Tensor:
+    """``(n, C, S, S)`` -> ``(n, C, height, width)``, bilinear; with a ``window`` (the slice window
+    the slices were cut from) resampled onto the window and pasted into the slice, ``fill`` (one
+    value per channel, default 0) outside it."""
+    tensor = torch.from_numpy(np.ascontiguousarray(slices))
+    if window is None:
+        return F.interpolate(tensor, size=(height, width), mode="bilinear", align_corners=False)
+    top, left, win_h, win_w = window
+    resized = F.interpolate(tensor, size=(win_h, win_w), mode="bilinear", align_corners=False)
+    out = resized.new_zeros((tensor.shape[0], tensor.shape[1], height, width))
+    if fill is not None:
+        out[:] = torch.as_tensor(fill, dtype=out.dtype).reshape(1, -1, 1, 1)
+    rows = slice(max(top, 0), min(top + win_h, height))
+    cols = slice(max(left, 0), min(left + win_w, width))
+    if rows.start < rows.stop and cols.start < cols.stop:
+        out[..., rows, cols] = resized[..., rows.start - top:rows.stop - top, cols.start - left:cols.stop - left]
+    return out
 
 
 def _case_layout(array: np.ndarray, three_d: bool) -> np.ndarray:
@@ -131,11 +150,11 @@ def check_outputs(outputs: Sequence[str]) -> None:
 
 def segment_case(model: Any, predict_slices: Callable[..., dict[str, np.ndarray]], channels: Sequence[np.ndarray], *,
                  samples: int | None = None, steps: int | None = None, seed: int = 0,
-                 outputs: Sequence[str] = ()) -> dict[str, np.ndarray]:
+                 outputs: Sequence[str] = (), spacing: Sequence[float] | None = None) -> dict[str, np.ndarray]:
     """Segment one case given as its channel arrays (each 2D ``(H, W)`` or 3D ``(H, W, n)``, ITK
-    index order: slices along the last axis; all of one shape): its slices
-    (:func:`segqc.seg.slices.image_slices`) through the method's ``predict_slices``, then
-    :func:`restore_case`."""
+    index order: slices along the last axis; all of one shape; ``spacing`` in mm, needed by a
+    model with a field of view): its slices (:func:`segqc.seg.slices.image_slices`) through the
+    method's ``predict_slices``, then :func:`restore_case`."""
     if len(channels) != model.image_channels:
         raise InputError(f"the model needs {model.image_channels} image channel(s), got {len(channels)}")
     check_outputs(outputs)
@@ -143,12 +162,18 @@ def segment_case(model: Any, predict_slices: Callable[..., dict[str, np.ndarray]
     if any(np.asarray(c).shape != shape for c in channels) or len(shape) not in (2, 3):
         shapes = [np.asarray(c).shape for c in channels]
         raise InputError(f"channels must be 2D or 3D arrays of one shape; got {shapes}")
-    result = predict_slices(model, image_slices(channels, model.size), samples=samples, steps=steps, seed=seed)
-    return restore_case(model, result, shape, outputs=outputs)
+    spacing_mm = float(getattr(model, "spacing_mm", 0.0))
+    if spacing_mm > 0 and spacing is None:
+        raise InputError(f"the model works on a field of view of {spacing_mm} mm per pixel; the image's spacing is "
+                         "needed")
+    window = slice_window(shape, spacing, model.size, spacing_mm)
+    slices = image_slices(channels, model.size, spacing=spacing, spacing_mm=spacing_mm)
+    result = predict_slices(model, slices, samples=samples, steps=steps, seed=seed)
+    return restore_case(model, result, shape, outputs=outputs, window=window)
 
 
 def restore_case(model: Any, result: dict[str, np.ndarray], shape: tuple[int, ...], *,
-                 outputs: Sequence[str] = ()) -> dict[str, np.ndarray]:
+                 outputs: Sequence[str] = (), window: Window | None = None) -> dict[str, np.ndarray]:
     """A method's slice results (``predict_slices`` of one case's slices) back on the case's grid
     ``shape`` (``(H, W)`` or ``(H, W, n)``): ``label`` label values and ``entropy`` (nats,
     float32) on ``shape``, and ``mean`` ``(K, *shape)`` mean probabilities. The mean probabilities
@@ -156,26 +181,29 @@ def restore_case(model: Any, result: dict[str, np.ndarray], shape: tuple[int, ..
     map is their argmax there. ``outputs`` (of :data:`OUTPUTS`) adds ``std`` ``(K, *shape)``
     (per-class standard deviation over the samples, resampled the same way) and ``samples`` ``(N,
     *shape)`` (the label map of every sample: its probabilities resampled, then the argmax);
-    ``probabilities`` is ``mean``, always there."""
+    ``probabilities`` is ``mean``, always there. With a ``window`` (the field of view the slices
+    were cut from, :func:`segqc.seg.slices.slice_window`) the results are resampled onto the
+    window; outside it the image is background with certainty (entropy 0, std 0)."""
     height, width = shape[:2]
     three_d = len(shape) == 3
     values = np.asarray(model.labels)
     dtype = np.uint8 if max(model.labels) < 256 else np.uint16
-    mean = _on_grid(result["mean"], height, width)
+    background = [1.0] + [0.0] * (len(model.labels) - 1)  # class index 0 is label 0
+    mean = _on_grid(result["mean"], height, width, window, background)
     mean = mean / mean.sum(dim=1, keepdim=True).clamp_min(1e-12)
     out = {"label": _case_layout(values[mean.argmax(dim=1).numpy()].astype(dtype), three_d),
            "entropy": _case_layout(class_entropy(mean).numpy().astype(np.float32), three_d),
            "mean": _case_layout(mean.numpy(), three_d)}
     if "std" in outputs:
-        out["std"] = _case_layout(_on_grid(result["std"], height, width).numpy().astype(np.float32), three_d)
+        out["std"] = _case_layout(_on_grid(result["std"], height, width, window).numpy().astype(np.float32), three_d)
     if "samples" in outputs:
-        per_sample = [values[_on_grid(sample, height, width).argmax(dim=1).numpy()].astype(dtype)
+        per_sample = [values[_on_grid(sample, height, width, window, background).argmax(dim=1).numpy()].astype(dtype)
                       for sample in result["samples"]]
         out["samples"] = np.stack([_case_layout(labels, three_d) for labels in per_sample])
     if "levels" in outputs:
         if "levels" not in result:
             raise InputError("--save levels: this model has no consensus levels (only the consensus method has)")
-        per_level = [(_on_grid(level[:, None], height, width)[:, 0] >= 0.5).numpy().astype(np.uint8)
+        per_level = [(_on_grid(level[:, None], height, width, window)[:, 0] >= 0.5).numpy().astype(np.uint8)
                      for level in result["levels"]]
         out["levels"] = np.stack([_case_layout(level, three_d) for level in per_level])
     return out
@@ -224,7 +252,7 @@ def _predict_case(task: Any, *, model_dir: str, digest: str, device: str, sample
                              image.path)
     case_seed = (int(seed) * 7919 + zlib.crc32(task.case.encode())) % 2**31  # per case: independent of job order
     result = segment_case(model, predict_slices, [image.array for image in images], samples=samples, steps=steps,
-                          seed=case_seed, outputs=save)
+                          seed=case_seed, outputs=save, spacing=first.geometry.spacing)
     out = Path(out_dir)
     write_image(out / f"{task.case}.nii.gz", result["label"], first.geometry)
     write_image(out / "uncertainty" / f"{task.case}.nii.gz", result["entropy"], first.geometry)

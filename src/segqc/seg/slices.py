@@ -7,7 +7,11 @@ ultrasound) one slice. Each channel is z-scored over the whole case (mean 0, sta
 every slice is resampled in-plane to ``size`` x ``size`` px — images bilinearly (antialiased),
 label maps by nearest neighbour — so the aspect ratio and the physical spacing are not kept (the
 networks see a fixed grid; :mod:`segqc.seg.inference` resamples the probabilities back to each
-input grid). No reorientation and no cropping. Label values are the ``dataset.json`` labels (with
+input grid). No reorientation. With ``spacing_mm`` > 0 (a config's field of view) each slice is
+first cut to the window of ``size * spacing_mm`` mm centred on the slice's centre
+(:func:`slice_window`; padded with the channel's minimum, label 0, where the window reaches past
+the image), so the network sees ``spacing_mm`` mm per pixel whatever the scanner's field of view;
+what lies outside the window is background at inference. Label values are the ``dataset.json`` labels (with
 0; the values found in the training maps when it names none), mapped to class indices 0..K-1 in
 sorted order; a map holding another value is refused with one line naming the file.
 """
@@ -27,7 +31,39 @@ import torch.nn.functional as F
 from segqc.errors import InputError
 from segqc.io.datasets import Dataset
 
-__all__ = ["SliceData", "build_training_data", "flip_rows", "image_slices", "label_slices", "make_batch"]
+__all__ = ["SliceData", "Window", "build_training_data", "crop_or_pad", "flip_rows", "image_slices", "label_slices",
+           "make_batch", "slice_window"]
+
+Window = tuple[int, int, int, int]
+"""``(top, left, height, width)`` of a slice window in pixels of the slice; top / left may be
+negative and top + height / left + width may pass the slice's size (padding)."""
+
+
+def slice_window(shape: Sequence[int], spacing: Sequence[float] | None, size: int, spacing_mm: float) -> Window | None:
+    """The window (pixels) of a ``size * spacing_mm`` mm square centred on a slice of ``shape``
+    ``(H, W, ...)`` and ``spacing`` (mm along H and W); None (the whole slice) when ``spacing_mm``
+    is 0. Raises ``ValueError`` when a field of view is asked for and no spacing is given."""
+    if spacing_mm <= 0:
+        return None
+    if spacing is None or len(spacing) < 2:
+        raise ValueError("a field of view in mm (spacing_mm) needs the image's spacing")
+    height, width = (max(1, round(size * spacing_mm / float(spacing[d]))) for d in (0, 1))
+    return (int(shape[0]) - height) // 2, (int(shape[1]) - width) // 2, height, width
+
+
+def crop_or_pad(array: np.ndarray, window: Window | None, fill: float | np.ndarray = 0) -> np.ndarray:
+    """``array[..., H, W]`` cut to ``window`` (:data:`Window`); pixels outside the array get
+    ``fill`` (a scalar, or one value per entry of the leading axes, broadcast). None: unchanged."""
+    if window is None:
+        return array
+    top, left, height, width = window
+    out = np.empty((*array.shape[:-2], height, width), dtype=array.dtype)
+    out[...] = np.asarray(fill, dtype=array.dtype).reshape(np.shape(fill) + (1, 1))
+    rows = slice(max(top, 0), min(top + height, array.shape[-2]))
+    cols = slice(max(left, 0), min(left + width, array.shape[-1]))
+    if rows.start < rows.stop and cols.start < cols.stop:
+        out[..., rows.start - top:rows.stop - top, cols.start - left:cols.stop - left] = array[..., rows, cols]
+    return out
 
 
 def _as_slices(array: np.ndarray) -> np.ndarray:
@@ -40,23 +76,31 @@ def _as_slices(array: np.ndarray) -> np.ndarray:
     raise ValueError(f"need a 2D or 3D array, got shape {array.shape}")
 
 
-def image_slices(channels: Sequence[np.ndarray], size: int) -> np.ndarray:
+def image_slices(channels: Sequence[np.ndarray], size: int, *, spacing: Sequence[float] | None = None,
+                 spacing_mm: float = 0.0) -> np.ndarray:
     """``(n, C, size, size)`` float32: each channel z-scored over the whole case (a constant
-    channel becomes 0), sliced along the last axis of a 3D array and resampled bilinearly
-    (antialiased) to ``size`` x ``size``. Inputs are not modified."""
+    channel becomes 0), sliced along the last axis of a 3D array, cut to the field of view of
+    ``spacing_mm`` (:func:`slice_window`; ``spacing``: the case's, mm) when that is > 0 and
+    resampled bilinearly (antialiased) to ``size`` x ``size``. Inputs are not modified."""
     stacked = []
     for channel in channels:
         values = np.asarray(channel, dtype=np.float32)
         std = float(values.std())
         stacked.append(_as_slices((values - float(values.mean())) / std if std > 0 else np.zeros_like(values)))
-    volume = torch.from_numpy(np.stack(stacked, axis=1))  # (n, C, H, W)
+    slices = np.stack(stacked, axis=1)  # (n, C, H, W)
+    window = slice_window(np.shape(channels[0]), spacing, size, spacing_mm)
+    fill = np.array([float(channel.min()) for channel in stacked], dtype=np.float32)[None]  # (1, C)
+    volume = torch.from_numpy(np.ascontiguousarray(crop_or_pad(slices, window, fill)))
     resized = F.interpolate(volume, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return resized.numpy().astype(np.float32)
 
 
-def label_slices(label: np.ndarray, values: Sequence[int], size: int) -> np.ndarray:
-    """``(n, size, size)`` uint8 class indices (position in ``values``) of a label map, resampled
-    by nearest neighbour. A value not in ``values`` raises ``ValueError``."""
+def label_slices(label: np.ndarray, values: Sequence[int], size: int, *, spacing: Sequence[float] | None = None,
+                 spacing_mm: float = 0.0) -> np.ndarray:
+    """``(n, size, size)`` uint8 class indices (position in ``values``) of a label map, cut to the
+    field of view as :func:`image_slices` (outside the map: background) and resampled by nearest
+    neighbour. A value not in ``values`` raises ``ValueError``."""
+    window = slice_window(np.shape(label), spacing, size, spacing_mm)
     array = _as_slices(np.asarray(label))
     lookup = {int(v): k for k, v in enumerate(values)}
     unknown = sorted(set(np.unique(array).tolist()) - set(lookup))
@@ -65,6 +109,7 @@ def label_slices(label: np.ndarray, values: Sequence[int], size: int) -> np.ndar
     index = np.zeros(array.shape, dtype=np.uint8)
     for value, k in lookup.items():
         index[array == value] = k
+    index = crop_or_pad(index, window, lookup.get(0, 0))
     resized = F.interpolate(torch.from_numpy(index[:, None].astype(np.float32)), size=(size, size), mode="nearest")
     return resized[:, 0].numpy().astype(np.uint8)
 
@@ -96,7 +141,8 @@ class SliceData:
                 "class_pixels": [int(c) for c in counts]}
 
 
-def _prepare_case(item: tuple[str, list[Path], Path], *, size: int, values: tuple[int, ...]) -> dict[str, Any]:
+def _prepare_case(item: tuple[str, list[Path], Path], *, size: int, values: tuple[int, ...],
+                  spacing_mm: float = 0.0) -> dict[str, Any]:
     from segqc.io.images import read_image, read_label_map
 
     case, image_paths, label_path = item
@@ -106,11 +152,13 @@ def _prepare_case(item: tuple[str, list[Path], Path], *, size: int, values: tupl
         if image.array.shape != label.array.shape:
             raise InputError(f"image shape {image.array.shape} differs from its label map's {label.array.shape}",
                              image.path)
+    spacing = label.geometry.spacing
     try:
-        gts = label_slices(label.array, values, size)
+        gts = label_slices(label.array, values, size, spacing=spacing, spacing_mm=spacing_mm)
     except ValueError as error:
         raise InputError(str(error), label_path) from None
-    return {"images": image_slices([c.array for c in channels], size).astype(np.float16), "gts": gts}
+    images = image_slices([c.array for c in channels], size, spacing=spacing, spacing_mm=spacing_mm)
+    return {"images": images.astype(np.float16), "gts": gts}
 
 
 def _label_values(dataset: Dataset, cases: Sequence[str]) -> tuple[int, ...]:
@@ -125,9 +173,10 @@ def _label_values(dataset: Dataset, cases: Sequence[str]) -> tuple[int, ...]:
     return tuple(sorted(values))
 
 
-def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, size: int, *,
+def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, size: int, *, spacing_mm: float = 0.0,
                         jobs: int = 1, progress: bool = False) -> SliceData:
-    """The training slices of ``cases`` (default: all) of an nnU-Net folder (module docstring).
+    """The training slices of ``cases`` (default: all) of an nnU-Net folder (module docstring;
+    ``spacing_mm`` > 0: the field of view of :func:`slice_window`).
     Raises :class:`InputError` naming the file for an unreadable case or an unexpected label."""
     from segqc.execution import map_cases
 
@@ -135,7 +184,7 @@ def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, si
     chosen = dataset.select(cases)
     values = _label_values(dataset, chosen)
     items = [(case, list(dataset.image_files[case]), Path(dataset.label_files[case])) for case in chosen]
-    function = partial(_prepare_case, size=size, values=values)
+    function = partial(_prepare_case, size=size, values=values, spacing_mm=spacing_mm)
     results: dict[str, dict[str, Any]] = {}
     for item, result in map_cases(function, items, jobs=jobs, description="prepare", progress=progress):
         if isinstance(result, Exception):

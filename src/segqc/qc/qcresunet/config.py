@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from segqc.config import ConfigBase, register_presets
+from segqc.training.precision import PRECISIONS
 
 __all__ = ["PRESETS", "QcResUNetConfig", "resolve_strides"]
 
@@ -61,7 +62,9 @@ class QcResUNetConfig(ConfigBase):
 
     Optimisation: ``epochs`` of ``samples_per_epoch`` segmentations drawn evenly over the Dice
     bins (re-drawn every epoch), ``batch_size``, Adam ``lr`` decayed by ``lr_decay`` per epoch
-    down to ``min_lr``, ``weight_decay``, ``loss_lambda`` (λ: error-map weight); ``members``:
+    down to ``min_lr``, ``weight_decay``, ``loss_lambda`` (λ: error-map weight); ``precision`` of
+    the training steps (``auto``: bfloat16 autocast where the hardware has native bfloat16,
+    :mod:`segqc.training.precision`; ``fp32``; ``bf16``); ``members``:
     models trained with seeds ``seed`` .. ``seed + members - 1`` (an ensemble: the estimate is
     their mean, the spread their standard deviation); ``checkpoint_every`` steps.
     """
@@ -94,6 +97,7 @@ class QcResUNetConfig(ConfigBase):
     loss_lambda: float = 1.0
     members: int = 1
     checkpoint_every: int = 50
+    precision: str = "auto"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -112,6 +116,8 @@ class QcResUNetConfig(ConfigBase):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.classes not in ("auto", "labels", "regions"):
             raise ValueError(f"classes must be auto, labels or regions, got {self.classes!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 

@@ -223,6 +223,10 @@ class QcResUNetOutput:
     nsd: torch.Tensor | None
     sem_logits: torch.Tensor | None
 
+    def float(self) -> QcResUNetOutput:
+        """The same outputs as float32 (a loss after a bfloat16 forward pass is computed on these)."""
+        return QcResUNetOutput(*(None if t is None else t.float() for t in (self.dice, self.nsd, self.sem_logits)))
+
 
 class QcResUNet(nn.Module):
     """QCResUNet (module docstring for the architecture and the choices made).

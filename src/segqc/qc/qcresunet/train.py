@@ -39,6 +39,7 @@ from segqc.io.datasets import Dataset, segmentation_files
 from segqc.qc.qcresunet.config import QcResUNetConfig, resolve_strides
 from segqc.qc.qcresunet.model import QcResUNet, qcresunet_loss
 from segqc.training import save_checkpoint
+from segqc.training.precision import autocast, resolve_precision
 from segqc.training.stages import Stage, run_stage, start_run, step_generators
 
 __all__ = ["METHOD", "QcClass", "QcResUNetData", "build_network", "build_training_data", "class_masks",
@@ -329,7 +330,7 @@ def make_batch(data: QcResUNetData, indices: Sequence[int], *, multiple: int, ma
 
 
 def _member_stage(config: QcResUNetConfig, data: QcResUNetData, member: int, model: QcResUNet,
-                  dev: torch.device) -> Stage:
+                  dev: torch.device, precision: str) -> Stage:
     seed = config.seed + member
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     per_epoch = config.steps_per_epoch
@@ -350,7 +351,9 @@ def _member_stage(config: QcResUNetConfig, data: QcResUNetData, member: int, mod
         indices = orders[epoch][start:start + config.batch_size].tolist()
         batch = {name: t.to(dev) for name, t in make_batch(data, indices, multiple=multiple,
                                                                max_depth=config.max_depth, rng=rng).items()}
-        output = model(batch["image"], batch["query"])
+        with autocast(dev, precision):
+            output = model(batch["image"], batch["query"])
+        output = output.float()
         loss, parts = qcresunet_loss(output, batch["dice"] if config.regression else None,
                                      batch["nsd"] if config.regression else None,
                                      batch["sem"] if config.decoder else None, lam=config.loss_lambda)
@@ -377,15 +380,17 @@ def train(config: QcResUNetConfig, data: QcResUNetData, out_dir: str | Path, *, 
     strides = resolve_strides(config, ndim=data.ndim, slice_spacing=data.slice_spacing,
                               inplane_spacing=float(min(data.plan.target_spacing)))
     n_classes = len(data.classes)
+    precision = resolve_precision(config.precision, dev)
     metrics: dict[str, Any] = {"data": data.summary(), "device": str(dev), "threads": torch.get_num_threads(),
-                               "strides": [list(s) for s in strides]}
+                               "strides": [list(s) for s in strides], "precision": precision}
+    say(f"training precision: {precision}")
     weights = {}
     with torch.enable_grad():
         for member in range(config.members):
             torch.manual_seed(config.seed + member)
             model = build_network(config, spatial_dims=data.ndim, image_channels=data.image_channels,
                                   n_classes=n_classes, strides=strides).to(dev)
-            metrics[f"member{member}"] = run_stage(_member_stage(config, data, member, model, dev), out,
+            metrics[f"member{member}"] = run_stage(_member_stage(config, data, member, model, dev, precision), out,
                                                    checkpoint_every=config.checkpoint_every, log=say,
                                                    progress=progress, prefix="qcresunet ")
             weights[f"member{member}"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}

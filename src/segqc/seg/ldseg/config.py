@@ -39,6 +39,7 @@ stopped run is continued.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -54,7 +55,9 @@ class LdsegConfig(ConfigBase):
     """Every setting of the LDSeg model and its training (defaults: the ``small`` preset).
 
     Network: ``size`` (slices are resampled in-plane to ``size`` x ``size`` px; divisible by
-    ``2 ** len(widths)``), ``widths`` (one encoder / decoder stage per entry, each a stride-2
+    ``2 ** len(widths)``), ``spacing_mm`` (0: whole slices; > 0: a field of view of ``size *
+    spacing_mm`` mm around each slice's centre, :func:`segqc.seg.slices.slice_window`),
+    ``widths`` (one encoder / decoder stage per entry, each a stride-2
     down-sampling: the paper has four; ``blocks`` residual blocks per stage), ``latent_channels``
     (channels of the label embedding and of the image embedding), ``image_attention``
     (multi-head self-attention after the image encoder's last two stages), ``denoiser_channels`` /
@@ -78,6 +81,7 @@ class LdsegConfig(ConfigBase):
     RESUMABLE_FIELDS: ClassVar[tuple[str, ...]] = ("steps_train", "checkpoint_every")
 
     size: int = 128
+    spacing_mm: float = 0.0
     widths: tuple[int, ...] = (16, 32, 48, 64)
     blocks: int = 1
     latent_channels: int = 4
@@ -104,6 +108,8 @@ class LdsegConfig(ConfigBase):
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if not (self.spacing_mm >= 0 and math.isfinite(self.spacing_mm)):
+            raise ValueError(f"spacing_mm must be 0 (whole slices) or a pixel size in mm, got {self.spacing_mm}")
         for name in ("widths", "denoiser_channels"):
             object.__setattr__(self, name, tuple(int(w) for w in getattr(self, name)))
         object.__setattr__(self, "denoiser_attention", tuple(bool(a) for a in self.denoiser_attention))

@@ -84,6 +84,7 @@ def train_from_dataset(dataset_dir: str | Path, out_dir: str | Path, *, config: 
                        progress: bool = False, device: str = "auto") -> Path:
     """The registry's training entry point (:mod:`segqc.methods`): prepare the slices of
     ``cases`` and :func:`train`; returns the model directory ``out_dir/model``."""
-    data = build_training_data(dataset_dir, cases, config.size, jobs=jobs, progress=progress)
+    data = build_training_data(dataset_dir, cases, config.size, spacing_mm=config.spacing_mm, jobs=jobs,
+                               progress=progress)
     log(f"training data: {data.n_slices} slices of {len(set(data.cases))} cases, labels {list(data.labels)}")
     return train(config, data, out_dir, device=device, log=log, progress=progress)

@@ -27,6 +27,7 @@ Only ``steps_train`` and ``checkpoint_every`` may change when a stopped run is c
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -39,7 +40,9 @@ __all__ = ["PRESETS", "UnetConfig"]
 class UnetConfig(ConfigBase):
     """Every setting of the U-Net baseline (defaults: the ``small`` preset).
 
-    ``size`` (slices resampled to ``size`` x ``size`` px, :mod:`segqc.seg.slices`), ``channels``
+    ``size`` (slices resampled to ``size`` x ``size`` px, :mod:`segqc.seg.slices`), ``spacing_mm``
+    (0: whole slices; > 0: a field of view of ``size * spacing_mm`` mm around each slice's
+    centre, :func:`segqc.seg.slices.slice_window`; single-label data only), ``channels``
     per level (each level halves the size: ``size`` must be divisible by 2^(levels−1)),
     ``res_units`` per level, ``dropout`` (probability; > 0 makes MC-dropout possible);
     ``gamma`` (Dice weight), ``steps_train`` Adam steps of ``batch_size`` slices drawn uniformly,
@@ -51,6 +54,7 @@ class UnetConfig(ConfigBase):
     RESUMABLE_FIELDS: ClassVar[tuple[str, ...]] = ("steps_train", "checkpoint_every")
 
     size: int = 128
+    spacing_mm: float = 0.0
     channels: tuple[int, ...] = (16, 32, 64, 128, 256)
     res_units: int = 2
     dropout: float = 0.0
@@ -66,6 +70,8 @@ class UnetConfig(ConfigBase):
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if not (self.spacing_mm >= 0 and math.isfinite(self.spacing_mm)):
+            raise ValueError(f"spacing_mm must be 0 (whole slices) or a pixel size in mm, got {self.spacing_mm}")
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
         if len(self.channels) < 2:
             raise ValueError(f"channels needs at least two levels, got {self.channels}")

@@ -114,10 +114,14 @@ def train_from_dataset(dataset_dir: str | Path, out_dir: str | Path, *, config: 
     from segqc.io.raters import is_rater_folder
 
     if is_rater_folder(dataset_dir):
+        if config.spacing_mm > 0:
+            raise InputError("spacing_mm (a field of view) is for nnU-Net datasets; multi-rater folders are "
+                             "trained on whole images", dataset_dir)
         rater_data = build_rater_data(dataset_dir, cases, config.size, jobs=jobs, progress=progress)
         log(f"training data: {rater_data.n_slices} slices of {len(set(rater_data.cases))} cases, "
             f"target: the raters' {config.raters}")
         return train(config, rater_data, out_dir, device=device, log=log, progress=progress)
-    data = build_training_data(dataset_dir, cases, config.size, jobs=jobs, progress=progress)
+    data = build_training_data(dataset_dir, cases, config.size, spacing_mm=config.spacing_mm, jobs=jobs,
+                               progress=progress)
     log(f"training data: {data.n_slices} slices of {len(set(data.cases))} cases, labels {list(data.labels)}")
     return train(config, data, out_dir, device=device, log=log, progress=progress)
