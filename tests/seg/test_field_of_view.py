@@ -91,3 +91,14 @@ def test_restore_case_drops_the_padding_of_a_window_larger_than_the_image():
     expected = np.zeros((4, 4), np.uint8)
     expected[1:3, 1:3] = 1
     np.testing.assert_array_equal(out["label"], expected)
+
+
+def test_configs_take_a_non_negative_field_of_view():
+    from segqc.seg.ldseg.config import LdsegConfig
+    from segqc.seg.unet.config import UnetConfig
+
+    for config in (LdsegConfig.preset("tiny"), UnetConfig.preset("tiny")):
+        assert config.spacing_mm == 0.0
+        assert config.with_overrides(spacing_mm=2.0).spacing_mm == 2.0
+        with pytest.raises(ValueError, match="spacing_mm"):
+            config.with_overrides(spacing_mm=-1.0)

@@ -1,4 +1,5 @@
-"""Mixed precision for training steps: one choice (``auto``, ``bf16``, ``fp32``) for every method.
+"""Mixed precision for training steps: one choice (``auto``, ``bf16``, ``fp32``) for the methods
+that offer it (QCResUNet's ``precision``).
 
 ``bf16`` runs the forward pass under ``torch.autocast`` with bfloat16 (convolutions and matrix
 products in bfloat16, reductions and normalisations where torch keeps them in float32); the loss
