@@ -68,7 +68,7 @@ from segqc.execution import CaseResult, CaseTask, RunReport, run_cases
 from segqc.io.atomic import write_csv_atomic, write_json_atomic
 from segqc.io.datasets import case_id, list_image_files, list_label_files
 from segqc.io.images import Geometry, geometry_differences, read_image, read_label_map
-from segqc.metrics.masks import bounding_box
+from segqc.metrics.masks import nonempty_box
 
 __all__ = [
     "AIR_ALLOWED",
@@ -344,7 +344,7 @@ def flag_outside_body(labels: np.ndarray, body: np.ndarray, geometry: Geometry, 
     if margin_mm > 0 and body.any():
         box = tuple(slice(max(s.start - int(math.ceil(margin_mm / sp)) - 1, 0),
                           min(s.stop + int(math.ceil(margin_mm / sp)) + 1, n))
-                    for s, sp, n in zip(_bounding_box(outside), geometry.spacing, geometry.shape, strict=True))
+                    for s, sp, n in zip(nonempty_box(outside), geometry.spacing, geometry.shape, strict=True))
         crop_body = body[box]
         far = outside[box].copy()
         if crop_body.any():
@@ -362,12 +362,6 @@ def flag_outside_body(labels: np.ndarray, body: np.ndarray, geometry: Geometry, 
             rows.append(_row(case, scheme.name_of(int(value)), "outside_body", ml, min_ml,
                              f"{int(counts[value])} voxels ({ml:.2f} ml) more than {margin_mm:g} mm outside the body"))
     return _frame(rows)
-
-
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
-    box = bounding_box(mask)
-    assert box is not None
-    return box
 
 
 def flag_in_air(labels: np.ndarray, image: np.ndarray, scheme: LabelScheme, *, air_hu: float = -500.0,

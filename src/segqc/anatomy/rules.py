@@ -56,7 +56,7 @@ from segqc.anatomy.scheme import LabelScheme, load_scheme
 from segqc.anatomy.space import centroid_mm, fit_midsagittal_plane, index_to_mm
 from segqc.errors import InputError
 from segqc.io.images import Geometry
-from segqc.metrics.masks import bounding_box
+from segqc.metrics.masks import nonempty_box
 
 __all__ = ["CHANGE_COLUMNS", "PRESETS", "RULES", "RuleSet", "apply_rules", "load_rules", "side_pairs"]
 
@@ -215,7 +215,7 @@ def _left_right(case: _Case, *, midline: Sequence[str] = ("vertebrae", "sternum"
         pair = (labels == left) | (labels == right)
         if not pair.any():
             continue
-        sub = _bbox(pair)
+        sub = nonempty_box(pair)
         cc, n = _components(np.where(pair[sub], labels[sub], 0))
         offset = np.array([s.start for s in sub], dtype=float)
         for k in range(1, n + 1):
@@ -230,12 +230,6 @@ def _left_right(case: _Case, *, midline: Sequence[str] = ("vertebrae", "sternum"
                 view = labels[sub]
                 view[cc == k] = wanted
                 case.log(current, wanted, len(points_k), f"{detail}; centroid {side:+.0f} mm from the plane")
-
-
-def _bbox(mask: np.ndarray) -> tuple[slice, ...]:
-    box = bounding_box(mask)
-    assert box is not None  # called on non-empty masks only
-    return box
 
 
 def _order_series(case: _Case, *, series: str = "", left: str | None = None, right: str | None = None,
@@ -253,7 +247,7 @@ def _order_series(case: _Case, *, series: str = "", left: str | None = None, rig
         mask = np.isin(case.labels, values)
         if not mask.any():
             continue
-        sub = _bbox(mask)
+        sub = nonempty_box(mask)
         view = case.labels[sub]
         cc, n = _components(np.where(mask[sub], view, 0))  # per label: touching neighbours stay apart
         sizes = np.bincount(cc.ravel())[1:]
@@ -308,7 +302,7 @@ def _class_components(labels: np.ndarray, value: int) -> tuple[tuple[slice, ...]
     mask = labels == value
     if not mask.any():
         return None
-    sub = _bbox(mask)
+    sub = nonempty_box(mask)
     cc, n = _components(mask[sub])
     return sub, cc, n
 

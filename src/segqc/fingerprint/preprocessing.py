@@ -60,6 +60,7 @@ from segqc.errors import InputError
 from segqc.fingerprint.fingerprint import PERCENTILES, DatasetFingerprint
 from segqc.io.atomic import write_text_atomic
 from segqc.io.images import Geometry, Image, check_same_geometry, read_image, read_label_map
+from segqc.windows import crop_window, paste_window
 
 __all__ = [
     "ChannelNormalization",
@@ -479,8 +480,8 @@ def preprocess_case(
     window[plan.slice_axis] = resampled_shape[plan.slice_axis]
     out_image = np.empty((len(channels), *window), dtype=np.float32)
     for k, (array, norm) in enumerate(zip(channels, plan.channels)):
-        out_image[k] = _crop(_normalise(array, norm), crop_start, window, norm.pad_value)
-    out_label = None if label is None else _crop(label, crop_start, window, 0)
+        out_image[k] = crop_window(_normalise(array, norm), crop_start, window, norm.pad_value)
+    out_label = None if label is None else crop_window(label, crop_start, window, 0)
 
     out_image = np.moveaxis(out_image, 1 + plan.slice_axis, -1)
     if out_label is not None:
@@ -643,21 +644,6 @@ def _crop_start(mask: np.ndarray, plan: PreprocessingPlan) -> tuple[int, int, in
     return _xyz(start)
 
 
-def _crop(array: np.ndarray, start: Sequence[int], window: Sequence[int], pad: float
-          ) -> np.ndarray:
-    """``out[i] = array[start + i]`` where that exists, else ``pad``."""
-    out = np.full(tuple(window), pad, dtype=array.dtype)
-    src, dst = [], []
-    for s, w, n in zip(start, window, array.shape):
-        lo, hi = max(s, 0), min(s + w, n)
-        if hi <= lo:
-            return out
-        src.append(slice(lo, hi))
-        dst.append(slice(lo - s, hi - s))
-    out[tuple(dst)] = array[tuple(src)]
-    return out
-
-
 def transform_label(label: np.ndarray, transform: Transform) -> np.ndarray:
     """Apply a case's forward transform to another label map on the same original grid (e.g. the
     ground truth of a case whose crop window was centred on an imperfect segmentation): reorient,
@@ -676,7 +662,7 @@ def transform_label(label: np.ndarray, transform: Transform) -> np.ndarray:
         label = label[..., None]
     label = _apply_reorientation(label, transform.permutation, transform.flips)
     label = _resample(label, transform.resample_factors, transform.resample_offsets, transform.resampled_shape, 0)
-    out = _crop(label, transform.crop_start, transform._window_shape(), 0)
+    out = crop_window(label, transform.crop_start, transform._window_shape(), 0)
     return np.ascontiguousarray(np.moveaxis(out, transform.slice_axis, -1))
 
 
@@ -716,15 +702,7 @@ def restore_image(image: np.ndarray, transform: Transform, *, order: int = 1,
 
 def _restore(array: np.ndarray, transform: Transform, *, order: int, fill: float) -> np.ndarray:
     array = np.moveaxis(array, -1, transform.slice_axis)
-    full = np.full(transform.resampled_shape, fill, dtype=array.dtype)
-    # paste the window: full[start + i] = array[i]
-    src, dst = [], []
-    for s, w, n in zip(transform.crop_start, array.shape, transform.resampled_shape):
-        lo, hi = max(s, 0), min(s + w, n)
-        src.append(slice(lo - s, hi - s))
-        dst.append(slice(lo, hi))
-    if all(d.stop > d.start for d in dst):
-        full[tuple(dst)] = array[tuple(src)]
+    full = paste_window(array, transform.crop_start, transform.resampled_shape, fill)
     reoriented_shape = transform.reoriented_geometry.shape
     if transform.resampled or tuple(reoriented_shape) != tuple(transform.resampled_shape):
         factors = np.asarray(transform.resample_factors, dtype=float)

@@ -39,6 +39,14 @@ def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
     return tuple(boxes[0]) if boxes else None
 
 
+def nonempty_box(mask: np.ndarray) -> tuple[slice, ...]:
+    """:func:`bounding_box` of a mask the caller knows to be non-empty (``ValueError`` if it is empty)."""
+    box = bounding_box(mask)
+    if box is None:
+        raise ValueError("the mask is empty; it has no bounding box")
+    return box
+
+
 def union_box(boxes: Sequence[tuple[slice, ...] | None], ndim: int) -> tuple[slice, ...] | None:
     """Smallest box holding every given box (``None`` entries are skipped; ``None`` if none is left)."""
     present = [b for b in boxes if b is not None]

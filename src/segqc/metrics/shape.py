@@ -68,7 +68,7 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
-from segqc.metrics.masks import as_mask, bounding_box, check_spacing
+from segqc.metrics.masks import as_mask, check_spacing, nonempty_box
 
 BoundaryDefinition = Literal["distance", "metricsreloaded"]
 BOUNDARY_DEFINITIONS: tuple[str, ...] = ("distance", "metricsreloaded")
@@ -92,13 +92,6 @@ def _check_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarra
     if not g.any():
         raise ValueError("gt is empty; apply the empty-mask policy before calling this metric")
     return p, g
-
-
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
-    """Tight bounding box (slices) of a non-empty mask."""
-    box = bounding_box(mask)
-    assert box is not None
-    return box
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,7 +118,7 @@ def boundary_band(
     band = np.zeros(m.shape, dtype=bool)
     if not m.any():
         return band
-    box = _bounding_box(m)
+    box = nonempty_box(m)
     band[box] = _band_padded(np.pad(m[box], 1), sp, width_mm, definition)[(slice(1, -1),) * m.ndim]
     return band
 
@@ -180,7 +173,7 @@ def boundary_iou(
     sp = check_spacing(spacing, p.ndim)
     _check_width(width_mm)
     _check_definition(definition)
-    box = _bounding_box(p | g)
+    box = nonempty_box(p | g)
     pc = np.pad(p[box], 1)
     gc = np.pad(g[box], 1)
     pb = _band_padded(pc, sp, width_mm, definition)
@@ -202,7 +195,7 @@ def skeleton(mask: np.ndarray) -> np.ndarray:
     m = as_mask(mask, "mask")
     if not m.any():
         return np.zeros(m.shape, dtype=bool)
-    box = _bounding_box(m)
+    box = nonempty_box(m)
     # Thinning only looks at the 3x3(x3) neighbourhoods, so the padded bounding box is enough.
     skel_box = np.asarray(skeletonize(np.pad(m[box], 1)), dtype=bool)[(slice(1, -1),) * m.ndim]
     if not skel_box.any():

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from segqc.errors import InputError
 from segqc.seg.slices import Window, image_slices, slice_window
+from segqc.windows import paste_window
 
 __all__ = ["OUTPUTS", "LoadedSegModel", "case_uncertainty", "check_outputs", "class_entropy", "load_seg_model",
            "model_directory", "predict_folder", "restore_case", "sample_statistics", "segment_case"]
@@ -123,15 +124,9 @@ def _on_grid(slices: np.ndarray, height: int, width: int, window: Window | None 
     if window is None:
         return F.interpolate(tensor, size=(height, width), mode="bilinear", align_corners=False)
     top, left, win_h, win_w = window
-    resized = F.interpolate(tensor, size=(win_h, win_w), mode="bilinear", align_corners=False)
-    out = resized.new_zeros((tensor.shape[0], tensor.shape[1], height, width))
-    if fill is not None:
-        out[:] = torch.as_tensor(fill, dtype=out.dtype).reshape(1, -1, 1, 1)
-    rows = slice(max(top, 0), min(top + win_h, height))
-    cols = slice(max(left, 0), min(left + win_w, width))
-    if rows.start < rows.stop and cols.start < cols.stop:
-        out[..., rows, cols] = resized[..., rows.start - top:rows.stop - top, cols.start - left:cols.stop - left]
-    return out
+    resized = F.interpolate(tensor, size=(win_h, win_w), mode="bilinear", align_corners=False).numpy()
+    outside = np.reshape(fill if fill is not None else 0.0, (1, -1, 1, 1)).astype(resized.dtype)
+    return torch.from_numpy(paste_window(resized, (top, left), (height, width), outside))
 
 
 def _case_layout(array: np.ndarray, three_d: bool) -> np.ndarray:

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from segqc.errors import InputError
 from segqc.io.datasets import Dataset
+from segqc.windows import crop_window
 
 __all__ = ["SliceData", "Window", "build_training_data", "crop_or_pad", "flip_rows", "image_slices", "label_slices",
            "make_batch", "slice_window"]
@@ -57,13 +58,7 @@ def crop_or_pad(array: np.ndarray, window: Window | None, fill: float | np.ndarr
     if window is None:
         return array
     top, left, height, width = window
-    out = np.empty((*array.shape[:-2], height, width), dtype=array.dtype)
-    out[...] = np.asarray(fill, dtype=array.dtype).reshape(np.shape(fill) + (1, 1))
-    rows = slice(max(top, 0), min(top + height, array.shape[-2]))
-    cols = slice(max(left, 0), min(left + width, array.shape[-1]))
-    if rows.start < rows.stop and cols.start < cols.stop:
-        out[..., rows.start - top:rows.stop - top, cols.start - left:cols.stop - left] = array[..., rows, cols]
-    return out
+    return crop_window(array, (top, left), (height, width), np.reshape(fill, np.shape(fill) + (1, 1)))
 
 
 def _as_slices(array: np.ndarray) -> np.ndarray:
@@ -89,8 +84,9 @@ def image_slices(channels: Sequence[np.ndarray], size: int, *, spacing: Sequence
         stacked.append(_as_slices((values - float(values.mean())) / std if std > 0 else np.zeros_like(values)))
     slices = np.stack(stacked, axis=1)  # (n, C, H, W)
     window = slice_window(np.shape(channels[0]), spacing, size, spacing_mm)
-    fill = np.array([float(channel.min()) for channel in stacked], dtype=np.float32)[None]  # (1, C)
-    volume = torch.from_numpy(np.ascontiguousarray(crop_or_pad(slices, window, fill)))
+    if window is not None:  # pad with each channel's minimum
+        slices = crop_or_pad(slices, window, np.array([[float(channel.min()) for channel in stacked]], np.float32))
+    volume = torch.from_numpy(np.ascontiguousarray(slices))
     resized = F.interpolate(volume, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return resized.numpy().astype(np.float32)
 
