@@ -149,8 +149,9 @@ def main() -> None:
             for item in extra.get("error_maps") or []:
                 rows.append({"model": name, "set": set_name, "label": item["label"], "metric": "dsc_sem",
                              "pearson_r": item["dsc_sem"], "mae": None, "n": None})
-        if "zoo" in wanted:  # ranking of the zoo sources from the same QC run
-            pairs = pd.read_csv(args.out / name / "zoo" / "pairs.csv", dtype={"label": str})
+        pairs = (pd.read_csv(args.out / name / "zoo" / "pairs.csv", dtype={"label": str}) if "zoo" in wanted
+                 else pd.DataFrame())
+        if len(pairs):  # ranking of the zoo sources from the same QC run (none: a model without Dice heads)
             ranking, tau = rank_from_pairs(pairs)
             ranking.to_csv(args.out / name / "zoo" / "ranking.csv", index=False)
             per_source(pairs).to_csv(args.out / name / "zoo" / "per_source.csv", index=False)
@@ -164,8 +165,11 @@ def main() -> None:
         print(scores.to_string(index=False))
     table = table[~table.metric.isin(["failure_auroc", "dsc_sem"])] if len(scores) else table
     (args.out / "scores.csv").write_text(scores.to_csv(index=False))
-    wide = table[table.metric != "kendall_tau"].pivot_table(index=["set", "metric", "label"], columns="model",
-                                                             values=["pearson_r", "mae"])
+    estimates = table[table.metric != "kendall_tau"]
+    if estimates.empty:  # error maps only (--set regression=false)
+        print(json.dumps(timing))
+        return
+    wide = estimates.pivot_table(index=["set", "metric", "label"], columns="model", values=["pearson_r", "mae"])
     (args.out / "summary.md").write_text(markdown(wide.round(3)) + "\n")
     print(wide.round(3).to_string())
     print(table[table.metric == "kendall_tau"].to_string(index=False))

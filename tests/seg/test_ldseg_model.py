@@ -143,6 +143,29 @@ def test_config_checks_the_latent_and_the_paper_settings():
         LdsegConfig.preset("tiny", size=36, widths=(8, 16, 16))
 
 
+def _attention_sizes(config: LdsegConfig) -> list[int]:
+    """Pixel side of every feature map the image encoder attends over (hooks on a forward pass)."""
+    from segqc.seg.ldseg.model import _SpatialAttention
+
+    model, sizes = Ldseg(config, image_channels=1, classes=2), []
+    for module in model.image_encoder.modules():
+        if isinstance(module, _SpatialAttention):
+            module.register_forward_hook(lambda _m, inputs, _o: sizes.append(inputs[0].shape[-1]))
+    model.image_encoder(torch.zeros(1, 1, config.size, config.size))
+    return sizes
+
+
+def test_the_image_encoder_attends_over_its_last_two_stages_up_to_32_px_maps():
+    # small preset, 128 px and four stages: maps of 64, 32, 16, 8 px -> the last two (16, 8)
+    assert _attention_sizes(LdsegConfig.preset("small")) == [16, 8]
+    # two stages on 128 px: 64 and 32 px maps; 64 x 64 = 4096 pixels is over the bound
+    assert _attention_sizes(LdsegConfig.preset("small", widths=(16, 32))) == [32]
+    # the paper's 256 px: 128, 64, 32, 16 -> 32 and 16
+    assert _attention_sizes(LdsegConfig.preset("paper", norm_groups=8,
+                                               widths=(8, 8, 8, 8))) == [32, 16]
+    assert _attention_sizes(LdsegConfig.preset("small", image_attention=False)) == []
+
+
 @pytest.mark.parametrize("prediction", ["epsilon", "v"])
 @pytest.mark.parametrize("mode", ["paper", "x0"])
 def test_the_decoder_sees_z_t_minus_eps_hat_as_in_eq_12_or_the_clipped_x0_estimate(mode, prediction):

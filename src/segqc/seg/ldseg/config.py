@@ -60,8 +60,9 @@ class LdsegConfig(ConfigBase):
     ``widths`` (one encoder / decoder stage per entry, each a stride-2
     down-sampling: the paper has four; ``blocks`` residual blocks per stage), ``latent_channels``
     (channels of the label embedding and of the image embedding), ``image_attention``
-    (multi-head self-attention after the image encoder's last two stages), ``denoiser_channels`` /
-    ``denoiser_attention`` / ``denoiser_res_blocks`` (MONAI ``DiffusionModelUNet`` levels),
+    (multi-head self-attention after the image encoder's last two stages where their feature
+    maps have at most 32 x 32 pixels, :func:`segqc.seg.ldseg.model.attention_stages`),
+    ``denoiser_channels`` / ``denoiser_attention`` / ``denoiser_res_blocks`` (MONAI ``DiffusionModelUNet`` levels),
     ``norm_groups`` (group norm of the denoiser).
 
     Diffusion: ``timesteps`` (T), ``schedule`` (MONAI schedule name), ``train_decode``
