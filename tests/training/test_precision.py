@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from segqc.training.precision import autocast, resolve_precision
+from segqc.training.precision import autocast, resolve_precision, shield_conv3d
 
 
 def test_explicit_precisions_are_kept_and_auto_follows_the_cpu():
@@ -49,3 +49,33 @@ def test_a_bfloat16_step_trains_a_small_regression():
         losses.append(float(loss.detach()))
     assert all(p.dtype == torch.float32 for p in net.parameters())
     assert losses[-1] < 0.2 * losses[0]
+
+
+def _depth_two_weight_gradient_errors(conv: torch.nn.Conv3d, calls: int) -> list[float]:
+    """Relative error of the weight gradient of ``conv`` under bf16 autocast against float32 on
+    a (4, 16, 2, 4, 4) input, for ``calls`` calls (NaN counts as infinite)."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 16, 2, 4, 4).bfloat16().float()
+    g = torch.randn(4, 16, 2, 4, 4).bfloat16().float()
+    reference = torch.nn.grad.conv3d_weight(x, conv.weight.shape, g, padding=1)
+    errors = []
+    for _ in range(calls):
+        conv.weight.grad = None
+        with autocast(torch.device("cpu"), "bf16"):
+            out = conv(x)
+        out.backward(g.to(out.dtype))
+        error = (conv.weight.grad - reference).abs().max() / reference.abs().max()
+        errors.append(float(error.nan_to_num(float("inf"))))
+    return errors
+
+
+def test_shielded_3d_convolutions_have_right_weight_gradients_at_a_depth_of_two_slices():
+    # PyTorch 2.13's CPU bfloat16 kernel returns garbage weight gradients for inputs 2 slices
+    # deep (training/precision.py); shielded convolutions compute them in float32 (exact here)
+    torch.set_num_threads(2)
+    conv = torch.nn.Conv3d(16, 16, 3, padding=1, bias=False)
+    assert shield_conv3d(conv) == 1 and shield_conv3d(conv) == 0
+    assert max(_depth_two_weight_gradient_errors(conv, 40)) < 1e-5
+    with autocast(torch.device("cpu"), "bf16"):
+        assert conv(torch.randn(1, 16, 4, 4, 4)).dtype == torch.bfloat16  # other depths stay bf16
+        assert conv(torch.randn(1, 16, 2, 4, 4)).dtype == torch.float32

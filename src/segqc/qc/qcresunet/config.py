@@ -64,9 +64,9 @@ class QcResUNetConfig(ConfigBase):
     bins (re-drawn every epoch), ``batch_size``, Adam ``lr`` decayed by ``lr_decay`` per epoch
     down to ``min_lr``, ``weight_decay``, ``loss_lambda`` (λ: error-map weight); ``precision`` of
     the training steps (``fp32``, the default; ``auto``: bfloat16 autocast where the hardware
-    has native bfloat16, :mod:`segqc.training.precision`, about 1.7x faster on such a CPU; one
-    ``tiny`` run on BraTS in about ten diverged to NaN at step 3 in bfloat16, so it is opt-in;
-    ``bf16``); ``members``:
+    has native bfloat16, :mod:`segqc.training.precision`, about 1.7x faster on such a CPU, with
+    the 3D convolutions that PyTorch's CPU kernels get wrong in bfloat16 shielded; float32 stays
+    the default as the precision of the shipped model and the tests; ``bf16``); ``members``:
     models trained with seeds ``seed`` .. ``seed + members - 1`` (an ensemble: the estimate is
     their mean, the spread their standard deviation); ``checkpoint_every`` steps.
     """

@@ -39,7 +39,7 @@ from segqc.io.datasets import Dataset, segmentation_files
 from segqc.qc.qcresunet.config import QcResUNetConfig, resolve_strides
 from segqc.qc.qcresunet.model import QcResUNet, qcresunet_loss
 from segqc.training import save_checkpoint
-from segqc.training.precision import autocast, resolve_precision
+from segqc.training.precision import autocast, resolve_precision, shield_conv3d
 from segqc.training.stages import Stage, run_stage, start_run, step_generators
 
 __all__ = ["METHOD", "QcClass", "QcResUNetData", "build_network", "build_training_data", "class_masks",
@@ -390,6 +390,8 @@ def train(config: QcResUNetConfig, data: QcResUNetData, out_dir: str | Path, *, 
             torch.manual_seed(config.seed + member)
             model = build_network(config, spatial_dims=data.ndim, image_channels=data.image_channels,
                                   n_classes=n_classes, strides=strides).to(dev)
+            if precision == "bf16":
+                shield_conv3d(model)
             metrics[f"member{member}"] = run_stage(_member_stage(config, data, member, model, dev, precision), out,
                                                    checkpoint_every=config.checkpoint_every, log=say,
                                                    progress=progress, prefix="qcresunet ")
