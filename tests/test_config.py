@@ -87,6 +87,19 @@ def test_overrides_are_typed_by_the_field():
     assert QcResUNetConfig.preset("small", **parse_overrides(["decoder=false"])).decoder is False
     assert QcResUNetConfig.preset("small", **parse_overrides(["attention=No", "regression=TRUE"])).attention is False
     assert QcResUNetConfig.preset("small", **parse_overrides(["epochs=3.0"])).epochs == 3
+    # list fields: the text of a list, entries typed like the field's (yes/no words are not literals)
+    from segqc.seg.ldseg.config import LdsegConfig
+
+    ldseg = LdsegConfig.preset("small", **parse_overrides(["denoiser_channels=(32,64,64,64)",
+                                                           "denoiser_attention=(false, no, True, on)"]))
+    assert ldseg.denoiser_attention == (False, False, True, True)
+    assert LdsegConfig.preset("small", widths="[16, 32]").widths == (16, 32)
+    with pytest.raises(ValueError, match=r"denoiser_attention\[1\] takes true or false"):
+        LdsegConfig.preset("small", denoiser_attention="(false, maybe, true)")
+    with pytest.raises(ValueError, match="widths takes a list"):
+        LdsegConfig.preset("small", widths="16")
+    with pytest.raises(ValueError, match=r"widths\[0\] takes a number"):
+        LdsegConfig.preset("small", widths="(a, b)")
     for bad in (["decoder=maybe"], ["epochs=abc"], ["lr=fast"], ["epochs=2.5"], ["lr=True"]):
         with pytest.raises(ValueError, match="config field"):
             QcResUNetConfig.preset("small", **parse_overrides(bad))

@@ -143,7 +143,11 @@ _TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
 def _typed(label: str, key: str, current: Any, value: Any) -> Any:
     """``value`` for the field ``key`` whose present value is ``current``: a yes/no field takes
     True/False or true/false/yes/no/on/off/1/0 (any case); a number field refuses text and
-    yes/no; anything else passes unchanged (the dataclass checks it). ValueError naming the field."""
+    yes/no; a list field (a tuple now) takes a sequence or its text (``(16, 32)``, ``[a, b]``,
+    ``(false, true)``), each entry typed like the field's first entry; anything else passes
+    unchanged (the dataclass checks it). ValueError naming the field."""
+    if isinstance(current, tuple):
+        return _typed_sequence(label, key, current, value)
     if isinstance(current, bool):
         if isinstance(value, bool):
             return value
@@ -161,6 +165,26 @@ def _typed(label: str, key: str, current: Any, value: Any) -> Any:
     return value
 
 
+def _typed_sequence(label: str, key: str, current: tuple, value: Any) -> tuple:
+    if isinstance(value, str):
+        text = value.strip()
+        if not (text[:1] in "([" and text[-1:] in ")]" and text):
+            raise ValueError(f"{label} config field {key} takes a list such as (16, 32), got {value!r}")
+        value = [_literal(part) for part in text[1:-1].split(",") if part.strip()]
+    if not isinstance(value, (tuple, list)):
+        raise ValueError(f"{label} config field {key} takes a list such as (16, 32), got {value!r}")
+    if not current:
+        return tuple(value)
+    return tuple(_typed(label, f"{key}[{i}]", current[0], v) for i, v in enumerate(value))
+
+
+def _literal(text: str) -> Any:
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+        return text.strip()
+
+
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     """``["KEY=VALUE", ...]`` -> dict; values are Python literals where they parse (``3``,
     ``0.5``, ``(16, 32)``, ``True``), else strings. A missing ``=`` raises ``ValueError``."""
@@ -169,8 +193,5 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"a config override must be KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip()] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            out[key.strip()] = value.strip()
+        out[key.strip()] = _literal(value)
     return out
