@@ -143,7 +143,7 @@ _TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
 def _typed(label: str, key: str, current: Any, value: Any) -> Any:
     """``value`` for the field ``key`` whose present value is ``current``: a yes/no field takes
     True/False or true/false/yes/no/on/off/1/0 (any case); a number field refuses text and
-    yes/no; a list field (a tuple now) takes a sequence or its text (``(16, 32)``, ``[a, b]``,
+    yes/no; a list field (one holding a tuple) takes a sequence or its text (``(16, 32)``, ``[a, b]``,
     ``(false, true)``), each entry typed like the field's first entry; anything else passes
     unchanged (the dataclass checks it). ValueError naming the field."""
     if isinstance(current, tuple):
