@@ -96,8 +96,9 @@ def test_overrides_are_typed_by_the_field():
     assert LdsegConfig.preset("small", widths="[16, 32]").widths == (16, 32)
     with pytest.raises(ValueError, match=r"denoiser_attention\[1\] takes true or false"):
         LdsegConfig.preset("small", denoiser_attention="(false, maybe, true)")
-    with pytest.raises(ValueError, match="widths takes a list"):
-        LdsegConfig.preset("small", widths="16")
+    assert LdsegConfig.preset("small", widths="16, 32, 64").widths == (16, 32, 64)
+    with pytest.raises(ValueError, match="widths needs one entry per down-sampling stage"):
+        LdsegConfig.preset("small", widths="16")   # one stage: (16,), not the digits (1, 6)
     with pytest.raises(ValueError, match=r"widths\[0\] takes a number"):
         LdsegConfig.preset("small", widths="(a, b)")
     for bad in (["decoder=maybe"], ["epochs=abc"], ["lr=fast"], ["epochs=2.5"], ["lr=True"]):

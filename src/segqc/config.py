@@ -143,8 +143,8 @@ _TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
 def _typed(label: str, key: str, current: Any, value: Any) -> Any:
     """``value`` for the field ``key`` whose present value is ``current``: a yes/no field takes
     True/False or true/false/yes/no/on/off/1/0 (any case); a number field refuses text and
-    yes/no; a list field (one holding a tuple) takes a sequence or its text (``(16, 32)``, ``[a, b]``,
-    ``(false, true)``), each entry typed like the field's first entry; anything else passes
+    yes/no; a list field (one holding a tuple) takes a sequence, one entry, or text (``(16, 32)``,
+    ``a,b``, ``(false, true)``), each entry typed like the field's first entry; anything else passes
     unchanged (the dataclass checks it). ValueError naming the field."""
     if isinstance(current, tuple):
         return _typed_sequence(label, key, current, value)
@@ -167,12 +167,14 @@ def _typed(label: str, key: str, current: Any, value: Any) -> Any:
 
 def _typed_sequence(label: str, key: str, current: tuple, value: Any) -> tuple:
     if isinstance(value, str):
-        text = value.strip()
-        if not (text[:1] in "([" and text[-1:] in ")]" and text):
-            raise ValueError(f"{label} config field {key} takes a list such as (16, 32), got {value!r}")
-        value = [_literal(part) for part in text[1:-1].split(",") if part.strip()]
+        parsed = _literal(value)
+        if isinstance(parsed, str):  # not a Python literal: comma-separated entries, brackets optional
+            text = parsed[1:-1] if parsed[:1] in ("(", "[") and parsed[-1:] in (")", "]") else parsed
+            value = [_literal(part) for part in text.split(",") if part.strip()]
+        else:
+            value = parsed
     if not isinstance(value, (tuple, list)):
-        raise ValueError(f"{label} config field {key} takes a list such as (16, 32), got {value!r}")
+        value = (value,)
     if not current:
         return tuple(value)
     return tuple(_typed(label, f"{key}[{i}]", current[0], v) for i, v in enumerate(value))
