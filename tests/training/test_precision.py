@@ -57,7 +57,9 @@ def _depth_two_weight_gradient_errors(conv: torch.nn.Conv3d, calls: int) -> list
     torch.manual_seed(0)
     x = torch.randn(4, 16, 2, 4, 4).bfloat16().float()
     g = torch.randn(4, 16, 2, 4, 4).bfloat16().float()
-    reference = torch.nn.grad.conv3d_weight(x, conv.weight.shape, g, padding=1)
+    weight = conv.weight.detach().clone().requires_grad_(True)
+    torch.nn.functional.conv3d(x, weight, padding=1).backward(g)  # float32: the reference
+    reference = weight.grad
     errors = []
     for _ in range(calls):
         conv.weight.grad = None
