@@ -111,6 +111,25 @@ def test_strides_follow_the_slice_thickness():
     assert resolve_strides(fixed, ndim=3, slice_spacing=1.0, inplane_spacing=1.0) == ((1, 2, 2),) * 4
 
 
+def test_a_network_built_for_bfloat16_runs_two_slice_deep_convolutions_in_float32():
+    # PyTorch's CPU bfloat16 kernel returns garbage weight gradients for 3D convolutions on inputs
+    # two slices deep (training/precision.py, tests/training/test_precision.py): a network built
+    # for bf16 training must compute exactly those in float32, and only those
+    from segqc.qc.qcresunet.train import build_network
+    from segqc.training.precision import autocast
+
+    config = QcResUNetConfig.preset("tiny")
+    for precision, deep_two in (("bf16", torch.float32), ("fp32", torch.bfloat16)):
+        net = build_network(config, spatial_dims=3, image_channels=1, n_classes=2, strides=[(2, 2, 2)] * 4,
+                            precision=precision)
+        convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv3d)]
+        assert len(convs) > 10
+        with autocast(torch.device("cpu"), "bf16"):
+            for conv in convs:
+                assert conv(torch.randn(2, conv.in_channels, 2, 4, 4)).dtype == deep_two
+                assert conv(torch.randn(2, conv.in_channels, 3, 4, 4)).dtype == torch.bfloat16
+
+
 def test_the_precision_is_one_of_auto_bf16_fp32():
     assert QcResUNetConfig.preset("small").precision == "fp32"
     assert QcResUNetConfig.preset("tiny").with_overrides(precision="fp32").precision == "fp32"

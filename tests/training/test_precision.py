@@ -74,7 +74,6 @@ def _depth_two_weight_gradient_errors(conv: torch.nn.Conv3d, calls: int) -> list
 def test_shielded_3d_convolutions_have_right_weight_gradients_at_a_depth_of_two_slices():
     # PyTorch 2.13's CPU bfloat16 kernel returns garbage weight gradients for inputs 2 slices
     # deep (training/precision.py); shielded convolutions compute them in float32 (exact here)
-    torch.set_num_threads(2)
     conv = torch.nn.Conv3d(16, 16, 3, padding=1, bias=False)
     assert shield_conv3d(conv) == 1 and shield_conv3d(conv) == 0
     assert max(_depth_two_weight_gradient_errors(conv, 40)) < 1e-5

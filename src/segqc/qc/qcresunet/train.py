@@ -257,11 +257,15 @@ def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, co
 
 
 def build_network(config: QcResUNetConfig, *, spatial_dims: int, image_channels: int, n_classes: int,
-                  strides: Sequence[Sequence[int]]) -> QcResUNet:
-    """The network of ``config`` for data of this shape."""
-    return QcResUNet(spatial_dims, image_channels, n_classes, widths=config.widths, blocks=config.blocks,
-                     strides=[tuple(s) for s in strides], dropout=config.dropout, attention=config.attention,
-                     decoder=config.decoder, regression=config.regression)
+                  strides: Sequence[Sequence[int]], precision: str = "fp32") -> QcResUNet:
+    """The network of ``config`` for data of this shape; to be trained at ``precision`` (a
+    resolved one: ``bf16`` shields its 3D convolutions, :func:`segqc.training.precision.shield_conv3d`)."""
+    network = QcResUNet(spatial_dims, image_channels, n_classes, widths=config.widths, blocks=config.blocks,
+                        strides=[tuple(s) for s in strides], dropout=config.dropout, attention=config.attention,
+                        decoder=config.decoder, regression=config.regression)
+    if precision == "bf16":
+        shield_conv3d(network)
+    return network
 
 
 def epoch_order(dice: np.ndarray, n: int, bins: int, rng: np.random.Generator) -> np.ndarray:
@@ -389,9 +393,7 @@ def train(config: QcResUNetConfig, data: QcResUNetData, out_dir: str | Path, *, 
         for member in range(config.members):
             torch.manual_seed(config.seed + member)
             model = build_network(config, spatial_dims=data.ndim, image_channels=data.image_channels,
-                                  n_classes=n_classes, strides=strides).to(dev)
-            if precision == "bf16":
-                shield_conv3d(model)
+                                  n_classes=n_classes, strides=strides, precision=precision).to(dev)
             metrics[f"member{member}"] = run_stage(_member_stage(config, data, member, model, dev, precision), out,
                                                    checkpoint_every=config.checkpoint_every, log=say,
                                                    progress=progress, prefix="qcresunet ")
