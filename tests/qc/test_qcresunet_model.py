@@ -20,6 +20,8 @@ from segqc.qc.qcresunet.model import (
     eca_kernel_size,
     one_hot_query,
     qcresunet_loss,
+    query_head_features,
+    query_pooled_features,
     size_multiple,
 )
 
@@ -209,6 +211,68 @@ def test_ablations():
         out = maps_only(image, query)
         assert out.dice is None and out.nsd is None and out.sem_logits is not None
         assert len(maps_only.stages) == 3 and not hasattr(maps_only, "dice_head")
+
+
+def _dice(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(2 * (a & b).sum() / (a.sum() + b.sum()))
+
+
+def test_query_head_features_by_hand():
+    """With error maps that are exactly right (logits of +-40), the implied Dice of every class is
+    its true Dice, and FP / FN are counted as fractions of the query mask by hand."""
+    g = torch.Generator().manual_seed(3)
+    seg = torch.randint(0, C + 1, (1, 4, 16, 16), generator=g)
+    truth = seg.clone()
+    truth[0, 1:3, 4:12, 4:12] = 2  # a block of class 2: false negatives of 2, false positives of 1 and 3
+    truth[0, 0] = 0  # slice 0 all background: false positives of every class
+    query = one_hot_query(seg, C)
+    wrong = torch.stack([(seg == c) ^ (truth == c) for c in range(1, C + 1)], dim=1)  # (1, C, ...)
+    logits = torch.where(wrong, 40.0, -40.0)
+    decoder = torch.stack([torch.ones(seg.shape[1:]), seg[0].float()])[None]  # F = 2: constant 1, the label
+    features = query_pooled_features(decoder, query, logits).reshape(1, C, query_head_features(2))
+    for c in range(1, C + 1):
+        q, e, t = seg == c, wrong[:, c - 1], truth == c
+        mask_mean, error_mean, numbers = features[0, c - 1, :2], features[0, c - 1, 2:4], features[0, c - 1, 4:]
+        assert mask_mean.tolist() == pytest.approx([1.0, float(c)])  # the label inside the class mask is c
+        assert error_mean[0] == pytest.approx(1.0, abs=1e-4)
+        assert error_mean[1] == pytest.approx(float(seg[0][e[0]].float().mean()), abs=1e-3)
+        fp, fn = float((e & q).sum()), float((e & ~q).sum())
+        assert numbers[0] == pytest.approx(fp / float(q.sum()), abs=1e-5)
+        assert numbers[1] == pytest.approx(fn / (float(q.sum()) + fn), abs=1e-5)
+        assert numbers[2] == pytest.approx(_dice(q, t), abs=1e-5)
+        assert numbers[3] == pytest.approx(float(q.float().mean()), abs=1e-6)
+
+
+def test_query_head_features_of_an_empty_class_are_zero_not_nan():
+    seg = torch.zeros((1, 2, 16, 16), dtype=torch.long)
+    seg[0, 0, :4, :4] = 1  # classes 2 and 3 absent
+    features = query_pooled_features(torch.randn(1, 2, 2, 16, 16), one_hot_query(seg, C), torch.zeros(1, C, 2, 16, 16))
+    per_class = features.reshape(C, -1)
+    assert torch.isfinite(features).all()
+    assert per_class[1, :2].tolist() == [0.0, 0.0] and per_class[1, -1] == 0.0 and per_class[1, -2] == 0.0
+
+
+def test_query_head_reads_the_error_branch_but_does_not_train_it():
+    model = _model(head="query").eval()
+    image, query = _inputs((16, 32, 32))
+    assert model.dice_head.in_features == TINY[3] + C * query_head_features(TINY[0] // 2)
+    out = model(image, query)
+    assert out.dice is not None
+    out.dice.sum().backward()
+    untouched = [model.sem_head.weight, model.decoder_levels[2].blocks[0][0].weight, model.full_res_skip[0].weight]
+    assert all(w.grad is None or not w.grad.any() for w in untouched)  # maps and decoder detached
+    assert model.stages[0][0].conv1.weight.grad.abs().sum() > 0  # the encoder still learns from the heads
+    reference = model(image, query).dice
+    with torch.no_grad():  # ... and the estimate does read the error logits and the decoder features
+        model.sem_head.bias.add_(5.0)
+        assert not torch.allclose(model(image, query).dice, reference)
+        model.sem_head.bias.sub_(5.0)
+        model.decoder_levels[2].blocks[1][0].weight.mul_(2.0)
+        assert not torch.allclose(model(image, query).dice, reference)
+    with pytest.raises(ValueError, match="decoder"):
+        _model(head="query", decoder=False)
+    with pytest.raises(ValueError, match="head"):
+        _model(head="mean")
 
 
 def test_default_is_resnet34():

@@ -48,7 +48,10 @@ class QcResUNetConfig(ConfigBase):
     ResNet stage, ``strides`` ("auto" or four per-axis rates), ``dropout`` (spatial dropout in
     every residual block); ablations ``attention`` (ECA aggregation of the error maps),
     ``decoder`` (error maps at all; False = regression-only ResNet-34) and ``regression`` (Dice /
-    NSD heads; False = error maps only). ``classes``: what the model assesses — ``labels`` (every
+    NSD heads; False = error maps only); ``head``: what the Dice / NSD heads read — ``gap`` (the
+    paper's: the pooled last encoder stage) or ``query`` (also the full-resolution decoder
+    features pooled inside each query class and its predicted errors, and the error fractions
+    the maps imply; :mod:`segqc.qc.qcresunet.model`). ``classes``: what the model assesses — ``labels`` (every
     label value), ``regions`` (the ``regions`` of ``dataset.json``, e.g. BraTS whole tumour /
     tumour core / enhancing tumour: overlapping unions of labels, also as the query's channels)
     or ``auto`` (regions when the dataset defines them).
@@ -83,6 +86,7 @@ class QcResUNetConfig(ConfigBase):
     attention: bool = True
     decoder: bool = True
     regression: bool = True
+    head: str = "gap"
     classes: str = "auto"
     degraded_per_case: int = 10
     ground_truth_samples: bool = True
@@ -116,6 +120,10 @@ class QcResUNetConfig(ConfigBase):
         for name in ("epochs", "samples_per_epoch", "batch_size", "members", "degraded_per_case", "bins"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.head not in ("gap", "query"):
+            raise ValueError(f"head must be gap or query, got {self.head!r}")
+        if self.head == "query" and not (self.decoder and self.regression):
+            raise ValueError("head=query reads the error maps: it needs decoder=true and regression=true")
         if self.classes not in ("auto", "labels", "regions"):
             raise ValueError(f"classes must be auto, labels or regions, got {self.classes!r}")
         if self.precision not in PRECISIONS:

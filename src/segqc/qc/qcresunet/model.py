@@ -35,8 +35,22 @@ Choices where the paper is silent or cannot be followed literally:
   stage 1 keeps the stem's resolution and there is no max-pool. The stem kernel is 7 along axes
   the stem down-samples and 3 along the others (e.g. ``(3, 7, 7)`` for ACDC's thick-slice axis, a
   7-slice kernel would mix far-apart slices of a 16-slice volume).
-* Regression heads: global average pooling of stage 4, then one linear layer per measure (DSC,
-  NSD), each ``widths[3] -> C + 1``, then sigmoid. No hidden layer, no dropout.
+* Regression heads (``head="gap"``, the paper's): global average pooling of stage 4, then one
+  linear layer per measure (DSC, NSD), each ``widths[3] -> C + 1``, then sigmoid. No hidden
+  layer, no dropout.
+* ``head="query"`` (our addition; needs the decoder): the same linear heads read, besides the
+  pooled stage 4, what the error-map branch sees at full resolution. Per class c, with ``d`` the
+  last decoder level's features, ``q_c`` the query's class-c mask and ``p_c`` the predicted
+  error probability (the features and probabilities are detached: the regression loss moves neither the
+  decoder nor the maps, which learn from their own loss as in the paper): the mean of ``d``
+  over ``q_c``, the ``p_c``-weighted mean of ``d``, the predicted false positives
+  ``FP = sum(p_c q_c)`` as a fraction of ``|q_c|``, the predicted false negatives
+  ``FN = sum(p_c (1 - q_c))`` as a fraction of ``|q_c| + FN``, the soft Dice those imply
+  ``2 TP / (|q_c| + TP + FN)`` with ``TP = |q_c| - FP``, and the class's share of the volume
+  (``|q_c|`` / voxels). An empty query class contributes zeros (and implied Dice 0). Reason: the
+  instance-normalised stage-4 features, averaged over the whole volume, carry little of *how
+  much* is wrong; a linear read-out of these pooled features from a network trained without
+  them already tracks the true Dice better than its own GAP head (docs/evidence.md).
 * Decoder: three levels that undo stage 3, stage 2 and the stem (rates ``strides[2]``,
   ``strides[1]``, ``strides[0]``). Each level: nearest-neighbour up-sampling, 1x1 convolution to
   the skip's width, concatenation with the skip, two conv blocks (``conv3 -> IN -> LeakyReLU(0.01)``)
@@ -74,9 +88,12 @@ __all__ = [
     "QcResUNet",
     "QcResUNetOutput",
     "ResidualBlock",
+    "HEADS",
     "eca_kernel_size",
     "one_hot_query",
     "qcresunet_loss",
+    "query_head_features",
+    "query_pooled_features",
     "size_multiple",
 ]
 
@@ -213,6 +230,38 @@ class EfficientChannelAttention(nn.Module):
 # The network
 # --------------------------------------------------------------------------------------------
 
+HEADS = ("gap", "query")
+"""What the regression heads read: ``gap`` (the paper's) or ``query`` (module docstring)."""
+
+
+def query_head_features(decoder_width: int) -> int:
+    """Features per class that ``head="query"`` adds: two pooled decoder vectors and four numbers."""
+    return 2 * decoder_width + 4
+
+
+def query_pooled_features(decoder: torch.Tensor, query_onehot: torch.Tensor, sem_logits: torch.Tensor) -> torch.Tensor:
+    """``head="query"``'s per-class features, float32 ``(B, C * query_head_features(F))``, from
+    the last decoder level ``(B, F, *spatial)``, the query ``(B, C + 1, *spatial)`` and the error
+    logits ``(B, C, *spatial)`` (module docstring; the error probabilities are detached). Per
+    class, in this order: mean of the features over the class mask (zeros if the mask is empty),
+    error-probability-weighted mean of the features, the predicted false positives as a fraction
+    of the mask, the predicted false negatives as a fraction of mask + false negatives, the
+    implied soft Dice, the mask's share of all voxels (the four numbers lie in [0, 1])."""
+    with torch.autocast(device_type=decoder.device.type, enabled=False):  # sums over all voxels: float32
+        d = decoder.detach().float().flatten(2)  # (B, F, N)
+        q = query_onehot[:, 1:].float().flatten(2)  # (B, C, N)
+        p = torch.sigmoid(sem_logits.detach().float()).flatten(2)  # (B, C, N)
+        volume = q.sum(dim=2)  # (B, C)
+        mask_mean = torch.einsum("bfn,bcn->bcf", d, q) / volume.clamp(min=1.0).unsqueeze(-1)
+        error_mean = torch.einsum("bfn,bcn->bcf", d, p) / p.sum(dim=2).clamp(min=1e-3).unsqueeze(-1)
+        fp = (p * q).sum(dim=2)
+        fn = (p * (1.0 - q)).sum(dim=2)
+        tp = (volume - fp).clamp(min=0.0)
+        implied = 2.0 * tp / (volume + tp + fn).clamp(min=1.0)
+        numbers = torch.stack([fp / volume.clamp(min=1.0), fn / (volume + fn).clamp(min=1.0), implied,
+                               volume / q.shape[2]], dim=-1)  # (B, C, 4), each in [0, 1]
+        return torch.cat([mask_mean, error_mean, numbers], dim=-1).flatten(1)
+
 
 @dataclass(frozen=True)
 class QcResUNetOutput:
@@ -254,8 +303,13 @@ class QcResUNet(nn.Module):
         attention: bool = True,
         decoder: bool = True,
         regression: bool = True,
+        head: str = "gap",
     ) -> None:
         super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
+        if head == "query" and not (decoder and regression):
+            raise ValueError("head='query' reads the error-map branch: it needs decoder=True and regression=True")
         self.strides = _axis_strides(strides, spatial_dims)
         widths, blocks = tuple(int(w) for w in widths), tuple(int(n) for n in blocks)
         if len(widths) != 4 or len(blocks) != 4 or min(widths) < 1 or min(blocks) < 1:
@@ -269,6 +323,7 @@ class QcResUNet(nn.Module):
         self.spatial_dims, self.image_channels, self.n_classes = int(spatial_dims), int(image_channels), int(n_classes)
         self.widths, self.blocks = widths, blocks
         self.use_attention, self.use_decoder, self.use_regression = bool(attention), bool(decoder), bool(regression)
+        self.head = head
         dims, c_in = self.spatial_dims, self.image_channels + self.n_classes + 1
         conv = _conv(dims)
 
@@ -286,11 +341,12 @@ class QcResUNet(nn.Module):
             self.stages.append(nn.Sequential(*stage))
             previous = widths[i]
 
+        full = max(1, widths[0] // 2)
         if regression:
-            self.dice_head = nn.Linear(widths[3], n_classes + 1)
-            self.nsd_head = nn.Linear(widths[3], n_classes + 1)
+            head_features = widths[3] + (n_classes * query_head_features(full) if head == "query" else 0)
+            self.dice_head = nn.Linear(head_features, n_classes + 1)
+            self.nsd_head = nn.Linear(head_features, n_classes + 1)
         if decoder:
-            full = max(1, widths[0] // 2)
             self.full_res_skip = _conv_block(dims, c_in, full)
             # Level 0 starts from stage 3 ("Block 3"), not from stage 4.
             self.decoder_levels = nn.ModuleList([
@@ -336,19 +392,23 @@ class QcResUNet(nn.Module):
             h = stage(h)
             features.append(h)
 
-        dice = nsd = None
-        if self.use_regression:
-            pooled = features[3].flatten(2).mean(dim=2)  # global average pooling of Block 4: (B, widths[3])
-            dice = torch.sigmoid(self.dice_head(pooled))
-            nsd = torch.sigmoid(self.nsd_head(pooled))
-
-        sem_logits = None
+        sem_logits = d = None
         if self.use_decoder:
             d = features[2]
             for level, skip in zip(self.decoder_levels, (features[1], features[0], self.full_res_skip(x))):
                 d = level(d, skip)
             aggregated = self.eca(torch.cat([d, query_onehot.to(d.dtype)], dim=1))
             sem_logits = self.sem_head(aggregated)
+
+        dice = nsd = None
+        if self.use_regression:
+            pooled = features[3].flatten(2).mean(dim=2)  # global average pooling of Block 4: (B, widths[3])
+            if self.head == "query":
+                assert d is not None and sem_logits is not None
+                pooled = torch.cat([pooled.float(), query_pooled_features(d, query_onehot, sem_logits)], dim=1)
+                pooled = pooled.to(features[3].dtype)
+            dice = torch.sigmoid(self.dice_head(pooled))
+            nsd = torch.sigmoid(self.nsd_head(pooled))
         return QcResUNetOutput(dice=dice, nsd=nsd, sem_logits=sem_logits)
 
 

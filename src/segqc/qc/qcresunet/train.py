@@ -262,7 +262,7 @@ def build_network(config: QcResUNetConfig, *, spatial_dims: int, image_channels:
     resolved one: ``bf16`` shields its 3D convolutions, :func:`segqc.training.precision.shield_conv3d`)."""
     network = QcResUNet(spatial_dims, image_channels, n_classes, widths=config.widths, blocks=config.blocks,
                         strides=[tuple(s) for s in strides], dropout=config.dropout, attention=config.attention,
-                        decoder=config.decoder, regression=config.regression)
+                        decoder=config.decoder, regression=config.regression, head=config.head)
     if precision == "bf16":
         shield_conv3d(network)
     return network
