@@ -252,27 +252,37 @@ def test_query_head_features_of_an_empty_class_are_zero_not_nan():
     assert per_class[1, :2].tolist() == [0.0, 0.0] and per_class[1, -1] == 0.0 and per_class[1, -2] == 0.0
 
 
-def test_query_head_reads_the_error_branch_but_does_not_train_it():
-    model = _model(head="query").eval()
+def test_readout_replaces_the_heads_only_once_fitted_and_is_saved_with_the_weights():
     image, query = _inputs((16, 32, 32))
-    assert model.dice_head.in_features == TINY[3] + C * query_head_features(TINY[0] // 2)
-    out = model(image, query)
-    assert out.dice is not None
-    out.dice.sum().backward()
-    untouched = [model.sem_head.weight, model.decoder_levels[2].blocks[0][0].weight, model.full_res_skip[0].weight]
-    assert all(w.grad is None or not w.grad.any() for w in untouched)  # maps and decoder detached
-    assert model.stages[0][0].conv1.weight.grad.abs().sum() > 0  # the encoder still learns from the heads
-    reference = model(image, query).dice
-    with torch.no_grad():  # ... and the estimate does read the error logits and the decoder features
-        model.sem_head.bias.add_(5.0)
-        assert not torch.allclose(model(image, query).dice, reference)
-        model.sem_head.bias.sub_(5.0)
-        model.decoder_levels[2].blocks[1][0].weight.mul_(2.0)
-        assert not torch.allclose(model(image, query).dice, reference)
+    plain, model = _model().eval(), _model(readout=True).eval()
+    assert model.readout is not None and not model.readout.is_fitted
+    with torch.no_grad():
+        assert torch.equal(model(image, query).dice, plain(image, query).dice)  # unfitted: the heads
+        features = model.readout_features(image, query)
+        width = query_head_features(TINY[0] // 2)
+        heads = plain(image, query)
+        assert features.shape == (2, C * width + 2 * (C + 1))  # the pooled branch, then the heads' estimates
+        assert torch.equal(features[:, C * width:], torch.cat([heads.dice, heads.nsd], dim=1))
+        # a fit that reads class 1's implied Dice (feature 2F + 2) for every Dice output and 0.25 + 0.5 x (its
+        # false-positive fraction) for every NSD output
+        n_features = C * width + 2 * (C + 1)
+        weight = torch.zeros(2 * (C + 1), n_features)
+        weight[: C + 1, TINY[0] + 2] = 1.0
+        weight[C + 1:, TINY[0]] = 0.5
+        bias = torch.tensor([0.0] * (C + 1) + [0.25] * (C + 1))
+        model.readout.set(torch.zeros(n_features), torch.ones(n_features), weight, bias)
+        out = model(image, query)
+        assert torch.allclose(out.dice, features[:, TINY[0] + 2, None].expand(2, C + 1), atol=1e-6)
+        assert torch.allclose(out.nsd, (0.25 + 0.5 * features[:, TINY[0], None]).expand(2, C + 1), atol=1e-6)
+        assert out.sem_logits is not None and torch.equal(out.sem_logits, plain(image, query).sem_logits)
+        reloaded = _model(seed=1, readout=True).eval()
+        reloaded.load_state_dict(model.state_dict())
+        assert reloaded.readout is not None and reloaded.readout.is_fitted
+        assert torch.equal(reloaded(image, query).dice, out.dice)
+    with pytest.raises(ValueError, match="shape"):
+        model.readout.set(torch.zeros(3), torch.ones(3), weight, bias)
     with pytest.raises(ValueError, match="decoder"):
-        _model(head="query", decoder=False)
-    with pytest.raises(ValueError, match="head"):
-        _model(head="mean")
+        _model(readout=True, decoder=False)
 
 
 def test_default_is_resnet34():

@@ -148,7 +148,8 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("qcresunet")
     dataset = make_qc_dataset(root / "data", n_cases=6, shape=(48, 48, 8))
     model_dir = train_method("qcresunet", dataset, root / "run", config="tiny", log=lambda _: None,
-                             overrides={"epochs": 25, "samples_per_epoch": 16, "lr": 3e-3, "dropout": 0.0})
+                             overrides={"epochs": 25, "samples_per_epoch": 16, "lr": 3e-3, "dropout": 0.0,
+                                        "readout_per_case": 6})
     return {"root": root, "dataset": dataset, "model_dir": model_dir}
 
 
@@ -160,12 +161,20 @@ def test_a_checkpoint_round_trip_equals_the_trained_weights(trained):
     model = load(trained["model_dir"])
     loaded = model.members[0].state_dict()
     assert state is not None and set(loaded) == set(state["weights"]["model"])
-    assert all(torch.equal(loaded[k], state["weights"]["model"][k]) for k in loaded)
+    network = [k for k in loaded if not k.startswith("readout.")]
+    assert all(torch.equal(loaded[k], state["weights"]["model"][k]) for k in network)
+    # the read-out is fitted after the training stage and saved with the weights (installed only if it
+    # beats the heads; on this toy it need not)
+    metrics = json.loads((trained["model_dir"] / "metrics.json").read_text())
+    readout = model.members[0].readout
+    assert readout is not None and readout.is_fitted == metrics["member0_readout"]["used"]
+    assert not state["weights"]["model"]["readout.fitted"]
     config = json.loads((trained["model_dir"] / "config.json").read_text())
     assert config["method"] == "qcresunet"
     # the precision the steps ran at is recorded (float32 unless asked)
     metrics = json.loads((trained["model_dir"] / "metrics.json").read_text())
     assert metrics["precision"] == "fp32"
+    assert metrics["member0_readout"]["samples"] == 6 * (6 + 1)  # 6 fresh degraded maps and the truth per case
 
 
 def test_a_rerun_with_the_same_seed_gives_the_same_model(trained, tmp_path):
@@ -173,7 +182,8 @@ def test_a_rerun_with_the_same_seed_gives_the_same_model(trained, tmp_path):
     from segqc.qc.training_api import train_method
 
     again = train_method("qcresunet", trained["dataset"], tmp_path / "run", config="tiny", log=lambda _: None,
-                         overrides={"epochs": 25, "samples_per_epoch": 16, "lr": 3e-3, "dropout": 0.0})
+                         overrides={"epochs": 25, "samples_per_epoch": 16, "lr": 3e-3, "dropout": 0.0,
+                                        "readout_per_case": 6})
     a, b = load(trained["model_dir"]).members[0].state_dict(), load(again).members[0].state_dict()
     assert all(torch.allclose(a[k], b[k]) for k in a)
 
@@ -325,3 +335,62 @@ def test_the_training_data_hold_every_ground_truth_as_a_perfect_sample(tmp_path)
     assert data.sources.count("degraded") == 6
     without = build_training_data(dataset, None, config.with_overrides(ground_truth_samples=False), tmp_path / "work")
     assert "ground truth" not in without.sources
+
+
+def _readout_case(targets_from):
+    """An untrained tiny network with a read-out and 24 toy samples of 6 volumes whose targets are
+    ``targets_from(features)`` (features: what the read-out reads)."""
+    from segqc.qc.qcresunet.train import build_network
+
+    config = QcResUNetConfig.preset("tiny", dropout=0.0)
+    torch.manual_seed(0)
+    network = build_network(config, spatial_dims=3, image_channels=1, n_classes=2,
+                            strides=((1, 2, 2), (1, 2, 2), (1, 2, 2), (2, 2, 2)))
+    rng = np.random.default_rng(0)
+    segs = [rng.integers(0, 3, (2, 32, 32)).astype(np.int16) for _ in range(24)]
+    data = _data(segs, segs)
+    data.images = [rng.normal(size=(1, 2, 32, 32)).astype(np.float16) for _ in segs]
+    data.cases = [f"v{i // 4}" for i in range(24)]
+    network.eval()
+    features = []
+    for i in range(24):
+        batch = make_batch(data, [i], multiple=2, max_depth=8)
+        features.append(network.readout_features(batch["image"], batch["query"]).numpy()[0])
+    data.targets = np.asarray(targets_from(np.stack(features)), dtype=float).reshape(24, 2, 3)
+    return config, network, data
+
+
+def test_the_readout_is_installed_only_where_it_beats_the_heads():
+    from segqc.qc.qcresunet.train import fit_readout
+
+    # targets that are a linear function of the pooled error-branch features: the read-out learns them
+    def linear(x):
+        return np.clip(0.5 + 0.2 * (x[:, :6] - x[:, :6].mean(0)) / (x[:, :6].std(0) + 1e-6), 0, 1)
+
+    config, network, data = _readout_case(linear)
+    record = fit_readout(network, data, config, torch.device("cpu"))
+    assert record["used"] and record["readout_cv_mse"] < record["heads_mse"]
+    assert network.readout is not None and network.readout.is_fitted
+    batch = make_batch(data, [3], multiple=2, max_depth=8)
+    with torch.no_grad():
+        out = network(batch["image"], batch["query"])
+    assert out.dice is not None and np.allclose(out.dice.numpy()[0], data.targets[3, 0], atol=0.05)
+
+    # targets that are the heads' own estimates: the heads are exact, the read-out is left out
+    config, network, data = _readout_case(lambda x: x[:, -6:])
+    record = fit_readout(network, data, config, torch.device("cpu"))
+    assert not record["used"] and record["heads_mse"] < 1e-12
+    assert network.readout is not None and not network.readout.is_fitted
+
+
+def test_the_readout_is_fitted_on_segmentations_the_network_was_not_trained_on(tmp_path):
+    from segqc.qc.qcresunet.train import build_readout_data, build_training_data
+
+    dataset = make_qc_dataset(tmp_path / "data", n_cases=3, shape=(32, 32, 4))
+    config = QcResUNetConfig.preset("tiny", degraded_per_case=2, readout_per_case=2)
+    training = build_training_data(dataset, None, config, tmp_path / "train")
+    readout = build_readout_data(dataset, None, config, tmp_path / "readout")
+    assert readout.sources.count("degraded") == 6 and readout.sources.count("ground truth") == 3
+    seen = [s for s, source in zip(training.segs, training.sources) if source == "degraded"]
+    fresh = [s for s, source in zip(readout.segs, readout.sources) if source == "degraded"]
+    assert not any(np.array_equal(a, b) for a in fresh for b in seen)

@@ -35,22 +35,24 @@ Choices where the paper is silent or cannot be followed literally:
   stage 1 keeps the stem's resolution and there is no max-pool. The stem kernel is 7 along axes
   the stem down-samples and 3 along the others (e.g. ``(3, 7, 7)`` for ACDC's thick-slice axis, a
   7-slice kernel would mix far-apart slices of a 16-slice volume).
-* Regression heads (``head="gap"``, the paper's): global average pooling of stage 4, then one
-  linear layer per measure (DSC, NSD), each ``widths[3] -> C + 1``, then sigmoid. No hidden
-  layer, no dropout.
-* ``head="query"`` (our addition; needs the decoder): the same linear heads read, besides the
-  pooled stage 4, what the error-map branch sees at full resolution. Per class c, with ``d`` the
-  last decoder level's features, ``q_c`` the query's class-c mask and ``p_c`` the predicted
-  error probability (the features and probabilities are detached: the regression loss moves neither the
-  decoder nor the maps, which learn from their own loss as in the paper): the mean of ``d``
-  over ``q_c``, the ``p_c``-weighted mean of ``d``, the predicted false positives
+* Regression heads: global average pooling of stage 4, then one linear layer per measure (DSC,
+  NSD), each ``widths[3] -> C + 1``, then sigmoid. No hidden layer, no dropout.
+* Read-out (``readout=True``; our addition, needs the decoder): after training, a linear map
+  fitted in closed form (:func:`segqc.training.ridge.fit_ridge`, on segmentations the network has
+  not been trained on) from :func:`query_pooled_features` — what the error-map branch sees at
+  full resolution — and the regression heads' own estimates to DSC and NSD, clipped to [0, 1].
+  Once fitted it replaces the heads' estimates; until then (during training) the heads give
+  them, and they still train the encoder as in the paper. Per class c, with ``d`` the last decoder level's features,
+  ``q_c`` the query's class-c mask and ``p_c`` the predicted error probability: the mean of
+  ``d`` over ``q_c``, the ``p_c``-weighted mean of ``d``, the predicted false positives
   ``FP = sum(p_c q_c)`` as a fraction of ``|q_c|``, the predicted false negatives
   ``FN = sum(p_c (1 - q_c))`` as a fraction of ``|q_c| + FN``, the soft Dice those imply
   ``2 TP / (|q_c| + TP + FN)`` with ``TP = |q_c| - FP``, and the class's share of the volume
-  (``|q_c|`` / voxels). An empty query class contributes zeros (and implied Dice 0). Reason: the
+  (``|q_c|`` / voxels); an empty query class contributes zeros. Reason: the
   instance-normalised stage-4 features, averaged over the whole volume, carry little of *how
-  much* is wrong; a linear read-out of these pooled features from a network trained without
-  them already tracks the true Dice better than its own GAP head (docs/evidence.md).
+  much* is wrong, and within a CPU budget the heads under-fit; a read-out of these pooled
+  features tracks the true Dice far better (docs/evidence.md). Training a head on these features
+  end to end was tried and is not better (docs/evidence.md).
 * Decoder: three levels that undo stage 3, stage 2 and the stem (rates ``strides[2]``,
   ``strides[1]``, ``strides[0]``). Each level: nearest-neighbour up-sampling, 1x1 convolution to
   the skip's width, concatenation with the skip, two conv blocks (``conv3 -> IN -> LeakyReLU(0.01)``)
@@ -88,7 +90,7 @@ __all__ = [
     "QcResUNet",
     "QcResUNetOutput",
     "ResidualBlock",
-    "HEADS",
+    "LinearReadout",
     "eca_kernel_size",
     "one_hot_query",
     "qcresunet_loss",
@@ -230,19 +232,15 @@ class EfficientChannelAttention(nn.Module):
 # The network
 # --------------------------------------------------------------------------------------------
 
-HEADS = ("gap", "query")
-"""What the regression heads read: ``gap`` (the paper's) or ``query`` (module docstring)."""
-
-
 def query_head_features(decoder_width: int) -> int:
-    """Features per class that ``head="query"`` adds: two pooled decoder vectors and four numbers."""
+    """Read-out features per class: two pooled decoder vectors of ``decoder_width`` and four numbers."""
     return 2 * decoder_width + 4
 
 
 def query_pooled_features(decoder: torch.Tensor, query_onehot: torch.Tensor, sem_logits: torch.Tensor) -> torch.Tensor:
-    """``head="query"``'s per-class features, float32 ``(B, C * query_head_features(F))``, from
+    """The read-out's per-class features, float32 ``(B, C * query_head_features(F))``, from
     the last decoder level ``(B, F, *spatial)``, the query ``(B, C + 1, *spatial)`` and the error
-    logits ``(B, C, *spatial)`` (module docstring; the error probabilities are detached). Per
+    logits ``(B, C, *spatial)`` (module docstring; both inputs detached). Per
     class, in this order: mean of the features over the class mask (zeros if the mask is empty),
     error-probability-weighted mean of the features, the predicted false positives as a fraction
     of the mask, the predicted false negatives as a fraction of mask + false negatives, the
@@ -277,6 +275,43 @@ class QcResUNetOutput:
         return QcResUNetOutput(*(None if t is None else t.float() for t in (self.dice, self.nsd, self.sem_logits)))
 
 
+class LinearReadout(nn.Module):
+    """A fitted linear map ``(B, P) -> (B, T)``: ``clip(((x - mean) / scale) @ weight.T + bias, 0,
+    1)``, all buffers (saved with the weights, not trained by gradient); unfitted until
+    :meth:`set` is called (``is_fitted`` False, zero weights)."""
+
+    mean: torch.Tensor
+    scale: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor
+    fitted: torch.Tensor
+
+    def __init__(self, features: int, targets: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(features))
+        self.register_buffer("scale", torch.ones(features))
+        self.register_buffer("weight", torch.zeros(targets, features))
+        self.register_buffer("bias", torch.zeros(targets))
+        self.register_buffer("fitted", torch.zeros(()))
+
+    @property
+    def is_fitted(self) -> bool:
+        return bool(self.fitted.item())
+
+    def set(self, mean: torch.Tensor, scale: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Install a fit (shapes as the buffers; ValueError otherwise)."""
+        for name, value in (("mean", mean), ("scale", scale), ("weight", weight), ("bias", bias)):
+            buffer = getattr(self, name)
+            if tuple(value.shape) != tuple(buffer.shape):
+                raise ValueError(f"read-out {name}: need shape {tuple(buffer.shape)}, got {tuple(value.shape)}")
+            buffer.copy_(value.to(buffer.dtype))
+        self.fitted.fill_(1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return (((x.float() - self.mean) / self.scale) @ self.weight.T + self.bias).clamp(0.0, 1.0)
+
+
 class QcResUNet(nn.Module):
     """QCResUNet (module docstring for the architecture and the choices made).
 
@@ -287,7 +322,8 @@ class QcResUNet(nn.Module):
     rates; :data:`ACDC_STRIDES` for the cardiac volumes). ``dropout``: spatial-dropout probability in
     every residual block. ``attention``: ECA before the SEM head (False: plain concat + 1x1 conv).
     ``decoder``: False gives a plain ResNet-34 regressor (no error maps). ``regression``: False
-    gives error maps only (no DSC/NSD heads and no stage 4).
+    gives error maps only (no DSC/NSD heads and no stage 4). ``readout``: hold a linear read-out
+    of the error-map branch that, once fitted, gives DSC and NSD (module docstring).
     """
 
     def __init__(
@@ -303,13 +339,11 @@ class QcResUNet(nn.Module):
         attention: bool = True,
         decoder: bool = True,
         regression: bool = True,
-        head: str = "gap",
+        readout: bool = False,
     ) -> None:
         super().__init__()
-        if head not in HEADS:
-            raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
-        if head == "query" and not (decoder and regression):
-            raise ValueError("head='query' reads the error-map branch: it needs decoder=True and regression=True")
+        if readout and not decoder:
+            raise ValueError("the read-out reads the error-map branch: it needs decoder=True")
         self.strides = _axis_strides(strides, spatial_dims)
         widths, blocks = tuple(int(w) for w in widths), tuple(int(n) for n in blocks)
         if len(widths) != 4 or len(blocks) != 4 or min(widths) < 1 or min(blocks) < 1:
@@ -323,7 +357,6 @@ class QcResUNet(nn.Module):
         self.spatial_dims, self.image_channels, self.n_classes = int(spatial_dims), int(image_channels), int(n_classes)
         self.widths, self.blocks = widths, blocks
         self.use_attention, self.use_decoder, self.use_regression = bool(attention), bool(decoder), bool(regression)
-        self.head = head
         dims, c_in = self.spatial_dims, self.image_channels + self.n_classes + 1
         conv = _conv(dims)
 
@@ -343,9 +376,12 @@ class QcResUNet(nn.Module):
 
         full = max(1, widths[0] // 2)
         if regression:
-            head_features = widths[3] + (n_classes * query_head_features(full) if head == "query" else 0)
-            self.dice_head = nn.Linear(head_features, n_classes + 1)
-            self.nsd_head = nn.Linear(head_features, n_classes + 1)
+            self.dice_head = nn.Linear(widths[3], n_classes + 1)
+            self.nsd_head = nn.Linear(widths[3], n_classes + 1)
+        self.readout: LinearReadout | None = None
+        if readout:
+            readout_width = n_classes * query_head_features(full) + (2 * (n_classes + 1) if regression else 0)
+            self.readout = LinearReadout(readout_width, 2 * (n_classes + 1))
         if decoder:
             self.full_res_skip = _conv_block(dims, c_in, full)
             # Level 0 starts from stage 3 ("Block 3"), not from stage 4.
@@ -384,6 +420,28 @@ class QcResUNet(nn.Module):
     def forward(self, image: torch.Tensor, query_onehot: torch.Tensor) -> QcResUNetOutput:
         """``image (B, image_channels, *spatial)``, ``query_onehot (B, C + 1, *spatial)`` ->
         :class:`QcResUNetOutput` (see the module docstring for the shapes and meaning)."""
+        d, sem_logits, dice, nsd = self._branches(image, query_onehot)
+        if self.readout is not None and self.readout.is_fitted:
+            assert d is not None and sem_logits is not None
+            estimate = self.readout(self._readout_input(d, query_onehot, sem_logits, dice, nsd))
+            dice, nsd = estimate[:, : self.n_classes + 1], estimate[:, self.n_classes + 1:]
+        return QcResUNetOutput(dice=dice, nsd=nsd, sem_logits=sem_logits)
+
+    def readout_features(self, image: torch.Tensor, query_onehot: torch.Tensor) -> torch.Tensor:
+        """What the read-out reads, float32 ``(B, readout width)``: :func:`query_pooled_features`
+        of the error-map branch, then (with the regression heads) the heads' own DSC and NSD
+        estimates; no gradient."""
+        if not self.use_decoder:
+            raise ValueError("a network without the decoder has no read-out features")
+        with torch.no_grad():
+            d, sem_logits, dice, nsd = self._branches(image, query_onehot)
+            assert d is not None and sem_logits is not None
+            return self._readout_input(d, query_onehot, sem_logits, dice, nsd)
+
+    def _branches(self, image: torch.Tensor, query_onehot: torch.Tensor) -> tuple[
+            torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """The last decoder level's features, the error logits and the heads' DSC and NSD (None
+        where the network has no such part)."""
         self.check_input(image, query_onehot)
         x = torch.cat([image, query_onehot.to(image.dtype)], dim=1)
         features = []
@@ -403,13 +461,17 @@ class QcResUNet(nn.Module):
         dice = nsd = None
         if self.use_regression:
             pooled = features[3].flatten(2).mean(dim=2)  # global average pooling of Block 4: (B, widths[3])
-            if self.head == "query":
-                assert d is not None and sem_logits is not None
-                pooled = torch.cat([pooled.float(), query_pooled_features(d, query_onehot, sem_logits)], dim=1)
-                pooled = pooled.to(features[3].dtype)
             dice = torch.sigmoid(self.dice_head(pooled))
             nsd = torch.sigmoid(self.nsd_head(pooled))
-        return QcResUNetOutput(dice=dice, nsd=nsd, sem_logits=sem_logits)
+        return d, sem_logits, dice, nsd
+
+    @staticmethod
+    def _readout_input(d: torch.Tensor, query_onehot: torch.Tensor, sem_logits: torch.Tensor,
+                       dice: torch.Tensor | None, nsd: torch.Tensor | None) -> torch.Tensor:
+        pooled = query_pooled_features(d, query_onehot, sem_logits)
+        if dice is None or nsd is None:
+            return pooled
+        return torch.cat([pooled, dice.detach().float(), nsd.detach().float()], dim=1)
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ lr_decay^epoch``, at least ``min_lr``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -42,9 +43,9 @@ from segqc.training import save_checkpoint
 from segqc.training.precision import autocast, resolve_precision, shield_conv3d
 from segqc.training.stages import Stage, run_stage, start_run, step_generators
 
-__all__ = ["METHOD", "QcClass", "QcResUNetData", "build_network", "build_training_data", "class_masks",
-           "dataset_classes", "epoch_order", "make_batch", "query_channels", "train", "train_from_dataset",
-           "true_quality"]
+__all__ = ["METHOD", "QcClass", "QcResUNetData", "build_network", "build_readout_data", "build_training_data",
+           "class_masks", "dataset_classes", "epoch_order", "fit_readout", "make_batch", "query_channels", "train",
+           "train_from_dataset", "true_quality", "uses_readout", "add_readout"]
 
 METHOD = "qcresunet"
 
@@ -262,10 +263,77 @@ def build_network(config: QcResUNetConfig, *, spatial_dims: int, image_channels:
     resolved one: ``bf16`` shields its 3D convolutions, :func:`segqc.training.precision.shield_conv3d`)."""
     network = QcResUNet(spatial_dims, image_channels, n_classes, widths=config.widths, blocks=config.blocks,
                         strides=[tuple(s) for s in strides], dropout=config.dropout, attention=config.attention,
-                        decoder=config.decoder, regression=config.regression, head=config.head)
+                        decoder=config.decoder, regression=config.regression, readout=uses_readout(config))
     if precision == "bf16":
         shield_conv3d(network)
     return network
+
+
+def uses_readout(config: QcResUNetConfig) -> bool:
+    """Whether networks of ``config`` get the linear read-out (it reads the decoder)."""
+    return config.readout_per_case > 0 and config.decoder
+
+
+READOUT_SEED_OFFSET = 1000
+"""The read-out's degraded segmentations use ``seed + READOUT_SEED_OFFSET``: none is a training sample."""
+
+
+def build_readout_data(dataset_dir: str | Path, cases: Sequence[str] | None, config: QcResUNetConfig,
+                       work_dir: str | Path, *, extra_seg_dirs: Sequence[str | Path] = (), jobs: int = 1,
+                       progress: bool = False) -> QcResUNetData:
+    """The read-out's samples: ``readout_per_case`` fresh degraded segmentations of every
+    training ground truth (another seed than the training data), the ground truths, and the
+    real segmentations of ``extra_seg_dirs`` (the training's own: the read-out then learns how
+    the maps behave on real errors too, which synthetic degradations do not show)."""
+    fresh = dataclasses.replace(config, degraded_per_case=config.readout_per_case,
+                                seed=config.seed + READOUT_SEED_OFFSET, ground_truth_samples=True)
+    return build_training_data(dataset_dir, cases, fresh, work_dir, extra_seg_dirs=extra_seg_dirs, jobs=jobs,
+                               progress=progress)
+
+
+def fit_readout(model: QcResUNet, data: QcResUNetData, config: QcResUNetConfig, dev: torch.device, *,
+                progress: bool = False) -> dict[str, Any]:
+    """Fit ``model``'s read-out (it must have one) on ``data``: its features of every sample
+    (eval mode, one volume at a time, as at prediction) against the true Dice and NSD, ridge
+    regression with the penalty chosen by 5-fold cross-validation over the cases
+    (:func:`segqc.training.ridge.fit_ridge`). The read-out is installed only if its
+    cross-validated squared error is below that of the regression heads' own estimates on the
+    same (fresh) samples — on too little data the heads stay in charge. Returns what the run
+    record keeps (``used``: whether it was installed)."""
+    from rich.progress import track
+
+    from segqc.training.ridge import fit_ridge
+
+    if model.readout is None:
+        raise ValueError("this network has no read-out")
+    multiple = model.size_multiple[0] if data.ndim == 3 else 1
+    was_training = model.training
+    model.eval()
+    features = []
+    for i in track(range(data.n_samples), description="read-out", disable=not progress):
+        batch = make_batch(data, [i], multiple=multiple, max_depth=config.max_depth, rng=None)
+        image, query = batch["image"].to(dev), batch["query"].to(dev)
+        features.append(model.readout_features(image, query).cpu().numpy()[0])
+    model.train(was_training)
+    x = np.stack(features)
+    targets = data.targets.reshape(data.n_samples, -1)  # Dice (K + 1), then NSD (K + 1)
+    fit = fit_ridge(x, targets, data.cases)
+    record: dict[str, Any] = {"samples": data.n_samples, "alpha": fit.alpha,
+                              "cv_mse": {str(k): v for k, v in fit.cv_mse.items()},
+                              "readout_cv_mse": fit.cv_mse[fit.alpha]}
+    if model.use_regression:  # the heads' own estimates are the last columns; they never saw these samples
+        record["heads_mse"] = float(((x[:, -targets.shape[1]:] - targets) ** 2).mean())
+    record["used"] = "heads_mse" not in record or record["readout_cv_mse"] < record["heads_mse"]
+    if record["used"]:
+        model.readout.set(*(torch.from_numpy(np.asarray(a, dtype=np.float32)) for a in
+                            (fit.mean, fit.scale, fit.weight, fit.bias)))
+    return record
+
+
+def _readout_summary(record: dict[str, Any]) -> str:
+    return (f"read-out fitted on {record['samples']} segmentations: squared error {record['readout_cv_mse']:.4f} "
+            f"(cross-validated), the heads' {record.get('heads_mse', math.nan):.4f}; "
+            f"{'used' if record['used'] else 'not used, the heads give the estimates'}")
 
 
 def epoch_order(dice: np.ndarray, n: int, bins: int, rng: np.random.Generator) -> np.ndarray:
@@ -371,14 +439,18 @@ def _member_stage(config: QcResUNetConfig, data: QcResUNetData, member: int, mod
 
 
 def train(config: QcResUNetConfig, data: QcResUNetData, out_dir: str | Path, *, device: str = "auto",
-          log: Callable[[str], None] | None = None, progress: bool = False) -> Path:
+          log: Callable[[str], None] | None = None, progress: bool = False,
+          readout_data: QcResUNetData | None = None) -> Path:
     """Train ``config.members`` networks on ``data`` into ``out_dir`` (resumable; a folder with
-    another run is refused); returns the model directory ``out_dir/model``."""
+    another run is refused) and fit each one's read-out on ``readout_data`` (needed when the
+    config has a read-out); returns the model directory ``out_dir/model``."""
     if data.n_samples == 0:
         raise InputError("the training data holds no segmentation")
     if int(data.plan.size) != config.size:
         raise InputError(f"the data have {data.plan.size} px slices but the config needs {config.size}")
     say = log or (lambda _line: None)
+    if uses_readout(config) and (readout_data is None or readout_data.n_samples == 0):
+        raise InputError("the config has a read-out (readout_per_case > 0) but no read-out data were given")
     out, dev = start_run(out_dir, method=METHOD, settings=config.resume_key(), data=data.summary(), seed=config.seed,
                          device=device, may_change="epochs, checkpoint_every")
     strides = resolve_strides(config, ndim=data.ndim, slice_spacing=data.slice_spacing,
@@ -397,6 +469,10 @@ def train(config: QcResUNetConfig, data: QcResUNetData, out_dir: str | Path, *, 
             metrics[f"member{member}"] = run_stage(_member_stage(config, data, member, model, dev, precision), out,
                                                    checkpoint_every=config.checkpoint_every, log=say,
                                                    progress=progress, prefix="qcresunet ")
+            if uses_readout(config):
+                assert readout_data is not None
+                metrics[f"member{member}_readout"] = fit_readout(model, readout_data, config, dev, progress=progress)
+                say(f"member{member} {_readout_summary(metrics[f'member{member}_readout'])}")
             weights[f"member{member}"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     model_dir = out / "model"
     save_checkpoint(model_dir, method=METHOD,
@@ -420,5 +496,47 @@ def train_from_dataset(dataset_dir: str | Path, out_dir: str | Path, *, config: 
                                jobs=jobs, progress=progress)
     counts = {source: data.sources.count(source) for source in sorted(set(data.sources))}
     log(f"training data: {data.n_samples} segmentations of {len(set(data.cases))} volumes ({counts})")
-    return train(config, data, out_dir, log=log, progress=progress)
+    readout_data = None
+    if uses_readout(config):
+        readout_data = build_readout_data(dataset_dir, cases, config, Path(out_dir) / "readout_data",
+                                          extra_seg_dirs=extra_seg_dirs, jobs=jobs, progress=progress)
+        log(f"read-out data: {readout_data.n_samples} segmentations")
+    return train(config, data, out_dir, log=log, progress=progress, readout_data=readout_data)
 
+
+
+def add_readout(model_dir: str | Path, dataset_dir: str | Path, out_dir: str | Path, *,
+                cases: Sequence[str] | None = None, readout_per_case: int = 5,
+                extra_seg_dirs: Sequence[str | Path] = (), jobs: int = 1, log: Callable[[str], None] = print,
+                progress: bool = False) -> Path:
+    """Fit a read-out to every member of a trained model that has none (the step training runs
+    after each member, for a model trained without it): read-out data of ``cases`` of the
+    dataset (the model's own training cases, and ``extra_seg_dirs``, its training's real
+    segmentations; work files in ``out_dir/readout_data``), the fitted
+    model written to ``out_dir/model``. Returns that directory."""
+    from segqc.qc.qcresunet.predict import load
+    from segqc.training import load_checkpoint
+
+    if readout_per_case < 1:
+        raise InputError(f"readout_per_case must be >= 1, got {readout_per_case}")
+    saved, _, _ = load_checkpoint(model_dir, method=METHOD)
+    loaded = load(model_dir)
+    config = dataclasses.replace(loaded.config, readout_per_case=readout_per_case)
+    if not uses_readout(config):
+        raise InputError("a model without the decoder cannot have a read-out", model_dir)
+    data = build_readout_data(dataset_dir, cases, config, Path(out_dir) / "readout_data",
+                              extra_seg_dirs=extra_seg_dirs, jobs=jobs, progress=progress)
+    if data.classes != loaded.classes or data.plan.to_dict() != loaded.plan.to_dict():
+        raise InputError("the dataset's classes or preprocessing differ from the model's", dataset_dir)
+    weights, metrics = {}, {}
+    for member, network in enumerate(loaded.members):
+        fitted = build_network(config, spatial_dims=loaded.spatial_dims, image_channels=int(saved["image_channels"]),
+                               n_classes=len(loaded.classes), strides=saved["strides"])
+        fitted.load_state_dict(network.state_dict(), strict=False)  # all but the (new) read-out
+        metrics[f"member{member}_readout"] = fit_readout(fitted, data, config, torch.device("cpu"), progress=progress)
+        weights[f"member{member}"] = {k: v.detach().cpu() for k, v in fitted.state_dict().items()}
+        log(f"member{member} {_readout_summary(metrics[f'member{member}_readout'])}")
+    target = Path(out_dir) / "model"
+    save_checkpoint(target, method=METHOD, config={**saved, "qcresunet": config.to_dict()}, weights=weights,
+                    fingerprint=loaded.fingerprint, metrics=metrics, seed=config.seed)
+    return target

@@ -1,0 +1,41 @@
+"""Fit QCResUNet's read-out to a model trained without one.
+
+    python benchmarks/qc_acdc/fit_readout.py --model MODEL_DIR --dataset ../shared/data/acdc \
+        --split benchmarks/results/qc_acdc/split.json --out OUT_DIR [--extra-segs zoo_all/unet_e001 ...]
+
+Runs the step ``segqc qc train qcresunet`` runs after training each network (fresh degraded
+segmentations of the training cases — ``--split``'s ``train`` list, or every case — and a
+closed-form ridge fit, :func:`segqc.qc.qcresunet.train.fit_readout`) on a trained model and
+writes the model with its read-out to ``OUT_DIR/model``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from segqc.qc.qcresunet.train import add_readout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--dataset", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--split", type=Path, help="split JSON; its 'train' cases (default: every case)")
+    parser.add_argument("--per-case", type=int, default=5)
+    parser.add_argument("--extra-segs", type=Path, action="append", default=[],
+                        help="the training's real segmentations (segqc qc train --extra-segs); repeatable")
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, args.jobs))
+    cases = json.loads(args.split.read_text())["train"] if args.split else None
+    add_readout(args.model, args.dataset, args.out, cases=cases, readout_per_case=args.per_case,
+                extra_seg_dirs=args.extra_segs, jobs=args.jobs, progress=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Ridge regression with the penalty chosen by grouped cross-validation (pure numpy).
+
+Used to fit a linear read-out on fixed features of a trained network (QCResUNet's Dice / NSD
+read-out): a closed-form least-squares fit on the network's final features, where the network
+itself was trained by gradient descent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["RidgeFit", "fit_ridge"]
+
+DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-3, 4, 15))
+MIN_SCALE = 1e-3
+"""Features whose standard deviation is below this are divided by it instead: a feature that
+barely varies in the training samples would otherwise be blown up wherever it does vary."""
+
+
+@dataclass(frozen=True)
+class RidgeFit:
+    """``predict(x) = ((x - mean) / scale) @ weight.T + bias``; ``alpha``: the chosen penalty;
+    ``cv_mse``: the grouped cross-validated mean squared error of every candidate penalty."""
+
+    mean: np.ndarray  # (P,)
+    scale: np.ndarray  # (P,)
+    weight: np.ndarray  # (T, P)
+    bias: np.ndarray  # (T,)
+    alpha: float
+    cv_mse: dict[float, float]
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """``(N, P)`` features -> ``(N, T)`` predictions."""
+        return ((np.asarray(x, dtype=np.float64) - self.mean) / self.scale) @ self.weight.T + self.bias
+
+
+def _solve(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale = np.maximum(scale, MIN_SCALE)  # constant features: weight 0 after centring
+    z = (x - mean) / scale
+    y_mean = y.mean(axis=0)
+    gram = z.T @ z + alpha * np.eye(z.shape[1])
+    weight = np.linalg.solve(gram, z.T @ (y - y_mean)).T  # (T, P)
+    return mean, scale, weight, y_mean
+
+
+def fit_ridge(x: np.ndarray, y: np.ndarray, groups: Sequence[object], *, folds: int = 5,
+              alphas: Sequence[float] = DEFAULT_ALPHAS) -> RidgeFit:
+    """Ridge regression of ``y`` ``(N, T)`` on ``x`` ``(N, P)``: features standardised (divided
+    by their standard deviation, at least :data:`MIN_SCALE`), intercept not penalised, the
+    penalty ``alpha`` on the sum of squared standardised weights, summed squared errors.
+    ``alpha`` is chosen by ``folds``-fold cross-validation in which all samples of one group
+    (e.g. the segmentations of one volume) fall in the same fold, minimising the mean squared
+    error over all targets; ties go to the larger penalty. Fewer groups than folds: one fold per
+    group. ValueError for non-finite input or fewer than two groups."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if y.ndim == 1:
+        y = y[:, None]
+    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0] or len(groups) != x.shape[0]:
+        raise ValueError(f"need x (N, P), y (N, T) and N groups; got {x.shape}, {y.shape}, {len(groups)}")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("features and targets must be finite")
+    names = sorted({str(g) for g in groups})
+    if len(names) < 2:
+        raise ValueError("cross-validation needs at least two groups")
+    fold_of_group = {name: k % min(folds, len(names)) for k, name in enumerate(names)}
+    fold = np.array([fold_of_group[str(g)] for g in groups])
+    cv_mse: dict[float, float] = {}
+    for alpha in sorted(float(a) for a in alphas):
+        squared = 0.0
+        for k in np.unique(fold):
+            train, test = fold != k, fold == k
+            mean, scale, weight, bias = _solve(x[train], y[train], alpha)
+            squared += float((((x[test] - mean) / scale @ weight.T + bias - y[test]) ** 2).sum())
+        cv_mse[alpha] = squared / y.size
+    best = min(cv_mse.values())
+    alpha = max(a for a, v in cv_mse.items() if v <= best * (1 + 1e-12))
+    mean, scale, weight, bias = _solve(x, y, alpha)
+    return RidgeFit(mean, scale, weight, bias, alpha, cv_mse)

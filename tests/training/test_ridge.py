@@ -1,0 +1,54 @@
+"""The ridge fit of QCResUNet's read-out against scikit-learn's Ridge on standardised features,
+exact recovery of a noiseless linear map, and penalty selection that follows the data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.linear_model import Ridge
+
+from segqc.training.ridge import fit_ridge
+
+
+def _data(n: int = 120, p: int = 6, noise: float = 0.0, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, p)) * rng.uniform(0.1, 10, size=p) + rng.normal(size=p)
+    coef = rng.normal(size=(2, p))
+    y = x @ coef.T + np.array([0.5, -1.0]) + noise * rng.normal(size=(n, 2))
+    return x, y, np.repeat(np.arange(n // 4), 4)
+
+
+def test_matches_scikit_learn_at_the_chosen_penalty():
+    x, y, groups = _data(noise=0.5)
+    fit = fit_ridge(x, y, groups, alphas=[3.0])
+    z = (x - x.mean(0)) / x.std(0)
+    peer = Ridge(alpha=3.0).fit(z, y)
+    assert np.allclose(fit.weight, peer.coef_, atol=1e-9)
+    assert np.allclose(fit.bias, peer.intercept_, atol=1e-9)
+    assert np.allclose(fit.predict(x), peer.predict(z), atol=1e-9)
+
+
+def test_recovers_a_noiseless_linear_map_and_picks_the_smallest_penalty():
+    x, y, groups = _data()
+    fit = fit_ridge(x[:100], y[:100], groups[:100])
+    assert fit.alpha == min(fit.cv_mse)
+    assert np.abs(fit.predict(x[100:]) - y[100:]).max() < 1e-2  # samples the fit has not seen
+
+
+def test_pure_noise_targets_get_a_large_penalty_and_constant_features_no_weight():
+    x, _, groups = _data(n=200)
+    y = np.random.default_rng(5).normal(size=(200, 1))
+    x[:, 0] = 3.0
+    fit = fit_ridge(x, y, groups)
+    assert fit.alpha >= 100.0
+    assert fit.weight[0, 0] == 0.0
+    assert np.isfinite(fit.predict(x)).all()
+
+
+def test_bad_input():
+    x, y, groups = _data()
+    with pytest.raises(ValueError, match="two groups"):
+        fit_ridge(x, y, np.zeros(len(x)))
+    x[0, 0] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        fit_ridge(x, y, groups)
