@@ -24,6 +24,7 @@ lr_decay^epoch``, at least ``min_lr``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -528,7 +529,9 @@ def add_readout(model_dir: str | Path, dataset_dir: str | Path, out_dir: str | P
                               extra_seg_dirs=extra_seg_dirs, jobs=jobs, progress=progress)
     if data.classes != loaded.classes or data.plan.to_dict() != loaded.plan.to_dict():
         raise InputError("the dataset's classes or preprocessing differ from the model's", dataset_dir)
-    weights, metrics = {}, {}
+    weights: dict[str, Any] = {}
+    previous = Path(model_dir) / "metrics.json"  # the training's record, kept
+    metrics: dict[str, Any] = json.loads(previous.read_text()) if previous.is_file() else {}
     for member, network in enumerate(loaded.members):
         fitted = build_network(config, spatial_dims=loaded.spatial_dims, image_channels=int(saved["image_channels"]),
                                n_classes=len(loaded.classes), strides=saved["strides"])
