@@ -275,6 +275,9 @@ def uses_readout(config: QcResUNetConfig) -> bool:
     return config.readout_per_case > 0 and config.decoder
 
 
+WHOLE_VOLUME = 1 << 30
+"""A ``max_depth`` that never crops: the read-out sees whole volumes, as prediction does."""
+
 READOUT_SEED_OFFSET = 1000
 """The read-out's degraded segmentations use ``seed + READOUT_SEED_OFFSET``: none is a training sample."""
 
@@ -295,7 +298,7 @@ def build_readout_data(dataset_dir: str | Path, cases: Sequence[str] | None, con
 def fit_readout(model: QcResUNet, data: QcResUNetData, config: QcResUNetConfig, dev: torch.device, *,
                 progress: bool = False) -> dict[str, Any]:
     """Fit ``model``'s read-out (it must have one) on ``data``: its features of every sample
-    (eval mode, one volume at a time, as at prediction) against the true Dice and NSD, ridge
+    (eval mode, one whole volume at a time, as at prediction) against the true Dice and NSD, ridge
     regression with the penalty chosen by 5-fold cross-validation over the cases
     (:func:`segqc.training.ridge.fit_ridge`). The read-out is installed only if its
     cross-validated squared error is below that of the regression heads' own estimates on the
@@ -312,7 +315,7 @@ def fit_readout(model: QcResUNet, data: QcResUNetData, config: QcResUNetConfig, 
     model.eval()
     features = []
     for i in track(range(data.n_samples), description="read-out", disable=not progress):
-        batch = make_batch(data, [i], multiple=multiple, max_depth=config.max_depth, rng=None)
+        batch = make_batch(data, [i], multiple=multiple, max_depth=WHOLE_VOLUME, rng=None)  # as at prediction
         image, query = batch["image"].to(dev), batch["query"].to(dev)
         features.append(model.readout_features(image, query).cpu().numpy()[0])
     model.train(was_training)
