@@ -52,3 +52,13 @@ def test_bad_input():
     x[0, 0] = np.nan
     with pytest.raises(ValueError, match="finite"):
         fit_ridge(x, y, groups)
+
+
+def test_copies_within_a_group_never_leak_across_folds():
+    """Pure noise, every sample four times within its group: a fold split that ignored the groups
+    would see each test sample in training too and choose almost no penalty."""
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(30, 20)), rng.normal(size=(30, 1))
+    x4, y4, groups = np.repeat(x, 4, axis=0), np.repeat(y, 4, axis=0), np.repeat(np.arange(30), 4)
+    assert fit_ridge(x4, y4, groups).alpha >= 100.0
+    assert fit_ridge(x4, y4, np.arange(120)).alpha < 1.0  # each copy its own group: the leak the grouping prevents
