@@ -44,9 +44,9 @@ from segqc.training import save_checkpoint
 from segqc.training.precision import autocast, resolve_precision, shield_conv3d
 from segqc.training.stages import Stage, run_stage, start_run, step_generators
 
-__all__ = ["METHOD", "QcClass", "QcResUNetData", "build_network", "build_readout_data", "build_training_data",
-           "class_masks", "dataset_classes", "epoch_order", "fit_readout", "make_batch", "query_channels", "train",
-           "train_from_dataset", "true_quality", "uses_readout", "add_readout"]
+__all__ = ["METHOD", "QcClass", "QcResUNetData", "add_readout", "build_network", "build_readout_data",
+           "build_training_data", "class_masks", "dataset_classes", "epoch_order", "fit_readout", "make_batch",
+           "query_channels", "train", "train_from_dataset", "true_quality", "uses_readout"]
 
 METHOD = "qcresunet"
 
@@ -508,7 +508,6 @@ def train_from_dataset(dataset_dir: str | Path, out_dir: str | Path, *, config: 
     return train(config, data, out_dir, log=log, progress=progress, readout_data=readout_data)
 
 
-
 def add_readout(model_dir: str | Path, dataset_dir: str | Path, out_dir: str | Path, *,
                 cases: Sequence[str] | None = None, readout_per_case: int = 5,
                 extra_seg_dirs: Sequence[str | Path] = (), jobs: int = 1, log: Callable[[str], None] = print,
@@ -519,12 +518,12 @@ def add_readout(model_dir: str | Path, dataset_dir: str | Path, out_dir: str | P
     segmentations; work files in ``out_dir/readout_data``), the fitted
     model written to ``out_dir/model``. Returns that directory."""
     from segqc.qc.qcresunet.predict import load
-    from segqc.training import load_checkpoint
+    from segqc.training.checkpoints import read_checkpoint_meta
 
     if readout_per_case < 1:
         raise InputError(f"readout_per_case must be >= 1, got {readout_per_case}")
-    saved, _, _ = load_checkpoint(model_dir, method=METHOD)
-    loaded = load(model_dir)
+    loaded = load(model_dir)  # checks the method and the weights
+    saved = read_checkpoint_meta(model_dir)["config"]  # what to save again, beside the new read-out
     config = dataclasses.replace(loaded.config, readout_per_case=readout_per_case)
     if not uses_readout(config):
         raise InputError("a model without the decoder cannot have a read-out", model_dir)
