@@ -29,11 +29,14 @@ def main() -> None:
     parser.add_argument("--per-case", type=int, default=5)
     parser.add_argument("--extra-segs", type=Path, action="append", default=[],
                         help="the training's real segmentations (segqc qc train --extra-segs); repeatable")
+    parser.add_argument("--fourier", type=int, default=1024,
+                        help="random Fourier features of the read-out's correction (0: linear read-out)")
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(max(1, args.jobs))
     cases = json.loads(args.split.read_text())["train"] if args.split else None
     add_readout(args.model, args.dataset, args.out, cases=cases, readout_per_case=args.per_case,
+                readout_fourier=args.fourier,
                 extra_seg_dirs=args.extra_segs, jobs=args.jobs, progress=True)
 
 

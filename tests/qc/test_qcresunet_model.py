@@ -285,6 +285,45 @@ def test_readout_replaces_the_heads_only_once_fitted_and_is_saved_with_the_weigh
         _model(readout=True, decoder=False)
 
 
+def test_the_fourier_correction_adds_its_features_linear_map_and_is_saved_with_the_weights():
+    import numpy as np
+
+    from segqc.training.fourier import fourier_features
+
+    image, query = _inputs((16, 32, 32))
+    model = _model(readout=True, readout_fourier=16).eval()
+    assert model.readout is not None and model.readout.fourier == 16
+    with torch.no_grad():
+        x = model.readout_features(image, query)
+        p = x.shape[1]
+        gen = torch.Generator().manual_seed(0)
+        mean, scale = torch.randn(p, generator=gen), torch.rand(p, generator=gen) + 0.5
+        weight, bias = 0.01 * torch.randn(2 * (C + 1), p, generator=gen), torch.full((2 * (C + 1),), 0.5)
+        model.readout.set(mean, scale, weight, bias)
+        linear = model(image, query).dice
+        freq, phases = 0.2 * torch.randn(16, p, generator=gen), 6.0 * torch.rand(16, generator=gen)
+        f_mean, f_scale = 0.1 * torch.randn(16, generator=gen), torch.rand(16, generator=gen) + 0.5
+        f_weight, f_bias = 0.05 * torch.randn(2 * (C + 1), 16, generator=gen), torch.full((2 * (C + 1),), -0.1)
+        model.readout.set_correction(freq, phases, f_mean, f_scale, f_weight, f_bias)
+        out = model(image, query)
+        # the same sum in float64 numpy
+        z = ((x - mean) / scale).double().numpy()
+        phi = fourier_features(z, freq.double().numpy(), phases.double().numpy())
+        expected = z @ weight.double().numpy().T + bias.double().numpy()
+        expected += (phi - f_mean.double().numpy()) / f_scale.double().numpy() @ f_weight.double().numpy().T
+        expected = np.clip(expected + f_bias.double().numpy(), 0, 1)
+        assert out.dice is not None and out.nsd is not None
+        assert np.allclose(torch.cat([out.dice, out.nsd], 1).numpy(), expected, atol=1e-5)
+        assert not torch.allclose(out.dice, linear)
+        reloaded = _model(seed=1, readout=True, readout_fourier=16).eval()
+        reloaded.load_state_dict(model.state_dict())
+        assert torch.equal(reloaded(image, query).dice, out.dice)
+        model.readout.set(mean, scale, weight, bias)  # a new linear fit drops the old correction
+        assert torch.equal(model(image, query).dice, linear)
+    with pytest.raises(ValueError, match="fourier=0"):
+        _model(readout=True).readout.set_correction(freq, phases, f_mean, f_scale, f_weight, f_bias)
+
+
 def test_default_is_resnet34():
     with torch.device("meta"):
         model = QcResUNet(3, 1, C, decoder=False)

@@ -14,6 +14,7 @@ import pytest
 import torch
 from qc_toy_data import make_qc_dataset
 
+from segqc.errors import InputError
 from segqc.io.images import read_label_map, write_image
 from segqc.metrics.multiclass import multiclass_dice
 from segqc.qc.inference import error_bitmask, implied_slice_dice
@@ -131,7 +132,8 @@ def test_a_network_built_for_bfloat16_runs_two_slice_deep_convolutions_in_float3
 
 
 def test_the_precision_is_one_of_auto_bf16_fp32():
-    assert QcResUNetConfig.preset("small").precision == "fp32"
+    assert QcResUNetConfig.preset("small").precision == "auto"  # bfloat16 where the CPU has it
+    assert QcResUNetConfig.preset("tiny").precision == QcResUNetConfig.preset("paper").precision == "fp32"
     assert QcResUNetConfig.preset("tiny").with_overrides(precision="fp32").precision == "fp32"
     with pytest.raises(ValueError, match="precision"):
         QcResUNetConfig.preset("tiny").with_overrides(precision="half")
@@ -186,6 +188,26 @@ def test_a_rerun_with_the_same_seed_gives_the_same_model(trained, tmp_path):
                                         "readout_per_case": 6})
     a, b = load(trained["model_dir"]).members[0].state_dict(), load(again).members[0].state_dict()
     assert all(torch.allclose(a[k], b[k]) for k in a)
+
+
+def test_add_readout_refits_the_readout_of_a_trained_model_and_keeps_its_network(trained, tmp_path):
+    from segqc.qc.qcresunet.predict import load
+    from segqc.qc.qcresunet.train import add_readout
+
+    before = load(trained["model_dir"])
+    out = add_readout(trained["model_dir"], trained["dataset"], tmp_path / "refit", readout_per_case=3,
+                      readout_fourier=32, log=lambda _: None)
+    after = load(out)
+    a, b = before.members[0].state_dict(), after.members[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a if not k.startswith("readout."))  # the network is unchanged
+    assert after.config.readout_per_case == 3 and after.config.readout_fourier == 32
+    assert after.members[0].readout is not None and after.members[0].readout.fourier == 32
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["member0_readout"]["samples"] == 6 * (3 + 1)  # 3 fresh maps and the truth per case
+    assert after.members[0].readout.is_fitted == metrics["member0_readout"]["used"]
+    assert "member0" in metrics  # the training's record is kept
+    with pytest.raises(InputError, match="readout_per_case"):
+        add_readout(trained["model_dir"], trained["dataset"], tmp_path / "none", readout_per_case=0)
 
 
 def _shifted(label, shift):
@@ -381,6 +403,28 @@ def test_the_readout_is_installed_only_where_it_beats_the_heads():
     record = fit_readout(network, data, config, torch.device("cpu"))
     assert not record["used"] and record["heads_mse"] < 1e-12
     assert network.readout is not None and not network.readout.is_fitted
+
+
+def test_the_fourier_correction_is_installed_only_where_it_lowers_the_cross_validated_error():
+    from segqc.qc.qcresunet.train import fit_readout
+
+    def bump(x):  # a non-linear function of the pooled features
+        z = (x[:, :6] - x[:, :6].mean(0)) / (x[:, :6].std(0) + 1e-6)
+        return np.clip(0.5 + 0.4 * np.exp(-z ** 2), 0, 1)
+
+    config, network, data = _readout_case(bump)
+    assert network.readout is not None and network.readout.fourier == config.readout_fourier > 0
+    record = fit_readout(network, data, config, torch.device("cpu"))
+    best_corrected = min(record["correction_cv_mse"].values())
+    assert record["correction"] == (best_corrected < record["linear_cv_mse"])
+    assert record["readout_cv_mse"] == min(best_corrected, record["linear_cv_mse"])
+    assert record["used"] and record["correction"]
+    batch = make_batch(data, [5], multiple=2, max_depth=8)
+    with torch.no_grad():
+        corrected = network(batch["image"], batch["query"]).dice
+        network.readout.fourier_weight.zero_()
+        network.readout.fourier_bias.zero_()
+        assert not torch.equal(network(batch["image"], batch["query"]).dice, corrected)  # the correction is in use
 
 
 def test_the_readout_is_fitted_on_segmentations_the_network_was_not_trained_on(tmp_path):

@@ -8,9 +8,9 @@
 * ``small`` (the default) — 2 CPU cores: 96 px slices (ACDC at 1.56 mm: a 150 mm field of view),
   the ResNet-34 layout (3, 4, 6, 3 residual blocks) at widths (16, 32, 64, 128) (4.1 M
   parameters), batch 4, 10 degraded segmentations per training volume over QCResUNet's 10 equal
-  Dice bins, 20 epochs of 400 segmentations re-drawn evenly over the bins (2000 steps; about
-  1.1 s per step on 2 cores), then the read-out (below) on 5 fresh degraded segmentations per
-  training volume.
+  Dice bins, 20 epochs of 800 segmentations re-drawn evenly over the bins (4000 steps), in
+  bfloat16 where the CPU has it (``precision="auto"``: about 0.4 s per step on 2 cores, 1.1 s in
+  float32), then the read-out (below) on 5 fresh degraded segmentations per training volume.
 * ``paper`` — for a GPU, the paper's method (its regression heads, no read-out): widths (32,
   64, 128, 256) — 16.3 M parameters, the size the paper's Table F.3 gives for QCResUNet
   (ResNet-34's own widths 64..512 would make 65 M) —, batch 4, 100 epochs, Adam with the
@@ -68,15 +68,17 @@ class QcResUNetConfig(ConfigBase):
     so none the network was trained on) plus the ground truths; its Dice and NSD replace the
     regression heads' when it predicts those samples better (:mod:`segqc.qc.qcresunet.model`;
     on held-out ACDC patients it lifts the multi-class Dice correlation of a network by about
-    0.08, docs/evidence.md). 0: the paper's heads alone.
+    0.08, docs/evidence.md). 0: the paper's heads alone. ``readout_fourier``: random Fourier
+    features of a smooth non-linear correction fitted to the linear read-out's residuals (kept
+    only where it lowers the cross-validated error; 0: linear only).
 
     Optimisation: ``epochs`` of ``samples_per_epoch`` segmentations drawn evenly over the Dice
     bins (re-drawn every epoch), ``batch_size``, Adam ``lr`` decayed by ``lr_decay`` per epoch
     down to ``min_lr``, ``weight_decay``, ``loss_lambda`` (λ: error-map weight); ``precision`` of
-    the training steps (``fp32``, the default; ``auto``: bfloat16 autocast where the hardware
-    has native bfloat16, :mod:`segqc.training.precision`, about 1.7x faster on such a CPU, with
-    the 3D convolutions that PyTorch's CPU kernels get wrong in bfloat16 shielded; float32 stays
-    the default as the precision of the shipped model and the tests; ``bf16``); ``members``:
+    the training steps (``auto``, the default: bfloat16 autocast where the hardware has native
+    bfloat16, :mod:`segqc.training.precision`, about 2.5x faster on such a CPU, with the 3D
+    convolutions that PyTorch's CPU kernels get wrong in bfloat16 shielded, float32 elsewhere;
+    ``fp32``: the ``tiny`` and ``paper`` presets, reproducible across machines; ``bf16``); ``members``:
     models trained with seeds ``seed`` .. ``seed + members - 1`` (an ensemble: the estimate is
     their mean, the spread their standard deviation); ``checkpoint_every`` steps.
     """
@@ -94,6 +96,7 @@ class QcResUNetConfig(ConfigBase):
     decoder: bool = True
     regression: bool = True
     readout_per_case: int = 5
+    readout_fourier: int = 1024
     classes: str = "auto"
     degraded_per_case: int = 10
     ground_truth_samples: bool = True
@@ -101,7 +104,7 @@ class QcResUNetConfig(ConfigBase):
     tolerance_mm: float = 1.0
     max_depth: int = 24
     epochs: int = 20
-    samples_per_epoch: int = 400
+    samples_per_epoch: int = 800
     batch_size: int = 4
     lr: float = 1e-3
     lr_decay: float = 0.9
@@ -110,7 +113,7 @@ class QcResUNetConfig(ConfigBase):
     loss_lambda: float = 1.0
     members: int = 1
     checkpoint_every: int = 50
-    precision: str = "fp32"
+    precision: str = "auto"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -127,6 +130,8 @@ class QcResUNetConfig(ConfigBase):
         for name in ("epochs", "samples_per_epoch", "batch_size", "members", "degraded_per_case", "bins"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if int(self.readout_fourier) < 0:
+            raise ValueError(f"readout_fourier must be >= 0, got {self.readout_fourier}")
         if int(self.readout_per_case) < 0:
             raise ValueError(f"readout_per_case must be >= 0, got {self.readout_per_case}")
         if self.classes not in ("auto", "labels", "regions"):
@@ -170,9 +175,10 @@ def resolve_strides(config: QcResUNetConfig, *, ndim: int, slice_spacing: float,
 PRESETS = {
     "tiny": QcResUNetConfig(size=32, widths=(4, 8, 16, 32), blocks=(1, 1, 1, 1), degraded_per_case=3, epochs=3,
                             samples_per_epoch=8, batch_size=2, max_depth=8, checkpoint_every=1000,
-                            readout_per_case=2),
+                            readout_per_case=2, readout_fourier=64, precision="fp32"),
     "small": QcResUNetConfig(),
     "paper": QcResUNetConfig(size=128, widths=(32, 64, 128, 256), epochs=100, samples_per_epoch=1000,
-                             degraded_per_case=20, members=3, max_depth=32, readout_per_case=0),
+                             degraded_per_case=20, members=3, max_depth=32, readout_per_case=0,
+                             precision="fp32"),
 }
 register_presets(QcResUNetConfig, PRESETS)

@@ -40,7 +40,10 @@ Choices where the paper is silent or cannot be followed literally:
 * Read-out (``readout=True``; our addition, needs the decoder): after training, a linear map
   fitted in closed form (:func:`segqc.training.ridge.fit_ridge`, on segmentations the network has
   not been trained on) from :func:`query_pooled_features` — what the error-map branch sees at
-  full resolution — and the regression heads' own estimates to DSC and NSD, clipped to [0, 1].
+  full resolution — and the regression heads' own estimates to DSC and NSD, plus (with
+  ``readout_fourier`` > 0) a smooth correction of its residuals, a ridge fit on random Fourier
+  features of the standardised inputs (:mod:`segqc.training.fourier`, an approximate Gaussian-kernel
+  regression that vanishes far from the fitted samples), clipped to [0, 1].
   Once fitted it replaces the heads' estimates; until then (during training) the heads give
   them, and they still train the encoder as in the paper. Per class c, with ``d`` the last decoder level's features,
   ``q_c`` the query's class-c mask and ``p_c`` the predicted error probability: the mean of
@@ -90,7 +93,7 @@ __all__ = [
     "QcResUNet",
     "QcResUNetOutput",
     "ResidualBlock",
-    "LinearReadout",
+    "Readout",
     "eca_kernel_size",
     "one_hot_query",
     "qcresunet_loss",
@@ -275,41 +278,83 @@ class QcResUNetOutput:
         return QcResUNetOutput(*(None if t is None else t.float() for t in (self.dice, self.nsd, self.sem_logits)))
 
 
-class LinearReadout(nn.Module):
-    """A fitted linear map ``(B, P) -> (B, T)``: ``clip(((x - mean) / scale) @ weight.T + bias, 0,
-    1)``, all buffers (saved with the weights, not trained by gradient); unfitted until
-    :meth:`set` is called (``is_fitted`` False, zero weights)."""
+class Readout(nn.Module):
+    """A fitted map ``(B, P) -> (B, T)``, all buffers (saved with the weights, not trained by
+    gradient): ``z = (x - mean) / scale``, the linear part ``z @ weight.T + bias``, plus — with
+    ``fourier`` > 0 — a smooth correction, a linear map of ``fourier`` random Fourier features
+    of ``z`` (:mod:`segqc.training.fourier`; ``phi = sqrt(2 / D) cos(z @ frequencies.T +
+    phases)``, standardised by ``fourier_mean`` / ``fourier_scale``, then ``@
+    fourier_weight.T + fourier_bias``); the sum is clipped to [0, 1]. Unfitted until :meth:`set`
+    is called (``is_fitted`` False); an unset correction adds zero."""
 
     mean: torch.Tensor
     scale: torch.Tensor
     weight: torch.Tensor
     bias: torch.Tensor
     fitted: torch.Tensor
+    frequencies: torch.Tensor  # the correction's buffers exist only with fourier > 0
+    phases: torch.Tensor
+    fourier_mean: torch.Tensor
+    fourier_scale: torch.Tensor
+    fourier_weight: torch.Tensor
+    fourier_bias: torch.Tensor
 
-    def __init__(self, features: int, targets: int) -> None:
+    def __init__(self, features: int, targets: int, fourier: int = 0) -> None:
         super().__init__()
+        if fourier < 0:
+            raise ValueError(f"fourier must be >= 0, got {fourier}")
+        self.fourier = int(fourier)
         self.register_buffer("mean", torch.zeros(features))
         self.register_buffer("scale", torch.ones(features))
         self.register_buffer("weight", torch.zeros(targets, features))
         self.register_buffer("bias", torch.zeros(targets))
+        if self.fourier:
+            self.register_buffer("frequencies", torch.zeros(self.fourier, features))
+            self.register_buffer("phases", torch.zeros(self.fourier))
+            self.register_buffer("fourier_mean", torch.zeros(self.fourier))
+            self.register_buffer("fourier_scale", torch.ones(self.fourier))
+            self.register_buffer("fourier_weight", torch.zeros(targets, self.fourier))
+            self.register_buffer("fourier_bias", torch.zeros(targets))
         self.register_buffer("fitted", torch.zeros(()))
 
     @property
     def is_fitted(self) -> bool:
         return bool(self.fitted.item())
 
-    def set(self, mean: torch.Tensor, scale: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> None:
-        """Install a fit (shapes as the buffers; ValueError otherwise)."""
-        for name, value in (("mean", mean), ("scale", scale), ("weight", weight), ("bias", bias)):
+    def _copy(self, values: dict[str, torch.Tensor]) -> None:
+        for name, value in values.items():
             buffer = getattr(self, name)
             if tuple(value.shape) != tuple(buffer.shape):
                 raise ValueError(f"read-out {name}: need shape {tuple(buffer.shape)}, got {tuple(value.shape)}")
-            buffer.copy_(value.to(buffer.dtype))
+        for name, value in values.items():
+            getattr(self, name).copy_(value.to(self.mean.dtype))
+
+    def set(self, mean: torch.Tensor, scale: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Install the linear fit (shapes as the buffers; ValueError otherwise); the correction,
+        if any, is reset to zero."""
+        self._copy({"mean": mean, "scale": scale, "weight": weight, "bias": bias})
+        if self.fourier:
+            self.fourier_weight.zero_()
+            self.fourier_bias.zero_()
         self.fitted.fill_(1.0)
+
+    def set_correction(self, frequencies: torch.Tensor, phases: torch.Tensor, mean: torch.Tensor,
+                       scale: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Install the Fourier correction (after :meth:`set`; ValueError without ``fourier``
+        features or on a shape mismatch)."""
+        if not self.fourier:
+            raise ValueError("this read-out has no Fourier correction (fourier=0)")
+        self._copy({"frequencies": frequencies, "phases": phases, "fourier_mean": mean, "fourier_scale": scale,
+                    "fourier_weight": weight, "fourier_bias": bias})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=x.device.type, enabled=False):
-            return (((x.float() - self.mean) / self.scale) @ self.weight.T + self.bias).clamp(0.0, 1.0)
+            z = (x.float() - self.mean) / self.scale
+            out = z @ self.weight.T + self.bias
+            if self.fourier:
+                phi = math.sqrt(2.0 / self.fourier) * torch.cos(z @ self.frequencies.T + self.phases)
+                out = out + ((phi - self.fourier_mean) / self.fourier_scale) @ self.fourier_weight.T + self.fourier_bias
+            return out.clamp(0.0, 1.0)
 
 
 class QcResUNet(nn.Module):
@@ -322,8 +367,9 @@ class QcResUNet(nn.Module):
     rates; :data:`ACDC_STRIDES` for the cardiac volumes). ``dropout``: spatial-dropout probability in
     every residual block. ``attention``: ECA before the SEM head (False: plain concat + 1x1 conv).
     ``decoder``: False gives a plain ResNet-34 regressor (no error maps). ``regression``: False
-    gives error maps only (no DSC/NSD heads and no stage 4). ``readout``: hold a linear read-out
-    of the error-map branch that, once fitted, gives DSC and NSD (module docstring).
+    gives error maps only (no DSC/NSD heads and no stage 4). ``readout``: hold a read-out of the
+    error-map branch that, once fitted, gives DSC and NSD (module docstring); ``readout_fourier``:
+    the number of random Fourier features of its non-linear correction (0: linear only).
     """
 
     def __init__(
@@ -340,6 +386,7 @@ class QcResUNet(nn.Module):
         decoder: bool = True,
         regression: bool = True,
         readout: bool = False,
+        readout_fourier: int = 0,
     ) -> None:
         super().__init__()
         if readout and not decoder:
@@ -378,10 +425,10 @@ class QcResUNet(nn.Module):
         if regression:
             self.dice_head = nn.Linear(widths[3], n_classes + 1)
             self.nsd_head = nn.Linear(widths[3], n_classes + 1)
-        self.readout: LinearReadout | None = None
+        self.readout: Readout | None = None
         if readout:
             readout_width = n_classes * query_head_features(full) + (2 * (n_classes + 1) if regression else 0)
-            self.readout = LinearReadout(readout_width, 2 * (n_classes + 1))
+            self.readout = Readout(readout_width, 2 * (n_classes + 1), readout_fourier)
         if decoder:
             self.full_res_skip = _conv_block(dims, c_in, full)
             # Level 0 starts from stage 3 ("Block 3"), not from stage 4.

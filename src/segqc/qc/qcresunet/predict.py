@@ -45,8 +45,8 @@ def load(model_dir: str | Path, *, device: str = "cpu") -> LoadedQcResUNet:
     """The trained QCResUNet of a model directory, on ``device``."""
     saved, weights, fingerprint = load_checkpoint(model_dir, method=METHOD)
     with checkpoint_fits(model_dir, "QCResUNet model"):
-        # Models saved before the read-out existed have none.
-        config = QcResUNetConfig.from_dict({"readout_per_case": 0, **saved["qcresunet"]})
+        # Models saved before the read-out (or its correction) existed have none.
+        config = QcResUNetConfig.from_dict({"readout_per_case": 0, "readout_fourier": 0, **saved["qcresunet"]})
         labels = tuple(int(v) for v in saved["labels"])
         if "classes" in saved:
             classes = tuple((str(c[0]), str(c[1]), tuple(int(v) for v in c[2])) for c in saved["classes"])

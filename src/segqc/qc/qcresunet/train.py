@@ -264,7 +264,8 @@ def build_network(config: QcResUNetConfig, *, spatial_dims: int, image_channels:
     resolved one: ``bf16`` shields its 3D convolutions, :func:`segqc.training.precision.shield_conv3d`)."""
     network = QcResUNet(spatial_dims, image_channels, n_classes, widths=config.widths, blocks=config.blocks,
                         strides=[tuple(s) for s in strides], dropout=config.dropout, attention=config.attention,
-                        decoder=config.decoder, regression=config.regression, readout=uses_readout(config))
+                        decoder=config.decoder, regression=config.regression, readout=uses_readout(config),
+                        readout_fourier=config.readout_fourier if uses_readout(config) else 0)
     if precision == "bf16":
         shield_conv3d(network)
     return network
@@ -298,14 +299,19 @@ def build_readout_data(dataset_dir: str | Path, cases: Sequence[str] | None, con
 def fit_readout(model: QcResUNet, data: QcResUNetData, config: QcResUNetConfig, dev: torch.device, *,
                 progress: bool = False) -> dict[str, Any]:
     """Fit ``model``'s read-out (it must have one) on ``data``: its features of every sample
-    (eval mode, one whole volume at a time, as at prediction) against the true Dice and NSD, ridge
-    regression with the penalty chosen by 5-fold cross-validation over the cases
-    (:func:`segqc.training.ridge.fit_ridge`). The read-out is installed only if its
-    cross-validated squared error is below that of the regression heads' own estimates on the
-    same (fresh) samples — on too little data the heads stay in charge. Returns what the run
-    record keeps (``used``: whether it was installed)."""
+    (eval mode, one whole volume at a time, as at prediction) against the true Dice and NSD —
+    ridge regression with the penalty chosen by 5-fold cross-validation over the cases
+    (:func:`segqc.training.ridge.fit_ridge`), then, with ``config.readout_fourier`` > 0, a ridge
+    fit of its residuals on random Fourier features of the standardised features
+    (:func:`segqc.training.fourier.fit_fourier_correction`, kernel width and penalty
+    cross-validated the same way), kept only if it lowers the cross-validated squared error.
+    The read-out is installed only if its cross-validated squared error is below that of the
+    regression heads' own estimates on the same (fresh) samples — on too little data the heads
+    stay in charge. Returns what the run record keeps (``used``: whether it was installed;
+    ``correction``: whether the Fourier correction was)."""
     from rich.progress import track
 
+    from segqc.training.fourier import fit_fourier_correction
     from segqc.training.ridge import fit_ridge
 
     if model.readout is None:
@@ -324,18 +330,38 @@ def fit_readout(model: QcResUNet, data: QcResUNetData, config: QcResUNetConfig, 
     fit = fit_ridge(x, targets, data.cases)
     record: dict[str, Any] = {"samples": data.n_samples, "alpha": fit.alpha,
                               "cv_mse": {str(k): v for k, v in fit.cv_mse.items()},
-                              "readout_cv_mse": fit.cv_mse[fit.alpha]}
+                              "linear_cv_mse": fit.cv_mse[fit.alpha], "readout_cv_mse": fit.cv_mse[fit.alpha],
+                              "correction": False}
+    correction = None
+    if model.readout.fourier:
+        z = (x - fit.mean) / fit.scale
+        correction = fit_fourier_correction(z, targets - fit.predict(x), data.cases,
+                                            n_features=model.readout.fourier, seed=config.seed)
+        corrected = correction.cv_mse[correction.gamma]
+        record.update(correction_gamma=correction.gamma, correction_alpha=correction.fit.alpha,
+                      correction_cv_mse={str(k): v for k, v in correction.cv_mse.items()})
+        if corrected < record["linear_cv_mse"]:
+            record.update(correction=True, readout_cv_mse=corrected)
     if model.use_regression:  # the heads' own estimates are the last columns; they never saw these samples
         record["heads_mse"] = float(((x[:, -targets.shape[1]:] - targets) ** 2).mean())
     record["used"] = "heads_mse" not in record or record["readout_cv_mse"] < record["heads_mse"]
     if record["used"]:
-        model.readout.set(*(torch.from_numpy(np.asarray(a, dtype=np.float32)) for a in
-                            (fit.mean, fit.scale, fit.weight, fit.bias)))
+        def tensor(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.asarray(a, dtype=np.float32))
+
+        model.readout.set(*(tensor(a) for a in (fit.mean, fit.scale, fit.weight, fit.bias)))
+        if record["correction"]:
+            assert correction is not None
+            c = correction.fit
+            model.readout.set_correction(*(tensor(a) for a in (correction.frequencies, correction.phases, c.mean,
+                                                               c.scale, c.weight, c.bias)))
     return record
 
 
 def _readout_summary(record: dict[str, Any]) -> str:
-    return (f"read-out fitted on {record['samples']} segmentations: squared error {record['readout_cv_mse']:.4f} "
+    kind = "with its Fourier correction" if record.get("correction") else "linear"
+    return (f"read-out ({kind}) fitted on {record['samples']} segmentations: squared error "
+            f"{record['readout_cv_mse']:.4f} "
             f"(cross-validated), the heads' {record.get('heads_mse', math.nan):.4f}; "
             f"{'used' if record['used'] else 'not used, the heads give the estimates'}")
 
@@ -509,14 +535,15 @@ def train_from_dataset(dataset_dir: str | Path, out_dir: str | Path, *, config: 
 
 
 def add_readout(model_dir: str | Path, dataset_dir: str | Path, out_dir: str | Path, *,
-                cases: Sequence[str] | None = None, readout_per_case: int = 5,
+                cases: Sequence[str] | None = None, readout_per_case: int = 5, readout_fourier: int = 1024,
                 extra_seg_dirs: Sequence[str | Path] = (), jobs: int = 1, log: Callable[[str], None] = print,
                 progress: bool = False) -> Path:
     """Fit a read-out to every member of a trained model that has none (the step training runs
     after each member, for a model trained without it): read-out data of ``cases`` of the
     dataset (the model's own training cases, and ``extra_seg_dirs``, its training's real
-    segmentations; work files in ``out_dir/readout_data``), the fitted
-    model written to ``out_dir/model``. Returns that directory."""
+    segmentations; work files in ``out_dir/readout_data``; ``readout_fourier`` random Fourier
+    features for its correction, 0 for none), the fitted model written to ``out_dir/model``.
+    Returns that directory."""
     from segqc.qc.qcresunet.predict import load
     from segqc.training.checkpoints import read_checkpoint_meta
 
@@ -524,7 +551,7 @@ def add_readout(model_dir: str | Path, dataset_dir: str | Path, out_dir: str | P
         raise InputError(f"readout_per_case must be >= 1, got {readout_per_case}")
     loaded = load(model_dir)  # checks the method and the weights
     saved = read_checkpoint_meta(model_dir)["config"]  # what to save again, beside the new read-out
-    config = dataclasses.replace(loaded.config, readout_per_case=readout_per_case)
+    config = dataclasses.replace(loaded.config, readout_per_case=readout_per_case, readout_fourier=readout_fourier)
     if not uses_readout(config):
         raise InputError("a model without the decoder cannot have a read-out", model_dir)
     data = build_readout_data(dataset_dir, cases, config, Path(out_dir) / "readout_data",
@@ -537,7 +564,8 @@ def add_readout(model_dir: str | Path, dataset_dir: str | Path, out_dir: str | P
     for member, network in enumerate(loaded.members):
         fitted = build_network(config, spatial_dims=loaded.spatial_dims, image_channels=int(saved["image_channels"]),
                                n_classes=len(loaded.classes), strides=saved["strides"])
-        fitted.load_state_dict(network.state_dict(), strict=False)  # all but the (new) read-out
+        kept = {k: v for k, v in network.state_dict().items() if not k.startswith("readout.")}
+        fitted.load_state_dict(kept, strict=False)  # all but the (new) read-out
         metrics[f"member{member}_readout"] = fit_readout(fitted, data, config, torch.device("cpu"), progress=progress)
         weights[f"member{member}"] = {k: v.detach().cpu() for k, v in fitted.state_dict().items()}
         log(f"member{member} {_readout_summary(metrics[f'member{member}_readout'])}")

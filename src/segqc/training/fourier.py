@@ -1,0 +1,85 @@
+"""A smooth non-linear correction of a linear fit: ridge regression on random Fourier features.
+
+Random Fourier features (Rahimi & Recht, 2007) ``phi(z) = sqrt(2 / D) cos(z @ W.T + b)`` with
+``W ~ N(0, 2 gamma I)`` and ``b ~ U[0, 2 pi)`` make ``phi(z) . phi(z')`` approximate the Gaussian
+kernel ``exp(-gamma |z - z'|^2)``; a ridge fit on them is an approximate kernel ridge regression
+with a fixed number ``D`` of parameters per target (so a fitted correction is a handful of
+fixed-shape arrays, saved with a network's weights). Used on the residuals of QCResUNet's linear
+read-out: far from the training samples the features average out and the linear fit remains.
+
+Pure numpy, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from segqc.training.ridge import RidgeFit, fit_ridge
+
+__all__ = ["DEFAULT_GAMMAS", "FourierCorrection", "fit_fourier_correction", "fourier_features", "fourier_frequencies"]
+
+DEFAULT_GAMMAS = (3e-3, 1e-2, 3e-2, 1e-1)
+"""Kernel widths tried (per squared unit of the standardised inputs: with P inputs of unit
+variance two samples lie about ``2 P`` apart in squared distance)."""
+DEFAULT_CORRECTION_ALPHAS = tuple(float(a) for a in np.logspace(0, 7, 15))
+"""Penalties tried; the largest leaves next to no correction (the linear fit alone)."""
+
+
+def fourier_frequencies(n_inputs: int, n_features: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Unit-variance frequencies ``(D, P)`` and phases ``(D,)`` in ``[0, 2 pi)`` from ``seed``
+    (multiply the frequencies by ``sqrt(2 gamma)`` for the kernel ``exp(-gamma |z - z'|^2)``)."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n_features, n_inputs)), rng.uniform(0.0, 2.0 * np.pi, n_features)
+
+
+def fourier_features(z: np.ndarray, frequencies: np.ndarray, phases: np.ndarray) -> np.ndarray:
+    """``sqrt(2 / D) cos(z @ frequencies.T + phases)``: ``(N, P)`` -> ``(N, D)``."""
+    return np.sqrt(2.0 / frequencies.shape[0]) * np.cos(np.asarray(z, dtype=np.float64) @ frequencies.T + phases)
+
+
+@dataclass(frozen=True)
+class FourierCorrection:
+    """``predict(z) = fit.predict(fourier_features(z, frequencies, phases))``; ``gamma``: the chosen
+    kernel width (already in ``frequencies``); ``cv_mse``: the grouped cross-validated mean
+    squared error of the corrected fit for every width (at its best penalty)."""
+
+    frequencies: np.ndarray  # (D, P), scaled by sqrt(2 gamma)
+    phases: np.ndarray  # (D,)
+    fit: RidgeFit
+    gamma: float
+    cv_mse: dict[float, float]
+
+    def predict(self, z: np.ndarray) -> np.ndarray:
+        """``(N, P)`` inputs -> ``(N, T)`` corrections."""
+        return self.fit.predict(fourier_features(z, self.frequencies, self.phases))
+
+
+def fit_fourier_correction(z: np.ndarray, residual: np.ndarray, groups: Sequence[object], *,
+                           n_features: int = 1024, gammas: Sequence[float] = DEFAULT_GAMMAS,
+                           alphas: Sequence[float] = DEFAULT_CORRECTION_ALPHAS, folds: int = 5,
+                           seed: int = 0) -> FourierCorrection:
+    """Fit ``residual`` ``(N, T)`` on random Fourier features of ``z`` ``(N, P)`` (inputs already
+    standardised): for each kernel width in ``gammas`` a ridge fit (:func:`fit_ridge`, penalty by
+    grouped cross-validation over ``groups``); the width with the lowest cross-validated error
+    wins (ties: the smoother, smaller width). The same frequencies (from ``seed``) serve every
+    width, scaled. ValueError as :func:`fit_ridge`."""
+    z = np.asarray(z, dtype=np.float64)
+    if z.ndim != 2:
+        raise ValueError(f"need z (N, P), got {z.shape}")
+    if n_features < 1:
+        raise ValueError(f"n_features must be >= 1, got {n_features}")
+    base, phases = fourier_frequencies(z.shape[1], n_features, seed)
+    best: FourierCorrection | None = None
+    cv_mse: dict[float, float] = {}
+    for gamma in sorted(float(g) for g in gammas):
+        frequencies = base * np.sqrt(2.0 * gamma)
+        fit = fit_ridge(fourier_features(z, frequencies, phases), residual, groups, folds=folds, alphas=alphas)
+        cv_mse[gamma] = fit.cv_mse[fit.alpha]
+        if best is None or cv_mse[gamma] < best.cv_mse[best.gamma] * (1 - 1e-12):
+            best = FourierCorrection(frequencies, phases, fit, gamma, cv_mse)
+    if best is None:
+        raise ValueError("need at least one kernel width")
+    return FourierCorrection(best.frequencies, best.phases, best.fit, best.gamma, cv_mse)
