@@ -1,11 +1,12 @@
-"""Fit QCResUNet's read-out to a model trained without one.
+"""Fit QCResUNet's read-out to a trained model (one without a read-out, or to replace it).
 
     python benchmarks/qc_acdc/fit_readout.py --model MODEL_DIR --dataset ../shared/data/acdc \
-        --split benchmarks/results/qc_acdc/split.json --out OUT_DIR [--extra-segs zoo_all/unet_e001 ...]
+        --split benchmarks/results/qc_acdc/split.json --out OUT_DIR [--extra-segs zoo_all/unet_e001 ...] [--fourier 1024]
 
 Runs the step ``segqc qc train qcresunet`` runs after training each network (fresh degraded
 segmentations of the training cases — ``--split``'s ``train`` list, or every case — and a
-closed-form ridge fit, :func:`segqc.qc.qcresunet.train.fit_readout`) on a trained model and
+closed-form ridge fit and its random-Fourier-feature correction,
+:func:`segqc.qc.qcresunet.train.fit_readout`) on a trained model and
 writes the model with its read-out to ``OUT_DIR/model``.
 """
 

@@ -538,7 +538,7 @@ def add_readout(model_dir: str | Path, dataset_dir: str | Path, out_dir: str | P
                 cases: Sequence[str] | None = None, readout_per_case: int = 5, readout_fourier: int = 1024,
                 extra_seg_dirs: Sequence[str | Path] = (), jobs: int = 1, log: Callable[[str], None] = print,
                 progress: bool = False) -> Path:
-    """Fit a read-out to every member of a trained model that has none (the step training runs
+    """Fit a read-out to every member of a trained model, replacing any it has (the step training runs
     after each member, for a model trained without it): read-out data of ``cases`` of the
     dataset (the model's own training cases, and ``extra_seg_dirs``, its training's real
     segmentations; work files in ``out_dir/readout_data``; ``readout_fourier`` random Fourier
