@@ -1,7 +1,8 @@
 """Fit QCResUNet's read-out to a trained model (one without a read-out, or to replace it).
 
     python benchmarks/qc_acdc/fit_readout.py --model MODEL_DIR --dataset ../shared/data/acdc \
-        --split benchmarks/results/qc_acdc/split.json --out OUT_DIR [--extra-segs zoo_all/unet_e001 ...] [--fourier 1024]
+        --split benchmarks/results/qc_acdc/split.json --out OUT_DIR [--extra-segs zoo_all/unet_e001 ...] \
+        [--fourier 1024]
 
 Runs the step ``segqc qc train qcresunet`` runs after training each network (fresh degraded
 segmentations of the training cases — ``--split``'s ``train`` list, or every case — and a
