@@ -72,14 +72,13 @@ def fit_fourier_correction(z: np.ndarray, residual: np.ndarray, groups: Sequence
     if n_features < 1:
         raise ValueError(f"n_features must be >= 1, got {n_features}")
     base, phases = fourier_frequencies(z.shape[1], n_features, seed)
-    best: FourierCorrection | None = None
-    cv_mse: dict[float, float] = {}
+    fits: dict[float, RidgeFit] = {}
     for gamma in sorted(float(g) for g in gammas):
-        frequencies = base * np.sqrt(2.0 * gamma)
-        fit = fit_ridge(fourier_features(z, frequencies, phases), residual, groups, folds=folds, alphas=alphas)
-        cv_mse[gamma] = fit.cv_mse[fit.alpha]
-        if best is None or cv_mse[gamma] < best.cv_mse[best.gamma] * (1 - 1e-12):
-            best = FourierCorrection(frequencies, phases, fit, gamma, cv_mse)
-    if best is None:
+        fits[gamma] = fit_ridge(fourier_features(z, base * np.sqrt(2.0 * gamma), phases), residual, groups,
+                                folds=folds, alphas=alphas)
+    if not fits:
         raise ValueError("need at least one kernel width")
-    return FourierCorrection(best.frequencies, best.phases, best.fit, best.gamma, cv_mse)
+    cv_mse = {gamma: fit.cv_mse[fit.alpha] for gamma, fit in fits.items()}
+    best = min(cv_mse.values())
+    gamma = min(g for g, v in cv_mse.items() if v <= best * (1 + 1e-12))  # ties: the smoother width
+    return FourierCorrection(base * np.sqrt(2.0 * gamma), phases, fits[gamma], gamma, cv_mse)

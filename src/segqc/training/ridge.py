@@ -32,19 +32,29 @@ class RidgeFit:
     alpha: float
     cv_mse: dict[float, float]
 
+    def standardise(self, x: np.ndarray) -> np.ndarray:
+        """``(x - mean) / scale``: the inputs as the fit sees them."""
+        return (np.asarray(x, dtype=np.float64) - self.mean) / self.scale
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         """``(N, P)`` features -> ``(N, T)`` predictions."""
-        return ((np.asarray(x, dtype=np.float64) - self.mean) / self.scale) @ self.weight.T + self.bias
+        return self.standardise(x) @ self.weight.T + self.bias
 
 
-def _solve(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    mean, scale = x.mean(axis=0), x.std(axis=0)
-    scale = np.maximum(scale, MIN_SCALE)  # constant features: weight 0 after centring
-    z = (x - mean) / scale
-    y_mean = y.mean(axis=0)
-    gram = z.T @ z + alpha * np.eye(z.shape[1])
-    weight = np.linalg.solve(gram, z.T @ (y - y_mean)).T  # (T, P)
-    return mean, scale, weight, y_mean
+class _Normal:
+    """The normal equations of one training set, standardised once and solved for any penalty."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+        self.mean = x.mean(axis=0)
+        self.scale = np.maximum(x.std(axis=0), MIN_SCALE)  # constant features: weight 0 after centring
+        z = (x - self.mean) / self.scale
+        self.y_mean = y.mean(axis=0)
+        self.gram = z.T @ z
+        self.moment = z.T @ (y - self.y_mean)
+
+    def weight(self, alpha: float) -> np.ndarray:
+        """``(T, P)`` weights at penalty ``alpha``."""
+        return np.linalg.solve(self.gram + alpha * np.eye(self.gram.shape[0]), self.moment).T
 
 
 def fit_ridge(x: np.ndarray, y: np.ndarray, groups: Sequence[object], *, folds: int = 5,
@@ -68,15 +78,15 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, groups: Sequence[object], *, folds: 
         raise ValueError("cross-validation needs at least two groups")
     fold_of_group = {name: k % min(folds, len(names)) for k, name in enumerate(names)}
     fold = np.array([fold_of_group[str(g)] for g in groups])
-    cv_mse: dict[float, float] = {}
-    for alpha in sorted(float(a) for a in alphas):
-        squared = 0.0
-        for k in np.unique(fold):
-            train, test = fold != k, fold == k
-            mean, scale, weight, bias = _solve(x[train], y[train], alpha)
-            squared += float((((x[test] - mean) / scale @ weight.T + bias - y[test]) ** 2).sum())
-        cv_mse[alpha] = squared / y.size
+    squared = dict.fromkeys(sorted(float(a) for a in alphas), 0.0)
+    for k in np.unique(fold):
+        train, test = fold != k, fold == k
+        normal = _Normal(x[train], y[train])  # standardised and multiplied out once per fold
+        z_test = (x[test] - normal.mean) / normal.scale
+        for alpha in squared:
+            squared[alpha] += float(((z_test @ normal.weight(alpha).T + normal.y_mean - y[test]) ** 2).sum())
+    cv_mse = {alpha: total / y.size for alpha, total in squared.items()}
     best = min(cv_mse.values())
     alpha = max(a for a, v in cv_mse.items() if v <= best * (1 + 1e-12))
-    mean, scale, weight, bias = _solve(x, y, alpha)
-    return RidgeFit(mean, scale, weight, bias, alpha, cv_mse)
+    normal = _Normal(x, y)
+    return RidgeFit(normal.mean, normal.scale, normal.weight(alpha), normal.y_mean, alpha, cv_mse)

@@ -334,8 +334,7 @@ def fit_readout(model: QcResUNet, data: QcResUNetData, config: QcResUNetConfig, 
                               "correction": False}
     correction = None
     if model.readout.fourier:
-        z = (x - fit.mean) / fit.scale
-        correction = fit_fourier_correction(z, targets - fit.predict(x), data.cases,
+        correction = fit_fourier_correction(fit.standardise(x), targets - fit.predict(x), data.cases,
                                             n_features=model.readout.fourier, seed=config.seed)
         corrected = correction.cv_mse[correction.gamma]
         record.update(correction_gamma=correction.gamma, correction_alpha=correction.fit.alpha,
