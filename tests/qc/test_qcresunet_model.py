@@ -17,6 +17,7 @@ from segqc.qc.qcresunet.model import (
     QcResUNet,
     QcResUNetOutput,
     ResidualBlock,
+    boundary_error_numbers,
     eca_kernel_size,
     one_hot_query,
     qcresunet_loss,
@@ -250,6 +251,50 @@ def test_query_head_features_of_an_empty_class_are_zero_not_nan():
     per_class = features.reshape(C, -1)
     assert torch.isfinite(features).all()
     assert per_class[1, :2].tolist() == [0.0, 0.0] and per_class[1, -1] == 0.0 and per_class[1, -2] == 0.0
+
+
+def test_boundary_error_numbers_by_hand():
+    """A 4 x 4 square in an 8 x 8 slice: its inner shell is the 12 voxels around the 2 x 2 core,
+    its outer shell the 20 voxels of the surrounding 6 x 6 ring (corner neighbours count)."""
+    q = torch.zeros(1, 2, 8, 8)
+    q[0, 0, 2:6, 2:6] = 1  # class 1: the square; class 2: empty
+    p = torch.zeros(1, 2, 8, 8)
+    p[0, 0, 2:6, 2] = 1.0  # the square's left column: 4 inner-shell voxels certainly wrong
+    p[0, 0, 1, 1:7] = 0.25  # the ring's top row: 6 outer-shell voxels, each a quarter wrong
+    p[0, 0, 3:5, 3:5] = 1.0  # the core is not on the boundary: not counted
+    p[0, 1] = 0.9  # an empty class has no boundary
+    numbers = boundary_error_numbers(q, p)[0]
+    assert numbers[0].tolist() == pytest.approx([4 / 12, 6 * 0.25 / 20, 4 / 12, 0.0, 12 / 16])
+    assert numbers[1].tolist() == [0.0] * 5
+
+    # 3D: a 3 x 3 x 3 cube in a 5 x 5 x 5 volume; the volume's edge counts as inside
+    q3 = torch.zeros(1, 1, 5, 5, 5)
+    q3[0, 0, 1:4, 1:4, 1:4] = 1
+    assert boundary_error_numbers(q3, torch.zeros_like(q3))[0, 0, 4] == pytest.approx(26 / 27)
+    p3 = torch.ones_like(q3)
+    assert boundary_error_numbers(q3, p3)[0, 0, :4].tolist() == pytest.approx([1.0] * 4)
+    half = torch.zeros(1, 1, 4, 4)
+    half[0, 0, :, :2] = 1  # touches the volume's edge on three sides: only the column next to the rest is shell
+    assert boundary_error_numbers(half, torch.zeros_like(half))[0, 0, 4] == pytest.approx(4 / 8)
+    with pytest.raises(ValueError, match="masks"):
+        boundary_error_numbers(torch.zeros(2, 8), torch.zeros(2, 8))
+
+
+def test_the_readout_reads_the_boundary_numbers_only_when_asked():
+    image, query = _inputs((16, 32, 32))
+    plain = _model(readout=True).eval()
+    surface = _model(readout=True, readout_surface=True).eval()
+    assert plain.readout is not None and surface.readout is not None
+    assert surface.readout.mean.numel() - plain.readout.mean.numel() == C * 5
+    with torch.no_grad():
+        x_plain, x_surface = plain.readout_features(image, query), surface.readout_features(image, query)
+        _, probs = surface.readout_inputs(image, query)
+    per_class = query_head_features(TINY[0] // 2)
+    wide = x_surface[:, : C * (per_class + 5)].reshape(2, C, per_class + 5)
+    assert torch.equal(wide[..., :per_class].flatten(1), x_plain[:, : C * per_class])  # the same weights: same start
+    assert torch.allclose(wide[..., per_class:], boundary_error_numbers(query[:, 1:], probs))
+    assert torch.equal(x_surface[:, -2 * (C + 1):], x_plain[:, -2 * (C + 1):])  # then the heads' estimates
+    assert surface.sem_threshold.tolist() == [0.5] * C and "sem_threshold" in surface.state_dict()
 
 
 def test_readout_replaces_the_heads_only_once_fitted_and_is_saved_with_the_weights():

@@ -163,7 +163,7 @@ def test_a_checkpoint_round_trip_equals_the_trained_weights(trained):
     model = load(trained["model_dir"])
     loaded = model.members[0].state_dict()
     assert state is not None and set(loaded) == set(state["weights"]["model"])
-    network = [k for k in loaded if not k.startswith("readout.")]
+    network = [k for k in loaded if not k.startswith("readout.") and k != "sem_threshold"]
     assert all(torch.equal(loaded[k], state["weights"]["model"][k]) for k in network)
     # the read-out is fitted after the training stage and saved with the weights (installed only if it
     # beats the heads; on this toy it need not)
@@ -177,6 +177,8 @@ def test_a_checkpoint_round_trip_equals_the_trained_weights(trained):
     metrics = json.loads((trained["model_dir"] / "metrics.json").read_text())
     assert metrics["precision"] == "fp32"
     assert metrics["member0_readout"]["samples"] == 6 * (6 + 1)  # 6 fresh degraded maps and the truth per case
+    # the error-map thresholds are calibrated with the read-out and saved with the weights
+    assert loaded["sem_threshold"].tolist() == pytest.approx(metrics["member0_readout"]["sem_threshold"])
 
 
 def test_a_rerun_with_the_same_seed_gives_the_same_model(trained, tmp_path):
@@ -425,6 +427,57 @@ def test_the_fourier_correction_is_installed_only_where_it_lowers_the_cross_vali
         network.readout.fourier_weight.zero_()
         network.readout.fourier_bias.zero_()
         assert not torch.equal(network(batch["image"], batch["query"]).dice, corrected)  # the correction is in use
+
+
+def test_error_map_thresholds_by_hand():
+    """Class 1's errors are exactly the voxels with probability >= 0.3: that threshold gives
+    Dice 1 and wins; class 2 has no errors and every probability < 0.05: every threshold is
+    perfect and the tie goes to 0.5; class 3's truth is the probability >= 0.7 voxels."""
+    from segqc.qc.qcresunet.train import THRESHOLD_GRID, best_error_thresholds, threshold_counts
+
+    rng = np.random.default_rng(0)
+    counts = []
+    for _ in range(4):
+        probs = torch.from_numpy(rng.uniform(0, 1, (3, 2, 8, 8)).astype(np.float32))
+        probs[1] *= 0.04
+        truth = torch.stack([probs[0] >= 0.3, torch.zeros_like(probs[1], dtype=torch.bool), probs[2] >= 0.7])
+        c = threshold_counts(probs, truth)
+        k = int(np.flatnonzero(np.isclose(THRESHOLD_GRID, 0.5))[0])
+        marked = probs[0] >= 0.5
+        assert c[0, k].tolist() == [int((marked & truth[0]).sum()), int(marked.sum()), int(truth[0].sum())]
+        counts.append(c)
+    thresholds, dice = best_error_thresholds(np.stack(counts))
+    assert thresholds.tolist() == pytest.approx([0.3, 0.5, 0.7])
+    assert dice["best"].tolist() == pytest.approx([1.0, 1.0, 1.0])
+    assert dice["half"][0] < 1.0 and dice["half"][1] == 1.0 and dice["half"][2] < 1.0
+
+
+def test_fit_readout_calibrates_the_thresholds_the_qc_driver_uses():
+    from segqc.qc.inference import QcSettings, _assess_case
+    from segqc.qc.model_api import Assessment, QcModel
+    from segqc.qc.qcresunet.train import fit_readout
+
+    config, network, data = _readout_case(lambda x: np.full((len(x), 6), 0.5))
+    data.gts = [np.where(seg == 1, 0, seg) for seg in data.segs]  # class 1 entirely wrong, class 2 right
+    record = fit_readout(network, data, config, torch.device("cpu"))
+    assert network.sem_threshold.tolist() == pytest.approx(record["sem_threshold"])
+    assert len(record["sem_dice"]) == 2 and all(b >= h for b, h in zip(record["sem_dice"], record["sem_dice_at_half"]))
+
+    # the driver marks a voxel where the members' mean probability reaches the class's threshold
+    probs = np.zeros((2, 2, 3, 4, 4))  # (members, classes, slices, H, W)
+    probs[0, 0, 0, 0, :] = [0.1, 0.3, 0.5, 0.9]
+    probs[1, 0, 0, 0, :] = [0.1, 0.3, 0.5, 0.9]
+    probs[:, 1, 1, 1, :] = 0.45
+    assessment = Assessment(dice=np.full((2, 3), 0.5), nsd=np.full((2, 3), 0.5), errors=probs,
+                            error_threshold=np.array([0.3, 0.5]))
+    model = QcModel(method="qcresunet", plan=None, labels=(0, 1, 2), fingerprint=None,  # type: ignore[arg-type]
+                    assess=lambda *_: assessment, metrics=("dice",))
+    segs = np.zeros((3, 4, 4), dtype=np.int64)
+    _, _, maps = _assess_case(model, "c", np.zeros((3, 1, 4, 4)), segs, np.ones(3), QcSettings(metrics=("dice",)),
+                              lambda a, dtype: a)
+    errors = maps["errors"]
+    assert (errors[0, 0] & 1).tolist() == [0, 1, 1, 1]  # class 1 at 0.3: 0.3, 0.5 and 0.9 are marked
+    assert not (errors & 2).any()  # class 2's 0.45 stays below its 0.5
 
 
 def test_the_readout_is_fitted_on_segmentations_the_network_was_not_trained_on(tmp_path):

@@ -243,7 +243,8 @@ def _assess_case(model: QcModel, case: str, images: np.ndarray, segs: np.ndarray
     estimates = pd.DataFrame(rows, columns=QC_COLUMNS)
     maps: dict[str, np.ndarray] = {}
     if assessment.errors is not None:
-        binary = assessment.errors.mean(axis=0) >= 0.5  # (C, n, H, W)
+        threshold = 0.5 if assessment.error_threshold is None else np.asarray(assessment.error_threshold, dtype=float)
+        binary = assessment.errors.mean(axis=0) >= np.reshape(threshold, (-1, 1, 1, 1))  # (C, n, H, W)
         bitmask = error_bitmask(binary)
         maps["errors"] = restore(bitmask, bitmask.dtype)  # more than 8 classes need more than 8 bits
         per_slice = implied_slice_dice(segs, binary, [c[2] for c in classes])

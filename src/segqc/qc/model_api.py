@@ -35,11 +35,14 @@ class Assessment:
     ``dice`` and ``nsd`` ``(M, C + 1)`` in [0, 1] — index 0 the whole segmentation (multi-class
     Dice; NSD: the mean over the classes), 1..C the classes in the order of the model's labels;
     ``errors`` ``(M, C, n, H, W)`` the probability (0-1) that each voxel of each slice is wrong
-    for each class (prediction and ground truth disagree), or None for a model without error maps."""
+    for each class (prediction and ground truth disagree), or None for a model without error maps;
+    ``error_threshold`` ``(C,)``: the probability from which the mean map marks a voxel wrong
+    (None: 0.5)."""
 
     dice: np.ndarray
     nsd: np.ndarray
     errors: np.ndarray | None
+    error_threshold: np.ndarray | None = None
 
 
 # images (n, C, H, W) float32 and segmentations (n, H, W) int of ONE volume, ratios (n,) -> Assessment

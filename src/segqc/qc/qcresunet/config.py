@@ -70,7 +70,10 @@ class QcResUNetConfig(ConfigBase):
     on held-out ACDC patients it lifts the multi-class Dice correlation of a network by about
     0.08, docs/evidence.md). 0: the paper's heads alone. ``readout_fourier``: random Fourier
     features of a smooth non-linear correction fitted to the linear read-out's residuals (kept
-    only where it lowers the cross-validated error; 0: linear only).
+    only where it lowers the cross-validated error; 0: linear only). ``readout_surface``: the
+    read-out also reads how much of each class's boundary the error map marks (for the NSD).
+    The same samples calibrate each class's error-map threshold (the one with the best mean
+    Dice between predicted and true error maps).
 
     Optimisation: ``epochs`` of ``samples_per_epoch`` segmentations drawn evenly over the Dice
     bins (re-drawn every epoch), ``batch_size``, Adam ``lr`` decayed by ``lr_decay`` per epoch
@@ -97,6 +100,7 @@ class QcResUNetConfig(ConfigBase):
     regression: bool = True
     readout_per_case: int = 5
     readout_fourier: int = 1024
+    readout_surface: bool = True
     classes: str = "auto"
     degraded_per_case: int = 10
     ground_truth_samples: bool = True

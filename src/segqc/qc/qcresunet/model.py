@@ -51,11 +51,15 @@ Choices where the paper is silent or cannot be followed literally:
   ``FP = sum(p_c q_c)`` as a fraction of ``|q_c|``, the predicted false negatives
   ``FN = sum(p_c (1 - q_c))`` as a fraction of ``|q_c| + FN``, the soft Dice those imply
   ``2 TP / (|q_c| + TP + FN)`` with ``TP = |q_c| - FP``, and the class's share of the volume
-  (``|q_c|`` / voxels); an empty query class contributes zeros. Reason: the
+  (``|q_c|`` / voxels); an empty query class contributes zeros; with ``readout_surface`` also
+  the errors predicted along the mask's boundary (:func:`boundary_error_numbers`). Reason: the
   instance-normalised stage-4 features, averaged over the whole volume, carry little of *how
   much* is wrong, and within a CPU budget the heads under-fit; a read-out of these pooled
   features tracks the true Dice far better (docs/evidence.md). Training a head on these features
   end to end was tried and is not better (docs/evidence.md).
+* Error-map threshold: a voxel is marked erroneous for class c where its probability reaches
+  ``sem_threshold[c]`` — 0.5 as trained, or the threshold that maximised the mean per-sample
+  Dice of the error maps on the read-out's samples (fitted with the read-out).
 * Decoder: three levels that undo stage 3, stage 2 and the stem (rates ``strides[2]``,
   ``strides[1]``, ``strides[0]``). Each level: nearest-neighbour up-sampling, 1x1 convolution to
   the skip's width, concatenation with the skip, two conv blocks (``conv3 -> IN -> LeakyReLU(0.01)``)
@@ -97,6 +101,8 @@ __all__ = [
     "eca_kernel_size",
     "one_hot_query",
     "qcresunet_loss",
+    "SURFACE_NUMBERS",
+    "boundary_error_numbers",
     "query_head_features",
     "query_pooled_features",
     "size_multiple",
@@ -235,19 +241,55 @@ class EfficientChannelAttention(nn.Module):
 # The network
 # --------------------------------------------------------------------------------------------
 
-def query_head_features(decoder_width: int) -> int:
-    """Read-out features per class: two pooled decoder vectors of ``decoder_width`` and four numbers."""
-    return 2 * decoder_width + 4
+SURFACE_NUMBERS = 5
+"""Read-out numbers per class from the errors predicted along the query's boundary
+(:func:`boundary_error_numbers`)."""
 
 
-def query_pooled_features(decoder: torch.Tensor, query_onehot: torch.Tensor, sem_logits: torch.Tensor) -> torch.Tensor:
+def query_head_features(decoder_width: int, *, surface: bool = False) -> int:
+    """Read-out features per class: two pooled decoder vectors of ``decoder_width``, four
+    numbers, and with ``surface`` the :data:`SURFACE_NUMBERS` boundary numbers."""
+    return 2 * decoder_width + 4 + (SURFACE_NUMBERS if surface else 0)
+
+
+def boundary_error_numbers(query: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """How much of the query's boundary the error map marks, float32 ``(B, C, 5)`` in [0, 1],
+    from the class masks ``query`` ``(B, C, *spatial)`` in {0, 1} and the error probabilities
+    ``probs`` of the same shape. Shells use the full 3^D voxel neighbourhood (face, edge and
+    corner neighbours; the volume's edge counts as inside): the *inner* shell is the mask's
+    voxels with a neighbour outside it, the *outer* shell the outside voxels with a neighbour
+    inside. Per class: mean error probability over the inner shell, over the outer shell, the
+    fractions of each shell with probability > 0.5, and the inner shell's share of the mask
+    (surface-to-volume, in voxels). An empty mask or shell gives zeros. Reason: the normalised
+    surface Dice counts boundary elements displaced by more than the tolerance, which at
+    tolerances below a voxel is any boundary voxel next to an error; the volume fractions of
+    :func:`query_pooled_features` weigh a thin error along the whole boundary like a compact
+    blob of the same volume."""
+    spatial = query.ndim - 2
+    if spatial not in (2, 3):
+        raise ValueError(f"need (B, C, H, W) or (B, C, D, H, W) masks, got shape {tuple(query.shape)}")
+    pool = F.max_pool3d if spatial == 3 else F.max_pool2d
+    q = query.float()
+    inner = (q - -pool(-q, 3, stride=1, padding=1)).flatten(2)  # q minus its erosion
+    outer = (pool(q, 3, stride=1, padding=1) - q).flatten(2)  # the dilation minus q
+    p = probs.float().flatten(2)
+    n_inner, n_outer = inner.sum(dim=2).clamp(min=1.0), outer.sum(dim=2).clamp(min=1.0)
+    hard = (p > 0.5).float()
+    return torch.stack([(inner * p).sum(dim=2) / n_inner, (outer * p).sum(dim=2) / n_outer,
+                        (inner * hard).sum(dim=2) / n_inner, (outer * hard).sum(dim=2) / n_outer,
+                        inner.sum(dim=2) / q.flatten(2).sum(dim=2).clamp(min=1.0)], dim=-1)
+
+
+def query_pooled_features(decoder: torch.Tensor, query_onehot: torch.Tensor, sem_logits: torch.Tensor, *,
+                          surface: bool = False) -> torch.Tensor:
     """The read-out's per-class features, float32 ``(B, C * query_head_features(F))``, from
     the last decoder level ``(B, F, *spatial)``, the query ``(B, C + 1, *spatial)`` and the error
     logits ``(B, C, *spatial)`` (module docstring; both inputs detached). Per
     class, in this order: mean of the features over the class mask (zeros if the mask is empty),
     error-probability-weighted mean of the features, the predicted false positives as a fraction
     of the mask, the predicted false negatives as a fraction of mask + false negatives, the
-    implied soft Dice, the mask's share of all voxels (the four numbers lie in [0, 1])."""
+    implied soft Dice, the mask's share of all voxels (the four numbers lie in [0, 1]); with
+    ``surface`` then :func:`boundary_error_numbers`."""
     with torch.autocast(device_type=decoder.device.type, enabled=False):  # sums over all voxels: float32
         d = decoder.detach().float().flatten(2)  # (B, F, N)
         q = query_onehot[:, 1:].float().flatten(2)  # (B, C, N)
@@ -261,7 +303,10 @@ def query_pooled_features(decoder: torch.Tensor, query_onehot: torch.Tensor, sem
         implied = 2.0 * tp / (volume + tp + fn).clamp(min=1.0)
         numbers = torch.stack([fp / volume.clamp(min=1.0), fn / (volume + fn).clamp(min=1.0), implied,
                                volume / q.shape[2]], dim=-1)  # (B, C, 4), each in [0, 1]
-        return torch.cat([mask_mean, error_mean, numbers], dim=-1).flatten(1)
+        parts = [mask_mean, error_mean, numbers]
+        if surface:
+            parts.append(boundary_error_numbers(query_onehot[:, 1:].detach(), p.reshape(sem_logits.shape)))
+        return torch.cat(parts, dim=-1).flatten(1)
 
 
 @dataclass(frozen=True)
@@ -369,8 +414,13 @@ class QcResUNet(nn.Module):
     ``decoder``: False gives a plain ResNet-34 regressor (no error maps). ``regression``: False
     gives error maps only (no DSC/NSD heads and no stage 4). ``readout``: hold a read-out of the
     error-map branch that, once fitted, gives DSC and NSD (module docstring); ``readout_fourier``:
-    the number of random Fourier features of its non-linear correction (0: linear only).
+    the number of random Fourier features of its non-linear correction (0: linear only);
+    ``readout_surface``: add :func:`boundary_error_numbers` to its features. The buffer
+    ``sem_threshold`` ``(C,)`` holds each class's error-probability threshold (0.5 until
+    :func:`segqc.qc.qcresunet.train.fit_readout` calibrates it).
     """
+
+    sem_threshold: torch.Tensor
 
     def __init__(
         self,
@@ -387,6 +437,7 @@ class QcResUNet(nn.Module):
         regression: bool = True,
         readout: bool = False,
         readout_fourier: int = 0,
+        readout_surface: bool = False,
     ) -> None:
         super().__init__()
         if readout and not decoder:
@@ -425,9 +476,13 @@ class QcResUNet(nn.Module):
         if regression:
             self.dice_head = nn.Linear(widths[3], n_classes + 1)
             self.nsd_head = nn.Linear(widths[3], n_classes + 1)
+        self.readout_surface = bool(readout_surface)
+        # Per-class probability above which a voxel is marked erroneous (fitted with the read-out).
+        self.register_buffer("sem_threshold", torch.full((n_classes,), 0.5))
         self.readout: Readout | None = None
         if readout:
-            readout_width = n_classes * query_head_features(full) + (2 * (n_classes + 1) if regression else 0)
+            readout_width = (n_classes * query_head_features(full, surface=readout_surface)
+                             + (2 * (n_classes + 1) if regression else 0))
             self.readout = Readout(readout_width, 2 * (n_classes + 1), readout_fourier)
         if decoder:
             self.full_res_skip = _conv_block(dims, c_in, full)
@@ -478,12 +533,16 @@ class QcResUNet(nn.Module):
         """What the read-out reads, float32 ``(B, readout width)``: :func:`query_pooled_features`
         of the error-map branch, then (with the regression heads) the heads' own DSC and NSD
         estimates; no gradient."""
+        return self.readout_inputs(image, query_onehot)[0]
+
+    def readout_inputs(self, image: torch.Tensor, query_onehot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`readout_features` and the error probabilities ``(B, C, *spatial)`` of one pass."""
         if not self.use_decoder:
             raise ValueError("a network without the decoder has no read-out features")
         with torch.no_grad():
             d, sem_logits, dice, nsd = self._branches(image, query_onehot)
             assert d is not None and sem_logits is not None
-            return self._readout_input(d, query_onehot, sem_logits, dice, nsd)
+            return self._readout_input(d, query_onehot, sem_logits, dice, nsd), torch.sigmoid(sem_logits.float())
 
     def _branches(self, image: torch.Tensor, query_onehot: torch.Tensor) -> tuple[
             torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
@@ -512,10 +571,9 @@ class QcResUNet(nn.Module):
             nsd = torch.sigmoid(self.nsd_head(pooled))
         return d, sem_logits, dice, nsd
 
-    @staticmethod
-    def _readout_input(d: torch.Tensor, query_onehot: torch.Tensor, sem_logits: torch.Tensor,
+    def _readout_input(self, d: torch.Tensor, query_onehot: torch.Tensor, sem_logits: torch.Tensor,
                        dice: torch.Tensor | None, nsd: torch.Tensor | None) -> torch.Tensor:
-        pooled = query_pooled_features(d, query_onehot, sem_logits)
+        pooled = query_pooled_features(d, query_onehot, sem_logits, surface=self.readout_surface)
         if dice is None or nsd is None:
             return pooled
         return torch.cat([pooled, dice.detach().float(), nsd.detach().float()], dim=1)

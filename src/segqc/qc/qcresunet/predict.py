@@ -46,7 +46,8 @@ def load(model_dir: str | Path, *, device: str = "cpu") -> LoadedQcResUNet:
     saved, weights, fingerprint = load_checkpoint(model_dir, method=METHOD)
     with checkpoint_fits(model_dir, "QCResUNet model"):
         # Models saved before the read-out (or its correction) existed have none.
-        config = QcResUNetConfig.from_dict({"readout_per_case": 0, "readout_fourier": 0, **saved["qcresunet"]})
+        config = QcResUNetConfig.from_dict({"readout_per_case": 0, "readout_fourier": 0, "readout_surface": False,
+                                            **saved["qcresunet"]})
         labels = tuple(int(v) for v in saved["labels"])
         if "classes" in saved:
             classes = tuple((str(c[0]), str(c[1]), tuple(int(v) for v in c[2])) for c in saved["classes"])
@@ -58,7 +59,9 @@ def load(model_dir: str | Path, *, device: str = "cpu") -> LoadedQcResUNet:
         for name in sorted(weights, key=lambda n: int(n.removeprefix("member"))):
             network = build_network(config, spatial_dims=spatial_dims, image_channels=int(saved["image_channels"]),
                                     n_classes=len(classes), strides=saved["strides"])
-            network.load_state_dict(weights[name])
+            state = dict(weights[name])
+            state.setdefault("sem_threshold", network.sem_threshold)  # saved before thresholds were calibrated
+            network.load_state_dict(state)
             members.append(network.eval().to(select_device(device)))
         plan = PreprocessingPlan.from_dict(saved["plan"])
     if not members:
@@ -70,7 +73,8 @@ def assess_volume(model: LoadedQcResUNet, images: np.ndarray, segs: np.ndarray) 
     """Every member's estimate of one preprocessed volume: ``images`` ``(n, C, S, S)`` float32,
     ``segs`` ``(n, S, S)`` label values -> ``dice`` and ``nsd`` ``(M, K+1)`` (index 0: all
     classes, then the model's ``classes``), ``errors`` ``(M, K, n, S, S)`` error probabilities
-    (None without a decoder). The slice axis is zero-padded to the network's size multiple and
+    (None without a decoder), ``error_threshold`` ``(K,)`` the members' mean calibrated
+    threshold of those probabilities. The slice axis is zero-padded to the network's size multiple and
     cropped back. Label values the model does not know raise :class:`InputError`."""
     images = np.asarray(images, dtype=np.float32)
     segs = np.asarray(segs)
@@ -106,7 +110,8 @@ def assess_volume(model: LoadedQcResUNet, images: np.ndarray, segs: np.ndarray) 
     width = len(model.classes) + 1
     return {"dice": np.stack(dice) if dice else np.full((len(model.members), width), np.nan),
             "nsd": np.stack(nsd) if nsd else np.full((len(model.members), width), np.nan),
-            "errors": np.stack(errors) if errors else None}
+            "errors": np.stack(errors) if errors else None,
+            "error_threshold": torch.stack([m.sem_threshold for m in model.members]).mean(dim=0).cpu().numpy()}
 
 
 def load_qc_model(model_dir: str | Path, *, device: str = "cpu"):
@@ -118,7 +123,8 @@ def load_qc_model(model_dir: str | Path, *, device: str = "cpu"):
 
     def assess(images: np.ndarray, segs: np.ndarray, ratios: np.ndarray) -> Assessment:
         result = assess_volume(model, images, segs)
-        return Assessment(dice=np.asarray(result["dice"]), nsd=np.asarray(result["nsd"]), errors=result["errors"])
+        return Assessment(dice=np.asarray(result["dice"]), nsd=np.asarray(result["nsd"]), errors=result["errors"],
+                          error_threshold=result["error_threshold"])
 
     metrics = ("dice", "nsd") if model.config.regression else ()
     return QcModel(method=METHOD, plan=model.plan, labels=model.labels, fingerprint=model.fingerprint, assess=assess,

@@ -265,7 +265,8 @@ def build_network(config: QcResUNetConfig, *, spatial_dims: int, image_channels:
     network = QcResUNet(spatial_dims, image_channels, n_classes, widths=config.widths, blocks=config.blocks,
                         strides=[tuple(s) for s in strides], dropout=config.dropout, attention=config.attention,
                         decoder=config.decoder, regression=config.regression, readout=uses_readout(config),
-                        readout_fourier=config.readout_fourier if uses_readout(config) else 0)
+                        readout_fourier=config.readout_fourier if uses_readout(config) else 0,
+                        readout_surface=config.readout_surface and uses_readout(config))
     if precision == "bf16":
         shield_conv3d(network)
     return network
@@ -307,8 +308,12 @@ def fit_readout(model: QcResUNet, data: QcResUNetData, config: QcResUNetConfig, 
     cross-validated the same way), kept only if it lowers the cross-validated squared error.
     The read-out is installed only if its cross-validated squared error is below that of the
     regression heads' own estimates on the same (fresh) samples — on too little data the heads
-    stay in charge. Returns what the run record keeps (``used``: whether it was installed;
-    ``correction``: whether the Fourier correction was)."""
+    stay in charge. The same samples calibrate ``model.sem_threshold``: per class the threshold
+    of :data:`THRESHOLD_GRID` with the best mean Dice between predicted and true error maps
+    (:func:`best_error_thresholds`). Returns what the run record keeps (``used``: whether the
+    read-out was installed; ``correction``: whether the Fourier correction was;
+    ``sem_threshold`` and ``sem_dice``: the thresholds and their mean Dice, ``sem_dice_at_half``
+    the mean Dice at 0.5)."""
     from rich.progress import track
 
     from segqc.training.fourier import fit_fourier_correction
@@ -319,19 +324,24 @@ def fit_readout(model: QcResUNet, data: QcResUNetData, config: QcResUNetConfig, 
     multiple = model.size_multiple[0] if data.ndim == 3 else 1
     was_training = model.training
     model.eval()
-    features = []
+    features, counts = [], []
     for i in track(range(data.n_samples), description="read-out", disable=not progress):
         batch = make_batch(data, [i], multiple=multiple, max_depth=WHOLE_VOLUME, rng=None)  # as at prediction
         image, query = batch["image"].to(dev), batch["query"].to(dev)
-        features.append(model.readout_features(image, query).cpu().numpy()[0])
+        x_i, probs = model.readout_inputs(image, query)
+        features.append(x_i.cpu().numpy()[0])
+        counts.append(threshold_counts(probs[0].cpu(), batch["sem"][0] > 0.5))
     model.train(was_training)
+    thresholds, sem_dice = best_error_thresholds(np.stack(counts))
+    model.sem_threshold.copy_(torch.from_numpy(thresholds.astype(np.float32)))
     x = np.stack(features)
     targets = data.targets.reshape(data.n_samples, -1)  # Dice (K + 1), then NSD (K + 1)
     fit = fit_ridge(x, targets, data.cases)
     record: dict[str, Any] = {"samples": data.n_samples, "alpha": fit.alpha,
                               "cv_mse": {str(k): v for k, v in fit.cv_mse.items()},
                               "linear_cv_mse": fit.cv_mse[fit.alpha], "readout_cv_mse": fit.cv_mse[fit.alpha],
-                              "correction": False}
+                              "correction": False, "sem_threshold": thresholds.tolist(),
+                              "sem_dice": sem_dice["best"].tolist(), "sem_dice_at_half": sem_dice["half"].tolist()}
     correction = None
     if model.readout.fourier:
         correction = fit_fourier_correction(fit.standardise(x), targets - fit.predict(x), data.cases,
@@ -357,12 +367,49 @@ def fit_readout(model: QcResUNet, data: QcResUNetData, config: QcResUNetConfig, 
     return record
 
 
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
+"""The error-probability thresholds :func:`fit_readout` chooses from."""
+
+
+def threshold_counts(probs: torch.Tensor, truth: torch.Tensor) -> np.ndarray:
+    """Per class and threshold of :data:`THRESHOLD_GRID`: true positives and predicted voxels of
+    ``probs >= threshold`` against the boolean ``truth``, and the true voxels; ``probs`` and
+    ``truth`` ``(C, *spatial)`` -> int64 ``(C, len(grid), 3)``."""
+    grid = torch.as_tensor(THRESHOLD_GRID, dtype=probs.dtype)
+    p = probs.flatten(1)  # (C, N)
+    t = truth.flatten(1)
+    out = np.zeros((p.shape[0], grid.numel(), 3), dtype=np.int64)
+    for c in range(p.shape[0]):
+        marked = p[c].unsqueeze(0) >= grid.unsqueeze(1)  # (G, N)
+        out[c, :, 0] = (marked & t[c]).sum(dim=1).numpy()
+        out[c, :, 1] = marked.sum(dim=1).numpy()
+        out[c, :, 2] = int(t[c].sum())
+    return out
+
+
+def best_error_thresholds(counts: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Per class the threshold of :data:`THRESHOLD_GRID` whose error maps have the best mean
+    per-sample Dice with the true ones (both empty: 1), from ``counts`` ``(S, C, G, 3)`` of
+    :func:`threshold_counts`; ties go to the threshold nearest 0.5. Returns the thresholds
+    ``(C,)`` and the mean Dice per class at them (``best``) and at 0.5 (``half``)."""
+    tp, predicted, true = counts[..., 0], counts[..., 1], counts[..., 2]
+    total = predicted + true
+    dice = np.where(total > 0, 2.0 * tp / np.maximum(total, 1), 1.0).mean(axis=0)  # (C, G)
+    distance = np.abs(THRESHOLD_GRID - 0.5)
+    best = np.array([np.lexsort((distance, -np.round(row, 12)))[0] for row in dice])
+    half = int(np.argmin(distance))
+    return THRESHOLD_GRID[best], {"best": dice[np.arange(dice.shape[0]), best], "half": dice[:, half]}
+
+
 def _readout_summary(record: dict[str, Any]) -> str:
     kind = "with its Fourier correction" if record.get("correction") else "linear"
     return (f"read-out ({kind}) fitted on {record['samples']} segmentations: squared error "
             f"{record['readout_cv_mse']:.4f} "
             f"(cross-validated), the heads' {record.get('heads_mse', math.nan):.4f}; "
-            f"{'used' if record['used'] else 'not used, the heads give the estimates'}")
+            f"{'used' if record['used'] else 'not used, the heads give the estimates'}; error-map thresholds "
+            f"{', '.join(f'{t:.2f}' for t in record['sem_threshold'])} (mean Dice of the maps "
+            f"{', '.join(f'{d:.3f}' for d in record['sem_dice'])}; at 0.5: "
+            f"{', '.join(f'{d:.3f}' for d in record['sem_dice_at_half'])})")
 
 
 def epoch_order(dice: np.ndarray, n: int, bins: int, rng: np.random.Generator) -> np.ndarray:
@@ -535,13 +582,14 @@ def train_from_dataset(dataset_dir: str | Path, out_dir: str | Path, *, config: 
 
 def add_readout(model_dir: str | Path, dataset_dir: str | Path, out_dir: str | Path, *,
                 cases: Sequence[str] | None = None, readout_per_case: int = 5, readout_fourier: int = 1024,
-                extra_seg_dirs: Sequence[str | Path] = (), jobs: int = 1, log: Callable[[str], None] = print,
-                progress: bool = False) -> Path:
+                readout_surface: bool = True, extra_seg_dirs: Sequence[str | Path] = (), jobs: int = 1,
+                log: Callable[[str], None] = print, progress: bool = False) -> Path:
     """Fit a read-out to every member of a trained model, replacing any it has (the step training runs
     after each member, for a model trained without it): read-out data of ``cases`` of the
     dataset (the model's own training cases, and ``extra_seg_dirs``, its training's real
     segmentations; work files in ``out_dir/readout_data``; ``readout_fourier`` random Fourier
-    features for its correction, 0 for none), the fitted model written to ``out_dir/model``.
+    features for its correction, 0 for none; ``readout_surface``: read the boundary numbers too; the
+    error-map thresholds are calibrated again), the fitted model written to ``out_dir/model``.
     Returns that directory."""
     from segqc.qc.qcresunet.predict import load
     from segqc.training.checkpoints import read_checkpoint_meta
@@ -550,7 +598,8 @@ def add_readout(model_dir: str | Path, dataset_dir: str | Path, out_dir: str | P
         raise InputError(f"readout_per_case must be >= 1, got {readout_per_case}")
     loaded = load(model_dir)  # checks the method and the weights
     saved = read_checkpoint_meta(model_dir)["config"]  # what to save again, beside the new read-out
-    config = dataclasses.replace(loaded.config, readout_per_case=readout_per_case, readout_fourier=readout_fourier)
+    config = dataclasses.replace(loaded.config, readout_per_case=readout_per_case, readout_fourier=readout_fourier,
+                                 readout_surface=readout_surface)
     if not uses_readout(config):
         raise InputError("a model without the decoder cannot have a read-out", model_dir)
     data = build_readout_data(dataset_dir, cases, config, Path(out_dir) / "readout_data",
