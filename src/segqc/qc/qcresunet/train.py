@@ -44,9 +44,10 @@ from segqc.training import save_checkpoint
 from segqc.training.precision import autocast, resolve_precision, shield_conv3d
 from segqc.training.stages import Stage, run_stage, start_run, step_generators
 
-__all__ = ["METHOD", "QcClass", "QcResUNetData", "add_readout", "build_network", "build_readout_data",
-           "build_training_data", "class_masks", "dataset_classes", "epoch_order", "fit_readout", "make_batch",
-           "query_channels", "train", "train_from_dataset", "true_quality", "uses_readout"]
+__all__ = ["METHOD", "THRESHOLD_GRID", "QcClass", "QcResUNetData", "add_readout", "best_error_thresholds",
+           "build_network", "build_readout_data", "build_training_data", "class_masks", "dataset_classes",
+           "epoch_order", "fit_readout", "make_batch", "query_channels", "threshold_counts", "train",
+           "train_from_dataset", "true_quality", "uses_readout"]
 
 METHOD = "qcresunet"
 
