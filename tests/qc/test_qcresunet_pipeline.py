@@ -212,6 +212,33 @@ def test_add_readout_refits_the_readout_of_a_trained_model_and_keeps_its_network
         add_readout(trained["model_dir"], trained["dataset"], tmp_path / "none", readout_per_case=0)
 
 
+def test_prediction_runs_at_the_configs_precision(trained, tmp_path):
+    """A model whose config asks for ``auto`` precision predicts in bfloat16 where the CPU has it
+    (its read-out is fitted the same way); the estimates stay within a few hundredths of float32."""
+    from segqc.qc.qcresunet.predict import assess_volume, load
+    from segqc.training.precision import resolve_precision
+
+    fp32 = load(trained["model_dir"])
+    assert fp32.precision == "fp32"  # the tiny preset pins float32
+    if resolve_precision("auto", torch.device("cpu")) != "bf16":
+        pytest.skip("this CPU has no native bfloat16")
+    copy = tmp_path / "auto"
+    shutil.copytree(trained["model_dir"], copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["config"]["qcresunet"]["precision"] = "auto"
+    (copy / "config.json").write_text(json.dumps(config))
+    bf16 = load(copy)
+    assert bf16.precision == "bf16"
+    rng = np.random.default_rng(0)
+    segs = rng.integers(0, 3, (8, 32, 32))
+    images = (60.0 * segs + 10.0 + rng.normal(0, 5, segs.shape)).astype(np.float32)[:, None]
+    a, b = assess_volume(fp32, images, segs), assess_volume(bf16, images, segs)
+    assert np.abs(a["dice"] - b["dice"]).max() < 0.05 and np.abs(a["nsd"] - b["nsd"]).max() < 0.05
+    assert a["errors"] is not None and b["errors"] is not None
+    assert np.abs(a["errors"] - b["errors"]).mean() < 0.02
+    assert not np.array_equal(a["errors"], b["errors"])  # it did run at the lower precision
+
+
 def _shifted(label, shift):
     return np.roll(label, shift, axis=0)
 

@@ -525,7 +525,8 @@ class QcResUNet(nn.Module):
         d, sem_logits, dice, nsd = self._branches(image, query_onehot)
         if self.readout is not None and self.readout.is_fitted:
             assert d is not None and sem_logits is not None
-            estimate = self.readout(self._readout_input(d, query_onehot, sem_logits, dice, nsd))
+            with torch.autocast(device_type=d.device.type, enabled=False):  # a fitted map: float32
+                estimate = self.readout(self._readout_input(d, query_onehot, sem_logits, dice, nsd))
             dice, nsd = estimate[:, : self.n_classes + 1], estimate[:, self.n_classes + 1:]
         return QcResUNetOutput(dice=dice, nsd=nsd, sem_logits=sem_logits)
 

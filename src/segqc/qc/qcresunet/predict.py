@@ -23,6 +23,7 @@ from segqc.qc.qcresunet.config import QcResUNetConfig
 from segqc.qc.qcresunet.model import QcResUNet
 from segqc.qc.qcresunet.train import METHOD, QcClass, build_network, query_channels
 from segqc.training import CheckpointError, checkpoint_fits, load_checkpoint, select_device
+from segqc.training.precision import autocast, resolve_precision
 
 __all__ = ["LoadedQcResUNet", "assess_volume", "load", "load_qc_model"]
 
@@ -30,7 +31,9 @@ __all__ = ["LoadedQcResUNet", "assess_volume", "load", "load_qc_model"]
 @dataclass
 class LoadedQcResUNet:
     """The ensemble members (eval mode), the config, label values (0 first), the classes it
-    assesses, the plan, the fingerprint and the spatial dimensions of a trained QCResUNet."""
+    assesses, the plan, the fingerprint and the spatial dimensions of a trained QCResUNet, and
+    the precision its forward passes run at here (the config's, resolved for the device:
+    ``small`` runs in bfloat16 where the hardware has it, as its read-out was fitted)."""
 
     members: list[QcResUNet]
     config: QcResUNetConfig
@@ -39,11 +42,13 @@ class LoadedQcResUNet:
     plan: PreprocessingPlan
     fingerprint: dict[str, Any] | None
     spatial_dims: int
+    precision: str = "fp32"
 
 
 def load(model_dir: str | Path, *, device: str = "cpu") -> LoadedQcResUNet:
     """The trained QCResUNet of a model directory, on ``device``."""
     saved, weights, fingerprint = load_checkpoint(model_dir, method=METHOD)
+    dev = select_device(device)
     with checkpoint_fits(model_dir, "QCResUNet model"):
         # Models saved before the read-out (or its correction) existed have none.
         config = QcResUNetConfig.from_dict({"readout_per_case": 0, "readout_fourier": 0, "readout_surface": False,
@@ -55,18 +60,19 @@ def load(model_dir: str | Path, *, device: str = "cpu") -> LoadedQcResUNet:
             names = (fingerprint or {}).get("labels") or {}
             classes = tuple((str(v), str(names.get(str(v), v)), (v,)) for v in labels if v != 0)
         spatial_dims = int(saved["spatial_dims"])
+        precision = resolve_precision(config.precision, dev)
         members = []
         for name in sorted(weights, key=lambda n: int(n.removeprefix("member"))):
             network = build_network(config, spatial_dims=spatial_dims, image_channels=int(saved["image_channels"]),
-                                    n_classes=len(classes), strides=saved["strides"])
+                                    n_classes=len(classes), strides=saved["strides"], precision=precision)
             state = dict(weights[name])
             state.setdefault("sem_threshold", network.sem_threshold)  # saved before thresholds were calibrated
             network.load_state_dict(state)
-            members.append(network.eval().to(select_device(device)))
+            members.append(network.eval().to(dev))
         plan = PreprocessingPlan.from_dict(saved["plan"])
     if not members:
         raise CheckpointError(f"{model_dir}: the checkpoint holds no QCResUNet weights")
-    return LoadedQcResUNet(members, config, labels, classes, plan, fingerprint, spatial_dims)
+    return LoadedQcResUNet(members, config, labels, classes, plan, fingerprint, spatial_dims, precision)
 
 
 def assess_volume(model: LoadedQcResUNet, images: np.ndarray, segs: np.ndarray) -> dict[str, np.ndarray | None]:
@@ -74,8 +80,9 @@ def assess_volume(model: LoadedQcResUNet, images: np.ndarray, segs: np.ndarray) 
     ``segs`` ``(n, S, S)`` label values -> ``dice`` and ``nsd`` ``(M, K+1)`` (index 0: all
     classes, then the model's ``classes``), ``errors`` ``(M, K, n, S, S)`` error probabilities
     (None without a decoder), ``error_threshold`` ``(K,)`` the members' mean calibrated
-    threshold of those probabilities. The slice axis is zero-padded to the network's size multiple and
-    cropped back. Label values the model does not know raise :class:`InputError`."""
+    threshold of those probabilities; forward passes at ``model.precision``. The slice axis is
+    zero-padded to the network's size multiple and cropped back. Label values the model does not
+    know raise :class:`InputError`."""
     images = np.asarray(images, dtype=np.float32)
     segs = np.asarray(segs)
     if images.ndim != 4 or segs.ndim != 3 or images.shape[0] != segs.shape[0]:
@@ -98,9 +105,9 @@ def assess_volume(model: LoadedQcResUNet, images: np.ndarray, segs: np.ndarray) 
         image, seg = torch.from_numpy(image_np).to(device), torch.from_numpy(seg_np).to(device)
     query = query_channels(seg, model.classes)
     dice, nsd, errors = [], [], []
-    with torch.no_grad():
+    with torch.no_grad(), autocast(device, model.precision):
         for member in model.members:
-            output = member(image, query)
+            output = member(image, query).float()
             if output.dice is not None and output.nsd is not None:
                 dice.append(output.dice.mean(dim=0).cpu().numpy())
                 nsd.append(output.nsd.mean(dim=0).cpu().numpy())

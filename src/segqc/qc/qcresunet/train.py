@@ -301,7 +301,8 @@ def build_readout_data(dataset_dir: str | Path, cases: Sequence[str] | None, con
 def fit_readout(model: QcResUNet, data: QcResUNetData, config: QcResUNetConfig, dev: torch.device, *,
                 progress: bool = False) -> dict[str, Any]:
     """Fit ``model``'s read-out (it must have one) on ``data``: its features of every sample
-    (eval mode, one whole volume at a time, as at prediction) against the true Dice and NSD —
+    (eval mode, one whole volume at a time at ``config.precision`` resolved for ``dev``, as at
+    prediction; ``model`` must be built for that precision) against the true Dice and NSD —
     ridge regression with the penalty chosen by 5-fold cross-validation over the cases
     (:func:`segqc.training.ridge.fit_ridge`), then, with ``config.readout_fourier`` > 0, a ridge
     fit of its residuals on random Fourier features of the standardised features
@@ -325,11 +326,13 @@ def fit_readout(model: QcResUNet, data: QcResUNetData, config: QcResUNetConfig, 
     multiple = model.size_multiple[0] if data.ndim == 3 else 1
     was_training = model.training
     model.eval()
+    precision = resolve_precision(config.precision, dev)  # as at prediction (predict.load)
     features, counts = [], []
     for i in track(range(data.n_samples), description="read-out", disable=not progress):
         batch = make_batch(data, [i], multiple=multiple, max_depth=WHOLE_VOLUME, rng=None)  # as at prediction
         image, query = batch["image"].to(dev), batch["query"].to(dev)
-        x_i, probs = model.readout_inputs(image, query)
+        with autocast(dev, precision):
+            x_i, probs = model.readout_inputs(image, query)
         features.append(x_i.cpu().numpy()[0])
         counts.append(threshold_counts(probs[0].cpu(), batch["sem"][0] > 0.5))
     model.train(was_training)
@@ -612,7 +615,8 @@ def add_readout(model_dir: str | Path, dataset_dir: str | Path, out_dir: str | P
     metrics: dict[str, Any] = json.loads(previous.read_text()) if previous.is_file() else {}
     for member, network in enumerate(loaded.members):
         fitted = build_network(config, spatial_dims=loaded.spatial_dims, image_channels=int(saved["image_channels"]),
-                               n_classes=len(loaded.classes), strides=saved["strides"])
+                               n_classes=len(loaded.classes), strides=saved["strides"],
+                               precision=resolve_precision(config.precision, torch.device("cpu")))
         kept = {k: v for k, v in network.state_dict().items() if not k.startswith("readout.")}
         fitted.load_state_dict(kept, strict=False)  # all but the (new) read-out
         metrics[f"member{member}_readout"] = fit_readout(fitted, data, config, torch.device("cpu"), progress=progress)
