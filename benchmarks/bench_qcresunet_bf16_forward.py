@@ -8,19 +8,20 @@ Run from the repository root::
 
 What it does: preprocesses the first ``--cases`` ACDC volumes with the model's plan, with each
 volume's ground truth eroded by one voxel per class as the segmentation to check (so the error
-maps have something to find), and times the network's forward pass (read-out features,
-estimates and error maps) once in float32 and once under bfloat16 autocast with the 3D
-convolutions PyTorch's CPU kernels get wrong shielded (:mod:`segqc.training.precision`), after one
+maps have something to find), builds the network's inputs as ``segqc qc predict`` does
+(:func:`segqc.qc.qcresunet.predict.network_inputs`) and times one forward pass (estimates with
+the read-out, error maps) in float32 and one under bfloat16 autocast (the model loaded for its
+``precision=auto``: the 3D convolutions PyTorch's CPU kernels get wrong are shielded), after one
 warm-up pass each. Reports the median seconds per volume, the relative difference of the
-read-out features (``|bf16 - fp32| / (|fp32| + 0.01)``, median and max), the largest
-difference of the Dice / NSD estimates and the share of error-map voxels whose thresholded
-value differs. Needs a CPU with native bfloat16 (``precision=auto`` falls back to float32
-elsewhere, and so does this script).
+read-out features (``|bf16 - fp32| / (|fp32| + 0.01)``, median and max), the largest difference
+of the Dice / NSD estimates and the share of error-map voxels whose thresholded value differs.
+On a CPU without native bfloat16 the model resolves to float32 and both columns are float32.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -32,9 +33,8 @@ import torch
 from scipy import ndimage
 
 from segqc.fingerprint.preprocessing import preprocess_files
-from segqc.qc.qcresunet.predict import load
-from segqc.qc.qcresunet.train import query_channels
-from segqc.training.precision import autocast, resolve_precision, shield_conv3d
+from segqc.qc.qcresunet.predict import load, network_inputs
+from segqc.training.precision import autocast
 
 
 def main() -> None:
@@ -46,12 +46,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/qcresunet_bf16_forward.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model = load(args.model)
+    model = load(args.model)  # shielded for bfloat16 where precision=auto resolves to it
     network = model.members[0]
-    precision = resolve_precision("auto", torch.device("cpu"))
-    shield_conv3d(network)  # float32 passes are unaffected; bfloat16 ones need it
+    precisions = {"fp32": dataclasses.replace(model, precision="fp32"), model.precision: model}
     labels = sorted((args.data / "labelsTr").glob("*.nii.gz"))[: args.cases]
-    times: dict[str, list[float]] = {"fp32": [], precision: []}
+    times: dict[str, list[float]] = {name: [] for name in precisions}
     feature_diff, estimate_diff, flipped = [], [], []
     for label in labels:
         case = label.name[: -len(".nii.gz")]
@@ -60,30 +59,25 @@ def main() -> None:
         for value in (1, 2, 3):  # a segmentation with a one-voxel rim missing per class
             mask = seg == value
             seg[mask & ~ndimage.binary_erosion(mask, iterations=1)] = 0
-        n = seg.shape[0]
-        depth = -(-n // network.size_multiple[0]) * network.size_multiple[0]
-        image = torch.zeros((1, 1, depth, *seg.shape[1:]))
-        image[0, :, :n] = torch.from_numpy(np.moveaxis(prepared.image, -1, 0)).moveaxis(0, 1)
-        seg_t = torch.zeros((1, depth, *seg.shape[1:]), dtype=torch.int64)
-        seg_t[0, :n] = torch.from_numpy(seg)
-        query = query_channels(seg_t, model.classes)
+        image, query = network_inputs(model, np.moveaxis(prepared.image, -1, 0), seg)
         outputs = {}
-        for name in times:
-            with torch.no_grad(), autocast(torch.device("cpu"), name):
-                network.readout_inputs(image, query)  # warm-up
+        for name, variant in precisions.items():
+            with torch.no_grad(), autocast(image.device, variant.precision):
+                network(image, query)  # warm-up
                 start = time.perf_counter()
-                features, probs = network.readout_inputs(image, query)
                 out = network(image, query)
                 times[name].append(time.perf_counter() - start)
+                features, probs = network.readout_inputs(image, query)
             outputs[name] = (features.float(), probs.float(), torch.cat([out.dice, out.nsd], 1).float())
-        (f32, p32, e32), (f16, p16, e16) = outputs["fp32"], outputs[precision]
+        (f32, p32, e32), (f16, p16, e16) = outputs["fp32"], outputs[model.precision]
         rel = ((f16 - f32).abs() / (f32.abs() + 0.01)).flatten()
         feature_diff.append((float(rel.median()), float(rel.max())))
         estimate_diff.append(float((e16 - e32).abs().max()))
         threshold = network.sem_threshold.view(1, -1, 1, 1, 1)
         flipped.append(float(((p16 >= threshold) != (p32 >= threshold)).float().mean()))
     result = {
-        "machine": {"cpus": torch.get_num_threads(), "python": platform.python_version(), "precision": precision},
+        "machine": {"cpus": torch.get_num_threads(), "python": platform.python_version(),
+                    "precision": model.precision},
         "model": str(args.model), "volumes": len(labels),
         "seconds_per_volume": {k: round(statistics.median(v), 4) for k, v in times.items()},
         "feature_relative_difference": {"median": round(statistics.median(d[0] for d in feature_diff), 5),

@@ -25,7 +25,7 @@ from segqc.qc.qcresunet.train import METHOD, QcClass, build_network, query_chann
 from segqc.training import CheckpointError, checkpoint_fits, load_checkpoint, select_device
 from segqc.training.precision import autocast, resolve_precision
 
-__all__ = ["LoadedQcResUNet", "assess_volume", "load", "load_qc_model"]
+__all__ = ["LoadedQcResUNet", "assess_volume", "load", "load_qc_model", "network_inputs"]
 
 
 @dataclass
@@ -75,14 +75,11 @@ def load(model_dir: str | Path, *, device: str = "cpu") -> LoadedQcResUNet:
     return LoadedQcResUNet(members, config, labels, classes, plan, fingerprint, spatial_dims, precision)
 
 
-def assess_volume(model: LoadedQcResUNet, images: np.ndarray, segs: np.ndarray) -> dict[str, np.ndarray | None]:
-    """Every member's estimate of one preprocessed volume: ``images`` ``(n, C, S, S)`` float32,
-    ``segs`` ``(n, S, S)`` label values -> ``dice`` and ``nsd`` ``(M, K+1)`` (index 0: all
-    classes, then the model's ``classes``), ``errors`` ``(M, K, n, S, S)`` error probabilities
-    (None without a decoder), ``error_threshold`` ``(K,)`` the members' mean calibrated
-    threshold of those probabilities; forward passes at ``model.precision``. The slice axis is
-    zero-padded to the network's size multiple and cropped back. Label values the model does not
-    know raise :class:`InputError`."""
+def network_inputs(model: LoadedQcResUNet, images: np.ndarray, segs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The network's ``image`` and one-hot ``query`` for one preprocessed volume (``images``
+    ``(n, C, S, S)`` float32, ``segs`` ``(n, S, S)`` label values), on the model's device: 2D
+    models take every slice on its own, 3D ones the whole volume with the slice axis zero-padded
+    to the network's size multiple. Label values the model does not know raise :class:`InputError`."""
     images = np.asarray(images, dtype=np.float32)
     segs = np.asarray(segs)
     if images.ndim != 4 or segs.ndim != 3 or images.shape[0] != segs.shape[0]:
@@ -103,7 +100,19 @@ def assess_volume(model: LoadedQcResUNet, images: np.ndarray, segs: np.ndarray) 
         seg_np = np.zeros((1, depth, *segs.shape[1:]), dtype=np.int64)
         seg_np[0, :n] = segs
         image, seg = torch.from_numpy(image_np).to(device), torch.from_numpy(seg_np).to(device)
-    query = query_channels(seg, model.classes)
+    return image, query_channels(seg, model.classes)
+
+
+def assess_volume(model: LoadedQcResUNet, images: np.ndarray, segs: np.ndarray) -> dict[str, np.ndarray | None]:
+    """Every member's estimate of one preprocessed volume: ``images`` ``(n, C, S, S)`` float32,
+    ``segs`` ``(n, S, S)`` label values -> ``dice`` and ``nsd`` ``(M, K+1)`` (index 0: all
+    classes, then the model's ``classes``), ``errors`` ``(M, K, n, S, S)`` error probabilities
+    (None without a decoder), ``error_threshold`` ``(K,)`` the members' mean calibrated
+    threshold of those probabilities; forward passes at ``model.precision`` on
+    :func:`network_inputs`, the padded slices cropped back."""
+    image, query = network_inputs(model, images, segs)
+    n = np.asarray(segs).shape[0]
+    device = image.device
     dice, nsd, errors = [], [], []
     with torch.no_grad(), autocast(device, model.precision):
         for member in model.members:
