@@ -143,6 +143,24 @@ def test_config_checks_the_latent_and_the_paper_settings():
         LdsegConfig.preset("tiny", size=36, widths=(8, 16, 16))
 
 
+def test_the_image_encoder_may_be_wider_deeper_and_embed_more_channels_at_the_latents_size():
+    base = LdsegConfig.preset("tiny")  # widths (8, 8, 16, 16), one block, 2 latent channels
+    assert base.image_encoder_shape == ((8, 8, 16, 16), 1, 2)  # unset: the label side's
+    config = LdsegConfig.preset("tiny", image_widths=(8, 16, 16, 24), image_blocks=2, image_embedding_channels=5)
+    model = Ldseg(config, image_channels=1, classes=2)
+    stages = [m for m in model.image_encoder.body if type(m).__name__ == "ResBlock"]
+    assert [b.conv1.out_channels for b in stages] == [8, 8, 16, 16, 16, 16, 24, 24]  # two blocks a stage
+    assert model.image_encoder(torch.zeros(3, 1, 32, 32)).shape == (3, 5, 2, 2)  # the latent's 2 x 2
+    assert model.label_encoder(torch.zeros(3, 2, 32, 32)).shape == (3, 2, 2, 2)  # label side unchanged
+    assert model.denoiser.conv_in.conv.in_channels == 2 + 5  # noisy latent + image embedding
+    loss, _ = model.training_loss(torch.randn(2, 1, 32, 32), torch.randint(0, 2, (2, 32, 32)))
+    assert torch.isfinite(loss)
+    probs = model.sample(torch.randn(2, 1, 32, 32), samples=2, steps=2, generator=torch.Generator().manual_seed(0))
+    assert probs.shape == (2, 2, 2, 32, 32)
+    with pytest.raises(ValueError, match="one entry per stage"):
+        LdsegConfig.preset("tiny", image_widths=(8, 16))  # the embedding would not have the latent's size
+
+
 def _attention_sizes(config: LdsegConfig) -> list[int]:
     """Pixel side of every feature map the image encoder attends over (hooks on a forward pass)."""
     from segqc.seg.ldseg.model import _SpatialAttention

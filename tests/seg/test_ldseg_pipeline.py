@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from ldseg_toy_data import disk_image
 from typer.testing import CliRunner
@@ -58,8 +59,10 @@ def test_trained_model_beats_an_all_background_map_on_held_out_disks(trained_lds
     assert np.mean(scores) > 0.5, scores
 
 
-def test_checkpoint_round_trip_equals_the_in_memory_model(tmp_path):
-    config = LdsegConfig.preset("tiny")
+@pytest.mark.parametrize("image_side", [{}, {"image_widths": (8, 16, 16, 24), "image_blocks": 2,
+                                               "image_embedding_channels": 3}])
+def test_checkpoint_round_trip_equals_the_in_memory_model(tmp_path, image_side):
+    config = LdsegConfig.preset("tiny", **image_side)
     torch.manual_seed(5)
     model = Ldseg(config, image_channels=1, classes=2)
     with torch.no_grad():  # weights no fresh initialisation would give (the zero output layer too)

@@ -63,7 +63,10 @@ class LdsegConfig(ConfigBase):
     (multi-head self-attention after the image encoder's last two stages where their feature
     maps have at most 32 x 32 pixels, :func:`segqc.seg.ldseg.model.attention_stages`),
     ``denoiser_channels`` / ``denoiser_attention`` / ``denoiser_res_blocks`` (MONAI ``DiffusionModelUNet`` levels),
-    ``norm_groups`` (group norm of the denoiser).
+    ``norm_groups`` (group norm of the denoiser). The image encoder has the label encoder's shape
+    unless ``image_widths`` (one entry per stage of ``widths``: the embedding keeps the latent's
+    size), ``image_blocks`` or ``image_embedding_channels`` say otherwise (empty / 0: as the label
+    side; the paper: the same size as the label embedding).
 
     Diffusion: ``timesteps`` (T), ``schedule`` (MONAI schedule name), ``train_decode``
     (``paper`` or ``x0``) and ``prediction`` (``epsilon`` or ``v``; module docstring),
@@ -87,6 +90,9 @@ class LdsegConfig(ConfigBase):
     blocks: int = 1
     latent_channels: int = 4
     image_attention: bool = True
+    image_widths: tuple[int, ...] = ()
+    image_blocks: int = 0
+    image_embedding_channels: int = 0
     denoiser_channels: tuple[int, ...] = (32, 64, 64)
     denoiser_attention: tuple[bool, ...] = (False, True, True)
     denoiser_res_blocks: int = 1
@@ -111,12 +117,17 @@ class LdsegConfig(ConfigBase):
     def __post_init__(self) -> None:
         if not (self.spacing_mm >= 0 and math.isfinite(self.spacing_mm)):
             raise ValueError(f"spacing_mm must be 0 (whole slices) or a pixel size in mm, got {self.spacing_mm}")
-        for name in ("widths", "denoiser_channels"):
+        for name in ("widths", "denoiser_channels", "image_widths"):
             object.__setattr__(self, name, tuple(int(w) for w in getattr(self, name)))
         object.__setattr__(self, "denoiser_attention", tuple(bool(a) for a in self.denoiser_attention))
         if not 2 <= len(self.widths) <= 5:
             raise ValueError("widths needs one entry per down-sampling stage (2 to 5; the paper: 4); "
                              f"got {self.widths}")
+        if self.image_widths and len(self.image_widths) != len(self.widths):
+            raise ValueError(f"image_widths needs one entry per stage of widths {self.widths} (the image embedding has "
+                             f"the latent's size); got {self.image_widths}")
+        if self.image_blocks < 0 or self.image_embedding_channels < 0:
+            raise ValueError("image_blocks and image_embedding_channels must be >= 0 (0: as the label side)")
         factor = 2 ** len(self.widths)
         if self.size % factor or self.size < factor:
             raise ValueError(f"size {self.size} must be a positive multiple of {factor} "
@@ -142,6 +153,12 @@ class LdsegConfig(ConfigBase):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.steps > self.timesteps:
             raise ValueError(f"steps ({self.steps}) cannot exceed timesteps ({self.timesteps})")
+
+    @property
+    def image_encoder_shape(self) -> tuple[tuple[int, ...], int, int]:
+        """The image encoder's ``(widths, blocks, embedding channels)``, the label side's where unset."""
+        return (self.image_widths or self.widths, self.image_blocks or self.blocks,
+                self.image_embedding_channels or self.latent_channels)
 
     @property
     def latent_size(self) -> int:

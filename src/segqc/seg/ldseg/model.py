@@ -154,11 +154,12 @@ class Ldseg(nn.Module):
         self.classes = classes
         latent = config.latent_channels
         self.label_encoder = Encoder(classes, latent, config.widths, blocks=config.blocks, standardise=True)
-        self.image_encoder = Encoder(image_channels, latent, config.widths, blocks=config.blocks,
-                                     attention_stages=attention_stages(config.size, len(config.widths))
+        image_widths, image_blocks, embedding = config.image_encoder_shape
+        self.image_encoder = Encoder(image_channels, embedding, image_widths, blocks=image_blocks,
+                                     attention_stages=attention_stages(config.size, len(image_widths))
                                      if config.image_attention else ())
         self.denoiser = DiffusionModelUNet(
-            spatial_dims=2, in_channels=2 * latent, out_channels=latent, num_res_blocks=config.denoiser_res_blocks,
+            spatial_dims=2, in_channels=latent + embedding, out_channels=latent, num_res_blocks=config.denoiser_res_blocks,
             channels=config.denoiser_channels, attention_levels=config.denoiser_attention,
             norm_num_groups=config.norm_groups, num_head_channels=[max(c // 4, 1) for c in config.denoiser_channels])
         self.label_decoder = LabelDecoder(latent, classes, config.widths, blocks=config.blocks)
