@@ -159,7 +159,8 @@ class Ldseg(nn.Module):
                                      attention_stages=attention_stages(config.size, len(image_widths))
                                      if config.image_attention else ())
         self.denoiser = DiffusionModelUNet(
-            spatial_dims=2, in_channels=latent + embedding, out_channels=latent, num_res_blocks=config.denoiser_res_blocks,
+            spatial_dims=2, in_channels=latent + embedding, out_channels=latent,
+            num_res_blocks=config.denoiser_res_blocks,
             channels=config.denoiser_channels, attention_levels=config.denoiser_attention,
             norm_num_groups=config.norm_groups, num_head_channels=[max(c // 4, 1) for c in config.denoiser_channels])
         self.label_decoder = LabelDecoder(latent, classes, config.widths, blocks=config.blocks)

@@ -1,0 +1,72 @@
+"""Where an LDSeg model loses Dice: its label autoencoder against its sampled segmentations.
+
+For the slices of one side of a split, per class the Dice pooled over all slices (every pixel of
+every slice counted once; 2D, at the model's slice size) of
+
+* ``autoencoder`` — the ground truth's own latent decoded (label encoder -> label decoder): the
+  best any sampled latent can do through this decoder;
+* ``sampled`` — one DDIM sample from noise (``--steps``, seed 0), as ``segqc seg predict`` would.
+
+The difference is what the image encoder and the denoiser lose in predicting the latent.
+
+    python benchmarks/seg/latent_ceiling.py --model RUN/model --dataset ../shared/data/acdc \
+        --split benchmarks/results/qc_acdc/split.json --side holdout
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from segqc.seg.ldseg.predict import load
+from segqc.seg.slices import build_training_data
+
+
+def pooled_dice(pred: np.ndarray, gt: np.ndarray, classes: int) -> list[float]:
+    """Per foreground class, 2|P∩G| / (|P| + |G|) over all pixels (1.0 where both are empty)."""
+    out = []
+    for c in range(1, classes):
+        p, g = pred == c, gt == c
+        total = int(p.sum() + g.sum())
+        out.append(1.0 if total == 0 else 2 * float(np.logical_and(p, g).sum()) / total)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--split", required=True)
+    parser.add_argument("--side", choices=("holdout", "train"), default="holdout")
+    parser.add_argument("--max-cases", type=int, default=0, help="the first N cases of the side (0: all)")
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model = load(args.model)
+    cases = json.loads(open(args.split).read())[args.side]
+    cases = cases[:args.max_cases] if args.max_cases else cases
+    cfg = model.config
+    data = build_training_data(args.dataset, cases, cfg.size, spacing_mm=cfg.spacing_mm)
+    classes = len(model.labels)
+    decoded, sampled = [], []
+    with torch.no_grad():
+        for start in range(0, data.n_slices, 64):
+            gt = torch.from_numpy(data.gts[start:start + 64].astype(np.int64))
+            image = torch.from_numpy(data.images[start:start + 64].astype(np.float32))
+            onehot = F.one_hot(gt, classes).permute(0, 3, 1, 2).float()
+            decoded.append(model.model.label_decoder(model.model.label_encoder(onehot)).argmax(1).numpy())
+            probs = model.model.sample(image, samples=1, steps=args.steps, generator=torch.Generator().manual_seed(0))
+            sampled.append(probs[0].argmax(1).numpy())
+    result = {"model": args.model, "side": args.side, "cases": len(cases), "slices": data.n_slices,
+              "autoencoder": pooled_dice(np.concatenate(decoded), data.gts, classes),
+              "sampled": pooled_dice(np.concatenate(sampled), data.gts, classes)}
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
