@@ -5,7 +5,8 @@ every slice counted once; 2D, at the model's slice size) of
 
 * ``autoencoder`` — the ground truth's own latent decoded (label encoder -> label decoder): the
   best any sampled latent can do through this decoder;
-* ``sampled`` — one DDIM sample from noise (``--steps``, seed 0), as ``segqc seg predict`` would.
+* ``sampled`` — one DDIM sample from noise (``--steps``, seed 0) through
+  :func:`segqc.seg.ldseg.predict.predict_slices`, as ``segqc seg predict`` draws it.
 
 The difference is what the image encoder and the denoiser lose in predicting the latent.
 
@@ -17,12 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from segqc.seg.ldseg.predict import load
+from segqc.seg.ldseg.predict import load, predict_slices
 from segqc.seg.slices import build_training_data
 
 
@@ -48,23 +50,21 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = load(args.model)
-    cases = json.loads(open(args.split).read())[args.side]
+    cases = json.loads(Path(args.split).read_text())[args.side]
     cases = cases[:args.max_cases] if args.max_cases else cases
     cfg = model.config
     data = build_training_data(args.dataset, cases, cfg.size, spacing_mm=cfg.spacing_mm)
     classes = len(model.labels)
-    decoded, sampled = [], []
+    decoded = []
     with torch.no_grad():
         for start in range(0, data.n_slices, 64):
             gt = torch.from_numpy(data.gts[start:start + 64].astype(np.int64))
-            image = torch.from_numpy(data.images[start:start + 64].astype(np.float32))
             onehot = F.one_hot(gt, classes).permute(0, 3, 1, 2).float()
             decoded.append(model.model.label_decoder(model.model.label_encoder(onehot)).argmax(1).numpy())
-            probs = model.model.sample(image, samples=1, steps=args.steps, generator=torch.Generator().manual_seed(0))
-            sampled.append(probs[0].argmax(1).numpy())
+    sampled = predict_slices(model, data.images.astype(np.float32), samples=1, steps=args.steps, seed=0)["label"]
     result = {"model": args.model, "side": args.side, "cases": len(cases), "slices": data.n_slices,
               "autoencoder": pooled_dice(np.concatenate(decoded), data.gts, classes),
-              "sampled": pooled_dice(np.concatenate(sampled), data.gts, classes)}
+              "sampled": pooled_dice(sampled, data.gts, classes)}
     print(json.dumps(result, indent=1))
 
 

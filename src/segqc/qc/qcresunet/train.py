@@ -613,13 +613,13 @@ def add_readout(model_dir: str | Path, dataset_dir: str | Path, out_dir: str | P
     weights: dict[str, Any] = {}
     previous = Path(model_dir) / "metrics.json"  # the training's record, kept
     metrics: dict[str, Any] = json.loads(previous.read_text()) if previous.is_file() else {}
+    dev = next(loaded.members[0].parameters()).device  # load's, where loaded.precision was resolved
     for member, network in enumerate(loaded.members):
         fitted = build_network(config, spatial_dims=loaded.spatial_dims, image_channels=int(saved["image_channels"]),
-                               n_classes=len(loaded.classes), strides=saved["strides"],
-                               precision=resolve_precision(config.precision, torch.device("cpu")))
+                               n_classes=len(loaded.classes), strides=saved["strides"], precision=loaded.precision)
         kept = {k: v for k, v in network.state_dict().items() if not k.startswith("readout.")}
         fitted.load_state_dict(kept, strict=False)  # all but the (new) read-out
-        metrics[f"member{member}_readout"] = fit_readout(fitted, data, config, torch.device("cpu"), progress=progress)
+        metrics[f"member{member}_readout"] = fit_readout(fitted, data, config, dev, progress=progress)
         weights[f"member{member}"] = {k: v.detach().cpu() for k, v in fitted.state_dict().items()}
         log(f"member{member} {_readout_summary(metrics[f'member{member}_readout'])}")
     target = Path(out_dir) / "model"
