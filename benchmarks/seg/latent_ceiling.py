@@ -60,7 +60,8 @@ def main() -> None:
         for start in range(0, data.n_slices, 64):
             gt = torch.from_numpy(data.gts[start:start + 64].astype(np.int64))
             onehot = F.one_hot(gt, classes).permute(0, 3, 1, 2).float()
-            decoded.append(model.model.label_decoder(model.model.label_encoder(onehot)).argmax(1).numpy())
+            image = torch.from_numpy(data.images[start:start + 64].astype(np.float32))
+            decoded.append(model.model.decode(model.model.label_encoder(onehot), image).argmax(1).numpy())
     sampled = predict_slices(model, data.images.astype(np.float32), samples=1, steps=args.steps, seed=0)["label"]
     result = {"model": args.model, "side": args.side, "cases": len(cases), "slices": data.n_slices,
               "autoencoder": pooled_dice(np.concatenate(decoded), data.gts, classes),

@@ -127,6 +127,24 @@ def test_sampling_is_deterministic_for_a_seed_and_batch_independent():
         predict_slices(loaded, images[:, :1], samples=1)
 
 
+def test_training_timesteps_are_uniform_unless_a_share_goes_to_the_sampling_timesteps():
+    paper = _model()  # sampling_t_share 0: the paper's uniform draw, exactly torch.randint's
+    drawn = paper.training_timesteps(500, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(drawn, torch.randint(0, 1000, (500,), generator=torch.Generator().manual_seed(3)))
+    assert drawn.float().mean().item() == pytest.approx(499.5, abs=40)  # uniform over 0..999
+    torch.manual_seed(0)
+    every = Ldseg(LdsegConfig.preset("tiny", sampling_t_share=1.0, steps=2), image_channels=1, classes=2)
+    t = every.training_timesteps(4000, generator=torch.Generator().manual_seed(0))
+    assert set(t.tolist()) == {999, 0}  # the two DDIM timesteps of K = 2, both drawn
+    assert (t == 999).float().mean().item() == pytest.approx(0.5, abs=0.03)
+    half = Ldseg(LdsegConfig.preset("tiny", sampling_t_share=0.5, steps=5), image_channels=1, classes=2)
+    t = half.training_timesteps(20000, generator=torch.Generator().manual_seed(1))
+    on_grid = torch.isin(t, torch.tensor([999, 749, 499, 250, 0])).float().mean().item()
+    assert on_grid == pytest.approx(0.5 + 0.5 * 5 / 1000, abs=0.015)  # the share plus uniform hits
+    with pytest.raises(ValueError, match="sampling_t_share"):
+        LdsegConfig.preset("tiny", sampling_t_share=1.5)
+
+
 def test_config_checks_the_latent_and_the_paper_settings():
     paper = LdsegConfig.preset("paper")
     assert (paper.gamma, paper.lam, paper.timesteps, paper.steps) == (2.0, 1.0, 1000, 2)
@@ -159,6 +177,33 @@ def test_the_image_encoder_may_be_wider_deeper_and_embed_more_channels_at_the_la
     assert probs.shape == (2, 2, 2, 32, 32)
     with pytest.raises(ValueError, match="one entry per stage"):
         LdsegConfig.preset("tiny", image_widths=(8, 16))  # the embedding would not have the latent's size
+
+
+def test_decoder_skips_feed_the_image_feature_map_of_each_size_to_the_label_decoder():
+    config = LdsegConfig.preset("tiny", image_widths=(8, 16, 16, 24), decoder_skips=True)
+    torch.manual_seed(0)
+    model = Ldseg(config, image_channels=1, classes=2).eval()
+    image = torch.randn(2, 1, 32, 32)
+    z, maps = model.image_encoder.features(image)
+    assert torch.equal(z, model.image_encoder(image))  # the same embedding as without skips
+    # the stem at 32 px and the first three stages at 16, 8, 4 px; the last stage is the 2 px embedding
+    assert [tuple(m.shape[1:]) for m in maps] == [(8, 32, 32), (8, 16, 16), (16, 8, 8), (16, 4, 4)]
+    blocks = [m for m in model.label_decoder.body if type(m).__name__ == "ResBlock"]
+    # decoder widths (16, 16, 8, 8) plus the image map of the size each up-sampling reaches
+    assert [b.conv1.in_channels for b in blocks] == [16 + 16, 16 + 16, 16 + 8, 8 + 8]
+    latent = torch.randn(2, config.latent_channels, 2, 2)
+    other = torch.randn(2, 1, 32, 32)
+    assert not torch.allclose(model.decode(latent, image), model.decode(latent, other))  # the image counts
+    with pytest.raises(ValueError, match="needs the image"):
+        model.decode(latent)
+    plain = Ldseg(LdsegConfig.preset("tiny"), image_channels=1, classes=2).eval()
+    assert torch.equal(plain.decode(latent), plain.label_decoder(latent))  # the paper's decoder: no image
+    model.decode(latent, image).square().mean().backward()  # the decoder alone trains the image encoder's stem
+    assert model.image_encoder.body[0].weight.grad.abs().sum() > 0
+    loss, _ = model.training_loss(image, torch.randint(0, 2, (2, 32, 32)))
+    assert torch.isfinite(loss)
+    probs = model.sample(image, samples=3, steps=2, generator=torch.Generator().manual_seed(0))
+    assert probs.shape == (3, 2, 2, 32, 32)
 
 
 def _attention_sizes(config: LdsegConfig) -> list[int]:

@@ -10,8 +10,10 @@
 * the conditional denoiser — MONAI's ``DiffusionModelUNet`` on ``[noisy label latent, image
   embedding]`` concatenated along channels, with the timestep; it predicts the noise (``epsilon``)
   or the velocity ``v`` (config ``prediction``).
-* :class:`LabelDecoder` — a ResUNet-style decoder without skips: one (x2 up-sampling, residual
-  block) stage per width to class logits (softmax in the loss and at inference).
+* :class:`LabelDecoder` — a ResUNet-style decoder: one (x2 up-sampling, residual block) stage
+  per width to class logits (softmax in the loss and at inference); without skips as in the
+  paper, or (config ``decoder_skips``) with the image encoder's feature map of each size
+  concatenated after each up-sampling (:meth:`Encoder.features`).
 
 :class:`Ldseg` holds the four, the noise schedule (``abar``, from MONAI's ``DDPMScheduler``) and
 :meth:`Ldseg.training_loss` (paper Algorithm 1) and :meth:`Ldseg.sample` (DDIM, Algorithm 2
@@ -103,12 +105,17 @@ class Encoder(nn.Module):
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, padding=1)]
         channels = widths[0]
+        self.taps = [0]  # layers whose outputs are the feature maps above the latent's size
+        self.tap_channels = [widths[0]]
         for stage, width in enumerate(widths):
             layers.append(ResBlock(channels, width, stride=2))
             layers += [ResBlock(width, width) for _ in range(blocks - 1)]
             if stage in attention_stages:
                 layers.append(_SpatialAttention(width))
             channels = width
+            if stage < len(widths) - 1:
+                self.taps.append(len(layers) - 1)
+                self.tap_channels.append(width)
         layers.append(nn.Conv2d(channels, latent_channels, 1))
         self.body = nn.Sequential(*layers)
         self.norm: nn.Module = (nn.GroupNorm(latent_channels, latent_channels, affine=False) if standardise
@@ -117,26 +124,51 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.body(x))
 
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The embedding and the feature maps above its size, finest first: the stem's (``S``
+        px, ``widths[0]`` channels) and every stage's but the last (``S / 2^(s+1)`` px,
+        ``widths[s]`` channels) — :attr:`tap_channels` channels each."""
+        maps = []
+        for index, layer in enumerate(self.body):
+            x = layer(x)
+            if index in self.taps:
+                maps.append(x)
+        return self.norm(x), maps
+
 
 class LabelDecoder(nn.Module):
     """``(B, latent_channels, S/2^n, S/2^n)`` -> class logits ``(B, classes, S, S)``: a ResUNet
-    decoder without skip connections."""
+    decoder without skip connections (the paper). ``skip_channels`` (finest first, one per
+    up-sampling; :meth:`Encoder.features` of the image encoder): after each x2 up-sampling the
+    image feature map of that size is concatenated before the residual block — image skips, an
+    option outside the paper."""
 
-    def __init__(self, latent_channels: int, classes: int, widths: Sequence[int], *, blocks: int = 1) -> None:
+    def __init__(self, latent_channels: int, classes: int, widths: Sequence[int], *, blocks: int = 1,
+                 skip_channels: Sequence[int] = ()) -> None:
         super().__init__()
         reversed_widths = list(widths)[::-1]
+        skips = list(skip_channels)[::-1]
+        if skips and len(skips) != len(widths):
+            raise ValueError(f"need one skip per up-sampling ({len(widths)}), got {len(skips)}")
         layers: list[nn.Module] = [nn.Conv2d(latent_channels, reversed_widths[0], 3, padding=1)]
         channels = reversed_widths[0]
-        for width in reversed_widths:
+        for stage, width in enumerate(reversed_widths):
             layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
-            layers.append(ResBlock(channels, width))
+            layers.append(ResBlock(channels + (skips[stage] if skips else 0), width))
             layers += [ResBlock(width, width) for _ in range(blocks - 1)]
             channels = width
         layers.append(nn.Conv2d(channels, classes, 1))
         self.body = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.body(z)
+    def forward(self, z: torch.Tensor, skips: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+        """Logits of the latents ``z``; ``skips``: the image feature maps, finest first (only
+        and always with ``skip_channels``)."""
+        pending = list(skips)
+        for layer in self.body:
+            z = layer(z)
+            if pending and isinstance(layer, nn.Upsample):
+                z = torch.cat([z, pending.pop()], dim=1)
+        return z
 
 
 class Ldseg(nn.Module):
@@ -163,9 +195,26 @@ class Ldseg(nn.Module):
             num_res_blocks=config.denoiser_res_blocks,
             channels=config.denoiser_channels, attention_levels=config.denoiser_attention,
             norm_num_groups=config.norm_groups, num_head_channels=[max(c // 4, 1) for c in config.denoiser_channels])
-        self.label_decoder = LabelDecoder(latent, classes, config.widths, blocks=config.blocks)
+        self.label_decoder = LabelDecoder(latent, classes, config.widths, blocks=config.blocks,
+                                          skip_channels=self.image_encoder.tap_channels if config.decoder_skips else ())
         schedule = DDPMScheduler(num_train_timesteps=config.timesteps, schedule=config.schedule)
         self.register_buffer("abar", schedule.alphas_cumprod.float().clone(), persistent=False)
+
+    def encode_image(self, image: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The image embedding and, with ``decoder_skips``, the image feature maps the label
+        decoder concatenates (finest first; otherwise none)."""
+        if self.config.decoder_skips:
+            return self.image_encoder.features(image)
+        return self.image_encoder(image), []
+
+    def decode(self, z: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+        """Class logits of the latents ``z``; ``image`` (required with ``decoder_skips``, one per
+        row of ``z``) gives the decoder its feature maps."""
+        if not self.config.decoder_skips:
+            return self.label_decoder(z)
+        if image is None:
+            raise ValueError("a decoder with image skips needs the image")
+        return self.label_decoder(z, self.encode_image(image)[1])
 
     def component(self, name: str) -> nn.Module:
         module: nn.Module = getattr(self, name)
@@ -186,18 +235,32 @@ class Ldseg(nn.Module):
             return (1 - abar).sqrt() * z_t + abar.sqrt() * out, abar.sqrt() * z_t - (1 - abar).sqrt() * out
         return out, (z_t - (1 - abar).sqrt() * out) / abar.sqrt()
 
+    def training_timesteps(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` 0-based training timesteps: uniform over 0..T-1, except that each slice, with
+        probability ``sampling_t_share``, gets one of the DDIM timesteps of the config's ``steps``
+        (:func:`ddim_timesteps`, drawn uniformly among them) — the timesteps inference evaluates.
+        Share 0 (the paper) draws exactly as ``torch.randint`` with the same generator."""
+        cfg = self.config
+        t = torch.randint(0, cfg.timesteps, (n,), generator=generator)
+        if cfg.sampling_t_share > 0:
+            times = torch.tensor(ddim_timesteps(cfg.steps, cfg.timesteps))
+            pick = torch.rand(n, generator=generator) < cfg.sampling_t_share
+            which = torch.randint(0, len(times), (n,), generator=generator)
+            t = torch.where(pick, times[which], t)
+        return t
+
     def training_loss(self, image: torch.Tensor, gt: torch.Tensor, *,
                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """Algorithm 1 on a batch: ``image`` (B, C, S, S), ``gt`` (B, S, S) class indices ->
         ``CE + gamma Dice + lambda MSE`` and its parts. ``t`` is drawn per slice (uniform over
-        1..T, 0-based here), ``eps`` from ``generator``. The MSE compares the denoiser's output
-        with its target: ``eps`` (``prediction`` ``epsilon``, the paper's ``||eps - eps_hat||^2``)
-        or ``v = sqrt(abar) eps - sqrt(1 - abar) z_0`` (``v``)."""
+        1..T, 0-based here; :meth:`training_timesteps`), ``eps`` from ``generator``. The MSE
+        compares the denoiser's output with its target: ``eps`` (``prediction`` ``epsilon``, the
+        paper's ``||eps - eps_hat||^2``) or ``v = sqrt(abar) eps - sqrt(1 - abar) z_0`` (``v``)."""
         cfg = self.config
         onehot = F.one_hot(gt.long(), self.classes).permute(0, 3, 1, 2).float()
-        z_image = self.image_encoder(image)
+        z_image, skips = self.encode_image(image)
         z_label = self.label_encoder(onehot)
-        t = torch.randint(0, cfg.timesteps, (image.shape[0],), generator=generator).to(image.device)
+        t = self.training_timesteps(image.shape[0], generator=generator).to(image.device)
         eps = torch.randn(z_label.shape, generator=generator).to(image.device)
         abar = self.abar[t].view(-1, 1, 1, 1)
         z_t = abar.sqrt() * z_label + (1 - abar).sqrt() * eps
@@ -208,7 +271,7 @@ class Ldseg(nn.Module):
             z_dn = z_t - eps_hat  # Eq. 12, as written
         else:
             z_dn = z0_hat.clamp(-cfg.clip_latent, cfg.clip_latent)
-        logits = self.label_decoder(z_dn)
+        logits = self.label_decoder(z_dn, skips)
         ce = F.cross_entropy(logits, gt.long())
         dice = mean_dice_loss(torch.softmax(logits, dim=1), onehot)
         mse = F.mse_loss(out, target)
@@ -228,7 +291,9 @@ class Ldseg(nn.Module):
         (sample-major: row ``s * B + b``) or drawn from ``generator`` (CPU)."""
         cfg = self.config
         b = image.shape[0]
-        z_image = self.image_encoder(image).repeat(samples, 1, 1, 1)
+        z_image, skips = self.encode_image(image)
+        z_image = z_image.repeat(samples, 1, 1, 1)
+        skips = [m.repeat(samples, 1, 1, 1) for m in skips]
         shape = (samples * b, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
         if noise is None:
             noise = torch.randn(shape, generator=generator)
@@ -246,5 +311,5 @@ class Ldseg(nn.Module):
                                generator=generator if generator is not None else torch.Generator().manual_seed(0))
         else:
             raise ValueError(f"sampler must be ddim or ddpm, got {sampler!r}")
-        probs = torch.softmax(self.label_decoder(z), dim=1)
+        probs = torch.softmax(self.label_decoder(z, skips), dim=1)
         return probs.view(samples, b, self.classes, cfg.size, cfg.size)
