@@ -24,18 +24,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from segqc.metrics.multiclass import per_class_dice
+from segqc.metrics.registry import EmptyPolicy, EmptyRule
 from segqc.seg.ldseg.predict import load, predict_slices
 from segqc.seg.slices import build_training_data
 
 
 def pooled_dice(pred: np.ndarray, gt: np.ndarray, classes: int) -> list[float]:
-    """Per foreground class, 2|P∩G| / (|P| + |G|) over all pixels (1.0 where both are empty)."""
-    out = []
-    for c in range(1, classes):
-        p, g = pred == c, gt == c
-        total = int(p.sum() + g.sum())
-        out.append(1.0 if total == 0 else 2 * float(np.logical_and(p, g).sum()) / total)
-    return out
+    """Per foreground class index, the Dice over all pixels of the stacked slices
+    (:func:`~segqc.metrics.multiclass.per_class_dice`; 1.0 where both are empty)."""
+    result = per_class_dice(pred, gt, range(1, classes), empty=EmptyPolicy(both_empty=EmptyRule.BEST))
+    return [float(result[c].value) for c in range(1, classes)]
 
 
 def main() -> None:
