@@ -3,9 +3,11 @@
     python benchmarks/seg/seg_sweeps.py --dataset ../shared/data/hc18 --split RUN/split.json \
         --model ldseg=LDSEG/model --model unet=UNET/model --out RESULTS \
         [--steps-list 1,2,5,10,50,1000] [--ddpm] [--noise 0,0.05,0.1,0.15,0.2] [--limit N] \
-        [--speed]
+        [--speed] [--samples N]
 
-The slices of all cases are sampled together in batches of 64 (one sample, N = 1), then every
+The slices of all cases are sampled together in batches of 64 (one sample, N = 1; with
+``--samples N`` a diffusion model's steps and noise runs average N samples per slice, as
+``segqc seg predict --samples N`` does; deterministic models always run once), then every
 case is put back on its input grid by :func:`segqc.seg.inference.restore_case` (the code of
 ``segqc seg predict``) and scored against the ground truth
 (per-class Dice, :func:`segqc.metrics.multiclass.per_class_dice`; ``dice_mean``: the mean over the
@@ -54,7 +56,7 @@ def _score(label: np.ndarray, truth: np.ndarray, labels: tuple[int, ...]) -> dic
 
 
 def _run(model, predict_slices, cases, *, steps: int | None, sampler: str = "ddim",
-         noise: float = 0.0) -> dict[str, float]:
+         noise: float = 0.0, samples: int = 1) -> dict[str, float]:
     """Dice of every case with the slices of all cases sampled in batches of 64 (one
     ``predict_slices`` call), each case then put back on its grid by ``restore_case``."""
     from segqc.seg.inference import restore_case
@@ -72,7 +74,7 @@ def _run(model, predict_slices, cases, *, steps: int | None, sampler: str = "ddi
     starts = np.cumsum([0] + [len(x) for x in slices])
     extra = {"sampler": sampler} if sampler != "ddim" else {}
     start = time.perf_counter()
-    result = predict_slices(model, np.concatenate(slices), samples=1, steps=steps, batch_size=64, **extra)
+    result = predict_slices(model, np.concatenate(slices), samples=samples, steps=steps, batch_size=64, **extra)
     seconds = time.perf_counter() - start
     rows = []
     for index, (_case, _raw, truth, spacing) in enumerate(cases):
@@ -104,6 +106,7 @@ def main() -> None:
     parser.add_argument("--ddpm", action="store_true", help="also ancestral sampling over all T steps")
     parser.add_argument("--noise", default="0,0.05,0.1,0.15,0.2")
     parser.add_argument("--speed", action="store_true")
+    parser.add_argument("--samples", type=int, default=1, help="samples per slice of a diffusion model (default 1)")
     args = parser.parse_args()
     from segqc.seg.inference import load_seg_model
 
@@ -115,17 +118,18 @@ def main() -> None:
         name, _, directory = entry.partition("=")
         model, predict_slices = load_seg_model(directory)
         diffusion = hasattr(model.config, "timesteps")
+        samples = args.samples if diffusion else 1
         if diffusion and args.steps_list:
             runs = [("ddim", int(k)) for k in args.steps_list.split(",")] + ([("ddpm", 0)] if args.ddpm else [])
             for sampler, k in runs:
-                row = _run(model, predict_slices, cases, steps=k or None, sampler=sampler)
-                steps_rows.append({"model": name, "sampler": sampler,
+                row = _run(model, predict_slices, cases, steps=k or None, sampler=sampler, samples=samples)
+                steps_rows.append({"model": name, "sampler": sampler, "samples": samples,
                                    "steps": k or model.config.timesteps, **row})
                 print(steps_rows[-1], flush=True)
                 pd.DataFrame(steps_rows).to_csv(args.out / "steps.csv", index=False)
         for sigma in (float(s) for s in args.noise.split(",") if s):
-            noise_rows.append({"model": name, "sigma": sigma, **_run(model, predict_slices, cases, steps=None,
-                                                                     noise=sigma)})
+            noise_rows.append({"model": name, "sigma": sigma, "samples": samples,
+                               **_run(model, predict_slices, cases, steps=None, noise=sigma, samples=samples)})
             print(noise_rows[-1], flush=True)
             pd.DataFrame(noise_rows).to_csv(args.out / "noise.csv", index=False)
         if args.speed:

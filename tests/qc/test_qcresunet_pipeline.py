@@ -163,7 +163,7 @@ def test_a_checkpoint_round_trip_equals_the_trained_weights(trained):
     model = load(trained["model_dir"])
     loaded = model.members[0].state_dict()
     assert state is not None and set(loaded) == set(state["weights"]["model"])
-    network = [k for k in loaded if not k.startswith("readout.") and k != "sem_threshold"]
+    network = [k for k in loaded if not k.startswith("readout.") and k not in ("sem_threshold", "outside_errors")]
     assert all(torch.equal(loaded[k], state["weights"]["model"][k]) for k in network)
     # the read-out is fitted after the training stage and saved with the weights (installed only if it
     # beats the heads; on this toy it need not)
@@ -388,6 +388,22 @@ def test_the_training_data_hold_every_ground_truth_as_a_perfect_sample(tmp_path)
     assert "ground truth" not in without.sources
 
 
+def test_the_training_data_count_a_stray_blob_outside_the_window(tmp_path):
+    from segqc.qc.qcresunet.train import build_training_data
+
+    dataset = make_qc_dataset(tmp_path / "data", n_cases=2, shape=(64, 64, 4))
+    truth = read_label_map(dataset / "labelsTr" / "case0.nii.gz")
+    stray = truth.array.copy()
+    stray[0:3, 0:3, :] = 1  # 36 class-1 voxels in a corner, > 16 px from the ellipse's 32-px window
+    write_image(tmp_path / "segs" / "case0.nii.gz", stray, truth.geometry)
+    config = QcResUNetConfig.preset("tiny", degraded_per_case=1)  # 32-px window
+    data = build_training_data(dataset, None, config, tmp_path / "work", extra_seg_dirs=[tmp_path / "segs"])
+    real = data.sources.index(str(tmp_path / "segs"))
+    assert data.outside[real].tolist() == [[36, 36], [0, 0]]  # all wrong; class 2 has nothing outside
+    perfect = [i for i, source in enumerate(data.sources) if source == "ground truth"]
+    assert len(data.outside) == data.n_samples and all(data.outside[i][:, 1].sum() == 0 for i in perfect)
+
+
 def _readout_case(targets_from):
     """An untrained tiny network with a read-out and 24 toy samples of 6 volumes whose targets are
     ``targets_from(features)`` (features: what the read-out reads)."""
@@ -501,7 +517,7 @@ def test_fit_readout_calibrates_the_thresholds_the_qc_driver_uses():
                     assess=lambda *_: assessment, metrics=("dice",))
     segs = np.zeros((3, 4, 4), dtype=np.int64)
     _, _, maps = _assess_case(model, "c", np.zeros((3, 1, 4, 4)), segs, np.ones(3), QcSettings(metrics=("dice",)),
-                              lambda a, dtype: a)
+                              lambda a, dtype: a, original_seg=segs)
     errors = maps["errors"]
     assert (errors[0, 0] & 1).tolist() == [0, 1, 1, 1]  # class 1 at 0.3: 0.3, 0.5 and 0.9 are marked
     assert not (errors & 2).any()  # class 2's 0.45 stays below its 0.5
@@ -518,3 +534,55 @@ def test_the_readout_is_fitted_on_segmentations_the_network_was_not_trained_on(t
     seen = [s for s, source in zip(training.segs, training.sources) if source == "degraded"]
     fresh = [s for s, source in zip(readout.segs, readout.sources) if source == "degraded"]
     assert not any(np.array_equal(a, b) for a in fresh for b in seen)
+
+
+def test_outside_window_counts_and_rates_by_hand():
+    from segqc.qc.qcresunet.train import outside_error_rates, outside_window_counts
+
+    seg = np.zeros((6, 6), dtype=np.int16)
+    gt = np.zeros_like(seg)
+    window = np.zeros((6, 6), dtype=bool)
+    window[1:5, 1:5] = True
+    seg[2:4, 2:4] = 1  # inside: never counted
+    seg[0, 0:3] = 1  # 3 class-1 voxels outside, 1 of them right
+    gt[0, 2] = 1
+    seg[5, 5] = 2  # 1 class-2 voxel outside, right (the truth says 2 there)
+    gt[5, 5] = 2
+    counts = outside_window_counts(seg, gt, window, [(1,), (2,), (1, 2)])
+    assert counts.tolist() == [[3, 2], [1, 0], [4, 2]]
+    data = _data([seg[None]] * 2, [gt[None]] * 2)
+    data.classes = (("1", "a", (1,)), ("2", "b", (2,)), ("3", "c", (3,)))
+    data.outside = [np.array([[3, 2], [1, 0], [0, 0]]), np.array([[1, 1], [3, 1], [0, 0]])]
+    rates = outside_error_rates(data)
+    assert rates[:2].tolist() == pytest.approx([3 / 4, 1 / 4]) and np.isnan(rates[2])  # pooled; none outside: NaN
+
+
+def test_fit_readout_marks_a_class_outside_the_window_only_where_most_such_voxels_are_wrong():
+    from segqc.qc.inference import QcSettings, _assess_case
+    from segqc.qc.model_api import Assessment, QcModel
+    from segqc.qc.qcresunet.train import fit_readout
+
+    config, network, data = _readout_case(lambda x: np.full((len(x), 6), 0.5))
+    data.outside = [np.array([[10, 9], [10, 2]]) for _ in data.segs]  # class 1: 90 % wrong, class 2: 20 %
+    record = fit_readout(network, data, config, torch.device("cpu"))
+    assert network.outside_errors.tolist() == [1.0, 0.0]
+    assert record["outside_error_rate"] == pytest.approx([0.9, 0.2])
+
+    # the driver marks those voxels beyond the window on the input grid, and nothing else there
+    segs = np.zeros((1, 4, 4), dtype=np.int64)
+    original = np.zeros((8, 8, 1), dtype=np.int64)  # the input grid; the window is its [2:6, 2:6]
+    original[0, 0], original[7, 7], original[3, 3] = 1, 2, 1
+
+    def restore(a, dtype):
+        out = np.zeros((8, 8, 1), dtype=dtype)
+        out[2:6, 2:6] = np.moveaxis(a, 0, -1)
+        return out
+
+    assessment = Assessment(dice=np.full((1, 3), 0.5), nsd=np.full((1, 3), 0.5), errors=np.zeros((1, 2, 1, 4, 4)),
+                            outside_errors=np.array([True, False]))
+    model = QcModel(method="qcresunet", plan=None, labels=(0, 1, 2), fingerprint=None,  # type: ignore[arg-type]
+                    assess=lambda *_: assessment, metrics=("dice",))
+    _, _, maps = _assess_case(model, "c", np.zeros((1, 1, 4, 4)), segs, np.ones(1), QcSettings(metrics=("dice",)),
+                              restore, original_seg=original)
+    marked = np.argwhere(maps["errors"][..., 0] > 0).tolist()
+    assert marked == [[0, 0]] and maps["errors"][0, 0, 0] == 1  # class 1 outside; not class 2, not inside

@@ -206,6 +206,25 @@ def test_decoder_skips_feed_the_image_feature_map_of_each_size_to_the_label_deco
     assert probs.shape == (3, 2, 2, 32, 32)
 
 
+def test_decoder_skip_from_leaves_the_fine_levels_without_image_maps():
+    config = LdsegConfig.preset("tiny", image_widths=(8, 16, 16, 24), decoder_skips=True, decoder_skip_from=2)
+    torch.manual_seed(0)
+    model = Ldseg(config, image_channels=1, classes=2).eval()
+    blocks = [m for m in model.label_decoder.body if type(m).__name__ == "ResBlock"]
+    # up-samplings to 4 and 8 px take the image maps (16 channels each); those to 16 and 32 px none
+    assert [b.conv1.in_channels for b in blocks] == [16 + 16, 16 + 16, 16, 8]
+    image = torch.randn(2, 1, 32, 32)
+    _, maps = model.encode_image(image)
+    assert maps[0] is None and maps[1] is None and tuple(maps[2].shape[1:]) == (16, 8, 8)
+    model.decode(torch.randn(2, config.latent_channels, 2, 2), image).square().mean().backward()
+    stem = model.image_encoder.body[0].weight.grad  # still reached, through the coarse maps
+    assert stem is not None and stem.abs().sum() > 0
+    probs = model.sample(image, samples=2, steps=2, generator=torch.Generator().manual_seed(0))
+    assert probs.shape == (2, 2, 2, 32, 32)
+    with pytest.raises(ValueError, match="decoder_skip_from"):
+        LdsegConfig.preset("tiny", decoder_skip_from=4)
+
+
 def _attention_sizes(config: LdsegConfig) -> list[int]:
     """Pixel side of every feature map the image encoder attends over (hooks on a forward pass)."""
     from segqc.seg.ldseg.model import _SpatialAttention

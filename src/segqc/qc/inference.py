@@ -153,7 +153,8 @@ def qc_case(model: QcModel, case: str, image_paths: Sequence[Path], seg_path: Pa
         return restore_label(np.moveaxis(slices, 0, -1).astype(dtype), prepared.transform)
 
     if model.assess is not None:
-        estimates, slices, maps = _assess_case(model, case, images, segs, ratios, settings, restore)
+        estimates, slices, maps = _assess_case(model, case, images, segs, ratios, settings, restore,
+                                               original_seg=seg_image.array)
         return estimates, slices, maps, seg_image.geometry, notes
     n_samples = settings.samples or model.default_samples
     assert model.generate is not None
@@ -222,9 +223,12 @@ def implied_slice_dice(segs: np.ndarray, errors: np.ndarray, classes: Sequence[S
 
 
 def _assess_case(model: QcModel, case: str, images: np.ndarray, segs: np.ndarray, ratios: np.ndarray,
-                 settings: QcSettings, restore) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
+                 settings: QcSettings, restore, *, original_seg: np.ndarray
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
     """Estimates, per-slice table and error map of one volume from a quality regressor: the mean
-    over the ensemble members is the estimate, their standard deviation the spread."""
+    over the ensemble members is the estimate, their standard deviation the spread. The error
+    map covers the model's window; beyond it, ``original_seg``'s voxels of the classes the model
+    says so of (``outside_errors``) are marked wrong."""
     assert model.assess is not None
     assessment = model.assess(images, segs, ratios)
     names = _label_set(model).names
@@ -246,7 +250,13 @@ def _assess_case(model: QcModel, case: str, images: np.ndarray, segs: np.ndarray
         threshold = 0.5 if assessment.error_threshold is None else np.asarray(assessment.error_threshold, dtype=float)
         binary = assessment.errors.mean(axis=0) >= np.reshape(threshold, (-1, 1, 1, 1))  # (C, n, H, W)
         bitmask = error_bitmask(binary)
-        maps["errors"] = restore(bitmask, bitmask.dtype)  # more than 8 classes need more than 8 bits
+        restored = restore(bitmask, bitmask.dtype)  # more than 8 classes need more than 8 bits
+        if assessment.outside_errors is not None and np.any(assessment.outside_errors):
+            outside = restore(np.ones(bitmask.shape, dtype=np.uint8), np.uint8) == 0
+            for bit, (flag, cls) in enumerate(zip(assessment.outside_errors, classes)):
+                if flag:
+                    restored[outside & np.isin(original_seg, cls[2])] |= restored.dtype.type(1 << bit)
+        maps["errors"] = restored
         per_slice = implied_slice_dice(segs, binary, [c[2] for c in classes])
     else:
         per_slice = np.full(segs.shape[0], math.nan)

@@ -37,12 +37,14 @@ class Assessment:
     ``errors`` ``(M, C, n, H, W)`` the probability (0-1) that each voxel of each slice is wrong
     for each class (prediction and ground truth disagree), or None for a model without error maps;
     ``error_threshold`` ``(C,)``: the probability from which the mean map marks a voxel wrong
-    (None: 0.5)."""
+    (None: 0.5); ``outside_errors`` ``(C,)`` bool: mark each class's segmentation voxels outside
+    the model's crop window wrong (the maps cover only the window; None: mark nothing there)."""
 
     dice: np.ndarray
     nsd: np.ndarray
     errors: np.ndarray | None
     error_threshold: np.ndarray | None = None
+    outside_errors: np.ndarray | None = None
 
 
 # images (n, C, H, W) float32 and segmentations (n, H, W) int of ONE volume, ratios (n,) -> Assessment

@@ -60,6 +60,11 @@ Choices where the paper is silent or cannot be followed literally:
 * Error-map threshold: a voxel is marked erroneous for class c where its probability reaches
   ``sem_threshold[c]`` — 0.5 as trained, or the threshold that maximised the mean per-sample
   Dice of the error maps on the read-out's samples (fitted with the read-out).
+* Outside the window: the network sees a ``size`` x ``size`` window centred on the
+  segmentation's largest component; segmentation voxels beyond it (stray false positives far
+  from the structure) are invisible to it. ``outside_errors[c]`` = 1 marks every class-c voxel
+  outside the window as erroneous in the error map — set by the read-out's fit when most such
+  voxels of its samples are wrong (on ACDC's degraded segmentations more than 99 %), 0 until then.
 * Decoder: three levels that undo stage 3, stage 2 and the stem (rates ``strides[2]``,
   ``strides[1]``, ``strides[0]``). Each level: nearest-neighbour up-sampling, 1x1 convolution to
   the skip's width, concatenation with the skip, two conv blocks (``conv3 -> IN -> LeakyReLU(0.01)``)
@@ -417,10 +422,12 @@ class QcResUNet(nn.Module):
     the number of random Fourier features of its non-linear correction (0: linear only);
     ``readout_surface``: add :func:`boundary_error_numbers` to its features. The buffer
     ``sem_threshold`` ``(C,)`` holds each class's error-probability threshold (0.5 until
-    :func:`segqc.qc.qcresunet.train.fit_readout` calibrates it).
+    :func:`segqc.qc.qcresunet.train.fit_readout` calibrates it), ``outside_errors`` ``(C,)``
+    whether a class's voxels outside the window are marked erroneous (0 until then).
     """
 
     sem_threshold: torch.Tensor
+    outside_errors: torch.Tensor
 
     def __init__(
         self,
@@ -479,6 +486,8 @@ class QcResUNet(nn.Module):
         self.readout_surface = bool(readout_surface)
         # Per-class probability above which a voxel is marked erroneous (fitted with the read-out).
         self.register_buffer("sem_threshold", torch.full((n_classes,), 0.5))
+        # Per class 1: mark the segmentation's voxels outside the window erroneous (fitted with the read-out).
+        self.register_buffer("outside_errors", torch.zeros(n_classes))
         self.readout: Readout | None = None
         if readout:
             readout_width = (n_classes * query_head_features(full, surface=readout_surface)

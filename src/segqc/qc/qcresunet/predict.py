@@ -67,6 +67,7 @@ def load(model_dir: str | Path, *, device: str = "cpu") -> LoadedQcResUNet:
                                     n_classes=len(classes), strides=saved["strides"], precision=precision)
             state = dict(weights[name])
             state.setdefault("sem_threshold", network.sem_threshold)  # saved before thresholds were calibrated
+            state.setdefault("outside_errors", network.outside_errors)  # saved before that was calibrated
             network.load_state_dict(state)
             members.append(network.eval().to(dev))
         plan = PreprocessingPlan.from_dict(saved["plan"])
@@ -108,7 +109,8 @@ def assess_volume(model: LoadedQcResUNet, images: np.ndarray, segs: np.ndarray) 
     ``segs`` ``(n, S, S)`` label values -> ``dice`` and ``nsd`` ``(M, K+1)`` (index 0: all
     classes, then the model's ``classes``), ``errors`` ``(M, K, n, S, S)`` error probabilities
     (None without a decoder), ``error_threshold`` ``(K,)`` the members' mean calibrated
-    threshold of those probabilities; forward passes at ``model.precision`` on
+    threshold of those probabilities, ``outside_errors`` ``(K,)`` whether each class's voxels
+    outside the window are erroneous (most members say so); forward passes at ``model.precision`` on
     :func:`network_inputs`, the padded slices cropped back."""
     image, query = network_inputs(model, images, segs)
     n = np.asarray(segs).shape[0]
@@ -127,7 +129,8 @@ def assess_volume(model: LoadedQcResUNet, images: np.ndarray, segs: np.ndarray) 
     return {"dice": np.stack(dice) if dice else np.full((len(model.members), width), np.nan),
             "nsd": np.stack(nsd) if nsd else np.full((len(model.members), width), np.nan),
             "errors": np.stack(errors) if errors else None,
-            "error_threshold": torch.stack([m.sem_threshold for m in model.members]).mean(dim=0).cpu().numpy()}
+            "error_threshold": torch.stack([m.sem_threshold for m in model.members]).mean(dim=0).cpu().numpy(),
+            "outside_errors": torch.stack([m.outside_errors for m in model.members]).mean(dim=0).cpu().numpy() > 0.5}
 
 
 def load_qc_model(model_dir: str | Path, *, device: str = "cpu"):
@@ -140,7 +143,7 @@ def load_qc_model(model_dir: str | Path, *, device: str = "cpu"):
     def assess(images: np.ndarray, segs: np.ndarray, ratios: np.ndarray) -> Assessment:
         result = assess_volume(model, images, segs)
         return Assessment(dice=np.asarray(result["dice"]), nsd=np.asarray(result["nsd"]), errors=result["errors"],
-                          error_threshold=result["error_threshold"])
+                          error_threshold=result["error_threshold"], outside_errors=result["outside_errors"])
 
     metrics = ("dice", "nsd") if model.config.regression else ()
     return QcModel(method=METHOD, plan=model.plan, labels=model.labels, fingerprint=model.fingerprint, assess=assess,

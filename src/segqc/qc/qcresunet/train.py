@@ -87,7 +87,9 @@ class QcResUNetData:
     of sample i (one imperfect segmentation of one volume); ``targets`` ``(N, 2, K + 1)``: Dice and
     NSD over all classes (index 0) and per class (1..K) of ``classes`` (:data:`QcClass`);
     ``labels``: the label values (0 included); ``sources[i]``: where sample i came from
-    (``degraded`` or the folder of real segmentations) and ``cases[i]`` its case."""
+    (``degraded`` or the folder of real segmentations) and ``cases[i]`` its case;
+    ``outside[i]`` ``(K, 2)``: per class the segmentation's voxels outside the network's
+    window (on the original grid) and how many of them are wrong (:func:`outside_window_counts`)."""
 
     images: list[np.ndarray]
     segs: list[np.ndarray]
@@ -102,6 +104,7 @@ class QcResUNetData:
     slice_spacing: float
     ndim: int
     notes: list[str] = field(default_factory=list)
+    outside: list[np.ndarray] = field(default_factory=list)
 
     @property
     def n_samples(self) -> int:
@@ -157,7 +160,7 @@ def _prepare_case(item: tuple[str, list[Path], Path, list[tuple[str, Path]]], *,
     images = read_case_images(image_paths)  # once per case, not once per segmentation
     channels = [image.array for image in images]
     gt = read_case_label(gt_path, images[0])
-    out: dict[str, Any] = {"images": [], "segs": [], "gts": [], "targets": [], "sources": []}
+    out: dict[str, Any] = {"images": [], "segs": [], "gts": [], "targets": [], "sources": [], "outside": []}
     for source, seg_path in segs:
         seg = read_case_label(seg_path, images[0])
         prepared = preprocess_case(channels, images[0].geometry, plan, label=seg.array)
@@ -168,7 +171,29 @@ def _prepare_case(item: tuple[str, list[Path], Path, list[tuple[str, Path]]], *,
         out["targets"].append(true_quality(seg.array, gt.array, gt.geometry.spacing, classes,
                                            tolerance_mm=tolerance_mm))
         out["sources"].append(source)
+        out["outside"].append(outside_window_counts(seg.array, gt.array, window_mask(prepared.transform), classes))
     return out
+
+
+def window_mask(transform: Any) -> np.ndarray:
+    """The voxels of the original grid that the network sees (inside the preprocessing's crop
+    window), as a boolean array of the original shape."""
+    from segqc.fingerprint.preprocessing import restore_label
+
+    return restore_label(np.ones(transform.output_shape, dtype=np.uint8), transform) > 0
+
+
+def outside_window_counts(seg: np.ndarray, gt: np.ndarray, window: np.ndarray,
+                          classes: Sequence[Sequence[int]]) -> np.ndarray:
+    """Per class (members' label values): the segmentation's voxels outside ``window`` and how
+    many of them the ground truth does not give that class, ``(K, 2)`` int64 (0, 0 for a class
+    with nothing outside). All arrays on one grid."""
+    outside = ~np.asarray(window, dtype=bool)
+    counts = np.zeros((len(classes), 2), dtype=np.int64)
+    for k, members in enumerate(classes):
+        s = np.isin(seg, members) & outside
+        counts[k] = int(s.sum()), int((s & ~np.isin(gt, members)).sum())
+    return counts
 
 
 def _degraded_files(dataset: Dataset, cases: Sequence[str], config: QcResUNetConfig, work_dir: Path, *,
@@ -250,6 +275,7 @@ def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, co
         data.gts += result["gts"]
         targets += result["targets"]
         data.sources += result["sources"]
+        data.outside += result["outside"]
         data.cases += [case] * len(result["segs"])
     data.targets = np.stack(targets)
     median = list(fingerprint.median_spacing)
@@ -312,10 +338,13 @@ def fit_readout(model: QcResUNet, data: QcResUNetData, config: QcResUNetConfig, 
     regression heads' own estimates on the same (fresh) samples — on too little data the heads
     stay in charge. The same samples calibrate ``model.sem_threshold``: per class the threshold
     of :data:`THRESHOLD_GRID` with the best mean Dice between predicted and true error maps
-    (:func:`best_error_thresholds`). Returns what the run record keeps (``used``: whether the
+    (:func:`best_error_thresholds`), and ``model.outside_errors``: a class's voxels outside the
+    network's window are marked erroneous when more than half of those of the samples are
+    (:func:`outside_error_rates`). Returns what the run record keeps (``used``: whether the
     read-out was installed; ``correction``: whether the Fourier correction was;
     ``sem_threshold`` and ``sem_dice``: the thresholds and their mean Dice, ``sem_dice_at_half``
-    the mean Dice at 0.5)."""
+    the mean Dice at 0.5; ``outside_error_rate`` per class, None where no sample has a voxel
+    outside, and ``outside_errors``)."""
     from rich.progress import track
 
     from segqc.training.fourier import fit_fourier_correction
@@ -338,6 +367,8 @@ def fit_readout(model: QcResUNet, data: QcResUNetData, config: QcResUNetConfig, 
     model.train(was_training)
     thresholds, sem_dice = best_error_thresholds(np.stack(counts))
     model.sem_threshold.copy_(torch.from_numpy(thresholds.astype(np.float32)))
+    outside = outside_error_rates(data)
+    model.outside_errors.copy_(torch.from_numpy((np.nan_to_num(outside, nan=0.0) > 0.5).astype(np.float32)))
     x = np.stack(features)
     targets = data.targets.reshape(data.n_samples, -1)  # Dice (K + 1), then NSD (K + 1)
     fit = fit_ridge(x, targets, data.cases)
@@ -345,7 +376,9 @@ def fit_readout(model: QcResUNet, data: QcResUNetData, config: QcResUNetConfig, 
                               "cv_mse": {str(k): v for k, v in fit.cv_mse.items()},
                               "linear_cv_mse": fit.cv_mse[fit.alpha], "readout_cv_mse": fit.cv_mse[fit.alpha],
                               "correction": False, "sem_threshold": thresholds.tolist(),
-                              "sem_dice": sem_dice["best"].tolist(), "sem_dice_at_half": sem_dice["half"].tolist()}
+                              "sem_dice": sem_dice["best"].tolist(), "sem_dice_at_half": sem_dice["half"].tolist(),
+                              "outside_error_rate": [None if np.isnan(r) else float(r) for r in outside],
+                              "outside_errors": model.outside_errors.tolist()}
     correction = None
     if model.readout.fourier:
         correction = fit_fourier_correction(fit.standardise(x), targets - fit.predict(x), data.cases,
@@ -369,6 +402,16 @@ def fit_readout(model: QcResUNet, data: QcResUNetData, config: QcResUNetConfig, 
             model.readout.set_correction(*(tensor(a) for a in (correction.frequencies, correction.phases, c.mean,
                                                                c.scale, c.weight, c.bias)))
     return record
+
+
+def outside_error_rates(data: QcResUNetData) -> np.ndarray:
+    """Per class: the share of the samples' segmentation voxels outside the network's window
+    that are wrong (pooled over the samples), ``(K,)``; NaN for a class with no such voxel."""
+    if not data.outside:
+        return np.full(len(data.classes), np.nan)
+    total = np.sum(np.stack(data.outside), axis=0).astype(float)  # (K, 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total[:, 0] > 0, total[:, 1] / np.maximum(total[:, 0], 1.0), np.nan)
 
 
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
@@ -413,7 +456,8 @@ def _readout_summary(record: dict[str, Any]) -> str:
             f"{'used' if record['used'] else 'not used, the heads give the estimates'}; error-map thresholds "
             f"{', '.join(f'{t:.2f}' for t in record['sem_threshold'])} (mean Dice of the maps "
             f"{', '.join(f'{d:.3f}' for d in record['sem_dice'])}; at 0.5: "
-            f"{', '.join(f'{d:.3f}' for d in record['sem_dice_at_half'])})")
+            f"{', '.join(f'{d:.3f}' for d in record['sem_dice_at_half'])}); voxels outside the window wrong: "
+            f"{', '.join('-' if r is None else f'{r:.3f}' for r in record.get('outside_error_rate', []))}")
 
 
 def epoch_order(dice: np.ndarray, n: int, bins: int, rng: np.random.Generator) -> np.ndarray:

@@ -79,7 +79,9 @@ class LdsegConfig(ConfigBase):
     size), ``image_blocks`` or ``image_embedding_channels`` say otherwise (empty / 0: as the label
     side; the paper: the same size as the label embedding). ``decoder_skips``: the label decoder
     also gets the image encoder's feature maps at each of its sizes (U-Net-style skips from the
-    image; the paper's decoder has none).
+    image; the paper's decoder has none); ``decoder_skip_from``: the finest of those maps the
+    decoder takes (0: all, from the full-resolution one; k: only the maps ``2^k`` times coarser
+    than the slice and coarser — the fine maps carry pixel noise straight to the output).
 
     Diffusion: ``timesteps`` (T), ``schedule`` (MONAI schedule name), ``train_decode``
     (``paper`` or ``x0``) and ``prediction`` (``epsilon`` or ``v``; module docstring),
@@ -109,6 +111,7 @@ class LdsegConfig(ConfigBase):
     image_blocks: int = 0
     image_embedding_channels: int = 0
     decoder_skips: bool = False
+    decoder_skip_from: int = 0
     denoiser_channels: tuple[int, ...] = (32, 64, 64)
     denoiser_attention: tuple[bool, ...] = (False, True, True)
     denoiser_res_blocks: int = 1
@@ -168,6 +171,9 @@ class LdsegConfig(ConfigBase):
                      "checkpoint_every", "denoiser_res_blocks"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= int(self.decoder_skip_from) < len(self.widths):
+            raise ValueError(f"decoder_skip_from must lie in 0..{len(self.widths) - 1} (one per up-sampling), "
+                             f"got {self.decoder_skip_from}")
         if not 0.0 <= self.sampling_t_share <= 1.0:
             raise ValueError(f"sampling_t_share must lie in [0, 1], got {self.sampling_t_share}")
         if self.steps > self.timesteps:

@@ -141,7 +141,7 @@ class LabelDecoder(nn.Module):
     decoder without skip connections (the paper). ``skip_channels`` (finest first, one per
     up-sampling; :meth:`Encoder.features` of the image encoder): after each x2 up-sampling the
     image feature map of that size is concatenated before the residual block — image skips, an
-    option outside the paper."""
+    option outside the paper; an entry of 0 leaves its level without one."""
 
     def __init__(self, latent_channels: int, classes: int, widths: Sequence[int], *, blocks: int = 1,
                  skip_channels: Sequence[int] = ()) -> None:
@@ -160,14 +160,16 @@ class LabelDecoder(nn.Module):
         layers.append(nn.Conv2d(channels, classes, 1))
         self.body = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor, skips: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, skips: Sequence[torch.Tensor | None] = ()) -> torch.Tensor:
         """Logits of the latents ``z``; ``skips``: the image feature maps, finest first (only
-        and always with ``skip_channels``)."""
+        and always with ``skip_channels``; None where that entry is 0)."""
         pending = list(skips)
         for layer in self.body:
             z = layer(z)
             if pending and isinstance(layer, nn.Upsample):
-                z = torch.cat([z, pending.pop()], dim=1)
+                skip = pending.pop()
+                if skip is not None:
+                    z = torch.cat([z, skip], dim=1)
         return z
 
 
@@ -195,16 +197,21 @@ class Ldseg(nn.Module):
             num_res_blocks=config.denoiser_res_blocks,
             channels=config.denoiser_channels, attention_levels=config.denoiser_attention,
             norm_num_groups=config.norm_groups, num_head_channels=[max(c // 4, 1) for c in config.denoiser_channels])
+        skip_channels = [c if level >= config.decoder_skip_from else 0
+                         for level, c in enumerate(self.image_encoder.tap_channels)]
         self.label_decoder = LabelDecoder(latent, classes, config.widths, blocks=config.blocks,
-                                          skip_channels=self.image_encoder.tap_channels if config.decoder_skips else ())
+                                          skip_channels=skip_channels if config.decoder_skips else ())
         schedule = DDPMScheduler(num_train_timesteps=config.timesteps, schedule=config.schedule)
         self.register_buffer("abar", schedule.alphas_cumprod.float().clone(), persistent=False)
 
-    def encode_image(self, image: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def encode_image(self, image: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
         """The image embedding and, with ``decoder_skips``, the image feature maps the label
-        decoder concatenates (finest first; otherwise none)."""
+        decoder concatenates (finest first, None for those finer than ``decoder_skip_from``;
+        otherwise none)."""
         if self.config.decoder_skips:
-            return self.image_encoder.features(image)
+            embedding, maps = self.image_encoder.features(image)
+            start = self.config.decoder_skip_from
+            return embedding, [m if level >= start else None for level, m in enumerate(maps)]
         return self.image_encoder(image), []
 
     def decode(self, z: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
@@ -293,7 +300,7 @@ class Ldseg(nn.Module):
         b = image.shape[0]
         z_image, skips = self.encode_image(image)
         z_image = z_image.repeat(samples, 1, 1, 1)
-        skips = [m.repeat(samples, 1, 1, 1) for m in skips]
+        skips = [None if m is None else m.repeat(samples, 1, 1, 1) for m in skips]
         shape = (samples * b, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
         if noise is None:
             noise = torch.randn(shape, generator=generator)
