@@ -66,3 +66,22 @@ def test_the_error_map_of_a_shifted_segmentation_marks_its_errors(qc_run):
         true = (seg == value) ^ (gt.array == value)
         scores.append(2 * np.logical_and(predicted, true).sum() / (predicted.sum() + true.sum()))
     assert np.mean(scores) > 0.4, scores
+
+
+def test_a_stray_blob_beyond_the_window_is_marked_wrong(shared_data, tmp_path):
+    """The network sees a 96-px window around the segmentation's largest part; the shipped
+    model's calibration says class voxels beyond it are nearly always wrong (92-98 % of its
+    read-out samples), so a blob of LV label in the image's corner is marked as LV error, and
+    nothing of the heart is marked there."""
+    acdc = shared_data("acdc")
+    gt = read_label_map(acdc / "labelsTr" / f"{CASE}.nii.gz")
+    stray = gt.array.copy()
+    stray[:6, :6, :] = 3  # the corner: far outside a 150 mm window centred on the heart
+    assert not gt.array[:6, :6, :].any()
+    (tmp_path / "images").mkdir()
+    shutil.copy(acdc / "imagesTr" / f"{CASE}_0000.nii.gz", tmp_path / "images" / "stray_0000.nii.gz")
+    write_image(tmp_path / "segs" / "stray.nii.gz", stray, gt.geometry)
+    qc_folder(MODEL, tmp_path / "images", tmp_path / "segs", tmp_path / "qc", settings=QcSettings(metrics=("dice",)))
+    errors = read_label_map(tmp_path / "qc" / "errors" / "stray.nii.gz").array
+    assert (((errors[:6, :6, :] >> 2) & 1) == 1).all()  # LV bit on every blob voxel
+    assert not (errors[:6, :6, :] & 0b011).any()  # RV and MYO bits untouched there
