@@ -64,7 +64,7 @@ Choices where the paper is silent or cannot be followed literally:
   segmentation's largest component; segmentation voxels beyond it (stray false positives far
   from the structure) are invisible to it. ``outside_errors[c]`` = 1 marks every class-c voxel
   outside the window as erroneous in the error map — set by the read-out's fit when most such
-  voxels of its samples are wrong (on ACDC's degraded segmentations more than 99 %), 0 until then.
+  voxels of its samples are wrong (ACDC: 92-98 % of the read-out samples' such voxels), 0 until then.
 * Decoder: three levels that undo stage 3, stage 2 and the stem (rates ``strides[2]``,
   ``strides[1]``, ``strides[0]``). Each level: nearest-neighbour up-sampling, 1x1 convolution to
   the skip's width, concatenation with the skip, two conv blocks (``conv3 -> IN -> LeakyReLU(0.01)``)
