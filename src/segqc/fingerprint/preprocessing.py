@@ -75,6 +75,7 @@ __all__ = [
     "restore_image",
     "restore_label",
     "transform_label",
+    "window_mask",
 ]
 
 _LPS_TO_RAS = (-1.0, -1.0, 1.0)
@@ -681,6 +682,12 @@ def restore_label(label: np.ndarray, transform: Transform) -> np.ndarray:
         raise ValueError(f"label shape {label.shape} does not match the preprocessed shape "
                          f"{transform.output_shape}")
     return _restore(label, transform, order=0, fill=0)
+
+
+def window_mask(transform: Transform) -> np.ndarray:
+    """The voxels of the original grid inside the crop window (what the preprocessed arrays
+    hold), boolean with ``transform.original_geometry.shape``."""
+    return restore_label(np.ones(transform.output_shape, dtype=np.uint8), transform) > 0
 
 
 def restore_image(image: np.ndarray, transform: Transform, *, order: int = 1,

@@ -252,7 +252,7 @@ def _assess_case(model: QcModel, case: str, images: np.ndarray, segs: np.ndarray
         bitmask = error_bitmask(binary)
         restored = restore(bitmask, bitmask.dtype)  # more than 8 classes need more than 8 bits
         if assessment.outside_errors is not None and np.any(assessment.outside_errors):
-            outside = restore(np.ones(bitmask.shape, dtype=np.uint8), np.uint8) == 0
+            outside = restore(np.ones(bitmask.shape, dtype=np.uint8), np.uint8) == 0  # beyond the crop window
             for bit, (flag, cls) in enumerate(zip(assessment.outside_errors, classes)):
                 if flag:
                     restored[outside & np.isin(original_seg, cls[2])] |= restored.dtype.type(1 << bit)

@@ -154,7 +154,13 @@ def _prepare_case(item: tuple[str, list[Path], Path, list[tuple[str, Path]]], *,
                   classes: tuple[tuple[int, ...], ...], tolerance_mm: float) -> dict[str, Any]:
     """All samples of one case: preprocessed image, segmentation and ground truth per
     segmentation, and the true quality on the original grid."""
-    from segqc.fingerprint.preprocessing import preprocess_case, read_case_images, read_case_label, transform_label
+    from segqc.fingerprint.preprocessing import (
+        preprocess_case,
+        read_case_images,
+        read_case_label,
+        transform_label,
+        window_mask,
+    )
 
     case, image_paths, gt_path, segs = item
     images = read_case_images(image_paths)  # once per case, not once per segmentation
@@ -173,14 +179,6 @@ def _prepare_case(item: tuple[str, list[Path], Path, list[tuple[str, Path]]], *,
         out["sources"].append(source)
         out["outside"].append(outside_window_counts(seg.array, gt.array, window_mask(prepared.transform), classes))
     return out
-
-
-def window_mask(transform: Any) -> np.ndarray:
-    """The voxels of the original grid that the network sees (inside the preprocessing's crop
-    window), as a boolean array of the original shape."""
-    from segqc.fingerprint.preprocessing import restore_label
-
-    return restore_label(np.ones(transform.output_shape, dtype=np.uint8), transform) > 0
 
 
 def outside_window_counts(seg: np.ndarray, gt: np.ndarray, window: np.ndarray,
