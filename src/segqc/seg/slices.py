@@ -32,8 +32,8 @@ from segqc.errors import InputError
 from segqc.io.datasets import Dataset
 from segqc.windows import crop_window
 
-__all__ = ["SliceData", "Window", "build_training_data", "crop_or_pad", "flip_rows", "image_slices", "label_slices",
-           "make_batch", "slice_window"]
+__all__ = ["SliceData", "Window", "add_noise_rows", "build_training_data", "crop_or_pad", "flip_rows", "image_slices",
+           "label_slices", "make_batch", "slice_window"]
 
 Window = tuple[int, int, int, int]
 """``(top, left, height, width)`` of a slice window in pixels of the slice; top / left may be
@@ -193,14 +193,34 @@ def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, si
 
 
 def make_batch(data: SliceData, indices: Sequence[int], *, rng: np.random.Generator | None = None,
-               flip: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+               flip: bool = False, noise: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """``image`` (B, C, S, S) float32 and ``gt`` (B, S, S) int64 of slices ``indices``; with
-    ``flip`` and ``rng`` each slice is flipped along each axis with probability 1/2."""
+    ``rng``, ``flip`` flips each slice along each axis with probability 1/2 and ``noise`` > 0
+    adds Gaussian noise to half of the slices (:func:`add_noise_rows`)."""
     images = data.images[list(indices)].astype(np.float32)
     gts = data.gts[list(indices)].astype(np.int64)
     if flip and rng is not None:
         flip_rows(images, gts, rng)
+    if noise > 0 and rng is not None:
+        add_noise_rows(images, rng, noise)
     return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(np.ascontiguousarray(gts))
+
+
+def add_noise_rows(images: np.ndarray, rng: np.random.Generator, max_sigma: float) -> None:
+    """In place: each row of ``images`` ``(B, C, S, S)``, with probability 1/2, gets white
+    Gaussian noise whose standard deviation is ``u`` times each channel's intensity range
+    (max - min of that slice; 0 for a constant channel) with ``u`` uniform in
+    ``[0, max_sigma]`` — the measure of the noise sweeps (``benchmarks/seg/seg_sweeps.py``),
+    applied to the preprocessed slice. ``max_sigma`` 0 leaves the rows unchanged."""
+    if max_sigma <= 0:
+        return
+    for row in range(images.shape[0]):
+        if rng.random() >= 0.5:
+            continue
+        level = rng.uniform(0.0, max_sigma)
+        span = (images[row].max(axis=(-2, -1)) - images[row].min(axis=(-2, -1))).astype(np.float32)
+        scale = (level * span)[:, None, None]
+        images[row] += scale * rng.standard_normal(images[row].shape).astype(np.float32)
 
 
 def flip_rows(images: np.ndarray, targets: np.ndarray, rng: np.random.Generator) -> None:

@@ -92,7 +92,9 @@ class LdsegConfig(ConfigBase):
     Loss and optimisation: ``gamma`` (Dice weight), ``lam`` (denoiser weight), ``steps_train``
     optimiser steps of ``batch_size`` slices drawn uniformly from all training slices, Adam
     ``lr`` multiplied by ``lr_decay`` every 1000 steps (exponential decay), ``flip``
-    (random flips as augmentation; off by default: left/right classes), ``checkpoint_every``.
+    (random flips as augmentation; off by default: left/right classes), ``noise_aug`` (0: off;
+    > 0: half of the training slices get Gaussian noise of up to ``noise_aug`` times the slice's
+    intensity range, :func:`segqc.seg.slices.add_noise_rows`), ``checkpoint_every``.
 
     Inference defaults: ``samples`` per slice, ``steps`` DDIM steps.
     """
@@ -129,6 +131,7 @@ class LdsegConfig(ConfigBase):
     lr: float = 1e-3
     lr_decay: float = 0.9
     flip: bool = False
+    noise_aug: float = 0.0
     checkpoint_every: int = 250
     samples: int = 1
     steps: int = 2
@@ -137,6 +140,8 @@ class LdsegConfig(ConfigBase):
     def __post_init__(self) -> None:
         if not (self.spacing_mm >= 0 and math.isfinite(self.spacing_mm)):
             raise ValueError(f"spacing_mm must be 0 (whole slices) or a pixel size in mm, got {self.spacing_mm}")
+        if not 0.0 <= self.noise_aug < 1.0:
+            raise ValueError(f"noise_aug must be in [0, 1) (a fraction of the intensity range), got {self.noise_aug}")
         for name in ("widths", "denoiser_channels", "image_widths"):
             object.__setattr__(self, name, tuple(int(w) for w in getattr(self, name)))
         object.__setattr__(self, "denoiser_attention", tuple(bool(a) for a in self.denoiser_attention))

@@ -37,7 +37,7 @@ def _stage(config: LdsegConfig, data: SliceData, model: Ldseg, dev: torch.device
             group["lr"] = config.lr * config.lr_decay ** (k / 1000)
         rng, generator = step_generators(config.seed, 0, k)
         indices = rng.integers(0, data.n_slices, size=config.batch_size).tolist()
-        image, gt = make_batch(data, indices, rng=rng, flip=config.flip)
+        image, gt = make_batch(data, indices, rng=rng, flip=config.flip, noise=config.noise_aug)
         loss, parts = model.training_loss(image.to(dev), gt.to(dev), generator=generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

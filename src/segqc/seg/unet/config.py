@@ -47,6 +47,7 @@ class UnetConfig(ConfigBase):
     ``res_units`` per level, ``dropout`` (probability; > 0 makes MC-dropout possible);
     ``gamma`` (Dice weight), ``steps_train`` Adam steps of ``batch_size`` slices drawn uniformly,
     learning rate ``lr`` multiplied by ``lr_decay`` every 1000 steps, ``flip`` augmentation,
+    ``noise_aug`` (Gaussian noise augmentation as LDSeg's: :func:`segqc.seg.slices.add_noise_rows`),
     ``checkpoint_every``; ``samples`` (default passes at inference: MC-dropout when > 1)."""
 
     KIND: ClassVar[str] = "unet"
@@ -64,6 +65,7 @@ class UnetConfig(ConfigBase):
     lr: float = 1e-3
     lr_decay: float = 0.9
     flip: bool = False
+    noise_aug: float = 0.0
     checkpoint_every: int = 250
     samples: int = 1
     raters: str = "majority"
@@ -72,6 +74,8 @@ class UnetConfig(ConfigBase):
     def __post_init__(self) -> None:
         if not (self.spacing_mm >= 0 and math.isfinite(self.spacing_mm)):
             raise ValueError(f"spacing_mm must be 0 (whole slices) or a pixel size in mm, got {self.spacing_mm}")
+        if not 0.0 <= self.noise_aug < 1.0:
+            raise ValueError(f"noise_aug must be in [0, 1) (a fraction of the intensity range), got {self.noise_aug}")
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
         if len(self.channels) < 2:
             raise ValueError(f"channels needs at least two levels, got {self.channels}")

@@ -16,7 +16,7 @@ from torch import nn
 
 from segqc.errors import InputError
 from segqc.seg.rater_slices import RaterSliceData, build_rater_data
-from segqc.seg.slices import SliceData, build_training_data, flip_rows, make_batch
+from segqc.seg.slices import SliceData, add_noise_rows, build_training_data, flip_rows, make_batch
 from segqc.seg.unet.config import UnetConfig
 from segqc.seg.unet.model import build_unet, segmentation_loss
 from segqc.training import save_checkpoint
@@ -50,6 +50,7 @@ def _rater_batch(config: UnetConfig, data: RaterSliceData, indices: list[int],
     targets = rater_targets(config.raters, data.raters[indices], data.n_raters[indices], rng)
     if config.flip:
         flip_rows(images, targets, rng)
+    add_noise_rows(images, rng, config.noise_aug)
     return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(np.ascontiguousarray(targets))
 
 
@@ -64,7 +65,7 @@ def _stage(config: UnetConfig, data: SliceData | RaterSliceData, network: nn.Mod
         if isinstance(data, RaterSliceData):
             image, gt = _rater_batch(config, data, indices, rng)
         else:
-            image, gt = make_batch(data, indices, rng=rng, flip=config.flip)
+            image, gt = make_batch(data, indices, rng=rng, flip=config.flip, noise=config.noise_aug)
         loss, parts = segmentation_loss(network(image.to(dev)), gt.to(dev), config.gamma)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
