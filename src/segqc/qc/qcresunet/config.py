@@ -9,8 +9,9 @@
   the ResNet-34 layout (3, 4, 6, 3 residual blocks) at widths (16, 32, 64, 128) (4.1 M
   parameters), batch 4, 10 degraded segmentations per training volume over QCResUNet's 10 equal
   Dice bins, 20 epochs of 800 segmentations re-drawn evenly over the bins (4000 steps), in
-  bfloat16 where the CPU has it (``precision="auto"``: about 0.4 s per step on 2 cores, 1.1 s in
-  float32), then the read-out (below) on 5 fresh degraded segmentations per training volume.
+  bfloat16 where the CPU has it (``precision="auto"``: about 0.4 s per step on 2 cores with
+  AMX, 1.1 s in float32; about 1 s on a CPU with AVX-512 BF16 but no AMX, where the run takes
+  over an hour), then the read-out (below) on 5 fresh degraded segmentations per training volume.
 * ``paper`` — for a GPU, the paper's method (its regression heads, no read-out): widths (32,
   64, 128, 256) — 16.3 M parameters, the size the paper's Table F.3 gives for QCResUNet
   (ResNet-34's own widths 64..512 would make 65 M) —, batch 4, 100 epochs, Adam with the
