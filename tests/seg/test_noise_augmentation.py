@@ -1,6 +1,6 @@
 """Gaussian noise augmentation of the segmentation methods' training slices (``noise_aug``):
 the noise follows its definition (half of the slices, a standard deviation of up to
-``max_sigma`` times each channel's range), both methods draw it from the step's generator, the
+``max_sigma`` times each channel's range), the step's generator decides it (both methods call it alike), the
 setting is validated, and a U-Net trained with it segments noisy images better than one trained
 without."""
 
@@ -52,7 +52,7 @@ def test_zero_leaves_the_rows_as_they_are_and_a_constant_channel_gets_none():
     assert float(np.abs(flat).max()) == 0.0
 
 
-def test_a_batch_of_one_step_is_the_same_for_both_methods_and_noisier_with_the_setting():
+def test_the_generator_decides_the_noise_and_the_labels_stay():
     rng = np.random.default_rng(3)
     pairs = [disk_image(rng, (16, 16)) for _ in range(12)]
     data = SliceData(np.stack([[image] for image, _ in pairs]).astype(np.float32),
