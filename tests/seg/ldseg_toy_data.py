@@ -22,6 +22,13 @@ def disk_image(rng: np.random.Generator, shape: tuple[int, int] = (40, 48)) -> t
     return image, label
 
 
+def foreground_dice(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Dice of the foreground (label > 0) of two maps; 1.0 when both are empty."""
+    pred, gt = np.asarray(pred) > 0, np.asarray(gt) > 0
+    total = int(pred.sum() + gt.sum())
+    return float(2 * (pred & gt).sum() / total) if total else 1.0
+
+
 def make_disk_dataset(root: Path, *, cases: int = 24, seed: int = 0, shape: tuple[int, int] = (40, 48)) -> Path:
     """An nnU-Net folder of 2D disk images (spacing 0.5 x 0.7 mm)."""
     rng = np.random.default_rng(seed)

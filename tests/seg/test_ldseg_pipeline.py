@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from ldseg_toy_data import disk_image
+from ldseg_toy_data import disk_image, foreground_dice
 from typer.testing import CliRunner
 
 from segqc.cli.main import app
@@ -24,12 +24,6 @@ from segqc.seg.ldseg.train import save_model
 from segqc.seg.slices import SliceData
 
 runner = CliRunner()
-
-
-def _dice(pred: np.ndarray, gt: np.ndarray) -> float:
-    pred, gt = np.asarray(pred) > 0, np.asarray(gt) > 0
-    total = pred.sum() + gt.sum()
-    return float(2 * (pred & gt).sum() / total) if total else 1.0
 
 
 def _held_out(n: int = 6, seed: int = 99) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -53,8 +47,8 @@ def test_trained_model_beats_an_all_background_map_on_held_out_disks(trained_lds
     for image, gt in _held_out():
         pred = segment_case(model, predict_slices, [image], samples=2, seed=0)["label"]
         assert pred.shape == gt.shape
-        scores.append(_dice(pred, gt))
-    background = [_dice(np.zeros_like(gt), gt) for _, gt in _held_out()]
+        scores.append(foreground_dice(pred, gt))
+    background = [foreground_dice(np.zeros_like(gt), gt) for _, gt in _held_out()]
     assert max(background) == 0.0
     assert np.mean(scores) > 0.5, scores
 
@@ -113,7 +107,7 @@ def test_cli_predict_writes_label_maps_entropy_and_cases_csv_on_the_input_grid(t
             np.testing.assert_allclose(written.geometry.direction, geometry.direction, atol=1e-6)
         assert set(np.unique(label.array)) <= {0, 1}
         assert entropy.array.dtype == np.float32 and entropy.array.min() >= 0
-        assert _dice(label.array, gt) > 0.5, case  # put back where the disk is, slice by slice
+        assert foreground_dice(label.array, gt) > 0.5, case  # put back where the disk is, slice by slice
         row = table.set_index("case").loc[case]
         assert row["samples"] == 3 and row["steps"] == 2
         assert row["region"] == "foreground" and row["foreground_voxels"] == int((label.array > 0).sum())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ldseg_toy_data import disk_image
+from ldseg_toy_data import disk_image, foreground_dice
 from typer.testing import CliRunner
 
 from segqc.cli.main import app
@@ -84,10 +84,6 @@ def _noisy_held_out(sigma: float, n: int = 8):
     return out
 
 
-def _dice(pred: np.ndarray, gt: np.ndarray) -> float:
-    return 2.0 * np.count_nonzero((pred > 0) & (gt > 0)) / (np.count_nonzero(pred) + np.count_nonzero(gt))
-
-
 def test_a_unet_trained_with_noise_segments_noisy_images_better(disk_dataset, tmp_path):
     scores = {}
     for name, extra in (("plain", []), ("noise", ["--set", "noise_aug=0.5"])):
@@ -97,5 +93,5 @@ def test_a_unet_trained_with_noise_segments_noisy_images_better(disk_dataset, tm
         model = load(tmp_path / name)
         labels = [(segment_case(model, predict_slices, [image.astype(np.float32)])["label"], gt)
                   for image, gt in _noisy_held_out(0.4)]
-        scores[name] = float(np.mean([_dice(label, gt) for label, gt in labels]))
+        scores[name] = float(np.mean([foreground_dice(label, gt) for label, gt in labels]))
     assert scores["noise"] > scores["plain"] + 0.05, scores

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from ldseg_toy_data import disk_image
+from ldseg_toy_data import disk_image, foreground_dice
 from typer.testing import CliRunner
 
 from segqc.cli.main import app
@@ -30,11 +30,6 @@ def _held_out(n: int = 6):
     return [disk_image(rng) for _ in range(n)]
 
 
-def _dice(pred: np.ndarray, gt: np.ndarray) -> float:
-    denominator = np.count_nonzero(pred) + np.count_nonzero(gt)
-    return 2.0 * np.count_nonzero((pred > 0) & (gt > 0)) / denominator if denominator else 1.0
-
-
 @pytest.fixture(scope="module")
 def trained_unet(disk_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("unet_run")
@@ -46,7 +41,7 @@ def trained_unet(disk_dataset, tmp_path_factory):
 
 def test_the_trained_unet_beats_an_all_background_map(trained_unet):
     model = load(trained_unet)
-    scores = [_dice(segment_case(model, predict_slices, [image])["label"], gt) for image, gt in _held_out()]
+    scores = [foreground_dice(segment_case(model, predict_slices, [image])["label"], gt) for image, gt in _held_out()]
     assert np.mean(scores) > 0.6, scores  # an all-background map scores 0
     losses = json.loads((trained_unet / "model" / "metrics.json").read_text())["train"]["losses"]["loss"]
     assert np.mean(losses[-30:]) < 0.6 * np.mean(losses[:30])
@@ -92,7 +87,7 @@ def test_seg_predict_serves_the_unet_and_refuses_a_qc_model(trained_unet, tmp_pa
     assert result.exit_code == 0, result.output
     label = read_label_map(tmp_path / "out" / "a.nii.gz")
     assert label.geometry == read_image(tmp_path / "images" / "a_0000.nii.gz").geometry
-    assert _dice(label.array, gt) > 0.6
+    assert foreground_dice(label.array, gt) > 0.6
     assert read_image(tmp_path / "out" / "uncertainty" / "a.nii.gz").array.max() > 0  # MC dropout: some spread
     save_checkpoint(tmp_path / "qc", method="qcresunet", config={}, weights={"net": {"w": torch.zeros(1)}})
     refused = runner.invoke(app, ["seg", "predict", str(tmp_path / "qc"), str(tmp_path / "images"), "-o",
