@@ -222,12 +222,7 @@ def test_prediction_runs_at_the_configs_precision(trained, tmp_path):
     assert fp32.precision == "fp32"  # the tiny preset pins float32
     if resolve_precision("auto", torch.device("cpu")) != "bf16":
         pytest.skip("this CPU has no native bfloat16")
-    copy = tmp_path / "auto"
-    shutil.copytree(trained["model_dir"], copy)
-    config = json.loads((copy / "config.json").read_text())
-    config["config"]["qcresunet"]["precision"] = "auto"
-    (copy / "config.json").write_text(json.dumps(config))
-    bf16 = load(copy)
+    bf16 = load(_with_config(trained["model_dir"], tmp_path / "auto", precision="auto"))
     assert bf16.precision == "bf16"
     rng = np.random.default_rng(0)
     segs = rng.integers(0, 3, (8, 32, 32))
@@ -237,6 +232,44 @@ def test_prediction_runs_at_the_configs_precision(trained, tmp_path):
     assert a["errors"] is not None and b["errors"] is not None
     assert np.abs(a["errors"] - b["errors"]).mean() < 0.02
     assert not np.array_equal(a["errors"], b["errors"])  # it did run at the lower precision
+
+
+def _with_config(model_dir, folder, **fields):
+    shutil.copytree(model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["config"]["qcresunet"].update(fields)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_test_time_flips_make_the_estimates_mirror_equivariant(trained, tmp_path):
+    """With ``test_flips=4`` the passes cover every in-plane mirror, so a mirrored volume gets the
+    same Dice / NSD estimates and the mirrored error maps (maps not mirrored back, or other axes
+    mirrored, break this); one pass does not have that symmetry, and two passes lie between."""
+    from segqc.qc.qcresunet.predict import assess_volume, load
+
+    rng = np.random.default_rng(1)
+    segs = np.zeros((8, 32, 32), dtype=np.int64)
+    segs[:, 4:20, 6:14] = 1  # off-centre and lopsided: no mirror symmetry
+    segs[:, 10:14, 14:28] = 2
+    images = (60.0 * segs + 10.0 + rng.normal(0, 5, segs.shape)).astype(np.float32)[:, None]
+    one = load(trained["model_dir"])
+    four = load(_with_config(trained["model_dir"], tmp_path / "four", test_flips=4))
+    assert one.config.test_flips == 1 and four.config.test_flips == 4
+    for axes in ((-1,), (-2,), (-1, -2)):
+        mirrored_images, mirrored_segs = np.flip(images, axes).copy(), np.flip(segs, axes).copy()
+        a, b = assess_volume(four, images, segs), assess_volume(four, mirrored_images, mirrored_segs)
+        assert b["dice"] == pytest.approx(a["dice"], abs=1e-5) and b["nsd"] == pytest.approx(a["nsd"], abs=1e-5)
+        assert np.abs(b["errors"] - np.flip(a["errors"], axes)).max() < 1e-5
+    single = assess_volume(one, images, segs)
+    single_mirrored = assess_volume(one, np.flip(images, -1).copy(), np.flip(segs, -1).copy())
+    assert np.abs(single_mirrored["errors"] - np.flip(single["errors"], -1)).max() > 1e-3
+    # the four-pass estimate is the mean of the single-pass estimates of the four mirrored volumes
+    singles = [assess_volume(one, np.flip(images, axes).copy(), np.flip(segs, axes).copy())["dice"]
+               for axes in ((), (-1,), (-2,), (-1, -2))]
+    assert assess_volume(four, images, segs)["dice"] == pytest.approx(np.mean(singles, axis=0), abs=1e-5)
+    with pytest.raises(ValueError, match="test_flips"):
+        QcResUNetConfig(test_flips=3)
 
 
 def _shifted(label, shift):

@@ -85,6 +85,11 @@ class QcResUNetConfig(ConfigBase):
     ``fp32``: the ``tiny`` and ``paper`` presets, reproducible across machines; ``bf16``); ``members``:
     models trained with seeds ``seed`` .. ``seed + members - 1`` (an ensemble: the estimate is
     their mean, the spread their standard deviation); ``checkpoint_every`` steps.
+
+    Prediction: ``test_flips`` forward passes per member, averaged (estimates, and the error
+    probabilities mirrored back): 1 the volume as it is, 2 also mirrored along the last in-plane
+    axis, 4 also along the other and along both (the training's own flips, so every pass is in
+    distribution; the time of a prediction's network part grows with it).
     """
 
     KIND: ClassVar[str] = "qcresunet"
@@ -119,6 +124,7 @@ class QcResUNetConfig(ConfigBase):
     members: int = 1
     checkpoint_every: int = 50
     precision: str = "auto"
+    test_flips: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -143,6 +149,8 @@ class QcResUNetConfig(ConfigBase):
             raise ValueError(f"classes must be auto, labels or regions, got {self.classes!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.test_flips not in TEST_FLIPS:
+            raise ValueError(f"test_flips must be one of {', '.join(map(str, TEST_FLIPS))}, got {self.test_flips}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -150,6 +158,10 @@ class QcResUNetConfig(ConfigBase):
     def steps_per_epoch(self) -> int:
         """Optimiser steps per epoch (``samples_per_epoch / batch_size``, rounded up)."""
         return -(-self.samples_per_epoch // self.batch_size)
+
+
+TEST_FLIPS = {1: ((),), 2: ((), (-1,)), 4: ((), (-1,), (-2,), (-1, -2))}
+"""The in-plane axes each test-time pass mirrors, per ``test_flips`` value."""
 
 
 def _as_strides(value: Any) -> tuple[tuple[int, ...], ...]:

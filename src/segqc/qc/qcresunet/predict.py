@@ -19,7 +19,7 @@ import torch
 
 from segqc.errors import InputError
 from segqc.fingerprint.preprocessing import PreprocessingPlan
-from segqc.qc.qcresunet.config import QcResUNetConfig
+from segqc.qc.qcresunet.config import TEST_FLIPS, QcResUNetConfig
 from segqc.qc.qcresunet.model import QcResUNet
 from segqc.qc.qcresunet.train import METHOD, QcClass, build_network, query_channels
 from segqc.training import CheckpointError, checkpoint_fits, load_checkpoint, select_device
@@ -111,19 +111,20 @@ def assess_volume(model: LoadedQcResUNet, images: np.ndarray, segs: np.ndarray) 
     (None without a decoder), ``error_threshold`` ``(K,)`` the members' mean calibrated
     threshold of those probabilities, ``outside_errors`` ``(K,)`` whether each class's voxels
     outside the window are erroneous (most members say so); forward passes at ``model.precision`` on
-    :func:`network_inputs`, the padded slices cropped back."""
+    :func:`network_inputs` (each member's mean over the config's ``test_flips`` mirrored passes),
+    the padded slices cropped back."""
     image, query = network_inputs(model, images, segs)
     n = np.asarray(segs).shape[0]
     device = image.device
     dice, nsd, errors = [], [], []
+    flips = TEST_FLIPS[model.config.test_flips]
     with torch.no_grad(), autocast(device, model.precision):
         for member in model.members:
-            output = member(image, query).float()
-            if output.dice is not None and output.nsd is not None:
-                dice.append(output.dice.mean(dim=0).cpu().numpy())
-                nsd.append(output.nsd.mean(dim=0).cpu().numpy())
-            if output.sem_logits is not None:
-                probs = torch.sigmoid(output.sem_logits).cpu().numpy()
+            member_dice, member_nsd, probs = _mean_over_flips(member, image, query, flips)
+            if member_dice is not None and member_nsd is not None:
+                dice.append(member_dice)
+                nsd.append(member_nsd)
+            if probs is not None:
                 errors.append(np.moveaxis(probs, 0, 1) if model.spatial_dims == 2 else probs[0, :, :n])
     width = len(model.classes) + 1
     return {"dice": np.stack(dice) if dice else np.full((len(model.members), width), np.nan),
@@ -131,6 +132,29 @@ def assess_volume(model: LoadedQcResUNet, images: np.ndarray, segs: np.ndarray) 
             "errors": np.stack(errors) if errors else None,
             "error_threshold": torch.stack([m.sem_threshold for m in model.members]).mean(dim=0).cpu().numpy(),
             "outside_errors": torch.stack([m.outside_errors for m in model.members]).mean(dim=0).cpu().numpy() > 0.5}
+
+
+def _mirror(tensor: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
+    return torch.flip(tensor, axes) if axes else tensor
+
+
+def _mean_over_flips(member: QcResUNet, image: torch.Tensor, query: torch.Tensor,
+                     flips: tuple[tuple[int, ...], ...]) -> tuple[np.ndarray | None, ...]:
+    """``member``'s DSC and NSD ``(K+1,)`` (mean over the batch) and error probabilities
+    ``(B, K, *spatial)``, each the mean over passes on the inputs mirrored along each entry of
+    ``flips`` (in-plane axes; the probabilities mirrored back); None where the network has no
+    such output."""
+    dice: list[np.ndarray] = []
+    nsd: list[np.ndarray] = []
+    probs: list[np.ndarray] = []
+    for axes in flips:
+        output = member(_mirror(image, axes), _mirror(query, axes)).float()
+        if output.dice is not None and output.nsd is not None:
+            dice.append(output.dice.mean(dim=0).cpu().numpy())
+            nsd.append(output.nsd.mean(dim=0).cpu().numpy())
+        if output.sem_logits is not None:
+            probs.append(_mirror(torch.sigmoid(output.sem_logits), axes).cpu().numpy())
+    return tuple(np.mean(v, axis=0) if v else None for v in (dice, nsd, probs))
 
 
 def load_qc_model(model_dir: str | Path, *, device: str = "cpu"):
