@@ -243,9 +243,10 @@ def _with_config(model_dir, folder, **fields):
 
 
 def test_test_time_flips_make_the_estimates_mirror_equivariant(trained, tmp_path):
-    """With ``test_flips=4`` the passes cover every in-plane mirror, so a mirrored volume gets the
-    same Dice / NSD estimates and the mirrored error maps (maps not mirrored back, or other axes
-    mirrored, break this); one pass does not have that symmetry, and two passes lie between."""
+    """With 4 passes every in-plane mirror is covered, so a mirrored volume gets the same mean
+    Dice / NSD estimates and the mirrored error maps (maps not mirrored back, or other axes
+    mirrored, break this); one pass does not have that symmetry. The config's ``test_flips`` is
+    the default number of passes."""
     from segqc.qc.qcresunet.predict import assess_volume, load
 
     rng = np.random.default_rng(1)
@@ -259,17 +260,45 @@ def test_test_time_flips_make_the_estimates_mirror_equivariant(trained, tmp_path
     for axes in ((-1,), (-2,), (-1, -2)):
         mirrored_images, mirrored_segs = np.flip(images, axes).copy(), np.flip(segs, axes).copy()
         a, b = assess_volume(four, images, segs), assess_volume(four, mirrored_images, mirrored_segs)
-        assert b["dice"] == pytest.approx(a["dice"], abs=1e-5) and b["nsd"] == pytest.approx(a["nsd"], abs=1e-5)
+        assert a["dice"].shape == (4, 3)  # one row per pass
+        for metric in ("dice", "nsd"):
+            assert b[metric].mean(axis=0) == pytest.approx(a[metric].mean(axis=0), abs=1e-5)
         assert np.abs(b["errors"] - np.flip(a["errors"], axes)).max() < 1e-5
     single = assess_volume(one, images, segs)
     single_mirrored = assess_volume(one, np.flip(images, -1).copy(), np.flip(segs, -1).copy())
+    assert single["dice"].shape == (1, 3)
     assert np.abs(single_mirrored["errors"] - np.flip(single["errors"], -1)).max() > 1e-3
-    # the four-pass estimate is the mean of the single-pass estimates of the four mirrored volumes
-    singles = [assess_volume(one, np.flip(images, axes).copy(), np.flip(segs, axes).copy())["dice"]
+    # each pass is the single-pass estimate of one mirrored volume; passes=4 overrides the config
+    singles = [assess_volume(one, np.flip(images, axes).copy(), np.flip(segs, axes).copy())["dice"][0]
                for axes in ((), (-1,), (-2,), (-1, -2))]
-    assert assess_volume(four, images, segs)["dice"] == pytest.approx(np.mean(singles, axis=0), abs=1e-5)
+    assert assess_volume(one, images, segs, passes=4)["dice"] == pytest.approx(np.stack(singles), abs=1e-5)
+    assert assess_volume(four, images, segs, passes=1)["dice"] == pytest.approx(single["dice"], abs=1e-6)
     with pytest.raises(ValueError, match="test_flips"):
         QcResUNetConfig(test_flips=3)
+
+
+def test_qc_predict_samples_are_qcresunets_mirrored_passes(trained, tmp_path):
+    """``--samples 4``: the estimate is the mean of the four passes and the spread their standard
+    deviation; a count the model cannot run is refused before any case runs."""
+    from segqc.fingerprint.preprocessing import preprocess_files
+    from segqc.qc.inference import QcSettings, qc_folder
+    from segqc.qc.qcresunet.predict import assess_volume, load
+
+    dataset = trained["dataset"]
+    images = dataset / "imagesTr"
+    table, _, _ = qc_folder(trained["model_dir"], images, dataset / "labelsTr", tmp_path / "qc",
+                            settings=QcSettings(metrics=("dice",), samples=4))
+    row = table[(table["case"] == "case0") & (table["label"] == "all")].iloc[0]
+    model = load(trained["model_dir"])
+    prepared = preprocess_files([images / "case0_0000.nii.gz"], model.plan,
+                                label_path=dataset / "labelsTr" / "case0.nii.gz")
+    passes = assess_volume(model, np.moveaxis(prepared.image, -1, 0),
+                           np.moveaxis(prepared.required_label(), -1, 0).astype(np.int64), passes=4)["dice"][:, 0]
+    assert row["estimate"] == pytest.approx(passes.mean(), abs=1e-6)
+    assert row["spread"] == pytest.approx(passes.std(ddof=1), abs=1e-6) and row["spread"] > 0
+    with pytest.raises(InputError, match="--samples 1, 2 or 4"):
+        qc_folder(trained["model_dir"], images, dataset / "labelsTr", tmp_path / "bad",
+                  settings=QcSettings(metrics=("dice",), samples=3))
 
 
 def _shifted(label, shift):

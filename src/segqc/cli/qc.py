@@ -77,8 +77,9 @@ def _print_worklist(work, limit: int = 10) -> None:
 
 _MODEL_HELP = "A trained QC model directory (e.g. models/acdc-nnqc-small) or a training run folder."
 _IMAGES_HELP = "Images: CASE_0000.nii.gz (one file per channel)."
-_SAMPLES_HELP = ("pGT samples per slice, fused by per-voxel majority; >1 adds a spread column "
-                 "(default: the model's, ACDC model 4).")
+_SAMPLES_HELP = ("pGT samples per slice, fused by per-voxel majority (nnQC; default: the model's, ACDC model 4), "
+                 "or mirrored passes per volume, averaged (QCResUNet: 1, 2 or 4; default the model's); "
+                 ">1 adds a spread column.")
 _STEPS_HELP = "Sampler steps (nnQC: DDIM steps; default: the model's, ACDC model 5)."
 _JOBS_HELP = "Parallel worker processes on the CPU (0 = one per core)."
 _SCHEDULER_HELP = "Dask distributed scheduler address, e.g. tcp://host:8786 (CPU models)."

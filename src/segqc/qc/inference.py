@@ -226,11 +226,12 @@ def _assess_case(model: QcModel, case: str, images: np.ndarray, segs: np.ndarray
                  settings: QcSettings, restore, *, original_seg: np.ndarray
                  ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
     """Estimates, per-slice table and error map of one volume from a quality regressor: the mean
-    over the ensemble members is the estimate, their standard deviation the spread. The error
+    of its estimates (ensemble members times passes, ``settings.samples`` or the model's default)
+    is the estimate, their standard deviation the spread. The error
     map covers the model's window; beyond it, ``original_seg``'s voxels of the classes the model
     says so of (``outside_errors``) are marked wrong."""
     assert model.assess is not None
-    assessment = model.assess(images, segs, ratios)
+    assessment = model.assess(images, segs, ratios, settings.samples or model.default_samples)
     names = _label_set(model).names
     classes = model.classes or tuple((str(v), names[v], (v,)) for v in model.labels if v != 0)
     spread_of = (lambda a: np.std(a, axis=0, ddof=1)) if assessment.dice.shape[0] > 1 else (
@@ -347,6 +348,11 @@ def qc_folder(model_dir: str | Path, images_dir: str | Path, segs_dir: str | Pat
     settings = settings or QcSettings()
     model_dir, out_dir = model_directory(model_dir), Path(out_dir)
     loaded = model or load_qc_model(model_dir, device=device)
+    if settings.samples is not None and loaded.sample_choices and settings.samples not in loaded.sample_choices:
+        choices = [str(c) for c in loaded.sample_choices]
+        allowed = choices[0] if len(choices) == 1 else f"{', '.join(choices[:-1])} or {choices[-1]}"
+        raise InputError(f"the {loaded.method} model takes --samples {allowed} (passes per volume), "
+                         f"not {settings.samples}", model_dir)
     tasks, pairing = qc_tasks(Path(images_dir), Path(segs_dir))
     if not tasks:
         raise InputError(f"no segmentation has an image (CASE_0000...) in {images_dir}", segs_dir)

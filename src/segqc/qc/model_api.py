@@ -31,9 +31,10 @@ GenerateFn = Callable[[np.ndarray, np.ndarray, np.ndarray, int, "int | None", in
 
 @dataclass
 class Assessment:
-    """What a quality regressor says of one volume, per ensemble member (M members, C classes):
-    ``dice`` and ``nsd`` ``(M, C + 1)`` in [0, 1] — index 0 the whole segmentation (multi-class
-    Dice; NSD: the mean over the classes), 1..C the classes in the order of the model's labels;
+    """What a quality regressor says of one volume (M ensemble members, C classes):
+    ``dice`` and ``nsd`` ``(E, C + 1)`` in [0, 1], one row per estimate (a member's pass: E = M
+    times the passes per member) — index 0 the whole segmentation (multi-class Dice; NSD: the
+    mean over the classes), 1..C the classes in the order of the model's labels;
     ``errors`` ``(M, C, n, H, W)`` the probability (0-1) that each voxel of each slice is wrong
     for each class (prediction and ground truth disagree), or None for a model without error maps;
     ``error_threshold`` ``(C,)``: the probability from which the mean map marks a voxel wrong
@@ -47,8 +48,9 @@ class Assessment:
     outside_errors: np.ndarray | None = None
 
 
-# images (n, C, H, W) float32 and segmentations (n, H, W) int of ONE volume, ratios (n,) -> Assessment
-AssessFn = Callable[[np.ndarray, np.ndarray, np.ndarray], Assessment]
+# images (n, C, H, W) float32 and segmentations (n, H, W) int of ONE volume, ratios (n,),
+# samples (passes per member; None: the model's default) -> Assessment
+AssessFn = Callable[[np.ndarray, np.ndarray, np.ndarray, "int | None"], Assessment]
 
 
 @dataclass
@@ -57,7 +59,9 @@ class QcModel:
     the training dataset's fingerprint (dict) for modality checks; ``generate`` (pGT generators)
     or ``assess`` (quality regressors): exactly one is set; ``batch_size``: slices per
     ``generate`` call; ``default_steps`` / ``default_samples``: what the driver uses when the
-    settings leave them open; ``metrics``: what a regressor estimates (``dice``, ``nsd``);
+    settings leave them open (a regressor's samples: its passes per member, e.g. QCResUNet's
+    mirrored passes); ``sample_choices``: the only sample counts the model takes (None: any);
+    ``metrics``: what a regressor estimates (``dice``, ``nsd``);
     ``tolerance_mm``: the NSD tolerance a regressor was trained for; ``classes``: a regressor's
     classes as (label in the tables, name, member label values), in the order of its outputs
     (None: every non-zero label value)."""
@@ -70,6 +74,7 @@ class QcModel:
     batch_size: int = 16
     default_steps: int | None = None
     default_samples: int = 1
+    sample_choices: tuple[int, ...] | None = None
     assess: AssessFn | None = None
     metrics: tuple[str, ...] = ()
     tolerance_mm: float | None = None

@@ -104,31 +104,43 @@ def network_inputs(model: LoadedQcResUNet, images: np.ndarray, segs: np.ndarray)
     return image, query_channels(seg, model.classes)
 
 
-def assess_volume(model: LoadedQcResUNet, images: np.ndarray, segs: np.ndarray) -> dict[str, np.ndarray | None]:
-    """Every member's estimate of one preprocessed volume: ``images`` ``(n, C, S, S)`` float32,
-    ``segs`` ``(n, S, S)`` label values -> ``dice`` and ``nsd`` ``(M, K+1)`` (index 0: all
-    classes, then the model's ``classes``), ``errors`` ``(M, K, n, S, S)`` error probabilities
-    (None without a decoder), ``error_threshold`` ``(K,)`` the members' mean calibrated
-    threshold of those probabilities, ``outside_errors`` ``(K,)`` whether each class's voxels
-    outside the window are erroneous (most members say so); forward passes at ``model.precision`` on
-    :func:`network_inputs` (each member's mean over the config's ``test_flips`` mirrored passes),
-    the padded slices cropped back."""
+def assess_volume(model: LoadedQcResUNet, images: np.ndarray, segs: np.ndarray, *,
+                  passes: int | None = None) -> dict[str, np.ndarray | None]:
+    """Every member's estimates of one preprocessed volume: ``images`` ``(n, C, S, S)`` float32,
+    ``segs`` ``(n, S, S)`` label values -> ``dice`` and ``nsd`` ``(M * P, K+1)`` (one row per
+    member and pass, member-major; index 0: all classes, then the model's ``classes``),
+    ``errors`` ``(M, K, n, S, S)`` error probabilities, each member's mean over its passes (None
+    without a decoder), ``error_threshold`` ``(K,)`` the members' mean calibrated threshold of
+    those probabilities, ``outside_errors`` ``(K,)`` whether each class's voxels outside the
+    window are erroneous (most members say so). ``passes`` (P: 1, 2 or 4; default the config's
+    ``test_flips``): forward passes per member on the inputs mirrored in-plane (:data:`TEST_FLIPS`),
+    their error maps mirrored back; at ``model.precision`` on :func:`network_inputs`, the padded
+    slices cropped back."""
+    passes = model.config.test_flips if passes is None else passes
+    if passes not in TEST_FLIPS:
+        raise InputError(f"QCResUNet runs 1, 2 or 4 mirrored passes per volume, not {passes}")
     image, query = network_inputs(model, images, segs)
     n = np.asarray(segs).shape[0]
     device = image.device
-    dice, nsd, errors = [], [], []
-    flips = TEST_FLIPS[model.config.test_flips]
+    dice: list[np.ndarray] = []
+    nsd: list[np.ndarray] = []
+    errors: list[np.ndarray] = []
     with torch.no_grad(), autocast(device, model.precision):
         for member in model.members:
-            member_dice, member_nsd, probs = _mean_over_flips(member, image, query, flips)
-            if member_dice is not None and member_nsd is not None:
-                dice.append(member_dice)
-                nsd.append(member_nsd)
-            if probs is not None:
-                errors.append(np.moveaxis(probs, 0, 1) if model.spatial_dims == 2 else probs[0, :, :n])
-    width = len(model.classes) + 1
-    return {"dice": np.stack(dice) if dice else np.full((len(model.members), width), np.nan),
-            "nsd": np.stack(nsd) if nsd else np.full((len(model.members), width), np.nan),
+            probs = []
+            for axes in TEST_FLIPS[passes]:
+                output = member(_mirror(image, axes), _mirror(query, axes)).float()
+                if output.dice is not None and output.nsd is not None:
+                    dice.append(output.dice.mean(dim=0).cpu().numpy())
+                    nsd.append(output.nsd.mean(dim=0).cpu().numpy())
+                if output.sem_logits is not None:
+                    probs.append(_mirror(torch.sigmoid(output.sem_logits), axes).cpu().numpy())
+            if probs:
+                mean = np.mean(probs, axis=0)
+                errors.append(np.moveaxis(mean, 0, 1) if model.spatial_dims == 2 else mean[0, :, :n])
+    rows, width = len(model.members) * passes, len(model.classes) + 1
+    return {"dice": np.stack(dice) if dice else np.full((rows, width), np.nan),
+            "nsd": np.stack(nsd) if nsd else np.full((rows, width), np.nan),
             "errors": np.stack(errors) if errors else None,
             "error_threshold": torch.stack([m.sem_threshold for m in model.members]).mean(dim=0).cpu().numpy(),
             "outside_errors": torch.stack([m.outside_errors for m in model.members]).mean(dim=0).cpu().numpy() > 0.5}
@@ -138,25 +150,6 @@ def _mirror(tensor: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
     return torch.flip(tensor, axes) if axes else tensor
 
 
-def _mean_over_flips(member: QcResUNet, image: torch.Tensor, query: torch.Tensor,
-                     flips: tuple[tuple[int, ...], ...]) -> tuple[np.ndarray | None, ...]:
-    """``member``'s DSC and NSD ``(K+1,)`` (mean over the batch) and error probabilities
-    ``(B, K, *spatial)``, each the mean over passes on the inputs mirrored along each entry of
-    ``flips`` (in-plane axes; the probabilities mirrored back); None where the network has no
-    such output."""
-    dice: list[np.ndarray] = []
-    nsd: list[np.ndarray] = []
-    probs: list[np.ndarray] = []
-    for axes in flips:
-        output = member(_mirror(image, axes), _mirror(query, axes)).float()
-        if output.dice is not None and output.nsd is not None:
-            dice.append(output.dice.mean(dim=0).cpu().numpy())
-            nsd.append(output.nsd.mean(dim=0).cpu().numpy())
-        if output.sem_logits is not None:
-            probs.append(_mirror(torch.sigmoid(output.sem_logits), axes).cpu().numpy())
-    return tuple(np.mean(v, axis=0) if v else None for v in (dice, nsd, probs))
-
-
 def load_qc_model(model_dir: str | Path, *, device: str = "cpu"):
     """The model (on ``device``) as a quality regressor for the QC driver
     (:class:`segqc.qc.model_api.QcModel` with ``assess``)."""
@@ -164,11 +157,12 @@ def load_qc_model(model_dir: str | Path, *, device: str = "cpu"):
 
     model = load(model_dir, device=device)
 
-    def assess(images: np.ndarray, segs: np.ndarray, ratios: np.ndarray) -> Assessment:
-        result = assess_volume(model, images, segs)
+    def assess(images: np.ndarray, segs: np.ndarray, ratios: np.ndarray, samples: int | None) -> Assessment:
+        result = assess_volume(model, images, segs, passes=samples)
         return Assessment(dice=np.asarray(result["dice"]), nsd=np.asarray(result["nsd"]), errors=result["errors"],
                           error_threshold=result["error_threshold"], outside_errors=result["outside_errors"])
 
     metrics = ("dice", "nsd") if model.config.regression else ()
     return QcModel(method=METHOD, plan=model.plan, labels=model.labels, fingerprint=model.fingerprint, assess=assess,
-                   metrics=metrics, tolerance_mm=model.config.tolerance_mm, classes=model.classes)
+                   metrics=metrics, tolerance_mm=model.config.tolerance_mm, classes=model.classes,
+                   default_samples=model.config.test_flips, sample_choices=tuple(TEST_FLIPS))
