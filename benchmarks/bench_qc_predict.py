@@ -6,8 +6,8 @@ Run from the repository root::
                                           [--cases 10] [--runs 5x4 20x1 2x1 5x1 10x1] [--jobs 1]
                                           [--out benchmarks/results/qc_predict.json] [--metrics dice,hd95,nsd]
 
-A QC model without sampling (QCResUNet) takes ``--runs model`` (its own settings) and ``--metrics
-dice,nsd``.
+A QC model without sampling (QCResUNet) takes ``--runs model`` (its own settings) or ``xK`` (K
+mirrored passes: ``--runs x1 x2 x4``) and ``--metrics dice,nsd``.
 
 What it does: links the first ``--cases`` ACDC images and their ground-truth label maps (as the
 segmentations to check) into a temporary folder, then runs the real command line,
@@ -67,8 +67,13 @@ def main() -> None:
             samples = 1
             if run != "model":
                 text_steps, _, text_samples = run.partition("x")
-                steps, samples = int(text_steps), int(text_samples or 1)
-                command += ["--steps", str(steps), "--samples", str(samples)]
+                samples = int(text_samples or 1)
+                command += ["--samples", str(samples)]
+                if text_steps:  # "xK": a regressor's K passes, no sampler steps
+                    steps = int(text_steps)
+                    command += ["--steps", str(steps)]
+                else:
+                    steps = "model"
             began = time.perf_counter()
             subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
             wall = time.perf_counter() - began
