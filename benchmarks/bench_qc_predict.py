@@ -59,8 +59,8 @@ def main() -> None:
             case = label.name[: -len(".nii.gz")]
             os.symlink(label.resolve(), segs / label.name)
             os.symlink((args.data / "imagesTr" / f"{case}_0000.nii.gz").resolve(), images / f"{case}_0000.nii.gz")
-        for run in args.runs:
-            out = Path(tmp) / f"qc_{run}"
+        for index, run in enumerate(args.runs):
+            out = Path(tmp) / f"qc_{index}_{run}"  # a fresh folder per run: a repeated run is timed again
             command = [str(segqc), "qc", "predict", str(args.model), str(images), str(segs), "-o", str(out),
                        "--jobs", str(args.jobs), "--quiet", "--metrics", args.metrics]
             steps: int | str = run
