@@ -118,7 +118,7 @@ def assess_volume(model: LoadedQcResUNet, images: np.ndarray, segs: np.ndarray, 
     slices cropped back."""
     passes = model.config.test_flips if passes is None else passes
     if passes not in TEST_FLIPS:
-        raise InputError(f"QCResUNet runs 1, 2 or 4 mirrored passes per volume, not {passes}")
+        raise InputError(f"QCResUNet runs {', '.join(map(str, TEST_FLIPS))} mirrored passes per volume, not {passes}")
     image, query = network_inputs(model, images, segs)
     n = np.asarray(segs).shape[0]
     device = image.device
