@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -150,6 +151,37 @@ def test_label_only_in_prediction_gives_gt_empty_worst_rows(phantom):
     assert rows[("7", "dice")] == (0.0, "gt_empty:worst")
     assert rows[("7", "hd95")] == (50.0, "gt_empty:worst")
     assert rows[("7", "volume_pred")][0] == pytest.approx(32 * np.prod(spacing) / 1000)
+
+
+def test_subject_level_nsd_is_the_mean_over_classes_present_in_either_map(phantom):
+    """Label ``all`` of the NSD (QCResUNet's subject-level target): surface-distance's NSD of the
+    classes present in either map, averaged — a class only in the ground truth counts 0, a class
+    in neither map does not count; two all-background maps follow the both-empty rule."""
+    import surface_distance as sdlib
+
+    from segqc.qc.qcresunet.train import true_quality
+
+    pred, gt, spacing = phantom
+    pred = np.where(pred == 1, 0, pred)  # class 1 missed: in the ground truth only
+    config = EvaluationConfig(metrics=("dice", "nsd"), multiclass_all=True, settings=MetricSettings(tolerance_mm=2.1),
+                              label_set=LabelSet(names=NAMES, regions={"heart": (1, 2, 3)}).restricted_to((1, 2, 3, 4)))
+    rows = _case_rows(evaluate_label_maps(pred, gt, spacing, config))
+    per_class = [sdlib.compute_surface_dice_at_tolerance(sdlib.compute_surface_distances(gt == c, pred == c, spacing),
+                                                         2.1) for c in (2, 3)]
+    expected = (0.0 + sum(per_class)) / 3  # classes 1 (missed), 2, 3; class 4 is in neither map
+    assert rows[("all", "nsd")] == (pytest.approx(expected, rel=1e-6), "")
+    assert rows[("4", "nsd")][1].startswith("both_empty")
+    # the QCResUNet training target of the same pair
+    assert true_quality(pred, gt, spacing, [(1,), (2,), (3,)], tolerance_mm=2.1)[1, 0] == pytest.approx(expected)
+    empty = np.zeros_like(gt)
+    value, tag = _case_rows(evaluate_label_maps(empty, empty, spacing, config))[("all", "nsd")]
+    assert math.isnan(value) and tag.startswith("both_empty")
+    assert ("all", "nsd") not in _case_rows(evaluate_label_maps(pred, gt, spacing, replace(config, metrics=("dice",))))
+    # a class absent from both maps stays out even where the policy scores it (best = 1)
+    best = replace(config, settings=MetricSettings(tolerance_mm=2.1, empty=EmptyPolicy(both_empty="best")))
+    rows = _case_rows(evaluate_label_maps(pred, gt, spacing, best))
+    assert rows[("4", "nsd")][0] == 1.0 and rows[("all", "nsd")] == (pytest.approx(expected, rel=1e-6), "")
+    assert _case_rows(evaluate_label_maps(empty, empty, spacing, best))[("all", "nsd")] == (1.0, "both_empty:best")
 
 
 def test_per_component_rows_equal_component_metrics_of_full_size_masks(pair):

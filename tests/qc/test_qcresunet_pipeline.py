@@ -433,6 +433,12 @@ def test_benchmark_reports_auroc_bins_and_error_maps(trained, tmp_path):
     sem = pd.read_csv(tmp_path / "bench" / "error_maps.csv", dtype={"label": str})
     assert len(sem) == 12 and sem["dsc_sem"].between(0, 1).all()
     assert (tmp_path / "bench" / "benchmark_bins.csv").is_file()
+    # every estimate the model writes is scored, the subject-level NSD (label all) included
+    pairs = pd.read_csv(tmp_path / "bench" / "pairs.csv", dtype={"label": str})
+    assert set(zip(pairs["label"], pairs["metric"])) == {(label, metric) for label in ("all", "1", "2")
+                                                         for metric in ("dice", "nsd")}
+    summary = pd.read_csv(tmp_path / "bench" / "benchmark.csv", dtype={"label": str})
+    assert ((summary["label"] == "all") & (summary["metric"] == "nsd")).sum() == 1
 
 
 def test_the_training_data_hold_every_ground_truth_as_a_perfect_sample(tmp_path):

@@ -10,6 +10,7 @@ of labels).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
@@ -27,7 +28,7 @@ from segqc.io.atomic import write_csv_atomic, write_json_atomic
 from segqc.io.datasets import DatasetInfo, find_dataset_json, pair_cases
 from segqc.io.images import check_same_geometry, read_label_map, resample_nearest
 from segqc.io.labels import LabelSet
-from segqc.metrics.binary import MetricSettings, compare_masks
+from segqc.metrics.binary import MetricResult, MetricSettings, compare_masks
 from segqc.metrics.components import compare_components
 from segqc.metrics.instance import instance_metrics
 from segqc.metrics.lesion import LesionSettings, detection_counts, froc_points, lesion_scores
@@ -65,7 +66,9 @@ class EvaluationConfig(ConfigBase):
     it); ``voronoi_units``: ``"mm"`` or ``"voxel"`` distances for the Voronoi partition;
     ``resample``: map a prediction whose grid differs onto the ground-truth grid (nearest
     neighbour, in physical space) instead of failing; ``multiclass_all``: add the subject-level
-    multi-class Dice (QCResUNet appendix A) as label ``all``; ``spacing``: pixel spacing (mm) of
+    multi-class Dice (QCResUNet appendix A) as label ``all`` and, when ``nsd`` is computed, the
+    subject-level NSD: the mean over the classes present in either map (what QCResUNet predicts;
+    regions are not counted); ``spacing``: pixel spacing (mm) of
     files that carry none (PNG/TIFF); ``soft``: prediction and ground truth are maps in [0, 1]
     (probabilities, fractions of raters), not label maps — only ``soft_dice`` is defined then,
     one row per case with label ``soft``; ``class_tolerances``: NSD tolerance (mm) per class value or
@@ -266,6 +269,23 @@ def _class_mean_records(records: list[tuple], class_labels: set[str], case: str)
     return out
 
 
+def _subject_nsd_record(records: list[tuple], class_labels: set[str], case: str, overall: MetricResult) -> tuple:
+    """Label ``all`` of the NSD: the mean of the classes' NSD (unitless, 0-1) over the classes
+    present in either map (a class in only one map counts with its ``gt_empty`` / ``pred_empty``
+    value, default 0). Every class absent from both maps: the two maps are all background and
+    the multi-class Dice's both-empty rule (``overall``) applies."""
+    values = [r[5] for r in records
+              if r[1] in class_labels and r[3] is None and r[4] == "nsd" and not str(r[6]).startswith("both_empty")]
+    finite = [v for v in values if math.isfinite(v)]
+    if not values:
+        value, tag = overall.value, overall.empty
+    elif finite:
+        value, tag = float(np.mean(finite)), ""
+    else:
+        value, tag = float("nan"), "all_nan"
+    return (case, "all", "all", None, "nsd", value, tag, "1")
+
+
 def evaluate_label_maps(
     pred: np.ndarray,
     gt: np.ndarray,
@@ -331,6 +351,8 @@ def evaluate_label_maps(
             pred, gt = np.where(keep[0], pred, 0), np.where(keep[1], gt, 0)
         overall = multiclass_dice(pred, gt, empty=config.settings.empty)
         records.append((case, "all", "all", None, "dice", overall.value, overall.empty, "1"))
+        if "nsd" in config.metrics:
+            records.append(_subject_nsd_record(records, {str(c) for c in classes}, case, overall))
     if "generalized_dice" in config.metrics:
         gd = generalized_dice(pred, gt, classes, empty=config.settings.empty)
         records.append((case, "all", "all", None, gd.metric, gd.value, gd.empty, "1"))
