@@ -48,7 +48,8 @@ QC_COLUMNS = ["case", "label", "label_name", "metric", "estimate", "spread", "em
 @dataclass(frozen=True)
 class QcSettings(ConfigBase):
     """``metrics``: segqc metric names estimated per label (``dice`` is also given for the whole
-    map as label ``all``, the QCResUNet multi-class Dice); ``samples``: pGTs per slice and
+    map as label ``all``, the QCResUNet multi-class Dice, and ``nsd`` as the mean over the classes
+    present in either map); ``samples``: pGTs per slice and
     ``steps``: sampler steps (None: the model's defaults; the ready-made ACDC model: 4 samples of
     5 DDIM steps); ``flag_dice``: worklist threshold on the estimated multi-class Dice;
     ``outlier_z``: robust z-score (median/MAD over the batch) below which a case is also flagged.
