@@ -10,7 +10,6 @@ of labels).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
@@ -270,19 +269,14 @@ def _class_mean_records(records: list[tuple], class_labels: set[str], case: str)
 
 
 def _subject_nsd_record(records: list[tuple], class_labels: set[str], case: str, overall: MetricResult) -> tuple:
-    """Label ``all`` of the NSD: the mean of the classes' NSD (unitless, 0-1) over the classes
-    present in either map (a class in only one map counts with its ``gt_empty`` / ``pred_empty``
-    value, default 0). Every class absent from both maps: the two maps are all background and
-    the multi-class Dice's both-empty rule (``overall``) applies."""
-    values = [r[5] for r in records
-              if r[1] in class_labels and r[3] is None and r[4] == "nsd" and not str(r[6]).startswith("both_empty")]
-    finite = [v for v in values if math.isfinite(v)]
-    if not values:
-        value, tag = overall.value, overall.empty
-    elif finite:
-        value, tag = float(np.mean(finite)), ""
-    else:
-        value, tag = float("nan"), "all_nan"
+    """Label ``all`` of the NSD: the per-case class mean (:func:`_class_mean_records`) of the
+    classes' NSD (unitless, 0-1) over the classes present in either map (a class in only one map
+    counts with its ``gt_empty`` / ``pred_empty`` value, default 0). Every class absent from both
+    maps: the two maps are all background and the multi-class Dice's both-empty rule
+    (``overall``) applies."""
+    present = [r for r in records if r[4] == "nsd" and not str(r[6]).startswith("both_empty")]
+    means = _class_mean_records(present, class_labels, case)
+    value, tag = (means[0][5], means[0][6]) if means else (overall.value, overall.empty)
     return (case, "all", "all", None, "nsd", value, tag, "1")
 
 
