@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from segqc.qc.qcresunet.config import QcResUNetConfig
 from segqc.qc.qcresunet.train import add_readout
 
 
@@ -28,7 +29,8 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--split", type=Path, help="split JSON; its 'train' cases (default: every case)")
-    parser.add_argument("--per-case", type=int, default=5)
+    parser.add_argument("--per-case", type=int, default=QcResUNetConfig.readout_per_case,
+                        help="fresh degraded segmentations per volume (default: the config's)")
     parser.add_argument("--extra-segs", type=Path, action="append", default=[],
                         help="the training's real segmentations (segqc qc train --extra-segs); repeatable")
     parser.add_argument("--fourier", type=int, default=1024,

@@ -104,7 +104,7 @@ class QcResUNetConfig(ConfigBase):
     attention: bool = True
     decoder: bool = True
     regression: bool = True
-    readout_per_case: int = 5
+    readout_per_case: int = 10
     readout_fourier: int = 1024
     readout_surface: bool = True
     classes: str = "auto"

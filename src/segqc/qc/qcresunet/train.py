@@ -627,7 +627,8 @@ def train_from_dataset(dataset_dir: str | Path, out_dir: str | Path, *, config: 
 
 
 def add_readout(model_dir: str | Path, dataset_dir: str | Path, out_dir: str | Path, *,
-                cases: Sequence[str] | None = None, readout_per_case: int = 5, readout_fourier: int = 1024,
+                cases: Sequence[str] | None = None, readout_per_case: int = QcResUNetConfig.readout_per_case,
+                readout_fourier: int = QcResUNetConfig.readout_fourier,
                 readout_surface: bool = True, extra_seg_dirs: Sequence[str | Path] = (), jobs: int = 1,
                 log: Callable[[str], None] = print, progress: bool = False) -> Path:
     """Fit a read-out to every member of a trained model, replacing any it has (the step training runs
