@@ -216,3 +216,31 @@ def rank_command(
     console.print(table)
     if "kendall_tau" in report:
         console.print(f"Kendall's tau vs the true ranking: {report['kendall_tau']:.3f}")
+
+
+@app.command("combine")
+def combine_command(
+    qc_dirs: list[Path] = typer.Argument(..., help="Output folders of `segqc qc predict` on the same segmentations "
+                                                  "(two or more, e.g. nnQC's and QCResUNet's)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder: qc.csv, worklist.csv, report.json, the maps."),
+    flag_dice: float = typer.Option(0.75, "--flag-dice", help="Flag cases whose estimated Dice is below this."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No worklist table."),
+) -> None:
+    """Combine QC runs of the same segmentations: the mean of their estimates, their disagreement as spread.
+
+    Example: segqc qc combine qc_nnqc/ qc_qcresunet/ -o qc_both/
+    """
+    from segqc.cli._common import prepare_output_dir
+    from segqc.qc.combine import combine_qc_folders
+
+    with user_errors():
+        if len(qc_dirs) < 2:
+            raise ValueError("combine needs at least two QC folders")
+        prepare_output_dir(out)
+        _, work, report = combine_qc_folders(qc_dirs, out, flag_dice=flag_dice)
+    for warning in report["warnings"]:
+        print_warning(warning)
+    if not quiet:
+        _print_worklist(work)
+    console.print(f"combined {len(qc_dirs)} runs of {report['cases']} cases: wrote {out / 'qc.csv'}, "
+                  f"{out / 'worklist.csv'}")

@@ -1,0 +1,154 @@
+"""Several GT-free QC runs of the same segmentations, combined into one: the mean of their estimates.
+
+Two QC methods that err differently (nnQC's pseudo ground truth, QCResUNet's regression) estimate
+real models' segmentations better together than either alone (docs/evidence.md, "The NSD of both
+methods"). :func:`combine_estimates` takes the ``qc.csv`` tables of such runs and returns one
+table: per case, label and metric present in every run, ``estimate`` = the mean of the runs'
+estimates and ``spread`` = their standard deviation (ddof 0; for two runs half their difference)
+— how much the methods disagree, the combined run's own uncertainty. A run that estimates a value
+as NaN (nothing to compare, e.g. an empty segmentation's HD95) makes the combined value NaN too:
+one method's "cannot say" is not outvoted. ``empty`` is kept where every run agrees on it.
+
+:func:`combine_qc_folders` does that for ``segqc qc predict`` output folders and writes a folder of
+the same kind (``qc.csv``, ``worklist.csv``, ``report.json`` with the first run's input files,
+and the ``pgt/`` and ``errors/`` maps of the runs that made them), so ``segqc report`` and
+``segqc review`` read it like any QC run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from segqc.errors import InputError
+from segqc.io.atomic import atomic_path, write_csv_atomic, write_json_atomic
+
+KEYS = ["case", "label", "metric"]
+_REQUIRED = ["case", "label", "label_name", "metric", "estimate"]
+
+
+def combine_estimates(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """The mean (``estimate``) and standard deviation (``spread``) of two or more QC tables'
+    estimates, per (case, label, metric) present in all of them; rows in the order of the first
+    table. A NaN estimate in any table gives NaN. Raises ``ValueError`` for fewer than two tables."""
+    if len(tables) < 2:
+        raise ValueError("combining needs two or more QC tables")
+    first = tables[0]
+    merged = first[KEYS + ["label_name"]].copy()
+    estimates, empties = [], []
+    for index, table in enumerate(tables):
+        part = table[KEYS + ["estimate"] + (["empty"] if "empty" in table.columns else [])]
+        part = part.rename(columns={"estimate": f"estimate{index}", "empty": f"empty{index}"})
+        merged = merged.merge(part, on=KEYS, how="inner")
+        estimates.append(f"estimate{index}")
+        if f"empty{index}" in merged.columns:
+            empties.append(f"empty{index}")
+    values = merged[estimates].to_numpy(dtype=float)
+    out = merged[KEYS + ["label_name"]].copy()
+    out["estimate"] = values.mean(axis=1)  # NaN wherever any run gave NaN
+    out["spread"] = values.std(axis=1)
+    if empties:
+        flags = merged[empties].astype("object")
+        agreed = flags.nunique(axis=1, dropna=False) == 1
+        out["empty"] = np.where(agreed, flags.iloc[:, 0], None)
+    columns = ["case", "label", "label_name", "metric", "estimate", "spread"] + (["empty"] if empties else [])
+    return out[columns].reset_index(drop=True)
+
+
+def _read_run(folder: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    path = folder / "qc.csv"
+    if not path.is_file():
+        raise InputError("no qc.csv here; give folders written by `segqc qc predict`", folder)
+    try:
+        table = pd.read_csv(path, dtype={"case": str, "label": str, "label_name": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise InputError(f"cannot read the table: {error}", path) from None
+    missing = [c for c in _REQUIRED if c not in table.columns]
+    if missing:
+        raise InputError(f"has no column(s) {missing}; is it a `segqc qc predict` table?", path)
+    if table.duplicated(KEYS).any():
+        raise InputError("holds a case, label and metric more than once", path)
+    report: dict[str, Any] = {}
+    if (folder / "report.json").is_file():
+        try:
+            report = json.loads((folder / "report.json").read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise InputError(f"cannot read the QC report: {error}", folder / "report.json") from None
+    return table, report
+
+
+def _copy_maps(sources: Sequence[Path], cases: Sequence[str], out_dir: Path) -> list[str]:
+    """Copy each kind of map (pseudo ground truths, error maps) of ``cases`` from the first run that
+    has it; returns the kinds copied."""
+    copied = []
+    for kind in ("pgt", "errors"):
+        source = next((s for s in sources if (s / kind).is_dir()), None)
+        if source is None:
+            continue
+        for case in cases:
+            origin = source / kind / f"{case}.nii.gz"
+            if origin.is_file():
+                with atomic_path(out_dir / kind / origin.name) as tmp:
+                    shutil.copyfile(origin, tmp)
+        copied.append(kind)
+    return copied
+
+
+def combine_qc_folders(qc_dirs: Sequence[str | Path], out_dir: str | Path, *,
+                       flag_dice: float = 0.75) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Combine ``segqc qc predict`` folders (two or more, e.g. nnQC's and QCResUNet's of the same
+    segmentations) into ``out_dir``; returns (qc table, worklist, report dict). Only the cases,
+    labels and metrics every run estimated are kept; the rest is named in the report's warnings.
+    Raises :class:`InputError` for a folder without a readable ``qc.csv``, fewer than two folders,
+    or runs that share no case."""
+    from segqc.qc.inference import QcSettings, worklist
+
+    sources = [Path(d) for d in qc_dirs]
+    if len(sources) < 2:
+        raise InputError("combining needs two or more QC folders")
+    out_dir = Path(out_dir)
+    if any(out_dir.resolve() == s.resolve() for s in sources):
+        raise InputError("the output folder is one of the QC folders to combine", out_dir)
+    runs = [_read_run(s) for s in sources]
+    tables = [table for table, _ in runs]
+    combined = combine_estimates(tables)
+    if combined.empty:
+        raise InputError("the QC folders share no case, label and metric: were they run on the same segmentations?",
+                         sources[1])
+    warnings = []
+    kept = set(map(tuple, combined[KEYS].astype(str).to_numpy()))
+    for source, table in zip(sources, tables):
+        dropped = [k for k in map(tuple, table[KEYS].astype(str).to_numpy()) if k not in kept]
+        if dropped:
+            metrics = sorted({k[2] for k in dropped})
+            cases = sorted({k[0] for k in dropped})
+            warnings.append(f"{source}: {len(dropped)} estimates not in every run left out "
+                            f"(metrics {', '.join(metrics)}; {len(cases)} case(s))")
+    settings = QcSettings(flag_dice=flag_dice)
+    work = worklist(combined, settings)
+    cases = sorted(set(combined["case"]))
+    write_csv_atomic(out_dir / "qc.csv", combined)
+    write_csv_atomic(out_dir / "worklist.csv", work)
+    maps = _copy_maps(sources, cases, out_dir)
+    reports = [report for _, report in runs]
+    inputs = next((r["inputs"] for r in reports if isinstance(r.get("inputs"), dict)), None)
+    result: dict[str, Any] = {
+        "method": "combined", "combined": [{"folder": str(s), "method": r.get("method"), "model": r.get("model")}
+                                           for s, r in zip(sources, reports)],
+        "estimate": "mean of the runs' estimates; spread: their standard deviation",
+        "cases": len(cases), "warnings": warnings, "maps": maps,
+        "settings": {"flag_dice": flag_dice},
+    }
+    if inputs is not None:
+        result["inputs"] = {case: inputs[case] for case in cases if case in inputs}
+    classes = next((r["classes"] for r in reports if r.get("classes")), None)
+    if classes is not None:
+        result["classes"] = classes
+    write_json_atomic(out_dir / "report.json", result)
+    return combined, work, result
