@@ -110,6 +110,13 @@ def _qc_demo(out_dir: Path, models: list[Path], acdc: Path) -> None:
         overall = pairs[(pairs.label == "all") & (pairs.metric == "dice")].set_index("case")
         estimates[model.name] = overall["estimate"]
         true = overall["true"]
+    if len(present) > 1:  # the models' mean (segqc qc combine), the better estimate on real predictions
+        from segqc.qc.combine import combine_qc_folders
+
+        combined, _, _ = combine_qc_folders([out_dir / "qc" / m.name / "qc" for m in present],
+                                            out_dir / "qc" / "combined")
+        overall = combined[(combined.label == "all") & (combined.metric == "dice")].set_index("case")
+        estimates["mean of both" if len(present) == 2 else "mean"] = overall["estimate"]
     table = Table(title="multi-class Dice: estimated without ground truth vs true")
     table.add_column("segmentation")
     for name in estimates:
@@ -118,7 +125,8 @@ def _qc_demo(out_dir: Path, models: list[Path], acdc: Path) -> None:
     for case in true.index:
         table.add_row(case, *(f"{estimates[name][case]:.3f}" for name in estimates), f"{true[case]:.3f}")
     console.print(table)
-    console.print(f"QC results (qc.csv, worklist.csv, pgt/ or errors/) in {out_dir / 'qc'}/MODEL/qc")
+    console.print(f"QC results (qc.csv, worklist.csv, pgt/ or errors/) in {out_dir / 'qc'}/MODEL/qc"
+                  + (f", the models combined in {out_dir / 'qc' / 'combined'}" if len(present) > 1 else ""))
 
 
 def demo_command(
