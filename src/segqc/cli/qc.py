@@ -234,8 +234,6 @@ def combine_command(
     from segqc.qc.combine import combine_qc_folders
 
     with user_errors():
-        if len(qc_dirs) < 2:
-            raise ValueError("combine needs at least two QC folders")
         prepare_output_dir(out)
         _, work, report = combine_qc_folders(qc_dirs, out, flag_dice=flag_dice)
     for warning in report["warnings"]:

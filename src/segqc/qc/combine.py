@@ -17,7 +17,6 @@ and the ``pgt/`` and ``errors/`` maps of the runs that made them), so ``segqc re
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ import pandas as pd
 
 from segqc.errors import InputError
 from segqc.io.atomic import atomic_path, write_csv_atomic, write_json_atomic
+from segqc.io.json_files import read_json_object
 
 KEYS = ["case", "label", "metric"]
 _REQUIRED = ["case", "label", "label_name", "metric", "estimate"]
@@ -62,24 +62,17 @@ def combine_estimates(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
 
 
 def _read_run(folder: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    from segqc.report.cohort import read_table, require_columns
+
     path = folder / "qc.csv"
     if not path.is_file():
         raise InputError("no qc.csv here; give folders written by `segqc qc predict`", folder)
-    try:
-        table = pd.read_csv(path, dtype={"case": str, "label": str, "label_name": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise InputError(f"cannot read the table: {error}", path) from None
-    missing = [c for c in _REQUIRED if c not in table.columns]
-    if missing:
-        raise InputError(f"has no column(s) {missing}; is it a `segqc qc predict` table?", path)
+    table = read_table(path)
+    require_columns(table, _REQUIRED, path)
     if table.duplicated(KEYS).any():
         raise InputError("holds a case, label and metric more than once", path)
-    report: dict[str, Any] = {}
-    if (folder / "report.json").is_file():
-        try:
-            report = json.loads((folder / "report.json").read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise InputError(f"cannot read the QC report: {error}", folder / "report.json") from None
+    report_path = folder / "report.json"
+    report = read_json_object(report_path, what="QC report") if report_path.is_file() else {}
     return table, report
 
 
@@ -111,7 +104,7 @@ def combine_qc_folders(qc_dirs: Sequence[str | Path], out_dir: str | Path, *,
 
     sources = [Path(d) for d in qc_dirs]
     if len(sources) < 2:
-        raise InputError("combining needs two or more QC folders")
+        raise InputError("combining needs at least two QC folders")
     out_dir = Path(out_dir)
     if any(out_dir.resolve() == s.resolve() for s in sources):
         raise InputError("the output folder is one of the QC folders to combine", out_dir)
@@ -122,14 +115,13 @@ def combine_qc_folders(qc_dirs: Sequence[str | Path], out_dir: str | Path, *,
         raise InputError("the QC folders share no case, label and metric: were they run on the same segmentations?",
                          sources[1])
     warnings = []
-    kept = set(map(tuple, combined[KEYS].astype(str).to_numpy()))
     for source, table in zip(sources, tables):
-        dropped = [k for k in map(tuple, table[KEYS].astype(str).to_numpy()) if k not in kept]
-        if dropped:
-            metrics = sorted({k[2] for k in dropped})
-            cases = sorted({k[0] for k in dropped})
+        dropped = table[KEYS].merge(combined[KEYS], on=KEYS, how="left", indicator=True)
+        dropped = dropped[dropped["_merge"] == "left_only"]
+        if len(dropped):
             warnings.append(f"{source}: {len(dropped)} estimates not in every run left out "
-                            f"(metrics {', '.join(metrics)}; {len(cases)} case(s))")
+                            f"(metrics {', '.join(sorted(set(dropped['metric'])))}; "
+                            f"{dropped['case'].nunique()} case(s))")
     settings = QcSettings(flag_dice=flag_dice)
     work = worklist(combined, settings)
     cases = sorted(set(combined["case"]))
