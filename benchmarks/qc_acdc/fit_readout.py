@@ -2,7 +2,7 @@
 
     python benchmarks/qc_acdc/fit_readout.py --model MODEL_DIR --dataset ../shared/data/acdc \
         --split benchmarks/results/qc_acdc/split.json --out OUT_DIR [--extra-segs zoo_all/unet_e001 ...] \
-        [--fourier 1024] [--no-surface]
+        [--fourier 1024] [--no-surface] [--per-case N] [--real-weight W]
 
 Runs the step ``segqc qc train qcresunet`` runs after training each network (fresh degraded
 segmentations of the training cases — ``--split``'s ``train`` list, or every case — and a
@@ -37,12 +37,14 @@ def main() -> None:
                         help="random Fourier features of the read-out's correction (0: linear read-out)")
     parser.add_argument("--no-surface", action="store_true",
                         help="leave out the boundary numbers of the error maps (the read-out before they existed)")
+    parser.add_argument("--real-weight", type=float, default=QcResUNetConfig.readout_real_weight,
+                        help="each --extra-segs segmentation's weight in the fit (default: the config's)")
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(max(1, args.jobs))
     cases = json.loads(args.split.read_text())["train"] if args.split else None
     add_readout(args.model, args.dataset, args.out, cases=cases, readout_per_case=args.per_case,
-                readout_fourier=args.fourier, readout_surface=not args.no_surface,
+                readout_fourier=args.fourier, readout_surface=not args.no_surface, readout_real_weight=args.real_weight,
                 extra_seg_dirs=args.extra_segs, jobs=args.jobs, progress=True)
 
 

@@ -654,3 +654,65 @@ def test_fit_readout_marks_a_class_outside_the_window_only_where_most_such_voxel
                               restore, original_seg=original)
     marked = np.argwhere(maps["errors"][..., 0] > 0).tolist()
     assert marked == [[0, 0]] and maps["errors"][0, 0, 0] == 1  # class 1 outside; not class 2, not inside
+
+
+def test_a_real_segmentations_weight_equals_counting_it_that_many_times():
+    """``readout_real_weight`` k must fit the read-out (ridge, Fourier correction), the error-map
+    thresholds and the beyond-the-window marks exactly as if every real segmentation were in the
+    samples k times — and differ from weight 1."""
+    import copy
+    import dataclasses
+
+    from segqc.qc.qcresunet.train import fit_readout, readout_weights
+
+    def bump(x):
+        z = (x[:, :6] - x[:, :6].mean(0)) / (x[:, :6].std(0) + 1e-6)
+        return np.clip(0.5 + 0.3 * np.exp(-z ** 2) + 0.1 * z, 0, 1)
+
+    config, network, data = _readout_case(bump)
+    rng = np.random.default_rng(1)
+    data.gts = [np.where(rng.random(s.shape) < 0.2, 0, s).astype(np.int16) for s in data.segs]
+    data.outside = [np.array([[10, int(k)], [10, int(j)]]) for k, j in rng.integers(0, 11, (24, 2))]
+    real = [i for i in range(24) if i % 4 == 3]
+    for i in real:  # the real ones: mostly wrong beyond the window, unlike the rest
+        data.sources[i] = "zoo/unet_e001"
+        data.outside[i] = np.array([[10, 10], [10, 10]])
+    assert readout_weights(data, 3.0).tolist() == [3.0 if i in real else 1.0 for i in range(24)]
+
+    def fitted(cfg, d):
+        net = copy.deepcopy(network)
+        return fit_readout(net, d, cfg, torch.device("cpu")), net
+
+    weighted, net_w = fitted(dataclasses.replace(config, readout_real_weight=3.0), data)
+    order = [i for i in range(24) for _ in range(3 if i in real else 1)]
+    repeated = dataclasses.replace(
+        data, images=[data.images[i] for i in order], segs=[data.segs[i] for i in order],
+        gts=[data.gts[i] for i in order], targets=data.targets[order], cases=[data.cases[i] for i in order],
+        sources=["degraded"] * len(order), outside=[data.outside[i] for i in order])
+    copies, net_c = fitted(config, repeated)
+    plain, net_p = fitted(config, data)
+    assert weighted["correction"] and copies["correction"]
+    json.dumps(weighted)  # the run record: plain Python values
+    for key in ("alpha", "linear_cv_mse", "readout_cv_mse", "heads_mse", "correction_gamma"):
+        assert weighted[key] == pytest.approx(copies[key], rel=1e-9)
+    assert weighted["sem_threshold"] == copies["sem_threshold"]
+    assert weighted["outside_error_rate"] == pytest.approx(copies["outside_error_rate"])
+    state_w, state_c = net_w.state_dict(), net_c.state_dict()
+    for name in state_w:
+        assert torch.allclose(state_w[name], state_c[name], rtol=1e-5, atol=1e-6), name
+    assert weighted["outside_error_rate"] != pytest.approx(plain["outside_error_rate"])
+    assert not torch.allclose(net_w.readout.weight, net_p.readout.weight, atol=1e-6)
+
+
+def test_weighted_error_map_thresholds_by_hand():
+    """One sample's errors are its probability >= 0.3 voxels, another's its >= 0.7 voxels: with
+    equal weights the tie goes to the threshold nearer 0.5 of the two; weighting the second
+    three times picks 0.7, weighting the first picks 0.3."""
+    from segqc.qc.qcresunet.train import best_error_thresholds, threshold_counts
+
+    probs = torch.linspace(0.01, 0.99, 99).reshape(1, 1, 99)
+    counts = np.stack([threshold_counts(probs, probs >= 0.3), threshold_counts(probs, probs >= 0.7)])
+    assert best_error_thresholds(counts, np.array([1.0, 3.0]))[0].tolist() == pytest.approx([0.7])
+    assert best_error_thresholds(counts, np.array([3.0, 1.0]))[0].tolist() == pytest.approx([0.3])
+    equal = best_error_thresholds(counts)[1]["best"]
+    assert equal == pytest.approx(best_error_thresholds(counts, np.array([2.0, 2.0]))[1]["best"])

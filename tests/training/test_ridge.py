@@ -62,3 +62,42 @@ def test_copies_within_a_group_never_leak_across_folds():
     x4, y4, groups = np.repeat(x, 4, axis=0), np.repeat(y, 4, axis=0), np.repeat(np.arange(30), 4)
     assert fit_ridge(x4, y4, groups).alpha >= 100.0
     assert fit_ridge(x4, y4, np.arange(120)).alpha < 1.0  # each copy its own group: the leak the grouping prevents
+
+
+def test_integer_weights_equal_the_samples_repeated():
+    """Weight k must be the same fit as the sample k times over: standardisation, penalty choice
+    (the cross-validated error of every penalty) and the weights."""
+    x, y, groups = _data(noise=0.5)
+    k = np.random.default_rng(3).integers(1, 4, size=len(x))
+    weighted = fit_ridge(x, y, groups, weights=k)
+    repeated = fit_ridge(np.repeat(x, k, axis=0), np.repeat(y, k, axis=0), np.repeat(groups, k))
+    assert weighted.alpha == repeated.alpha
+    assert np.allclose(list(weighted.cv_mse.values()), list(repeated.cv_mse.values()), rtol=1e-10)
+    for name in ("mean", "scale", "weight", "bias"):
+        assert np.allclose(getattr(weighted, name), getattr(repeated, name), rtol=1e-9, atol=1e-12)
+    plain = fit_ridge(x, y, groups)
+    assert not np.allclose(weighted.weight, plain.weight, atol=1e-6)  # the weights do count
+
+
+def test_weighted_fit_matches_scikit_learn_sample_weight():
+    x, y, groups = _data(noise=0.5)
+    w = np.random.default_rng(4).uniform(0.2, 3.0, size=len(x))
+    fit = fit_ridge(x, y, groups, alphas=[3.0], weights=w)
+    mean = np.average(x, axis=0, weights=w)
+    z = (x - mean) / np.sqrt(np.average((x - mean) ** 2, axis=0, weights=w))
+    peer = Ridge(alpha=3.0).fit(z, y, sample_weight=w)
+    assert np.allclose(fit.weight, peer.coef_, atol=1e-9)
+    assert np.allclose(fit.predict(x), peer.predict(z), atol=1e-9)
+    with pytest.raises(ValueError, match="weights"):
+        fit_ridge(x, y, groups, weights=np.zeros(len(x)))
+
+
+def test_the_fit_record_is_plain_python_numbers():
+    """The cross-validated errors go into JSON run records: numpy scalars would not serialise."""
+    import json
+
+    x, y, groups = _data(noise=0.5)
+    for weights in (None, np.full(len(x), 2.0)):
+        fit = fit_ridge(x, y, groups, weights=weights)
+        assert all(type(v) is float for v in fit.cv_mse.values())
+        json.dumps({str(k): v < 1.0 for k, v in fit.cv_mse.items()})

@@ -60,12 +60,13 @@ class FourierCorrection:
 def fit_fourier_correction(z: np.ndarray, residual: np.ndarray, groups: Sequence[object], *,
                            n_features: int = 1024, gammas: Sequence[float] = DEFAULT_GAMMAS,
                            alphas: Sequence[float] = DEFAULT_CORRECTION_ALPHAS, folds: int = 5,
-                           seed: int = 0) -> FourierCorrection:
+                           seed: int = 0, weights: Sequence[float] | np.ndarray | None = None) -> FourierCorrection:
     """Fit ``residual`` ``(N, T)`` on random Fourier features of ``z`` ``(N, P)`` (inputs already
     standardised): for each kernel width in ``gammas`` a ridge fit (:func:`fit_ridge`, penalty by
     grouped cross-validation over ``groups``); the width with the lowest cross-validated error
     wins (ties: the smoother, smaller width). The same frequencies (from ``seed``) serve every
-    width, scaled. ValueError as :func:`fit_ridge`."""
+    width, scaled. ``weights``: the samples' weights, as in :func:`fit_ridge`. ValueError as
+    :func:`fit_ridge`."""
     z = np.asarray(z, dtype=np.float64)
     if z.ndim != 2:
         raise ValueError(f"need z (N, P), got {z.shape}")
@@ -75,7 +76,7 @@ def fit_fourier_correction(z: np.ndarray, residual: np.ndarray, groups: Sequence
     fits: dict[float, RidgeFit] = {}
     for gamma in sorted(float(g) for g in gammas):
         fits[gamma] = fit_ridge(fourier_features(z, base * np.sqrt(2.0 * gamma), phases), residual, groups,
-                                folds=folds, alphas=alphas)
+                                folds=folds, alphas=alphas, weights=weights)
     if not fits:
         raise ValueError("need at least one kernel width")
     cv_mse = {gamma: fit.cv_mse[fit.alpha] for gamma, fit in fits.items()}

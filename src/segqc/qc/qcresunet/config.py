@@ -11,7 +11,8 @@
   Dice bins, 20 epochs of 800 segmentations re-drawn evenly over the bins (4000 steps), in
   bfloat16 where the CPU has it (``precision="auto"``: about 0.4 s per step on 2 cores with
   AMX, 1.1 s in float32; about 1 s on a CPU with AVX-512 BF16 but no AMX, where the run takes
-  over an hour), then the read-out (below) on 5 fresh degraded segmentations per training volume.
+  over an hour), then the read-out (below) on 10 fresh degraded segmentations per training volume
+  (and the ground truths and the real segmentations, those counting twice).
 * ``paper`` — for a GPU, the paper's method (its regression heads, no read-out): widths (32,
   64, 128, 256) — 16.3 M parameters, the size the paper's Table F.3 gives for QCResUNet
   (ResNet-34's own widths 64..512 would make 65 M) —, batch 4, 100 epochs, Adam with the
@@ -73,8 +74,11 @@ class QcResUNetConfig(ConfigBase):
     features of a smooth non-linear correction fitted to the linear read-out's residuals (kept
     only where it lowers the cross-validated error; 0: linear only). ``readout_surface``: the
     read-out also reads how much of each class's boundary the error map marks (for the NSD).
-    The same samples calibrate each class's error-map threshold (the one with the best mean
-    Dice between predicted and true error maps).
+    ``readout_real_weight``: how many times each real segmentation (the training's
+    ``--extra-segs``) counts in the read-out's fit against one degraded segmentation or ground
+    truth (they are few, and they are the kind of segmentation a user checks). The same samples
+    calibrate each class's error-map threshold (the one with the best mean Dice between
+    predicted and true error maps).
 
     Optimisation: ``epochs`` of ``samples_per_epoch`` segmentations drawn evenly over the Dice
     bins (re-drawn every epoch), ``batch_size``, Adam ``lr`` decayed by ``lr_decay`` per epoch
@@ -107,6 +111,7 @@ class QcResUNetConfig(ConfigBase):
     readout_per_case: int = 10
     readout_fourier: int = 1024
     readout_surface: bool = True
+    readout_real_weight: float = 2.0
     classes: str = "auto"
     degraded_per_case: int = 10
     ground_truth_samples: bool = True
@@ -145,6 +150,8 @@ class QcResUNetConfig(ConfigBase):
             raise ValueError(f"readout_fourier must be >= 0, got {self.readout_fourier}")
         if int(self.readout_per_case) < 0:
             raise ValueError(f"readout_per_case must be >= 0, got {self.readout_per_case}")
+        if not float(self.readout_real_weight) > 0:
+            raise ValueError(f"readout_real_weight must be > 0, got {self.readout_real_weight}")
         if self.classes not in ("auto", "labels", "regions"):
             raise ValueError(f"classes must be auto, labels or regions, got {self.classes!r}")
         if self.precision not in PRECISIONS:

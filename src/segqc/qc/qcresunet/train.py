@@ -322,6 +322,16 @@ def build_readout_data(dataset_dir: str | Path, cases: Sequence[str] | None, con
                                progress=progress)
 
 
+SYNTHETIC_SOURCES = ("degraded", "ground truth")
+"""Sample sources made from the ground truths; every other source is a folder of real segmentations."""
+
+
+def readout_weights(data: QcResUNetData, real_weight: float) -> np.ndarray:
+    """Each sample's weight in the read-out's fit, ``(N,)``: ``real_weight`` for a real
+    segmentation (an ``extra_seg_dirs`` sample), 1 for a degraded one or a ground truth."""
+    return np.array([1.0 if source in SYNTHETIC_SOURCES else float(real_weight) for source in data.sources])
+
+
 def fit_readout(model: QcResUNet, data: QcResUNetData, config: QcResUNetConfig, dev: torch.device, *,
                 progress: bool = False) -> dict[str, Any]:
     """Fit ``model``'s read-out (it must have one) on ``data``: its features of every sample
@@ -338,7 +348,8 @@ def fit_readout(model: QcResUNet, data: QcResUNetData, config: QcResUNetConfig, 
     of :data:`THRESHOLD_GRID` with the best mean Dice between predicted and true error maps
     (:func:`best_error_thresholds`), and ``model.outside_errors``: a class's voxels outside the
     network's window are marked erroneous when more than half of those of the samples are
-    (:func:`outside_error_rates`). Returns what the run record keeps (``used``: whether the
+    (:func:`outside_error_rates`). Each real segmentation counts ``config.readout_real_weight``
+    times in all of these (:func:`readout_weights`). Returns what the run record keeps (``used``: whether the
     read-out was installed; ``correction``: whether the Fourier correction was;
     ``sem_threshold`` and ``sem_dice``: the thresholds and their mean Dice, ``sem_dice_at_half``
     the mean Dice at 0.5; ``outside_error_rate`` per class, None where no sample has a voxel
@@ -363,14 +374,16 @@ def fit_readout(model: QcResUNet, data: QcResUNetData, config: QcResUNetConfig, 
         features.append(x_i.cpu().numpy()[0])
         counts.append(threshold_counts(probs[0].cpu(), batch["sem"][0] > 0.5))
     model.train(was_training)
-    thresholds, sem_dice = best_error_thresholds(np.stack(counts))
+    weights = readout_weights(data, config.readout_real_weight)
+    thresholds, sem_dice = best_error_thresholds(np.stack(counts), weights)
     model.sem_threshold.copy_(torch.from_numpy(thresholds.astype(np.float32)))
-    outside = outside_error_rates(data)
+    outside = outside_error_rates(data, weights)
     model.outside_errors.copy_(torch.from_numpy((np.nan_to_num(outside, nan=0.0) > 0.5).astype(np.float32)))
     x = np.stack(features)
     targets = data.targets.reshape(data.n_samples, -1)  # Dice (K + 1), then NSD (K + 1)
-    fit = fit_ridge(x, targets, data.cases)
-    record: dict[str, Any] = {"samples": data.n_samples, "alpha": fit.alpha,
+    fit = fit_ridge(x, targets, data.cases, weights=weights)
+    record: dict[str, Any] = {"samples": data.n_samples, "real_weight": float(config.readout_real_weight),
+                              "alpha": fit.alpha,
                               "cv_mse": {str(k): v for k, v in fit.cv_mse.items()},
                               "linear_cv_mse": fit.cv_mse[fit.alpha], "readout_cv_mse": fit.cv_mse[fit.alpha],
                               "correction": False, "sem_threshold": thresholds.tolist(),
@@ -380,14 +393,15 @@ def fit_readout(model: QcResUNet, data: QcResUNetData, config: QcResUNetConfig, 
     correction = None
     if model.readout.fourier:
         correction = fit_fourier_correction(fit.standardise(x), targets - fit.predict(x), data.cases,
-                                            n_features=model.readout.fourier, seed=config.seed)
+                                            n_features=model.readout.fourier, seed=config.seed, weights=weights)
         corrected = correction.cv_mse[correction.gamma]
         record.update(correction_gamma=correction.gamma, correction_alpha=correction.fit.alpha,
                       correction_cv_mse={str(k): v for k, v in correction.cv_mse.items()})
         if corrected < record["linear_cv_mse"]:
             record.update(correction=True, readout_cv_mse=corrected)
     if model.use_regression:  # the heads' own estimates are the last columns; they never saw these samples
-        record["heads_mse"] = float(((x[:, -targets.shape[1]:] - targets) ** 2).mean())
+        heads_error = ((x[:, -targets.shape[1]:] - targets) ** 2).mean(axis=1)
+        record["heads_mse"] = float(np.average(heads_error, weights=weights))
     record["used"] = "heads_mse" not in record or record["readout_cv_mse"] < record["heads_mse"]
     if record["used"]:
         def tensor(a: np.ndarray) -> torch.Tensor:
@@ -402,12 +416,14 @@ def fit_readout(model: QcResUNet, data: QcResUNetData, config: QcResUNetConfig, 
     return record
 
 
-def outside_error_rates(data: QcResUNetData) -> np.ndarray:
+def outside_error_rates(data: QcResUNetData, weights: np.ndarray | None = None) -> np.ndarray:
     """Per class: the share of the samples' segmentation voxels outside the network's window
-    that are wrong (pooled over the samples), ``(K,)``; NaN for a class with no such voxel."""
+    that are wrong (pooled over the samples, each sample's counts times its weight, default 1),
+    ``(K,)``; NaN for a class with no such voxel."""
     if not data.outside:
         return np.full(len(data.classes), np.nan)
-    total = np.sum(np.stack(data.outside), axis=0).astype(float)  # (K, 2)
+    w = np.ones(len(data.outside)) if weights is None else np.asarray(weights, dtype=float)
+    total = np.tensordot(w, np.stack(data.outside).astype(float), axes=1)  # (K, 2)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(total[:, 0] > 0, total[:, 1] / np.maximum(total[:, 0], 1.0), np.nan)
 
@@ -432,14 +448,17 @@ def threshold_counts(probs: torch.Tensor, truth: torch.Tensor) -> np.ndarray:
     return out
 
 
-def best_error_thresholds(counts: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def best_error_thresholds(counts: np.ndarray, weights: np.ndarray | None = None
+                          ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Per class the threshold of :data:`THRESHOLD_GRID` whose error maps have the best mean
-    per-sample Dice with the true ones (both empty: 1), from ``counts`` ``(S, C, G, 3)`` of
-    :func:`threshold_counts`; ties go to the threshold nearest 0.5. Returns the thresholds
-    ``(C,)`` and the mean Dice per class at them (``best``) and at 0.5 (``half``)."""
+    per-sample Dice with the true ones (both empty: 1; the mean weighted by ``weights`` ``(S,)``,
+    default equal), from ``counts`` ``(S, C, G, 3)`` of :func:`threshold_counts`; ties go to the
+    threshold nearest 0.5. Returns the thresholds ``(C,)`` and the mean Dice per class at them
+    (``best``) and at 0.5 (``half``)."""
     tp, predicted, true = counts[..., 0], counts[..., 1], counts[..., 2]
     total = predicted + true
-    dice = np.where(total > 0, 2.0 * tp / np.maximum(total, 1), 1.0).mean(axis=0)  # (C, G)
+    per_sample = np.where(total > 0, 2.0 * tp / np.maximum(total, 1), 1.0)  # (S, C, G)
+    dice = np.average(per_sample, axis=0, weights=weights)  # (C, G)
     distance = np.abs(THRESHOLD_GRID - 0.5)
     best = np.array([np.lexsort((distance, -np.round(row, 12)))[0] for row in dice])
     half = int(np.argmin(distance))
@@ -448,7 +467,8 @@ def best_error_thresholds(counts: np.ndarray) -> tuple[np.ndarray, dict[str, np.
 
 def _readout_summary(record: dict[str, Any]) -> str:
     kind = "with its Fourier correction" if record.get("correction") else "linear"
-    return (f"read-out ({kind}) fitted on {record['samples']} segmentations: squared error "
+    weight = f" (real ones x{record['real_weight']:g})" if record.get("real_weight", 1.0) != 1.0 else ""
+    return (f"read-out ({kind}) fitted on {record['samples']} segmentations{weight}: squared error "
             f"{record['readout_cv_mse']:.4f} "
             f"(cross-validated), the heads' {record.get('heads_mse', math.nan):.4f}; "
             f"{'used' if record['used'] else 'not used, the heads give the estimates'}; error-map thresholds "
@@ -629,13 +649,15 @@ def train_from_dataset(dataset_dir: str | Path, out_dir: str | Path, *, config: 
 def add_readout(model_dir: str | Path, dataset_dir: str | Path, out_dir: str | Path, *,
                 cases: Sequence[str] | None = None, readout_per_case: int = QcResUNetConfig.readout_per_case,
                 readout_fourier: int = QcResUNetConfig.readout_fourier,
-                readout_surface: bool = True, extra_seg_dirs: Sequence[str | Path] = (), jobs: int = 1,
+                readout_surface: bool = True, readout_real_weight: float = QcResUNetConfig.readout_real_weight,
+                extra_seg_dirs: Sequence[str | Path] = (), jobs: int = 1,
                 log: Callable[[str], None] = print, progress: bool = False) -> Path:
     """Fit a read-out to every member of a trained model, replacing any it has (the step training runs
     after each member, for a model trained without it): read-out data of ``cases`` of the
     dataset (the model's own training cases, and ``extra_seg_dirs``, its training's real
     segmentations; work files in ``out_dir/readout_data``; ``readout_fourier`` random Fourier
-    features for its correction, 0 for none; ``readout_surface``: read the boundary numbers too; the
+    features for its correction, 0 for none; ``readout_surface``: read the boundary numbers too;
+    ``readout_real_weight``: each real segmentation's weight in the fit; the
     error-map thresholds are calibrated again), the fitted model written to ``out_dir/model``.
     Returns that directory."""
     from segqc.qc.qcresunet.predict import load
@@ -646,7 +668,7 @@ def add_readout(model_dir: str | Path, dataset_dir: str | Path, out_dir: str | P
     loaded = load(model_dir)  # checks the method and the weights
     saved = read_checkpoint_meta(model_dir)["config"]  # what to save again, beside the new read-out
     config = dataclasses.replace(loaded.config, readout_per_case=readout_per_case, readout_fourier=readout_fourier,
-                                 readout_surface=readout_surface)
+                                 readout_surface=readout_surface, readout_real_weight=readout_real_weight)
     if not uses_readout(config):
         raise InputError("a model without the decoder cannot have a read-out", model_dir)
     data = build_readout_data(dataset_dir, cases, config, Path(out_dir) / "readout_data",
