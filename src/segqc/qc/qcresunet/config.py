@@ -11,8 +11,9 @@
   Dice bins, 20 epochs of 800 segmentations re-drawn evenly over the bins (4000 steps), in
   bfloat16 where the CPU has it (``precision="auto"``: about 0.4 s per step on 2 cores with
   AMX, 1.1 s in float32; about 1 s on a CPU with AVX-512 BF16 but no AMX, where the run takes
-  over an hour and ``samples_per_epoch=600``, 3000 steps, fits it: 56 min), then the read-out (below) on 10 fresh degraded segmentations per training volume
-  (and the ground truths and the real segmentations, those counting twice).
+  over an hour and ``samples_per_epoch=600``, 3000 steps, fits it: 56 min), then the read-out
+  (below) on 10 fresh degraded segmentations per training volume (and the ground truths and the
+  real segmentations, those counting twice).
 * ``paper`` — for a GPU, the paper's method (its regression heads, no read-out): widths (32,
   64, 128, 256) — 16.3 M parameters, the size the paper's Table F.3 gives for QCResUNet
   (ResNet-34's own widths 64..512 would make 65 M) —, batch 4, 100 epochs, Adam with the
