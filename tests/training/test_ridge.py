@@ -3,6 +3,8 @@ exact recovery of a noiseless linear map, and penalty selection that follows the
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from sklearn.linear_model import Ridge
@@ -94,8 +96,6 @@ def test_weighted_fit_matches_scikit_learn_sample_weight():
 
 def test_the_fit_record_is_plain_python_numbers():
     """The cross-validated errors go into JSON run records: numpy scalars would not serialise."""
-    import json
-
     x, y, groups = _data(noise=0.5)
     for weights in (None, np.full(len(x), 2.0)):
         fit = fit_ridge(x, y, groups, weights=weights)

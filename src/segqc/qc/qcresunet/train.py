@@ -224,6 +224,11 @@ def _degraded_files(dataset: Dataset, cases: Sequence[str], config: QcResUNetCon
     return files
 
 
+GROUND_TRUTH_SOURCE, DEGRADED_SOURCE = "ground truth", "degraded"
+SYNTHETIC_SOURCES = (GROUND_TRUTH_SOURCE, DEGRADED_SOURCE)
+"""Sample sources made from the ground truths; every other source is a folder of real segmentations."""
+
+
 def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, config: QcResUNetConfig,
                         work_dir: str | Path, *, extra_seg_dirs: Sequence[str | Path] = (), jobs: int = 1,
                         progress: bool = False) -> QcResUNetData:
@@ -247,9 +252,9 @@ def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, co
     per_case: dict[str, list[tuple[str, Path]]] = {case: [] for case in chosen}
     if config.ground_truth_samples:  # a perfect segmentation too: Dice 1, no error voxel
         for case in chosen:
-            per_case[case].append(("ground truth", Path(dataset.label_files[case])))
+            per_case[case].append((GROUND_TRUTH_SOURCE, Path(dataset.label_files[case])))
     for case, paths in _degraded_files(dataset, chosen, config, work, jobs=jobs, progress=progress).items():
-        per_case[case] += [("degraded", p) for p in paths]
+        per_case[case] += [(DEGRADED_SOURCE, p) for p in paths]
     for folder in extra_seg_dirs:
         for case, path in segmentation_files(folder).files.values():
             if case in per_case:
@@ -320,10 +325,6 @@ def build_readout_data(dataset_dir: str | Path, cases: Sequence[str] | None, con
                                 seed=config.seed + READOUT_SEED_OFFSET, ground_truth_samples=True)
     return build_training_data(dataset_dir, cases, fresh, work_dir, extra_seg_dirs=extra_seg_dirs, jobs=jobs,
                                progress=progress)
-
-
-SYNTHETIC_SOURCES = ("degraded", "ground truth")
-"""Sample sources made from the ground truths; every other source is a folder of real segmentations."""
 
 
 def readout_weights(data: QcResUNetData, real_weight: float) -> np.ndarray:
