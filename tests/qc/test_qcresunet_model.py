@@ -517,3 +517,25 @@ def test_tiny_model_overfits_two_samples():
         history.append((total.item(), (parts["sem_dice"] + parts["sem_bce"]).item()))
     assert history[-1][0] < 0.5 * history[0][0], history
     assert history[-1][1] < 0.7 * history[0][1], history  # the error maps learn too, not only the MAE
+
+
+def test_thin_slice_kernels_at_the_first_two_levels():
+    # kernels (1, 3, 3) at the input's level and the stem's, 3 x 3 x 3 below: every convolution
+    # that outputs level 0 or 1 loses two thirds of its weights. By hand for TINY widths, 1 image
+    # channel and C = 3 (query 4 channels, input 5; full-resolution width 2): level 0 — the
+    # full-resolution skip 5 -> 2, the last decoder level 4 -> 2 and 2 -> 2; level 1 — stage 1's
+    # three blocks of two 4 -> 4 convolutions, the middle decoder level 8 -> 4 and 4 -> 4: a sum
+    # of c_in * c_out of 10 + 8 + 4 + 6 * 16 + 32 + 16 = 166, so 166 * (27 - 9) weights fewer; the
+    # stem's (3, 7, 7) becomes (1, 7, 7): 5 * 4 * 49 * 2 fewer.
+    cube = _model()
+    thin = _model(kernels=[(1, 3, 3), (1, 3, 3), 3, 3, 3])
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(cube) - count(thin) == 166 * 18 + 5 * 4 * 49 * 2
+    assert thin.stem[0].weight.shape[2:] == (1, 7, 7) and cube.stem[0].weight.shape[2:] == (3, 7, 7)
+    assert thin.stages[1][0].conv1.weight.shape[2:] == (3, 3, 3)
+    image, query = _inputs()
+    out = thin(image, query)
+    assert out.sem_logits.shape == (2, C, 16, 64, 64) and out.dice.shape == (2, C + 1)
+    for bad in ([3] * 4, [(2, 3, 3)] * 5, [(3, 3)] * 5):
+        with pytest.raises(ValueError, match="kernel"):
+            _model(kernels=bad)

@@ -18,7 +18,7 @@ from segqc.errors import InputError
 from segqc.io.images import read_label_map, write_image
 from segqc.metrics.multiclass import multiclass_dice
 from segqc.qc.inference import error_bitmask, implied_slice_dice
-from segqc.qc.qcresunet.config import QcResUNetConfig, resolve_strides
+from segqc.qc.qcresunet.config import QcResUNetConfig, resolve_kernels, resolve_strides
 from segqc.qc.qcresunet.train import QcResUNetData, epoch_order, make_batch, true_quality
 
 
@@ -112,6 +112,38 @@ def test_strides_follow_the_slice_thickness():
     assert resolve_strides(fixed, ndim=3, slice_spacing=1.0, inplane_spacing=1.0) == ((1, 2, 2),) * 4
 
 
+def test_kernels_follow_the_slice_thickness_level_by_level():
+    config = QcResUNetConfig.preset("small")
+    acdc_strides = ((1, 2, 2), (1, 2, 2), (1, 2, 2), (2, 2, 2))
+    thin, cube = (1, 3, 3), (3, 3, 3)
+    auto = config.with_overrides(kernels="auto")
+    # 10 mm slices, 1.5625 mm pixels: pixels of 1.56, 3.1, 6.25, 12.5, 25 mm at the five levels,
+    # slices 10 mm apart until the last down-sampling halves them (20 mm); a slice-axis kernel of 1
+    # while the slices are at least twice as far apart as the pixels
+    assert resolve_kernels(auto, ndim=3, slice_spacing=10.0, inplane_spacing=1.5625, strides=acdc_strides) == (
+        thin, thin, cube, cube, cube)
+    # 5 mm slices: only the input's level (5 >= 2 x 1.56; 5 < 2 x 3.1)
+    assert resolve_kernels(auto, ndim=3, slice_spacing=5.0, inplane_spacing=1.5625, strides=acdc_strides) == (
+        thin, cube, cube, cube, cube)
+    assert resolve_kernels(auto, ndim=3, slice_spacing=1.0, inplane_spacing=1.0, strides=((2, 2, 2),) * 4) == (
+        (cube,) * 5)
+    assert resolve_kernels(auto, ndim=2, slice_spacing=0.0, inplane_spacing=0.2, strides=((2, 2),) * 4) == (
+        ((3, 3),) * 5)
+    # the paper's cube is the default; an explicit list is taken as it is
+    assert config.kernels == "cube"
+    assert resolve_kernels(config, ndim=3, slice_spacing=10.0, inplane_spacing=1.5625, strides=acdc_strides) == (
+        (cube,) * 5)
+    fixed = config.with_overrides(kernels=[[1, 3, 3]] * 2 + [[3, 3, 3]] * 3)
+    assert resolve_kernels(fixed, ndim=3, slice_spacing=1.0, inplane_spacing=1.0, strides=((2, 2, 2),) * 4) == (
+        thin, thin, cube, cube, cube)
+    assert QcResUNetConfig.from_dict(fixed.to_dict()) == fixed  # saved and read back as JSON
+    with pytest.raises(ValueError, match="axes"):
+        resolve_kernels(fixed, ndim=2, slice_spacing=0.0, inplane_spacing=1.0, strides=((2, 2),) * 4)
+    for bad in ([[1, 3, 3]] * 4, [[2, 3, 3]] * 5, "thin"):
+        with pytest.raises(ValueError, match="kernels"):
+            config.with_overrides(kernels=bad)
+
+
 def test_a_network_built_for_bfloat16_runs_two_slice_deep_convolutions_in_float32():
     # PyTorch's CPU bfloat16 kernel returns garbage weight gradients for 3D convolutions on inputs
     # two slices deep (training/precision.py, tests/training/test_precision.py): a network built
@@ -179,6 +211,37 @@ def test_a_checkpoint_round_trip_equals_the_trained_weights(trained):
     assert metrics["member0_readout"]["samples"] == 6 * (6 + 1)  # 6 fresh degraded maps and the truth per case
     # the error-map thresholds are calibrated with the read-out and saved with the weights
     assert loaded["sem_threshold"].tolist() == pytest.approx(metrics["member0_readout"]["sem_threshold"])
+
+
+def test_a_model_with_thin_kernels_is_saved_loaded_and_refitted_with_them(tmp_path):
+    # toy volumes of 3 mm slices and 1 mm pixels: kernels "auto" gives the slice axis a kernel of 1
+    # at the input's level only (3 >= 2 x 1; after the stem the pixels are 2 mm); the checkpoint
+    # must rebuild exactly those convolutions, for prediction and for a new read-out
+    from segqc.qc.qcresunet.predict import load
+    from segqc.qc.qcresunet.train import add_readout
+    from segqc.qc.training_api import train_method
+    from segqc.training import load_state
+
+    dataset = make_qc_dataset(tmp_path / "data", n_cases=3, shape=(48, 48, 8))
+    model_dir = train_method("qcresunet", dataset, tmp_path / "run", config="tiny", log=lambda _: None,
+                             overrides={"epochs": 1, "samples_per_epoch": 4, "readout_per_case": 2,
+                                        "kernels": "auto"})
+    expected = [[1, 3, 3]] + [[3, 3, 3]] * 4
+    assert json.loads((model_dir / "metrics.json").read_text())["kernels"] == expected
+    assert json.loads((model_dir / "config.json").read_text())["config"]["kernels"] == expected
+    network = load(model_dir).members[0]
+    assert network.full_res_skip[0].weight.shape[2:] == (1, 3, 3)
+    assert network.decoder_levels[2].blocks[1][0].weight.shape[2:] == (1, 3, 3)  # back at the input's level
+    assert network.decoder_levels[1].blocks[0][0].weight.shape[2:] == (3, 3, 3)
+    assert network.stem[0].weight.shape[2:] == (3, 7, 7)  # the stem outputs level 1
+    state = load_state(tmp_path / "run" / "stages" / "member0")
+    assert state is not None
+    trained = state["weights"]["model"]
+    loaded = network.state_dict()
+    assert all(torch.equal(loaded[k], trained[k]) for k in trained if not k.startswith("readout.")
+               and k not in ("sem_threshold", "outside_errors"))
+    refitted = load(add_readout(model_dir, dataset, tmp_path / "refit", readout_per_case=1, log=lambda _: None))
+    assert refitted.members[0].full_res_skip[0].weight.shape[2:] == (1, 3, 3)
 
 
 def test_a_rerun_with_the_same_seed_gives_the_same_model(trained, tmp_path):

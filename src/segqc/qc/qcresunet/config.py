@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 from segqc.config import ConfigBase, register_presets
 from segqc.training.precision import PRECISIONS
 
-__all__ = ["PRESETS", "QcResUNetConfig", "resolve_strides"]
+__all__ = ["PRESETS", "QcResUNetConfig", "resolve_kernels", "resolve_strides"]
 
 THICK_SLICE_RATIO = 2.0
 """Slice spacing / in-plane spacing from which the depth axis is not down-sampled early."""
@@ -50,7 +50,9 @@ class QcResUNetConfig(ConfigBase):
     """Every setting of the QCResUNet model and its training (defaults: the ``small`` preset).
 
     Network: ``size`` (in-plane slice size, px; divisible by 16), ``widths`` / ``blocks`` per
-    ResNet stage, ``strides`` ("auto" or four per-axis rates), ``dropout`` (spatial dropout in
+    ResNet stage, ``strides`` ("auto" or four per-axis rates), ``kernels`` (the convolutions'
+    kernel sizes per resolution level: ``cube``, ``auto`` or five per-axis sizes,
+    :func:`resolve_kernels`), ``dropout`` (spatial dropout in
     every residual block); ablations ``attention`` (ECA aggregation of the error maps),
     ``decoder`` (error maps at all; False = regression-only ResNet-34) and ``regression`` (Dice /
     NSD heads; False = error maps only). ``classes``: what the model assesses — ``labels`` (every
@@ -105,6 +107,7 @@ class QcResUNetConfig(ConfigBase):
     widths: tuple[int, ...] = (16, 32, 64, 128)
     blocks: tuple[int, ...] = (3, 4, 6, 3)
     strides: Any = "auto"
+    kernels: Any = "cube"
     dropout: float = 0.3
     attention: bool = True
     decoder: bool = True
@@ -138,6 +141,8 @@ class QcResUNetConfig(ConfigBase):
         object.__setattr__(self, "blocks", tuple(int(b) for b in self.blocks))
         if self.strides != "auto":
             object.__setattr__(self, "strides", _as_strides(self.strides))
+        if self.kernels not in KERNEL_CHOICES:
+            object.__setattr__(self, "kernels", _as_kernels(self.kernels))
         if len(self.widths) != 4 or len(self.blocks) != 4:
             raise ValueError(f"widths and blocks need one entry per ResNet stage (4); got {self.widths}, {self.blocks}")
         if self.size % 16:
@@ -179,6 +184,49 @@ def _as_strides(value: Any) -> tuple[tuple[int, ...], ...]:
         raise ValueError(f"strides must be 'auto' or four per-axis rates like [[1,2,2],[1,2,2],[1,2,2],[2,2,2]]; "
                          f"got {value}")
     return stages
+
+
+KERNEL_CHOICES = ("cube", "auto")
+"""``kernels`` by name: ``cube`` 3 along every axis at every level (the paper's); ``auto`` from the
+data's spacing (:func:`resolve_kernels`)."""
+
+
+def _as_kernels(value: Any) -> tuple[tuple[int, ...], ...]:
+    try:
+        levels = tuple(tuple(int(k) for k in (level if isinstance(level, (list, tuple)) else [level]))
+                       for level in value)
+    except (TypeError, ValueError):
+        levels = ()
+    if len(levels) != 5 or len({len(k) for k in levels}) != 1 or any(k < 1 or k % 2 == 0 for lv in levels for k in lv):
+        raise ValueError(f"kernels must be 'cube', 'auto' or five per-axis odd kernel sizes (one per resolution "
+                         f"level) like [[1,3,3],[1,3,3],[3,3,3],[3,3,3],[3,3,3]]; got {value}")
+    return levels
+
+
+def resolve_kernels(config: QcResUNetConfig, *, ndim: int, slice_spacing: float, inplane_spacing: float,
+                    strides: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], ...]:
+    """The convolution kernel sizes at the network's five resolution levels (the input's and after
+    each of the four down-samplings ``strides``) for data of ``ndim`` dimensions with the given
+    slice and in-plane spacings (mm): the config's own; ``cube``: 3 along every axis; ``auto``: 3,
+    but 1 along the slice axis (3D data, the first axis) at every level where the slice spacing
+    there is at least :data:`THICK_SLICE_RATIO` times the in-plane spacing there (nnU-Net's rule;
+    ACDC, 10 mm slices and 1.56 mm pixels: ``(1, 3, 3)`` at the input's level and the stem's, where
+    the pixels are 1.56 and 3.1 mm; 3 from 6.25 mm pixels on)."""
+    if config.kernels == "cube" or (config.kernels == "auto" and ndim == 2):
+        return ((3,) * ndim,) * 5
+    if config.kernels != "auto":
+        kernels: tuple[tuple[int, ...], ...] = config.kernels
+        if len(kernels[0]) != ndim:
+            raise ValueError(f"kernels {kernels} have {len(kernels[0])} axes; the data have {ndim}")
+        return kernels
+    levels = []
+    slice_mm, pixel_mm = float(slice_spacing), float(inplane_spacing)
+    for level in range(5):
+        if level:
+            slice_mm *= strides[level - 1][0]
+            pixel_mm *= strides[level - 1][-1]
+        levels.append((1 if slice_mm >= THICK_SLICE_RATIO * pixel_mm else 3, 3, 3))
+    return tuple(levels)
 
 
 def resolve_strides(config: QcResUNetConfig, *, ndim: int, slice_spacing: float,

@@ -35,6 +35,12 @@ Choices where the paper is silent or cannot be followed literally:
   stage 1 keeps the stem's resolution and there is no max-pool. The stem kernel is 7 along axes
   the stem down-samples and 3 along the others (e.g. ``(3, 7, 7)`` for ACDC's thick-slice axis, a
   7-slice kernel would mix far-apart slices of a 16-slice volume).
+* Kernels (``kernels``; our option, the paper's are 3 along every axis): per resolution level,
+  e.g. ``(1, 3, 3)`` at the levels where the slices are still much further apart than the
+  pixels (nnU-Net's rule for thick-slice data; :func:`segqc.qc.qcresunet.config.resolve_kernels`):
+  a slice-axis kernel there mixes structures 10 mm apart and costs three times the arithmetic
+  of the in-plane one. The stem's kernel is 7 along the axes it down-samples and the level's
+  kernel along the others.
 * Regression heads: global average pooling of stage 4, then one linear layer per measure (DSC,
   NSD), each ``widths[3] -> C + 1``, then sigmoid. No hidden layer, no dropout.
 * Read-out (``readout=True``; our addition, needs the decoder): after training, a linear map
@@ -141,6 +147,23 @@ def _axis_strides(strides: Sequence[Stride], spatial_dims: int) -> tuple[tuple[i
     return tuple(out)
 
 
+def _axis_kernels(kernels: Sequence[Stride] | None, spatial_dims: int) -> tuple[tuple[int, ...], ...]:
+    """Five per-axis convolution kernel sizes (resolution levels 0..4) from ints or per-axis
+    sequences; None: 3 along every axis at every level."""
+    if kernels is None:
+        return ((3,) * spatial_dims,) * 5
+    if len(kernels) != 5:
+        raise ValueError(f"need one kernel per resolution level (5: the input and after each of the four "
+                         f"down-samplings), got {len(kernels)}: {kernels}")
+    out = []
+    for k in kernels:
+        axes = (int(k),) * spatial_dims if isinstance(k, int) else tuple(int(v) for v in k)
+        if len(axes) != spatial_dims or min(axes) < 1 or any(v % 2 == 0 for v in axes):
+            raise ValueError(f"each kernel must be an odd positive int or {spatial_dims} of them, got {k}")
+        out.append(axes)
+    return tuple(out)
+
+
 def size_multiple(strides: Sequence[Stride], spatial_dims: int = 3) -> tuple[int, ...]:
     """The multiple every spatial axis of the input must have: the product of the four rates along
     that axis, e.g. ``(2, 16, 16)`` for ACDC's rates and ``(16, 16, 16)`` for the brain rates."""
@@ -187,13 +210,16 @@ class ResidualBlock(nn.Module):
     """Basic ResNet block with InstanceNorm and spatial dropout: ``(B, c_in, *s) -> (B, c_out, *s /
     stride)`` (module docstring for the layer order)."""
 
-    def __init__(self, dims: int, c_in: int, c_out: int, stride: tuple[int, ...], dropout: float) -> None:
+    def __init__(self, dims: int, c_in: int, c_out: int, stride: tuple[int, ...], dropout: float,
+                 kernel: tuple[int, ...] | None = None) -> None:
         super().__init__()
         conv = _conv(dims)
-        self.conv1 = conv(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        kernel = kernel or (3,) * dims
+        padding = tuple(k // 2 for k in kernel)
+        self.conv1 = conv(c_in, c_out, kernel, stride=stride, padding=padding, bias=False)
         self.norm1 = _norm(dims, c_out)
         self.dropout = nn.Dropout3d(dropout) if dims == 3 else nn.Dropout2d(dropout)
-        self.conv2 = conv(c_out, c_out, 3, padding=1, bias=False)
+        self.conv2 = conv(c_out, c_out, kernel, padding=padding, bias=False)
         self.norm2 = _norm(dims, c_out)
         self.shortcut: nn.Module = nn.Identity()
         if c_in != c_out or max(stride) > 1:
@@ -204,9 +230,11 @@ class ResidualBlock(nn.Module):
         return F.relu(self.norm2(self.conv2(h)) + self.shortcut(x))
 
 
-def _conv_block(dims: int, c_in: int, c_out: int) -> nn.Sequential:
-    """Decoder conv block: 3x3(x3) convolution, InstanceNorm (affine), LeakyReLU(0.01)."""
-    return nn.Sequential(_conv(dims)(c_in, c_out, 3, padding=1, bias=False), _norm(dims, c_out), nn.LeakyReLU(0.01))
+def _conv_block(dims: int, c_in: int, c_out: int, kernel: tuple[int, ...] | None = None) -> nn.Sequential:
+    """Decoder conv block: 3x3(x3) convolution (or ``kernel``), InstanceNorm (affine), LeakyReLU(0.01)."""
+    kernel = kernel or (3,) * dims
+    return nn.Sequential(_conv(dims)(c_in, c_out, kernel, padding=tuple(k // 2 for k in kernel), bias=False),
+                         _norm(dims, c_out), nn.LeakyReLU(0.01))
 
 
 class DecoderLevel(nn.Module):
@@ -214,11 +242,13 @@ class DecoderLevel(nn.Module):
     nearest up-sampling by ``rate``, 1x1 conv to ``c_skip``, concatenation with the skip, two conv
     blocks ``2 c_skip -> c_skip -> c_skip``."""
 
-    def __init__(self, dims: int, c_in: int, c_skip: int, rate: tuple[int, ...]) -> None:
+    def __init__(self, dims: int, c_in: int, c_skip: int, rate: tuple[int, ...],
+                 kernel: tuple[int, ...] | None = None) -> None:
         super().__init__()
         self.rate = tuple(float(r) for r in rate)
         self.project = _conv(dims)(c_in, c_skip, 1)
-        self.blocks = nn.Sequential(_conv_block(dims, 2 * c_skip, c_skip), _conv_block(dims, c_skip, c_skip))
+        self.blocks = nn.Sequential(_conv_block(dims, 2 * c_skip, c_skip, kernel),
+                                    _conv_block(dims, c_skip, c_skip, kernel))
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         if max(self.rate) > 1:
@@ -414,12 +444,16 @@ class QcResUNet(nn.Module):
     classes C (the query has C + 1 one-hot channels). ``widths`` / ``blocks``: channels and residual
     blocks of the four stages (default ResNet-34). ``strides``: the four down-sampling rates (stem,
     stages 2, 3, 4), each an int or one int per axis (default 2 everywhere, the paper's brain
-    rates; :data:`ACDC_STRIDES` for the cardiac volumes). ``dropout``: spatial-dropout probability in
-    every residual block. ``attention``: ECA before the SEM head (False: plain concat + 1x1 conv).
-    ``decoder``: False gives a plain ResNet-34 regressor (no error maps). ``regression``: False
-    gives error maps only (no DSC/NSD heads and no stage 4). ``readout``: hold a read-out of the
-    error-map branch that, once fitted, gives DSC and NSD (module docstring); ``readout_fourier``:
-    the number of random Fourier features of its non-linear correction (0: linear only);
+    rates; :data:`ACDC_STRIDES` for the cardiac volumes). ``kernels``: the convolutions' kernel
+    sizes at the five resolution levels (0: the input's, 1..4: after each down-sampling; an int or
+    one odd int per axis; a convolution takes its output level's; default None: 3 everywhere, the
+    paper's), e.g. 1 along the slice axis where slices are far apart (module docstring).
+    ``dropout``: spatial-dropout probability in every residual block. ``attention``: ECA before
+    the SEM head (False: plain concat + 1x1 conv). ``decoder``: False gives a plain ResNet-34
+    regressor (no error maps). ``regression``: False gives error maps only (no DSC/NSD heads and
+    no stage 4). ``readout``: hold a read-out of the error-map branch that, once fitted, gives DSC
+    and NSD (module docstring); ``readout_fourier``: the number of random Fourier features of its
+    non-linear correction (0: linear only);
     ``readout_surface``: add :func:`boundary_error_numbers` to its features. The buffer
     ``sem_threshold`` ``(C,)`` holds each class's error-probability threshold (0.5 until
     :func:`segqc.qc.qcresunet.train.fit_readout` calibrates it), ``outside_errors`` ``(C,)``
@@ -439,6 +473,7 @@ class QcResUNet(nn.Module):
         strides: Sequence[Stride] = (2, 2, 2, 2),
         dropout: float = 0.3,
         *,
+        kernels: Sequence[Stride] | None = None,
         attention: bool = True,
         decoder: bool = True,
         regression: bool = True,
@@ -450,6 +485,7 @@ class QcResUNet(nn.Module):
         if readout and not decoder:
             raise ValueError("the read-out reads the error-map branch: it needs decoder=True")
         self.strides = _axis_strides(strides, spatial_dims)
+        self.kernels = _axis_kernels(kernels, spatial_dims)
         widths, blocks = tuple(int(w) for w in widths), tuple(int(n) for n in blocks)
         if len(widths) != 4 or len(blocks) != 4 or min(widths) < 1 or min(blocks) < 1:
             raise ValueError(f"widths and blocks need 4 positive entries each, got {widths}, {blocks}")
@@ -465,7 +501,8 @@ class QcResUNet(nn.Module):
         dims, c_in = self.spatial_dims, self.image_channels + self.n_classes + 1
         conv = _conv(dims)
 
-        kernel = tuple(7 if s > 1 else 3 for s in self.strides[0])
+        kernels = self.kernels  # a convolution takes the kernel of the level it outputs
+        kernel = tuple(7 if s > 1 else k for s, k in zip(self.strides[0], kernels[1]))
         self.stem = nn.Sequential(
             conv(c_in, widths[0], kernel, stride=self.strides[0], padding=tuple(k // 2 for k in kernel), bias=False),
             _norm(dims, widths[0]), nn.ReLU(),
@@ -474,8 +511,9 @@ class QcResUNet(nn.Module):
         previous = widths[0]
         for i in range(4 if regression else 3):
             stride = (1,) * dims if i == 0 else self.strides[i]
-            stage = [ResidualBlock(dims, previous, widths[i], stride, dropout)]
-            stage += [ResidualBlock(dims, widths[i], widths[i], (1,) * dims, dropout) for _ in range(blocks[i] - 1)]
+            stage = [ResidualBlock(dims, previous, widths[i], stride, dropout, kernels[i + 1])]
+            stage += [ResidualBlock(dims, widths[i], widths[i], (1,) * dims, dropout, kernels[i + 1])
+                      for _ in range(blocks[i] - 1)]
             self.stages.append(nn.Sequential(*stage))
             previous = widths[i]
 
@@ -494,12 +532,12 @@ class QcResUNet(nn.Module):
                              + (2 * (n_classes + 1) if regression else 0))
             self.readout = Readout(readout_width, 2 * (n_classes + 1), readout_fourier)
         if decoder:
-            self.full_res_skip = _conv_block(dims, c_in, full)
+            self.full_res_skip = _conv_block(dims, c_in, full, kernels[0])
             # Level 0 starts from stage 3 ("Block 3"), not from stage 4.
             self.decoder_levels = nn.ModuleList([
-                DecoderLevel(dims, widths[2], widths[1], self.strides[2]),
-                DecoderLevel(dims, widths[1], widths[0], self.strides[1]),
-                DecoderLevel(dims, widths[0], full, self.strides[0]),
+                DecoderLevel(dims, widths[2], widths[1], self.strides[2], kernels[2]),
+                DecoderLevel(dims, widths[1], widths[0], self.strides[1], kernels[1]),
+                DecoderLevel(dims, widths[0], full, self.strides[0], kernels[0]),
             ])
             head_in = full + n_classes + 1
             self.eca: nn.Module = EfficientChannelAttention(head_in) if attention else nn.Identity()

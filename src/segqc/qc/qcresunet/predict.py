@@ -64,7 +64,8 @@ def load(model_dir: str | Path, *, device: str = "cpu") -> LoadedQcResUNet:
         members = []
         for name in sorted(weights, key=lambda n: int(n.removeprefix("member"))):
             network = build_network(config, spatial_dims=spatial_dims, image_channels=int(saved["image_channels"]),
-                                    n_classes=len(classes), strides=saved["strides"], precision=precision)
+                                    n_classes=len(classes), strides=saved["strides"], precision=precision,
+                                    kernels=saved.get("kernels"))  # saved before kernels could differ: None
             state = dict(weights[name])
             state.setdefault("sem_threshold", network.sem_threshold)  # saved before thresholds were calibrated
             state.setdefault("outside_errors", network.outside_errors)  # saved before that was calibrated

@@ -38,7 +38,7 @@ import torch
 
 from segqc.errors import InputError
 from segqc.io.datasets import Dataset, segmentation_files
-from segqc.qc.qcresunet.config import QcResUNetConfig, resolve_strides
+from segqc.qc.qcresunet.config import QcResUNetConfig, resolve_kernels, resolve_strides
 from segqc.qc.qcresunet.model import QcResUNet, qcresunet_loss
 from segqc.training import save_checkpoint
 from segqc.training.precision import autocast, resolve_precision, shield_conv3d
@@ -289,11 +289,16 @@ def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, co
 
 
 def build_network(config: QcResUNetConfig, *, spatial_dims: int, image_channels: int, n_classes: int,
-                  strides: Sequence[Sequence[int]], precision: str = "fp32") -> QcResUNet:
-    """The network of ``config`` for data of this shape; to be trained at ``precision`` (a
-    resolved one: ``bf16`` shields its 3D convolutions, :func:`segqc.training.precision.shield_conv3d`)."""
+                  strides: Sequence[Sequence[int]], precision: str = "fp32",
+                  kernels: Sequence[Sequence[int]] | None = None) -> QcResUNet:
+    """The network of ``config`` for data of this shape (``strides`` and ``kernels`` resolved for
+    the data: :func:`~segqc.qc.qcresunet.config.resolve_strides`,
+    :func:`~segqc.qc.qcresunet.config.resolve_kernels`; None: 3 everywhere); to be trained at
+    ``precision`` (a resolved one: ``bf16`` shields its 3D convolutions,
+    :func:`segqc.training.precision.shield_conv3d`)."""
     network = QcResUNet(spatial_dims, image_channels, n_classes, widths=config.widths, blocks=config.blocks,
                         strides=[tuple(s) for s in strides], dropout=config.dropout, attention=config.attention,
+                        kernels=None if kernels is None else [tuple(k) for k in kernels],
                         decoder=config.decoder, regression=config.regression, readout=uses_readout(config),
                         readout_fourier=config.readout_fourier if uses_readout(config) else 0,
                         readout_surface=config.readout_surface and uses_readout(config))
@@ -596,19 +601,24 @@ def train(config: QcResUNetConfig, data: QcResUNetData, out_dir: str | Path, *, 
         raise InputError("the config has a read-out (readout_per_case > 0) but no read-out data were given")
     out, dev = start_run(out_dir, method=METHOD, settings=config.resume_key(), data=data.summary(), seed=config.seed,
                          device=device, may_change="epochs, checkpoint_every")
+    inplane_spacing = float(min(data.plan.target_spacing))
     strides = resolve_strides(config, ndim=data.ndim, slice_spacing=data.slice_spacing,
-                              inplane_spacing=float(min(data.plan.target_spacing)))
+                              inplane_spacing=inplane_spacing)
+    kernels = resolve_kernels(config, ndim=data.ndim, slice_spacing=data.slice_spacing,
+                              inplane_spacing=inplane_spacing, strides=strides)
     n_classes = len(data.classes)
     precision = resolve_precision(config.precision, dev)
     metrics: dict[str, Any] = {"data": data.summary(), "device": str(dev), "threads": torch.get_num_threads(),
-                               "strides": [list(s) for s in strides], "precision": precision}
+                               "strides": [list(s) for s in strides], "kernels": [list(k) for k in kernels],
+                               "precision": precision}
     say(f"training precision: {precision}")
     weights = {}
     with torch.enable_grad():
         for member in range(config.members):
             torch.manual_seed(config.seed + member)
             model = build_network(config, spatial_dims=data.ndim, image_channels=data.image_channels,
-                                  n_classes=n_classes, strides=strides, precision=precision).to(dev)
+                                  n_classes=n_classes, strides=strides, precision=precision,
+                                  kernels=kernels).to(dev)
             metrics[f"member{member}"] = run_stage(_member_stage(config, data, member, model, dev, precision), out,
                                                    checkpoint_every=config.checkpoint_every, log=say,
                                                    progress=progress, prefix="qcresunet ")
@@ -622,7 +632,8 @@ def train(config: QcResUNetConfig, data: QcResUNetData, out_dir: str | Path, *, 
                     config={"qcresunet": config.to_dict(), "labels": list(data.labels),
                             "classes": [[c[0], c[1], list(c[2])] for c in data.classes],
                             "image_channels": data.image_channels, "plan": data.plan.to_dict(),
-                            "strides": [list(s) for s in strides], "spatial_dims": data.ndim},
+                            "strides": [list(s) for s in strides], "kernels": [list(k) for k in kernels],
+                            "spatial_dims": data.ndim},
                     weights=weights, fingerprint=data.fingerprint, metrics=metrics, seed=config.seed)
     say(f"model saved to {model_dir}")
     return model_dir
@@ -682,7 +693,8 @@ def add_readout(model_dir: str | Path, dataset_dir: str | Path, out_dir: str | P
     dev = next(loaded.members[0].parameters()).device  # load's, where loaded.precision was resolved
     for member, network in enumerate(loaded.members):
         fitted = build_network(config, spatial_dims=loaded.spatial_dims, image_channels=int(saved["image_channels"]),
-                               n_classes=len(loaded.classes), strides=saved["strides"], precision=loaded.precision)
+                               n_classes=len(loaded.classes), strides=saved["strides"], precision=loaded.precision,
+                               kernels=saved.get("kernels"))
         kept = {k: v for k, v in network.state_dict().items() if not k.startswith("readout.")}
         fitted.load_state_dict(kept, strict=False)  # all but the (new) read-out
         metrics[f"member{member}_readout"] = fit_readout(fitted, data, config, dev, progress=progress)
