@@ -113,10 +113,11 @@ def test_strides_follow_the_slice_thickness():
 
 
 def test_kernels_follow_the_slice_thickness_level_by_level():
-    config = QcResUNetConfig.preset("small")
+    config = QcResUNetConfig()  # a config saved before kernels existed reads as the paper's cube
     acdc_strides = ((1, 2, 2), (1, 2, 2), (1, 2, 2), (2, 2, 2))
     thin, cube = (1, 3, 3), (3, 3, 3)
-    auto = config.with_overrides(kernels="auto")
+    auto = QcResUNetConfig.preset("small")
+    assert auto.kernels == "auto" and QcResUNetConfig.preset("paper").kernels == "cube"
     # 10 mm slices, 1.5625 mm pixels: pixels of 1.56, 3.1, 6.25, 12.5, 25 mm at the five levels,
     # slices 10 mm apart until the last down-sampling halves them (20 mm); a slice-axis kernel of 1
     # while the slices are at least twice as far apart as the pixels
@@ -129,17 +130,16 @@ def test_kernels_follow_the_slice_thickness_level_by_level():
         (cube,) * 5)
     assert resolve_kernels(auto, ndim=2, slice_spacing=0.0, inplane_spacing=0.2, strides=((2, 2),) * 4) == (
         ((3, 3),) * 5)
-    # the paper's cube is the default; an explicit list is taken as it is
-    assert config.kernels == "cube"
+    # the paper's cube; an explicit list is taken as it is
     assert resolve_kernels(config, ndim=3, slice_spacing=10.0, inplane_spacing=1.5625, strides=acdc_strides) == (
         (cube,) * 5)
-    fixed = config.with_overrides(kernels=[[1, 3, 3]] * 2 + [[3, 3, 3]] * 3)
+    fixed = config.with_overrides(kernels=[[1, 3, 3]] * 2 + [3] * 3)  # one size: along every axis
     assert resolve_kernels(fixed, ndim=3, slice_spacing=1.0, inplane_spacing=1.0, strides=((2, 2, 2),) * 4) == (
         thin, thin, cube, cube, cube)
     assert QcResUNetConfig.from_dict(fixed.to_dict()) == fixed  # saved and read back as JSON
     with pytest.raises(ValueError, match="axes"):
         resolve_kernels(fixed, ndim=2, slice_spacing=0.0, inplane_spacing=1.0, strides=((2, 2),) * 4)
-    for bad in ([[1, 3, 3]] * 4, [[2, 3, 3]] * 5, "thin"):
+    for bad in ([[1, 3, 3]] * 4, [[2, 3, 3]] * 5, [[1, 3, 3], [1, 3]] + [3] * 3, "thin"):
         with pytest.raises(ValueError, match="kernels"):
             config.with_overrides(kernels=bad)
 

@@ -6,14 +6,16 @@
 * ``tiny`` — for tests: 32 px slices, widths (4, 8, 16, 32) with one residual block per stage, a
   few dozen steps. Learns little; checks that everything runs.
 * ``small`` (the default) — 2 CPU cores: 96 px slices (ACDC at 1.56 mm: a 150 mm field of view),
-  the ResNet-34 layout (3, 4, 6, 3 residual blocks) at widths (16, 32, 64, 128) (4.1 M
-  parameters), batch 4, 10 degraded segmentations per training volume over QCResUNet's 10 equal
-  Dice bins, 20 epochs of 800 segmentations re-drawn evenly over the bins (4000 steps), in
-  bfloat16 where the CPU has it (``precision="auto"``: about 0.4 s per step on 2 cores with
-  AMX, 1.1 s in float32; about 1 s on a CPU with AVX-512 BF16 but no AMX, where the run takes
-  over an hour and ``samples_per_epoch=600``, 3000 steps, fits it: 56 min), then the read-out
-  (below) on 10 fresh degraded segmentations per training volume (and the ground truths and the
-  real segmentations, those counting twice).
+  the ResNet-34 layout (3, 4, 6, 3 residual blocks) at widths (16, 32, 64, 128) (4.0 M
+  parameters), kernels from the data's spacing (``kernels="auto"``: ACDC's thick slices get
+  ``(1, 3, 3)`` at the two finest levels, :func:`resolve_kernels`), batch 4, 10 degraded
+  segmentations per training volume over QCResUNet's 10 equal Dice bins, 20 epochs of 800
+  segmentations re-drawn evenly over the bins (4000 steps), in bfloat16 where the CPU has it
+  (``precision="auto"``: about 0.4 s per step on 2 cores with AMX, 1.1 s in float32; about 0.75 s
+  on a CPU with AVX-512 BF16 but no AMX, where the run takes 63 min on ACDC's training split
+  and fewer steps fit the hour: docs/evidence.md, "Thin kernels across thick slices"), then the
+  read-out (below) on 10 fresh degraded segmentations per training volume (and the ground truths
+  and the real segmentations, those counting twice).
 * ``paper`` — for a GPU, the paper's method (its regression heads, no read-out): widths (32,
   64, 128, 256) — 16.3 M parameters, the size the paper's Table F.3 gives for QCResUNet
   (ResNet-34's own widths 64..512 would make 65 M) —, batch 4, 100 epochs, Adam with the
@@ -47,7 +49,8 @@ THICK_SLICE_RATIO = 2.0
 
 @dataclass(frozen=True)
 class QcResUNetConfig(ConfigBase):
-    """Every setting of the QCResUNet model and its training (defaults: the ``small`` preset).
+    """Every setting of the QCResUNet model and its training (defaults: the ``small`` preset's, but
+    ``kernels`` is ``cube``, as in every model saved before the setting existed).
 
     Network: ``size`` (in-plane slice size, px; divisible by 16), ``widths`` / ``blocks`` per
     ResNet stage, ``strides`` ("auto" or four per-axis rates), ``kernels`` (the convolutions'
@@ -192,12 +195,15 @@ data's spacing (:func:`resolve_kernels`)."""
 
 
 def _as_kernels(value: Any) -> tuple[tuple[int, ...], ...]:
-    try:
-        levels = tuple(tuple(int(k) for k in (level if isinstance(level, (list, tuple)) else [level]))
-                       for level in value)
-    except (TypeError, ValueError):
-        levels = ()
-    if len(levels) != 5 or len({len(k) for k in levels}) != 1 or any(k < 1 or k % 2 == 0 for lv in levels for k in lv):
+    levels: tuple[tuple[int, ...], ...] = ()
+    if not isinstance(value, str):
+        try:
+            levels = tuple(tuple(int(k) for k in (level if isinstance(level, (list, tuple)) else [level]))
+                           for level in value)
+        except (TypeError, ValueError):
+            pass
+    axes = {len(k) for k in levels} - {1}  # a single size stands for every axis
+    if len(levels) != 5 or len(axes) > 1 or any(k < 1 or k % 2 == 0 for level in levels for k in level):
         raise ValueError(f"kernels must be 'cube', 'auto' or five per-axis odd kernel sizes (one per resolution "
                          f"level) like [[1,3,3],[1,3,3],[3,3,3],[3,3,3],[3,3,3]]; got {value}")
     return levels
@@ -207,17 +213,18 @@ def resolve_kernels(config: QcResUNetConfig, *, ndim: int, slice_spacing: float,
                     strides: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], ...]:
     """The convolution kernel sizes at the network's five resolution levels (the input's and after
     each of the four down-samplings ``strides``) for data of ``ndim`` dimensions with the given
-    slice and in-plane spacings (mm): the config's own; ``cube``: 3 along every axis; ``auto``: 3,
+    slice and in-plane spacings (mm): the config's own (a single size: along every axis); ``cube``: 3
+    along every axis; ``auto``: 3,
     but 1 along the slice axis (3D data, the first axis) at every level where the slice spacing
     there is at least :data:`THICK_SLICE_RATIO` times the in-plane spacing there (nnU-Net's rule;
     ACDC, 10 mm slices and 1.56 mm pixels: ``(1, 3, 3)`` at the input's level and the stem's, where
     the pixels are 1.56 and 3.1 mm; 3 from 6.25 mm pixels on)."""
     if config.kernels == "cube" or (config.kernels == "auto" and ndim == 2):
         return ((3,) * ndim,) * 5
-    if config.kernels != "auto":
-        kernels: tuple[tuple[int, ...], ...] = config.kernels
-        if len(kernels[0]) != ndim:
-            raise ValueError(f"kernels {kernels} have {len(kernels[0])} axes; the data have {ndim}")
+    if config.kernels != "auto":  # one size stands for every axis
+        kernels = tuple(k * ndim if len(k) == 1 else k for k in config.kernels)
+        if any(len(k) != ndim for k in kernels):
+            raise ValueError(f"kernels {config.kernels} do not have {ndim} axes, as the data")
         return kernels
     levels = []
     slice_mm, pixel_mm = float(slice_spacing), float(inplane_spacing)
@@ -249,7 +256,7 @@ PRESETS = {
     "tiny": QcResUNetConfig(size=32, widths=(4, 8, 16, 32), blocks=(1, 1, 1, 1), degraded_per_case=3, epochs=3,
                             samples_per_epoch=8, batch_size=2, max_depth=8, checkpoint_every=1000,
                             readout_per_case=2, readout_fourier=64, precision="fp32"),
-    "small": QcResUNetConfig(),
+    "small": QcResUNetConfig(kernels="auto"),
     "paper": QcResUNetConfig(size=128, widths=(32, 64, 128, 256), epochs=100, samples_per_epoch=1000,
                              degraded_per_case=20, members=3, max_depth=32, readout_per_case=0,
                              precision="fp32"),
