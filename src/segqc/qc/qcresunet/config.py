@@ -213,12 +213,12 @@ def resolve_kernels(config: QcResUNetConfig, *, ndim: int, slice_spacing: float,
                     strides: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], ...]:
     """The convolution kernel sizes at the network's five resolution levels (the input's and after
     each of the four down-samplings ``strides``) for data of ``ndim`` dimensions with the given
-    slice and in-plane spacings (mm): the config's own (a single size: along every axis); ``cube``: 3
-    along every axis; ``auto``: 3,
-    but 1 along the slice axis (3D data, the first axis) at every level where the slice spacing
-    there is at least :data:`THICK_SLICE_RATIO` times the in-plane spacing there (nnU-Net's rule;
-    ACDC, 10 mm slices and 1.56 mm pixels: ``(1, 3, 3)`` at the input's level and the stem's, where
-    the pixels are 1.56 and 3.1 mm; 3 from 6.25 mm pixels on)."""
+    slice and in-plane spacings (mm): the config's own (a single size: along every axis);
+    ``cube``: 3 along every axis; ``auto``: 3, but 1 along the slice axis (3D data, the first
+    axis) at every level where the slice spacing there is at least :data:`THICK_SLICE_RATIO`
+    times the in-plane spacing there (nnU-Net's rule; ACDC, 10 mm slices and 1.56 mm pixels:
+    ``(1, 3, 3)`` at the input's level and the stem's, where the pixels are 1.56 and 3.1 mm; 3
+    from 6.25 mm pixels on)."""
     if config.kernels == "cube" or (config.kernels == "auto" and ndim == 2):
         return ((3,) * ndim,) * 5
     if config.kernels != "auto":  # one size stands for every axis
