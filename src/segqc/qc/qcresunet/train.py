@@ -298,7 +298,7 @@ def build_network(config: QcResUNetConfig, *, spatial_dims: int, image_channels:
     :func:`segqc.training.precision.shield_conv3d`)."""
     network = QcResUNet(spatial_dims, image_channels, n_classes, widths=config.widths, blocks=config.blocks,
                         strides=[tuple(s) for s in strides], dropout=config.dropout, attention=config.attention,
-                        kernels=None if kernels is None else [tuple(k) for k in kernels],
+                        kernels=kernels,
                         decoder=config.decoder, regression=config.regression, readout=uses_readout(config),
                         readout_fourier=config.readout_fourier if uses_readout(config) else 0,
                         readout_surface=config.readout_surface and uses_readout(config))
@@ -608,9 +608,9 @@ def train(config: QcResUNetConfig, data: QcResUNetData, out_dir: str | Path, *, 
                               inplane_spacing=inplane_spacing, strides=strides)
     n_classes = len(data.classes)
     precision = resolve_precision(config.precision, dev)
+    layout = {"strides": [list(s) for s in strides], "kernels": [list(k) for k in kernels]}  # what load rebuilds
     metrics: dict[str, Any] = {"data": data.summary(), "device": str(dev), "threads": torch.get_num_threads(),
-                               "strides": [list(s) for s in strides], "kernels": [list(k) for k in kernels],
-                               "precision": precision}
+                               **layout, "precision": precision}
     say(f"training precision: {precision}")
     weights = {}
     with torch.enable_grad():
@@ -632,8 +632,7 @@ def train(config: QcResUNetConfig, data: QcResUNetData, out_dir: str | Path, *, 
                     config={"qcresunet": config.to_dict(), "labels": list(data.labels),
                             "classes": [[c[0], c[1], list(c[2])] for c in data.classes],
                             "image_channels": data.image_channels, "plan": data.plan.to_dict(),
-                            "strides": [list(s) for s in strides], "kernels": [list(k) for k in kernels],
-                            "spatial_dims": data.ndim},
+                            **layout, "spatial_dims": data.ndim},
                     weights=weights, fingerprint=data.fingerprint, metrics=metrics, seed=config.seed)
     say(f"model saved to {model_dir}")
     return model_dir
