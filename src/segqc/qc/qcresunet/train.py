@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from segqc.errors import InputError
 from segqc.io.datasets import Dataset, segmentation_files
@@ -138,8 +139,10 @@ def true_quality(seg: np.ndarray, gt: np.ndarray, spacing: Sequence[float], clas
     settings = MetricSettings(tolerance_mm=tolerance_mm)
     for k, members in enumerate(classes, start=1):
         s, g = np.isin(seg, members), np.isin(gt, members)
-        if not s.any() and not g.any():
+        box = ndimage.find_objects((s | g).astype(np.uint8))
+        if not box or box[0] is None:
             continue
+        s, g = s[box[0]], g[box[0]]  # the metrics of a tight crop are those of the whole grid
         dice, nsd_result = compare_masks(s, g, spacing, metrics=("dice", "nsd"), settings=settings)
         out[0, k] = float(dice.value)
         nsd = float(nsd_result.value)
