@@ -519,6 +519,29 @@ def test_the_training_data_hold_every_ground_truth_as_a_perfect_sample(tmp_path)
     assert "ground truth" not in without.sources
 
 
+def test_the_targets_of_degraded_maps_equal_the_metrics_computed_from_their_files(tmp_path):
+    """The degraded samples' targets come from the degrade manifest (not recomputed); each must
+    equal segqc's metrics of that very file against its ground truth, in the samples' order."""
+    from segqc.qc.qcresunet.train import build_training_data, quality_from_degrade_row
+
+    dataset = make_qc_dataset(tmp_path / "data", n_cases=3, shape=(32, 32, 4))
+    config = QcResUNetConfig.preset("tiny", degraded_per_case=3)
+    data = build_training_data(dataset, None, config, tmp_path / "work")
+    manifest = pd.read_csv(tmp_path / "work" / "degraded" / "manifest.csv")
+    degraded = [i for i, source in enumerate(data.sources) if source == "degraded"]
+    assert len(degraded) == len(manifest) == 9
+    for i, row in zip(degraded, manifest.itertuples()):
+        assert data.cases[i] == row.case
+        seg = read_label_map(tmp_path / "work" / "degraded" / row.file)
+        gt = read_label_map(dataset / "labelsTr" / f"{row.case}.nii.gz")
+        expected = true_quality(seg.array, gt.array, gt.geometry.spacing, [(1,), (2,)],
+                                tolerance_mm=config.tolerance_mm)
+        np.testing.assert_allclose(data.targets[i], expected, rtol=0, atol=1e-12)
+    assert len({float(data.targets[i][0, 0]) for i in degraded}) > 3  # distinct maps, not one repeated
+    # a class made of two label values has no manifest column: the caller computes it
+    assert quality_from_degrade_row(manifest.iloc[0].to_dict(), seg.array, gt.array, [(1, 2)]) is None
+
+
 def test_the_training_data_count_a_stray_blob_outside_the_window(tmp_path):
     from segqc.qc.qcresunet.train import build_training_data
 

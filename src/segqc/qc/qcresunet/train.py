@@ -47,8 +47,8 @@ from segqc.training.stages import Stage, run_stage, start_run, step_generators
 
 __all__ = ["METHOD", "THRESHOLD_GRID", "QcClass", "QcResUNetData", "add_readout", "best_error_thresholds",
            "build_network", "build_readout_data", "build_training_data", "class_masks", "dataset_classes",
-           "epoch_order", "fit_readout", "make_batch", "query_channels", "threshold_counts", "train",
-           "train_from_dataset", "true_quality", "uses_readout"]
+           "epoch_order", "fit_readout", "make_batch", "quality_from_degrade_row", "query_channels", "threshold_counts",
+           "train", "train_from_dataset", "true_quality", "uses_readout"]
 
 METHOD = "qcresunet"
 
@@ -153,10 +153,40 @@ def true_quality(seg: np.ndarray, gt: np.ndarray, spacing: Sequence[float], clas
     return out
 
 
-def _prepare_case(item: tuple[str, list[Path], Path, list[tuple[str, Path]]], *, plan: Any,
-                  classes: tuple[tuple[int, ...], ...], tolerance_mm: float) -> dict[str, Any]:
+def quality_from_degrade_row(row: dict[str, Any], seg: np.ndarray, gt: np.ndarray,
+                             classes: Sequence[Sequence[int]]) -> np.ndarray | None:
+    """:func:`true_quality` of a ``segqc degrade`` map read off its manifest row (``dice``,
+    ``dice_L``, ``nsd_L``: the same metrics at the same tolerance, computed when the map was made),
+    so the surface distances are not computed twice; presence of each class from ``seg`` and
+    ``gt``. None when a class is not a single label value, the row lacks it, or a Dice in the row
+    is not finite: the caller then computes the metrics."""
+    out = np.ones((2, len(classes) + 1))
+    present_nsd = []
+    for k, members in enumerate(classes, start=1):
+        if len(members) != 1 or f"dice_{members[0]}" not in row or f"nsd_{members[0]}" not in row:
+            return None
+        value = members[0]
+        if not (np.any(seg == value) or np.any(gt == value)):
+            continue
+        dice, nsd = float(row[f"dice_{value}"]), float(row[f"nsd_{value}"])
+        if not math.isfinite(dice):
+            return None
+        out[0, k] = dice
+        out[1, k] = nsd if math.isfinite(nsd) else 0.0
+        present_nsd.append(out[1, k])
+    if (seg > 0).any() or (gt > 0).any():
+        if "dice" not in row or not math.isfinite(float(row["dice"])):
+            return None
+        out[0, 0] = float(row["dice"])
+    out[1, 0] = float(np.mean(present_nsd)) if present_nsd else 1.0
+    return out
+
+
+def _prepare_case(item: tuple[str, list[Path], Path, list[tuple[str, Path, dict[str, Any] | None]]], *,
+                  plan: Any, classes: tuple[tuple[int, ...], ...], tolerance_mm: float) -> dict[str, Any]:
     """All samples of one case: preprocessed image, segmentation and ground truth per
-    segmentation, and the true quality on the original grid."""
+    segmentation, and the true quality on the original grid (read off the ``segqc degrade``
+    manifest row where the segmentation has one, :func:`quality_from_degrade_row`)."""
     from segqc.fingerprint.preprocessing import (
         preprocess_case,
         read_case_images,
@@ -170,14 +200,16 @@ def _prepare_case(item: tuple[str, list[Path], Path, list[tuple[str, Path]]], *,
     channels = [image.array for image in images]
     gt = read_case_label(gt_path, images[0])
     out: dict[str, Any] = {"images": [], "segs": [], "gts": [], "targets": [], "sources": [], "outside": []}
-    for source, seg_path in segs:
+    for source, seg_path, row in segs:
         seg = read_case_label(seg_path, images[0])
         prepared = preprocess_case(channels, images[0].geometry, plan, label=seg.array)
         image = np.moveaxis(prepared.image, -1, 1)  # (C, n, S, S)
         out["images"].append(image.astype(np.float16))
         out["segs"].append(np.moveaxis(prepared.required_label(), -1, 0).astype(np.int16))
         out["gts"].append(np.moveaxis(transform_label(gt.array, prepared.transform), -1, 0).astype(np.int16))
-        out["targets"].append(true_quality(seg.array, gt.array, gt.geometry.spacing, classes,
+        known = None if row is None else quality_from_degrade_row(row, seg.array, gt.array, classes)
+        out["targets"].append(known if known is not None else
+                              true_quality(seg.array, gt.array, gt.geometry.spacing, classes,
                                            tolerance_mm=tolerance_mm))
         out["sources"].append(source)
         out["outside"].append(outside_window_counts(seg.array, gt.array, window_mask(prepared.transform), classes))
@@ -198,9 +230,10 @@ def outside_window_counts(seg: np.ndarray, gt: np.ndarray, window: np.ndarray,
 
 
 def _degraded_files(dataset: Dataset, cases: Sequence[str], config: QcResUNetConfig, work_dir: Path, *,
-                    jobs: int, progress: bool) -> dict[str, list[Path]]:
+                    jobs: int, progress: bool) -> dict[str, list[tuple[Path, dict[str, Any]]]]:
     """``segqc degrade`` of the training ground truths into ``work_dir/degraded`` (10 equal Dice
-    bins, nnQC error types and SegGen; resumable): case -> its degraded maps."""
+    bins, nnQC error types and SegGen; resumable): case -> its degraded maps, each with its
+    manifest row (its true quality at ``config.tolerance_mm``)."""
     import shutil
 
     from segqc.degrade.folder import DegradeConfig, degrade_folder
@@ -221,9 +254,9 @@ def _degraded_files(dataset: Dataset, cases: Sequence[str], config: QcResUNetCon
     degrade = DegradeConfig(bins=tuple(bins), per_case=config.degraded_per_case, seed=config.seed,
                             tolerance_mm=config.tolerance_mm, label_set=label_set)
     result = degrade_folder(links, work_dir / "degraded", degrade, images_dir=None, jobs=jobs, progress=progress)
-    files: dict[str, list[Path]] = {}
-    for row in result.manifest.itertuples():
-        files.setdefault(str(row.case), []).append(work_dir / "degraded" / str(row.file))
+    files: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
+    for row in result.manifest.to_dict("records"):
+        files.setdefault(str(row["case"]), []).append((work_dir / "degraded" / str(row["file"]), row))
     return files
 
 
@@ -252,16 +285,16 @@ def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, co
     labels = tuple(sorted(set(fingerprint.labels) | set(fingerprint.label_values_present) | {0}))
     classes = dataset_classes(dataset.info, labels, config.classes)
     work = Path(work_dir)
-    per_case: dict[str, list[tuple[str, Path]]] = {case: [] for case in chosen}
+    per_case: dict[str, list[tuple[str, Path, dict[str, Any] | None]]] = {case: [] for case in chosen}
     if config.ground_truth_samples:  # a perfect segmentation too: Dice 1, no error voxel
         for case in chosen:
-            per_case[case].append((GROUND_TRUTH_SOURCE, Path(dataset.label_files[case])))
-    for case, paths in _degraded_files(dataset, chosen, config, work, jobs=jobs, progress=progress).items():
-        per_case[case] += [(DEGRADED_SOURCE, p) for p in paths]
+            per_case[case].append((GROUND_TRUTH_SOURCE, Path(dataset.label_files[case]), None))
+    for case, made in _degraded_files(dataset, chosen, config, work, jobs=jobs, progress=progress).items():
+        per_case[case] += [(DEGRADED_SOURCE, path, row) for path, row in made]
     for folder in extra_seg_dirs:
         for case, path in segmentation_files(folder).files.values():
             if case in per_case:
-                per_case[case].append((str(folder), path))
+                per_case[case].append((str(folder), path, None))
     items = [(case, list(dataset.image_files[case]), Path(dataset.label_files[case]), per_case[case])
              for case in chosen if per_case[case]]
     if not items:
