@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from segqc.errors import InputError
 from segqc.io.datasets import Dataset, segmentation_files
@@ -132,24 +131,37 @@ def true_quality(seg: np.ndarray, gt: np.ndarray, spacing: Sequence[float], clas
     classes present in either map), then per class (``classes``: the label values of each). A
     class absent from both maps scores 1 (nothing to get wrong); two empty maps score 1."""
     from segqc.metrics.binary import MetricSettings, compare_masks
+    from segqc.metrics.masks import bounding_box
     from segqc.metrics.multiclass import multiclass_dice
 
-    out = np.ones((2, len(classes) + 1))
-    present_nsd = []
     settings = MetricSettings(tolerance_mm=tolerance_mm)
-    for k, members in enumerate(classes, start=1):
+    per_class: list[tuple[float, float] | None] = []
+    for members in classes:
         s, g = np.isin(seg, members), np.isin(gt, members)
-        box = ndimage.find_objects((s | g).astype(np.uint8))
-        if not box or box[0] is None:
+        box = bounding_box(s | g)
+        if box is None:
+            per_class.append(None)
             continue
-        s, g = s[box[0]], g[box[0]]  # the metrics of a tight crop are those of the whole grid
-        dice, nsd_result = compare_masks(s, g, spacing, metrics=("dice", "nsd"), settings=settings)
-        out[0, k] = float(dice.value)
-        nsd = float(nsd_result.value)
-        out[1, k] = nsd if math.isfinite(nsd) else 0.0
-        present_nsd.append(out[1, k])
-    out[0, 0] = multiclass_dice(seg, gt).value if (seg > 0).any() or (gt > 0).any() else 1.0
-    out[1, 0] = float(np.mean(present_nsd)) if present_nsd else 1.0
+        # the metrics of a tight crop are those of the whole grid
+        dice, nsd = compare_masks(s[box], g[box], spacing, metrics=("dice", "nsd"), settings=settings)
+        per_class.append((float(dice.value), float(nsd.value)))
+    both_empty = not (seg > 0).any() and not (gt > 0).any()
+    return _quality_table(per_class, None if both_empty else multiclass_dice(seg, gt).value)
+
+
+def _quality_table(per_class: Sequence[tuple[float, float] | None], multiclass: float | None) -> np.ndarray:
+    """:func:`true_quality`'s table from each class's (Dice, NSD) — None for a class absent from
+    both maps, which scores 1 — and the multi-class Dice (None: both maps empty, 1). A non-finite
+    NSD of a present class scores 0; the NSD over all classes is the mean over the present ones."""
+    out = np.ones((2, len(per_class) + 1))
+    for k, pair in enumerate(per_class, start=1):
+        if pair is not None:
+            out[0, k] = pair[0]
+            out[1, k] = pair[1] if math.isfinite(pair[1]) else 0.0
+    present = [k for k, pair in enumerate(per_class, start=1) if pair is not None]
+    if multiclass is not None:
+        out[0, 0] = multiclass
+    out[1, 0] = float(np.mean(out[1, present])) if present else 1.0
     return out
 
 
@@ -160,26 +172,21 @@ def quality_from_degrade_row(row: dict[str, Any], seg: np.ndarray, gt: np.ndarra
     so the surface distances are not computed twice; presence of each class from ``seg`` and
     ``gt``. None when a class is not a single label value, the row lacks it, or a Dice in the row
     is not finite: the caller then computes the metrics."""
-    out = np.ones((2, len(classes) + 1))
-    present_nsd = []
-    for k, members in enumerate(classes, start=1):
-        if len(members) != 1 or f"dice_{members[0]}" not in row or f"nsd_{members[0]}" not in row:
-            return None
+    per_class: list[tuple[float, float] | None] = []
+    for members in classes:
         value = members[0]
+        if len(members) != 1 or f"dice_{value}" not in row or f"nsd_{value}" not in row:
+            return None
         if not (np.any(seg == value) or np.any(gt == value)):
+            per_class.append(None)
             continue
-        dice, nsd = float(row[f"dice_{value}"]), float(row[f"nsd_{value}"])
-        if not math.isfinite(dice):
-            return None
-        out[0, k] = dice
-        out[1, k] = nsd if math.isfinite(nsd) else 0.0
-        present_nsd.append(out[1, k])
-    if (seg > 0).any() or (gt > 0).any():
-        if "dice" not in row or not math.isfinite(float(row["dice"])):
-            return None
-        out[0, 0] = float(row["dice"])
-    out[1, 0] = float(np.mean(present_nsd)) if present_nsd else 1.0
-    return out
+        per_class.append((float(row[f"dice_{value}"]), float(row[f"nsd_{value}"])))
+    both_empty = not (seg > 0).any() and not (gt > 0).any()
+    multiclass = None if both_empty else float(row.get("dice", math.nan))
+    if any(not math.isfinite(pair[0]) for pair in per_class if pair is not None) or not (
+            multiclass is None or math.isfinite(multiclass)):
+        return None
+    return _quality_table(per_class, multiclass)
 
 
 def _prepare_case(item: tuple[str, list[Path], Path, list[tuple[str, Path, dict[str, Any] | None]]], *,
