@@ -79,6 +79,26 @@ def test_true_quality_by_hand():
     assert np.array_equal(perfect, np.ones((2, 3)))
 
 
+def test_a_manifest_row_with_an_undefined_nsd_scores_that_class_0_and_a_bad_dice_falls_back():
+    """A present class whose NSD the manifest could not give (NaN) is a failure, 0, not a
+    perfect 1 or a NaN target; a NaN Dice sends the sample back to the metrics (None)."""
+    from segqc.qc.qcresunet.train import quality_from_degrade_row
+
+    gt = np.zeros((6, 6, 2), dtype=np.uint8)
+    gt[1:4, 1:4] = 1
+    seg = gt.copy()
+    seg[4:6, 4:6] = 2  # class 2 only in the segmentation; class 3 in neither map
+    row = {"dice": 0.8, "dice_1": 1.0, "nsd_1": 1.0, "dice_2": 0.0, "nsd_2": float("nan"),
+           "dice_3": float("nan"), "nsd_3": float("nan")}
+    out = quality_from_degrade_row(row, seg, gt, [(1,), (2,), (3,)])
+    assert out is not None
+    assert out[1, 2] == 0.0 and out[0, 2] == 0.0       # the NaN NSD of a present class: 0
+    assert out[0, 3] == 1.0 and out[1, 3] == 1.0       # absent from both maps: 1, whatever the row says
+    assert out[1, 0] == pytest.approx((1.0 + 0.0) / 2)  # NSD all: mean over the two present classes
+    assert out[0, 0] == 0.8
+    assert quality_from_degrade_row({**row, "dice_1": float("nan")}, seg, gt, [(1,), (2,), (3,)]) is None
+
+
 def test_epochs_are_drawn_evenly_over_the_dice_bins():
     dice = np.concatenate([np.full(90, 0.95), np.full(8, 0.15), np.full(2, 0.55)])  # skewed, 3 bins used
     order = epoch_order(dice, 60, 10, np.random.default_rng(0))
