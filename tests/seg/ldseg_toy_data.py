@@ -43,3 +43,36 @@ def make_disk_dataset(root: Path, *, cases: int = 24, seed: int = 0, shape: tupl
         "name": "disks", "channel_names": {"0": "synthetic"}, "labels": {"background": 0, "disk": 1},
         "numTraining": cases, "file_ending": ".nii.gz"}))
     return root
+
+
+def ball_volume(rng: np.random.Generator, shape: tuple[int, int, int] = (32, 32, 6)) -> tuple[np.ndarray, np.ndarray]:
+    """One volume (float32, noise of sd 0.3 plus 1.0 inside a ball squashed along the last, slice,
+    axis) and its label map (uint8), ITK index order ``(i, j, k)``."""
+    height, width, depth = shape
+    radius = rng.uniform(0.2, 0.3) * min(height, width)
+    cy = rng.uniform(radius + 1, height - radius - 1)
+    cx = rng.uniform(radius + 1, width - radius - 1)
+    cz = rng.uniform(0.35, 0.65) * (depth - 1)
+    yy, xx, zz = np.mgrid[:height, :width, :depth]
+    inside = (yy - cy) ** 2 + (xx - cx) ** 2 + (radius * (zz - cz) / (0.45 * depth)) ** 2 <= radius**2
+    label = inside.astype(np.uint8)
+    image = (label.astype(np.float32) + rng.normal(0.0, 0.3, shape)).astype(np.float32)
+    return image, label
+
+
+def make_ball_dataset(root: Path, *, cases: int = 16, seed: int = 0,
+                      shape: tuple[int, int, int] = (32, 32, 6)) -> Path:
+    """An nnU-Net folder of 3D ball volumes (spacing 1 x 1 x 4 mm: thick slices)."""
+    rng = np.random.default_rng(seed)
+    (root / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (root / "labelsTr").mkdir(parents=True, exist_ok=True)
+    geometry = Geometry(shape=shape, spacing=(1.0, 1.0, 4.0), origin=(0.0, 0.0, 0.0),
+                        direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    for k in range(cases):
+        image, label = ball_volume(rng, shape)
+        write_image(root / "imagesTr" / f"ball_{k:03d}_0000.nii.gz", image, geometry)
+        write_image(root / "labelsTr" / f"ball_{k:03d}.nii.gz", label, geometry)
+    (root / "dataset.json").write_text(json.dumps({
+        "name": "balls", "channel_names": {"0": "synthetic"}, "labels": {"background": 0, "ball": 1},
+        "numTraining": cases, "file_ending": ".nii.gz"}))
+    return root

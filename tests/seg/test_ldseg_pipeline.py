@@ -55,7 +55,8 @@ def test_trained_model_beats_an_all_background_map_on_held_out_disks(trained_lds
 
 @pytest.mark.parametrize("image_side", [{}, {"image_widths": (8, 16, 16, 24), "image_blocks": 2,
                                                "image_embedding_channels": 3},
-                                        {"image_widths": (8, 16, 16, 24), "decoder_skips": True}])
+                                        {"image_widths": (8, 16, 16, 24), "decoder_skips": True},
+                                        {"spatial_dims": 3, "depth": 2, "thin_levels": 1, "decoder_skips": True}])
 def test_checkpoint_round_trip_equals_the_in_memory_model(tmp_path, image_side):
     config = LdsegConfig.preset("tiny", **image_side)
     torch.manual_seed(5)

@@ -33,7 +33,7 @@ from segqc.io.datasets import Dataset
 from segqc.windows import crop_window
 
 __all__ = ["SliceData", "Window", "add_noise_rows", "build_training_data", "crop_or_pad", "flip_rows", "image_slices",
-           "label_slices", "make_batch", "slice_window"]
+           "label_slices", "make_batch", "make_stack_batch", "pad_stack", "slice_window"]
 
 Window = tuple[int, int, int, int]
 """``(top, left, height, width)`` of a slice window in pixels of the slice; top / left may be
@@ -129,6 +129,18 @@ class SliceData:
     def image_channels(self) -> int:
         return int(self.images.shape[1])
 
+    def case_range(self, index: int) -> tuple[int, int]:
+        """``(first, end)``: the slices of the case of slice ``index`` (each case's slices are
+        consecutive and in slice order)."""
+        case = self.cases[index]
+        first = index
+        while first > 0 and self.cases[first - 1] == case:
+            first -= 1
+        end = index + 1
+        while end < len(self.cases) and self.cases[end] == case:
+            end += 1
+        return first, end
+
     def summary(self) -> dict[str, Any]:
         """What identifies the data in the run record (a rerun on other data is refused)."""
         counts = np.bincount(self.gts.reshape(-1), minlength=len(self.labels))
@@ -206,10 +218,46 @@ def make_batch(data: SliceData, indices: Sequence[int], *, rng: np.random.Genera
     return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(np.ascontiguousarray(gts))
 
 
+def pad_stack(images: np.ndarray, depth: int, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Consecutive slices ``images`` ``(n, C, S, S)`` (and their class indices ``labels`` ``(n, S,
+    S)``) padded after the last slice to ``depth`` slices: images with each channel's minimum over
+    the given slices (as beyond a field of view), labels with class 0. ``n >= depth``: unchanged."""
+    n = images.shape[0]
+    if n >= depth:
+        return images, labels
+    fill = images.min(axis=(0, 2, 3), keepdims=True)
+    padded = np.concatenate([images, np.broadcast_to(fill, (depth - n, *images.shape[1:])).astype(images.dtype)])
+    if labels is not None:
+        labels = np.concatenate([labels, np.zeros((depth - n, *labels.shape[1:]), dtype=labels.dtype)])
+    return padded, labels
+
+
+def make_stack_batch(data: SliceData, indices: Sequence[int], depth: int, *, rng: np.random.Generator | None = None,
+                     flip: bool = False, noise: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 3D counterpart of :func:`make_batch`: ``image`` (B, C, depth, S, S) float32 and ``gt``
+    (B, depth, S, S) int64, row b the ``depth`` consecutive slices of slice ``indices[b]``'s case
+    centred on it as far as the case allows (a case with fewer slices: all of them, padded by
+    :func:`pad_stack`); ``flip`` and ``noise`` as :func:`make_batch`, per stack."""
+    images, gts = [], []
+    for index in indices:
+        first, end = data.case_range(int(index))
+        start = min(max(int(index) - depth // 2, first), max(first, end - depth))
+        stop = min(start + depth, end)
+        image, gt = pad_stack(data.images[start:stop].astype(np.float32), depth, data.gts[start:stop].astype(np.int64))
+        images.append(np.moveaxis(image, 0, 1))  # (C, depth, S, S)
+        gts.append(gt)
+    image_batch, gt_batch = np.stack(images), np.stack(gts)
+    if flip and rng is not None:
+        flip_rows(image_batch, gt_batch, rng)
+    if noise > 0 and rng is not None:
+        add_noise_rows(image_batch, rng, noise)
+    return torch.from_numpy(np.ascontiguousarray(image_batch)), torch.from_numpy(np.ascontiguousarray(gt_batch))
+
+
 def add_noise_rows(images: np.ndarray, rng: np.random.Generator, max_sigma: float) -> None:
-    """In place: each row of ``images`` ``(B, C, S, S)``, with probability 1/2, gets white
-    Gaussian noise whose standard deviation is ``u`` times each channel's intensity range
-    (max - min of that slice; 0 for a constant channel) with ``u`` uniform in
+    """In place: each row of ``images`` ``(B, C, S, S)`` (or stacks ``(B, C, D, S, S)``), with
+    probability 1/2, gets white Gaussian noise whose standard deviation is ``u`` times each
+    channel's intensity range (max - min of that slice; 0 for a constant channel) with ``u`` uniform in
     ``[0, max_sigma]`` — the measure of the noise sweeps (``benchmarks/seg/seg_sweeps.py``),
     applied to the preprocessed slice. ``max_sigma`` 0 leaves the rows unchanged."""
     if max_sigma <= 0:
@@ -219,7 +267,7 @@ def add_noise_rows(images: np.ndarray, rng: np.random.Generator, max_sigma: floa
             continue
         level = rng.uniform(0.0, max_sigma)
         span = (images[row].max(axis=(-2, -1)) - images[row].min(axis=(-2, -1))).astype(np.float32)
-        scale = (level * span)[:, None, None]
+        scale = (level * span)[..., None, None]
         images[row] += scale * rng.standard_normal(images[row].shape).astype(np.float32)
 
 

@@ -97,6 +97,14 @@ class LdsegConfig(ConfigBase):
     intensity range, :func:`segqc.seg.slices.add_noise_rows`), ``checkpoint_every``.
 
     Inference defaults: ``samples`` per slice, ``steps`` DDIM steps.
+
+    Volumes (an option outside the paper, which is 2D): ``spatial_dims`` 3 makes every network
+    3D (:mod:`segqc.seg.ldseg.model`). Training then draws stacks of ``depth`` consecutive slices
+    of one case (:func:`segqc.seg.slices.make_stack_batch`; ``batch_size`` stacks per step) and
+    prediction denoises each case's slices as one stack (padded at its end to a multiple of
+    ``2 ** (len(denoiser_channels) - 1)`` slices). ``thin_levels``: the finest levels (0: the
+    full-resolution one, k: ``2^k`` times coarser in-plane) whose convolutions take one slice
+    only — for slices far thicker than the pixels, as nnU-Net does; the denoiser is always 3 x 3 x 3.
     """
 
     KIND: ClassVar[str] = "ldseg"
@@ -105,6 +113,9 @@ class LdsegConfig(ConfigBase):
 
     size: int = 128
     spacing_mm: float = 0.0
+    spatial_dims: int = 2
+    depth: int = 8
+    thin_levels: int = 0
     widths: tuple[int, ...] = (16, 32, 48, 64)
     blocks: int = 1
     latent_channels: int = 4
@@ -163,6 +174,13 @@ class LdsegConfig(ConfigBase):
         if any(c % self.norm_groups for c in self.denoiser_channels):
             raise ValueError(f"denoiser_channels {self.denoiser_channels} must be multiples of norm_groups "
                              f"{self.norm_groups}")
+        if self.spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 (slices) or 3 (stacks of slices), got {self.spatial_dims}")
+        if self.spatial_dims == 3 and (self.depth < 1 or self.depth % self.depth_multiple):
+            raise ValueError(f"depth ({self.depth} slices) must be a positive multiple of {self.depth_multiple}: the "
+                             f"3D denoiser halves the slice axis {len(self.denoiser_channels) - 1} times")
+        if not 0 <= self.thin_levels <= len(self.widths) + 1:
+            raise ValueError(f"thin_levels must lie in 0..{len(self.widths) + 1}, got {self.thin_levels}")
         if self.latent_size % 2 ** (len(self.denoiser_channels) - 1):
             raise ValueError(f"the {self.latent_size} px latent cannot be halved {len(self.denoiser_channels) - 1} "
                              "times by the denoiser; use fewer denoiser levels or another size")
@@ -189,6 +207,11 @@ class LdsegConfig(ConfigBase):
         """The image encoder's ``(widths, blocks, embedding channels)``, the label side's where unset."""
         return (self.image_widths or self.widths, self.image_blocks or self.blocks,
                 self.image_embedding_channels or self.latent_channels)
+
+    @property
+    def depth_multiple(self) -> int:
+        """Slices of a 3D stack must be a multiple of this (the denoiser halves every axis)."""
+        return 2 ** (len(self.denoiser_channels) - 1)
 
     @property
     def latent_size(self) -> int:

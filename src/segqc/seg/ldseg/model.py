@@ -1,4 +1,4 @@
-"""The four LDSeg networks (2D) and the diffusion arithmetic they share.
+"""The four LDSeg networks (2D slices, or 3D stacks of slices) and the diffusion arithmetic they share.
 
 * :class:`Encoder` — ResNet-style, one stride-2 residual stage per width (the paper: four; no
   skip connections to a decoder), then a 1 x 1 convolution to ``latent_channels``. As the label encoder it reads the
@@ -18,6 +18,13 @@
 :class:`Ldseg` holds the four, the noise schedule (``abar``, from MONAI's ``DDPMScheduler``) and
 :meth:`Ldseg.training_loss` (paper Algorithm 1) and :meth:`Ldseg.sample` (DDIM, Algorithm 2
 with the paper's few evenly spaced steps).
+
+With the config's ``spatial_dims`` 3 every network works on stacks of consecutive slices
+``(B, C, D, S, S)``: the encoders and the decoder halve and double only the in-plane axes (the
+slice axis keeps its ``D`` slices, which are usually far thicker than the pixels), their finest
+``thin_levels`` levels use kernels of 1 across the slices, and the denoiser is MONAI's 3D
+``DiffusionModelUNet`` on ``(D, S/2^n, S/2^n)`` latents (it halves every axis, so ``D`` must be a
+multiple of ``2 ** (denoiser levels - 1)``).
 """
 
 from __future__ import annotations
@@ -45,19 +52,47 @@ def _groups(channels: int) -> int:
     return 1
 
 
-class ResBlock(nn.Module):
-    """conv3x3 - GroupNorm - SiLU - conv3x3 - GroupNorm, plus the (projected) input; ``stride``
-    2 halves the size."""
+Kernel = tuple[int, ...]
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+
+def _conv(dims: int, in_channels: int, out_channels: int, kernel: int | Kernel, *, stride: int | Kernel = 1,
+          bias: bool = True) -> nn.Module:
+    """A ``dims``-D convolution with 'same' padding for odd kernels."""
+    kernel_t = (kernel,) * dims if isinstance(kernel, int) else tuple(kernel)
+    conv = nn.Conv2d if dims == 2 else nn.Conv3d
+    return conv(in_channels, out_channels, kernel_t, stride=stride, padding=tuple(k // 2 for k in kernel_t), bias=bias)
+
+
+def down_stride(dims: int) -> Kernel:
+    """The stride of a down-sampling stage: 2 along every axis in 2D; in 3D only in-plane (the
+    slice axis, the first spatial one, keeps its slices)."""
+    return (2, 2) if dims == 2 else (1, 2, 2)
+
+
+def level_kernel(dims: int, level: int, thin_levels: int) -> Kernel:
+    """The convolution kernel at ``level`` (0: full resolution, k: ``2^k`` times coarser in-plane):
+    3 along every axis, but 1 across the slices at the ``thin_levels`` finest levels of a 3D network."""
+    if dims == 2:
+        return (3, 3)
+    return (1, 3, 3) if level < thin_levels else (3, 3, 3)
+
+
+class ResBlock(nn.Module):
+    """conv - GroupNorm - SiLU - conv - GroupNorm, plus the (projected) input; ``stride`` 2 (or
+    :func:`down_stride`) halves the size; ``kernel`` 3 along every axis unless given."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int | Kernel = 1, *, dims: int = 2,
+                 kernel: Kernel | None = None) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        kernel = kernel or (3,) * dims
+        self.conv1 = _conv(dims, in_channels, out_channels, kernel, stride=stride, bias=False)
         self.norm1 = nn.GroupNorm(_groups(out_channels), out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.conv2 = _conv(dims, out_channels, out_channels, kernel, bias=False)
         self.norm2 = nn.GroupNorm(_groups(out_channels), out_channels)
         self.skip: nn.Module = nn.Identity()
-        if stride != 1 or in_channels != out_channels:
-            self.skip = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+        strided = any(s != 1 for s in ((stride,) if isinstance(stride, int) else stride))
+        if strided or in_channels != out_channels:
+            self.skip = nn.Sequential(_conv(dims, in_channels, out_channels, 1, stride=stride, bias=False),
                                       nn.GroupNorm(_groups(out_channels), out_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -66,7 +101,7 @@ class ResBlock(nn.Module):
 
 
 class _SpatialAttention(nn.Module):
-    """Multi-head self-attention over the pixels of a feature map (pre-norm, residual)."""
+    """Multi-head self-attention over the pixels (voxels) of a feature map (pre-norm, residual)."""
 
     def __init__(self, channels: int, heads: int = 4) -> None:
         super().__init__()
@@ -75,10 +110,9 @@ class _SpatialAttention(nn.Module):
         self.attention = nn.MultiheadAttention(channels, heads, batch_first=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
         tokens = self.norm(x).flatten(2).transpose(1, 2)
         out, _ = self.attention(tokens, tokens, tokens, need_weights=False)
-        return x + out.transpose(1, 2).reshape(b, c, h, w)
+        return x + out.transpose(1, 2).reshape(x.shape)
 
 
 ATTENTION_MAX_PIXELS = 32 * 32
@@ -87,36 +121,41 @@ the pixel count, and on 2 CPU cores one over 64 x 64 pixels makes a whole ``smal
 training step of 32 x 32 latents 6.5 times slower (1.9 s against 0.29 s per batch of 8 slices of 128 px)."""
 
 
-def attention_stages(size: int, stages: int) -> tuple[int, ...]:
+def attention_stages(size: int, stages: int, depth: int = 1) -> tuple[int, ...]:
     """The image encoder's stages followed by self-attention: of the last two, those whose output
-    (``size / 2^(stage + 1)`` px square) has at most :data:`ATTENTION_MAX_PIXELS` pixels."""
-    return tuple(s for s in range(max(stages - 2, 0), stages) if (size >> (s + 1)) ** 2 <= ATTENTION_MAX_PIXELS)
+    (``size / 2^(stage + 1)`` px square, times ``depth`` slices in 3D) has at most
+    :data:`ATTENTION_MAX_PIXELS` pixels."""
+    return tuple(s for s in range(max(stages - 2, 0), stages)
+                 if depth * (size >> (s + 1)) ** 2 <= ATTENTION_MAX_PIXELS)
 
 
 class Encoder(nn.Module):
     """``(B, in_channels, S, S)`` -> ``(B, latent_channels, S/2^n, S/2^n)`` for ``n = len(widths)``
-    stages (the paper: 4, ``S/16``). ``standardise``: the
+    stages (the paper: 4, ``S/16``); with ``dims`` 3, ``(B, in_channels, D, S, S)`` -> ``(B,
+    latent_channels, D, S/2^n, S/2^n)`` (module docstring; ``thin_levels``). ``standardise``: the
     label encoder's final normalisation (GroupNorm with one group per channel, no affine parameters);
     ``attention_stages``: the (0-based) stages followed by self-attention over their output's
     pixels (the image encoder: :func:`attention_stages`)."""
 
     def __init__(self, in_channels: int, latent_channels: int, widths: Sequence[int], *, blocks: int = 1,
-                 standardise: bool = False, attention_stages: Collection[int] = ()) -> None:
+                 standardise: bool = False, attention_stages: Collection[int] = (), dims: int = 2,
+                 thin_levels: int = 0) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, padding=1)]
+        layers: list[nn.Module] = [_conv(dims, in_channels, widths[0], level_kernel(dims, 0, thin_levels))]
         channels = widths[0]
         self.taps = [0]  # layers whose outputs are the feature maps above the latent's size
         self.tap_channels = [widths[0]]
         for stage, width in enumerate(widths):
-            layers.append(ResBlock(channels, width, stride=2))
-            layers += [ResBlock(width, width) for _ in range(blocks - 1)]
+            kernel = level_kernel(dims, stage + 1, thin_levels)
+            layers.append(ResBlock(channels, width, stride=down_stride(dims), dims=dims, kernel=kernel))
+            layers += [ResBlock(width, width, dims=dims, kernel=kernel) for _ in range(blocks - 1)]
             if stage in attention_stages:
                 layers.append(_SpatialAttention(width))
             channels = width
             if stage < len(widths) - 1:
                 self.taps.append(len(layers) - 1)
                 self.tap_channels.append(width)
-        layers.append(nn.Conv2d(channels, latent_channels, 1))
+        layers.append(_conv(dims, channels, latent_channels, 1))
         self.body = nn.Sequential(*layers)
         self.norm: nn.Module = (nn.GroupNorm(latent_channels, latent_channels, affine=False) if standardise
                                 else nn.Identity())
@@ -137,27 +176,31 @@ class Encoder(nn.Module):
 
 
 class LabelDecoder(nn.Module):
-    """``(B, latent_channels, S/2^n, S/2^n)`` -> class logits ``(B, classes, S, S)``: a ResUNet
+    """``(B, latent_channels, S/2^n, S/2^n)`` -> class logits ``(B, classes, S, S)`` (``dims`` 3:
+    with the slice axis ``D`` kept, in-plane up-sampling only): a ResUNet
     decoder without skip connections (the paper). ``skip_channels`` (finest first, one per
     up-sampling; :meth:`Encoder.features` of the image encoder): after each x2 up-sampling the
     image feature map of that size is concatenated before the residual block — image skips, an
     option outside the paper; an entry of 0 leaves its level without one."""
 
     def __init__(self, latent_channels: int, classes: int, widths: Sequence[int], *, blocks: int = 1,
-                 skip_channels: Sequence[int] = ()) -> None:
+                 skip_channels: Sequence[int] = (), dims: int = 2, thin_levels: int = 0) -> None:
         super().__init__()
         reversed_widths = list(widths)[::-1]
         skips = list(skip_channels)[::-1]
         if skips and len(skips) != len(widths):
             raise ValueError(f"need one skip per up-sampling ({len(widths)}), got {len(skips)}")
-        layers: list[nn.Module] = [nn.Conv2d(latent_channels, reversed_widths[0], 3, padding=1)]
+        n = len(widths)
+        layers: list[nn.Module] = [_conv(dims, latent_channels, reversed_widths[0], level_kernel(dims, n, thin_levels))]
         channels = reversed_widths[0]
+        scale = tuple(float(f) for f in down_stride(dims))
         for stage, width in enumerate(reversed_widths):
-            layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
-            layers.append(ResBlock(channels + (skips[stage] if skips else 0), width))
-            layers += [ResBlock(width, width) for _ in range(blocks - 1)]
+            kernel = level_kernel(dims, n - 1 - stage, thin_levels)  # the level this stage up-samples to
+            layers.append(nn.Upsample(scale_factor=scale, mode="nearest"))
+            layers.append(ResBlock(channels + (skips[stage] if skips else 0), width, dims=dims, kernel=kernel))
+            layers += [ResBlock(width, width, dims=dims, kernel=kernel) for _ in range(blocks - 1)]
             channels = width
-        layers.append(nn.Conv2d(channels, classes, 1))
+        layers.append(_conv(dims, channels, classes, 1))
         self.body = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor, skips: Sequence[torch.Tensor | None] = ()) -> torch.Tensor:
@@ -186,21 +229,25 @@ class Ldseg(nn.Module):
 
         self.config = config
         self.classes = classes
+        dims, thin = config.spatial_dims, config.thin_levels
         latent = config.latent_channels
-        self.label_encoder = Encoder(classes, latent, config.widths, blocks=config.blocks, standardise=True)
+        self.label_encoder = Encoder(classes, latent, config.widths, blocks=config.blocks, standardise=True, dims=dims,
+                                     thin_levels=thin)
         image_widths, image_blocks, embedding = config.image_encoder_shape
+        depth = config.depth if dims == 3 else 1
         self.image_encoder = Encoder(image_channels, embedding, image_widths, blocks=image_blocks,
-                                     attention_stages=attention_stages(config.size, len(image_widths))
-                                     if config.image_attention else ())
+                                     attention_stages=attention_stages(config.size, len(image_widths), depth)
+                                     if config.image_attention else (), dims=dims, thin_levels=thin)
         self.denoiser = DiffusionModelUNet(
-            spatial_dims=2, in_channels=latent + embedding, out_channels=latent,
+            spatial_dims=dims, in_channels=latent + embedding, out_channels=latent,
             num_res_blocks=config.denoiser_res_blocks,
             channels=config.denoiser_channels, attention_levels=config.denoiser_attention,
             norm_num_groups=config.norm_groups, num_head_channels=[max(c // 4, 1) for c in config.denoiser_channels])
         skip_channels = [c if level >= config.decoder_skip_from else 0
                          for level, c in enumerate(self.image_encoder.tap_channels)]
         self.label_decoder = LabelDecoder(latent, classes, config.widths, blocks=config.blocks,
-                                          skip_channels=skip_channels if config.decoder_skips else ())
+                                          skip_channels=skip_channels if config.decoder_skips else (), dims=dims,
+                                          thin_levels=thin)
         schedule = DDPMScheduler(num_train_timesteps=config.timesteps, schedule=config.schedule)
         self.register_buffer("abar", schedule.alphas_cumprod.float().clone(), persistent=False)
 
@@ -234,7 +281,7 @@ class Ldseg(nn.Module):
         sqrt(abar)``; ``v``: it outputs ``v_hat`` and ``z0_hat = sqrt(abar) z_t - sqrt(1 - abar)
         v_hat``, ``eps_hat = sqrt(1 - abar) z_t + sqrt(abar) v_hat`` (unclipped)."""
         out = self.denoiser(torch.cat([z_t, z_image], dim=1), timesteps=t)
-        return self._estimates(out, z_t, self.abar[t].view(-1, 1, 1, 1))
+        return self._estimates(out, z_t, _per_row(self.abar[t], z_t))
 
     def _estimates(self, out: torch.Tensor, z_t: torch.Tensor, abar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(eps_hat, z0_hat)`` from the denoiser's output ``out`` (:meth:`denoise`)."""
@@ -258,18 +305,19 @@ class Ldseg(nn.Module):
 
     def training_loss(self, image: torch.Tensor, gt: torch.Tensor, *,
                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-        """Algorithm 1 on a batch: ``image`` (B, C, S, S), ``gt`` (B, S, S) class indices ->
+        """Algorithm 1 on a batch: ``image`` (B, C, S, S), ``gt`` (B, S, S) class indices (3D:
+        ``(B, C, D, S, S)`` and ``(B, D, S, S)``) ->
         ``CE + gamma Dice + lambda MSE`` and its parts. ``t`` is drawn per slice (uniform over
         1..T, 0-based here; :meth:`training_timesteps`), ``eps`` from ``generator``. The MSE
         compares the denoiser's output with its target: ``eps`` (``prediction`` ``epsilon``, the
         paper's ``||eps - eps_hat||^2``) or ``v = sqrt(abar) eps - sqrt(1 - abar) z_0`` (``v``)."""
         cfg = self.config
-        onehot = F.one_hot(gt.long(), self.classes).permute(0, 3, 1, 2).float()
+        onehot = F.one_hot(gt.long(), self.classes).movedim(-1, 1).float()
         z_image, skips = self.encode_image(image)
         z_label = self.label_encoder(onehot)
         t = self.training_timesteps(image.shape[0], generator=generator).to(image.device)
         eps = torch.randn(z_label.shape, generator=generator).to(image.device)
-        abar = self.abar[t].view(-1, 1, 1, 1)
+        abar = _per_row(self.abar[t], z_label)
         z_t = abar.sqrt() * z_label + (1 - abar).sqrt() * eps
         out = self.denoiser(torch.cat([z_t, z_image], dim=1), timesteps=t)
         eps_hat, z0_hat = self._estimates(out, z_t, abar)
@@ -288,20 +336,22 @@ class Ldseg(nn.Module):
     @torch.no_grad()
     def sample(self, image: torch.Tensor, *, samples: int, steps: int, generator: torch.Generator | None = None,
                noise: torch.Tensor | None = None, sampler: str = "ddim") -> torch.Tensor:
-        """Class probabilities ``(samples, B, classes, S, S)`` of ``image`` (B, C, S, S): the
+        """Class probabilities ``(samples, B, classes, S, S)`` of ``image`` (B, C, S, S) (3D:
+        ``(samples, B, classes, D, S, S)`` of ``(B, C, D, S, S)``, any ``D`` the denoiser can halve): the
         image is encoded once, ``samples`` Gaussian latents per slice are denoised together and
         decoded. ``sampler``: ``ddim`` — deterministic DDIM (eta = 0) over ``steps``
         :func:`ddim_timesteps` (:func:`ddim_loop`); ``ddpm`` — ancestral sampling over all T
         steps (:func:`ancestral_loop`; ``steps`` is ignored, the fresh noise of every step comes
         from ``generator``). The clean-latent estimate is clipped to ``+-clip_latent``. The
-        starting latents are ``noise`` ``(samples * B, latent_channels, L, L)`` (``L`` the config's ``latent_size``)
+        starting latents are ``noise`` ``(samples * B, latent_channels, [D,] L, L)`` (``L`` the config's ``latent_size``)
         (sample-major: row ``s * B + b``) or drawn from ``generator`` (CPU)."""
         cfg = self.config
         b = image.shape[0]
         z_image, skips = self.encode_image(image)
-        z_image = z_image.repeat(samples, 1, 1, 1)
-        skips = [None if m is None else m.repeat(samples, 1, 1, 1) for m in skips]
-        shape = (samples * b, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
+        z_image = z_image.repeat(samples, *([1] * (z_image.ndim - 1)))
+        skips = [None if m is None else m.repeat(samples, *([1] * (m.ndim - 1))) for m in skips]
+        depth = tuple(image.shape[2:-2])  # () in 2D, (D,) in 3D
+        shape = (samples * b, cfg.latent_channels, *depth, cfg.latent_size, cfg.latent_size)
         if noise is None:
             noise = torch.randn(shape, generator=generator)
         if tuple(noise.shape) != shape:
@@ -319,4 +369,9 @@ class Ldseg(nn.Module):
         else:
             raise ValueError(f"sampler must be ddim or ddpm, got {sampler!r}")
         probs = torch.softmax(self.label_decoder(z, skips), dim=1)
-        return probs.view(samples, b, self.classes, cfg.size, cfg.size)
+        return probs.view(samples, b, self.classes, *depth, cfg.size, cfg.size)
+
+
+def _per_row(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``values`` (B,) shaped to broadcast over the rows of ``like`` (B, ...)."""
+    return values.view(-1, *([1] * (like.ndim - 1)))

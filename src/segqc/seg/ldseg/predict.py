@@ -8,7 +8,10 @@ of the mean; the uncertainty is the per-pixel entropy of the mean (nats, ``-sum_
 0 when every sample is certain and agrees; at most log K), and ``std`` the per-class standard
 deviation over the samples. The noise is drawn from a CPU generator seeded by ``seed`` and the
 slice's index, so the same seed gives the same output on any device, batch size or job count.
-Whole cases and folders: :mod:`segqc.seg.inference` (``segqc seg predict``).
+A 3D model (config ``spatial_dims`` 3) denoises the slices as stacks of up to
+:data:`STACK_DEPTHS` times its training ``depth`` consecutive slices (each padded at its end to a
+multiple of the config's ``depth_multiple``, :func:`~segqc.seg.slices.pad_stack`), the noise of each
+stack seeded by ``seed`` and its first slice's index. Whole cases and folders: :mod:`segqc.seg.inference` (``segqc seg predict``).
 """
 
 from __future__ import annotations
@@ -24,9 +27,14 @@ from segqc.seg.inference import LoadedSegModel, model_directory, sample_statisti
 from segqc.seg.ldseg.config import LdsegConfig
 from segqc.seg.ldseg.model import COMPONENTS, Ldseg
 from segqc.seg.ldseg.train import METHOD
+from segqc.seg.slices import pad_stack
 from segqc.training import checkpoint_fits, load_checkpoint, select_device
 
-__all__ = ["LoadedLdseg", "load", "predict_slices"]
+__all__ = ["STACK_DEPTHS", "LoadedLdseg", "load", "predict_slices"]
+
+STACK_DEPTHS = 4
+"""A 3D model's stacks at prediction hold at most this many times its training ``depth`` slices
+(memory and the denoiser's attention grow with the slices of a stack)."""
 
 
 @dataclass
@@ -78,6 +86,9 @@ def predict_slices(model: LoadedLdseg, images: np.ndarray, *, samples: int | Non
     if images.ndim != 4 or images.shape[1] != model.image_channels or images.shape[2:] != (cfg.size, cfg.size):
         raise InputError(f"need slices (n, {model.image_channels}, {cfg.size}, {cfg.size}); got {images.shape}")
     device = next(model.model.parameters()).device
+    if cfg.spatial_dims == 3:
+        return sample_statistics(_predict_stacks(model, images, samples=samples, steps=steps, seed=seed,
+                                                 sampler=sampler, device=device))
     chunks = []
     with torch.no_grad():
         for start in range(0, images.shape[0], batch_size):
@@ -93,3 +104,26 @@ def predict_slices(model: LoadedLdseg, images: np.ndarray, *, samples: int | Non
             chunks.append(probs.cpu())
     probs = torch.cat(chunks, dim=1)  # (samples, n, K, S, S)
     return sample_statistics(probs)
+
+
+def _predict_stacks(model: LoadedLdseg, images: np.ndarray, *, samples: int, steps: int, seed: int, sampler: str,
+                    device: torch.device) -> torch.Tensor:
+    """A 3D model's class probabilities ``(samples, n, K, S, S)`` of the slices ``images`` ``(n, C, S, S)``
+    of one case (module docstring)."""
+    cfg = model.config
+    longest = STACK_DEPTHS * cfg.depth
+    chunks = []
+    with torch.no_grad():
+        for start in range(0, images.shape[0], longest):
+            stack = images[start:start + longest]
+            n = stack.shape[0]
+            depth = -(-n // cfg.depth_multiple) * cfg.depth_multiple
+            padded, _ = pad_stack(stack, depth)
+            generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + start)
+            noise = torch.randn((samples, cfg.latent_channels, depth, cfg.latent_size, cfg.latent_size),
+                                generator=generator)
+            volume = torch.from_numpy(np.ascontiguousarray(np.moveaxis(padded, 0, 1))[None]).to(device)
+            probs = model.model.sample(volume, samples=samples, steps=steps, noise=noise, sampler=sampler,
+                                       generator=torch.Generator().manual_seed(int(seed) + start))
+            chunks.append(probs[:, 0, :, :n].transpose(1, 2).cpu())  # (samples, n, K, S, S)
+    return torch.cat(chunks, dim=1)

@@ -1,6 +1,8 @@
 """Training LDSeg on an nnU-Net-style dataset: 2D slices, one stage on the shared stage runner.
 
-Data: :mod:`segqc.seg.slices` (2D slices resampled to ``size`` x ``size``).
+Data: :mod:`segqc.seg.slices` (2D slices resampled to ``size`` x ``size``; a 3D config,
+``spatial_dims`` 3, trains on stacks of ``depth`` consecutive slices of one case around each
+drawn slice, :func:`~segqc.seg.slices.make_stack_batch`).
 
 Training (paper Algorithm 1): every step draws ``batch_size`` slices uniformly from all training
 slices (the draw of step k depends only on (seed, k): a resumed run draws what an uninterrupted
@@ -20,7 +22,7 @@ import torch
 from segqc.errors import InputError
 from segqc.seg.ldseg.config import LdsegConfig
 from segqc.seg.ldseg.model import COMPONENTS, Ldseg
-from segqc.seg.slices import SliceData, build_training_data, make_batch
+from segqc.seg.slices import SliceData, build_training_data, make_batch, make_stack_batch
 from segqc.training import save_checkpoint
 from segqc.training.stages import Stage, step_generators, train_single_stage
 
@@ -37,7 +39,11 @@ def _stage(config: LdsegConfig, data: SliceData, model: Ldseg, dev: torch.device
             group["lr"] = config.lr * config.lr_decay ** (k / 1000)
         rng, generator = step_generators(config.seed, 0, k)
         indices = rng.integers(0, data.n_slices, size=config.batch_size).tolist()
-        image, gt = make_batch(data, indices, rng=rng, flip=config.flip, noise=config.noise_aug)
+        if config.spatial_dims == 3:
+            image, gt = make_stack_batch(data, indices, config.depth, rng=rng, flip=config.flip,
+                                         noise=config.noise_aug)
+        else:
+            image, gt = make_batch(data, indices, rng=rng, flip=config.flip, noise=config.noise_aug)
         loss, parts = model.training_loss(image.to(dev), gt.to(dev), generator=generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
