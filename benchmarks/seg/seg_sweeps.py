@@ -58,7 +58,8 @@ def _score(label: np.ndarray, truth: np.ndarray, labels: tuple[int, ...]) -> dic
 def _run(model, predict_slices, cases, *, steps: int | None, sampler: str = "ddim",
          noise: float = 0.0, samples: int = 1) -> dict[str, float]:
     """Dice of every case with the slices of all cases sampled in batches of 64 (one
-    ``predict_slices`` call), each case then put back on its grid by ``restore_case``."""
+    ``predict_slices`` call; a 3D model: one call per case), each case then put back on its grid
+    by ``restore_case``."""
     from segqc.seg.inference import restore_case
     from segqc.seg.slices import image_slices, slice_window
 
@@ -74,7 +75,11 @@ def _run(model, predict_slices, cases, *, steps: int | None, sampler: str = "ddi
     starts = np.cumsum([0] + [len(x) for x in slices])
     extra = {"sampler": sampler} if sampler != "ddim" else {}
     start = time.perf_counter()
-    result = predict_slices(model, np.concatenate(slices), samples=samples, steps=steps, batch_size=64, **extra)
+    if getattr(model.config, "spatial_dims", 2) == 3:  # a 3D model's stacks must not mix cases
+        parts = [predict_slices(model, x, samples=samples, steps=steps, **extra) for x in slices]
+        result = {key: np.concatenate([part[key] for part in parts]) for key in ("mean", "std")}
+    else:
+        result = predict_slices(model, np.concatenate(slices), samples=samples, steps=steps, batch_size=64, **extra)
     seconds = time.perf_counter() - start
     rows = []
     for index, (_case, _raw, truth, spacing) in enumerate(cases):
