@@ -244,6 +244,7 @@ def make_stack_batch(data: SliceData, indices: Sequence[int], depth: int, *, rng
         start = min(max(int(index) - depth // 2, first), max(first, end - depth))
         stop = min(start + depth, end)
         image, gt = pad_stack(data.images[start:stop].astype(np.float32), depth, data.gts[start:stop].astype(np.int64))
+        assert gt is not None
         images.append(np.moveaxis(image, 0, 1))  # (C, depth, S, S)
         gts.append(gt)
     image_batch, gt_batch = np.stack(images), np.stack(gts)

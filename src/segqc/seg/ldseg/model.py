@@ -29,7 +29,7 @@ multiple of ``2 ** (denoiser levels - 1)``).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -59,7 +59,7 @@ def _conv(dims: int, in_channels: int, out_channels: int, kernel: int | Kernel, 
           bias: bool = True) -> nn.Module:
     """A ``dims``-D convolution with 'same' padding for odd kernels."""
     kernel_t = (kernel,) * dims if isinstance(kernel, int) else tuple(kernel)
-    conv = nn.Conv2d if dims == 2 else nn.Conv3d
+    conv: Callable[..., nn.Module] = nn.Conv2d if dims == 2 else nn.Conv3d
     return conv(in_channels, out_channels, kernel_t, stride=stride, padding=tuple(k // 2 for k in kernel_t), bias=bias)
 
 
@@ -343,7 +343,8 @@ class Ldseg(nn.Module):
         :func:`ddim_timesteps` (:func:`ddim_loop`); ``ddpm`` — ancestral sampling over all T
         steps (:func:`ancestral_loop`; ``steps`` is ignored, the fresh noise of every step comes
         from ``generator``). The clean-latent estimate is clipped to ``+-clip_latent``. The
-        starting latents are ``noise`` ``(samples * B, latent_channels, [D,] L, L)`` (``L`` the config's ``latent_size``)
+        starting latents are ``noise`` ``(samples * B, latent_channels, [D,] L, L)`` (``L`` the
+        config's ``latent_size``)
         (sample-major: row ``s * B + b``) or drawn from ``generator`` (CPU)."""
         cfg = self.config
         b = image.shape[0]

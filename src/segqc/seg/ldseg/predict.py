@@ -11,7 +11,8 @@ slice's index, so the same seed gives the same output on any device, batch size 
 A 3D model (config ``spatial_dims`` 3) denoises the slices as stacks of up to
 :data:`STACK_DEPTHS` times its training ``depth`` consecutive slices (each padded at its end to a
 multiple of the config's ``depth_multiple``, :func:`~segqc.seg.slices.pad_stack`), the noise of each
-stack seeded by ``seed`` and its first slice's index. Whole cases and folders: :mod:`segqc.seg.inference` (``segqc seg predict``).
+stack seeded by ``seed`` and its first slice's index. Whole cases and folders:
+:mod:`segqc.seg.inference` (``segqc seg predict``).
 """
 
 from __future__ import annotations
