@@ -18,7 +18,7 @@ from segqc.cli.main import app
 from segqc.seg.inference import segment_case
 from segqc.seg.ldseg.config import LdsegConfig
 from segqc.seg.ldseg.model import Ldseg
-from segqc.seg.ldseg.predict import STACK_DEPTHS, LoadedLdseg, load, predict_slices
+from segqc.seg.ldseg.predict import LoadedLdseg, load, predict_slices, stack_starts
 from segqc.seg.slices import SliceData, make_stack_batch
 
 
@@ -83,23 +83,25 @@ def test_training_stacks_are_consecutive_slices_of_one_case_and_short_cases_are_
     assert gt[1, :, 0, 0].tolist() == [(k % 3) + 1 for k in range(3, 7)]
 
 
-def test_3d_prediction_covers_every_slice_is_seeded_and_splits_long_cases_into_stacks():
-    config = LdsegConfig.preset("tiny", spatial_dims=3, depth=2)
+def test_3d_prediction_covers_every_slice_is_seeded_and_uses_half_overlapping_stacks_of_the_training_depth():
+    config = LdsegConfig.preset("tiny", spatial_dims=3, depth=4)
     loaded = _loaded(config)
     rng = np.random.default_rng(2)
-    short = rng.normal(size=(3, 1, 32, 32)).astype(np.float32)  # padded to 4 slices inside
+    short = rng.normal(size=(3, 1, 32, 32)).astype(np.float32)  # one stack, padded to 4 slices inside
     result = predict_slices(loaded, short, samples=2, seed=5)
     assert result["mean"].shape == (3, 2, 32, 32) and result["label"].shape == (3, 32, 32)
     assert result["entropy"].shape == (3, 32, 32) and result["std"].shape == (3, 2, 32, 32)
     again = predict_slices(loaded, short, samples=2, seed=5)
     np.testing.assert_array_equal(result["mean"], again["mean"])
     assert not np.allclose(predict_slices(loaded, short, samples=2, seed=6)["mean"], result["mean"])
-    longest = STACK_DEPTHS * config.depth
-    long = rng.normal(size=(longest + 3, 1, 32, 32)).astype(np.float32)
+    assert stack_starts(3, 4) == [0] and stack_starts(4, 4) == [0]
+    assert stack_starts(9, 4) == [0, 2, 4, 5] and stack_starts(8, 4) == [0, 2, 4]
+    long = rng.normal(size=(9, 1, 32, 32)).astype(np.float32)
     whole = predict_slices(loaded, long, samples=1, seed=0)["mean"]
-    assert whole.shape[0] == longest + 3
-    first = predict_slices(loaded, long[:longest], samples=1, seed=0)["mean"]
-    np.testing.assert_allclose(whole[:longest], first, atol=1e-6)  # each stack on its own
+    assert whole.shape[0] == 9
+    first = predict_slices(loaded, long[:4], samples=1, seed=0)["mean"]
+    np.testing.assert_allclose(whole[:2], first[:2], atol=1e-6)  # slices 0-1 lie in the first window only
+    assert not np.allclose(whole[2:4], first[2:4], atol=1e-4)  # slices 2-3 also in the second: averaged
 
 
 def test_the_3d_config_checks_the_stack_depth():

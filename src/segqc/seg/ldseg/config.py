@@ -100,9 +100,10 @@ class LdsegConfig(ConfigBase):
 
     Volumes (an option outside the paper, which is 2D): ``spatial_dims`` 3 makes every network
     3D (:mod:`segqc.seg.ldseg.model`). Training then draws stacks of ``depth`` consecutive slices
-    of one case (:func:`segqc.seg.slices.make_stack_batch`; ``batch_size`` stacks per step) and
-    prediction denoises each case's slices as one stack (padded at its end to a multiple of
-    ``2 ** (len(denoiser_channels) - 1)`` slices). ``thin_levels``: the finest levels (0: the
+    of one case (:func:`segqc.seg.slices.make_stack_batch`; ``batch_size`` stacks per step;
+    ``depth`` a multiple of ``2 ** (len(denoiser_channels) - 1)``, the denoiser halves every axis)
+    and prediction denoises each case in half-overlapping stacks of ``depth`` slices
+    (:mod:`segqc.seg.ldseg.predict`). ``thin_levels``: the finest levels (0: the
     full-resolution one, k: ``2^k`` times coarser in-plane) whose convolutions take one slice
     only — for slices far thicker than the pixels, as nnU-Net does; the denoiser is always 3 x 3 x 3.
     """

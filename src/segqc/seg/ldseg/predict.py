@@ -8,10 +8,12 @@ of the mean; the uncertainty is the per-pixel entropy of the mean (nats, ``-sum_
 0 when every sample is certain and agrees; at most log K), and ``std`` the per-class standard
 deviation over the samples. The noise is drawn from a CPU generator seeded by ``seed`` and the
 slice's index, so the same seed gives the same output on any device, batch size or job count.
-A 3D model (config ``spatial_dims`` 3) denoises the slices as stacks of up to
-:data:`STACK_DEPTHS` times its training ``depth`` consecutive slices (each padded at its end to a
-multiple of the config's ``depth_multiple``, :func:`~segqc.seg.slices.pad_stack`), the noise of each
-stack seeded by ``seed`` and its first slice's index. Whole cases and folders:
+A 3D model (config ``spatial_dims`` 3) denoises a case's slices as stacks of exactly its
+training ``depth`` consecutive slices, as it was trained: windows overlapping by half (the last
+one ending at the case's last slice; a case of fewer slices is one stack padded at its end,
+:func:`~segqc.seg.slices.pad_stack`), each with its own noise seeded by ``seed`` and its first
+slice's index; a slice's probabilities (per sample) are the mean over the windows that hold it.
+Whole cases and folders:
 :mod:`segqc.seg.inference` (``segqc seg predict``).
 """
 
@@ -31,11 +33,7 @@ from segqc.seg.ldseg.train import METHOD
 from segqc.seg.slices import pad_stack
 from segqc.training import checkpoint_fits, load_checkpoint, select_device
 
-__all__ = ["STACK_DEPTHS", "LoadedLdseg", "load", "predict_slices"]
-
-STACK_DEPTHS = 4
-"""A 3D model's stacks at prediction hold at most this many times its training ``depth`` slices
-(memory and the denoiser's attention grow with the slices of a stack)."""
+__all__ = ["LoadedLdseg", "load", "predict_slices", "stack_starts"]
 
 
 @dataclass
@@ -107,24 +105,36 @@ def predict_slices(model: LoadedLdseg, images: np.ndarray, *, samples: int | Non
     return sample_statistics(probs)
 
 
+def stack_starts(n: int, depth: int) -> list[int]:
+    """First slices of the prediction windows of ``depth`` slices over ``n`` slices: every
+    ``depth // 2`` slices, the last window ending at the last slice; ``[0]`` when ``n <= depth``."""
+    if n <= depth:
+        return [0]
+    starts = list(range(0, n - depth + 1, max(depth // 2, 1)))
+    if starts[-1] != n - depth:
+        starts.append(n - depth)
+    return starts
+
+
 def _predict_stacks(model: LoadedLdseg, images: np.ndarray, *, samples: int, steps: int, seed: int, sampler: str,
                     device: torch.device) -> torch.Tensor:
     """A 3D model's class probabilities ``(samples, n, K, S, S)`` of the slices ``images`` ``(n, C, S, S)``
     of one case (module docstring)."""
     cfg = model.config
-    longest = STACK_DEPTHS * cfg.depth
-    chunks = []
+    n = images.shape[0]
+    total = torch.zeros((samples, n, len(model.labels), cfg.size, cfg.size))
+    counts = torch.zeros(n)
     with torch.no_grad():
-        for start in range(0, images.shape[0], longest):
-            stack = images[start:start + longest]
-            n = stack.shape[0]
-            depth = -(-n // cfg.depth_multiple) * cfg.depth_multiple
-            padded, _ = pad_stack(stack, depth)
+        for start in stack_starts(n, cfg.depth):
+            stack = images[start:start + cfg.depth]
+            m = stack.shape[0]
+            padded, _ = pad_stack(stack, cfg.depth)
             generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + start)
-            noise = torch.randn((samples, cfg.latent_channels, depth, cfg.latent_size, cfg.latent_size),
+            noise = torch.randn((samples, cfg.latent_channels, cfg.depth, cfg.latent_size, cfg.latent_size),
                                 generator=generator)
             volume = torch.from_numpy(np.ascontiguousarray(np.moveaxis(padded, 0, 1))[None]).to(device)
             probs = model.model.sample(volume, samples=samples, steps=steps, noise=noise, sampler=sampler,
                                        generator=torch.Generator().manual_seed(int(seed) + start))
-            chunks.append(probs[:, 0, :, :n].transpose(1, 2).cpu())  # (samples, n, K, S, S)
-    return torch.cat(chunks, dim=1)
+            total[:, start:start + m] += probs[:, 0, :, :m].transpose(1, 2).cpu()  # (samples, m, K, S, S)
+            counts[start:start + m] += 1
+    return total / counts.view(1, -1, 1, 1, 1)
