@@ -29,20 +29,25 @@ def foreground_dice(pred: np.ndarray, gt: np.ndarray) -> float:
     return float(2 * (pred & gt).sum() / total) if total else 1.0
 
 
+def _write_dataset(root: Path, name: str, label_name: str, geometry: Geometry,
+                   cases: list[tuple[np.ndarray, np.ndarray]]) -> Path:
+    """An nnU-Net folder ``root`` of one-channel ``cases`` (image, label map) named ``name_NNN``."""
+    (root / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (root / "labelsTr").mkdir(parents=True, exist_ok=True)
+    for k, (image, label) in enumerate(cases):
+        write_image(root / "imagesTr" / f"{name}_{k:03d}_0000.nii.gz", image, geometry)
+        write_image(root / "labelsTr" / f"{name}_{k:03d}.nii.gz", label, geometry)
+    (root / "dataset.json").write_text(json.dumps({
+        "name": f"{name}s", "channel_names": {"0": "synthetic"}, "labels": {"background": 0, label_name: 1},
+        "numTraining": len(cases), "file_ending": ".nii.gz"}))
+    return root
+
+
 def make_disk_dataset(root: Path, *, cases: int = 24, seed: int = 0, shape: tuple[int, int] = (40, 48)) -> Path:
     """An nnU-Net folder of 2D disk images (spacing 0.5 x 0.7 mm)."""
     rng = np.random.default_rng(seed)
-    (root / "imagesTr").mkdir(parents=True, exist_ok=True)
-    (root / "labelsTr").mkdir(parents=True, exist_ok=True)
     geometry = Geometry(shape=shape, spacing=(0.7, 0.5), origin=(0.0, 0.0), direction=(1.0, 0.0, 0.0, 1.0))
-    for k in range(cases):
-        image, label = disk_image(rng, shape)
-        write_image(root / "imagesTr" / f"disk_{k:03d}_0000.nii.gz", image, geometry)
-        write_image(root / "labelsTr" / f"disk_{k:03d}.nii.gz", label, geometry)
-    (root / "dataset.json").write_text(json.dumps({
-        "name": "disks", "channel_names": {"0": "synthetic"}, "labels": {"background": 0, "disk": 1},
-        "numTraining": cases, "file_ending": ".nii.gz"}))
-    return root
+    return _write_dataset(root, "disk", "disk", geometry, [disk_image(rng, shape) for _ in range(cases)])
 
 
 def ball_volume(rng: np.random.Generator, shape: tuple[int, int, int] = (32, 32, 6)) -> tuple[np.ndarray, np.ndarray]:
@@ -64,15 +69,6 @@ def make_ball_dataset(root: Path, *, cases: int = 16, seed: int = 0,
                       shape: tuple[int, int, int] = (32, 32, 6)) -> Path:
     """An nnU-Net folder of 3D ball volumes (spacing 1 x 1 x 4 mm: thick slices)."""
     rng = np.random.default_rng(seed)
-    (root / "imagesTr").mkdir(parents=True, exist_ok=True)
-    (root / "labelsTr").mkdir(parents=True, exist_ok=True)
     geometry = Geometry(shape=shape, spacing=(1.0, 1.0, 4.0), origin=(0.0, 0.0, 0.0),
                         direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
-    for k in range(cases):
-        image, label = ball_volume(rng, shape)
-        write_image(root / "imagesTr" / f"ball_{k:03d}_0000.nii.gz", image, geometry)
-        write_image(root / "labelsTr" / f"ball_{k:03d}.nii.gz", label, geometry)
-    (root / "dataset.json").write_text(json.dumps({
-        "name": "balls", "channel_names": {"0": "synthetic"}, "labels": {"background": 0, "ball": 1},
-        "numTraining": cases, "file_ending": ".nii.gz"}))
-    return root
+    return _write_dataset(root, "ball", "ball", geometry, [ball_volume(rng, shape) for _ in range(cases)])
