@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from segqc.training.precision import autocast, resolve_precision, shield_conv3d
+from segqc.training.precision import autocast, conv3d_by_slices, resolve_precision, shield_conv3d
 
 
 def test_explicit_precisions_are_kept_and_auto_follows_the_cpu():
@@ -80,3 +80,56 @@ def test_shielded_3d_convolutions_have_right_weight_gradients_at_a_depth_of_two_
     with autocast(torch.device("cpu"), "bf16"):
         assert conv(torch.randn(1, 16, 4, 4, 4)).dtype == torch.bfloat16  # other depths stay bf16
         assert conv(torch.randn(1, 16, 2, 4, 4)).dtype == torch.float32
+
+
+@pytest.mark.parametrize(("kernel", "padding", "dilation", "groups", "stride"), [
+    ((1, 3, 3), (0, 1, 1), (1, 1, 1), 1, (1, 1, 1)),
+    ((3, 3, 3), (1, 1, 1), (1, 1, 1), 1, (1, 2, 2)),
+    ((3, 1, 3), (2, 0, 1), (2, 1, 1), 2, (1, 1, 2)),
+])
+def test_a_3d_convolution_by_slices_equals_torchs_conv3d(kernel, padding, dilation, groups, stride):
+    # Float32, so the only difference is the order of the sums
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 5, 9, 8)
+    weight = torch.randn(6, 4 // groups, *kernel)
+    bias = torch.randn(6)
+    expected = torch.nn.functional.conv3d(x, weight, bias, stride, padding, dilation, groups)
+    got = conv3d_by_slices(x, weight, bias, padding, dilation, groups, stride)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="depth stride"):
+        conv3d_by_slices(x, weight, bias, padding, dilation, groups, (2, 1, 1))
+
+
+@pytest.mark.parametrize("kernel", [(1, 3, 3), (3, 3, 3)])
+def test_shielded_3d_convolutions_of_few_large_slices_avoid_the_3d_bfloat16_kernel(kernel, monkeypatch):
+    # The AMX weight-gradient kernel corrupts the heap for (4, 8, <= 8, 96, 96) inputs (the module
+    # docstring); shielded, such a convolution never reaches conv3d under bfloat16 and its
+    # gradients are those of the float32 convolution up to bfloat16 rounding
+    torch.manual_seed(0)
+    conv = torch.nn.Conv3d(8, 8, kernel, padding=tuple(k // 2 for k in kernel))
+    shield_conv3d(conv)
+    x = torch.randn(4, 8, 4, 96, 96).bfloat16().float()
+    g = torch.randn(4, 8, 4, 96, 96).bfloat16().float()
+    reference = torch.nn.Conv3d(8, 8, kernel, padding=tuple(k // 2 for k in kernel))
+    reference.load_state_dict(conv.state_dict())
+    with torch.no_grad():
+        reference.weight.copy_(reference.weight.bfloat16().float())
+    x_ref = x.clone().requires_grad_(True)
+    reference(x_ref).backward(g)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the 3D kernel was called")
+
+    monkeypatch.setattr(torch.nn.functional, "conv3d", refuse)
+    x_in = x.clone().requires_grad_(True)
+    with autocast(torch.device("cpu"), "bf16"):
+        out = conv(x_in)
+    assert out.dtype == torch.bfloat16 and out.shape == (4, 8, 4, 96, 96)
+    out.float().backward(g)
+    for got, want in ((conv.weight.grad, reference.weight.grad), (x_in.grad, x_ref.grad),
+                      (conv.bias.grad, reference.bias.grad)):
+        assert got is not None and want is not None
+        assert float((got - want).abs().max() / want.abs().max()) < 0.02
+    with pytest.raises(AssertionError, match="3D kernel"):  # float32 runs are untouched
+        conv(x)

@@ -15,6 +15,17 @@ garbage read from uninitialised memory — NaN, or values of 1e30 and more, diff
 call (``benchmarks/bf16_conv3d_check.py``: a 16-channel 3 x 3 x 3 convolution on a (4, 16, 2,
 4, 4) input, 100 of 100 calls wrong; depths 1, 3, 4 and 8 right). :func:`shield_conv3d` makes
 such convolutions run in float32; a model trained under ``bf16`` must be shielded.
+
+A second defect, on CPUs whose oneDNN build picks its AMX kernels (``brg_conv``, e.g. Intel Xeon
+processors reporting AVX10.1): the same weight gradient corrupts the heap and kills the process
+("double free or corruption", a segmentation fault) for inputs of few slices at large in-plane
+sizes — with 8 channels, 96 px slices up to 8 deep and 128 px slices up to 6 deep, for 1 x 3 x 3
+and 3 x 3 x 3 kernels, at 1 and 2 threads; 48 and 64 px slices and 10 or more slices are right
+(``benchmarks/bf16_conv3d_check.py --crash-sweep``). The 2D kernels are not affected, so
+:func:`shield_conv3d` also runs such a convolution as 2D convolutions over the slices, which is
+the same arithmetic: a kernel one slice deep as one 2D convolution of every slice (as fast), a
+deeper kernel, where the slices are at least 64 x 64 px, as the sum of one 2D convolution per
+kernel slice over the shifted slices (about twice the time of that layer).
 """
 
 from __future__ import annotations
@@ -27,7 +38,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["PRECISIONS", "autocast", "resolve_precision", "shield_conv3d"]
+__all__ = ["PRECISIONS", "SLICE_ROUTE_MIN_AREA", "autocast", "conv3d_by_slices", "resolve_precision", "shield_conv3d"]
 
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -71,29 +82,70 @@ def autocast(device: torch.device, precision: str) -> Iterator[None]:
         yield
 
 
+SLICE_ROUTE_MIN_AREA = 64 * 64
+"""In-plane pixels from which a 3D convolution with a kernel more than one slice deep runs as 2D
+convolutions over its slices under bfloat16 (the AMX defect of the module docstring)."""
+
+
 def shield_conv3d(model: nn.Module) -> int:
-    """Run every 3D convolution of ``model`` in float32 when autocast is on and its input is 2
-    slices deep on a CPU (the module docstring's kernel defect); other inputs, other devices and
-    float32 runs are untouched. Returns the number of convolutions shielded (once each)."""
+    """Shield every 3D convolution of ``model`` from the CPU kernels' bfloat16 defects (module
+    docstring) when autocast is on: inputs 2 slices deep run in float32; other inputs run as 2D
+    convolutions over their slices where the convolution allows it (zero padding, a depth stride
+    of 1; a kernel one slice deep, or one deeper on slices of at least
+    :data:`SLICE_ROUTE_MIN_AREA` px). Other devices and float32 runs are untouched. Returns the
+    number of convolutions shielded (once each)."""
     from torch import nn
 
     count = 0
     for module in model.modules():
         if isinstance(module, nn.Conv3d) and "forward" not in vars(module):
-            module.forward = _float32_at_depth_two(module)  # type: ignore[method-assign]
+            module.forward = _shielded_forward(module)  # type: ignore[method-assign]
             count += 1
     return count
 
 
-def _float32_at_depth_two(conv: nn.Conv3d):
+def _shielded_forward(conv: nn.Conv3d):
     import torch
 
     base = type(conv).forward
+    padding = None if isinstance(conv.padding, str) else tuple(conv.padding)
+    sliceable = padding is not None and conv.padding_mode == "zeros" and conv.stride[0] == 1
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cpu" and x.shape[-3] == 2 and torch.is_autocast_enabled("cpu"):
+        if x.device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
+            return base(conv, x)
+        if x.shape[-3] == 2:
             with torch.autocast("cpu", enabled=False):
                 return base(conv, x.float())
+        if sliceable and padding is not None and (conv.kernel_size[0] == 1
+                                                  or x.shape[-2] * x.shape[-1] >= SLICE_ROUTE_MIN_AREA):
+            return conv3d_by_slices(x, conv.weight, conv.bias, padding, tuple(conv.dilation),
+                                    conv.groups, tuple(conv.stride))
         return base(conv, x)
 
     return forward
+
+
+def conv3d_by_slices(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: tuple[int, ...],
+                     dilation: tuple[int, ...], groups: int, stride: tuple[int, ...]) -> torch.Tensor:
+    """``torch.nn.functional.conv3d`` with a depth stride of 1 and zero padding, computed as one 2D
+    convolution of all slices per kernel slice (summed): ``x`` ``(N, C, D, H, W)``, ``weight``
+    ``(O, C / groups, kd, kh, kw)``; the result has the 3D convolution's shape."""
+    import torch.nn.functional as F
+
+    if stride[0] != 1:
+        raise ValueError(f"conv3d_by_slices needs a depth stride of 1, got {stride}")
+    n, c, depth = x.shape[:3]
+    kd = weight.shape[2]
+    padded = F.pad(x, (0, 0, 0, 0, padding[0], padding[0])) if padding[0] else x
+    out_depth = depth + 2 * padding[0] - dilation[0] * (kd - 1)
+    if out_depth < 1:
+        raise ValueError(f"input of {depth} slices is too shallow for a kernel {kd} slices deep")
+    total = None
+    for k in range(kd):
+        start = k * dilation[0]
+        part = padded[:, :, start:start + out_depth].transpose(1, 2).reshape(n * out_depth, c, *x.shape[3:])
+        y = F.conv2d(part, weight[:, :, k], bias if k == 0 else None, stride[1:], padding[1:], dilation[1:], groups)
+        total = y if total is None else total + y
+    assert total is not None
+    return total.reshape(n, out_depth, *total.shape[1:]).transpose(1, 2)
