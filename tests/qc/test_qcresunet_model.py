@@ -442,6 +442,25 @@ def test_loss_dice_is_per_class_over_the_batch():
     assert parts["sem_dice"].item() == pytest.approx(0.1, abs=1e-4)
 
 
+def test_loss_dice_per_sample_weighs_each_segmentation_alike():
+    # The batch of the test above, per sample (smooth 1): class 1 sample 0 (4 + 1) / (4 + 1) = 1,
+    # sample 1 (0 + 1) / (1 + 1) = 0.5 (its one error voxel missed); class 2, nothing anywhere: 1
+    # and 1. Loss = 1 - mean(1, 0.5, 1, 1) = 0.125 (the batch Dice gives 0.1).
+    big = 30.0
+    logits = torch.full((2, 2, 1, 3), -big)
+    target = torch.zeros(2, 2, 1, 3)
+    target[0, 0, 0, :2] = 1
+    logits[0, 0, 0, :2] = big
+    target[1, 0, 0, 0] = 1
+    out = QcResUNetOutput(dice=None, nsd=None, sem_logits=logits)
+    _, parts = qcresunet_loss(out, None, None, target, per_sample_dice=True)
+    assert parts["sem_dice"].item() == pytest.approx(0.125, abs=1e-4)
+    # Predicting the missed voxel lowers only the per-sample loss's second term: 1 - 1 = 0.
+    logits[1, 0, 0, 0] = big
+    _, parts = qcresunet_loss(out, None, None, target, per_sample_dice=True)
+    assert parts["sem_dice"].item() == pytest.approx(0.0, abs=1e-4)
+
+
 def test_loss_is_zero_for_perfect_regression_and_finite_for_empty_error_maps():
     out = _hand_output()
     assert out.dice is not None and out.nsd is not None and out.sem_logits is not None

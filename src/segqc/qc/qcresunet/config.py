@@ -88,7 +88,8 @@ class QcResUNetConfig(ConfigBase):
 
     Optimisation: ``epochs`` of ``samples_per_epoch`` segmentations drawn evenly over the Dice
     bins (re-drawn every epoch), ``batch_size``, Adam ``lr`` decayed by ``lr_decay`` per epoch
-    down to ``min_lr``, ``weight_decay``, ``loss_lambda`` (λ: error-map weight); ``precision`` of
+    down to ``min_lr``, ``weight_decay``, ``loss_lambda`` (λ: error-map weight), ``sem_dice`` (the
+    error maps' Dice loss over the ``batch`` or per ``sample``, :data:`SEM_DICE_MODES`); ``precision`` of
     the training steps (``auto``, the default: bfloat16 autocast where the hardware has native
     bfloat16, :mod:`segqc.training.precision`, about 2.5x faster on such a CPU, with the 3D
     convolutions that PyTorch's CPU kernels get wrong in bfloat16 shielded, float32 elsewhere;
@@ -133,6 +134,7 @@ class QcResUNetConfig(ConfigBase):
     min_lr: float = 1e-6
     weight_decay: float = 1e-4
     loss_lambda: float = 1.0
+    sem_dice: str = "batch"
     members: int = 1
     checkpoint_every: int = 50
     precision: str = "auto"
@@ -167,6 +169,8 @@ class QcResUNetConfig(ConfigBase):
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.test_flips not in TEST_FLIPS:
             raise ValueError(f"test_flips must be one of {', '.join(map(str, TEST_FLIPS))}, got {self.test_flips}")
+        if self.sem_dice not in SEM_DICE_MODES:
+            raise ValueError(f"sem_dice must be one of {', '.join(SEM_DICE_MODES)}, got {self.sem_dice!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -175,6 +179,11 @@ class QcResUNetConfig(ConfigBase):
         """Optimiser steps per epoch (``samples_per_epoch / batch_size``, rounded up)."""
         return -(-self.samples_per_epoch // self.batch_size)
 
+
+SEM_DICE_MODES = ("batch", "sample")
+"""How the error maps' Dice loss pools voxels: ``batch`` over the whole batch (the paper's), ``sample``
+per segmentation, then averaged (weighs the thin error maps of good segmentations like the large ones
+of bad segmentations, as DSC_SEM does)."""
 
 TEST_FLIPS = {1: ((),), 2: ((), (-1,)), 4: ((), (-1,), (-2,), (-1, -2))}
 """The in-plane axes each test-time pass mirrors, per ``test_flips`` value."""

@@ -632,15 +632,17 @@ class QcResUNet(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-def _sem_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float) -> torch.Tensor:
+def _sem_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float, *,
+                   per_sample: bool = False) -> torch.Tensor:
     """``1 -`` the mean over classes of the soft Dice of ``sigmoid(logits)``, TP and volumes summed
-    over the batch and the voxels (Drozdzal et al. 2016, as in section 2.3.3)."""
+    over the batch and the voxels (Drozdzal et al. 2016, as in section 2.3.3); ``per_sample``: summed
+    over each sample's voxels only, the mean taken over samples and classes."""
     # segqc.nn.losses.soft_dice_loss does not fit: it takes a softmax over mutually exclusive
     # classes, integer targets, skips channel 0 and assumes 2D; the error maps are independent
     # (possibly overlapping) binary maps under a sigmoid, and every channel is a foreground class.
     # Same smoothing convention as soft_dice_loss, though.
     probs = torch.sigmoid(logits)
-    dims = (0, *range(2, logits.ndim))
+    dims = tuple(range(2, logits.ndim)) if per_sample else (0, *range(2, logits.ndim))
     intersection = (probs * target).sum(dims)
     denominator = probs.sum(dims) + target.sum(dims)
     return 1.0 - ((2.0 * intersection + smooth) / (denominator + smooth)).mean()
@@ -654,6 +656,7 @@ def qcresunet_loss(
     *,
     lam: float = 1.0,
     smooth: float = 1e-5,
+    per_sample_dice: bool = False,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``L = L_MAE + lam * (L_Dice + L_BCE)`` (section 2.3.3) and its parts.
 
@@ -667,7 +670,9 @@ def qcresunet_loss(
       (sum(p) + sum(g) + smooth)``, ``p = sigmoid(sem_logits)``. The paper writes the negative Dice;
       shifting by 1 changes no gradient and keeps the loss non-negative. A class without any error
       voxel in the whole batch scores ``smooth / (sum(p) + smooth)``: 1 (no loss) only if nothing is
-      predicted, close to 0 (loss close to 1) otherwise; never NaN.
+      predicted, close to 0 (loss close to 1) otherwise; never NaN. ``per_sample_dice``: the soft
+      Dice of each sample and class, averaged (``smooth`` 1 instead of ``smooth``, so that a sample
+      without error voxels gives a loss that falls as its predicted error volume falls).
     * ``sem_bce`` = binary cross-entropy of ``sigmoid(sem_logits)`` against ``sem_true``, averaged
       over batch, classes and voxels (both terms, computed from the logits for stability; the
       paper's formula shows only the positive term).
@@ -698,7 +703,8 @@ def qcresunet_loss(
             raise ValueError(f"sem_true of shape {tuple(logits.shape)} needed, got "
                              f"{None if sem_true is None else tuple(sem_true.shape)}")
         target = sem_true.to(logits.dtype)
-        parts["sem_dice"] = _sem_dice_loss(logits, target, smooth)
+        parts["sem_dice"] = _sem_dice_loss(logits, target, 1.0 if per_sample_dice else smooth,
+                                           per_sample=per_sample_dice)
         parts["sem_bce"] = F.binary_cross_entropy_with_logits(logits, target)
     total = parts["mae"] + lam * (parts["sem_dice"] + parts["sem_bce"])
     parts["total"] = total

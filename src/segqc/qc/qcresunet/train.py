@@ -619,7 +619,8 @@ def _member_stage(config: QcResUNetConfig, data: QcResUNetData, member: int, mod
         output = output.float()
         loss, parts = qcresunet_loss(output, batch["dice"] if config.regression else None,
                                      batch["nsd"] if config.regression else None,
-                                     batch["sem"] if config.decoder else None, lam=config.loss_lambda)
+                                     batch["sem"] if config.decoder else None, lam=config.loss_lambda,
+                                     per_sample_dice=config.sem_dice == "sample")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
