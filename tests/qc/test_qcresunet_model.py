@@ -426,17 +426,23 @@ def test_loss_matches_hand_computation():
     assert total.item() == pytest.approx(mae + 2.0 * (dice + bce), abs=1e-5)
 
 
+def _two_sample_error_maps() -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and error maps of 2 samples x 2 classes x 3 voxels: class 1 of sample 0 has 2 error
+    voxels, both predicted (logit 30); sample 1 has 1, not predicted (logit -30); class 2 none."""
+    logits = torch.full((2, 2, 1, 3), -30.0)
+    target = torch.zeros(2, 2, 1, 3)
+    target[0, 0, 0, :2] = 1
+    logits[0, 0, 0, :2] = 30.0
+    target[1, 0, 0, 0] = 1
+    return logits, target
+
+
 def test_loss_dice_is_per_class_over_the_batch():
     # Class 1: sample 0 has 2 error voxels, both predicted; sample 1 has 1, not predicted.
     # Batch Dice 2*2 / (2 + 3) = 0.8 (a per-sample mean would give 0.5). Class 2: no error voxel
     # anywhere and none predicted: Dice 1. Loss = 1 - mean(0.8, 1) = 0.1 (pooling the classes
     # instead of averaging them would give 1 - 0.8 = 0.2).
-    big = 30.0
-    logits = torch.full((2, 2, 1, 3), -big)
-    target = torch.zeros(2, 2, 1, 3)
-    target[0, 0, 0, :2] = 1
-    logits[0, 0, 0, :2] = big
-    target[1, 0, 0, 0] = 1
+    logits, target = _two_sample_error_maps()
     out = QcResUNetOutput(dice=None, nsd=None, sem_logits=logits)
     _, parts = qcresunet_loss(out, None, None, target)
     assert parts["sem_dice"].item() == pytest.approx(0.1, abs=1e-4)
@@ -446,17 +452,12 @@ def test_loss_dice_per_sample_weighs_each_segmentation_alike():
     # The batch of the test above, per sample (smooth 1): class 1 sample 0 (4 + 1) / (4 + 1) = 1,
     # sample 1 (0 + 1) / (1 + 1) = 0.5 (its one error voxel missed); class 2, nothing anywhere: 1
     # and 1. Loss = 1 - mean(1, 0.5, 1, 1) = 0.125 (the batch Dice gives 0.1).
-    big = 30.0
-    logits = torch.full((2, 2, 1, 3), -big)
-    target = torch.zeros(2, 2, 1, 3)
-    target[0, 0, 0, :2] = 1
-    logits[0, 0, 0, :2] = big
-    target[1, 0, 0, 0] = 1
+    logits, target = _two_sample_error_maps()
     out = QcResUNetOutput(dice=None, nsd=None, sem_logits=logits)
     _, parts = qcresunet_loss(out, None, None, target, per_sample_dice=True)
     assert parts["sem_dice"].item() == pytest.approx(0.125, abs=1e-4)
     # Predicting the missed voxel lowers only the per-sample loss's second term: 1 - 1 = 0.
-    logits[1, 0, 0, 0] = big
+    logits[1, 0, 0, 0] = 30.0
     _, parts = qcresunet_loss(out, None, None, target, per_sample_dice=True)
     assert parts["sem_dice"].item() == pytest.approx(0.0, abs=1e-4)
 
