@@ -23,7 +23,7 @@ sizes — with 8 channels, 96 px slices up to 8 deep and 128 px slices up to 6 d
 and 3 x 3 x 3 kernels, at 1 and 2 threads; 48 and 64 px slices and 10 or more slices are right
 (``benchmarks/bf16_conv3d_check.py --crash-sweep``). The 2D kernels are not affected, so
 :func:`shield_conv3d` also runs such a convolution as 2D convolutions over the slices, which is
-the same arithmetic: a kernel one slice deep as one 2D convolution of every slice (as fast), a
+the same arithmetic: a kernel one slice deep as one 2D convolution of every slice (about as fast), a
 deeper kernel, where the slices are at least 64 x 64 px, as the sum of one 2D convolution per
 kernel slice over the shifted slices (about twice the time of that layer).
 """
