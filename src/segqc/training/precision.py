@@ -108,8 +108,10 @@ def _shielded_forward(conv: nn.Conv3d):
     import torch
 
     base = type(conv).forward
-    padding = None if isinstance(conv.padding, str) else tuple(conv.padding)
-    sliceable = padding is not None and conv.padding_mode == "zeros" and conv.stride[0] == 1
+    # The slice route's arguments, fixed per convolution; None where the route does not apply
+    padding = None if isinstance(conv.padding, str) or conv.padding_mode != "zeros" or conv.stride[0] != 1 \
+        else tuple(conv.padding)
+    dilation, stride, thin = tuple(conv.dilation), tuple(conv.stride), conv.kernel_size[0] == 1
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
@@ -117,10 +119,8 @@ def _shielded_forward(conv: nn.Conv3d):
         if x.shape[-3] == 2:
             with torch.autocast("cpu", enabled=False):
                 return base(conv, x.float())
-        if sliceable and padding is not None and (conv.kernel_size[0] == 1
-                                                  or x.shape[-2] * x.shape[-1] >= SLICE_ROUTE_MIN_AREA):
-            return conv3d_by_slices(x, conv.weight, conv.bias, padding, tuple(conv.dilation),
-                                    conv.groups, tuple(conv.stride))
+        if padding is not None and (thin or x.shape[-2] * x.shape[-1] >= SLICE_ROUTE_MIN_AREA):
+            return conv3d_by_slices(x, conv.weight, conv.bias, padding, dilation, conv.groups, stride)
         return base(conv, x)
 
     return forward
