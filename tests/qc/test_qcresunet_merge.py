@@ -1,0 +1,71 @@
+"""benchmarks/qc_acdc/merge_members.py: separately trained QCResUNet runs put into one ensemble
+model. The expected values are each run's own estimates, loaded and run on their own."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from qc_toy_data import make_qc_dataset
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "qc_acdc" / "merge_members.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("merge_members", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    from segqc.qc.training_api import train_method
+
+    root = tmp_path_factory.mktemp("merge")
+    dataset = make_qc_dataset(root / "data", n_cases=4, shape=(32, 32, 6))
+    overrides = {"epochs": 3, "samples_per_epoch": 8, "readout_per_case": 2, "dropout": 0.0}
+    models = [train_method("qcresunet", dataset, root / f"seed{seed}", config="tiny", seed=seed, log=lambda _: None,
+                           overrides=overrides) for seed in (0, 1)]
+    return root, models
+
+
+def test_a_merged_model_estimates_the_mean_of_its_runs(runs, tmp_path):
+    from segqc.qc.qcresunet.predict import assess_volume, load
+
+    _, (first, second) = runs
+    assert _script().merge([first, second], tmp_path / "ensemble") == 2
+    merged = load(tmp_path / "ensemble")
+    assert len(merged.members) == 2 and merged.config.members == 2
+    rng = np.random.default_rng(3)
+    segs = rng.integers(0, 3, (6, 32, 32))
+    images = (60.0 * segs + 10.0 + rng.normal(0, 5, segs.shape)).astype(np.float32)[:, None]
+    a, b = assess_volume(load(first), images, segs), assess_volume(load(second), images, segs)
+    both = assess_volume(merged, images, segs)
+    assert not np.allclose(a["dice"], b["dice"])  # two seeds, two networks: the mean says which one is where
+    # member-major rows: the first run's network first, then the second's
+    np.testing.assert_allclose(both["dice"], np.concatenate([a["dice"], b["dice"]]), atol=1e-6)
+    np.testing.assert_allclose(both["nsd"], np.concatenate([a["nsd"], b["nsd"]]), atol=1e-6)
+    np.testing.assert_allclose(both["errors"], np.concatenate([a["errors"], b["errors"]]), atol=1e-6)
+    np.testing.assert_allclose(both["error_threshold"], (a["error_threshold"] + b["error_threshold"]) / 2, atol=1e-6)
+    config = json.loads((tmp_path / "ensemble" / "config.json").read_text())
+    assert config["components"] == ["member0", "member1"]
+    assert [entry["seed"] for entry in config["merged_from"]] == [0, 1]
+
+
+def test_runs_of_another_recipe_are_refused_naming_the_folder_and_field(runs, tmp_path):
+    root, (first, second) = runs
+    other = tmp_path / "other"
+    other.mkdir()
+    for path in second.iterdir():
+        (other / path.name).write_bytes(path.read_bytes())
+    config = json.loads((other / "config.json").read_text())
+    config["config"]["qcresunet"]["widths"] = [8, 8, 8, 8]
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SystemExit, match=r"other: its config differs .* in 'qcresunet.widths'"):
+        _script().merge([first, other], tmp_path / "ensemble")
+    assert not (tmp_path / "ensemble").exists()
