@@ -53,7 +53,7 @@ def merge(folders: list[Path], out: Path) -> int:
             if first.get(key) != other.get(key):
                 raise SystemExit(f"{folder}: its config differs from {folders[0]}'s in {key!r}")
     out.mkdir(parents=True, exist_ok=True)
-    components = []
+    components: list[str] = []
     for folder, meta in zip(folders, metas):
         for name in meta["components"]:
             target = f"member{len(components)}"
