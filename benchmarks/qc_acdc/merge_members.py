@@ -11,6 +11,11 @@ the members' mean threshold — what ``--set members=N`` trains in one run, exce
 trained runs drew their own training data from their own seeds. The inputs must agree on
 everything but the seed (config, labels, classes, preprocessing plan, strides, kernels); otherwise
 the script stops with one line naming the folder and the field.
+
+``--keep K`` keeps only the K members whose read-out estimates its own fresh samples of the training
+volumes best (``segqc.qc.qcresunet.train.best_members``, the rule of ``--set keep_members``): the
+read-out's cross-validated error, computed during training, ranks separately trained networks as
+held-out data do, so a weak seed is left out without looking at held-out data.
 """
 
 from __future__ import annotations
@@ -39,12 +44,24 @@ def _comparable(config: dict) -> dict:
     runs of one recipe (the seed and the number of members)."""
     flat = {key: value for key, value in config.items() if key != "qcresunet"}
     flat.update({f"qcresunet.{key}": value for key, value in config["qcresunet"].items()
-                 if key not in ("seed", "members")})
+                 if key not in ("seed", "members", "keep_members")})
     return flat
 
 
-def merge(folders: list[Path], out: Path) -> int:
-    """Write the merged model folder; return its number of members."""
+def _member_records(folder: Path, meta: dict) -> list[dict]:
+    """Each member's read-out record, in the order of its ``components``."""
+    path = folder / "metrics.json"
+    metrics = json.loads(path.read_text()) if path.is_file() else {}
+    numbers = metrics.get("kept_members") or list(range(len(meta["components"])))
+    records = [metrics.get(f"member{number}_readout") for number in numbers]
+    if len(records) != len(meta["components"]) or any(record is None for record in records):
+        raise SystemExit(f"{folder}: metrics.json lacks its members' read-out records, needed by --keep")
+    return [record for record in records if record is not None]
+
+
+def merge(folders: list[Path], out: Path, keep: int = 0) -> int:
+    """Write the merged model folder (with ``keep`` > 0 only that many members, the best by
+    their read-out's error); return its number of members."""
     metas = [_meta(folder) for folder in folders]
     first = _comparable(metas[0]["config"])
     for folder, meta in zip(folders[1:], metas[1:]):
@@ -52,13 +69,24 @@ def merge(folders: list[Path], out: Path) -> int:
         for key in sorted(set(first) | set(other)):
             if first.get(key) != other.get(key):
                 raise SystemExit(f"{folder}: its config differs from {folders[0]}'s in {key!r}")
+    sources = [(folder, name) for folder, meta in zip(folders, metas) for name in meta["components"]]
+    chosen = list(range(len(sources)))
+    errors: list[float | None] = [None] * len(sources)
+    if keep:
+        from segqc.qc.qcresunet.train import best_members, readout_error
+
+        records = [record for folder, meta in zip(folders, metas) for record in _member_records(folder, meta)]
+        errors = [readout_error(record) for record in records]
+        chosen = best_members(records, keep)
     out.mkdir(parents=True, exist_ok=True)
     components: list[str] = []
-    for folder, meta in zip(folders, metas):
-        for name in meta["components"]:
-            target = f"member{len(components)}"
-            shutil.copyfile(folder / f"{name}.safetensors", out / f"{target}.safetensors")
-            components.append(target)
+    kept: list[dict] = []
+    for index in chosen:
+        folder, name = sources[index]
+        target = f"member{len(components)}"
+        shutil.copyfile(folder / f"{name}.safetensors", out / f"{target}.safetensors")
+        components.append(target)
+        kept.append({"folder": str(folder), "member": name, "readout_error": errors[index]})
     for name in MODEL_FILES:
         if (folders[0] / name).is_file():
             shutil.copyfile(folders[0] / name, out / name)
@@ -66,7 +94,9 @@ def merge(folders: list[Path], out: Path) -> int:
     merged["components"] = components
     merged["config"] = json.loads(json.dumps(metas[0]["config"]))
     merged["config"]["qcresunet"]["members"] = len(components)
+    merged["config"]["qcresunet"]["keep_members"] = 0
     merged["merged_from"] = [{"folder": str(folder), "seed": meta.get("seed")} for folder, meta in zip(folders, metas)]
+    merged["merged_members"] = kept
     (out / "config.json").write_text(json.dumps(merged, indent=2) + "\n")
     return len(components)
 
@@ -75,10 +105,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, action="append", required=True, help="a model folder (repeat)")
     parser.add_argument("--out", type=Path, required=True, help="the ensemble model folder to write")
+    parser.add_argument("--keep", type=int, default=0,
+                        help="keep only this many members, those with the lowest read-out error (default: all)")
     args = parser.parse_args()
     if len(args.model) < 2:
         raise SystemExit("give at least two --model folders")
-    print(f"wrote {args.out} with {merge(args.model, args.out)} members")
+    if args.keep < 0:
+        raise SystemExit(f"--keep must be 0 (all) or more, got {args.keep}")
+    print(f"wrote {args.out} with {merge(args.model, args.out, args.keep)} members")
 
 
 if __name__ == "__main__":

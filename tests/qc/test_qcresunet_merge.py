@@ -69,3 +69,23 @@ def test_runs_of_another_recipe_are_refused_naming_the_folder_and_field(runs, tm
     with pytest.raises(SystemExit, match=r"other: its config differs .* in 'qcresunet.widths'"):
         _script().merge([first, other], tmp_path / "ensemble")
     assert not (tmp_path / "ensemble").exists()
+
+
+def test_keep_merges_only_the_member_whose_readout_is_best(runs, tmp_path):
+    from segqc.qc.qcresunet.predict import assess_volume, load
+
+    _, (first, second) = runs
+    errors = []
+    for model in (first, second):
+        record = json.loads((model / "metrics.json").read_text())["member0_readout"]
+        errors.append(record["readout_cv_mse"] if record["used"] else record["heads_mse"])
+    best = (first, second)[int(np.argmin(errors))]
+    assert _script().merge([first, second], tmp_path / "best", keep=1) == 1
+    merged = load(tmp_path / "best")
+    rng = np.random.default_rng(4)
+    segs = rng.integers(0, 3, (6, 32, 32))
+    images = (60.0 * segs + 10.0 + rng.normal(0, 5, segs.shape)).astype(np.float32)[:, None]
+    expected = assess_volume(load(best), images, segs)["dice"]
+    np.testing.assert_allclose(assess_volume(merged, images, segs)["dice"], expected, atol=1e-6)
+    config = json.loads((tmp_path / "best" / "config.json").read_text())
+    assert config["merged_members"] == [{"folder": str(best), "member": "member0", "readout_error": min(errors)}]

@@ -624,6 +624,55 @@ def test_the_readout_is_installed_only_where_it_beats_the_heads():
     assert network.readout is not None and not network.readout.is_fitted
 
 
+def test_the_members_kept_are_those_whose_estimates_of_the_readout_samples_are_best():
+    from segqc.qc.qcresunet.train import best_members
+
+    records = [{"used": True, "readout_cv_mse": 0.0159, "heads_mse": 0.03},   # a weak seed
+               {"used": True, "readout_cv_mse": 0.0112, "heads_mse": 0.03},
+               {"used": False, "readout_cv_mse": 0.02, "heads_mse": 0.0113},  # its heads stayed in charge
+               {"used": True, "readout_cv_mse": 0.0120, "heads_mse": 0.0100}]  # the read-out is what it uses
+    assert best_members(records, 1) == [1]
+    assert best_members(records, 2) == [1, 2]
+    assert best_members(records, 3) == [1, 2, 3]
+    assert best_members(records, 0) == [0, 1, 2, 3] and best_members(records, 4) == [0, 1, 2, 3]
+    tied = [{"used": True, "readout_cv_mse": 0.01}] * 3
+    assert best_members(tied, 2) == [0, 1]
+    with pytest.raises(ValueError, match="keep_members"):
+        QcResUNetConfig(members=2, keep_members=3)
+    with pytest.raises(ValueError, match="read-out"):
+        QcResUNetConfig(members=2, keep_members=1, readout_per_case=0)
+
+
+def test_a_training_with_keep_members_saves_the_members_with_the_best_readout(tmp_path):
+    from segqc.qc.qcresunet.predict import load
+    from segqc.qc.training_api import train_method
+    from segqc.training import load_state
+
+    dataset = make_qc_dataset(tmp_path / "data", n_cases=3, shape=(48, 48, 8))
+    model_dir = train_method("qcresunet", dataset, tmp_path / "run", config="tiny", log=lambda _: None,
+                             overrides={"epochs": 1, "samples_per_epoch": 4, "readout_per_case": 2,
+                                        "members": 3, "keep_members": 2})
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    errors = []
+    for m in range(3):
+        record = metrics[f"member{m}_readout"]
+        errors.append(record["readout_cv_mse"] if record["used"] else record["heads_mse"])
+    worst = int(np.argmax(errors))
+    expected = [m for m in range(3) if m != worst]
+    assert metrics["kept_members"] == expected
+    model = load(model_dir)
+    assert len(model.members) == 2
+    for saved, m in zip(model.members, expected):
+        state = load_state(tmp_path / "run" / "stages" / f"member{m}")
+        assert state is not None
+        trained = state["weights"]["model"]
+        weights = saved.state_dict()
+        assert all(torch.equal(weights[k], trained[k]) for k in trained if not k.startswith("readout.")
+                   and k not in ("sem_threshold", "outside_errors"))
+        # each kept member carries its own calibrated thresholds
+        assert weights["sem_threshold"].tolist() == pytest.approx(metrics[f"member{m}_readout"]["sem_threshold"])
+
+
 def test_the_fourier_correction_is_installed_only_where_it_lowers_the_cross_validated_error():
     from segqc.qc.qcresunet.train import fit_readout
 

@@ -95,7 +95,11 @@ class QcResUNetConfig(ConfigBase):
     convolutions that PyTorch's CPU kernels get wrong in bfloat16 shielded, float32 elsewhere;
     ``fp32``: the ``tiny`` and ``paper`` presets, reproducible across machines; ``bf16``); ``members``:
     models trained with seeds ``seed`` .. ``seed + members - 1`` (an ensemble: the estimate is
-    their mean, the spread their standard deviation); ``checkpoint_every`` steps.
+    their mean, the spread their standard deviation); ``keep_members`` (with a read-out; 0: all):
+    keep only that many members, those whose read-out estimates its fresh samples of the training
+    volumes best (lowest cross-validated squared error, or the heads' error where the heads stay in
+    charge) — the error ranks separately trained networks as held-out data do, so a weak seed is
+    dropped without looking at held-out data; ``checkpoint_every`` steps.
 
     Prediction: ``test_flips`` forward passes per member, averaged (estimates, and the error
     probabilities mirrored back): 1 the volume as it is, 2 also mirrored along the last in-plane
@@ -105,7 +109,7 @@ class QcResUNetConfig(ConfigBase):
 
     KIND: ClassVar[str] = "qcresunet"
     LABEL: ClassVar[str] = "QCResUNet"
-    RESUMABLE_FIELDS: ClassVar[tuple[str, ...]] = ("epochs", "checkpoint_every")
+    RESUMABLE_FIELDS: ClassVar[tuple[str, ...]] = ("epochs", "checkpoint_every", "keep_members")
 
     size: int = 96
     widths: tuple[int, ...] = (16, 32, 64, 128)
@@ -136,6 +140,7 @@ class QcResUNetConfig(ConfigBase):
     loss_lambda: float = 1.0
     sem_dice: str = "batch"
     members: int = 1
+    keep_members: int = 0
     checkpoint_every: int = 50
     precision: str = "auto"
     test_flips: int = 1
@@ -171,6 +176,12 @@ class QcResUNetConfig(ConfigBase):
             raise ValueError(f"test_flips must be one of {', '.join(map(str, TEST_FLIPS))}, got {self.test_flips}")
         if self.sem_dice not in SEM_DICE_MODES:
             raise ValueError(f"sem_dice must be one of {', '.join(SEM_DICE_MODES)}, got {self.sem_dice!r}")
+        if not 0 <= int(self.keep_members) <= int(self.members):
+            raise ValueError(f"keep_members must be between 0 (all) and members ({self.members}), "
+                             f"got {self.keep_members}")
+        if self.keep_members and not (self.decoder and self.readout_per_case > 0):
+            raise ValueError("keep_members chooses members by their read-out's error: it needs the decoder "
+                             "and readout_per_case > 0")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 

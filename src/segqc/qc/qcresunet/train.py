@@ -630,12 +630,30 @@ def _member_stage(config: QcResUNetConfig, data: QcResUNetData, member: int, mod
                  optimizers={"adam": optimizer}, step=step)
 
 
+def readout_error(record: dict[str, Any]) -> float:
+    """The cross-validated squared error of a member's estimates on its read-out samples (a
+    :func:`fit_readout` record): the read-out's where it was installed, else the heads'."""
+    return float(record["readout_cv_mse"] if record["used"] else record["heads_mse"])
+
+
+def best_members(records: Sequence[dict[str, Any]], keep: int) -> list[int]:
+    """The indices (ascending) of the ``keep`` members with the lowest :func:`readout_error`
+    (ties: the earlier member); ``keep`` 0 or at least ``len(records)``: all of them."""
+    if keep <= 0 or keep >= len(records):
+        return list(range(len(records)))
+    ranked = sorted(range(len(records)), key=lambda k: (readout_error(records[k]), k))
+    return sorted(ranked[:keep])
+
+
 def train(config: QcResUNetConfig, data: QcResUNetData, out_dir: str | Path, *, device: str = "auto",
           log: Callable[[str], None] | None = None, progress: bool = False,
           readout_data: QcResUNetData | None = None) -> Path:
     """Train ``config.members`` networks on ``data`` into ``out_dir`` (resumable; a folder with
     another run is refused) and fit each one's read-out on ``readout_data`` (needed when the
-    config has a read-out); returns the model directory ``out_dir/model``."""
+    config has a read-out); with ``config.keep_members`` only the best of them by
+    :func:`best_members` are saved (renumbered from 0; ``metrics.json`` keeps every member's record
+    under its training number and ``kept_members``, the training numbers saved). Returns the model
+    directory ``out_dir/model``."""
     if data.n_samples == 0:
         raise InputError("the training data holds no segmentation")
     if int(data.plan.size) != config.size:
@@ -644,7 +662,7 @@ def train(config: QcResUNetConfig, data: QcResUNetData, out_dir: str | Path, *, 
     if uses_readout(config) and (readout_data is None or readout_data.n_samples == 0):
         raise InputError("the config has a read-out (readout_per_case > 0) but no read-out data were given")
     out, dev = start_run(out_dir, method=METHOD, settings=config.resume_key(), data=data.summary(), seed=config.seed,
-                         device=device, may_change="epochs, checkpoint_every")
+                         device=device, may_change="epochs, checkpoint_every, keep_members")
     inplane_spacing = float(min(data.plan.target_spacing))
     strides = resolve_strides(config, ndim=data.ndim, slice_spacing=data.slice_spacing,
                               inplane_spacing=inplane_spacing)
@@ -671,6 +689,13 @@ def train(config: QcResUNetConfig, data: QcResUNetData, out_dir: str | Path, *, 
                 metrics[f"member{member}_readout"] = fit_readout(model, readout_data, config, dev, progress=progress)
                 say(f"member{member} {_readout_summary(metrics[f'member{member}_readout'])}")
             weights[f"member{member}"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if config.keep_members:
+        kept = best_members([metrics[f"member{m}_readout"] for m in range(config.members)], config.keep_members)
+        weights = {f"member{new}": weights[f"member{old}"] for new, old in enumerate(kept)}
+        metrics["kept_members"] = kept
+        errors = ", ".join(f"member{m} {readout_error(metrics[f'member{m}_readout']):.4f}"
+                           for m in range(config.members))
+        say(f"kept members {', '.join(map(str, kept))} of {config.members} (read-out errors: {errors})")
     model_dir = out / "model"
     save_checkpoint(model_dir, method=METHOD,
                     config={"qcresunet": config.to_dict(), "labels": list(data.labels),
@@ -734,15 +759,17 @@ def add_readout(model_dir: str | Path, dataset_dir: str | Path, out_dir: str | P
     previous = Path(model_dir) / "metrics.json"  # the training's record, kept
     metrics: dict[str, Any] = json.loads(previous.read_text()) if previous.is_file() else {}
     dev = next(loaded.members[0].parameters()).device  # load's, where loaded.precision was resolved
+    numbers = metrics.get("kept_members") or list(range(len(loaded.members)))  # the members' training numbers
     for member, network in enumerate(loaded.members):
         fitted = build_network(config, spatial_dims=loaded.spatial_dims, image_channels=int(saved["image_channels"]),
                                n_classes=len(loaded.classes), strides=saved["strides"], precision=loaded.precision,
                                kernels=saved.get("kernels"))
         kept = {k: v for k, v in network.state_dict().items() if not k.startswith("readout.")}
         fitted.load_state_dict(kept, strict=False)  # all but the (new) read-out
-        metrics[f"member{member}_readout"] = fit_readout(fitted, data, config, dev, progress=progress)
+        record = metrics[f"member{numbers[member]}_readout"] = fit_readout(fitted, data, config, dev,
+                                                                            progress=progress)
         weights[f"member{member}"] = {k: v.detach().cpu() for k, v in fitted.state_dict().items()}
-        log(f"member{member} {_readout_summary(metrics[f'member{member}_readout'])}")
+        log(f"member{numbers[member]} {_readout_summary(record)}")
     target = Path(out_dir) / "model"
     save_checkpoint(target, method=METHOD, config={**saved, "qcresunet": config.to_dict()}, weights=weights,
                     fingerprint=loaded.fingerprint, metrics=metrics, seed=config.seed)
