@@ -53,10 +53,10 @@ def _member_records(folder: Path, meta: dict) -> list[dict]:
     path = folder / "metrics.json"
     metrics = json.loads(path.read_text()) if path.is_file() else {}
     numbers = metrics.get("kept_members") or list(range(len(meta["components"])))
-    records = [metrics.get(f"member{number}_readout") for number in numbers]
-    if len(records) != len(meta["components"]) or any(record is None for record in records):
+    names = [f"member{number}_readout" for number in numbers]
+    if len(names) != len(meta["components"]) or any(name not in metrics for name in names):
         raise SystemExit(f"{folder}: metrics.json lacks its members' read-out records, needed by --keep")
-    return [record for record in records if record is not None]
+    return [metrics[name] for name in names]
 
 
 def merge(folders: list[Path], out: Path, keep: int = 0) -> int:

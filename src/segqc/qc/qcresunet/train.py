@@ -639,10 +639,8 @@ def readout_error(record: dict[str, Any]) -> float:
 def best_members(records: Sequence[dict[str, Any]], keep: int) -> list[int]:
     """The indices (ascending) of the ``keep`` members with the lowest :func:`readout_error`
     (ties: the earlier member); ``keep`` 0 or at least ``len(records)``: all of them."""
-    if keep <= 0 or keep >= len(records):
-        return list(range(len(records)))
     ranked = sorted(range(len(records)), key=lambda k: (readout_error(records[k]), k))
-    return sorted(ranked[:keep])
+    return sorted(ranked[:keep] if keep > 0 else ranked)
 
 
 def train(config: QcResUNetConfig, data: QcResUNetData, out_dir: str | Path, *, device: str = "auto",
