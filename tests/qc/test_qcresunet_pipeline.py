@@ -871,3 +871,19 @@ def test_weighted_error_map_thresholds_by_hand():
     assert best_error_thresholds(counts, np.array([3.0, 1.0]))[0].tolist() == pytest.approx([0.3])
     equal = best_error_thresholds(counts)[1]["best"]
     assert equal == pytest.approx(best_error_thresholds(counts, np.array([2.0, 2.0]))[1]["best"])
+
+
+def test_a_training_step_weighs_the_error_maps_by_the_configs_lambda(tmp_path):
+    from segqc.qc.qcresunet.train import _member_stage, build_network, build_training_data
+
+    dataset = make_qc_dataset(tmp_path / "data", n_cases=2, shape=(32, 32, 4))
+    base = QcResUNetConfig.preset("tiny", degraded_per_case=2, readout_per_case=0)
+    data = build_training_data(dataset, None, base, tmp_path / "train")
+    for lam in (1.0, 3.0):
+        config = base.with_overrides(loss_lambda=lam)
+        torch.manual_seed(0)
+        model = build_network(config, spatial_dims=3, image_channels=1, n_classes=len(data.classes),
+                              strides=[(1, 2, 2)] * 4)
+        parts = _member_stage(config, data, 0, model, torch.device("cpu"), "fp32").step(0)
+        assert parts["sem_dice"] + parts["sem_bce"] > 0.1  # the maps' loss is not negligible here
+        assert parts["total"] == pytest.approx(parts["mae"] + lam * (parts["sem_dice"] + parts["sem_bce"]), rel=1e-5)

@@ -10,7 +10,11 @@
   parameters), kernels from the data's spacing (``kernels="auto"``: ACDC's thick slices get
   ``(1, 3, 3)`` at the two finest levels, :func:`resolve_kernels`), batch 4, 10 degraded
   segmentations per training volume over QCResUNet's 10 equal Dice bins, 20 epochs of 680
-  segmentations re-drawn evenly over the bins (3400 steps), in bfloat16 where the CPU has it
+  segmentations re-drawn evenly over the bins (3400 steps), the error maps weighted λ = 3 in the
+  loss with their Dice taken per segmentation (``loss_lambda=3``, ``sem_dice="sample"``: at
+  this budget better error maps and estimates than the paper's λ = 1 and batch Dice, two seeds
+  on held-out ACDC patients, docs/evidence.md "The error maps' weight in the loss"), in bfloat16
+  where the CPU has it
   (``precision="auto"``: about 0.4 s per step on 2 cores with AMX, 1.1 s in float32; about 0.8 s
   on a CPU with AVX-512 BF16 but no AMX, where the whole run took 59 min on ACDC's training
   split; 4000 steps, 63 min there, estimated no better: docs/evidence.md, "Thin kernels across
@@ -50,7 +54,8 @@ THICK_SLICE_RATIO = 2.0
 @dataclass(frozen=True)
 class QcResUNetConfig(ConfigBase):
     """Every setting of the QCResUNet model and its training (defaults: the ``small`` preset's, but
-    ``kernels`` is ``cube``, as in every model saved before the setting existed).
+    ``kernels`` is ``cube``, ``loss_lambda`` 1 and ``sem_dice`` ``batch``, the paper's, as in every
+    model saved before the presets changed them).
 
     Network: ``size`` (in-plane slice size, px; divisible by 16), ``widths`` / ``blocks`` per
     ResNet stage, ``strides`` ("auto" or four per-axis rates), ``kernels`` (the convolutions'
@@ -276,7 +281,7 @@ PRESETS = {
     "tiny": QcResUNetConfig(size=32, widths=(4, 8, 16, 32), blocks=(1, 1, 1, 1), degraded_per_case=3, epochs=3,
                             samples_per_epoch=8, batch_size=2, max_depth=8, checkpoint_every=1000,
                             readout_per_case=2, readout_fourier=64, precision="fp32"),
-    "small": QcResUNetConfig(kernels="auto", samples_per_epoch=680),
+    "small": QcResUNetConfig(kernels="auto", samples_per_epoch=680, loss_lambda=3.0, sem_dice="sample"),
     "paper": QcResUNetConfig(size=128, widths=(32, 64, 128, 256), epochs=100, samples_per_epoch=1000,
                              degraded_per_case=20, members=3, max_depth=32, readout_per_case=0,
                              precision="fp32"),
