@@ -14,8 +14,7 @@
   loss with their Dice taken per segmentation (``loss_lambda=3``, ``sem_dice="sample"``: at
   this budget better error maps than the paper's λ = 1 and batch Dice, and with
   ``readout_per_case=20`` better estimates too, two seeds on held-out ACDC patients,
-  docs/evidence.md "The error maps' weight in the loss"), in bfloat16
-  where the CPU has it
+  docs/evidence.md "The error maps' weight in the loss"), in bfloat16 where the CPU has it
   (``precision="auto"``: about 0.4 s per step on 2 cores with AMX, 1.1 s in float32; about 0.8 s
   on a CPU with AVX-512 BF16 but no AMX, where the whole run took 59 min on ACDC's training
   split; 4000 steps, 63 min there, estimated no better: docs/evidence.md, "Thin kernels across
