@@ -12,14 +12,14 @@
   segmentations per training volume over QCResUNet's 10 equal Dice bins, 20 epochs of 680
   segmentations re-drawn evenly over the bins (3400 steps), the error maps weighted λ = 3 in the
   loss with their Dice taken per segmentation (``loss_lambda=3``, ``sem_dice="sample"``: at
-  this budget better error maps than the paper's λ = 1 and batch Dice, and with
-  ``readout_per_case=20`` better estimates too, two seeds on held-out ACDC patients,
-  docs/evidence.md "The error maps' weight in the loss"), in bfloat16 where the CPU has it
-  (``precision="auto"``: about 0.4 s per step on 2 cores with AMX, 1.1 s in float32; about 0.8 s
-  on a CPU with AVX-512 BF16 but no AMX, where the whole run took 59 min on ACDC's training
-  split; 4000 steps, 63 min there, estimated no better: docs/evidence.md, "Thin kernels across
-  thick slices"), then the read-out (below) on 10 fresh degraded segmentations per training
-  volume (and the ground truths and the real segmentations, those counting twice).
+  this budget better error maps and estimates than the paper's λ = 1 and batch Dice, two seeds
+  on held-out ACDC patients, docs/evidence.md "The error maps' weight in the loss"), in bfloat16
+  where the CPU has it (``precision="auto"``: about 0.4 s per step on 2 cores with AMX, 1.1 s
+  in float32; about 0.8 s on a CPU with AVX-512 BF16 but no AMX, docs/evidence.md, "Thin
+  kernels across thick slices"), then the read-out (below) on 20 fresh degraded segmentations
+  per training volume, the ground truths and the real segmentations, those counting four times
+  (``readout_per_case=20``, ``readout_real_weight=4``: with 10 and 2, about 7 minutes less on
+  2 cores, the held-out estimates are rougher — NSD r 0.873 against 0.900 for one network).
 * ``paper`` — for a GPU, the paper's method (its regression heads, no read-out): widths (32,
   64, 128, 256) — 16.3 M parameters, the size the paper's Table F.3 gives for QCResUNet
   (ResNet-34's own widths 64..512 would make 65 M) —, batch 4, 100 epochs, Adam with the
@@ -281,7 +281,8 @@ PRESETS = {
     "tiny": QcResUNetConfig(size=32, widths=(4, 8, 16, 32), blocks=(1, 1, 1, 1), degraded_per_case=3, epochs=3,
                             samples_per_epoch=8, batch_size=2, max_depth=8, checkpoint_every=1000,
                             readout_per_case=2, readout_fourier=64, precision="fp32"),
-    "small": QcResUNetConfig(kernels="auto", samples_per_epoch=680, loss_lambda=3.0, sem_dice="sample"),
+    "small": QcResUNetConfig(kernels="auto", samples_per_epoch=680, loss_lambda=3.0, sem_dice="sample",
+                             readout_per_case=20, readout_real_weight=4.0),
     "paper": QcResUNetConfig(size=128, widths=(32, 64, 128, 256), epochs=100, samples_per_epoch=1000,
                              degraded_per_case=20, members=3, max_depth=32, readout_per_case=0,
                              precision="fp32"),
