@@ -29,8 +29,10 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--split", type=Path, help="split JSON; its 'train' cases (default: every case)")
+    small = QcResUNetConfig.preset("small")
     parser.add_argument("--per-case", type=int, default=QcResUNetConfig.readout_per_case,
-                        help="fresh degraded segmentations per volume (default: %(default)s; the small preset fits 20)")
+                        help=f"fresh degraded segmentations per volume (default: %(default)s; the small preset "
+                             f"fits {small.readout_per_case})")
     parser.add_argument("--extra-segs", type=Path, action="append", default=[],
                         help="the training's real segmentations (segqc qc train --extra-segs); repeatable")
     parser.add_argument("--fourier", type=int, default=1024,
@@ -38,7 +40,8 @@ def main() -> None:
     parser.add_argument("--no-surface", action="store_true",
                         help="leave out the boundary numbers of the error maps (the read-out before they existed)")
     parser.add_argument("--real-weight", type=float, default=QcResUNetConfig.readout_real_weight,
-                        help="each --extra-segs segmentation's weight in the fit (default: %(default)s; small: 4)")
+                        help=f"each --extra-segs segmentation's weight in the fit (default: %(default)s; small: "
+                             f"{small.readout_real_weight:g})")
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(max(1, args.jobs))
