@@ -16,10 +16,11 @@
   on held-out ACDC patients, docs/evidence.md "The error maps' weight in the loss"), in bfloat16
   where the CPU has it (``precision="auto"``: about 0.4 s per step on 2 cores with AMX, 1.1 s
   in float32; about 0.8 s on a CPU with AVX-512 BF16 but no AMX, docs/evidence.md, "Thin
-  kernels across thick slices"), then the read-out (below) on 20 fresh degraded segmentations
-  per training volume, the ground truths and the real segmentations, those counting four times
-  (``readout_per_case=20``, ``readout_real_weight=4``: with 10 and 2, about 7 minutes less on
-  2 cores, the held-out estimates are rougher — NSD r 0.873 against 0.900 for one network).
+  kernels across thick slices"), then the read-out (below) on 40 fresh degraded segmentations
+  per training volume, the ground truths and the real segmentations, those counting eight times
+  (``readout_per_case=40``, ``readout_real_weight=8``: held out, NSD r 0.90–0.91 for each of
+  three seeds; with 20 and 4, about 9 minutes less on 2 cores, 0.89–0.90; with 10 and 2, about
+  16 minutes less, 0.87 — docs/evidence.md "Forty read-out samples per volume").
 * ``paper`` — for a GPU, the paper's method (its regression heads, no read-out): widths (32,
   64, 128, 256) — 16.3 M parameters, the size the paper's Table F.3 gives for QCResUNet
   (ResNet-34's own widths 64..512 would make 65 M) —, batch 4, 100 epochs, Adam with the
@@ -284,7 +285,7 @@ PRESETS = {
                             samples_per_epoch=8, batch_size=2, max_depth=8, checkpoint_every=1000,
                             readout_per_case=2, readout_fourier=64, precision="fp32"),
     "small": QcResUNetConfig(kernels="auto", samples_per_epoch=680, loss_lambda=3.0, sem_dice="sample",
-                             readout_per_case=20, readout_real_weight=4.0),
+                             readout_per_case=40, readout_real_weight=8.0),
     "paper": QcResUNetConfig(size=128, widths=(32, 64, 128, 256), epochs=100, samples_per_epoch=1000,
                              degraded_per_case=20, members=3, max_depth=32, readout_per_case=0,
                              precision="fp32"),
