@@ -85,3 +85,19 @@ def test_a_stray_blob_beyond_the_window_is_marked_wrong(shared_data, tmp_path):
     errors = read_label_map(tmp_path / "qc" / "errors" / "stray.nii.gz").array
     assert (((errors[:6, :6, :] >> 2) & 1) == 1).all()  # LV bit on every blob voxel
     assert not (errors[:6, :6, :] & 0b011).any()  # RV and MYO bits untouched there
+
+
+def test_the_shipped_model_is_the_small_preset_it_documents():
+    """The model card and README say the shipped weights are the ``small`` preset trained with seed 0:
+    every setting saved with the weights must equal that preset's (a preset changed without
+    refitting the model, or weights of another recipe, fail here), and its read-out must be fitted
+    and in charge of the estimates."""
+    import json
+
+    from segqc.qc.qcresunet.config import QcResUNetConfig
+
+    saved = json.loads((MODEL / "config.json").read_text())["config"]["qcresunet"]
+    assert QcResUNetConfig.from_dict(saved) == QcResUNetConfig.preset("small", seed=0)
+    record = json.loads((MODEL / "metrics.json").read_text())["member0_readout"]
+    assert record["used"] and record["samples"] == 180 * (saved["readout_per_case"] + 1) + 540
+    assert record["real_weight"] == saved["readout_real_weight"]
