@@ -7,6 +7,7 @@ weights, its image or its query would give near-constant estimates and fail."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from scipy import ndimage
 
 from segqc.io.images import read_label_map, write_image
 from segqc.qc.inference import QcSettings, qc_folder
+from segqc.qc.qcresunet.config import QcResUNetConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "models" / "acdc-qcresunet-small"
@@ -92,10 +94,6 @@ def test_the_shipped_model_is_the_small_preset_it_documents():
     every setting saved with the weights must equal that preset's (a preset changed without
     refitting the model, or weights of another recipe, fail here), and its read-out must be fitted
     and in charge of the estimates."""
-    import json
-
-    from segqc.qc.qcresunet.config import QcResUNetConfig
-
     saved = json.loads((MODEL / "config.json").read_text())["config"]["qcresunet"]
     assert QcResUNetConfig.from_dict(saved) == QcResUNetConfig.preset("small", seed=0)
     record = json.loads((MODEL / "metrics.json").read_text())["member0_readout"]
