@@ -18,6 +18,7 @@ from scipy import ndimage
 from segqc.io.images import read_label_map, write_image
 from segqc.qc.inference import QcSettings, qc_folder
 from segqc.qc.qcresunet.config import QcResUNetConfig
+from segqc.training.checkpoints import read_checkpoint_meta
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "models" / "acdc-qcresunet-small"
@@ -94,7 +95,7 @@ def test_the_shipped_model_is_the_small_preset_it_documents():
     every setting saved with the weights must equal that preset's (a preset changed without
     refitting the model, or weights of another recipe, fail here), and its read-out must be fitted
     and in charge of the estimates."""
-    saved = json.loads((MODEL / "config.json").read_text())["config"]["qcresunet"]
+    saved = read_checkpoint_meta(MODEL)["config"]["qcresunet"]
     assert QcResUNetConfig.from_dict(saved) == QcResUNetConfig.preset("small", seed=0)
     record = json.loads((MODEL / "metrics.json").read_text())["member0_readout"]
     assert record["used"] and record["samples"] == 180 * (saved["readout_per_case"] + 1) + 540
