@@ -2,7 +2,7 @@
 
     python benchmarks/qc_acdc/fit_readout.py --model MODEL_DIR --dataset ../shared/data/acdc \
         --split benchmarks/results/qc_acdc/split.json --out OUT_DIR [--extra-segs zoo_all/unet_e001 ...] \
-        [--fourier 1024] [--no-surface] [--per-case N] [--real-weight W]
+        [--fourier 1024] [--corrections K] [--no-surface] [--per-case N] [--real-weight W]
 
 Runs the step ``segqc qc train qcresunet`` runs after training each network (fresh degraded
 segmentations of the training cases — ``--split``'s ``train`` list, or every case — and a
@@ -37,6 +37,9 @@ def main() -> None:
                         help="the training's real segmentations (segqc qc train --extra-segs); repeatable")
     parser.add_argument("--fourier", type=int, default=1024,
                         help="random Fourier features of the read-out's correction (0: linear read-out)")
+    parser.add_argument("--corrections", type=int, default=QcResUNetConfig.readout_corrections,
+                        help=f"Fourier corrections, each on its own random features, averaged (default: %(default)s; "
+                             f"small: {small.readout_corrections})")
     parser.add_argument("--no-surface", action="store_true",
                         help="leave out the boundary numbers of the error maps (the read-out before they existed)")
     parser.add_argument("--real-weight", type=float, default=QcResUNetConfig.readout_real_weight,
@@ -47,7 +50,8 @@ def main() -> None:
     torch.set_num_threads(max(1, args.jobs))
     cases = json.loads(args.split.read_text())["train"] if args.split else None
     add_readout(args.model, args.dataset, args.out, cases=cases, readout_per_case=args.per_case,
-                readout_fourier=args.fourier, readout_surface=not args.no_surface, readout_real_weight=args.real_weight,
+                readout_fourier=args.fourier, readout_corrections=args.corrections,
+                readout_surface=not args.no_surface, readout_real_weight=args.real_weight,
                 extra_seg_dirs=args.extra_segs, jobs=args.jobs, progress=True)
 
 

@@ -5,6 +5,7 @@ test."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -681,11 +682,18 @@ def test_the_fourier_correction_is_installed_only_where_it_lowers_the_cross_vali
         return np.clip(0.5 + 0.4 * np.exp(-z ** 2), 0, 1)
 
     config, network, data = _readout_case(bump)
-    assert network.readout is not None and network.readout.fourier == config.readout_fourier > 0
+    assert config.readout_corrections == 2 and config.readout_fourier > 0
+    assert network.readout is not None and network.readout.fourier == 2 * config.readout_fourier
     record = fit_readout(network, data, config, torch.device("cpu"))
-    best_corrected = min(record["correction_cv_mse"].values())
-    assert record["correction"] == (best_corrected < record["linear_cv_mse"])
-    assert record["readout_cv_mse"] == min(best_corrected, record["linear_cv_mse"])
+    assert len(record["corrections"]) == 2
+    errors = []
+    for part in record["corrections"]:
+        best_corrected = min(part["cv_mse"].values())
+        assert part["cv_mse"][str(part["gamma"])] == best_corrected
+        assert part["used"] == (best_corrected < record["linear_cv_mse"])
+        errors.append(min(best_corrected, record["linear_cv_mse"]))
+    assert record["correction"] == any(part["used"] for part in record["corrections"])
+    assert record["readout_cv_mse"] == pytest.approx(np.mean(errors))
     assert record["used"] and record["correction"]
     batch = make_batch(data, [5], multiple=2, max_depth=8)
     with torch.no_grad():
@@ -693,6 +701,50 @@ def test_the_fourier_correction_is_installed_only_where_it_lowers_the_cross_vali
         network.readout.fourier_weight.zero_()
         network.readout.fourier_bias.zero_()
         assert not torch.equal(network(batch["image"], batch["query"]).dice, corrected)  # the correction is in use
+
+
+def test_averaged_corrections_are_the_mean_of_corrections_fitted_on_their_own_feature_draws():
+    """With three corrections the network's estimate is the linear read-out plus the mean of
+    three corrections fitted independently here, each on the features of its own seed; the
+    read-out holds their features stacked."""
+    from segqc.qc.qcresunet.train import build_network, correction_seed, fit_readout
+    from segqc.training.fourier import fit_fourier_correction
+    from segqc.training.ridge import fit_ridge
+
+    def bump(x):
+        z = (x[:, :6] - x[:, :6].mean(0)) / (x[:, :6].std(0) + 1e-6)
+        return np.clip(0.5 + 0.4 * np.exp(-z ** 2), 0, 1)
+
+    config, network, data = _readout_case(bump)
+    config = dataclasses.replace(config, readout_corrections=3)
+    torch.manual_seed(0)
+    network = build_network(config, spatial_dims=3, image_channels=1, n_classes=2,
+                            strides=((1, 2, 2), (1, 2, 2), (1, 2, 2), (2, 2, 2)))
+    assert network.readout is not None and network.readout.fourier == 3 * config.readout_fourier
+    record = fit_readout(network, data, config, torch.device("cpu"))
+    assert len(record["corrections"]) == 3 and all(c["used"] for c in record["corrections"])
+    assert record["readout_cv_mse"] == pytest.approx(np.mean([c["cv_mse"][str(c["gamma"])]
+                                                              for c in record["corrections"]]))
+    network.eval()
+    features = []
+    for i in range(24):
+        batch = make_batch(data, [i], multiple=2, max_depth=8)
+        features.append(network.readout_features(batch["image"], batch["query"]).numpy()[0])
+    x = np.stack(features).astype(np.float64)
+    y = data.targets.reshape(24, -1)
+    linear = fit_ridge(x, y, data.cases)
+    parts = [fit_fourier_correction(linear.standardise(x), y - linear.predict(x), data.cases,
+                                    n_features=config.readout_fourier, seed=correction_seed(config.seed, k))
+             for k in range(3)]
+    assert len({p.frequencies.tobytes() for p in parts}) == 3  # three draws of features
+    expected = np.clip(linear.predict(x) + np.mean([p.predict(linear.standardise(x)) for p in parts], axis=0), 0, 1)
+    with torch.no_grad():
+        got = np.concatenate([network(make_batch(data, [i], multiple=2, max_depth=8)["image"],
+                                      make_batch(data, [i], multiple=2, max_depth=8)["query"]).dice.numpy()
+                              for i in range(24)])
+    assert np.allclose(got, expected[:, :3], atol=1e-4)
+    single = np.clip(linear.predict(x) + parts[0].predict(linear.standardise(x)), 0, 1)
+    assert not np.allclose(got, single[:, :3], atol=1e-3)  # the other two parts are in use
 
 
 def test_error_map_thresholds_by_hand():
@@ -816,7 +868,6 @@ def test_a_real_segmentations_weight_equals_counting_it_that_many_times():
     thresholds and the beyond-the-window marks exactly as if every real segmentation were in the
     samples k times — and differ from weight 1."""
     import copy
-    import dataclasses
 
     from segqc.qc.qcresunet.train import fit_readout, readout_weights
 
@@ -848,8 +899,9 @@ def test_a_real_segmentations_weight_equals_counting_it_that_many_times():
     plain, net_p = fitted(config, data)
     assert weighted["correction"] and copies["correction"]
     json.dumps(weighted)  # the run record: plain Python values
-    for key in ("alpha", "linear_cv_mse", "readout_cv_mse", "heads_mse", "correction_gamma"):
+    for key in ("alpha", "linear_cv_mse", "readout_cv_mse", "heads_mse"):
         assert weighted[key] == pytest.approx(copies[key], rel=1e-9)
+    assert [c["gamma"] for c in weighted["corrections"]] == [c["gamma"] for c in copies["corrections"]]
     assert weighted["sem_threshold"] == copies["sem_threshold"]
     assert weighted["outside_error_rate"] == pytest.approx(copies["outside_error_rate"])
     state_w, state_c = net_w.state_dict(), net_c.state_dict()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segqc.training.fourier import fit_fourier_correction, fourier_features, fourier_frequencies
+from segqc.training.fourier import average_corrections, fit_fourier_correction, fourier_features, fourier_frequencies
 from segqc.training.ridge import fit_ridge
 
 
@@ -49,6 +49,26 @@ def test_the_correction_of_pure_noise_is_next_to_nothing():
     correction = fit_fourier_correction(z, noise, np.repeat(np.arange(50), 6), n_features=256)
     assert correction.fit.alpha >= 1e4  # a large penalty: the features explain nothing
     assert np.abs(correction.predict(rng.normal(size=(100, 4)))).max() < 0.05
+
+
+def test_averaged_corrections_predict_the_mean_of_their_parts():
+    """The stacked correction equals the mean of its parts' predictions, a part left out (None)
+    counting as zero; it has every part's features."""
+    z, y, groups = _smooth_problem()
+    parts = [fit_fourier_correction(z, y, groups, n_features=128, seed=s) for s in (0, (0, 1), (0, 2))]
+    zt = np.random.default_rng(5).normal(size=(50, 4))
+    each = np.stack([p.predict(zt) for p in parts])
+    assert np.abs(each[0] - each[1]).max() > 1e-3  # different draws, different fits
+    stacked = average_corrections(parts)
+    assert stacked.frequencies.shape == (384, 4)
+    assert np.allclose(stacked.predict(zt), each.mean(axis=0), atol=1e-10)
+    with_gap = average_corrections([parts[0], None, parts[2]])
+    assert np.allclose(with_gap.predict(zt), (each[0] + each[2]) / 3, atol=1e-10)
+    assert np.allclose(average_corrections(parts[:1]).predict(zt), each[0], atol=1e-12)
+    with pytest.raises(ValueError, match="differ"):
+        average_corrections([parts[0], fit_fourier_correction(z, y, groups, n_features=64)])
+    with pytest.raises(ValueError, match="at least one"):
+        average_corrections([None])
 
 
 def test_bad_input_is_refused():

@@ -87,7 +87,11 @@ class QcResUNetConfig(ConfigBase):
     on held-out ACDC patients it lifts the multi-class Dice correlation of a network by about
     0.08, docs/evidence.md). 0: the paper's heads alone. ``readout_fourier``: random Fourier
     features of a smooth non-linear correction fitted to the linear read-out's residuals (kept
-    only where it lowers the cross-validated error; 0: linear only). ``readout_surface``: the
+    only where it lowers the cross-validated error; 0: linear only). ``readout_corrections``:
+    how many such corrections, each on its own random features, are fitted and averaged (the
+    read-out then holds ``readout_corrections * readout_fourier`` features; one draw of features
+    alone moves a network's held-out NSD correlation by up to 0.02, docs/evidence.md "Averaged
+    corrections"). ``readout_surface``: the
     read-out also reads how much of each class's boundary the error map marks (for the NSD).
     ``readout_real_weight``: how many times each real segmentation (the training's
     ``--extra-segs``) counts in the read-out's fit against one degraded segmentation or ground
@@ -131,6 +135,7 @@ class QcResUNetConfig(ConfigBase):
     regression: bool = True
     readout_per_case: int = 10
     readout_fourier: int = 1024
+    readout_corrections: int = 1
     readout_surface: bool = True
     readout_real_weight: float = 2.0
     classes: str = "auto"
@@ -173,6 +178,8 @@ class QcResUNetConfig(ConfigBase):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if int(self.readout_fourier) < 0:
             raise ValueError(f"readout_fourier must be >= 0, got {self.readout_fourier}")
+        if int(self.readout_corrections) < 1:
+            raise ValueError(f"readout_corrections must be >= 1, got {self.readout_corrections}")
         if int(self.readout_per_case) < 0:
             raise ValueError(f"readout_per_case must be >= 0, got {self.readout_per_case}")
         if not float(self.readout_real_weight) > 0:
@@ -284,9 +291,9 @@ def resolve_strides(config: QcResUNetConfig, *, ndim: int, slice_spacing: float,
 PRESETS = {
     "tiny": QcResUNetConfig(size=32, widths=(4, 8, 16, 32), blocks=(1, 1, 1, 1), degraded_per_case=3, epochs=3,
                             samples_per_epoch=8, batch_size=2, max_depth=8, checkpoint_every=1000,
-                            readout_per_case=2, readout_fourier=64, precision="fp32"),
+                            readout_per_case=2, readout_fourier=64, readout_corrections=2, precision="fp32"),
     "small": QcResUNetConfig(kernels="auto", samples_per_epoch=680, loss_lambda=3.0, sem_dice="sample",
-                             readout_per_case=40, readout_real_weight=8.0),
+                             readout_per_case=40, readout_real_weight=8.0, readout_corrections=8),
     "paper": QcResUNetConfig(size=128, widths=(32, 64, 128, 256), epochs=100, samples_per_epoch=1000,
                              degraded_per_case=20, members=3, max_depth=32, readout_per_case=0,
                              precision="fp32"),

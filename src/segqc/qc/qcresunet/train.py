@@ -343,7 +343,8 @@ def build_network(config: QcResUNetConfig, *, spatial_dims: int, image_channels:
                         strides=[tuple(s) for s in strides], dropout=config.dropout, attention=config.attention,
                         kernels=kernels,
                         decoder=config.decoder, regression=config.regression, readout=uses_readout(config),
-                        readout_fourier=config.readout_fourier if uses_readout(config) else 0,
+                        readout_fourier=(config.readout_fourier * config.readout_corrections
+                                         if uses_readout(config) else 0),
                         readout_surface=config.readout_surface and uses_readout(config))
     if precision == "bf16":
         shield_conv3d(network)
@@ -390,7 +391,10 @@ def fit_readout(model: QcResUNet, data: QcResUNetData, config: QcResUNetConfig, 
     (:func:`segqc.training.ridge.fit_ridge`), then, with ``config.readout_fourier`` > 0, a ridge
     fit of its residuals on random Fourier features of the standardised features
     (:func:`segqc.training.fourier.fit_fourier_correction`, kernel width and penalty
-    cross-validated the same way), kept only if it lowers the cross-validated squared error.
+    cross-validated the same way) — ``config.readout_corrections`` such fits, each on its own
+    draw of features (:func:`correction_seed`) and kept only if it lowers the cross-validated
+    squared error, their mean the correction (:func:`segqc.training.fourier.average_corrections`;
+    one draw alone leaves the NSD estimate dependent on the draw, docs/evidence.md).
     The read-out is installed only if its cross-validated squared error is below that of the
     regression heads' own estimates on the same (fresh) samples — on too little data the heads
     stay in charge. The same samples calibrate ``model.sem_threshold``: per class the threshold
@@ -399,13 +403,17 @@ def fit_readout(model: QcResUNet, data: QcResUNetData, config: QcResUNetConfig, 
     network's window are marked erroneous when more than half of those of the samples are
     (:func:`outside_error_rates`). Each real segmentation counts ``config.readout_real_weight``
     times in all of these (:func:`readout_weights`). Returns what the run record keeps (``used``: whether the
-    read-out was installed; ``correction``: whether the Fourier correction was;
+    read-out was installed; ``correction``: whether a Fourier correction was; ``corrections``:
+    each one's kernel width, penalty, cross-validated errors and whether it was kept;
+    ``readout_cv_mse``: the linear fit's cross-validated error, or with a correction the mean of
+    the corrected fits' (the linear one's for a correction not kept), which bounds their average's
+    from above;
     ``sem_threshold`` and ``sem_dice``: the thresholds and their mean Dice, ``sem_dice_at_half``
     the mean Dice at 0.5; ``outside_error_rate`` per class, None where no sample has a voxel
     outside, and ``outside_errors``)."""
     from rich.progress import track
 
-    from segqc.training.fourier import fit_fourier_correction
+    from segqc.training.fourier import FourierCorrection, average_corrections, fit_fourier_correction
     from segqc.training.ridge import fit_ridge
 
     if model.readout is None:
@@ -441,13 +449,21 @@ def fit_readout(model: QcResUNet, data: QcResUNetData, config: QcResUNetConfig, 
                               "outside_errors": model.outside_errors.tolist()}
     correction = None
     if model.readout.fourier:
-        correction = fit_fourier_correction(fit.standardise(x), targets - fit.predict(x), data.cases,
-                                            n_features=model.readout.fourier, seed=config.seed, weights=weights)
-        corrected = correction.cv_mse[correction.gamma]
-        record.update(correction_gamma=correction.gamma, correction_alpha=correction.fit.alpha,
-                      correction_cv_mse={str(k): v for k, v in correction.cv_mse.items()})
-        if corrected < record["linear_cv_mse"]:
-            record.update(correction=True, readout_cv_mse=corrected)
+        parts: list[FourierCorrection | None] = []
+        for k in range(config.readout_corrections):
+            part = fit_fourier_correction(fit.standardise(x), targets - fit.predict(x), data.cases,
+                                          n_features=config.readout_fourier, seed=correction_seed(config.seed, k),
+                                          weights=weights)
+            error = part.cv_mse[part.gamma]
+            kept = error < record["linear_cv_mse"]
+            parts.append(part if kept else None)
+            record.setdefault("corrections", []).append(
+                {"gamma": part.gamma, "alpha": part.fit.alpha, "cv_mse": {str(g): v for g, v in part.cv_mse.items()},
+                 "used": kept})
+        errors = [min(c["cv_mse"][str(c["gamma"])], record["linear_cv_mse"]) for c in record["corrections"]]
+        if any(p is not None for p in parts):  # their mean's error is at most the mean of theirs
+            correction = average_corrections(parts)
+            record.update(correction=True, readout_cv_mse=float(np.mean(errors)))
     if model.use_regression:  # the heads' own estimates are the last columns; they never saw these samples
         heads_error = ((x[:, -targets.shape[1]:] - targets) ** 2).mean(axis=1)
         record["heads_mse"] = float(np.average(heads_error, weights=weights))
@@ -463,6 +479,13 @@ def fit_readout(model: QcResUNet, data: QcResUNetData, config: QcResUNetConfig, 
             model.readout.set_correction(*(tensor(a) for a in (correction.frequencies, correction.phases, c.mean,
                                                                c.scale, c.weight, c.bias)))
     return record
+
+
+def correction_seed(seed: int, draw: int) -> int | tuple[int, int]:
+    """The random Fourier features' seed of the read-out's correction number ``draw`` (0 the
+    first): ``seed`` itself for the first (a single correction as before corrections were
+    averaged), ``(seed, draw)`` for the others."""
+    return seed if draw == 0 else (seed, draw)
 
 
 def outside_error_rates(data: QcResUNetData, weights: np.ndarray | None = None) -> np.ndarray:
@@ -515,7 +538,10 @@ def best_error_thresholds(counts: np.ndarray, weights: np.ndarray | None = None
 
 
 def _readout_summary(record: dict[str, Any]) -> str:
-    kind = "with its Fourier correction" if record.get("correction") else "linear"
+    parts = record.get("corrections", [])
+    kept = sum(bool(c["used"]) for c in parts)
+    kind = ("linear" if not record.get("correction") else "with its Fourier correction" if len(parts) <= 1
+            else f"with the mean of {kept} of {len(parts)} Fourier corrections")
     weight = f" (real ones x{record['real_weight']:g})" if record.get("real_weight", 1.0) != 1.0 else ""
     return (f"read-out ({kind}) fitted on {record['samples']} segmentations{weight}: squared error "
             f"{record['readout_cv_mse']:.4f} "
@@ -727,6 +753,7 @@ def train_from_dataset(dataset_dir: str | Path, out_dir: str | Path, *, config: 
 def add_readout(model_dir: str | Path, dataset_dir: str | Path, out_dir: str | Path, *,
                 cases: Sequence[str] | None = None, readout_per_case: int = QcResUNetConfig.readout_per_case,
                 readout_fourier: int = QcResUNetConfig.readout_fourier,
+                readout_corrections: int = QcResUNetConfig.readout_corrections,
                 readout_surface: bool = True, readout_real_weight: float = QcResUNetConfig.readout_real_weight,
                 extra_seg_dirs: Sequence[str | Path] = (), jobs: int = 1,
                 log: Callable[[str], None] = print, progress: bool = False) -> Path:
@@ -734,7 +761,8 @@ def add_readout(model_dir: str | Path, dataset_dir: str | Path, out_dir: str | P
     after each member, for a model trained without it): read-out data of ``cases`` of the
     dataset (the model's own training cases, and ``extra_seg_dirs``, its training's real
     segmentations; work files in ``out_dir/readout_data``; ``readout_fourier`` random Fourier
-    features for its correction, 0 for none; ``readout_surface``: read the boundary numbers too;
+    features for its correction, 0 for none, ``readout_corrections`` such corrections averaged;
+    ``readout_surface``: read the boundary numbers too;
     ``readout_real_weight``: each real segmentation's weight in the fit; the
     error-map thresholds are calibrated again), the fitted model written to ``out_dir/model``.
     Returns that directory."""
@@ -746,7 +774,8 @@ def add_readout(model_dir: str | Path, dataset_dir: str | Path, out_dir: str | P
     loaded = load(model_dir)  # checks the method and the weights
     saved = read_checkpoint_meta(model_dir)["config"]  # what to save again, beside the new read-out
     config = dataclasses.replace(loaded.config, readout_per_case=readout_per_case, readout_fourier=readout_fourier,
-                                 readout_surface=readout_surface, readout_real_weight=readout_real_weight)
+                                 readout_corrections=readout_corrections, readout_surface=readout_surface,
+                                 readout_real_weight=readout_real_weight)
     if not uses_readout(config):
         raise InputError("a model without the decoder cannot have a read-out", model_dir)
     data = build_readout_data(dataset_dir, cases, config, Path(out_dir) / "readout_data",
