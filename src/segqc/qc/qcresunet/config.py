@@ -92,7 +92,7 @@ class QcResUNetConfig(ConfigBase):
     only where it lowers the cross-validated error; 0: linear only). ``readout_corrections``:
     how many such corrections, each on its own random features, are fitted and averaged (the
     read-out then holds ``readout_corrections * readout_fourier`` features; one draw of features
-    alone moves a network's held-out NSD correlation by up to 0.02, docs/evidence.md "Averaged
+    alone moved a network's held-out NSD correlation by up to 0.025, docs/evidence.md "Averaged
     corrections"). ``readout_surface``: the
     read-out also reads how much of each class's boundary the error map marks (for the NSD).
     ``readout_real_weight``: how many times each real segmentation (the training's
