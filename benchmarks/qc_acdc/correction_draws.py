@@ -21,61 +21,34 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from scipy.stats import pearsonr
 
-from segqc.execution import map_cases
 from segqc.qc.qcresunet import predict, train
 from segqc.training.fourier import average_corrections, fit_fourier_correction
-from segqc.training.precision import autocast
 from segqc.training.ridge import fit_ridge
-
-
-def features(loaded: predict.LoadedQcResUNet, data: train.QcResUNetData) -> np.ndarray:
-    """The first member's read-out features of every sample, whole volumes at the model's precision."""
-    network = loaded.members[0]
-    rows = []
-    with torch.no_grad():
-        for i in range(data.n_samples):
-            batch = train.make_batch(data, [i], multiple=network.size_multiple[0], max_depth=train.WHOLE_VOLUME,
-                                     rng=None)
-            with autocast(torch.device("cpu"), loaded.precision):
-                x, _ = network.readout_inputs(batch["image"], batch["query"])
-            rows.append(x.float().numpy()[0])
-    return np.stack(rows).astype(np.float64)
 
 
 def held_out_data(loaded: predict.LoadedQcResUNet, sets: Path, tolerance_mm: float, jobs: int
                   ) -> tuple[train.QcResUNetData, list[str]]:
     """The evidence sets' segmentations as samples (true Dice and NSD measured here), and each one's set."""
-    items, kinds = [], {}
+    items: list[tuple[str, list[Path], Path, list[tuple[str, Path, dict[str, Any] | None]]]] = []
+    kinds: list[str] = []
     for kind in ("degraded", "zoo"):
         for seg in sorted((sets / f"{kind}_segs").glob("*.nii.gz")):
             name = seg.name[: -len(".nii.gz")]
             items.append((name, [sets / f"{kind}_images" / f"{name}_0000.nii.gz"],
                           sets / f"{kind}_gt" / f"{name}.nii.gz", [(kind, seg, None)]))
-            kinds[name] = kind
-    data = train.QcResUNetData([], [], [], np.zeros(0), [], [], loaded.labels, loaded.classes, loaded.plan, {}, 0.0,
-                               loaded.spatial_dims)
-    targets = []
-    function = partial(train._prepare_case, plan=loaded.plan, classes=tuple(c[2] for c in loaded.classes),
-                       tolerance_mm=tolerance_mm)
-    for item, result in map_cases(function, items, jobs=jobs, description="held out", progress=True):
-        if isinstance(result, Exception):
-            raise result
-        data.images += result["images"]
-        data.segs += result["segs"]
-        data.gts += result["gts"]
-        targets += result["targets"]
-        data.sources += result["sources"]
-        data.cases.append(item[0])
-    data.targets = np.stack(targets)
-    return data, [kinds[c] for c in data.cases]
+            kinds.append(kind)
+    data = train.prepare_samples(items, plan=loaded.plan, classes=loaded.classes, labels=loaded.labels,
+                                 fingerprint={}, tolerance_mm=tolerance_mm, jobs=jobs, progress=True)
+    data.ndim = loaded.spatial_dims
+    return data, kinds  # one segmentation per item: the samples keep the items' order
 
 
 def scores(estimate: np.ndarray, truth: np.ndarray, kinds: np.ndarray, n_classes: int) -> dict[str, float]:
@@ -109,11 +82,13 @@ def main() -> None:
     cases = json.loads(args.split.read_text())["train"]
     data = train.build_readout_data(args.dataset, cases, config, args.readout_data, extra_seg_dirs=args.extra_segs,
                                     jobs=args.jobs, progress=True)
-    x = features(loaded, data)
+    cpu = torch.device("cpu")
+    x = train.readout_passes(loaded.members[0], data, loaded.precision, cpu, progress=True)[0].astype(np.float64)
     y = data.targets.reshape(data.n_samples, -1)
     weights = train.readout_weights(data, config.readout_real_weight)
     held, kinds = held_out_data(loaded, args.sets, config.tolerance_mm, args.jobs)
-    xh, yh = features(loaded, held), held.targets.reshape(held.n_samples, -1)
+    xh = train.readout_passes(loaded.members[0], held, loaded.precision, cpu, progress=True)[0].astype(np.float64)
+    yh = held.targets.reshape(held.n_samples, -1)
     k = len(loaded.classes)
     linear = fit_ridge(x, y, data.cases, weights=weights)
     linear_error = linear.cv_mse[linear.alpha]

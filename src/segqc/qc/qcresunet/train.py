@@ -46,8 +46,8 @@ from segqc.training.stages import Stage, run_stage, start_run, step_generators
 
 __all__ = ["METHOD", "THRESHOLD_GRID", "QcClass", "QcResUNetData", "add_readout", "best_error_thresholds",
            "build_network", "build_readout_data", "build_training_data", "class_masks", "dataset_classes",
-           "epoch_order", "fit_readout", "make_batch", "quality_from_degrade_row", "query_channels", "threshold_counts",
-           "train", "train_from_dataset", "true_quality", "uses_readout"]
+           "epoch_order", "fit_readout", "make_batch", "prepare_samples", "quality_from_degrade_row", "query_channels",
+           "readout_passes", "threshold_counts", "train", "train_from_dataset", "true_quality", "uses_readout"]
 
 METHOD = "qcresunet"
 
@@ -279,7 +279,6 @@ def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, co
     that ``segqc degrade`` makes in ``work_dir`` and the segmentations of ``extra_seg_dirs``
     (e.g. ``segqc zoo predict`` outputs; files of other cases are left out). Raises
     :class:`InputError` for a missing folder or no sample at all."""
-    from segqc.execution import map_cases
     from segqc.fingerprint import compute_fingerprint, plan_from_fingerprint
 
     dataset = Dataset.open(dataset_dir)
@@ -306,28 +305,39 @@ def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, co
              for case in chosen if per_case[case]]
     if not items:
         raise InputError("no imperfect segmentation of the training cases", dataset.root)
-    data = QcResUNetData([], [], [], np.zeros((0, 2, len(classes) + 1)), [], [], labels, classes, plan,
-                         fingerprint.to_dict(),
+    data = prepare_samples(items, plan=plan, classes=classes, labels=labels, fingerprint=fingerprint.to_dict(),
+                           tolerance_mm=config.tolerance_mm, jobs=jobs, progress=progress)
+    median = list(fingerprint.median_spacing)
+    data.ndim = len(median)
+    if data.ndim == 3:
+        data.slice_spacing = float(median[plan.slice_axis])
+    return data
+
+
+def prepare_samples(items: Sequence[tuple[str, list[Path], Path, list[tuple[str, Path, dict[str, Any] | None]]]], *,
+                    plan: Any, classes: tuple[QcClass, ...], labels: tuple[int, ...], fingerprint: dict[str, Any],
+                    tolerance_mm: float, jobs: int = 1, progress: bool = False) -> QcResUNetData:
+    """The samples of ``items`` — per case its id, image files, ground-truth file and its
+    segmentations as ``(source, file, segqc degrade manifest row or None)`` — preprocessed by
+    ``plan`` with their true Dice and NSD (``tolerance_mm``), ``jobs`` cases at a time. The
+    result is 3D with no slice spacing set (the caller sets ``ndim`` and ``slice_spacing``)."""
+    from segqc.execution import map_cases
+
+    data = QcResUNetData([], [], [], np.zeros((0, 2, len(classes) + 1)), [], [], labels, classes, plan, fingerprint,
                          0.0, 3)
     targets = []
-    function = partial(_prepare_case, plan=plan, classes=tuple(c[2] for c in classes),
-                       tolerance_mm=config.tolerance_mm)
+    function = partial(_prepare_case, plan=plan, classes=tuple(c[2] for c in classes), tolerance_mm=tolerance_mm)
     for item, result in map_cases(function, items, jobs=jobs, description="prepare", progress=progress):
         if isinstance(result, Exception):
             raise result
-        case = item[0]
         data.images += result["images"]
         data.segs += result["segs"]
         data.gts += result["gts"]
         targets += result["targets"]
         data.sources += result["sources"]
         data.outside += result["outside"]
-        data.cases += [case] * len(result["segs"])
+        data.cases += [item[0]] * len(result["segs"])
     data.targets = np.stack(targets)
-    median = list(fingerprint.median_spacing)
-    data.ndim = len(median)
-    if data.ndim == 3:
-        data.slice_spacing = float(median[plan.slice_axis])
     return data
 
 
@@ -411,32 +421,18 @@ def fit_readout(model: QcResUNet, data: QcResUNetData, config: QcResUNetConfig, 
     ``sem_threshold`` and ``sem_dice``: the thresholds and their mean Dice, ``sem_dice_at_half``
     the mean Dice at 0.5; ``outside_error_rate`` per class, None where no sample has a voxel
     outside, and ``outside_errors``)."""
-    from rich.progress import track
-
     from segqc.training.fourier import FourierCorrection, average_corrections, fit_fourier_correction
     from segqc.training.ridge import fit_ridge
 
     if model.readout is None:
         raise ValueError("this network has no read-out")
-    multiple = model.size_multiple[0] if data.ndim == 3 else 1
-    was_training = model.training
-    model.eval()
     precision = resolve_precision(config.precision, dev)  # as at prediction (predict.load)
-    features, counts = [], []
-    for i in track(range(data.n_samples), description="read-out", disable=not progress):
-        batch = make_batch(data, [i], multiple=multiple, max_depth=WHOLE_VOLUME, rng=None)  # as at prediction
-        image, query = batch["image"].to(dev), batch["query"].to(dev)
-        with autocast(dev, precision):
-            x_i, probs = model.readout_inputs(image, query)
-        features.append(x_i.cpu().numpy()[0])
-        counts.append(threshold_counts(probs[0].cpu(), batch["sem"][0] > 0.5))
-    model.train(was_training)
+    x, counts = readout_passes(model, data, precision, dev, progress=progress)
     weights = readout_weights(data, config.readout_real_weight)
-    thresholds, sem_dice = best_error_thresholds(np.stack(counts), weights)
+    thresholds, sem_dice = best_error_thresholds(counts, weights)
     model.sem_threshold.copy_(torch.from_numpy(thresholds.astype(np.float32)))
     outside = outside_error_rates(data, weights)
     model.outside_errors.copy_(torch.from_numpy((np.nan_to_num(outside, nan=0.0) > 0.5).astype(np.float32)))
-    x = np.stack(features)
     targets = data.targets.reshape(data.n_samples, -1)  # Dice (K + 1), then NSD (K + 1)
     fit = fit_ridge(x, targets, data.cases, weights=weights)
     record: dict[str, Any] = {"samples": data.n_samples, "real_weight": float(config.readout_real_weight),
@@ -479,6 +475,29 @@ def fit_readout(model: QcResUNet, data: QcResUNetData, config: QcResUNetConfig, 
             model.readout.set_correction(*(tensor(a) for a in (correction.frequencies, correction.phases, c.mean,
                                                                c.scale, c.weight, c.bias)))
     return record
+
+
+def readout_passes(model: QcResUNet, data: QcResUNetData, precision: str, dev: torch.device, *,
+                   progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """One eval-mode pass of ``model`` per sample of ``data``, a whole volume at a time at
+    ``precision`` (as at prediction): the read-out's features, float32 ``(N, width)``, and
+    :func:`threshold_counts` of the error probabilities against the true error maps, ``(N, C,
+    len(THRESHOLD_GRID), 3)``. The model's training mode is restored."""
+    from rich.progress import track
+
+    multiple = model.size_multiple[0] if data.ndim == 3 else 1
+    was_training = model.training
+    model.eval()
+    features, counts = [], []
+    for i in track(range(data.n_samples), description="read-out", disable=not progress):
+        batch = make_batch(data, [i], multiple=multiple, max_depth=WHOLE_VOLUME, rng=None)  # as at prediction
+        image, query = batch["image"].to(dev), batch["query"].to(dev)
+        with autocast(dev, precision):
+            x_i, probs = model.readout_inputs(image, query)
+        features.append(x_i.cpu().numpy()[0])
+        counts.append(threshold_counts(probs[0].cpu(), batch["sem"][0] > 0.5))
+    model.train(was_training)
+    return np.stack(features), np.stack(counts)
 
 
 def correction_seed(seed: int, draw: int) -> int | tuple[int, int]:
