@@ -94,7 +94,11 @@ class LdsegConfig(ConfigBase):
     ``lr`` multiplied by ``lr_decay`` every 1000 steps (exponential decay), ``flip``
     (random flips as augmentation; off by default: left/right classes), ``noise_aug`` (0: off;
     > 0: half of the training slices get Gaussian noise of up to ``noise_aug`` times the slice's
-    intensity range, :func:`segqc.seg.slices.add_noise_rows`), ``checkpoint_every``.
+    intensity range, :func:`segqc.seg.slices.add_noise_rows`), ``noise_consistency`` (0: off; > 0,
+    with ``noise_aug``: the weight of a loss that pulls the image encoder's embedding and the feature
+    maps the label decoder reads, computed on the noisy slices, towards the same slices' clean
+    features — :meth:`segqc.seg.ldseg.model.Ldseg.training_loss`; outside the paper, which credits
+    LDSeg's robustness to its image embedding), ``checkpoint_every``.
 
     Inference defaults: ``samples`` per slice, ``steps`` DDIM steps.
 
@@ -144,6 +148,7 @@ class LdsegConfig(ConfigBase):
     lr_decay: float = 0.9
     flip: bool = False
     noise_aug: float = 0.0
+    noise_consistency: float = 0.0
     checkpoint_every: int = 250
     samples: int = 1
     steps: int = 2
@@ -154,6 +159,11 @@ class LdsegConfig(ConfigBase):
             raise ValueError(f"spacing_mm must be 0 (whole slices) or a pixel size in mm, got {self.spacing_mm}")
         if not 0.0 <= self.noise_aug < 1.0:
             raise ValueError(f"noise_aug must be in [0, 1) (a fraction of the intensity range), got {self.noise_aug}")
+        if not (self.noise_consistency >= 0 and math.isfinite(self.noise_consistency)):
+            raise ValueError(f"noise_consistency must be a weight >= 0, got {self.noise_consistency}")
+        if self.noise_consistency > 0 and self.noise_aug == 0:
+            raise ValueError("noise_consistency needs noise_aug > 0: it compares the features of noisy slices with "
+                             "those of the clean ones")
         for name in ("widths", "denoiser_channels", "image_widths"):
             object.__setattr__(self, name, tuple(int(w) for w in getattr(self, name)))
         object.__setattr__(self, "denoiser_attention", tuple(bool(a) for a in self.denoiser_attention))

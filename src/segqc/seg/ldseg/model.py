@@ -39,7 +39,7 @@ from segqc.nn.diffusion import ancestral_loop, ddim_loop, ddim_timesteps
 from segqc.nn.losses import mean_dice_loss
 from segqc.seg.ldseg.config import LdsegConfig
 
-__all__ = ["COMPONENTS", "Encoder", "LabelDecoder", "Ldseg"]
+__all__ = ["COMPONENTS", "Encoder", "LabelDecoder", "Ldseg", "feature_consistency"]
 
 COMPONENTS = ("label_encoder", "image_encoder", "denoiser", "label_decoder")
 """The networks, each saved as its own safetensors file."""
@@ -303,14 +303,18 @@ class Ldseg(nn.Module):
             t = torch.where(pick, times[which], t)
         return t
 
-    def training_loss(self, image: torch.Tensor, gt: torch.Tensor, *,
-                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    def training_loss(self, image: torch.Tensor, gt: torch.Tensor, *, generator: torch.Generator | None = None,
+                      clean: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """Algorithm 1 on a batch: ``image`` (B, C, S, S), ``gt`` (B, S, S) class indices (3D:
         ``(B, C, D, S, S)`` and ``(B, D, S, S)``) ->
         ``CE + gamma Dice + lambda MSE`` and its parts. ``t`` is drawn per slice (uniform over
         1..T, 0-based here; :meth:`training_timesteps`), ``eps`` from ``generator``. The MSE
         compares the denoiser's output with its target: ``eps`` (``prediction`` ``epsilon``, the
-        paper's ``||eps - eps_hat||^2``) or ``v = sqrt(abar) eps - sqrt(1 - abar) z_0`` (``v``)."""
+        paper's ``||eps - eps_hat||^2``) or ``v = sqrt(abar) eps - sqrt(1 - abar) z_0`` (``v``).
+
+        ``clean`` (the same slices before noise augmentation; used when ``noise_consistency`` > 0)
+        adds ``noise_consistency`` times :func:`feature_consistency` of the image features of
+        ``image`` against those of ``clean`` (the latter without gradient, a fixed target)."""
         cfg = self.config
         onehot = F.one_hot(gt.long(), self.classes).movedim(-1, 1).float()
         z_image, skips = self.encode_image(image)
@@ -331,7 +335,14 @@ class Ldseg(nn.Module):
         dice = mean_dice_loss(torch.softmax(logits, dim=1), onehot)
         mse = F.mse_loss(out, target)
         loss = ce + cfg.gamma * dice + cfg.lam * mse
-        return loss, {"loss": loss.item(), "ce": ce.item(), "dice": dice.item(), "mse": mse.item()}
+        parts = {"ce": ce.item(), "dice": dice.item(), "mse": mse.item()}
+        if cfg.noise_consistency > 0 and clean is not None:
+            with torch.no_grad():
+                clean_image, clean_skips = self.encode_image(clean)
+            consistency = feature_consistency([z_image, *skips], [clean_image, *clean_skips])
+            loss = loss + cfg.noise_consistency * consistency
+            parts["consistency"] = consistency.item()
+        return loss, {"loss": loss.item(), **parts}
 
     @torch.no_grad()
     def sample(self, image: torch.Tensor, *, samples: int, steps: int, generator: torch.Generator | None = None,
@@ -371,6 +382,19 @@ class Ldseg(nn.Module):
             raise ValueError(f"sampler must be ddim or ddpm, got {sampler!r}")
         probs = torch.softmax(self.label_decoder(z, skips), dim=1)
         return probs.view(samples, b, self.classes, *depth, cfg.size, cfg.size)
+
+
+def feature_consistency(features: Sequence[torch.Tensor | None],
+                        targets: Sequence[torch.Tensor | None]) -> torch.Tensor:
+    """The mean over the feature maps of ``mean((f - t)^2) / var(t)``: each map's squared
+    difference to its target relative to the target's variance over the batch (so shrinking the
+    features cannot lower it); pairs with None are skipped. 0 for identical features; about 2
+    for features unrelated to targets of the same spread."""
+    terms = [((f - t) ** 2).mean() / (t.var() + 1e-8) for f, t in zip(features, targets, strict=True)
+             if f is not None and t is not None]
+    if not terms:
+        raise ValueError("no feature map to compare")
+    return torch.stack(terms).mean()
 
 
 def _per_row(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

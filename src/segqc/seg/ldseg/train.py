@@ -7,8 +7,9 @@ drawn slice, :func:`~segqc.seg.slices.make_stack_batch`).
 Training (paper Algorithm 1): every step draws ``batch_size`` slices uniformly from all training
 slices (the draw of step k depends only on (seed, k): a resumed run draws what an uninterrupted
 one would), ``t`` uniform over 1..T per slice, Gaussian ``eps``, and takes an Adam step on
-``CE + gamma Dice + lambda MSE(eps, eps_hat)`` through all four networks end to end. The
-learning rate is ``lr * lr_decay ** (k / 1000)``.
+``CE + gamma Dice + lambda MSE(eps, eps_hat)`` through all four networks end to end (with
+``noise_consistency``, plus that weight times the image features' consistency under the
+augmentation noise). The learning rate is ``lr * lr_decay ** (k / 1000)``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 from segqc.errors import InputError
 from segqc.seg.ldseg.config import LdsegConfig
 from segqc.seg.ldseg.model import COMPONENTS, Ldseg
-from segqc.seg.slices import SliceData, build_training_data, make_batch, make_stack_batch
+from segqc.seg.slices import SliceData, add_noise_rows, build_training_data, make_batch, make_stack_batch
 from segqc.training import save_checkpoint
 from segqc.training.stages import Stage, step_generators, train_single_stage
 
@@ -39,12 +40,18 @@ def _stage(config: LdsegConfig, data: SliceData, model: Ldseg, dev: torch.device
             group["lr"] = config.lr * config.lr_decay ** (k / 1000)
         rng, generator = step_generators(config.seed, 0, k)
         indices = rng.integers(0, data.n_slices, size=config.batch_size).tolist()
+        # with noise_consistency the clean batch is kept; the noise is then drawn as make_batch draws it
+        consistency = config.noise_consistency > 0
+        noise = 0.0 if consistency else config.noise_aug
         if config.spatial_dims == 3:
-            image, gt = make_stack_batch(data, indices, config.depth, rng=rng, flip=config.flip,
-                                         noise=config.noise_aug)
+            image, gt = make_stack_batch(data, indices, config.depth, rng=rng, flip=config.flip, noise=noise)
         else:
-            image, gt = make_batch(data, indices, rng=rng, flip=config.flip, noise=config.noise_aug)
-        loss, parts = model.training_loss(image.to(dev), gt.to(dev), generator=generator)
+            image, gt = make_batch(data, indices, rng=rng, flip=config.flip, noise=noise)
+        clean = None
+        if consistency:
+            clean = image.clone().to(dev)
+            add_noise_rows(image.numpy(), rng, config.noise_aug)
+        loss, parts = model.training_loss(image.to(dev), gt.to(dev), generator=generator, clean=clean)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
