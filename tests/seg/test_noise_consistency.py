@@ -1,8 +1,9 @@
-"""LDSeg's ``noise_consistency``: a loss that pulls the image features of noise-augmented slices
-towards those of the same slices without noise. The measure is scale-free and zero only for equal
-features, the loss adds exactly its weight times that measure on the encoder's own maps, the
-training step sees the same noisy slices as plain noise augmentation, the setting is validated,
-and training with it makes the features less sensitive to noise than training without."""
+"""``noise_consistency`` of LDSeg and the U-Net baseline: a loss that pulls the image features of
+noise-augmented slices towards those of the same slices without noise. The measure is scale-free
+and zero only for equal features, the loss adds exactly its weight times that measure on the
+encoder's own maps, the training step sees the same noisy slices as plain noise augmentation, the
+setting is validated, and training with it makes the features less sensitive to noise than
+training without."""
 
 from __future__ import annotations
 
@@ -11,10 +12,14 @@ import pytest
 import torch
 from ldseg_toy_data import disk_image
 
+from segqc.nn.losses import feature_consistency
 from segqc.seg.ldseg.config import LdsegConfig
-from segqc.seg.ldseg.model import Ldseg, feature_consistency
+from segqc.seg.ldseg.model import Ldseg
 from segqc.seg.ldseg.train import _stage
 from segqc.seg.slices import SliceData, add_noise_rows, make_batch
+from segqc.seg.unet import train as unet_train
+from segqc.seg.unet.config import UnetConfig
+from segqc.seg.unet.model import build_unet, encoder_features, segmentation_loss
 from segqc.training.stages import step_generators
 
 
@@ -94,13 +99,14 @@ def test_a_training_step_sees_the_noisy_slices_plain_augmentation_would_and_thei
     assert not torch.equal(seen["consistent"]["image"], original)  # some rows got noise
 
 
-def test_the_setting_needs_noise_augmentation_and_a_weight_of_at_least_zero():
-    assert LdsegConfig.preset("small").noise_consistency == 0.0
+@pytest.mark.parametrize("config", [LdsegConfig, UnetConfig])
+def test_the_setting_needs_noise_augmentation_and_a_weight_of_at_least_zero(config):
+    assert config.preset("small").noise_consistency == 0.0
     with pytest.raises(ValueError, match="needs noise_aug"):
-        LdsegConfig.preset("tiny", noise_consistency=1.0)
+        config.preset("tiny", noise_consistency=1.0)
     for bad in (-1.0, float("nan")):
         with pytest.raises(ValueError, match="noise_consistency"):
-            LdsegConfig.preset("tiny", noise_aug=0.1, noise_consistency=bad)
+            config.preset("tiny", noise_aug=0.1, noise_consistency=bad)
 
 
 def _noise_sensitivity(model: Ldseg, data: SliceData) -> float:
@@ -127,4 +133,74 @@ def test_training_with_it_makes_the_image_features_less_sensitive_to_noise():
         for k in range(config.steps_train):
             stage.step(k)
         sensitivity[weight] = _noise_sensitivity(model.eval(), held_out)
+    assert sensitivity[3.0] < 0.5 * sensitivity[0.0], sensitivity
+
+
+def _unet_config(**changes) -> UnetConfig:
+    return UnetConfig.preset("tiny", **{"noise_aug": 0.3, "noise_consistency": 1.0, **changes})
+
+
+def test_the_unets_encoder_maps_are_each_levels_down_sampled_output_and_the_bottom():
+    config = UnetConfig.preset("small")
+    _, maps = encoder_features(build_unet(config, image_channels=1, classes=4), torch.zeros(2, 1, 128, 128))
+    # levels 1..4 halve the slice (64 .. 8 px) with the config's channels; the bottom keeps 8 px
+    assert [tuple(m.shape) for m in maps] == [(2, 16, 64, 64), (2, 32, 32, 32), (2, 64, 16, 16), (2, 128, 8, 8),
+                                              (2, 256, 8, 8)]
+
+
+def test_a_unet_step_adds_its_weight_times_the_measure_and_sees_the_noisy_slices_plain_augmentation_would():
+    data = _disks(12)
+    runs = {}
+    for name, weight in (("plain", 0.0), ("consistent", 0.5)):
+        config = _unet_config(noise_consistency=weight)
+        torch.manual_seed(0)
+        network = build_unet(config, image_channels=1, classes=2)
+        reference = build_unet(config, image_channels=1, classes=2)
+        reference.load_state_dict(network.state_dict())
+        calls: list[torch.Tensor] = []
+        network.register_forward_pre_hook(lambda _module, args, _calls=calls: _calls.append(args[0].clone()))
+        parts = unet_train._stage(config, data, network, torch.device("cpu")).step(5)
+        runs[name] = (calls, parts, reference)
+    plain_calls, _, _ = runs["plain"]
+    calls, parts, reference = runs["consistent"]
+    assert len(plain_calls) == 1 and len(calls) == 2  # the noisy batch, then the clean one
+    torch.testing.assert_close(calls[0], plain_calls[0], rtol=0, atol=0)
+    rng, _ = step_generators(0, 0, 5)
+    indices = rng.integers(0, data.n_slices, size=_unet_config().batch_size).tolist()
+    original, gt = make_batch(data, indices)
+    torch.testing.assert_close(calls[1], original, rtol=0, atol=0)
+    # the reference: the untrained copy's encoder maps, with MONAI's modules read here by hand
+    net = reference
+    with torch.no_grad():
+        logits, _ = encoder_features(net, calls[0])
+        seg, _ = segmentation_loss(logits, gt, _unet_config().gamma)
+        first, second = net.model[0], net.model[1].submodule[0]
+        bottom = net.model[1].submodule[1].submodule
+        noisy_maps, clean_maps = [], []
+        for image, out in ((calls[0], noisy_maps), (calls[1], clean_maps)):
+            out.append(first(image))
+            out.append(second(out[-1]))
+            out.append(bottom(out[-1]))
+    measure = np.mean([float(((a - b) ** 2).mean() / b.var()) for a, b in zip(noisy_maps, clean_maps)])
+    assert parts["consistency"] == pytest.approx(measure, rel=1e-4)
+    assert parts["loss"] == pytest.approx(float(seg) + 0.5 * measure, rel=1e-4)
+
+
+def test_training_the_unet_with_it_makes_its_encoder_less_sensitive_to_noise():
+    data, held_out = _disks(48), _disks(16, seed=9)
+    clean, _ = make_batch(held_out, range(held_out.n_slices))
+    noisy = clean + 0.2 * (clean.amax() - clean.amin()) * torch.from_numpy(
+        np.random.default_rng(11).standard_normal(clean.shape).astype(np.float32))
+    sensitivity = {}
+    for weight in (0.0, 3.0):
+        config = _unet_config(noise_consistency=weight, steps_train=150)
+        torch.manual_seed(0)
+        network = build_unet(config, image_channels=1, classes=2)
+        stage = unet_train._stage(config, data, network, torch.device("cpu"))
+        for k in range(config.steps_train):
+            stage.step(k)
+        network.eval()
+        with torch.no_grad():
+            sensitivity[weight] = float(feature_consistency(encoder_features(network, noisy)[1],
+                                                            encoder_features(network, clean)[1]))
     assert sensitivity[3.0] < 0.5 * sensitivity[0.0], sensitivity

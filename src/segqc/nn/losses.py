@@ -3,6 +3,8 @@ are used from MONAI directly)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -36,3 +38,18 @@ def gaussian_kl(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, sigma^2) || N(0, 1)) summed over the latent elements and averaged over the batch
     (``log_var`` = log sigma^2; both ``(B, ...)``)."""
     return 0.5 * (mu.pow(2) + log_var.exp() - log_var - 1.0).flatten(1).sum(1).mean()
+
+
+def feature_consistency(features: Sequence[torch.Tensor | None],
+                        targets: Sequence[torch.Tensor | None]) -> torch.Tensor:
+    """The mean over the feature maps of ``mean((f - t)^2) / var(t)``: each map's squared
+    difference to its target relative to the target's variance over the batch (so shrinking the
+    features cannot lower it); pairs with None are skipped. The ``noise_consistency`` loss of
+    ``segqc seg``'s methods: ``features`` of noise-augmented slices against ``targets``, the same
+    slices' features without noise. 0 for identical features; about 2
+    for features unrelated to targets of the same spread."""
+    terms = [((f - t) ** 2).mean() / (t.var() + 1e-8) for f, t in zip(features, targets, strict=True)
+             if f is not None and t is not None]
+    if not terms:
+        raise ValueError("no feature map to compare")
+    return torch.stack(terms).mean()

@@ -36,10 +36,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from segqc.nn.diffusion import ancestral_loop, ddim_loop, ddim_timesteps
-from segqc.nn.losses import mean_dice_loss
+from segqc.nn.losses import feature_consistency, mean_dice_loss
 from segqc.seg.ldseg.config import LdsegConfig
 
-__all__ = ["COMPONENTS", "Encoder", "LabelDecoder", "Ldseg", "feature_consistency"]
+__all__ = ["COMPONENTS", "Encoder", "LabelDecoder", "Ldseg"]
 
 COMPONENTS = ("label_encoder", "image_encoder", "denoiser", "label_decoder")
 """The networks, each saved as its own safetensors file."""
@@ -313,7 +313,7 @@ class Ldseg(nn.Module):
         paper's ``||eps - eps_hat||^2``) or ``v = sqrt(abar) eps - sqrt(1 - abar) z_0`` (``v``).
 
         ``clean`` (the same slices before noise augmentation; used when ``noise_consistency`` > 0)
-        adds ``noise_consistency`` times :func:`feature_consistency` of the image features of
+        adds ``noise_consistency`` times :func:`segqc.nn.losses.feature_consistency` of the image features of
         ``image`` against those of ``clean`` (the latter without gradient, a fixed target)."""
         cfg = self.config
         onehot = F.one_hot(gt.long(), self.classes).movedim(-1, 1).float()
@@ -382,19 +382,6 @@ class Ldseg(nn.Module):
             raise ValueError(f"sampler must be ddim or ddpm, got {sampler!r}")
         probs = torch.softmax(self.label_decoder(z, skips), dim=1)
         return probs.view(samples, b, self.classes, *depth, cfg.size, cfg.size)
-
-
-def feature_consistency(features: Sequence[torch.Tensor | None],
-                        targets: Sequence[torch.Tensor | None]) -> torch.Tensor:
-    """The mean over the feature maps of ``mean((f - t)^2) / var(t)``: each map's squared
-    difference to its target relative to the target's variance over the batch (so shrinking the
-    features cannot lower it); pairs with None are skipped. 0 for identical features; about 2
-    for features unrelated to targets of the same spread."""
-    terms = [((f - t) ** 2).mean() / (t.var() + 1e-8) for f, t in zip(features, targets, strict=True)
-             if f is not None and t is not None]
-    if not terms:
-        raise ValueError("no feature map to compare")
-    return torch.stack(terms).mean()
 
 
 def _per_row(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -48,7 +48,9 @@ class UnetConfig(ConfigBase):
     ``gamma`` (Dice weight), ``steps_train`` Adam steps of ``batch_size`` slices drawn uniformly,
     learning rate ``lr`` multiplied by ``lr_decay`` every 1000 steps, ``flip`` augmentation,
     ``noise_aug`` (Gaussian noise augmentation as LDSeg's: :func:`segqc.seg.slices.add_noise_rows`),
-    ``checkpoint_every``; ``samples`` (default passes at inference: MC-dropout when > 1)."""
+    ``noise_consistency`` (as LDSeg's, on the encoder's feature maps:
+    :func:`segqc.seg.unet.model.encoder_features`), ``checkpoint_every``; ``samples`` (default
+    passes at inference: MC-dropout when > 1)."""
 
     KIND: ClassVar[str] = "unet"
     LABEL: ClassVar[str] = "U-Net"
@@ -66,6 +68,7 @@ class UnetConfig(ConfigBase):
     lr_decay: float = 0.9
     flip: bool = False
     noise_aug: float = 0.0
+    noise_consistency: float = 0.0
     checkpoint_every: int = 250
     samples: int = 1
     raters: str = "majority"
@@ -76,6 +79,11 @@ class UnetConfig(ConfigBase):
             raise ValueError(f"spacing_mm must be 0 (whole slices) or a pixel size in mm, got {self.spacing_mm}")
         if not 0.0 <= self.noise_aug < 1.0:
             raise ValueError(f"noise_aug must be in [0, 1) (a fraction of the intensity range), got {self.noise_aug}")
+        if not (self.noise_consistency >= 0 and math.isfinite(self.noise_consistency)):
+            raise ValueError(f"noise_consistency must be a weight >= 0, got {self.noise_consistency}")
+        if self.noise_consistency > 0 and self.noise_aug == 0:
+            raise ValueError("noise_consistency needs noise_aug > 0: it compares the features of noisy slices with "
+                             "those of the clean ones")
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
         if len(self.channels) < 2:
             raise ValueError(f"channels needs at least two levels, got {self.channels}")

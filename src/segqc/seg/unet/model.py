@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -9,7 +11,7 @@ from torch import nn
 from segqc.nn.losses import mean_dice_loss
 from segqc.seg.unet.config import UnetConfig
 
-__all__ = ["build_unet", "segmentation_loss", "set_mc_dropout"]
+__all__ = ["build_unet", "encoder_features", "segmentation_loss", "set_mc_dropout"]
 
 
 def build_unet(config: UnetConfig, *, image_channels: int, classes: int) -> nn.Module:
@@ -19,6 +21,33 @@ def build_unet(config: UnetConfig, *, image_channels: int, classes: int) -> nn.M
 
     return UNet(spatial_dims=2, in_channels=image_channels, out_channels=classes, channels=config.channels,
                 strides=(2,) * (len(config.channels) - 1), num_res_units=config.res_units, dropout=config.dropout)
+
+
+def encoder_modules(network: nn.Module) -> list[nn.Module]:
+    """The units of a MONAI ``UNet``'s contracting path, finest first: each level's down-sampling
+    unit and the bottom unit — the modules whose outputs the decoder reads."""
+    from monai.networks.layers import SkipConnection
+
+    layer = cast(nn.Module, network.model)  # Sequential(down, SkipConnection(next level), up); the bottom: one unit
+    units: list[nn.Module] = []
+    while isinstance(layer, nn.Sequential):
+        units.append(layer[0])
+        layer = cast(SkipConnection, layer[1]).submodule
+    units.append(layer)
+    return units
+
+
+def encoder_features(network: nn.Module, image: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``network(image)`` and the outputs of its :func:`encoder_modules`, finest first (with the
+    graph, as the forward pass makes them)."""
+    maps: list[torch.Tensor] = []
+    handles = [unit.register_forward_hook(lambda _m, _i, out: maps.append(out)) for unit in encoder_modules(network)]
+    try:
+        logits = network(image)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return logits, maps
 
 
 def segmentation_loss(logits: torch.Tensor, gt: torch.Tensor, gamma: float) -> tuple[torch.Tensor, dict[str, float]]:

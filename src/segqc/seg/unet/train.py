@@ -15,10 +15,11 @@ import torch
 from torch import nn
 
 from segqc.errors import InputError
+from segqc.nn.losses import feature_consistency
 from segqc.seg.rater_slices import RaterSliceData, build_rater_data
 from segqc.seg.slices import SliceData, add_noise_rows, build_training_data, flip_rows, make_batch
 from segqc.seg.unet.config import UnetConfig
-from segqc.seg.unet.model import build_unet, segmentation_loss
+from segqc.seg.unet.model import build_unet, encoder_features, segmentation_loss
 from segqc.training import save_checkpoint
 from segqc.training.stages import Stage, step_generators, train_single_stage
 
@@ -45,12 +46,13 @@ def rater_targets(mode: str, raters: np.ndarray, n_raters: np.ndarray, rng: np.r
 
 
 def _rater_batch(config: UnetConfig, data: RaterSliceData, indices: list[int],
-                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                 rng: np.random.Generator, *, noise: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     images = data.images[indices].astype(np.float32)
     targets = rater_targets(config.raters, data.raters[indices], data.n_raters[indices], rng)
     if config.flip:
         flip_rows(images, targets, rng)
-    add_noise_rows(images, rng, config.noise_aug)
+    if noise:
+        add_noise_rows(images, rng, config.noise_aug)
     return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(np.ascontiguousarray(targets))
 
 
@@ -62,11 +64,24 @@ def _stage(config: UnetConfig, data: SliceData | RaterSliceData, network: nn.Mod
             group["lr"] = config.lr * config.lr_decay ** (k / 1000)
         rng, _ = step_generators(config.seed, 0, k)
         indices = rng.integers(0, data.n_slices, size=config.batch_size).tolist()
+        consistency = config.noise_consistency > 0
         if isinstance(data, RaterSliceData):
-            image, gt = _rater_batch(config, data, indices, rng)
+            image, gt = _rater_batch(config, data, indices, rng, noise=not consistency)
+        else:  # with noise_consistency the clean batch is kept; the noise is then drawn as make_batch draws it
+            image, gt = make_batch(data, indices, rng=rng, flip=config.flip,
+                                   noise=0.0 if consistency else config.noise_aug)
+        if not consistency:
+            loss, parts = segmentation_loss(network(image.to(dev)), gt.to(dev), config.gamma)
         else:
-            image, gt = make_batch(data, indices, rng=rng, flip=config.flip, noise=config.noise_aug)
-        loss, parts = segmentation_loss(network(image.to(dev)), gt.to(dev), config.gamma)
+            clean = image.clone().to(dev)
+            add_noise_rows(image.numpy(), rng, config.noise_aug)
+            logits, maps = encoder_features(network, image.to(dev))
+            with torch.no_grad():
+                _, clean_maps = encoder_features(network, clean)
+            loss, parts = segmentation_loss(logits, gt.to(dev), config.gamma)
+            term = feature_consistency(maps, clean_maps)
+            loss = loss + config.noise_consistency * term
+            parts = {**parts, "loss": loss.item(), "consistency": term.item()}
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
