@@ -19,7 +19,7 @@ from segqc.seg.ldseg.train import _stage
 from segqc.seg.slices import SliceData, add_noise_rows, make_batch
 from segqc.seg.unet import train as unet_train
 from segqc.seg.unet.config import UnetConfig
-from segqc.seg.unet.model import build_unet, encoder_features, segmentation_loss
+from segqc.seg.unet.model import build_unet, encoder_features, encoder_outputs, segmentation_loss
 from segqc.training.stages import step_generators
 
 
@@ -148,6 +148,20 @@ def test_the_unets_encoder_maps_are_each_levels_down_sampled_output_and_the_bott
                                               (2, 256, 8, 8)]
 
 
+@pytest.mark.parametrize("res_units", [0, 2])
+def test_the_unets_encoder_outputs_equal_the_maps_its_forward_pass_makes(res_units):
+    # res_units 0: the bottom is a plain Convolution, itself a Sequential, which must not be taken for a level
+    config = UnetConfig.preset("tiny", res_units=res_units)
+    network = build_unet(config, image_channels=1, classes=3).eval()
+    image = torch.randn(2, 1, config.size, config.size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        _, maps = encoder_features(network, image)
+        walked = encoder_outputs(network, image)
+    assert len(maps) == len(walked) == len(config.channels)
+    for a, b in zip(maps, walked):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_a_unet_step_adds_its_weight_times_the_measure_and_sees_the_noisy_slices_plain_augmentation_would():
     data = _disks(12)
     runs = {}
@@ -157,13 +171,16 @@ def test_a_unet_step_adds_its_weight_times_the_measure_and_sees_the_noisy_slices
         network = build_unet(config, image_channels=1, classes=2)
         reference = build_unet(config, image_channels=1, classes=2)
         reference.load_state_dict(network.state_dict())
-        calls: list[torch.Tensor] = []
-        network.register_forward_pre_hook(lambda _module, args, _calls=calls: _calls.append(args[0].clone()))
+        calls: list[torch.Tensor] = []  # the inputs of the first down-sampling unit
+        network.model[0].register_forward_pre_hook(lambda _module, args, _calls=calls: _calls.append(args[0].clone()))
+        decoded: list[int] = []  # calls of the last up-sampling unit
+        network.model[2].register_forward_pre_hook(lambda _module, _args, _decoded=decoded: _decoded.append(1))
         parts = unet_train._stage(config, data, network, torch.device("cpu")).step(5)
-        runs[name] = (calls, parts, reference)
-    plain_calls, _, _ = runs["plain"]
-    calls, parts, reference = runs["consistent"]
+        runs[name] = (calls, parts, reference, decoded)
+    plain_calls, _, _, _ = runs["plain"]
+    calls, parts, reference, decoded = runs["consistent"]
     assert len(plain_calls) == 1 and len(calls) == 2  # the noisy batch, then the clean one
+    assert len(decoded) == 1  # the clean pass stops at the bottom: only the noisy batch is decoded
     torch.testing.assert_close(calls[0], plain_calls[0], rtol=0, atol=0)
     rng, _ = step_generators(0, 0, 5)
     indices = rng.integers(0, data.n_slices, size=_unet_config().batch_size).tolist()

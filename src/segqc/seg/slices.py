@@ -33,7 +33,7 @@ from segqc.io.datasets import Dataset
 from segqc.windows import crop_window
 
 __all__ = ["SliceData", "Window", "add_noise_rows", "build_training_data", "crop_or_pad", "flip_rows", "image_slices",
-           "label_slices", "make_batch", "make_stack_batch", "pad_stack", "slice_window"]
+           "label_slices", "make_batch", "make_stack_batch", "noisy_and_clean", "pad_stack", "slice_window"]
 
 Window = tuple[int, int, int, int]
 """``(top, left, height, width)`` of a slice window in pixels of the slice; top / left may be
@@ -270,6 +270,17 @@ def add_noise_rows(images: np.ndarray, rng: np.random.Generator, max_sigma: floa
         span = (images[row].max(axis=(-2, -1)) - images[row].min(axis=(-2, -1))).astype(np.float32)
         scale = (level * span)[..., None, None]
         images[row] += scale * rng.standard_normal(images[row].shape).astype(np.float32)
+
+
+def noisy_and_clean(image: torch.Tensor, rng: np.random.Generator,
+                    max_sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(noisy, clean)`` of a batch built without noise: ``clean`` a copy of ``image``, ``noisy``
+    ``image`` itself (a CPU tensor) after :func:`add_noise_rows` in place with ``rng`` — the same
+    draws as building the batch with ``noise=max_sigma``, so the noisy rows equal plain noise
+    augmentation's."""
+    clean = image.clone()
+    add_noise_rows(image.numpy(), rng, max_sigma)
+    return image, clean
 
 
 def flip_rows(images: np.ndarray, targets: np.ndarray, rng: np.random.Generator) -> None:

@@ -23,7 +23,7 @@ import torch
 from segqc.errors import InputError
 from segqc.seg.ldseg.config import LdsegConfig
 from segqc.seg.ldseg.model import COMPONENTS, Ldseg
-from segqc.seg.slices import SliceData, add_noise_rows, build_training_data, make_batch, make_stack_batch
+from segqc.seg.slices import SliceData, build_training_data, make_batch, make_stack_batch, noisy_and_clean
 from segqc.training import save_checkpoint
 from segqc.training.stages import Stage, step_generators, train_single_stage
 
@@ -40,8 +40,7 @@ def _stage(config: LdsegConfig, data: SliceData, model: Ldseg, dev: torch.device
             group["lr"] = config.lr * config.lr_decay ** (k / 1000)
         rng, generator = step_generators(config.seed, 0, k)
         indices = rng.integers(0, data.n_slices, size=config.batch_size).tolist()
-        # with noise_consistency the clean batch is kept; the noise is then drawn as make_batch draws it
-        consistency = config.noise_consistency > 0
+        consistency = config.noise_consistency > 0  # then the batch is built clean and the noise added after
         noise = 0.0 if consistency else config.noise_aug
         if config.spatial_dims == 3:
             image, gt = make_stack_batch(data, indices, config.depth, rng=rng, flip=config.flip, noise=noise)
@@ -49,8 +48,8 @@ def _stage(config: LdsegConfig, data: SliceData, model: Ldseg, dev: torch.device
             image, gt = make_batch(data, indices, rng=rng, flip=config.flip, noise=noise)
         clean = None
         if consistency:
-            clean = image.clone().to(dev)
-            add_noise_rows(image.numpy(), rng, config.noise_aug)
+            image, clean = noisy_and_clean(image, rng, config.noise_aug)
+            clean = clean.to(dev)
         loss, parts = model.training_loss(image.to(dev), gt.to(dev), generator=generator, clean=clean)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

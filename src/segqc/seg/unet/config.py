@@ -27,11 +27,11 @@ Only ``steps_train`` and ``checkpoint_every`` may change when a stopped run is c
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 
 from segqc.config import ConfigBase, register_presets
+from segqc.seg.slice_options import check_slice_options
 
 __all__ = ["PRESETS", "UnetConfig"]
 
@@ -75,15 +75,7 @@ class UnetConfig(ConfigBase):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not (self.spacing_mm >= 0 and math.isfinite(self.spacing_mm)):
-            raise ValueError(f"spacing_mm must be 0 (whole slices) or a pixel size in mm, got {self.spacing_mm}")
-        if not 0.0 <= self.noise_aug < 1.0:
-            raise ValueError(f"noise_aug must be in [0, 1) (a fraction of the intensity range), got {self.noise_aug}")
-        if not (self.noise_consistency >= 0 and math.isfinite(self.noise_consistency)):
-            raise ValueError(f"noise_consistency must be a weight >= 0, got {self.noise_consistency}")
-        if self.noise_consistency > 0 and self.noise_aug == 0:
-            raise ValueError("noise_consistency needs noise_aug > 0: it compares the features of noisy slices with "
-                             "those of the clean ones")
+        check_slice_options(self.spacing_mm, self.noise_aug, self.noise_consistency)
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
         if len(self.channels) < 2:
             raise ValueError(f"channels needs at least two levels, got {self.channels}")

@@ -17,9 +17,9 @@ from torch import nn
 from segqc.errors import InputError
 from segqc.nn.losses import feature_consistency
 from segqc.seg.rater_slices import RaterSliceData, build_rater_data
-from segqc.seg.slices import SliceData, add_noise_rows, build_training_data, flip_rows, make_batch
+from segqc.seg.slices import SliceData, add_noise_rows, build_training_data, flip_rows, make_batch, noisy_and_clean
 from segqc.seg.unet.config import UnetConfig
-from segqc.seg.unet.model import build_unet, encoder_features, segmentation_loss
+from segqc.seg.unet.model import build_unet, encoder_features, encoder_outputs, segmentation_loss
 from segqc.training import save_checkpoint
 from segqc.training.stages import Stage, step_generators, train_single_stage
 
@@ -64,20 +64,19 @@ def _stage(config: UnetConfig, data: SliceData | RaterSliceData, network: nn.Mod
             group["lr"] = config.lr * config.lr_decay ** (k / 1000)
         rng, _ = step_generators(config.seed, 0, k)
         indices = rng.integers(0, data.n_slices, size=config.batch_size).tolist()
-        consistency = config.noise_consistency > 0
+        consistency = config.noise_consistency > 0  # then the batch is built clean and the noise added after
         if isinstance(data, RaterSliceData):
             image, gt = _rater_batch(config, data, indices, rng, noise=not consistency)
-        else:  # with noise_consistency the clean batch is kept; the noise is then drawn as make_batch draws it
+        else:
             image, gt = make_batch(data, indices, rng=rng, flip=config.flip,
                                    noise=0.0 if consistency else config.noise_aug)
         if not consistency:
             loss, parts = segmentation_loss(network(image.to(dev)), gt.to(dev), config.gamma)
         else:
-            clean = image.clone().to(dev)
-            add_noise_rows(image.numpy(), rng, config.noise_aug)
+            image, clean = noisy_and_clean(image, rng, config.noise_aug)
             logits, maps = encoder_features(network, image.to(dev))
             with torch.no_grad():
-                _, clean_maps = encoder_features(network, clean)
+                clean_maps = encoder_outputs(network, clean.to(dev))
             loss, parts = segmentation_loss(logits, gt.to(dev), config.gamma)
             term = feature_consistency(maps, clean_maps)
             loss = loss + config.noise_consistency * term
