@@ -24,25 +24,19 @@ def build_unet(config: UnetConfig, *, image_channels: int, classes: int) -> nn.M
                 strides=(2,) * (len(config.channels) - 1), num_res_units=config.res_units, dropout=config.dropout)
 
 
-def _contracting_path(network: nn.Module) -> tuple[list[nn.Module], nn.Module]:
-    """The down-sampling units of a MONAI ``UNet``, finest first, and its bottom unit. Each level
-    is ``Sequential(down, SkipConnection(next level), up)``; the bottom is one unit (itself a
+def encoder_modules(network: nn.Module) -> list[nn.Module]:
+    """The units of a MONAI ``UNet``'s contracting path, finest first: each level's down-sampling
+    unit and the bottom unit — the modules whose outputs the decoder reads. Each level is
+    ``Sequential(down, SkipConnection(next level), up)``; the bottom is one unit (itself a
     ``Sequential`` when it is a plain ``Convolution``, i.e. ``res_units`` 0)."""
     from monai.networks.layers import SkipConnection
 
     layer = cast(nn.Module, network.model)
-    downs: list[nn.Module] = []
+    units: list[nn.Module] = []
     while isinstance(layer, nn.Sequential) and len(layer) == 3 and isinstance(layer[1], SkipConnection):
-        downs.append(layer[0])
+        units.append(layer[0])
         layer = layer[1].submodule
-    return downs, layer
-
-
-def encoder_modules(network: nn.Module) -> list[nn.Module]:
-    """The units of a MONAI ``UNet``'s contracting path, finest first: each level's down-sampling
-    unit and the bottom unit — the modules whose outputs the decoder reads."""
-    downs, bottom = _contracting_path(network)
-    return [*downs, bottom]
+    return [*units, layer]
 
 
 def encoder_features(network: nn.Module, image: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -60,8 +54,8 @@ def encoder_features(network: nn.Module, image: torch.Tensor) -> tuple[torch.Ten
 
 def encoder_outputs(network: nn.Module, image: torch.Tensor) -> list[torch.Tensor]:
     """The outputs of :func:`encoder_modules` for ``image``, finest first, without running the
-    decoder: the maps :func:`encoder_features` gives, at about half the cost (the clean pass of
-    ``noise_consistency``)."""
+    decoder: the maps :func:`encoder_features` gives, without the decoder's cost (the clean pass
+    of ``noise_consistency``)."""
     maps: list[torch.Tensor] = []
     out = image
     for unit in encoder_modules(network):
