@@ -169,7 +169,9 @@ def check_run_record(out_dir: str | Path, *, method: str, settings: Mapping[str,
     (module docstring). ``may_change``: the fields that may differ, for the message."""
     out = Path(out_dir)
     path = out / "run.json"
-    record: dict[str, Any] = {"format": f"segqc-{method}-run", "config": dict(settings), "data": dict(data)}
+    # compared as JSON gives them back: integer keys become strings, tuples lists
+    record: dict[str, Any] = json.loads(json.dumps({"format": f"segqc-{method}-run", "config": dict(settings),
+                                                    "data": dict(data)}))
     if path.is_file():
         try:
             old = json.loads(path.read_text(encoding="utf-8"))

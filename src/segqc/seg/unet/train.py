@@ -62,7 +62,9 @@ def _stage(config: UnetConfig, data: SliceData | RaterSliceData, network: nn.Mod
     def step(k: int) -> dict[str, float]:
         for group in optimizer.param_groups:
             group["lr"] = config.lr * config.lr_decay ** (k / 1000)
-        rng, _ = step_generators(config.seed, 0, k)
+        rng, generator = step_generators(config.seed, 0, k)
+        # dropout draws from torch's global generator: seed it per step so a resumed run draws the same masks
+        torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
         indices = rng.integers(0, data.n_slices, size=config.batch_size).tolist()
         consistency = config.noise_consistency > 0  # then the batch is built clean and the noise added after
         if isinstance(data, RaterSliceData):

@@ -1,0 +1,61 @@
+"""Every segmentation method's training, stopped after a checkpoint and run again, ends at exactly
+the weights of an uninterrupted run: LDSeg (diffusion noise, time steps, augmentation noise and
+the noise-consistency pass drawn per step), the U-Net with MC dropout, the consensus diffusion and
+the Probabilistic U-Net (posterior samples). A draw from a generator that the rerun does not
+restore — torch's global one, say, which dropout and ``rsample`` use — makes the two differ."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from consensus_toy_data import make_rater_folder
+from safetensors.torch import load_file
+
+from segqc.methods import method
+
+OVERRIDES: dict[str, dict[str, Any]] = {
+    "ldseg": {"noise_aug": 0.1, "noise_consistency": 1.0},
+    "unet": {"noise_aug": 0.1, "dropout": 0.2},
+    "consensus": {},
+    "probunet": {},
+}
+
+
+@pytest.fixture(scope="module")
+def rater_folder(tmp_path_factory) -> Path:
+    return make_rater_folder(tmp_path_factory.mktemp("raters"), cases=8)
+
+
+class Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("name", sorted(OVERRIDES))
+def test_an_interrupted_training_resumes_to_the_weights_of_an_uninterrupted_one(name, disk_dataset, rater_folder,
+                                                                                 tmp_path):
+    seg = method(name, "seg")
+    config = seg.config("tiny", steps_train=24, checkpoint_every=10, **OVERRIDES[name])
+    dataset = rater_folder if name in ("consensus", "probunet") else disk_dataset
+    quiet: list[str] = []
+    whole = seg.train(dataset, tmp_path / "whole", config=config, cases=None, log=quiet.append, device="cpu")
+
+    def interrupt(line: str) -> None:
+        if line.startswith("train step 14/"):  # after the step-10 checkpoint
+            raise Stop
+
+    with pytest.raises(Stop):
+        seg.train(dataset, tmp_path / "stopped", config=config, cases=None, log=interrupt, device="cpu")
+    assert not (tmp_path / "stopped" / "model").exists()
+    lines: list[str] = []
+    resumed = seg.train(dataset, tmp_path / "stopped", config=config, cases=None, log=lines.append, device="cpu")
+    assert any("resuming at step 10/24" in line for line in lines), lines
+    files = sorted(p.name for p in whole.glob("*.safetensors"))
+    assert files and files == sorted(p.name for p in resumed.glob("*.safetensors"))
+    for file in files:
+        a, b = load_file(whole / file), load_file(resumed / file)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), (file, key)
