@@ -91,3 +91,66 @@ def test_seed_everything_makes_draws_repeatable():
     first = (seed_everything(7).random(3), torch.rand(3))
     second = (seed_everything(7).random(3), torch.rand(3))
     assert np.array_equal(first[0], second[0]) and torch.equal(first[1], second[1])
+
+
+class Killed(BaseException):
+    """Stands for kill -9 between two writes: nothing after it runs."""
+
+
+def test_a_state_save_killed_before_its_json_leaves_the_previous_state_whole(tmp_path, monkeypatch):
+    """Once: the new tensors replaced ``state.safetensors`` before ``state.json`` named the new step,
+    so a kill in between resumed the old step count with the newer weights."""
+    import segqc.training.checkpoints as checkpoints
+
+    save_state(tmp_path, {"step": 10, "w": torch.ones(3)})
+    real = checkpoints.write_text_atomic
+
+    def killed(path, text):
+        raise Killed
+
+    monkeypatch.setattr(checkpoints, "write_text_atomic", killed)
+    with pytest.raises(Killed):
+        save_state(tmp_path, {"step": 20, "w": torch.full((3,), 2.0)})
+    state = load_state(tmp_path)
+    assert state["step"] == 10 and torch.equal(state["w"], torch.ones(3))
+    monkeypatch.setattr(checkpoints, "write_text_atomic", real)
+    save_state(tmp_path, {"step": 30, "w": torch.full((3,), 3.0)})
+    state = load_state(tmp_path)
+    assert state["step"] == 30 and torch.equal(state["w"], torch.full((3,), 3.0))
+    assert len(list(tmp_path.glob("state*.safetensors"))) == 1  # the orphan of the killed save is gone
+
+
+def test_a_state_in_the_earlier_layout_still_loads(tmp_path):
+    """Runs stopped before the tensor file was named in the skeleton: ``state.safetensors``."""
+    save_state(tmp_path, {"step": 4, "w": torch.arange(3.0)})
+    skeleton = json.loads((tmp_path / "state.json").read_text())
+    (tmp_path / skeleton.pop("__tensors__")).rename(tmp_path / "state.safetensors")
+    (tmp_path / "state.json").write_text(json.dumps(skeleton))
+    state = load_state(tmp_path)
+    assert state["step"] == 4 and torch.equal(state["w"], torch.arange(3.0))
+    skeleton["__tensors__"] = "../elsewhere.safetensors"
+    (tmp_path / "state.json").write_text(json.dumps(skeleton))
+    with pytest.raises(CheckpointError, match="bad tensor file name"):
+        load_state(tmp_path)
+
+
+def test_a_model_save_killed_half_way_over_an_older_model_is_refused_not_mixed(tmp_path, monkeypatch):
+    import segqc.training.checkpoints as checkpoints
+
+    first, _ = _trained_model()
+    second, _ = _trained_model()
+    directory = save_checkpoint(tmp_path / "m", method="demo", config={}, weights={"a": first.state_dict(),
+                                                                                   "b": first.state_dict()})
+    real = checkpoints._save_tensors
+
+    def killed_after_the_first(tensors, path):
+        if path.name == "b.safetensors":
+            raise Killed
+        real(tensors, path)
+
+    monkeypatch.setattr(checkpoints, "_save_tensors", killed_after_the_first)
+    with pytest.raises(Killed):
+        save_checkpoint(directory, method="demo", config={}, weights={"a": second.state_dict(),
+                                                                      "b": second.state_dict()})
+    with pytest.raises(CheckpointError, match="no config.json"):
+        load_checkpoint(directory, method="demo")

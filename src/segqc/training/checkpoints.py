@@ -4,17 +4,21 @@
 Weights are stored with safetensors (no pickle is ever loaded). A checkpoint records which method
 wrote it and the library versions; loading checks the method, so a model directory of another
 method, or a corrupt file, gives a clear :class:`CheckpointError` instead of garbage. Every file is
-written atomically, so an interrupted save leaves the previous checkpoint intact.
+written atomically and ``config.json`` last (a save over an existing model removes it first), so a
+save killed half-way leaves a folder that is refused as incomplete, never a mix of two models.
 
 Resumable state (optimizer moments, step counters, RNG states) is flattened into tensors
-(``state.safetensors``) plus a JSON skeleton (``state.json``): nested dicts/lists of tensors,
-numbers, strings and ``None`` round-trip exactly.
+(``state-<token>.safetensors``) plus a JSON skeleton (``state.json``, which names its tensor
+file): nested dicts/lists of tensors, numbers, strings and ``None`` round-trip exactly. The new
+tensors are written to a new file before the skeleton that names them replaces the old one, so a
+save killed at any point leaves the previous state whole (older tensor files are removed after).
 """
 
 from __future__ import annotations
 
 import json
 import platform
+import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +28,7 @@ from segqc.errors import SegqcError
 from segqc.io.atomic import atomic_path, write_text_atomic
 
 FORMAT_VERSION = 1
+_TENSOR_FILE = "__tensors__"  # the key of state.json that names its tensor file
 
 
 class CheckpointError(SegqcError):
@@ -96,6 +101,7 @@ def save_checkpoint(
     saved as ``<name>.safetensors``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").unlink(missing_ok=True)  # incomplete until the new one is written
     for name, state in weights.items():
         _save_tensors(state, directory / f"{name}.safetensors")
     if fingerprint is not None:
@@ -174,12 +180,18 @@ def _unflatten(value: Any, tensors: Mapping[str, Any]) -> Any:
 
 
 def save_state(directory: str | Path, state: Mapping[str, Any]) -> None:
-    """Save a resumable training state (nested containers of tensors and plain values)."""
+    """Save a resumable training state (nested containers of tensors and plain values; the module
+    docstring says why a save killed half-way leaves the previous state whole)."""
     directory = Path(directory)
     tensors: dict[str, Any] = {}
     skeleton = _flatten(dict(state), "", tensors)
-    _save_tensors(tensors, directory / "state.safetensors")
-    write_text_atomic(directory / "state.json", json.dumps(skeleton))
+    name = f"state-{secrets.token_hex(4)}.safetensors"
+    _save_tensors(tensors, directory / name)
+    skeleton[_TENSOR_FILE] = name
+    write_text_atomic(directory / "state.json", json.dumps(skeleton))  # the switch to the new state
+    for old in directory.glob("state*.safetensors"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
 
 
 def load_state(directory: str | Path) -> dict | None:
@@ -191,4 +203,7 @@ def load_state(directory: str | Path) -> dict | None:
         skeleton = json.loads((directory / "state.json").read_text())
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{directory / 'state.json'}: corrupt training state ({error.msg})") from None
-    return _unflatten(skeleton, _load_tensors(directory / "state.safetensors"))
+    name = skeleton.get(_TENSOR_FILE, "state.safetensors") if isinstance(skeleton, dict) else None
+    if not isinstance(name, str) or Path(name).name != name:
+        raise CheckpointError(f"{directory / 'state.json'}: corrupt training state (bad tensor file name)")
+    return _unflatten(skeleton, _load_tensors(directory / name))
