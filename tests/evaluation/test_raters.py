@@ -107,11 +107,14 @@ def test_cli_names_the_file_of_a_bad_case_and_evaluates_the_rest(tmp_path):
     assert "1 of 3 case(s) done" in result.output
 
 
-def test_soft_map_outside_the_unit_interval_is_refused(tmp_path):
+@pytest.mark.parametrize(("bad", "words"), [(2.0, "[0, 1]"), (np.nan, "NaN")])
+def test_soft_map_outside_the_unit_interval_is_refused(tmp_path, bad, words):
     pred, raters = _toy(tmp_path)
-    _write(pred / "soft" / "two.nii.gz", A.astype(np.float32) * 2)
+    soft = A.astype(np.float32)
+    soft.flat[0] = bad
+    _write(pred / "soft" / "two.nii.gz", soft)
     _, _, report = evaluate_raters(pred, raters, None)
-    assert "two" in report.failed and "[0, 1]" in report.failed["two"]
+    assert "two" in report.failed and words in report.failed["two"], report.failed
 
 
 def test_real_lidc_raters_as_samples_score_perfectly_and_the_consensus_does_not(tmp_path, shared_data):

@@ -31,11 +31,13 @@ def test_soft_dice_of_soft_maps_by_hand(tmp_path):
     assert summary["labels"]["soft"]["soft_dice"]["mean"] == pytest.approx((4 + 5 * 2 / 3) / 9)
 
 
-def test_values_outside_the_unit_interval_name_the_file(tmp_path):
-    pred, gt = _folders(tmp_path, (1.0, 2.0, 0.0, 0.0))
+@pytest.mark.parametrize(("bad", "words"), [(2.0, "[0, 1]"), (float("nan"), "NaN")])
+def test_values_outside_the_unit_interval_name_the_file(tmp_path, bad, words):
+    """A NaN voxel of a NIfTI map reads as 0 through ITK; it must be refused, not scored as 0."""
+    pred, gt = _folders(tmp_path, (1.0, bad, 0.0, 0.0))
     result = runner.invoke(app, ["evaluate", str(pred), str(gt), "-o", str(tmp_path / "out"), "--soft", "-q"])
     assert result.exit_code != 0 and "Traceback" not in result.output
-    assert "c1.nii.gz" in result.output and "[0, 1]" in result.output
+    assert "c1.nii.gz" in result.output and words in result.output, result.output
 
 
 def test_other_metrics_on_soft_maps_are_refused(tmp_path):

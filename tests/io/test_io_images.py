@@ -487,6 +487,26 @@ def test_real_bubil_png_has_unknown_spacing_and_hc18_nifti_known(shared_data):
     np.testing.assert_allclose(label.geometry.spacing, nib.load(label_path).header.get_zooms(), rtol=1e-6)
 
 
+@pytest.mark.parametrize(("name", "bad", "word"), [("nan.nii.gz", np.nan, "NaN"), ("inf.nii.gz", np.inf, "infinite"),
+                                               ("nan.nrrd", np.nan, "NaN")])
+def test_an_image_that_must_be_finite_is_refused_for_nan_or_infinite_voxels(tmp_path, name, bad, word):
+    """ITK reads a NIfTI's NaN voxels as 0: without ``finite`` the image reads as zeros there."""
+    data = np.ones((3, 4, 5), np.float32)
+    data[1, 2, 3] = bad
+    path = tmp_path / name
+    if name.endswith(".nii.gz"):
+        nib.save(nib.Nifti1Image(np.transpose(data), np.eye(4)), path)
+    else:
+        write_image(path, data, Geometry.from_shape(data.shape))
+    with pytest.raises(InputError) as exc:
+        read_image(path, finite=True)
+    _assert_one_line_naming(exc, name, f"contains {word} voxels")
+    clean = tmp_path / f"clean_{name}"
+    data[1, 2, 3] = 1.0
+    write_image(clean, data, Geometry.from_shape(data.shape))
+    np.testing.assert_array_equal(read_image(clean, finite=True).array, data)
+
+
 # ------------------------------------------------------------------------------------------
 # Label maps
 # ------------------------------------------------------------------------------------------

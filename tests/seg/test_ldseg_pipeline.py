@@ -177,6 +177,45 @@ def test_cli_refuses_missing_folders_with_one_line(trained_ldseg, tmp_path):
     assert unknown.exit_code == 2 and "unknown SEG method" in unknown.output
 
 
+@pytest.mark.parametrize(("option", "words"), [(["--samples", "0"], "--samples must be at least 1"),
+                                               (["--steps", "0"], "--steps must be at least 1"),
+                                               (["--steps", "1001"], "at most the model's 1000 diffusion steps")])
+def test_cli_refuses_samples_or_steps_out_of_range_before_any_case(trained_ldseg, tmp_path, option, words):
+    """Once: 0 meant the model's default, and steps beyond T failed every case one by one."""
+    _write_inputs(tmp_path / "images")
+    result = runner.invoke(app, ["seg", "predict", str(trained_ldseg), str(tmp_path / "images"), "-o",
+                                 str(tmp_path / "out"), *option])
+    assert result.exit_code == 2 and words in result.output and result.output.strip().count("\n") == 0, result.output
+    assert not list((tmp_path / "out").glob("*.nii.gz"))
+
+
+def test_an_image_with_nan_voxels_fails_alone_with_one_line_and_is_refused_for_training(trained_ldseg,
+                                                                                         disk_dataset, tmp_path):
+    """ITK reads NaN voxels as 0, so without the check the case was segmented as if they were 0."""
+    import shutil
+
+    import nibabel as nib
+
+    _write_inputs(tmp_path / "images")
+    image, _ = disk_image(np.random.default_rng(5))
+    image[3, 4] = np.nan
+    nib.save(nib.Nifti1Image(image.T.astype(np.float32)[..., None], np.eye(4)), tmp_path / "images" / "nan_0000.nii.gz")
+    result = runner.invoke(app, ["seg", "predict", str(trained_ldseg), str(tmp_path / "images"), "-o",
+                                 str(tmp_path / "out"), "-q"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "nan_0000.nii.gz" in errors[0] and "NaN" in errors[0], result.output
+    assert not (tmp_path / "out" / "nan.nii.gz").exists() and (tmp_path / "out" / "flat.nii.gz").exists()
+    dataset = tmp_path / "dataset"
+    shutil.copytree(disk_dataset, dataset)
+    first = sorted((dataset / "imagesTr").iterdir())[0]
+    nib.save(nib.Nifti1Image(np.full((8, 8, 1), np.nan, np.float32), np.eye(4)), first)
+    train = runner.invoke(app, ["seg", "train", "ldseg", str(dataset), "-o", str(tmp_path / "run"), "--config",
+                                "tiny", "--set", "steps_train=2", "-q"])
+    assert train.exit_code != 0 and "Traceback" not in train.output
+    assert first.name in train.output and "NaN" in train.output, train.output
+
+
 def test_a_rerun_reuses_the_finished_training_and_refuses_other_settings(trained_ldseg, disk_dataset):
     weights = (trained_ldseg / "model" / "denoiser.safetensors").read_bytes()
     again = runner.invoke(app, ["seg", "train", "ldseg", str(disk_dataset), "-o", str(trained_ldseg), "--config",

@@ -871,7 +871,7 @@ def check_task(task: CaseTask, *, scheme: LabelScheme, config: CheckConfig, tabl
     image = image_geometry = None
     image_path = task.path("image")
     if image_path is not None:
-        read_img = read_image(image_path)
+        read_img = read_image(image_path, finite=True)
         image, image_geometry = read_img.array, read_img.geometry
     flags = check_case(labels, geometry, scheme, image=image, image_geometry=image_geometry, masks=masks,
                        reference=reference, config=config, tables=tables, case=task.case)

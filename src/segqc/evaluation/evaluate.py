@@ -391,7 +391,7 @@ def _read_checked(path: Path, config: EvaluationConfig, warnings: list[str]):
 def _read_soft(path: Path, config: EvaluationConfig):
     from segqc.io.images import read_image
 
-    image = read_image(path, dtype=np.float64, spacing=config.spacing)
+    image = read_image(path, dtype=np.float64, spacing=config.spacing, finite=True)
     values = image.array
     if values.size and (not np.isfinite(values).all() or values.min() < 0 or values.max() > 1):
         raise InputError(f"--soft needs maps with values in [0, 1]; found [{values.min():.4g}, {values.max():.4g}]",

@@ -98,7 +98,7 @@ def rater_case_scores(task: CaseTask, *, foreground: Sequence[int] | None = None
     samples = _masks(task.inputs.get("samples") or task.inputs["label"], foreground, shape)
     soft_path = task.path("soft")
     if soft_path is not None:
-        soft = read_image(soft_path, dtype=np.float64).array
+        soft = read_image(soft_path, dtype=np.float64, finite=True).array
         if soft.shape != shape:
             raise InputError(f"soft map of shape {soft.shape}, but the raters' masks have {shape}", soft_path)
         if not np.isfinite(soft).all() or soft.min() < 0 or soft.max() > 1:

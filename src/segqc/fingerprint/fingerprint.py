@@ -454,7 +454,7 @@ def _fingerprint_case(job: _CaseJob, *, samples_per_case: int,
         )
     channels = []
     for path in job.image_paths:
-        image = read_image(path)
+        image = read_image(path, finite=True)
         _check_grid(image.geometry, label.geometry, path, job.label_path)
         channels.append(image.array)
 

@@ -524,7 +524,7 @@ def read_case_images(image_paths: Sequence[str | os.PathLike[str]] | str | os.Pa
     maps); :class:`InputError` for a channel on another voxel grid than the first."""
     if isinstance(image_paths, (str, os.PathLike)):
         image_paths = [image_paths]
-    images = [read_image(p) for p in image_paths]
+    images = [read_image(p, finite=True) for p in image_paths]
     if not images:
         raise ValueError("no image files given")
     for other in images[1:]:

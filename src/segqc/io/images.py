@@ -233,6 +233,7 @@ def read_image(
     *,
     dtype: Any = np.float32,
     spacing: Sequence[float] | None = None,
+    finite: bool = False,
 ) -> Image:
     """Read a 2D or 3D scalar image (NIfTI, NRRD, MetaImage, PNG, TIFF).
 
@@ -244,14 +245,22 @@ def read_image(
     read, even where ITK would pick a sibling (``CASE.nii`` next to ``CASE.nii.gz``). A
     ``.nii.gz`` is checked completely (gzip CRC and length), as ITK neither checks them nor
     notices truncated NIfTI data. Note that ITK's NIfTI reader replaces NaN and infinite voxels
-    by 0 (``read_label_map`` checks for them). Raises :class:`InputError` naming the file for a
+    by 0: ``finite=True`` (for images whose values are computed with) refuses a file that stores
+    them (``read_label_map`` always does). Raises :class:`InputError` naming the file for a
     missing, unsupported, unreadable, corrupt or truncated file, a multi-component (e.g. RGB)
-    image, an image that is not 2D or 3D, or an invalid ``spacing``.
+    image, an image that is not 2D or 3D, an invalid ``spacing``, or with ``finite`` NaN or
+    infinite voxels.
     """
     path = Path(path)
     sitk_image = _read_sitk(path)
     geometry, spacing_known = _geometry_of(sitk_image, path, spacing)
     array = _array_of(sitk_image)
+    if finite:
+        bad = stored_nonfinite(path)
+        if bad is None and np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            bad = "NaN" if np.isnan(array).any() else "infinite"
+        if bad is not None:
+            raise InputError(f"contains {bad} voxels; the image must be finite", path)
     if dtype is not None:
         array = array.astype(dtype, copy=False)
     return Image(array=array, geometry=geometry, path=path, spacing_known=spacing_known)

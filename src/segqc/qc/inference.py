@@ -36,7 +36,7 @@ from segqc.execution import CaseResult, CaseTask, directory_digest, run_cases
 from segqc.fingerprint.preprocessing import preprocess_files, restore_label
 from segqc.io.atomic import write_csv_atomic, write_json_atomic
 from segqc.io.datasets import Pairing, list_image_files, pair_segmentations, segmentation_files
-from segqc.io.images import Geometry, read_image, read_label_map, stored_nonfinite, write_image
+from segqc.io.images import Geometry, read_image, read_label_map, write_image
 from segqc.io.labels import LabelSet
 from segqc.metrics.binary import MetricSettings
 from segqc.metrics.multiclass import multiclass_dice
@@ -120,10 +120,8 @@ def majority_vote(samples: np.ndarray, labels: Sequence[int]) -> np.ndarray:
 
 
 def _check_image(path: Path, array: np.ndarray) -> list[str]:
-    """NaN voxels are an error (ITK reads them as 0, so NIfTI float data are checked with nibabel);
-    a blank image gives a warning: its estimate says nothing about the segmentation."""
-    if stored_nonfinite(path) is not None:
-        raise InputError("the image contains NaN or infinite values; QC needs a finite image", path)
+    """A blank image gives a warning: its estimate says nothing about the segmentation (NaN
+    voxels were refused when it was read, ``read_image(finite=True)``)."""
     if array.size and float(array.min()) == float(array.max()):
         return [f"{path}: the image is blank (every voxel {float(array.min()):g}); its QC estimate says nothing "
                 "about the segmentation"]
@@ -142,7 +140,7 @@ def qc_case(model: QcModel, case: str, image_paths: Sequence[Path], seg_path: Pa
     pGT generator, ``errors`` for a regressor with error maps —, their geometry, warnings)."""
     seg_image = read_label_map(seg_path)
     _check_labels(seg_image.array, model, seg_path)
-    raw = read_image(image_paths[0]).array
+    raw = read_image(image_paths[0], finite=True).array
     notes = _check_image(Path(image_paths[0]), raw)
     notes += [w for w in [_check_intensity(raw, seg_image.array, model, Path(image_paths[0]))] if w]
     prepared = preprocess_files(list(image_paths), model.plan, label_path=seg_path)

@@ -239,7 +239,7 @@ def _predict_case(task: Any, *, model_dir: str, digest: str, device: str, sample
     from segqc.io.images import read_image, write_image
 
     model, predict_slices = _cached(model_dir, digest, device)
-    images = [read_image(path) for path in task.inputs["image"]]
+    images = [read_image(path, finite=True) for path in task.inputs["image"]]
     first = images[0]
     for image in images[1:]:
         if image.array.shape != first.array.shape:
@@ -306,8 +306,15 @@ def predict_folder(model_dir: str | Path, images_dir: str | Path, out_dir: str |
     if channels != {model.image_channels}:
         raise InputError(f"cases have {sorted(channels)} channel(s) but the model needs {model.image_channels}",
                          images_dir)
-    samples = int(samples or model.samples)
-    steps = int(steps or model.steps)
+    timesteps = getattr(model.config, "timesteps", None)  # diffusion models only
+    if samples is not None and samples < 1:
+        raise InputError(f"--samples must be at least 1, got {samples}")
+    if steps is not None and steps < 1:
+        raise InputError(f"--steps must be at least 1, got {steps}")
+    if steps is not None and timesteps is not None and steps > timesteps:
+        raise InputError(f"--steps must be at most the model's {timesteps} diffusion steps, got {steps}")
+    samples = int(model.samples if samples is None else samples)
+    steps = int(model.steps if steps is None else steps)
     out.mkdir(parents=True, exist_ok=True)
     tasks = [CaseTask(case, {"image": tuple(paths)}) for case, paths in sorted(files.items())]
     digest = _weights_digest(directory)

@@ -67,7 +67,7 @@ def rater_case_images(case: RaterCase) -> list[np.ndarray]:
 
     if not case.images:
         raise InputError("no image.* (or image_0000.*) file in this case folder", case.folder)
-    return [read_image(path).array for path in case.images]
+    return [read_image(path, finite=True).array for path in case.images]
 
 
 def _prepare(case: RaterCase, *, size: int, foreground: tuple[int, ...] | None) -> dict[str, Any]:

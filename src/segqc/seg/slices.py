@@ -154,7 +154,7 @@ def _prepare_case(item: tuple[str, list[Path], Path], *, size: int, values: tupl
     from segqc.io.images import read_image, read_label_map
 
     case, image_paths, label_path = item
-    channels = [read_image(path) for path in image_paths]
+    channels = [read_image(path, finite=True) for path in image_paths]
     label = read_label_map(label_path)
     for image in channels:
         if image.array.shape != label.array.shape:

@@ -102,9 +102,9 @@ def predict_slices(model: LoadedConsensus, images: np.ndarray, *, samples: int |
     to a model whose sampler is ancestral (``ddpm``) samples with DDIM over that many steps (the
     ancestral sampler always takes all T steps)."""
     cfg = model.config
-    generations = int(samples or cfg.generations)
+    generations = int(cfg.generations if samples is None else samples)
     sampler = sampler or ("ddim" if steps is not None else cfg.sampler)
-    steps = int(steps or cfg.steps)
+    steps = int(cfg.steps if steps is None else steps)
     if generations < 1 or not 1 <= steps <= cfg.timesteps:
         raise InputError(f"need samples >= 1 and 1 <= steps <= {cfg.timesteps}; got {generations}, {steps}")
     images = np.asarray(images, dtype=np.float32)

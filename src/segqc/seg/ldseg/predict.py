@@ -77,8 +77,8 @@ def predict_slices(model: LoadedLdseg, images: np.ndarray, *, samples: int | Non
     ``seed`` and the slice's index). ``sampler``: ``ddim`` (``steps`` steps) or ``ddpm`` (ancestral
     sampling over all T steps; :meth:`~segqc.seg.ldseg.model.Ldseg.sample`)."""
     cfg = model.config
-    samples = int(samples or cfg.samples)
-    steps = int(steps or cfg.steps)
+    samples = int(cfg.samples if samples is None else samples)
+    steps = int(cfg.steps if steps is None else steps)
     if samples < 1 or steps < 1 or steps > cfg.timesteps:
         raise InputError(f"need samples >= 1 and 1 <= steps <= {cfg.timesteps}; got {samples}, {steps}")
     images = np.asarray(images, dtype=np.float32)

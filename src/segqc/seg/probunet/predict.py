@@ -50,7 +50,7 @@ def predict_slices(model: LoadedProbUnet, images: np.ndarray, *, samples: int | 
                    seed: int = 0) -> dict[str, np.ndarray]:
     """``samples`` prior samples of every slice of ``images`` ``(n, C, S, S)``; ``steps`` is ignored."""
     cfg = model.config
-    samples = int(samples or cfg.samples)
+    samples = int(cfg.samples if samples is None else samples)
     if samples < 1:
         raise InputError(f"need samples >= 1, got {samples}")
     images = np.asarray(images, dtype=np.float32)

@@ -57,7 +57,7 @@ def predict_slices(model: LoadedUnet, images: np.ndarray, *, samples: int | None
                    seed: int = 0, batch_size: int = 16) -> dict[str, np.ndarray]:
     """Predict ``images`` ``(n, C, S, S)`` (module docstring); ``steps`` is ignored (one pass per sample)."""
     cfg = model.config
-    samples = int(samples or cfg.samples)
+    samples = int(cfg.samples if samples is None else samples)
     if samples < 1:
         raise InputError(f"need samples >= 1, got {samples}")
     images = np.asarray(images, dtype=np.float32)
