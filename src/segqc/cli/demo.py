@@ -1,4 +1,6 @@
-"""``segqc demo``: generate a multi-lesion case and a multi-class case, evaluate them, print it."""
+"""``segqc demo``: generate a multi-lesion case and a multi-class case and evaluate them; QC real
+cardiac MRI with the shipped QC models; segment real fetal head ultrasound, clean and noisy, with
+the shipped segmentation models. Each real-data part is skipped with one line without its data."""
 
 from __future__ import annotations
 
@@ -44,6 +46,77 @@ _REPO = Path(__file__).resolve().parents[3]
 DEFAULT_MODELS = [_REPO / "models" / "acdc-nnqc-small", _REPO / "models" / "acdc-qcresunet-small"]
 DEFAULT_ACDC = _REPO.parent / "shared" / "data" / "acdc"
 _QC_CASES = ("ACDC_patient002_frame01", "ACDC_patient002_frame02")
+SEG_MODELS = [_REPO / "models" / name for name in ("hc18-ldseg-small", "hc18-ldseg-paper-decoder-small",
+                                                     "hc18-unet-small")]
+DEFAULT_HC18 = _REPO.parent / "shared" / "data" / "hc18"
+_SEG_CASES = ("HC18_006", "HC18_015", "HC18_022")  # held out from the shipped models' training
+_SEG_NOISE = 0.3  # standard deviation of the added noise, times each image's intensity range
+
+
+def write_seg_demo_data(root: Path, hc18: Path, *, seed: int = 0) -> Path:
+    """The demo's HC18 images, each as it is (``CASE_0000.nii.gz``) and with white Gaussian noise
+    of standard deviation 0.3 x its intensity range (``CASE_noisy_0000.nii.gz``); returns the folder."""
+    import numpy as np
+
+    from segqc.io.images import read_image, write_image
+
+    images = root / "images"
+    rng = np.random.default_rng(seed)
+    for case in _SEG_CASES:
+        image = read_image(hc18 / "imagesTr" / f"{case}_0000.nii.gz", finite=True)
+        write_image(images / f"{case}_0000.nii.gz", image.array, image.geometry)
+        span = float(image.array.max() - image.array.min())
+        noisy = image.array + rng.normal(0.0, _SEG_NOISE * span, image.array.shape).astype(np.float32)
+        write_image(images / f"{case}_noisy_0000.nii.gz", noisy, image.geometry)
+    return images
+
+
+def _seg_demo(out_dir: Path, hc18: Path) -> None:
+    """Segmentation with uncertainty: the shipped HC18 models on held-out images, clean and noisy
+    (LDSeg with 8 samples); Dice against the ground truth and LDSeg's case uncertainty (skipped
+    with one line when the data, the models or PyTorch are not there)."""
+    import importlib.util
+
+    import pandas as pd
+    from rich.table import Table
+
+    present = [m for m in SEG_MODELS if (m / "config.json").is_file()]
+    if importlib.util.find_spec("torch") is None or not present or not (hc18 / "imagesTr").is_dir():
+        console.print(f"segmentation demo skipped: needs PyTorch, the shipped HC18 models and the HC18 images in "
+                      f"{hc18} (--hc18)")
+        return
+    from segqc.io.images import read_label_map
+    from segqc.metrics.binary import dice
+    from segqc.seg.inference import predict_folder
+    from segqc.training.checkpoints import read_checkpoint_meta
+
+    images = write_seg_demo_data(out_dir / "seg_data", hc18)
+    console.rule(f"segmentation with uncertainty: {len(_SEG_CASES)} held-out fetal head ultrasound images, "
+                 f"clean and with noise of {_SEG_NOISE} x the intensity range")
+    scores: dict[str, dict[str, float]] = {}
+    uncertainty: dict[str, pd.Series] = {}
+    for model in present:
+        out = out_dir / "seg" / model.name
+        diffusion = read_checkpoint_meta(model).get("method") == "ldseg"
+        report = predict_folder(model, images, out, samples=8 if diffusion else None, progress=True)
+        for case, error in report.failed.items():
+            console.print(f"error: {case}: {error}")
+        scores[model.name] = {}
+        for case in report.table["case"]:
+            truth = read_label_map(hc18 / "labelsTr" / f"{case.removesuffix('_noisy')}.nii.gz").array > 0
+            scores[model.name][case] = dice(read_label_map(out / f"{case}.nii.gz").array > 0, truth).value
+        uncertainty[model.name] = report.table.set_index("case")["uncertainty"]
+    table = Table(title="Dice against the ground truth (uncertainty: mean entropy in the head, nats)")
+    table.add_column("image")
+    for name in scores:
+        table.add_column(name, justify="right")
+    first = present[0].name
+    table.add_column(f"uncertainty, {first}", justify="right")
+    for case in sorted(scores[first]):
+        table.add_row(case, *(f"{scores[name].get(case, float('nan')):.3f}" for name in scores),
+                      f"{uncertainty[first].get(case, float('nan')):.3f}")
+    console.print(table)
+    console.print(f"segmentations, entropy maps (uncertainty/) and cases.csv in {out_dir / 'seg'}/MODEL")
 
 
 def write_qc_demo_data(root: Path, acdc: Path) -> tuple[Path, Path, Path]:
@@ -135,12 +208,17 @@ def demo_command(
     models: list[Path] = typer.Option(DEFAULT_MODELS, "--model",
                                       help="QC model(s) for the QC part (repeat; default: the shipped ones)."),
     acdc: Path = typer.Option(DEFAULT_ACDC, "--acdc", help="ACDC dataset folder (imagesTr, labelsTr) for the QC part."),
-    no_qc: bool = typer.Option(False, "--no-qc", help="Only the evaluation part."),
+    hc18: Path = typer.Option(DEFAULT_HC18, "--hc18", help="HC18 dataset folder for the segmentation part."),
+    no_qc: bool = typer.Option(False, "--no-qc", help="Leave out the QC part."),
+    no_seg: bool = typer.Option(False, "--no-seg", help="Leave out the segmentation part."),
 ) -> None:
-    """Evaluate generated cases (with CC-metrics), then QC real cardiac MRI with the shipped models.
+    """Evaluate generated cases (with CC-metrics), QC real cardiac MRI and segment real ultrasound
+    with the shipped models.
 
     The QC part estimates the Dice of good and broken segmentations of two ACDC volumes without
-    their ground truth and prints the estimates next to the true values.
+    their ground truth and prints the estimates next to the true values. The segmentation part
+    segments three held-out HC18 images, clean and noisy, with both shipped LDSeg models and the
+    U-Net, and prints their Dice and LDSeg's uncertainty.
 
     Example: segqc demo -o demo_out
     """
@@ -166,3 +244,5 @@ def demo_command(
         console.print(f"results (metrics.csv, summary.json) in {out_dir / 'evaluation'}")
         if not no_qc:
             _qc_demo(out_dir, list(models), acdc)
+        if not no_seg:
+            _seg_demo(out_dir, hc18)
