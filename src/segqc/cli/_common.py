@@ -21,7 +21,7 @@ error_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 EXIT_CASE_FAILURES = 1  # the run finished but some cases could not be processed
 EXIT_BAD_INPUT = 2  # the run could not proceed
-EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM: finished cases are kept
+EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM: finished cases and training checkpoints are kept
 
 #: How to get the learned methods' dependencies (the CPU build of PyTorch first).
 NN_INSTALL_HINT = ("pip install torch --index-url https://download.pytorch.org/whl/cpu && pip install 'segqc[nn]' "
@@ -61,7 +61,8 @@ def user_errors() -> Iterator[None]:
             print_error(str(error))
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except KeyboardInterrupt:
-        print_error("interrupted; finished cases are kept — rerun the same command to continue")
+        print_error("interrupted; finished cases and the last training checkpoint are kept — rerun the same "
+                    "command to continue")
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
