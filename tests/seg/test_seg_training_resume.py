@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from consensus_toy_data import make_rater_folder
-from safetensors.torch import load_file
+from model_files import assert_same_weights
 
 from segqc.methods import method
 
@@ -52,10 +51,4 @@ def test_an_interrupted_training_resumes_to_the_weights_of_an_uninterrupted_one(
     lines: list[str] = []
     resumed = seg.train(dataset, tmp_path / "stopped", config=config, cases=None, log=lines.append, device="cpu")
     assert any("resuming at step 10/24" in line for line in lines), lines
-    files = sorted(p.name for p in whole.glob("*.safetensors"))
-    assert files and files == sorted(p.name for p in resumed.glob("*.safetensors"))
-    for file in files:
-        a, b = load_file(whole / file), load_file(resumed / file)
-        assert a.keys() == b.keys()
-        for key in a:
-            assert torch.equal(a[key], b[key]), (file, key)
+    assert_same_weights(whole, resumed)
