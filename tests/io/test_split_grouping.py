@@ -67,6 +67,22 @@ def test_training_cases_writes_a_grouped_split_and_reads_it_back(tmp_path):
         training_cases(data, tmp_path / "bad", holdout_fraction=0.5, group_by="HC18")
 
 
+def test_split_cases_missing_from_the_dataset_are_left_out_with_one_line(tmp_path):
+    cases = ["HC18_001", "HC18_002", "HC18_003", "HC18_004"]
+    split = make_split(cases, holdout_fraction=0.5, seed=0, patient=pattern_patient(HC18), rule="hc18")
+    split.save(tmp_path / "split.json")
+    present = [c for c in cases if c != split.train[0]]  # a copy of the dataset without one training case
+    data = _tiny_dataset(tmp_path / "data", present)
+    lines: list[str] = []
+    chosen = training_cases(data, tmp_path / "run", split=tmp_path / "split.json", log=lines.append)
+    assert chosen == list(split.train[1:])
+    assert len(lines) == 1 and "1 of its 2 training case(s)" in lines[0] and split.train[0] in lines[0], lines
+    lines.clear()
+    full = _tiny_dataset(tmp_path / "full", cases)
+    assert training_cases(full, tmp_path / "run2", split=tmp_path / "split.json", log=lines.append) == list(split.train)
+    assert not lines
+
+
 def test_the_real_hc18_subjects_are_grouped(shared_data):
     cases = Dataset.open(shared_data("hc18")).cases
     patient = pattern_patient(HC18)

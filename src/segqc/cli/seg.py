@@ -48,7 +48,7 @@ def train_command(
         dataset_cases(dataset_dir)  # checks the folder before the output is created
         prepare_output_dir(out)
         cases = training_cases(dataset_dir, out, split=split, holdout_fraction=holdout_fraction, seed=seed,
-                               group_by=group_by)
+                               group_by=group_by, log=console.print)
         directory = entry.train(dataset_dir, out, config=chosen, cases=cases, jobs=jobs, log=console.print,
                                 progress=not quiet, device=device)
     console.print(f"model written to {directory}")

@@ -3,6 +3,7 @@ patient-level split, or every case (shared by ``segqc qc train`` and ``segqc seg
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from segqc.errors import InputError
@@ -29,18 +30,25 @@ def dataset_cases(dataset_dir: str | Path) -> list[str]:
 
 
 def training_cases(dataset_dir: str | Path, out_dir: str | Path, *, split: Path | None = None,
-                   holdout_fraction: float = 0.0, seed: int = 0, group_by: str | None = None) -> list[str]:
+                   holdout_fraction: float = 0.0, seed: int = 0, group_by: str | None = None,
+                   log: Callable[[str], None] | None = None) -> list[str]:
     """Cases to train on (nnU-Net dataset or multi-rater folder): the ``train`` side of ``split``
-    (a ``split.json``; its cases missing from the dataset are left out), else with
+    (a ``split.json``; its cases missing from the dataset are left out, said in one ``log`` line:
+    a split made on a fuller copy of the dataset), else with
     ``holdout_fraction`` > 0 a fresh patient-level split saved as ``out_dir/split.json`` (patients
     by :func:`~segqc.io.split.patient_id`, or by the regular expression ``group_by``:
     :func:`~segqc.io.split.pattern_patient`), else every case. :class:`InputError` for a split
     that leaves no training case or a bad ``group_by``."""
     cases = dataset_cases(dataset_dir)
     if split is not None:
-        chosen = [c for c in Split.load(split).train if c in set(cases)]
+        train = Split.load(split).train
+        chosen = [c for c in train if c in set(cases)]
         if not chosen:
             raise InputError("none of its training cases is in the dataset", split)
+        missing = [c for c in train if c not in set(cases)]
+        if missing and log is not None:
+            log(f"{split}: {len(missing)} of its {len(train)} training case(s) are not in the dataset and are left "
+                f"out (e.g. {missing[0]})")
         return chosen
     if holdout_fraction > 0:
         try:
