@@ -102,17 +102,18 @@ def _seg_demo(out_dir: Path, hc18: Path) -> None:
         for case, error in report.failed.items():
             console.print(f"error: {case}: {error}")
         scores[model.name] = {}
-        for case in report.table["case"]:
+        done = report.table if len(report.table) else pd.DataFrame({"case": [], "uncertainty": []})
+        for case in done["case"]:
             truth = read_label_map(hc18 / "labelsTr" / f"{case.removesuffix('_noisy')}.nii.gz").array > 0
             scores[model.name][case] = dice(read_label_map(out / f"{case}.nii.gz").array > 0, truth).value
-        uncertainty[model.name] = report.table.set_index("case")["uncertainty"]
+        uncertainty[model.name] = done.set_index("case")["uncertainty"]
     table = Table(title="Dice against the ground truth (uncertainty: mean entropy in the head, nats)")
     table.add_column("image")
     for name in scores:
         table.add_column(name, justify="right")
     first = present[0].name
     table.add_column(f"uncertainty, {first}", justify="right")
-    for case in sorted(scores[first]):
+    for case in sorted(set().union(*scores.values())):
         table.add_row(case, *(f"{scores[name].get(case, float('nan')):.3f}" for name in scores),
                       f"{uncertainty[first].get(case, float('nan')):.3f}")
     console.print(table)
