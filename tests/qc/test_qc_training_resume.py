@@ -19,6 +19,10 @@ RUNS: dict[str, tuple[dict[str, Any], str, str]] = {
     # overrides, a log line after the first checkpoint, the resume line
     "qcresunet": ({"epochs": 6, "samples_per_epoch": 8, "batch_size": 2, "checkpoint_every": 10, "dropout": 0.3,
                    "readout_per_case": 2}, "member0 step 14/", "resuming at step 10/24"),
+    # two members, stopped in the second: the first is reused and its read-out fitted again
+    "qcresunet_members": ({"epochs": 6, "samples_per_epoch": 8, "batch_size": 2, "checkpoint_every": 10,
+                           "dropout": 0.3, "readout_per_case": 2, "members": 2}, "member1 step 14/",
+                          "resuming at step 10/24"),
     "cae": ({"epochs": 12}, "train epoch 7/", "resuming at epoch 5/12"),
 }
 
@@ -35,6 +39,7 @@ class Stop(Exception):
 @pytest.mark.parametrize("name", sorted(RUNS))
 def test_an_interrupted_training_resumes_to_the_model_of_an_uninterrupted_one(name, dataset, tmp_path):
     overrides, stop_at, resume_line = RUNS[name]
+    name = name.removesuffix("_members")
     whole = train_method(name, dataset, tmp_path / "whole", config="tiny", overrides=overrides, log=lambda _: None)
 
     def interrupt(line: str) -> None:
