@@ -227,6 +227,24 @@ def test_a_rerun_reuses_the_finished_training_and_refuses_other_settings(trained
     assert other.exit_code == 2 and "other settings" in other.output and "gamma" in other.output
 
 
+def test_a_rerun_on_changed_images_is_refused_even_with_the_same_case_and_label_counts(disk_dataset, tmp_path):
+    """Once: the run record held counts only, so a finished training was reused for edited images."""
+    import shutil
+
+    dataset = tmp_path / "dataset"
+    shutil.copytree(disk_dataset, dataset)
+    command = ["seg", "train", "unet", str(dataset), "-o", str(tmp_path / "run"), "--config", "tiny", "--set",
+               "steps_train=2", "--device", "cpu", "-q"]
+    assert runner.invoke(app, command).exit_code == 0
+    assert "reusing" in runner.invoke(app, command).output  # unchanged data: the finished run is reused
+    first = sorted((dataset / "imagesTr").iterdir())[0]
+    image = read_image(first)
+    noisy = image.array + np.random.default_rng(0).normal(0, 1, image.array.shape).astype(np.float32)
+    write_image(first, noisy, image.geometry)
+    again = runner.invoke(app, command)
+    assert again.exit_code == 2 and "other training data" in again.output, again.output
+
+
 def test_train_holds_out_whole_patients_and_trains_on_the_rest(disk_dataset, tmp_path):
     out = tmp_path / "split_run"
     result = runner.invoke(app, ["seg", "train", "ldseg", str(disk_dataset), "-o", str(out), "--config", "tiny",

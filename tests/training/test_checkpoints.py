@@ -154,3 +154,4 @@ def test_a_model_save_killed_half_way_over_an_older_model_is_refused_not_mixed(t
                                                                       "b": second.state_dict()})
     with pytest.raises(CheckpointError, match="no config.json"):
         load_checkpoint(directory, method="demo")
+

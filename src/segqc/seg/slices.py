@@ -143,10 +143,12 @@ class SliceData:
 
     def summary(self) -> dict[str, Any]:
         """What identifies the data in the run record (a rerun on other data is refused)."""
+        from segqc.training.stages import arrays_crc32
+
         counts = np.bincount(self.gts.reshape(-1), minlength=len(self.labels))
         return {"slices": self.n_slices, "cases": len(set(self.cases)), "labels": list(self.labels),
                 "image_channels": self.image_channels, "size": int(self.gts.shape[-1]),
-                "class_pixels": [int(c) for c in counts]}
+                "class_pixels": [int(c) for c in counts], "crc32": arrays_crc32((self.images, self.gts))}
 
 
 def _prepare_case(item: tuple[str, list[Path], Path], *, size: int, values: tuple[int, ...],

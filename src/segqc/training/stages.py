@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,18 @@ def finished_steps(out_dir: str | Path, name: str) -> int:
         return int(fields["step"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError):
         return 0
+
+
+def arrays_crc32(arrays: Iterable[Any]) -> int:
+    """CRC-32 of the bytes of ``arrays`` in order (numpy arrays, C order): the training data's
+    content in a run record, so that a rerun on changed images or labels is refused even when
+    their counts stay the same."""
+    import zlib
+
+    crc = 0
+    for array in arrays:
+        crc = zlib.crc32(np.ascontiguousarray(array).tobytes(), crc)
+    return crc
 
 
 def step_generators(seed: int, *words: int) -> tuple[np.random.Generator, Any]:
@@ -163,6 +175,10 @@ def start_run(out_dir: str | Path, *, method: str, settings: Mapping[str, Any], 
     return out, select_device(device)
 
 
+LATER_DATA_FIELDS = ("crc32",)
+"""Data-summary fields that run records of earlier segqc versions lack (not compared with those)."""
+
+
 def check_run_record(out_dir: str | Path, *, method: str, settings: Mapping[str, Any], data: Mapping[str, Any],
                      may_change: str = "") -> None:
     """Write ``out_dir/run.json`` on the first run; on a rerun refuse other settings or data
@@ -184,7 +200,10 @@ def check_run_record(out_dir: str | Path, *, method: str, settings: Mapping[str,
             detail = ", ".join(f"{k} {old.get('config', {}).get(k)!r} -> {record['config'][k]!r}" for k in changed[:3])
             allowed = f"only {may_change} may change when continuing; " if may_change else ""
             raise InputError(f"holds a {method} run with other settings ({detail}); {allowed}use another folder", out)
-        if old.get("data") != record["data"]:
+        raw = old.get("data")
+        old_data: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        # a data field newer than the record (e.g. a checksum added to segqc later) is not compared
+        if old_data != {k: v for k, v in record["data"].items() if k in old_data or k not in LATER_DATA_FIELDS}:
             raise InputError(f"holds a {method} run on other training data; use another folder", out)
         return
     if (out / "stages").exists():

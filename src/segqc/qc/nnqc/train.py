@@ -53,7 +53,6 @@ losses and times). Rerunning ``train`` on the same folder continues where it sto
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -77,7 +76,7 @@ from segqc.nn.losses import gaussian_kl
 from segqc.qc.nnqc.config import NnqcConfig
 from segqc.qc.nnqc.model import NnqcModel, build_discriminator, make_scheduler
 from segqc.training import save_checkpoint
-from segqc.training.stages import Stage, run_stage, start_run, step_generators
+from segqc.training.stages import Stage, arrays_crc32, run_stage, start_run, step_generators
 
 __all__ = [
     "METHOD",
@@ -200,9 +199,7 @@ class NnqcTrainingData:
 
     def summary(self) -> dict[str, Any]:
         """Sizes, labels and a checksum of the arrays (recorded in ``run.json``)."""
-        crc = 0
-        for array in (self.images, self.gt, self.ratios, self.segs, self.seg_source):
-            crc = zlib.crc32(np.ascontiguousarray(array).tobytes(), crc)
+        crc = arrays_crc32((self.images, self.gt, self.ratios, self.segs, self.seg_source))
         assert self.seg_dice is not None, "__post_init__ fills seg_dice"
         finite = self.seg_dice[np.isfinite(self.seg_dice)]
         return {"n_slices": self.n_slices, "n_segs": self.n_segs, "size": self.size,

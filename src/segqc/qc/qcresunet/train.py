@@ -42,7 +42,7 @@ from segqc.qc.qcresunet.config import QcResUNetConfig, resolve_kernels, resolve_
 from segqc.qc.qcresunet.model import QcResUNet, qcresunet_loss
 from segqc.training import save_checkpoint
 from segqc.training.precision import autocast, resolve_precision, shield_conv3d
-from segqc.training.stages import Stage, run_stage, start_run, step_generators
+from segqc.training.stages import Stage, arrays_crc32, run_stage, start_run, step_generators
 
 __all__ = ["METHOD", "THRESHOLD_GRID", "QcClass", "QcResUNetData", "add_readout", "best_error_thresholds",
            "build_network", "build_readout_data", "build_training_data", "class_masks", "dataset_classes",
@@ -121,7 +121,8 @@ class QcResUNetData:
         return {"samples": self.n_samples, "cases": len(set(self.cases)), "labels": list(self.labels),
                 "classes": [list(c[:2]) + [list(c[2])] for c in self.classes],
                 "image_channels": self.image_channels, "size": int(self.plan.size),
-                "dice_histogram": [int(h) for h in histogram], "sources": sorted(set(self.sources))}
+                "dice_histogram": [int(h) for h in histogram], "sources": sorted(set(self.sources)),
+                "crc32": arrays_crc32([*self.images, *self.segs, *self.gts, self.targets])}
 
 
 def true_quality(seg: np.ndarray, gt: np.ndarray, spacing: Sequence[float], classes: Sequence[Sequence[int]], *,
