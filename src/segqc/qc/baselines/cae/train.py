@@ -16,7 +16,7 @@ from segqc.nn.losses import soft_dice_loss
 from segqc.qc.baselines.cae.config import CaeConfig
 from segqc.qc.baselines.cae.model import ConvAutoencoder
 from segqc.training import save_checkpoint, seed_everything
-from segqc.training.stages import Stage, check_run_record, run_stage, step_generators
+from segqc.training.stages import Stage, arrays_crc32, check_run_record, run_stage, step_generators
 
 METHOD = "cae"
 
@@ -49,7 +49,8 @@ def train(config: CaeConfig, slices: np.ndarray, labels: Sequence[int], plan: Pr
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     data = torch.from_numpy(slices.astype(np.int64))
     check_run_record(out_dir, method=METHOD, settings=config.resume_key(),
-                     data={"n_slices": int(len(data)), "labels": [int(v) for v in labels]}, may_change="epochs")
+                     data={"n_slices": int(len(data)), "labels": [int(v) for v in labels],
+                           "crc32": arrays_crc32([slices])}, may_change="epochs")
 
     def epoch(k: int) -> dict[str, float]:
         rng, _ = step_generators(config.seed, 1, k)
