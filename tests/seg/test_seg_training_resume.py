@@ -52,3 +52,34 @@ def test_an_interrupted_training_resumes_to_the_weights_of_an_uninterrupted_one(
     resumed = seg.train(dataset, tmp_path / "stopped", config=config, cases=None, log=lines.append, device="cpu")
     assert any("resuming at step 10/24" in line for line in lines), lines
     assert_same_weights(whole, resumed)
+
+
+def test_a_training_killed_with_sigkill_continues_to_the_weights_of_an_uninterrupted_one(disk_dataset, tmp_path):
+    """``kill -9`` of ``segqc seg train`` at whatever point it reached (mid-step or mid-save): the
+    same command continues from the last whole checkpoint and ends where an uninterrupted run does
+    (both runs in fresh processes with one torch thread)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    def command(out: Path) -> list[str]:
+        return [sys.executable, "-m", "segqc", "seg", "train", "unet", str(disk_dataset), "-o", str(out), "--config",
+                "tiny", "--set", "steps_train=400", "--set", "checkpoint_every=25", "--device", "cpu"]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    subprocess.run(command(tmp_path / "whole"), env=env, check=True, capture_output=True)
+    process = subprocess.Popen(command(tmp_path / "killed"), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    assert process.stdout is not None
+    for line in process.stdout:  # past the first checkpoints, then kill without warning
+        if line.startswith("train step 160/"):
+            break
+    time.sleep(0.05)
+    process.kill()
+    process.wait(timeout=30)
+    assert not (tmp_path / "killed" / "model").exists()
+    resumed = subprocess.run(command(tmp_path / "killed"), env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming at step" in resumed.stdout, resumed.stdout
+    assert_same_weights(tmp_path / "whole" / "model", tmp_path / "killed" / "model")
