@@ -41,11 +41,11 @@ def training_cases(dataset_dir: str | Path, out_dir: str | Path, *, split: Path 
     that leaves no training case or a bad ``group_by``."""
     cases = dataset_cases(dataset_dir)
     if split is not None:
-        train = Split.load(split).train
-        chosen = [c for c in train if c in set(cases)]
+        train, present = Split.load(split).train, set(cases)
+        chosen = [c for c in train if c in present]
         if not chosen:
             raise InputError("none of its training cases is in the dataset", split)
-        missing = [c for c in train if c not in set(cases)]
+        missing = [c for c in train if c not in present]
         if missing and log is not None:
             log(f"{split}: {len(missing)} of its {len(train)} training case(s) are not in the dataset and are left "
                 f"out (e.g. {missing[0]})")
