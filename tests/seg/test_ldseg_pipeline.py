@@ -175,6 +175,11 @@ def test_cli_refuses_missing_folders_with_one_line(trained_ldseg, tmp_path):
     assert no_model.exit_code == 2 and "model directory not found" in no_model.output
     unknown = runner.invoke(app, ["seg", "train", "qcresunet", str(tmp_path), "-o", str(tmp_path / "m")])
     assert unknown.exit_code == 2 and "unknown SEG method" in unknown.output
+    _write_inputs(tmp_path / "images")
+    into_images = runner.invoke(app, ["seg", "predict", str(trained_ldseg), str(tmp_path / "images"), "-o",
+                                      str(tmp_path / "images")])
+    assert into_images.exit_code == 2 and "is the image folder" in into_images.output
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == ["deep_0000.nii.gz", "flat_0000.nii.gz"]
 
 
 @pytest.mark.parametrize(("option", "words"), [(["--samples", "0"], "--samples must be at least 1"),

@@ -290,6 +290,9 @@ def predict_folder(model_dir: str | Path, images_dir: str | Path, out_dir: str |
     images_dir, out = Path(images_dir), Path(out_dir)
     if not images_dir.is_dir():
         raise InputError("image folder not found" if not images_dir.exists() else "not a folder", images_dir)
+    if out.resolve() == images_dir.resolve():
+        raise InputError("the output folder is the image folder; the label maps would mix with the images "
+                         "(use another -o)", out)
     directory = model_directory(model_dir)
     model, _ = load_seg_model(directory, device="cpu")  # checks the model before any case runs
     if "levels" in save and not hasattr(model, "level_indices"):
