@@ -67,7 +67,7 @@ def test_a_training_killed_with_sigkill_continues_to_the_weights_of_an_uninterru
         return [sys.executable, "-m", "segqc", "seg", "train", "unet", str(disk_dataset), "-o", str(out), "--config",
                 "tiny", "--set", "steps_train=400", "--set", "checkpoint_every=25", "--device", "cpu"]
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     subprocess.run(command(tmp_path / "whole"), env=env, check=True, capture_output=True)
     process = subprocess.Popen(command(tmp_path / "killed"), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
