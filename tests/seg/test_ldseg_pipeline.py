@@ -98,6 +98,8 @@ def test_cli_predict_writes_label_maps_entropy_and_cases_csv_on_the_input_grid(t
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out / "cases.csv", dtype={"case": str})
     assert sorted(table["case"]) == ["deep", "flat"]
+    worst = table.sort_values("uncertainty", ascending=False)["case"].iloc[0]  # named first in the footer
+    assert f"most uncertain (look at these first): {worst} " in result.output, result.output
     for case, (gt, geometry) in truths.items():
         label = read_label_map(out / f"{case}.nii.gz")
         entropy = read_image(out / "uncertainty" / f"{case}.nii.gz", dtype=None)

@@ -91,6 +91,10 @@ def predict_command(
         report = predict_folder(model_dir, images_dir, out, samples=samples, steps=steps, seed=seed, jobs=jobs,
                                 device=device, progress=not quiet, save=outputs)
     code = print_run_footer(report, out_dir=out)
+    if len(report.table) > 1:  # where to look first: the case score predicts the failures
+        ranked = report.table.sort_values("uncertainty", ascending=False).head(5)
+        console.print("most uncertain (look at these first): "
+                      + ", ".join(f"{row.case} {row.uncertainty:.3f}" for row in ranked.itertuples()))
     console.print(f"wrote {out / 'cases.csv'}, the label maps and {out / 'uncertainty'}/")
     if code:
         raise typer.Exit(code)
