@@ -101,7 +101,7 @@ def rater_case_scores(task: CaseTask, *, foreground: Sequence[int] | None = None
         soft = read_image(soft_path, dtype=np.float64, finite=True).array
         if soft.shape != shape:
             raise InputError(f"soft map of shape {soft.shape}, but the raters' masks have {shape}", soft_path)
-        if not np.isfinite(soft).all() or soft.min() < 0 or soft.max() > 1:
+        if soft.min() < 0 or soft.max() > 1:
             raise InputError("soft map values must lie in [0, 1]", soft_path)
     else:
         soft = samples.astype(np.float64).mean(axis=0)

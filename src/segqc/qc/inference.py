@@ -121,7 +121,7 @@ def majority_vote(samples: np.ndarray, labels: Sequence[int]) -> np.ndarray:
 
 def _check_image(path: Path, array: np.ndarray) -> list[str]:
     """A blank image gives a warning: its estimate says nothing about the segmentation (NaN
-    voxels were refused when it was read, ``read_image(finite=True)``)."""
+    voxels are refused when the channels are preprocessed, ``read_case_images``)."""
     if array.size and float(array.min()) == float(array.max()):
         return [f"{path}: the image is blank (every voxel {float(array.min()):g}); its QC estimate says nothing "
                 "about the segmentation"]
@@ -140,7 +140,7 @@ def qc_case(model: QcModel, case: str, image_paths: Sequence[Path], seg_path: Pa
     pGT generator, ``errors`` for a regressor with error maps —, their geometry, warnings)."""
     seg_image = read_label_map(seg_path)
     _check_labels(seg_image.array, model, seg_path)
-    raw = read_image(image_paths[0], finite=True).array
+    raw = read_image(image_paths[0]).array  # NaN voxels: refused by preprocess_files' read below
     notes = _check_image(Path(image_paths[0]), raw)
     notes += [w for w in [_check_intensity(raw, seg_image.array, model, Path(image_paths[0]))] if w]
     prepared = preprocess_files(list(image_paths), model.plan, label_path=seg_path)

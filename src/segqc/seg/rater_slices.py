@@ -52,13 +52,16 @@ class RaterSliceData:
     def max_raters(self) -> int:
         return int(self.n_raters.max()) if self.n_raters.size else 0
 
+    def raters_per_slice(self) -> dict[int, int]:
+        """How many slices have each number of raters."""
+        return {int(k): int(v) for k, v in zip(*np.unique(self.n_raters, return_counts=True))}
+
     def summary(self) -> dict[str, Any]:
         """What identifies the data in the run record (a rerun on other data is refused)."""
         from segqc.training.stages import arrays_crc32
 
-        counts = {int(k): int(v) for k, v in zip(*np.unique(self.n_raters, return_counts=True))}
         return {"slices": self.n_slices, "cases": len(set(self.cases)), "image_channels": self.image_channels,
-                "size": int(self.raters.shape[-1]), "raters_per_slice": counts,
+                "size": int(self.raters.shape[-1]), "raters_per_slice": self.raters_per_slice(),
                 "rater_pixels": int(self.raters.sum()),
                 "crc32": arrays_crc32((self.images, self.raters, self.n_raters))}
 

@@ -454,7 +454,8 @@ def train(config: NnqcConfig, data: NnqcTrainingData, out_dir: str | Path, *, de
     if data.n_segs == 0:
         raise InputError("the training data holds no imperfect segmentation")
     say = log or (lambda _line: None)
-    out, dev = start_run(out_dir, method=METHOD, settings=config.resume_key(), data=data.summary(), seed=config.seed,
+    summary = data.summary()  # once: it checksums every training array
+    out, dev = start_run(out_dir, method=METHOD, settings=config.resume_key(), data=summary, seed=config.seed,
                          device=device, may_change="checkpoint_every")
     with _threads(threads), torch.enable_grad():
         torch.manual_seed(config.seed)
@@ -462,7 +463,7 @@ def train(config: NnqcConfig, data: NnqcTrainingData, out_dir: str | Path, *, de
         discriminator = build_discriminator(config, model.n_classes).to(dev)
         images = torch.from_numpy(np.ascontiguousarray(data.images))
         gt_idx = model.class_indices(torch.from_numpy(data.gt.astype(np.int64))).to(torch.uint8).cpu()
-        metrics: dict[str, Any] = {"data": data.summary(), "device": str(dev), "threads": torch.get_num_threads()}
+        metrics: dict[str, Any] = {"data": summary, "device": str(dev), "threads": torch.get_num_threads()}
         run = partial(run_stage, out_dir=out, checkpoint_every=config.checkpoint_every, log=say, progress=progress,
                       prefix="nnqc ")
 

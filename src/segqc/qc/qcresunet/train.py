@@ -705,7 +705,8 @@ def train(config: QcResUNetConfig, data: QcResUNetData, out_dir: str | Path, *, 
     say = log or (lambda _line: None)
     if uses_readout(config) and (readout_data is None or readout_data.n_samples == 0):
         raise InputError("the config has a read-out (readout_per_case > 0) but no read-out data were given")
-    out, dev = start_run(out_dir, method=METHOD, settings=config.resume_key(), data=data.summary(), seed=config.seed,
+    summary = data.summary()  # once: it checksums every training array
+    out, dev = start_run(out_dir, method=METHOD, settings=config.resume_key(), data=summary, seed=config.seed,
                          device=device, may_change="epochs, checkpoint_every, keep_members")
     inplane_spacing = float(min(data.plan.target_spacing))
     strides = resolve_strides(config, ndim=data.ndim, slice_spacing=data.slice_spacing,
@@ -715,7 +716,7 @@ def train(config: QcResUNetConfig, data: QcResUNetData, out_dir: str | Path, *, 
     n_classes = len(data.classes)
     precision = resolve_precision(config.precision, dev)
     layout = {"strides": [list(s) for s in strides], "kernels": [list(k) for k in kernels]}  # what load rebuilds
-    metrics: dict[str, Any] = {"data": data.summary(), "device": str(dev), "threads": torch.get_num_threads(),
+    metrics: dict[str, Any] = {"data": summary, "device": str(dev), "threads": torch.get_num_threads(),
                                **layout, "precision": precision}
     say(f"training precision: {precision}")
     weights = {}

@@ -136,6 +136,6 @@ def train_from_dataset(dataset_dir: str | Path, out_dir: str | Path, *, config: 
     """The registry's training entry point (:mod:`segqc.methods`): the slices of ``cases`` of a
     multi-rater folder (``CASE/image.*``, ``CASE/rater_k.*``) and :func:`train`."""
     data = build_rater_data(dataset_dir, cases, config.size, jobs=jobs, progress=progress)
-    counts = data.summary()["raters_per_slice"]
+    counts = data.raters_per_slice()
     log(f"training data: {data.n_slices} slices of {len(set(data.cases))} cases, raters per slice {counts}")
     return train(config, data, out_dir, device=device, log=log, progress=progress)
