@@ -72,7 +72,7 @@ def arrays_crc32(arrays: Iterable[Any]) -> int:
 
     crc = 0
     for array in arrays:
-        crc = zlib.crc32(np.ascontiguousarray(array).tobytes(), crc)
+        crc = zlib.crc32(np.ascontiguousarray(array).data, crc)  # the buffer itself: no copy of its bytes
     return crc
 
 
