@@ -104,3 +104,17 @@ def test_overrides_are_typed_by_the_field():
     for bad in (["decoder=maybe"], ["epochs=abc"], ["lr=fast"], ["epochs=2.5"], ["lr=True"]):
         with pytest.raises(ValueError, match="config field"):
             QcResUNetConfig.preset("small", **parse_overrides(bad))
+
+
+@pytest.mark.parametrize("field, bad", [("size", "x"), ("size", True), ("epochs", 2.5), ("decoder", "maybe")])
+def test_a_saved_config_with_a_value_of_the_wrong_type_is_refused_naming_the_field(tmp_path, field, bad):
+    """A hand-edited config.json (``"size": "x"``) must give one line naming the field, not a
+    formatting error from deep inside the model or a silently different network."""
+    from segqc.qc.qcresunet.config import QcResUNetConfig
+
+    data = QcResUNetConfig.preset("tiny").to_dict()
+    data[field] = bad
+    with pytest.raises(InputError, match=f"field {field} takes"):
+        QcResUNetConfig.from_dict(data)
+    data[field] = QcResUNetConfig.preset("tiny").to_dict()[field]
+    assert QcResUNetConfig.from_dict(data) == QcResUNetConfig.preset("tiny")

@@ -25,7 +25,7 @@ import json
 import numbers
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, fields, replace
+from dataclasses import MISSING, asdict, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -101,6 +101,8 @@ class ConfigBase:
         if unknown:
             raise InputError(f"unknown {cls.label()} config field(s): {', '.join(unknown)}")
         try:
+            defaults = _field_defaults(cls)
+            values = {k: _typed(cls.label(), k, defaults[k], v) if k in defaults else v for k, v in values.items()}
             return cls(**values)
         except (TypeError, ValueError) as error:
             raise InputError(f"invalid {cls.label()} config: {error}") from None
@@ -138,6 +140,17 @@ def register_presets(cls: type[ConfigBase], presets: Mapping[str, Any]) -> None:
 
 
 _TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
+
+
+def _field_defaults(cls: type) -> dict[str, Any]:
+    """The default value of every field that has one (plain or from a factory)."""
+    out: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.default is not MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not MISSING:
+            out[f.name] = f.default_factory()
+    return out
 
 
 def _typed(label: str, key: str, current: Any, value: Any) -> Any:

@@ -59,6 +59,17 @@ def test_corrupt_checkpoint_gives_a_clear_error_naming_the_file(tmp_path, damage
     assert str(directory) in str(error.value)
 
 
+@pytest.mark.parametrize("text", ['{"labels": ', "[1, 2]"])
+def test_a_corrupt_fingerprint_is_named(tmp_path, text):
+    model, _ = _trained_model()
+    directory = save_checkpoint(tmp_path / "m", method="demo", config={}, weights={"net": model.state_dict()},
+                                fingerprint={"median_spacing": [1.0, 1.0, 2.0]})
+    (directory / "fingerprint.json").write_text(text)
+    with pytest.raises(CheckpointError, match="corrupt fingerprint.json") as error:
+        load_checkpoint(directory, method="demo")
+    assert str(directory / "fingerprint.json") in str(error.value)
+
+
 def test_not_a_model_directory(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "nothing", method="demo")

@@ -147,7 +147,14 @@ def load_checkpoint(directory: str | Path, *, method: str) -> tuple[dict, dict[s
         raise CheckpointError(f"{directory}: checkpoint format {meta.get('format_version')} is not supported")
     weights = {name: _load_tensors(directory / f"{name}.safetensors") for name in meta.get("components", [])}
     fingerprint_path = directory / "fingerprint.json"
-    fingerprint = json.loads(fingerprint_path.read_text()) if fingerprint_path.exists() else None
+    fingerprint = None
+    if fingerprint_path.exists():
+        try:
+            fingerprint = json.loads(fingerprint_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise CheckpointError(f"{fingerprint_path}: corrupt fingerprint.json ({error})") from None
+        if not isinstance(fingerprint, dict):
+            raise CheckpointError(f"{fingerprint_path}: corrupt fingerprint.json (not an object)")
     return meta["config"], weights, fingerprint
 
 
