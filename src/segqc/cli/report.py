@@ -25,6 +25,6 @@ def report_command(
     from segqc.report.html import build_report
 
     start = time.perf_counter()
-    with user_errors():
+    with user_errors(interrupted="interrupted; no report was written"):
         path = build_report(out_dir, output, progress=not quiet, images=images)
     console.print(f"wrote {path} in {time.perf_counter() - start:.1f} s")

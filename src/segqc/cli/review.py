@@ -55,12 +55,13 @@ def open_command(
     Example: segqc review qc_out/ --images imagesTs/ --segs predictions/ --rater anna
     """
     from segqc.review.app import LOCAL_HOSTS, ReviewSession
-    from segqc.review.server import serve
+    from segqc.review.server import check_address, serve
     from segqc.review.store import DecisionStore
     from segqc.review.worklist import load_worklist
 
-    with user_errors():
+    with user_errors(interrupted="interrupted before the review started"):
         worklist = load_worklist(out_dir, images=images, segs=segs)
+        port = check_address(host, port)  # before the database is made: one line when nothing can listen there
         store = DecisionStore(db if db is not None else Path(out_dir) / "review.sqlite")
         name = (rater or _default_rater()).strip()
         if not name:
@@ -73,8 +74,11 @@ def open_command(
         def started(url: str) -> None:
             console.print(f"review at {url}  (Ctrl-C stops)", highlight=False)
 
-        serve(ReviewSession(worklist, store, name), host=host, port=port, open_browser=not no_browser,
-              on_start=started)
+        try:
+            serve(ReviewSession(worklist, store, name), host=host, port=port, open_browser=not no_browser,
+                  on_start=started)
+        except KeyboardInterrupt:  # Ctrl-C is how a review ends: not an error
+            console.print(f"review stopped; decisions are saved in {store.path}", highlight=False, soft_wrap=True)
 
 
 @app.command("export")
@@ -89,13 +93,10 @@ def export_command(
 
     Example: segqc review export qc_out/review.sqlite -o decisions.csv
     """
-    from segqc.errors import InputError
     from segqc.review.store import DecisionStore, export_decisions, rater_agreement
 
-    with user_errors():
-        if not db.is_file():
-            raise InputError("does not exist", db)
-        table = export_decisions(DecisionStore(db), output, history=history)
+    with user_errors(interrupted="interrupted; nothing was written"):
+        table = export_decisions(DecisionStore(db, readonly=True), output, history=history)
         console.print(f"wrote {len(table)} decision(s) of {table['rater'].nunique()} rater(s) to {output}")
         if history:
             return

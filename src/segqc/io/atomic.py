@@ -11,20 +11,43 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from segqc.errors import InputError
+
+
+def check_writable_file(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`InputError` naming ``path`` where writing it as a file could only fail with an
+    error about a temporary file or a parent: ``path`` is a folder, or its nearest existing parent
+    is a file. Callers with long work before the write check first."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError("is a folder; give a file name", path)
+    for parent in path.parents:
+        if parent.is_dir():
+            return
+        if parent.exists():
+            raise InputError(f"cannot be written: its parent {parent} is a file, not a folder", path)
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it to ``path``, else delete it.
 
     The temporary name keeps the final suffix (``.tmp-<token>-<name>``) so that writers that pick a
-    format from the extension still work. Parent folders are created.
+    format from the extension still work. Parent folders are created. Raises :class:`InputError`
+    naming ``path`` when it is an existing folder or when one of its parents is a file; an
+    ``OSError`` of writing the temporary file (permission, full disk) names ``path``.
     """
     path = Path(path)
+    check_writable_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{secrets.token_hex(4)}-{path.name}")
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as error:
+        if error.errno is None or error.filename is None or Path(error.filename) != tmp:
+            raise
+        raise OSError(error.errno, error.strerror, str(path)) from None  # name the file asked for, not tmp
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -12,11 +12,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from segqc.errors import InputError
 from segqc.io.json_files import read_json_object
+
+if TYPE_CHECKING:
+    from segqc.io.images import Geometry
 
 
 @dataclass
@@ -66,6 +71,109 @@ def _existing(path_text: str, where: Path) -> Path:
     return path
 
 
+def _summary_inputs(summary: dict[str, Any]) -> object:
+    """What a ``summary.json`` records as ``cases`` / ``inputs`` (None where ``cases`` is no mapping)."""
+    cases = summary.get("cases")
+    return cases.get("inputs") if isinstance(cases, dict) else None
+
+
+def _case_files(recorded: dict[str, Any], case: str, where: Path) -> dict[str, Any] | None:
+    """The recorded ``inputs`` entry of ``case`` (role -> list of files); None when there is none.
+    Raises :class:`InputError` naming ``where`` for an entry of another structure."""
+    files = recorded.get(case)
+    if files is None:
+        return None
+    if not isinstance(files, dict):
+        raise InputError(f"records the input files of case {case} as {type(files).__name__}, not as a mapping of "
+                         "role to files; is it an output of segqc?", where)
+    return files
+
+
+def recorded_file(recorded: dict[str, Any], case: str, role: str, where: Path, *,
+                  required: bool = True) -> Path | None:
+    """The first file of ``role`` that the JSON file ``where`` records for ``case`` in its
+    ``inputs`` (``{case: {role: [file, ...]}}``), checked to exist. None when the case or role is
+    not recorded and not ``required``. Raises :class:`InputError` naming ``where`` for a
+    structure other than a list of file names (or a required file not recorded), naming the
+    file when it is missing."""
+    files = _case_files(recorded, case, where)
+    if files is None:
+        if required:
+            raise InputError(f"names no input files of case {case}", where)
+        return None
+    names = files.get(role)
+    if names is None or (isinstance(names, list) and not names):
+        if required:
+            raise InputError(f"names no {role} file of case {case}", where)
+        return None
+    if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names):
+        shown = repr(names)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise InputError(f"records the {role} file(s) of case {case} as {shown}, not as a list of file names", where)
+    return _existing(names[0], where)
+
+
+def _numbers(table: pd.DataFrame, columns: list[str], path: Path) -> pd.DataFrame:
+    """``table`` with ``columns`` (those present) as floats; an empty cell is NaN. Raises
+    :class:`InputError` naming ``path``, the column and the line of the first cell that is not a
+    number."""
+    for column in columns:
+        if column not in table.columns:
+            continue
+        values = pd.to_numeric(table[column], errors="coerce")
+        bad = np.flatnonzero(values.isna().to_numpy() & table[column].notna().to_numpy())
+        if len(bad):
+            raise InputError(f"column '{column}' holds {table[column].iloc[bad[0]]!r} on line {int(bad[0]) + 2}, "
+                             "not a number", path)
+        table = table.assign(**{column: values.astype(float)})
+    return table
+
+
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no", "")
+
+
+def _flag(value: object, line: int, path: Path) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False  # an empty cell: not flagged
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, float, np.integer, np.floating)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise InputError(f"column 'flag' holds {value!r} on line {line}; expected True, False or an empty cell", path)
+
+
+def read_worklist(path: Path) -> pd.DataFrame:
+    """``worklist.csv`` (case, flag, reason, ...) with ``flag`` as booleans (an empty cell is not
+    flagged) and the ``*_estimate`` / ``*_spread`` columns as numbers. Raises :class:`InputError`
+    naming ``path`` for a flag other than True/False/1/0/yes/no/empty, a value that is not a
+    number, or a case listed twice."""
+    table = read_table(path)
+    if "case" in table.columns:
+        repeated = table["case"][table["case"].duplicated()]
+        if len(repeated):
+            raise InputError(f"lists case {repeated.iloc[0]} more than once", path)
+    if "flag" in table.columns:
+        table = table.assign(flag=[_flag(v, i + 2, path) for i, v in enumerate(table["flag"].tolist())])
+    numeric = [c for c in table.columns if c.endswith("_estimate") or c.endswith("_spread")]
+    return _numbers(table, numeric, path)
+
+
+def check_layer_grid(geometry: Geometry, path: Path, seg_geometry: Geometry, seg_path: Path, *,
+                     layer: str, case: str) -> None:
+    """Raise :class:`InputError` naming ``path`` (the ``layer`` of ``case``) unless it lies on the
+    segmentation's full voxel grid (shape, spacing, direction, origin; the tolerances of
+    :func:`segqc.io.images.geometry_differences`) — an overlay on another grid would be wrong."""
+    from segqc.io.images import geometry_differences
+
+    diffs = geometry_differences(geometry, seg_geometry)
+    if diffs:
+        what = ", ".join(f"{d.what} {d.pred} vs {d.gt}" for d in diffs)
+        raise InputError(f"the {layer} of case {case} is not on the grid of the segmentation {seg_path} ({what})",
+                         path)
+
+
 def require_columns(table: pd.DataFrame, columns: list[str], path: Path) -> None:
     missing = [c for c in columns if c not in table.columns]
     if missing:
@@ -75,6 +183,9 @@ def require_columns(table: pd.DataFrame, columns: list[str], path: Path) -> None
 def _load_qc(folder: Path) -> Cohort:
     table = read_table(folder / "qc.csv")
     require_columns(table, ["case", "label", "label_name", "metric", "estimate"], folder / "qc.csv")
+    if not len(table):
+        raise InputError("holds no cases", folder / "qc.csv")
+    table = _numbers(table, ["estimate", "spread"], folder / "qc.csv")
     report_path = folder / "report.json"
     if not report_path.exists():
         raise InputError("is missing; the report needs the input files it names", report_path)
@@ -83,19 +194,19 @@ def _load_qc(folder: Path) -> Cohort:
         raise InputError("names no input files ('inputs'); rerun `segqc qc predict` with this version", report_path)
     inputs = {}
     for case in sorted(set(table["case"])):
-        files = recorded.get(case)
-        if not files or not files.get("seg"):
-            raise InputError(f"names no input files of case {case}", report_path)
-        image = _existing(files["image"][0], report_path) if files.get("image") else None
+        seg = recorded_file(recorded, case, "seg", report_path)
+        assert seg is not None
+        image = recorded_file(recorded, case, "image", report_path, required=False)
         pgt, errors = folder / "pgt" / f"{case}.nii.gz", folder / "errors" / f"{case}.nii.gz"
         if not pgt.exists() and not errors.exists():
             raise InputError(f"neither the pseudo ground truth nor the error map of case {case} is there", pgt)
-        inputs[case] = CaseInputs(image, _existing(files["seg"][0], report_path), pgt if pgt.exists() else None,
-                                  errors if errors.exists() else None)
+        inputs[case] = CaseInputs(image, seg, pgt if pgt.exists() else None, errors if errors.exists() else None)
     if "spread" not in table.columns:
         table["spread"] = math.nan
-    worklist = read_table(folder / "worklist.csv") if (folder / "worklist.csv").exists() else None
+    worklist = read_worklist(folder / "worklist.csv") if (folder / "worklist.csv").exists() else None
     slices = read_table(folder / "qc_slices.csv") if (folder / "qc_slices.csv").exists() else None
+    if slices is not None:
+        slices = _numbers(slices, ["estimate"], folder / "qc_slices.csv")
     ref_name = "pGT" if any(files.ref is not None for files in inputs.values()) else ""
     return Cohort("qc", table, {"estimate": "est."}, inputs, ref_name, worklist=worklist, slices=slices)
 
@@ -104,6 +215,7 @@ def _load_benchmark(folder: Path) -> Cohort:
     cohort = _load_qc(folder / "qc")
     pairs = read_table(folder / "pairs.csv")
     require_columns(pairs, ["case", "label", "metric", "estimate", "true"], folder / "pairs.csv")
+    pairs = _numbers(pairs, ["true"], folder / "pairs.csv")
     long = cohort.long.merge(pairs[["case", "label", "metric", "true"]], on=["case", "label", "metric"], how="left")
     cohort.kind, cohort.long = "benchmark", long
     cohort.values = {"estimate": "est.", "true": "true"}
@@ -115,20 +227,21 @@ def _load_benchmark(folder: Path) -> Cohort:
 def _load_evaluate(folder: Path) -> Cohort:
     table = read_table(folder / "metrics.csv")
     require_columns(table, ["case", "label", "label_name", "component", "metric", "value"], folder / "metrics.csv")
+    table = _numbers(table, ["value"], folder / "metrics.csv")
     table = table[table["component"].isna()].drop(columns=["component"])
+    if not len(table):
+        raise InputError("holds no cases", folder / "metrics.csv")
     summary_path = folder / "summary.json"
     summary = read_json_object(summary_path, what="evaluation summary") if summary_path.exists() else {}
-    recorded = (summary.get("cases") or {}).get("inputs")
+    recorded = _summary_inputs(summary)
     if not isinstance(recorded, dict):
         raise InputError("names no input files ('cases' / 'inputs'); rerun `segqc evaluate` with this version",
                          summary_path)
     inputs = {}
     for case in sorted(set(table["case"])):
-        files = recorded.get(case) or {}
-        if not files.get("gt"):
-            raise InputError(f"names no input files of case {case}", summary_path)
-        gt = _existing(files["gt"][0], summary_path)
-        pred = _existing(files["pred"][0], summary_path) if files.get("pred") else None
+        gt = recorded_file(recorded, case, "gt", summary_path)
+        assert gt is not None
+        pred = recorded_file(recorded, case, "pred", summary_path, required=False)
         inputs[case] = CaseInputs(None, pred if pred is not None else gt, gt)
     return Cohort("evaluate", table, {"value": "value"}, inputs, "GT")
 
@@ -139,11 +252,13 @@ def _load_check(folder: Path) -> Cohort:
     or not, with its label map (and image, where one was checked)."""
     flags = read_table(folder / "flags.csv")
     require_columns(flags, ["case", "class", "flag", "value"], folder / "flags.csv")
-    worklist = read_table(folder / "worklist.csv")
+    worklist = read_worklist(folder / "worklist.csv")
     require_columns(worklist, ["case", "flag", "reason"], folder / "worklist.csv")
+    if not len(worklist):
+        raise InputError("holds no cases", folder / "worklist.csv")
     summary_path = folder / "summary.json"
     summary = read_json_object(summary_path, what="check summary")
-    recorded = (summary.get("cases") or {}).get("inputs")
+    recorded = _summary_inputs(summary)
     if not isinstance(recorded, dict):
         raise InputError("names no input files ('cases' / 'inputs')", summary_path)
     long = pd.DataFrame({"case": flags["case"].astype(str), "label": flags["class"].astype(str),
@@ -151,18 +266,18 @@ def _load_check(folder: Path) -> Cohort:
                          "value": pd.to_numeric(flags["value"], errors="coerce")})
     inputs = {}
     for case in worklist["case"].astype(str):
-        files = recorded.get(case) or {}
-        seg = files.get("labels") or files.get("masks")
-        if not seg:
-            raise InputError(f"names no label map of case {case}", summary_path)
-        if files.get("labels"):
-            seg_path = _existing(files["labels"][0], summary_path)
-        else:
+        files = _case_files(recorded, case, summary_path) or {}
+        labels = recorded_file(recorded, case, "labels", summary_path, required=False)
+        if labels is not None:
+            seg_path = labels
+        elif files.get("masks"):
             combined = folder / "combined" / f"{case}.nii.gz"
             if not combined.is_file():
                 raise InputError(f"case {case} is a folder of masks; review needs one label map per case", folder)
             seg_path = combined
-        image = _existing(files["image"][0], summary_path) if files.get("image") else None
+        else:
+            raise InputError(f"names no label map of case {case}", summary_path)
+        image = recorded_file(recorded, case, "image", summary_path, required=False)
         inputs[case] = CaseInputs(image, seg_path, None)
     worklist = worklist.assign(case=worklist["case"].astype(str))
     return Cohort("check", long, {"value": "value"}, inputs, "", worklist=worklist, order=list(worklist["case"]))
@@ -202,6 +317,24 @@ def label_order(labels: list[str]) -> list[str]:
 def primary_metric(long: pd.DataFrame) -> str:
     metrics = list(dict.fromkeys(long["metric"]))
     return "dice" if "dice" in metrics or not metrics else metrics[0]
+
+
+def worse_is_lower(metric: str) -> bool:
+    """Whether low values of ``metric`` are the bad ones (Dice: yes; a distance such as HD95: no),
+    as the metric registry declares (``higher_is_better``); True for a name it does not know."""
+    from segqc.metrics.registry import metric_info
+
+    try:
+        return metric_info(metric).higher_is_better
+    except ValueError:
+        return True
+
+
+def worst_first_key(value: float | None, metric: str) -> float:
+    """A sort key that puts the worst ``value`` of ``metric`` first (ascending); None sorts as 0."""
+    if value is None:
+        return 0.0
+    return value if worse_is_lower(metric) else -value
 
 
 def label_names(long: pd.DataFrame) -> dict[str, str]:

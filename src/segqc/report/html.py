@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import math
 import os
+from collections.abc import Callable
 from functools import partial
 from html import escape
 from pathlib import Path
@@ -26,6 +27,7 @@ from segqc.errors import InputError
 from segqc.report import figures
 from segqc.report.cohort import (
     Cohort,
+    check_layer_grid,
     detect,
     label_names,
     label_order,
@@ -181,24 +183,31 @@ def _crop(seg: np.ndarray, ref: np.ndarray | None, image: np.ndarray | None, err
 
 
 def case_pictures(cohort: Cohort, case: str) -> dict[str, str]:
-    """Thumbnail, orthogonal views and worst slices of one case, as data URIs."""
+    """Thumbnail, orthogonal views and worst slices of one case, as data URIs. Raises
+    :class:`InputError` naming the file for an image with NaN or infinite voxels or a layer that
+    is not on the segmentation's voxel grid."""
     from segqc.io.images import read_image, read_label_map
 
     files = cohort.inputs[case]
     seg_image = read_label_map(files.seg)
     seg: Any = seg_image.array
     geometry = seg_image.geometry
-    ref: Any = None
-    image: Any = None
-    ref = read_label_map(files.ref).array if files.ref is not None and files.ref != files.seg else None
-    image = read_image(files.image).array.astype(np.float32) if files.image is not None else None
-    errors: Any = read_label_map(files.errors).array if files.errors is not None else None
-    uncertainty: Any = (read_image(files.uncertainty).array.astype(np.float32)
-                        if files.uncertainty is not None else None)
-    for name, other in (("reference", ref), ("image", image), ("error map", errors), ("uncertainty map", uncertainty)):
-        if other is not None and other.shape != seg.shape:
-            raise InputError(f"the {name} of case {case} has shape {other.shape}, the segmentation {seg.shape}",
-                             files.seg)
+    readers: list[tuple[str, Path | None, Callable[[Path], Any]]] = [
+        ("reference", files.ref if files.ref != files.seg else None, read_label_map),
+        ("image", files.image, partial(read_image, finite=True)),
+        ("error map", files.errors, read_label_map),
+        ("uncertainty map", files.uncertainty, read_image)]
+    arrays: dict[str, Any] = {}
+    for name, path, reader in readers:
+        arrays[name] = None
+        if path is not None:
+            layer = reader(path)
+            check_layer_grid(layer.geometry, path, geometry, files.seg, layer=name, case=case)
+            arrays[name] = layer.array
+    ref: Any = arrays["reference"]
+    errors: Any = arrays["error map"]
+    image: Any = arrays["image"].astype(np.float32) if arrays["image"] is not None else None
+    uncertainty: Any = arrays["uncertainty map"].astype(np.float32) if arrays["uncertainty map"] is not None else None
     top = float(np.nanmax(uncertainty)) if uncertainty is not None and uncertainty.size else 1.0
     if seg.ndim == 2:
         seg, ref, image, errors, uncertainty = (None if a is None else a[..., None]
@@ -346,9 +355,13 @@ def build_report(out_dir: str | Path, output: str | Path | None = None, *, progr
     behind the contours where the output records none (``evaluate``) or to replace the recorded
     ones (see :func:`segqc.report.cohort.use_files`). Raises :class:`InputError`
     for a folder that holds no known output or names missing input files."""
+    from segqc.io.atomic import atomic_path, check_writable_file
+
     folder = Path(out_dir)
     if not folder.is_dir():
         raise InputError("is not a folder", folder)
+    target = Path(output) if output is not None else folder / "report.html"
+    check_writable_file(target)  # before the pictures are drawn
     kind = detect(folder)
     context: dict[str, Any] = {"title": TITLES[kind], "subtitle": str(folder.resolve()), "notes": [],
                                "ranking": None, "cases": [], "plots": [], "classes": [], "summary_table": None}
@@ -361,10 +374,6 @@ def build_report(out_dir: str | Path, output: str | Path | None = None, *, progr
         use_files(cohort, images=images)
         context.update(_cohort_context(cohort, progress, jobs))
     html = _template().render(**context)
-    target = Path(output) if output is not None else folder / "report.html"
-    from segqc.io.atomic import atomic_path
-
-    target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp:
         Path(tmp).write_text(html, encoding="utf-8")
     return target

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from segqc.errors import InputError
+from segqc.report.cohort import worst_first_key
 from segqc.review.store import DECISIONS, DecisionStore, rater_agreement
 from segqc.review.volumes import VolumeCache
 from segqc.review.worklist import ReviewCase, ReviewWorklist
@@ -55,6 +56,18 @@ def label_colours(labels: dict[str, str]) -> list[dict[str, Any]]:
             for v, name in labels.items() if v.isdigit()]
 
 
+def invalid_request_message(errors: Any) -> str:
+    """One line of what is wrong with a request (where and why, never the input itself), safe to
+    encode as UTF-8 JSON whatever the request held."""
+    problems = []
+    for item in errors:
+        where = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
+        why = str(item.get("msg", "invalid"))
+        problems.append(f"{where}: {why}" if where else why)
+    text = "invalid request: " + ("; ".join(problems) or "invalid")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _case_row(session: ReviewSession, case: ReviewCase, decisions: dict[tuple[str, str], dict[str, Any]],
               label: str) -> dict[str, Any]:
     mine = decisions.get((case.id, label))
@@ -65,13 +78,19 @@ def _case_row(session: ReviewSession, case: ReviewCase, decisions: dict[tuple[st
 
 def create_app(session: ReviewSession, *, allowed_hosts: tuple[str, ...] = LOCAL_HOSTS) -> Any:
     """The FastAPI application of ``session``."""
-    from fastapi import FastAPI, Header, HTTPException, Response
-    from fastapi.responses import HTMLResponse
+    from fastapi import FastAPI, Header, HTTPException, Request, Response
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, JSONResponse
     from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     worklist = session.worklist
     app = FastAPI(title="segqc review", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes the input, which may not even be encodable (a lone surrogate)
+        return JSONResponse({"detail": invalid_request_message(error.errors())}, status_code=422)
     static = resources.files("segqc.review") / "static"
 
     def known_case(case_id: str) -> ReviewCase:
@@ -113,7 +132,7 @@ def create_app(session: ReviewSession, *, allowed_hosts: tuple[str, ...] = LOCAL
         rows = [_case_row(session, case, decisions, label) for case in worklist.cases]
         resume = next((row["id"] for row in rows if row["decision"] is None), None)
         if label != "all":
-            rows.sort(key=lambda r: (r["estimate"] is None, r["estimate"] if r["estimate"] is not None else 0.0))
+            rows.sort(key=lambda r: (r["estimate"] is None, worst_first_key(r["estimate"], worklist.metric)))
         if flagged:
             rows = [row for row in rows if row["flagged"]]
         if unreviewed:

@@ -51,27 +51,63 @@ WHERE d.id = (SELECT MAX(e.id) FROM decisions AS e
 
 
 class DecisionStore:
-    """The review database at ``path`` (created with its schema when missing)."""
+    """The review database at ``path``. Writable (the default): a missing or empty file is created
+    with its schema; an existing database must hold segqc's ``decisions`` table (a database of
+    anything else is refused, never altered). ``readonly``: the file must exist and hold the table;
+    it is opened read-only (SQLite ``mode=ro``), so reading it changes nothing."""
 
-    def __init__(self, path: str | Path, *, timeout: float = 30.0) -> None:
+    def __init__(self, path: str | Path, *, timeout: float = 30.0, readonly: bool = False) -> None:
         self.path = Path(path)
         self.timeout = timeout
+        self.readonly = readonly
+        if self.path.is_dir():
+            raise InputError("is a folder; give the review database file", self.path)
+        if readonly and not self.path.exists():
+            raise InputError("does not exist", self.path)
         if self.path.exists() and not self.path.is_file():
             raise InputError("is not a file; give the review database file", self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not readonly:
+            from segqc.io.atomic import check_writable_file
+
+            check_writable_file(self.path)
+        tables = self._tables() if self.path.exists() and (readonly or self.path.stat().st_size) else set()
+        if tables and "decisions" not in tables:  # another program's database: leave it as it is
+            raise InputError("is a SQLite database without a decisions table, not a segqc review database; "
+                             "give another file", self.path)
+        if readonly and not tables:
+            raise InputError("is not a segqc review database (it has no decisions table)", self.path)
         try:
             with self._connect() as connection:
-                connection.execute("PRAGMA journal_mode=WAL")
-                connection.executescript(_SCHEMA)
+                if not readonly:
+                    connection.execute("PRAGMA journal_mode=WAL")
+                    connection.executescript(_SCHEMA)
                 found = {row[1] for row in connection.execute("PRAGMA table_info(decisions)")}
         except sqlite3.DatabaseError as error:
             raise InputError(f"is not a segqc review database ({error})", self.path) from None
         if set(COLUMNS) - found:
             raise InputError(f"has a decisions table without the columns {sorted(set(COLUMNS) - found)}", self.path)
 
+    def _tables(self) -> set[str]:
+        """The names of the tables and views of the existing database file, read without changing it."""
+        uri = self.path.resolve().as_uri() + "?mode=ro"
+        try:
+            connection = sqlite3.connect(uri, uri=True, timeout=self.timeout)
+            try:
+                rows = connection.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')").fetchall()
+            finally:
+                connection.close()
+        except sqlite3.DatabaseError as error:
+            raise InputError(f"is not a segqc review database ({error})", self.path) from None
+        return {str(row[0]) for row in rows}
+
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        connection = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        if self.readonly:
+            connection = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True, timeout=self.timeout,
+                                         isolation_level=None)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
         try:
             connection.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
             yield connection
@@ -123,12 +159,13 @@ class DecisionStore:
 
 def export_decisions(store: DecisionStore, output: str | Path, *, history: bool = False) -> pd.DataFrame:
     """Write the current decisions (every row with ``history``) to ``output``: CSV, or JSON (a
-    list of records) when the name ends in ``.json``. Returns the written table (without ``id``)."""
-    from segqc.io.atomic import atomic_path
+    list of records) when the name ends in ``.json``. Returns the written table (without ``id``).
+    Raises :class:`InputError` naming ``output`` when it is a folder or a parent of it is a file."""
+    from segqc.io.atomic import atomic_path, check_writable_file
 
-    table = (store.history() if history else store.current()).drop(columns=["id"])
     target = Path(output)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    check_writable_file(target)
+    table = (store.history() if history else store.current()).drop(columns=["id"])
     with atomic_path(target) as tmp:
         if target.suffix.lower() == ".json":
             records = json.loads(table.to_json(orient="records"))

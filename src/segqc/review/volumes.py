@@ -8,6 +8,7 @@ is 1 where the segmentation and the reference differ and 0 elsewhere (or the sto
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -19,6 +20,7 @@ from segqc.io.images import Geometry, Image, read_image, read_label_map
 from segqc.review.worklist import ReviewCase
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+_LAYER_NAMES = {"error": "error map", "uncertainty": "uncertainty map"}
 
 
 def nifti_bytes(array: np.ndarray, geometry: Geometry) -> bytes:
@@ -37,24 +39,37 @@ def nifti_bytes(array: np.ndarray, geometry: Geometry) -> bytes:
     return bytes(image.to_bytes())
 
 
-def _key(path: Path) -> tuple[str, int, int]:
-    stat = path.stat()
-    return (str(path), stat.st_size, stat.st_mtime_ns)
+def _digest(path: Path) -> str:
+    """The SHA-256 of the file's bytes: a file rewritten in place is read again even when its
+    size and modification time stay the same. Raises :class:`InputError` naming a file that is
+    gone or cannot be read (it was there when the worklist was made)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except FileNotFoundError:
+        raise InputError("is missing (it was there when the review started)", path) from None
+    except OSError as error:
+        raise InputError(f"cannot be read: {error.strerror or error}", path) from None
+    return digest.hexdigest()
 
 
 class VolumeCache:
-    """The NIfTI bytes of the last ``size`` layers asked for, keyed by the files' path, size and
-    modification time (a changed file is read again)."""
+    """The NIfTI bytes of the last ``size`` layers asked for, keyed by the contents of their files
+    (SHA-256; a changed file is read again), and the grid and focus of the segmentations read."""
 
     def __init__(self, size: int = 12) -> None:
         self.size = size
         self._items: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
         self._focus: dict[tuple[object, ...], list[int]] = {}
+        self._grids: OrderedDict[str, Geometry] = OrderedDict()
         self._lock = threading.Lock()
 
     def layer(self, case: ReviewCase, layer: str) -> bytes:
         """The NIfTI bytes of ``layer`` of ``case``; raises ``KeyError`` for a layer the case
-        lacks and :class:`InputError` for an unreadable file or grids that differ."""
+        lacks and :class:`InputError` for a missing or unreadable file, an image with NaN or
+        infinite voxels, or a layer that is not on the segmentation's voxel grid."""
         files = case.files
         if layer == "error" and "error" not in files:
             if "segmentation" not in files or "reference" not in files:
@@ -64,33 +79,63 @@ class VolumeCache:
             sources = [files[layer]]
         else:
             raise KeyError(layer)
-        key = (layer, *(_key(p) for p in sources))
+        seg = files.get("segmentation")
+        grid_of = seg if seg is not None and seg not in sources else None  # the grid this layer must lie on
+        digests = [_digest(p) for p in sources]
+        seg_digest = _digest(grid_of) if grid_of is not None else None
+        key = (layer, *digests, seg_digest)
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        data = self._read(layer, sources)
+        data, geometry = self._read(layer, sources, case.id)
+        if layer == "segmentation":
+            self._remember_grid(digests[0], geometry)
+        if grid_of is not None and seg_digest is not None:
+            from segqc.report.cohort import check_layer_grid
+
+            check_layer_grid(geometry, sources[0], self._grid(grid_of, seg_digest), grid_of,
+                             layer=_LAYER_NAMES.get(layer, layer), case=case.id)
         with self._lock:
             self._items[key] = data
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
         return data
 
+    def _remember_grid(self, digest: str, geometry: Geometry) -> None:
+        with self._lock:
+            self._grids[digest] = geometry
+            self._grids.move_to_end(digest)
+            while len(self._grids) > 64 * self.size:
+                self._grids.popitem(last=False)
+
+    def _grid(self, path: Path, digest: str) -> Geometry:
+        """The voxel grid of the label map at ``path`` whose contents have ``digest``."""
+        with self._lock:
+            found = self._grids.get(digest)
+        if found is None:
+            found = read_label_map(path).geometry
+            self._remember_grid(digest, found)
+        return found
+
     def focus(self, case: ReviewCase) -> list[int] | None:
         """The voxel (index order, 3 numbers) at the centre of the bounding box of the
         segmentation's foreground — of the reference's when the segmentation is empty; None when
-        both are empty. The viewer opens there, so the first slice shown holds the segmentation."""
+        both are empty. The viewer opens there, so the first slice shown holds the segmentation.
+        Raises :class:`InputError` for a missing or unreadable file."""
         for layer in ("segmentation", "reference"):
             if layer not in case.files:
                 continue
-            key = ("focus", _key(case.files[layer]))
+            digest = _digest(case.files[layer])
+            key = ("focus", digest)
             with self._lock:
                 cached = self._focus.get(key)
             if cached is None:
-                array = read_label_map(case.files[layer]).array
-                present = np.argwhere(array > 0)
+                label = read_label_map(case.files[layer])
+                self._remember_grid(digest, label.geometry)
+                present = np.argwhere(label.array > 0)
                 cached = [] if not len(present) else (
-                    [int(v) for v in (present.min(axis=0) + present.max(axis=0)) // 2] + [0] * (3 - array.ndim))
+                    [int(v) for v in (present.min(axis=0) + present.max(axis=0)) // 2] + [0] * (3 - label.array.ndim))
                 with self._lock:
                     self._focus[key] = cached
             if cached:
@@ -98,22 +143,23 @@ class VolumeCache:
         return None
 
     @staticmethod
-    def _read(layer: str, sources: list[Path]) -> bytes:
+    def _read(layer: str, sources: list[Path], case: str) -> tuple[bytes, Geometry]:
         if layer == "image":
-            image = read_image(sources[0], dtype=None)
+            image = read_image(sources[0], dtype=None, finite=True)
             array = image.array if image.array.dtype != np.float64 else image.array.astype(np.float32)
-            return nifti_bytes(array, image.geometry)
+            return nifti_bytes(array, image.geometry), image.geometry
         if layer == "uncertainty":
             image = read_image(sources[0], dtype=np.float32)
-            return nifti_bytes(image.array, image.geometry)
+            return nifti_bytes(image.array, image.geometry), image.geometry
         maps: list[Image] = [read_label_map(path) for path in sources]
         if len(maps) == 2:
+            from segqc.report.cohort import check_layer_grid
+
             seg, ref = maps
-            if seg.array.shape != ref.array.shape:
-                raise InputError(f"has shape {ref.array.shape}, the segmentation {seg.array.shape}", sources[1])
-            return nifti_bytes((seg.array != ref.array).astype(np.uint8), seg.geometry)
+            check_layer_grid(ref.geometry, sources[1], seg.geometry, sources[0], layer="reference", case=case)
+            return nifti_bytes((seg.array != ref.array).astype(np.uint8), seg.geometry), seg.geometry
         label = maps[0]
         if layer == "error":  # a stored error map: any class wrong -> 1 (the viewer's error colour)
-            return nifti_bytes((label.array > 0).astype(np.uint8), label.geometry)
+            return nifti_bytes((label.array > 0).astype(np.uint8), label.geometry), label.geometry
         array = label.array.astype(np.uint8) if int(label.array.max(initial=0)) < 256 else label.array
-        return nifti_bytes(array, label.geometry)
+        return nifti_bytes(array, label.geometry), label.geometry

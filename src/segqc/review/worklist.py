@@ -15,7 +15,15 @@ from pathlib import Path
 import pandas as pd
 
 from segqc.errors import InputError
-from segqc.report.cohort import Cohort, label_names, label_order, load_cohort, primary_metric, use_files
+from segqc.report.cohort import (
+    Cohort,
+    label_names,
+    label_order,
+    load_cohort,
+    primary_metric,
+    use_files,
+    worst_first_key,
+)
 
 LAYERS = ("image", "segmentation", "reference", "error", "uncertainty")
 """Layer names, bottom to top. ``reference`` is the pGT (QC) or the ground truth (evaluate);
@@ -103,10 +111,11 @@ def load_worklist(out_dir: str | Path, *, images: str | Path | None = None,
     """The worklist of a ``segqc qc predict`` / ``qc benchmark`` / ``evaluate`` / ``labels check``
     output folder.
 
-    Order: the primary metric's estimate (or value) for all classes ascending, worst first; cases
-    without one (nothing to compare) before all others, as in ``worklist.csv``; a check folder in
-    the order of its ``worklist.csv``. Flags and
-    reasons come from ``worklist.csv`` (no case is flagged without one). ``images`` / ``segs``:
+    Order: the primary metric's estimate (or value) for all classes, worst first (ascending for a
+    score such as Dice, descending for a distance such as HD95, as the metric registry declares);
+    cases without one (nothing to compare) before all others, as in ``worklist.csv``; a check
+    folder in the order of its ``worklist.csv``. Flags and reasons come from ``worklist.csv`` (no
+    case is flagged without one; an empty flag cell is not a flag). ``images`` / ``segs``:
     folders whose files replace the image and segmentation files recorded in the output (first
     image channel; a case is found by its id, by the case its segmentation segments, or by its id
     without a trailing ``_NN`` variant suffix). Raises :class:`InputError` for a folder of
@@ -142,5 +151,5 @@ def load_worklist(out_dir: str | Path, *, images: str | Path | None = None,
         position = {case: i for i, case in enumerate(cohort.order)}
         cases.sort(key=lambda c: position.get(c.id, len(position)))
     else:
-        cases.sort(key=lambda c: (c.estimate is not None, c.estimate if c.estimate is not None else 0.0, c.id))
+        cases.sort(key=lambda c: (c.estimate is not None, worst_first_key(c.estimate, metric), c.id))
     return ReviewWorklist(folder, cohort.kind, metric, cohort.ref_name, labels, cases)

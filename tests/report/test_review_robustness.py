@@ -1,0 +1,330 @@
+"""The review app and its commands when things are not as a segqc run left them: layers on another
+grid, NaN images, files that vanish or change while the app runs, request bodies that cannot be
+echoed, databases of other programs, distance metrics, busy ports and Ctrl-C. Expected values come
+from the test's own files (nibabel, pandas, sqlite3), not from the app's code."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import nibabel
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from segqc.cli.main import app as cli
+from segqc.errors import InputError
+from segqc.review.app import ReviewSession, create_app
+from segqc.review.server import check_address
+from segqc.review.store import DecisionStore
+from segqc.review.worklist import load_worklist
+
+runner = CliRunner()
+LOCAL = "http://127.0.0.1"
+
+
+def _client(folder: Path, db: Path, **files) -> tuple[TestClient, ReviewSession]:
+    session = ReviewSession(load_worklist(folder, **files), DecisionStore(db), "anna")
+    return TestClient(create_app(session), base_url=LOCAL, raise_server_exceptions=False), session
+
+
+def _one_error_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    return lines[0]
+
+
+def _copy_evaluate(evaluate_out: Path, toy: dict[str, Path], root: Path) -> Path:
+    """A copy of the evaluate folder whose summary.json names copies of its files under ``root``."""
+    shutil.copytree(toy["segs"], root / "pred")
+    shutil.copytree(toy["gt"], root / "gt")
+    folder = root / "ev"
+    shutil.copytree(evaluate_out, folder)
+    summary = json.loads((folder / "summary.json").read_text())
+    for case, files in summary["cases"]["inputs"].items():
+        files["pred"] = [str(root / "pred" / f"{case}.nii.gz")]
+        files["gt"] = [str(root / "gt" / f"{case}.nii.gz")]
+    (folder / "summary.json").write_text(json.dumps(summary))
+    return folder
+
+
+def _file_state(path: Path) -> tuple[str, list[str]]:
+    """The bytes' digest of ``path`` and the names beside it (a -wal or -journal file appearing
+    would be a change)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest(), sorted(p.name for p in path.parent.iterdir())
+
+
+# ---- grids and NaN ------------------------------------------------------------------------------
+
+
+def test_an_image_on_another_grid_is_refused_by_its_layer(evaluate_out, toy, tmp_path):
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for path in toy["images"].glob("*.nii.gz"):
+        image = nibabel.load(path)
+        affine = image.affine.copy()
+        affine[:3, 3] = (-40.0, 12.0, 7.5)
+        nibabel.save(nibabel.Nifti1Image(np.asarray(image.dataobj), affine), moved / path.name)
+    client, _ = _client(evaluate_out, tmp_path / "r.sqlite", images=moved)
+    response = client.get("/api/cases/case1/layers/image.nii")
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert str(moved / "case1_0000.nii.gz") in detail and "origin" in detail
+    assert client.get("/api/cases/case1/layers/segmentation.nii").status_code == 200
+
+
+def test_a_reference_on_another_grid_is_refused_by_the_reference_and_error_layers(evaluate_out, toy, tmp_path):
+    folder = _copy_evaluate(evaluate_out, toy, tmp_path)
+    gt = tmp_path / "gt" / "case2.nii.gz"
+    image = nibabel.load(gt)
+    affine = image.affine.copy()
+    affine[0, 0] *= 2.0
+    nibabel.save(nibabel.Nifti1Image(np.asarray(image.dataobj), affine), gt)
+    client, _ = _client(folder, tmp_path / "r.sqlite")
+    for layer in ("reference", "error"):
+        response = client.get(f"/api/cases/case2/layers/{layer}.nii")
+        assert response.status_code == 422, layer
+        assert str(gt) in response.json()["detail"] and "spacing" in response.json()["detail"]
+    assert client.get("/api/cases/case1/layers/error.nii").status_code == 200
+
+
+def test_a_nan_image_is_refused_not_shown_as_zero(evaluate_out, toy, tmp_path):
+    with_nan = tmp_path / "nan"
+    shutil.copytree(toy["images"], with_nan)
+    image = nibabel.load(with_nan / "case1_0000.nii.gz")
+    array = np.asarray(image.dataobj, dtype=np.float32)
+    array[3, 3, 1] = np.nan
+    nibabel.save(nibabel.Nifti1Image(array, image.affine), with_nan / "case1_0000.nii.gz")
+    client, _ = _client(evaluate_out, tmp_path / "r.sqlite", images=with_nan)
+    response = client.get("/api/cases/case1/layers/image.nii")
+    assert response.status_code == 422
+    assert str(with_nan / "case1_0000.nii.gz") in response.json()["detail"] and "NaN" in response.json()["detail"]
+    assert client.get("/api/cases/case2/layers/image.nii").status_code == 200
+
+
+# ---- files that vanish or change while the app runs --------------------------------------------
+
+
+def test_a_file_deleted_while_the_app_runs_is_named_not_a_server_error(evaluate_out, toy, tmp_path):
+    folder = _copy_evaluate(evaluate_out, toy, tmp_path)
+    client, _ = _client(folder, tmp_path / "r.sqlite")
+    assert client.get("/api/cases/case1/layers/segmentation.nii").status_code == 200  # cached now
+    gone = tmp_path / "pred" / "case1.nii.gz"
+    gone.unlink()
+    case = client.get("/api/cases/case1")
+    assert case.status_code == 200 and case.json()["focus"] is None
+    for layer in ("segmentation", "error", "reference"):  # the reference is checked against the segmentation's grid
+        response = client.get(f"/api/cases/case1/layers/{layer}.nii")
+        assert response.status_code == 422, layer
+        assert response.json()["detail"] == f"{gone}: is missing (it was there when the review started)"
+    assert client.get("/api/cases/case2/layers/reference.nii").status_code == 200
+
+
+def test_a_file_rewritten_in_place_with_its_old_time_is_served_anew(evaluate_out, toy, tmp_path):
+    segs = tmp_path / "segs_nii"  # uncompressed: a rewrite with other voxels keeps the size
+    segs.mkdir()
+    for path in toy["segs"].glob("*.nii.gz"):
+        image = nibabel.load(path)
+        nibabel.save(nibabel.Nifti1Image(np.asarray(image.dataobj), image.affine),
+                     segs / path.name.replace(".nii.gz", ".nii"))
+    client, _ = _client(evaluate_out, tmp_path / "r.sqlite", segs=segs)
+
+    def served() -> np.ndarray:
+        response = client.get("/api/cases/case0/layers/segmentation.nii")
+        assert response.status_code == 200
+        return np.asarray(nibabel.Nifti1Image.from_bytes(response.content).dataobj)
+
+    before = served()
+    assert before.any()
+    first_focus = client.get("/api/cases/case0").json()["focus"]
+    path = segs / "case0.nii"
+    stat = path.stat()
+    image = nibabel.load(path)
+    replaced = np.zeros(image.shape, np.uint8)
+    replaced[0:3, 0:3, 0:2] = 1
+    nibabel.save(nibabel.Nifti1Image(replaced, image.affine, header=image.header), path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+    assert np.array_equal(served(), replaced)
+    assert client.get("/api/cases/case0").json()["focus"] == [1, 1, 0] != first_focus
+
+
+# ---- requests -----------------------------------------------------------------------------------
+
+
+def test_a_comment_with_a_lone_surrogate_is_refused_with_a_clear_422(qc_out, tmp_path):
+    db = tmp_path / "r.sqlite"
+    client, session = _client(qc_out, db)
+    for body, status, start in [('{"decision": "accept", "comment": "\\ud800"}', 422, "invalid request: comment:"),
+                                ('{"decision": "accept", "comment": "ok \\udfff"}', 422, "invalid request: comment:"),
+                                ("{bad json", 422, "invalid request"),
+                                ('{"decision": "\\udfff"}', 422, "decision must be one of"),
+                                ('{"decision": "accept", "label": "\\ud800"}', 404, "unknown class")]:
+        response = client.post("/api/cases/case0/decisions", content=body,
+                               headers={"X-Segqc-Token": session.token, "content-type": "application/json"})
+        assert response.status_code == status, body
+        detail = response.json()["detail"]
+        assert isinstance(detail, str) and detail.startswith(start), (body, detail)
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("SELECT COUNT(*) FROM decisions").fetchall() == [(0,)]
+
+
+# ---- worst first for distances -----------------------------------------------------------------
+
+
+def test_worst_first_puts_the_largest_distance_first(toy, tmp_path):
+    from segqc.evaluation.evaluate import evaluate_folder
+
+    out = tmp_path / "ev_hd"
+    evaluate_folder(toy["segs"], toy["gt"], out, metrics=("hd95",))
+    table = pd.read_csv(out / "metrics.csv", dtype={"case": str, "label": str})
+    per_case = table.pivot_table(index="case", columns="label", values="value")
+    # the fixture shifts case i by 2 i voxels: every class's distance grows with i, case0 is perfect
+    assert list(per_case.index) == ["case0", "case1", "case2", "case3"]
+    assert (per_case.diff().iloc[1:] > 0).all().all() and (per_case.loc["case0"] == 0).all()
+    client, _ = _client(out, tmp_path / "r.sqlite")
+    assert [r["id"] for r in client.get("/api/worklist").json()["cases"]] == ["case3", "case2", "case1", "case0"]
+    one_class = client.get("/api/worklist", params={"label": "1"}).json()["cases"]
+    expected = table[table["label"] == "1"].sort_values("value", ascending=False)
+    assert [r["id"] for r in one_class] == list(expected["case"])
+    assert [r["estimate"] for r in one_class] == pytest.approx(list(expected["value"]))
+
+
+# ---- databases ----------------------------------------------------------------------------------
+
+
+def test_export_of_an_empty_file_changes_nothing_and_is_one_error(tmp_path):
+    empty = tmp_path / "db" / "empty.sqlite"
+    empty.parent.mkdir()
+    empty.touch()
+    before = _file_state(empty)
+    line = _one_error_line(runner.invoke(cli, ["review", "export", str(empty), "-o", str(tmp_path / "d.csv")]))
+    assert line.startswith(f"error: {empty}:") and "not a segqc review database" in line
+    assert _file_state(empty) == before and empty.stat().st_size == 0
+    assert not (tmp_path / "d.csv").exists()
+
+
+def test_a_database_of_another_program_is_neither_exported_nor_opened_nor_changed(qc_out, tmp_path):
+    other = tmp_path / "db" / "other.db"
+    other.parent.mkdir()
+    with sqlite3.connect(other) as connection:
+        connection.execute("CREATE TABLE patients (id INTEGER, name TEXT)")
+        connection.execute("INSERT INTO patients VALUES (1, 'x')")
+    connection.close()
+    before = _file_state(other)
+    line = _one_error_line(runner.invoke(cli, ["review", "export", str(other), "-o", str(tmp_path / "d.csv")]))
+    assert line.startswith(f"error: {other}:") and "segqc review database" in line
+    line = _one_error_line(runner.invoke(cli, ["review", "open", str(qc_out), "--db", str(other), "--no-browser"]))
+    assert line.startswith(f"error: {other}:") and "decisions table" in line
+    with pytest.raises(InputError, match="other.db"):
+        DecisionStore(other)
+    assert _file_state(other) == before
+    with sqlite3.connect(other) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchall() == [("delete",)]
+        assert connection.execute("SELECT name FROM sqlite_master").fetchall() == [("patients",)]
+    connection.close()
+
+
+def test_an_empty_file_may_become_the_review_database_and_export_reads_without_writing(qc_out, tmp_path):
+    db = tmp_path / "db" / "new.sqlite"
+    db.parent.mkdir()
+    db.touch()
+    store = DecisionStore(db)
+    store.record("case0", "accept", rater="anna")
+    before = _file_state(db)
+    result = runner.invoke(cli, ["review", "export", str(db), "-o", str(tmp_path / "d.csv")])
+    assert result.exit_code == 0, result.output
+    assert _file_state(db)[0] == before[0]
+    assert pd.read_csv(tmp_path / "d.csv")["decision"].tolist() == ["accept"]
+
+
+def test_export_of_a_folder_or_to_a_folder_says_so(tmp_path):
+    db = tmp_path / "r.sqlite"
+    DecisionStore(db).record("case0", "accept", rater="anna")
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    line = _one_error_line(runner.invoke(cli, ["review", "export", str(folder), "-o", str(tmp_path / "d.csv")]))
+    assert line.startswith(f"error: {folder}: is a folder")
+    line = _one_error_line(runner.invoke(cli, ["review", "export", str(db), "-o", str(folder)]))
+    assert line == f"error: {folder}: is a folder; give a file name"
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    line = _one_error_line(runner.invoke(cli, ["review", "export", str(db), "-o", str(blocker / "d.csv")]))
+    assert line.startswith(f"error: {blocker / 'd.csv'}:") and f"its parent {blocker} is a file" in line
+
+
+# ---- starting and stopping the server ----------------------------------------------------------
+
+
+def test_a_busy_port_is_one_error_naming_host_and_port(qc_out, tmp_path):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(InputError, match=f"127.0.0.1:{port}"):
+            check_address("127.0.0.1", port)
+        result = runner.invoke(cli, ["review", "open", str(qc_out), "--db", str(tmp_path / "r.sqlite"),
+                                     "--no-browser", "--port", str(port)])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: 127.0.0.1:{port}: cannot listen there")
+    assert "in use" in errors[0]
+    assert not (tmp_path / "r.sqlite").exists()  # refused before the database was made
+    assert "ERROR" not in result.output and "Errno" not in result.output
+
+
+def test_an_unknown_host_is_one_error_naming_it(qc_out, tmp_path):
+    result = runner.invoke(cli, ["review", "open", str(qc_out), "--db", str(tmp_path / "r.sqlite"),
+                                 "--no-browser", "--host", "999.1.1.1"])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: 999.1.1.1: cannot listen there: unknown host")
+    assert "Errno" not in result.output
+
+
+def test_ctrl_c_stops_the_review_with_a_plain_line_and_exit_0(qc_out, tmp_path):
+    db = tmp_path / "r.sqlite"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "segqc", "review", "open", str(qc_out), "--db", str(db), "--no-browser"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
+    lines: list[str] = []
+    started = threading.Event()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            if "review at" in line:
+                started.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert started.wait(120), "".join(lines)
+        time.sleep(0.3)
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    reader.join(10)  # stdout is read by the reader thread only
+    assert process.stderr is not None
+    stderr = process.stderr.read()
+    assert process.returncode == 0, (lines, stderr)
+    assert f"review stopped; decisions are saved in {db}\n" in lines
+    assert "error" not in stderr and "Traceback" not in stderr
