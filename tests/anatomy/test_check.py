@@ -426,6 +426,39 @@ def test_bad_options_stop_the_run_with_exit_code_2(tmp_path):
     assert result.exit_code == 2 and "body_hu takes a number" in result.output
 
 
+@pytest.mark.parametrize("rows, problem", [
+    ("class,mean_ml,sd_ml\nliver,1500,200\nsplen,1,1\n", "class 'splen' is not in the scheme 'total'"),
+    ("class,mean_ml,sd_ml\nliver,1500,200\nspleen,1 ml,1\n", "mean_ml of 'spleen' (row 3) is not a number: '1 ml'"),
+    ("case,class,volume_ml\na,liver,1500\nb,liver,1.2 l\n", "volume_ml of 'liver' (row 3) is not a number: '1.2 l'"),
+], ids=["unknown-class", "units", "per-case-text"])
+def test_a_reference_with_an_unknown_class_or_a_value_that_is_no_number_is_one_error_line(tmp_path, rows, problem):
+    phantom = _phantom("8mm-flipped")
+    write_image(tmp_path / "labels" / "c.nii.gz", phantom.labels, phantom.geometry)
+    reference = tmp_path / "reference.csv"
+    reference.write_text(rows)
+    result = runner.invoke(_app, [str(tmp_path / "labels"), "-o", str(tmp_path / "out"), "--flags", "volume_z",
+                                  "--reference", str(reference), "-q"], catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == f"error: {reference}: {problem}"
+
+
+@pytest.mark.parametrize("step, problem", [
+    ("{rule: largest_component, classes: 5}", "step 1 (largest_component): classes must be a list of class names"),
+    ("{rule: restrict_to_region, regions: {head: {inferior: {landmark: vertebrae_C3}}}, classes: [brain]}",
+     "step 1 (restrict_to_region): classes must map each region to a list of class names"),
+], ids=["classes-int", "region-classes-list"])
+def test_a_malformed_rules_file_is_one_error_line_naming_it(tmp_path, step, problem):
+    phantom = _phantom("8mm-flipped")
+    write_image(tmp_path / "labels" / "c.nii.gz", phantom.labels, phantom.geometry)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(f"steps:\n- {step}\n")
+    result = runner.invoke(_app, [str(tmp_path / "labels"), "-o", str(tmp_path / "out"), "--rules", str(rules), "-q"],
+                           catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: {rules}: {problem}"), result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
 def test_thresholds_from_the_command_line():
     config = CheckConfig.preset("default", air_allowed="lung,trachea", body_hu=-300, flags="region,components")
     assert config.air_allowed == ("lung", "trachea") and config.body_hu == -300.0

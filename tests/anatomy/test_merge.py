@@ -55,6 +55,25 @@ def test_class_and_conflict_tables_count_claims_wins_and_disagreements():
     assert conflicts == {("tissue", "organ"): 1, ("organ", "lesion"): 1, ("tissue", "other"): 1}
 
 
+@pytest.mark.parametrize("strategy", ["hierarchy", "priority", "vote"])
+def test_class_values_above_16_bits_are_merged_and_counted_without_wrapping(strategy):
+    wide = {1: 70_000, 2: 70_001, 3: 3_000_000, 4: 5}  # the toy scheme's values, renumbered
+    scheme = LabelScheme(name="wide", classes=tuple(
+        LabelClass(c.name, wide[c.value], parent=c.parent) for c in SCHEME.classes if c.value is not None))
+    lookup = np.vectorize(lambda v: wide.get(int(v), 0))
+    expected = merge_label_maps([A, B], SCHEME, strategy=strategy, names=["a", "b"])
+    result = merge_label_maps([lookup(A), lookup(B)], scheme, strategy=strategy, names=["a", "b"])
+    assert result.merged.dtype == np.uint32
+    np.testing.assert_array_equal(result.merged, lookup(expected.merged))
+    np.testing.assert_array_equal(result.provenance, expected.provenance)
+    def by_name(table):
+        return table.sort_values(["source", "class"]).reset_index(drop=True)
+
+    expected_classes = expected.classes.assign(value=[wide[v] for v in expected.classes["value"]])
+    assert by_name(result.classes).equals(by_name(expected_classes))
+    assert result.conflicts.equals(expected.conflicts)  # conflicts by class name: the same pairs and counts
+
+
 def test_merging_in_blocks_gives_the_same_maps_and_tables(monkeypatch):
     rng = np.random.default_rng(1)
     sources = [rng.integers(0, 5, size=(9, 11, 7)) * (rng.random((9, 11, 7)) < 0.7) for _ in range(3)]

@@ -416,3 +416,17 @@ def test_segqc_report_renders_a_quality_folder(tmp_path):
     assert "82.5 ± 16.1" in html  # the hand-computed Table-5 cell
     assert html.count('src="data:image/png;base64,') == len(list((out / "plots").glob("*.png"))) > 0
     assert "http://" not in html and "https://" not in html
+
+
+def test_a_chosen_label_that_no_base_map_holds_stops_the_run_without_a_dataset_json(tmp_path):
+    base_dir, pseudo_dir = _write_hand_folders(tmp_path)
+    (base_dir / "dataset.json").unlink()  # the labels are known only from the maps: 1 and 2
+    result = runner.invoke(_app, [str(base_dir), str(pseudo_dir), "-o", str(tmp_path / "out"), "--labels", "999",
+                                  "-q"], catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    assert f"error: {base_dir}: label 999 is in no base label map; the base maps hold 1, 2" in result.output
+    assert not (tmp_path / "out" / "quality.csv").exists()
+    held = runner.invoke(_app, [str(base_dir), str(pseudo_dir), "-o", str(tmp_path / "ok"), "--labels", "2", "-q"],
+                         catch_exceptions=False)
+    assert held.exit_code == 0, held.output
+    assert pd.read_csv(tmp_path / "ok" / "organs.csv")["label"].unique().tolist() == [2]

@@ -144,6 +144,37 @@ def test_rules_files_are_validated_naming_the_file(tmp_path):
         load_rules(path)
 
 
+@pytest.mark.parametrize("step, problem", [
+    ("{rule: largest_component, classes: 5}", "step 1 (largest_component): classes must be a list of class names, "
+                                              "got 5"),
+    ("{rule: largest_component, classes: spleen}", "step 1 (largest_component): classes must be a list of class "
+                                                   "names, got 'spleen'"),
+    ("{rule: largest_component, classes: [spleen], keep_fraction: abc}",
+     "step 1 (largest_component): keep_fraction must be a number from 0 to 1, got 'abc'"),
+    ("{rule: largest_component, classes: [spleen], min_voxels: many}",
+     "step 1 (largest_component): min_voxels must be a whole number >= 0, got 'many'"),
+    ("{rule: largest_component, classes: [vertebrae]}", "step 1 (largest_component): vertebrae: a group of the "
+                                                        "scheme 'total', not a class with a label value"),
+    ("{rule: left_right, max_tilt_degrees: steep}",
+     "step 1 (left_right): max_tilt_degrees must be a number from 0 to 90, got 'steep'"),
+    ("{rule: restrict_to_region, regions: {head: {inferior: {landmark: vertebrae_C3}}}, classes: [brain]}",
+     "step 1 (restrict_to_region): classes must map each region to a list of class names"),
+    ("{rule: restrict_to_region, regions: {head: {inferior: {landmark: vertebrae_C3, margin_mm: wide}}}, "
+     "classes: {head: [brain]}}", "step 1 (restrict_to_region): region 'head': inferior margin_mm must be a number"),
+    ("{rule: order_series, series: ribs, left: 'rib_left_{x}'}",
+     "step 1 (order_series): left must be a class name template with {n} for the number"),
+    ("{rule: order_series, series: ribs, left: 'rib_left_{n}', count: 2.5}",
+     "step 1 (order_series): count must be a whole number >= 1, got 2.5"),
+], ids=["classes-int", "classes-string", "keep-fraction", "min-voxels", "group", "tilt", "region-classes-list",
+        "margin", "template", "count"])
+def test_malformed_rules_are_one_error_naming_the_file_the_step_and_the_option(tmp_path, step, problem):
+    path = tmp_path / "rules.yaml"
+    path.write_text(f"scheme: total\nsteps:\n- {step}\n")
+    with pytest.raises(InputError) as info:
+        load_rules(path)
+    assert str(info.value).startswith(f"{path}: {problem}"), str(info.value)
+
+
 def test_rules_command_fixes_a_folder_and_logs_every_change(tmp_path):
     clean = make_phantom(sex="M")
     broken = clean.labels.copy()

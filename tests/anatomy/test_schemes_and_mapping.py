@@ -97,6 +97,41 @@ def test_scheme_diff_of_totalsegmentator_v1_and_v2(shared_data):
     assert diff.loc["aorta", "old_value"] == 7 and diff.loc["aorta", "new_name_at_old_value"] == "pancreas"
 
 
+def test_scheme_values_above_32_bits_are_refused_when_the_scheme_is_loaded(tmp_path):
+    path = tmp_path / "huge.yaml"
+    path.write_text("name: huge\nclasses:\n- {name: spleen, value: 99999999999}\n")
+    with pytest.raises(InputError, match=r"huge\.yaml: scheme 'huge': class 'spleen' has value 99999999999; values "
+                                         r"are at most 4294967295"):
+        load_scheme(path)
+    path.write_text("name: top\nclasses:\n- {name: spleen, value: 4294967295}\n")
+    assert load_scheme(path).max_value == 2**32 - 1
+
+
+@pytest.mark.parametrize("largest, dtype", [(255, np.uint8), (70_000, np.uint32), (3_000_000, np.uint32),
+                                            (2**32 - 1, np.uint32), (65_535, np.uint16)])
+def test_mapped_maps_keep_target_values_above_16_bits(largest, dtype):
+    target = _scheme("wide", [("kidney", 5, None), ("liver", largest, None)])
+    mapping = mapping_by_name(ORGANS, target, explicit={"kidney_left": "kidney", "kidney_right": "kidney",
+                                                        "liver": "liver", "tumour": "liver"})
+    mapped = mapping.apply(np.array([[0, 1, 2], [3, 4, 0]], dtype=np.uint8))
+    assert mapped.dtype == dtype
+    np.testing.assert_array_equal(mapped, np.array([[0, 5, 5], [largest, largest, 0]], dtype=np.int64))
+    back = mapping_by_name(target, ORGANS, explicit={"kidney": "kidney_left", "liver": "liver"})
+    np.testing.assert_array_equal(back.apply(mapped), [[0, 1, 1], [3, 3, 0]])  # large SOURCE values too
+
+
+@pytest.mark.parametrize("regions, shown", [("{x: 5}", "5"), ("{x: spleen}", "'spleen'"),
+                                            ("{x: [spleen, 3]}", "['spleen', 3]")])
+def test_mapping_regions_that_are_not_lists_of_names_are_one_error_naming_the_file(tmp_path, regions, shown):
+    path = tmp_path / "map.yaml"
+    path.write_text(f"source: total\ntarget: total_mr\nregions: {regions}\n")
+    with pytest.raises(InputError) as info:
+        load_mapping(path)
+    assert str(info.value) == f"{path}: region 'x': regions must be lists of class names, not {shown}"
+    with pytest.raises(InputError, match="regions must be lists of class names"):
+        mapping_into(path, shipped_scheme("total_mr"))  # labels merge SOURCE=map.yaml
+
+
 def test_mapping_by_name_uses_same_names_then_parent_groups():
     v1, v2 = shipped_scheme("total_v1"), shipped_scheme("total")
     mapping = mapping_by_name(v1, v2)

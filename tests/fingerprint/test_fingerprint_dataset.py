@@ -179,6 +179,18 @@ def test_image_and_label_on_different_grids_are_rejected(generated):
     assert "--resample" not in str(info.value)
 
 
+def test_a_2d_case_among_3d_cases_names_its_label_map(generated):
+    root, arrays = generated
+    ct, mr, label, geometry = arrays["case_b"]
+    flat = Geometry.from_shape(geometry.shape[:2], geometry.spacing[:2])
+    for channel, image in (("0000", ct), ("0001", mr)):
+        write_image(root / "imagesTr" / f"case_b_{channel}.nii.gz", image[:, :, 4], flat)
+    write_image(root / "labelsTr" / "case_b.nii.gz", label[:, :, 4], flat)
+    with pytest.raises(InputError, match=r"case_b\.nii\.gz: 2D while other cases are 3D$") as info:
+        compute_fingerprint(root)
+    assert info.value.path == root / "labelsTr" / "case_b.nii.gz"
+
+
 def test_missing_image_missing_dataset_json_and_unreadable_file(generated):
     root, _ = generated
     (root / "imagesTr" / "case_c_0000.nii.gz").write_bytes(b"not a nifti")

@@ -60,6 +60,7 @@ import yaml
 from scipy import ndimage
 
 from segqc.anatomy.regions import parse_regions, region_limits
+from segqc.anatomy.rules import check_steps
 from segqc.anatomy.scheme import LabelScheme
 from segqc.anatomy.space import axis_coordinate, fit_midsagittal_plane, index_to_mm
 from segqc.config import ConfigBase, register_presets
@@ -222,6 +223,10 @@ def load_anatomy_tables(spec: str | Path = "dap_total") -> AnatomyTables:
     steps = data.get("steps") if isinstance(data, Mapping) else None
     if not isinstance(steps, list):
         raise InputError("a rule preset needs a 'steps' list", source)
+    try:
+        check_steps(steps)
+    except ValueError as error:
+        raise InputError(str(error), source) from None
     regions: dict[str, Any] = {}
     region_classes: dict[str, tuple[str, ...]] = {}
     single: tuple[str, ...] = ()
@@ -694,26 +699,42 @@ def flag_volume_z(labels: np.ndarray, geometry: Geometry, scheme: LabelScheme, r
     return _frame(rows)
 
 
-def reference_volumes(table: pd.DataFrame, *, source: str | Path | None = None) -> pd.DataFrame:
+def reference_volumes(table: pd.DataFrame, *, source: str | Path | None = None,
+                      scheme: LabelScheme | None = None) -> pd.DataFrame:
     """A reference (class, mean_ml, sd_ml, n) from a table that is one already (columns class,
     mean_ml, sd_ml) or from per-case volumes (case, class or organ, volume_ml or ml): mean and sample
     SD per class over the cases where it is present (volume > 0), classes with at least 2 cases.
-    Missing columns raise :class:`InputError` naming ``source``."""
+    Missing columns, a value that is not a number (an empty cell is no value) and, with ``scheme``,
+    a class name the scheme does not have raise :class:`InputError` naming ``source``."""
     columns = {c.lower(): c for c in table.columns}
     name_column = columns.get("class") or columns.get("organ") or columns.get("label_name")
     if name_column is None:
         raise InputError("a reference needs a 'class' (or 'organ') column", source)
+    names = table[name_column].astype(str)
+    if scheme is not None:
+        unknown = [n for n in dict.fromkeys(names) if n not in scheme.by_name]
+        if unknown:
+            raise InputError(f"class {unknown[0]!r} is not in the scheme {scheme.name!r}"
+                             + (f" (nor {', '.join(map(repr, unknown[1:4]))})" if len(unknown) > 1 else ""), source)
+
+    def numbers(column: str) -> pd.Series:
+        raw = table[columns[column]]
+        values = pd.to_numeric(raw, errors="coerce")
+        bad = values.isna() & raw.notna() & (raw.astype(str).str.strip() != "")
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise InputError(f"{columns[column]} of {names.iloc[row]!r} (row {row + 2}) is not a number: "
+                             f"{raw.iloc[row]!r}", source)
+        return values
+
     if "mean_ml" in columns and "sd_ml" in columns:
-        out = pd.DataFrame({"class": table[name_column].astype(str),
-                            "mean_ml": pd.to_numeric(table[columns["mean_ml"]], errors="coerce"),
-                            "sd_ml": pd.to_numeric(table[columns["sd_ml"]], errors="coerce")})
-        out["n"] = pd.to_numeric(table[columns["n"]], errors="coerce") if "n" in columns else np.nan
+        out = pd.DataFrame({"class": names, "mean_ml": numbers("mean_ml"), "sd_ml": numbers("sd_ml")})
+        out["n"] = numbers("n") if "n" in columns else np.nan
         return out.reset_index(drop=True)
-    volume_column = columns.get("volume_ml") or columns.get("ml")
+    volume_column = "volume_ml" if "volume_ml" in columns else "ml" if "ml" in columns else None
     if volume_column is None:
         raise InputError("a reference needs columns class, mean_ml, sd_ml, or case, class, volume_ml", source)
-    volumes = pd.DataFrame({"class": table[name_column].astype(str),
-                            "volume_ml": pd.to_numeric(table[volume_column], errors="coerce")})
+    volumes = pd.DataFrame({"class": names, "volume_ml": numbers(volume_column)})
     volumes = volumes[volumes["volume_ml"] > 0]
     grouped = volumes.groupby("class", sort=True)["volume_ml"]
     out = pd.DataFrame({"mean_ml": grouped.mean(), "sd_ml": grouped.std(ddof=1), "n": grouped.size()})
@@ -721,14 +742,15 @@ def reference_volumes(table: pd.DataFrame, *, source: str | Path | None = None) 
     return out[["class", "mean_ml", "sd_ml", "n"]]
 
 
-def load_reference(path: str | Path) -> pd.DataFrame:
-    """:func:`reference_volumes` of a CSV file; an unreadable file raises :class:`InputError` naming it."""
+def load_reference(path: str | Path, *, scheme: LabelScheme | None = None) -> pd.DataFrame:
+    """:func:`reference_volumes` of a CSV file; an unreadable file, a value that is not a number or
+    (with ``scheme``) a class the scheme does not have raises :class:`InputError` naming it."""
     path = Path(path)
     try:
         table = pd.read_csv(path)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise InputError(f"cannot read the reference volumes: {str(error).splitlines()[0]}", path) from None
-    reference = reference_volumes(table, source=path)
+    reference = reference_volumes(table, source=path, scheme=scheme)
     if not len(reference):
         raise InputError("the reference describes no class (each class needs at least 2 cases)", path)
     return reference

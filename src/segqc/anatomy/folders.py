@@ -14,6 +14,11 @@ source's classes were mapped) and ``OUT/summary.json``. Sources on another grid 
 reference (``reference``: a file, or the first source's map of the case) are resampled onto it
 (nearest neighbour, physical space) with a warning per case; a case missing from some sources is
 merged from the others with a warning naming them.
+
+A folder without label maps stops the run (:class:`InputError`). A rerun into the same output
+folder removes the output maps of the cases that the previous run of the same command reported
+done and this run did not write (an input removed since, a case that fails now, a region no
+longer asked for), with a warning listing them; other files are never touched.
 """
 
 from __future__ import annotations
@@ -31,14 +36,18 @@ import yaml
 from segqc.anatomy.mapping import LabelMapping
 from segqc.anatomy.merge import STRATEGIES, merge_label_maps
 from segqc.anatomy.rules import CHANGE_COLUMNS, RuleSet, apply_rules
-from segqc.anatomy.scheme import LabelScheme
+from segqc.anatomy.scheme import LabelScheme, value_counts
 from segqc.errors import InputError
 from segqc.execution import CaseResult, CaseTask, RunReport, run_cases
 from segqc.io.atomic import atomic_path, write_csv_atomic, write_json_atomic
 from segqc.io.datasets import case_id, list_label_files
 from segqc.io.images import Geometry, check_same_geometry, read_image, read_label_map, resample_nearest, write_image
 
-__all__ = ["LabelSource", "map_folder", "merge_folders", "read_metadata", "rules_folder", "source_cases"]
+__all__ = ["LabelSource", "label_files", "map_folder", "merge_folders", "read_metadata", "rules_folder", "source_cases"]
+
+_MAP_SUMMARY = "segqc-labels-map-summary"
+_MERGE_SUMMARY = "segqc-labels-merge-summary"
+_RULES_SUMMARY = "segqc-labels-rules-summary"
 
 
 @dataclass(frozen=True)
@@ -61,9 +70,22 @@ def source_cases(sources: Sequence[LabelSource], *, case: str | None = None) -> 
         return {case or case_id(sources[0].path): [s.path for s in sources]}
     if kinds != {True}:
         raise InputError("sources must be all folders (cases by file name) or all single files", sources[0].path)
-    listed = [list_label_files(s.path) for s in sources]
+    listed = [label_files(s.path) for s in sources]
     ids = sorted(set().union(*listed))
     return {c: [files.get(c) for files in listed] for c in ids}
+
+
+def label_files(path: Path) -> dict[str, Path]:
+    """Case id -> label map of a folder (``CASE.nii.gz``, ...), or of one file. A missing path or a
+    folder without label maps raises :class:`InputError` naming it."""
+    if not path.exists():
+        raise InputError("no such file or folder", path)
+    if path.is_file():
+        return {case_id(path): path}
+    files = list_label_files(path)
+    if not files:
+        raise InputError("holds no label maps (CASE.nii.gz)", path)
+    return files
 
 
 def _read_on_grid(path: Path, reference: Geometry | None) -> tuple[np.ndarray, Geometry, bool]:
@@ -116,10 +138,9 @@ def merge_case(task: CaseTask, *, scheme: LabelScheme, sources: Sequence[LabelSo
     write_image(out_dir / "provenance" / f"{task.case}.nii.gz", provenance, geometry)
     ml = float(np.prod(geometry.spacing)) / 1000.0
     classes = result.classes.copy()
-    counts = np.bincount(result.merged.ravel(), minlength=scheme.max_value + 1)
-    merged_rows = pd.DataFrame([{"class": scheme.name_of(int(v)), "value": int(v), "source": "merged",
-                                 "claimed": int(counts[v]), "won": int(counts[v])}
-                                for v in np.flatnonzero(counts[1:]) + 1])
+    merged_rows = pd.DataFrame([{"class": scheme.name_of(v), "value": v, "source": "merged", "claimed": n, "won": n}
+                                for v, n in zip(*(a.tolist() for a in value_counts(result.merged)), strict=True)
+                                if v])
     classes = pd.concat([classes, merged_rows], ignore_index=True) if len(merged_rows) else classes
     classes.insert(0, "case", task.case)
     classes["won_ml"] = classes["won"] * ml
@@ -174,7 +195,7 @@ def merge_folders(sources: Sequence[LabelSource], scheme: LabelScheme, out_dir: 
     pairs = (conflicts.groupby(["source_a", "source_b"])["voxels"].sum().reset_index()
              if len(conflicts) else pd.DataFrame(columns=["source_a", "source_b", "voxels"]))
     write_json_atomic(out / "summary.json", {
-        "format": "segqc-labels-merge-summary", "scheme": scheme.name, "strategy": strategy,
+        "format": _MERGE_SUMMARY, "scheme": scheme.name, "strategy": strategy,
         "priority": [sources[i].name for i in (priority if priority is not None else range(len(sources)))],
         "provenance_values": {str(i + 1): s.name for i, s in enumerate(sources)},
         "sources": [{"name": s.name, "path": str(s.path), "scheme": s.mapping.source.name if s.mapping else scheme.name}
@@ -205,12 +226,11 @@ def map_case(task: CaseTask, *, mapping: LabelMapping, out_dir: Path) -> CaseRes
         name = f"regions/{region}/{task.case}.nii.gz"
         write_image(out_dir / name, mask.astype(np.uint8), image.geometry)
         written.append(name)
-    before = np.bincount(image.array.ravel())
-    after = np.bincount(mapped.ravel(), minlength=mapping.target.max_value + 1)
+    before = set(value_counts(image.array)[0].tolist())
     ml = float(np.prod(image.geometry.spacing)) / 1000.0
-    rows = [{"case": task.case, "class": mapping.target.name_of(int(v)), "value": int(v), "voxels": int(after[v]),
-             "ml": float(after[v] * ml)} for v in np.flatnonzero(after[1:]) + 1]
-    dropped = [int(v) for v in mapping.dropped if v < before.size and before[v]]
+    rows = [{"case": task.case, "class": mapping.target.name_of(v), "value": v, "voxels": n, "ml": n * ml}
+            for v, n in zip(*(a.tolist() for a in value_counts(mapped)), strict=True) if v]
+    dropped = [int(v) for v in mapping.dropped if v in before]
     warnings = [f"{task.case}: dropped {', '.join(mapping.source.name_of(v) for v in dropped)}"] if dropped else []
     return CaseResult(table=pd.DataFrame(rows, columns=["case", "class", "value", "voxels", "ml"]),
                       warnings=warnings, files=written)
@@ -221,9 +241,7 @@ def map_folder(in_path: str | Path, mapping: LabelMapping, out_dir: str | Path, 
     """Map every label map of a folder (or one file) into ``mapping.target``; writes
     ``OUT/CASE.nii.gz``, regions, ``OUT/classes.csv``, ``OUT/mapping.csv``, ``OUT/scheme.yaml``."""
     in_path, out = Path(in_path), Path(out_dir)
-    if not in_path.exists():
-        raise InputError("no such file or folder", in_path)
-    files = {case_id(in_path): in_path} if in_path.is_file() else list_label_files(in_path)
+    files = label_files(in_path)
     tasks = [CaseTask(c, {"labels": (p,)}) for c, p in files.items()]
     settings = {"format": "segqc-labels-map", "values": {str(k): v for k, v in mapping.values.items()},
                 "regions": {k: list(v) for k, v in mapping.regions.items()}}
@@ -233,7 +251,7 @@ def map_folder(in_path: str | Path, mapping: LabelMapping, out_dir: str | Path, 
     write_csv_atomic(out / "classes.csv", table)
     write_csv_atomic(out / "mapping.csv", mapping.table())
     mapping.target.save(out / "scheme.yaml")
-    write_json_atomic(out / "summary.json", {"format": "segqc-labels-map-summary", "source": mapping.source.name,
+    write_json_atomic(out / "summary.json", {"format": _MAP_SUMMARY, "source": mapping.source.name,
                                              "target": mapping.target.name, "invertible": mapping.invertible,
                                              "cases": report.cases_dict()})
     return table, report
@@ -260,6 +278,8 @@ def rules_case(task: CaseTask, *, rules: RuleSet, out_dir: Path) -> CaseResult:
     path = task.path("labels")
     assert path is not None
     image = read_label_map(path)
+    if image.array.ndim != 3:
+        raise InputError(f"is {image.array.ndim}D; rules need 3D label maps", path)
     rules.scheme.check_values(image.array, path)
     fixed, changes = apply_rules(image.array, image.geometry, rules, metadata=task.settings or {})
     write_image(out_dir / f"{task.case}.nii.gz", fixed.astype(image.array.dtype, copy=False), image.geometry)
@@ -276,9 +296,7 @@ def rules_folder(in_path: str | Path, rules: RuleSet, out_dir: str | Path, *,
     ``OUT/rules.yaml`` (the rules used) and ``OUT/summary.json``. ``metadata``: case -> row (the
     ``sex`` rule reads ``sex``); a case's row is part of its cache key."""
     in_path, out = Path(in_path), Path(out_dir)
-    if not in_path.exists():
-        raise InputError("no such file or folder", in_path)
-    files = {case_id(in_path): in_path} if in_path.is_file() else list_label_files(in_path)
+    files = label_files(in_path)
     metadata = metadata or {}
     tasks = [CaseTask(c, {"labels": (p,)}, settings=metadata.get(c, {})) for c, p in files.items()]
     settings = {"format": "segqc-labels-rules", "rules": rules.to_dict(), "scheme": rules.scheme.to_dict()}
@@ -291,7 +309,7 @@ def rules_folder(in_path: str | Path, rules: RuleSet, out_dir: str | Path, *,
         tmp.write_text(yaml.safe_dump(rules.to_dict(), sort_keys=False))
     changed = table[table["voxels"] > 0] if len(table) else table
     write_json_atomic(out / "summary.json", {
-        "format": "segqc-labels-rules-summary", "rules": rules.name, "scheme": rules.scheme.name,
+        "format": _RULES_SUMMARY, "rules": rules.name, "scheme": rules.scheme.name,
         "voxels_changed_per_rule": {str(k): int(v) for k, v in changed.groupby("rule")["voxels"].sum().items()},
         "cases_changed": sorted(changed["case"].unique().tolist()) if len(changed) else [],
         "cases": report.cases_dict()})

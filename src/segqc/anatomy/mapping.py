@@ -14,7 +14,7 @@ Mapping file (YAML or JSON)::
       heart_myocardium: heart
       face: null
     unmapped: by_name         # what happens to source classes not listed under ``map``
-    regions:                  # optional
+    regions:                  # optional; each a list of target class names
       heart_and_vessels: [heart, aorta, pulmonary_vein]
 
 ``unmapped``: ``by_name`` (default) — the class of the same name in the target; otherwise the
@@ -39,12 +39,14 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from segqc.anatomy.scheme import LabelScheme, load_scheme
+from segqc.anatomy.scheme import LabelScheme, label_dtype, load_scheme, value_counts
 from segqc.errors import InputError
 
 __all__ = ["UNMAPPED_POLICIES", "LabelMapping", "load_mapping", "mapping_by_name", "mapping_into"]
 
 UNMAPPED_POLICIES = ("by_name", "drop", "error")
+#: Up to this largest source value, :meth:`LabelMapping.apply` reads a lookup table indexed by the value.
+_DENSE_LIMIT = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,8 @@ class LabelMapping:
     # -- the lookup table --------------------------------------------------------------------
 
     def lut(self) -> np.ndarray:
-        """``lut[source_value]`` = target value; values outside the source scheme are -1."""
+        """``lut[source_value]`` = target value; values outside the source scheme are -1. (An
+        array as long as the largest source value: :meth:`apply` uses it only for small values.)"""
         size = max(self.source.max_value, max(self.values, default=0)) + 1
         table = np.full(size, -1, dtype=np.int64)
         table[0] = 0
@@ -79,20 +82,24 @@ class LabelMapping:
         return table
 
     def apply(self, array: np.ndarray, path: str | Path | None = None) -> np.ndarray:
-        """``array`` (source values) in target values, dtype ``uint8``/``uint16`` by the largest
-        target value. A value the source scheme does not have raises :class:`InputError` naming
-        ``path`` and the values (never silently background)."""
-        lut = self.lut()
-        high = int(array.max()) if array.size else 0
-        if high >= lut.size:
-            lut = np.concatenate([lut, np.full(high + 1 - lut.size, -1, dtype=np.int64)])
-        mapped = lut[array]
-        if array.size and mapped.min() < 0:
-            unknown = np.unique(array[mapped < 0])
+        """``array`` (source values) in target values, dtype ``uint8`` / ``uint16`` / ``uint32``
+        by the largest target value. A value the source scheme does not have raises
+        :class:`InputError` naming ``path`` and the values (never silently background)."""
+        dtype = label_dtype(self.target.max_value)
+        present, _ = value_counts(array)
+        sources = np.array([0, *sorted(self.values)], dtype=np.int64)
+        targets = np.array([0, *(self.values[s] for s in sorted(self.values))], dtype=np.int64)
+        unknown = present[~np.isin(present, sources)]
+        if unknown.size:
             raise InputError(f"label values {', '.join(str(int(v)) for v in unknown[:8])} are not classes of the "
                              f"scheme {self.source.name!r}", path)
-        dtype = np.uint8 if self.target.max_value < 256 else np.uint16
-        return mapped.astype(dtype)
+        if not array.size:
+            return np.zeros(array.shape, dtype=dtype)
+        if int(sources[-1]) < _DENSE_LIMIT:
+            table = np.zeros(int(sources[-1]) + 1, dtype=dtype)
+            table[sources] = targets
+            return table[array]
+        return targets[np.searchsorted(sources, array)].astype(dtype)  # every value is in ``sources``
 
     def region_masks(self, mapped: np.ndarray) -> dict[str, np.ndarray]:
         """Each region of a MAPPED map as a boolean mask (union of its target values)."""
@@ -177,6 +184,8 @@ def mapping_by_name(source: LabelScheme, target: LabelScheme, *, explicit: Mappi
         raise InputError(f"map: source classes {', '.join(missing[:6])} are not mapped (unmapped: error)", origin)
     region_values: dict[str, tuple[int, ...]] = {}
     for region, members in (regions or {}).items():
+        if not _names_list(members):
+            raise InputError(f"region {region!r}: regions must be lists of class names, not {members!r}", origin)
         unknown = [m for m in members if m not in target_names]
         if unknown:
             raise InputError(f"region {region!r}: {', '.join(unknown)} not in the target scheme {target.name!r}",
@@ -217,10 +226,21 @@ def load_mapping(path: str | Path) -> LabelMapping:
     regions = data.get("regions") or {}
     if not isinstance(explicit, Mapping) or not isinstance(regions, Mapping):
         raise InputError("'map' and 'regions' must be mappings of names", path)
+    for name, goal in explicit.items():
+        if goal is not None and not isinstance(goal, str):
+            raise InputError(f"map: {name!r} -> {goal!r}; map each source class to one target class name (or null)",
+                             path)
+    for region, members in regions.items():
+        if not _names_list(members):
+            raise InputError(f"region {region!r}: regions must be lists of class names, not {members!r}", path)
     pairs = {str(k): None if v is None else str(v) for k, v in explicit.items()}
     return mapping_by_name(source, target, explicit=pairs,
                            unmapped=str(data.get("unmapped", "by_name")),
-                           regions={str(k): [str(m) for m in v] for k, v in regions.items()}, origin=path)
+                           regions={str(k): list(v) for k, v in regions.items()}, origin=path)
+
+
+def _names_list(members: Any) -> bool:
+    return isinstance(members, (list, tuple)) and all(isinstance(m, str) for m in members)
 
 
 def _relative(spec: Any, mapping_file: Path) -> str | Path:

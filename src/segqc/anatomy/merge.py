@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from segqc.anatomy.scheme import LabelScheme
+from segqc.anatomy.scheme import LabelScheme, label_dtype, value_counts
 
 __all__ = ["STRATEGIES", "MergeResult", "merge_label_maps"]
 
@@ -67,22 +67,22 @@ def merge_label_maps(sources: Sequence[np.ndarray], scheme: LabelScheme, *, stra
     if sorted(order) != list(range(n)):
         raise ValueError(f"priority must list each of the {n} source indices once, got {list(priority or [])}")
     names = list(names) if names is not None else [f"source{i + 1}" for i in range(n)]
-    known = set(scheme.values) | {0}
+    # classes as dense codes 0 (background), 1 .. K (the scheme's values, ascending): the tables
+    # grow with the number of classes, not with the largest value
+    table = np.array([0, *scheme.values], dtype=np.int64)
     for i, source in enumerate(sources):
-        present = np.unique(source)
-        unknown = sorted(int(v) for v in present if int(v) not in known)
+        present, _ = value_counts(source)
+        unknown = sorted(int(v) for v in present[~np.isin(present, table)])
         if unknown:
             raise ValueError(f"{names[i]}: values {unknown[:8]} are not classes of the scheme {scheme.name!r}")
     rank = np.empty(n, dtype=np.int64)  # 0 = most trusted
     rank[order] = np.arange(n)
-    depth = np.zeros(scheme.max_value + 1, dtype=np.int32)
-    for cls in scheme.classes:
-        if cls.value is not None:
-            depth[cls.value] = scheme.depth(cls.name)
-    dtype = np.uint8 if scheme.max_value < 256 else np.uint16
-    merged = np.zeros(shape, dtype=dtype)
+    size = len(table)
+    depth = np.zeros(size, dtype=np.int32)
+    for code, value in enumerate(table[1:].tolist(), 1):
+        depth[code] = scheme.depth(scheme.name_of(value))
+    merged = np.zeros(shape, dtype=label_dtype(scheme.max_value))
     provenance = np.zeros(shape, dtype=np.uint8 if n < 255 else np.uint16)
-    size = scheme.max_value + 1
     claimed = np.zeros((n, size), dtype=np.int64)
     won = np.zeros((n, size), dtype=np.int64)
     conflicts: dict[tuple[int, int, int], int] = {}
@@ -91,10 +91,10 @@ def merge_label_maps(sources: Sequence[np.ndarray], scheme: LabelScheme, *, stra
     total = flat_merged.size
     for begin in range(0, total, _BLOCK):  # blocks bound the memory of whole-body maps
         stop = min(begin + _BLOCK, total)
-        stack = np.stack([s[begin:stop].astype(np.int32) for s in flat_sources])
+        stack = np.stack([_codes(s[begin:stop], table) for s in flat_sources])
         winner, any_label = _winners(stack, strategy, n - rank, depth)
         block = np.take_along_axis(stack, winner[None], axis=0)[0]
-        flat_merged[begin:stop] = np.where(any_label, block, 0)
+        flat_merged[begin:stop] = table[np.where(any_label, block, 0)]
         flat_provenance[begin:stop] = np.where(any_label, winner + 1, 0)
         for i in range(n):
             claimed[i] += np.bincount(stack[i], minlength=size)
@@ -102,14 +102,27 @@ def merge_label_maps(sources: Sequence[np.ndarray], scheme: LabelScheme, *, stra
             for j in range(i + 1, n):
                 both = (stack[i] > 0) & (stack[j] > 0) & (stack[i] != stack[j])
                 if both.any():
-                    codes, counts = np.unique(stack[i][both] * size + stack[j][both], return_counts=True)
+                    pairs = stack[i][both].astype(np.int64) * size + stack[j][both]
+                    codes, counts = np.unique(pairs, return_counts=True)
                     for code, count in zip(codes.tolist(), counts.tolist(), strict=True):
                         key = (i, j, int(code))
                         conflicts[key] = conflicts.get(key, 0) + int(count)
-    return MergeResult(merged=merged, provenance=provenance, classes=_class_table(claimed, won, scheme, names),
-                       conflicts=_conflict_table(conflicts, size, scheme, names))
+    return MergeResult(merged=merged, provenance=provenance, classes=_class_table(claimed, won, table, scheme, names),
+                       conflicts=_conflict_table(conflicts, table, scheme, names))
 
 
+def _codes(values: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """The dense code (index into ``table``, the ascending class values with 0 first) of every value;
+    every value must be in ``table``."""
+    if int(table[-1]) < _DENSE_LIMIT:
+        lookup = np.zeros(int(table[-1]) + 1, dtype=np.int32)
+        lookup[table] = np.arange(len(table), dtype=np.int32)
+        return lookup[values]
+    return np.searchsorted(table, values).astype(np.int32)
+
+
+#: Up to this largest class value, codes are read from a lookup table indexed by the value.
+_DENSE_LIMIT = 1 << 20
 #: Voxels merged at a time (about 100 MB of working arrays for a few sources).
 _BLOCK = 1 << 22
 
@@ -132,19 +145,23 @@ def _winners(stack: np.ndarray, strategy: str, trust: np.ndarray, depth: np.ndar
     return np.argmax(score, axis=0), np.asarray(labelled.any(axis=0))
 
 
-def _class_table(claimed: np.ndarray, won: np.ndarray, scheme: LabelScheme, names: Sequence[str]) -> pd.DataFrame:
+def _class_table(claimed: np.ndarray, won: np.ndarray, table: np.ndarray, scheme: LabelScheme,
+                 names: Sequence[str]) -> pd.DataFrame:
     rows = []
     for i, name in enumerate(names):
-        for value in np.flatnonzero(claimed[i, 1:]) + 1:
-            rows.append({"class": scheme.name_of(int(value)), "value": int(value), "source": name,
-                         "claimed": int(claimed[i, value]), "won": int(won[i, value])})
+        for code in np.flatnonzero(claimed[i, 1:]) + 1:
+            value = int(table[code])
+            rows.append({"class": scheme.name_of(value), "value": value, "source": name,
+                         "claimed": int(claimed[i, code]), "won": int(won[i, code])})
     return pd.DataFrame(rows, columns=["class", "value", "source", "claimed", "won"])
 
 
-def _conflict_table(conflicts: dict[tuple[int, int, int], int], size: int, scheme: LabelScheme,
+def _conflict_table(conflicts: dict[tuple[int, int, int], int], table: np.ndarray, scheme: LabelScheme,
                     names: Sequence[str]) -> pd.DataFrame:
-    rows = [{"source_a": names[i], "source_b": names[j], "class_a": scheme.name_of(code // size),
-             "class_b": scheme.name_of(code % size), "voxels": count} for (i, j, code), count in conflicts.items()]
-    table = pd.DataFrame(rows, columns=["source_a", "source_b", "class_a", "class_b", "voxels"])
-    table = table.sort_values(["source_a", "source_b", "class_a", "class_b"], kind="stable")
-    return table.sort_values("voxels", ascending=False, kind="stable").reset_index(drop=True)
+    size = len(table)
+    rows = [{"source_a": names[i], "source_b": names[j], "class_a": scheme.name_of(int(table[code // size])),
+             "class_b": scheme.name_of(int(table[code % size])), "voxels": count}
+            for (i, j, code), count in conflicts.items()]
+    frame = pd.DataFrame(rows, columns=["source_a", "source_b", "class_a", "class_b", "voxels"])
+    frame = frame.sort_values(["source_a", "source_b", "class_a", "class_b"], kind="stable")
+    return frame.sort_values("voxels", ascending=False, kind="stable").reset_index(drop=True)

@@ -478,6 +478,16 @@ def label_quality_folder(
     present = report.extra.get("present", pd.DataFrame())
     if present.empty:
         present = pd.DataFrame(columns=["dataset", "case", "role", "value"])
+    named = LabelSet.from_dataset_info(info).known
+    if labels is not None and not named:  # the labels asked for, checked against what the base maps hold
+        held = {int(v) for v in present.loc[present["role"] == "base", "value"]}
+        absent = [v for v in label_set.names if v not in held]
+        if absent:
+            which = f"label {absent[0]} is" if len(absent) == 1 else f"labels {', '.join(map(str, absent))} are"
+            read = f" that could be read ({len(report.failed)} failed)" if report.failed else ""
+            found = sorted(held - {0})
+            hold = ", ".join(map(str, found[:10])) + (" ..." if len(found) > 10 else "") if found else "no label"
+            raise InputError(f"{which} in no base label map{read}; the base maps hold {hold}", base_dir)
     if label_set.known:
         base_labels = list(label_set.names)
         label_names = dict(label_set.names)

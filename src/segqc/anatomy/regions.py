@@ -17,6 +17,7 @@ Region spec (YAML / dict)::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +28,7 @@ from segqc.anatomy.scheme import LabelScheme
 from segqc.anatomy.space import axis_coordinate
 from segqc.io.images import Geometry
 
-__all__ = ["AT", "BodyRegion", "Bound", "parse_regions", "region_limits"]
+__all__ = ["AT", "BodyRegion", "Bound", "check_region_spec", "parse_regions", "region_limits"]
 
 AT = ("min", "max", "centre")
 
@@ -55,20 +56,40 @@ class BodyRegion:
     superior: Bound | None = None
 
 
-def parse_regions(spec: Mapping[str, Any], scheme: LabelScheme) -> dict[str, BodyRegion]:
-    """Regions from the spec of the module docstring; unknown landmarks or keys raise ``ValueError``."""
-    regions = {}
+def check_region_spec(spec: Mapping[str, Any]) -> None:
+    """Check the form of a region spec (module docstring) without a scheme: bounds of known keys,
+    a landmark name, ``at`` one of :data:`AT`, ``margin_mm`` a number. Raises ``ValueError``."""
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"regions must map region names to bounds, got {spec!r}")
     for name, entry in spec.items():
         if not isinstance(entry, Mapping) or set(entry) - {"inferior", "superior"}:
             raise ValueError(f"region {name!r}: give 'inferior' and/or 'superior' bounds")
+        for end in ("inferior", "superior"):
+            raw = entry.get(end)
+            if raw is None:
+                continue
+            if not isinstance(raw, Mapping) or "landmark" not in raw or set(raw) - {"landmark", "at", "margin_mm"}:
+                raise ValueError(f"region {name!r}: {end} needs 'landmark' (and optional 'at', 'margin_mm')")
+            if not isinstance(raw["landmark"], str):
+                raise ValueError(f"region {name!r}: the {end} landmark must be a class name, got {raw['landmark']!r}")
+            if raw.get("at", "min") not in AT:
+                raise ValueError(f"region {name!r}: {end} 'at' must be one of {', '.join(AT)}, not {raw['at']!r}")
+            margin = raw.get("margin_mm", 0.0)
+            if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin):
+                raise ValueError(f"region {name!r}: {end} margin_mm must be a number (mm), got {margin!r}")
+
+
+def parse_regions(spec: Mapping[str, Any], scheme: LabelScheme) -> dict[str, BodyRegion]:
+    """Regions from the spec of the module docstring; unknown landmarks or keys raise ``ValueError``."""
+    check_region_spec(spec)
+    regions = {}
+    for name, entry in spec.items():
         bounds: dict[str, Bound | None] = {}
         for end in ("inferior", "superior"):
             raw = entry.get(end)
             if raw is None:
                 bounds[end] = None
                 continue
-            if not isinstance(raw, Mapping) or "landmark" not in raw or set(raw) - {"landmark", "at", "margin_mm"}:
-                raise ValueError(f"region {name!r}: {end} needs 'landmark' (and optional 'at', 'margin_mm')")
             if raw["landmark"] not in scheme.by_name:
                 raise ValueError(f"region {name!r}: landmark {raw['landmark']!r} is not in the scheme {scheme.name!r}")
             bounds[end] = Bound(str(raw["landmark"]), str(raw.get("at", "min" if end == "inferior" else "max")),

@@ -5,7 +5,9 @@ options}``, run in order on one label map; every change is logged (:data:`CHANGE
 shipped preset ``dap_total`` (``src/segqc/anatomy/presets/dap_total.yaml``) is the thesis'
 Algorithm 3 for the TotalSegmentator ``total`` scheme. Sides and heights come from the affine
 (:mod:`segqc.anatomy.space`: LPS mm, +x patient left, +z superior), components from cc3d
-(26-connected in 3D, 8 in 2D), distances in mm.
+(26-connected), distances in mm; the rules need 3D label maps. Every option is checked when the
+rules are loaded (:func:`check_steps`): class names as lists, numbers in their range, series
+templates with ``{n}``; a problem is one error naming the file, the step and the option.
 
 Rules:
 
@@ -39,6 +41,7 @@ Removed voxels become background (0).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,14 +54,14 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from segqc.anatomy.regions import parse_regions, region_limits
+from segqc.anatomy.regions import check_region_spec, parse_regions, region_limits
 from segqc.anatomy.scheme import LabelScheme, load_scheme
 from segqc.anatomy.space import centroid_mm, fit_midsagittal_plane, index_to_mm
 from segqc.errors import InputError
 from segqc.io.images import Geometry
 from segqc.metrics.masks import nonempty_box
 
-__all__ = ["CHANGE_COLUMNS", "PRESETS", "RULES", "RuleSet", "apply_rules", "load_rules", "side_pairs"]
+__all__ = ["CHANGE_COLUMNS", "PRESETS", "RULES", "RuleSet", "apply_rules", "check_steps", "load_rules", "side_pairs"]
 
 PRESETS = ("dap_total",)
 RULES = ("left_right", "order_series", "largest_component", "restrict_to_region", "sex")
@@ -114,36 +117,102 @@ _OPTIONS = {
     "restrict_to_region": {"regions", "classes"},
     "sex": {"male_only", "female_only"},
 }
+#: Options that list class names (``restrict_to_region``'s ``classes`` is a mapping: region -> list).
+_NAME_LISTS = {"midline", "names", "male_only", "female_only", "classes"}
+#: Numeric options: (smallest, largest, whether it must be a whole number).
+_NUMBERS = {"max_tilt_degrees": (0.0, 90.0, False), "min_distance_mm": (0.0, math.inf, False),
+            "count": (1.0, math.inf, True), "min_voxels": (0.0, math.inf, True), "keep_fraction": (0.0, 1.0, False)}
 
 
-def _validate(rules: RuleSet) -> None:
-    names = rules.scheme.by_name
-    for i, step in enumerate(rules.steps, 1):
+def check_steps(steps: Sequence[Any]) -> None:
+    """Check the form of rule steps without a scheme: known rules and options, and every option of
+    its type (class-name lists, numbers in range, name templates with ``{n}`` only, regions).
+    Raises ``ValueError`` naming the step and the option."""
+    for i, step in enumerate(steps, 1):
         rule = step.get("rule") if isinstance(step, Mapping) else None
-        if rule not in RULES:
+        if not isinstance(rule, str) or rule not in RULES:
             raise ValueError(f"step {i}: unknown rule {rule!r}; rules: {', '.join(RULES)}")
         unknown = set(step) - {"rule"} - _OPTIONS[rule]
         if unknown:
-            raise ValueError(f"step {i} ({rule}): unknown options {sorted(unknown)}")
-        listed: list[str] = []
+            raise ValueError(f"step {i} ({rule}): unknown options {sorted(unknown, key=str)}")
+        where = f"step {i} ({rule})"
+        for option, value in step.items():
+            if option == "rule":
+                continue
+            if rule == "restrict_to_region" and option == "classes":
+                if not isinstance(value, Mapping) or not all(_is_names(v) for v in value.values()):
+                    raise ValueError(f"{where}: classes must map each region to a list of class names, e.g. "
+                                     f"{{abdomen: [liver, spleen]}}; got {value!r}")
+            elif rule == "restrict_to_region" and option == "regions":
+                if not isinstance(value, Mapping):
+                    raise ValueError(f"{where}: regions must map region names to bounds, got {value!r}")
+                try:
+                    check_region_spec(value)
+                except ValueError as error:
+                    raise ValueError(f"{where}: {error}") from None
+            elif option in _NAME_LISTS:
+                if not _is_names(value):
+                    raise ValueError(f"{where}: {option} must be a list of class names, got {value!r}")
+            elif option in _NUMBERS:
+                low, high, whole = _NUMBERS[option]
+                ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                      and low <= value <= high)
+                if not ok or (whole and value != int(value)):
+                    kind = "a whole number" if whole else "a number"
+                    span = f">= {low:g}" if high == math.inf else f"from {low:g} to {high:g}"
+                    raise ValueError(f"{where}: {option} must be {kind} {span}, got {value!r}")
+            elif option in ("left", "right"):
+                if not isinstance(value, str) or not _is_template(value):
+                    raise ValueError(f"{where}: {option} must be a class name template with {{n}} for the number "
+                                     f"(e.g. rib_{option}_{{n}}), got {value!r}")
+            elif option == "series" and not isinstance(value, str):
+                raise ValueError(f"{where}: series must be a name, got {value!r}")
+        if rule == "restrict_to_region":
+            regions = step.get("regions") or {}
+            for region in step.get("classes") or {}:
+                if region not in regions:
+                    raise ValueError(f"{where}: classes of an undefined region {region!r}")
+
+
+def _is_names(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+
+
+def _is_template(text: str) -> bool:
+    try:
+        return text.format(n=1) != text.format(n=2)
+    except (KeyError, IndexError, ValueError, AttributeError):
+        return False
+
+
+def _validate(rules: RuleSet) -> None:
+    check_steps(rules.steps)
+    scheme = rules.scheme
+    names = scheme.by_name
+    for i, step in enumerate(rules.steps, 1):
+        rule = step["rule"]
+        grouped: list[str] = []  # classes or groups: every value under them counts
+        listed: list[str] = []  # classes with a label value
         if rule == "left_right":
-            listed = list(step.get("midline", []))
-        elif rule in ("largest_component",):
+            grouped = list(step.get("midline", []))
+        elif rule == "largest_component":
             listed = list(step.get("classes", []))
         elif rule == "sex":
             listed = list(step.get("male_only", [])) + list(step.get("female_only", []))
         elif rule == "restrict_to_region":
-            parse_regions(step.get("regions", {}), rules.scheme)
-            for region, members in step.get("classes", {}).items():
-                if region not in step.get("regions", {}):
-                    raise ValueError(f"step {i} ({rule}): classes of an undefined region {region!r}")
+            parse_regions(step.get("regions", {}), scheme)
+            for members in (step.get("classes") or {}).values():
                 listed += list(members)
         elif rule == "order_series":
-            listed = list(_series_names(step, rules.scheme, "left") + _series_names(step, rules.scheme, "right")
+            listed = list(_series_names(step, scheme, "left") + _series_names(step, scheme, "right")
                           if "names" not in step else step["names"])
-        missing = [n for n in listed if n not in names]
+        missing = [n for n in grouped + listed if n not in names]
         if missing:
-            raise ValueError(f"step {i} ({rule}): {', '.join(missing[:6])} not in the scheme {rules.scheme.name!r}")
+            raise ValueError(f"step {i} ({rule}): {', '.join(missing[:6])} not in the scheme {scheme.name!r}")
+        groups = [n for n in listed if names[n].value is None]
+        if groups:
+            raise ValueError(f"step {i} ({rule}): {', '.join(groups[:6])}: a group of the scheme {scheme.name!r}, "
+                             "not a class with a label value; list its classes")
 
 
 def _series_names(step: Mapping[str, Any], scheme: LabelScheme, side: str) -> list[str]:
@@ -384,6 +453,8 @@ def apply_rules(labels: np.ndarray, geometry: Geometry, rules: RuleSet, *,
     case's row (``sex``). The input is not modified; an empty map comes back unchanged."""
     if tuple(labels.shape) != tuple(geometry.shape):
         raise ValueError(f"labels of shape {labels.shape} on a grid of shape {geometry.shape}")
+    if labels.ndim != 3:
+        raise ValueError(f"rules need 3D label maps, not {labels.ndim}D")
     case = _Case(labels=np.array(labels, copy=True), geometry=geometry, scheme=rules.scheme,
                  metadata=dict(metadata or {}), changes=[])
     for i, step in enumerate(rules.steps, 1):

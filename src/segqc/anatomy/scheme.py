@@ -16,7 +16,8 @@ File format (YAML or JSON, the same keys)::
       - {name: ribs, parent: null}                      # a group: no value
       - {name: rib_left_1, value: 92, parent: ribs}
 
-Value 0 is background and never a class. Shipped schemes (``shipped_scheme(name)``): the
+Value 0 is background and never a class; values go up to 2**32 - 1 (maps are written as the
+smallest of uint8 / uint16 / uint32 that holds the largest value). Shipped schemes (``shipped_scheme(name)``): the
 TotalSegmentator tasks ``total``, ``total_v1`` and ``total_mr`` (label values and names from
 TotalSegmentator's ``class_map``, Apache-2.0; groups such as ``vertebrae`` / ``ribs`` /
 ``lung`` added here as parents). :func:`scheme_diff` tells which names moved to another value,
@@ -40,11 +41,15 @@ import yaml
 
 from segqc.errors import InputError
 
-__all__ = ["SHIPPED_SCHEMES", "LabelClass", "LabelScheme", "load_scheme", "scheme_diff", "scheme_from_class_map",
-           "shipped_scheme"]
+__all__ = ["MAX_LABEL_VALUE", "SHIPPED_SCHEMES", "LabelClass", "LabelScheme", "label_dtype", "load_scheme",
+           "scheme_diff", "scheme_from_class_map", "shipped_scheme", "value_counts"]
 
 #: Schemes that ship with segqc (``src/segqc/anatomy/schemes/<name>.yaml``).
 SHIPPED_SCHEMES = ("total", "total_v1", "total_mr")
+#: The largest label value a scheme may use: label maps are written as unsigned integers of at most 32 bits.
+MAX_LABEL_VALUE = 2**32 - 1
+#: Up to this value, per-value tables (lookup tables, counts) are arrays indexed by the value itself.
+_DENSE_LIMIT = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,9 @@ class LabelScheme:
                 if cls.value <= 0:
                     raise ValueError(f"scheme {self.name!r}: class {cls.name!r} has value {cls.value}; "
                                      "values are positive (0 is background)")
+                if cls.value > MAX_LABEL_VALUE:
+                    raise ValueError(f"scheme {self.name!r}: class {cls.name!r} has value {cls.value}; values are "
+                                     f"at most {MAX_LABEL_VALUE} (label maps hold 32-bit unsigned integers)")
                 if cls.value in values:
                     raise ValueError(f"scheme {self.name!r}: value {cls.value} is both {values[cls.value]!r} "
                                      f"and {cls.name!r}")
@@ -172,11 +180,11 @@ class LabelScheme:
     def check_values(self, array: np.ndarray, path: str | Path | None = None, *, hint: str = "") -> None:
         """Raise :class:`InputError` naming ``path`` (and the values) when ``array`` holds a value
         that is neither background nor a class of the scheme; ``hint`` is appended in brackets."""
-        known = np.zeros(max(self.max_value, int(array.max()) if array.size else 0) + 1, dtype=bool)
-        known[0] = True
-        known[list(self.values)] = True
-        if array.size and not known[array].all():
-            unknown = np.unique(array[~known[array]])
+        if not array.size:
+            return
+        present, _ = value_counts(array)
+        unknown = present[~np.isin(present, np.asarray((0, *self.values), dtype=np.int64))]
+        if unknown.size:
             raise InputError(f"label values {', '.join(str(int(v)) for v in unknown[:8])} are not classes of the "
                              f"scheme {self.name!r}" + (f" ({hint})" if hint else ""), path)
 
@@ -342,6 +350,29 @@ def _scheme_from_dataset_json(data: Mapping[str, Any], path: Path) -> LabelSchem
         return LabelScheme(name=str(data.get("name") or path.parent.name), classes=tuple(classes))
     except ValueError as error:
         raise InputError(str(error), path) from None
+
+
+def label_dtype(max_value: int) -> type[np.unsignedinteger]:
+    """The smallest unsigned integer type (uint8 / uint16 / uint32) that holds ``max_value``."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if max_value <= np.iinfo(dtype).max:
+            return dtype
+    raise ValueError(f"label value {max_value} is above {MAX_LABEL_VALUE}")
+
+
+def value_counts(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(values present in ``array``, ascending; their voxel counts), both int64. A count table
+    indexed by the value where the largest value is small, else a sort: memory never grows with
+    the largest value itself."""
+    flat = np.asarray(array).ravel()
+    if not flat.size:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    if np.issubdtype(flat.dtype, np.integer) and 0 <= int(flat.min()) and int(flat.max()) < _DENSE_LIMIT:
+        counts = np.bincount(flat)
+        values = np.flatnonzero(counts)
+        return values.astype(np.int64), counts[values].astype(np.int64)
+    values, counts = np.unique(flat, return_counts=True)
+    return values.astype(np.int64), counts.astype(np.int64)
 
 
 def _integer(value: Any) -> int:

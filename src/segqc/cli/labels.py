@@ -118,7 +118,8 @@ def scheme_export_command(
 def map_command(
     in_path: Path = typer.Argument(..., metavar="IN", help="A folder of label maps (CASE.nii.gz) or one file."),
     out_dir: Path = typer.Option(..., "-o", "--out", help="Output folder: CASE.nii.gz, regions/, classes.csv, "
-                                                          "mapping.csv, scheme.yaml, summary.json."),
+                                                          "mapping.csv, scheme.yaml, summary.json. A rerun removes "
+                                                          "the maps of an earlier run that it does not write."),
     mapping: str | None = typer.Option(None, "--mapping", help="Mapping file (YAML/JSON: source, target, map, "
                                                                "unmapped, regions)."),
     source: str | None = typer.Option(None, "--source", help="Without --mapping: the maps' scheme; classes go to "
@@ -165,7 +166,8 @@ def merge_command(
                                              "file or the source's scheme (mapped by name into --scheme)."),
     scheme: str = typer.Option(..., "--scheme", help="Target scheme. " + _SCHEME_HELP),
     out_dir: Path = typer.Option(..., "-o", "--out", help="Output folder: merged/, provenance/, classes.csv, "
-                                                          "conflicts.csv, scheme.yaml, summary.json."),
+                                                          "conflicts.csv, scheme.yaml, summary.json. A rerun removes "
+                                                          "the maps of an earlier run that it does not write."),
     strategy: str = typer.Option("hierarchy", "--strategy",
                                  help="Overlaps: hierarchy (finer class wins, DAP coarse-to-fine), priority (first "
                                       "source in --priority wins) or vote (most sources; ties by priority)."),
@@ -234,7 +236,8 @@ def merge_command(
 def rules_command(
     in_path: Path = typer.Argument(..., metavar="IN", help="A folder of label maps (CASE.nii.gz) or one file."),
     out_dir: Path = typer.Option(..., "-o", "--out", help="Output folder: CASE.nii.gz (fixed), changes.csv, "
-                                                          "rules.yaml, summary.json."),
+                                                          "rules.yaml, summary.json. A rerun removes the maps of "
+                                                          "an earlier run that it does not write."),
     rules: str = typer.Option("dap_total", "--rules", help="Rules: the preset dap_total (DAP Atlas Algorithm 3 for "
                                                            "the TotalSegmentator 'total' scheme) or a rules YAML."),
     scheme: str | None = typer.Option(None, "--scheme", help="Scheme of the maps (default: the rules' own)."),
@@ -244,8 +247,9 @@ def rules_command(
     scheduler: str | None = typer.Option(None, "--scheduler", help="Dask scheduler address, e.g. tcp://host:8786."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table."),
 ) -> None:
-    """Fix systematic label errors with declared anatomical rules (left/right by the midsagittal plane,
-    rib and vertebra order, largest component, body regions, sex); every change is logged.
+    """Fix systematic label errors of 3D label maps with declared anatomical rules (left/right by the
+    midsagittal plane, rib and vertebra order, largest component, body regions, sex); every change is
+    logged.
 
     Example: segqc labels rules totalseg_out/ --rules dap_total --metadata sex.csv -o fixed/
     """

@@ -57,7 +57,7 @@ def check_command(
         if rules is not None:
             overrides["rules"] = rules
         config = CheckConfig.preset("default", **overrides)
-        table = load_reference(reference) if reference is not None else None
+        table = load_reference(reference, scheme=loaded) if reference is not None else None
         if images_dir is not None and not images_dir.is_dir():
             raise ValueError(f"{images_dir}: no such folder of images")
         prepare_output_dir(out_dir)

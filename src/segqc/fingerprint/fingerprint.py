@@ -536,6 +536,7 @@ def _relative(path: Path, root: Path) -> str:
 def _aggregate(root: Path, info: DatasetInfo, results: list[tuple[CaseFingerprint, np.ndarray]],
                samples_per_case: int, seed: int) -> DatasetFingerprint:
     cases = tuple(fp for fp, _ in results)
+    _check_dimensions(root, cases)
     n_channels = len(cases[0].image_files)
     channels = []
     for index in range(n_channels):
@@ -575,6 +576,16 @@ def _aggregate(root: Path, info: DatasetInfo, results: list[tuple[CaseFingerprin
         seed=seed,
         cases=cases,
     )
+
+
+def _check_dimensions(root: Path, cases: Sequence[CaseFingerprint]) -> None:
+    """InputError naming the first label map whose number of dimensions differs from most cases'
+    (ties: the first case's): spacings and shapes of one dataset have one length."""
+    counts = Counter(len(c.shape) for c in cases)  # in case order: a tie goes to the first case's
+    common = max(counts, key=counts.__getitem__)
+    for case in cases:
+        if len(case.shape) != common:
+            raise InputError(f"{len(case.shape)}D while other cases are {common}D", root / case.label_file)
 
 
 def _dataset_name(info: DatasetInfo) -> str | None:
