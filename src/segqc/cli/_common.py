@@ -45,10 +45,15 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
+INTERRUPTED = ("interrupted; finished cases and the last training checkpoint are kept — rerun the same command to "
+               "continue")
+"""What Ctrl-C prints by default: the words of the per-case and training commands."""
+
+
 @contextmanager
-def user_errors() -> Iterator[None]:
+def user_errors(*, interrupted: str = INTERRUPTED) -> Iterator[None]:
     """Turn SegqcError / ValueError / OS errors into one red line on stderr and exit code 2;
-    Ctrl-C into one line and exit code 130."""
+    Ctrl-C into one line (``interrupted``: what it means for this command) and exit code 130."""
     try:
         yield
     except SegqcError as error:
@@ -61,8 +66,7 @@ def user_errors() -> Iterator[None]:
             print_error(str(error))
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except KeyboardInterrupt:
-        print_error("interrupted; finished cases and the last training checkpoint are kept — rerun the same "
-                    "command to continue")
+        print_error(interrupted)
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
@@ -98,20 +102,30 @@ def require_nn(command: str) -> None:
 
 
 def check_device(device: str) -> None:
-    """One-line error for a CUDA device on a machine without CUDA."""
+    """One-line error for a CUDA or MPS device on a machine without it, or an unknown device."""
     if device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
             raise InputError(f"--device {device}: CUDA is not available on this machine; use --device cpu or auto")
-    elif device not in ("cpu", "auto") and not device.startswith("mps"):
-        raise InputError(f"--device {device}: expected cpu, cuda, cuda:N or auto")
+    elif device.startswith("mps"):
+        import torch
+
+        if device not in ("mps", "mps:0"):
+            raise InputError(f"--device {device}: expected mps (one Apple GPU), cpu, cuda, cuda:N or auto")
+        if not torch.backends.mps.is_available():
+            raise InputError(f"--device {device}: Apple's MPS is not available on this machine; use --device cpu or "
+                             "auto")
+    elif device not in ("cpu", "auto"):
+        raise InputError(f"--device {device}: expected cpu, cuda, cuda:N, mps or auto")
 
 
-def print_run_footer(report: RunReport | None, *, warnings: Iterable[str] = (), out_dir: Path | None = None) -> int:
+def print_run_footer(report: RunReport | None, *, warnings: Iterable[str] = (), out_dir: Path | None = None,
+                     resample_hint: bool = False) -> int:
     """The footer of every per-case command, from the engine's :class:`RunReport`: warnings
     (``warnings`` first: the command's own, e.g. ignored files), skipped cases, one error line per
-    problem (plus a hint for geometry mismatches), and one count line; returns the exit code."""
+    problem (plus, with ``resample_hint`` — a command that has ``--resample`` — a hint for
+    geometry mismatches), and one count line; returns the exit code."""
     for note in list(warnings) + (report.warnings if report else []):
         print_warning(note)
     if report is None:
@@ -120,7 +134,7 @@ def print_run_footer(report: RunReport | None, *, warnings: Iterable[str] = (), 
         print_warning(f"{case}: {why}; skipped")
     for message in dict.fromkeys(report.failed.values()):  # one line per problem (a case may fail in several tasks)
         print_error(message)
-    if any(kind == "GeometryMismatchError" for kind in report.failure_kinds.values()):
+    if resample_hint and any(kind == "GeometryMismatchError" for kind in report.failure_kinds.values()):
         error_console.print(_RESAMPLE_HINT, highlight=False, soft_wrap=True)
     total = len(report.done) + len(report.failed) + len(report.skipped)
     counts = [f"{len(report.done)} of {total} case(s) done"]

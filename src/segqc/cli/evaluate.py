@@ -270,7 +270,7 @@ def evaluate_command(
     if "pixel" in result.summary["units"]:
         print_warning("the files carry no physical spacing (PNG/TIFF): distances are in pixels and volumes in "
                       "thousands of pixels; pass --spacing to get millimetres")
-    code = print_run_footer(result.report, warnings=result.notes, out_dir=out_dir)
+    code = print_run_footer(result.report, warnings=result.notes, out_dir=out_dir, resample_hint=True)
     if not quiet:
         print_summary(result.summary, names)
     console.print(f"wrote {out_dir / 'metrics.csv'} and {out_dir / 'summary.json'}")
