@@ -216,3 +216,98 @@ def test_sigint_and_sigterm_stop_the_pool_at_once(tmp_path, signum):
     assert process.returncode == 130 and "interrupted" in out
     assert len(list(marks.iterdir())) == 2  # no queued case started
     assert not any(_alive(pid) for pid in workers)
+
+
+_SLOW_SERIAL = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    import typer
+    from segqc.cli._common import user_errors
+    from segqc.execution import map_cases
+
+    MARKS = Path(sys.argv[1])
+
+    def work(n):
+        (MARKS / str(n)).write_text("")
+        time.sleep(30)
+        return n
+
+    if __name__ == "__main__":
+        try:
+            with user_errors():
+                list(map_cases(work, range(4), jobs=1, progress=False))
+        except typer.Exit as stop:
+            sys.exit(stop.exit_code)
+""")
+
+
+def test_sigterm_stops_serial_cases_like_ctrl_c(tmp_path):
+    """Once: SIGTERM with --jobs 1 (the default) killed the command silently with exit code 143,
+    while --jobs 2 said it was interrupted and exited 130."""
+    script = tmp_path / "serial.py"
+    script.write_text(_SLOW_SERIAL)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    process = subprocess.Popen([sys.executable, str(script), str(marks)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(marks.iterdir()):  # inside the first case
+        assert time.monotonic() < deadline, "the case did not start"
+        time.sleep(0.05)
+    began = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=20)
+    assert time.monotonic() - began < 10  # a case takes 30 s: it was not waited for
+    assert process.returncode == 130
+    assert "error: interrupted" in err and "Traceback" not in err
+    assert [p.name for p in marks.iterdir()] == ["0"]  # no further case started
+
+
+def _write_maps(task, out: Path):
+    """A per-case function that writes one map per input word (``map/CASE_WORD.txt``), or fails on
+    the word ``bad``."""
+    import pandas as pd
+
+    from segqc.execution import CaseResult
+
+    words = Path(task.inputs["text"][0]).read_text().split()
+    if "bad" in words:
+        raise InputError("holds the word bad", task.inputs["text"][0])
+    files = []
+    for word in words:
+        files.append(f"map/{task.case}_{word}.txt")
+        (out / "map").mkdir(parents=True, exist_ok=True)
+        (out / files[-1]).write_text(word)
+    return CaseResult(table=pd.DataFrame([{"case": task.case, "n": len(words)}]), files=files)
+
+
+def test_a_rerun_removes_the_outputs_that_no_finished_case_of_it_wrote(tmp_path):
+    """Files of an earlier run that this run's cases did not write — a case that fails now, a case
+    whose input is gone, a map the new result no longer has — must not stay beside this run's
+    outputs, where ``segqc evaluate`` or a review would take them for this run's. Files the engine
+    never recorded are left alone."""
+    from segqc.execution import CaseTask, run_cases
+
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    texts = {"a": "x y", "b": "x", "c": "z"}
+    for case, text in texts.items():
+        (inputs / f"{case}.txt").write_text(text)
+
+    def run(cases):
+        tasks = [CaseTask(c, {"text": (inputs / f"{c}.txt",)}) for c in cases]
+        return run_cases(partial(_write_maps, out=out), tasks, out, settings={})
+
+    run(["a", "b", "c"])
+    (out / "map" / "mine.txt").write_text("a user's file")
+    assert sorted(p.name for p in (out / "map").iterdir()) == ["a_x.txt", "a_y.txt", "b_x.txt", "c_z.txt", "mine.txt"]
+    (inputs / "a.txt").write_text("x")      # a's result loses its map y
+    (inputs / "b.txt").write_text("bad")    # b fails now
+    report = run(["a", "b"])                # c is no longer an input
+    assert report.done == ["a"] and list(report.failed) == ["b"]
+    assert sorted(p.name for p in (out / "map").iterdir()) == ["a_x.txt", "mine.txt"]
+    assert [w for w in report.warnings if w.startswith("removed 3 output file(s)")], report.warnings
+    (inputs / "b.txt").write_text("x")
+    report = run(["a", "b"])                # a reused, b computed again: nothing of theirs removed
+    assert report.reused == ["a"]
+    assert sorted(p.name for p in (out / "map").iterdir()) == ["a_x.txt", "b_x.txt", "mine.txt"]

@@ -355,3 +355,37 @@ def test_an_unrelated_manifest_beside_the_prediction_folder_is_ignored(gt_folder
     out = tmp_path / "out"
     assert _run("evaluate", tmp_path / "pred", gt_dir, "-o", out, "--metrics", "dice", "-q").exit_code == 0
     assert _value(_table(out), "case1", "3", "dice") == pytest.approx(_dice(preds["case1"], arrays["case1"], 3))
+
+
+def test_a_file_rewritten_in_place_with_its_time_stamp_restored_is_recomputed_in_one_process(tmp_path):
+    """Once: the content digest was memoised per process on path, size, mtime and inode, so the
+    Python API called twice in one process served the first Dice (1.0) after a prediction was
+    rewritten in place (same size, same inode, time stamp put back)."""
+    import os
+
+    import segqc
+
+    geometry = Geometry.from_shape((6, 6, 1), SPACING)
+    gt = np.zeros((6, 6, 1), dtype=np.uint8)
+    gt[1:4, 2, 0] = 1  # 3 voxels
+    write_image(tmp_path / "gt" / "a.nii", gt, geometry)
+    pred_path = tmp_path / "pred" / "a.nii"
+    write_image(pred_path, gt, geometry)
+    out = tmp_path / "out"
+    first = segqc.evaluate_folder(tmp_path / "pred", tmp_path / "gt", out, metrics=["dice"])
+    assert first[first.label == "1"]["value"].iloc[0] == 1.0
+
+    moved = np.zeros_like(gt)
+    moved[2:5, 2, 0] = 1  # overlaps the ground truth in 2 of 3 voxels: Dice 2*2/6
+    write_image(tmp_path / "other" / "a.nii", moved, geometry)
+    before = os.stat(pred_path)
+    data = (tmp_path / "other" / "a.nii").read_bytes()
+    assert len(data) == before.st_size
+    with open(pred_path, "r+b") as handle:  # in place: same inode
+        handle.write(data)
+    os.utime(pred_path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(pred_path)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+
+    second = segqc.evaluate_folder(tmp_path / "pred", tmp_path / "gt", out, metrics=["dice"])
+    assert second[second.label == "1"]["value"].iloc[0] == pytest.approx(_dice(moved, gt, 1)) == pytest.approx(2 / 3)

@@ -107,6 +107,50 @@ def test_cli_names_the_file_of_a_bad_case_and_evaluates_the_rest(tmp_path):
     assert "1 of 3 case(s) done" in result.output
 
 
+@pytest.mark.parametrize(("role", "geometry", "words"), [
+    ("label", {"spacing": (0.5, 1.0)}, ["spacing (0.5, 1.0) mm", "(1.0, 1.0) mm"]),
+    ("label", {"direction": (-1.0, 0.0, 0.0, 1.0)}, ["orientation"]),
+    ("label", {"origin": (0.0, 40.0)}, ["origin (0.0, 40.0) mm", "(0.0, 0.0) mm"]),
+    ("samples", {"spacing": (2.0, 2.0)}, ["spacing (2.0, 2.0) mm"]),
+    ("soft", {"spacing": (1.0, 3.0)}, ["soft map", "spacing (1.0, 3.0) mm"]),
+])
+def test_a_prediction_off_the_raters_grid_fails_naming_the_file_and_what_differs(tmp_path, role, geometry, words):
+    """Once: predictions and soft maps of another spacing, orientation or origin than the raters'
+    masks were scored voxel by voxel (only the shape was compared)."""
+    pred, raters = _toy(tmp_path)
+    grid = {"shape": A.shape, "spacing": (1.0, 1.0), "origin": (0.0, 0.0), "direction": (1.0, 0.0, 0.0, 1.0),
+            **geometry}
+    if role == "label":
+        path, array = pred / "two.nii.gz", A
+    elif role == "samples":
+        path, array = pred / "samples" / "one_01.nii.gz", B
+    else:
+        path, array = pred / "soft" / "two.nii.gz", (A + B).astype(np.float32) / 2
+    write_image(path, array, Geometry(**grid))
+    result = CliRunner().invoke(app, ["evaluate-raters", str(pred), str(raters), "-o", str(tmp_path / "o"), "-q"])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {path}: "), result.output
+    assert "rater_1.nii.gz" in errors[0] and all(word in errors[0] for word in words), errors[0]
+    assert "1 of 2 case(s) done" in result.output and "Traceback" not in result.output
+
+
+def test_no_prediction_for_any_case_is_one_line_and_exit_2(tmp_path):
+    """Once: a prediction folder matching no case gave one error line per case and exit 1 (672
+    lines on LIDC), where `segqc evaluate` says it in one line."""
+    _, raters = _toy(tmp_path)
+    _write(raters / "three" / "rater_1.nii.gz", A)
+    other = tmp_path / "other"
+    _write(other / "unrelated.nii.gz", A)
+    result = CliRunner().invoke(app, ["evaluate-raters", str(other), str(raters), "-o", str(tmp_path / "o"), "-q"])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {other}: no prediction matches any of the 3 case(s) of {raters} (e.g. case one: "
+                      f"no one.* and no samples/one_00.*)"], result.output
+    with pytest.raises(InputError, match="no prediction matches any"):
+        evaluate_raters(other, raters, None)
+
+
 @pytest.mark.parametrize(("bad", "words"), [(2.0, "[0, 1]"), (np.nan, "NaN")])
 def test_soft_map_outside_the_unit_interval_is_refused(tmp_path, bad, words):
     pred, raters = _toy(tmp_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import struct
 import tempfile
 import zlib
 from pathlib import Path
@@ -265,6 +266,70 @@ def test_rgb_png_is_rejected(tmp_path):
     with pytest.raises(InputError) as exc:
         read_image(tmp_path / "rgb.png")
     _assert_one_line_naming(exc, "rgb.png", "3 components")
+
+
+def _png_bytes(pixels: np.ndarray, colour_type: int) -> bytes:
+    """A minimal 8-bit PNG of ``pixels`` (H, W, channels), written here byte by byte."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    height, width = pixels.shape[:2]
+    rows = b"".join(b"\x00" + pixels[y].astype(np.uint8).tobytes() for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def test_grey_and_alpha_png_is_rejected_for_its_two_channels(tmp_path):
+    """Once: a valid grey + alpha PNG was called `corrupt or truncated PNG file: Unknown PixelType`."""
+    grey = np.zeros((5, 4), np.uint8)
+    grey[1:3, 1:3] = 1
+    path = tmp_path / "la.png"
+    path.write_bytes(_png_bytes(np.stack([grey, np.full_like(grey, 255)], axis=-1), colour_type=4))
+    plain = tmp_path / "grey.png"
+    plain.write_bytes(_png_bytes(grey[..., None], colour_type=0))
+    assert read_label_map(plain).array.sum() == 4  # the encoder above writes PNGs ITK reads
+    with pytest.raises(InputError) as exc:
+        read_label_map(path)
+    _assert_one_line_naming(exc, "la.png", "2 components")
+    assert "corrupt" not in str(exc.value)
+
+
+@pytest.mark.parametrize(("ending", "compress", "keep"), [
+    (".mha", False, lambda n: n - 1000), (".mha", True, lambda n: n // 2), (".mhd", False, lambda n: n // 2),
+    (".nrrd", True, lambda n: n // 2)])
+def test_a_truncated_file_prints_nothing_but_the_error(tmp_path, capfd, ending, compress, keep):
+    """Once: truncated MetaImage files printed 2-4 raw ITK lines to stderr before the error line
+    (a detached .mhd: its cut data file)."""
+    array = np.zeros((20, 20, 8), np.uint8)
+    array[5:15, 5:15, 2:6] = 1
+    full = tmp_path / "full" / f"x{ending}"
+    full.parent.mkdir()
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(full), useCompression=compress)
+    cut = tmp_path / "cut" / full.name
+    cut.parent.mkdir()
+    for path in full.parent.iterdir():  # the header and, for .mhd, its data file
+        data = path.read_bytes()
+        (cut.parent / path.name).write_bytes(data if path.suffix == ".mhd" else data[: keep(len(data))])
+    capfd.readouterr()
+    with pytest.raises(InputError) as exc:
+        read_label_map(cut)
+    _assert_one_line_naming(exc, str(cut), "cannot read image")
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""
+    assert read_label_map(full).array.sum() == array.sum()  # whole files still read
+    assert capfd.readouterr().err == ""
+
+
+def test_what_a_successful_read_prints_is_passed_on_and_a_failed_one_dropped(capfd):
+    from segqc.io.images import _itk_output_held
+
+    with _itk_output_held(".mha"):
+        os.write(2, b"kept\n")
+    with pytest.raises(RuntimeError), _itk_output_held(".mha"):
+        os.write(2, b"dropped\n")
+        raise RuntimeError("read failed")
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "kept\nafter\n"
 
 
 # ------------------------------------------------------------------------------------------

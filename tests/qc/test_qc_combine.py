@@ -99,6 +99,46 @@ def test_bad_inputs_get_one_line(tmp_path):
     assert result.exit_code == 2 and "one of the QC folders" in result.output
 
 
+def test_a_rerun_into_the_same_output_keeps_no_maps_of_the_earlier_inputs(tmp_path):
+    """Once: combining runs without maps into the folder of an earlier combination left its pgt/
+    and errors/ maps there while report.json said "maps": [] (a report or review showed them)."""
+    out = tmp_path / "both"
+    first = [_qc_folder(tmp_path / "nnqc", _run_a(), "nnqc"), _qc_folder(tmp_path / "qcr", _run_b(), "qcresunet")]
+    assert runner.invoke(app, ["qc", "combine", *map(str, first), "-o", str(out), "-q"]).exit_code == 0
+    assert (out / "pgt" / "a.nii.gz").is_file() and (out / "errors" / "b.nii.gz").is_file()
+
+    plain = [_qc_folder(tmp_path / "p1", _run_a(), "nnqc"), _qc_folder(tmp_path / "p2", _run_b(), "qcresunet")]
+    for folder in plain:
+        for kind in ("pgt", "errors"):
+            shutil.rmtree(folder / kind, ignore_errors=True)
+    result = runner.invoke(app, ["qc", "combine", *map(str, plain), "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "report.json").read_text())["maps"] == []
+    assert not (out / "pgt").exists() and not (out / "errors").exists()
+
+    other = [_qc_folder(tmp_path / name, _run_a().assign(case=lambda t: "z" + t["case"]), "nnqc")
+             for name in ("o1", "o2")]
+    assert runner.invoke(app, ["qc", "combine", *map(str, first), "-o", str(out), "-q"]).exit_code == 0
+    assert runner.invoke(app, ["qc", "combine", *map(str, other), "-o", str(out), "-q"]).exit_code == 0
+    # the cases of these inputs only, not a or b of the first ones
+    assert sorted(p.name for p in (out / "pgt").iterdir()) == ["za.nii.gz", "zb.nii.gz", "zc.nii.gz"]
+    assert not (out / "errors").exists()
+    assert json.loads((out / "report.json").read_text())["maps"] == ["pgt"]
+
+
+def test_an_estimate_that_is_not_a_number_names_the_file_and_the_column(tmp_path):
+    """Once: `error: could not convert string to float: 'abc'`, naming neither file nor column."""
+    one = _qc_folder(tmp_path / "nnqc", _run_a(), "nnqc")
+    table = _run_b().astype({"estimate": object})
+    table.loc[1, "estimate"] = "abc"
+    two = _qc_folder(tmp_path / "qcr", table, "qcresunet")
+    result = runner.invoke(app, ["qc", "combine", str(one), str(two), "-o", str(tmp_path / "both")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {two / 'qc.csv'}: column 'estimate' holds 'abc' on line 3 (case "
+                      f"{table.loc[1, 'case']}), not a number"], result.output
+
+
 def test_the_shipped_models_combined_on_a_real_volume(shared_data, tmp_path):
     """nnQC and QCResUNet (both shipped) on a real ACDC volume: the combined estimate of each
     case is the mean of the two runs' (read back from their own files), the perfect segmentation

@@ -223,6 +223,31 @@ def test_an_image_with_nan_voxels_fails_alone_with_one_line_and_is_refused_for_t
     assert first.name in train.output and "NaN" in train.output, train.output
 
 
+def test_a_case_that_fails_on_a_rerun_leaves_no_maps_of_the_earlier_run(trained_ldseg, tmp_path):
+    """Once: the earlier label map and entropy map of a case whose image had since been damaged
+    stayed in OUT, and `segqc evaluate OUT GT` scored them as this run's segmentation."""
+    import nibabel as nib
+
+    _write_inputs(tmp_path / "images")
+    out = tmp_path / "out"
+    first = runner.invoke(app, ["seg", "predict", str(trained_ldseg), str(tmp_path / "images"), "-o", str(out),
+                                "-q", "--save", "probabilities"])
+    assert first.exit_code == 0, first.output
+    case = sorted(out.glob("*.nii.gz"))[0].name[:-len(".nii.gz")]
+    damaged = tmp_path / "images" / f"{case}_0000.nii.gz"
+    image = nib.load(damaged)
+    array = np.asarray(image.dataobj, dtype=np.float32)
+    array.flat[0] = np.nan
+    nib.save(nib.Nifti1Image(array, image.affine), damaged)
+    again = runner.invoke(app, ["seg", "predict", str(trained_ldseg), str(tmp_path / "images"), "-o", str(out),
+                                "-q", "--save", "probabilities"])
+    assert again.exit_code == 1 and case in again.output, again.output
+    left = [p.relative_to(out).as_posix() for p in out.rglob(f"{case}*.nii.gz")]
+    assert left == [], left
+    others = sorted(p.name for p in out.glob("*.nii.gz"))
+    assert others and all((out / "uncertainty" / name).is_file() for name in others)
+
+
 def test_a_rerun_reuses_the_finished_training_and_refuses_other_settings(trained_ldseg, disk_dataset):
     weights = (trained_ldseg / "model" / "denoiser.safetensors").read_bytes()
     again = runner.invoke(app, ["seg", "train", "ldseg", str(disk_dataset), "-o", str(trained_ldseg), "--config",

@@ -162,13 +162,15 @@ def benchmark_command(
 
     Example: segqc qc benchmark models/acdc-nnqc-small imagesTr/ degraded/ labelsTr/ -o bench/
     """
-    from segqc.qc.assessment import benchmark_qc
+    from segqc.cli._common import print_run_footer
+    from segqc.qc.assessment import benchmark_qc_run
 
     with user_errors():
         _start("benchmark", out, device)
-        summary = benchmark_qc(model_dir, images_dir, segs_dir, gt_dir, out,
-                               settings=_settings(metrics, samples, steps, tolerance, 0.75, seed), jobs=jobs,
-                               scheduler=scheduler, progress=not quiet, device=device)
+        summary, report = benchmark_qc_run(model_dir, images_dir, segs_dir, gt_dir, out,
+                                           settings=_settings(metrics, samples, steps, tolerance, 0.75, seed),
+                                           jobs=jobs, scheduler=scheduler, progress=not quiet, device=device)
+    code = print_run_footer(report["run"], warnings=report["notes"], out_dir=out / "qc")
     table = Table(title="estimated vs true")
     for column in ("label", "metric", "Pearson r", "MAE", "n"):
         table.add_column(column)
@@ -176,6 +178,8 @@ def benchmark_command(
         table.add_row(str(row.label), row.metric, f"{row.pearson_r:.3f}", f"{row.mae:.4g}", str(row.n))
     console.print(table)
     console.print(f"wrote {out / 'benchmark.csv'}, {out / 'benchmark.json'} and plots in {out / 'plots'}/")
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("rank")
@@ -198,6 +202,7 @@ def rank_command(
 
     Example: segqc qc rank models/acdc-nnqc-small images/ modelA/ modelB/ modelC/ --gt labelsTs/
     """
+    from segqc.cli._common import print_run_footer
     from segqc.qc.assessment import rank_models
 
     with user_errors():
@@ -207,8 +212,9 @@ def rank_command(
         ranking, report = rank_models(model_dir, images_dir, seg_dirs, out, gt_dir=gt,
                                       settings=_settings("dice", samples, steps, 1.0, 0.75, seed), jobs=jobs,
                                       scheduler=scheduler, progress=not quiet, device=device)
-    table = Table(title="models by estimated Dice")
-    columns = ["rank", "model", "estimated_dice"] + (["true_dice", "true_rank"] if gt else [])
+    code = print_run_footer(report["run"], warnings=report["notes"], out_dir=out)
+    table = Table(title=f"models by estimated Dice over the {len(report['cases'])} case(s) every folder has")
+    columns = ["rank", "model", "estimated_dice"] + [c for c in ("true_dice", "true_rank") if c in ranking]
     for column in columns:
         table.add_column(column)
     for row in ranking.to_dict(orient="records"):
@@ -216,6 +222,9 @@ def rank_command(
     console.print(table)
     if "kendall_tau" in report:
         console.print(f"Kendall's tau vs the true ranking: {report['kendall_tau']:.3f}")
+    console.print(f"wrote {out / 'ranking.csv'} and {out / 'ranking.json'}")
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("combine")

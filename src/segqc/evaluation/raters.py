@@ -36,8 +36,8 @@ import pandas as pd
 from segqc.errors import InputError
 from segqc.execution import CaseResult, CaseTask, RunReport, run_cases
 from segqc.io.atomic import write_csv_atomic, write_json_atomic
-from segqc.io.images import IMAGE_EXTENSIONS, read_image, read_label_map
-from segqc.io.raters import RaterCase, find_rater_cases, foreground_mask, read_rater_masks
+from segqc.io.images import IMAGE_EXTENSIONS, Geometry, Image, geometry_differences, read_image, read_label_map
+from segqc.io.raters import RaterCase, find_rater_cases, foreground_mask, read_rater_grid
 from segqc.metrics.distribution import consensus_maps, distribution_scores
 from segqc.metrics.soft import soft_dice
 
@@ -80,27 +80,43 @@ def prediction_files(pred_dir: Path, case: str, label: int | None) -> dict[str, 
     return files
 
 
-def _masks(paths: Sequence[Path], foreground: Sequence[int] | None, shape: tuple[int, ...]) -> np.ndarray:
+def _check_grid(image: Image, grid: Geometry, rater: Path, what: str) -> None:
+    """A prediction must lie on the raters' grid: shape, spacing, direction and origin, compared
+    as ``segqc evaluate`` compares a prediction with its ground truth
+    (:func:`~segqc.io.images.geometry_differences`); else one line naming the file."""
+    diffs = geometry_differences(image.geometry, grid)
+    if not diffs:
+        return
+    if diffs[0].what == "dimension":
+        raise InputError(f"{image.geometry.ndim}D {what} cannot be compared with the {grid.ndim}D rater masks "
+                         f"({rater.name}: shape {grid.shape})", image.path)
+    mine = ", ".join(f"{d.what} {d.pred}" for d in diffs)
+    theirs = ", ".join(f"{d.what} {d.gt}" for d in diffs)
+    verb = "differs" if len(diffs) == 1 else "differ"
+    raise InputError(f"{what} {mine} {verb} from the rater masks' ({rater.name}: {theirs})", image.path)
+
+
+def _masks(paths: Sequence[Path], foreground: Sequence[int] | None, grid: Geometry, rater: Path) -> np.ndarray:
     out = []
     for path in paths:
-        array = read_label_map(path).array
-        if array.shape != shape:
-            raise InputError(f"prediction of shape {array.shape}, but the raters' masks have {shape}", path)
-        out.append(foreground_mask(array, foreground))
+        image = read_label_map(path)
+        _check_grid(image, grid, rater, "prediction")
+        out.append(foreground_mask(image.array, foreground))
     return np.stack(out)
 
 
 def rater_case_scores(task: CaseTask, *, foreground: Sequence[int] | None = None) -> CaseResult:
-    """Every metric of one case (module docstring) as tidy rows."""
+    """Every metric of one case (module docstring) as tidy rows. Every prediction file must lie
+    on the raters' grid (shape, spacing, direction, origin)."""
     case: RaterCase = task.payload
-    raters, spacing = read_rater_masks(case, foreground)
-    shape = raters.shape[1:]
-    samples = _masks(task.inputs.get("samples") or task.inputs["label"], foreground, shape)
+    raters, grid = read_rater_grid(case, foreground)
+    spacing = grid.spacing
+    samples = _masks(task.inputs.get("samples") or task.inputs["label"], foreground, grid, case.raters[0])
     soft_path = task.path("soft")
     if soft_path is not None:
-        soft = read_image(soft_path, dtype=np.float64, finite=True).array
-        if soft.shape != shape:
-            raise InputError(f"soft map of shape {soft.shape}, but the raters' masks have {shape}", soft_path)
+        soft_image = read_image(soft_path, dtype=np.float64, finite=True)
+        _check_grid(soft_image, grid, case.raters[0], "soft map")
+        soft = soft_image.array
         if soft.min() < 0 or soft.max() > 1:
             raise InputError("soft map values must lie in [0, 1]", soft_path)
     else:
@@ -133,7 +149,8 @@ def evaluate_raters(pred_dir: str | Path, raters_dir: str | Path, out_dir: str |
                     progress: bool = False) -> tuple[pd.DataFrame, dict[str, Any], RunReport]:
     """Evaluate every case of ``raters_dir`` that has a prediction in ``pred_dir`` (module
     docstring). Returns (tidy table, summary, run report); cases without any prediction are in the
-    report's ``failed``."""
+    report's ``failed``. Raises :class:`InputError` when no case has a prediction at all (the
+    wrong folder, as ``segqc evaluate`` says it)."""
     pred = Path(pred_dir)
     if not pred.is_dir():
         raise InputError("prediction folder not found", pred)
@@ -146,6 +163,10 @@ def evaluate_raters(pred_dir: str | Path, raters_dir: str | Path, out_dir: str |
             failed[case.case] = str(error)
             continue
         tasks.append(CaseTask(case.case, {"raters": case.raters, **inputs}, payload=case))
+    if not tasks:
+        first = next(iter(failed))
+        raise InputError(f"no prediction matches any of the {len(failed)} case(s) of {raters_dir} (e.g. case "
+                         f"{first}: no {first}.* and no samples/{first}_00.*)", pred)
     settings = {"format": "segqc-evaluate-raters", "foreground": None if foreground is None else list(foreground)}
     report = run_cases(partial(rater_case_scores, foreground=foreground), tasks, out_dir, settings=settings,
                        jobs=jobs, progress=progress, description="evaluate raters")

@@ -2,8 +2,9 @@
 
 A finished case may be reused only when nothing it depends on changed: the settings, the content
 of every input file, and the content of the model weights. :func:`file_digest` is the SHA-256 of
-a file's bytes (memoised per process by path, size, modification time and inode, so a file is
-hashed once per run); :func:`directory_digest` covers every file of a folder (a model directory);
+a file's bytes, read every time it is asked for (never memoised on path, size or modification
+time: a file rewritten in place with its time stamp restored still gets its new digest);
+:func:`directory_digest` covers every file of a folder (a model directory);
 :func:`case_key` combines them.
 
 :class:`CaseStore` keeps one Parquet part per finished case under ``OUT/cases/``:
@@ -28,20 +29,14 @@ from segqc.io.atomic import atomic_path
 
 _KEY_FIELD = b"segqc_key"
 _INFO_FIELD = b"segqc_case"
-_MEMO: dict[tuple[str, int, int, int], str] = {}
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
-    """SHA-256 (hex) of a file's content. Raises ``FileNotFoundError`` for a missing file."""
-    path = Path(path)
-    stat = path.stat()
-    memo_key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
-    digest = _MEMO.get(memo_key)
-    if digest is None:
-        with open(path, "rb") as handle:
-            digest = hashlib.file_digest(handle, "sha256").hexdigest()
-        _MEMO[memo_key] = digest
-    return digest
+    """SHA-256 (hex) of a file's content, hashed anew on every call (about 1 s per GB): no
+    memo keyed on path, size or time stamps, which a file rewritten in place can keep. Raises
+    ``FileNotFoundError`` for a missing file."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def directory_digest(directory: str | os.PathLike[str]) -> str:
@@ -101,6 +96,31 @@ class CaseStore:
         metadata.update({_KEY_FIELD: key.encode(), _INFO_FIELD: info.encode()})
         with atomic_path(self._path(case)) as tmp:
             pq.write_table(table.replace_schema_metadata(metadata), tmp)
+
+    def cases(self) -> list[str]:
+        """The cases with a finished main part in the store (any key)."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(path.name[:-len(".parquet")] for path in self.directory.glob("*.parquet")
+                      if "." not in path.name[:-len(".parquet")])
+
+    def files(self, case: str) -> list[str]:
+        """The output files (relative to the output folder) recorded with the finished part of
+        ``case``; empty when there is none or it cannot be read."""
+        import pyarrow.parquet as pq
+
+        path = self._path(case)
+        try:
+            metadata = pq.read_schema(path).metadata or {}
+            info = json.loads(metadata.get(_INFO_FIELD, b"{}").decode())
+        except (OSError, ValueError, json.JSONDecodeError, UnicodeDecodeError):
+            return []
+        except Exception as error:  # pyarrow's own errors (ArrowInvalid, ...)
+            if type(error).__module__.startswith("pyarrow"):
+                return []
+            raise
+        files = info.get("files", []) if isinstance(info, dict) else []
+        return [str(f) for f in files] if isinstance(files, list) else []
 
     def load(
         self, case: str, key: str, out_dir: Path | None = None

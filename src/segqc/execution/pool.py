@@ -16,7 +16,8 @@ core.
 Stopping. Workers die with their parent: on Linux each asks the kernel for SIGKILL when its
 parent ends (``PR_SET_PDEATHSIG``), so ``kill -9`` of the command leaves no orphan computing on.
 Workers ignore SIGINT; on Ctrl-C (SIGINT) or SIGTERM the parent cancels the queue, terminates the
-workers at once and re-raises ``KeyboardInterrupt``. Finished cases are already stored by the
+workers at once and re-raises ``KeyboardInterrupt``; cases run serially in this process stop on
+SIGTERM with ``KeyboardInterrupt`` too, as on Ctrl-C. Finished cases are already stored by the
 caller's per-case function, so a rerun resumes.
 """
 
@@ -89,9 +90,10 @@ def map_cases(
         if scheduler is not None:
             yield from _map_dask(function, items, scheduler, bar, task)
         elif jobs == 1 or len(items) <= 1:
-            for item in items:
-                yield item, _call(function, item)
-                bar.advance(task)
+            with _sigterm_interrupts():
+                for item in items:
+                    yield item, _call(function, item)
+                    bar.advance(task)
         else:
             yield from _map_pool(function, items, jobs, bar, task)
 
@@ -154,6 +156,25 @@ def _signals_set(stop: threading.Event) -> Iterator[None]:
     finally:
         for signum, previous in before.items():
             signal.signal(signum, previous)
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While cases run in this process, SIGTERM stops them as Ctrl-C does: ``KeyboardInterrupt``
+    (main thread only), so the command reports the interruption and exits 130 instead of dying
+    silently with 143. Nothing here holds the pool's locks, so raising from the handler is safe."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if before is None else before)
 
 
 def _terminate(pool: ProcessPoolExecutor) -> None:

@@ -22,6 +22,7 @@ bugs and propagate.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -109,6 +110,35 @@ def _run_and_store(item: tuple[CaseTask, str], function: Callable[[CaseTask], Ca
     return result
 
 
+def _remove_stale_outputs(out: Path, store: CaseStore, done: Sequence[str],
+                          earlier: Mapping[str, list[str]]) -> list[str]:
+    """Delete the output files that an earlier run recorded (its cases' parts under ``cases/``)
+    and that no finished case of this run wrote or reused: files of a case that fails now, of a
+    case no longer among the inputs, or that a case's earlier result had and its new one lacks
+    (e.g. another model's maps, a region no longer asked for). Only files the engine recorded are
+    touched, and a folder emptied here is removed; a report, a review or ``segqc evaluate`` would
+    otherwise take the files for this run's. Returns the removed files, relative to ``out``."""
+    done_set = set(done)
+    kept = {name for case in done for name in store.files(case)}
+    recorded = {name for names in earlier.values() for name in names}
+    for case in store.cases():
+        if case not in done_set:
+            recorded.update(store.files(case))
+    root = out.resolve()
+    removed = []
+    for name in sorted(recorded - kept):
+        path = out / name
+        if not path.resolve().parent.is_relative_to(root) or not (path.is_file() or path.is_symlink()):
+            continue
+        path.unlink()
+        removed.append(name)
+        folder = path.parent
+        while folder.resolve() != root and folder.resolve().is_relative_to(root) and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
+    return removed
+
+
 def run_cases(
     function: Callable[[CaseTask], CaseResult],
     tasks: Sequence[CaseTask],
@@ -137,7 +167,7 @@ def run_cases(
     digest = settings_digest(settings)
     results: dict[str, CaseResult] = {}
     report = RunReport(table=pd.DataFrame(),
-                       inputs={t.case: {role: [str(p) for p in paths] for role, paths in t.inputs.items()}
+                       inputs={t.case: {role: [os.path.abspath(p) for p in paths] for role, paths in t.inputs.items()}
                                for t in tasks})
     todo: list[tuple[CaseTask, str]] = []
     for task in tasks:
@@ -154,6 +184,7 @@ def run_cases(
             report.reused.append(task.case)
         else:
             todo.append((task, key))
+    earlier = {task.case: store.files(task.case) for task, _ in todo} if store is not None else {}
     work = partial(_run_and_store, function=function, out_dir=out)
     for (task, _), result in map_cases(work, todo, jobs=jobs, scheduler=scheduler, description=description,
                                        progress=progress):
@@ -167,6 +198,12 @@ def run_cases(
     finished = [results[c] for c in cases if c in results]
     report.done = [c for c in cases if c in results]
     report.warnings = [w for r in finished for w in r.warnings]
+    if store is not None and out is not None:
+        removed = _remove_stale_outputs(out, store, report.done, earlier)
+        if removed:
+            report.warnings.append(f"removed {len(removed)} output file(s) of an earlier run into this folder that "
+                                   "no finished case of this run wrote: " + ", ".join(removed[:5])
+                                   + (" ..." if len(removed) > 5 else ""))
     frames = [r.table for r in finished if len(r.table)]
     if frames:
         report.table = pd.concat(frames, ignore_index=True)

@@ -24,7 +24,9 @@ import re
 import secrets
 import shutil
 import struct
+import sys
 import tempfile
+import threading
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -376,8 +378,12 @@ def _read_sitk(path: Path) -> sitk.Image:
         reader = sitk.ImageFileReader()
         reader.SetFileName(name)
         try:
-            reader.ReadImageInformation()
+            with _itk_output_held(ext):
+                reader.ReadImageInformation()
         except RuntimeError as exc:
+            components = _png_channels(path) if ext == ".png" else None
+            if components is not None and components != 1:
+                raise InputError(_components_message(components), path) from None
             raise InputError(_unreadable_message(exc, ext), path) from None
         ndim = reader.GetDimension()
         if ndim not in (2, 3):
@@ -386,14 +392,77 @@ def _read_sitk(path: Path) -> sitk.Image:
             )
         components = reader.GetNumberOfComponents()
         if components != 1:
-            raise InputError(
-                f"expected a scalar (single-channel) image, got {components} components per voxel",
-                path,
-            )
+            raise InputError(_components_message(components), path)
         try:
-            return reader.Execute()
+            with _itk_output_held(ext):
+                return reader.Execute()
         except RuntimeError as exc:
             raise InputError(_unreadable_message(exc, ext), path) from None
+
+
+def _components_message(components: int) -> str:
+    return f"expected a scalar (single-channel) image, got {components} components per voxel"
+
+
+#: PNG colour types (IHDR byte 9) -> channels: grey, RGB, palette, grey + alpha, RGB + alpha.
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+
+def _png_channels(path: Path) -> int | None:
+    """Channels per pixel of a PNG file from its header, or None when the header is not a PNG's.
+    ITK cannot even describe a grey + alpha PNG ("Unknown PixelType"), so its channel count is
+    read here to say what is wrong."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(26)
+    except OSError:
+        return None
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return _PNG_CHANNELS.get(head[25])
+
+
+_HOLD_LOCK = threading.Lock()
+
+
+@contextmanager
+def _itk_output_held(ext: str) -> Iterator[None]:
+    """Hold back what ITK's readers print straight to the process's stderr while a file is read
+    (MetaImage and NRRD print several raw lines for a truncated file, past SimpleITK's warning
+    switches): dropped when the read fails — the error line says what is wrong —, passed on to
+    stderr when it succeeds. The file descriptor is swapped under a lock, so reads in several
+    threads queue here rather than lose each other's stderr; NIfTI files are checked before ITK
+    reads them and its NIfTI reader prints nothing, so they are read without the swap (and
+    without the queue)."""
+    if ext in _NIFTI:
+        yield
+        return
+    with _HOLD_LOCK:
+        try:
+            if sys.stderr is not None:
+                sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):  # no usable stderr: nothing to hold back
+            saved = -1
+        if saved < 0:
+            yield
+            return
+        try:
+            with tempfile.TemporaryFile() as held:
+                os.dup2(held.fileno(), 2)
+                failed = True
+                try:
+                    yield
+                    failed = False
+                finally:
+                    os.dup2(saved, 2)
+                    if not failed:
+                        held.seek(0)
+                        text = held.read()
+                        if text:
+                            os.write(2, text)
+        finally:
+            os.close(saved)
 
 
 def _nifti_siblings(path: Path, ext: str) -> list[Path]:

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from segqc.errors import InputError
-from segqc.io.images import IMAGE_EXTENSIONS, read_label_map
+from segqc.io.images import IMAGE_EXTENSIONS, Geometry, read_label_map
 
 __all__ = ["RaterCase", "case_folder_images", "find_rater_cases", "foreground_mask", "is_rater_folder",
-           "read_rater_masks"]
+           "read_rater_grid", "read_rater_masks"]
 
 _RATER = re.compile(r"^rater_(.+)$")
 _IMAGE = re.compile(r"^image(_\d{4})?$")
@@ -144,13 +144,22 @@ def foreground_mask(labels: np.ndarray, foreground: Sequence[int] | None = None)
 def read_rater_masks(case: RaterCase, foreground: Sequence[int] | None = None) -> tuple[np.ndarray, tuple[float, ...]]:
     """``(R, ...)`` bool masks of a case's raters (foreground: the label values in ``foreground``,
     default every non-zero value) and their spacing (mm, array axis order)."""
+    masks, geometry = read_rater_grid(case, foreground)
+    return masks, tuple(float(s) for s in geometry.spacing)
+
+
+def read_rater_grid(case: RaterCase, foreground: Sequence[int] | None = None) -> tuple[np.ndarray, Geometry]:
+    """As :func:`read_rater_masks`, with the whole grid of the first rater's mask (shape,
+    spacing, direction, origin) that predictions must lie on."""
     masks: list[np.ndarray] = []
     spacing: tuple[float, ...] = ()
     shape: tuple[int, ...] | None = None
+    geometry: Geometry | None = None
     for path in case.raters:
         image = read_label_map(path)
         if shape is None:
             shape, spacing = image.array.shape, tuple(float(s) for s in image.geometry.spacing)
+            geometry = image.geometry
         elif image.array.shape != shape:
             raise InputError(f"mask of shape {image.array.shape}, but {case.raters[0].name} has {shape}", path)
         elif not np.allclose(image.geometry.spacing, spacing, rtol=1e-3):
@@ -158,4 +167,5 @@ def read_rater_masks(case: RaterCase, foreground: Sequence[int] | None = None) -
                              f"{spacing}", path)
         array = image.array
         masks.append(foreground_mask(array, foreground))
-    return np.stack(masks), spacing
+    assert geometry is not None  # a case has at least one rater (find_rater_cases)
+    return np.stack(masks), geometry

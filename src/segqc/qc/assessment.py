@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -22,13 +23,15 @@ import pandas as pd
 
 from segqc.errors import InputError
 from segqc.evaluation.evaluate import FolderEvaluation, evaluate_folder
+from segqc.execution import RunReport
 from segqc.io.atomic import write_csv_atomic, write_json_atomic
 from segqc.qc.inference import QcSettings, qc_folder
 from segqc.qc.model_api import QcModel
 from segqc.report import agreement, rank_by_estimate, scatter_plots
 from segqc.report.agreement import failure_auroc, mae_by_bin
 
-__all__ = ["agreement", "benchmark_qc", "rank_by_estimate", "rank_models", "run_names", "true_metrics"]
+__all__ = ["agreement", "benchmark_qc", "benchmark_qc_run", "rank_by_estimate", "rank_models", "run_names",
+           "true_metrics"]
 
 
 def true_metrics(segs_dir: Path, gt_dir: Path, metrics: Sequence[str], tolerance_mm: float, *,
@@ -38,6 +41,13 @@ def true_metrics(segs_dir: Path, gt_dir: Path, metrics: Sequence[str], tolerance
     through :func:`~segqc.evaluation.evaluate.evaluate_folder` (same pairing, geometry checks and
     label handling as ``segqc evaluate``; a case that cannot be evaluated, e.g. a ground truth
     on another grid, has no row at all). Columns: case, label, metric, value."""
+    return _truth(segs_dir, gt_dir, metrics, tolerance_mm, labels=labels, jobs=jobs, progress=progress)[0]
+
+
+def _truth(segs_dir: Path, gt_dir: Path, metrics: Sequence[str], tolerance_mm: float, *,
+           labels: Sequence[int] | None = None, jobs: int = 1, progress: bool = False
+           ) -> tuple[pd.DataFrame, FolderEvaluation]:
+    """:func:`true_metrics` and what happened to every case (failures, missing files)."""
     result = evaluate_folder(segs_dir, gt_dir, metrics=tuple(metrics), tolerance_mm=tolerance_mm,
                              labels=labels, multiclass_all=True, same_folder_ok=True, jobs=jobs, progress=progress,
                              return_details=True)
@@ -45,20 +55,76 @@ def true_metrics(segs_dir: Path, gt_dir: Path, metrics: Sequence[str], tolerance
     table = result.table
     truth = table[table["component"].isna()][["case", "label", "metric", "value"]].reset_index(drop=True)
     truth["label"] = truth["label"].astype(str)
-    return truth
+    return truth, result
+
+
+def _case_report(qc: RunReport, evaluation: FolderEvaluation | None, prefix: str = "") -> RunReport:
+    """The QC run's report with the cases whose ground truth could not be compared (e.g. a ground
+    truth on another grid) moved from ``done`` to ``failed``; case ids get ``prefix``. A case
+    that failed in both keeps its QC error only (the same file is usually at fault)."""
+    truth_failed = evaluation.failed if evaluation is not None else {}
+    failed = {prefix + case: why for case, why in qc.failed.items()}
+    kinds = {prefix + case: kind for case, kind in qc.failure_kinds.items()}
+    for case in qc.done:
+        if case in truth_failed:
+            failed[prefix + case] = truth_failed[case]
+            kinds[prefix + case] = "InputError"  # no --resample here: its hint would mislead
+    warnings = qc.warnings + (evaluation.report.warnings if evaluation is not None else [])
+    return RunReport(table=qc.table, extra=qc.extra,
+                     done=[prefix + c for c in qc.done if c not in truth_failed], failed=failed,
+                     skipped={prefix + c: why for c, why in qc.skipped.items()},
+                     reused=[prefix + c for c in qc.reused if c not in truth_failed],
+                     warnings=list(dict.fromkeys(warnings)), failure_kinds=kinds,
+                     inputs={prefix + c: files for c, files in qc.inputs.items()})
+
+
+def _merged(runs: Sequence[RunReport]) -> RunReport:
+    """One report of several runs whose case ids are already distinct (``<name>/<case>``)."""
+    merged = RunReport(table=pd.DataFrame())
+    for run in runs:
+        merged.done += run.done
+        merged.failed.update(run.failed)
+        merged.failure_kinds.update(run.failure_kinds)
+        merged.skipped.update(run.skipped)
+        merged.reused += run.reused
+        merged.warnings += [w for w in run.warnings if w not in merged.warnings]
+        merged.inputs.update(run.inputs)
+    return merged
+
+
+def _missing_image_notes(report: dict, images_dir: str | Path, segs_dir: str | Path) -> list[str]:
+    return [f"{case} in {segs_dir}: segmentation without an image in {images_dir}; skipped"
+            for case in report["missing_image"]]
 
 
 def benchmark_qc(model_dir: str | Path, images_dir: str | Path, segs_dir: str | Path, gt_dir: str | Path,
                  out_dir: str | Path, *, settings: QcSettings | None = None, jobs: int = 1,
                  scheduler: str | None = None, model: QcModel | None = None, progress: bool = False,
                  device: str = "cpu") -> pd.DataFrame:
-    """Estimated vs true metrics on segmentations with a known ground truth (see module docstring)."""
+    """Estimated vs true metrics on segmentations with a known ground truth (see module docstring);
+    returns the agreement table. What happened to every case: :func:`benchmark_qc_run`."""
+    return benchmark_qc_run(model_dir, images_dir, segs_dir, gt_dir, out_dir, settings=settings, jobs=jobs,
+                            scheduler=scheduler, model=model, progress=progress, device=device)[0]
+
+
+def benchmark_qc_run(model_dir: str | Path, images_dir: str | Path, segs_dir: str | Path, gt_dir: str | Path,
+                     out_dir: str | Path, *, settings: QcSettings | None = None, jobs: int = 1,
+                     scheduler: str | None = None, model: QcModel | None = None, progress: bool = False,
+                     device: str = "cpu") -> tuple[pd.DataFrame, dict]:
+    """:func:`benchmark_qc` and a dict: ``run`` (the :class:`~segqc.execution.RunReport` of the
+    cases: a case fails when its QC fails or its ground truth cannot be compared with it) and
+    ``notes`` (warnings of the run as a whole: ignored files, segmentations without an image or a
+    ground truth)."""
     settings = settings or QcSettings()
     out_dir = Path(out_dir)
     table, _, report = qc_folder(model_dir, images_dir, segs_dir, out_dir / "qc", settings=settings, jobs=jobs,
                                  scheduler=scheduler, model=model, progress=progress, device=device)
-    truth = true_metrics(Path(segs_dir), Path(gt_dir), settings.metrics, settings.tolerance_mm, jobs=jobs,
-                         progress=progress)
+    truth, evaluation = _truth(Path(segs_dir), Path(gt_dir), settings.metrics, settings.tolerance_mm, jobs=jobs,
+                               progress=progress)
+    run = _case_report(report["run"], evaluation)
+    without_truth = [case for case in evaluation.extra_pred if case in report["cases"]]
+    notes = _missing_image_notes(report, images_dir, segs_dir) + report["notes"] + [
+        f"{case}: no ground truth in {gt_dir}; left out of the agreement" for case in without_truth]
     pairs = table.merge(truth.rename(columns={"value": "true"}), on=["case", "label", "metric"], how="inner")
     summary = agreement(pairs)
     write_csv_atomic(out_dir / "pairs.csv", pairs)
@@ -71,15 +137,18 @@ def benchmark_qc(model_dir: str | Path, images_dir: str | Path, segs_dir: str | 
     sem = error_map_agreement(out_dir / "qc", Path(segs_dir), Path(gt_dir), jobs=jobs)
     if sem is not None:
         write_csv_atomic(out_dir / "error_maps.csv", sem)
+    else:
+        (out_dir / "error_maps.csv").unlink(missing_ok=True)  # an earlier run's, with another model
     write_json_atomic(out_dir / "benchmark.json", {
         "settings": settings.to_dict(),
-        "cases": {"qc": report["cases"], "failed": report["failed"], "with_truth": sorted(set(pairs["case"]))},
+        "cases": {"qc": report["cases"], "failed": run.failed, "with_truth": sorted(set(pairs["case"])),
+                  "without_truth": without_truth},
         "agreement": summary.replace({np.nan: None}).to_dict(orient="records"),
         "failure_detection": {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in failures.items()},
         "error_maps": None if sem is None else
         sem.groupby(["label", "label_name"], sort=False)["dsc_sem"].mean().reset_index().to_dict(orient="records")})
     scatter_plots(pairs, summary, out_dir)
-    return summary
+    return summary, {"run": run, "notes": notes}
 
 
 FAILURE_DICE = 0.7
@@ -108,7 +177,8 @@ def error_map_agreement(qc_dir: Path, segs_dir: Path, gt_dir: Path, *, jobs: int
     """DSC_SEM (QCResUNet §3.4) of every case with an error map in ``qc_dir/errors``: per class c
     the Dice between the predicted error map (bit c-1 of the stored bitmask) and the true one
     (segmentation XOR ground truth for class c), on the input grid; 1.0 when both are empty.
-    None when the QC run wrote no error maps (a pGT method)."""
+    None when the QC run wrote no error maps (a pGT method): only maps that the run recorded in
+    ``qc_dir/report.json`` (``maps``, ``cases``) are scored, never files an earlier run left."""
     from segqc.execution import map_cases
     from segqc.io.datasets import pair_cases
     from segqc.io.json_files import read_json_object
@@ -117,6 +187,8 @@ def error_map_agreement(qc_dir: Path, segs_dir: Path, gt_dir: Path, *, jobs: int
     if not folder.is_dir():
         return None
     report = read_json_object(qc_dir / "report.json", what="QC report")
+    if "errors" not in report.get("maps", ["errors"]):  # maps of an earlier run with another model
+        return None
     names: dict[str, str] = {}
     if isinstance(report.get("classes"), list):  # the regressor's classes, in the order of its bits
         names = {str(c["label"]): str(c["name"]) for c in report["classes"]}
@@ -179,27 +251,113 @@ def rank_models(model_dir: str | Path, images_dir: str | Path, seg_dirs: Sequenc
                 progress: bool = False, device: str = "cpu") -> tuple[pd.DataFrame, dict]:
     """Rank segmentation models (one folder each) by mean estimated multi-class Dice; with a GT,
     compare with the true ranking (Kendall's tau). Each folder's QC goes to ``out_dir/<name>``
-    (:func:`run_names`: unique even when the folders share a base name)."""
+    (:func:`run_names`: unique even when the folders share a base name).
+
+    Every model is scored on the same cases: those with an estimate in every folder (with a GT,
+    also a true value in every folder), so a folder whose hard cases failed or are missing does
+    not rank higher for it, and its estimated and true means cover the same cases. The returned
+    report (and ``ranking.json``) names the ``cases`` used and the cases ``left_out`` (case ->
+    why); ``notes`` holds the warning lines, ``run`` the :class:`~segqc.execution.RunReport` of
+    every folder's cases (ids ``<name>/<case>``; a case whose QC fails or whose ground truth
+    cannot be compared with it failed). Raises :class:`InputError` when no case is in every
+    folder although none failed (folders of different cases)."""
     settings = settings or QcSettings(metrics=("dice",))
     out_dir = Path(out_dir)
-    rows = []
+    folders: list[_Folder] = []
+    runs: list[RunReport] = []
+    notes: list[str] = []
     for seg_dir, name in zip(seg_dirs, run_names(seg_dirs)):
         seg_dir = Path(seg_dir)
-        table, _, _ = qc_folder(model_dir, images_dir, seg_dir, out_dir / name, settings=settings, jobs=jobs,
-                                scheduler=scheduler, model=model, progress=progress, device=device)
+        table, _, qc = qc_folder(model_dir, images_dir, seg_dir, out_dir / name, settings=settings, jobs=jobs,
+                                 scheduler=scheduler, model=model, progress=progress, device=device)
+        notes += _missing_image_notes(qc, images_dir, seg_dir) + qc["notes"]
         overall = table[(table.label == "all") & (table.metric == "dice")]
-        row = {"model": name, "folder": str(seg_dir), "n_cases": int(len(overall)),
-               "estimated_dice": float(overall["estimate"].mean()) if len(overall) else math.nan}
+        folder = _Folder(name, seg_dir, estimates=_by_case(overall, "estimate"),
+                         tasks=set(qc["run"].done) | set(qc["run"].failed) | set(qc["run"].skipped),
+                         failed=set(qc["failed"]))
+        evaluation = None
         if gt_dir is not None:
-            truth = true_metrics(seg_dir, Path(gt_dir), ("dice",), settings.tolerance_mm, jobs=jobs)
-            true_all = truth[(truth.label == "all") & (truth.metric == "dice")]
-            row["true_dice"] = float(true_all["value"].mean()) if len(true_all) else math.nan
+            values, evaluation = _truth(seg_dir, Path(gt_dir), ("dice",), settings.tolerance_mm, jobs=jobs)
+            folder.truth = _by_case(values[(values.label == "all") & (values.metric == "dice")], "value")
+            folder.failed |= set(evaluation.failed) & set(qc["cases"])
+            folder.without_truth = set(evaluation.extra_pred)
+        runs.append(_case_report(qc["run"], evaluation, prefix=f"{name}/"))
+        folders.append(folder)
+    cases, left_out = _common_cases(folders)
+    if not cases and not any(run.failed for run in runs):
+        what = "an estimate and a ground truth" if gt_dir is not None else "an estimate"
+        raise InputError(f"no case has {what} in every segmentation folder: nothing to rank the models on",
+                         Path(seg_dirs[0]))
+    rows = []
+    for folder in folders:
+        row = {"model": folder.name, "folder": str(folder.folder), "n_cases": len(cases),
+               "estimated_dice": folder.mean(folder.estimates, cases)}
+        if gt_dir is not None:
+            row["true_dice"] = folder.mean(folder.truth, cases)
         rows.append(row)
-    ranking, tau = rank_by_estimate(pd.DataFrame(rows))
-    report: dict = {"ranking": ranking.to_dict(orient="records")}
+    what = "an estimate and a true value" if gt_dir is not None else "an estimate"
+    if left_out:
+        shown = "; ".join(f"{case} ({why})" for case, why in list(left_out.items())[:5])
+        more = f"; {len(left_out) - 5} more in ranking.json" if len(left_out) > 5 else ""
+        notes.append(f"{len(left_out)} case(s) left out of every model's ranking, which covers the {len(cases)} "
+                     f"case(s) with {what} in every folder: {shown}{more}")
+    if cases:
+        ranking, tau = rank_by_estimate(pd.DataFrame(rows))
+    else:  # every case failed somewhere (the failures are in the run report): nothing to order by
+        notes.append(f"no case has {what} in every folder: the models are not ranked")
+        ranking, tau = pd.DataFrame(rows), None
+        ranking.insert(0, "rank", None)
+    report: dict = {"ranking": ranking.to_dict(orient="records"), "cases": cases, "left_out": left_out}
     if tau is not None:
         report["kendall_tau"] = float(tau.statistic)
         report["kendall_p"] = float(tau.pvalue)
     write_csv_atomic(out_dir / "ranking.csv", ranking)
     write_json_atomic(out_dir / "ranking.json", report)
+    report["run"] = _merged(runs)  # not in ranking.json
+    report["notes"] = list(dict.fromkeys(notes))
     return ranking, report
+
+
+def _by_case(rows: pd.DataFrame, column: str) -> pd.Series:
+    return pd.Series(rows[column].to_numpy(dtype=float), index=rows["case"].astype(str).to_numpy())
+
+
+@dataclass
+class _Folder:
+    """One segmentation folder of a ranking: its estimates (case -> multi-class Dice), true
+    values, the cases it has (``tasks``), those that failed and those without a ground truth."""
+
+    name: str
+    folder: Path
+    estimates: pd.Series
+    tasks: set[str]
+    failed: set[str]
+    truth: pd.Series | None = None
+    without_truth: set[str] = field(default_factory=set)
+
+    def usable(self) -> set[str]:
+        usable = set(self.estimates.index) - self.failed
+        return usable if self.truth is None else usable & set(self.truth.index)
+
+    @staticmethod
+    def mean(values: pd.Series | None, cases: Sequence[str]) -> float:
+        return float(values.reindex(list(cases)).mean()) if values is not None and len(cases) else math.nan
+
+
+def _common_cases(folders: Sequence[_Folder]) -> tuple[list[str], dict[str, str]]:
+    """The cases every folder can be scored on, and why each other case is left out."""
+    common = set.intersection(*(folder.usable() for folder in folders))
+    left_out: dict[str, str] = {}
+    for case in sorted(set().union(*(folder.tasks for folder in folders)) - common):
+        reasons = []
+        for folder in folders:
+            if case in folder.failed:
+                reasons.append(f"failed in {folder.name}")
+            elif case not in folder.tasks:
+                reasons.append(f"no segmentation in {folder.name}")
+            elif case in folder.without_truth:
+                reasons.append("no ground truth")
+            elif case not in folder.usable():
+                reasons.append(f"no estimate in {folder.name}")
+        left_out[case] = ", ".join(dict.fromkeys(reasons))
+    return sorted(common), left_out

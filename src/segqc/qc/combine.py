@@ -69,6 +69,7 @@ def _read_run(folder: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
         raise InputError("no qc.csv here; give folders written by `segqc qc predict`", folder)
     table = read_table(path)
     require_columns(table, _REQUIRED, path)
+    table["estimate"] = _numbers(table, "estimate", path)
     if table.duplicated(KEYS).any():
         raise InputError("holds a case, label and metric more than once", path)
     report_path = folder / "report.json"
@@ -76,20 +77,44 @@ def _read_run(folder: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     return table, report
 
 
+def _numbers(table: pd.DataFrame, column: str, path: Path) -> pd.Series:
+    """``column`` as floats (empty cells: NaN); a value that is not a number is an
+    :class:`InputError` naming the file, the column and the line."""
+    values = pd.to_numeric(table[column], errors="coerce")
+    bad = values.isna() & table[column].notna()
+    if bad.any():
+        row = int(bad.to_numpy().argmax())
+        raise InputError(f"column '{column}' holds {table[column].iloc[row]!r} on line {row + 2} (case "
+                         f"{table['case'].iloc[row]}), not a number", path)
+    return values.astype(float)
+
+
+MAP_KINDS = ("pgt", "errors")
+
+
 def _copy_maps(sources: Sequence[Path], cases: Sequence[str], out_dir: Path) -> list[str]:
     """Copy each kind of map (pseudo ground truths, error maps) of ``cases`` from the first run that
-    has it; returns the kinds copied."""
+    has it, and remove every other file from the output's map folders (maps of an earlier
+    combination of other runs or cases); returns the kinds copied."""
     copied = []
-    for kind in ("pgt", "errors"):
+    for kind in MAP_KINDS:
         source = next((s for s in sources if (s / kind).is_dir()), None)
-        if source is None:
-            continue
+        written: set[str] = set()
         for case in cases:
-            origin = source / kind / f"{case}.nii.gz"
-            if origin.is_file():
+            origin = source / kind / f"{case}.nii.gz" if source is not None else None
+            if origin is not None and origin.is_file():
                 with atomic_path(out_dir / kind / origin.name) as tmp:
                     shutil.copyfile(origin, tmp)
-        copied.append(kind)
+                written.add(origin.name)
+        folder = out_dir / kind
+        if folder.is_dir():
+            for path in sorted(folder.iterdir()):
+                if path.name not in written and (path.is_file() or path.is_symlink()):
+                    path.unlink()
+            if not any(folder.iterdir()):
+                folder.rmdir()
+        if written:
+            copied.append(kind)
     return copied
 
 

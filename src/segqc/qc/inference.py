@@ -12,9 +12,11 @@ estimates — measured in the README), the estimate is the metric against the co
 the nnQC paper does not give. The consensus pGT is what is written to disk.
 
 Outputs: ``qc.csv`` (case, label, label_name, metric, estimate, spread, empty), ``qc_slices.csv``
-(per-slice Dice estimates), ``pgt/CASE.nii.gz`` on the input grid, ``worklist.csv`` (cases from
-worst estimated quality, with a flag). Per-case results are stored under ``cases/`` so an
-interrupted run continues.
+(per-slice Dice estimates), ``pgt/CASE.nii.gz`` on the input grid (a regressor's error maps:
+``errors/CASE.nii.gz``), ``worklist.csv`` (cases from worst estimated quality, with a flag),
+``report.json`` (``maps``: the map folders this run wrote). Per-case results are stored under
+``cases/`` so an interrupted run continues; maps that this run's cases did not write (another
+model's, an earlier run's) are removed.
 """
 
 from __future__ import annotations
@@ -332,6 +334,17 @@ def model_directory(model_dir: str | Path) -> Path:
     return model_dir
 
 
+MAP_KINDS = ("pgt", "errors")
+"""The map folders of a QC output: pseudo ground truths (pGT generators), error maps (regressors)."""
+
+
+def run_map_kinds(out_dir: Path) -> list[str]:
+    """The map folders (:data:`MAP_KINDS`) that hold files after a run. The case engine has
+    already removed the maps that no finished case of this run wrote (another model's, an
+    earlier run's, a case that failed now), so these are this run's."""
+    return [kind for kind in MAP_KINDS if (out_dir / kind).is_dir() and any((out_dir / kind).iterdir())]
+
+
 def qc_folder(model_dir: str | Path, images_dir: str | Path, segs_dir: str | Path, out_dir: str | Path, *,
               settings: QcSettings | None = None, jobs: int = 1, scheduler: str | None = None,
               progress: bool = False, model: QcModel | None = None,
@@ -376,11 +389,12 @@ def qc_folder(model_dir: str | Path, images_dir: str | Path, segs_dir: str | Pat
             ignored.append(f"the {loaded.method} model estimates {', '.join(loaded.metrics)} only; "
                            f"not {', '.join(lacking)}")
     notes = ignored + report.warnings
+    maps = run_map_kinds(out_dir)
     result: dict[str, Any] = {"cases": report.done, "failed": report.failed, "failure_kinds": report.failure_kinds,
               "reused": report.reused, "missing_image": [sid for sid, _ in pairing.extra],
               "missing_segmentation": [case for case, _ in pairing.missing], "warnings": notes,
               "settings": settings.to_dict(), "method": loaded.method, "model": str(model_dir),
-              "inputs": report.inputs}
+              "inputs": report.inputs, "maps": maps}
     if loaded.classes is not None:
         result["classes"] = [{"label": c[0], "name": c[1], "values": list(c[2])} for c in loaded.classes]
     write_json_atomic(out_dir / "report.json", result)
