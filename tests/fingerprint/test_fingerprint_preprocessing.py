@@ -289,6 +289,34 @@ def test_preprocess_files_rejects_label_on_another_grid(tmp_path):
     assert read_image(image_path).geometry == g
 
 
+def test_preprocess_files_names_the_first_image_for_another_number_of_channels(tmp_path):
+    """Once: a bare ValueError (`the plan normalises 1 channel(s), got 2`) naming no file."""
+    from segqc.errors import InputError
+
+    label = _blobs((20, 20, 4), seed=1)
+    g = Geometry.from_shape(label.shape, (1.0, 1.0, 3.0))
+    paths = [tmp_path / "case_0000.nii.gz", tmp_path / "case_0001.nii.gz"]
+    for path in paths:
+        write_image(path, label.astype(np.float32) + 1, g)
+    with pytest.raises(InputError) as info:
+        preprocess_files(paths, _plan(16))
+    assert info.value.path == paths[0]
+    assert info.value.problem == ("the case has 2 image channel(s) (case_0000.nii.gz, case_0001.nii.gz) but the plan "
+                                  "normalises 1")
+    assert preprocess_files(paths, _plan(16, channels=2)).image.shape == (2, 16, 16, 4)
+
+
+@pytest.mark.parametrize("name", list(GRIDS))
+def test_slice_count_is_the_number_of_slices_preprocessing_cuts(name):
+    from segqc.fingerprint.preprocessing import slice_count
+
+    geometry = Geometry((9, 11, 5), (1.0, 1.2, 3.0), (0.0, 0.0, 0.0), GRIDS[name])
+    for axis in (0, 1, 2):
+        plan = _plan(8, slice_axis=axis)
+        assert slice_count(geometry, plan) == preprocess_case(np.ones(geometry.shape), geometry, plan).n_slices
+    assert slice_count(Geometry.from_shape((9, 11)), _plan(8)) == 1
+
+
 # ------------------------------------------------------------------------------------------
 # Real data
 # ------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from qc_toy_data import oracle_model
 from typer.testing import CliRunner
 
 from segqc.cli.main import app
+from segqc.errors import InputError
 from segqc.io.images import Geometry, read_label_map, write_image
 from segqc.qc.inference import QcSettings, qc_folder
 
@@ -393,3 +394,229 @@ def test_a_rerun_with_another_model_keeps_no_maps_of_the_first(qc_dataset, tmp_p
     assert list(report["failed"]) == ["case1"] and sorted(report["reused"]) == ["case0", "case2", "case3"]
     assert sorted(p.name for p in (out / "qc" / "errors").iterdir()) == ["case0.nii.gz", "case2.nii.gz",
                                                                          "case3.nii.gz"]
+
+
+# ------------------------------------------------------------------------------------------
+# Inputs a model cannot QC: one line naming the file (the case fails alone) or, where it concerns
+# the whole run, one line before any case; never a traceback and never a number
+# ------------------------------------------------------------------------------------------
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+SHIPPED = ["acdc-qcresunet-small", "acdc-nnqc-small"]
+
+
+def _one_case(qc_dataset: Path, root: Path, case: str = "case0") -> tuple[Path, Path]:
+    """images/ and segs/ holding one toy case (the ground truth as the segmentation)."""
+    images, segs = root / "images", root / "segs"
+    images.mkdir(parents=True)
+    segs.mkdir(parents=True)
+    shutil.copy(qc_dataset / "imagesTr" / f"{case}_0000.nii.gz", images)
+    shutil.copy(qc_dataset / "labelsTr" / f"{case}.nii.gz", segs)
+    return images, segs
+
+
+def _cut_rows(path: Path) -> None:
+    """The label map without its last 10 rows (spacing, origin and direction unchanged)."""
+    label = read_label_map(path)
+    cut = label.array[:-10]
+    write_image(path, cut, Geometry(shape=cut.shape, spacing=label.geometry.spacing, origin=label.geometry.origin,
+                                    direction=label.geometry.direction))
+
+
+def test_a_segmentation_of_another_shape_fails_alone_naming_it(oracle_cli, qc_dataset, tmp_path):
+    """Once: a traceback (IndexError of the intensity check, which ran before the grid check)."""
+    segs = tmp_path / "segs"
+    _segs(qc_dataset, segs, lambda case, array: array)
+    _cut_rows(segs / "case1.nii.gz")
+    out = tmp_path / "qc"
+    result = _run("qc", "predict", oracle_cli, qc_dataset / "imagesTr", segs, "-o", out, "-q", "--metrics", "dice")
+    assert result.exit_code == 1, result.output
+    errors = _error_lines(result.output)
+    assert len(errors) == 1 and errors[0].startswith(f"error: {segs / 'case1.nii.gz'}: shape (30, 40, 6) differs")
+    assert "3 of 4 case(s) done, 1 failed" in result.output and "Traceback" not in result.output
+    assert sorted(set(pd.read_csv(out / "qc.csv").case)) == ["case0", "case2", "case3"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_the_shipped_models_name_a_segmentation_of_another_shape(name, qc_dataset, tmp_path):
+    images, segs = _one_case(qc_dataset, tmp_path)
+    _cut_rows(segs / "case0.nii.gz")
+    result = _run("qc", "predict", MODELS / name, images, segs, "-o", tmp_path / "qc", "-q")
+    assert result.exit_code == 1, result.output
+    errors = _error_lines(result.output)
+    assert len(errors) == 1 and errors[0].startswith(f"error: {segs / 'case0.nii.gz'}: shape (30, 40, 6) differs")
+
+
+def test_a_folder_of_another_number_of_channels_is_refused_before_any_case(oracle_cli, qc_dataset, tmp_path):
+    """Once: `error: the plan normalises 1 channel(s), got 2`, naming no file or folder."""
+    images = tmp_path / "images"
+    shutil.copytree(qc_dataset / "imagesTr", images)
+    for path in sorted(images.glob("*_0000.nii.gz")):
+        shutil.copy(path, str(path).replace("_0000", "_0001"))
+    out = tmp_path / "qc"
+    result = _run("qc", "predict", oracle_cli, images, qc_dataset / "labelsTr", "-o", out, "-q", "--metrics", "dice")
+    assert result.exit_code == 2, result.output
+    assert _error_lines(result.output) == [f"error: {images}: cases have [2] channel(s) but the model needs 1"]
+    assert not (out / "qc.csv").exists()
+
+
+def test_a_case_of_another_number_of_channels_is_one_line_naming_its_files(qc_dataset, tmp_path):
+    """A folder mixes no channel counts (its reader refuses that, naming the folder); a case given
+    to the driver's case function directly is checked too, before its files are read."""
+    from segqc.qc.inference import qc_case
+
+    images = tmp_path / "images"
+    shutil.copytree(qc_dataset / "imagesTr", images)
+    shutil.copy(images / "case2_0000.nii.gz", images / "case2_0001.nii.gz")
+    with pytest.raises(InputError) as caught:
+        qc_case(oracle_model(qc_dataset), "case2", [images / "case2_0000.nii.gz", images / "case2_0001.nii.gz"],
+                qc_dataset / "labelsTr" / "case2.nii.gz", QcSettings(metrics=("dice",)))
+    assert str(caught.value) == (f"{images / 'case2_0000.nii.gz'}: the case has 2 image channel(s) "
+                                 "(case2_0000.nii.gz, case2_0001.nii.gz) but the model needs 1")
+
+
+def _slices_as_2d(qc_dataset: Path, root: Path, z: int = 3) -> tuple[Path, Path]:
+    """Slice z of every toy case as 2D files (image and segmentation)."""
+    images, segs = root / "images2d", root / "segs2d"
+    for path in sorted((qc_dataset / "labelsTr").glob("*.nii.gz")):
+        case = path.name.removesuffix(".nii.gz")
+        image = read_label_map(qc_dataset / "imagesTr" / f"{case}_0000.nii.gz")  # integer-valued toy image
+        label = read_label_map(path)
+        geometry = Geometry.from_shape(label.array.shape[:2], (1.0, 1.0))
+        write_image(images / f"{case}_0000.nii.gz", image.array[:, :, z].astype(np.float32), geometry)
+        write_image(segs / path.name, label.array[:, :, z], geometry)
+    return images, segs
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_the_shipped_volume_models_refuse_2d_images_and_single_slices(name, qc_dataset, tmp_path):
+    """Once: a 2D slice gave numbers (QCResUNet: Dice 0.77 for the ground truth itself). Both
+    models were trained on ACDC volumes (nnQC slice by slice, with each slice's place in its volume)."""
+    from segqc.qc.model_api import load_qc_model
+
+    assert load_qc_model(MODELS / name).spatial_dims == 3
+    images, segs = _slices_as_2d(qc_dataset, tmp_path)
+    for path in sorted(images.glob("*"))[1:]:
+        path.unlink()
+    for path in sorted(segs.glob("*"))[1:]:
+        path.unlink()
+    result = _run("qc", "predict", MODELS / name, images, segs, "-o", tmp_path / "qc", "-q")
+    assert result.exit_code == 1, result.output
+    assert _error_lines(result.output) == [
+        f"error: {images / 'case0_0000.nii.gz'}: is 2D but the model was trained on 3D volumes"]
+    flat_images, flat_segs = tmp_path / "flat" / "images", tmp_path / "flat" / "segs"
+    for source, target in ((qc_dataset / "imagesTr" / "case0_0000.nii.gz", flat_images / "case0_0000.nii.gz"),
+                           (qc_dataset / "labelsTr" / "case0.nii.gz", flat_segs / "case0.nii.gz")):
+        volume = read_label_map(source)
+        write_image(target, volume.array[:, :, 3:4], Geometry.from_shape((40, 40, 1), (1.0, 1.0, 3.0)))
+    result = _run("qc", "predict", MODELS / name, flat_images, flat_segs, "-o", tmp_path / "qc1", "-q")
+    assert result.exit_code == 1, result.output
+    assert _error_lines(result.output) == [f"error: {flat_images / 'case0_0000.nii.gz'}: has a single slice "
+                                           "(shape (40, 40, 1)) but the model was trained on 3D volumes"]
+
+
+def test_a_model_trained_on_2d_images_takes_2d_images_and_refuses_volumes(qc_dataset, tmp_path):
+    """The rule follows the training data's fingerprint: 2D images in, 2D images only."""
+    images, segs = _slices_as_2d(qc_dataset, tmp_path)
+    dataset2d = tmp_path / "dataset2d"
+    shutil.copytree(images, dataset2d / "imagesTr")
+    shutil.copytree(segs, dataset2d / "labelsTr")
+    shutil.copy(qc_dataset / "dataset.json", dataset2d)
+    model = oracle_model(dataset2d)
+    assert model.spatial_dims == 2
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    settings = QcSettings(metrics=("dice",))
+    table, _, report = qc_folder(model_dir, images, segs, tmp_path / "qc2d", settings=settings, model=model)
+    assert not report["failed"] and (_all_dice(table) == 1).all()
+    table, _, report = qc_folder(model_dir, qc_dataset / "imagesTr", qc_dataset / "labelsTr", tmp_path / "qc3d",
+                                 settings=settings, model=model)
+    assert table.empty and sorted(report["failed"]) == [f"case{i}" for i in range(4)]
+    assert report["failed"]["case0"] == (f"{qc_dataset / 'imagesTr' / 'case0_0000.nii.gz'}: is 3D (6 slices, shape "
+                                         "(40, 40, 6)) but the model was trained on 2D images")
+
+
+def _nsd_regressor(dataset: Path, tolerance_mm: float):
+    """The oracle regressor of both Dice and NSD, trained (so it says) at ``tolerance_mm``."""
+    import dataclasses
+
+    return dataclasses.replace(_oracle_regressor(dataset), metrics=("dice", "nsd"), tolerance_mm=tolerance_mm)
+
+
+def test_a_tolerance_the_shipped_qcresunet_cannot_estimate_nsd_at_is_refused(qc_dataset, tmp_path):
+    """Once: `--metrics nsd --tolerance 5` gave the estimate at the model's 1 mm, labelled 5 mm."""
+    images, segs = _one_case(qc_dataset, tmp_path)
+    model = MODELS / "acdc-qcresunet-small"
+    result = _run("qc", "predict", model, images, segs, "-o", tmp_path / "qc", "-q", "--metrics", "nsd",
+                  "--tolerance", "5")
+    assert result.exit_code == 2, result.output
+    assert _error_lines(result.output) == [
+        f"error: {model}: the qcresunet model estimates NSD at its training tolerance of 1 mm only, not --tolerance 5 "
+        "(leave --tolerance out, or nsd out of --metrics)"]
+
+
+def test_an_open_tolerance_follows_a_regressors_training_tolerance(qc_dataset, tmp_path):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    regressor = _nsd_regressor(qc_dataset, 2.0)
+    args = (model_dir, qc_dataset / "imagesTr", qc_dataset / "labelsTr")
+    _, _, report = qc_folder(*args, tmp_path / "open", settings=QcSettings(metrics=("nsd",)), model=regressor)
+    assert report["settings"]["tolerance_mm"] == 2.0 and not report["failed"]
+    with pytest.raises(InputError, match="training tolerance of 2 mm only, not --tolerance 1 "):
+        qc_folder(*args, tmp_path / "one", settings=QcSettings(metrics=("dice", "nsd"), tolerance_mm=1.0),
+                  model=regressor)
+    # without nsd the tolerance changes nothing the model says: no reason to refuse
+    _, _, report = qc_folder(*args, tmp_path / "dice", settings=QcSettings(metrics=("dice",), tolerance_mm=1.0),
+                             model=regressor)
+    assert not report["failed"]
+    # a pGT generator evaluates its pGT at any tolerance; left open, 1 mm
+    _, _, report = qc_folder(*args, tmp_path / "pgt", settings=QcSettings(metrics=("nsd",)),
+                             model=oracle_model(qc_dataset))
+    assert report["settings"]["tolerance_mm"] == 1.0
+
+
+def test_benchmark_measures_the_true_nsd_at_the_tolerance_the_estimate_is_for(qc_dataset, tmp_path):
+    from segqc.evaluation.evaluate import evaluate_folder
+    from segqc.qc.assessment import benchmark_qc
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    segs = tmp_path / "segs"
+    _segs(qc_dataset, segs, lambda case, array: np.roll(array, 3, axis=0))
+    benchmark_qc(model_dir, qc_dataset / "imagesTr", segs, qc_dataset / "labelsTr", tmp_path / "bench",
+                 settings=QcSettings(metrics=("nsd",)), model=_nsd_regressor(qc_dataset, 3.0))
+    pairs = pd.read_csv(tmp_path / "bench" / "pairs.csv", dtype={"case": str, "label": str})
+    def true_nsd(tolerance_mm):
+        table = evaluate_folder(segs, qc_dataset / "labelsTr", metrics=("nsd",), tolerance_mm=tolerance_mm)
+        table = table[(table.label.astype(str) == "1") & table.component.isna()]
+        return table.set_index(table.case.astype(str))["value"]
+
+    got = pairs[pairs.label == "1"].set_index("case")["true"]
+    at_3mm, at_1mm = true_nsd(3.0).loc[got.index], true_nsd(1.0).loc[got.index]
+    assert np.allclose(got, at_3mm) and not np.allclose(got, at_1mm)
+    assert json.loads((tmp_path / "bench" / "benchmark.json").read_text())["settings"]["tolerance_mm"] == 3.0
+
+
+@pytest.mark.parametrize("samples", [None, 1])
+def test_qc_csv_always_has_the_spread_column(oracle_cli, qc_dataset, tmp_path, samples):
+    """Once: `--samples 1` dropped the spread column the same single pass kept without it."""
+    out = tmp_path / "qc"
+    extra = ["--samples", samples] if samples else []
+    result = _run("qc", "predict", oracle_cli, qc_dataset / "imagesTr", qc_dataset / "labelsTr", "-o", out, "-q",
+                  "--metrics", "dice", *extra)
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "qc.csv")
+    assert list(table.columns) == ["case", "label", "label_name", "metric", "estimate", "spread", "empty"]
+    assert table.spread.isna().all()
+
+
+@pytest.mark.parametrize("command", ["predict", "benchmark"])
+def test_the_cli_leaves_the_tolerance_open_unless_given(command):
+    """With a fixed default of 1 mm, a QCResUNet trained at another tolerance was refused on every
+    run that did not name its tolerance; left open, the tolerance follows the model."""
+    import inspect
+
+    from segqc.cli.qc import app as qc_app
+
+    info = next(c for c in qc_app.registered_commands if c.name == command)
+    assert inspect.signature(info.callback).parameters["tolerance"].default.default is None

@@ -13,7 +13,8 @@ app = typer.Typer(help="GT-free quality control: train, predict, benchmark, rank
 
 
 
-def _settings(metrics: str, samples: int | None, steps: int | None, tolerance: float, flag_dice: float, seed: int):
+def _settings(metrics: str, samples: int | None, steps: int | None, tolerance: float | None, flag_dice: float,
+              seed: int):
     from segqc.metrics.registry import parse_metric_names
     from segqc.qc.inference import QcSettings
 
@@ -85,7 +86,8 @@ _JOBS_HELP = "Parallel worker processes on the CPU (0 = one per core)."
 _SCHEDULER_HELP = "Dask distributed scheduler address, e.g. tcp://host:8786 (CPU models)."
 _DEVICE_HELP = "Where the model samples: cpu, cuda, cuda:1 or auto."
 _SEED_HELP = "Seed of the sampler (same seed, same estimates)."
-_TOLERANCE_HELP = "NSD tolerance in mm."
+_TOLERANCE_HELP = ("NSD tolerance in mm (default 1; QCResUNet: its training tolerance, the only one it "
+                   "estimates NSD at).")
 
 
 def _start(command: str, out: Path, device: str) -> None:
@@ -108,7 +110,7 @@ def predict_command(
                                 help="Metrics to estimate (any segqc metric, cc_* included)."),
     samples: int | None = typer.Option(None, "--samples", help=_SAMPLES_HELP),
     steps: int | None = typer.Option(None, "--steps", help=_STEPS_HELP),
-    tolerance: float = typer.Option(1.0, "--tolerance", help=_TOLERANCE_HELP),
+    tolerance: float | None = typer.Option(None, "--tolerance", help=_TOLERANCE_HELP),
     flag_dice: float = typer.Option(0.75, "--flag-dice", help="Flag cases whose estimated Dice is below this."),
     seed: int = typer.Option(0, "--seed", help=_SEED_HELP),
     jobs: int = typer.Option(1, "--jobs", "-j", help=_JOBS_HELP),
@@ -151,7 +153,7 @@ def benchmark_command(
     metrics: str = typer.Option("dice,hd95", "--metrics", help="Metrics to estimate and compare."),
     samples: int | None = typer.Option(None, "--samples", help=_SAMPLES_HELP),
     steps: int | None = typer.Option(None, "--steps", help=_STEPS_HELP),
-    tolerance: float = typer.Option(1.0, "--tolerance", help=_TOLERANCE_HELP),
+    tolerance: float | None = typer.Option(None, "--tolerance", help=_TOLERANCE_HELP),
     seed: int = typer.Option(0, "--seed", help=_SEED_HELP),
     jobs: int = typer.Option(1, "--jobs", "-j", help=_JOBS_HELP),
     scheduler: str | None = typer.Option(None, "--scheduler", help=_SCHEDULER_HELP),
@@ -210,7 +212,7 @@ def rank_command(
             raise ValueError("rank needs at least two segmentation folders")
         _start("rank", out, device)
         ranking, report = rank_models(model_dir, images_dir, seg_dirs, out, gt_dir=gt,
-                                      settings=_settings("dice", samples, steps, 1.0, 0.75, seed), jobs=jobs,
+                                      settings=_settings("dice", samples, steps, None, 0.75, seed), jobs=jobs,
                                       scheduler=scheduler, progress=not quiet, device=device)
     code = print_run_footer(report["run"], warnings=report["notes"], out_dir=out)
     table = Table(title=f"models by estimated Dice over the {len(report['cases'])} case(s) every folder has")

@@ -74,6 +74,7 @@ __all__ = [
     "reorient_to_ras",
     "restore_image",
     "restore_label",
+    "slice_count",
     "transform_label",
     "window_mask",
 ]
@@ -512,11 +513,27 @@ def preprocess_files(
     label_path: str | os.PathLike[str] | None = None,
 ) -> PreprocessedCase:
     """Read a case (one file per channel, optional label map) with :mod:`segqc.io` and
-    preprocess it. Raises :class:`InputError` naming the file for unreadable files and for
-    channels or label maps on another voxel grid than the first channel."""
+    preprocess it. Raises :class:`InputError` naming the file for unreadable files, for
+    channels or label maps on another voxel grid than the first channel and for another number
+    of channels than the plan normalises."""
     images = read_case_images(image_paths)
+    if len(images) != len(plan.channels):
+        names = ", ".join(i.path.name if i.path is not None else "?" for i in images)
+        raise InputError(f"the case has {len(images)} image channel(s) ({names}) but the plan normalises "
+                         f"{len(plan.channels)}", images[0].path)
     label = read_case_label(label_path, images[0]).array if label_path is not None else None
     return preprocess_case([i.array for i in images], images[0].geometry, plan, label=label)
+
+
+def slice_count(geometry: Geometry, plan: PreprocessingPlan) -> int:
+    """How many slices :func:`preprocess_case` cuts a grid into: its number of voxels along the
+    plan's slice axis after reorientation to RAS (a 2D grid: one)."""
+    if geometry.ndim == 2:
+        return 1
+    if geometry.ndim != 3:
+        raise ValueError(f"preprocessing needs 2D or 3D images, got {geometry.ndim}D")
+    permutation, _ = ras_reorientation(geometry)
+    return int(geometry.shape[permutation[plan.slice_axis]])
 
 
 def read_case_images(image_paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]) -> list[Image]:

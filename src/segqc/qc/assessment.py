@@ -119,7 +119,8 @@ def benchmark_qc_run(model_dir: str | Path, images_dir: str | Path, segs_dir: st
     out_dir = Path(out_dir)
     table, _, report = qc_folder(model_dir, images_dir, segs_dir, out_dir / "qc", settings=settings, jobs=jobs,
                                  scheduler=scheduler, model=model, progress=progress, device=device)
-    truth, evaluation = _truth(Path(segs_dir), Path(gt_dir), settings.metrics, settings.tolerance_mm, jobs=jobs,
+    tolerance = report["settings"]["tolerance_mm"]  # the run's: a regressor's training tolerance if open
+    truth, evaluation = _truth(Path(segs_dir), Path(gt_dir), settings.metrics, tolerance, jobs=jobs,
                                progress=progress)
     run = _case_report(report["run"], evaluation)
     without_truth = [case for case in evaluation.extra_pred if case in report["cases"]]
@@ -140,7 +141,7 @@ def benchmark_qc_run(model_dir: str | Path, images_dir: str | Path, segs_dir: st
     else:
         (out_dir / "error_maps.csv").unlink(missing_ok=True)  # an earlier run's, with another model
     write_json_atomic(out_dir / "benchmark.json", {
-        "settings": settings.to_dict(),
+        "settings": report["settings"],  # with the tolerance the run used
         "cases": {"qc": report["cases"], "failed": run.failed, "with_truth": sorted(set(pairs["case"])),
                   "without_truth": without_truth},
         "agreement": summary.replace({np.nan: None}).to_dict(orient="records"),
@@ -277,7 +278,8 @@ def rank_models(model_dir: str | Path, images_dir: str | Path, seg_dirs: Sequenc
                          failed=set(qc["failed"]))
         evaluation = None
         if gt_dir is not None:
-            values, evaluation = _truth(seg_dir, Path(gt_dir), ("dice",), settings.tolerance_mm, jobs=jobs)
+            values, evaluation = _truth(seg_dir, Path(gt_dir), ("dice",), qc["settings"]["tolerance_mm"],
+                                        jobs=jobs)
             folder.truth = _by_case(values[(values.label == "all") & (values.metric == "dice")], "value")
             folder.failed |= set(evaluation.failed) & set(qc["cases"])
             folder.without_truth = set(evaluation.extra_pred)

@@ -11,7 +11,17 @@ estimates — measured in the README), the estimate is the metric against the co
 ``spread`` the standard deviation of the per-sample estimates — an uncertainty of the estimate that
 the nnQC paper does not give. The consensus pGT is what is written to disk.
 
-Outputs: ``qc.csv`` (case, label, label_name, metric, estimate, spread, empty), ``qc_slices.csv``
+A case is refused with one line naming its file when its segmentation is not on its image's
+voxel grid (shape, spacing, origin, direction), when it has another number of image channels than
+the model normalises (an image folder holds one count, so the run is refused, naming the folder,
+before any case), or when it is not what the model was trained on (:attr:`QcModel.spatial_dims`:
+a model trained on volumes takes volumes of more than one slice, one trained on 2D images single
+images). A quality regressor
+estimates NSD at its training tolerance only: a ``tolerance_mm`` other than that with ``nsd``
+among the metrics is refused; left open (None) it follows the model (pGT generators: 1 mm).
+
+Outputs: ``qc.csv`` (always the columns case, label, label_name, metric, estimate, spread, empty;
+``spread`` is empty where a single pass or sample gives none), ``qc_slices.csv``
 (per-slice Dice estimates), ``pgt/CASE.nii.gz`` on the input grid (a regressor's error maps:
 ``errors/CASE.nii.gz``), ``worklist.csv`` (cases from worst estimated quality, with a flag),
 ``report.json`` (``maps``: the map folders this run wrote). Per-case results are stored under
@@ -21,6 +31,7 @@ model's, an earlier run's) are removed.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,10 +46,16 @@ from segqc.config import ConfigBase, register_presets
 from segqc.errors import InputError
 from segqc.evaluation.evaluate import EvaluationConfig, evaluate_label_maps
 from segqc.execution import CaseResult, CaseTask, directory_digest, run_cases
-from segqc.fingerprint.preprocessing import preprocess_files, restore_label
+from segqc.fingerprint.preprocessing import (
+    preprocess_case,
+    read_case_images,
+    read_case_label,
+    restore_label,
+    slice_count,
+)
 from segqc.io.atomic import write_csv_atomic, write_json_atomic
 from segqc.io.datasets import Pairing, list_image_files, pair_segmentations, segmentation_files
-from segqc.io.images import Geometry, read_image, read_label_map, write_image
+from segqc.io.images import Geometry, Image, write_image
 from segqc.io.labels import LabelSet
 from segqc.metrics.binary import MetricSettings
 from segqc.metrics.multiclass import multiclass_dice
@@ -53,8 +70,10 @@ class QcSettings(ConfigBase):
     map as label ``all``, the QCResUNet multi-class Dice, and ``nsd`` as the mean over the classes
     present in either map); ``samples``: pGTs per slice and
     ``steps``: sampler steps (None: the model's defaults; the ready-made ACDC model: 4 samples of
-    5 DDIM steps); ``flag_dice``: worklist threshold on the estimated multi-class Dice;
-    ``outlier_z``: robust z-score (median/MAD over the batch) below which a case is also flagged.
+    5 DDIM steps); ``tolerance_mm``: the NSD tolerance (None: a quality regressor's training
+    tolerance, the only one it estimates NSD at, else 1 mm); ``flag_dice``: worklist threshold on
+    the estimated multi-class Dice; ``outlier_z``: robust z-score (median/MAD over the batch)
+    below which a case is also flagged.
     On the config base: ``QcSettings.preset("default", samples=2)``, ``to_dict``/``from_dict``,
     ``save``/``load``, ``digest``."""
 
@@ -64,7 +83,7 @@ class QcSettings(ConfigBase):
     metrics: tuple[str, ...] = ("dice", "hd95", "nsd")
     samples: int | None = None
     steps: int | None = None
-    tolerance_mm: float = 1.0
+    tolerance_mm: float | None = None
     flag_dice: float = 0.75
     outlier_z: float = 3.0
     seed: int = 0
@@ -75,6 +94,8 @@ class QcSettings(ConfigBase):
             raise ValueError(f"samples must be >= 1, got {self.samples}")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.tolerance_mm is not None and not (math.isfinite(self.tolerance_mm) and self.tolerance_mm > 0):
+            raise ValueError(f"tolerance_mm must be a positive number of mm, got {self.tolerance_mm}")
 
 
 register_presets(QcSettings, {"default": QcSettings()})
@@ -86,6 +107,33 @@ def _check_labels(seg: np.ndarray, model: QcModel, path: Path) -> None:
     if unknown:
         raise InputError(f"label value(s) {unknown} were not in the QC model's training labels {list(model.labels)}",
                          path)
+
+
+def _check_channels(image_paths: Sequence[Path], model: QcModel) -> None:
+    """One line naming the case's first image file when it has another number of channels than
+    the model's plan normalises."""
+    needed = len(model.plan.channels)
+    if len(image_paths) != needed:
+        names = ", ".join(Path(p).name for p in image_paths)
+        raise InputError(f"the case has {len(image_paths)} image channel(s) ({names}) but the model needs {needed}",
+                         Path(image_paths[0]))
+
+
+def _check_dimensions(image: Image, model: QcModel) -> None:
+    """One line naming the image unless it is what the model was trained on: a model trained on
+    volumes takes volumes of more than one slice (a slice has no place in a volume, which the
+    models' slice positions and 3D convolutions need), one trained on 2D images single images
+    (a volume's estimate would be a mean over its slices, not the volume's)."""
+    dims, geometry = model.spatial_dims, image.geometry
+    if dims is None:
+        return
+    slices = slice_count(geometry, model.plan)
+    if dims == 3 and slices < 2:
+        what = "is 2D" if geometry.ndim == 2 else f"has a single slice (shape {geometry.shape})"
+        raise InputError(f"{what} but the model was trained on 3D volumes", image.path)
+    if dims == 2 and slices > 1:
+        raise InputError(f"is 3D ({slices} slices, shape {geometry.shape}) but the model was trained on 2D images",
+                         image.path)
 
 
 def _check_intensity(image: np.ndarray, seg: np.ndarray, model: QcModel, path: Path) -> str | None:
@@ -139,13 +187,18 @@ def _label_set(model: QcModel) -> LabelSet:
 def qc_case(model: QcModel, case: str, image_paths: Sequence[Path], seg_path: Path,
             settings: QcSettings) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray], Geometry, list[str]]:
     """QC of one case: (estimates table, per-slice table, maps on the input grid — ``pgt`` for a
-    pGT generator, ``errors`` for a regressor with error maps —, their geometry, warnings)."""
-    seg_image = read_label_map(seg_path)
+    pGT generator, ``errors`` for a regressor with error maps —, their geometry, warnings).
+    Files the model cannot QC raise one :class:`InputError` naming the file (module docstring)
+    before anything is computed."""
+    _check_channels(image_paths, model)
+    channels = read_case_images(list(image_paths))  # NaN voxels, channels on another grid: refused
+    seg_image = read_case_label(seg_path, channels[0])  # on the image's grid, or one line naming it
+    _check_dimensions(channels[0], model)
     _check_labels(seg_image.array, model, seg_path)
-    raw = read_image(image_paths[0]).array  # NaN voxels: refused by preprocess_files' read below
+    raw = channels[0].array
     notes = _check_image(Path(image_paths[0]), raw)
     notes += [w for w in [_check_intensity(raw, seg_image.array, model, Path(image_paths[0]))] if w]
-    prepared = preprocess_files(list(image_paths), model.plan, label_path=seg_path)
+    prepared = preprocess_case([c.array for c in channels], channels[0].geometry, model.plan, label=seg_image.array)
     images = np.moveaxis(prepared.image, -1, 0)  # (n, C, H, W)
     segs = np.moveaxis(prepared.required_label(), -1, 0).astype(np.int64)  # (n, H, W)
     ratios = prepared.slice_ratios
@@ -168,7 +221,7 @@ def qc_case(model: QcModel, case: str, image_paths: Sequence[Path], seg_path: Pa
     consensus_slices = majority_vote(pgt_slices, model.labels)
     spacing = seg_image.geometry.spacing
     config = EvaluationConfig(metrics=tuple(settings.metrics),
-                              settings=MetricSettings(tolerance_mm=settings.tolerance_mm),
+                              settings=MetricSettings(tolerance_mm=nsd_tolerance(model, settings)),
                               label_set=_label_set(model), multiclass_all=True)
 
     def evaluate(pgt: np.ndarray) -> pd.DataFrame:
@@ -326,6 +379,23 @@ def worklist(table: pd.DataFrame, settings: QcSettings) -> pd.DataFrame:
     return overall.sort_values("dice_estimate", na_position="first").reset_index(drop=True)
 
 
+def nsd_tolerance(model: QcModel, settings: QcSettings, model_dir: Path | None = None) -> float:
+    """The NSD tolerance (mm) of a run: ``settings.tolerance_mm``, or where it is None a quality
+    regressor's training tolerance (pGT generators: 1 mm). A regressor estimates NSD at its
+    training tolerance only: another tolerance with ``nsd`` among the metrics is an
+    :class:`InputError` naming ``model_dir`` rather than an estimate labelled with a tolerance it
+    was not made for."""
+    trained = model.tolerance_mm if model.assess is not None else None
+    if trained is None:
+        return 1.0 if settings.tolerance_mm is None else float(settings.tolerance_mm)
+    asked = settings.tolerance_mm
+    if (asked is not None and not math.isclose(asked, trained, rel_tol=1e-9, abs_tol=1e-9)
+            and "nsd" in settings.metrics and "nsd" in model.metrics):
+        raise InputError(f"the {model.method} model estimates NSD at its training tolerance of {trained:g} mm only, "
+                         f"not --tolerance {asked:g} (leave --tolerance out, or nsd out of --metrics)", model_dir)
+    return float(trained)
+
+
 def model_directory(model_dir: str | Path) -> Path:
     """The folder holding the model's ``config.json`` (a training run's ``model/`` subfolder)."""
     model_dir = Path(model_dir)
@@ -356,10 +426,14 @@ def qc_folder(model_dir: str | Path, images_dir: str | Path, segs_dir: str | Pat
     (0 = one per core) the cases run in that many worker processes, each with its share of the
     cores as torch threads; ``scheduler``: a Dask scheduler address. A rerun reuses a case only
     when the settings, the content of its image and segmentation files and the model weights are
-    unchanged. Raises :class:`InputError` when no segmentation has an image."""
+    unchanged. Raises :class:`InputError` when no segmentation has an image, when the cases have
+    another number of image channels than the model needs, for ``samples`` the model cannot run and for a
+    ``tolerance_mm`` a quality regressor cannot estimate NSD at (:func:`nsd_tolerance`; the
+    report's ``settings`` hold the tolerance used)."""
     settings = settings or QcSettings()
     model_dir, out_dir = model_directory(model_dir), Path(out_dir)
     loaded = model or load_qc_model(model_dir, device=device)
+    settings = dataclasses.replace(settings, tolerance_mm=nsd_tolerance(loaded, settings, model_dir))
     if settings.samples is not None and loaded.sample_choices and settings.samples not in loaded.sample_choices:
         choices = [str(c) for c in loaded.sample_choices]
         allowed = choices[0] if len(choices) == 1 else f"{', '.join(choices[:-1])} or {choices[-1]}"
@@ -368,6 +442,10 @@ def qc_folder(model_dir: str | Path, images_dir: str | Path, segs_dir: str | Pat
     tasks, pairing = qc_tasks(Path(images_dir), Path(segs_dir))
     if not tasks:
         raise InputError(f"no segmentation has an image (CASE_0000...) in {images_dir}", segs_dir)
+    needed = len(loaded.plan.channels)
+    channels = sorted({len(task.inputs["image"]) for task in tasks})  # one count: folders mix none
+    if channels != [needed]:  # the folder is not for this model: before any case
+        raise InputError(f"cases have {channels} channel(s) but the model needs {needed}", images_dir)
     in_process = (jobs == 1 and scheduler is None) or model is not None or device != "cpu"
     work = partial(_run_case, model_dir=model_dir, settings=settings, out_dir=out_dir,
                    model=loaded if in_process else None)
@@ -376,9 +454,7 @@ def qc_folder(model_dir: str | Path, images_dir: str | Path, segs_dir: str | Pat
                        scheduler=None if in_process else scheduler, progress=progress, description="qc")
     table = report.table if len(report.table) else pd.DataFrame(columns=QC_COLUMNS)
     slices = report.extra.get("slices", pd.DataFrame())
-    if settings.samples == 1:
-        table = table.drop(columns=["spread"])
-    work_list = worklist(table.assign(spread=table.get("spread", math.nan)), settings)
+    work_list = worklist(table, settings)
     write_csv_atomic(out_dir / "qc.csv", table)
     write_csv_atomic(out_dir / "qc_slices.csv", slices)
     write_csv_atomic(out_dir / "worklist.csv", work_list)

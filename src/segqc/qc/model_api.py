@@ -62,9 +62,12 @@ class QcModel:
     settings leave them open (a regressor's samples: its passes per member, e.g. QCResUNet's
     mirrored passes); ``sample_choices``: the only sample counts the model takes (None: any);
     ``metrics``: what a regressor estimates (``dice``, ``nsd``);
-    ``tolerance_mm``: the NSD tolerance a regressor was trained for; ``classes``: a regressor's
-    classes as (label in the tables, name, member label values), in the order of its outputs
-    (None: every non-zero label value)."""
+    ``tolerance_mm``: the NSD tolerance a regressor was trained for (its NSD estimates hold at
+    that tolerance only); ``classes``: a regressor's classes as (label in the tables, name, member
+    label values), in the order of its outputs (None: every non-zero label value);
+    ``spatial_dims``: what the model was trained on, 3 (volumes of several slices) or 2 (single
+    images), and so the only input it takes (None: read off the fingerprint,
+    :func:`training_dims`; unknown without one)."""
 
     method: str
     plan: PreprocessingPlan
@@ -79,10 +82,24 @@ class QcModel:
     metrics: tuple[str, ...] = ()
     tolerance_mm: float | None = None
     classes: tuple[tuple[str, str, tuple[int, ...]], ...] | None = None
+    spatial_dims: int | None = None
 
     def __post_init__(self) -> None:
         if (self.generate is None) == (self.assess is None):
             raise ValueError("a QC model needs exactly one of generate (pGT generator) and assess (regressor)")
+        if self.spatial_dims is None:
+            self.spatial_dims = training_dims(self.fingerprint)
+        if self.spatial_dims not in (None, 2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {self.spatial_dims}")
+
+
+def training_dims(fingerprint: Mapping | None) -> int | None:
+    """The dimensionality (2 or 3) of the images of the dataset a fingerprint describes (its
+    median spacing has one entry per axis), or None where the fingerprint does not say."""
+    spacing = (fingerprint or {}).get("median_spacing")
+    if isinstance(spacing, (list, tuple)) and len(spacing) in (2, 3):
+        return len(spacing)
+    return None
 
 
 def load_qc_model(model_dir: str | Path, *, device: str = "cpu") -> QcModel:

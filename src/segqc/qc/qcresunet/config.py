@@ -39,8 +39,9 @@ Down-sampling. ``strides="auto"`` picks the paper's rates from the training data
 times; 2D data the 2D network with 2 × 2 four times. Any other value is a JSON list of four
 per-axis rates.
 
-NSD targets use ``tolerance_mm`` (the model predicts NSD at this tolerance; ``segqc qc predict
---tolerance`` does not change it). Only ``epochs`` may grow when a stopped run is continued.
+NSD targets use ``tolerance_mm`` (the model predicts NSD at this tolerance only: the QC driver
+uses it when no tolerance is given and refuses another one with ``nsd``). Only ``epochs`` may
+grow when a stopped run is continued.
 """
 
 from __future__ import annotations

@@ -166,4 +166,5 @@ def load_qc_model(model_dir: str | Path, *, device: str = "cpu"):
     metrics = ("dice", "nsd") if model.config.regression else ()
     return QcModel(method=METHOD, plan=model.plan, labels=model.labels, fingerprint=model.fingerprint, assess=assess,
                    metrics=metrics, tolerance_mm=model.config.tolerance_mm, classes=model.classes,
-                   default_samples=model.config.test_flips, sample_choices=tuple(TEST_FLIPS))
+                   default_samples=model.config.test_flips, sample_choices=tuple(TEST_FLIPS),
+                   spatial_dims=model.spatial_dims)
