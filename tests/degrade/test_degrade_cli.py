@@ -190,3 +190,21 @@ def test_bad_options_are_one_line_errors(dataset, tmp_path):
     assert result.exit_code == 2 and "--per-case" in result.output
     result = _run(str(dataset), "-o", str(tmp_path / "o"), "--target-label", "9")
     assert result.exit_code == 2 and "target label 9" in result.output
+
+
+def test_a_folder_where_every_ground_truth_is_blank_is_one_error_line_and_exit_2(tmp_path):
+    labels = tmp_path / "labelsTr"
+    for case in ("a", "b", "c"):
+        write_image(labels / f"{case}.nii.gz", np.zeros((16, 16), np.uint8), Geometry.from_shape((16, 16), (1.0, 1.0)))
+    result = _run(str(labels), "-o", str(tmp_path / "out"), "--per-case", "1", "--quiet")
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {labels}: no case has foreground to degrade (3 case(s), all skipped)"], result.output
+    assert "wrote 0 maps" not in result.output
+
+
+def test_a_target_label_no_case_holds_is_one_error_line_and_exit_2(dataset, tmp_path):
+    (dataset.parent / "dataset.json").write_text(json.dumps({**DATASET, "labels": {**DATASET["labels"], "d": 4}}))
+    result = _run(str(dataset), "-o", str(tmp_path / "out"), "--per-case", "1", "--target-label", "4", "--quiet")
+    assert result.exit_code == 2, result.output
+    assert "no case has label 4 to degrade (3 case(s), all skipped)" in " ".join(result.output.split())

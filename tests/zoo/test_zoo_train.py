@@ -89,3 +89,99 @@ def test_bad_training_input_is_one_clear_error(tmp_path, toy_dataset):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no dataset.json"):
         train_zoo(tmp_path / "empty", tmp_path / "out", TINY)
+
+
+ONE_EPOCH = replace(TINY, epochs=1, snapshot_epochs=(1,))
+
+
+def _files(folder) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _edit_in_place(path, change, spacing=None) -> None:
+    """Rewrite the image ``path`` with ``change(array)`` (and ``spacing``, if given), keeping its
+    name and time stamps."""
+    import os
+
+    from segqc.io.images import Geometry, read_image, write_image
+
+    stat = path.stat()
+    image = read_image(path)
+    geometry = image.geometry if spacing is None else Geometry.from_shape(image.array.shape, spacing)
+    write_image(path, change(image.array), geometry)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_a_label_map_edited_in_place_is_other_training_data(toy_dataset, tmp_path):
+    import shutil
+
+    dataset, out = tmp_path / "data", tmp_path / "zoo"
+    shutil.copytree(toy_dataset, dataset)
+    train_zoo(dataset, out, ONE_EPOCH)
+    before = _files(out)
+    train_case = Split.load(out / "split.json").train[0]
+    _edit_in_place(dataset / "labelsTr" / f"{train_case}.nii.gz", lambda a: np.where(a == 2, 1, a).astype(a.dtype))
+    with pytest.raises(InputError, match="run on other training data"):
+        train_zoo(dataset, out, ONE_EPOCH)
+    assert _files(out) == before  # refused before anything was written
+
+
+def test_an_older_zoo_without_the_checksum_is_continued_but_not_on_changed_images(toy_dataset, tmp_path):
+    import shutil
+
+    dataset, out = tmp_path / "data", tmp_path / "zoo"
+    shutil.copytree(toy_dataset, dataset)
+    train_zoo(dataset, out, ONE_EPOCH)
+    record = json.loads((out / "run.json").read_text())
+    del record["data"]["crc32"]  # as a zoo trained before the checksum was recorded
+    (out / "run.json").write_text(json.dumps(record))
+    lines: list[str] = []
+    train_zoo(dataset, out, ONE_EPOCH, log=lines.append)
+    assert any("done before (1 epochs)" in line for line in lines)
+    before = _files(out)
+    for case in Split.load(out / "split.json").train:  # finer in-plane spacing: another preprocessing plan
+        for path in (dataset / "imagesTr" / f"{case}_0000.nii.gz", dataset / "labelsTr" / f"{case}.nii.gz"):
+            _edit_in_place(path, lambda a: a, spacing=(1.0, 1.0, 5.0))
+    with pytest.raises(InputError, match="another preprocessing plan"):
+        train_zoo(dataset, out, ONE_EPOCH)
+    assert _files(out) == before
+
+
+def test_a_refused_rerun_leaves_the_zoos_files_as_they_were(toy_dataset, trained_zoo, tmp_path):
+    import shutil
+
+    out = tmp_path / "zoo"
+    shutil.copytree(trained_zoo, out)
+    before = _files(out)
+    for other in (replace(TINY, lr=0.05), replace(TINY, holdout_fraction=0.5), replace(TINY, size=64)):
+        with pytest.raises(InputError, match="other settings"):
+            train_zoo(toy_dataset, out, other)
+        assert _files(out) == before  # zoo.json, plan.json, fingerprint.json, split.json untouched
+
+
+def test_training_labels_without_foreground_are_refused_naming_the_dataset(toy_dataset, tmp_path):
+    import shutil
+
+    from segqc.io.images import read_label_map, write_image
+
+    dataset = tmp_path / "data"
+    shutil.copytree(toy_dataset, dataset)
+    for path in sorted((dataset / "labelsTr").iterdir()):
+        label = read_label_map(path)
+        write_image(path, np.zeros_like(label.array), label.geometry)
+    with pytest.raises(InputError, match="no ground-truth slice with foreground in the training cases") as error:
+        train_zoo(dataset, tmp_path / "zoo", ONE_EPOCH)
+    assert error.value.path == dataset.resolve()
+    assert not (tmp_path / "zoo" / "models").exists() and not (tmp_path / "zoo" / "run.json").exists()
+
+
+@pytest.mark.parametrize("where", ["", "model"])
+def test_a_folder_holding_a_model_is_refused_and_left_untouched(where, toy_dataset, tmp_path):
+    from segqc.training import save_checkpoint
+
+    out = tmp_path / "unet_copy"
+    save_checkpoint(out / where, method="unet", config={"size": 32}, weights={"unet": {"w": torch.zeros(2)}}, seed=0)
+    before = _files(out)
+    with pytest.raises(InputError, match=r"holds a model \((model/)?config.json, method unet\)"):
+        train_zoo(toy_dataset, out, ONE_EPOCH)
+    assert _files(out) == before

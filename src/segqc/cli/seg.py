@@ -10,12 +10,21 @@ from segqc.cli._common import GROUP_BY_OPTION, HOLDOUT_OPTION, SPLIT_OPTION, con
 
 app = typer.Typer(help="Segmentation methods: train, predict (with uncertainty).", no_args_is_help=True)
 
+_RATER_METHODS: dict[str, str | None] = {"consensus": "consensus diffusion", "probunet": "the Probabilistic U-Net",
+                                          "unet": None}
+"""The methods that train on multi-rater folders: those that learn from the raters' disagreement,
+named (they need cases with two or more raters), and those with a rule over the raters (None)."""
+
 
 @app.command("train")
 def train_command(
-    method: str = typer.Argument(..., help="Segmentation method: ldseg (latent diffusion, Zaman et al.) or unet "
-                                         "(baseline; --set dropout=0.2 for MC dropout)."),
-    dataset_dir: Path = typer.Argument(..., help="nnU-Net-style dataset (imagesTr, labelsTr, dataset.json)."),
+    method: str = typer.Argument(..., help="Segmentation method: ldseg (latent diffusion, Zaman et al.), unet "
+                                         "(baseline; --set dropout=0.2 for MC dropout), consensus (rater-consensus "
+                                         "diffusion, Amit et al.; multi-rater folders) or probunet (Probabilistic "
+                                         "U-Net, Kohl et al.; multi-rater folders)."),
+    dataset_dir: Path = typer.Argument(..., help="nnU-Net-style dataset (imagesTr, labelsTr, dataset.json; ldseg, "
+                                              "unet) or multi-rater folder (CASE/image.nii.gz, CASE/rater_1.nii.gz, "
+                                              "CASE/rater_2.nii.gz, ...; consensus, probunet, unet)."),
     out: Path = typer.Option(..., "-o", "--out", help="Training folder to write (rerun to resume); the model is "
                                                       "OUT/model."),
     config: str = typer.Option("small", "--config",
@@ -29,26 +38,38 @@ def train_command(
     device: str = typer.Option("auto", "--device", help="Where to train: cpu, cuda, cuda:1 or auto."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars (log lines only)."),
 ) -> None:
-    """Train a segmentation model on a dataset's images and label maps.
+    """Train a segmentation model on a dataset's images and label maps, or on a multi-rater folder's raters.
 
     Example: segqc seg train ldseg ../shared/data/hc18 -o runs/hc18-ldseg --holdout-fraction 0.2
              --group-by '^(HC18_[0-9]+)'
     """
-    from segqc.cli._common import check_device, prepare_output_dir, require_nn
+    from segqc.cli._common import check_device, prepare_output_dir, print_warning, require_nn
 
     with user_errors():
         require_nn("seg train")
         check_device(device)
         from segqc.config import parse_overrides
+        from segqc.io.raters import is_rater_folder
         from segqc.methods import method as method_entry
-        from segqc.training.cases import dataset_cases, training_cases
+        from segqc.seg.rater_slices import check_raters_per_case
+        from segqc.training.cases import choose_training_cases, dataset_cases, save_split
+        from segqc.training.stages import check_training_folder
 
         entry = method_entry(method, kind="seg")
         chosen = entry.config(config, seed=seed, **parse_overrides(set_fields))
         dataset_cases(dataset_dir)  # checks the folder before the output is created
+        # a folder that is not this run's own (a model, another run or settings) is refused before anything is written
+        check_training_folder(out, method=entry.name, settings=chosen.resume_key(),
+                              may_change=", ".join(chosen.RESUMABLE_FIELDS))
+        cases, fresh_split = choose_training_cases(dataset_dir, split=split, holdout_fraction=holdout_fraction,
+                                                   seed=seed, group_by=group_by, log=console.print)
+        if entry.name in _RATER_METHODS and is_rater_folder(dataset_dir):
+            note = check_raters_per_case(dataset_dir, cases, several=_RATER_METHODS[entry.name])
+            if note:
+                print_warning(note)
         prepare_output_dir(out)
-        cases = training_cases(dataset_dir, out, split=split, holdout_fraction=holdout_fraction, seed=seed,
-                               group_by=group_by, log=console.print)
+        if fresh_split is not None:
+            save_split(fresh_split, out)
         directory = entry.train(dataset_dir, out, config=chosen, cases=cases, jobs=jobs, log=console.print,
                                 progress=not quiet, device=device)
     console.print(f"model written to {directory}")

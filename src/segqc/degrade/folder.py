@@ -31,7 +31,9 @@ Outputs under ``out_dir``:
 Bad input: a folder without label files is an :class:`~segqc.errors.InputError`. Per case (the
 others go on; reported in ``failed``): label values that ``dataset.json`` does not name, an image
 (``imagesTr`` next to ``labelsTr``, or ``images_dir``) whose grid differs from its label map, an
-unreadable file. A case without foreground is skipped and reported. A bin that cannot be reached
+unreadable file. A case without foreground is skipped and reported; when every case is skipped
+(no ground truth has foreground, or the ``target_label``), that is an :class:`InputError` naming
+the folder (after ``manifest.csv`` and ``summary.json`` are written). A bin that cannot be reached
 still gets its closest map, with ``in_bin`` False and a note; the search is bounded.
 """
 
@@ -394,6 +396,9 @@ def degrade_folder(
                   "reused": sorted(report.reused)},
     }
     write_json_atomic(out / "summary.json", summary)
+    if tasks and not report.done and not report.failed:  # every case skipped: nothing was made, say so
+        what = "foreground" if config.target_label is None else f"label {config.target_label}"
+        raise InputError(f"no case has {what} to degrade ({len(report.skipped)} case(s), all skipped)", gt_dir)
     return DegradeResult(manifest=manifest, failed=report.failed, skipped=report.skipped, reused=sorted(report.reused),
                          summary=summary, warnings=report.warnings, failure_kinds=report.failure_kinds, report=report)
 

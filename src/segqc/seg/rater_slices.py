@@ -24,7 +24,7 @@ from segqc.errors import InputError
 from segqc.io.raters import RaterCase, find_rater_cases, read_rater_masks
 from segqc.seg.slices import image_slices, label_slices
 
-__all__ = ["RaterSliceData", "build_rater_data", "rater_case_images"]
+__all__ = ["RaterSliceData", "build_rater_data", "check_raters_per_case", "rater_case_images"]
 
 
 @dataclass
@@ -89,7 +89,8 @@ def _prepare(case: RaterCase, *, size: int, foreground: tuple[int, ...] | None) 
 
 def build_rater_data(root: str | Path, cases: Sequence[str] | None, size: int, *,
                      foreground: Sequence[int] | None = None, jobs: int = 1, progress: bool = False) -> RaterSliceData:
-    """The training slices of ``cases`` (default: all) of a multi-rater folder (module docstring)."""
+    """The training slices of ``cases`` (default: all) of a multi-rater folder (module docstring).
+    :class:`InputError` naming the folder when no rater marks any foreground in them."""
     from segqc.execution import map_cases
 
     chosen = find_rater_cases(root, cases)
@@ -100,6 +101,8 @@ def build_rater_data(root: str | Path, cases: Sequence[str] | None, size: int, *
             raise result
         results[case.case] = result
     ordered = [results[c.case] for c in chosen]
+    if not any(r["raters"].any() for r in ordered):  # a model of background only is useless: say so
+        raise InputError("no rater's mask has foreground in the training cases", root)
     most = max(r["raters"].shape[1] for r in ordered)
     n = sum(r["raters"].shape[0] for r in ordered)
     all_names = {name for case in chosen for name in case.names}
@@ -117,3 +120,27 @@ def build_rater_data(root: str | Path, cases: Sequence[str] | None, size: int, *
         row += k
     return RaterSliceData(np.concatenate([r["images"] for r in ordered]), raters, counts,
                           [c.case for c, r in zip(chosen, ordered) for _ in range(r["raters"].shape[0])], ids, names)
+
+
+def check_raters_per_case(root: str | Path, cases: Sequence[str] | None, *, several: str | None) -> str | None:
+    """The raters per training case of a multi-rater folder, checked from the file names before
+    any image is read. ``several``: the method that learns from the raters' disagreement and so
+    needs two or more raters (e.g. ``"the Probabilistic U-Net"``): refused (:class:`InputError`
+    naming the folder) when no case has two; a warning line naming how many have one when some
+    do. Otherwise (a method with a rule over the raters, such as their majority) a warning line
+    when every case has a single rater: its mask is then the target whatever the rule. None when
+    there is nothing to say."""
+    chosen = find_rater_cases(root, cases)
+    single = [case.case for case in chosen if len(case.raters) < 2]
+    if several is not None:
+        if len(single) == len(chosen):
+            raise InputError(f"{several} learns from the disagreement of several raters, but no training case has "
+                             "more than one (rater_1 only)", root)
+        if single:
+            return (f"{len(single)} of {len(chosen)} training case(s) have a single rater (e.g. {single[0]}); they "
+                    "show no disagreement between raters")
+        return None
+    if len(single) == len(chosen):
+        return ("every training case has a single rater: the target is that rater's mask, whatever the rule over "
+                "the raters")
+    return None

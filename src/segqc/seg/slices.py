@@ -187,7 +187,8 @@ def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, si
                         jobs: int = 1, progress: bool = False) -> SliceData:
     """The training slices of ``cases`` (default: all) of an nnU-Net folder (module docstring;
     ``spacing_mm`` > 0: the field of view of :func:`slice_window`).
-    Raises :class:`InputError` naming the file for an unreadable case or an unexpected label."""
+    Raises :class:`InputError` naming the file for an unreadable case or an unexpected label, and
+    naming the dataset when no training slice has foreground (in the field of view)."""
     from segqc.execution import map_cases
 
     dataset = Dataset.open(dataset_dir)
@@ -201,6 +202,10 @@ def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, si
             raise result
         results[item[0]] = result
     ordered = [results[case] for case in chosen]  # case order, whatever the completion order
+    if not any(r["gts"].any() for r in ordered):  # a model of background only is useless: say so
+        from segqc.training.cases import NO_FOREGROUND
+
+        raise InputError(NO_FOREGROUND, dataset.root)
     names = {str(v): str(n) for v, n in dataset.info.labels.items()}
     return SliceData(np.concatenate([r["images"] for r in ordered]), np.concatenate([r["gts"] for r in ordered]),
                      [case for case, r in zip(chosen, ordered) for _ in range(r["gts"].shape[0])], values, names)

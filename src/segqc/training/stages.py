@@ -15,7 +15,10 @@ runs, resumes or skips a stage:
 
 :func:`check_run_record` guards the folder: ``OUT/run.json`` records the method, the settings
 that must not change (the config's ``resume_key``) and a summary of the data; a rerun with other
-settings or data is refused with one line, a folder with a state but no record too.
+settings or data is refused with one line, a folder with a state but no record too, and so is a
+folder holding a model that is not this run's own (:func:`check_training_folder`, which a trainer
+also calls before it writes anything, e.g. its prepared data, so that a refused run leaves the
+folder as it was).
 """
 
 from __future__ import annotations
@@ -179,35 +182,101 @@ LATER_DATA_FIELDS = ("crc32",)
 """Data-summary fields that run records of earlier segqc versions lack (not compared with those)."""
 
 
+def _record_format(method: str) -> str:
+    return f"segqc-{method}-run"
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"corrupt run.json ({exc.msg}); use an empty folder", path) from None
+    except UnicodeDecodeError:
+        raise InputError("corrupt run.json (not text); use an empty folder", path) from None
+    if not isinstance(old, dict):
+        raise InputError("corrupt run.json (not an object); use an empty folder", path)
+    return old
+
+
+def _model_method(directory: Path) -> str | None:
+    """The method of the segqc checkpoint in ``directory`` (its ``config.json``), or None when
+    there is none: a ``config.json`` that is not a checkpoint's (e.g. a user's config file kept
+    there, or an unreadable file) is not one."""
+    path = directory / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return None
+    if isinstance(meta, dict) and {"format_version", "method", "components"} <= set(meta):
+        return str(meta["method"])
+    return None
+
+
+def check_training_folder(out_dir: str | Path, *, method: str | None = None,
+                          settings: Mapping[str, Any] | None = None, may_change: str = "") -> None:
+    """Refuse, reading only, an output folder that is not this training run's own, before
+    anything is written to it: a model folder (a segqc checkpoint's ``config.json`` in the
+    folder or in its ``model/``) or a training state without the ``run.json`` of the run that
+    made it, and a checkpoint of another method than the run's. With ``method``: a run of
+    another kind; with ``settings`` too: a run of ``method`` with other settings (the
+    config's ``resume_key``; ``may_change`` names the fields that may differ, for the message).
+    A missing or empty folder passes; the data are compared by :func:`check_run_record`."""
+    out = Path(out_dir)
+    if not out.is_dir():
+        return
+    path = out / "run.json"
+    old = _read_record(path) if path.is_file() else None
+    models = {where: found for where in ("config.json", "model/config.json")
+              if (found := _model_method(out / Path(where).parent)) is not None}
+    if old is None:
+        if models:
+            where, found = next(iter(models.items()))
+            raise InputError(f"holds a model ({where}, method {found}) but no training run (run.json); train into "
+                             "another folder", out)
+        if (out / "stages").exists():
+            raise InputError("holds a training state but no run.json; use an empty folder", out)
+        return
+    kind = old.get("format")
+    for where, found in models.items():
+        if kind != _record_format(found):
+            raise InputError(f"holds a model ({where}, method {found}) beside a training run of another kind; use "
+                             "another folder", out)
+    if method is None:
+        return
+    if kind != _record_format(method):
+        raise InputError(f"holds a training run of another kind (not {method}); use another folder", out)
+    if settings is None:
+        return
+    config: dict[str, Any] = json.loads(json.dumps(dict(settings)))  # as JSON gives it back
+    if old.get("config") != config:
+        raw = old.get("config")
+        saved: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        changed = [k for k in config if saved.get(k) != config[k]] or sorted(set(saved) - set(config))
+        detail = ", ".join(f"{k} {saved.get(k)!r} -> {config.get(k)!r}" for k in changed[:3])
+        allowed = f"only {may_change} may change when continuing; " if may_change else ""
+        raise InputError(f"holds a {method} run with other settings ({detail}); {allowed}use another folder", out)
+
+
 def check_run_record(out_dir: str | Path, *, method: str, settings: Mapping[str, Any], data: Mapping[str, Any],
                      may_change: str = "") -> None:
     """Write ``out_dir/run.json`` on the first run; on a rerun refuse other settings or data
-    (module docstring). ``may_change``: the fields that may differ, for the message."""
+    (module docstring), and any folder :func:`check_training_folder` refuses. ``may_change``: the
+    fields that may differ, for the message."""
     out = Path(out_dir)
     path = out / "run.json"
+    check_training_folder(out, method=method, settings=settings, may_change=may_change)
     # compared as JSON gives them back: integer keys become strings, tuples lists
-    record: dict[str, Any] = json.loads(json.dumps({"format": f"segqc-{method}-run", "config": dict(settings),
+    record: dict[str, Any] = json.loads(json.dumps({"format": _record_format(method), "config": dict(settings),
                                                     "data": dict(data)}))
     if path.is_file():
-        try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise InputError(f"corrupt run.json ({exc.msg}); use an empty folder", path) from None
-        if not isinstance(old, dict) or old.get("format") != record["format"]:
-            raise InputError(f"holds a training run of another kind (not {method}); use another folder", out)
-        if old.get("config") != record["config"]:
-            changed = [k for k in record["config"] if old.get("config", {}).get(k) != record["config"][k]]
-            detail = ", ".join(f"{k} {old.get('config', {}).get(k)!r} -> {record['config'][k]!r}" for k in changed[:3])
-            allowed = f"only {may_change} may change when continuing; " if may_change else ""
-            raise InputError(f"holds a {method} run with other settings ({detail}); {allowed}use another folder", out)
-        raw = old.get("data")
+        raw = _read_record(path).get("data")
         old_data: dict[str, Any] = raw if isinstance(raw, dict) else {}
         # a data field newer than the record (e.g. a checksum added to segqc later) is not compared
         if old_data != {k: v for k, v in record["data"].items() if k in old_data or k not in LATER_DATA_FIELDS}:
             raise InputError(f"holds a {method} run on other training data; use another folder", out)
         return
-    if (out / "stages").exists():
-        raise InputError("holds a training state but no run.json; use an empty folder", out)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(record, indent=2))
 

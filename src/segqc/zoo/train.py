@@ -18,13 +18,18 @@
    ``models/unet_eNNN/`` (:func:`segqc.training.save_checkpoint`, method ``"zoo_unet"``). The
    epochs are the steps of one stage of the shared runner (:mod:`segqc.training.stages`): after
    every epoch the resumable state (weights, optimizer, loss history, time) goes to
-   ``stages/train/``, and ``run.json`` records the settings and the training cases.
+   ``stages/train/``, and ``run.json`` records the settings, the training cases and a checksum of
+   their prepared slices.
 
 **Resume**: rerunning with the same dataset and settings continues after the last finished epoch
 (an interrupted epoch is redone; batches and augmentation depend only on the seed and the epoch,
 so the weights equal those of an uninterrupted run up to floating-point non-determinism of the
-device). ``epochs`` and ``snapshot_epochs`` may be raised to train further; any other change is
-refused with an :class:`~segqc.errors.InputError` (use another output folder).
+device). ``epochs`` and ``snapshot_epochs`` may be raised to train further; any other change —
+other settings, other cases, images or label maps edited in place (the fingerprint and plan are
+made afresh on every run, and the slices' checksum compared) — is refused with an
+:class:`~segqc.errors.InputError` (use another output folder) before anything in the folder is
+written, and so is a folder that holds a model but no zoo (:func:`segqc.training.stages.check_training_folder`).
+Training data without any foreground are refused too.
 """
 
 from __future__ import annotations
@@ -43,7 +48,6 @@ import numpy as np
 from segqc.errors import InputError, SegqcError
 from segqc.execution import map_cases
 from segqc.fingerprint import (
-    DatasetFingerprint,
     PreprocessingPlan,
     compute_fingerprint,
     plan_from_fingerprint,
@@ -53,7 +57,15 @@ from segqc.io.atomic import write_text_atomic
 from segqc.io.datasets import Dataset
 from segqc.io.split import Split, make_split
 from segqc.training import save_checkpoint, seed_everything, select_device
-from segqc.training.stages import Stage, check_run_record, finished_steps, run_stage
+from segqc.training.cases import NO_FOREGROUND
+from segqc.training.stages import (
+    Stage,
+    arrays_crc32,
+    check_run_record,
+    check_training_folder,
+    finished_steps,
+    run_stage,
+)
 from segqc.zoo.config import ZooConfig
 from segqc.zoo.model import build_unet
 
@@ -154,8 +166,11 @@ def _load_case(task: _CaseTask, *, plan: PreprocessingPlan, classes: tuple[int, 
 
 
 def _training_slices(images: list[np.ndarray], labels: list[np.ndarray], fraction_empty: float,
-                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Stacked slices ``(N, C, H, W)``, ``(N, H, W)``; counts of foreground and empty slices kept."""
+                     rng: np.random.Generator, *,
+                     dataset: Path | None = None) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Stacked slices ``(N, C, H, W)``, ``(N, H, W)``; counts of foreground and empty slices kept.
+    :class:`InputError` (naming ``dataset``) when no slice has foreground: a zoo of models that
+    learnt background only is useless."""
     xs, ys, n_fg, n_empty = [], [], 0, 0
     for image, label in zip(images, labels):
         for k in range(label.shape[-1]):
@@ -166,8 +181,8 @@ def _training_slices(images: list[np.ndarray], labels: list[np.ndarray], fractio
             ys.append(label[..., k])
             n_fg += has_fg
             n_empty += not has_fg
-    if not xs:
-        raise InputError("no training slice kept (the training cases have no foreground?)")
+    if not n_fg:
+        raise InputError(NO_FOREGROUND, dataset)
     return np.stack(xs).astype(np.float32), np.stack(ys), n_fg, n_empty
 
 
@@ -223,7 +238,9 @@ def _augment(x: np.ndarray, y: np.ndarray, config: ZooConfig, pad: np.ndarray,
 # --------------------------------------------------------------------------------------------
 
 
-def _check_resumable(out: Path, info: ZooInfo) -> None:
+def _check_resumable(out: Path, info: ZooInfo, plan: PreprocessingPlan) -> None:
+    """Refuse a folder holding another zoo: one trained on another dataset folder, other classes
+    or channels, or another preprocessing plan (the dataset's images or labels changed since)."""
     path = out / "zoo.json"
     if not path.is_file():
         if (out / "models").exists() or (out / "stages").exists():
@@ -235,6 +252,15 @@ def _check_resumable(out: Path, info: ZooInfo) -> None:
     if old.classes != info.classes or old.in_channels != info.in_channels:
         raise InputError(f"holds a zoo with classes {list(old.classes)} and {old.in_channels} channel(s); the "
                          f"dataset now has {list(info.classes)} and {info.in_channels}; use another folder", out)
+    saved_plan = out / "plan.json"
+    if saved_plan.is_file():
+        try:  # compared as JSON text: NaN equals NaN there
+            before = json.dumps(json.loads(saved_plan.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            before = None
+        if before != json.dumps(json.loads(json.dumps(plan.to_dict()))):
+            raise InputError("holds a zoo trained with another preprocessing plan (plan.json): the training data "
+                             "changed since; use another folder", out)
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,6 +294,9 @@ def train_zoo(
     dataset = Dataset.open(dataset_dir)
     root, out = dataset.root, Path(out_dir)
     label_files = dataset.label_files
+    may_change = "epochs and snapshot_epochs"
+    # nothing is written before every check has passed: a refused run leaves the folder as it was
+    check_training_folder(out, method=METHOD, settings=config.resume_key(), may_change=may_change)
 
     split = make_split(label_files, holdout_fraction=config.holdout_fraction, seed=config.seed)
     if (out / "split.json").is_file() and (out / "zoo.json").is_file():
@@ -276,38 +305,19 @@ def train_zoo(
             raise InputError("split.json differs from the split of the dataset now (cases added or removed?); "
                              "use another folder", out / "split.json")
 
-    fingerprint_path = out / "fingerprint.json"
-    fingerprint = None
-    if fingerprint_path.is_file() and (out / "zoo.json").is_file():
-        fingerprint = DatasetFingerprint.load(fingerprint_path)
-        if sorted(c.case for c in fingerprint.cases) != sorted(split.train):
-            fingerprint = None
-    if fingerprint is None:
-        say(f"fingerprint of {len(split.train)} training case(s)")
-        fingerprint = compute_fingerprint(root, cases=split.train, jobs=jobs, seed=config.seed)
+    # computed afresh on every run (the same data give the same fingerprint): a changed dataset never
+    # reuses the fingerprint and plan of the data a zoo was trained on
+    say(f"fingerprint of {len(split.train)} training case(s)")
+    fingerprint = compute_fingerprint(root, cases=split.train, jobs=jobs, seed=config.seed)
     plan = plan_from_fingerprint(fingerprint, size=config.size, target_spacing=config.target_spacing_mm)
     classes = tuple(sorted({0} | set(fingerprint.labels) | set(fingerprint.label_values_present)))
     info = ZooInfo(config=config, dataset_dir=str(root.resolve()), classes=classes,
                    label_names={k: v for k, v in fingerprint.labels.items()},
                    in_channels=len(fingerprint.channels))
-    _check_resumable(out, info)
-
-    out.mkdir(parents=True, exist_ok=True)
-    split.save(out / "split.json")
-    fingerprint.save(fingerprint_path)
-    plan.save(out / "plan.json")
-    write_text_atomic(out / "zoo.json", json.dumps(info.to_dict(), indent=2) + "\n")
+    _check_resumable(out, info, plan)
 
     tasks = [_CaseTask(c, tuple(dataset.image_files[c]), label_files[c]) for c in split.train]
-
     torch.set_num_threads(max(1, threads))
-    check_run_record(out, method=METHOD, settings=config.resume_key(),
-                     data={"dataset": info.dataset_dir, "train_cases": list(split.train)},
-                     may_change="epochs and snapshot_epochs")
-    models_dir = out / "models"
-    if finished_steps(out, "train") >= config.epochs:  # complete: no need to prepare the data again
-        say(f"train: done before ({config.epochs} epochs), reusing it")
-        return models_dir
     say(f"preprocessing {len(tasks)} training case(s) to {config.size} px slices")
     loaded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for task, result in map_cases(partial(_load_case, plan=plan, classes=classes), tasks, jobs=jobs,
@@ -317,8 +327,22 @@ def train_zoo(
         loaded[task.case] = result
     x_all, y_all, n_fg, n_empty = _training_slices(
         [loaded[t.case][0] for t in tasks], [loaded[t.case][1] for t in tasks], config.empty_slice_fraction,
-        np.random.default_rng([config.seed, 7]))
+        np.random.default_rng([config.seed, 7]), dataset=root)
     del loaded
+    # the checksum of the prepared slices: labels or images edited in place are other data
+    check_run_record(out, method=METHOD, settings=config.resume_key(),
+                     data={"dataset": info.dataset_dir, "train_cases": list(split.train),
+                           "crc32": arrays_crc32((x_all, y_all))},
+                     may_change=may_change)
+    split.save(out / "split.json")
+    fingerprint.save(out / "fingerprint.json")
+    plan.save(out / "plan.json")
+    write_text_atomic(out / "zoo.json", json.dumps(info.to_dict(), indent=2) + "\n")
+
+    models_dir = out / "models"
+    if finished_steps(out, "train") >= config.epochs:  # complete: nothing to train
+        say(f"train: done before ({config.epochs} epochs), reusing it")
+        return models_dir
     steps = config.steps_per_epoch or math.ceil(len(x_all) / config.batch_size)
     say(f"{len(x_all)} training slices ({n_fg} with foreground, {n_empty} without) from "
         f"{len(split.train_patients)} patient(s); {steps} batches of {config.batch_size} per epoch")

@@ -37,12 +37,20 @@ import numpy as np
 import torch
 
 from segqc.errors import InputError
-from segqc.io.datasets import Dataset, segmentation_files
+from segqc.io.datasets import Dataset
 from segqc.qc.qcresunet.config import QcResUNetConfig, resolve_kernels, resolve_strides
 from segqc.qc.qcresunet.model import QcResUNet, qcresunet_loss
 from segqc.training import save_checkpoint
+from segqc.training.cases import NO_FOREGROUND, extra_segmentation_files
 from segqc.training.precision import autocast, resolve_precision, shield_conv3d
-from segqc.training.stages import Stage, arrays_crc32, run_stage, start_run, step_generators
+from segqc.training.stages import (
+    Stage,
+    arrays_crc32,
+    check_training_folder,
+    run_stage,
+    start_run,
+    step_generators,
+)
 
 __all__ = ["METHOD", "THRESHOLD_GRID", "QcClass", "QcResUNetData", "add_readout", "best_error_thresholds",
            "build_network", "build_readout_data", "build_training_data", "class_masks", "dataset_classes",
@@ -279,15 +287,18 @@ def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, co
     """The training samples of ``cases`` (default: all) of an nnU-Net folder: the degraded maps
     that ``segqc degrade`` makes in ``work_dir`` and the segmentations of ``extra_seg_dirs``
     (e.g. ``segqc zoo predict`` outputs; files of other cases are left out). Raises
-    :class:`InputError` for a missing folder or no sample at all."""
+    :class:`InputError` for a missing folder, an extra folder without a segmentation of the
+    training cases, ground truths without foreground or no sample at all."""
     from segqc.fingerprint import compute_fingerprint, plan_from_fingerprint
 
     dataset = Dataset.open(dataset_dir)
-    for folder in extra_seg_dirs:
-        if not Path(folder).is_dir():
-            raise InputError("segmentation folder not found", folder)
     chosen = dataset.select(cases)
+    # every extra folder must add segmentations of training cases (checked before anything is degraded)
+    extras = [(str(folder), extra_segmentation_files(folder, chosen)) for folder in extra_seg_dirs]
     fingerprint = compute_fingerprint(dataset.root, cases=chosen)
+    ignore = dataset.info.ignore
+    if not set(fingerprint.label_values_present) - {0, ignore}:  # nothing to assess: refused, not trained
+        raise InputError(NO_FOREGROUND, dataset.root)
     plan = plan_from_fingerprint(fingerprint, size=config.size)
     labels = tuple(sorted(set(fingerprint.labels) | set(fingerprint.label_values_present) | {0}))
     classes = dataset_classes(dataset.info, labels, config.classes)
@@ -298,10 +309,9 @@ def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, co
             per_case[case].append((GROUND_TRUTH_SOURCE, Path(dataset.label_files[case]), None))
     for case, made in _degraded_files(dataset, chosen, config, work, jobs=jobs, progress=progress).items():
         per_case[case] += [(DEGRADED_SOURCE, path, row) for path, row in made]
-    for folder in extra_seg_dirs:
-        for case, path in segmentation_files(folder).files.values():
-            if case in per_case:
-                per_case[case].append((str(folder), path, None))
+    for source, files in extras:
+        for case, path in files:
+            per_case[case].append((source, path, None))
     items = [(case, list(dataset.image_files[case]), Path(dataset.label_files[case]), per_case[case])
              for case in chosen if per_case[case]]
     if not items:
@@ -689,6 +699,9 @@ def best_members(records: Sequence[dict[str, Any]], keep: int) -> list[int]:
     return sorted(ranked[:keep] if keep > 0 else ranked)
 
 
+_MAY_CHANGE = "epochs, checkpoint_every, keep_members"
+
+
 def train(config: QcResUNetConfig, data: QcResUNetData, out_dir: str | Path, *, device: str = "auto",
           log: Callable[[str], None] | None = None, progress: bool = False,
           readout_data: QcResUNetData | None = None) -> Path:
@@ -707,7 +720,7 @@ def train(config: QcResUNetConfig, data: QcResUNetData, out_dir: str | Path, *, 
         raise InputError("the config has a read-out (readout_per_case > 0) but no read-out data were given")
     summary = data.summary()  # once: it checksums every training array
     out, dev = start_run(out_dir, method=METHOD, settings=config.resume_key(), data=summary, seed=config.seed,
-                         device=device, may_change="epochs, checkpoint_every, keep_members")
+                         device=device, may_change=_MAY_CHANGE)
     inplane_spacing = float(min(data.plan.target_spacing))
     strides = resolve_strides(config, ndim=data.ndim, slice_spacing=data.slice_spacing,
                               inplane_spacing=inplane_spacing)
@@ -758,7 +771,9 @@ def train_from_dataset(dataset_dir: str | Path, out_dir: str | Path, *, config: 
     """The registry's training entry point (:mod:`segqc.methods`): degrade the ground truths of
     ``cases`` (kept in ``out_dir/data`` for a rerun), add the segmentations of ``extra_seg_dirs``
     (e.g. ``segqc zoo predict`` outputs), prepare the samples and :func:`train`; returns the model
-    directory."""
+    directory. A folder that is not this run's own (a model, another run, other settings) is refused
+    before anything is written to it."""
+    check_training_folder(out_dir, method=METHOD, settings=config.resume_key(), may_change=_MAY_CHANGE)
     data = build_training_data(dataset_dir, cases, config, Path(out_dir) / "data", extra_seg_dirs=extra_seg_dirs,
                                jobs=jobs, progress=progress)
     counts = {source: data.sources.count(source) for source in sorted(set(data.sources))}

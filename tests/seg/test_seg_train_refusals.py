@@ -1,0 +1,163 @@
+"""`segqc seg train` refuses, in one line and before it writes anything, what would train a
+useless model or mix two models in one folder: label maps or raters without foreground, a
+multi-rater folder without a second rater for the methods that learn from the raters'
+disagreement, and an output folder that holds a model but not this training run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from consensus_toy_data import make_rater_folder
+from ldseg_toy_data import make_disk_dataset
+from typer.testing import CliRunner
+
+from segqc.cli.main import app
+from segqc.errors import InputError
+from segqc.io.images import read_label_map, write_image
+from segqc.seg.rater_slices import build_rater_data, check_raters_per_case
+from segqc.seg.slices import build_training_data
+from segqc.training import save_checkpoint
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def _seg_train(*args: str):
+    return CliRunner().invoke(app, ["seg", "train", *args, "--config", "tiny", "--device", "cpu", "-q",
+                                    "--set", "steps_train=2"])
+
+
+def _blank(paths) -> None:
+    """Overwrite the label maps ``paths`` with background only, on their own grids."""
+    for path in paths:
+        image = read_label_map(path)
+        write_image(path, np.zeros_like(image.array), image.geometry)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _single_rater(folder: Path, cases: list[str]) -> None:
+    for case in cases:
+        for extra in (folder / case).glob("rater_*"):
+            if extra.name != "rater_1.nii.gz":
+                extra.unlink()
+
+
+@pytest.fixture()
+def disk_dataset_small(tmp_path) -> Path:
+    return make_disk_dataset(tmp_path / "disks", cases=4)
+
+
+@pytest.fixture()
+def rater_folder_small(tmp_path) -> Path:
+    return make_rater_folder(tmp_path / "raters", cases=4)
+
+
+def test_label_maps_without_foreground_are_refused_naming_the_dataset(disk_dataset_small):
+    _blank(sorted((disk_dataset_small / "labelsTr").iterdir()))
+    with pytest.raises(InputError, match="no ground-truth slice with foreground in the training cases") as error:
+        build_training_data(disk_dataset_small, None, 32)
+    assert error.value.path == disk_dataset_small
+
+
+@pytest.mark.parametrize("method", ["unet", "ldseg"])
+def test_seg_train_on_background_only_is_one_line_and_exit_2(method, disk_dataset_small, tmp_path):
+    _blank(sorted((disk_dataset_small / "labelsTr").iterdir()))
+    result = _seg_train(method, str(disk_dataset_small), "-o", str(tmp_path / "run"))
+    assert result.exit_code == 2, result.output
+    assert "no ground-truth slice with foreground" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_raters_without_foreground_are_refused_naming_the_folder(rater_folder_small):
+    _blank(sorted(rater_folder_small.glob("*/rater_*")))
+    with pytest.raises(InputError, match="no rater's mask has foreground") as error:
+        build_rater_data(rater_folder_small, None, 32)
+    assert error.value.path == rater_folder_small
+
+
+@pytest.mark.parametrize("method", ["probunet", "consensus", "unet"])
+def test_seg_train_on_blank_raters_is_one_line_and_exit_2(method, rater_folder_small, tmp_path):
+    _blank(sorted(rater_folder_small.glob("*/rater_*")))
+    result = _seg_train(method, str(rater_folder_small), "-o", str(tmp_path / "run"))
+    assert result.exit_code == 2, result.output
+    assert "no rater's mask has foreground" in result.output and "Traceback" not in result.output
+
+
+def test_the_raters_per_case_by_hand(rater_folder_small):
+    cases = sorted(p.name for p in rater_folder_small.iterdir())
+    assert check_raters_per_case(rater_folder_small, None, several="the Probabilistic U-Net") is None
+    assert check_raters_per_case(rater_folder_small, None, several=None) is None
+    _single_rater(rater_folder_small, cases[:1])
+    note = check_raters_per_case(rater_folder_small, None, several="the Probabilistic U-Net")
+    assert note is not None and note.startswith(f"1 of 4 training case(s) have a single rater (e.g. {cases[0]})")
+    assert check_raters_per_case(rater_folder_small, None, several=None) is None  # a rule over raters: fine
+    _single_rater(rater_folder_small, cases)
+    with pytest.raises(InputError, match="no training case has more than one") as error:
+        check_raters_per_case(rater_folder_small, None, several="the Probabilistic U-Net")
+    assert error.value.path == rater_folder_small
+    assert "every training case has a single rater" in check_raters_per_case(rater_folder_small, None, several=None)
+
+
+@pytest.mark.parametrize("method", ["probunet", "consensus"])
+def test_methods_that_learn_the_raters_disagreement_refuse_single_rater_folders(method, rater_folder_small,
+                                                                                 tmp_path):
+    _single_rater(rater_folder_small, [p.name for p in rater_folder_small.iterdir()])
+    result = _seg_train(method, str(rater_folder_small), "-o", str(tmp_path / "run"))
+    assert result.exit_code == 2, result.output
+    assert "no training case has more than one (rater_1 only)" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run").exists()
+
+
+def test_a_unet_on_single_rater_cases_trains_with_a_warning(rater_folder_small, tmp_path):
+    _single_rater(rater_folder_small, [p.name for p in rater_folder_small.iterdir()])
+    result = _seg_train("unet", str(rater_folder_small), "-o", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    assert "warning: every training case has a single rater" in " ".join(result.output.split())
+
+
+def _model_folder(path: Path, method: str) -> Path:
+    """A model folder as `segqc seg train` or a shipped model leaves it: config.json and weights."""
+    import torch
+
+    save_checkpoint(path, method=method, config={"size": 32}, weights={"net": {"w": torch.zeros(2)}}, seed=0)
+    (path / "MODEL_CARD.md").write_text("a model\n")
+    return path
+
+
+@pytest.mark.parametrize("owner", ["ldseg", "unet"])
+def test_an_output_folder_holding_a_model_is_refused_and_left_untouched(owner, disk_dataset_small, tmp_path):
+    model = _model_folder(tmp_path / "model_copy", owner)
+    before = _files(model)
+    result = _seg_train("unet", str(disk_dataset_small), "-o", str(model), "--holdout-fraction", "0.5")
+    assert result.exit_code == 2, result.output
+    assert f"holds a model (config.json, method {owner}) but no training run" in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+    assert _files(model) == before  # no run.json, stages/, model/ or split.json beside the weights
+
+
+def test_a_finished_run_is_still_reused_and_a_users_config_file_in_the_folder_is_no_model(disk_dataset_small,
+                                                                                         tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"steps_train": 2}))  # a JSON config kept with the run
+    assert _seg_train("unet", str(disk_dataset_small), "-o", str(out)).exit_code == 0
+    again = _seg_train("unet", str(disk_dataset_small), "-o", str(out))
+    assert again.exit_code == 0 and "done before" in again.output, again.output
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    other = _seg_train("ldseg", str(disk_dataset_small), "-o", str(copy))  # another method into the run
+    assert other.exit_code == 2 and "another kind" in other.output, other.output
+
+
+def test_the_help_names_every_method_and_both_folder_layouts():
+    result = CliRunner().invoke(app, ["seg", "train", "--help"], terminal_width=200)
+    text = " ".join(result.output.split())
+    for method in ("ldseg", "unet", "consensus", "probunet"):
+        assert method in text
+    assert "multi-rater folder" in text and "nnU-Net-style dataset" in text
