@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from report_folders import one_error_line
 from typer.testing import CliRunner
 
 from segqc.cli.main import app
@@ -190,16 +191,9 @@ def test_cli_writes_the_page(qc_out, tmp_path):
     assert (tmp_path / "r.html").exists()
 
 
-def _one_error_line(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
-    return lines[0]
-
-
 def test_a_folder_with_nothing_known_is_one_error(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
-    line = _one_error_line(runner.invoke(app, ["report", str(tmp_path)]))
+    line = one_error_line(runner.invoke(app, ["report", str(tmp_path)]))
     assert "none of the outputs" in line
 
 
@@ -210,7 +204,7 @@ def test_a_missing_input_file_is_named(qc_out, tmp_path):
     case = sorted(report["inputs"])[0]
     report["inputs"][case]["seg"] = [str(tmp_path / "gone.nii.gz")]
     (folder / "report.json").write_text(json.dumps(report))
-    line = _one_error_line(runner.invoke(app, ["report", str(folder)]))
+    line = one_error_line(runner.invoke(app, ["report", str(folder)]))
     assert "gone.nii.gz" in line
 
 

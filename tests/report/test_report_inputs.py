@@ -13,6 +13,7 @@ import nibabel
 import numpy as np
 import pandas as pd
 import pytest
+from report_folders import copy_evaluate, one_error_line
 from typer.testing import CliRunner
 
 from segqc.cli.main import app
@@ -22,29 +23,6 @@ from segqc.report.html import build_report
 from segqc.review.worklist import load_worklist
 
 runner = CliRunner()
-
-
-def _one_error_line(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
-    assert "Traceback" not in result.output
-    return lines[0]
-
-
-def _copy_evaluate(evaluate_out: Path, toy: dict[str, Path], root: Path) -> Path:
-    """A copy of the evaluate folder whose summary.json names copies of its files under ``root``
-    (``root/pred``, ``root/gt``), so a test may change them."""
-    shutil.copytree(toy["segs"], root / "pred")
-    shutil.copytree(toy["gt"], root / "gt")
-    folder = root / "ev"
-    shutil.copytree(evaluate_out, folder)
-    summary = json.loads((folder / "summary.json").read_text())
-    for case, files in summary["cases"]["inputs"].items():
-        files["pred"] = [str(root / "pred" / f"{case}.nii.gz")]
-        files["gt"] = [str(root / "gt" / f"{case}.nii.gz")]
-    (folder / "summary.json").write_text(json.dumps(summary))
-    return folder
 
 
 def _edit_summary(folder: Path, edit) -> Path:
@@ -115,25 +93,25 @@ def test_an_image_on_another_grid_of_the_same_shape_is_one_error_naming_the_imag
 
 def test_an_image_of_another_shape_is_named_not_the_segmentation(evaluate_out, toy, tmp_path):
     cropped = _images_like(toy, tmp_path / "cropped", shape=(36, 40, 6))
-    line = _one_error_line(runner.invoke(app, ["report", str(evaluate_out), "--images", str(cropped),
+    line = one_error_line(runner.invoke(app, ["report", str(evaluate_out), "--images", str(cropped),
                                                "-o", str(tmp_path / "r.html"), "-q"]))
     assert line.startswith(f"error: {cropped}/case") and "shape" in line and "(36, 40, 6)" in line
 
 
 def test_a_reference_on_another_grid_is_one_error_in_the_report(evaluate_out, toy, tmp_path):
-    folder = _copy_evaluate(evaluate_out, toy, tmp_path)
+    folder = copy_evaluate(evaluate_out, toy, tmp_path)
     gt = tmp_path / "gt" / "case2.nii.gz"
     image = nibabel.load(gt)
     affine = image.affine.copy()
     affine[0, 0] *= 2.0  # same voxels, twice the spacing along the first axis
     nibabel.save(nibabel.Nifti1Image(np.asarray(image.dataobj), affine), gt)
-    line = _one_error_line(runner.invoke(app, ["report", str(folder), "-o", str(tmp_path / "r.html"), "-q"]))
+    line = one_error_line(runner.invoke(app, ["report", str(folder), "-o", str(tmp_path / "r.html"), "-q"]))
     assert line.startswith(f"error: {gt}:") and "spacing" in line
 
 
 def test_a_nan_image_is_refused_not_drawn_as_zero(evaluate_out, toy, tmp_path):
     with_nan = _images_like(toy, tmp_path / "nan", nan_case="case1")
-    line = _one_error_line(runner.invoke(app, ["report", str(evaluate_out), "--images", str(with_nan),
+    line = one_error_line(runner.invoke(app, ["report", str(evaluate_out), "--images", str(with_nan),
                                                "-o", str(tmp_path / "r.html"), "-q"]))
     assert line.startswith(f"error: {with_nan / 'case1_0000.nii.gz'}:") and "NaN" in line
 
@@ -155,7 +133,7 @@ def test_a_malformed_inputs_entry_is_one_error_naming_summary_json(evaluate_out,
     with pytest.raises(InputError, match=why) as caught:
         load_cohort(folder)
     assert caught.value.path == summary
-    line = _one_error_line(runner.invoke(app, ["report", str(folder), "-o", str(tmp_path / "r.html"), "-q"]))
+    line = one_error_line(runner.invoke(app, ["report", str(folder), "-o", str(tmp_path / "r.html"), "-q"]))
     assert line.startswith(f"error: {summary}:") and "case1" in line
 
 
@@ -166,7 +144,7 @@ def test_a_summary_whose_cases_are_no_mapping_is_one_error(evaluate_out, tmp_pat
     summary = json.loads((folder / "summary.json").read_text())
     summary["cases"] = cases
     (folder / "summary.json").write_text(json.dumps(summary))
-    line = _one_error_line(runner.invoke(app, ["report", str(folder), "-o", str(tmp_path / "r.html"), "-q"]))
+    line = one_error_line(runner.invoke(app, ["report", str(folder), "-o", str(tmp_path / "r.html"), "-q"]))
     assert line.startswith(f"error: {folder / 'summary.json'}: names no input files")
 
 
@@ -177,7 +155,7 @@ def test_a_malformed_report_json_entry_is_one_error_naming_it(qc_out, tmp_path, 
     report = json.loads((folder / "report.json").read_text())
     report["inputs"]["case2"] = entry
     (folder / "report.json").write_text(json.dumps(report))
-    line = _one_error_line(runner.invoke(app, ["report", str(folder), "-o", str(tmp_path / "r.html"), "-q"]))
+    line = one_error_line(runner.invoke(app, ["report", str(folder), "-o", str(tmp_path / "r.html"), "-q"]))
     assert line.startswith(f"error: {folder / 'report.json'}:") and "case2" in line
     with pytest.raises(InputError, match="report.json"):
         load_worklist(folder)
@@ -192,7 +170,7 @@ def test_a_value_that_is_not_a_number_is_one_error_naming_metrics_csv_and_the_co
     table = pd.read_csv(folder / "metrics.csv", dtype=str, keep_default_na=False)
     table.loc[3, "value"] = "abc"
     table.to_csv(folder / "metrics.csv", index=False)
-    line = _one_error_line(runner.invoke(app, ["report", str(folder), "-o", str(tmp_path / "r.html"), "-q"]))
+    line = one_error_line(runner.invoke(app, ["report", str(folder), "-o", str(tmp_path / "r.html"), "-q"]))
     assert line.startswith(f"error: {folder / 'metrics.csv'}:") and "'value'" in line and "'abc'" in line
     assert "line 5" in line  # header is line 1, row 3 of the table is line 5
     with pytest.raises(InputError, match="metrics.csv"):
@@ -217,7 +195,7 @@ def test_a_table_with_a_header_only_holds_no_cases(evaluate_out, qc_out, tmp_pat
     shutil.copytree(source, folder)
     header = (folder / table_name).read_text().splitlines()[0]
     (folder / table_name).write_text(header + "\n")
-    line = _one_error_line(runner.invoke(app, ["report", str(folder), "-o", str(tmp_path / "r.html"), "-q"]))
+    line = one_error_line(runner.invoke(app, ["report", str(folder), "-o", str(tmp_path / "r.html"), "-q"]))
     assert line == f"error: {folder / table_name}: holds no cases"
     assert not (tmp_path / "r.html").exists()
     with pytest.raises(InputError, match="holds no cases"):
@@ -262,7 +240,7 @@ def test_a_flag_that_is_neither_true_nor_false_is_one_error(qc_out, tmp_path):
 def test_an_output_that_is_a_folder_is_named_not_a_temporary_file(qc_out, tmp_path):
     out_file = tmp_path / "existing_folder"
     out_file.mkdir()
-    line = _one_error_line(runner.invoke(app, ["report", str(qc_out), "-o", str(out_file), "-q"]))
+    line = one_error_line(runner.invoke(app, ["report", str(qc_out), "-o", str(out_file), "-q"]))
     assert line == f"error: {out_file}: is a folder; give a file name"
     assert list(out_file.iterdir()) == [] and not list(tmp_path.glob(".tmp-*"))
 
@@ -271,6 +249,6 @@ def test_an_output_below_a_file_is_named_with_that_parent(qc_out, tmp_path):
     blocker = tmp_path / "some_file"
     blocker.write_text("keep me")
     out_file = blocker / "x.html"
-    line = _one_error_line(runner.invoke(app, ["report", str(qc_out), "-o", str(out_file), "-q"]))
+    line = one_error_line(runner.invoke(app, ["report", str(qc_out), "-o", str(out_file), "-q"]))
     assert line.startswith(f"error: {out_file}:") and f"its parent {blocker} is a file" in line
     assert blocker.read_text() == "keep me"

@@ -6,7 +6,6 @@ from the test's own files (nibabel, pandas, sqlite3), not from the app's code.""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import signal
@@ -23,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from report_folders import copy_evaluate, one_error_line
 from typer.testing import CliRunner
 
 from segqc.cli.main import app as cli
@@ -39,27 +39,6 @@ LOCAL = "http://127.0.0.1"
 def _client(folder: Path, db: Path, **files) -> tuple[TestClient, ReviewSession]:
     session = ReviewSession(load_worklist(folder, **files), DecisionStore(db), "anna")
     return TestClient(create_app(session), base_url=LOCAL, raise_server_exceptions=False), session
-
-
-def _one_error_line(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
-    return lines[0]
-
-
-def _copy_evaluate(evaluate_out: Path, toy: dict[str, Path], root: Path) -> Path:
-    """A copy of the evaluate folder whose summary.json names copies of its files under ``root``."""
-    shutil.copytree(toy["segs"], root / "pred")
-    shutil.copytree(toy["gt"], root / "gt")
-    folder = root / "ev"
-    shutil.copytree(evaluate_out, folder)
-    summary = json.loads((folder / "summary.json").read_text())
-    for case, files in summary["cases"]["inputs"].items():
-        files["pred"] = [str(root / "pred" / f"{case}.nii.gz")]
-        files["gt"] = [str(root / "gt" / f"{case}.nii.gz")]
-    (folder / "summary.json").write_text(json.dumps(summary))
-    return folder
 
 
 def _file_state(path: Path) -> tuple[str, list[str]]:
@@ -88,7 +67,7 @@ def test_an_image_on_another_grid_is_refused_by_its_layer(evaluate_out, toy, tmp
 
 
 def test_a_reference_on_another_grid_is_refused_by_the_reference_and_error_layers(evaluate_out, toy, tmp_path):
-    folder = _copy_evaluate(evaluate_out, toy, tmp_path)
+    folder = copy_evaluate(evaluate_out, toy, tmp_path)
     gt = tmp_path / "gt" / "case2.nii.gz"
     image = nibabel.load(gt)
     affine = image.affine.copy()
@@ -120,7 +99,7 @@ def test_a_nan_image_is_refused_not_shown_as_zero(evaluate_out, toy, tmp_path):
 
 
 def test_a_file_deleted_while_the_app_runs_is_named_not_a_server_error(evaluate_out, toy, tmp_path):
-    folder = _copy_evaluate(evaluate_out, toy, tmp_path)
+    folder = copy_evaluate(evaluate_out, toy, tmp_path)
     client, _ = _client(folder, tmp_path / "r.sqlite")
     assert client.get("/api/cases/case1/layers/segmentation.nii").status_code == 200  # cached now
     gone = tmp_path / "pred" / "case1.nii.gz"
@@ -212,7 +191,7 @@ def test_export_of_an_empty_file_changes_nothing_and_is_one_error(tmp_path):
     empty.parent.mkdir()
     empty.touch()
     before = _file_state(empty)
-    line = _one_error_line(runner.invoke(cli, ["review", "export", str(empty), "-o", str(tmp_path / "d.csv")]))
+    line = one_error_line(runner.invoke(cli, ["review", "export", str(empty), "-o", str(tmp_path / "d.csv")]))
     assert line.startswith(f"error: {empty}:") and "not a segqc review database" in line
     assert _file_state(empty) == before and empty.stat().st_size == 0
     assert not (tmp_path / "d.csv").exists()
@@ -226,9 +205,9 @@ def test_a_database_of_another_program_is_neither_exported_nor_opened_nor_change
         connection.execute("INSERT INTO patients VALUES (1, 'x')")
     connection.close()
     before = _file_state(other)
-    line = _one_error_line(runner.invoke(cli, ["review", "export", str(other), "-o", str(tmp_path / "d.csv")]))
+    line = one_error_line(runner.invoke(cli, ["review", "export", str(other), "-o", str(tmp_path / "d.csv")]))
     assert line.startswith(f"error: {other}:") and "segqc review database" in line
-    line = _one_error_line(runner.invoke(cli, ["review", "open", str(qc_out), "--db", str(other), "--no-browser"]))
+    line = one_error_line(runner.invoke(cli, ["review", "open", str(qc_out), "--db", str(other), "--no-browser"]))
     assert line.startswith(f"error: {other}:") and "decisions table" in line
     with pytest.raises(InputError, match="other.db"):
         DecisionStore(other)
@@ -257,13 +236,13 @@ def test_export_of_a_folder_or_to_a_folder_says_so(tmp_path):
     DecisionStore(db).record("case0", "accept", rater="anna")
     folder = tmp_path / "a_folder"
     folder.mkdir()
-    line = _one_error_line(runner.invoke(cli, ["review", "export", str(folder), "-o", str(tmp_path / "d.csv")]))
+    line = one_error_line(runner.invoke(cli, ["review", "export", str(folder), "-o", str(tmp_path / "d.csv")]))
     assert line.startswith(f"error: {folder}: is a folder")
-    line = _one_error_line(runner.invoke(cli, ["review", "export", str(db), "-o", str(folder)]))
+    line = one_error_line(runner.invoke(cli, ["review", "export", str(db), "-o", str(folder)]))
     assert line == f"error: {folder}: is a folder; give a file name"
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    line = _one_error_line(runner.invoke(cli, ["review", "export", str(db), "-o", str(blocker / "d.csv")]))
+    line = one_error_line(runner.invoke(cli, ["review", "export", str(db), "-o", str(blocker / "d.csv")]))
     assert line.startswith(f"error: {blocker / 'd.csv'}:") and f"its parent {blocker} is a file" in line
 
 
