@@ -301,3 +301,48 @@ def test_the_qc_driver_gets_the_plan_labels_and_a_generator(trained, toy_data):
     assert qc.fingerprint is not None and qc.default_steps == TINY.inference_steps
     pgt = qc.generate(toy_data.images[:3], toy_data.segs[:3], toy_data.ratios[:3], 2, 3, 0)
     assert pgt.shape == (2, 3, 32, 32)
+
+
+def test_extra_folders_are_read_as_every_qc_training_reads_them(toy_root, toy_data, tmp_path):
+    """nnQC reads an extra folder as QCResUNet does (segqc.training.cases.extra_segmentation_files):
+    a file of another ending than dataset.json's, every file a `segqc degrade` manifest lists for
+    a case, and of two files of one case the one with the dataset's ending."""
+    truth = read_label_map(toy_root / "labelsTr" / "toy0.nii.gz")
+    shifted = np.roll(truth.array, 3, axis=0).astype(np.uint8)
+    merged = np.where(truth.array == 2, 1, truth.array).astype(np.uint8)
+
+    def read(folder: Path):
+        return extra_segmentation_slices(toy_root, ["toy0", "toy1", "toy2"], folder, toy_data.plan,
+                                         labels=toy_data.labels)
+
+    other_ending = tmp_path / "other_ending"
+    write_image(other_ending / "toy0.nii", shifted, truth.geometry)
+    images, segs, gts, _ = read(other_ending)
+    assert len(segs) == 8 and all(np.array_equal(s, np.roll(g, -3, axis=0)) for s, g in zip(segs, gts))
+    degraded = tmp_path / "degraded"
+    write_image(degraded / "toy0_shifted.nii.gz", shifted, truth.geometry)
+    write_image(degraded / "toy0_merged.nii.gz", merged, truth.geometry)
+    (degraded / "manifest.csv").write_text("case,file\ntoy0,toy0_shifted.nii.gz\ntoy0,toy0_merged.nii.gz\n")
+    _, segs, gts, _ = read(degraded)
+    assert len(segs) == 16  # both files of toy0, by file name: merged, then shifted
+    assert np.array_equal(segs[:8] > 0, gts[:8] > 0) and not (segs[:8] == 2).any()
+    assert all(np.array_equal(s, np.roll(g, -3, axis=0)) for s, g in zip(segs[8:], gts[8:]))
+    both = tmp_path / "both"
+    write_image(both / "toy0.nii.gz", merged, truth.geometry)
+    write_image(both / "toy0.nii", shifted, truth.geometry)
+    _, segs, gts, _ = read(both)
+    assert len(segs) == 8 and not (segs == 2).any()  # the dataset's ending (.nii.gz): the merged one
+
+
+def test_an_extra_folder_without_a_training_case_is_refused_before_anything_is_degraded(toy_root, tmp_path,
+                                                                                        monkeypatch):
+    def degrade(*args, **kwargs):
+        raise AssertionError("the ground truths were degraded before the extra folder was checked")
+
+    monkeypatch.setattr(nnqc_training, "make_training_data", degrade)
+    unrelated = tmp_path / "unrelated"
+    geometry = read_label_map(toy_root / "labelsTr" / "toy0.nii.gz").geometry
+    write_image(unrelated / "someone_else.nii.gz", np.zeros(geometry.shape, np.uint8), geometry)
+    with pytest.raises(InputError, match=r"holds no segmentation of the 3 training case\(s\)") as error:
+        build_training_data(toy_root, None, TINY, extra_seg_dirs=[unrelated])
+    assert error.value.path == unrelated

@@ -16,6 +16,7 @@ from segqc.errors import InputError
 from segqc.io.images import read_label_map, write_image
 from segqc.qc.qcresunet.config import QcResUNetConfig
 from segqc.qc.qcresunet.train import build_training_data
+from segqc.training.cases import NO_FOREGROUND
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -79,3 +80,67 @@ def test_qc_train_into_a_model_folder_of_another_method_is_refused_and_leaves_it
         assert result.exit_code == 2, result.output
         assert "holds a model (config.json, method ldseg) but no training run" in " ".join(result.output.split())
         assert _files(model) == before  # no config.json of the CAE beside the LDSeg weights, no split.json
+
+
+def test_qcresunet_reads_an_extra_folder_as_nnqc_does_the_dataset_ending_first(tmp_path):
+    """Of two files of one case in an extra folder, QCResUNet (like nnQC) uses the one with the
+    dataset's file ending; the other is not a second segmentation of the case, nor a refusal."""
+    from qc_toy_data import make_qc_dataset
+
+    dataset = make_qc_dataset(tmp_path / "data", n_cases=2, shape=(32, 32, 4))
+    truth = read_label_map(dataset / "labelsTr" / "case0.nii.gz")
+    extra = tmp_path / "zoo"
+    merged = np.where(truth.array == 2, 1, truth.array).astype(np.uint8)
+    write_image(extra / "case0.nii.gz", merged, truth.geometry)
+    write_image(extra / "case0.nii", np.zeros_like(truth.array), truth.geometry)
+    data = build_training_data(dataset, None, QcResUNetConfig.preset("tiny", degraded_per_case=1), tmp_path / "work",
+                               extra_seg_dirs=[extra])
+    real = [i for i, source in enumerate(data.sources) if source == str(extra)]
+    assert len(real) == 1 and data.cases[real[0]] == "case0"
+    assert data.segs[real[0]].any() and not (data.segs[real[0]] == 2).any()  # the .nii.gz file, not the blank one
+
+
+def test_the_cae_refuses_ground_truths_without_foreground_naming_the_dataset(blank_dataset, tmp_path):
+    from segqc.qc.baselines.cae.config import CaeConfig
+    from segqc.qc.baselines.cae.train import train_from_dataset
+
+    with pytest.raises(InputError) as error:
+        train_from_dataset(blank_dataset, tmp_path / "run", config=CaeConfig.preset("tiny"), log=lambda _: None)
+    assert error.value.problem == NO_FOREGROUND and error.value.path == blank_dataset
+    assert not (tmp_path / "run").exists()
+
+
+def test_nnqc_refuses_ground_truths_without_foreground_with_the_same_line(blank_dataset):
+    from segqc.qc.nnqc import NnqcConfig
+    from segqc.qc.nnqc import build_training_data as nnqc_training_data
+
+    with pytest.raises(InputError) as error:
+        nnqc_training_data(blank_dataset, None, NnqcConfig.preset("tiny"))
+    assert error.value.problem == NO_FOREGROUND and error.value.path == blank_dataset
+
+
+@pytest.mark.parametrize("method", ["cae", "nnqc"])
+def test_qc_train_on_background_only_names_the_dataset_in_one_line(method, blank_dataset, tmp_path):
+    result = CliRunner().invoke(app, ["qc", "train", method, str(blank_dataset), "-o", str(tmp_path / "run"),
+                                      "--config", "tiny", "-q"])
+    assert result.exit_code == 2, result.output
+    assert f"{blank_dataset}: {NO_FOREGROUND}" in " ".join(result.output.split()), result.output
+    assert "Traceback" not in result.output
+
+
+def test_qc_train_into_another_methods_run_folder_names_that_run(qc_dataset, tmp_path):
+    """A CAE training run, then nnQC into its folder with a fresh split: refused as a run of another
+    kind (not as a run on another split of the cases), before a split.json is written."""
+    from segqc.qc.training_api import train_method
+
+    out = tmp_path / "run"
+    first = CliRunner().invoke(app, ["qc", "train", "cae", str(qc_dataset), "-o", str(out), "--config", "tiny", "-q"])
+    assert first.exit_code == 0, first.output
+    before = _files(out)
+    with pytest.raises(InputError, match=r"holds a training run of another kind \(not nnqc\)") as error:
+        train_method("nnqc", qc_dataset, out, config="tiny", holdout_fraction=0.25, log=lambda _: None)
+    assert error.value.path == out
+    result = CliRunner().invoke(app, ["qc", "train", "nnqc", str(qc_dataset), "-o", str(out), "--config", "tiny",
+                                      "--holdout-fraction", "0.25", "-q"])
+    assert result.exit_code == 2 and "another kind (not nnqc)" in " ".join(result.output.split()), result.output
+    assert _files(out) == before  # no split.json beside the CAE's run

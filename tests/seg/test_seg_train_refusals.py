@@ -161,3 +161,65 @@ def test_the_help_names_every_method_and_both_folder_layouts():
     for method in ("ldseg", "unet", "consensus", "probunet"):
         assert method in text
     assert "multi-rater folder" in text and "nnU-Net-style dataset" in text
+
+
+def _trainer(method: str):
+    import importlib
+
+    from segqc.methods import method as method_entry
+
+    entry = method_entry(method, kind="seg")
+    return importlib.import_module(f"{entry.package}.train"), entry.config("tiny")
+
+
+@pytest.mark.parametrize("method", ["probunet", "consensus"])
+def test_python_callers_get_the_refusal_of_single_rater_folders_before_any_image_is_read(method, rater_folder_small,
+                                                                                         tmp_path, monkeypatch):
+    trainer, config = _trainer(method)
+
+    def read(*args, **kwargs):
+        raise AssertionError("an image was read before the raters per case were checked")
+
+    monkeypatch.setattr(trainer, "build_rater_data", read)
+    _single_rater(rater_folder_small, [p.name for p in rater_folder_small.iterdir()])
+    with pytest.raises(InputError, match=r"no training case has more than one \(rater_1 only\)") as error:
+        trainer.train_from_dataset(rater_folder_small, tmp_path / "run", config=config, log=lambda _: None)
+    assert error.value.path == rater_folder_small
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("method", ["probunet", "consensus"])
+def test_python_callers_get_the_single_rater_warning_once_in_their_log(method, rater_folder_small, tmp_path,
+                                                                       monkeypatch):
+    trainer, config = _trainer(method)
+
+    class Stop(Exception):
+        pass
+
+    def read(*args, **kwargs):
+        raise Stop
+
+    monkeypatch.setattr(trainer, "build_rater_data", read)
+    cases = sorted(p.name for p in rater_folder_small.iterdir())
+    _single_rater(rater_folder_small, cases[:1])
+    lines: list[str] = []
+    with pytest.raises(Stop):
+        trainer.train_from_dataset(rater_folder_small, tmp_path / "run", config=config, log=lines.append)
+    assert [line for line in lines if "single rater" in line] == [
+        f"warning: 1 of 4 training case(s) have a single rater (e.g. {cases[0]}); they show no disagreement between "
+        "raters"]
+
+
+def test_seg_train_prints_the_single_rater_warning_once(rater_folder_small, tmp_path):
+    _single_rater(rater_folder_small, sorted(p.name for p in rater_folder_small.iterdir())[:1])
+    result = _seg_train("probunet", str(rater_folder_small), "-o", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    assert " ".join(result.output.split()).count("have a single rater") == 1, result.output
+
+
+def test_seg_train_probunet_on_an_nnunet_dataset_is_refused_before_the_output_folder_is_made(disk_dataset_small,
+                                                                                           tmp_path):
+    result = _seg_train("probunet", str(disk_dataset_small), "-o", str(tmp_path / "run"), "--holdout-fraction", "0.5")
+    assert result.exit_code == 2, result.output
+    assert "learns from several raters: give a multi-rater folder" in " ".join(result.output.split())
+    assert "Traceback" not in result.output and not (tmp_path / "run").exists()

@@ -61,3 +61,24 @@ def test_an_extra_segmentation_folder_without_a_training_case_is_named(tmp_path)
         ("TOY_patient000_frame01", seg)]
     with pytest.raises(InputError, match="segmentation folder not found"):
         extra_segmentation_files(tmp_path / "missing", ["TOY_patient000_frame01"])
+
+
+def test_the_run_of_another_method_is_named_as_such_not_as_another_split(tmp_path):
+    dataset, out = _dataset(tmp_path / "data"), tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"format": "segqc-cae-run", "config": {}, "data": {}}))
+    with pytest.raises(InputError, match=r"holds a training run of another kind \(not nnqc\)") as error:
+        training_cases(dataset, out, holdout_fraction=0.25, seed=0, method="nnqc")
+    assert error.value.path == out and not (out / "split.json").exists()
+    assert training_cases(dataset, out, method="cae") == training_cases(dataset, tmp_path / "all")  # its own kind
+
+
+def test_extra_files_come_in_the_order_of_the_training_cases_and_prefer_the_dataset_ending(tmp_path):
+    geometry = Geometry.from_shape((8, 8), (1.0, 1.0))
+    folder = tmp_path / "segs"
+    for name in ("b.nii.gz", "a.nii.gz", "a.nii"):
+        write_image(folder / name, np.zeros((8, 8), np.uint8), geometry)
+    assert extra_segmentation_files(folder, ["b", "a"], file_ending=".nii.gz") == [
+        ("b", folder / "b.nii.gz"), ("a", folder / "a.nii.gz")]
+    with pytest.raises(InputError, match="two files for case 'a'"):
+        extra_segmentation_files(folder, ["a"])  # which one is meant?

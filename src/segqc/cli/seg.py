@@ -10,10 +10,10 @@ from segqc.cli._common import GROUP_BY_OPTION, HOLDOUT_OPTION, SPLIT_OPTION, con
 
 app = typer.Typer(help="Segmentation methods: train, predict (with uncertainty).", no_args_is_help=True)
 
-_RATER_METHODS: dict[str, str | None] = {"consensus": "consensus diffusion", "probunet": "the Probabilistic U-Net",
-                                          "unet": None}
-"""The methods that train on multi-rater folders: those that learn from the raters' disagreement,
-named (they need cases with two or more raters), and those with a rule over the raters (None)."""
+_RULE_OVER_RATERS = ("unet",)
+"""The methods that train on a rule over a multi-rater folder's raters (e.g. their majority): a
+warning when every case has a single rater. Those that learn from the raters' disagreement check
+their cases themselves (their train module's ``check_training_cases``)."""
 
 
 @app.command("train")
@@ -63,15 +63,23 @@ def train_command(
                               may_change=", ".join(chosen.RESUMABLE_FIELDS))
         cases, fresh_split = choose_training_cases(dataset_dir, split=split, holdout_fraction=holdout_fraction,
                                                    seed=seed, group_by=group_by, log=console.print)
-        if entry.name in _RATER_METHODS and is_rater_folder(dataset_dir):
-            note = check_raters_per_case(dataset_dir, cases, several=_RATER_METHODS[entry.name])
-            if note:
-                print_warning(note)
+        options: dict[str, object] = {"device": device}
+        # the method's own check of its cases (file names only), here before the output folder is created;
+        # the training then skips it
+        check_cases = getattr(entry.module("train"), "check_training_cases", None)
+        note = None
+        if check_cases is not None:
+            note = check_cases(dataset_dir, cases)
+            options["cases_checked"] = True
+        elif entry.name in _RULE_OVER_RATERS and is_rater_folder(dataset_dir):
+            note = check_raters_per_case(dataset_dir, cases, several=None)
+        if note:
+            print_warning(note)
         prepare_output_dir(out)
         if fresh_split is not None:
             save_split(fresh_split, out)
         directory = entry.train(dataset_dir, out, config=chosen, cases=cases, jobs=jobs, log=console.print,
-                                progress=not quiet, device=device)
+                                progress=not quiet, **options)
     console.print(f"model written to {directory}")
 
 

@@ -25,8 +25,9 @@ def train_method(method: str, dataset_dir: str | Path, out_dir: str | Path, *, c
     entry = method_entry(method, kind="qc")
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     method_config = entry.config(config, seed=seed, **dict(overrides or {}))
+    # the run folder of another method is refused as such, before a split.json is compared or written
     cases = training_cases(dataset_dir, out_dir, split=split, holdout_fraction=holdout_fraction, seed=seed,
-                           group_by=group_by, log=log)
+                           group_by=group_by, method=entry.name, log=log)
     options: dict[str, Any] = {"progress": progress}
     if extra_seg_dirs:
         options["extra_seg_dirs"] = list(extra_seg_dirs)

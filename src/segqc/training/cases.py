@@ -80,7 +80,7 @@ def save_split(split: Split, out_dir: str | Path) -> None:
 
 def training_cases(dataset_dir: str | Path, out_dir: str | Path, *, split: Path | None = None,
                    holdout_fraction: float = 0.0, seed: int = 0, group_by: str | None = None,
-                   log: Callable[[str], None] | None = None) -> list[str]:
+                   method: str | None = None, log: Callable[[str], None] | None = None) -> list[str]:
     """Cases to train on (nnU-Net dataset or multi-rater folder): the ``train`` side of ``split``
     (a ``split.json``; its cases missing from the dataset are left out, said in one ``log`` line:
     a split made on a fuller copy of the dataset), else with
@@ -89,8 +89,9 @@ def training_cases(dataset_dir: str | Path, out_dir: str | Path, *, split: Path 
     :func:`~segqc.io.split.pattern_patient`; :func:`save_split`), else every case.
     :class:`InputError` for a split that leaves no training case or a bad ``group_by``, and, before
     anything is written, for an output folder that is not a training run's own
-    (:func:`~segqc.training.stages.check_training_folder`: e.g. a model folder)."""
-    check_training_folder(out_dir)
+    (:func:`~segqc.training.stages.check_training_folder`: e.g. a model folder, or with ``method``
+    the training run of another method)."""
+    check_training_folder(out_dir, method=method)
     cases, fresh = choose_training_cases(dataset_dir, split=split, holdout_fraction=holdout_fraction, seed=seed,
                                          group_by=group_by, log=log)
     if fresh is not None:
@@ -98,20 +99,25 @@ def training_cases(dataset_dir: str | Path, out_dir: str | Path, *, split: Path 
     return cases
 
 
-def extra_segmentation_files(folder: str | Path, cases: Sequence[str]) -> list[tuple[str, Path]]:
-    """``(case, file)`` of every segmentation in ``folder`` of one of the training ``cases`` (a
-    ``segqc degrade`` folder may hold several per case; files of other cases, e.g. held-out
-    patients, are left out: :func:`segqc.io.datasets.segmentation_files`). :class:`InputError`
-    naming the folder when it is missing or holds no segmentation of ``cases``: an extra folder
-    that adds nothing is a mistake, not a no-op."""
+def extra_segmentation_files(folder: str | Path, cases: Sequence[str], *,
+                             file_ending: str | None = None) -> list[tuple[str, Path]]:
+    """``(case, file)`` of every segmentation in ``folder`` of one of the training ``cases``, in
+    the order of ``cases`` (a ``segqc degrade`` folder may hold several per case, by file name;
+    files of other cases, e.g. held-out patients, are left out).
+    The one reading of a QC training's ``--extra-segs`` folders (nnQC, QCResUNet):
+    :func:`segqc.io.datasets.segmentation_files` — a ``manifest.csv`` maps files to cases, else
+    any ending, and of two files of one case the one with the dataset's ``file_ending``.
+    :class:`InputError` naming the folder when it is missing or holds no segmentation of
+    ``cases``: an extra folder that adds nothing is a mistake, not a no-op."""
     root = Path(folder)
     if not root.is_dir():
         raise InputError("segmentation folder not found" if not root.exists() else "not a folder", root)
-    wanted = set(cases)
-    found = [(case, path) for case, path in segmentation_files(root).files.values() if case in wanted]
+    order = {case: k for k, case in enumerate(cases)}
+    found = [(case, path) for case, path in segmentation_files(root, file_ending=file_ending).files.values()
+             if case in order]
     if not found:
-        raise InputError(f"holds no segmentation of the {len(wanted)} training case(s)", root)
-    return found
+        raise InputError(f"holds no segmentation of the {len(order)} training case(s)", root)
+    return sorted(found, key=lambda item: order[item[0]])  # stable: a case's files stay by file name
 
 
 NO_FOREGROUND = "no ground-truth slice with foreground in the training cases"

@@ -69,13 +69,14 @@ from segqc.errors import InputError
 from segqc.execution import map_cases
 from segqc.fingerprint import DatasetFingerprint, PreprocessingPlan, compute_fingerprint, plan_from_fingerprint
 from segqc.fingerprint.preprocessing import preprocess_files, transform_label
-from segqc.io.datasets import Dataset, list_label_files
+from segqc.io.datasets import Dataset
 from segqc.io.images import check_same_geometry, read_label_map
 from segqc.nn import ConvTokenEncoder, TokenGridDecoder
 from segqc.nn.losses import gaussian_kl
 from segqc.qc.nnqc.config import NnqcConfig
 from segqc.qc.nnqc.model import NnqcModel, build_discriminator, make_scheduler
 from segqc.training import save_checkpoint
+from segqc.training.cases import NO_FOREGROUND, extra_segmentation_files
 from segqc.training.stages import Stage, arrays_crc32, run_stage, start_run, step_generators
 
 __all__ = [
@@ -261,16 +262,18 @@ def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, co
     with ``size = config.size``) and the labels (named in ``dataset.json`` or present). Every
     axial slice whose ground truth has foreground is kept with its slice ratio, then degraded
     (:func:`make_training_data`). ``extra_seg_dirs``: folders of real imperfect segmentations
-    of these cases (``CASE<file_ending>``, e.g. ``segqc zoo predict`` outputs) added with
-    :func:`extra_segmentation_slices`. Raises :class:`InputError` for unknown cases or
-    unreadable files.
+    of these cases (e.g. ``segqc zoo predict`` or ``segqc degrade`` outputs:
+    :func:`segqc.training.cases.extra_segmentation_files`) added with
+    :func:`extra_segmentation_slices`. Raises :class:`InputError` for unknown cases, unreadable
+    files, an extra folder without a segmentation of ``cases`` (before anything is degraded) or
+    ground truths without foreground.
     """
     dataset = Dataset.open(dataset_dir)
-    for folder in extra_seg_dirs:  # before the (minutes of) degradation below
-        if not Path(folder).is_dir():
-            raise InputError("extra segmentation folder not found", folder)
     root, image_files, label_files = dataset.root, dataset.image_files, dataset.label_files
     cases = dataset.select(cases)
+    # every extra folder must add segmentations of training cases (checked before the minutes of degradation below)
+    extras = [(folder, extra_segmentation_files(folder, cases, file_ending=dataset.info.file_ending))
+              for folder in extra_seg_dirs]
     if fingerprint is None:
         fingerprint = compute_fingerprint(root, cases=cases)
     if plan is None:
@@ -288,12 +291,12 @@ def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, co
                 gts.append(label)
                 ratios.append(ratio)
     if not images:
-        raise InputError("no training slice with foreground in the given cases", root)
+        raise InputError(NO_FOREGROUND, root)
     data = make_training_data(np.stack(images), np.stack(gts), np.array(ratios), labels=labels,
                               spacing=plan.target_spacing, config=config, seed=seed, plan=plan,
                               fingerprint=fingerprint.to_dict(), jobs=jobs, progress=progress)
-    for folder in extra_seg_dirs:
-        data = data.with_extra(*extra_segmentation_slices(root, cases, folder, plan, labels=labels))
+    for folder, files in extras:
+        data = data.with_extra(*_extra_slices(dataset, files, folder, plan, labels=labels))
     return data
 
 
@@ -303,8 +306,11 @@ def extra_segmentation_slices(dataset_dir: str | Path, cases: Sequence[str], seg
     """Training slices from real imperfect segmentations: ``(images (K, C, H, W), segs (K, H, W),
     ground truths (K, H, W), slice ratios (K,))`` for :meth:`NnqcTrainingData.with_extra`.
 
-    ``seg_dir`` holds ``CASE<file_ending>`` for some of ``cases`` (files of other cases, e.g.
-    held-out patients, are ignored; cases without a file are skipped). Each case is preprocessed
+    ``seg_dir`` holds segmentations of some of ``cases``, read as every QC training reads its
+    extra folders (:func:`segqc.training.cases.extra_segmentation_files`: any ending, the
+    dataset's ``file_ending`` where a case has two files, a ``segqc degrade`` manifest with
+    several per case; files of other cases, e.g. held-out patients, are ignored; cases without
+    a file are skipped). Each segmentation is preprocessed
     as the QC driver does at inference — the crop window centred on the segmentation's largest
     component — and its ground truth is put through the same transform. Slices where the
     segmentation or the ground truth has foreground are kept (so false positives on slices
@@ -312,27 +318,26 @@ def extra_segmentation_slices(dataset_dir: str | Path, cases: Sequence[str], seg
     files, other grids than the image, label values outside ``labels``, or a folder holding no
     segmentation of ``cases``.
     """
-    folder = Path(seg_dir)
-    if not folder.is_dir():
-        raise InputError("extra segmentation folder not found", folder)
     dataset = Dataset.open(dataset_dir)
+    files = extra_segmentation_files(seg_dir, cases, file_ending=dataset.info.file_ending)
+    return _extra_slices(dataset, files, seg_dir, plan, labels=labels)
+
+
+def _extra_slices(dataset: Dataset, files: Sequence[tuple[str, Path]], folder: str | Path, plan: PreprocessingPlan,
+                  *, labels: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`extra_segmentation_slices` of the ``(case, file)`` pairs of ``folder``."""
     image_files, label_files = dataset.image_files, dataset.label_files
-    seg_files = list_label_files(folder, file_ending=dataset.info.file_ending)
-    chosen = [c for c in cases if c in seg_files]
-    if not chosen:
-        raise InputError(f"holds no segmentation of the {len(cases)} training case(s)", folder)
     allowed = set(int(v) for v in labels)
     images, segs, gts, ratios = [], [], [], []
-    for case in chosen:
-        prepared = preprocess_files(list(image_files[case]), plan, label_path=seg_files[case])
+    for case, seg_file in files:
+        prepared = preprocess_files(list(image_files[case]), plan, label_path=seg_file)
         truth = read_label_map(label_files[case])
-        check_same_geometry(prepared.transform.original_geometry, truth.geometry, pred_path=seg_files[case],
+        check_same_geometry(prepared.transform.original_geometry, truth.geometry, pred_path=seg_file,
                             gt_path=truth.path)
         seg = prepared.required_label()
         unknown = sorted(set(np.unique(seg).tolist()) - allowed)  # ground truths made `labels`
         if unknown:
-            raise InputError(f"label value(s) {unknown} outside the dataset's labels {sorted(allowed)}",
-                             seg_files[case])
+            raise InputError(f"label value(s) {unknown} outside the dataset's labels {sorted(allowed)}", seg_file)
         gt = transform_label(truth.array, prepared.transform)
         for k in range(prepared.n_slices):
             if gt[..., k].any() or seg[..., k].any():

@@ -294,7 +294,8 @@ def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, co
     dataset = Dataset.open(dataset_dir)
     chosen = dataset.select(cases)
     # every extra folder must add segmentations of training cases (checked before anything is degraded)
-    extras = [(str(folder), extra_segmentation_files(folder, chosen)) for folder in extra_seg_dirs]
+    extras = [(str(folder), extra_segmentation_files(folder, chosen, file_ending=dataset.info.file_ending))
+              for folder in extra_seg_dirs]
     fingerprint = compute_fingerprint(dataset.root, cases=chosen)
     ignore = dataset.info.ignore
     if not set(fingerprint.label_values_present) - {0, ignore}:  # nothing to assess: refused, not trained

@@ -20,11 +20,11 @@ import torch
 from segqc.errors import InputError
 from segqc.seg.consensus.config import ConsensusConfig
 from segqc.seg.consensus.model import ConsensusDiffusion, level_index
-from segqc.seg.rater_slices import RaterSliceData, build_rater_data
+from segqc.seg.rater_slices import RaterSliceData, build_rater_data, check_raters_per_case
 from segqc.training import save_checkpoint
 from segqc.training.stages import Stage, step_generators, train_single_stage
 
-__all__ = ["METHOD", "save_model", "train", "train_from_dataset", "training_targets"]
+__all__ = ["METHOD", "check_training_cases", "save_model", "train", "train_from_dataset", "training_targets"]
 
 METHOD = "consensus"
 COMPONENTS = ("image_encoder", "unet")
@@ -130,11 +130,27 @@ def train(config: ConsensusConfig, data: RaterSliceData, out_dir: str | Path, *,
         save=lambda model, directory, metrics: save_model(model, data, directory, metrics=metrics))
 
 
+def check_training_cases(dataset_dir: str | Path, cases: Sequence[str] | None) -> str | None:
+    """What consensus diffusion needs of its training folder, from the file names alone (no image
+    is read, nothing is written): a multi-rater folder whose training ``cases`` (default: all)
+    show the raters' disagreement, the levels it learns
+    (:func:`~segqc.seg.rater_slices.check_raters_per_case`). :class:`InputError` naming the
+    folder when it is not one or no case has two raters; the warning line when some have one,
+    else None."""
+    return check_raters_per_case(dataset_dir, cases, several="consensus diffusion")
+
+
 def train_from_dataset(dataset_dir: str | Path, out_dir: str | Path, *, config: ConsensusConfig,
                        cases: Sequence[str] | None = None, jobs: int = 1, log: Callable[[str], None] = print,
-                       progress: bool = False, device: str = "auto") -> Path:
-    """The registry's training entry point (:mod:`segqc.methods`): the slices of ``cases`` of a
-    multi-rater folder (``CASE/image.*``, ``CASE/rater_k.*``) and :func:`train`."""
+                       progress: bool = False, device: str = "auto", cases_checked: bool = False) -> Path:
+    """The registry's training entry point (:mod:`segqc.methods`): :func:`check_training_cases`
+    first (its warning line to ``log``; skipped with ``cases_checked``: the caller ran it, as
+    ``segqc seg train`` does before it creates the output folder), then the slices of ``cases``
+    of a multi-rater folder (``CASE/image.*``, ``CASE/rater_k.*``) and :func:`train`."""
+    if not cases_checked:
+        note = check_training_cases(dataset_dir, cases)
+        if note:
+            log(f"warning: {note}")
     data = build_rater_data(dataset_dir, cases, config.size, jobs=jobs, progress=progress)
     counts = data.raters_per_slice()
     log(f"training data: {data.n_slices} slices of {len(set(data.cases))} cases, raters per slice {counts}")

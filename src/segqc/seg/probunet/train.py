@@ -14,12 +14,12 @@ import torch
 from segqc.errors import InputError
 from segqc.seg.probunet.config import ProbUnetConfig
 from segqc.seg.probunet.model import ProbUnet
-from segqc.seg.rater_slices import RaterSliceData, build_rater_data
+from segqc.seg.rater_slices import RaterSliceData, build_rater_data, check_raters_per_case
 from segqc.seg.slices import flip_rows
 from segqc.training import save_checkpoint
 from segqc.training.stages import Stage, step_generators, train_single_stage
 
-__all__ = ["METHOD", "save_model", "train", "train_from_dataset"]
+__all__ = ["METHOD", "check_training_cases", "save_model", "train", "train_from_dataset"]
 
 METHOD = "probunet"
 
@@ -74,15 +74,31 @@ def train(config: ProbUnetConfig, data: RaterSliceData, out_dir: str | Path, *, 
         save=lambda model, directory, metrics: save_model(model, data, directory, metrics=metrics))
 
 
-def train_from_dataset(dataset_dir: str | Path, out_dir: str | Path, *, config: ProbUnetConfig,
-                       cases: Sequence[str] | None = None, jobs: int = 1, log: Callable[[str], None] = print,
-                       progress: bool = False, device: str = "auto") -> Path:
-    """The registry's training entry point: the slices of a multi-rater folder and :func:`train`."""
+def check_training_cases(dataset_dir: str | Path, cases: Sequence[str] | None) -> str | None:
+    """What the Probabilistic U-Net needs of its training folder, from the file names alone (no
+    image is read, nothing is written): a multi-rater folder whose training ``cases`` (default:
+    all) show the raters' disagreement (:func:`~segqc.seg.rater_slices.check_raters_per_case`).
+    :class:`InputError` naming the folder when it is not one or no case has two raters; the
+    warning line when some have one, else None."""
     from segqc.io.raters import is_rater_folder
 
     if not is_rater_folder(dataset_dir):
         raise InputError("the Probabilistic U-Net learns from several raters: give a multi-rater folder "
                          "(CASE/image.nii.gz, CASE/rater_1.nii.gz, ...)", dataset_dir)
+    return check_raters_per_case(dataset_dir, cases, several="the Probabilistic U-Net")
+
+
+def train_from_dataset(dataset_dir: str | Path, out_dir: str | Path, *, config: ProbUnetConfig,
+                       cases: Sequence[str] | None = None, jobs: int = 1, log: Callable[[str], None] = print,
+                       progress: bool = False, device: str = "auto", cases_checked: bool = False) -> Path:
+    """The registry's training entry point: :func:`check_training_cases` first (its warning line
+    to ``log``; skipped with ``cases_checked``: the caller ran it, as ``segqc seg train`` does
+    before it creates the output folder), then the slices of a multi-rater folder and
+    :func:`train`."""
+    if not cases_checked:
+        note = check_training_cases(dataset_dir, cases)
+        if note:
+            log(f"warning: {note}")
     data = build_rater_data(dataset_dir, cases, config.size, jobs=jobs, progress=progress)
     log(f"training data: {data.n_slices} slices of {len(set(data.cases))} cases")
     return train(config, data, out_dir, device=device, log=log, progress=progress)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from segqc.errors import InputError
 from segqc.fingerprint import compute_fingerprint, plan_from_fingerprint, preprocess_files
 from segqc.fingerprint.preprocessing import PreprocessingPlan
 from segqc.io.datasets import Dataset
@@ -16,13 +17,16 @@ from segqc.nn.losses import soft_dice_loss
 from segqc.qc.baselines.cae.config import CaeConfig
 from segqc.qc.baselines.cae.model import ConvAutoencoder
 from segqc.training import save_checkpoint, seed_everything
+from segqc.training.cases import NO_FOREGROUND
 from segqc.training.stages import Stage, arrays_crc32, check_run_record, run_stage, step_generators
 
 METHOD = "cae"
 
 
 def ground_truth_slices(dataset_dir: str | Path, cases: Sequence[str], plan: PreprocessingPlan) -> np.ndarray:
-    """Preprocessed axial GT slices with foreground, ``(N, size, size)`` integer labels."""
+    """Preprocessed axial GT slices with foreground, ``(N, size, size)`` integer labels;
+    :class:`InputError` naming the dataset when there is none (a shape prior of background only
+    is useless)."""
     dataset = Dataset.open(dataset_dir)
     slices = []
     for case in dataset.select(cases):
@@ -32,7 +36,7 @@ def ground_truth_slices(dataset_dir: str | Path, cases: Sequence[str], plan: Pre
             if label[..., k].any():
                 slices.append(label[..., k].astype(np.int64))
     if not slices:
-        raise ValueError("no ground-truth slice with foreground in the training cases")
+        raise InputError(NO_FOREGROUND, dataset.root)
     return np.stack(slices)
 
 
@@ -88,7 +92,8 @@ def train_from_dataset(dataset_dir: str | Path, out_dir: str | Path, *, config: 
     extra segmentation folders are refused)."""
     given = [k for k, v in options.items() if v]
     if given:
-        raise ValueError(f"the CAE baseline learns from ground truths only; {', '.join(given)} is for nnqc")
+        raise ValueError(f"the CAE baseline learns from ground truths only; {', '.join(given)} is for nnqc and "
+                         "qcresunet")
     fingerprint = compute_fingerprint(dataset_dir, cases=cases, jobs=jobs)
     plan = plan_from_fingerprint(fingerprint, size=config.size)
     cases = list(cases) if cases is not None else sorted(c.case for c in fingerprint.cases)
