@@ -311,3 +311,23 @@ def test_a_rerun_removes_the_outputs_that_no_finished_case_of_it_wrote(tmp_path)
     report = run(["a", "b"])                # a reused, b computed again: nothing of theirs removed
     assert report.reused == ["a"]
     assert sorted(p.name for p in (out / "map").iterdir()) == ["a_x.txt", "b_x.txt", "mine.txt"]
+
+
+def test_a_script_without_the_main_guard_gets_one_line_not_a_broken_pool(tmp_path):
+    """Spawned workers re-import the calling script; without `if __name__ == "__main__":` they
+    cannot start, and the caller saw concurrent.futures' BrokenProcessPool traceback."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(textwrap.dedent("""
+        import torch  # noqa: F401  (with torch loaded, workers are spawned)
+        from segqc.execution import map_cases
+        from segqc.errors import SegqcError
+
+        try:
+            list(map_cases(abs, [-1, -2, -3], jobs=2))
+        except SegqcError as error:
+            print("ERROR:", error)
+    """))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                            cwd=tmp_path)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("ERROR:")]
+    assert lines and 'if __name__ == "__main__":' in lines[0], (result.stdout, result.stderr[-2000:])

@@ -163,6 +163,14 @@ def test_the_help_names_every_method_and_both_folder_layouts():
     assert "multi-rater folder" in text and "nnU-Net-style dataset" in text
 
 
+def test_the_predict_help_names_every_output_save_can_write():
+    from segqc.seg.inference import OUTPUTS
+
+    result = CliRunner().invoke(app, ["seg", "predict", "--help"], terminal_width=200)
+    text = " ".join(result.output.split())
+    assert all(f"{output} (" in text for output in OUTPUTS), text
+
+
 def _trainer(method: str):
     import importlib
 

@@ -96,8 +96,8 @@ def predict_command(
     jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes on the CPU (0 = one per core)."),
     device: str = typer.Option("cpu", "--device", help="Where the model samples: cpu, cuda, cuda:1 or auto."),
     save: list[str] = typer.Option([], "--save", help="Also write: probabilities (mean per class), std (per class, "
-                                   "over the samples), samples (every sample's label map); repeatable or "
-                                   "comma-separated."),
+                                   "over the samples), samples (every sample's label map), levels (consensus "
+                                   "models: the map at each consensus level); repeatable or comma-separated."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Segment images, with a per-pixel uncertainty (entropy of the mean of the samples).

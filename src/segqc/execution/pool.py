@@ -31,6 +31,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -191,6 +192,11 @@ def _terminate(pool: ProcessPoolExecutor) -> None:
 _POLL_SECONDS = 0.1  # how often the pool loop looks whether Ctrl-C / SIGTERM arrived
 
 
+_BROKEN_POOL = ("a worker process ended before its case was done: it was killed (e.g. out of memory), or it could "
+                "not start — workers are started with '{method}', so a Python script that calls segqc with jobs > 1 "
+                "must do so under `if __name__ == \"__main__\":`")
+
+
 def _map_pool(function, items, jobs, bar, task):
     workers = min(jobs, len(items))
     method = pool_start_method()
@@ -212,7 +218,11 @@ def _map_pool(function, items, jobs, bar, task):
                 done, _ = wait(pending, timeout=_POLL_SECONDS, return_when=FIRST_COMPLETED)
                 for future in done:
                     item = pending.pop(future)
-                    yield item, future.result()
+                    try:
+                        result = future.result()
+                    except BrokenProcessPool:
+                        raise SegqcError(_BROKEN_POOL.format(method=method)) from None
+                    yield item, result
                     bar.advance(task)
         finished = True
     finally:
