@@ -253,3 +253,14 @@ def test_demo_runs_and_reports_lesion_detection(tmp_path):
     assert "lesions:" in result.output and "missed" in result.output
     table = pd.read_csv(tmp_path / "evaluation" / "lesions" / "metrics.csv")
     assert {"cc_dice", "pq", "lesion_dice", "hd95"} <= set(table.metric)
+
+
+def test_spacing_for_files_that_store_their_own_is_refused_before_any_case(folders, tmp_path):
+    """Once: every NIfTI case failed on its own with exit code 1, as if the data were bad."""
+    gt_dir, pred_dir, _ = folders
+    result = runner.invoke(app, ["evaluate", str(pred_dir), str(gt_dir), "-o", str(tmp_path / "out"),
+                                 "--spacing", "0.5,0.5,0.5", "-q"])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines == [f"error: {gt_dir}: --spacing applies only to PNG/TIFF files, which carry no spacing; the "
+                     "ground truths here store their own"], result.output

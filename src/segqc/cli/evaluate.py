@@ -107,6 +107,20 @@ def _parse_spacing(text: str | None) -> tuple[float, ...] | None:
     return values
 
 
+def _check_spacing_applies(spacing: str | None, gt_dir: Path) -> None:
+    """``--spacing`` is for files that carry no spacing (PNG/TIFF); refuse it before any case runs
+    when every ground truth stores its own."""
+    from segqc.errors import InputError
+    from segqc.io.images import IMAGE_EXTENSIONS, carries_spacing
+
+    if spacing is None or not gt_dir.is_dir():
+        return
+    files = [p for p in gt_dir.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_EXTENSIONS)]
+    if files and all(carries_spacing(p) for p in files):
+        raise InputError("--spacing applies only to PNG/TIFF files, which carry no spacing; the ground truths here "
+                         "store their own", gt_dir)
+
+
 def _folders(pred_pos: Path | None, gt_pos: Path | None, pred: Path | None, gt: Path | None) -> tuple[Path, Path]:
     """PRED GT positionally, or --pred/--gt (not both ways at once)."""
     if (pred is not None or gt is not None) and (pred_pos is not None or gt_pos is not None):
@@ -226,6 +240,7 @@ def evaluate_command(
         names = parse_metric_names(metrics) if not (soft and metrics is None) else ("soft_dice",)
         policy = EmptyPolicy(both_empty=empty_both, gt_empty=empty_gt, pred_empty=empty_pred,  # type: ignore[arg-type]
                              worst_distance_mm=worst_distance)
+        _check_spacing_applies(spacing, gt_dir)
         prepare_output_dir(out_dir)
         swapped = swapped_folders_warning(pred_dir, gt_dir)
         if swapped:

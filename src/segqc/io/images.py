@@ -351,6 +351,12 @@ def _check_nifti_finite(path: Path) -> None:
         raise InputError(f"contains {bad} values; a label map needs integer labels", path)
 
 
+def carries_spacing(path: str | Path) -> bool:
+    """Whether a file of this name stores its own physical spacing (NIfTI, NRRD, MetaImage: yes;
+    PNG/TIFF: no). Decided by the file ending only; an unsupported ending is an InputError."""
+    return _extension(Path(path)) not in _PLAIN_2D
+
+
 def _extension(path: Path) -> str:
     """The supported file ending of ``path`` (lower case) or InputError."""
     name = path.name.lower()
