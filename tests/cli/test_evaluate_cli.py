@@ -257,10 +257,48 @@ def test_demo_runs_and_reports_lesion_detection(tmp_path):
 
 def test_spacing_for_files_that_store_their_own_is_refused_before_any_case(folders, tmp_path):
     """Once: every NIfTI case failed on its own with exit code 1, as if the data were bad."""
-    gt_dir, pred_dir, _ = folders
+    pred_dir, gt_dir, _ = folders
     result = runner.invoke(app, ["evaluate", str(pred_dir), str(gt_dir), "-o", str(tmp_path / "out"),
                                  "--spacing", "0.5,0.5,0.5", "-q"])
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert lines == [f"error: {gt_dir}: --spacing applies only to PNG/TIFF files, which carry no spacing; the "
                      "ground truths here store their own"], result.output
+
+
+@pytest.mark.parametrize(("option", "words"), [(["--class-tolerance", "lvier=3"], "class tolerance lvier"),
+                                               (["--region", "X=1,7"], "region X names label(s) 7")])
+def test_a_name_or_label_that_dataset_json_lacks_is_refused(folders, tmp_path, option, words):
+    """Once: a typo in --class-tolerance changed nothing and was recorded as applied; a region with
+    a label no map can hold was computed without it."""
+    pred_dir, gt_dir, _ = folders
+    result = runner.invoke(app, ["evaluate", str(pred_dir), str(gt_dir), "-o", str(tmp_path / "out"), "-q",
+                                 "--metrics", "dice,nsd", *option])
+    assert result.exit_code == 2 and words in result.output, result.output
+    assert result.output.count("error:") == 1 and not (tmp_path / "out" / "metrics.csv").exists()
+
+
+def test_a_class_tolerance_that_matches_nothing_evaluated_is_named_without_dataset_json(folders, tmp_path):
+    pred_dir, gt_dir, _ = folders
+    (gt_dir / "dataset.json").unlink()
+    result = runner.invoke(app, ["evaluate", str(pred_dir), str(gt_dir), "-o", str(tmp_path / "out"), "-q",
+                                 "--metrics", "dice,nsd", "--class-tolerance", "9=2", "--class-tolerance", "1=2"])
+    assert result.exit_code == 0, result.output
+    assert "class tolerance 9: no evaluated class" in result.output
+    assert "class tolerance 1:" not in result.output
+
+
+def test_the_lesion_settings_recorded_are_those_used_and_an_undefined_detection_rate_is_tagged(folders, tmp_path):
+    """Once: summary.json said the lesion NSD used 1 mm after `--tolerance 3`; and with every
+    ground-truth lesion below the minimum volume, lesion_tpr was NaN with no rule named."""
+    pred_dir, gt_dir, _ = folders
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["evaluate", str(pred_dir), str(gt_dir), "-o", str(out), "-q", "--metrics",
+                                 "lesionwise_nsd,lesion_tpr", "--tolerance", "3", "--lesion-min-volume", "1e9"])
+    assert result.exit_code == 0, result.output
+    lesion = json.loads((out / "summary.json").read_text())["settings"]["lesion"]
+    assert lesion["tolerance_mm"] == 3.0
+    table = pd.read_csv(out / "metrics.csv")
+    tpr = table[table.metric == "lesion_tpr"]
+    assert len(tpr) and tpr.value.isna().all()
+    assert (tpr["empty"].fillna("") == "no_gt_lesion:undefined").all(), tpr

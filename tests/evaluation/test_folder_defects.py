@@ -14,6 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from segqc.cli.main import app
+from segqc.errors import InputError
+from segqc.evaluation.evaluate import FolderEvaluation, evaluate_folder
 from segqc.io.images import Geometry, write_image
 from segqc.synthetic import multiclass_phantom
 
@@ -389,3 +391,50 @@ def test_a_file_rewritten_in_place_with_its_time_stamp_restored_is_recomputed_in
 
     second = segqc.evaluate_folder(tmp_path / "pred", tmp_path / "gt", out, metrics=["dice"])
     assert second[second.label == "1"]["value"].iloc[0] == pytest.approx(_dice(moved, gt, 1)) == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize(("labels", "match"), [([0], "label 0 is the background"),
+                                               ([1, 0], "label 0 is the background"), ([-1], "label -1 is negative")])
+def test_labels_holding_the_background_are_refused_not_an_empty_table(gt_folder, tmp_path, labels, match):
+    """Once: labels=[0] evaluated no class and returned an empty table without a word."""
+    gt_dir, arrays = gt_folder
+    _predictions(tmp_path / "pred", arrays, 2)
+    with pytest.raises(ValueError, match=match):
+        evaluate_folder(tmp_path / "pred", gt_dir, metrics=["dice"], labels=labels)
+    result = _run("evaluate", tmp_path / "pred", gt_dir, "-o", tmp_path / "out", "--labels", "0", "-q")
+    assert result.exit_code == 2 and "label 0 is the background" in result.output
+
+
+def test_every_case_failing_is_an_error_not_an_empty_table(gt_folder, tmp_path):
+    """Once: spacing=(1, 1) for 3D images returned an empty table; the reason was only in
+    return_details' ``failed``."""
+    gt_dir, arrays = gt_folder
+    _predictions(tmp_path / "pred", arrays, 2)
+    with pytest.raises(InputError, match=r"case0\.nii\.gz: spacing override \(1\.0, 1\.0\) has 2 value\(s\).*"
+                                         r"\(all 2 case\(s\) failed\)"):
+        evaluate_folder(tmp_path / "pred", gt_dir, metrics=["dice"], spacing=(1, 1))
+    details = evaluate_folder(tmp_path / "pred", gt_dir, metrics=["dice"], spacing=(1, 1), return_details=True)
+    assert isinstance(details, FolderEvaluation) and sorted(details.failed) == ["case0", "case1"]
+    assert len(details.table) == 0
+
+
+def test_every_prediction_off_the_grid_raises_in_python_and_the_cli_still_reports_and_exits_1(gt_folder, tmp_path):
+    """The Python call and the CLI agree: the first failure raised; the CLI's report of every
+    failure, its files and exit code 1 as before."""
+    gt_dir, arrays = gt_folder
+    for case, gt in arrays.items():
+        _write_case(tmp_path / "pred", case, gt[:-1])  # one slice short: a geometry mismatch
+    with pytest.raises(InputError, match=r"case0\.nii\.gz: .*shape.*\(all 2 case\(s\) failed\)"):
+        evaluate_folder(tmp_path / "pred", gt_dir, metrics=["dice"])
+    out = tmp_path / "out"
+    result = _run("evaluate", tmp_path / "pred", gt_dir, "-o", out, "--metrics", "dice", "-q")
+    assert result.exit_code == 1 and "2 failed" in result.output and (out / "metrics.csv").exists()
+
+
+def test_one_failing_case_of_two_still_gives_the_table_of_the_other(gt_folder, tmp_path):
+    gt_dir, arrays = gt_folder
+    preds = _predictions(tmp_path / "pred", arrays, 2)
+    _write_case(tmp_path / "pred", "case1", arrays["case1"][:-1])  # one slice short: a geometry mismatch
+    table = evaluate_folder(tmp_path / "pred", gt_dir, metrics=["dice"])
+    assert isinstance(table, pd.DataFrame) and set(table["case"]) == {"case0"}
+    assert _value(table, "case0", "1", "dice") == pytest.approx(_dice(preds["case0"], arrays["case0"], 1))

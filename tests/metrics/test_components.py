@@ -432,3 +432,49 @@ def test_invalid_component_options_raise():
         assign_regions(mask, mask, ISO, voronoi_units="inch")
     with pytest.raises(ValueError):
         compare_components(mask, mask[:3], ISO)
+
+
+def _two_lesions() -> tuple[np.ndarray, np.ndarray]:
+    """GT: two 4^3 cubes 25 voxels apart along y; pred: the first cube and a cube 8 voxels off the second."""
+    gt = np.zeros((20, 40, 20), bool)
+    gt[5:9, 5:9, 5:9] = True
+    gt[5:9, 30:34, 5:9] = True
+    pred = np.zeros_like(gt)
+    pred[5:9, 5:9, 5:9] = True
+    pred[5:9, 22:26, 5:9] = True
+    return pred, gt
+
+
+@pytest.mark.parametrize("spacing", [(1, 0, 1), (1, -1, 1), (1, np.nan, 1), (1, 1), "abc"])
+def test_compare_components_refuses_a_bad_spacing(spacing):
+    """Once: spacing (1, 0, 1) moved the Voronoi border and gave cc_dice 0.4 instead of 0.5; (1, 1)
+    was a numpy broadcast error and NaN a k-d tree error."""
+    pred, gt = _two_lesions()
+    assert _by_name(compare_components(pred, gt, ISO, metrics=("dice",)).means)["cc_dice"] == 0.5
+    with pytest.raises((ValueError, TypeError), match="spacing"):
+        compare_components(pred, gt, spacing, metrics=("dice",))
+    with pytest.raises((ValueError, TypeError), match="spacing"):
+        assign_regions(pred, gt, spacing)
+
+
+def test_assign_regions_refuses_masks_of_different_shapes():
+    """Once: a ground truth one slice shorter was read with the prediction's flat indices."""
+    pred, gt = _two_lesions()
+    with pytest.raises(ValueError, match=r"pred shape \(20, 40, 20\) differs from gt shape \(19, 40, 20\)"):
+        assign_regions(pred, gt[:-1], ISO)
+
+
+@pytest.mark.parametrize("empty_gt", [False, True])
+@pytest.mark.parametrize("metric", ["pq", "specificity", "volume_pred"])
+def test_compare_components_refuses_metrics_it_does_not_compute_whatever_the_ground_truth(metric, empty_gt):
+    """Once: pq and specificity were accepted with an empty ground truth (cc_pq 0.0) and refused
+    otherwise, specificity with a message naming n_total, which compare_components does not take."""
+    pred, gt = _two_lesions()
+    gt = np.zeros_like(gt) if empty_gt else gt
+    with pytest.raises(ValueError, match=rf"compare_components does not compute {metric}; supported: dice, iou"):
+        compare_components(pred, gt, ISO, metrics=("dice", metric))
+
+
+def test_compare_components_takes_a_bare_metric_name_as_one_metric():
+    pred, gt = _two_lesions()
+    assert [r.metric for r in compare_components(pred, gt, ISO, metrics="dice").means] == ["cc_dice"]

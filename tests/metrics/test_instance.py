@@ -3,11 +3,13 @@ reference built on scipy's component labelling."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from segqc.metrics import instance_metrics
+from segqc.metrics import instance_metrics, panoptic_metrics
 from segqc.metrics.instance import component_overlap, lesion_dice, panoptic_quality
 
 
@@ -141,3 +143,68 @@ def test_identical_multi_lesion_masks_score_one():
     gt = ndimage.gaussian_filter(rng.standard_normal((30, 30, 30)), 1.5) > 0.4
     got = _values(gt, gt.copy())
     assert got == {"pq": 1.0, "lesion_dice": 1.0}
+
+
+def _instance_map() -> np.ndarray:
+    ids = np.zeros((12, 12, 12), np.int32)
+    ids[1:4, 1:4, 1:4] = 1
+    ids[6:9, 6:9, 6:9] = 2
+    return ids
+
+
+@pytest.mark.parametrize(
+    ("pred", "gt", "match"),
+    [
+        (np.zeros((5, 5), int), _instance_map(), r"pred shape \(5, 5\) differs from gt shape \(12, 12, 12\)"),
+        (np.zeros((12, 12, 12)), _instance_map().astype(float), "integer dtype"),
+        (np.zeros(12, int), np.zeros(12, int), "2D or 3D"),
+    ],
+)
+def test_panoptic_metrics_checks_the_maps_before_the_empty_map_rule(pred, gt, match):
+    """Once: an empty prediction of another shape, dimension or dtype got the empty-map result
+    (PQ 0, tagged pred_empty:worst) instead of an error."""
+    with pytest.raises(ValueError, match=match):
+        panoptic_metrics(pred, gt)
+
+
+def test_metrics_the_instance_functions_do_not_compute_are_refused_with_what_they_compute():
+    """Once: panoptic_metrics(..., ("dice",)) was an AttributeError and instance_metrics a KeyError."""
+    ids = _instance_map()
+    with pytest.raises(ValueError, match=r"panoptic_metrics does not compute dice; supported: pq, sq, rq$"):
+        panoptic_metrics(ids, ids, ("dice",))
+    with pytest.raises(ValueError, match=r"instance_metrics does not compute dice; supported: pq, sq, rq, lesion_dice"):
+        instance_metrics(ids, ids, ("dice",), instance_maps=True)
+    with pytest.raises(ValueError, match="unknown metric 'dize'"):
+        instance_metrics(ids, ids, ("dize",))
+
+
+def test_a_bare_metric_name_is_one_instance_metric():
+    """Once: panoptic_metrics(I, I, "pq") iterated over the letters p and q."""
+    ids = _instance_map()
+    assert [(r.metric, r.value) for r in panoptic_metrics(ids, ids, "pq")] == [("pq", 1.0)]
+    assert [(r.metric, r.value) for r in instance_metrics(ids, ids, "lesion_dice", instance_maps=True)] == [
+        ("lesion_dice", 1.0)]
+
+
+@pytest.mark.parametrize("ids", [(1, 5), (3, 7), (-2, 9), (2**40, 3)])
+def test_lesion_dice_of_instance_maps_does_not_need_consecutive_ids(ids):
+    """Once: instance ids {1, 5} gave lesion_dice NaN (and a RuntimeWarning) for identical maps."""
+    ids_map = np.where(_instance_map() == 1, ids[0], np.where(_instance_map() == 2, ids[1], 0)).astype(np.int64)
+    shifted = ids_map.copy()
+    shifted[1, 1, 1] = 0  # one voxel of the first instance missing: 2*26/(27+26) for it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        same = instance_metrics(ids_map, ids_map, ("pq", "lesion_dice"), instance_maps=True)
+        got = instance_metrics(shifted, ids_map, ("lesion_dice",), instance_maps=True)
+    assert [r.value for r in same] == [1.0, 1.0]
+    assert got[0].value == pytest.approx((2 * 26 / 53 + 1.0) / 2, rel=1e-14)
+
+
+@pytest.mark.parametrize("instance_maps", [False, True])
+def test_instance_metrics_refuses_maps_of_different_shapes_for_every_metric(instance_maps):
+    """Once: with lesion_dice alone the shapes were never compared (lesion_dice 1.0 for masks of
+    different shapes, 0.11 for instance maps)."""
+    ids = _instance_map()
+    pred, gt = (ids, ids[:, :-1]) if instance_maps else (ids > 0, (ids > 0)[:-1])
+    with pytest.raises(ValueError, match="pred shape .* differs from gt shape"):
+        instance_metrics(pred, gt, ("lesion_dice",), instance_maps=instance_maps)

@@ -264,6 +264,16 @@ def test_empty_mask_conventions():
     assert (only_small.lesion_dice, only_small.lesion_hd95, only_small.n_ignored) == (1.0, 0.0, 1)
 
 
+@pytest.mark.parametrize("shape", [(0, 4, 4), (5, 0), (0, 0, 0)])
+def test_masks_of_size_0_are_both_empty_as_everywhere_else(shape):
+    """Once: "zero-size array to reduction operation maximum" (scipy's find_objects) instead of the
+    both-empty result that compare_masks gives for the same arrays."""
+    empty = np.zeros(shape, dtype=bool)
+    both = lesion_scores(empty, empty, (1.0,) * len(shape))
+    assert (both.lesion_dice, both.lesion_hd95, both.lesion_nsd, both.lesion_f1) == (1.0, 0.0, 1.0, 1.0)
+    assert math.isnan(both.lesion_tpr) and (both.n_gt, both.n_fp) == (0, 0)
+
+
 # ------------------------------------------------------------------ independent reference
 
 

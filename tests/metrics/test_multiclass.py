@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from segqc.metrics.multiclass import multiclass_counts, multiclass_dice, per_class_dice
+from segqc.metrics.multiclass import generalized_dice, multiclass_counts, multiclass_dice, per_class_dice
 from segqc.metrics.registry import EmptyPolicy
 
 
@@ -98,3 +98,36 @@ def test_inputs_are_validated_and_not_modified():
         multiclass_dice(pred, gt[:, :1])
     with pytest.raises(ValueError, match="integer"):
         multiclass_dice(pred.astype(float), gt)
+
+
+def _two_classes(dtype) -> np.ndarray:
+    label = np.zeros((10, 10), dtype=dtype)
+    label[1:4, 1:4] = 1
+    label[5:9, 5:9] = 2
+    return label
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint32, np.int64, np.uint64])
+def test_generalized_and_per_class_dice_take_label_maps_of_every_integer_dtype(dtype):
+    """Once: uint64 maps were a numpy casting TypeError (int64 * n + uint64 is float64)."""
+    gt = _two_classes(dtype)
+    pred = gt.copy()
+    pred[1, 1] = 0  # class 1: 8 of 9 voxels -> Dice 16/17
+    assert generalized_dice(gt, gt, [1, 2]).value == 1.0
+    assert per_class_dice(pred, gt, [1, 2])[1].value == pytest.approx(16 / 17, rel=1e-14)
+    # square weights: w1 = 1/81, w2 = 1/256
+    expected = 2 * (8 / 81 + 16 / 256) / ((8 + 9) / 81 + 32 / 256)
+    assert generalized_dice(pred, gt, [1, 2]).value == pytest.approx(expected, rel=1e-14)
+
+
+def test_negative_label_values_are_refused_not_miscounted():
+    """Once: gt with label -1 gave a generalized Dice of 0.4608 instead of 0.5294 (the joint
+    histogram key pred * n + gt aliased -1 with another pair)."""
+    gt = _two_classes(np.int64)
+    negative = np.where(gt == 2, -1, gt)
+    for call in (lambda: generalized_dice(gt, negative, [1, 2]), lambda: per_class_dice(negative, gt, [1]),
+                 lambda: multiclass_dice(gt, negative)):
+        with pytest.raises(ValueError, match="negative label values"):
+            call()
+    with pytest.raises(ValueError, match="label values are 0 \\(background\\) and positive"):
+        per_class_dice(gt, gt, [-1])

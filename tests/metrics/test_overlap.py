@@ -123,3 +123,64 @@ def test_nan_in_float_input_raises_instead_of_counting_as_foreground():
     pred[0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         compare_masks(pred, gt, (1, 1))
+
+
+def _cubes() -> tuple[np.ndarray, np.ndarray]:
+    pred = np.zeros((20, 20, 20), bool)
+    pred[5:15, 5:15, 5:15] = True
+    gt = np.zeros_like(pred)
+    gt[6:14, 6:14, 6:14] = True
+    return pred, gt
+
+
+@pytest.mark.parametrize("spacing", [(0, 1, 1), (-1, 1, 1), (np.nan, 1, 1), (np.inf, 1, 1)])
+def test_a_bad_spacing_is_refused_also_when_only_volumes_are_asked_for(spacing):
+    """Once: volume_pred -1.0 ml for a spacing of (-1, 1, 1)."""
+    pred, gt = _cubes()
+    with pytest.raises(ValueError, match="spacing must be positive and finite"):
+        compare_masks(pred, gt, spacing, metrics=("volume_pred", "volume_gt"))
+
+
+@pytest.mark.parametrize("spacing", ["abc", None, 1.0, ("1", "1", "1")])
+def test_a_spacing_that_is_not_numbers_is_one_type_error_naming_spacing(spacing):
+    """Once: numpy's UFuncTypeError (multiply of '<U3') for the spacing "abc"."""
+    pred, gt = _cubes()
+    with pytest.raises(TypeError, match="spacing must be a sequence of numbers"):
+        compare_masks(pred, gt, spacing, metrics=("dice", "volume_pred"))
+
+
+def test_a_bare_metric_name_is_one_metric():
+    """Once: compare_masks(metrics="dice") failed with "unknown metric 'd'"."""
+    pred, gt = _cubes()
+    (result,) = compare_masks(pred, gt, (1, 1, 1), metrics="dice")
+    assert result.metric == "dice" and result.value == pytest.approx(2 * 512 / (1000 + 512), rel=1e-14)
+
+
+def test_a_metric_compare_masks_does_not_compute_is_refused_with_what_it_computes():
+    pred, gt = _cubes()
+    with pytest.raises(ValueError, match=r"compare_masks does not compute pq; supported: dice, iou"):
+        compare_masks(pred, gt, (1, 1, 1), metrics=("dice", "pq"))
+
+
+@pytest.mark.parametrize("metric", ["hd95", "nsd", "boundary_iou"])
+@pytest.mark.parametrize("ndim", [1, 4])
+def test_surface_metrics_of_masks_neither_2d_nor_3d_are_refused_naming_pred(metric, ndim):
+    """Once: 4D masks gave Dice but hd95 raised "mask: expected a 2D or 3D mask"; the error now
+    names the argument, before any work. Voxel counts stay defined on any grid (MetricsReloaded's
+    own cases are 1D vectors)."""
+    pred, gt = _cubes()
+    pred, gt = (pred[None], gt[None]) if ndim == 4 else (pred[0, 0], gt[0, 0])
+    with pytest.raises(ValueError, match=r"^pred: expected a 2D or 3D mask"):
+        compare_masks(pred, gt, (1.0,) * ndim, metrics=("dice", metric))
+    (result,) = compare_masks(pred, gt, (1.0,) * ndim, metrics=("tp",))
+    assert result.value == np.count_nonzero(pred & gt)
+
+
+@pytest.mark.parametrize("dtype", [str, object, complex])
+def test_a_mask_of_strings_objects_or_complex_numbers_is_a_type_error(dtype):
+    """Once: a string array was compared with 0 character by character: Dice 0.12 for masks of Dice 0.68."""
+    pred, gt = _cubes()
+    with pytest.raises(TypeError, match=r"^pred: a mask must be a bool, integer or float array"):
+        compare_masks(pred.astype(dtype), gt, (1, 1, 1), metrics=("dice",))
+    with pytest.raises(TypeError, match=r"^gt: a mask must be a bool, integer or float array"):
+        compare_masks(pred, gt.astype(dtype), (1, 1, 1), metrics=("dice",))

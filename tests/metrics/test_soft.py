@@ -63,3 +63,19 @@ def test_values_outside_unit_interval_raise(bad):
 def test_shape_mismatch_raises():
     with pytest.raises(ValueError):
         soft_dice(np.zeros((3, 3)), np.ones((3, 4)))
+
+
+@pytest.mark.parametrize(
+    ("thresholds", "error", "match"),
+    [((), ValueError, "at least one"), ((1.5,), ValueError, r"in \[0, 1\)"), ((float("nan"),), ValueError, "in"),
+     ((-0.5,), ValueError, r"in \[0, 1\)"), ((1.0,), ValueError, r"in \[0, 1\)"), ("0.5", TypeError, "numbers"),
+     ((0.5, "0.7"), TypeError, "numbers"), (None, TypeError, "numbers")],
+)
+def test_thresholds_must_be_numbers_in_the_unit_interval(thresholds, error, match):
+    """Once: () was "min() arg is an empty sequence", (1.5,) and (nan,) a both-empty NaN, (-0.5,)
+    a Dice of 1.0 and "0.5" a numpy UFuncTypeError."""
+    rng = np.random.default_rng(0)
+    pred, gt = rng.random((8, 8)), (rng.random((8, 8)) > 0.5).astype(float)
+    with pytest.raises(error, match=match):
+        soft_dice(pred, gt, thresholds=thresholds)
+    assert soft_dice(pred, gt, thresholds=(0.0,)).value == pytest.approx(2 * gt.sum() / (64 + gt.sum()), rel=1e-14)

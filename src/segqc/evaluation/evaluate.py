@@ -97,6 +97,10 @@ class EvaluationConfig(ConfigBase):
     froc_thresholds: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
+        # the lesion metrics use the NSD tolerance and percentile of the metric settings; keep the
+        # recorded settings true to that
+        object.__setattr__(self, "lesion", replace(self.lesion, tolerance_mm=self.settings.tolerance_mm,
+                                                   percentile=self.settings.percentile))
         tolerances = self.class_tolerances
         items = tolerances.items() if isinstance(tolerances, Mapping) else tolerances
         checked = []
@@ -106,7 +110,7 @@ class EvaluationConfig(ConfigBase):
                 raise ValueError(f"the NSD tolerance of class {key} must be >= 0 mm, got {mm}")
             checked.append((str(key), mm))
         object.__setattr__(self, "class_tolerances", tuple(checked))
-        metrics = tuple(self.metrics)
+        metrics = (self.metrics,) if isinstance(self.metrics, str) else tuple(self.metrics)  # one name, not letters
         wanted_cc = tuple(m[3:] for m in metrics if m.startswith("cc_"))
         for name in metrics:
             metric_info(name)
@@ -241,7 +245,12 @@ def _lesion_rows(pred: np.ndarray, gt: np.ndarray, spacing, config: EvaluationCo
     scores = lesion_scores(pred, gt, spacing, lesion_settings).to_dict()
     situation = empty_situation(bool(pred.any()), bool(gt.any()))
     tag = f"{situation}:lesion" if situation else ""
-    return [(None, name, float(scores[_LESION_FIELDS[name]]), tag) for name in names]
+    rows = []
+    for name in names:
+        value = float(scores[_LESION_FIELDS[name]])
+        # the detection rate of no ground-truth lesion (all below the minimum volume) is undefined
+        rows.append((None, name, value, tag or ("no_gt_lesion:undefined" if np.isnan(value) else "")))
+    return rows
 
 
 def _unit(metric: str, spacing_known: bool, settings: MetricSettings | None = None) -> str:
@@ -489,10 +498,44 @@ def _label_set(info: DatasetInfo | None, labels: Sequence[int] | None,
                regions: Mapping[str, Sequence[int]] | None) -> LabelSet:
     label_set = LabelSet.from_dataset_info(info)
     if labels is not None:
+        values = [int(v) for v in labels]
+        if 0 in values:
+            raise ValueError("label 0 is the background, not a class")
+        if min(values, default=1) < 0:
+            raise ValueError(f"label {min(values)} is negative; classes are positive label values")
         label_set = label_set.restricted_to(labels)
     if regions is not None:
         label_set = label_set.with_regions(regions)
     return label_set
+
+
+def _check_names_against_labels(config: EvaluationConfig) -> None:
+    """With a complete label list (``dataset.json``), a region naming a label that is not a class
+    of it, or a ``class_tolerances`` key that is no class value, class name or region name, is a
+    ValueError naming it (a typo would otherwise change nothing, silently)."""
+    label_set = config.label_set
+    if not label_set.known:
+        return
+    classes = set(label_set.names)
+    for region, members in label_set.regions.items():
+        unknown = sorted(set(members) - classes - ({label_set.ignore} if label_set.ignore is not None else set()))
+        if unknown:
+            raise ValueError(f"region {region} names label(s) {', '.join(map(str, unknown))}, which are not classes "
+                             f"of dataset.json ({', '.join(map(str, sorted(classes)))})")
+    keys = {str(v) for v in classes} | set(label_set.names.values()) | set(label_set.regions)
+    for key, _ in config.class_tolerances:
+        if key not in keys:
+            raise ValueError(f"class tolerance {key}: no class value, class name or region of that name "
+                             f"(classes: {', '.join(f'{v}={n}' for v, n in label_set.names.items())})")
+
+
+def _unused_class_tolerances(config: EvaluationConfig, table: pd.DataFrame) -> list[str]:
+    """One note per ``class_tolerances`` key that matched no evaluated class or region."""
+    if not config.class_tolerances or not len(table):
+        return []
+    seen = set(table["label"].astype(str)) | set(table["label_name"].astype(str))
+    return [f"class tolerance {key}: no evaluated class or region has that value or name; it was not used"
+            for key, _ in config.class_tolerances if key not in seen]
 
 
 def evaluate_folder(
@@ -528,11 +571,12 @@ def evaluate_folder(
     the settings and the content of both its files are unchanged, so an interrupted run
     continues and a changed input is recomputed). Label names, regions and the ignore label come
     from ``dataset.json`` in ``gt_dir`` or its parent; ``labels`` restricts the evaluation to
-    those classes (other values are then allowed in the maps); ``regions`` replaces the regions.
+    those classes (not 0, the background; other values are then allowed in the maps); ``regions`` replaces the regions.
     A ``manifest.csv`` in ``pred_dir`` or its parent (``segqc degrade`` output) maps each
     prediction file to the case it segments. A per-case input error (unreadable file, geometry
     mismatch, unexpected label) is reported in ``failed`` and ``summary.json`` and the other cases
-    go on. ``config``: an :class:`EvaluationConfig` to use as it is instead of the keyword
+    go on (when every case fails, the first failure is raised as an :class:`InputError`, unless
+    ``return_details``). ``config``: an :class:`EvaluationConfig` to use as it is instead of the keyword
     settings (its label set, when left at the default, comes from ``dataset.json``). Raises
     :class:`InputError` when no prediction matches a ground truth or both folders
     are the same (unless ``same_folder_ok``: e.g. QC benchmarks of the ground truths themselves).
@@ -563,6 +607,7 @@ def evaluate_folder(
             spacing=tuple(spacing) if spacing is not None else None,
             soft=soft,
         )
+    _check_names_against_labels(config)
     pairing = pair_cases(pred_dir, gt_dir, file_ending=ending)
     if not pairing.matched:
         found = [sid for sid, _ in pairing.extra]
@@ -584,6 +629,7 @@ def evaluate_folder(
     table["label"] = table["label"].astype(str)
 
     notes = [f"{path}: ignored ({why})" for path, why in pairing.ignored]
+    notes += _unused_class_tolerances(config, table)
     warnings = notes + report.warnings
     units = sorted(set(table["unit"]) - {"1", "voxels", "count"}) if len(table) else []
     summary = {
@@ -604,6 +650,8 @@ def evaluate_folder(
         out = Path(out_dir)
         write_csv_atomic(out / "metrics.csv", table)
         write_json_atomic(out / "summary.json", summary)
+    if not return_details and report.failed and not report.done:  # an empty table would hide why
+        raise InputError(f"{next(iter(report.failed.values()))} (all {len(report.failed)} case(s) failed)")
     if return_details:
         return FolderEvaluation(
             table=table,

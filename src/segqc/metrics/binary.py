@@ -15,17 +15,21 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from segqc.metrics import surface as _surface
-from segqc.metrics.masks import as_mask
+from segqc.metrics.masks import as_mask, check_spacing
 from segqc.metrics.registry import (
     COUNT_METRICS,
     DEFAULT_METRICS,
     DISTANCE_METRICS,
     SHAPE_METRICS,
     EmptyPolicy,
+    check_metric_names,
     empty_situation,
     metric_info,
 )
 from segqc.metrics.surface import DISTANCE_NORMS, DistanceNorm, SurfaceDistances, SurfaceMode
+
+#: What :func:`compare_masks` computes (instance, lesion, multi-class and soft metrics have their own functions).
+MASK_METRICS = COUNT_METRICS + DISTANCE_METRICS + SHAPE_METRICS
 
 
 @dataclass(frozen=True)
@@ -267,8 +271,10 @@ def compare_masks(
 ) -> list[MetricResult]:
     """Every requested metric of a binary prediction against a binary ground truth.
 
-    ``pred`` and ``gt``: same-shape 2D/3D arrays (non-zero = foreground); ``spacing`` in mm per
-    axis. Distances are in mm (grid steps for ``settings.distance`` chessboard/taxicab), volumes in
+    ``pred`` and ``gt``: same-shape 2D/3D arrays (non-zero = foreground; count metrics alone take
+    arrays of any dimension, distance and shape metrics need 2D/3D); ``spacing`` in mm per
+    axis (positive, finite); ``metrics``: names of :data:`MASK_METRICS` (a bare string is one
+    name). Distances are in mm (grid steps for ``settings.distance`` chessboard/taxicab), volumes in
     ml. ``n_total``: voxels of the whole image when the arrays are a crop of it (true negatives
     count the voxels outside both masks; default: the arrays' size). Results come in the order of
     ``metrics``; empty-mask situations follow ``settings.empty`` and are tagged in
@@ -276,21 +282,16 @@ def compare_masks(
     come and are NaN (tag ``undefined``) where a denominator is zero.
     """
     settings = settings or MetricSettings()
-    pred = as_mask(pred, "pred", ndims=None)
-    gt = as_mask(gt, "gt", ndims=None)
-    if pred.shape != gt.shape:
-        raise ValueError(f"pred shape {pred.shape} differs from gt shape {gt.shape}")
-    if len(spacing) != pred.ndim:
-        raise ValueError(f"spacing {tuple(spacing)} does not match a {pred.ndim}D mask")
-    for name in metrics:
-        metric_info(name)
+    metrics = check_metric_names(metrics, MASK_METRICS, "compare_masks")
     counted = [m for m in metrics if m in COUNT_METRICS]
     distance = [m for m in metrics if m in DISTANCE_METRICS]
     shaped = [m for m in metrics if m in SHAPE_METRICS]
-    other = [m for m in metrics if m not in COUNT_METRICS and m not in DISTANCE_METRICS and m not in SHAPE_METRICS]
-    if other:
-        raise ValueError(f"compare_masks does not compute {', '.join(other)} (instance and soft metrics have their "
-                         "own functions)")
+    ndims = (2, 3) if distance or shaped else None  # voxel counts are defined on any grid, surfaces on 2D/3D
+    pred = as_mask(pred, "pred", ndims=ndims)
+    gt = as_mask(gt, "gt", ndims=ndims)
+    if pred.shape != gt.shape:
+        raise ValueError(f"pred shape {pred.shape} differs from gt shape {gt.shape}")
+    spacing = check_spacing(spacing, pred.ndim)
     results: dict[str, MetricResult] = {}
     if counted:
         n_pred, n_gt = int(np.count_nonzero(pred)), int(np.count_nonzero(gt))

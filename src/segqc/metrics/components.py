@@ -30,8 +30,8 @@ import numpy as np
 
 from segqc.metrics import surface as _surface
 from segqc.metrics.binary import MetricResult, MetricSettings, counts_metrics, distance_metrics
-from segqc.metrics.masks import as_mask
-from segqc.metrics.registry import DISTANCE_METRICS, metric_info
+from segqc.metrics.masks import as_mask, check_spacing
+from segqc.metrics.registry import COMPONENT_METRICS, DISTANCE_METRICS, check_metric_names, metric_info
 
 VoronoiUnits = Literal["mm", "voxel"]
 CONNECTIVITIES_3D = (6, 18, 26)
@@ -91,6 +91,15 @@ class RegionAssignment:
         return self.gt_labels.reshape(-1)[self.pred_index] > 0
 
 
+def _checked_pair(
+    pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    pred, gt = as_mask(pred, "pred"), as_mask(gt, "gt")
+    if pred.shape != gt.shape:
+        raise ValueError(f"pred shape {pred.shape} differs from gt shape {gt.shape}")
+    return pred, gt, check_spacing(spacing, gt.ndim)
+
+
 def assign_regions(
     pred: np.ndarray,
     gt: np.ndarray,
@@ -100,10 +109,16 @@ def assign_regions(
     voronoi_units: VoronoiUnits = "mm",
     gt_labels: tuple[np.ndarray, int] | None = None,
 ) -> RegionAssignment:
-    """Assign every predicted voxel to the generalized Voronoi region of a ground-truth component."""
+    """Assign every predicted voxel to the generalized Voronoi region of a ground-truth component.
+
+    ``pred``, ``gt``: same-shape 2D/3D masks; ``spacing``: mm per axis; ``gt_labels``: the
+    components of ``gt`` (labels, n) when the caller has them already."""
     if voronoi_units not in ("mm", "voxel"):
         raise ValueError(f"voronoi_units must be 'mm' or 'voxel', got {voronoi_units!r}")
+    pred, gt, spacing = _checked_pair(pred, gt, spacing)
     labels, n_gt = gt_labels if gt_labels is not None else label_components(gt, connectivity=connectivity)
+    if labels.shape != gt.shape:
+        raise ValueError(f"gt_labels shape {labels.shape} differs from gt shape {gt.shape}")
     pred_index = np.flatnonzero(pred)
     region = labels.reshape(-1)[pred_index].astype(np.int64)
     outside = np.flatnonzero(region == 0)
@@ -154,21 +169,18 @@ def compare_components(
 ) -> ComponentEvaluation:
     """Per-component metrics, their per-case means (``cc_<metric>``) and detection counts.
 
-    ``metrics`` may be any of dice, iou, precision, recall, rvd, hd, hd95, assd, masd, nsd.
+    ``metrics`` may be any of dice, iou, precision, recall, rvd, hd, hd95, assd, masd, nsd
+    (:data:`~segqc.metrics.registry.COMPONENT_METRICS`; a bare string is one name).
     ``connectivity`` as in :func:`label_components` (for 2D masks 26/18 mean 8 and 6 means 4).
     Empty ground truth (no component): every ``cc_`` mean follows the empty policy
     (``both_empty`` / ``gt_empty``). A component whose region holds no predicted voxel follows the
     ``pred_empty`` rule (default worst).
     """
     settings = settings or MetricSettings()
+    metrics = check_metric_names(metrics, COMPONENT_METRICS, "compare_components")
     if settings.distance != "euclidean":
         raise ValueError("per-component metrics use Euclidean distances; distance must be 'euclidean'")
-    pred, gt = as_mask(pred, "pred", ndims=None), as_mask(gt, "gt", ndims=None)
-    if pred.shape != gt.shape:
-        raise ValueError(f"pred shape {pred.shape} differs from gt shape {gt.shape}")
-    for name in metrics:
-        metric_info(name)
-    spacing = tuple(float(s) for s in spacing)
+    pred, gt, spacing = _checked_pair(pred, gt, spacing)
     assignment = assign_regions(pred, gt, spacing, connectivity=connectivity, voronoi_units=voronoi_units)
     labels, n = assignment.gt_labels, assignment.n_gt
     pred_labels, n_pred_cc = label_components(pred, connectivity=connectivity)

@@ -26,7 +26,11 @@ import numpy as np
 from segqc.metrics import panoptic
 from segqc.metrics.binary import MetricResult, MetricSettings
 from segqc.metrics.components import label_components
-from segqc.metrics.registry import EmptyPolicy, empty_situation, metric_info
+from segqc.metrics.masks import as_mask
+from segqc.metrics.registry import INSTANCE_METRICS, EmptyPolicy, check_metric_names, empty_situation, metric_info
+
+#: What :func:`panoptic_metrics` computes.
+PANOPTIC_METRICS = ("pq", "sq", "rq")
 
 
 @dataclass(frozen=True)
@@ -104,8 +108,11 @@ def panoptic_metrics(
 ) -> list[MetricResult]:
     """PQ, SQ and RQ of two instance maps (every non-zero value one instance), matched with the
     ``match_*`` options of ``settings``; empty-mask policy of ``settings.empty`` when a map has no
-    instance; SQ of a matching without a match takes the ``pred_empty`` rule (worst by default)."""
+    instance; SQ of a matching without a match takes the ``pred_empty`` rule (worst by default).
+    ``metrics``: names of :data:`PANOPTIC_METRICS` (a bare string is one name)."""
     settings = settings or MetricSettings()
+    metrics = check_metric_names(metrics, PANOPTIC_METRICS, "panoptic_metrics")
+    pred_ids, gt_ids = panoptic._check_instance_maps(pred_ids, gt_ids)
     n_pred, n_gt = int(np.count_nonzero(pred_ids)), int(np.count_nonzero(gt_ids))
     situation = empty_situation(n_pred, n_gt)
     if situation:
@@ -134,26 +141,46 @@ def instance_metrics(
     settings: MetricSettings | None = None,
     instance_maps: bool = False,
 ) -> list[MetricResult]:
-    """The requested instance metrics (``pq``, ``sq``, ``rq``, ``lesion_dice``). Masks are labelled
-    into connected components once; with ``instance_maps`` the arrays are instance maps already.
+    """The requested instance metrics (``pq``, ``sq``, ``rq``, ``lesion_dice``; a bare string is one
+    name). Masks (same-shape 2D/3D) are labelled into connected components once; with
+    ``instance_maps`` the arrays are integer instance maps already (any ids; 0 = background).
     ``settings`` gives the matching options and the policy (``policy`` overrides its policy)."""
     settings = settings or MetricSettings()
     if policy is not None:
         settings = replace(settings, empty=policy)
+    metrics = check_metric_names(metrics, INSTANCE_METRICS, "instance_metrics")
     if instance_maps:
-        pred_ids, gt_ids = np.asarray(pred), np.asarray(gt)
+        pred_ids, gt_ids = panoptic._check_instance_maps(pred, gt)
     else:
+        pred, gt = as_mask(pred, "pred"), as_mask(gt, "gt")
+        if pred.shape != gt.shape:
+            raise ValueError(f"pred shape {pred.shape} differs from gt shape {gt.shape}")
         gt_ids = label_components(gt, connectivity=connectivity)[0]
         pred_ids = label_components(pred, connectivity=connectivity)[0]
     results: dict[str, MetricResult] = {}
-    wanted = [m for m in metrics if m in ("pq", "sq", "rq")]
+    wanted = [m for m in metrics if m in PANOPTIC_METRICS]
     if wanted:
         for r in panoptic_metrics(pred_ids, gt_ids, wanted, settings=settings):
             results[r.metric] = r
     if "lesion_dice" in metrics:
+        if instance_maps:  # the overlap table counts ids 1..n
+            pred_ids, gt_ids = _consecutive_ids(pred_ids), _consecutive_ids(gt_ids)
         overlap = _overlap_of_labels(pred_ids, gt_ids)
         results["lesion_dice"] = lesion_dice(overlap, policy=settings.empty)
     return [results[m] for m in metrics]
+
+
+def _consecutive_ids(ids_map: np.ndarray) -> np.ndarray:
+    """An instance map with its ids renumbered 1..n in their sorted order (the map itself when
+    they are 1..n already); 0 stays background."""
+    flat = ids_map.reshape(-1)
+    ids, _ = panoptic._ids_and_sizes(flat)
+    if ids.size == 0 or (ids[0] == 1 and ids[-1] == ids.size):
+        return ids_map
+    out = np.zeros(flat.size, dtype=np.int64)
+    nonzero = np.flatnonzero(flat)
+    out[nonzero] = np.searchsorted(ids, flat[nonzero].astype(np.int64)) + 1
+    return out.reshape(ids_map.shape)
 
 
 def _overlap_of_labels(pred_ids: np.ndarray, gt_ids: np.ndarray) -> ComponentOverlap:

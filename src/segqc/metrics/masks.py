@@ -11,11 +11,14 @@ from scipy import ndimage
 
 def as_mask(mask: np.ndarray, name: str = "mask", *, ndims: Sequence[int] | None = (2, 3)) -> np.ndarray:
     """A C-contiguous bool copy or view of ``mask`` (non-zero = foreground). ``ValueError`` when the
-    number of dimensions is not in ``ndims`` (``None``: any) or a float mask holds NaN or inf."""
+    number of dimensions is not in ``ndims`` (``None``: any) or a float mask holds NaN or inf;
+    ``TypeError`` unless the dtype is bool, integer or float (strings, objects, complex numbers)."""
     array = np.asarray(mask)
     if ndims is not None and array.ndim not in ndims:
         wanted = " or ".join(f"{n}D" for n in ndims)
         raise ValueError(f"{name}: expected a {wanted} mask, got shape {array.shape}")
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: a mask must be a bool, integer or float array, got dtype {array.dtype}")
     if array.dtype == bool:
         return np.ascontiguousarray(array)
     if array.dtype.kind == "f" and not np.isfinite(array).all():
@@ -24,8 +27,15 @@ def as_mask(mask: np.ndarray, name: str = "mask", *, ndims: Sequence[int] | None
 
 
 def check_spacing(spacing: Sequence[float], ndim: int) -> tuple[float, ...]:
-    """``spacing`` (mm per axis) as floats; ``ValueError`` unless it has ``ndim`` positive finite entries."""
-    values = tuple(float(s) for s in spacing)
+    """``spacing`` (mm per axis) as floats; ``TypeError`` unless it is a sequence of numbers,
+    ``ValueError`` unless it has ``ndim`` positive finite entries."""
+    try:
+        items = tuple(spacing)
+        if isinstance(spacing, (str, bytes)) or any(isinstance(s, (str, bytes)) for s in items):
+            raise TypeError
+        values = tuple(float(s) for s in items)
+    except (TypeError, ValueError):
+        raise TypeError(f"spacing must be a sequence of numbers (mm per axis), got {spacing!r}") from None
     if len(values) != ndim:
         raise ValueError(f"spacing {values} does not match a {ndim}D mask")
     if any(not math.isfinite(s) or s <= 0 for s in values):
@@ -34,7 +44,10 @@ def check_spacing(spacing: Sequence[float], ndim: int) -> tuple[float, ...]:
 
 
 def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """Tight bounding box (one slice per axis) of the non-zero voxels; ``None`` for an empty mask."""
+    """Tight bounding box (one slice per axis) of the non-zero voxels; ``None`` for an empty mask
+    (also one of size 0)."""
+    if np.size(mask) == 0:
+        return None
     boxes = ndimage.find_objects((np.asarray(mask) != 0).view(np.uint8))
     return tuple(boxes[0]) if boxes else None
 

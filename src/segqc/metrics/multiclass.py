@@ -17,7 +17,9 @@ Empty masks follow :class:`~segqc.metrics.registry.EmptyPolicy` like every segqc
 label maps all background -> ``empty.both_empty`` (default NaN, tagged ``both_empty:nan``); only
 the ground truth or only the prediction all background -> ``empty.gt_empty`` /
 ``empty.pred_empty`` (default worst, 0, which is also what the formula gives). The rule that
-applied is in ``MetricResult.empty``. Pure numpy: no I/O; inputs are never modified.
+applied is in ``MetricResult.empty``. Label maps are integer (or bool) arrays of the same shape,
+0 = background, other labels positive (a negative value is a ``ValueError``). Pure numpy: no
+I/O; inputs are never modified.
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ def _check_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarra
     for name, array in (("pred", pred), ("gt", gt)):
         if array.dtype.kind not in "iub":
             raise ValueError(f"{name} must be an integer label map, got dtype {array.dtype}")
+        if array.dtype.kind == "i" and array.size and array.min() < 0:
+            raise ValueError(f"{name} has negative label values; labels are 0 (background) and positive integers")
     return pred, gt
 
 
@@ -121,9 +125,14 @@ def class_counts(pred: np.ndarray, gt: np.ndarray, labels: Iterable[int]) -> dic
     """``{label: (|P_c & G_c|, |P_c|, |G_c|)}`` voxel counts, from one joint histogram of the two
     maps (class by class only for label values above 255)."""
     labels = [int(v) for v in labels]
+    if labels and min(labels) < 0:
+        raise ValueError(f"labels hold {min(labels)}; label values are 0 (background) and positive integers")
     n = int(max([0, *labels, int(pred.max(initial=0)), int(gt.max(initial=0))])) + 1
     if n <= 256:
-        joint = np.bincount(pred.ravel().astype(np.int64) * n + gt.ravel(), minlength=n * n).reshape(n, n)
+        key = pred.ravel().astype(np.int64) * n
+        # in place, in int64 whatever the maps' dtype (uint64 + int64 would be float64); values < 256
+        np.add(key, gt.ravel(), out=key, dtype=np.int64, casting="unsafe")
+        joint = np.bincount(key, minlength=n * n).reshape(n, n)
         n_pred, n_gt, tp = joint.sum(axis=1), joint.sum(axis=0), np.diagonal(joint)
         return {c: (int(tp[c]), int(n_pred[c]), int(n_gt[c])) for c in labels}
     counts: dict[int, tuple[int, int, int]] = {}

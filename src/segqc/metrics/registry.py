@@ -14,6 +14,7 @@ without a ground-truth volume.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -280,6 +281,20 @@ def metric_info(name: str) -> MetricInfo:
         return METRICS[base]
     except KeyError:
         raise ValueError(f"unknown metric {name!r}; known: {', '.join(METRICS)}") from None
+
+
+def check_metric_names(metrics: str | Iterable[str], supported: Sequence[str], where: str) -> tuple[str, ...]:
+    """The metric names a function ``where`` is asked for, as a tuple (a bare string is one name).
+    ``TypeError`` for a name that is not a string; ``ValueError`` for an unknown name (listing every
+    metric) or one ``where`` does not compute (listing ``supported``)."""
+    names = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"{where}: metric names must be strings, got {name!r}")
+        if name not in supported:
+            metric_info(name)
+            raise ValueError(f"{where} does not compute {name}; supported: {', '.join(supported)}")
+    return names
 
 
 def parse_metric_names(text: str | None) -> tuple[str, ...]:

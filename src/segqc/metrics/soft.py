@@ -29,6 +29,21 @@ def _check_probability(name: str, values: np.ndarray) -> np.ndarray:
     return values
 
 
+def _check_thresholds(thresholds: Sequence[float]) -> tuple[float, ...]:
+    try:
+        items = tuple(thresholds)
+        if isinstance(thresholds, (str, bytes)) or any(isinstance(t, (str, bytes)) for t in items):
+            raise TypeError
+        values = tuple(float(t) for t in items)
+    except (TypeError, ValueError):
+        raise TypeError(f"thresholds must be numbers in [0, 1), got {thresholds!r}") from None
+    if not values:
+        raise ValueError("thresholds must hold at least one value in [0, 1)")
+    if not all(0.0 <= t < 1.0 for t in values):  # NaN fails the comparison too
+        raise ValueError(f"thresholds must be in [0, 1), got {values}")
+    return values
+
+
 def soft_dice(
     pred: np.ndarray,
     gt: np.ndarray,
@@ -36,8 +51,10 @@ def soft_dice(
     thresholds: Sequence[float] = QUBIQ_THRESHOLDS,
     policy: EmptyPolicy | None = None,
 ) -> MetricResult:
-    """Mean binary Dice over ``thresholds`` of two maps in [0, 1] (see module docstring)."""
+    """Mean binary Dice over ``thresholds`` (at least one, each in [0, 1)) of two maps in [0, 1]
+    (see module docstring)."""
     policy = policy or EmptyPolicy()
+    thresholds = _check_thresholds(thresholds)
     pred = _check_probability("pred", pred)
     gt = _check_probability("gt", gt)
     if pred.shape != gt.shape:
