@@ -26,16 +26,22 @@ def as_mask(mask: np.ndarray, name: str = "mask", *, ndims: Sequence[int] | None
     return np.ascontiguousarray(array != 0)
 
 
+def numbers(values: Sequence[float], what: str) -> tuple[float, ...]:
+    """``values`` as a tuple of floats; ``TypeError`` naming ``what`` unless it is a sequence of
+    numbers (a string is not, nor is a sequence holding one)."""
+    try:
+        items = tuple(values)
+        if isinstance(values, (str, bytes)) or any(isinstance(v, (str, bytes)) for v in items):
+            raise TypeError
+        return tuple(float(v) for v in items)
+    except (TypeError, ValueError):
+        raise TypeError(f"{what} must be a sequence of numbers, got {values!r}") from None
+
+
 def check_spacing(spacing: Sequence[float], ndim: int) -> tuple[float, ...]:
     """``spacing`` (mm per axis) as floats; ``TypeError`` unless it is a sequence of numbers,
     ``ValueError`` unless it has ``ndim`` positive finite entries."""
-    try:
-        items = tuple(spacing)
-        if isinstance(spacing, (str, bytes)) or any(isinstance(s, (str, bytes)) for s in items):
-            raise TypeError
-        values = tuple(float(s) for s in items)
-    except (TypeError, ValueError):
-        raise TypeError(f"spacing must be a sequence of numbers (mm per axis), got {spacing!r}") from None
+    values = numbers(spacing, "spacing")
     if len(values) != ndim:
         raise ValueError(f"spacing {values} does not match a {ndim}D mask")
     if any(not math.isfinite(s) or s <= 0 for s in values):

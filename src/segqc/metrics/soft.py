@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from segqc.metrics.binary import MetricResult
+from segqc.metrics.masks import numbers
 from segqc.metrics.registry import EmptyPolicy, empty_situation, metric_info
 
 QUBIQ_THRESHOLDS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 10))
@@ -30,13 +31,7 @@ def _check_probability(name: str, values: np.ndarray) -> np.ndarray:
 
 
 def _check_thresholds(thresholds: Sequence[float]) -> tuple[float, ...]:
-    try:
-        items = tuple(thresholds)
-        if isinstance(thresholds, (str, bytes)) or any(isinstance(t, (str, bytes)) for t in items):
-            raise TypeError
-        values = tuple(float(t) for t in items)
-    except (TypeError, ValueError):
-        raise TypeError(f"thresholds must be numbers in [0, 1), got {thresholds!r}") from None
+    values = numbers(thresholds, "thresholds")
     if not values:
         raise ValueError("thresholds must hold at least one value in [0, 1)")
     if not all(0.0 <= t < 1.0 for t in values):  # NaN fails the comparison too
