@@ -78,7 +78,9 @@ def open_command(
             serve(ReviewSession(worklist, store, name), host=host, port=port, open_browser=not no_browser,
                   on_start=started)
         except KeyboardInterrupt:  # Ctrl-C is how a review ends: not an error
-            console.print(f"review stopped; decisions are saved in {store.path}", highlight=False, soft_wrap=True)
+            pass
+        # the server also returns on its own when it handled the Ctrl-C itself (uvicorn's signal handler)
+        console.print(f"review stopped; decisions are saved in {store.path}", highlight=False, soft_wrap=True)
 
 
 @app.command("export")
