@@ -33,6 +33,16 @@ def _edit_summary(folder: Path, edit) -> Path:
     return path
 
 
+def _copy_with_cell(source: Path, folder: Path, table_name: str, row, column: str, value: str) -> Path:
+    """``source`` copied to ``folder`` with one cell of the CSV ``table_name`` replaced (``row``: a
+    row label, or anything ``DataFrame.loc`` takes, e.g. a callable)."""
+    shutil.copytree(source, folder)
+    table = pd.read_csv(folder / table_name, dtype=str, keep_default_na=False)
+    table.loc[row, column] = value
+    table.to_csv(folder / table_name, index=False)
+    return folder
+
+
 def _images_like(toy: dict[str, Path], out_file: Path, *, origin=None, shape=None, nan_case: str | None = None) -> Path:
     """The toy images rewritten: moved to ``origin`` (mm), cropped to ``shape``, or with one NaN
     voxel in ``nan_case``."""
@@ -165,11 +175,7 @@ def test_a_malformed_report_json_entry_is_one_error_naming_it(qc_out, tmp_path, 
 
 
 def test_a_value_that_is_not_a_number_is_one_error_naming_metrics_csv_and_the_column(evaluate_out, tmp_path):
-    folder = tmp_path / "ev"
-    shutil.copytree(evaluate_out, folder)
-    table = pd.read_csv(folder / "metrics.csv", dtype=str, keep_default_na=False)
-    table.loc[3, "value"] = "abc"
-    table.to_csv(folder / "metrics.csv", index=False)
+    folder = _copy_with_cell(evaluate_out, tmp_path / "ev", "metrics.csv", 3, "value", "abc")
     line = one_error_line(runner.invoke(app, ["report", str(folder), "-o", str(tmp_path / "r.html"), "-q"]))
     assert line.startswith(f"error: {folder / 'metrics.csv'}:") and "'value'" in line and "'abc'" in line
     assert "line 5" in line  # header is line 1, row 3 of the table is line 5
@@ -178,11 +184,7 @@ def test_a_value_that_is_not_a_number_is_one_error_naming_metrics_csv_and_the_co
 
 
 def test_an_estimate_that_is_not_a_number_is_one_error_naming_qc_csv(qc_out, tmp_path):
-    folder = tmp_path / "qc"
-    shutil.copytree(qc_out, folder)
-    table = pd.read_csv(folder / "qc.csv", dtype=str, keep_default_na=False)
-    table.loc[0, "estimate"] = "0.9x"
-    table.to_csv(folder / "qc.csv", index=False)
+    folder = _copy_with_cell(qc_out, tmp_path / "qc", "qc.csv", 0, "estimate", "0.9x")
     with pytest.raises(InputError, match="'estimate'") as caught:
         load_worklist(folder)
     assert caught.value.path == folder / "qc.csv"
@@ -206,15 +208,12 @@ def test_a_table_with_a_header_only_holds_no_cases(evaluate_out, qc_out, tmp_pat
 
 
 def test_an_empty_flag_cell_is_not_a_flag(qc_out, tmp_path):
-    folder = tmp_path / "qc"
-    shutil.copytree(qc_out, folder)
-    work = pd.read_csv(folder / "worklist.csv", dtype={"case": str})
+    work = pd.read_csv(qc_out / "worklist.csv", dtype={"case": str})
     flagged = list(work.loc[work["flag"], "case"])
     assert flagged, "the fixture flags some case"
     emptied = flagged[0]
-    cells = pd.read_csv(folder / "worklist.csv", dtype=str, keep_default_na=False)
-    cells.loc[cells["case"] == emptied, "flag"] = ""
-    cells.to_csv(folder / "worklist.csv", index=False)
+    folder = _copy_with_cell(qc_out, tmp_path / "qc", "worklist.csv", lambda cells: cells["case"] == emptied,
+                             "flag", "")
     assert f"{emptied},".encode() in (folder / "worklist.csv").read_bytes()
     expected = {case: case in flagged and case != emptied for case in work["case"]}
     assert {case.id: case.flagged for case in load_worklist(folder).cases} == expected
@@ -224,11 +223,7 @@ def test_an_empty_flag_cell_is_not_a_flag(qc_out, tmp_path):
 
 
 def test_a_flag_that_is_neither_true_nor_false_is_one_error(qc_out, tmp_path):
-    folder = tmp_path / "qc"
-    shutil.copytree(qc_out, folder)
-    work = pd.read_csv(folder / "worklist.csv", dtype=str, keep_default_na=False)
-    work.loc[1, "flag"] = "maybe"
-    work.to_csv(folder / "worklist.csv", index=False)
+    folder = _copy_with_cell(qc_out, tmp_path / "qc", "worklist.csv", 1, "flag", "maybe")
     with pytest.raises(InputError, match="'maybe' on line 3") as caught:
         load_worklist(folder)
     assert caught.value.path == folder / "worklist.csv"

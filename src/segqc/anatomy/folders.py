@@ -226,7 +226,7 @@ def map_case(task: CaseTask, *, mapping: LabelMapping, out_dir: Path) -> CaseRes
         name = f"regions/{region}/{task.case}.nii.gz"
         write_image(out_dir / name, mask.astype(np.uint8), image.geometry)
         written.append(name)
-    before = set(value_counts(image.array)[0].tolist())
+    before = set(value_counts(image.array)[0].tolist()) if mapping.dropped else set()
     ml = float(np.prod(image.geometry.spacing)) / 1000.0
     rows = [{"case": task.case, "class": mapping.target.name_of(v), "value": v, "voxels": n, "ml": n * ml}
             for v, n in zip(*(a.tolist() for a in value_counts(mapped)), strict=True) if v]

@@ -39,14 +39,12 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from segqc.anatomy.scheme import LabelScheme, label_dtype, load_scheme, value_counts
+from segqc.anatomy.scheme import LabelScheme, label_dtype, load_scheme, lookup, value_counts
 from segqc.errors import InputError
 
 __all__ = ["UNMAPPED_POLICIES", "LabelMapping", "load_mapping", "mapping_by_name", "mapping_into"]
 
 UNMAPPED_POLICIES = ("by_name", "drop", "error")
-#: Up to this largest source value, :meth:`LabelMapping.apply` reads a lookup table indexed by the value.
-_DENSE_LIMIT = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -95,11 +93,7 @@ class LabelMapping:
                              f"scheme {self.source.name!r}", path)
         if not array.size:
             return np.zeros(array.shape, dtype=dtype)
-        if int(sources[-1]) < _DENSE_LIMIT:
-            table = np.zeros(int(sources[-1]) + 1, dtype=dtype)
-            table[sources] = targets
-            return table[array]
-        return targets[np.searchsorted(sources, array)].astype(dtype)  # every value is in ``sources``
+        return lookup(array, sources, targets, dtype)  # every value is in ``sources``
 
     def region_masks(self, mapped: np.ndarray) -> dict[str, np.ndarray]:
         """Each region of a MAPPED map as a boolean mask (union of its target values)."""

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from segqc.anatomy.scheme import LabelScheme, label_dtype, value_counts
+from segqc.anatomy.scheme import LabelScheme, label_dtype, lookup, value_counts
 
 __all__ = ["STRATEGIES", "MergeResult", "merge_label_maps"]
 
@@ -114,15 +114,8 @@ def merge_label_maps(sources: Sequence[np.ndarray], scheme: LabelScheme, *, stra
 def _codes(values: np.ndarray, table: np.ndarray) -> np.ndarray:
     """The dense code (index into ``table``, the ascending class values with 0 first) of every value;
     every value must be in ``table``."""
-    if int(table[-1]) < _DENSE_LIMIT:
-        lookup = np.zeros(int(table[-1]) + 1, dtype=np.int32)
-        lookup[table] = np.arange(len(table), dtype=np.int32)
-        return lookup[values]
-    return np.searchsorted(table, values).astype(np.int32)
+    return lookup(values, table, np.arange(len(table), dtype=np.int32), np.int32)
 
-
-#: Up to this largest class value, codes are read from a lookup table indexed by the value.
-_DENSE_LIMIT = 1 << 20
 #: Voxels merged at a time (about 100 MB of working arrays for a few sources).
 _BLOCK = 1 << 22
 

@@ -42,7 +42,7 @@ import yaml
 from segqc.errors import InputError
 
 __all__ = ["MAX_LABEL_VALUE", "SHIPPED_SCHEMES", "LabelClass", "LabelScheme", "label_dtype", "load_scheme",
-           "scheme_diff", "scheme_from_class_map", "shipped_scheme", "value_counts"]
+           "lookup", "scheme_diff", "scheme_from_class_map", "shipped_scheme", "value_counts"]
 
 #: Schemes that ship with segqc (``src/segqc/anatomy/schemes/<name>.yaml``).
 SHIPPED_SCHEMES = ("total", "total_v1", "total_mr")
@@ -360,6 +360,17 @@ def label_dtype(max_value: int) -> type[np.unsignedinteger]:
     raise ValueError(f"label value {max_value} is above {MAX_LABEL_VALUE}")
 
 
+def lookup(values: np.ndarray, keys: np.ndarray, mapped: np.ndarray, dtype: Any) -> np.ndarray:
+    """``mapped[i]`` (as ``dtype``) for every entry of ``values`` equal to ``keys[i]``; ``keys``
+    ascending, non-negative, holding every value. A table indexed by the value up to a largest key
+    of 2^20, a binary search above (no array sized by a huge class value)."""
+    if int(keys[-1]) < _DENSE_LIMIT:
+        table = np.zeros(int(keys[-1]) + 1, dtype=dtype)
+        table[keys] = mapped
+        return table[values]
+    return np.asarray(mapped)[np.searchsorted(keys, values)].astype(dtype)
+
+
 def value_counts(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(values present in ``array``, ascending; their voxel counts), both int64. A count table
     indexed by the value where the largest value is small, else a sort: memory never grows with
@@ -367,7 +378,10 @@ def value_counts(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     flat = np.asarray(array).ravel()
     if not flat.size:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    if np.issubdtype(flat.dtype, np.integer) and 0 <= int(flat.min()) and int(flat.max()) < _DENSE_LIMIT:
+    if flat.dtype == bool:
+        flat = flat.view(np.uint8)
+    kind = flat.dtype.kind  # unsigned values need no min() pass
+    if kind in "iu" and (kind == "u" or 0 <= int(flat.min())) and int(flat.max()) < _DENSE_LIMIT:
         counts = np.bincount(flat)
         values = np.flatnonzero(counts)
         return values.astype(np.int64), counts[values].astype(np.int64)

@@ -348,18 +348,19 @@ class _Folder:
 
 def _common_cases(folders: Sequence[_Folder]) -> tuple[list[str], dict[str, str]]:
     """The cases every folder can be scored on, and why each other case is left out."""
-    common = set.intersection(*(folder.usable() for folder in folders))
+    usable = [folder.usable() for folder in folders]  # once per folder, not once per case
+    common = set.intersection(*usable)
     left_out: dict[str, str] = {}
     for case in sorted(set().union(*(folder.tasks for folder in folders)) - common):
         reasons = []
-        for folder in folders:
+        for folder, scored in zip(folders, usable):
             if case in folder.failed:
                 reasons.append(f"failed in {folder.name}")
             elif case not in folder.tasks:
                 reasons.append(f"no segmentation in {folder.name}")
             elif case in folder.without_truth:
                 reasons.append("no ground truth")
-            elif case not in folder.usable():
+            elif case not in scored:
                 reasons.append(f"no estimate in {folder.name}")
         left_out[case] = ", ".join(dict.fromkeys(reasons))
     return sorted(common), left_out

@@ -28,6 +28,7 @@ import pandas as pd
 from segqc.errors import InputError
 from segqc.io.atomic import atomic_path, write_csv_atomic, write_json_atomic
 from segqc.io.json_files import read_json_object
+from segqc.qc.inference import MAP_KINDS
 
 KEYS = ["case", "label", "metric"]
 _REQUIRED = ["case", "label", "label_name", "metric", "estimate"]
@@ -87,9 +88,6 @@ def _numbers(table: pd.DataFrame, column: str, path: Path) -> pd.Series:
         raise InputError(f"column '{column}' holds {table[column].iloc[row]!r} on line {row + 2} (case "
                          f"{table['case'].iloc[row]}), not a number", path)
     return values.astype(float)
-
-
-MAP_KINDS = ("pgt", "errors")
 
 
 def _copy_maps(sources: Sequence[Path], cases: Sequence[str], out_dir: Path) -> list[str]:

@@ -8,7 +8,6 @@ is 1 where the segmentation and the reference differ and 0 elsewhere (or the sto
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from segqc.errors import InputError
+from segqc.execution.cache import file_digest
 from segqc.io.images import Geometry, Image, read_image, read_label_map
 from segqc.review.worklist import ReviewCase
 
@@ -43,16 +43,12 @@ def _digest(path: Path) -> str:
     """The SHA-256 of the file's bytes: a file rewritten in place is read again even when its
     size and modification time stay the same. Raises :class:`InputError` naming a file that is
     gone or cannot be read (it was there when the worklist was made)."""
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        return file_digest(path)
     except FileNotFoundError:
         raise InputError("is missing (it was there when the review started)", path) from None
     except OSError as error:
         raise InputError(f"cannot be read: {error.strerror or error}", path) from None
-    return digest.hexdigest()
 
 
 class VolumeCache:

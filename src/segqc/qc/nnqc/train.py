@@ -329,9 +329,11 @@ def _extra_slices(dataset: Dataset, files: Sequence[tuple[str, Path]], folder: s
     image_files, label_files = dataset.image_files, dataset.label_files
     allowed = set(int(v) for v in labels)
     images, segs, gts, ratios = [], [], [], []
+    truth, truth_case = None, None
     for case, seg_file in files:
         prepared = preprocess_files(list(image_files[case]), plan, label_path=seg_file)
-        truth = read_label_map(label_files[case])
+        if truth is None or case != truth_case:  # a case's files are adjacent: its ground truth is read once
+            truth, truth_case = read_label_map(label_files[case]), case
         check_same_geometry(prepared.transform.original_geometry, truth.geometry, pred_path=seg_file,
                             gt_path=truth.path)
         seg = prepared.required_label()
