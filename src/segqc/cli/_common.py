@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from segqc.errors import InputError, SegqcError
+from segqc.execution.lock import claim_output, claims
 from segqc.execution.run import RunReport
 
 console = Console(width=None if sys.stdout.isatty() else 140)
@@ -53,9 +54,11 @@ INTERRUPTED = ("interrupted; finished cases and the last training checkpoint are
 @contextmanager
 def user_errors(*, interrupted: str = INTERRUPTED) -> Iterator[None]:
     """Turn SegqcError / ValueError / OS errors into one red line on stderr and exit code 2;
-    Ctrl-C into one line (``interrupted``: what it means for this command) and exit code 130."""
+    Ctrl-C into one line (``interrupted``: what it means for this command) and exit code 130.
+    Output folders claimed inside (:func:`prepare_output_dir`) are released when it ends."""
     try:
-        yield
+        with claims():
+            yield
     except SegqcError as error:
         print_error(str(error))
         raise typer.Exit(EXIT_BAD_INPUT) from None
@@ -71,8 +74,15 @@ def user_errors(*, interrupted: str = INTERRUPTED) -> Iterator[None]:
 
 
 def prepare_output_dir(path: Path) -> Path:
-    """Create the output folder (and parents) and check it is writable; one-line InputError if
-    ``path`` is an existing file or cannot be written."""
+    """Create the output folder (and parents), check it is writable and claim it for this command
+    (:func:`segqc.execution.lock.claim_output`); one-line InputError if ``path`` is an existing
+    file, cannot be written, or another segqc run is writing into it."""
+    path = _writable_dir(path)
+    claim_output(path)
+    return path
+
+
+def _writable_dir(path: Path) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError("exists and is a file; the output must be a folder", path)
@@ -90,7 +100,7 @@ def prepare_output_file(path: Path) -> Path:
     path = Path(path)
     if path.is_dir():
         raise InputError("is a folder; give the path of the file to write", path)
-    prepare_output_dir(path.parent if str(path.parent) else Path("."))
+    _writable_dir(path.parent if str(path.parent) else Path("."))
     return path
 
 

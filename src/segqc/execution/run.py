@@ -17,7 +17,8 @@ Every per-case command (``evaluate``, ``qc predict``, ``degrade``, ``fingerprint
 
 A case that raises :class:`CaseSkipped` is reported in ``skipped``; any other
 :class:`~segqc.errors.SegqcError` in ``failed`` (one line naming the file); other exceptions are
-bugs and propagate.
+bugs and propagate. With ``out_dir`` the run holds the folder's lock (:mod:`.lock`): a second
+run into the same folder at the same time is refused with one line.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import pandas as pd
 
 from segqc.errors import SegqcError
 from segqc.execution.cache import CaseStore, case_key, settings_digest
+from segqc.execution.lock import output_lock
 from segqc.execution.pool import map_cases
 
 
@@ -158,11 +160,23 @@ def run_cases(
     ``out_dir`` None nothing is stored or reused. ``function`` must be picklable for ``jobs`` > 1
     and Dask (a module-level function or a ``functools.partial`` of one).
     """
-    cases = [t.case for t in tasks]
-    duplicates = sorted(c for c, n in Counter(cases).items() if n > 1)
+    duplicates = sorted(c for c, n in Counter(t.case for t in tasks).items() if n > 1)
     if duplicates:
         raise ValueError(f"case ids must be unique in a run; repeated: {', '.join(duplicates[:5])}")
     out = Path(out_dir) if out_dir is not None else None
+    if out is None:
+        return _run_cases(function, tasks, None, settings=settings, extra_digest=extra_digest, jobs=jobs,
+                          scheduler=scheduler, progress=progress, description=description)
+    out.mkdir(parents=True, exist_ok=True)
+    with output_lock(out):
+        return _run_cases(function, tasks, out, settings=settings, extra_digest=extra_digest, jobs=jobs,
+                          scheduler=scheduler, progress=progress, description=description)
+
+
+def _run_cases(function: Callable[[CaseTask], CaseResult], tasks: Sequence[CaseTask], out: Path | None, *,
+               settings: Any, extra_digest: str, jobs: int, scheduler: Any, progress: bool,
+               description: str) -> RunReport:
+    cases = [t.case for t in tasks]
     store = CaseStore(out / "cases") if out is not None else None
     digest = settings_digest(settings)
     results: dict[str, CaseResult] = {}

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from segqc.errors import InputError
+from segqc.execution.lock import output_lock
 from segqc.execution.pool import progress_bar
 from segqc.io.atomic import write_text_atomic
 from segqc.training.checkpoints import load_state, save_state
@@ -102,7 +103,17 @@ def stage_metrics(steps: int, seconds: float, history: Mapping[str, list[float]]
 def run_stage(stage: Stage, out_dir: str | Path, *, checkpoint_every: int, log: Callable[[str], None] | None = None,
               progress: bool = False, prefix: str = "") -> dict:
     """Run, resume or reuse ``stage`` in ``out_dir/stages/<name>`` (module docstring); return its
-    :func:`stage_metrics`. Modules are in train mode while it runs and eval mode afterwards."""
+    :func:`stage_metrics`. Modules are in train mode while it runs and eval mode afterwards. The
+    run holds ``out_dir``'s lock (:mod:`segqc.execution.lock`): a second training into the same
+    folder at the same time is refused with one line."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    with output_lock(out_dir):
+        return _run_stage(stage, out_dir, checkpoint_every=checkpoint_every, log=log, progress=progress,
+                          prefix=prefix)
+
+
+def _run_stage(stage: Stage, out_dir: str | Path, *, checkpoint_every: int, log: Callable[[str], None] | None,
+               progress: bool, prefix: str) -> dict:
     say = log or (lambda _line: None)
     directory = Path(out_dir) / "stages" / stage.name
     state = load_state(directory)
