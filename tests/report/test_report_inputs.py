@@ -119,11 +119,36 @@ def test_a_reference_on_another_grid_is_one_error_in_the_report(evaluate_out, to
     assert line.startswith(f"error: {gt}:") and "spacing" in line
 
 
+def test_report_jobs_option_draws_the_same_pages(evaluate_out, tmp_path):
+    """`--jobs` reaches the picture pool: one process and two give the same page."""
+    pages = []
+    for jobs in ("1", "2"):
+        target = tmp_path / f"r{jobs}.html"
+        result = runner.invoke(app, ["report", str(evaluate_out), "-o", str(target), "-q", "--jobs", jobs])
+        assert result.exit_code == 0, result.output
+        pages.append(target.read_text())
+    assert pages[0] == pages[1]
+
+
 def test_a_nan_image_is_refused_not_drawn_as_zero(evaluate_out, toy, tmp_path):
     with_nan = _images_like(toy, tmp_path / "nan", nan_case="case1")
     line = one_error_line(runner.invoke(app, ["report", str(evaluate_out), "--images", str(with_nan),
                                                "-o", str(tmp_path / "r.html"), "-q"]))
     assert line.startswith(f"error: {with_nan / 'case1_0000.nii.gz'}:") and "NaN" in line
+
+
+def test_a_nan_uncertainty_map_is_refused_not_drawn(evaluate_out, toy, tmp_path):
+    """An entropy map with a NaN voxel was drawn (NaN as the lowest colour) and its maximum
+    taken over the other voxels: a broken file looked like a confident model."""
+    folder = copy_evaluate(evaluate_out, toy, tmp_path)
+    seg = nibabel.load(tmp_path / "pred" / "case1.nii.gz")
+    entropy = np.full(seg.shape, 0.2, np.float32)
+    entropy[3, 3, 1] = np.nan
+    (tmp_path / "pred" / "uncertainty").mkdir()
+    target = tmp_path / "pred" / "uncertainty" / "case1.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(entropy, seg.affine), target)
+    line = one_error_line(runner.invoke(app, ["report", str(folder), "-o", str(tmp_path / "r.html"), "-q"]))
+    assert line.startswith(f"error: {target}:") and "NaN" in line
 
 
 # ---- malformed summary.json / report.json ---------------------------------------------------------

@@ -95,6 +95,23 @@ def test_a_nan_image_is_refused_not_shown_as_zero(evaluate_out, toy, tmp_path):
     assert client.get("/api/cases/case2/layers/image.nii").status_code == 200
 
 
+def test_a_nan_uncertainty_map_is_refused_by_its_layer(evaluate_out, toy, tmp_path):
+    folder = copy_evaluate(evaluate_out, toy, tmp_path)
+    seg = nibabel.load(tmp_path / "pred" / "case1.nii.gz")
+    (tmp_path / "pred" / "uncertainty").mkdir()
+    for case, bad in (("case1", np.nan), ("case2", None)):
+        entropy = np.full(seg.shape, 0.2, np.float32)
+        if bad is not None:
+            entropy[3, 3, 1] = bad
+        nibabel.save(nibabel.Nifti1Image(entropy, seg.affine), tmp_path / "pred" / "uncertainty" / f"{case}.nii.gz")
+    client, _ = _client(folder, tmp_path / "r.sqlite")
+    response = client.get("/api/cases/case1/layers/uncertainty.nii")
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert str(tmp_path / "pred" / "uncertainty" / "case1.nii.gz") in detail and "NaN" in detail
+    assert client.get("/api/cases/case2/layers/uncertainty.nii").status_code == 200
+
+
 # ---- files that vanish or change while the app runs --------------------------------------------
 
 

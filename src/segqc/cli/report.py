@@ -16,6 +16,8 @@ def report_command(
     output: Path | None = typer.Option(None, "-o", "--output", help="HTML file (default OUT_DIR/report.html)."),
     images: Path | None = typer.Option(None, "--images", help="Folder of the images, drawn behind the contours "
                                                               "(an `evaluate` folder records none)."),
+    jobs: int = typer.Option(0, "--jobs", "-j", help="Processes drawing the case pictures (0 = one per core, "
+                                                     "at most 8)."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar."),
 ) -> None:
     """Write one static HTML report (pictures embedded, no server, opens from disk).
@@ -26,5 +28,5 @@ def report_command(
 
     start = time.perf_counter()
     with user_errors(interrupted="interrupted; no report was written"):
-        path = build_report(out_dir, output, progress=not quiet, images=images)
+        path = build_report(out_dir, output, progress=not quiet, jobs=jobs, images=images)
     console.print(f"wrote {path} in {time.perf_counter() - start:.1f} s")

@@ -184,7 +184,7 @@ def _crop(seg: np.ndarray, ref: np.ndarray | None, image: np.ndarray | None, err
 
 def case_pictures(cohort: Cohort, case: str) -> dict[str, str]:
     """Thumbnail, orthogonal views and worst slices of one case, as data URIs. Raises
-    :class:`InputError` naming the file for an image with NaN or infinite voxels or a layer that
+    :class:`InputError` naming the file for an image or uncertainty map with NaN or infinite voxels or a layer that
     is not on the segmentation's voxel grid."""
     from segqc.io.images import read_image, read_label_map
 
@@ -196,7 +196,7 @@ def case_pictures(cohort: Cohort, case: str) -> dict[str, str]:
         ("reference", files.ref if files.ref != files.seg else None, read_label_map),
         ("image", files.image, partial(read_image, finite=True)),
         ("error map", files.errors, read_label_map),
-        ("uncertainty map", files.uncertainty, read_image)]
+        ("uncertainty map", files.uncertainty, partial(read_image, finite=True))]
     arrays: dict[str, Any] = {}
     for name, path, reader in readers:
         arrays[name] = None
@@ -208,7 +208,7 @@ def case_pictures(cohort: Cohort, case: str) -> dict[str, str]:
     errors: Any = arrays["error map"]
     image: Any = arrays["image"].astype(np.float32) if arrays["image"] is not None else None
     uncertainty: Any = arrays["uncertainty map"].astype(np.float32) if arrays["uncertainty map"] is not None else None
-    top = float(np.nanmax(uncertainty)) if uncertainty is not None and uncertainty.size else 1.0
+    top = float(np.max(uncertainty)) if uncertainty is not None and uncertainty.size else 1.0
     if seg.ndim == 2:
         seg, ref, image, errors, uncertainty = (None if a is None else a[..., None]
                                                 for a in (seg, ref, image, errors, uncertainty))

@@ -64,8 +64,8 @@ class VolumeCache:
 
     def layer(self, case: ReviewCase, layer: str) -> bytes:
         """The NIfTI bytes of ``layer`` of ``case``; raises ``KeyError`` for a layer the case
-        lacks and :class:`InputError` for a missing or unreadable file, an image with NaN or
-        infinite voxels, or a layer that is not on the segmentation's voxel grid."""
+        lacks and :class:`InputError` for a missing or unreadable file, an image or uncertainty
+        map with NaN or infinite voxels, or a layer that is not on the segmentation's voxel grid."""
         files = case.files
         if layer == "error" and "error" not in files:
             if "segmentation" not in files or "reference" not in files:
@@ -145,7 +145,7 @@ class VolumeCache:
             array = image.array if image.array.dtype != np.float64 else image.array.astype(np.float32)
             return nifti_bytes(array, image.geometry), image.geometry
         if layer == "uncertainty":
-            image = read_image(sources[0], dtype=np.float32)
+            image = read_image(sources[0], dtype=np.float32, finite=True)
             return nifti_bytes(image.array, image.geometry), image.geometry
         maps: list[Image] = [read_label_map(path) for path in sources]
         if len(maps) == 2:
