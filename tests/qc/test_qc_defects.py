@@ -396,6 +396,31 @@ def test_a_rerun_with_another_model_keeps_no_maps_of_the_first(qc_dataset, tmp_p
                                                                          "case3.nii.gz"]
 
 
+def test_benchmark_scores_error_maps_only_of_cases_whose_ground_truth_compares(qc_dataset, tmp_path):
+    """A ground truth on another grid fails its case in the benchmark; its error map was still
+    scored against it: a numpy broadcast error stopped the whole benchmark (another shape), or a
+    DSC_SEM of two grids entered the mean (same shape, another spacing)."""
+    from segqc.qc.assessment import benchmark_qc_run
+
+    segs = tmp_path / "segs"
+    _segs(qc_dataset, segs, lambda case, array: np.roll(array, 2, axis=0))
+    gt = tmp_path / "gt"
+    shutil.copytree(qc_dataset / "labelsTr", gt)
+    cropped = read_label_map(gt / "case1.nii.gz")
+    write_image(gt / "case1.nii.gz", cropped.array[:-2], Geometry.from_shape(cropped.array[:-2].shape,
+                                                                             cropped.geometry.spacing))
+    stretched = read_label_map(gt / "case2.nii.gz")
+    write_image(gt / "case2.nii.gz", stretched.array,
+                Geometry.from_shape(stretched.array.shape, tuple(2.0 * v for v in stretched.geometry.spacing)))
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    _, details = benchmark_qc_run(model_dir, qc_dataset / "imagesTr", segs, gt, tmp_path / "bench",
+                                  settings=QcSettings(metrics=("dice",)), model=_oracle_regressor(qc_dataset))
+    assert sorted(details["run"].failed) == ["case1", "case2"]
+    sem = pd.read_csv(tmp_path / "bench" / "error_maps.csv", dtype={"case": str, "label": str})
+    assert sorted(set(sem["case"])) == ["case0", "case3"]
+
+
 # ------------------------------------------------------------------------------------------
 # Inputs a model cannot QC: one line naming the file (the case fails alone) or, where it concerns
 # the whole run, one line before any case; never a traceback and never a number

@@ -135,7 +135,7 @@ def benchmark_qc_run(model_dir: str | Path, images_dir: str | Path, segs_dir: st
     overall = pairs[(pairs["label"] == "all") & (pairs["metric"] == "dice")]
     failures = {"threshold": FAILURE_DICE, "auroc": failure_auroc(overall["estimate"], overall["true"], FAILURE_DICE),
                 "failed": int((overall["true"] < FAILURE_DICE).sum()), "n": int(len(overall))}
-    sem = error_map_agreement(out_dir / "qc", Path(segs_dir), Path(gt_dir), jobs=jobs)
+    sem = error_map_agreement(out_dir / "qc", Path(segs_dir), Path(gt_dir), jobs=jobs, cases=run.done)
     if sem is not None:
         write_csv_atomic(out_dir / "error_maps.csv", sem)
     else:
@@ -174,12 +174,15 @@ def _case_error_maps(item: tuple[str, Path, Path, Path], classes: tuple[tuple[st
     return rows
 
 
-def error_map_agreement(qc_dir: Path, segs_dir: Path, gt_dir: Path, *, jobs: int = 1) -> pd.DataFrame | None:
+def error_map_agreement(qc_dir: Path, segs_dir: Path, gt_dir: Path, *, jobs: int = 1,
+                        cases: Sequence[str] | None = None) -> pd.DataFrame | None:
     """DSC_SEM (QCResUNet §3.4) of every case with an error map in ``qc_dir/errors``: per class c
     the Dice between the predicted error map (bit c-1 of the stored bitmask) and the true one
     (segmentation XOR ground truth for class c), on the input grid; 1.0 when both are empty.
     None when the QC run wrote no error maps (a pGT method): only maps that the run recorded in
-    ``qc_dir/report.json`` (``maps``, ``cases``) are scored, never files an earlier run left."""
+    ``qc_dir/report.json`` (``maps``, ``cases``) are scored, never files an earlier run left.
+    ``cases``: score only these (the benchmark's: those whose ground truth was compared with the
+    segmentation on its full grid; a ground truth on another grid is no truth of the error map)."""
     from segqc.execution import map_cases
     from segqc.io.datasets import pair_cases
     from segqc.io.json_files import read_json_object
@@ -198,8 +201,9 @@ def error_map_agreement(qc_dir: Path, segs_dir: Path, gt_dir: Path, *, jobs: int
         qc = pd.read_csv(qc_dir / "qc.csv", dtype={"case": str, "label": str, "label_name": str})
         names = {label: name for label, name in zip(qc["label"], qc["label_name"]) if label != "all"}
         classes = tuple((str(v), (v,)) for v in sorted(int(label) for label in names))
+    wanted = set(report.get("cases", [])) if cases is None else set(report.get("cases", [])) & set(cases)
     items = [(sid, folder / f"{sid}.nii.gz", seg, gt) for sid, _, seg, gt in pair_cases(segs_dir, gt_dir).matched
-             if (folder / f"{sid}.nii.gz").is_file() and sid in set(report.get("cases", []))]
+             if (folder / f"{sid}.nii.gz").is_file() and sid in wanted]
     rows: list[dict] = []
     for _, result in map_cases(partial(_case_error_maps, classes=classes), items, jobs=jobs, description="error maps",
                                progress=False):
