@@ -121,6 +121,29 @@ def test_a_unet_on_single_rater_cases_trains_with_a_warning(rater_folder_small, 
     assert "warning: every training case has a single rater" in " ".join(result.output.split())
 
 
+def test_python_callers_get_the_same_checks_and_warning_as_the_cli(rater_folder_small, tmp_path):
+    """The U-Net's single-rater warning was printed by the CLI alone: a Python caller of the
+    registry's training entry point or of seg.training_api.train_method trained without it."""
+    from segqc.methods import method as method_entry
+    from segqc.seg.training_api import train_method
+
+    _single_rater(rater_folder_small, [p.name for p in rater_folder_small.iterdir()])
+    logged: list[str] = []
+    entry = method_entry("unet", kind="seg")
+    entry.train(rater_folder_small, tmp_path / "direct", config=entry.config("tiny", steps_train=2), cases=None,
+                log=logged.append,
+                progress=False, device="cpu")
+    assert [line for line in logged if "every training case has a single rater" in line], logged
+    warned: list[str] = []
+    with pytest.raises(InputError, match="no training case has more than one"):
+        train_method("probunet", rater_folder_small, tmp_path / "refused", config="tiny", log=print, warn=warned.append)
+    assert not (tmp_path / "refused").exists()
+    directory = train_method("unet", rater_folder_small, tmp_path / "api", config="tiny",
+                             overrides={"steps_train": 2}, log=lambda line: None, warn=warned.append, device="cpu")
+    assert (directory / "config.json").is_file()
+    assert len(warned) == 1 and "every training case has a single rater" in warned[0]
+
+
 def _model_folder(path: Path, method: str) -> Path:
     """A model folder as `segqc seg train` or a shipped model leaves it: config.json and weights."""
     import torch

@@ -10,11 +10,6 @@ from segqc.cli._common import GROUP_BY_OPTION, HOLDOUT_OPTION, SPLIT_OPTION, con
 
 app = typer.Typer(help="Segmentation methods: train, predict (with uncertainty).", no_args_is_help=True)
 
-_RULE_OVER_RATERS = ("unet",)
-"""The methods that train on a rule over a multi-rater folder's raters (e.g. their majority): a
-warning when every case has a single rater. Those that learn from the raters' disagreement check
-their cases themselves (their train module's ``check_training_cases``)."""
-
 
 @app.command("train")
 def train_command(
@@ -49,37 +44,12 @@ def train_command(
         require_nn("seg train")
         check_device(device)
         from segqc.config import parse_overrides
-        from segqc.io.raters import is_rater_folder
-        from segqc.methods import method as method_entry
-        from segqc.seg.rater_slices import check_raters_per_case
-        from segqc.training.cases import choose_training_cases, dataset_cases, save_split
-        from segqc.training.stages import check_training_folder
+        from segqc.seg.training_api import train_method
 
-        entry = method_entry(method, kind="seg")
-        chosen = entry.config(config, seed=seed, **parse_overrides(set_fields))
-        dataset_cases(dataset_dir)  # checks the folder before the output is created
-        # a folder that is not this run's own (a model, another run or settings) is refused before anything is written
-        check_training_folder(out, method=entry.name, settings=chosen.resume_key(),
-                              may_change=", ".join(chosen.RESUMABLE_FIELDS))
-        cases, fresh_split = choose_training_cases(dataset_dir, split=split, holdout_fraction=holdout_fraction,
-                                                   seed=seed, group_by=group_by, log=console.print)
-        options: dict[str, object] = {"device": device}
-        # the method's own check of its cases (file names only), here before the output folder is created;
-        # the training then skips it
-        check_cases = getattr(entry.module("train"), "check_training_cases", None)
-        note = None
-        if check_cases is not None:
-            note = check_cases(dataset_dir, cases)
-            options["cases_checked"] = True
-        elif entry.name in _RULE_OVER_RATERS and is_rater_folder(dataset_dir):
-            note = check_raters_per_case(dataset_dir, cases, several=None)
-        if note:
-            print_warning(note)
-        prepare_output_dir(out)
-        if fresh_split is not None:
-            save_split(fresh_split, out)
-        directory = entry.train(dataset_dir, out, config=chosen, cases=cases, jobs=jobs, log=console.print,
-                                progress=not quiet, **options)
+        directory = train_method(method, dataset_dir, out, config=config, seed=seed, split=split,
+                                 holdout_fraction=holdout_fraction, group_by=group_by,
+                                 overrides=parse_overrides(set_fields), jobs=jobs, device=device, log=console.print,
+                                 warn=print_warning, prepare_output=prepare_output_dir, progress=not quiet)
     console.print(f"model written to {directory}")
 
 

@@ -23,7 +23,7 @@ from segqc.seg.unet.model import build_unet, encoder_features, encoder_outputs, 
 from segqc.training import save_checkpoint
 from segqc.training.stages import Stage, step_generators, train_single_stage
 
-__all__ = ["METHOD", "rater_targets", "save_model", "train", "train_from_dataset"]
+__all__ = ["METHOD", "check_training_cases", "rater_targets", "save_model", "train", "train_from_dataset"]
 
 METHOD = "unet"
 
@@ -123,13 +123,33 @@ def save_model(network: nn.Module, config: UnetConfig, data: SliceData | RaterSl
     return save_checkpoint(model_dir, method=METHOD, config=saved, weights=weights, metrics=metrics, seed=config.seed)
 
 
+def check_training_cases(dataset_dir: str | Path, cases: Sequence[str] | None) -> str | None:
+    """What the U-Net has to say about its training folder, from the file names alone (no image
+    is read, nothing is written): for a multi-rater folder whose training ``cases`` (default: all)
+    each have a single rater, a warning line (the target is then that rater's mask, whatever the
+    config's ``raters`` rule; :func:`~segqc.seg.rater_slices.check_raters_per_case`); None for an
+    nnU-Net dataset and otherwise."""
+    from segqc.io.raters import is_rater_folder
+    from segqc.seg.rater_slices import check_raters_per_case
+
+    if not is_rater_folder(dataset_dir):
+        return None
+    return check_raters_per_case(dataset_dir, cases, several=None)
+
+
 def train_from_dataset(dataset_dir: str | Path, out_dir: str | Path, *, config: UnetConfig,
                        cases: Sequence[str] | None = None, jobs: int = 1, log: Callable[[str], None] = print,
-                       progress: bool = False, device: str = "auto") -> Path:
-    """The registry's training entry point: prepare the slices of ``cases`` (an nnU-Net dataset,
-    or a multi-rater folder trained on the config's ``raters`` target) and :func:`train`."""
+                       progress: bool = False, device: str = "auto", cases_checked: bool = False) -> Path:
+    """The registry's training entry point: :func:`check_training_cases` first (its warning line
+    to ``log``; skipped with ``cases_checked``: the caller ran it, as ``segqc seg train`` does
+    before it creates the output folder), then the slices of ``cases`` (an nnU-Net dataset, or a
+    multi-rater folder trained on the config's ``raters`` target) and :func:`train`."""
     from segqc.io.raters import is_rater_folder
 
+    if not cases_checked:
+        note = check_training_cases(dataset_dir, cases)
+        if note:
+            log(f"warning: {note}")
     if is_rater_folder(dataset_dir):
         if config.spacing_mm > 0:
             raise InputError("spacing_mm (a field of view) is for nnU-Net datasets; multi-rater folders are "
