@@ -22,7 +22,6 @@ from segqc.qc.nnqc.model import (
     MaskAutoencoder,
     NnqcModel,
     build_discriminator,
-    ddim_timesteps,
 )
 
 LABELS = (0, 1, 2)
@@ -161,11 +160,14 @@ def test_latent_factor_three_resizes_inside_the_bottleneck():
     assert autoencoder.decode(mu).shape == (2, 3, 48, 48)
 
 
-def test_ddim_timesteps_span_the_schedule_evenly():
-    assert ddim_timesteps(1000, 20)[:3] == [999, 949, 899]
-    assert ddim_timesteps(1000, 20)[-1] == 49
-    assert ddim_timesteps(1000, 1) == [999]
-    assert len(ddim_timesteps(1000, 7)) == 7
+def test_trailing_timesteps_span_the_schedule_evenly():
+    from segqc.nn.diffusion import trailing_timesteps
+
+    assert trailing_timesteps(20, 1000)[:3] == [999, 949, 899]
+    assert trailing_timesteps(20, 1000)[-1] == 49
+    assert trailing_timesteps(1, 1000) == [999]
+    assert trailing_timesteps(2, 1000) == [999, 499]
+    assert len(trailing_timesteps(7, 1000)) == 7
 
 
 # --------------------------------------------------------------------------------------------

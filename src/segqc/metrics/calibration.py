@@ -1,11 +1,11 @@
 """Calibration and uncertainty quality of probabilistic segmentations (pure numpy/scipy).
 
 * :func:`calibration_error` — expected and maximum calibration error (ECE, MCE) of a probability
-  map against a binary or soft target (a ground truth, or the fraction of raters who marked each
+  map against a binary or soft ground truth ``gt`` (a label mask, or the fraction of raters who marked each
   voxel): voxels are put in ``bins`` equal-width bins of the predicted probability on [0, 1] (the
-  last bin includes 1); ECE = Σ_b (n_b / N) |mean prob_b − mean target_b|, MCE = max_b of the
+  last bin includes 1); ECE = Σ_b (n_b / N) |mean prob_b − mean gt_b|, MCE = max_b of the
   same gap over non-empty bins (Naeini et al. 2015; Guo et al. 2017). ``mask`` restricts the voxels
-  (e.g. a foreground-only variant: the union of prediction and target dilated, chosen by the
+  (e.g. a foreground-only variant: the union of prediction and ground truth dilated, chosen by the
   caller). No voxel: NaN.
 * :func:`top_label_calibration` — multi-class: confidence = the largest class probability,
   correctness = whether that class is the true one; ECE / MCE of confidence vs correctness.
@@ -62,30 +62,30 @@ def _unit_interval(name: str, values: np.ndarray) -> np.ndarray:
     return values
 
 
-def calibration_error(probability: np.ndarray, target: np.ndarray, *, bins: int = 10,
+def calibration_error(probability: np.ndarray, gt: np.ndarray, *, bins: int = 10,
                       mask: np.ndarray | None = None) -> tuple[float, float]:
-    """(ECE, MCE) of ``probability`` against ``target`` (binary or soft, both in [0, 1], one
+    """(ECE, MCE) of ``probability`` against ``gt`` (binary or soft, both in [0, 1], one
     shape), over the voxels of ``mask`` (default: all); module docstring."""
     prob = _unit_interval("probability", probability)
-    tgt = _unit_interval("target", target)
+    tgt = _unit_interval("gt", gt)
     if prob.shape != tgt.shape:
-        raise ValueError(f"probability {prob.shape} and target {tgt.shape} differ in shape")
+        raise ValueError(f"probability {prob.shape} and gt {tgt.shape} differ in shape")
     if mask is not None:
         keep = np.asarray(mask, dtype=bool)
         prob, tgt = prob[keep], tgt[keep]
     return _binned_gap(prob.ravel(), tgt.ravel(), bins)
 
 
-def top_label_calibration(probabilities: np.ndarray, labels: np.ndarray, *, bins: int = 10,
+def top_label_calibration(probabilities: np.ndarray, gt: np.ndarray, *, bins: int = 10,
                           mask: np.ndarray | None = None) -> tuple[float, float]:
     """(ECE, MCE) of the top class: ``probabilities`` ``(K, *shape)`` summing to 1 over the first
-    axis, ``labels`` ``shape`` true class indices 0..K−1; module docstring."""
+    axis, ``gt`` ``shape`` true class indices 0..K−1; module docstring."""
     probs = _unit_interval("probabilities", probabilities)
-    labels = np.asarray(labels)
-    if probs.shape[1:] != labels.shape:
-        raise ValueError(f"probabilities {probs.shape} do not match labels {labels.shape} (K, *shape)")
+    gt = np.asarray(gt)
+    if probs.shape[1:] != gt.shape:
+        raise ValueError(f"probabilities {probs.shape} do not match gt {gt.shape} (K, *shape)")
     confidence = probs.max(axis=0)
-    correct = (probs.argmax(axis=0) == labels).astype(np.float64)
+    correct = (probs.argmax(axis=0) == gt).astype(np.float64)
     if mask is not None:
         keep = np.asarray(mask, dtype=bool)
         confidence, correct = confidence[keep], correct[keep]

@@ -31,7 +31,7 @@ import numpy as np
 from segqc.metrics import surface as _surface
 from segqc.metrics.binary import MetricResult, MetricSettings, counts_metrics, distance_metrics
 from segqc.metrics.masks import as_mask, check_spacing
-from segqc.metrics.registry import COMPONENT_METRICS, DISTANCE_METRICS, check_metric_names, metric_info
+from segqc.metrics.registry import COMPONENT_METRICS, DISTANCE_METRICS, check_metric_names, empty_situation, metric_info
 
 VoronoiUnits = Literal["mm", "voxel"]
 CONNECTIVITIES_3D = (6, 18, 26)
@@ -198,7 +198,7 @@ def compare_components(
         MetricResult("pred_components_unmatched", float(n_pred_cc - matched_pred_cc.size)),
     ]
     if n == 0:
-        situation = "both_empty" if n_pred_cc == 0 else "gt_empty"
+        situation = empty_situation(n_pred_cc, 0)
         means = []
         for name in metrics:
             if name == "rvd":

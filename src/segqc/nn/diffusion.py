@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-__all__ = ["CleanFunction", "ancestral_loop", "ddim_loop", "ddim_timesteps"]
+__all__ = ["CleanFunction", "ancestral_loop", "ddim_loop", "ddim_timesteps", "trailing_timesteps"]
 
 
 def ddim_timesteps(steps: int, timesteps: int) -> list[int]:
@@ -24,6 +24,15 @@ def ddim_timesteps(steps: int, timesteps: int) -> list[int]:
         return [timesteps - 1]
     values = torch.linspace(1, timesteps, steps).round().long() - 1
     return sorted({int(v) for v in values}, reverse=True)
+
+
+def trailing_timesteps(steps: int, timesteps: int) -> list[int]:
+    """The ``steps`` sampling timesteps (0-based, descending) with "trailing" spacing: ``T-1,
+    T-1-T/s, ..., T/s-1`` (rounded), so the first step starts from the noisiest level the model was
+    trained on and the last lands on ``T/s - 1`` (nnQC's sampler). ``steps=2``, T=1000 ->
+    [999, 499]."""
+    ratio = timesteps / steps
+    return [int(round(timesteps - i * ratio)) - 1 for i in range(steps)]
 
 
 CleanFunction = Callable[[torch.Tensor, int], torch.Tensor]

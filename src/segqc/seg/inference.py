@@ -22,7 +22,6 @@ the mean probability and the standard deviation of every class and every sample'
 
 from __future__ import annotations
 
-import hashlib
 import zlib
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -35,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from segqc.errors import InputError
+from segqc.execution.cache import directory_digest
 from segqc.seg.slices import Window, image_slices, slice_window
 from segqc.windows import paste_window
 
@@ -225,14 +225,6 @@ def _cached(model_dir: str, digest: str, device: str) -> tuple[Any, Callable[...
     return _MODELS[key]
 
 
-def _weights_digest(directory: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(directory.glob("*.safetensors")) + [directory / "config.json"]:
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 def _predict_case(task: Any, *, model_dir: str, digest: str, device: str, samples: int, steps: int, seed: int,
                   out_dir: str, save: tuple[str, ...] = ()) -> Any:
     from segqc.execution import CaseResult
@@ -320,7 +312,7 @@ def predict_folder(model_dir: str | Path, images_dir: str | Path, out_dir: str |
     steps = int(model.steps if steps is None else steps)
     out.mkdir(parents=True, exist_ok=True)
     tasks = [CaseTask(case, {"image": tuple(paths)}) for case, paths in sorted(files.items())]
-    digest = _weights_digest(directory)
+    digest = directory_digest(directory)
     function = partial(_predict_case, model_dir=str(directory), digest=digest, device=device, samples=samples,
                        steps=steps, seed=seed, out_dir=str(out), save=tuple(sorted(set(save))))
     settings = {"method": _method_of(directory).name, "samples": samples, "steps": steps, "seed": seed,

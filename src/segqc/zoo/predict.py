@@ -52,7 +52,6 @@ whose grid differs from its label map, label values the zoo does not know, unrea
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -71,13 +70,14 @@ from segqc.degrade.folder import BASE_COLUMNS, mask_quality
 from segqc.degrade.targeting import NNQC_BINS
 from segqc.errors import GeometryMismatchError, InputError
 from segqc.execution import CaseResult, CaseTask, RunReport, run_cases
+from segqc.execution.cache import directory_digest, settings_digest
 from segqc.fingerprint import PreprocessingPlan, preprocess_files, restore_label
 from segqc.io.atomic import write_csv_atomic, write_json_atomic
 from segqc.io.datasets import find_dataset_json, list_image_files, list_label_files
 from segqc.io.images import check_same_geometry, read_label_map, write_image
 from segqc.io.split import Split
 from segqc.metrics.binary import MetricSettings
-from segqc.training import CheckpointError, load_checkpoint, select_device
+from segqc.training import CheckpointError, checkpoint_fits, load_checkpoint, select_device
 from segqc.zoo.config import ZooConfig
 from segqc.zoo.model import build_unet, predict_slices
 from segqc.zoo.train import METHOD, read_zoo
@@ -264,37 +264,24 @@ def _epoch_of(name: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
 def load_model(path: str | os.PathLike[str], *, device: str = "cpu") -> ZooModel:
     """Load a snapshot directory (``models/unet_eNNN``). :class:`CheckpointError` if it is not a
     zoo model (another method, corrupt or incomplete files, weights that do not fit)."""
     path = Path(path)
     config_dict, weights, _ = load_checkpoint(path, method=METHOD)
-    try:
+    with checkpoint_fits(path, "zoo U-Net"):
         config = ZooConfig.from_dict(config_dict["zoo"])
         plan = PreprocessingPlan.from_dict(config_dict["plan"])
         classes = tuple(int(v) for v in config_dict["classes"])
         in_channels = int(config_dict["in_channels"])
         epoch = int(config_dict["epoch"])
-    except (KeyError, TypeError, ValueError, InputError) as exc:
-        raise CheckpointError(f"{path}: not a zoo model config ({exc})") from None
-    network = build_unet(config, in_channels, len(classes))
-    try:
+        network = build_unet(config, in_channels, len(classes))
         network.load_state_dict(weights["unet"])
-    except (KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: weights do not fit the zoo UNet ({str(exc).splitlines()[0]})") from None
     network.to(select_device(device)).eval()
     for parameter in network.parameters():
         parameter.requires_grad_(False)
     return ZooModel(name=path.name, epoch=epoch, path=path, config=config, plan=plan, classes=classes,
-                    in_channels=in_channels, network=network, digest=_file_digest(path / "unet.safetensors"))
+                    in_channels=in_channels, network=network, digest=directory_digest(path))
 
 
 _MODEL_CACHE: dict[tuple[str, str, str], ZooModel] = {}
@@ -548,7 +535,7 @@ def predict_zoo(
             key = {"model": model.digest, "variant": variant.describe(),
                    "seed": seed if variant.kind == "noise" else None, "tolerance_mm": tolerance_mm,
                    "classes": list(first.classes), "version": _VERSION}
-            digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+            digest = settings_digest(key)[:16]
             sources.append(_Source(name, model.name, model.path, model.digest, model.epoch, variant, digest))
     tasks = [CaseTask(f"{source.name}/{case}", {"image": tuple(image_files[case]), "label": (label_files[case],)},
                       payload=(source, case), settings=source.digest)

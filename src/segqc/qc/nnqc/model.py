@@ -34,6 +34,7 @@ from torch import nn
 
 from segqc.errors import InputError
 from segqc.nn import ConvTokenEncoder, CrossAttention, sincos_2d
+from segqc.nn.diffusion import trailing_timesteps
 from segqc.qc.nnqc.config import NnqcConfig
 
 __all__ = [
@@ -43,7 +44,6 @@ __all__ = [
     "TeamOfExperts",
     "build_discriminator",
     "build_image_encoder",
-    "ddim_timesteps",
     "make_scheduler",
 ]
 
@@ -266,14 +266,6 @@ def make_scheduler(config: NnqcConfig):
                          clip_sample=False, beta_start=config.beta_start, beta_end=config.beta_end)
 
 
-def ddim_timesteps(train_timesteps: int, steps: int) -> list[int]:
-    """DDIM timesteps, "trailing" spacing: ``T-1, T-1-T/s, ..., T/s-1`` (rounded), so the first
-    step starts from the most noisy level the model was trained on and every step jumps to exactly
-    the next listed timestep (the last one to the clean sample)."""
-    ratio = train_timesteps / steps
-    return [int(round(train_timesteps - i * ratio)) - 1 for i in range(steps)]
-
-
 # --------------------------------------------------------------------------------------------
 # The container
 # --------------------------------------------------------------------------------------------
@@ -425,7 +417,7 @@ class NnqcModel(nn.Module):
             noise = torch.randn((b, samples, self.config.latent_channels, h, h), generator=generator)
             z = noise.transpose(0, 1).reshape(samples * b, self.config.latent_channels, h, h).to(images.device)
             alphas = make_scheduler(self.config).alphas_cumprod.to(images.device)
-            timesteps = ddim_timesteps(self.config.train_timesteps, steps)
+            timesteps = trailing_timesteps(steps, self.config.train_timesteps)
             for i, t in enumerate(timesteps):
                 eps = self.denoiser(z, s_d, torch.full((samples * b,), t, dtype=torch.long, device=images.device), c)
                 a_t = alphas[t]

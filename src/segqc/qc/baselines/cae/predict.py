@@ -8,24 +8,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from segqc.errors import InputError
 from segqc.fingerprint.preprocessing import PreprocessingPlan
 from segqc.qc.baselines.cae.config import CaeConfig
 from segqc.qc.baselines.cae.model import ConvAutoencoder
 from segqc.qc.model_api import QcModel
-from segqc.training import CheckpointError, load_checkpoint
+from segqc.training import checkpoint_fits, load_checkpoint
 
 
 def load(model_dir: str | Path) -> tuple[ConvAutoencoder, dict]:
     """The trained autoencoder (eval mode) and its checkpoint config (``cae``, ``plan``, ``labels``)."""
     config, weights, fingerprint = load_checkpoint(model_dir, method="cae")
-    try:
+    with checkpoint_fits(model_dir, "CAE model"):
         cae_config = CaeConfig.from_dict(config["cae"])
         model = ConvAutoencoder(len(config["labels"]), cae_config)
         model.load_state_dict(weights["autoencoder"])
-    except (KeyError, ValueError, RuntimeError, InputError) as error:
-        first_line = str(error).splitlines()[0]
-        raise CheckpointError(f"{model_dir}: checkpoint does not match the CAE model ({first_line})") from None
     model.eval()
     return model, dict(config, fingerprint=fingerprint)
 
