@@ -83,3 +83,32 @@ def test_a_training_killed_with_sigkill_continues_to_the_weights_of_an_uninterru
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resuming at step" in resumed.stdout, resumed.stdout
     assert_same_weights(tmp_path / "whole" / "model", tmp_path / "killed" / "model")
+
+
+def test_sigterm_stops_a_training_like_ctrl_c_and_the_same_command_resumes(disk_dataset, tmp_path):
+    """SIGTERM (a scheduler's or a container's stop) killed a training silently with exit 143;
+    it now stops like Ctrl-C: one line, exit 130, and the same command continues."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "segqc", "seg", "train", "unet", str(disk_dataset), "-o", str(tmp_path / "run"),
+               "--config", "tiny", "--set", "steps_train=100000", "--set", "checkpoint_every=25", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    for line in process.stdout:  # past the first checkpoints
+        if line.startswith("train step 10000/"):
+            break
+    process.send_signal(signal.SIGTERM)
+    rest = process.stdout.read()
+    assert process.wait(timeout=60) == 130, rest
+    assert "interrupted; finished cases and the last training checkpoint are kept" in " ".join(rest.split())
+    assert "Traceback" not in rest
+    resumed = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert resumed.stdout is not None
+    first = [next(resumed.stdout) for _ in range(3)]
+    resumed.kill()
+    resumed.wait(timeout=30)
+    assert any("resuming at step" in line for line in first), first

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from segqc.errors import InputError, SegqcError
 from segqc.execution.lock import claim_output, claims
+from segqc.execution.pool import sigterm_interrupts
 from segqc.execution.run import RunReport
 
 console = Console(width=None if sys.stdout.isatty() else 140)
@@ -54,10 +55,11 @@ INTERRUPTED = ("interrupted; finished cases and the last training checkpoint are
 @contextmanager
 def user_errors(*, interrupted: str = INTERRUPTED) -> Iterator[None]:
     """Turn SegqcError / ValueError / OS errors into one red line on stderr and exit code 2;
-    Ctrl-C into one line (``interrupted``: what it means for this command) and exit code 130.
+    Ctrl-C — and SIGTERM, which raises it here — into one line (``interrupted``: what it means for
+    this command) and exit code 130.
     Output folders claimed inside (:func:`prepare_output_dir`) are released when it ends."""
     try:
-        with claims():
+        with claims(), sigterm_interrupts():
             yield
     except SegqcError as error:
         print_error(str(error))

@@ -91,7 +91,7 @@ def map_cases(
         if scheduler is not None:
             yield from _map_dask(function, items, scheduler, bar, task)
         elif jobs == 1 or len(items) <= 1:
-            with _sigterm_interrupts():
+            with sigterm_interrupts():
                 for item in items:
                     yield item, _call(function, item)
                     bar.advance(task)
@@ -160,10 +160,12 @@ def _signals_set(stop: threading.Event) -> Iterator[None]:
 
 
 @contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """While cases run in this process, SIGTERM stops them as Ctrl-C does: ``KeyboardInterrupt``
-    (main thread only), so the command reports the interruption and exits 130 instead of dying
-    silently with 143. Nothing here holds the pool's locks, so raising from the handler is safe."""
+def sigterm_interrupts() -> Iterator[None]:
+    """While the block runs, SIGTERM stops it as Ctrl-C does: ``KeyboardInterrupt`` (main thread
+    only; elsewhere nothing changes), so the command reports the interruption and exits 130
+    instead of dying silently with 143. Used around cases that run in this process and, by the
+    CLI, around every command (training included). Nothing here holds the pool's locks, so
+    raising from the handler is safe."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
