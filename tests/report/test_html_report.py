@@ -185,6 +185,26 @@ def test_evaluate_report_shows_the_true_values(evaluate_out, tmp_path):
     _assert_self_contained(text, page)
 
 
+def test_pictures_limits_the_drawn_cases_to_the_worst_and_the_table_keeps_all(evaluate_out, tmp_path):
+    """A page of thousands of cases with every case drawn was near 100 MB (and its build
+    quadratic): --pictures N draws the N worst (lowest multi-class Dice, from metrics.csv) and the
+    table still lists every case, unlinked where there is no section."""
+    metrics = pd.read_csv(evaluate_out / "metrics.csv", dtype={"case": str, "label": str})
+    overall = metrics[(metrics.metric == "dice") & (metrics.label == "all") & metrics.component.isna()]
+    worst = list(overall.sort_values(["value", "case"])["case"])
+    result = runner.invoke(app, ["report", str(evaluate_out), "-o", str(tmp_path / "two.html"), "-q",
+                                 "--pictures", "2"])
+    assert result.exit_code == 0, result.output
+    text, page = _page(tmp_path / "two.html")
+    assert [t["alt"] for t in page.thumbs] == worst[:2]
+    assert set(worst[:2]) <= page.ids and not set(worst[2:]) & page.ids
+    assert [r["case"] for r in page.rows] == worst  # every case, worst first
+    assert f"first 2 of {len(worst)} cases" in " ".join(text.split())
+    _assert_self_contained(text, page)
+    _, every = _page(build_report(evaluate_out, tmp_path / "all.html", pictures=0))
+    assert [t["alt"] for t in every.thumbs] == worst
+
+
 def test_cli_writes_the_page(qc_out, tmp_path):
     result = runner.invoke(app, ["report", str(qc_out), "-o", str(tmp_path / "r.html"), "-q"])
     assert result.exit_code == 0, result.output

@@ -18,6 +18,8 @@ def report_command(
                                                               "(an `evaluate` folder records none)."),
     jobs: int = typer.Option(0, "--jobs", "-j", help="Processes drawing the case pictures (0 = one per core, "
                                                      "at most 8)."),
+    pictures: int = typer.Option(300, "--pictures", help="Cases drawn with pictures and details, worst first (0 = "
+                                                         "all); the table lists every case."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar."),
 ) -> None:
     """Write one static HTML report (pictures embedded, no server, opens from disk).
@@ -28,5 +30,6 @@ def report_command(
 
     start = time.perf_counter()
     with user_errors(interrupted="interrupted; no report was written"):
-        path = build_report(out_dir, output, progress=not quiet, jobs=jobs, images=images)
+        path = build_report(out_dir, output, progress=not quiet, jobs=jobs, images=images,
+                            pictures=pictures)
     console.print(f"wrote {path} in {time.perf_counter() - start:.1f} s")

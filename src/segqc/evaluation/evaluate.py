@@ -616,8 +616,8 @@ def evaluate_folder(
                          f"{example}; {len(pairing.missing)} ground truth(s), e.g. '{pairing.missing[0][0]}')",
                          pred_dir)
     tasks = [CaseTask(sid, {"pred": (p,), "gt": (g,)}) for sid, _, p, g in pairing.matched]
-    tasks += [CaseTask(case, {"pred": (), "gt": (g,)}) for case, g in pairing.missing if case not in
-              {t.case for t in tasks}]
+    matched = {t.case for t in tasks}
+    tasks += [CaseTask(case, {"pred": (), "gt": (g,)}) for case, g in pairing.missing if case not in matched]
     tasks.sort(key=lambda t: t.case)
 
     report = run_cases(partial(evaluate_case, config=config), tasks, out_dir, settings=config, jobs=jobs,

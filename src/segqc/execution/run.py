@@ -105,11 +105,43 @@ class RunReport:
 def _run_and_store(item: tuple[CaseTask, str], function: Callable[[CaseTask], CaseResult],
                    out_dir: Path | None) -> CaseResult:
     task, key = item
-    result = function(task)
-    if out_dir is not None:
-        CaseStore(out_dir / "cases").save(task.case, key, {"table": result.table, **result.extra},
-                                          warnings=result.warnings, files=result.files)
-    return result
+    try:
+        result = function(task)
+        if out_dir is not None:
+            CaseStore(out_dir / "cases").save(task.case, key, {"table": result.table, **result.extra},
+                                              warnings=result.warnings, files=result.files)
+        return result
+    finally:
+        _HEAP.case_done()
+
+
+class _HeapTrimmer:
+    """Hands the heap pages freed by finished cases back to the system every ``every`` cases of
+    this process (glibc's ``malloc_trim``; nothing elsewhere). A case's scratch arrays, freed
+    between the small tables that stay, fragment the heap: without it a serial ``evaluate`` of
+    3000 small volumes peaked at 0.70 GB instead of 0.42 GB (``benchmarks/bench_scale.py``)."""
+
+    def __init__(self, every: int = 32) -> None:
+        self.every, self.count, self._trim = every, 0, None
+        self._tried = False
+
+    def case_done(self) -> None:
+        self.count += 1
+        if self.count % self.every:
+            return
+        if not self._tried:
+            self._tried = True
+            try:
+                import ctypes
+
+                self._trim = ctypes.CDLL("libc.so.6").malloc_trim
+            except (OSError, AttributeError):
+                self._trim = None
+        if self._trim is not None:
+            self._trim(0)
+
+
+_HEAP = _HeapTrimmer()
 
 
 def _remove_stale_outputs(out: Path, store: CaseStore, done: Sequence[str],

@@ -58,7 +58,8 @@ class Cohort:
 
 def read_table(path: Path) -> pd.DataFrame:
     try:
-        table = pd.read_csv(path, dtype={"case": str, "label": str, "label_name": str, "model": str})
+        table = pd.read_csv(path, dtype={"case": str, "label": str, "label_name": str, "model": str, "empty": str,
+                                         "component": str, "reason": str}, low_memory=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise InputError(f"cannot read the table: {error}", path) from None
     return table
@@ -338,10 +339,11 @@ def worst_first_key(value: float | None, metric: str) -> float:
 
 
 def label_names(long: pd.DataFrame) -> dict[str, str]:
-    names: dict[str, str] = {}
-    for label, name in zip(long["label"], long["label_name"]):
-        names.setdefault(label, "all classes" if label == "all" else (name if isinstance(name, str) else label))
-    return names
+    """The display name of every label of ``long`` (its first ``label_name``; "all classes" for
+    ``all``; the label itself where the name is missing). One pass over the unique labels."""
+    first = long[["label", "label_name"]].drop_duplicates("label")
+    return {label: "all classes" if label == "all" else (name if isinstance(name, str) else label)
+            for label, name in zip(first["label"], first["label_name"])}
 
 
 def use_files(cohort: Cohort, *, images: str | Path | None = None, segs: str | Path | None = None) -> None:

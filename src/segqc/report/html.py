@@ -15,6 +15,7 @@ import base64
 import math
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from html import escape
 from pathlib import Path
@@ -36,10 +37,15 @@ from segqc.report.cohort import (
     read_table,
     require_columns,
     use_files,
+    worst_first_key,
 )
 from segqc.report.figures import Panel
 
 PNG_PREFIX = "data:image/png;base64,"
+
+PICTURES = 300
+"""Cases drawn (pictures and a section) by default: the page of a large cohort stays a few tens
+of MB (about 30 kB of PNG per case); the table lists every case."""
 
 
 def _data_uri(png: bytes) -> str:
@@ -65,9 +71,10 @@ def _cell(value: Any, digits: int = 4) -> str:
     return f'<td class="text">{escape(str(value))}</td>'
 
 
-def cohort_table(cohort: Cohort, cases: list[str]) -> str:
+def cohort_table(cohort: Cohort, cases: list[str], linked: set[str] | None = None) -> str:
     """The sortable case table: per label the primary metric's value columns, then the spread of
-    the multi-class estimate and the worklist flag (QC)."""
+    the multi-class estimate and the worklist flag (QC). ``linked``: the cases whose id links to
+    their section of the page (default: all)."""
     long = cohort.long
     metric = primary_metric(long)
     rows = long[long["metric"] == metric]
@@ -85,7 +92,8 @@ def cohort_table(cohort: Cohort, cases: list[str]) -> str:
     body = []
     for case in cases:
         flagged = bool(work.loc[case, "flag"]) if work is not None and case in work.index else False
-        cells = [f'<td class="case"><a href="#{escape(case)}">{escape(case)}</a></td>']
+        cells = [f'<td class="case"><a href="#{escape(case)}">{escape(case)}</a></td>' if linked is None
+                 or case in linked else f'<td class="case">{escape(case)}</td>']
         cells += [_cell(lookup.get((case, label, col))) for label, col in columns]
         if work is not None:
             spread = work.loc[case, "dice_spread"] if case in work.index and "dice_spread" in work.columns else None
@@ -95,10 +103,13 @@ def cohort_table(cohort: Cohort, cases: list[str]) -> str:
             + "\n".join(body) + "\n</tbody></table>")
 
 
-def case_table(cohort: Cohort, case: str) -> str:
-    """Every (label, metric) of one case with its value columns (and spread)."""
-    rows = cohort.long[cohort.long["case"] == case]
-    names = label_names(cohort.long)
+def case_table(cohort: Cohort, case: str, *, rows: pd.DataFrame | None = None,
+               names: dict[str, str] | None = None) -> str:
+    """Every (label, metric) of one case with its value columns (and spread). ``rows`` (the
+    case's rows of ``cohort.long``) and ``names`` (:func:`label_names`) may be given when the
+    caller has them, so that a page of many cases reads the long table once."""
+    rows = cohort.long[cohort.long["case"] == case] if rows is None else rows
+    names = label_names(cohort.long) if names is None else names
     extra = ["spread"] if "spread" in rows.columns and rows["spread"].notna().any() else []
     head = "".join(f"<th>{escape(h)}</th>" for h in ["class", "metric"] + list(cohort.values.values()) + extra)
     order = {label: i for i, label in enumerate(label_order(list(rows["label"])))}
@@ -255,40 +266,76 @@ def _safe(text: str):
 
 
 def _case_order(cohort: Cohort) -> list[str]:
-    cases = sorted(cohort.inputs)
+    """The page's case order: the worklist's (QC: worst estimate first), else the output's own
+    (a check's flags), else worst first by the primary metric of label ``all`` (the mean over the
+    labels where there is none; cases without a value first, as the review app orders them)."""
     if cohort.worklist is not None and len(cohort.worklist):
-        listed = [c for c in cohort.worklist["case"] if c in cohort.inputs]
-        cases = listed + [c for c in cases if c not in set(listed)]
-    return cases
+        listed = [c for c in dict.fromkeys(cohort.worklist["case"]) if c in cohort.inputs]
+        seen = set(listed)
+        return listed + [c for c in sorted(cohort.inputs) if c not in seen]
+    if cohort.order is not None:
+        listed = [c for c in dict.fromkeys(cohort.order) if c in cohort.inputs]
+        seen = set(listed)
+        return listed + [c for c in sorted(cohort.inputs) if c not in seen]
+    long = cohort.long
+    metric = primary_metric(long)
+    column = next((c for c in ("estimate", "value", "true") if c in long.columns), None)
+    scores: dict[str, float] = {}
+    if column is not None and len(long):
+        rows = long[long["metric"] == metric]
+        values = pd.to_numeric(rows[column], errors="coerce")
+        overall = rows[rows["label"] == "all"]
+        per_case = (values[overall.index].groupby(overall["case"]).mean() if len(overall)
+                    else values.groupby(rows["case"]).mean())
+        scores = {str(c): float(v) for c, v in per_case.items() if np.isfinite(v)}
+    return sorted(cohort.inputs, key=lambda c: (c in scores, worst_first_key(scores.get(c), metric), c))
+
+
+def _pictures_of(item: tuple[str, Cohort]) -> dict[str, str]:
+    case, cohort = item
+    return case_pictures(cohort, case)
 
 
 def _all_pictures(cohort: Cohort, cases: list[str], jobs: int, progress: bool) -> list[dict[str, str]]:
-    """The pictures of every case, in ``jobs`` processes of the shared pool (0: one per core, at
-    most 8), in the order of ``cases``."""
+    """The pictures of ``cases``, in ``jobs`` processes of the shared pool (0: one per core, at
+    most 8), in their order. Each case goes to its worker with its own inputs and per-slice rows
+    only, not the whole cohort (whose tables grow with the number of cases)."""
     from segqc.execution import map_cases
 
     jobs = min(jobs or min(os.cpu_count() or 1, 8), len(cases))
+    slices = dict(tuple(cohort.slices.groupby("case", sort=False))) if cohort.slices is not None else {}
+    empty = cohort.long.iloc[:0]
+    items = [(case, replace(cohort, long=empty, inputs={case: cohort.inputs[case]}, worklist=None, summary=None,
+                            slices=slices.get(case, cohort.slices.iloc[:0]) if cohort.slices is not None else None))
+             for case in cases]
     pictures: dict[str, dict[str, str]] = {}
-    for case, result in map_cases(partial(case_pictures, cohort), cases, jobs=max(1, jobs), description="report",
-                                  progress=progress):
+    for (case, _), result in map_cases(_pictures_of, items, jobs=max(1, jobs), description="report",
+                                       progress=progress):
         if isinstance(result, Exception):
             raise result
         pictures[case] = result
     return [pictures[case] for case in cases]
 
 
-def _cohort_context(cohort: Cohort, progress: bool, jobs: int = 0) -> dict[str, Any]:
+def _cohort_context(cohort: Cohort, progress: bool, jobs: int = 0, pictures: int = 0) -> dict[str, Any]:
     cases = _case_order(cohort)
+    drawn = cases if pictures <= 0 else cases[:pictures]
     work = cohort.worklist.set_index("case") if cohort.worklist is not None else None
+    long = cohort.long
+    names = label_names(long)
+    by_case = dict(tuple(long.groupby("case", sort=False)))
     items = []
-    for case, pictures in zip(cases, _all_pictures(cohort, cases, jobs, progress)):
+    for case, drawings in zip(drawn, _all_pictures(cohort, drawn, jobs, progress)):
         flagged = bool(work.loc[case, "flag"]) if work is not None and case in work.index else False
         reason = str(work.loc[case, "reason"]) if work is not None and flagged and "reason" in work.columns else ""
         items.append({"id": case, "flagged": flagged, "reason": "" if reason == "nan" else reason,
-                      "table": _safe(case_table(cohort, case)), **pictures})
-    long = cohort.long
+                      "table": _safe(case_table(cohort, case, rows=by_case.get(case, long.iloc[:0]), names=names)),
+                      **drawings})
+    notes = list(cohort.notes)
+    if len(drawn) < len(cases):
+        notes.append(f"Pictures and details of the first {len(drawn)} of {len(cases)} cases in the table's order "
+                     "(worst first); every case is in the table. --pictures 0 draws them all.")
     metric = primary_metric(long)
-    names = label_names(long)
     first = next(iter(cohort.values))
     rows = long[long["metric"] == metric]
     labels = label_order(list(rows["label"]))
@@ -309,7 +356,8 @@ def _cohort_context(cohort: Cohort, progress: bool, jobs: int = 0) -> dict[str, 
                                                         title=f"{names[label]}: Bland-Altman", metric=metric)))
     classes = [{"value": lab, "name": names[lab], "colour": figures.label_colour(int(lab))}
                for lab in labels if lab.isdigit()]
-    return {"cases": items, "cohort_table": _safe(cohort_table(cohort, cases)), "histograms": _data_uri(histograms),
+    return {"cases": items, "cohort_table": _safe(cohort_table(cohort, cases, {item["id"] for item in items})),
+            "histograms": _data_uri(histograms), "notes": notes, "total_cases": len(cases),
             "plots": plots, "classes": classes, "ref_name": cohort.ref_name,
             "summary_table": _safe(_frame_table(cohort.summary)) if cohort.summary is not None else None}
 
@@ -348,12 +396,14 @@ TITLES = {"qc": "segqc quality control (no ground truth)", "benchmark": "segqc Q
 
 
 def build_report(out_dir: str | Path, output: str | Path | None = None, *, progress: bool = False,
-                 jobs: int = 0, images: str | Path | None = None) -> Path:
+                 jobs: int = 0, images: str | Path | None = None, pictures: int = PICTURES) -> Path:
     """Write the HTML report of ``out_dir`` (a segqc output folder, see the module docstring) to
     ``output`` (default ``out_dir/report.html``); returns its path. ``jobs``: processes drawing
     the case pictures (0: one per core, at most 8); ``images``: a folder of the images, drawn
     behind the contours where the output records none (``evaluate``) or to replace the recorded
-    ones (see :func:`segqc.report.cohort.use_files`). Raises :class:`InputError`
+    ones (see :func:`segqc.report.cohort.use_files`); ``pictures``: how many cases, in the
+    table's order (worst first), get pictures and a section (0: all; every case is in the
+    table). Raises :class:`InputError`
     for a folder that holds no known output or names missing input files."""
     from segqc.io.atomic import atomic_path, check_writable_file
 
@@ -372,7 +422,7 @@ def build_report(out_dir: str | Path, output: str | Path | None = None, *, progr
     else:
         cohort = load_cohort(folder, kind)
         use_files(cohort, images=images)
-        context.update(_cohort_context(cohort, progress, jobs))
+        context.update(_cohort_context(cohort, progress, jobs, pictures))
     html = _template().render(**context)
     with atomic_path(target) as tmp:
         Path(tmp).write_text(html, encoding="utf-8")
