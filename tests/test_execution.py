@@ -218,6 +218,30 @@ def test_sigint_and_sigterm_stop_the_pool_at_once(tmp_path, signum):
     assert not any(_alive(pid) for pid in workers)
 
 
+def test_sigterm_to_the_whole_process_group_is_an_interruption_not_a_broken_pool(tmp_path):
+    """A SIGTERM to the process group (a batch scheduler's or a container's stop) ends the
+    workers as well; the parent then met a broken pool and reported "a worker process ended
+    before its case was done ... killed (e.g. out of memory)" with exit 2, and at times CPython's
+    exit hook printed a traceback about a closed pipe."""
+    script = tmp_path / "slow.py"
+    script.write_text(_SLOW_WORKERS)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    for _ in range(3):
+        for mark in marks.iterdir():
+            mark.unlink()
+        process = subprocess.Popen([sys.executable, str(script), str(marks)], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while len(list(marks.iterdir())) < 2:
+            assert time.monotonic() < deadline, "workers did not start"
+            time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+        assert process.returncode == 130 and "interrupted" in out, out + err
+        assert "Traceback" not in err and "worker process ended" not in err, err
+
+
 _SLOW_SERIAL = textwrap.dedent("""
     import sys, time
     from pathlib import Path

@@ -189,6 +189,11 @@ def _terminate(pool: ProcessPoolExecutor) -> None:
             process.terminate()
     for process in processes:
         process.join(timeout=5)
+    # the executor's manager thread closes its wake-up pipe as it ends; if it were still ending at
+    # interpreter exit, CPython 3.11's exit hook could write to the closed pipe and print a traceback
+    manager = getattr(pool, "_executor_manager_thread", None)
+    if manager is not None and manager is not threading.current_thread():
+        manager.join(timeout=5)
 
 
 _POLL_SECONDS = 0.1  # how often the pool loop looks whether Ctrl-C / SIGTERM arrived
@@ -197,6 +202,18 @@ _POLL_SECONDS = 0.1  # how often the pool loop looks whether Ctrl-C / SIGTERM ar
 _BROKEN_POOL = ("a worker process ended before its case was done: it was killed (e.g. out of memory), or it could "
                 "not start — workers are started with '{method}', so a Python script that calls segqc with jobs > 1 "
                 "must do so under `if __name__ == \"__main__\":`")
+
+
+_SIGNAL_GRACE_SECONDS = 0.5  # how long a broken pool waits for the signal that may have broken it
+
+
+def _ended_by_sigterm(pool: ProcessPoolExecutor) -> bool:
+    """Whether a worker of ``pool`` was ended by SIGTERM (a stop sent to the process group, not a
+    crash or the out-of-memory killer's SIGKILL)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # CPython keeps them here
+    for process in processes:
+        process.join(timeout=1)
+    return any(process.exitcode == -signal.SIGTERM for process in processes)
 
 
 def _map_pool(function, items, jobs, bar, task):
@@ -223,6 +240,9 @@ def _map_pool(function, items, jobs, bar, task):
                     try:
                         result = future.result()
                     except BrokenProcessPool:
+                        # a SIGTERM to the whole process group ends the workers too; that is a stop
+                        if _ended_by_sigterm(pool) or stop.wait(_SIGNAL_GRACE_SECONDS):
+                            raise KeyboardInterrupt from None
                         raise SegqcError(_BROKEN_POOL.format(method=method)) from None
                     yield item, result
                     bar.advance(task)
