@@ -323,8 +323,16 @@ def test_extra_folders_are_read_as_every_qc_training_reads_them(toy_root, toy_da
     write_image(degraded / "toy0_shifted.nii.gz", shifted, truth.geometry)
     write_image(degraded / "toy0_merged.nii.gz", merged, truth.geometry)
     (degraded / "manifest.csv").write_text("case,file\ntoy0,toy0_shifted.nii.gz\ntoy0,toy0_merged.nii.gz\n")
-    _, segs, gts, _ = read(degraded)
+    images, segs, gts, _ = read(degraded)
     assert len(segs) == 16  # both files of toy0, by file name: merged, then shifted
+    # the case's images are read once for both files: each file's slices are those of its own preprocessing
+    from segqc.fingerprint.preprocessing import preprocess_files
+
+    image_files = sorted((toy_root / "imagesTr").glob("toy0_*"))
+    for k, name in enumerate(("toy0_merged.nii.gz", "toy0_shifted.nii.gz")):
+        alone = preprocess_files(image_files, toy_data.plan, label_path=degraded / name)
+        kept = [i for i in range(alone.n_slices) if alone.required_label()[..., i].any()]
+        assert np.array_equal(images[8 * k:8 * k + 8], np.stack([alone.image[..., i] for i in kept]))
     assert np.array_equal(segs[:8] > 0, gts[:8] > 0) and not (segs[:8] == 2).any()
     assert all(np.array_equal(s, np.roll(g, -3, axis=0)) for s, g in zip(segs[8:], gts[8:]))
     both = tmp_path / "both"

@@ -122,7 +122,8 @@ class _HeapTrimmer:
     3000 small volumes peaked at 0.70 GB instead of 0.42 GB (``benchmarks/bench_scale.py``)."""
 
     def __init__(self, every: int = 32) -> None:
-        self.every, self.count, self._trim = every, 0, None
+        self.every, self.count = every, 0
+        self._trim: Callable[[int], int] | None = None
         self._tried = False
 
     def case_done(self) -> None:

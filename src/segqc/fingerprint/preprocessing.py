@@ -70,6 +70,7 @@ __all__ = [
     "plan_from_fingerprint",
     "preprocess_case",
     "preprocess_files",
+    "preprocess_images",
     "ras_reorientation",
     "reorient_to_ras",
     "restore_image",
@@ -516,7 +517,13 @@ def preprocess_files(
     preprocess it. Raises :class:`InputError` naming the file for unreadable files, for
     channels or label maps on another voxel grid than the first channel and for another number
     of channels than the plan normalises."""
-    images = read_case_images(image_paths)
+    return preprocess_images(read_case_images(image_paths), plan, label_path=label_path)
+
+
+def preprocess_images(images: Sequence[Image], plan: PreprocessingPlan, *,
+                      label_path: str | os.PathLike[str] | None = None) -> PreprocessedCase:
+    """:func:`preprocess_files` of channel images already read (:func:`read_case_images`), e.g.
+    one case's images with each of several segmentations: the same checks, the images read once."""
     if len(images) != len(plan.channels):
         names = ", ".join(i.path.name if i.path is not None else "?" for i in images)
         raise InputError(f"the case has {len(images)} image channel(s) ({names}) but the plan normalises "

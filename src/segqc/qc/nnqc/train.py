@@ -68,7 +68,7 @@ from torch import nn
 from segqc.errors import InputError
 from segqc.execution import map_cases
 from segqc.fingerprint import DatasetFingerprint, PreprocessingPlan, compute_fingerprint, plan_from_fingerprint
-from segqc.fingerprint.preprocessing import preprocess_files, transform_label
+from segqc.fingerprint.preprocessing import preprocess_files, preprocess_images, read_case_images, transform_label
 from segqc.io.datasets import Dataset
 from segqc.io.images import check_same_geometry, read_label_map
 from segqc.nn import ConvTokenEncoder, TokenGridDecoder
@@ -329,11 +329,13 @@ def _extra_slices(dataset: Dataset, files: Sequence[tuple[str, Path]], folder: s
     image_files, label_files = dataset.image_files, dataset.label_files
     allowed = set(int(v) for v in labels)
     images, segs, gts, ratios = [], [], [], []
-    truth, truth_case = None, None
+    truth, truth_case, case_images = None, None, None
     for case, seg_file in files:
-        prepared = preprocess_files(list(image_files[case]), plan, label_path=seg_file)
-        if truth is None or case != truth_case:  # a case's files are adjacent: its ground truth is read once
+        if truth is None or case != truth_case:  # a case's files are adjacent: its images and truth are read once
             truth, truth_case = read_label_map(label_files[case]), case
+            case_images = read_case_images(list(image_files[case]))
+        assert case_images is not None
+        prepared = preprocess_images(case_images, plan, label_path=seg_file)
         check_same_geometry(prepared.transform.original_geometry, truth.geometry, pred_path=seg_file,
                             gt_path=truth.path)
         seg = prepared.required_label()
