@@ -90,6 +90,21 @@ def test_outputs_name_absolute_files_so_report_and_review_find_them_from_anywher
     assert case is not None and case.files["segmentation"] == run_dir / "pred" / "case1.nii.gz"
 
 
+def test_a_relative_path_of_an_older_output_is_refused_not_resolved_from_here(evaluate_out, toy, tmp_path,
+                                                                             monkeypatch):
+    """Outputs of an older segqc recorded paths relative to the folder they ran from; resolved
+    from wherever the report runs, they named other files (another run's, of the same names)."""
+    folder = copy_evaluate(evaluate_out, toy, tmp_path)
+    summary = json.loads((folder / "summary.json").read_text())
+    summary["cases"]["inputs"]["case1"]["pred"] = ["pred/case1.nii.gz"]
+    (folder / "summary.json").write_text(json.dumps(summary))
+    monkeypatch.chdir(tmp_path)  # where pred/case1.nii.gz exists
+    line = one_error_line(runner.invoke(app, ["report", str(folder), "-o", str(tmp_path / "r.html"), "-q"]))
+    assert line.startswith(f"error: {folder / 'summary.json'}:") and "relative path (pred/case1.nii.gz)" in line
+    with pytest.raises(InputError, match="relative path"):
+        load_worklist(folder)
+
+
 # ---- grids and NaN ------------------------------------------------------------------------------
 
 

@@ -95,8 +95,9 @@ def recorded_file(recorded: dict[str, Any], case: str, role: str, where: Path, *
     """The first file of ``role`` that the JSON file ``where`` records for ``case`` in its
     ``inputs`` (``{case: {role: [file, ...]}}``), checked to exist. None when the case or role is
     not recorded and not ``required``. Raises :class:`InputError` naming ``where`` for a
-    structure other than a list of file names (or a required file not recorded), naming the
-    file when it is missing."""
+    structure other than a list of file names (or a required file not recorded) and for a
+    relative path (an older segqc's, whose meaning depended on the folder it ran from), naming
+    the file when it is missing."""
     files = _case_files(recorded, case, where)
     if files is None:
         if required:
@@ -111,6 +112,10 @@ def recorded_file(recorded: dict[str, Any], case: str, role: str, where: Path, *
         shown = repr(names)
         shown = shown if len(shown) <= 60 else shown[:57] + "..."
         raise InputError(f"records the {role} file(s) of case {case} as {shown}, not as a list of file names", where)
+    if not Path(names[0]).is_absolute():  # an older segqc's: relative to a folder no longer known
+        raise InputError(f"records the {role} file of case {case} as a relative path ({names[0]}), which depends on "
+                         "the folder the run was started from; rerun the command that wrote this folder (it reuses "
+                         "the finished cases) to record absolute paths", where)
     return _existing(names[0], where)
 
 
