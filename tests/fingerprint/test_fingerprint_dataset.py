@@ -206,6 +206,19 @@ def test_missing_image_missing_dataset_json_and_unreadable_file(generated):
         compute_fingerprint(root)
 
 
+def test_several_broken_cases_are_named_together_on_one_line(generated):
+    """The first broken case stopped the fingerprint; a user fixed one file per run."""
+    root, _ = generated
+    for case in ("case_a", "case_c"):
+        (root / "imagesTr" / f"{case}_0000.nii.gz").write_bytes(b"not a nifti")
+    with pytest.raises(InputError) as info:
+        compute_fingerprint(root)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{root}: 2 of 3 cases cannot be used")
+    assert str(root / "imagesTr" / "case_a_0000.nii.gz") in message
+    assert str(root / "imagesTr" / "case_c_0000.nii.gz") in message
+
+
 # ------------------------------------------------------------------------------------------
 # Real data
 # ------------------------------------------------------------------------------------------

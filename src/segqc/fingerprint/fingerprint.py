@@ -416,12 +416,15 @@ def compute_fingerprint(
     for job, result in map_cases(function, jobs_list, jobs=jobs, scheduler=scheduler, description="fingerprint",
                                  progress=progress):
         results[job.case] = result
-    ordered: list[tuple[CaseFingerprint, np.ndarray]] = []
-    for job in jobs_list:
-        outcome = results[job.case]
-        if isinstance(outcome, SegqcError):
-            raise outcome
-        ordered.append(outcome)
+    failed = [outcome for job in jobs_list if isinstance(outcome := results[job.case], SegqcError)]
+    if len(failed) == 1:
+        raise failed[0]
+    if failed:  # every broken case at once, on one line: a fingerprint of part of the dataset would mislead
+        shown = "; ".join(str(error) for error in failed[:3])
+        more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
+        raise InputError(f"{len(failed)} of {len(jobs_list)} cases cannot be used, and the fingerprint needs every "
+                         f"case: {shown}{more}", root)
+    ordered = [outcome for job in jobs_list if not isinstance(outcome := results[job.case], SegqcError)]
     return _aggregate(root, info, ordered, samples_per_case, seed)
 
 
