@@ -1,6 +1,6 @@
 """Seconds and peak memory of the whole command line over thousands of cases: `segqc evaluate`
-(first run, and an unchanged rerun that reuses every case) and `segqc report` (the default
-page, which draws the worst cases, and optionally every case).
+(first run, and an unchanged rerun that reuses every case) and `segqc report` (the worst 300
+cases drawn, and optionally every case).
 
     python benchmarks/bench_scale.py 300 1000 3000 [--jobs 1] [--report-all-up-to 1000] [--keep DIR]
 
@@ -79,7 +79,7 @@ def main() -> None:
                         "--jobs", str(args.jobs)]
             first = _run(evaluate)
             rerun = _run(evaluate)
-            report = _run([*segqc, "report", str(out), "-o", str(root / "report.html"), "-q",
+            report = _run([*segqc, "report", str(out), "-o", str(root / "report.html"), "-q", "--pictures", "300",
                            "--jobs", str(max(args.jobs, 1))])
             row = {"cases": n, "generate_s": round(generated, 1),
                    "evaluate_s": round(first[0], 1), "evaluate_mb": round(first[1]),

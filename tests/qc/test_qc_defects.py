@@ -421,6 +421,33 @@ def test_benchmark_scores_error_maps_only_of_cases_whose_ground_truth_compares(q
     assert sorted(set(sem["case"])) == ["case0", "case3"]
 
 
+def test_a_benchmark_rerun_reuses_the_true_metrics_of_unchanged_cases(qc_dataset, tmp_path, monkeypatch):
+    """Every `qc benchmark` rerun evaluated every segmentation against its ground truth again
+    (minutes for whole-body CT) while its QC cases were reused; the true metrics are now an
+    evaluate folder (OUT/truth) that resumes like any other, keyed on the files' contents."""
+    import segqc.evaluation.evaluate as evaluate_module
+    from segqc.qc.assessment import benchmark_qc
+
+    segs, gt = tmp_path / "segs", tmp_path / "gt"
+    _segs(qc_dataset, segs, lambda case, array: np.roll(array, 2, axis=0))
+    shutil.copytree(qc_dataset / "labelsTr", gt)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    args = (model_dir, qc_dataset / "imagesTr", segs, gt, tmp_path / "bench")
+    settings, regressor = QcSettings(metrics=("dice",)), _oracle_regressor(qc_dataset)
+    first = benchmark_qc(*args, settings=settings, model=regressor)
+    evaluated: list[str] = []
+    original = evaluate_module.evaluate_case
+    monkeypatch.setattr(evaluate_module, "evaluate_case",
+                        lambda task, **kwargs: evaluated.append(task.case) or original(task, **kwargs))
+    again = benchmark_qc(*args, settings=settings, model=regressor)
+    assert evaluated == [] and again.equals(first)
+    edited = read_label_map(gt / "case2.nii.gz")
+    write_image(gt / "case2.nii.gz", np.roll(edited.array, 1, axis=1), edited.geometry)  # a truth edited in place
+    benchmark_qc(*args, settings=settings, model=regressor)
+    assert evaluated == ["case2"]
+
+
 # ------------------------------------------------------------------------------------------
 # Inputs a model cannot QC: one line naming the file (the case fails alone) or, where it concerns
 # the whole run, one line before any case; never a traceback and never a number

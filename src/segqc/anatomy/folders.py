@@ -166,10 +166,11 @@ def merge_folders(sources: Sequence[LabelSource], scheme: LabelScheme, out_dir: 
     out = Path(out_dir)
     cases = source_cases(sources, case=case)
     tasks = []
+    references = _reference_files(reference) if reference is not None and not reference.is_file() else {}
     for case_name, files in cases.items():
         inputs: dict[str, tuple[Path, ...]] = {f"source{i + 1}": (f,) for i, f in enumerate(files) if f is not None}
         if reference is not None:
-            ref = reference if reference.is_file() else _reference_file(reference, case_name)
+            ref = reference if reference.is_file() else references.get(case_name)
             if ref is not None:
                 inputs["reference"] = (ref,)
         tasks.append(CaseTask(case_name, inputs, payload=files))
@@ -205,12 +206,12 @@ def merge_folders(sources: Sequence[LabelSource], scheme: LabelScheme, out_dir: 
     return classes, conflicts, report
 
 
-def _reference_file(folder: Path, case: str) -> Path | None:
+def _reference_files(folder: Path) -> dict[str, Path]:
+    """The reference file of every case in ``folder``, listed once: ``CASE.*``, else an image
+    channel ``CASE_0000.*`` (a case's own name wins over a channel name)."""
     files = list_label_files(folder)
-    if case in files:
-        return files[case]
-    channel = {case_id(p, channel=True): p for p in files.values()}
-    return channel.get(case)
+    by_channel = {case_id(p, channel=True): p for p in files.values()}
+    return {**by_channel, **files}
 
 
 def map_case(task: CaseTask, *, mapping: LabelMapping, out_dir: Path) -> CaseResult:

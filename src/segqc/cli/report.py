@@ -18,7 +18,7 @@ def report_command(
                                                               "(an `evaluate` folder records none)."),
     jobs: int = typer.Option(0, "--jobs", "-j", help="Processes drawing the case pictures (0 = one per core, "
                                                      "at most 8)."),
-    pictures: int = typer.Option(300, "--pictures", help="Cases drawn with pictures and details, worst first (0 = "
+    pictures: int = typer.Option(100, "--pictures", help="Cases drawn with pictures and details, worst first (0 = "
                                                          "all); the table lists every case."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar."),
 ) -> None:

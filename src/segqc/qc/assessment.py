@@ -45,10 +45,11 @@ def true_metrics(segs_dir: Path, gt_dir: Path, metrics: Sequence[str], tolerance
 
 
 def _truth(segs_dir: Path, gt_dir: Path, metrics: Sequence[str], tolerance_mm: float, *,
-           labels: Sequence[int] | None = None, jobs: int = 1, progress: bool = False
-           ) -> tuple[pd.DataFrame, FolderEvaluation]:
-    """:func:`true_metrics` and what happened to every case (failures, missing files)."""
-    result = evaluate_folder(segs_dir, gt_dir, metrics=tuple(metrics), tolerance_mm=tolerance_mm,
+           labels: Sequence[int] | None = None, jobs: int = 1, progress: bool = False,
+           out_dir: Path | None = None) -> tuple[pd.DataFrame, FolderEvaluation]:
+    """:func:`true_metrics` and what happened to every case (failures, missing files). With
+    ``out_dir`` the evaluation is an ``evaluate`` folder there, so a rerun reuses its cases."""
+    result = evaluate_folder(segs_dir, gt_dir, out_dir, metrics=tuple(metrics), tolerance_mm=tolerance_mm,
                              labels=labels, multiclass_all=True, same_folder_ok=True, jobs=jobs, progress=progress,
                              return_details=True)
     assert isinstance(result, FolderEvaluation)
@@ -121,7 +122,7 @@ def benchmark_qc_run(model_dir: str | Path, images_dir: str | Path, segs_dir: st
                                  scheduler=scheduler, model=model, progress=progress, device=device)
     tolerance = report["settings"]["tolerance_mm"]  # the run's: a regressor's training tolerance if open
     truth, evaluation = _truth(Path(segs_dir), Path(gt_dir), settings.metrics, tolerance, jobs=jobs,
-                               progress=progress)
+                               progress=progress, out_dir=out_dir / "truth")
     run = _case_report(report["run"], evaluation)
     without_truth = [case for case in evaluation.extra_pred if case in report["cases"]]
     notes = _missing_image_notes(report, images_dir, segs_dir) + report["notes"] + [
@@ -283,7 +284,7 @@ def rank_models(model_dir: str | Path, images_dir: str | Path, seg_dirs: Sequenc
         evaluation = None
         if gt_dir is not None:
             values, evaluation = _truth(seg_dir, Path(gt_dir), ("dice",), qc["settings"]["tolerance_mm"],
-                                        jobs=jobs)
+                                        jobs=jobs, out_dir=out_dir / "truth" / name)
             folder.truth = _by_case(values[(values.label == "all") & (values.metric == "dice")], "value")
             folder.failed |= set(evaluation.failed) & set(qc["cases"])
             folder.without_truth = set(evaluation.extra_pred)

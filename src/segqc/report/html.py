@@ -43,9 +43,10 @@ from segqc.report.figures import Panel
 
 PNG_PREFIX = "data:image/png;base64,"
 
-PICTURES = 300
-"""Cases drawn (pictures and a section) by default: the page of a large cohort stays a few tens
-of MB (about 30 kB of PNG per case); the table lists every case."""
+PICTURES = 100
+"""Cases drawn (pictures and a section) by default: pictures take about 30 kB per case of small
+volumes and 250 kB per case of cardiac MRI slices, so the page of a large cohort stays within
+about 25 MB; the table lists every case."""
 
 
 def _data_uri(png: bytes) -> str:
