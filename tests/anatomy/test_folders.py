@@ -131,6 +131,21 @@ def test_the_largest_class_value_does_not_size_any_array(tmp_path):
     np.testing.assert_array_equal(read_label_map(tmp_path / "merged" / "merged" / "c1.nii.gz").array, labels)
 
 
+def test_the_same_warning_of_many_cases_is_one_line(tmp_path):
+    """`labels map` printed one "dropped" warning per case: 200 lines for 200 cases."""
+    folder, out = tmp_path / "in", tmp_path / "out"
+    for k in range(5):
+        write_image(folder / f"c{k}.nii.gz", _labels("liver", "trachea"), GEOMETRY)
+    write_image(folder / "other.nii.gz", _labels("liver", "thyroid_gland"), GEOMETRY)
+    result = runner.invoke(app, _commands(folder, out)["map"])
+    assert result.exit_code == 0, result.output
+    lines = [" ".join(line.split()) for line in result.output.split("warning:")[1:]]
+    dropped = [line for line in lines if "dropped" in line]
+    assert len(dropped) == 2, result.output
+    assert dropped[0].startswith("dropped trachea (5 cases: c0, c1, c2, ...)"), dropped
+    assert dropped[1].startswith("other: dropped thyroid_gland"), dropped
+
+
 def test_a_rerun_after_an_input_was_removed_leaves_no_output_map_of_it(tmp_path):
     folder, out = tmp_path / "in", tmp_path / "out"
     for case in ("c1", "c2"):

@@ -132,18 +132,39 @@ def check_device(device: str) -> None:
         raise InputError(f"--device {device}: expected cpu, cuda, cuda:N, mps or auto")
 
 
+def _grouped(lines: Iterable[str], cases: set[str]) -> list[str]:
+    """``lines`` with those of the form ``CASE: message`` (CASE one of ``cases``) that share their
+    message merged into ``message (N cases: a, b, c, ...)``, in the order of their first line."""
+    groups: dict[str, list[str]] = {}
+    for line in lines:
+        case, _, message = line.partition(": ")
+        key = message if message and case in cases else line
+        groups.setdefault(key, []).append(case if key == message else "")
+    out = []
+    for key, owners in groups.items():
+        named = [owner for owner in owners if owner]
+        if len(named) < 2:
+            out.append(f"{named[0]}: {key}" if named else key)
+        else:
+            shown = ", ".join(named[:3]) + (", ..." if len(named) > 3 else "")
+            out.append(f"{key} ({len(named)} cases: {shown})")
+    return out
+
+
 def print_run_footer(report: RunReport | None, *, warnings: Iterable[str] = (), out_dir: Path | None = None,
                      resample_hint: bool = False) -> int:
     """The footer of every per-case command, from the engine's :class:`RunReport`: warnings
     (``warnings`` first: the command's own, e.g. ignored files), skipped cases, one error line per
     problem (plus, with ``resample_hint`` — a command that has ``--resample`` — a hint for
-    geometry mismatches), and one count line; returns the exit code."""
-    for note in list(warnings) + (report.warnings if report else []):
+    geometry mismatches), and one count line; returns the exit code. Case warnings that say the
+    same of several cases (``CASE: message``) are one line naming how many and the first three."""
+    cases = set(report.done) | set(report.failed) | set(report.skipped) if report else set()
+    for note in list(warnings) + _grouped(report.warnings if report else [], cases):
         print_warning(note)
     if report is None:
         return 0
-    for case, why in report.skipped.items():
-        print_warning(f"{case}: {why}; skipped")
+    for note in _grouped([f"{case}: {why}; skipped" for case, why in report.skipped.items()], cases):
+        print_warning(note)
     for message in dict.fromkeys(report.failed.values()):  # one line per problem (a case may fail in several tasks)
         print_error(message)
     if resample_hint and any(kind == "GeometryMismatchError" for kind in report.failure_kinds.values()):
