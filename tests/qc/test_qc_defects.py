@@ -448,6 +448,22 @@ def test_a_benchmark_rerun_reuses_the_true_metrics_of_unchanged_cases(qc_dataset
     assert evaluated == ["case2"]
 
 
+def test_a_regressor_warns_of_metrics_it_lacks_only_when_they_were_asked_for(qc_dataset, tmp_path):
+    """Every `qc predict` with QCResUNet and the default --metrics warned "not hd95": a warning
+    on every run that the user never asked for. An explicit list still gets it."""
+    segs = tmp_path / "segs"
+    _segs(qc_dataset, segs, lambda case, array: np.roll(array, 2, axis=0))
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    regressor = _oracle_regressor(qc_dataset)
+    _, _, default = qc_folder(model_dir, qc_dataset / "imagesTr", segs, tmp_path / "a", settings=QcSettings(),
+                              model=regressor)
+    assert not [w for w in default["warnings"] if "estimates" in w], default["warnings"]
+    _, _, asked = qc_folder(model_dir, qc_dataset / "imagesTr", segs, tmp_path / "b",
+                            settings=QcSettings(metrics=("dice", "hd95")), model=regressor)
+    assert [w for w in asked["warnings"] if w.endswith("estimates dice only; not hd95")], asked["warnings"]
+
+
 # ------------------------------------------------------------------------------------------
 # Inputs a model cannot QC: one line naming the file (the case fails alone) or, where it concerns
 # the whole run, one line before any case; never a traceback and never a number

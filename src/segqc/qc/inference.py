@@ -459,7 +459,7 @@ def qc_folder(model_dir: str | Path, images_dir: str | Path, segs_dir: str | Pat
     write_csv_atomic(out_dir / "qc_slices.csv", slices)
     write_csv_atomic(out_dir / "worklist.csv", work_list)
     ignored = [f"{path}: ignored ({why})" for path, why in pairing.ignored]
-    if loaded.assess is not None:
+    if loaded.assess is not None and settings.metrics != QcSettings().metrics:  # asked for, not the default
         lacking = [m for m in settings.metrics if m not in loaded.metrics]
         if lacking:
             ignored.append(f"the {loaded.method} model estimates {', '.join(loaded.metrics)} only; "
