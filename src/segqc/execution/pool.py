@@ -207,15 +207,6 @@ _BROKEN_POOL = ("a worker process ended before its case was done: it was killed 
 _SIGNAL_GRACE_SECONDS = 0.5  # how long a broken pool waits for the signal that may have broken it
 
 
-def _ended_by_sigterm(pool: ProcessPoolExecutor) -> bool:
-    """Whether a worker of ``pool`` was ended by SIGTERM (a stop sent to the process group, not a
-    crash or the out-of-memory killer's SIGKILL)."""
-    processes = list((getattr(pool, "_processes", None) or {}).values())  # CPython keeps them here
-    for process in processes:
-        process.join(timeout=1)
-    return any(process.exitcode == -signal.SIGTERM for process in processes)
-
-
 def _map_pool(function, items, jobs, bar, task):
     workers = min(jobs, len(items))
     method = pool_start_method()
@@ -240,8 +231,10 @@ def _map_pool(function, items, jobs, bar, task):
                     try:
                         result = future.result()
                     except BrokenProcessPool:
-                        # a SIGTERM to the whole process group ends the workers too; that is a stop
-                        if _ended_by_sigterm(pool) or stop.wait(_SIGNAL_GRACE_SECONDS):
+                        # a SIGTERM to the whole process group ends the workers too, and reaches this
+                        # process as well: then it is a stop (a worker's exit code cannot tell, since
+                        # the executor itself ends the other workers of a broken pool with SIGTERM)
+                        if stop.wait(_SIGNAL_GRACE_SECONDS):
                             raise KeyboardInterrupt from None
                         raise SegqcError(_BROKEN_POOL.format(method=method)) from None
                     yield item, result
