@@ -343,6 +343,37 @@ def worst_first_key(value: float | None, metric: str) -> float:
     return value if worse_is_lower(metric) else -value
 
 
+def primary_scores(long: pd.DataFrame, metric: str) -> dict[str, float]:
+    """Each case's value of ``metric`` that orders cases worst first: its estimate (else its
+    value) for label ``all`` when the case has that label, else the mean over its labels; cases
+    without a finite one are left out."""
+    column = next((c for c in ("estimate", "value") if c in long.columns), None)
+    if column is None or not len(long):
+        return {}
+    rows = long[long["metric"] == metric]
+    numbers = pd.to_numeric(rows[column], errors="coerce").where(lambda v: np.isfinite(v))
+    with_all = set(long.loc[long["label"] == "all", "case"])
+    overall = rows["label"] == "all"
+    per_label = ~rows["case"].isin(with_all)
+    scores = pd.concat([numbers[overall].groupby(rows.loc[overall, "case"]).first(),
+                        numbers[per_label].groupby(rows.loc[per_label, "case"]).mean()])
+    return {str(case): float(value) for case, value in scores.items() if np.isfinite(value)}
+
+
+def case_order(cohort: Cohort) -> list[str]:
+    """The cases of ``cohort`` in the order a person should look at them: the output's own order
+    where it has one (a check's flags; cases it lacks after it, by id), else worst first by
+    :func:`primary_scores` of the primary metric, cases without one first. The report's pages and
+    the review app's worklist both follow it."""
+    if cohort.order is not None:
+        listed = [c for c in dict.fromkeys(cohort.order) if c in cohort.inputs]
+        seen = set(listed)
+        return listed + [c for c in sorted(cohort.inputs) if c not in seen]
+    metric = primary_metric(cohort.long)
+    scores = primary_scores(cohort.long, metric)
+    return sorted(cohort.inputs, key=lambda c: (c in scores, worst_first_key(scores.get(c), metric), c))
+
+
 def label_names(long: pd.DataFrame) -> dict[str, str]:
     """The display name of every label of ``long`` (its first ``label_name``; "all classes" for
     ``all``; the label itself where the name is missing). One pass over the unique labels."""

@@ -28,6 +28,7 @@ from segqc.errors import InputError
 from segqc.report import figures
 from segqc.report.cohort import (
     Cohort,
+    case_order,
     check_layer_grid,
     detect,
     label_names,
@@ -37,7 +38,6 @@ from segqc.report.cohort import (
     read_table,
     require_columns,
     use_files,
-    worst_first_key,
 )
 from segqc.report.figures import Panel
 
@@ -266,32 +266,6 @@ def _safe(text: str):
     return Markup(text)  # built here from escaped pieces
 
 
-def _case_order(cohort: Cohort) -> list[str]:
-    """The page's case order: the worklist's (QC: worst estimate first), else the output's own
-    (a check's flags), else worst first by the primary metric of label ``all`` (the mean over the
-    labels where there is none; cases without a value first, as the review app orders them)."""
-    if cohort.worklist is not None and len(cohort.worklist):
-        listed = [c for c in dict.fromkeys(cohort.worklist["case"]) if c in cohort.inputs]
-        seen = set(listed)
-        return listed + [c for c in sorted(cohort.inputs) if c not in seen]
-    if cohort.order is not None:
-        listed = [c for c in dict.fromkeys(cohort.order) if c in cohort.inputs]
-        seen = set(listed)
-        return listed + [c for c in sorted(cohort.inputs) if c not in seen]
-    long = cohort.long
-    metric = primary_metric(long)
-    column = next((c for c in ("estimate", "value", "true") if c in long.columns), None)
-    scores: dict[str, float] = {}
-    if column is not None and len(long):
-        rows = long[long["metric"] == metric]
-        values = pd.to_numeric(rows[column], errors="coerce")
-        overall = rows[rows["label"] == "all"]
-        per_case = (values[overall.index].groupby(overall["case"]).mean() if len(overall)
-                    else values.groupby(rows["case"]).mean())
-        scores = {str(c): float(v) for c, v in per_case.items() if np.isfinite(v)}
-    return sorted(cohort.inputs, key=lambda c: (c in scores, worst_first_key(scores.get(c), metric), c))
-
-
 def _pictures_of(item: tuple[str, Cohort]) -> dict[str, str]:
     case, cohort = item
     return case_pictures(cohort, case)
@@ -319,7 +293,7 @@ def _all_pictures(cohort: Cohort, cases: list[str], jobs: int, progress: bool) -
 
 
 def _cohort_context(cohort: Cohort, progress: bool, jobs: int = 0, pictures: int = 0) -> dict[str, Any]:
-    cases = _case_order(cohort)
+    cases = case_order(cohort)
     drawn = cases if pictures <= 0 else cases[:pictures]
     work = cohort.worklist.set_index("case") if cohort.worklist is not None else None
     long = cohort.long

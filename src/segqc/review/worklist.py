@@ -17,12 +17,13 @@ import pandas as pd
 from segqc.errors import InputError
 from segqc.report.cohort import (
     Cohort,
+    case_order,
     label_names,
     label_order,
     load_cohort,
     primary_metric,
+    primary_scores,
     use_files,
-    worst_first_key,
 )
 
 LAYERS = ("image", "segmentation", "reference", "error", "uncertainty")
@@ -47,7 +48,8 @@ class ReviewCase:
 
     def label_estimate(self, label: str, metric: str) -> float | None:
         """The estimate (or value) of ``label`` and ``metric``, None when missing."""
-        return _value_of(self.values, label, metric)
+        cell = self.values.get(label, {}).get(metric, {})
+        return cell.get("estimate", cell.get("value"))
 
 
 @dataclass
@@ -94,18 +96,6 @@ def _values(cohort: Cohort) -> dict[str, dict[str, dict[str, dict[str, float | N
     return out
 
 
-def _value_of(values: dict[str, dict[str, dict[str, float | None]]], label: str, metric: str) -> float | None:
-    cell = values.get(label, {}).get(metric, {})
-    return cell.get("estimate", cell.get("value"))
-
-
-def _primary(values: dict[str, dict[str, dict[str, float | None]]], metric: str) -> float | None:
-    if "all" in values:
-        return _value_of(values, "all", metric)
-    numbers = [v for label in values if (v := _value_of(values, label, metric)) is not None]
-    return sum(numbers) / len(numbers) if numbers else None
-
-
 def load_worklist(out_dir: str | Path, *, images: str | Path | None = None,
                   segs: str | Path | None = None) -> ReviewWorklist:
     """The worklist of a ``segqc qc predict`` / ``qc benchmark`` / ``evaluate`` / ``labels check``
@@ -128,6 +118,7 @@ def load_worklist(out_dir: str | Path, *, images: str | Path | None = None,
     use_files(cohort, images=images, segs=segs)
     metric = primary_metric(cohort.long)
     values = _values(cohort)
+    scores = primary_scores(cohort.long, metric)
     work = cohort.worklist.set_index("case") if cohort.worklist is not None else pd.DataFrame()
     names = label_names(cohort.long)
     labels = {label: names[label] for label in label_order(list(cohort.long["label"])) if label != "all"}
@@ -146,10 +137,7 @@ def load_worklist(out_dir: str | Path, *, images: str | Path | None = None,
         flagged = bool(work.loc[case_id, "flag"]) if case_id in work.index and "flag" in work.columns else False
         reason = str(work.loc[case_id, "reason"]) if flagged and "reason" in work.columns else ""
         cases.append(ReviewCase(case_id, flagged, "" if reason == "nan" else reason,
-                                _primary(values.get(case_id, {}), metric), values.get(case_id, {}), files))
-    if cohort.order is not None:  # e.g. a check's flags: no estimate, the output's own order
-        position = {case: i for i, case in enumerate(cohort.order)}
-        cases.sort(key=lambda c: position.get(c.id, len(position)))
-    else:
-        cases.sort(key=lambda c: (c.estimate is not None, worst_first_key(c.estimate, metric), c.id))
+                                scores.get(case_id), values.get(case_id, {}), files))
+    position = {case: i for i, case in enumerate(case_order(cohort))}
+    cases.sort(key=lambda c: position[c.id])
     return ReviewWorklist(folder, cohort.kind, metric, cohort.ref_name, labels, cases)
