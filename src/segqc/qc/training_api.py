@@ -27,7 +27,8 @@ def train_method(method: str, dataset_dir: str | Path, out_dir: str | Path, *, c
     method_config = entry.config(config, seed=seed, **dict(overrides or {}))
     # the run folder of another method is refused as such, before a split.json is compared or written
     cases = training_cases(dataset_dir, out_dir, split=split, holdout_fraction=holdout_fraction, seed=seed,
-                           group_by=group_by, method=entry.name, log=log)
+                           group_by=group_by, method=entry.name, settings=method_config.resume_key(),
+                           may_change=", ".join(method_config.RESUMABLE_FIELDS), log=log)
     options: dict[str, Any] = {"progress": progress}
     if extra_seg_dirs:
         options["extra_seg_dirs"] = list(extra_seg_dirs)

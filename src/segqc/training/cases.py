@@ -5,8 +5,9 @@ foreground."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from segqc.errors import InputError
 from segqc.io.datasets import Dataset, segmentation_files
@@ -80,7 +81,8 @@ def save_split(split: Split, out_dir: str | Path) -> None:
 
 def training_cases(dataset_dir: str | Path, out_dir: str | Path, *, split: Path | None = None,
                    holdout_fraction: float = 0.0, seed: int = 0, group_by: str | None = None,
-                   method: str | None = None, log: Callable[[str], None] | None = None) -> list[str]:
+                   method: str | None = None, settings: Mapping[str, Any] | None = None, may_change: str = "",
+                   log: Callable[[str], None] | None = None) -> list[str]:
     """Cases to train on (nnU-Net dataset or multi-rater folder): the ``train`` side of ``split``
     (a ``split.json``; its cases missing from the dataset are left out, said in one ``log`` line:
     a split made on a fuller copy of the dataset), else with
@@ -90,8 +92,8 @@ def training_cases(dataset_dir: str | Path, out_dir: str | Path, *, split: Path 
     :class:`InputError` for a split that leaves no training case or a bad ``group_by``, and, before
     anything is written, for an output folder that is not a training run's own
     (:func:`~segqc.training.stages.check_training_folder`: e.g. a model folder, or with ``method``
-    the training run of another method)."""
-    check_training_folder(out_dir, method=method)
+    the training run of another method, and with ``settings`` one of other settings)."""
+    check_training_folder(out_dir, method=method, settings=settings, may_change=may_change)
     cases, fresh = choose_training_cases(dataset_dir, split=split, holdout_fraction=holdout_fraction, seed=seed,
                                          group_by=group_by, log=log)
     if fresh is not None:

@@ -700,7 +700,7 @@ def best_members(records: Sequence[dict[str, Any]], keep: int) -> list[int]:
     return sorted(ranked[:keep] if keep > 0 else ranked)
 
 
-_MAY_CHANGE = "epochs, checkpoint_every, keep_members"
+_MAY_CHANGE = ", ".join(QcResUNetConfig.RESUMABLE_FIELDS)
 
 
 def train(config: QcResUNetConfig, data: QcResUNetData, out_dir: str | Path, *, device: str = "auto",
