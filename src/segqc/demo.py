@@ -82,6 +82,7 @@ def segment_demo(out_dir: Path, hc18: Path, models: list[Path]) -> tuple[dict[st
     from segqc.training.checkpoints import read_checkpoint_meta
 
     images = write_seg_demo_data(out_dir / "seg_data", hc18)
+    truths = {case: read_label_map(hc18 / "labelsTr" / f"{case}.nii.gz").array > 0 for case in SEG_CASES}
     scores: dict[str, dict[str, float]] = {}
     uncertainty: dict[str, Any] = {}
     failed: dict[str, dict[str, str]] = {}
@@ -93,7 +94,7 @@ def segment_demo(out_dir: Path, hc18: Path, models: list[Path]) -> tuple[dict[st
         scores[model.name] = {}
         done = report.table if len(report.table) else pd.DataFrame({"case": [], "uncertainty": []})
         for case in done["case"]:
-            truth = read_label_map(hc18 / "labelsTr" / f"{case.removesuffix('_noisy')}.nii.gz").array > 0
+            truth = truths[case.removesuffix("_noisy")]
             scores[model.name][case] = dice(read_label_map(out / f"{case}.nii.gz").array > 0, truth).value
         uncertainty[model.name] = done.set_index("case")["uncertainty"]
     return scores, uncertainty, failed

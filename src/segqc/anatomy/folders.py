@@ -166,11 +166,12 @@ def merge_folders(sources: Sequence[LabelSource], scheme: LabelScheme, out_dir: 
     out = Path(out_dir)
     cases = source_cases(sources, case=case)
     tasks = []
-    references = _reference_files(reference) if reference is not None and not reference.is_file() else {}
+    single = reference is not None and reference.is_file()  # one reference map for every case
+    references = _reference_files(reference) if reference is not None and not single else {}
     for case_name, files in cases.items():
         inputs: dict[str, tuple[Path, ...]] = {f"source{i + 1}": (f,) for i, f in enumerate(files) if f is not None}
         if reference is not None:
-            ref = reference if reference.is_file() else references.get(case_name)
+            ref = reference if single else references.get(case_name)
             if ref is not None:
                 inputs["reference"] = (ref,)
         tasks.append(CaseTask(case_name, inputs, payload=files))
