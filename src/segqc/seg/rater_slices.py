@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from segqc.errors import InputError
-from segqc.io.raters import RaterCase, find_rater_cases, read_rater_masks
+from segqc.io.raters import RaterCase, find_rater_cases, is_rater_folder, read_rater_masks
 from segqc.seg.slices import image_slices, label_slices
 
 __all__ = ["RaterSliceData", "build_rater_data", "check_raters_per_case", "rater_case_images"]
@@ -129,7 +129,11 @@ def check_raters_per_case(root: str | Path, cases: Sequence[str] | None, *, seve
     naming the folder) when no case has two; a warning line naming how many have one when some
     do. Otherwise (a method with a rule over the raters, such as their majority) a warning line
     when every case has a single rater: its mask is then the target whatever the rule. None when
-    there is nothing to say."""
+    there is nothing to say. With ``several``, a folder that is no multi-rater folder (e.g. an
+    nnU-Net dataset) is refused with one line naming it."""
+    if several is not None and not is_rater_folder(root):
+        raise InputError(f"{several} learns from several raters: give a multi-rater folder (CASE/image.nii.gz, "
+                         "CASE/rater_1.nii.gz, ...)", root)
     chosen = find_rater_cases(root, cases)
     single = [case.case for case in chosen if len(case.raters) < 2]
     if several is not None:

@@ -80,11 +80,6 @@ def check_training_cases(dataset_dir: str | Path, cases: Sequence[str] | None) -
     all) show the raters' disagreement (:func:`~segqc.seg.rater_slices.check_raters_per_case`).
     :class:`InputError` naming the folder when it is not one or no case has two raters; the
     warning line when some have one, else None."""
-    from segqc.io.raters import is_rater_folder
-
-    if not is_rater_folder(dataset_dir):
-        raise InputError("the Probabilistic U-Net learns from several raters: give a multi-rater folder "
-                         "(CASE/image.nii.gz, CASE/rater_1.nii.gz, ...)", dataset_dir)
     return check_raters_per_case(dataset_dir, cases, several="the Probabilistic U-Net")
 
 
