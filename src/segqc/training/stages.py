@@ -36,7 +36,7 @@ from segqc.errors import InputError
 from segqc.execution.lock import output_lock
 from segqc.execution.pool import progress_bar
 from segqc.io.atomic import write_text_atomic
-from segqc.training.checkpoints import load_state, save_state
+from segqc.training.checkpoints import CheckpointError, load_state, read_checkpoint_meta, save_state
 
 
 @dataclass
@@ -213,14 +213,13 @@ def _model_method(directory: Path) -> str | None:
     """The method of the segqc checkpoint in ``directory`` (its ``config.json``), or None when
     there is none: a ``config.json`` that is not a checkpoint's (e.g. a user's config file kept
     there, or an unreadable file) is not one."""
-    path = directory / "config.json"
-    if not path.is_file():
+    if not (directory / "config.json").is_file():
         return None
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        meta = read_checkpoint_meta(directory)
+    except (CheckpointError, UnicodeDecodeError, OSError):
         return None
-    if isinstance(meta, dict) and {"format_version", "method", "components"} <= set(meta):
+    if {"format_version", "method", "components"} <= set(meta):
         return str(meta["method"])
     return None
 
