@@ -221,14 +221,15 @@ def map_case(task: CaseTask, *, mapping: LabelMapping, out_dir: Path) -> CaseRes
     path = task.path("labels")
     assert path is not None
     image = read_label_map(path)
-    mapped = mapping.apply(image.array, path)
+    present, _ = value_counts(image.array)  # once: the mapping's check and the dropped classes
+    mapped = mapping.apply(image.array, path, present=present)
     written = [f"{task.case}.nii.gz"]
     write_image(out_dir / written[0], mapped, image.geometry)
     for region, mask in mapping.region_masks(mapped).items():
         name = f"regions/{region}/{task.case}.nii.gz"
         write_image(out_dir / name, mask.astype(np.uint8), image.geometry)
         written.append(name)
-    before = set(value_counts(image.array)[0].tolist()) if mapping.dropped else set()
+    before = set(present.tolist())
     ml = float(np.prod(image.geometry.spacing)) / 1000.0
     rows = [{"case": task.case, "class": mapping.target.name_of(v), "value": v, "voxels": n, "ml": n * ml}
             for v, n in zip(*(a.tolist() for a in value_counts(mapped)), strict=True) if v]

@@ -79,12 +79,15 @@ class LabelMapping:
             table[s] = t
         return table
 
-    def apply(self, array: np.ndarray, path: str | Path | None = None) -> np.ndarray:
+    def apply(self, array: np.ndarray, path: str | Path | None = None, *,
+              present: np.ndarray | None = None) -> np.ndarray:
         """``array`` (source values) in target values, dtype ``uint8`` / ``uint16`` / ``uint32``
         by the largest target value. A value the source scheme does not have raises
-        :class:`InputError` naming ``path`` and the values (never silently background)."""
+        :class:`InputError` naming ``path`` and the values (never silently background).
+        ``present``: the values ``array`` holds, when the caller has counted them already."""
         dtype = label_dtype(self.target.max_value)
-        present, _ = value_counts(array)
+        if present is None:
+            present, _ = value_counts(array)
         sources = np.array([0, *sorted(self.values)], dtype=np.int64)
         targets = np.array([0, *(self.values[s] for s in sorted(self.values))], dtype=np.int64)
         unknown = present[~np.isin(present, sources)]
