@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from segqc.metrics import surface as _surface
-from segqc.metrics.masks import as_mask, check_spacing
+from segqc.metrics.masks import check_spacing, mask_pair
 from segqc.metrics.registry import (
     COUNT_METRICS,
     DEFAULT_METRICS,
@@ -287,10 +287,7 @@ def compare_masks(
     distance = [m for m in metrics if m in DISTANCE_METRICS]
     shaped = [m for m in metrics if m in SHAPE_METRICS]
     ndims = (2, 3) if distance or shaped else None  # voxel counts are defined on any grid, surfaces on 2D/3D
-    pred = as_mask(pred, "pred", ndims=ndims)
-    gt = as_mask(gt, "gt", ndims=ndims)
-    if pred.shape != gt.shape:
-        raise ValueError(f"pred shape {pred.shape} differs from gt shape {gt.shape}")
+    pred, gt = mask_pair(pred, gt, ndims=ndims)
     spacing = check_spacing(spacing, pred.ndim)
     results: dict[str, MetricResult] = {}
     if counted:

@@ -30,7 +30,7 @@ import numpy as np
 
 from segqc.metrics import surface as _surface
 from segqc.metrics.binary import MetricResult, MetricSettings, counts_metrics, distance_metrics
-from segqc.metrics.masks import as_mask, check_spacing
+from segqc.metrics.masks import as_mask, check_spacing, mask_pair
 from segqc.metrics.registry import COMPONENT_METRICS, DISTANCE_METRICS, check_metric_names, empty_situation, metric_info
 
 VoronoiUnits = Literal["mm", "voxel"]
@@ -94,9 +94,7 @@ class RegionAssignment:
 def _checked_pair(
     pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]
 ) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
-    pred, gt = as_mask(pred, "pred"), as_mask(gt, "gt")
-    if pred.shape != gt.shape:
-        raise ValueError(f"pred shape {pred.shape} differs from gt shape {gt.shape}")
+    pred, gt = mask_pair(pred, gt)
     return pred, gt, check_spacing(spacing, gt.ndim)
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from segqc.metrics import panoptic
 from segqc.metrics.binary import MetricResult, MetricSettings
 from segqc.metrics.components import label_components
-from segqc.metrics.masks import as_mask
+from segqc.metrics.masks import mask_pair
 from segqc.metrics.registry import INSTANCE_METRICS, EmptyPolicy, check_metric_names, empty_situation, metric_info
 
 #: What :func:`panoptic_metrics` computes.
@@ -152,9 +152,7 @@ def instance_metrics(
     if instance_maps:
         pred_ids, gt_ids = panoptic._check_instance_maps(pred, gt)
     else:
-        pred, gt = as_mask(pred, "pred"), as_mask(gt, "gt")
-        if pred.shape != gt.shape:
-            raise ValueError(f"pred shape {pred.shape} differs from gt shape {gt.shape}")
+        pred, gt = mask_pair(pred, gt)
         gt_ids = label_components(gt, connectivity=connectivity)[0]
         pred_ids = label_components(pred, connectivity=connectivity)[0]
     results: dict[str, MetricResult] = {}

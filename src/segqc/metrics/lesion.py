@@ -66,7 +66,7 @@ from scipy import ndimage
 from segqc.metrics import surface as _surface
 from segqc.metrics.binary import MetricSettings, compare_masks
 from segqc.metrics.components import CONNECTIVITY_2D, label_components
-from segqc.metrics.masks import as_mask, bounding_box, check_spacing, union_box
+from segqc.metrics.masks import as_mask, bounding_box, check_spacing, mask_pair, union_box
 from segqc.metrics.surface import SurfaceMode
 
 VolumeUnit = Literal["mm3", "voxel"]
@@ -440,9 +440,7 @@ def lesion_table(
     definitions.
     """
     settings = settings or LesionSettings()
-    pred, gt = as_mask(pred, "pred"), as_mask(gt, "gt")
-    if pred.shape != gt.shape:
-        raise ValueError(f"pred shape {pred.shape} differs from gt shape {gt.shape}")
+    pred, gt = mask_pair(pred, gt)
     sp = _spacing(spacing, gt.ndim)
     lesions = _gt_lesions(gt, sp, settings)
     pred_labels, n_pred = label_components(pred, connectivity=settings.connectivity)

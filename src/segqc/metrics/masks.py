@@ -26,6 +26,16 @@ def as_mask(mask: np.ndarray, name: str = "mask", *, ndims: Sequence[int] | None
     return np.ascontiguousarray(array != 0)
 
 
+def mask_pair(pred: np.ndarray, gt: np.ndarray, *, ndims: Sequence[int] | None = (2, 3)
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """``pred`` and ``gt`` as :func:`as_mask` gives them, checked to have one shape
+    (``ValueError`` naming both shapes otherwise)."""
+    pred, gt = as_mask(pred, "pred", ndims=ndims), as_mask(gt, "gt", ndims=ndims)
+    if pred.shape != gt.shape:
+        raise ValueError(f"pred shape {pred.shape} differs from gt shape {gt.shape}")
+    return pred, gt
+
+
 def numbers(values: Sequence[float], what: str) -> tuple[float, ...]:
     """``values`` as a tuple of floats; ``TypeError`` naming ``what`` unless it is a sequence of
     numbers (a string is not, nor is a sequence holding one)."""
