@@ -110,3 +110,17 @@ def test_config_overrides_are_checked(qc_dataset, tmp_path):
                                      "--config", "tiny", *bad])
         assert result.exit_code != 0
         assert "Traceback" not in result.output and "error" in result.output.lower(), result.output
+
+
+def test_benchmark_and_predict_estimate_the_settings_default_metrics():
+    """`qc benchmark` once defaulted to dice,hd95 while `qc predict` and QcSettings default to
+    dice,hd95,nsd: every default benchmark of a regressor (which estimates dice and nsd) warned
+    "not hd95" as if the user had asked for it, and the benchmark left NSD out."""
+    import inspect
+
+    from segqc.cli.qc import benchmark_command, predict_command
+    from segqc.qc.inference import QcSettings
+
+    expected = ",".join(QcSettings().metrics)
+    for command in (predict_command, benchmark_command):
+        assert inspect.signature(command).parameters["metrics"].default.default == expected

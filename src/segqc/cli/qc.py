@@ -150,7 +150,7 @@ def benchmark_command(
     ),
     gt_dir: Path = typer.Argument(..., help="Ground truths of the segmentations, to measure the QC error."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder: benchmark.csv/json, pairs.csv, plots/, qc/."),
-    metrics: str = typer.Option("dice,hd95", "--metrics", help="Metrics to estimate and compare."),
+    metrics: str = typer.Option("dice,hd95,nsd", "--metrics", help="Metrics to estimate and compare."),
     samples: int | None = typer.Option(None, "--samples", help=_SAMPLES_HELP),
     steps: int | None = typer.Option(None, "--steps", help=_STEPS_HELP),
     tolerance: float | None = typer.Option(None, "--tolerance", help=_TOLERANCE_HELP),
