@@ -118,3 +118,12 @@ def test_a_saved_config_with_a_value_of_the_wrong_type_is_refused_naming_the_fie
         QcResUNetConfig.from_dict(data)
     data[field] = QcResUNetConfig.preset("tiny").to_dict()[field]
     assert QcResUNetConfig.from_dict(data) == QcResUNetConfig.preset("tiny")
+
+
+def test_a_config_file_that_is_not_utf8_text_is_one_line_naming_it(tmp_path):
+    """A binary file given as a config (e.g. a .safetensors by mistake) raised UnicodeDecodeError."""
+    path = tmp_path / "config.json"
+    path.write_bytes(b"\x89\xff\x00 binary")
+    with pytest.raises(InputError) as exc:
+        QcSettings.load(path)
+    assert str(exc.value) == f"{path}: corrupt QC config: not UTF-8 text"

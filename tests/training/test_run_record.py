@@ -71,3 +71,13 @@ def test_the_early_check_refuses_another_kind_or_other_settings_and_passes_a_use
     with pytest.raises(InputError, match=r"other settings \(lr 0.001 -> 0.01\); only steps_train may change"):
         check_training_folder(tmp_path, method="unet", settings={"lr": 0.01}, may_change="steps_train")
     check_training_folder(tmp_path / "missing", method="unet", settings={"lr": 0.01})
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe{not text", b"{\"format\": ", b"[1, 2]"])
+def test_a_corrupt_run_record_is_one_line_naming_it(tmp_path, content):
+    """A run.json that is not UTF-8 text, malformed, or not an object: one InputError naming the
+    file and what to do, never a UnicodeDecodeError or JSONDecodeError traceback."""
+    (tmp_path / "run.json").write_bytes(content)
+    with pytest.raises(InputError) as exc:
+        check_run_record(tmp_path, method="demo", settings={}, data={})
+    assert str(exc.value).startswith(f"{tmp_path / 'run.json'}: ") and str(exc.value).endswith("use an empty folder")

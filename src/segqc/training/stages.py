@@ -36,6 +36,7 @@ from segqc.errors import InputError
 from segqc.execution.lock import output_lock
 from segqc.execution.pool import progress_bar
 from segqc.io.atomic import write_text_atomic
+from segqc.io.json_files import read_json_object
 from segqc.training.checkpoints import CheckpointError, load_state, read_checkpoint_meta, save_state
 
 
@@ -198,15 +199,7 @@ def _record_format(method: str) -> str:
 
 
 def _read_record(path: Path) -> dict[str, Any]:
-    try:
-        old = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"corrupt run.json ({exc.msg}); use an empty folder", path) from None
-    except UnicodeDecodeError:
-        raise InputError("corrupt run.json (not text); use an empty folder", path) from None
-    if not isinstance(old, dict):
-        raise InputError("corrupt run.json (not an object); use an empty folder", path)
-    return old
+    return read_json_object(path, what="run.json", advice="use an empty folder")
 
 
 def _model_method(directory: Path) -> str | None:
