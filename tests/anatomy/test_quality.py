@@ -430,3 +430,14 @@ def test_a_chosen_label_that_no_base_map_holds_stops_the_run_without_a_dataset_j
                          catch_exceptions=False)
     assert held.exit_code == 0, held.output
     assert pd.read_csv(tmp_path / "ok" / "organs.csv")["label"].unique().tolist() == [2]
+
+
+@pytest.mark.parametrize(("labels", "match"), [((0, 1), "label 0 is the background"),
+                                               ((-2, 1), "label -2 is negative")])
+def test_labels_quality_refuses_the_background_or_a_negative_value_as_a_label(tmp_path, labels, match):
+    """Without a dataset.json, `--labels 0,1` scored the background as an organ (its Dice entered
+    every mean); `evaluate` refused it, `labels quality` did not."""
+    base_dir, pseudo_dir = _write_hand_folders(tmp_path)
+    (base_dir / "dataset.json").unlink()
+    with pytest.raises(ValueError, match=match):
+        label_quality_folder(base_dir, [pseudo_dir], tmp_path / "out", labels=labels, plots=False)

@@ -498,11 +498,6 @@ def _label_set(info: DatasetInfo | None, labels: Sequence[int] | None,
                regions: Mapping[str, Sequence[int]] | None) -> LabelSet:
     label_set = LabelSet.from_dataset_info(info)
     if labels is not None:
-        values = [int(v) for v in labels]
-        if 0 in values:
-            raise ValueError("label 0 is the background, not a class")
-        if min(values, default=1) < 0:
-            raise ValueError(f"label {min(values)} is negative; classes are positive label values")
         label_set = label_set.restricted_to(labels)
     if regions is not None:
         label_set = label_set.with_regions(regions)

@@ -59,10 +59,15 @@ class LabelSet:
 
     def restricted_to(self, labels: Sequence[int]) -> LabelSet:
         """Only ``labels`` are evaluated (nnU-Net's ``-l``); other values in the maps are not an
-        error and count as background for these classes."""
+        error and count as background for these classes. A ValueError for an empty list, label 0,
+        a negative label or the ignore label."""
         labels = [int(v) for v in labels]
         if not labels:
             raise ValueError("the list of labels to evaluate is empty")
+        if 0 in labels:
+            raise ValueError("label 0 is the background, not a class")
+        if min(labels) < 0:
+            raise ValueError(f"label {min(labels)} is negative; classes are positive label values")
         if self.ignore is not None and self.ignore in labels:
             raise ValueError(f"label {self.ignore} is the ignore label and cannot be evaluated")
         return replace(self, names={v: self.names.get(v, str(v)) for v in labels}, regions={}, known=True,
