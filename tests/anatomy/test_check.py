@@ -504,3 +504,31 @@ def test_totalsegmentators_example_has_only_warnings():
     assert "superior" in _one(flags, "liver", "fov_border")["detail"]
     assert "inferior" in _one(flags, "liver", "fov_border")["detail"]
     assert "inferior" not in _one(flags, "lung_lower_lobe_left", "fov_border")["detail"]
+
+
+_OBLIQUE = Geometry(shape=(9, 7, 5), spacing=(0.8, 1.1, 2.5), origin=(10.0, -4.0, 30.0),
+                    direction=tuple(np.linalg.qr(np.array([[1.0, 0.3, 0.1], [0.2, 1.0, 0.4], [0.1, 0.2, 1.0]]))[0]
+                                    .ravel().tolist()))
+_PERMUTED = Geometry(shape=(9, 7, 5), spacing=(0.8, 1.1, 2.5), origin=(10.0, -4.0, 30.0),
+                     direction=(0.0, 0.0, -1.0, 1.0, 0.0, 0.0, 0.0, -1.0, 0.0))
+
+
+@pytest.mark.parametrize("geometry", [_OBLIQUE, _PERMUTED], ids=["oblique", "permuted"])
+def test_coordinates_and_centroids_equal_those_of_every_voxel_index(geometry):
+    """axis_coordinate skips the array axes a coordinate does not move along, and centroid_mm
+    sums per-axis counts: both must equal the plain computation from every voxel's index
+    (index_to_mm of np.indices / of np.argwhere)."""
+    every = index_to_mm(geometry, np.indices(geometry.shape).reshape(3, -1).T).reshape(*geometry.shape, 3)
+    for axis in range(3):
+        np.testing.assert_allclose(np.broadcast_to(axis_coordinate(geometry, axis), geometry.shape),
+                                   every[..., axis], atol=1e-9)
+    mask = np.random.default_rng(3).random(geometry.shape) < 0.3
+    np.testing.assert_allclose(centroid_mm(mask, geometry), index_to_mm(geometry, np.argwhere(mask)).mean(axis=0),
+                               atol=1e-9)
+    assert centroid_mm(np.zeros(geometry.shape, bool), geometry) is None
+
+
+def test_an_axis_aligned_coordinate_is_one_line_of_values_not_a_grid():
+    """A whole-body CT's z as a full float64 grid took 8 bytes per voxel in `labels check`."""
+    z = axis_coordinate(_PERMUTED, 2)
+    assert z.size == 7 and np.ndim(z) == 3  # z moves along the second array axis only

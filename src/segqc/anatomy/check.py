@@ -62,13 +62,14 @@ from scipy import ndimage
 from segqc.anatomy.regions import parse_regions, region_limits
 from segqc.anatomy.rules import check_steps
 from segqc.anatomy.scheme import LabelScheme
-from segqc.anatomy.space import axis_coordinate, fit_midsagittal_plane, index_to_mm
+from segqc.anatomy.space import axis_coordinate, centroid_mm, fit_midsagittal_plane, index_to_mm
 from segqc.config import ConfigBase, register_presets
 from segqc.errors import InputError
 from segqc.execution import CaseResult, CaseTask, RunReport, run_cases
 from segqc.io.atomic import write_csv_atomic, write_json_atomic
 from segqc.io.datasets import case_id, list_image_files, list_label_files
 from segqc.io.images import Geometry, geometry_differences, read_image, read_label_map
+from segqc.metrics.counts import chunked_bincount
 from segqc.metrics.masks import nonempty_box
 
 __all__ = [
@@ -277,7 +278,9 @@ def _boxes(labels: np.ndarray) -> dict[int, tuple[slice, ...]]:
 
 def _centroid(mask: np.ndarray, geometry: Geometry) -> np.ndarray:
     """LPS mm of the centre of mass of a non-empty mask (no coordinate list is built)."""
-    return index_to_mm(geometry, np.asarray(ndimage.center_of_mass(mask), dtype=float))
+    centre = centroid_mm(mask, geometry)
+    assert centre is not None, "the centroid of an empty mask"
+    return centre
 
 
 def _z_extent_of_voxel(geometry: Geometry) -> float:
@@ -320,7 +323,7 @@ def body_mask(image: np.ndarray, geometry: Geometry, *, threshold_hu: float = -5
     components, n = ndimage.label(foreground)
     if n == 0:
         return np.zeros(image.shape, dtype=bool)
-    sizes = np.bincount(components.ravel())
+    sizes = chunked_bincount(components, minlength=n + 1)
     sizes[0] = 0
     body = components == int(np.argmax(sizes))
     del components
@@ -546,7 +549,7 @@ def _largest_component(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
     components, n = ndimage.label(mask, structure=structure)
     if n <= 1:
         return mask
-    sizes = np.bincount(components.ravel())
+    sizes = chunked_bincount(components, minlength=n + 1)
     sizes[0] = 0
     return components == int(np.argmax(sizes))
 
@@ -623,7 +626,7 @@ def flag_components(labels: np.ndarray, geometry: Geometry, scheme: LabelScheme,
         if value not in boxes:
             continue
         components, n = ndimage.label(labels[boxes[value]] == value, structure=structure)
-        sizes = np.sort(np.bincount(components.ravel())[1:])[::-1]
+        sizes = np.sort(chunked_bincount(components, minlength=n + 1)[1:])[::-1]
         kept = sizes[sizes >= minimum]
         if len(kept) > max_components:
             listed = ", ".join(f"{_ml(s, geometry):.1f}" for s in kept[:6]) + (" ..." if len(kept) > 6 else "")
@@ -673,7 +676,7 @@ def flag_geometry(label_geometry: Geometry, image_geometry: Geometry, *, case: s
 
 def class_volumes(labels: np.ndarray, geometry: Geometry, scheme: LabelScheme, *, case: str = "") -> pd.DataFrame:
     """case, class, value, voxels, volume_ml of every class present."""
-    counts = np.bincount(labels.ravel())
+    counts = chunked_bincount(labels)
     rows = [{"case": case, "class": scheme.name_of(int(v)), "value": int(v), "voxels": int(counts[v]),
              "volume_ml": _ml(counts[v], geometry)} for v in np.flatnonzero(counts[1:]) + 1]
     return pd.DataFrame(rows, columns=["case", "class", "value", "voxels", "volume_ml"])

@@ -39,8 +39,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from segqc.anatomy.scheme import LabelScheme, label_dtype, load_scheme, lookup, value_counts
+from segqc.anatomy.scheme import LabelScheme, label_dtype, load_scheme, lookup
 from segqc.errors import InputError
+from segqc.metrics.counts import value_counts
 
 __all__ = ["UNMAPPED_POLICIES", "LabelMapping", "load_mapping", "mapping_by_name", "mapping_into"]
 

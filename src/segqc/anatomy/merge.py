@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from segqc.anatomy.scheme import LabelScheme, label_dtype, lookup, value_counts
+from segqc.anatomy.scheme import LabelScheme, label_dtype, lookup
+from segqc.metrics.counts import value_counts
 
 __all__ = ["STRATEGIES", "MergeResult", "merge_label_maps"]
 

@@ -59,6 +59,7 @@ from segqc.anatomy.scheme import LabelScheme, load_scheme
 from segqc.anatomy.space import centroid_mm, fit_midsagittal_plane, index_to_mm
 from segqc.errors import InputError
 from segqc.io.images import Geometry
+from segqc.metrics.counts import chunked_bincount
 from segqc.metrics.masks import nonempty_box
 
 __all__ = ["CHANGE_COLUMNS", "PRESETS", "RULES", "RuleSet", "apply_rules", "check_steps", "load_rules", "side_pairs"]
@@ -319,7 +320,7 @@ def _order_series(case: _Case, *, series: str = "", left: str | None = None, rig
         sub = nonempty_box(mask)
         view = case.labels[sub]
         cc, n = _components(np.where(mask[sub], view, 0))  # per label: touching neighbours stay apart
-        sizes = np.bincount(cc.ravel())[1:]
+        sizes = chunked_bincount(cc, minlength=n + 1)[1:]
         keep = np.argsort(-sizes, kind="stable")[: len(group)] + 1
         for k in sorted(set(range(1, n + 1)) - set(keep.tolist())):  # beyond the largest len(group): removed
             part = cc == k
@@ -384,7 +385,7 @@ def _largest_component(case: _Case, *, classes: Sequence[str] = (), min_voxels: 
         if found is None:
             continue
         sub, cc, n = found
-        sizes = np.bincount(cc.ravel(), minlength=n + 1)[1:]
+        sizes = chunked_bincount(cc, minlength=n + 1)[1:]
         largest = int(sizes.max())
         if largest < min_voxels:
             drop = np.arange(1, n + 1)

@@ -40,15 +40,16 @@ import pandas as pd
 import yaml
 
 from segqc.errors import InputError
+from segqc.metrics.counts import value_counts
 
 __all__ = ["MAX_LABEL_VALUE", "SHIPPED_SCHEMES", "LabelClass", "LabelScheme", "label_dtype", "load_scheme",
-           "lookup", "scheme_diff", "scheme_from_class_map", "shipped_scheme", "value_counts"]
+           "lookup", "scheme_diff", "scheme_from_class_map", "shipped_scheme"]
 
 #: Schemes that ship with segqc (``src/segqc/anatomy/schemes/<name>.yaml``).
 SHIPPED_SCHEMES = ("total", "total_v1", "total_mr")
 #: The largest label value a scheme may use: label maps are written as unsigned integers of at most 32 bits.
 MAX_LABEL_VALUE = 2**32 - 1
-#: Up to this value, per-value tables (lookup tables, counts) are arrays indexed by the value itself.
+#: Up to this value, lookup tables are arrays indexed by the value itself.
 _DENSE_LIMIT = 1 << 20
 
 
@@ -369,24 +370,6 @@ def lookup(values: np.ndarray, keys: np.ndarray, mapped: np.ndarray, dtype: Any)
         table[keys] = mapped
         return table[values]
     return np.asarray(mapped)[np.searchsorted(keys, values)].astype(dtype)
-
-
-def value_counts(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(values present in ``array``, ascending; their voxel counts), both int64. A count table
-    indexed by the value where the largest value is small, else a sort: memory never grows with
-    the largest value itself."""
-    flat = np.asarray(array).ravel()
-    if not flat.size:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    if flat.dtype == bool:
-        flat = flat.view(np.uint8)
-    kind = flat.dtype.kind  # unsigned values need no min() pass
-    if kind in "iu" and (kind == "u" or 0 <= int(flat.min())) and int(flat.max()) < _DENSE_LIMIT:
-        counts = np.bincount(flat)
-        values = np.flatnonzero(counts)
-        return values.astype(np.int64), counts[values].astype(np.int64)
-    values, counts = np.unique(flat, return_counts=True)
-    return values.astype(np.int64), counts.astype(np.int64)
 
 
 def _integer(value: Any) -> int:

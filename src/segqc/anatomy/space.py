@@ -36,21 +36,32 @@ def index_to_mm(geometry: Geometry, index: np.ndarray) -> np.ndarray:
 
 
 def centroid_mm(mask: np.ndarray, geometry: Geometry) -> np.ndarray | None:
-    """Centre of mass of ``mask`` in LPS mm; None for an empty mask."""
-    points = np.argwhere(mask)
-    if not len(points):
+    """Centre of mass of ``mask`` (non-zero voxels) in LPS mm; None for an empty mask. From the
+    mask's voxel counts per index along each axis: no list of voxel coordinates (24 bytes per
+    voxel) and no float copy of the volume."""
+    mask = np.asarray(mask)
+    total = np.count_nonzero(mask)
+    if not total:
         return None
-    return index_to_mm(geometry, points.mean(axis=0))
+    mask = mask.astype(bool, copy=False)
+    index = np.empty(mask.ndim)
+    for k, n in enumerate(mask.shape):
+        counts = mask.sum(axis=tuple(a for a in range(mask.ndim) if a != k), dtype=np.int64)
+        index[k] = float(np.dot(np.arange(n, dtype=np.float64), counts)) / total
+    return index_to_mm(geometry, index)
 
 
 def axis_coordinate(geometry: Geometry, axis: int) -> np.ndarray:
     """LPS coordinate ``axis`` (0 = x left, 1 = y posterior, 2 = z superior) of every voxel, as an
-    array broadcastable to the map's shape (no full coordinate grid is built: the coordinate is a
-    sum of one term per array axis)."""
+    array broadcastable to the map's shape: a sum of one term per array axis that moves along
+    ``axis`` (an axis-aligned grid gives one line of values, an oblique one more; never a grid of
+    the array axes the coordinate does not depend on)."""
     matrix = _matrix(geometry)
     shape = geometry.shape
     total = np.full([1] * len(shape), float(geometry.origin[axis]))
     for k, n in enumerate(shape):
+        if matrix[axis, k] == 0.0:
+            continue
         view = [1] * len(shape)
         view[k] = n
         total = total + (np.arange(n, dtype=float) * matrix[axis, k]).reshape(view)

@@ -51,6 +51,7 @@ from segqc.errors import GeometryMismatchError, InputError, SegqcError
 from segqc.io.atomic import write_text_atomic
 from segqc.io.datasets import Dataset, DatasetInfo
 from segqc.io.images import check_same_geometry, read_image, read_label_map
+from segqc.metrics.counts import value_counts
 
 __all__ = [
     "CaseFingerprint",
@@ -511,12 +512,8 @@ def _check_grid(image_geometry, label_geometry, image_path: Path, label_path: Pa
 
 
 def _label_values(array: np.ndarray) -> tuple[int, ...]:
-    if array.size == 0:
-        return ()
-    if array.dtype in (np.uint8, np.uint16):
-        counts = np.bincount(array.ravel(order="K"))
-        return tuple(int(v) for v in np.flatnonzero(counts))
-    return tuple(int(v) for v in np.unique(array))
+    values, _ = value_counts(array)
+    return tuple(int(v) for v in values)
 
 
 def _bbox_shape(mask: np.ndarray) -> tuple[int, ...]:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from segqc.errors import InputError
+from segqc.metrics.counts import value_counts
 
 #: A label map without a class list whose values are more than this many is suspicious (an
 #: intensity image passed as a label map?): segqc warns.
@@ -94,7 +95,7 @@ class LabelSet:
             return list(self.names)
         present: set[int] = set()
         for array in arrays:
-            present |= set(int(v) for v in _present(array))
+            present |= set(int(v) for v in value_counts(array)[0])
         present.discard(self.background)
         if self.ignore is not None:
             present.discard(self.ignore)
@@ -110,7 +111,7 @@ class LabelSet:
         """Raise :class:`InputError` naming ``path`` when the map holds a value that is not a
         known class, region member, background or ignore label; return warnings (one line each)
         for a map that looks like an intensity image (many values, no class list)."""
-        values = _present(array)
+        values, _ = value_counts(array)
         if self.known and not self.restricted:
             allowed = {self.background, *self.names, *(m for ms in self.regions.values() for m in ms)}
             if self.ignore is not None:
@@ -153,11 +154,3 @@ class LabelSet:
                 "ignore": self.ignore, "known": self.known, "restricted": self.restricted}
 
 
-def _present(array: np.ndarray) -> np.ndarray:
-    array = np.asarray(array)
-    if array.dtype == bool:
-        return np.unique(array.astype(np.uint8))
-    if array.dtype.kind == "u" and array.dtype.itemsize <= 2 and array.size:
-        counts = np.bincount(array.ravel(), minlength=1)
-        return np.flatnonzero(counts)
-    return np.unique(array)

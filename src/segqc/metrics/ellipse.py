@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from segqc.metrics.counts import chunked_bincount
+
 __all__ = ["Ellipse", "ellipse_perimeter", "fit_ellipse", "head_circumference"]
 
 
@@ -70,7 +72,7 @@ def fit_ellipse(mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0), *,
     if largest_component and mask.any():
         labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
         if count > 1:
-            sizes = np.bincount(labels.ravel())[1:]
+            sizes = chunked_bincount(labels)[1:]
             mask = labels == (int(np.argmax(sizes)) + 1)
     points = np.argwhere(mask).astype(np.float64) * np.asarray(spacing, dtype=np.float64)
     if len(points) == 0:

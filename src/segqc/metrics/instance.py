@@ -26,6 +26,7 @@ import numpy as np
 from segqc.metrics import panoptic
 from segqc.metrics.binary import MetricResult, MetricSettings
 from segqc.metrics.components import label_components
+from segqc.metrics.counts import chunked_bincount
 from segqc.metrics.masks import mask_pair
 from segqc.metrics.registry import INSTANCE_METRICS, EmptyPolicy, check_metric_names, empty_situation, metric_info
 
@@ -193,6 +194,6 @@ def _overlap_of_labels(pred_ids: np.ndarray, gt_ids: np.ndarray) -> ComponentOve
     return ComponentOverlap(
         pairs=np.stack([key // (n_pred + 1), key % (n_pred + 1)], axis=1),
         intersection=counts,
-        gt_sizes=np.bincount(gt_ids.reshape(-1).astype(np.int64), minlength=n_gt + 1),
-        pred_sizes=np.bincount(pred_ids.reshape(-1).astype(np.int64), minlength=n_pred + 1),
+        gt_sizes=chunked_bincount(gt_ids, minlength=n_gt + 1),
+        pred_sizes=chunked_bincount(pred_ids, minlength=n_pred + 1),
     )

@@ -66,6 +66,7 @@ from scipy import ndimage
 from segqc.metrics import surface as _surface
 from segqc.metrics.binary import MetricSettings, compare_masks
 from segqc.metrics.components import CONNECTIVITY_2D, label_components
+from segqc.metrics.counts import chunked_bincount
 from segqc.metrics.masks import as_mask, bounding_box, check_spacing, mask_pair, union_box
 from segqc.metrics.surface import SurfaceMode
 
@@ -473,7 +474,7 @@ def lesion_table(
             )
         )
     fp = _false_positives(lesions, pair_lesion, pair_pred, n_pred, settings)
-    fp_sizes = np.bincount(pred_labels.reshape(-1), minlength=n_pred + 1)[fp] if fp.size else np.zeros(0, int)
+    fp_sizes = chunked_bincount(pred_labels, minlength=n_pred + 1)[fp] if fp.size else np.zeros(0, int)
     return LesionTable(
         lesions=tuple(rows),
         fp_components=tuple(int(p) for p in fp),

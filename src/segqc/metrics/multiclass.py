@@ -29,6 +29,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from segqc.metrics.binary import MetricResult
+from segqc.metrics.counts import value_counts
 from segqc.metrics.registry import EmptyPolicy, empty_situation, metric_info
 
 __all__ = ["MulticlassCounts", "generalized_dice", "multiclass_counts", "multiclass_dice", "per_class_dice",
@@ -36,12 +37,10 @@ __all__ = ["MulticlassCounts", "generalized_dice", "multiclass_counts", "multicl
 
 
 def present_labels(label: np.ndarray) -> list[int]:
-    """Sorted non-zero label values present in a label map (one bincount pass for 8/16-bit maps)."""
-    label = np.asarray(label)
-    if label.dtype.itemsize <= 2 and label.dtype.kind in "ub":
-        counts = np.bincount(label.reshape(-1).astype(np.intp, copy=False))
-        return [int(v) for v in np.flatnonzero(counts) if v != 0]
-    return [int(v) for v in np.unique(label) if v != 0]
+    """Sorted non-zero label values present in a label map (:func:`~segqc.metrics.counts.value_counts`);
+    an empty list for an empty or all-background map."""
+    values, _ = value_counts(label)
+    return [int(v) for v in values if v != 0]
 
 
 class MulticlassCounts(tuple):

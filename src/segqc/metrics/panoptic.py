@@ -43,13 +43,13 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from segqc.metrics.counts import value_counts
+
 MatchCriterion = Literal["iou", "dice"]
 MatchMethod = Literal["hungarian", "unique", "monai"]
 
 #: Dice value equivalent to IoU 0.5 (``Dice = 2 IoU / (1 + IoU)``), the bound of ``method="unique"``.
 DICE_OF_IOU_HALF = 2.0 / 3.0
-#: Ids up to max(this, number of voxels) are counted with ``np.bincount``, larger ones with ``np.unique``.
-_BINCOUNT_MAX_ID = 1 << 20
 
 
 class InstanceOverlaps(NamedTuple):
@@ -122,19 +122,9 @@ def _check_instance_maps(pred_ids: np.ndarray, gt_ids: np.ndarray) -> tuple[np.n
 
 def _ids_and_sizes(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sorted non-zero ids of a flat label array and their voxel counts (both int64)."""
-    if flat.dtype == bool:
-        flat = flat.view(np.uint8)
-    if flat.size == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    lo, hi = int(flat.min()), int(flat.max())
-    if lo >= 0 and hi <= max(_BINCOUNT_MAX_ID, flat.size):
-        counts = np.bincount(flat.astype(np.intp, copy=False), minlength=1)
-        counts[0] = 0
-        ids = np.flatnonzero(counts)
-        return ids.astype(np.int64), counts[ids].astype(np.int64)
-    ids, counts = np.unique(flat, return_counts=True)
+    ids, sizes = value_counts(flat)
     keep = ids != 0
-    return ids[keep].astype(np.int64), counts[keep].astype(np.int64)
+    return ids[keep], sizes[keep]
 
 
 class _Table(NamedTuple):

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from segqc.errors import InputError
 from segqc.io.datasets import Dataset
+from segqc.metrics.counts import chunked_bincount
 from segqc.windows import crop_window
 
 __all__ = ["SliceData", "Window", "add_noise_rows", "build_training_data", "crop_or_pad", "flip_rows", "image_slices",
@@ -145,7 +146,7 @@ class SliceData:
         """What identifies the data in the run record (a rerun on other data is refused)."""
         from segqc.training.stages import arrays_crc32
 
-        counts = np.bincount(self.gts.reshape(-1), minlength=len(self.labels))
+        counts = chunked_bincount(self.gts, minlength=len(self.labels))
         return {"slices": self.n_slices, "cases": len(set(self.cases)), "labels": list(self.labels),
                 "image_channels": self.image_channels, "size": int(self.gts.shape[-1]),
                 "class_pixels": [int(c) for c in counts], "crc32": arrays_crc32((self.images, self.gts))}
