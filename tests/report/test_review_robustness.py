@@ -324,3 +324,25 @@ def test_ctrl_c_stops_the_review_with_a_plain_line_and_exit_0(qc_out, tmp_path):
     assert process.returncode == 0, (lines, stderr)
     assert f"review stopped; decisions are saved in {db}\n" in lines
     assert "error" not in stderr and "Traceback" not in stderr
+
+
+def test_the_volume_cache_holds_no_more_bytes_than_its_budget_but_always_the_layer_just_read(tmp_path):
+    """Twelve layers of a whole-body CT (an int16 image of 300 MB, label maps of 150 MB) held
+    several GB in the server; the cache now also stops at a byte budget."""
+    from segqc.io.images import Geometry, write_image
+    from segqc.review.volumes import VolumeCache
+    from segqc.review.worklist import ReviewCase
+
+    cases = []
+    for i in range(3):
+        path = tmp_path / f"seg{i}.nii.gz"
+        write_image(path, np.full((40, 40, 10), i + 1, np.uint8), Geometry.from_shape((40, 40, 10), (1.0, 1.0, 1.0)))
+        cases.append(ReviewCase(f"c{i}", False, "", None, {}, files={"segmentation": path}))
+    one = len(VolumeCache().layer(cases[0], "segmentation"))  # 16 000 voxels + the NIfTI header
+    cache = VolumeCache(size=12, max_bytes=2 * one + one // 2)
+    for case in cases:
+        cache.layer(case, "segmentation")
+    held = [nibabel.Nifti1Image.from_bytes(data).get_fdata().max() for data in cache._items.values()]
+    assert held == [2, 3]  # the oldest went first
+    tiny = VolumeCache(size=12, max_bytes=10)
+    assert len(tiny.layer(cases[0], "segmentation")) == one and len(tiny._items) == 1
