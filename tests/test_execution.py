@@ -355,3 +355,23 @@ def test_a_script_without_the_main_guard_gets_one_line_not_a_broken_pool(tmp_pat
                             cwd=tmp_path)
     lines = [line for line in result.stdout.splitlines() if line.startswith("ERROR:")]
     assert lines and 'if __name__ == "__main__":' in lines[0], (result.stdout, result.stderr[-2000:])
+
+
+def test_a_run_into_the_folder_of_its_own_inputs_is_refused_before_any_case(tmp_path):
+    """`labels map IN -o IN` rewrote the input label maps in place (exit 0), and a later run into
+    the folder removed them as an earlier run's outputs. Also through a link to the folder."""
+    from segqc.execution import CaseTask, run_cases
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "a.txt").write_text("x y")
+    (tmp_path / "link").symlink_to(inputs)
+    tasks = [CaseTask("a", {"text": (inputs / "a.txt",)})]
+    for out in (inputs, tmp_path / "link", tmp_path / "in" / "."):
+        with pytest.raises(InputError) as error:
+            run_cases(partial(_write_maps, out=out), tasks, out, settings={})
+        assert str(error.value) == f"{out}: is the folder of this run's input files (e.g. a.txt); write the output " \
+                                   "into another folder"
+    assert sorted(p.name for p in inputs.iterdir()) == ["a.txt"]  # nothing written, nothing removed
+    report = run_cases(partial(_write_maps, out=inputs / "out"), tasks, inputs / "out", settings={})  # inside: fine
+    assert report.done == ["a"]

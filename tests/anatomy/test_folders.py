@@ -187,3 +187,16 @@ def test_rules_and_merge_reruns_leave_no_output_map_of_a_removed_input(tmp_path,
     assert result.exit_code == 0, result.output
     assert not any((out / name.format(case="c2")).exists() for name in written)
     assert all((out / name.format(case="c1")).is_file() for name in written)
+
+
+@pytest.mark.parametrize("command", ["map", "rules", "merge"])
+def test_writing_into_the_input_folder_is_refused_and_leaves_the_inputs_as_they_were(tmp_path, command):
+    """`labels map IN -o IN` and `labels rules IN -o IN` rewrote the input maps in place, exit 0."""
+    folder = tmp_path / "in"
+    write_image(folder / "c1.nii.gz", _labels("liver", "kidney_left"), GEOMETRY)
+    before = (folder / "c1.nii.gz").read_bytes()
+    result = runner.invoke(app, _commands(folder, folder)[command])
+    assert result.exit_code == 2, result.output
+    assert _errors(result.output) == [f"error: {folder}: is the folder of this run's input files (e.g. c1.nii.gz); "
+                                      "write the output into another folder"]
+    assert sorted(p.name for p in folder.iterdir()) == ["c1.nii.gz"] and (folder / "c1.nii.gz").read_bytes() == before

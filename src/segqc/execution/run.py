@@ -33,7 +33,7 @@ from typing import Any
 
 import pandas as pd
 
-from segqc.errors import SegqcError
+from segqc.errors import InputError, SegqcError
 from segqc.execution.cache import CaseStore, case_key, settings_digest
 from segqc.execution.lock import output_lock
 from segqc.execution.pool import map_cases
@@ -200,10 +200,27 @@ def run_cases(
     if out is None:
         return _run_cases(function, tasks, None, settings=settings, extra_digest=extra_digest, jobs=jobs,
                           scheduler=scheduler, progress=progress, description=description)
+    check_output_apart(out, tasks)
     out.mkdir(parents=True, exist_ok=True)
     with output_lock(out):
         return _run_cases(function, tasks, out, settings=settings, extra_digest=extra_digest, jobs=jobs,
                           scheduler=scheduler, progress=progress, description=description)
+
+
+def check_output_apart(out: Path, tasks: Sequence[CaseTask]) -> None:
+    """:class:`InputError` naming ``out`` when it is the folder of an input file of ``tasks``: the
+    run's outputs (``CASE.nii.gz``, tables) would overwrite or mix with its inputs, and a later run
+    into the folder would remove them as stale outputs. Compared after resolving links."""
+    by_folder: dict[str, str] = {}
+    for task in tasks:
+        for paths in task.inputs.values():
+            for path in paths:
+                by_folder.setdefault(os.path.dirname(os.path.abspath(path)), os.path.basename(path))
+    target = os.path.realpath(out)
+    for folder, name in by_folder.items():
+        if os.path.realpath(folder) == target:
+            raise InputError(f"is the folder of this run's input files (e.g. {name}); write the output into "
+                             "another folder", out)
 
 
 def _run_cases(function: Callable[[CaseTask], CaseResult], tasks: Sequence[CaseTask], out: Path | None, *,
