@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -286,3 +287,45 @@ def test_top_level_regions_of_dataset_json_are_read(tmp_path):
 def test_real_brats_dataset_json_gives_the_three_tumour_regions(shared_data):
     info = read_dataset_json(shared_data("brats") / "dataset.json")
     assert info.regions["whole tumour"] == (1, 2, 3) and info.regions["enhancing tumour"] == (3,)
+
+
+def _label_file(path) -> None:
+    import numpy as np
+
+    from segqc.io.images import Geometry, write_image
+
+    write_image(path, np.ones((3, 3, 2), np.uint8), Geometry.from_shape((3, 3, 2), (1.0, 1.0, 1.0)))
+
+
+def test_a_broken_link_named_like_a_case_is_named_not_taken_for_a_missing_case(tmp_path):
+    """A dangling CASE.nii.gz link in a prediction folder was an 'empty prediction' (Dice 0, exit 0)."""
+    _label_file(tmp_path / "a.nii.gz")
+    (tmp_path / "b.nii.gz").symlink_to(tmp_path / "gone" / "b.nii.gz")
+    with pytest.raises(InputError) as exc:
+        list_label_files(tmp_path)
+    assert str(exc.value) == f"{tmp_path / 'b.nii.gz'}: is a broken link (to {tmp_path / 'gone' / 'b.nii.gz'})"
+
+
+def test_a_pipe_named_like_a_case_is_refused_instead_of_read(tmp_path):
+    """Reading a FIFO blocks for ever; it was skipped as 'no file' before."""
+    os.mkfifo(tmp_path / "a.nii.gz")
+    with pytest.raises(InputError, match="is not a regular file"):
+        list_label_files(tmp_path)
+
+
+def test_a_file_name_that_is_not_utf8_is_one_line_not_an_itk_abort(tmp_path):
+    """SimpleITK aborted the whole process (std::logic_error, exit 134) on such a name: no output
+    for the good cases either. The run now stops before any case with the name escaped."""
+    import subprocess
+    import sys
+
+    for folder in ("gt", "pred"):
+        _label_file(tmp_path / folder / "good.nii.gz")
+        _label_file(tmp_path / folder / "x.nii.gz")
+        os.rename(os.fsencode(tmp_path / folder / "x.nii.gz"), os.fsencode(tmp_path / folder) + b"/caf\xe9.nii.gz")
+    result = subprocess.run([sys.executable, "-m", "segqc", "evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"),
+                             "-o", str(tmp_path / "out"), "-q"], capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert lines == [f"error: {tmp_path / 'gt'}: holds a file whose name is not valid UTF-8 (caf\\xe9.nii.gz); "
+                     "rename it"], lines

@@ -248,12 +248,31 @@ def _image_entries(folder: PathLike, file_ending: str | None) -> list[tuple[str,
         raise InputError("not a folder", folder)
     entries = []
     for item in sorted(folder.iterdir()):
-        if item.name.startswith(".") or item.name == "dataset.json" or not item.is_file():
+        if item.name.startswith(".") or item.name == "dataset.json":
             continue
         split = _split_extension(item.name, file_ending)
-        if split is not None:
-            entries.append((split[0], item))
+        if split is None or item.is_dir():
+            continue
+        _check_listed_file(item, folder)
+        entries.append((split[0], item))
     return entries
+
+
+def _check_listed_file(item: Path, folder: Path) -> None:
+    """:class:`InputError` for an image file of a listing that cannot be read as one: a broken
+    link (else taken for a missing case: an empty prediction, a skipped case), a pipe or device
+    (reading it would block), or a name that is not valid UTF-8 (ITK aborts the whole process on
+    it; the name is shown with its undecodable bytes escaped)."""
+    try:
+        item.name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = item.name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise InputError(f"holds a file whose name is not valid UTF-8 ({shown}); rename it", folder) from None
+    if item.is_file():
+        return
+    if item.is_symlink() and not item.exists():
+        raise InputError(f"is a broken link (to {os.readlink(item)})", item)
+    raise InputError("is not a regular file (a pipe, socket or device)", item)
 
 
 def list_label_files(folder: PathLike, *, file_ending: str | None = None) -> dict[str, Path]:
