@@ -375,3 +375,54 @@ def test_a_run_into_the_folder_of_its_own_inputs_is_refused_before_any_case(tmp_
     assert sorted(p.name for p in inputs.iterdir()) == ["a.txt"]  # nothing written, nothing removed
     report = run_cases(partial(_write_maps, out=inputs / "out"), tasks, inputs / "out", settings={})  # inside: fine
     assert report.done == ["a"]
+
+
+def _with_extra(task):
+    import pandas as pd
+
+    from segqc.execution import CaseResult
+
+    text = Path(task.inputs["text"][0]).read_text()
+    return CaseResult(table=pd.DataFrame([{"case": task.case, "text": text}]),
+                      extra={"slices": pd.DataFrame([{"case": task.case, "slice": i} for i in range(len(text))])})
+
+
+def test_a_case_named_like_another_cases_extra_table_keeps_its_own_tables_on_a_rerun(tmp_path):
+    """Case X's extra table was stored as X.slices.parquet, which is also the main part of a
+    case named X.slices: a rerun reused the other case's rows as X's slices."""
+    from segqc.execution import CaseTask, run_cases
+
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    (inputs / "x.txt").write_text("ab")
+    (inputs / "x.slices.txt").write_text("cdef")
+    tasks = [CaseTask(c, {"text": (inputs / f"{c}.txt",)}) for c in ("x", "x.slices")]
+    first = run_cases(_with_extra, tasks, out, settings={})
+    again = run_cases(_with_extra, tasks, out, settings={})
+    assert sorted(again.reused) == ["x", "x.slices"]
+    for report in (first, again):
+        table = report.table.set_index("case")
+        assert table.loc["x", "text"] == "ab" and table.loc["x.slices", "text"] == "cdef"
+        slices = report.extra["slices"]
+        assert list(slices["case"]) == ["x", "x", "x.slices", "x.slices", "x.slices", "x.slices"]
+
+
+def test_the_outputs_of_a_removed_case_with_a_dot_in_its_name_are_removed_too(tmp_path):
+    """The store's case list skipped every name with a dot (taken for an extra table), so the
+    files of a removed case `HC18.v2` stayed beside the new run's outputs."""
+    from segqc.execution import CaseTask, run_cases
+
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    for case in ("a", "b.v2"):
+        (inputs / f"{case}.txt").write_text("x")
+
+    def run(cases):
+        return run_cases(partial(_write_maps, out=out), [CaseTask(c, {"text": (inputs / f"{c}.txt",)}) for c in cases],
+                         out, settings={})
+
+    run(["a", "b.v2"])
+    assert sorted(p.name for p in (out / "map").iterdir()) == ["a_x.txt", "b.v2_x.txt"]
+    report = run(["a"])
+    assert sorted(p.name for p in (out / "map").iterdir()) == ["a_x.txt"]
+    assert [w for w in report.warnings if w.startswith("removed 1 output file(s)")], report.warnings

@@ -208,3 +208,17 @@ def test_a_target_label_no_case_holds_is_one_error_line_and_exit_2(dataset, tmp_
     result = _run(str(dataset), "-o", str(tmp_path / "out"), "--per-case", "1", "--target-label", "4", "--quiet")
     assert result.exit_code == 2, result.output
     assert "no case has label 4 to degrade (3 case(s), all skipped)" in " ".join(result.output.split())
+
+
+def test_a_rerun_from_a_copy_of_the_data_records_the_copys_paths(dataset, tmp_path):
+    """Cases are keyed on content, so a copy of the data reuses them; their manifest rows kept the
+    first run's gt_file, which broke once the first copy was deleted."""
+    import shutil
+
+    out = tmp_path / "out"
+    assert _run(str(dataset), "-o", str(out), "--per-case", "1", "--quiet").exit_code == 0
+    copy = tmp_path / "copy"
+    shutil.copytree(dataset.parent, copy)
+    result = _run(str(copy / "labelsTr"), "-o", str(out), "--per-case", "1", "--quiet")
+    assert "reused 3 finished case(s)" in result.output.replace("\n", " ")
+    assert sorted(set(_manifest(out)["gt_file"])) == [str(copy / "labelsTr" / f"case{i}.nii.gz") for i in range(3)]

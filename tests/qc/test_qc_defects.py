@@ -688,3 +688,17 @@ def test_the_cli_leaves_the_tolerance_open_unless_given(command):
 
     info = next(c for c in qc_app.registered_commands if c.name == command)
     assert inspect.signature(info.callback).parameters["tolerance"].default.default is None
+
+
+def test_a_worker_loads_the_model_again_when_the_folders_weights_changed(monkeypatch, tmp_path):
+    """The per-process model cache was keyed on the folder's path only: a Dask worker, which
+    outlives a run, kept estimating with the old weights after they were replaced (the run's
+    case keys changed, so every case was recomputed — with the stale model)."""
+    from segqc.qc import inference
+
+    loads = []
+    monkeypatch.setattr(inference, "load_qc_model", lambda path: loads.append(path) or object())
+    monkeypatch.setattr(inference, "_MODEL_CACHE", {})
+    first = inference._cached_model(tmp_path, "digest-1")
+    assert inference._cached_model(tmp_path, "digest-1") is first and len(loads) == 1
+    assert inference._cached_model(tmp_path, "digest-2") is not first and len(loads) == 2

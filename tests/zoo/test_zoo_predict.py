@@ -200,3 +200,16 @@ def test_a_case_whose_image_and_label_grids_differ_fails_alone(trained_zoo, toy_
     assert "spacing" in result.failed[holdout[0]] and str(data / "imagesTr") in result.failed[holdout[0]]
     assert set(result.manifest["case"]) == set(holdout[1:])
     assert os.path.isfile(tmp_path / "o" / "manifest.csv")
+
+
+def test_a_rerun_from_a_copy_of_the_data_records_the_copys_label_paths(predicted, trained_zoo, toy_dataset,
+                                                                        tmp_path):
+    """Rows are reused on content; they kept gt_file of the data the first run read."""
+    out, result = predicted
+    copy_out, data = tmp_path / "out", tmp_path / "data"
+    shutil.copytree(out, copy_out)
+    shutil.copytree(toy_dataset, data)
+    again = predict_zoo(trained_zoo, data, copy_out)
+    assert again.reused == len(result.manifest)
+    assert all(path.startswith(str(data)) and Path(path).is_file() for path in again.manifest["gt_file"])
+    assert list(again.manifest["gt_file"].str.replace(str(data), str(toy_dataset))) == list(result.manifest["gt_file"])

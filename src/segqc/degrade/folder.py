@@ -388,6 +388,9 @@ def degrade_folder(
                        scheduler=scheduler, progress=progress, description="degrade")
     manifest = report.table if len(report.table) else _frame([], dataset_labels or ())
     manifest = manifest[[c for c in _column_order(manifest.columns)]]
+    if len(manifest):  # a reused case's row holds the path of the run that made it: this run's instead
+        paths = {task.case: str(task.path("gt")) for task in tasks}
+        manifest = manifest.assign(gt_file=manifest["case"].map(paths).fillna(manifest["gt_file"]))
     write_csv_atomic(out / "manifest.csv", manifest)
     summary = {
         "settings": config.to_dict(),

@@ -8,7 +8,7 @@ time: a file rewritten in place with its time stamp restored still gets its new 
 :func:`case_key` combines them.
 
 :class:`CaseStore` keeps one Parquet part per finished case under ``OUT/cases/``:
-``CASE.parquet`` (the case's main table) and ``CASE.<name>.parquet`` for further tables. The
+``CASE.parquet`` (the case's main table) and ``.extra/<name>/CASE.parquet`` for further tables. The
 key, the case's warnings and the output files it wrote are stored in the main part's Parquet
 metadata; the main part is written last and atomically, so it marks the case as finished. A part
 that is unreadable, carries another key, or whose output files are gone is simply recomputed.
@@ -76,7 +76,11 @@ class CaseStore:
         self.directory = Path(directory)
 
     def _path(self, case: str, name: str | None = None) -> Path:
-        return self.directory / (f"{case}.parquet" if name is None else f"{case}.{name}.parquet")
+        """``CASE.parquet`` for the main part; an extra table in its own folder, ``.extra/NAME/CASE.parquet``
+        (as ``CASE.NAME.parquet`` it was also the main part of a case named ``CASE.NAME``)."""
+        if name is None:
+            return self.directory / f"{case}.parquet"
+        return self.directory / ".extra" / name / f"{case}.parquet"
 
     def save(self, case: str, key: str, tables: Mapping[str, pd.DataFrame], *, warnings: Iterable[str] = (),
              files: Iterable[str] = ()) -> None:
@@ -102,7 +106,7 @@ class CaseStore:
         if not self.directory.is_dir():
             return []
         return sorted(path.name[:-len(".parquet")] for path in self.directory.glob("*.parquet")
-                      if "." not in path.name[:-len(".parquet")])
+                      if not path.name.startswith("."))  # not a temporary file of a killed save
 
     def files(self, case: str) -> list[str]:
         """The output files (relative to the output folder) recorded with the finished part of

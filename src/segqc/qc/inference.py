@@ -322,8 +322,8 @@ def _assess_case(model: QcModel, case: str, images: np.ndarray, segs: np.ndarray
 
 
 def _run_case(task: CaseTask, model_dir: Path, settings: QcSettings, out_dir: Path,
-              model: QcModel | None = None) -> CaseResult:
-    model = model or _cached_model(model_dir)
+              model: QcModel | None = None, digest: str = "") -> CaseResult:
+    model = model or _cached_model(model_dir, digest)
     seg_path = task.path("seg")
     assert seg_path is not None
     estimates, slices, maps, geometry, notes = qc_case(model, task.case, task.inputs["image"], seg_path, settings)
@@ -334,12 +334,15 @@ def _run_case(task: CaseTask, model_dir: Path, settings: QcSettings, out_dir: Pa
     return CaseResult(table=estimates, extra={"slices": slices}, warnings=notes, files=files)
 
 
-_MODEL_CACHE: dict[str, QcModel] = {}
+_MODEL_CACHE: dict[tuple[str, str], QcModel] = {}
 
 
-def _cached_model(model_dir: Path) -> QcModel:
-    key = str(Path(model_dir).resolve())
+def _cached_model(model_dir: Path, digest: str) -> QcModel:
+    """The model of a worker process, loaded once per folder and content (``digest``: a Dask
+    worker outlives a run, and a folder whose weights were replaced is another model)."""
+    key = (str(Path(model_dir).resolve()), digest)
     if key not in _MODEL_CACHE:
+        _MODEL_CACHE.clear()
         _MODEL_CACHE[key] = load_qc_model(model_dir)
     return _MODEL_CACHE[key]
 
@@ -447,10 +450,11 @@ def qc_folder(model_dir: str | Path, images_dir: str | Path, segs_dir: str | Pat
     if channels != [needed]:  # the folder is not for this model: before any case
         raise InputError(f"cases have {channels} channel(s) but the model needs {needed}", images_dir)
     in_process = (jobs == 1 and scheduler is None) or model is not None or device != "cpu"
+    digest = directory_digest(model_dir)
     work = partial(_run_case, model_dir=model_dir, settings=settings, out_dir=out_dir,
-                   model=loaded if in_process else None)
+                   model=loaded if in_process else None, digest=digest)
     report = run_cases(work, tasks, out_dir, settings={"qc": settings.to_dict(), "method": loaded.method},
-                       extra_digest=directory_digest(model_dir), jobs=1 if in_process else jobs,
+                       extra_digest=digest, jobs=1 if in_process else jobs,
                        scheduler=None if in_process else scheduler, progress=progress, description="qc")
     table = report.table if len(report.table) else pd.DataFrame(columns=QC_COLUMNS)
     slices = report.extra.get("slices", pd.DataFrame())

@@ -547,6 +547,8 @@ def predict_zoo(
                        scheduler=scheduler, progress=progress, description="predict")
     failed = {task.payload[1]: report.failed[task.case] for task in tasks if task.case in report.failed}
     manifest = _assemble(report.table, selected, sources, failed, _columns(first.labels))
+    if len(manifest):  # a reused row holds the path of the run that made it: this run's instead
+        manifest["gt_file"] = manifest["case"].map({case: str(label_files[case]) for case in selected})
     write_csv_atomic(out / "manifest.csv", manifest)
     summary = {
         "zoo": str(zoo_dir),
