@@ -269,3 +269,17 @@ def test_per_component_rows_of_three_cubes_two_of_them_hit_are_the_hand_counted_
                       "pred_components": 3, "pred_components_unmatched": 1}
     # the whole-mask Dice for comparison: 2 x 96 TP / (104 predicted + 192 GT)
     assert rows[("1", "dice")][0] == pytest.approx(2 * 96 / (104 + 192), rel=1e-12)
+
+
+def test_a_huge_label_value_is_evaluated_like_a_small_one():
+    """A class value of 2^31 - 1 (int32 maps allow it) raised MemoryError: the per-class boxes
+    kept one slot per value up to the largest."""
+    gt = np.zeros((20, 20, 10), np.int32)
+    gt[5:15, 5:15, 2:8] = 1
+    pred = np.roll(gt, 2, axis=0)
+    config = EvaluationConfig(metrics=("dice", "hd95"))
+    small = evaluate_label_maps(pred, gt, (1.0, 1.0, 2.0), config, case="c")
+    huge = evaluate_label_maps(pred * (2**31 - 1), gt * (2**31 - 1), (1.0, 1.0, 2.0), config, case="c")
+    assert list(huge["label"]) == ["2147483647"] * 2
+    np.testing.assert_allclose(huge["value"], small["value"])
+    assert small.loc[small.metric == "dice", "value"].item() == pytest.approx(2 * 8 * 10 * 6 / (2 * 600))

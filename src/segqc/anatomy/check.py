@@ -70,7 +70,7 @@ from segqc.io.atomic import write_csv_atomic, write_json_atomic
 from segqc.io.datasets import case_id, list_image_files, list_label_files
 from segqc.io.images import Geometry, geometry_differences, read_image, read_label_map
 from segqc.metrics.counts import chunked_bincount
-from segqc.metrics.masks import nonempty_box
+from segqc.metrics.masks import label_boxes, nonempty_box
 
 __all__ = [
     "AIR_ALLOWED",
@@ -273,7 +273,7 @@ def _crop_geometry(geometry: Geometry, box: tuple[slice, ...]) -> Geometry:
 
 def _boxes(labels: np.ndarray) -> dict[int, tuple[slice, ...]]:
     """Label value -> bounding box (array slices) of every value present (one pass over the map)."""
-    return {i + 1: box for i, box in enumerate(ndimage.find_objects(labels)) if box is not None}
+    return label_boxes(labels)
 
 
 def _centroid(mask: np.ndarray, geometry: Geometry) -> np.ndarray:

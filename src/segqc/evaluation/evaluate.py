@@ -18,7 +18,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 
 from segqc.config import ConfigBase, register_presets
 from segqc.errors import InputError
@@ -31,7 +30,7 @@ from segqc.metrics.binary import MetricResult, MetricSettings, compare_masks
 from segqc.metrics.components import compare_components
 from segqc.metrics.instance import instance_metrics
 from segqc.metrics.lesion import LesionSettings, detection_counts, froc_points, lesion_scores
-from segqc.metrics.masks import union_box
+from segqc.metrics.masks import label_boxes, union_box
 from segqc.metrics.multiclass import generalized_dice, multiclass_dice
 from segqc.metrics.registry import (
     COMPONENT_METRICS,
@@ -192,9 +191,6 @@ class EvaluationConfig(ConfigBase):
 register_presets(EvaluationConfig, {"default": EvaluationConfig()})
 
 
-def _bounding_boxes(array: np.ndarray) -> dict[int, tuple[slice, ...]]:
-    boxes = ndimage.find_objects(array) if array.size else []
-    return {i + 1: box for i, box in enumerate(boxes) if box is not None}
 
 
 def _mask_rows(pred: np.ndarray, gt: np.ndarray, spacing, config: EvaluationConfig, settings: MetricSettings,
@@ -322,7 +318,7 @@ def evaluate_label_maps(
     n_total = gt.size - (int(np.count_nonzero(gt == labels.ignore)) if labels.ignore is not None else 0)
     pred, gt = labels.apply_ignore(pred, gt)
     classes = labels.classes_of(pred, gt)
-    pred_boxes, gt_boxes = _bounding_boxes(pred), _bounding_boxes(gt)
+    pred_boxes, gt_boxes = label_boxes(pred), label_boxes(gt)
     lesion_names = [m for m in config.metrics if m in LESION_METRICS]
     records = []
     for label, name, members in labels.targets(classes):

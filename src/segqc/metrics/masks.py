@@ -68,6 +68,29 @@ def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
     return tuple(boxes[0]) if boxes else None
 
 
+def label_boxes(labels: np.ndarray) -> dict[int, tuple[slice, ...]]:
+    """Label value -> tight bounding box of every value > 0 present in an integer label map, in one
+    pass (scipy's ``find_objects``). ``find_objects`` keeps one slot per value up to the largest
+    (16 GB of slots for a value of 2^31), so maps with values above
+    :data:`~segqc.metrics.counts.DENSE_LIMIT` are first renumbered 1..n (an int64 copy of the
+    map). Empty or all-background maps give an empty dict; values <= 0 are not labels."""
+    from segqc.metrics.counts import DENSE_LIMIT, value_counts
+
+    labels = np.asarray(labels)
+    if labels.size == 0:
+        return {}
+    if labels.dtype == bool:
+        labels = labels.view(np.uint8)
+    if labels.dtype.kind == "i" and int(labels.min()) < 0:
+        labels = np.maximum(labels, 0)
+    if (labels.dtype.kind == "u" and labels.dtype.itemsize <= 2) or int(labels.max()) <= DENSE_LIMIT:
+        return {i + 1: box for i, box in enumerate(ndimage.find_objects(labels)) if box is not None}
+    values, _ = value_counts(labels)
+    values = values[values > 0]
+    ids = np.where(labels > 0, np.searchsorted(values, labels) + 1, 0)
+    return {int(values[i]): box for i, box in enumerate(ndimage.find_objects(ids)) if box is not None}
+
+
 def nonempty_box(mask: np.ndarray) -> tuple[slice, ...]:
     """:func:`bounding_box` of a mask the caller knows to be non-empty (``ValueError`` if it is empty)."""
     box = bounding_box(mask)

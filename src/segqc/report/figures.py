@@ -136,16 +136,16 @@ def class_outlines(labels: np.ndarray) -> list[tuple[int, list[np.ndarray]]]:
     along axis 1), each traced on the class's own bounding box plus one pixel, so the work and
     memory follow the class, not the slice times the number of classes. Lines at the slice's edge
     stay open there, as a contour plot's do. An empty slice has none."""
-    from scipy import ndimage
     from skimage.measure import find_contours
 
     from segqc.metrics.counts import value_counts
+    from segqc.metrics.masks import nonempty_box
 
     values, _ = value_counts(labels)
     out = []
     for value in values[values > 0].tolist():
         mask = labels == value
-        box = ndimage.find_objects(mask.view(np.uint8))[0]
+        box = nonempty_box(mask)
         grown = tuple(slice(max(b.start - 1, 0), min(b.stop + 1, n)) for b, n in zip(box, labels.shape, strict=True))
         offset = np.array([b.start for b in grown], dtype=float)
         out.append((int(value), [line + offset for line in find_contours(mask[grown].astype(np.float32), 0.5)]))

@@ -55,12 +55,12 @@ def _box_centre(labels: np.ndarray) -> list[int]:
     """The voxel at the centre of the bounding box of ``labels > 0`` (index order, padded to 3
     numbers); an empty list when there is no foreground. One boolean copy of the map, no list of
     voxel coordinates (24 bytes per foreground voxel: 1.9 GB for a whole-body CT's labels)."""
-    from scipy import ndimage
+    from segqc.metrics.masks import bounding_box
 
-    boxes = ndimage.find_objects((labels > 0).view(np.uint8))
-    if not boxes or boxes[0] is None:
+    box = bounding_box(labels > 0)
+    if box is None:
         return []
-    return [(b.start + b.stop - 1) // 2 for b in boxes[0]] + [0] * (3 - labels.ndim)
+    return [(b.start + b.stop - 1) // 2 for b in box] + [0] * (3 - labels.ndim)
 
 
 class VolumeCache:
