@@ -25,6 +25,8 @@ import json
 import shutil
 from pathlib import Path
 
+from segqc.execution.cache import file_digest
+
 MODEL_FILES = ("fingerprint.json", "metrics.json")
 """Files of the first input copied as they are (the members' own numbers stay in their weights)."""
 
@@ -92,6 +94,7 @@ def merge(folders: list[Path], out: Path, keep: int = 0) -> int:
             shutil.copyfile(folders[0] / name, out / name)
     merged = dict(metas[0])
     merged["components"] = components
+    merged["sha256"] = {name: file_digest(out / f"{name}.safetensors") for name in components}  # checked at load
     merged["config"] = json.loads(json.dumps(metas[0]["config"]))
     merged["config"]["qcresunet"]["members"] = len(components)
     merged["config"]["qcresunet"]["keep_members"] = 0

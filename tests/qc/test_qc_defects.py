@@ -75,10 +75,14 @@ def test_a_retrained_model_in_the_same_folder_is_not_served_from_the_cache(cae, 
     args = ("qc", "predict", model, qc_dataset / "imagesTr", qc_dataset / "labelsTr", "-o", out, "-q", "--metrics",
             "dice")
     assert _run(*args).exit_code == 0
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
+
+    from segqc.training import save_checkpoint
 
     weights = load_file(str(model / "autoencoder.safetensors"))
-    save_file({k: v * 0 for k, v in weights.items()}, str(model / "autoencoder.safetensors"))  # "retrained"
+    meta = json.loads((model / "config.json").read_text())
+    save_checkpoint(model, method=meta["method"], config=meta["config"],  # "retrained" into the same folder
+                    weights={"autoencoder": {k: v * 0 for k, v in weights.items()}})
     result = _run(*args)
     assert "reused" not in result.output
     assert _run(*args).output.count("reused 4 finished case") == 1  # unchanged now: reused

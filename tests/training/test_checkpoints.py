@@ -166,3 +166,54 @@ def test_a_model_save_killed_half_way_over_an_older_model_is_refused_not_mixed(t
     with pytest.raises(CheckpointError, match="no config.json"):
         load_checkpoint(directory, method="demo")
 
+
+
+def _damage_inside_a_tensor(path, value: float) -> None:
+    """Overwrite the first float32 of the last tensor of a safetensors file in place: the header
+    stays valid, so the file still parses."""
+    import struct
+
+    raw = bytearray(path.read_bytes())
+    header_size = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + header_size])
+    begin, _ = max(entry["data_offsets"] for key, entry in header.items() if key != "__metadata__")
+    raw[8 + header_size + begin:8 + header_size + begin + 4] = struct.pack("<f", value)
+    path.write_bytes(bytes(raw))
+
+
+def test_bytes_damaged_inside_the_weights_are_caught_by_the_recorded_checksum(tmp_path):
+    """A weights file damaged inside its tensors parsed, and the QC model estimated from it with
+    exit 0 (Dice 0.33 for a perfect segmentation, or NaN everywhere)."""
+    model, _ = _trained_model()
+    directory = save_checkpoint(tmp_path / "m", method="demo", config={}, weights={"net": model.state_dict()})
+    assert set(json.loads((directory / "config.json").read_text())["sha256"]) == {"net"}
+    load_checkpoint(directory, method="demo")  # intact: loads
+    _damage_inside_a_tensor(directory / "net.safetensors", 123.0)
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(directory, method="demo")
+    assert str(error.value).startswith(f"{directory / 'net.safetensors'}: corrupt weights file (its SHA-256 differs")
+
+
+def test_a_checkpoint_saved_before_checksums_is_still_loaded_but_not_with_nan_weights(tmp_path):
+    model, _ = _trained_model()
+    directory = save_checkpoint(tmp_path / "m", method="demo", config={}, weights={"net": model.state_dict()})
+    meta = json.loads((directory / "config.json").read_text())
+    del meta["sha256"]
+    (directory / "config.json").write_text(json.dumps(meta))
+    load_checkpoint(directory, method="demo")
+    _damage_inside_a_tensor(directory / "net.safetensors", float("nan"))
+    with pytest.raises(CheckpointError, match="holds NaN or infinite values"):
+        load_checkpoint(directory, method="demo")
+
+
+def test_a_config_json_that_is_a_pipe_or_binary_is_one_line_not_a_hang(tmp_path):
+    import os
+
+    (tmp_path / "a").mkdir()
+    os.mkfifo(tmp_path / "a" / "config.json")
+    with pytest.raises(CheckpointError, match="not a regular file"):
+        load_checkpoint(tmp_path / "a", method="demo")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "config.json").write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(CheckpointError, match="not UTF-8 text"):
+        load_checkpoint(tmp_path / "b", method="demo")

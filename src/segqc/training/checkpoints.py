@@ -75,16 +75,31 @@ def _save_tensors(tensors: Mapping[str, Any], path: Path) -> None:
         save_file(clean, str(tmp))
 
 
-def _load_tensors(path: Path) -> dict[str, Any]:
+def _load_tensors(path: Path, sha256: str | None = None) -> dict[str, Any]:
+    """The tensors of one weights file. ``CheckpointError`` naming it when it is missing, not a
+    regular file, of another SHA-256 than ``sha256`` (recorded by :func:`save_checkpoint`: bytes
+    damaged inside the tensors still parse), unreadable, or holding NaN or infinite values."""
+    import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from segqc.execution.cache import file_digest
+
     if not path.exists():
         raise CheckpointError(f"{path}: weights file not found")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not a regular file")
+    if sha256 is not None and file_digest(path) != sha256:
+        raise CheckpointError(f"{path}: corrupt weights file (its SHA-256 differs from the one recorded in "
+                              "config.json when the model was saved)")
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"{path}: corrupt weights file ({str(error).splitlines()[0]})") from None
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{path}: corrupt weights file ({name} holds NaN or infinite values)")
+    return tensors
 
 
 def save_checkpoint(
@@ -102,8 +117,12 @@ def save_checkpoint(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").unlink(missing_ok=True)  # incomplete until the new one is written
+    from segqc.execution.cache import file_digest
+
+    digests = {}
     for name, state in weights.items():
         _save_tensors(state, directory / f"{name}.safetensors")
+        digests[name] = file_digest(directory / f"{name}.safetensors")
     if fingerprint is not None:
         write_text_atomic(directory / "fingerprint.json", json.dumps(fingerprint, indent=2))
     if metrics is not None:
@@ -113,6 +132,7 @@ def save_checkpoint(
         "method": method,
         "seed": seed,
         "components": sorted(weights),
+        "sha256": dict(sorted(digests.items())),
         "versions": _versions(),
         "config": dict(config),
     }
@@ -128,10 +148,14 @@ def read_checkpoint_meta(directory: str | Path) -> dict:
         raise CheckpointError(f"{directory}: model directory not found")
     if not meta_path.exists():
         raise CheckpointError(f"{directory}: not a segqc model directory (no config.json)")
+    if not meta_path.is_file():
+        raise CheckpointError(f"{meta_path}: not a regular file")
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{meta_path}: corrupt config.json ({error.msg})") from None
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{meta_path}: corrupt config.json (not UTF-8 text)") from None
     if not isinstance(meta, dict):
         raise CheckpointError(f"{meta_path}: corrupt config.json (not an object)")
     return meta
@@ -145,7 +169,10 @@ def load_checkpoint(directory: str | Path, *, method: str) -> tuple[dict, dict[s
         raise CheckpointError(f"{directory}: model of method {meta.get('method')!r}, expected {method!r}")
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{directory}: checkpoint format {meta.get('format_version')} is not supported")
-    weights = {name: _load_tensors(directory / f"{name}.safetensors") for name in meta.get("components", [])}
+    found = meta.get("sha256")
+    recorded: dict[str, str] = found if isinstance(found, dict) else {}  # models saved before it: none
+    weights = {name: _load_tensors(directory / f"{name}.safetensors", recorded.get(name))
+               for name in meta.get("components", [])}
     fingerprint_path = directory / "fingerprint.json"
     fingerprint = None
     if fingerprint_path.exists():
