@@ -802,3 +802,20 @@ def test_real_acdc_label_map_matches_nibabel(shared_data):
     np.testing.assert_allclose(LPS_TO_RAS @ image.geometry.affine(), ref.affine, atol=1e-4)
     assert set(np.unique(image.array)) <= {0, 1, 2, 3}
     assert os.fspath(image.path) == os.fspath(path)
+
+
+@pytest.mark.parametrize("ending", [".nii", ".nii.gz"])
+@pytest.mark.parametrize("value", [0.0, float("nan")])
+def test_a_zero_or_nan_spacing_in_the_header_is_refused_not_read_as_1_mm(tmp_path, ending, value):
+    """ITK replaces a zero pixdim by 1 mm: `evaluate` reported an HD95 of 1.0 "mm" without a word.
+    The file is written with nibabel and its header bytes edited (pixdim[3], no qform or sform)."""
+    path = tmp_path / f"a{ending}"
+    nib.save(nib.Nifti1Image(np.ones((4, 5, 3), np.uint8), np.diag([0.8, 0.8, 2.0, 1.0])), tmp_path / "a.nii")
+    raw = bytearray((tmp_path / "a.nii").read_bytes())
+    struct.pack_into("<f", raw, 76 + 4 * 3, value)  # pixdim[3]
+    struct.pack_into("<hh", raw, 252, 0, 0)  # qform_code, sform_code
+    path.write_bytes(gzip.compress(bytes(raw)) if ending == ".nii.gz" else bytes(raw))
+    with pytest.raises(InputError) as error:
+        read_label_map(path)
+    assert str(error.value).startswith(f"{path}: the header's voxel spacing (pixdim 0.8, 0.8, ")
+    assert "not a positive number along axis 2" in str(error.value)

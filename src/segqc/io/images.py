@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import math
 import os
 import re
 import secrets
@@ -564,6 +565,9 @@ def _check_nifti_complete(path: Path, ext: str) -> None:
             with open(path, "rb") as f:
                 header = f.read(540)
             expected = _nifti_expected_bytes(header)
+            spacing_problem = _nifti_spacing_problem(header)
+            if spacing_problem is not None:
+                raise InputError(spacing_problem, path)
             if expected is not None and path.stat().st_size < expected:
                 raise InputError(
                     f"cannot read image: truncated NIfTI file ({path.stat().st_size} bytes, "
@@ -575,6 +579,7 @@ def _check_nifti_complete(path: Path, ext: str) -> None:
         with gzip.open(path, "rb") as g:
             header = g.read(540)
         expected = _nifti_expected_bytes(header)
+        spacing_problem = _nifti_spacing_problem(header)
     except (_GzipTruncated, EOFError):
         raise InputError(
             "cannot read image: truncated .nii.gz file (compressed data ends early)", path
@@ -583,6 +588,8 @@ def _check_nifti_complete(path: Path, ext: str) -> None:
         raise InputError(f"cannot read image: corrupt .nii.gz file ({exc})", path) from None
     except (OSError, zlib.error) as exc:
         raise InputError(f"cannot read image: corrupt .nii.gz file ({exc})", path) from None
+    if spacing_problem is not None:
+        raise InputError(spacing_problem, path)
     if expected is not None and total < expected:
         raise InputError(
             f"cannot read image: truncated NIfTI file ({total} bytes after decompression, "
@@ -653,6 +660,32 @@ def _gzip_stream_size(path: Path) -> int:
         if "incorrect length check" in text:
             raise _GzipCorrupt("length check failed") from None
         raise _GzipCorrupt(f"invalid compressed data: {text.split(': ', 1)[-1]}") from None
+
+
+def _nifti_spacing_problem(header: bytes) -> str | None:
+    """What is wrong with the voxel spacing (``pixdim``) a NIfTI-1/2 header gives its spatial
+    axes — zero, negative zero or not finite, which ITK silently replaces by 1 mm — or None."""
+    if len(header) < 348:
+        return None
+    for endian in "<>":
+        (sizeof_hdr,) = struct.unpack(endian + "i", header[:4])
+        if sizeof_hdr == 348:
+            ndim = struct.unpack(endian + "h", header[40:42])[0]
+            pixdim = struct.unpack(endian + "8f", header[76:108])
+            break
+        if sizeof_hdr == 540 and len(header) >= 540:
+            ndim = struct.unpack(endian + "q", header[16:24])[0]
+            pixdim = struct.unpack(endian + "8d", header[104:168])
+            break
+    else:
+        return None
+    spacing = pixdim[1:1 + max(0, min(int(ndim), 3))]
+    bad = [i for i, v in enumerate(spacing) if not math.isfinite(v) or v == 0]
+    if not bad:
+        return None
+    shown = ", ".join(f"{v:g}" for v in spacing)
+    return (f"the header's voxel spacing (pixdim {shown}) is not a positive number along axis "
+            f"{bad[0]}; fix the header (ITK would read it as 1 mm)")
 
 
 def _nifti_expected_bytes(header: bytes) -> int | None:
