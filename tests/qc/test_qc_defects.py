@@ -706,3 +706,21 @@ def test_a_worker_loads_the_model_again_when_the_folders_weights_changed(monkeyp
     first = inference._cached_model(tmp_path, "digest-1")
     assert inference._cached_model(tmp_path, "digest-1") is first and len(loads) == 1
     assert inference._cached_model(tmp_path, "digest-2") is not first and len(loads) == 2
+
+
+def test_benchmark_fails_a_case_whose_ground_truth_has_a_label_the_model_does_not_know(oracle_cli, qc_dataset,
+                                                                                        tmp_path):
+    """A truth labelling class 2 as 9 was evaluated as it was: the model's class 2 scored as
+    missed (true Dice 0) and compared with the estimate, exit 0. A segmentation with an unknown
+    label was refused; its truth was not."""
+    _segs(qc_dataset, tmp_path / "segs", lambda case, array: array)
+    _segs(qc_dataset, tmp_path / "gt", lambda case, array: np.where(array == 2, 9, array) if case == "case1" else array)
+    out = tmp_path / "bench"
+    result = _run("qc", "benchmark", oracle_cli, qc_dataset / "imagesTr", tmp_path / "segs", tmp_path / "gt",
+                  "-o", out, "--metrics", "dice", "-q")
+    assert result.exit_code == 1, result.output
+    assert _error_lines(result.output) == [f"error: {tmp_path / 'gt' / 'case1.nii.gz'}: label value(s) [9] were not "
+                                           "in the QC model's training labels [0, 1, 2]"]
+    pairs = pd.read_csv(out / "pairs.csv", dtype={"case": str, "label": str})
+    assert "case1" not in set(pairs.case) and set(pairs.case) == {"case0", "case2", "case3"}
+    assert (pairs["true"] == 1.0).all()  # the others are perfect

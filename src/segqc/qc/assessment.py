@@ -46,9 +46,13 @@ def true_metrics(segs_dir: Path, gt_dir: Path, metrics: Sequence[str], tolerance
 
 def _truth(segs_dir: Path, gt_dir: Path, metrics: Sequence[str], tolerance_mm: float, *,
            labels: Sequence[int] | None = None, jobs: int = 1, progress: bool = False,
-           out_dir: Path | None = None) -> tuple[pd.DataFrame, FolderEvaluation]:
+           out_dir: Path | None = None, model_labels: Sequence[int] | None = None
+           ) -> tuple[pd.DataFrame, FolderEvaluation]:
     """:func:`true_metrics` and what happened to every case (failures, missing files). With
-    ``out_dir`` the evaluation is an ``evaluate`` folder there, so a rerun reuses its cases."""
+    ``out_dir`` the evaluation is an ``evaluate`` folder there, so a rerun reuses its cases. With
+    ``model_labels`` (a QC model's training label values) a case whose ground truth holds another
+    label value fails, naming the file: its true metrics would compare other classes than the
+    estimates (a truth labelling the LV 9 for a model's 3 scored the LV as missed)."""
     result = evaluate_folder(segs_dir, gt_dir, out_dir, metrics=tuple(metrics), tolerance_mm=tolerance_mm,
                              labels=labels, multiclass_all=True, same_folder_ok=True, jobs=jobs, progress=progress,
                              return_details=True)
@@ -56,6 +60,16 @@ def _truth(segs_dir: Path, gt_dir: Path, metrics: Sequence[str], tolerance_mm: f
     table = result.table
     truth = table[table["component"].isna()][["case", "label", "metric", "value"]].reset_index(drop=True)
     truth["label"] = truth["label"].astype(str)
+    if model_labels is not None:
+        known = sorted({int(v) for v in model_labels})
+        numeric = truth[truth["label"].str.fullmatch(r"\d+")]
+        for case, values in numeric.groupby("case", sort=True)["label"]:
+            unknown = sorted({int(v) for v in values} - set(known))
+            if unknown:
+                gt_file = result.report.inputs.get(str(case), {}).get("gt", [gt_dir])[0]
+                result.failed[str(case)] = (f"{gt_file}: label value(s) {unknown} were not in the QC model's "
+                                            f"training labels {known}")
+        truth = truth[~truth["case"].isin(result.failed)].reset_index(drop=True)
     return truth, result
 
 
@@ -122,7 +136,7 @@ def benchmark_qc_run(model_dir: str | Path, images_dir: str | Path, segs_dir: st
                                  scheduler=scheduler, model=model, progress=progress, device=device)
     tolerance = report["settings"]["tolerance_mm"]  # the run's: a regressor's training tolerance if open
     truth, evaluation = _truth(Path(segs_dir), Path(gt_dir), settings.metrics, tolerance, jobs=jobs,
-                               progress=progress, out_dir=out_dir / "truth")
+                               progress=progress, out_dir=out_dir / "truth", model_labels=report["labels"])
     run = _case_report(report["run"], evaluation)
     without_truth = [case for case in evaluation.extra_pred if case in report["cases"]]
     notes = _missing_image_notes(report, images_dir, segs_dir) + report["notes"] + [
@@ -284,7 +298,7 @@ def rank_models(model_dir: str | Path, images_dir: str | Path, seg_dirs: Sequenc
         evaluation = None
         if gt_dir is not None:
             values, evaluation = _truth(seg_dir, Path(gt_dir), ("dice",), qc["settings"]["tolerance_mm"],
-                                        jobs=jobs, out_dir=out_dir / "truth" / name)
+                                        jobs=jobs, out_dir=out_dir / "truth" / name, model_labels=qc["labels"])
             folder.truth = _by_case(values[(values.label == "all") & (values.metric == "dice")], "value")
             folder.failed |= set(evaluation.failed) & set(qc["cases"])
             folder.without_truth = set(evaluation.extra_pred)

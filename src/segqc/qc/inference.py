@@ -58,6 +58,7 @@ from segqc.io.datasets import Pairing, list_image_files, pair_segmentations, seg
 from segqc.io.images import Geometry, Image, write_image
 from segqc.io.labels import LabelSet
 from segqc.metrics.binary import MetricSettings
+from segqc.metrics.counts import value_counts
 from segqc.metrics.multiclass import multiclass_dice
 from segqc.qc.model_api import QcModel, load_qc_model
 
@@ -102,7 +103,7 @@ register_presets(QcSettings, {"default": QcSettings()})
 
 
 def _check_labels(seg: np.ndarray, model: QcModel, path: Path) -> None:
-    present = set(np.unique(seg).tolist())
+    present = set(value_counts(seg)[0].tolist())
     unknown = sorted(present - set(model.labels))
     if unknown:
         raise InputError(f"label value(s) {unknown} were not in the QC model's training labels {list(model.labels)}",
@@ -474,6 +475,7 @@ def qc_folder(model_dir: str | Path, images_dir: str | Path, segs_dir: str | Pat
               "reused": report.reused, "missing_image": [sid for sid, _ in pairing.extra],
               "missing_segmentation": [case for case, _ in pairing.missing], "warnings": notes,
               "settings": settings.to_dict(), "method": loaded.method, "model": str(model_dir),
+              "labels": [int(v) for v in loaded.labels],
               "inputs": report.inputs, "maps": maps}
     if loaded.classes is not None:
         result["classes"] = [{"label": c[0], "name": c[1], "values": list(c[2])} for c in loaded.classes]
