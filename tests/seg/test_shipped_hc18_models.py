@@ -114,3 +114,24 @@ def test_paper_decoder_model_loses_less_dice_to_image_noise_than_the_unet(held_o
     assert loss["unet"] > 0.01, loss  # the noise is strong enough to matter
     # on these 11 images 0.015 against 0.048; the image-skip model loses 0.024 (half the U-Net's)
     assert loss["ldseg_paper_decoder"] < 0.4 * loss["unet"], loss
+
+
+def test_the_unet_segments_an_image_scaled_by_1e30_as_the_image_and_warns_on_a_blank_one(held_out, tmp_path):
+    """z-scoring is scale-free, but the float32 standard deviation of an image scaled by 1e30
+    overflowed to inf: the image became all zeros, and a blank image alike gave a confident
+    36 000-pixel 'head' without a word."""
+    from segqc.io.images import write_image
+    from segqc.seg.inference import predict_folder
+
+    hc18, cases, _, _ = held_out
+    image = read_image(hc18 / "imagesTr" / f"{cases[0]}_0000.nii.gz")
+    folder = tmp_path / "images"
+    write_image(folder / "plain_0000.nii.gz", image.array.astype(np.float32), image.geometry)
+    write_image(folder / "scaled_0000.nii.gz", image.array.astype(np.float32) * np.float32(1e30), image.geometry)
+    write_image(folder / "blank_0000.nii.gz", np.full(image.array.shape, 7, np.float32), image.geometry)
+    report = predict_folder(MODELS["unet"], folder, tmp_path / "out", samples=1)
+    assert not report.failed
+    plain, scaled = (read_label_map(tmp_path / "out" / f"{c}.nii.gz").array for c in ("plain", "scaled"))
+    assert plain.any() and _dice(plain > 0, scaled > 0) > 0.99
+    assert report.warnings == [f"{folder / 'blank_0000.nii.gz'}: the image is blank (every voxel 7); its "
+                               "segmentation is the model's answer to an empty picture"]

@@ -792,6 +792,15 @@ def _to_sitk(array: np.ndarray, geometry: Geometry, path: Path | None = None) ->
     return image
 
 
+def blank_image_warning(path: str | os.PathLike[str], array: np.ndarray, consequence: str) -> list[str]:
+    """``["PATH: the image is blank (every voxel V); CONSEQUENCE"]`` when every voxel of a
+    non-empty image has one value, else ``[]``: a model's output for such an image (an export
+    that lost its data, a wrong window) says nothing about the case."""
+    if array.size and float(array.min()) == float(array.max()):
+        return [f"{path}: the image is blank (every voxel {float(array.min()):g}); {consequence}"]
+    return []
+
+
 def write_image(
     path: str | os.PathLike[str],
     array: np.ndarray,

@@ -55,7 +55,7 @@ from segqc.fingerprint.preprocessing import (
 )
 from segqc.io.atomic import write_csv_atomic, write_json_atomic
 from segqc.io.datasets import Pairing, list_image_files, pair_segmentations, segmentation_files
-from segqc.io.images import Geometry, Image, write_image
+from segqc.io.images import Geometry, Image, blank_image_warning, write_image
 from segqc.io.labels import LabelSet
 from segqc.metrics.binary import MetricSettings
 from segqc.metrics.counts import value_counts
@@ -173,10 +173,7 @@ def majority_vote(samples: np.ndarray, labels: Sequence[int]) -> np.ndarray:
 def _check_image(path: Path, array: np.ndarray) -> list[str]:
     """A blank image gives a warning: its estimate says nothing about the segmentation (NaN
     voxels are refused when the channels are preprocessed, ``read_case_images``)."""
-    if array.size and float(array.min()) == float(array.max()):
-        return [f"{path}: the image is blank (every voxel {float(array.min()):g}); its QC estimate says nothing "
-                "about the segmentation"]
-    return []
+    return blank_image_warning(path, array, "its QC estimate says nothing about the segmentation")
 
 
 def _label_set(model: QcModel) -> LabelSet:

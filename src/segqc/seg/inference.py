@@ -228,7 +228,7 @@ def _cached(model_dir: str, digest: str, device: str) -> tuple[Any, Callable[...
 def _predict_case(task: Any, *, model_dir: str, digest: str, device: str, samples: int, steps: int, seed: int,
                   out_dir: str, save: tuple[str, ...] = ()) -> Any:
     from segqc.execution import CaseResult
-    from segqc.io.images import read_image, write_image
+    from segqc.io.images import blank_image_warning, read_image, write_image
 
     model, predict_slices = _cached(model_dir, digest, device)
     images = [read_image(path, finite=True) for path in task.inputs["image"]]
@@ -237,6 +237,8 @@ def _predict_case(task: Any, *, model_dir: str, digest: str, device: str, sample
         if image.array.shape != first.array.shape:
             raise InputError(f"channel shape {image.array.shape} differs from {first.array.shape} of {first.path}",
                              image.path)
+    warnings = [line for path, image in zip(task.inputs["image"], images, strict=True) for line in blank_image_warning(
+        path, image.array, "its segmentation is the model's answer to an empty picture")]
     case_seed = (int(seed) * 7919 + zlib.crc32(task.case.encode())) % 2**31  # per case: independent of job order
     result = segment_case(model, predict_slices, [image.array for image in images], samples=samples, steps=steps,
                           seed=case_seed, outputs=save, spacing=first.geometry.spacing)
@@ -260,7 +262,7 @@ def _predict_case(task: Any, *, model_dir: str, digest: str, device: str, sample
     score, region, count = case_uncertainty(result["label"], result["entropy"])
     row = {"case": task.case, "uncertainty": score, "region": region, "foreground_voxels": count,
            "mean_entropy": float(result["entropy"].mean()), "samples": samples, "steps": steps}
-    return CaseResult(table=pd.DataFrame([row]), files=files)
+    return CaseResult(table=pd.DataFrame([row]), files=files, warnings=warnings)
 
 
 def predict_folder(model_dir: str | Path, images_dir: str | Path, out_dir: str | Path, *, samples: int | None = None,

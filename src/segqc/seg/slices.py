@@ -81,8 +81,9 @@ def image_slices(channels: Sequence[np.ndarray], size: int, *, spacing: Sequence
     stacked = []
     for channel in channels:
         values = np.asarray(channel, dtype=np.float32)
-        std = float(values.std())
-        stacked.append(_as_slices((values - float(values.mean())) / std if std > 0 else np.zeros_like(values)))
+        std = float(values.std(dtype=np.float64))  # float32 squares overflow above about 1.8e19
+        mean = float(values.mean(dtype=np.float64))
+        stacked.append(_as_slices((values - mean) / std if std > 0 else np.zeros_like(values)))
     slices = np.stack(stacked, axis=1)  # (n, C, H, W)
     window = slice_window(np.shape(channels[0]), spacing, size, spacing_mm)
     if window is not None:  # pad with each channel's minimum
