@@ -1,5 +1,5 @@
 """``python -m segqc``: the same command line as ``segqc``."""
 
-from segqc.cli.main import main
+from segqc.cli.entry import main
 
 main()

@@ -33,3 +33,36 @@ def test_the_resample_hint_appears_only_for_commands_that_have_the_option(capsys
                        failure_kinds={"c1": "GeometryMismatchError"})
     assert print_run_footer(report, resample_hint=hint) == 1
     assert ("--resample" in capsys.readouterr().err) is hint
+
+
+def test_ctrl_c_while_the_commands_load_is_one_line_and_exit_130_not_a_traceback():
+    """The console script imported every command module before any guard: Ctrl-C in the first
+    second printed a 30-60 line KeyboardInterrupt traceback from inside scipy or pandas. Here the
+    interruption is made to arrive exactly during that import."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import builtins
+        real_import = builtins.__import__
+        def interrupted_import(name, *args, **kwargs):
+            if name == "segqc.cli.main":
+                raise KeyboardInterrupt
+            return real_import(name, *args, **kwargs)
+        builtins.__import__ = interrupted_import
+        from segqc.cli.entry import main
+        main()
+    """)
+    result = subprocess.run([sys.executable, "-c", script, "evaluate", "--help"], capture_output=True, text=True)
+    assert result.returncode == 130
+    assert result.stderr == "error: interrupted\n" and result.stdout == ""
+
+
+def test_the_console_script_and_python_m_segqc_go_through_the_guarded_entry():
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    assert tomllib.loads((root / "pyproject.toml").read_text())["project"]["scripts"]["segqc"] == "segqc.cli.entry:main"
+    assert "from segqc.cli.entry import main" in (root / "src" / "segqc" / "__main__.py").read_text()

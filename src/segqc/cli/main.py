@@ -26,5 +26,5 @@ app.add_typer(review.app, name="review")
 app.add_typer(labels.app, name="labels")
 
 
-def main() -> None:  # pragma: no cover - console entry point
+def main() -> None:  # pragma: no cover - console entry point (see segqc.cli.entry)
     app()
