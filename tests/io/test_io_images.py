@@ -819,3 +819,13 @@ def test_a_zero_or_nan_spacing_in_the_header_is_refused_not_read_as_1_mm(tmp_pat
         read_label_map(path)
     assert str(error.value).startswith(f"{path}: the header's voxel spacing (pixdim 0.8, 0.8, ")
     assert "not a positive number along axis 2" in str(error.value)
+
+
+@pytest.mark.parametrize("ending", [".nii", ".nii.gz"])
+def test_a_nifti_with_an_axis_of_size_0_is_refused_not_read_as_a_zero_filled_slice(tmp_path, ending):
+    """ITK turned size (20, 20, 0) into a zero-filled (20, 20, 1) volume: `evaluate` scored it."""
+    path = tmp_path / f"a{ending}"
+    nib.save(nib.Nifti1Image(np.zeros((20, 20, 0), np.uint8), np.eye(4)), path)
+    with pytest.raises(InputError) as error:
+        read_label_map(path)
+    assert str(error.value) == f"{path}: holds no voxels (size (20, 20, 0))"

@@ -565,9 +565,9 @@ def _check_nifti_complete(path: Path, ext: str) -> None:
             with open(path, "rb") as f:
                 header = f.read(540)
             expected = _nifti_expected_bytes(header)
-            spacing_problem = _nifti_spacing_problem(header)
-            if spacing_problem is not None:
-                raise InputError(spacing_problem, path)
+            header_problem = _nifti_header_problem(header)
+            if header_problem is not None:
+                raise InputError(header_problem, path)
             if expected is not None and path.stat().st_size < expected:
                 raise InputError(
                     f"cannot read image: truncated NIfTI file ({path.stat().st_size} bytes, "
@@ -579,7 +579,7 @@ def _check_nifti_complete(path: Path, ext: str) -> None:
         with gzip.open(path, "rb") as g:
             header = g.read(540)
         expected = _nifti_expected_bytes(header)
-        spacing_problem = _nifti_spacing_problem(header)
+        header_problem = _nifti_header_problem(header)
     except (_GzipTruncated, EOFError):
         raise InputError(
             "cannot read image: truncated .nii.gz file (compressed data ends early)", path
@@ -588,8 +588,8 @@ def _check_nifti_complete(path: Path, ext: str) -> None:
         raise InputError(f"cannot read image: corrupt .nii.gz file ({exc})", path) from None
     except (OSError, zlib.error) as exc:
         raise InputError(f"cannot read image: corrupt .nii.gz file ({exc})", path) from None
-    if spacing_problem is not None:
-        raise InputError(spacing_problem, path)
+    if header_problem is not None:
+        raise InputError(header_problem, path)
     if expected is not None and total < expected:
         raise InputError(
             f"cannot read image: truncated NIfTI file ({total} bytes after decompression, "
@@ -662,23 +662,27 @@ def _gzip_stream_size(path: Path) -> int:
         raise _GzipCorrupt(f"invalid compressed data: {text.split(': ', 1)[-1]}") from None
 
 
-def _nifti_spacing_problem(header: bytes) -> str | None:
-    """What is wrong with the voxel spacing (``pixdim``) a NIfTI-1/2 header gives its spatial
-    axes — zero, negative zero or not finite, which ITK silently replaces by 1 mm — or None."""
+def _nifti_header_problem(header: bytes) -> str | None:
+    """What is wrong with a NIfTI-1/2 header that ITK would silently repair, or None: an axis of
+    size 0 (ITK reads a zero-filled axis of 1), or a voxel spacing (``pixdim``) of a spatial axis
+    that is zero or not finite (ITK reads 1 mm)."""
     if len(header) < 348:
         return None
     for endian in "<>":
         (sizeof_hdr,) = struct.unpack(endian + "i", header[:4])
         if sizeof_hdr == 348:
-            ndim = struct.unpack(endian + "h", header[40:42])[0]
+            dims = struct.unpack(endian + "8h", header[40:56])
             pixdim = struct.unpack(endian + "8f", header[76:108])
             break
         if sizeof_hdr == 540 and len(header) >= 540:
-            ndim = struct.unpack(endian + "q", header[16:24])[0]
+            dims = struct.unpack(endian + "8q", header[16:80])
             pixdim = struct.unpack(endian + "8d", header[104:168])
             break
     else:
         return None
+    ndim = int(dims[0])
+    if 1 <= ndim <= 7 and 0 in dims[1:ndim + 1]:
+        return f"holds no voxels (size {tuple(int(d) for d in dims[1:ndim + 1])})"
     spacing = pixdim[1:1 + max(0, min(int(ndim), 3))]
     bad = [i for i, v in enumerate(spacing) if not math.isfinite(v) or v == 0]
     if not bad:
