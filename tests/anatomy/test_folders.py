@@ -200,3 +200,14 @@ def test_writing_into_the_input_folder_is_refused_and_leaves_the_inputs_as_they_
     assert _errors(result.output) == [f"error: {folder}: is the folder of this run's input files (e.g. c1.nii.gz); "
                                       "write the output into another folder"]
     assert sorted(p.name for p in folder.iterdir()) == ["c1.nii.gz"] and (folder / "c1.nii.gz").read_bytes() == before
+
+
+def test_two_sources_of_one_name_are_named_in_the_refusal(tmp_path):
+    """`labels merge a/pred b/pred` said "two sources have the same name" without saying which."""
+    for where in ("a", "b"):
+        write_image(tmp_path / where / "pred" / "c1.nii.gz", _labels("liver"), GEOMETRY)
+    result = runner.invoke(app, ["labels", "merge", str(tmp_path / "a" / "pred"), str(tmp_path / "b" / "pred"),
+                                 "--scheme", "total", "-o", str(tmp_path / "out"), "-q"])
+    assert result.exit_code == 2, result.output
+    assert _errors(result.output) == [f"error: two sources have the same name 'pred' ({tmp_path / 'a' / 'pred'} and "
+                                      f"{tmp_path / 'b' / 'pred'}); name them with --names"]

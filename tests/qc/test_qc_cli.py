@@ -124,3 +124,12 @@ def test_benchmark_and_predict_estimate_the_settings_default_metrics():
     expected = ",".join(QcSettings().metrics)
     for command in (predict_command, benchmark_command):
         assert inspect.signature(command).parameters["metrics"].default.default == expected
+
+
+def test_an_empty_segmentation_folder_is_named_as_empty(trained, qc_dataset, tmp_path):
+    """It was told "no segmentation has an image", as if the images were missing."""
+    (tmp_path / "segs").mkdir()
+    result = runner.invoke(app, ["qc", "predict", str(trained), str(qc_dataset / "imagesTr"), str(tmp_path / "segs"),
+                                 "-o", str(tmp_path / "o"), "-q"])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: {tmp_path / 'segs'}: holds no segmentations (CASE.nii.gz)"

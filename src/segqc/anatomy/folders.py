@@ -160,8 +160,12 @@ def merge_folders(sources: Sequence[LabelSource], scheme: LabelScheme, out_dir: 
     indices (0-based), most trusted first. Returns (classes table, conflicts table, run report)."""
     if strategy not in STRATEGIES:
         raise InputError(f"strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}")
-    if len({s.name for s in sources}) != len(sources):
-        raise InputError("two sources have the same name; name them")
+    seen: dict[str, Path] = {}
+    for source in sources:
+        if source.name in seen:
+            raise InputError(f"two sources have the same name {source.name!r} ({seen[source.name]} and "
+                             f"{source.path}); name them with --names")
+        seen[source.name] = source.path
     if priority is not None and sorted(priority) != list(range(len(sources))):
         raise InputError(f"priority must list each of the {len(sources)} sources once")
     out = Path(out_dir)

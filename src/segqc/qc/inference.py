@@ -442,6 +442,8 @@ def qc_folder(model_dir: str | Path, images_dir: str | Path, segs_dir: str | Pat
                          f"not {settings.samples}", model_dir)
     tasks, pairing = qc_tasks(Path(images_dir), Path(segs_dir))
     if not tasks:
+        if not pairing.matched and not pairing.extra:
+            raise InputError("holds no segmentations (CASE.nii.gz)", segs_dir)
         raise InputError(f"no segmentation has an image (CASE_0000...) in {images_dir}", segs_dir)
     needed = len(loaded.plan.channels)
     channels = sorted({len(task.inputs["image"]) for task in tasks})  # one count: folders mix none
