@@ -33,7 +33,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import numpy as np
 import SimpleITK as sitk
@@ -662,28 +662,45 @@ def _gzip_stream_size(path: Path) -> int:
         raise _GzipCorrupt(f"invalid compressed data: {text.split(': ', 1)[-1]}") from None
 
 
-def _nifti_header_problem(header: bytes) -> str | None:
-    """What is wrong with a NIfTI-1/2 header that ITK would silently repair, or None: an axis of
-    size 0 (ITK reads a zero-filled axis of 1), or a voxel spacing (``pixdim``) of a spatial axis
-    that is zero or not finite (ITK reads 1 mm)."""
+class _NiftiHeader(NamedTuple):
+    sizeof_hdr: int
+    dims: tuple[int, ...]
+    bitpix: int
+    vox_offset: float
+    pixdim: tuple[float, ...]
+
+
+def _nifti_header(header: bytes) -> _NiftiHeader | None:
+    """The fields of a NIfTI-1 (348-byte) or NIfTI-2 (540-byte) header that the checks below
+    read, in either byte order; None when ``header`` is neither."""
     if len(header) < 348:
         return None
     for endian in "<>":
         (sizeof_hdr,) = struct.unpack(endian + "i", header[:4])
         if sizeof_hdr == 348:
-            dims = struct.unpack(endian + "8h", header[40:56])
-            pixdim = struct.unpack(endian + "8f", header[76:108])
-            break
+            return _NiftiHeader(348, struct.unpack(endian + "8h", header[40:56]),
+                                struct.unpack(endian + "h", header[72:74])[0],
+                                struct.unpack(endian + "f", header[108:112])[0],
+                                struct.unpack(endian + "8f", header[76:108]))
         if sizeof_hdr == 540 and len(header) >= 540:
-            dims = struct.unpack(endian + "8q", header[16:80])
-            pixdim = struct.unpack(endian + "8d", header[104:168])
-            break
-    else:
+            return _NiftiHeader(540, struct.unpack(endian + "8q", header[16:80]),
+                                struct.unpack(endian + "h", header[14:16])[0],
+                                struct.unpack(endian + "q", header[168:176])[0],
+                                struct.unpack(endian + "8d", header[104:168]))
+    return None
+
+
+def _nifti_header_problem(header: bytes) -> str | None:
+    """What is wrong with a NIfTI-1/2 header that ITK would silently repair, or None: an axis of
+    size 0 (ITK reads a zero-filled axis of 1), or a voxel spacing (``pixdim``) of a spatial axis
+    that is zero or not finite (ITK reads 1 mm)."""
+    fields = _nifti_header(header)
+    if fields is None:
         return None
-    ndim = int(dims[0])
-    if 1 <= ndim <= 7 and 0 in dims[1:ndim + 1]:
-        return f"holds no voxels (size {tuple(int(d) for d in dims[1:ndim + 1])})"
-    spacing = pixdim[1:1 + max(0, min(int(ndim), 3))]
+    ndim = int(fields.dims[0])
+    if 1 <= ndim <= 7 and 0 in fields.dims[1:ndim + 1]:
+        return f"holds no voxels (size {tuple(int(d) for d in fields.dims[1:ndim + 1])})"
+    spacing = fields.pixdim[1:1 + max(0, min(ndim, 3))]
     bad = [i for i, v in enumerate(spacing) if not math.isfinite(v) or v == 0]
     if not bad:
         return None
@@ -694,27 +711,14 @@ def _nifti_header_problem(header: bytes) -> str | None:
 
 def _nifti_expected_bytes(header: bytes) -> int | None:
     """Header size plus voxel data size promised by a NIfTI-1/2 header, or None if unparseable."""
-    if len(header) < 348:
+    fields = _nifti_header(header)
+    if fields is None:
         return None
-    for endian in "<>":
-        (sizeof_hdr,) = struct.unpack(endian + "i", header[:4])
-        if sizeof_hdr == 348:
-            dims = struct.unpack(endian + "8h", header[40:56])
-            (bitpix,) = struct.unpack(endian + "h", header[72:74])
-            (vox_offset,) = struct.unpack(endian + "f", header[108:112])
-            break
-        if sizeof_hdr == 540 and len(header) >= 540:
-            (bitpix,) = struct.unpack(endian + "h", header[14:16])
-            dims = struct.unpack(endian + "8q", header[16:80])
-            (vox_offset,) = struct.unpack(endian + "q", header[168:176])
-            break
-    else:
+    dims, ndim = fields.dims, fields.dims[0]
+    if not 1 <= ndim <= 7 or fields.bitpix <= 0 or any(d <= 0 for d in dims[1 : ndim + 1]):
         return None
-    ndim = dims[0]
-    if not 1 <= ndim <= 7 or bitpix <= 0 or any(d <= 0 for d in dims[1 : ndim + 1]):
-        return None
-    offset = max(int(vox_offset), sizeof_hdr)
-    return offset + int(np.prod(dims[1 : ndim + 1], dtype=np.int64)) * bitpix // 8
+    offset = max(int(fields.vox_offset), fields.sizeof_hdr)
+    return offset + int(np.prod(dims[1 : ndim + 1], dtype=np.int64)) * fields.bitpix // 8
 
 
 def _array_of(image: sitk.Image) -> np.ndarray:
