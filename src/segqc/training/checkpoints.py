@@ -75,10 +75,11 @@ def _save_tensors(tensors: Mapping[str, Any], path: Path) -> None:
         save_file(clean, str(tmp))
 
 
-def _load_tensors(path: Path, sha256: str | None = None) -> dict[str, Any]:
+def _load_tensors(path: Path, sha256: str | None = None, *, finite: bool = False) -> dict[str, Any]:
     """The tensors of one weights file. ``CheckpointError`` naming it when it is missing, not a
     regular file, of another SHA-256 than ``sha256`` (recorded by :func:`save_checkpoint`: bytes
-    damaged inside the tensors still parse), unreadable, or holding NaN or infinite values."""
+    damaged inside the tensors still parse), unreadable, or — with ``finite``, for a model's
+    weights rather than a training state — holding NaN or infinite values."""
     import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -96,7 +97,7 @@ def _load_tensors(path: Path, sha256: str | None = None) -> dict[str, Any]:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"{path}: corrupt weights file ({str(error).splitlines()[0]})") from None
-    for name, tensor in tensors.items():
+    for name, tensor in tensors.items() if finite else ():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise CheckpointError(f"{path}: corrupt weights file ({name} holds NaN or infinite values)")
     return tensors
@@ -171,7 +172,7 @@ def load_checkpoint(directory: str | Path, *, method: str) -> tuple[dict, dict[s
         raise CheckpointError(f"{directory}: checkpoint format {meta.get('format_version')} is not supported")
     found = meta.get("sha256")
     recorded: dict[str, str] = found if isinstance(found, dict) else {}  # models saved before it: none
-    weights = {name: _load_tensors(directory / f"{name}.safetensors", recorded.get(name))
+    weights = {name: _load_tensors(directory / f"{name}.safetensors", recorded.get(name), finite=True)
                for name in meta.get("components", [])}
     fingerprint_path = directory / "fingerprint.json"
     fingerprint = None
