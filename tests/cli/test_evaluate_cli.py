@@ -302,3 +302,16 @@ def test_the_lesion_settings_recorded_are_those_used_and_an_undefined_detection_
     tpr = table[table.metric == "lesion_tpr"]
     assert len(tpr) and tpr.value.isna().all()
     assert (tpr["empty"].fillna("") == "no_gt_lesion:undefined").all(), tpr
+
+
+def test_folders_where_every_map_is_empty_and_no_class_is_known_say_nothing_was_evaluated(tmp_path):
+    """Without dataset.json, all-background maps gave an empty metrics.csv, exit 0, and no word."""
+    for folder in ("gt", "pred"):
+        write_image(tmp_path / folder / "a.nii.gz", np.zeros((8, 8, 4), np.uint8), Geometry.from_shape((8, 8, 4)))
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "-o", str(tmp_path / "o"),
+                                 "-q"])
+    assert result.exit_code == 0, result.output
+    assert "warning: no class is present in any prediction or ground truth of the 1 case(s)" in " ".join(
+        result.output.split())
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert any("nothing was evaluated" in w for w in summary["cases"]["warnings"])

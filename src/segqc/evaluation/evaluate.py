@@ -621,6 +621,9 @@ def evaluate_folder(
 
     notes = [f"{path}: ignored ({why})" for path, why in pairing.ignored]
     notes += _unused_class_tolerances(config, table)
+    if report.done and not len(table):
+        notes.append(f"no class is present in any prediction or ground truth of the {len(report.done)} case(s), "
+                     "and no class list (dataset.json or labels) says which to expect: nothing was evaluated")
     warnings = notes + report.warnings
     units = sorted(set(table["unit"]) - {"1", "voxels", "count"}) if len(table) else []
     summary = {
