@@ -47,9 +47,10 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
-INTERRUPTED = ("interrupted; finished cases and the last training checkpoint are kept — rerun the same command to "
-               "continue")
-"""What Ctrl-C prints by default: the words of the per-case and training commands."""
+INTERRUPTED = "interrupted; finished cases are kept — rerun the same command to continue"
+"""What Ctrl-C prints by default: the words of the per-case commands."""
+INTERRUPTED_TRAINING = "interrupted; the last training checkpoint is kept — rerun the same command to continue"
+"""What Ctrl-C prints in a training command."""
 
 
 @contextmanager

@@ -50,9 +50,9 @@ def train_command(
 
     Example: segqc qc train nnqc ../shared/data/acdc -o models/acdc-nnqc-small --config small
     """
-    from segqc.cli._common import prepare_output_dir, require_nn
+    from segqc.cli._common import INTERRUPTED_TRAINING, prepare_output_dir, require_nn
 
-    with user_errors():
+    with user_errors(interrupted=INTERRUPTED_TRAINING):
         require_nn("qc train")
         from segqc.qc.training_api import parse_overrides, train_method
 

@@ -38,9 +38,9 @@ def train_command(
     Example: segqc seg train ldseg ../shared/data/hc18 -o runs/hc18-ldseg --holdout-fraction 0.2
              --group-by '^(HC18_[0-9]+)'
     """
-    from segqc.cli._common import check_device, prepare_output_dir, print_warning, require_nn
+    from segqc.cli._common import INTERRUPTED_TRAINING, check_device, prepare_output_dir, print_warning, require_nn
 
-    with user_errors():
+    with user_errors(interrupted=INTERRUPTED_TRAINING):
         require_nn("seg train")
         check_device(device)
         from segqc.config import parse_overrides

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from segqc.cli._common import (
+    INTERRUPTED_TRAINING,
     check_device,
     console,
     error_console,
@@ -54,7 +55,7 @@ def train_command(
 
     Example: segqc zoo train Dataset027_ACDC/ -o acdc_zoo/ --config small --seed 0
     """
-    with user_errors():
+    with user_errors(interrupted=INTERRUPTED_TRAINING):
         require_nn("zoo train")
         check_device(device)
         prepare_output_dir(out_dir)
