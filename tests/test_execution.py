@@ -427,3 +427,77 @@ def test_the_outputs_of_a_removed_case_with_a_dot_in_its_name_are_removed_too(tm
     report = run(["a"])
     assert sorted(p.name for p in (out / "map").iterdir()) == ["a_x.txt"]
     assert [w for w in report.warnings if w.startswith("removed 1 output file(s)")], report.warnings
+
+
+def _write_then_fail(task, out: Path):
+    """Writes map/CASE_WORD.txt for each input word (through segqc's atomic writer), then fails
+    on the word ``fail`` — after its files are written."""
+    import pandas as pd
+
+    from segqc.execution import CaseResult
+    from segqc.io.atomic import write_text_atomic
+
+    words = Path(task.inputs["text"][0]).read_text().split()
+    files = [f"map/{task.case}_{word}.txt" for word in words if word != "fail"]
+    for name in files:
+        write_text_atomic(out / name, name)
+    if "fail" in words:
+        raise InputError("failed after writing its maps", task.inputs["text"][0])
+    return CaseResult(table=pd.DataFrame([{"case": task.case}]), files=files)
+
+
+def test_the_files_of_a_case_that_failed_half_way_are_removed(tmp_path):
+    """A case that wrote maps and then failed left them beside the run's outputs, unrecorded:
+    `evaluate` or a review would take them for this run's."""
+    from segqc.execution import CaseTask, run_cases
+
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    (inputs / "a.txt").write_text("x")
+    (inputs / "b.txt").write_text("y fail")
+    tasks = [CaseTask(c, {"text": (inputs / f"{c}.txt",)}) for c in ("a", "b")]
+    report = run_cases(partial(_write_then_fail, out=out), tasks, out, settings={})
+    assert report.done == ["a"] and list(report.failed) == ["b"]
+    assert sorted(p.name for p in (out / "map").iterdir()) == ["a_x.txt"]
+    assert [w for w in report.warnings if "map/b_y.txt" in w], report.warnings
+    assert not (out / "cases" / ".writing").exists()
+
+
+_KILLED_HALF_WAY = textwrap.dedent("""
+    import os, signal, sys
+    from functools import partial
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[3])
+    from test_execution import _write_then_fail
+    from segqc.execution import CaseTask, run_cases
+
+    def killed(task, out):
+        from segqc.io.atomic import write_text_atomic
+        write_text_atomic(out / "map" / f"{task.case}_old.txt", "written before the kill")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if __name__ == "__main__":
+        inputs, out = Path(sys.argv[1]), Path(sys.argv[2])
+        run_cases(partial(killed, out=out), [CaseTask("a", {"text": (inputs / "a.txt",)})], out, settings={})
+""")
+
+
+def test_the_files_of_a_case_killed_half_way_are_removed_by_the_rerun(tmp_path):
+    """kill -9 inside a case left the files it had written; a rerun that no longer writes them
+    (other settings, the case gone) never removed them: the engine had no record of them."""
+    from segqc.execution import CaseTask, run_cases
+
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    (inputs / "a.txt").write_text("x")
+    script = tmp_path / "killed.py"
+    script.write_text(_KILLED_HALF_WAY)
+    process = subprocess.run([sys.executable, str(script), str(inputs), str(out), str(Path(__file__).parent)],
+                             capture_output=True, text=True, timeout=120)
+    assert process.returncode == -signal.SIGKILL, process.stderr
+    assert (out / "map" / "a_old.txt").is_file() and not (out / "cases" / "a.parquet").exists()
+    report = run_cases(partial(_write_then_fail, out=out), [CaseTask("a", {"text": (inputs / "a.txt",)})], out,
+                       settings={})
+    assert report.done == ["a"]
+    assert sorted(p.name for p in (out / "map").iterdir()) == ["a_x.txt"]
+    assert [w for w in report.warnings if "map/a_old.txt" in w], report.warnings

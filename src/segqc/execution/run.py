@@ -24,6 +24,7 @@ run into the same folder at the same time is refused with one line.
 from __future__ import annotations
 
 import os
+import shutil
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from segqc.errors import InputError, SegqcError
 from segqc.execution.cache import CaseStore, case_key, settings_digest
 from segqc.execution.lock import output_lock
 from segqc.execution.pool import map_cases
+from segqc.io.atomic import read_journal, write_journal
 
 
 class CaseSkipped(SegqcError):
@@ -106,13 +108,32 @@ def _run_and_store(item: tuple[CaseTask, str], function: Callable[[CaseTask], Ca
                    out_dir: Path | None) -> CaseResult:
     task, key = item
     try:
-        result = function(task)
-        if out_dir is not None:
-            CaseStore(out_dir / "cases").save(task.case, key, {"table": result.table, **result.extra},
-                                              warnings=result.warnings, files=result.files)
+        if out_dir is None:
+            return function(task)
+        journal = _journal(out_dir, task.case)
+        journal.unlink(missing_ok=True)  # its earlier entries were read before the run began
+        with write_journal(out_dir, journal):
+            result = function(task)
+        CaseStore(out_dir / "cases").save(task.case, key, {"table": result.table, **result.extra},
+                                          warnings=result.warnings, files=result.files)
+        journal.unlink(missing_ok=True)  # finished: its files are recorded with its part
         return result
     finally:
         _HEAP.case_done()
+
+
+def _journal(out_dir: Path, case: str) -> Path:
+    """The write journal of a running case (:func:`segqc.io.atomic.write_journal`): left behind
+    by a case that was killed or failed, so that its files can be removed like recorded ones."""
+    return out_dir / "cases" / ".writing" / f"{case}.txt"
+
+
+def _journaled(out_dir: Path) -> dict[str, list[str]]:
+    """Case -> the files its journal lists, for every journal in ``out_dir``."""
+    folder = out_dir / "cases" / ".writing"
+    if not folder.is_dir():
+        return {}
+    return {path.name[:-len(".txt")]: read_journal(path) for path in folder.glob("*.txt")}
 
 
 class _HeapTrimmer:
@@ -162,6 +183,8 @@ def _remove_stale_outputs(out: Path, store: CaseStore, done: Sequence[str],
     root = out.resolve()
     removed = []
     for name in sorted(recorded - kept):
+        if Path(name).parts[:1] == ("cases",):  # the engine's own store is never an output file
+            continue
         path = out / name
         if not path.resolve().parent.is_relative_to(root) or not (path.is_file() or path.is_symlink()):
             continue
@@ -249,6 +272,9 @@ def _run_cases(function: Callable[[CaseTask], CaseResult], tasks: Sequence[CaseT
         else:
             todo.append((task, key))
     earlier = {task.case: store.files(task.case) for task, _ in todo} if store is not None else {}
+    if out is not None:  # files of cases killed or failed half-way in an earlier run
+        for case, files in _journaled(out).items():
+            earlier[case] = earlier.get(case, []) + files
     work = partial(_run_and_store, function=function, out_dir=out)
     for (task, _), result in map_cases(work, todo, jobs=jobs, scheduler=scheduler, description=description,
                                        progress=progress):
@@ -263,7 +289,10 @@ def _run_cases(function: Callable[[CaseTask], CaseResult], tasks: Sequence[CaseT
     report.done = [c for c in cases if c in results]
     report.warnings = [w for r in finished for w in r.warnings]
     if store is not None and out is not None:
+        for case, files in _journaled(out).items():  # cases that failed in this run, half-way
+            earlier[case] = earlier.get(case, []) + files
         removed = _remove_stale_outputs(out, store, report.done, earlier)
+        shutil.rmtree(out / "cases" / ".writing", ignore_errors=True)  # every journaled file is handled
         if removed:
             report.warnings.append(f"removed {len(removed)} output file(s) of an earlier run into this folder that "
                                    "no finished case of this run wrote: " + ", ".join(removed[:5])

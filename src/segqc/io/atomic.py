@@ -9,9 +9,49 @@ import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 from segqc.errors import InputError
+
+_JOURNAL: ContextVar[tuple[Path, Path] | None] = ContextVar("segqc_write_journal", default=None)
+
+
+@contextmanager
+def write_journal(root: str | os.PathLike[str], journal: str | os.PathLike[str]) -> Iterator[None]:
+    """Within the block, every file that segqc's writers (:func:`atomic_path` and its users,
+    ``segqc.io.images.write_image``) write below ``root`` is first appended to the text file
+    ``journal`` (one path relative to ``root`` per line). The case engine keeps one journal per
+    running case, so the files of a case killed or failed half-way can be found and removed."""
+    token = _JOURNAL.set((Path(root).resolve(), Path(journal)))
+    try:
+        yield
+    finally:
+        _JOURNAL.reset(token)
+
+
+def note_write(path: str | os.PathLike[str]) -> None:
+    """Record ``path`` in the active :func:`write_journal` before it is written (nothing outside
+    one, or for a path outside its root)."""
+    entry = _JOURNAL.get()
+    if entry is None:
+        return
+    root, journal = entry
+    try:
+        relative = Path(path).resolve().relative_to(root)
+    except ValueError:
+        return
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    with open(journal, "a", encoding="utf-8") as handle:
+        handle.write(f"{relative}\n")
+
+
+def read_journal(journal: str | os.PathLike[str]) -> list[str]:
+    """The relative paths a :func:`write_journal` recorded (empty when it is missing or unreadable)."""
+    try:
+        return [line for line in Path(journal).read_text(encoding="utf-8").splitlines() if line]
+    except (OSError, UnicodeDecodeError):
+        return []
 
 
 def check_writable_file(path: str | os.PathLike[str]) -> None:
@@ -40,6 +80,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     path = Path(path)
     check_writable_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    note_write(path)
     tmp = path.with_name(f".tmp-{secrets.token_hex(4)}-{path.name}")
     try:
         yield tmp

@@ -39,6 +39,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from segqc.errors import GeometryDifference, GeometryMismatchError, InputError
+from segqc.io.atomic import note_write
 
 if TYPE_CHECKING:
     import nibabel
@@ -835,6 +836,7 @@ def write_image(
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create folder: {exc.strerror or exc}", path.parent) from None
+    note_write(path)
     token = secrets.token_hex(4)
     if ext in _DETACHED:
         _write_detached(image, path, token, compress)
@@ -857,6 +859,7 @@ def _write_detached(image: sitk.Image, path: Path, token: str, compress: bool) -
         header = tmp_dir / path.name
         for item in sorted(tmp_dir.iterdir()):
             if item != header:
+                note_write(path.with_name(item.name))
                 os.replace(item, path.with_name(item.name))
         os.replace(header, path)
     except (RuntimeError, OSError) as exc:
