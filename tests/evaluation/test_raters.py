@@ -218,3 +218,25 @@ def test_real_bubil_experts_agree_as_the_dataset_documents(shared_data):
         dice += list(2 * iou / (1 + iou))
         assert 0.002 < masks.mean() < 0.06  # one cell: a few per cent of the pixels
     assert 0.75 < np.mean(dice) < 0.95, np.mean(dice)
+
+
+def test_the_odd_rater_mask_out_is_the_one_named(tmp_path):
+    """With rater_1 on another shape than rater_2 and rater_3, the error named rater_2 (which
+    agreed with the majority) as the file at fault. With two raters no file can be blamed: the
+    case folder is named with both shapes."""
+    from segqc.io.raters import find_rater_cases, read_rater_grid
+
+    _write(tmp_path / "three" / "c" / "rater_1.nii.gz", np.zeros((3, 4), dtype=np.uint8))
+    for k in (2, 3):
+        _write(tmp_path / "three" / "c" / f"rater_{k}.nii.gz", A)
+    [case] = find_rater_cases(tmp_path / "three")
+    with pytest.raises(InputError) as error:
+        read_rater_grid(case)
+    assert str(error.value) == (f"{case.raters[0]}: mask of shape (3, 4), but 2 of the 3 rater masks have (2, 4)")
+    _write(tmp_path / "two" / "c" / "rater_1.nii.gz", A)
+    _write(tmp_path / "two" / "c" / "rater_2.nii.gz", A, spacing=(2.0, 1.0))
+    [case] = find_rater_cases(tmp_path / "two")
+    with pytest.raises(InputError) as error:
+        read_rater_grid(case)
+    assert str(error.value) == (f"{tmp_path / 'two' / 'c'}: rater masks of different spacings: "
+                                "rater_1.nii.gz (1.0, 1.0), rater_2.nii.gz (2.0, 1.0)")

@@ -16,8 +16,9 @@ naming the file or folder.
 
 from __future__ import annotations
 
+import operator
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,22 +151,36 @@ def read_rater_masks(case: RaterCase, foreground: Sequence[int] | None = None) -
 
 def read_rater_grid(case: RaterCase, foreground: Sequence[int] | None = None) -> tuple[np.ndarray, Geometry]:
     """As :func:`read_rater_masks`, with the whole grid of the first rater's mask (shape,
-    spacing, direction, origin) that predictions must lie on."""
-    masks: list[np.ndarray] = []
-    spacing: tuple[float, ...] = ()
-    shape: tuple[int, ...] | None = None
-    geometry: Geometry | None = None
-    for path in case.raters:
-        image = read_label_map(path)
-        if shape is None:
-            shape, spacing = image.array.shape, tuple(float(s) for s in image.geometry.spacing)
-            geometry = image.geometry
-        elif image.array.shape != shape:
-            raise InputError(f"mask of shape {image.array.shape}, but {case.raters[0].name} has {shape}", path)
-        elif not np.allclose(image.geometry.spacing, spacing, rtol=1e-3):
-            raise InputError(f"spacing {tuple(image.geometry.spacing)} differs from {case.raters[0].name}'s "
-                             f"{spacing}", path)
-        array = image.array
-        masks.append(foreground_mask(array, foreground))
-    assert geometry is not None  # a case has at least one rater (find_rater_cases)
-    return np.stack(masks), geometry
+    spacing, direction, origin) that predictions must lie on. Masks of different shapes or
+    spacings are an :class:`InputError` naming the odd one out (the mask that differs from the
+    shape most masks share), or the case folder and every mask's shape when no shape has a
+    majority (two raters)."""
+    images = [read_label_map(path) for path in case.raters]
+    _check_same(case, [image.array.shape for image in images], "shape")
+    _check_same(case, [tuple(float(s) for s in image.geometry.spacing) for image in images], "spacing",
+                same=lambda a, b: len(a) == len(b) and bool(np.allclose(a, b, rtol=1e-3)))
+    masks = [foreground_mask(image.array, foreground) for image in images]
+    return np.stack(masks), images[0].geometry  # a case has at least one rater (find_rater_cases)
+
+
+def _check_same(case: RaterCase, values: list[tuple], what: str,
+                same: Callable[[tuple, tuple], bool] = operator.eq) -> None:
+    """:class:`InputError` unless every rater mask's ``what`` (shape, spacing) is ``same`` as the
+    others', naming the odd mask out, or the case folder when no value has a majority."""
+    groups: list[list[int]] = []  # indices of values that are the same, first value first
+    for i, value in enumerate(values):
+        group = next((g for g in groups if same(values[g[0]], value)), None)
+        if group is None:
+            groups.append([i])
+        else:
+            group.append(i)
+    if len(groups) == 1:
+        return
+    largest = max(groups, key=len)
+    common, n = values[largest[0]], len(largest)
+    if n > len(values) / 2:
+        odd = next(i for i in range(len(values)) if i not in largest)
+        raise InputError(f"mask of {what} {values[odd]}, but {n} of the {len(values)} rater masks have {common}",
+                         case.raters[odd])
+    listed = ", ".join(f"{path.name} {value}" for path, value in zip(case.raters, values, strict=True))
+    raise InputError(f"rater masks of different {what}s: {listed}", case.folder)
