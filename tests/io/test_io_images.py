@@ -829,3 +829,18 @@ def test_a_nifti_with_an_axis_of_size_0_is_refused_not_read_as_a_zero_filled_sli
     with pytest.raises(InputError) as error:
         read_label_map(path)
     assert str(error.value) == f"{path}: holds no voxels (size (20, 20, 0))"
+
+
+def test_label_values_out_of_range_are_printed_as_the_integers_they_are(tmp_path):
+    """A uint64 label of 2^64 - 1 was printed as 18446744073709551616.0 (off by one, as a float)."""
+    big = np.zeros((4, 4, 2), np.uint64)
+    big[1, 1, 1] = np.iinfo(np.uint64).max
+    nib.save(nib.Nifti1Image(big, np.eye(4), dtype=np.uint64), tmp_path / "big.nii.gz")
+    with pytest.raises(InputError) as error:
+        read_label_map(tmp_path / "big.nii.gz")
+    assert str(error.value) == f"{tmp_path / 'big.nii.gz'}: label value 18446744073709551615 is too large (max 2^32-1)"
+    negative = np.zeros((4, 4, 2), np.int32)
+    negative[0, 0, 0] = -7
+    nib.save(nib.Nifti1Image(negative, np.eye(4)), tmp_path / "neg.nii.gz")
+    with pytest.raises(InputError, match=r"negative label values, e\.g\. -7$"):
+        read_label_map(tmp_path / "neg.nii.gz")

@@ -308,12 +308,13 @@ def _label_array(array: np.ndarray, path: Path | None) -> np.ndarray:
     if array.size == 0:
         return array.astype(np.uint8)
     low, high = array.min(), array.max()
+    shown = (lambda v: str(int(v))) if array.dtype.kind in "iu" else (lambda v: _format_number(float(v)))
     if low < 0:
-        raise InputError(f"negative label values, e.g. {_format_number(float(low))}", path)
+        raise InputError(f"negative label values, e.g. {shown(low)}", path)
     for candidate in (np.uint8, np.uint16, np.uint32):
         if high <= np.iinfo(candidate).max:
             return array.astype(candidate, copy=False)
-    raise InputError(f"label value {_format_number(float(high))} is too large (max 2^32-1)", path)
+    raise InputError(f"label value {shown(high)} is too large (max 2^32-1)", path)
 
 
 def nibabel_nifti(path: Path) -> nibabel.Nifti1Image:
