@@ -271,11 +271,6 @@ def _crop_geometry(geometry: Geometry, box: tuple[slice, ...]) -> Geometry:
                     direction=geometry.direction)
 
 
-def _boxes(labels: np.ndarray) -> dict[int, tuple[slice, ...]]:
-    """Label value -> bounding box (array slices) of every value present (one pass over the map)."""
-    return label_boxes(labels)
-
-
 def _centroid(mask: np.ndarray, geometry: Geometry) -> np.ndarray:
     """LPS mm of the centre of mass of a non-empty mask (no coordinate list is built)."""
     centre = centroid_mm(mask, geometry)
@@ -380,7 +375,7 @@ def flag_in_air(labels: np.ndarray, image: np.ndarray, scheme: LabelScheme, *, a
     voxel; the whole mask where nothing is left). Flagged above ``max_fraction``."""
     skip = _values_of(allowed, scheme)
     rows = []
-    for value, box in _boxes(labels).items():
+    for value, box in label_boxes(labels).items():
         if value in skip:
             continue
         mask = labels[box] == value
@@ -455,7 +450,7 @@ def flag_region(labels: np.ndarray, geometry: Geometry, scheme: LabelScheme, *,
             continue
         for name in tables.region_classes.get(region_name, ()):
             limits.setdefault(name, []).append((region_name, found[0], found[1]))
-    boxes = _boxes(labels)
+    boxes = label_boxes(labels)
     rows = []
     for name, slabs in limits.items():
         if name not in scheme.by_name or scheme.by_name[name].value is None:
@@ -514,7 +509,7 @@ def flag_left_right(labels: np.ndarray, geometry: Geometry, scheme: LabelScheme,
     class under ``midline`` (a plane tilted more than ``max_tilt_degrees``, or fewer than two
     landmarks: x = the centre of ``body``, else of all labelled voxels). ``value``: mm on the wrong
     side (patient left is +x, LPS)."""
-    boxes = _boxes(labels)
+    boxes = label_boxes(labels)
     if not boxes:
         return _frame([])
     points = []
@@ -570,7 +565,7 @@ def flag_merged_vertebrae(labels: np.ndarray, geometry: Geometry, scheme: LabelS
     order = list(order) if order is not None else list(load_anatomy_tables().vertebrae)
     relative = {"vertebrae_C2": 2.0} if relative_height is None else dict(relative_height)
     order = [n for n in order if n in scheme.by_name and scheme.by_name[n].value is not None]
-    boxes = _boxes(labels)
+    boxes = label_boxes(labels)
     structure = _structure(26)
     voxel_z = _z_extent_of_voxel(geometry)
     across_z = [k for k in range(labels.ndim) if abs(geometry.direction_matrix()[2, k]) > 1e-3 and labels.shape[k] > 1]
@@ -616,7 +611,7 @@ def flag_components(labels: np.ndarray, geometry: Geometry, scheme: LabelScheme,
     first)."""
     names = classes if classes is not None else load_anatomy_tables().single
     structure = _structure(connectivity)
-    boxes = _boxes(labels)
+    boxes = label_boxes(labels)
     minimum = min_ml / geometry.voxel_volume_ml()
     rows = []
     for name in names:

@@ -40,7 +40,7 @@ import pandas as pd
 import yaml
 
 from segqc.errors import InputError
-from segqc.metrics.counts import value_counts
+from segqc.metrics.counts import DENSE_LIMIT, value_counts
 
 __all__ = ["MAX_LABEL_VALUE", "SHIPPED_SCHEMES", "LabelClass", "LabelScheme", "label_dtype", "load_scheme",
            "lookup", "scheme_diff", "scheme_from_class_map", "shipped_scheme"]
@@ -49,8 +49,6 @@ __all__ = ["MAX_LABEL_VALUE", "SHIPPED_SCHEMES", "LabelClass", "LabelScheme", "l
 SHIPPED_SCHEMES = ("total", "total_v1", "total_mr")
 #: The largest label value a scheme may use: label maps are written as unsigned integers of at most 32 bits.
 MAX_LABEL_VALUE = 2**32 - 1
-#: Up to this value, lookup tables are arrays indexed by the value itself.
-_DENSE_LIMIT = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -365,7 +363,7 @@ def lookup(values: np.ndarray, keys: np.ndarray, mapped: np.ndarray, dtype: Any)
     """``mapped[i]`` (as ``dtype``) for every entry of ``values`` equal to ``keys[i]``; ``keys``
     ascending, non-negative, holding every value. A table indexed by the value up to a largest key
     of 2^20, a binary search above (no array sized by a huge class value)."""
-    if int(keys[-1]) < _DENSE_LIMIT:
+    if int(keys[-1]) < DENSE_LIMIT:  # a table indexed by the value itself
         table = np.zeros(int(keys[-1]) + 1, dtype=dtype)
         table[keys] = mapped
         return table[values]

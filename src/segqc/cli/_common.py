@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from segqc.cli.entry import EXIT_INTERRUPTED
 from segqc.errors import InputError, SegqcError
 from segqc.execution.lock import claim_output, claims
 from segqc.execution.pool import sigterm_interrupts
@@ -23,7 +24,7 @@ error_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 EXIT_CASE_FAILURES = 1  # the run finished but some cases could not be processed
 EXIT_BAD_INPUT = 2  # the run could not proceed
-EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM: finished cases and training checkpoints are kept
+# EXIT_INTERRUPTED (130, Ctrl-C / SIGTERM: finished work is kept) comes from segqc.cli.entry
 
 #: How to get the learned methods' dependencies (the CPU build of PyTorch first).
 NN_INSTALL_HINT = ("pip install torch --index-url https://download.pytorch.org/whl/cpu && pip install 'segqc[nn]' "

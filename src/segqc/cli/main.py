@@ -25,6 +25,3 @@ app.add_typer(seg.app, name="seg")
 app.add_typer(review.app, name="review")
 app.add_typer(labels.app, name="labels")
 
-
-def main() -> None:  # pragma: no cover - console entry point (see segqc.cli.entry)
-    app()

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from segqc.metrics.counts import DENSE_LIMIT, value_counts
+
 
 def as_mask(mask: np.ndarray, name: str = "mask", *, ndims: Sequence[int] | None = (2, 3)) -> np.ndarray:
     """A C-contiguous bool copy or view of ``mask`` (non-zero = foreground). ``ValueError`` when the
@@ -74,8 +76,6 @@ def label_boxes(labels: np.ndarray) -> dict[int, tuple[slice, ...]]:
     (16 GB of slots for a value of 2^31), so maps with values above
     :data:`~segqc.metrics.counts.DENSE_LIMIT` are first renumbered 1..n (an int64 copy of the
     map). Empty or all-background maps give an empty dict; values <= 0 are not labels."""
-    from segqc.metrics.counts import DENSE_LIMIT, value_counts
-
     labels = np.asarray(labels)
     if labels.size == 0:
         return {}

@@ -170,12 +170,6 @@ def majority_vote(samples: np.ndarray, labels: Sequence[int]) -> np.ndarray:
     return values[counts.argmax(axis=0)].astype(samples.dtype)
 
 
-def _check_image(path: Path, array: np.ndarray) -> list[str]:
-    """A blank image gives a warning: its estimate says nothing about the segmentation (NaN
-    voxels are refused when the channels are preprocessed, ``read_case_images``)."""
-    return blank_image_warning(path, array, "its QC estimate says nothing about the segmentation")
-
-
 def _label_set(model: QcModel) -> LabelSet:
     """The model's classes, named as in its training dataset's fingerprint (e.g. RV, MYO, LV)."""
     names = (model.fingerprint or {}).get("labels") or {}
@@ -194,7 +188,7 @@ def qc_case(model: QcModel, case: str, image_paths: Sequence[Path], seg_path: Pa
     _check_dimensions(channels[0], model)
     _check_labels(seg_image.array, model, seg_path)
     raw = channels[0].array
-    notes = _check_image(Path(image_paths[0]), raw)
+    notes = blank_image_warning(Path(image_paths[0]), raw, "its QC estimate says nothing about the segmentation")
     notes += [w for w in [_check_intensity(raw, seg_image.array, model, Path(image_paths[0]))] if w]
     prepared = preprocess_case([c.array for c in channels], channels[0].geometry, model.plan, label=seg_image.array)
     images = np.moveaxis(prepared.image, -1, 0)  # (n, C, H, W)
