@@ -294,6 +294,29 @@ def test_grey_and_alpha_png_is_rejected_for_its_two_channels(tmp_path):
     assert "corrupt" not in str(exc.value)
 
 
+def test_palette_png_label_map_is_read_as_its_indices(tmp_path):
+    """Once: a palette PNG label map (the usual VOC-style format) was refused as "3 components per
+    voxel", as ITK expands it to colours. Written by Pillow, with colours unlike the indices."""
+    from PIL import Image as PILImage
+
+    indices = np.zeros((6, 7), np.uint8)
+    indices[1:3, 2:5] = 1
+    indices[4, 1:6] = 3
+    picture = PILImage.fromarray(indices, mode="P")
+    picture.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0] + [0] * (256 * 3 - 12))
+    picture.save(tmp_path / "voc.png")
+    PILImage.fromarray(indices, mode="L").save(tmp_path / "grey.png")
+    assert (tmp_path / "voc.png").read_bytes()[25] == 3  # colour type: palette
+    label_map = read_label_map(tmp_path / "voc.png")
+    np.testing.assert_array_equal(label_map.array, indices.T)  # ITK index order: x first
+    np.testing.assert_array_equal(label_map.array, read_label_map(tmp_path / "grey.png").array)
+    assert label_map.array.dtype == np.uint8 and not label_map.spacing_known
+    assert read_label_map(tmp_path / "voc.png", spacing=(0.5, 0.25)).geometry.spacing == (0.5, 0.25)
+    with pytest.raises(InputError) as exc:
+        read_image(tmp_path / "voc.png")
+    _assert_one_line_naming(exc, "voc.png", "palette")
+
+
 @pytest.mark.parametrize(("ending", "compress", "keep"), [
     (".mha", False, lambda n: n - 1000), (".mha", True, lambda n: n // 2), (".mhd", False, lambda n: n // 2),
     (".nrrd", True, lambda n: n // 2)])

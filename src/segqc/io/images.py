@@ -277,11 +277,13 @@ def read_label_map(
 
     Float-typed data with integral values is accepted. The array is cast to the smallest of
     ``uint8`` / ``uint16`` / ``uint32`` that holds its largest label. ``spacing``, file checks and
-    geometry as for :func:`read_image`. Raises :class:`InputError` naming the file for NaN or
-    infinite values, fractional values and negative values.
+    geometry as for :func:`read_image`. A palette (indexed-colour) PNG is read as its palette
+    indices, the usual way label maps are stored in that format (the colours are ignored). Raises
+    :class:`InputError` naming the file for NaN or infinite values, fractional values and negative
+    values.
     """
     path = Path(path)
-    sitk_image = _read_sitk(path)
+    sitk_image = _read_sitk(path, palette_indices=True)
     geometry, spacing_known = _geometry_of(sitk_image, path, spacing)
     array = _array_of(sitk_image)
     if np.issubdtype(array.dtype, np.floating) and _extension(path) in _NIFTI:
@@ -374,8 +376,11 @@ def _extension(path: Path) -> str:
     )
 
 
-def _read_sitk(path: Path) -> sitk.Image:
-    """Read a scalar 2D/3D image with SimpleITK, turning every failure into one InputError."""
+def _read_sitk(path: Path, *, palette_indices: bool = False) -> sitk.Image:
+    """Read a scalar 2D/3D image with SimpleITK, turning every failure into one InputError.
+
+    ITK expands a palette PNG to its colours (3 channels); with ``palette_indices`` such a file
+    is read as its palette indices instead (one channel), else it is refused as colour."""
     if not path.exists():
         raise InputError("file not found", path)
     if path.is_dir():
@@ -383,6 +388,14 @@ def _read_sitk(path: Path) -> sitk.Image:
     ext = _extension(path)
     if ext in _NIFTI:  # before ITK reads anything: it may read past corruption or zero-fill
         _check_nifti_complete(path, ext)
+    if ext == ".png" and _png_colour_type(path) == _PNG_PALETTE:
+        if palette_indices:
+            return _palette_indices(path)
+        raise InputError(
+            "is a palette (indexed-colour) PNG, i.e. colours, not intensities; "
+            "save the image as a greyscale PNG",
+            path,
+        )
     with _exact_name(path, ext) as name:
         reader = sitk.ImageFileReader()
         reader.SetFileName(name)
@@ -415,12 +428,11 @@ def _components_message(components: int) -> str:
 
 #: PNG colour types (IHDR byte 9) -> channels: grey, RGB, palette, grey + alpha, RGB + alpha.
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+_PNG_PALETTE = 3
 
 
-def _png_channels(path: Path) -> int | None:
-    """Channels per pixel of a PNG file from its header, or None when the header is not a PNG's.
-    ITK cannot even describe a grey + alpha PNG ("Unknown PixelType"), so its channel count is
-    read here to say what is wrong."""
+def _png_colour_type(path: Path) -> int | None:
+    """The colour type stored in a PNG file's header, or None when the header is not a PNG's."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(26)
@@ -428,7 +440,32 @@ def _png_channels(path: Path) -> int | None:
         return None
     if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
         return None
-    return _PNG_CHANNELS.get(head[25])
+    return head[25]
+
+
+def _png_channels(path: Path) -> int | None:
+    """Channels per pixel of a PNG file from its header, or None when the header is not a PNG's.
+    ITK cannot even describe a grey + alpha PNG ("Unknown PixelType"), so its channel count is
+    read here to say what is wrong."""
+    colour_type = _png_colour_type(path)
+    return None if colour_type is None else _PNG_CHANNELS.get(colour_type)
+
+
+def _palette_indices(path: Path) -> sitk.Image:
+    """A palette PNG's indices as a one-channel image (origin 0, spacing 1, as ITK gives PNGs)."""
+    from PIL import Image as PILImage
+
+    try:
+        with PILImage.open(path) as picture:
+            picture.load()
+            if picture.mode != "P":
+                raise InputError(f"palette PNG decoded as mode {picture.mode}", path)
+            indices = np.array(picture, dtype=np.uint8)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is an unreadable file
+        raise InputError(f"unreadable PNG file ({exc})", path) from None
+    return sitk.GetImageFromArray(indices)
 
 
 _HOLD_LOCK = threading.Lock()
