@@ -263,7 +263,37 @@ def test_spacing_for_files_that_store_their_own_is_refused_before_any_case(folde
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert lines == [f"error: {gt_dir}: --spacing applies only to PNG/TIFF files, which carry no spacing; the "
-                     "ground truths here store their own"], result.output
+                     "ground truths and predictions here store their own"], result.output
+
+
+@pytest.mark.parametrize("png_side", ["gt", "pred"])
+def test_a_png_beside_a_nifti_with_another_spacing_asks_for_spacing(tmp_path, png_side):
+    """Once: a PNG ground truth beside a 0.5 mm NIfTI prediction failed as "spacing (1.0, 1.0) mm
+    differs", quoting a spacing PNG does not store, and suggested --resample; --spacing was refused
+    when the PNG was the prediction. With --spacing the distances are in mm of that spacing."""
+    import SimpleITK as sitk
+
+    gt = np.zeros((20, 30), np.uint8)
+    gt[5:10, 5:15] = 1
+    pred = np.roll(gt, 2, axis=1)  # shifted by 2 pixels = 1 mm at 0.5 mm
+    for side, array in (("gt", gt), ("pred", pred)):
+        (tmp_path / side).mkdir()
+        image = sitk.GetImageFromArray(array)
+        if side == png_side:
+            sitk.WriteImage(image, str(tmp_path / side / "c1.png"))
+        else:
+            image.SetSpacing((0.5, 0.5))
+            sitk.WriteImage(image, str(tmp_path / side / "c1.nii.gz"))
+    args = ["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "--metrics", "dice,hd95", "-q"]
+    result = runner.invoke(app, [*args, "-o", str(tmp_path / "a")])
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(tmp_path / png_side / "c1.png") in errors[0], result.output
+    assert "--spacing 0.5,0.5" in errors[0] and "1.0" not in errors[0] and "--resample" not in result.output
+    result = runner.invoke(app, [*args, "-o", str(tmp_path / "b"), "--spacing", "0.5,0.5"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "b" / "metrics.csv")
+    assert table.set_index("metric").loc["hd95", "value"] == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize(("option", "words"), [(["--class-tolerance", "lvier=3"], "class tolerance lvier"),

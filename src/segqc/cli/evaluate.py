@@ -107,18 +107,20 @@ def _parse_spacing(text: str | None) -> tuple[float, ...] | None:
     return values
 
 
-def _check_spacing_applies(spacing: str | None, gt_dir: Path) -> None:
+def _check_spacing_applies(spacing: str | None, gt_dir: Path, pred_dir: Path) -> None:
     """``--spacing`` is for files that carry no spacing (PNG/TIFF); refuse it before any case runs
-    when every ground truth stores its own."""
+    when every ground truth and every prediction stores its own."""
     from segqc.errors import InputError
     from segqc.io.images import IMAGE_EXTENSIONS, carries_spacing
 
     if spacing is None or not gt_dir.is_dir():
         return
-    files = [p for p in gt_dir.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_EXTENSIONS)]
+    folders = [gt_dir] + ([pred_dir] if pred_dir.is_dir() else [])
+    files = [p for folder in folders for p in folder.iterdir()
+             if p.is_file() and p.name.lower().endswith(IMAGE_EXTENSIONS)]
     if files and all(carries_spacing(p) for p in files):
-        raise InputError("--spacing applies only to PNG/TIFF files, which carry no spacing; the ground truths here "
-                         "store their own", gt_dir)
+        raise InputError("--spacing applies only to PNG/TIFF files, which carry no spacing; the ground truths and "
+                         "predictions here store their own", gt_dir)
 
 
 def _folders(pred_pos: Path | None, gt_pos: Path | None, pred: Path | None, gt: Path | None) -> tuple[Path, Path]:
@@ -240,7 +242,7 @@ def evaluate_command(
         names = parse_metric_names(metrics) if not (soft and metrics is None) else ("soft_dice",)
         policy = EmptyPolicy(both_empty=empty_both, gt_empty=empty_gt, pred_empty=empty_pred,  # type: ignore[arg-type]
                              worst_distance_mm=worst_distance)
-        _check_spacing_applies(spacing, gt_dir)
+        _check_spacing_applies(spacing, gt_dir, pred_dir)
         prepare_output_dir(out_dir)
         swapped = swapped_folders_warning(pred_dir, gt_dir)
         if swapped:

@@ -24,7 +24,7 @@ from segqc.errors import InputError
 from segqc.execution import CaseResult, CaseTask, RunReport, run_cases
 from segqc.io.atomic import write_csv_atomic, write_json_atomic
 from segqc.io.datasets import DatasetInfo, find_dataset_json, pair_cases
-from segqc.io.images import check_same_geometry, read_label_map, resample_nearest
+from segqc.io.images import Image, check_same_geometry, read_label_map, resample_nearest
 from segqc.io.labels import LabelSet
 from segqc.metrics.binary import MetricResult, MetricSettings, compare_masks
 from segqc.metrics.components import compare_components
@@ -393,6 +393,25 @@ def _read_checked(path: Path, config: EvaluationConfig, warnings: list[str]):
     return image
 
 
+def _check_assumed_spacing(pred: Image, gt: Image) -> None:
+    """A PNG/TIFF file (no stored spacing, 1 mm assumed) beside a file that carries another
+    spacing: one line that says so and how to give it (``--spacing``), before a geometry check
+    would quote the assumed 1 mm as if it were stored, or a resampling would map a grid of
+    unknown size."""
+    if pred.spacing_known == gt.spacing_known or pred.geometry.ndim != gt.geometry.ndim:
+        return
+    known, plain = (pred, gt) if pred.spacing_known else (gt, pred)
+    if np.allclose(known.geometry.spacing, plain.geometry.spacing, rtol=1e-3, atol=0.0):
+        return
+    shown = ",".join(f"{v:g}" for v in known.geometry.spacing)
+    other = "prediction" if known is pred else "ground truth"
+    raise InputError(
+        f"a PNG/TIFF file stores no spacing, but the {other} {known.path} has spacing {shown} mm; "
+        f"pass --spacing {shown} to give the PNG/TIFF files theirs",
+        plain.path,
+    )
+
+
 def _read_soft(path: Path, config: EvaluationConfig):
     from segqc.io.images import read_image
 
@@ -412,6 +431,7 @@ def _evaluate_soft_case(task: CaseTask, config: EvaluationConfig) -> CaseResult:
         pred_array = np.zeros_like(gt.array)
     else:
         pred = _read_soft(pred_path, config)
+        _check_assumed_spacing(pred, gt)
         check_same_geometry(pred.geometry, gt.geometry, pred_path=pred_path, gt_path=gt_path)
         pred_array = pred.array
     r = soft_dice(pred_array, gt.array, policy=config.settings.empty)
@@ -446,6 +466,7 @@ def evaluate_case(task: CaseTask, config: EvaluationConfig) -> CaseResult:
         pred_array = np.zeros_like(gt.array)
     else:
         pred = _read_checked(pred_path, config, warnings)
+        _check_assumed_spacing(pred, gt)
         if config.resample and not pred.geometry.same_grid(gt.geometry):
             if pred.geometry.ndim != gt.geometry.ndim:
                 check_same_geometry(pred.geometry, gt.geometry, pred_path=pred_path, gt_path=gt_path)
