@@ -66,3 +66,18 @@ def test_the_console_script_and_python_m_segqc_go_through_the_guarded_entry():
     root = Path(__file__).resolve().parents[2]
     assert tomllib.loads((root / "pyproject.toml").read_text())["project"]["scripts"]["segqc"] == "segqc.cli.entry:main"
     assert "from segqc.cli.entry import main" in (root / "src" / "segqc" / "__main__.py").read_text()
+
+
+@pytest.mark.parametrize(("group", "command", "ending"), [
+    ([], "evaluate-raters", "volume CRPS."), (["labels"], "rules", "is logged."), (["labels"], "check", "exit code.")])
+def test_command_lists_show_each_summary_as_one_flowing_paragraph(group, command, ending):
+    """Once: the command lists kept the docstrings' line breaks and wrapped them again, so a
+    summary broke after a few words; on a wide terminal each summary is now one line."""
+    from typer.testing import CliRunner
+
+    from segqc.cli.main import app
+
+    result = CliRunner().invoke(app, [*group, "--help"], env={"COLUMNS": "400"}, terminal_width=400)
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if line.startswith(f"│ {command} "))
+    assert ending in line, result.output

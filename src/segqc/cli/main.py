@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import typer
 
 from segqc.cli import degrade, demo, evaluate, fingerprint, labels, qc, report, review, seg, zoo
@@ -25,3 +27,17 @@ app.add_typer(seg.app, name="seg")
 app.add_typer(review.app, name="review")
 app.add_typer(labels.app, name="labels")
 
+
+def _one_line_summaries(typer_app: typer.Typer) -> None:
+    """Command lists show each command's first docstring paragraph, but keep its line breaks and
+    then wrap it again, into ragged lines; give every command that paragraph as one line."""
+    for info in typer_app.registered_commands:
+        text = info.help or (info.callback.__doc__ if info.callback is not None else None)
+        if info.short_help is None and text:
+            info.short_help = " ".join(inspect.cleandoc(text).split("\n\n")[0].split())
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _one_line_summaries(group.typer_instance)
+
+
+_one_line_summaries(app)
