@@ -313,8 +313,33 @@ def test_palette_png_label_map_is_read_as_its_indices(tmp_path):
     assert label_map.array.dtype == np.uint8 and not label_map.spacing_known
     assert read_label_map(tmp_path / "voc.png", spacing=(0.5, 0.25)).geometry.spacing == (0.5, 0.25)
     with pytest.raises(InputError) as exc:
-        read_image(tmp_path / "voc.png")
-    _assert_one_line_naming(exc, "voc.png", "palette")
+        read_image(tmp_path / "voc.png")  # as an image, a palette of colours holds no intensities
+    _assert_one_line_naming(exc, "voc.png", "palette PNG with colours")
+
+
+def test_grey_palette_png_image_is_read_as_its_grey_levels(tmp_path):
+    """A palette whose entries are grey (R = G = B) stands for grey levels: index i is read as
+    level 255 - i here, as Pillow's own conversion to grey says."""
+    from PIL import Image as PILImage
+
+    rng = np.random.default_rng(0)
+    picture = PILImage.fromarray(rng.integers(0, 256, (9, 11)).astype(np.uint8), mode="P")
+    picture.putpalette([v for i in range(256) for v in (255 - i,) * 3])
+    picture.save(tmp_path / "grey_palette.png")
+    image = read_image(tmp_path / "grey_palette.png", dtype=None)
+    expected = np.array(PILImage.open(tmp_path / "grey_palette.png").convert("L"))
+    np.testing.assert_array_equal(image.array, expected.T)
+    assert not image.spacing_known
+
+
+def test_real_bubil_palette_image_reads_as_pillows_grey(shared_data):
+    """BU-BIL's B02 image is the one palette PNG of the shared data (a grey palette)."""
+    from PIL import Image as PILImage
+
+    path = shared_data("bubil") / "BU-BIL_Dataset1" / "B02" / "image.png"
+    assert path.read_bytes()[25] == 3
+    expected = np.array(PILImage.open(path).convert("L"))
+    np.testing.assert_array_equal(read_image(path, dtype=None).array, expected.T)
 
 
 @pytest.mark.parametrize(("ending", "compress", "keep"), [

@@ -244,7 +244,8 @@ def read_image(
     The array is in ITK index order and cast to ``dtype`` (``None`` keeps the stored type).
     PNG/TIFF hold no physical geometry: they get origin 0, identity direction and spacing 1 mm
     with ``spacing_known=False``, or ``spacing`` (mm per array axis) with ``spacing_known=True``
-    when it is given. For files that carry their own spacing, ``spacing`` must be ``None`` or
+    when it is given. A palette PNG with a grey palette is read as its grey levels (one with
+    colours is refused). For files that carry their own spacing, ``spacing`` must be ``None`` or
     equal to it (relative tolerance 1e-3); a different one is refused. Exactly the named file is
     read, even where ITK would pick a sibling (``CASE.nii`` next to ``CASE.nii.gz``). A
     ``.nii.gz`` is checked completely (gzip CRC and length), as ITK neither checks them nor
@@ -278,7 +279,8 @@ def read_label_map(
     Float-typed data with integral values is accepted. The array is cast to the smallest of
     ``uint8`` / ``uint16`` / ``uint32`` that holds its largest label. ``spacing``, file checks and
     geometry as for :func:`read_image`. A palette (indexed-colour) PNG is read as its palette
-    indices, the usual way label maps are stored in that format (the colours are ignored). Raises
+    indices, the usual way label maps are stored in that format (the colours are ignored;
+    :func:`read_image` reads a grey palette's grey levels and refuses colours). Raises
     :class:`InputError` naming the file for NaN or infinite values, fractional values and negative
     values.
     """
@@ -379,8 +381,9 @@ def _extension(path: Path) -> str:
 def _read_sitk(path: Path, *, palette_indices: bool = False) -> sitk.Image:
     """Read a scalar 2D/3D image with SimpleITK, turning every failure into one InputError.
 
-    ITK expands a palette PNG to its colours (3 channels); with ``palette_indices`` such a file
-    is read as its palette indices instead (one channel), else it is refused as colour."""
+    ITK expands a palette PNG to its colours (3 channels); such a file is read here as its
+    palette indices with ``palette_indices``, else as the grey levels of a grey palette (R = G = B
+    in every entry), and refused as colour otherwise."""
     if not path.exists():
         raise InputError("file not found", path)
     if path.is_dir():
@@ -389,13 +392,7 @@ def _read_sitk(path: Path, *, palette_indices: bool = False) -> sitk.Image:
     if ext in _NIFTI:  # before ITK reads anything: it may read past corruption or zero-fill
         _check_nifti_complete(path, ext)
     if ext == ".png" and _png_colour_type(path) == _PNG_PALETTE:
-        if palette_indices:
-            return _palette_indices(path)
-        raise InputError(
-            "is a palette (indexed-colour) PNG, i.e. colours, not intensities; "
-            "save the image as a greyscale PNG",
-            path,
-        )
+        return _palette_png(path, indices=palette_indices)
     with _exact_name(path, ext) as name:
         reader = sitk.ImageFileReader()
         reader.SetFileName(name)
@@ -451,8 +448,10 @@ def _png_channels(path: Path) -> int | None:
     return None if colour_type is None else _PNG_CHANNELS.get(colour_type)
 
 
-def _palette_indices(path: Path) -> sitk.Image:
-    """A palette PNG's indices as a one-channel image (origin 0, spacing 1, as ITK gives PNGs)."""
+def _palette_png(path: Path, *, indices: bool) -> sitk.Image:
+    """A palette PNG as a one-channel image (origin 0, spacing 1, as ITK gives PNGs): its palette
+    indices (``indices``), or the grey level each index stands for when the palette is grey; a
+    palette with colours is refused (it holds no intensities)."""
     from PIL import Image as PILImage
 
     try:
@@ -460,12 +459,21 @@ def _palette_indices(path: Path) -> sitk.Image:
             picture.load()
             if picture.mode != "P":
                 raise InputError(f"palette PNG decoded as mode {picture.mode}", path)
-            indices = np.array(picture, dtype=np.uint8)
+            array = np.array(picture, dtype=np.uint8)
+            palette = np.array(picture.getpalette() or [], dtype=np.uint8).reshape(-1, 3)
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - any decoder failure is an unreadable file
         raise InputError(f"unreadable PNG file ({exc})", path) from None
-    return sitk.GetImageFromArray(indices)
+    if not indices:
+        if palette.size == 0 or (palette != palette[:, :1]).any():
+            raise InputError("is a palette PNG with colours, not grey levels; save the image as a "
+                             "greyscale PNG", path)
+        if array.size and int(array.max()) >= len(palette):
+            raise InputError(f"palette index {int(array.max())} beyond the {len(palette)} palette "
+                             "entries", path)
+        array = palette[:, 0][array]
+    return sitk.GetImageFromArray(array)
 
 
 _HOLD_LOCK = threading.Lock()
