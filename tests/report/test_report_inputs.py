@@ -287,3 +287,23 @@ def test_an_output_below_a_file_is_named_with_that_parent(qc_out, tmp_path):
     line = one_error_line(runner.invoke(app, ["report", str(qc_out), "-o", str(out_file), "-q"]))
     assert line.startswith(f"error: {out_file}:") and f"its parent {blocker} is a file" in line
     assert blocker.read_text() == "keep me"
+
+
+def test_images_of_an_evaluation_of_degraded_segmentations_are_found_through_its_references(toy, tmp_path):
+    """Once: `report --images` refused an evaluation of a `segqc degrade` folder ("holds no image of
+    case 'case0__b1_k0'"): the image is that of the case whose ground truth the row was scored on."""
+    degraded, evaluated = tmp_path / "degraded", tmp_path / "evaluated"
+    assert runner.invoke(app, ["degrade", str(toy["gt"]), "-o", str(degraded), "-n", "1", "--bins", "0.3,0.9",
+                               "--no-image-check", "-q"]).exit_code == 0
+    assert runner.invoke(app, ["evaluate", str(degraded), str(toy["gt"]), "-o", str(evaluated), "--metrics",
+                               "dice", "-q"]).exit_code == 0
+    cohort = load_cohort(evaluated)
+    assert cohort.inputs and all("__" in case for case in cohort.inputs)
+    from segqc.report.cohort import use_files
+
+    use_files(cohort, images=toy["images"])
+    for case, inputs in cohort.inputs.items():
+        assert inputs.image == toy["images"] / f"{case.split('__')[0]}_0000.nii.gz"
+    result = runner.invoke(app, ["report", str(evaluated), "--images", str(toy["images"]), "-o",
+                                 str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output

@@ -385,10 +385,12 @@ def label_names(long: pd.DataFrame) -> dict[str, str]:
 def use_files(cohort: Cohort, *, images: str | Path | None = None, segs: str | Path | None = None) -> None:
     """Replace the image / segmentation files recorded in the output by those of the folders
     ``images`` / ``segs`` (first image channel). A case is found by its id, by the case its
-    segmentation segments (``manifest.csv`` of ``segqc degrade``), or by its id without a trailing
+    segmentation segments (``manifest.csv`` of ``segqc degrade``), by the case of its recorded
+    reference file (an evaluation of degraded segmentations), or by its id without a trailing
     ``_NN`` variant suffix. Raises :class:`InputError` naming the folder that lacks a case."""
     images = Path(images) if images is not None else None
     segs = Path(segs) if segs is not None else None
+    from segqc.io.datasets import case_id as case_id_of
     from segqc.io.datasets import list_image_files, segmentation_files
 
     image_files = list_image_files(images) if images is not None else {}
@@ -402,6 +404,8 @@ def use_files(cohort: Cohort, *, images: str | Path | None = None, segs: str | P
         if images is not None:
             source = seg_files[case_id][0] if case_id in seg_files else case_id
             found = image_files.get(source) or image_files.get(case_id)
+            if not found and inputs.ref is not None:  # e.g. a degraded case: the case its reference is of
+                found = image_files.get(case_id_of(inputs.ref))
             if not found and "_" in case_id:
                 found = image_files.get(case_id.rsplit("_", 1)[0])
             if not found:
