@@ -345,3 +345,25 @@ def test_folders_where_every_map_is_empty_and_no_class_is_known_say_nothing_was_
         result.output.split())
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert any("nothing was evaluated" in w for w in summary["cases"]["warnings"])
+
+
+def test_the_volumes_of_2d_images_are_areas_in_square_millimetres(tmp_path):
+    """Once: a 2D mask of 100 px at 0.5 mm was written as volume 0.025 "ml" (25 mm² / 1000); it is
+    the area, 25 mm², and 100 "pixels" for a PNG that stores no spacing."""
+    import SimpleITK as sitk
+
+    mask = np.zeros((20, 30), np.uint8)
+    mask[5:15, 10:20] = 1  # 100 pixels
+    for ending, spacing in ((".nii.gz", (0.5, 0.5)), (".png", None)):
+        folder = tmp_path / ending.strip(".")
+        image = sitk.GetImageFromArray(mask)
+        if spacing:
+            image.SetSpacing(spacing)
+        for side in ("gt", "pred"):
+            (folder / side).mkdir(parents=True)
+            sitk.WriteImage(image, str(folder / side / f"c1{ending}"))
+        result = runner.invoke(app, ["evaluate", str(folder / "pred"), str(folder / "gt"), "-o", str(folder / "out"),
+                                     "--metrics", "dice,volume_gt", "-q"])
+        assert result.exit_code == 0, result.output
+        row = pd.read_csv(folder / "out" / "metrics.csv").set_index("metric").loc["volume_gt"]
+        assert (row["value"], row["unit"]) == ((25.0, "mm²") if spacing else (100.0, "pixels"))

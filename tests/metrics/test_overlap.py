@@ -65,7 +65,7 @@ def test_overlap_counts_match_numpy_on_random_masks(ndim):
         tp = int(np.sum(pred & gt))
         n_pred, n_gt = int(pred.sum()), int(gt.sum())
         got = _values(pred, gt, spacing)
-        voxel_ml = float(np.prod(spacing)) / 1000
+        voxel_ml = float(np.prod(spacing)) / 1000 if ndim == 3 else float(np.prod(spacing))  # 2D: areas in mm²
         assert got["tp"] == tp and got["fp"] == n_pred - tp and got["fn"] == n_gt - tp
         assert got["dice"] == pytest.approx(2 * tp / (n_pred + n_gt), rel=1e-12)
         assert got["iou"] == pytest.approx(tp / np.sum(pred | gt), rel=1e-12)

@@ -123,7 +123,8 @@ def case_label_scores(
     metric) with columns ``label`` (int), ``name``, ``metric`` (``dice``, ``nsd`` — both in [0, 1] —
     ``volume_gt``, ``volume_pred`` — in ml), ``value`` and ``empty``. Empty masks: label absent from
     both maps -> Dice and NSD NaN (``both_empty:nan``); absent from one -> 0 (``gt_empty:worst`` /
-    ``pred_empty:worst``); volumes are always defined (0 ml when absent). Computed by the metric
+    ``pred_empty:worst``); volumes are always defined (0 ml when absent; a 2D map counts as one
+    slice 1 mm thick). Computed by the metric
     kernels of :mod:`segqc.metrics` (through :func:`~segqc.evaluation.evaluate.evaluate_label_maps`,
     one bounding box per label).
     """
@@ -135,8 +136,11 @@ def case_label_scores(
     config = EvaluationConfig(metrics=CASE_METRICS, settings=MetricSettings(tolerance_mm=tolerance_mm),
                               label_set=label_set)
     table = evaluate_label_maps(pred, gt, spacing, config)
+    values = table["value"].astype(float)
+    if gt.ndim == 2:  # the metric kernels give a 2D map's areas in mm²: here one slice 1 mm thick, in ml
+        values = values.where(~table["metric"].isin(["volume_gt", "volume_pred"]), values / 1000.0)
     out = pd.DataFrame({"label": table["label"].astype(int), "name": table["label_name"].astype(str),
-                        "metric": table["metric"].astype(str), "value": table["value"].astype(float),
+                        "metric": table["metric"].astype(str), "value": values,
                         "empty": table["empty"].fillna("").astype(str)})
     return out.reset_index(drop=True)
 

@@ -284,9 +284,9 @@ def evaluate_command(
         print_warning(f"{case}: no prediction in {pred_dir}; evaluated as an empty prediction")
     for case in result.extra_pred:
         print_warning(f"{case}: prediction has no ground truth in {gt_dir}; skipped")
-    if "pixel" in result.summary["units"]:
-        print_warning("the files carry no physical spacing (PNG/TIFF): distances are in pixels and volumes in "
-                      "thousands of pixels; pass --spacing to get millimetres")
+    if any("pixel" in unit for unit in result.summary["units"]):
+        print_warning("the files carry no physical spacing (PNG/TIFF): distances and areas are in pixels; pass "
+                      "--spacing to get millimetres")
     code = print_run_footer(result.report, warnings=result.notes, out_dir=out_dir, resample_hint=True)
     if not quiet:
         print_summary(result.summary, names)

@@ -50,8 +50,13 @@ CLASS_MEAN_LABEL = "mean"
 
 COLUMNS = ["case", "label", "label_name", "component", "metric", "value", "empty", "unit"]
 
+#: Raised whenever the same inputs and settings give other rows (2: the volumes of 2D grids became
+#: areas in mm²), so that a rerun recomputes the cases an older segqc finished instead of mixing both.
+ROWS_REVISION = 2
+
 #: Unit of a metric's values when the image carries no physical spacing (PNG/TIFF without
-#: ``spacing``): distances are in pixels and volumes in thousands of pixels (voxel volume 1).
+#: ``spacing``): distances are in pixels and volumes in thousands of pixels (voxel volume 1; the
+#: areas of a 2D grid in pixels, see :func:`_unit`).
 _PIXEL_UNITS = {"mm": "pixel", "ml": "1000 pixels"}
 
 
@@ -249,11 +254,16 @@ def _lesion_rows(pred: np.ndarray, gt: np.ndarray, spacing, config: EvaluationCo
     return rows
 
 
-def _unit(metric: str, spacing_known: bool, settings: MetricSettings | None = None) -> str:
+def _unit(metric: str, spacing_known: bool, settings: MetricSettings | None = None, ndim: int = 3) -> str:
+    """The unit column of a metric's rows: the registry's unit, grid steps for chessboard / taxicab
+    distances, mm² for the volumes of a 2D grid (:func:`~segqc.metrics.binary.voxel_volume`), and
+    pixels where the files store no spacing."""
     name = metric.removeprefix("cc_")
     unit = METRICS[name].unit if name in METRICS else "count"
     if unit == "mm" and settings is not None and settings.distance != "euclidean" and METRICS[name].kind == "distance":
         return "voxel"  # chessboard / taxicab distances are in grid steps (MONAI)
+    if unit == "ml" and ndim == 2:
+        return "mm²" if spacing_known else "pixels"
     return unit if spacing_known else _PIXEL_UNITS.get(unit, unit)
 
 
@@ -341,7 +351,7 @@ def evaluate_label_maps(
             rows += _lesion_rows(full[0], full[1], spacing, config, settings, lesion_names)
         for component, metric, value, empty in rows:
             records.append((case, str(label), name, component, metric, value, empty,
-                            _unit(metric, spacing_known, settings)))
+                            _unit(metric, spacing_known, settings, gt.ndim)))
     if config.class_mean:
         records += _class_mean_records(records, {str(c) for c in classes}, case)
     if config.multiclass_all:
@@ -378,8 +388,8 @@ def _evaluate_instance_maps(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[
     lesion_names = [m for m in config.metrics if m in LESION_METRICS]
     if lesion_names:
         rows += _lesion_rows(pm, gm, spacing, config, settings, lesion_names)
-    records = [(case, label, label, component, metric, value, empty, _unit(metric, spacing_known, settings))
-               for component, metric, value, empty in rows]
+    records = [(case, label, label, component, metric, value, empty,
+                _unit(metric, spacing_known, settings, gt.ndim)) for component, metric, value, empty in rows]
     frame = pd.DataFrame.from_records(records, columns=COLUMNS)
     frame["component"] = frame["component"].astype("Int64")
     frame["value"] = frame["value"].astype(float)
@@ -633,7 +643,8 @@ def evaluate_folder(
     tasks.sort(key=lambda t: t.case)
 
     report = run_cases(partial(evaluate_case, config=config), tasks, out_dir, settings=config, jobs=jobs,
-                       scheduler=scheduler, progress=progress, description="evaluate")
+                       scheduler=scheduler, progress=progress, description="evaluate",
+                       extra_digest=f"rows-{ROWS_REVISION}")
     table = report.table if len(report.table) else pd.DataFrame(columns=COLUMNS)
     table = table[COLUMNS].copy()
     table["component"] = table["component"].astype("Int64")

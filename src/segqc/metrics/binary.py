@@ -150,6 +150,13 @@ def _confusion_value(name: str, tp: int, fp: int, fn: int, tn: int) -> float:
     raise ValueError(f"{name!r} is not a confusion-matrix metric")
 
 
+def voxel_volume(spacing: Sequence[float]) -> float:
+    """What one voxel adds to ``volume_pred`` / ``volume_gt``: its volume in ml for a 3D grid
+    (mm³ / 1000), its area in mm² for a 2D grid (an area in ml would read 1000 times too small)."""
+    size = float(np.prod(spacing))
+    return size if len(spacing) == 2 else size / 1000.0
+
+
 def counts_metrics(
     tp: int,
     n_pred: int,
@@ -275,8 +282,9 @@ def compare_masks(
     arrays of any dimension, distance and shape metrics need 2D/3D); ``spacing`` in mm per
     axis (positive, finite); ``metrics``: names of :data:`MASK_METRICS` (a bare string is one
     name). Distances are in mm (grid steps for ``settings.distance`` chessboard/taxicab), volumes in
-    ml. ``n_total``: voxels of the whole image when the arrays are a crop of it (true negatives
-    count the voxels outside both masks; default: the arrays' size). Results come in the order of
+    ml (areas in mm² on a 2D grid, :func:`voxel_volume`). ``n_total``: voxels of the whole image
+    when the arrays are a crop of it (true negatives count the voxels outside both masks; default:
+    the arrays' size). Results come in the order of
     ``metrics``; empty-mask situations follow ``settings.empty`` and are tagged in
     ``MetricResult.empty``; confusion-matrix metrics (specificity, MCC, ...) are computed as they
     come and are NaN (tag ``undefined``) where a denominator is zero.
@@ -293,9 +301,8 @@ def compare_masks(
     if counted:
         n_pred, n_gt = int(np.count_nonzero(pred)), int(np.count_nonzero(gt))
         tp = int(np.count_nonzero(pred & gt)) if n_pred and n_gt else 0
-        voxel_ml = float(np.prod(spacing)) / 1000.0
         total = pred.size if n_total is None else int(n_total)
-        for r in counts_metrics(tp, n_pred, n_gt, voxel_ml, counted, settings.empty, n_total=total,
+        for r in counts_metrics(tp, n_pred, n_gt, voxel_volume(spacing), counted, settings.empty, n_total=total,
                                 beta=settings.beta):
             results[r.metric] = r
     if distance:

@@ -29,7 +29,7 @@ import cc3d
 import numpy as np
 
 from segqc.metrics import surface as _surface
-from segqc.metrics.binary import MetricResult, MetricSettings, counts_metrics, distance_metrics
+from segqc.metrics.binary import MetricResult, MetricSettings, counts_metrics, distance_metrics, voxel_volume
 from segqc.metrics.masks import as_mask, check_spacing, mask_pair
 from segqc.metrics.registry import COMPONENT_METRICS, DISTANCE_METRICS, check_metric_names, empty_situation, metric_info
 
@@ -206,7 +206,6 @@ def compare_components(
                 means.append(MetricResult(f"cc_{name}", value, tag))
         return ComponentEvaluation([], means, detection)
 
-    voxel_ml = float(np.prod(spacing)) / 1000.0
     overlap = [m for m in metrics if m not in DISTANCE_METRICS]
     distance = [m for m in metrics if m in DISTANCE_METRICS]
     per_component: list[tuple[int, MetricResult]] = []
@@ -215,7 +214,8 @@ def compare_components(
     for k in range(1, n + 1):
         if overlap:
             rows_by_component[k].extend(
-                counts_metrics(int(tp[k]), int(n_pred_region[k]), int(gt_sizes[k]), voxel_ml, overlap, settings.empty)
+                counts_metrics(int(tp[k]), int(n_pred_region[k]), int(gt_sizes[k]), voxel_volume(spacing), overlap,
+                               settings.empty)
             )
     if distance:
         for k, sd in _component_surface_distances(pred, assignment, spacing, settings):
