@@ -240,3 +240,23 @@ def test_the_odd_rater_mask_out_is_the_one_named(tmp_path):
         read_rater_grid(case)
     assert str(error.value) == (f"{tmp_path / 'two' / 'c'}: rater masks of different spacings: "
                                 "rater_1.nii.gz (1.0, 1.0), rater_2.nii.gz (2.0, 1.0)")
+
+
+def test_soft_dice_of_empty_raters_and_prediction_is_nan_tagged_with_the_rule(tmp_path):
+    """Once: the README said such a soft Dice is tagged `both_empty`, but metrics.csv had no tag
+    column; the prediction empty against marking raters is the worst value, tagged too."""
+    raters, pred = tmp_path / "raters", tmp_path / "pred"
+    empty = np.zeros_like(A)
+    for k in (1, 2):
+        _write(raters / "blank" / f"rater_{k}.nii.gz", empty)
+        _write(raters / "missed" / f"rater_{k}.nii.gz", A)
+    _write(pred / "blank.nii.gz", empty)
+    _write(pred / "missed.nii.gz", empty)
+    evaluate_raters(pred, raters, tmp_path / "out")
+    with open(tmp_path / "out" / "metrics.csv") as f:
+        rows = {(r["case"], r["metric"]): r for r in csv.DictReader(f)}
+    for metric in ("soft_dice", "soft_dice_5"):
+        assert rows[("blank", metric)]["value"] == "" and rows[("blank", metric)]["empty"] == "both_empty:nan"
+        assert float(rows[("missed", metric)]["value"]) == 0.0
+        assert rows[("missed", metric)]["empty"] == "pred_empty:worst"
+    assert rows[("missed", "ged2")]["empty"] == ""

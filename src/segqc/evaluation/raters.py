@@ -2,8 +2,9 @@
 
 ``evaluate_raters(PRED_DIR, RATERS_DIR, OUT)`` runs through the case engine (resumable, keyed on
 every input file's content) and writes ``OUT/metrics.csv`` (one row per case and metric:
-``case, metric, value, n_samples, n_raters``) and ``OUT/summary.json`` (mean, standard deviation
-and n of every metric over the cases where it is defined).
+``case, metric, value, empty, n_samples, n_raters``; ``empty``: the empty-mask rule that
+decided ``soft_dice`` / ``soft_dice_5``, blank otherwise) and ``OUT/summary.json`` (mean,
+standard deviation and n of every metric over the cases where it is defined).
 
 Predictions of a case ``CASE`` in ``PRED_DIR`` (what ``segqc seg predict --save
 probabilities,samples`` writes):
@@ -44,7 +45,7 @@ from segqc.metrics.soft import soft_dice
 __all__ = ["CONSENSUS_THRESHOLDS", "COLUMNS", "evaluate_raters", "prediction_files", "rater_case_scores"]
 
 CONSENSUS_THRESHOLDS = (0.1, 0.3, 0.5, 0.7, 0.9)
-COLUMNS = ["case", "metric", "value", "n_samples", "n_raters"]
+COLUMNS = ["case", "metric", "value", "empty", "n_samples", "n_raters"]
 
 
 def _find(folder: Path, stem: str) -> Path | None:
@@ -124,13 +125,15 @@ def rater_case_scores(task: CaseTask, *, foreground: Sequence[int] | None = None
     scores = distribution_scores(samples, raters, probability=soft, voxel_volume=float(np.prod(spacing)))
     _, mean = consensus_maps(raters)
     values: dict[str, float] = scores.as_dict()
-    values["soft_dice_5"] = soft_dice(soft, mean, thresholds=CONSENSUS_THRESHOLDS).value
+    tags = {"soft_dice": soft_dice(soft, mean).empty}  # the empty-mask rule of the QUBIQ levels, if one applied
+    five = soft_dice(soft, mean, thresholds=CONSENSUS_THRESHOLDS)
+    values["soft_dice_5"], tags["soft_dice_5"] = five.value, five.empty
     majority = raters.sum(axis=0) >= raters.shape[0] / 2.0
     binary = soft >= 0.5
     total = int(majority.sum() + binary.sum())
     values["dice_majority"] = 1.0 if total == 0 else 2.0 * int((majority & binary).sum()) / total
-    rows = [{"case": case.case, "metric": name, "value": value, "n_samples": len(samples), "n_raters": len(raters)}
-            for name, value in values.items()]
+    rows = [{"case": case.case, "metric": name, "value": value, "empty": tags.get(name, ""),
+             "n_samples": len(samples), "n_raters": len(raters)} for name, value in values.items()]
     return CaseResult(table=pd.DataFrame(rows, columns=COLUMNS))
 
 
@@ -167,7 +170,8 @@ def evaluate_raters(pred_dir: str | Path, raters_dir: str | Path, out_dir: str |
         first = next(iter(failed))
         raise InputError(f"no prediction matches any of the {len(failed)} case(s) of {raters_dir} (e.g. case "
                          f"{first}: no {first}.* and no samples/{first}_00.*)", pred)
-    settings = {"format": "segqc-evaluate-raters", "foreground": None if foreground is None else list(foreground)}
+    settings = {"format": "segqc-evaluate-raters", "rows": 2,  # 2: the empty column
+                "foreground": None if foreground is None else list(foreground)}
     report = run_cases(partial(rater_case_scores, foreground=foreground), tasks, out_dir, settings=settings,
                        jobs=jobs, progress=progress, description="evaluate raters")
     report.failed.update(failed)
