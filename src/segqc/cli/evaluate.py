@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from segqc.cli._common import console, prepare_output_dir, print_run_footer, print_warning, user_errors
-from segqc.metrics.registry import METRICS, EmptyPolicy, parse_metric_names
+from segqc.metrics.registry import DEFAULT_METRICS, METRICS, EmptyPolicy, parse_metric_names
 
 
 def _parse_int_list(text: str, option: str) -> tuple[int, ...]:
@@ -153,7 +153,7 @@ def evaluate_command(
     pred: Path | None = typer.Option(None, "--pred", help="Prediction folder (instead of the first argument)."),
     gt: Path | None = typer.Option(None, "--gt", help="Ground-truth folder (instead of the second argument)."),
     metrics: str | None = typer.Option(
-        None, "--metrics", help="Comma-separated metrics (default: all overlap and distance metrics). "
+        None, "--metrics", help=f"Comma-separated metrics (default: {','.join(DEFAULT_METRICS)}). "
                                 f"Known: {', '.join(METRICS)}; cc_<metric> adds per-component metrics."
     ),
     tolerance: float = typer.Option(1.0, "--tolerance", help="NSD tolerance in mm."),

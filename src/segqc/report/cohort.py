@@ -306,7 +306,7 @@ def detect(folder: Path) -> str:
         return "rank"
     raise InputError("holds none of the outputs a report is made of (qc.csv of `segqc qc predict`, pairs.csv of "
                      "`segqc qc benchmark`, metrics.csv of `segqc evaluate`, flags.csv of `segqc labels check`, "
-                     "ranking.csv of `segqc qc rank`)", folder)
+                     "quality.csv of `segqc labels quality`, ranking.csv of `segqc qc rank`)", folder)
 
 
 def label_order(labels: list[str]) -> list[str]:
