@@ -478,3 +478,26 @@ def test_compare_components_refuses_metrics_it_does_not_compute_whatever_the_gro
 def test_compare_components_takes_a_bare_metric_name_as_one_metric():
     pred, gt = _two_lesions()
     assert [r.metric for r in compare_components(pred, gt, ISO, metrics="dice").means] == ["cc_dice"]
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_read_only_masks_give_the_same_components_and_scores(ndim):
+    """Once: a read-only bool mask (memory-mapped, or a cached array) made cc3d raise "buffer source
+    array is read-only" from every component metric; inputs are only read."""
+    from segqc.metrics import instance_metrics, lesion_scores
+
+    rng = np.random.default_rng(ndim)
+    shape = (40, 36) if ndim == 2 else (20, 18, 16)
+    gt = ndimage.gaussian_filter(rng.standard_normal(shape), 1.2) > 0.4
+    pred = ndimage.gaussian_filter(rng.standard_normal(shape), 1.2) > 0.4
+    frozen_pred, frozen_gt = pred.copy(), gt.copy()
+    frozen_pred.flags.writeable = frozen_gt.flags.writeable = False
+    structure = np.ones((3,) * ndim)
+    _, n_scipy = ndimage.label(gt, structure=structure)
+    assert label_components(frozen_gt)[1] == n_scipy > 1
+    spacing = (1.0,) * ndim
+    assert [r.value for r in compare_components(frozen_pred, frozen_gt, spacing).means] == pytest.approx(
+        [r.value for r in compare_components(pred, gt, spacing).means], nan_ok=True)
+    assert lesion_scores(frozen_pred, frozen_gt, spacing) == lesion_scores(pred, gt, spacing)
+    assert [r.value for r in instance_metrics(frozen_pred, frozen_gt)] == pytest.approx(
+        [r.value for r in instance_metrics(pred, gt)])

@@ -64,6 +64,8 @@ def label_components(mask: np.ndarray, *, connectivity: int = 26) -> tuple[np.nd
     default 26 means 8-connectivity in 2D.
     """
     mask = as_mask(mask, ndims=None)
+    if not mask.flags.writeable:  # cc3d takes a writable buffer only (a read-only or memory-mapped mask)
+        mask = mask.copy()
     # cc3d is handed uint8 (a view of the bool buffer, no copy): its 2D 8-connected labelling of
     # *bool* arrays is wrong (cc3d 4.1.1: labels beyond n, labelled background pixels, merged or
     # split components), while uint8 input gives the same components as scipy.ndimage.label.
