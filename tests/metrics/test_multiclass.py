@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -131,3 +132,13 @@ def test_negative_label_values_are_refused_not_miscounted():
             call()
     with pytest.raises(ValueError, match="label values are 0 \\(background\\) and positive"):
         per_class_dice(gt, gt, [-1])
+
+
+@pytest.mark.parametrize(("labels", "words"), [([1.5], "labels hold 1.5; label values are integers"),
+                                               ([], "at least one class"), ([0, 1], "hold 0, the background")])
+def test_generalized_dice_refuses_labels_that_are_no_classes(labels, words):
+    """Once: [1.5] was truncated to class 1 (0.86), [] gave NaN tagged both_empty for two non-empty
+    maps, and [0, 1] scored the background as a class."""
+    gt = _two_classes(np.uint8)
+    with pytest.raises(ValueError, match=re.escape(words)):
+        generalized_dice(gt, gt, labels)

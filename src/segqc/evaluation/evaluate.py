@@ -363,8 +363,12 @@ def evaluate_label_maps(
         if "nsd" in config.metrics:
             records.append(_subject_nsd_record(records, {str(c) for c in classes}, case, overall))
     if "generalized_dice" in config.metrics:
-        gd = generalized_dice(pred, gt, classes, empty=config.settings.empty)
-        records.append((case, "all", "all", None, gd.metric, gd.value, gd.empty, "1"))
+        if classes:
+            gd = generalized_dice(pred, gt, classes, empty=config.settings.empty)
+            value, tag = gd.value, gd.empty
+        else:  # no class in either map: the both-empty rule
+            value, tag = metric_info("generalized_dice").empty_value("both_empty", config.settings.empty)
+        records.append((case, "all", "all", None, "generalized_dice", value, tag, "1"))
     frame = pd.DataFrame.from_records(records, columns=COLUMNS)
     frame["component"] = frame["component"].astype("Int64")
     frame["value"] = frame["value"].astype(float)

@@ -123,7 +123,11 @@ def per_class_dice(
 def class_counts(pred: np.ndarray, gt: np.ndarray, labels: Iterable[int]) -> dict[int, tuple[int, int, int]]:
     """``{label: (|P_c & G_c|, |P_c|, |G_c|)}`` voxel counts, from one joint histogram of the two
     maps (class by class only for label values above 255)."""
-    labels = [int(v) for v in labels]
+    given = list(labels)
+    labels = [int(v) for v in given]
+    fractional = [v for v, c in zip(given, labels) if v != c]
+    if fractional:
+        raise ValueError(f"labels hold {fractional[0]!r}; label values are integers")
     if labels and min(labels) < 0:
         raise ValueError(f"labels hold {min(labels)}; label values are 0 (background) and positive integers")
     n = int(max([0, *labels, int(pred.max(initial=0)), int(gt.max(initial=0))])) + 1
@@ -160,12 +164,18 @@ def generalized_dice(
     largest weight of the present classes (1 if none), as MONAI's ``GeneralizedDiceScore``; with
     ``include_background=False`` MONAI gives the same number. Unitless, best 1, worst 0. Empty
     masks (no class voxel in either map, in one map): the policy's ``both_empty`` / ``gt_empty`` /
-    ``pred_empty`` rule, tagged; the result is named ``generalized_dice``.
+    ``pred_empty`` rule, tagged; the result is named ``generalized_dice``. ``ValueError`` for no
+    labels, label 0 and labels that are not integers.
     """
     pred, gt = _check_pair(pred, gt)
     if weighting not in GD_WEIGHTS:
         raise ValueError(f"weighting must be one of {GD_WEIGHTS}, got {weighting!r}")
     policy = empty or EmptyPolicy()
+    labels = list(labels)
+    if not labels:
+        raise ValueError("generalized Dice needs at least one class label")
+    if 0 in labels:
+        raise ValueError("labels hold 0, the background, which is not a class of the generalized Dice")
     counts = class_counts(pred, gt, labels)
     tp = np.array([c[0] for c in counts.values()], dtype=np.float64)
     n_pred = np.array([c[1] for c in counts.values()], dtype=np.float64)
