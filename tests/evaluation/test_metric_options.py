@@ -252,3 +252,14 @@ def test_config_round_trips_every_new_option():
     assert again == config
     assert again.settings_for(1, "x").tolerance_mm == 2.0 and again.settings_for(3, "LV").tolerance_mm == 0.5
     assert again.settings_for(2, "RV").tolerance_mm == 1.0
+
+
+def test_evaluate_folder_takes_one_metric_name_as_a_string(tmp_path):
+    """Once: evaluate_folder(metrics="dice") failed with "unknown metric 'd'" (the string was taken
+    letter by letter), while EvaluationConfig and compare_masks read it as one name."""
+    gt = np.zeros((20, 20, 20), np.uint8)
+    gt[1:4, 2:5, 1:4] = 1
+    for side in ("pred", "gt"):
+        write_image(tmp_path / side / "c1.nii.gz", gt, GEOMETRY_3D)
+    table = evaluate_folder(tmp_path / "pred", tmp_path / "gt", metrics="dice")
+    assert list(table["metric"]) == ["dice"] and table["value"].iloc[0] == 1.0

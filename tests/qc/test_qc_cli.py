@@ -133,3 +133,15 @@ def test_an_empty_segmentation_folder_is_named_as_empty(trained, qc_dataset, tmp
                                  "-o", str(tmp_path / "o"), "-q"])
     assert result.exit_code == 2
     assert result.output.strip() == f"error: {tmp_path / 'segs'}: holds no segmentations (CASE.nii.gz)"
+
+
+def test_qc_settings_take_one_metric_name_as_a_string_and_refuse_unknown_names():
+    """Once: QcSettings(metrics="dice") became the metrics d, i, c, e (an empty QCResUNet table, or
+    an nnQC error after the run had started), and unknown names were accepted."""
+    from segqc.qc.inference import QcSettings
+
+    assert QcSettings(metrics="dice").metrics == ("dice",)
+    assert QcSettings(metrics=["dice", "nsd"]).metrics == ("dice", "nsd")
+    for bad, words in ((("foo",), "unknown metric"), ((), "at least one")):
+        with pytest.raises(ValueError, match=words):
+            QcSettings(metrics=bad)

@@ -621,7 +621,7 @@ def evaluate_folder(
             config = replace(config, label_set=_label_set(info, labels, regions))
     else:
         config = EvaluationConfig(
-            metrics=tuple(metrics) if metrics else DEFAULT_METRICS,
+            metrics=((metrics,) if isinstance(metrics, str) else tuple(metrics)) if metrics else DEFAULT_METRICS,
             settings=MetricSettings(tolerance_mm=tolerance_mm, percentile=percentile, surface=surface,  # type: ignore[arg-type]
                                     empty=empty or EmptyPolicy()),
             per_component=per_component,

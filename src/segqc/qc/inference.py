@@ -90,7 +90,12 @@ class QcSettings(ConfigBase):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "metrics", tuple(str(m) for m in self.metrics))
+        from segqc.metrics.registry import parse_metric_names
+
+        names = (self.metrics,) if isinstance(self.metrics, str) else tuple(str(m) for m in self.metrics)
+        if not names:
+            raise ValueError("metrics: name at least one metric to estimate")
+        object.__setattr__(self, "metrics", parse_metric_names(",".join(names)))  # known names, or ValueError
         if self.samples is not None and self.samples < 1:
             raise ValueError(f"samples must be >= 1, got {self.samples}")
         if self.steps is not None and self.steps < 1:
