@@ -367,3 +367,24 @@ def test_the_volumes_of_2d_images_are_areas_in_square_millimetres(tmp_path):
         assert result.exit_code == 0, result.output
         row = pd.read_csv(folder / "out" / "metrics.csv").set_index("metric").loc["volume_gt"]
         assert (row["value"], row["unit"]) == ((25.0, "mm²") if spacing else (100.0, "pixels"))
+
+
+def test_a_case_without_any_class_is_named_when_no_class_list_says_what_to_expect(tmp_path):
+    """Once: a case whose maps were both empty was counted as evaluated but had no row, silently
+    (without dataset.json the classes of a case are those present in it)."""
+    geometry = Geometry(shape=(8, 8, 4), spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0),
+                        direction=(1, 0, 0, 0, 1, 0, 0, 0, 1))
+    full = np.zeros((8, 8, 4), np.uint8)
+    full[2:5, 2:5, 1:3] = 1
+    for side in ("pred", "gt"):
+        write_image(tmp_path / side / "blank.nii.gz", np.zeros_like(full), geometry)
+        write_image(tmp_path / side / "full.nii.gz", full, geometry)
+    args = ["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "--metrics", "dice", "-q"]
+    result = runner.invoke(app, [*args, "-o", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    assert "warning: 1 case(s) have no class in either map" in result.output and "(blank)" in result.output
+    assert set(pd.read_csv(tmp_path / "a" / "metrics.csv")["case"]) == {"full"}
+    result = runner.invoke(app, [*args, "-o", str(tmp_path / "b"), "--labels", "1"])
+    assert result.exit_code == 0 and "no class in either map" not in result.output
+    blank = pd.read_csv(tmp_path / "b" / "metrics.csv").set_index("case").loc["blank"]
+    assert blank["empty"] == "both_empty:nan" and np.isnan(blank["value"])

@@ -660,6 +660,13 @@ def evaluate_folder(
     if report.done and not len(table):
         notes.append(f"no class is present in any prediction or ground truth of the {len(report.done)} case(s), "
                      "and no class list (dataset.json or labels) says which to expect: nothing was evaluated")
+    elif not config.label_set.known:
+        rowless = sorted(set(report.done) - set(table["case"]))
+        if rowless:
+            shown = ", ".join(rowless[:3]) + (", ..." if len(rowless) > 3 else "")
+            notes.append(f"{len(rowless)} case(s) have no class in either map and no class list (dataset.json or "
+                         f"labels) says which to expect, so they have no rows ({shown}); give the labels to score "
+                         "them by the empty-mask rules")
     warnings = notes + report.warnings
     units = sorted(set(table["unit"]) - {"1", "voxels", "count"}) if len(table) else []
     summary = {
