@@ -438,3 +438,14 @@ def test_one_failing_case_of_two_still_gives_the_table_of_the_other(gt_folder, t
     table = evaluate_folder(tmp_path / "pred", gt_dir, metrics=["dice"])
     assert isinstance(table, pd.DataFrame) and set(table["case"]) == {"case0"}
     assert _value(table, "case0", "1", "dice") == pytest.approx(_dice(preds["case0"], arrays["case0"], 1))
+
+
+def test_a_label_that_dataset_json_lacks_is_refused(gt_folder, tmp_path):
+    """Once: `--labels 7` with a dataset.json of classes 1-3 scored class 7 as both-empty (NaN) in
+    every case, silently, while regions naming an unknown label were refused."""
+    gt_dir, arrays = gt_folder
+    _predictions(tmp_path / "pred", arrays, 2)
+    result = _run("evaluate", tmp_path / "pred", gt_dir, "-o", tmp_path / "out", "--labels", "1,7", "-q")
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines == ["error: label 7 is not a class of the label list (dataset.json: 1, 2, 3)"], result.output

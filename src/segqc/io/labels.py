@@ -61,7 +61,8 @@ class LabelSet:
     def restricted_to(self, labels: Sequence[int]) -> LabelSet:
         """Only ``labels`` are evaluated (nnU-Net's ``-l``); other values in the maps are not an
         error and count as background for these classes. A ValueError for an empty list, label 0,
-        a negative label or the ignore label."""
+        a negative label, the ignore label, or (with a complete class list, ``known``) a label
+        that is not one of its classes."""
         labels = [int(v) for v in labels]
         if not labels:
             raise ValueError("the list of labels to evaluate is empty")
@@ -71,6 +72,10 @@ class LabelSet:
             raise ValueError(f"label {min(labels)} is negative; classes are positive label values")
         if self.ignore is not None and self.ignore in labels:
             raise ValueError(f"label {self.ignore} is the ignore label and cannot be evaluated")
+        unknown = sorted(set(labels) - set(self.names)) if self.known else []
+        if unknown:  # a typo would score an absent class as both-empty, silently
+            raise ValueError(f"label {unknown[0]} is not a class of the label list (dataset.json: "
+                             f"{', '.join(str(v) for v in self.names)})")
         return replace(self, names={v: self.names.get(v, str(v)) for v in labels}, regions={}, known=True,
                        restricted=True)
 
