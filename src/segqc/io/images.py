@@ -837,6 +837,8 @@ def _to_sitk(array: np.ndarray, geometry: Geometry, path: Path | None = None) ->
         array = array.astype(np.uint8)
     elif array.dtype == np.float16:
         array = array.astype(np.float32)
+    elif not array.dtype.isnative:  # e.g. '>u2' read from a big-endian file: SimpleITK takes native only
+        array = array.astype(array.dtype.newbyteorder("="))
     try:
         image = sitk.GetImageFromArray(np.ascontiguousarray(array.T), isVector=False)
     except (TypeError, RuntimeError) as exc:
@@ -871,7 +873,10 @@ def write_image(
     ``os.replace``; readers never see a half-written file, and the temporary file is removed on
     failure. For detached-header formats (``.nhdr``, ``.mhd``) the pair is written in a hidden
     temporary folder and moved data file first, header last. ``bool`` arrays are stored as
-    ``uint8``, ``float16`` as ``float32``; other dtypes are kept when the format supports them.
+    ``uint8``, ``float16`` as ``float32``, big-endian arrays in native byte order; other dtypes
+    are kept when the format supports them. PNG/TIFF files store neither spacing nor origin (they
+    read back as 1 mm, ``spacing_known=False``); PNG holds 8/16-bit unsigned integers. A dtype
+    the format cannot hold is an :class:`InputError`.
     """
     path = Path(path)
     ext = _extension(path)
