@@ -485,3 +485,19 @@ def test_nsd_at_a_tolerance_of_exactly_one_voxel_step_does_not_depend_on_positio
                                                                                           tolerance_mm=1.2))
         expected = reference if mode == "surfel" else 1.0  # voxel surfaces: every voxel one step away
         assert r.value == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("scale", [1e-12, 1e-6, 1e3, 1e9])
+def test_distances_scale_with_spacing_down_to_a_femtometre_and_up_to_a_thousand_km(scale):
+    """Once: spacing 1e154 mm raised an IndexError and 1e-170 mm gave HD95 0 (squared distances
+    overflowed / underflowed); spacings within the supported range scale the result exactly, and
+    those beyond it are refused in one line."""
+    from segqc.metrics import hd95
+
+    diagonal = np.eye(20, dtype=bool)
+    unit = hd95(diagonal, diagonal[::-1], (1.0, 1.0)).value
+    assert unit > 10
+    assert hd95(diagonal, diagonal[::-1], (scale, scale)).value == pytest.approx(unit * scale, rel=1e-9)
+    for extreme in (1e-170, 1e154):
+        with pytest.raises(ValueError, match="mm is outside"):
+            hd95(diagonal, diagonal[::-1], (extreme, extreme))

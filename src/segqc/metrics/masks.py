@@ -52,13 +52,21 @@ def numbers(values: Sequence[float], what: str) -> tuple[float, ...]:
 
 def check_spacing(spacing: Sequence[float], ndim: int) -> tuple[float, ...]:
     """``spacing`` (mm per axis) as floats; ``TypeError`` unless it is a sequence of numbers,
-    ``ValueError`` unless it has ``ndim`` positive finite entries."""
+    ``ValueError`` unless it has ``ndim`` positive finite entries within
+    [:data:`SPACING_RANGE_MM`] (1 fm to 1000 km: squared distances neither underflow nor overflow)."""
     values = numbers(spacing, "spacing")
     if len(values) != ndim:
         raise ValueError(f"spacing {values} does not match a {ndim}D mask")
     if any(not math.isfinite(s) or s <= 0 for s in values):
         raise ValueError(f"spacing must be positive and finite, got {values}")
+    low, high = SPACING_RANGE_MM
+    if any(not low <= s <= high for s in values):
+        raise ValueError(f"spacing {values} mm is outside [{low:g}, {high:g}] mm")
     return values
+
+
+#: The voxel spacings (mm) the metric kernels take: far beyond any imaging scale either way.
+SPACING_RANGE_MM = (1e-12, 1e9)
 
 
 def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
