@@ -608,6 +608,18 @@ def evaluate_folder(
     are the same (unless ``same_folder_ok``: e.g. QC benchmarks of the ground truths themselves).
     ``soft``: both folders hold maps in [0, 1] (:class:`EvaluationConfig`); ``metrics`` is then
     ``soft_dice``.
+
+    Keyword settings (the CLI options of ``segqc evaluate``): ``metrics`` (names of the metric
+    registry, a bare string is one; default :data:`DEFAULT_METRICS`), ``tolerance_mm`` (NSD
+    tolerance, mm), ``percentile`` (of ``hd95``), ``surface`` (``"surfel"`` or ``"voxel"``),
+    ``empty`` (the :class:`EmptyPolicy`: both empty -> NaN, one empty -> worst, by default),
+    ``per_component`` (CC-metrics, ``cc_`` rows), ``connectivity`` (6/18/26; 4/8 in 2D) and
+    ``voronoi_units`` (``"mm"`` or ``"voxel"``) of the components, ``resample`` (predictions on
+    another grid are mapped onto the ground truth's, nearest neighbour), ``spacing`` (mm per
+    axis for PNG/TIFF files, which store none), ``multiclass_all`` (adds label ``all``: the
+    multi-class Dice), ``jobs`` (worker processes; 0 = one per core), ``scheduler`` (a Dask
+    distributed address), ``progress`` (a progress bar), ``return_details`` (a
+    :class:`FolderEvaluation` with the summary and the run report instead of the table).
     """
     from segqc.evaluation.aggregate import summarise
 

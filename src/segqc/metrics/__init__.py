@@ -7,7 +7,14 @@ worst value, unit, empty-mask behaviour).
 
 from segqc.metrics.binary import MetricResult, MetricSettings, compare_masks, dice, hd95, nsd
 from segqc.metrics.components import ComponentEvaluation, assign_regions, compare_components, label_components
-from segqc.metrics.instance import instance_metrics, lesion_dice, panoptic_metrics, panoptic_quality
+from segqc.metrics.instance import (
+    ComponentOverlap,
+    component_overlap,
+    instance_metrics,
+    lesion_dice,
+    panoptic_metrics,
+    panoptic_quality,
+)
 from segqc.metrics.lesion import LesionScores, LesionSettings, froc_points, lesion_scores
 from segqc.metrics.multiclass import generalized_dice
 from segqc.metrics.registry import (
@@ -52,6 +59,8 @@ __all__ = [
     "hd95",
     "instance_metrics",
     "label_components",
+    "ComponentOverlap",
+    "component_overlap",
     "lesion_dice",
     "metric_info",
     "nsd",

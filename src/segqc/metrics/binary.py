@@ -335,8 +335,11 @@ def hd95(
     surface: SurfaceMode = "surfel",
 ) -> MetricResult:
     """95th-percentile Hausdorff distance in mm (max of the two directed percentiles, surface
-    elements weighted by area). Empty masks: both empty -> ``empty.both_empty`` (default NaN),
-    one empty -> worst (``empty.worst_distance_mm``, default 50 mm)."""
+    elements weighted by area). ``spacing``: mm per axis; ``surface``: ``"surfel"`` (the
+    boundary between foreground and background voxels, weighted by its area, as DeepMind's
+    surface-distance) or ``"voxel"`` (the foreground voxels next to the background, unweighted, as
+    MONAI). Empty masks: both empty -> ``empty.both_empty`` (default NaN), one empty -> worst
+    (``empty.worst_distance_mm``, default 50 mm)."""
     return _single("hd95", pred, gt, spacing, MetricSettings(empty=empty or EmptyPolicy(), surface=surface))
 
 
@@ -349,6 +352,8 @@ def nsd(
     empty: EmptyPolicy | None = None,
     surface: SurfaceMode = "surfel",
 ) -> MetricResult:
-    """Normalized surface Dice at ``tolerance_mm``. Empty masks as :func:`hd95` (worst = 0)."""
+    """Normalized surface Dice: the fraction (in [0, 1], best 1) of both surfaces that lies
+    within ``tolerance_mm`` (mm) of the other. ``spacing`` and ``surface`` as :func:`hd95`. Empty
+    masks: both empty -> ``empty.both_empty`` (default NaN), one empty -> worst, 0."""
     settings = MetricSettings(tolerance_mm=tolerance_mm, empty=empty or EmptyPolicy(), surface=surface)
     return _single("nsd", pred, gt, spacing, settings)

@@ -111,8 +111,13 @@ def assign_regions(
 ) -> RegionAssignment:
     """Assign every predicted voxel to the generalized Voronoi region of a ground-truth component.
 
-    ``pred``, ``gt``: same-shape 2D/3D masks; ``spacing``: mm per axis; ``gt_labels``: the
-    components of ``gt`` (labels, n) when the caller has them already."""
+    ``pred``, ``gt``: same-shape 2D/3D masks; ``spacing``: mm per axis; ``connectivity``: of the
+    ground-truth components (as :func:`label_components`); ``voronoi_units``: the distances that
+    decide the nearest component, ``"mm"`` (with ``spacing``) or ``"voxel"`` (grid steps, as
+    CC-Metrics); ``gt_labels``: the components of ``gt`` (labels, n) when the caller has them
+    already. Returns a :class:`RegionAssignment`: each predicted voxel's region is the component
+    it lies in, else the nearest one. An empty ground truth has no region: ``n_gt`` 0 and every
+    predicted voxel in region 0; an empty prediction assigns nothing."""
     if voronoi_units not in ("mm", "voxel"):
         raise ValueError(f"voronoi_units must be 'mm' or 'voxel', got {voronoi_units!r}")
     pred, gt, spacing = _checked_pair(pred, gt, spacing)

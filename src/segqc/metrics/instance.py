@@ -72,7 +72,10 @@ def _empty(name: str, overlap: ComponentOverlap, policy: EmptyPolicy) -> MetricR
 
 
 def panoptic_quality(overlap: ComponentOverlap, *, policy: EmptyPolicy | None = None) -> MetricResult:
-    """PQ with IoU > 0.5 matching of two component labellings (the unique matching)."""
+    """PQ with IoU > 0.5 matching of two component labellings (the unique matching); ``overlap``
+    from :func:`component_overlap`. Unitless, best 1. No component in either labelling ->
+    ``policy.both_empty`` (default NaN); in one only -> ``gt_empty`` / ``pred_empty`` (default 0),
+    tagged."""
     policy = policy or EmptyPolicy()
     empty = _empty("pq", overlap, policy)
     if empty is not None:
@@ -87,7 +90,8 @@ def panoptic_quality(overlap: ComponentOverlap, *, policy: EmptyPolicy | None = 
 
 
 def lesion_dice(overlap: ComponentOverlap, *, policy: EmptyPolicy | None = None) -> MetricResult:
-    """Lesion-wise Dice (see module docstring)."""
+    """Lesion-wise Dice (see module docstring); ``overlap`` from :func:`component_overlap`.
+    Unitless, best 1. Empty labellings as :func:`panoptic_quality`."""
     policy = policy or EmptyPolicy()
     empty = _empty("lesion_dice", overlap, policy)
     if empty is not None:
@@ -143,9 +147,13 @@ def instance_metrics(
     instance_maps: bool = False,
 ) -> list[MetricResult]:
     """The requested instance metrics (``pq``, ``sq``, ``rq``, ``lesion_dice``; a bare string is one
-    name). Masks (same-shape 2D/3D) are labelled into connected components once; with
+    name). Masks (same-shape 2D/3D) are labelled into connected components once (``connectivity``
+    6/18/26 in 3D, 4/8 in 2D, as :func:`~segqc.metrics.components.label_components`); with
     ``instance_maps`` the arrays are integer instance maps already (any ids; 0 = background).
-    ``settings`` gives the matching options and the policy (``policy`` overrides its policy)."""
+    ``settings`` gives the matching options and the policy (``policy`` overrides its policy).
+    All values are unitless fractions (best 1). Empty masks: no object in either -> the policy's
+    ``both_empty`` (default NaN); objects in one only -> ``gt_empty`` / ``pred_empty`` (default
+    worst, 0); each tagged."""
     settings = settings or MetricSettings()
     if policy is not None:
         settings = replace(settings, empty=policy)

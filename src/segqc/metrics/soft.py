@@ -47,7 +47,9 @@ def soft_dice(
     policy: EmptyPolicy | None = None,
 ) -> MetricResult:
     """Mean binary Dice over ``thresholds`` (at least one, each in [0, 1)) of two maps in [0, 1]
-    (see module docstring)."""
+    (see module docstring); unitless, best 1. Empty maps (nothing above the lowest threshold):
+    both -> ``policy.both_empty`` (default NaN), one -> ``policy.gt_empty`` / ``pred_empty``
+    (default worst, 0), tagged. ``policy`` is an :class:`~segqc.metrics.registry.EmptyPolicy`."""
     policy = policy or EmptyPolicy()
     thresholds = _check_thresholds(thresholds)
     pred = _check_probability("pred", pred)

@@ -72,7 +72,12 @@ class Surface:
 
 
 def extract_surface(mask: np.ndarray, spacing: Sequence[float], *, mode: SurfaceMode = "surfel") -> Surface:
-    """Surface points and their weights of a binary 2D/3D mask (see module docstring)."""
+    """Surface points and their weights of a binary 2D/3D mask (see module docstring).
+
+    ``spacing``: mm per axis; ``mode``: ``"surfel"`` (points on the boundary between foreground
+    and background voxels, each weighted by its area in mm², or length in mm in 2D) or
+    ``"voxel"`` (the foreground voxels next to the background, weight 1). An empty mask has an
+    empty surface (no points)."""
     mask = as_mask(mask)
     spacing = check_spacing(spacing, mask.ndim)
     if mode == "surfel":
@@ -340,7 +345,13 @@ def surface_distances(
     pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float], *, mode: SurfaceMode = "surfel",
     norm: DistanceNorm = "euclidean",
 ) -> SurfaceDistances:
-    """Extract both surfaces and compute all directed surface distances in one pass."""
+    """Extract both surfaces and compute all directed surface distances in one pass.
+
+    ``spacing``: mm per axis; ``mode`` as :func:`extract_surface`; ``norm``: ``"euclidean"``
+    (distances in mm), ``"chessboard"`` or ``"taxicab"`` (in grid steps, as MONAI). Each list is
+    sorted, one entry per surface element of the other mask. An empty mask gives an empty list
+    for its own surface, and the other mask's elements are infinitely far (``inf``); the metrics
+    of :mod:`segqc.metrics.binary` apply the empty-mask rules before using them."""
     if np.shape(pred) != np.shape(gt):
         raise ValueError(f"pred shape {np.shape(pred)} differs from gt shape {np.shape(gt)}")
     return distances_between(
