@@ -149,7 +149,7 @@ class CaseFingerprint:
     orientation: str  # e.g. "RAS": direction each array axis points towards
     cropped_shape: tuple[int, ...]  # bounding box of the non-zero image region (voxels)
     foreground_voxels: int  # label > 0
-    foreground_volume_ml: float
+    foreground_volume_ml: float  # ml; a 2D case counts as one slice 1 mm thick (mm² / 1000)
     foreground_bbox_shape: tuple[int, ...]  # bounding box of label > 0 (voxels); zeros if empty
     label_values: tuple[int, ...]  # values present in the label map, background included
     intensity: tuple[IntensityStats, ...]  # per channel, this case's foreground
