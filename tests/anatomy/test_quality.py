@@ -441,3 +441,13 @@ def test_labels_quality_refuses_the_background_or_a_negative_value_as_a_label(tm
     (base_dir / "dataset.json").unlink()
     with pytest.raises(ValueError, match=match):
         label_quality_folder(base_dir, [pseudo_dir], tmp_path / "out", labels=labels, plots=False)
+
+
+def test_an_organ_absent_from_every_case_is_left_out_of_the_dataset_mean():
+    """Eq. 4 averages the organs that have a value: organ 2 (absent everywhere: NaN mean) must
+    neither make the dataset mean NaN nor count in n_labels."""
+    organs = pd.DataFrame({"dataset": ["g", "g"], "label": [1, 2], "name": ["a", "b"], "metric": ["dice", "dice"],
+                           "mean": [0.8, np.nan], "sd": [0.1, np.nan], "n": [3, 0], "n_both_empty": [0, 3]})
+    quality = dataset_scores(organs, [1, 2])
+    assert quality["mean"].iloc[0] == pytest.approx(0.8) and quality["sd"].iloc[0] == pytest.approx(0.1)
+    assert quality["n_labels"].iloc[0] == 1

@@ -91,3 +91,11 @@ def test_the_real_hc18_subjects_are_grouped(shared_data):
     assert all(patient(c) in cases for c in extra)  # each extra image joins a subject that exists
     split = make_split(cases, holdout_fraction=0.2, seed=0, patient=patient)
     assert {patient(c) for c in split.train}.isdisjoint({patient(c) for c in split.holdout})
+
+
+@pytest.mark.parametrize(("case", "patient"), [
+    ("ACDC_patient001_frame12", "ACDC_patient001"), ("p7-visit-3", "p7"), ("sub1_ses02", "sub1"),
+    ("case_visit", "case_visit"), ("x_frame", "x_frame"), ("knee_timepoint", "knee_timepoint")])
+def test_only_a_numbered_time_point_suffix_is_stripped(case, patient):
+    """A suffix word without its number is part of the case id, not a time point."""
+    assert patient_id(case) == patient
