@@ -532,3 +532,18 @@ def test_an_axis_aligned_coordinate_is_one_line_of_values_not_a_grid():
     """A whole-body CT's z as a full float64 grid took 8 bytes per voxel in `labels check`."""
     z = axis_coordinate(_PERMUTED, 2)
     assert z.size == 7 and np.ndim(z) == 3  # z moves along the second array axis only
+
+
+@pytest.mark.parametrize("geometry", [_OBLIQUE, _PERMUTED], ids=["oblique", "permuted"])
+def test_index_to_mm_equals_simpleitks_physical_points(geometry):
+    """SimpleITK's TransformContinuousIndexToPhysicalPoint is the reference for index -> LPS mm on
+    anisotropic, oblique and permuted grids (a spacing applied to the wrong axis shows here)."""
+    import SimpleITK as sitk
+
+    image = sitk.Image(list(geometry.shape), sitk.sitkUInt8)
+    image.SetSpacing(geometry.spacing)
+    image.SetOrigin(geometry.origin)
+    image.SetDirection(geometry.direction)
+    indices = np.array([[0, 0, 0], [8, 0, 0], [0, 6, 0], [0, 0, 4], [3.5, 2.0, 1.25], [8, 6, 4]])
+    expected = np.array([image.TransformContinuousIndexToPhysicalPoint(tuple(map(float, i))) for i in indices])
+    np.testing.assert_allclose(index_to_mm(geometry, indices), expected, atol=1e-9)
