@@ -102,3 +102,37 @@ def test_configs_take_a_non_negative_field_of_view():
         assert config.with_overrides(spacing_mm=2.0).spacing_mm == 2.0
         with pytest.raises(ValueError, match="spacing_mm"):
             config.with_overrides(spacing_mm=-1.0)
+
+
+def test_label_slices_pad_a_field_of_view_larger_than_the_map_with_background():
+    """The 8 mm window of a 4 x 4 px map reaches 2 px past every side: that padding is class 0."""
+    label = np.zeros((4, 4), np.uint8)
+    label[1:3, 1:3] = 1
+    slices = label_slices(label, (0, 1), 8, spacing=(1.0, 1.0), spacing_mm=1.0)
+    expected = np.zeros((1, 8, 8), np.uint8)
+    expected[0, 3:5, 3:5] = 1
+    np.testing.assert_array_equal(slices, expected)
+
+
+def test_restored_probabilities_are_bilinear_as_scipys_grid_mode_zoom():
+    """Each slice's mean probabilities go from size x size back to the image bilinearly with pixel
+    centres aligned (scipy's zoom with grid_mode=True and edge values held)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    p = rng.random((4, 4)).astype(np.float32)
+    mean = np.stack([1.0 - p, p])[None]  # (1 slice, 2 classes, 4, 4)
+    out = restore_case(_Identity(), {"mean": mean}, (8, 8))
+    expected = ndimage.zoom(p.astype(np.float64), 2, order=1, grid_mode=True, mode="nearest")
+    np.testing.assert_allclose(np.squeeze(out["mean"][1]), expected, atol=1e-6)
+
+
+def test_the_case_uncertainty_is_the_mean_entropy_inside_the_predicted_foreground():
+    from segqc.seg.inference import case_uncertainty
+
+    label = np.zeros((4, 4), np.uint8)
+    label[0, :2] = 1
+    entropy = np.full((4, 4), 0.9, np.float32)
+    entropy[0, :2] = [0.1, 0.3]
+    assert case_uncertainty(label, entropy) == (pytest.approx(0.2), "foreground", 2)
+    assert case_uncertainty(np.zeros_like(label), entropy) == (pytest.approx(entropy.mean()), "image", 0)
