@@ -236,3 +236,11 @@ def test_scheme_commands_show_and_compare(tmp_path):
     assert len(pd.read_csv(tmp_path / "d.csv")) == 104 + 20  # every v1 name and the 20 new in v2
     bad = runner.invoke(app, ["labels", "scheme", "show", str(tmp_path / "nope.yaml")])
     assert bad.exit_code == 2 and "nope.yaml: no such label scheme" in bad.output
+
+
+def test_the_inverse_keeps_the_classes_whose_value_did_not_change():
+    partly = _scheme("partly", [("kidney_left", 1, None), ("kidney_right", 20, None), ("liver", 3, None),
+                                ("tumour", 40, None)])
+    mapping = mapping_by_name(ORGANS, partly)
+    labels = np.random.default_rng(1).integers(0, 5, size=(6, 7))
+    np.testing.assert_array_equal(mapping.inverse().apply(mapping.apply(labels)), labels)
