@@ -36,3 +36,78 @@ def test_a_dice_of_one_is_a_miss_even_for_a_bin_that_contains_it():
     closed = DiceBin(0.9, 1.0, closed=True)
     assert closed.contains(1.0) and _miss(closed, 1.0) > 0
     assert _miss(closed, 0.95) == 0.0
+
+
+def _disc(shape, centre, radius_mm, spacing):
+    grid = np.indices(shape).astype(float)
+    return sum(((g - c) * s) ** 2 for g, c, s in zip(grid, centre, spacing)) <= radius_mm ** 2
+
+
+def test_full_dilation_grows_a_disc_about_nine_fold():
+    """The default reach is twice the equivalent radius: radius r becomes 3r, area 9x."""
+    from segqc.degrade.operations import dilation
+
+    label = _disc((64, 64), (32, 32), 6.0, (1.0, 1.0)).astype(np.uint8)
+    grown = dilation(label, 0, 1.0, spacing=(1.0, 1.0))
+    assert 8.0 < np.count_nonzero(grown) / np.count_nonzero(label) < 10.0
+
+
+def test_dilation_of_stacked_discs_grows_in_plane_by_their_in_plane_radius():
+    """Thick slices (10 mm): the equivalent radius is that of the mean disc per slice, so each slice
+    grows about nine-fold and the 8 mm reach does not cross into the empty slices."""
+    from segqc.degrade.operations import dilation
+
+    spacing = (1.0, 1.0, 10.0)
+    label = np.zeros((48, 48, 5), np.uint8)
+    label[..., 1:4] = _disc((48, 48), (24, 24), 4.0, (1.0, 1.0))[..., None]
+    grown = dilation(label, 0, 1.0, spacing=spacing)
+    assert not grown[..., 0].any() and not grown[..., 4].any()
+    assert 7.5 < np.count_nonzero(grown[..., 2]) / np.count_nonzero(label[..., 2]) < 10.5
+
+
+def test_erosion_removes_the_voxels_within_its_depth_in_millimetres():
+    """Eroding half the thickness removes the voxels whose distance to the outside, in mm
+    (scipy's EDT with the spacing), is at most half the largest one."""
+    from scipy import ndimage
+
+    from segqc.degrade.operations import erosion
+
+    spacing = (1.0, 3.0)
+    label = np.zeros((30, 14), np.uint8)
+    label[3:27, 2:12] = 1
+    depth = ndimage.distance_transform_edt(np.pad(label, 1), sampling=spacing)[1:-1, 1:-1]
+    expected = (label == 1) & (depth > 0.5 * depth.max() + 1e-9)
+    np.testing.assert_array_equal(erosion(label, 0, 0.5, spacing=spacing) == 1, expected)
+
+
+def test_near_false_positives_add_strength_times_amount_times_the_foreground():
+    from segqc.degrade.operations import false_positives_near
+
+    label = _disc((80, 80), (40, 40), 6.0, (1.0, 1.0)).astype(np.uint8)
+    n_fg = np.count_nonzero(label)
+    out = false_positives_near(label, 0, 0.25, spacing=(1.0, 1.0), amount=2.0)
+    assert np.count_nonzero(out) - n_fg == round(0.25 * 2.0 * n_fg)
+
+
+def test_full_split_removes_the_strip_of_half_the_extent():
+    """|projection| <= E/4 of a disc of radius R: R² (√3/2 + π/3) of its π R², 60.9 %."""
+    from segqc.degrade.operations import split
+
+    label = _disc((81, 81), (40, 40), 30.0, (1.0, 1.0)).astype(np.uint8)
+    for seed in range(3):
+        removed = 1 - np.count_nonzero(split(label, seed, 1.0, spacing=(1.0, 1.0))) / np.count_nonzero(label)
+        assert abs(removed - (np.sqrt(3) / 2 + np.pi / 3) / np.pi) < 0.02
+
+
+def test_a_shift_moves_the_centroid_by_its_reach_in_millimetres():
+    from scipy import ndimage
+
+    from segqc.degrade.operations import shift
+
+    spacing = np.array([1.0, 2.0])
+    label = _disc((80, 60), (40, 30), 8.0, spacing).astype(np.uint8)
+    before = np.array(ndimage.center_of_mass(label)) * spacing
+    for seed in range(6):
+        moved = shift(label, seed, 1.0, spacing=tuple(spacing), max_mm=12.0)
+        after = np.array(ndimage.center_of_mass(moved)) * spacing
+        assert abs(np.linalg.norm(after - before) - 12.0) < 1.2  # rounded to whole voxels
