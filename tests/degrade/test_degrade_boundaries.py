@@ -111,3 +111,40 @@ def test_a_shift_moves_the_centroid_by_its_reach_in_millimetres():
         moved = shift(label, seed, 1.0, spacing=tuple(spacing), max_mm=12.0)
         after = np.array(ndimage.center_of_mass(moved)) * spacing
         assert abs(np.linalg.norm(after - before) - 12.0) < 1.2  # rounded to whole voxels
+
+
+def test_seggen_scaling_keeps_the_centroid_in_millimetres_on_an_anisotropic_grid():
+    from scipy import ndimage
+
+    from segqc.degrade.seggen import affine
+
+    spacing = np.array([1.0, 2.0])
+    label = _disc((80, 50), (30, 20), 9.0, spacing).astype(np.uint8)
+    scaled = affine(label, spacing=tuple(spacing), scale=1.2)
+    before = np.array(ndimage.center_of_mass(label)) * spacing
+    after = np.array(ndimage.center_of_mass(scaled)) * spacing
+    assert np.linalg.norm(after - before) < 0.5
+    assert 1.3 < np.count_nonzero(scaled) / np.count_nonzero(label) < 1.6  # 1.2² = 1.44
+
+
+def test_seggen_scale_shrinks_or_grows_by_the_ends_of_its_range_at_full_strength():
+    """Area ratios 0.85² (shrink) and 1.25² (grow); across seeds both branches occur."""
+    from segqc.degrade.seggen import scale
+
+    label = _disc((100, 100), (50, 50), 20.0, (1.0, 1.0)).astype(np.uint8)
+    ratios = {round(np.count_nonzero(scale(label, seed, 1.0, spacing=(1.0, 1.0))) / np.count_nonzero(label), 1)
+              for seed in range(8)}
+    assert ratios == {round(0.85 ** 2, 1), round(1.25 ** 2, 1)}
+
+
+def test_seggen_rotates_an_isotropic_volume_about_its_last_axis():
+    """Rotation in the plane of the first two axes: every slice along the last axis keeps its
+    area and no voxel leaves the slices it occupied."""
+    from segqc.degrade.seggen import affine
+
+    label = np.zeros((40, 40, 40), np.uint8)
+    label[10:30, 15:25, 5:35] = 1
+    rotated = affine(label, spacing=(1.0, 1.0, 1.0), angle_deg=30.0)
+    per_slice = np.count_nonzero(rotated, axis=(0, 1))
+    assert not per_slice[:5].any() and not per_slice[35:].any()
+    assert np.all(np.abs(per_slice[5:35] - 200) <= 20)
