@@ -159,3 +159,14 @@ def test_real_label_map_shifted_50_mm_by_nibabel_is_rejected(tmp_path, shared_da
     (difference,) = exc.value.differences
     assert difference.what == "origin"
     assert pred.geometry.origin[0] - gt.geometry.origin[0] == pytest.approx(-50.0, abs=1e-3)
+
+
+def test_a_spacing_five_percent_off_is_a_difference_even_for_fine_grids():
+    """The tolerance is relative (1e-3): 0.100 and 0.105 mm differ, 0.1 and 0.10005 do not."""
+    from segqc.io.images import Geometry, geometry_differences
+
+    def grid(spacing: float) -> Geometry:
+        return Geometry(shape=(4, 4), spacing=(spacing, spacing), origin=(0.0, 0.0), direction=(1.0, 0.0, 0.0, 1.0))
+
+    assert [d.what for d in geometry_differences(grid(0.105), grid(0.100))] == ["spacing"]
+    assert geometry_differences(grid(0.10005), grid(0.1)) == []

@@ -329,3 +329,13 @@ def test_a_file_name_that_is_not_utf8_is_one_line_not_an_itk_abort(tmp_path):
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     assert lines == [f"error: {tmp_path / 'gt'}: holds a file whose name is not valid UTF-8 (caf\\xe9.nii.gz); "
                      "rename it"], lines
+
+
+def test_the_dataset_file_ending_picks_a_case_file_whatever_the_case_of_its_letters(tmp_path):
+    from segqc.io.datasets import segmentation_files
+
+    (tmp_path / "c1.NII.GZ").write_bytes(b"")
+    (tmp_path / "c1.nii").write_bytes(b"")
+    found = segmentation_files(tmp_path, file_ending=".nii.gz")
+    assert found.files["c1"][1].name == "c1.NII.GZ"
+    assert [p.name for p, _ in found.ignored] == ["c1.nii"]
