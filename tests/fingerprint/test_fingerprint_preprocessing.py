@@ -374,3 +374,16 @@ def test_acdc_downsampling_loses_detail_but_stays_close(acdc_cases):
         restored = restore_label(case.label, case.transform)
         dice += [_dice(restored == v, gt == v) for v in (1, 2, 3)]
     assert min(dice) >= 0.95 and np.mean(dice) >= 0.97
+
+
+def test_the_planned_in_plane_spacing_is_the_median_of_each_in_plane_axis():
+    """Median spacing (0.7, 1.3, 8) mm with slices along the third axis: the slices are resampled
+    to 0.7 x 1.3 mm, each axis keeping its own median (a swap would stretch every slice)."""
+    from types import SimpleNamespace
+
+    from segqc.fingerprint.preprocessing import plan_from_fingerprint
+
+    fingerprint = SimpleNamespace(median_spacing=(0.7, 1.3, 8.0),
+                                  channels=[SimpleNamespace(normalization="mr", intensity=None)])
+    assert plan_from_fingerprint(fingerprint).target_spacing == (0.7, 1.3)
+    assert plan_from_fingerprint(fingerprint, slice_axis=0).target_spacing == (1.3, 8.0)
