@@ -1,0 +1,31 @@
+"""The worst-first order of a report's and the review's cases, from hand-made tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from segqc.report.cohort import CaseInputs, Cohort, case_order, primary_metric, primary_scores
+
+
+def _long(rows: list[tuple[str, str, str, float]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["case", "label", "metric", "value"]).assign(label_name=lambda t: t["label"])
+
+
+def test_dice_is_the_primary_metric_wherever_it_stands_in_the_table():
+    assert primary_metric(_long([("a", "1", "hd95", 3.0), ("a", "1", "dice", 0.9)])) == "dice"
+    assert primary_metric(_long([("a", "1", "hd95", 3.0)])) == "hd95"
+
+
+def test_a_case_without_label_all_scores_the_mean_of_its_labels():
+    long = _long([("a", "1", "dice", 0.2), ("a", "2", "dice", 0.8),
+                  ("b", "all", "dice", 0.4), ("b", "1", "dice", 0.9)])
+    assert primary_scores(long, "dice") == {"a": 0.5, "b": 0.4}
+
+
+def test_cases_without_a_score_come_first_then_the_worst():
+    long = _long([("good", "1", "dice", 0.9), ("bad", "1", "dice", 0.3), ("unscored", "1", "dice", float("nan"))])
+    inputs = {case: CaseInputs(None, Path(f"{case}.nii.gz"), None) for case in ("good", "bad", "unscored")}
+    cohort = Cohort("evaluate", long, {"value": "value"}, inputs, "")
+    assert case_order(cohort) == ["unscored", "bad", "good"]
