@@ -166,3 +166,23 @@ def test_merge_command_names_the_file_with_a_value_outside_the_scheme(tmp_path):
     assert result.exit_code == 1
     assert "a.nii.gz: label values 200 are not classes of the scheme 'total'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_priority_of_three_sources_is_the_order_given():
+    """priority [1, 2, 0]: B first, then C, then A, voxel by voxel (worked out by hand from the
+    arrays above); with two sources every order is its own inverse, so three are needed."""
+    result = merge_label_maps([A, B, C], SCHEME, strategy="priority", priority=[1, 2, 0])
+    assert result.merged.tolist() == [2, 1, 3, 2, 1, 0, 4]
+    assert result.provenance.tolist() == [2, 2, 2, 2, 3, 0, 2]
+    result = merge_label_maps([A, B, C], SCHEME, strategy="priority", priority=[2, 0, 1])
+    assert result.merged.tolist() == [2, 1, 1, 2, 1, 0, 1]
+    assert result.provenance.tolist() == [3, 1, 3, 3, 3, 0, 3]
+
+
+def test_conflicts_are_listed_largest_first():
+    a = np.array([1] * 5 + [4] * 2)
+    b = np.array([4] * 5 + [1] * 2)
+    c = np.array([0] * 5 + [2] * 2)
+    conflicts = merge_label_maps([a, b, c], SCHEME, strategy="priority").conflicts
+    assert conflicts["voxels"].tolist() == sorted(conflicts["voxels"].tolist(), reverse=True)
+    assert conflicts["voxels"].iloc[0] == 5
