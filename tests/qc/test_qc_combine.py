@@ -173,3 +173,14 @@ def test_the_shipped_models_combined_on_a_real_volume(shared_data, tmp_path):
     cohort = load_cohort(tmp_path / "both")
     assert set(cohort.inputs) == {"perfect", "shifted"}
     assert all(files.ref is not None for files in cohort.inputs.values())  # nnQC's pseudo ground truths
+
+
+def test_an_empty_tag_missing_in_one_run_is_not_agreement():
+    """A tag read back as NaN (no rule applied) in one run and "gt_empty:worst" in the other:
+    the runs disagree, so the combined tag is None, not the one run's tag."""
+    first = _table([("a", "1", "RV", "dice", 0.0, 0.0, "gt_empty:worst")])
+    second = _table([("a", "1", "RV", "dice", 0.1, 0.0, math.nan)])
+    out = combine_estimates([first, second])
+    assert out["empty"].tolist() == [None]
+    same = combine_estimates([first, first])
+    assert same["empty"].tolist() == ["gt_empty:worst"]
