@@ -547,3 +547,36 @@ def test_index_to_mm_equals_simpleitks_physical_points(geometry):
     indices = np.array([[0, 0, 0], [8, 0, 0], [0, 6, 0], [0, 0, 4], [3.5, 2.0, 1.25], [8, 6, 4]])
     expected = np.array([image.TransformContinuousIndexToPhysicalPoint(tuple(map(float, i))) for i in indices])
     np.testing.assert_allclose(index_to_mm(geometry, indices), expected, atol=1e-9)
+
+
+def _toy_scheme():
+    from segqc.anatomy.scheme import LabelClass, LabelScheme
+
+    return LabelScheme(name="toy", classes=(LabelClass("near", 1), LabelClass("small", 2), LabelClass("far", 3)))
+
+
+def test_outside_body_counts_only_voxels_beyond_the_margin_and_flags_only_above_the_volume():
+    """Body x in [10, 30) mm. "near" lies 1-2 mm outside it (within the 3 mm margin); "small" is
+    0.3 ml and "far" 0.9 ml 15 mm outside: only "far" passes min_ml 0.5."""
+    from segqc.anatomy.check import flag_outside_body
+
+    geometry = Geometry(shape=(60, 60, 60), spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0),
+                        direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    body = np.zeros(geometry.shape, bool)
+    body[10:30, 10:50, 10:50] = True
+    labels = np.zeros(geometry.shape, np.uint8)
+    labels[31:33, 20:40, 20:40] = 1  # 800 voxels, 1-2 mm outside
+    labels[45:48, 20:30, 40:50] = 2  # 300 voxels = 0.3 ml
+    labels[45:49, 20:35, 20:35] = 3  # 900 voxels = 0.9 ml
+    flags = flag_outside_body(labels, body, geometry, _toy_scheme(), margin_mm=3.0, min_ml=0.5)
+    assert flags["class"].tolist() == ["far"] and flags["value"].iloc[0] == pytest.approx(0.9)
+
+
+def test_the_worklist_puts_more_errors_before_more_warnings():
+    from segqc.anatomy.check import _frame, _row, worklist
+
+    flags = _frame([_row("two_errors", "a", "outside_body", 1, 0, ""), _row("two_errors", "b", "region", 1, 0, ""),
+                    _row("one_error", "a", "region", 1, 0, ""), _row("one_error", "a", "fov_border", 1, 0, ""),
+                    _row("one_error", "b", "components", 2, 1, ""), _row("one_error", "c", "overlap", 1, 0, "")])
+    table = worklist(flags, ["clean", "one_error", "two_errors"])
+    assert table["case"].tolist() == ["two_errors", "one_error", "clean"]
