@@ -228,3 +228,16 @@ def test_real_totalsegmentator_labels_keep_their_vertebrae(shared_data):
     # the pancreas comes in two similar pieces: both kept (logged), only specks removed
     assert (log["detail"].str.contains("2 components of at least 0.5")).any()
     assert int((fixed != image.array).sum()) == int(log["voxels"].sum()) < 10
+
+
+def test_the_midsagittal_plane_recovers_its_tilt_from_landmarks_spread_in_y_and_z():
+    """Landmarks on x = 5 + 0.2 y + 0.1 z (mm), 40 mm apart in y and z: a least-squares plane
+    through them is that plane (tilt atan(|(0.2, 0.1)|) = 12.6 degrees)."""
+    from segqc.anatomy.space import fit_midsagittal_plane
+
+    rng = np.random.default_rng(0)
+    yz = rng.uniform(0, 40, size=(12, 2))
+    points = [np.array([5 + 0.2 * y + 0.1 * z, y, z]) for y, z in yz]
+    plane = fit_midsagittal_plane(points, fallback_x=0.0)
+    assert (plane.a, plane.b, plane.c) == (pytest.approx(5.0), pytest.approx(0.2), pytest.approx(0.1))
+    assert plane.tilt_degrees == pytest.approx(np.degrees(np.arctan(np.hypot(0.2, 0.1))))
