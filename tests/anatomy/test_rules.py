@@ -241,3 +241,22 @@ def test_the_midsagittal_plane_recovers_its_tilt_from_landmarks_spread_in_y_and_
     plane = fit_midsagittal_plane(points, fallback_x=0.0)
     assert (plane.a, plane.b, plane.c) == (pytest.approx(5.0), pytest.approx(0.2), pytest.approx(0.1))
     assert plane.tilt_degrees == pytest.approx(np.degrees(np.arctan(np.hypot(0.2, 0.1))))
+
+
+def test_largest_component_keeps_a_class_whose_largest_part_has_exactly_the_minimum_size():
+    """min_voxels is a minimum: a largest component of exactly 27 voxels stays, its 1-voxel stray
+    goes; with min_voxels 28 the whole class goes."""
+    from segqc.anatomy.rules import RuleSet
+    from segqc.anatomy.scheme import LabelClass, LabelScheme
+    from segqc.io.images import Geometry
+
+    scheme = LabelScheme(name="toy", classes=(LabelClass("liver", 1),))
+    geometry = Geometry(shape=(10, 10, 10), spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0),
+                        direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    labels = np.zeros(geometry.shape, np.uint8)
+    labels[1:4, 1:4, 1:4] = 1
+    labels[8, 8, 8] = 1
+    for minimum, kept in ((27, 27), (28, 0)):
+        rules = RuleSet("toy", scheme, ({"rule": "largest_component", "classes": ["liver"], "min_voxels": minimum},))
+        fixed, _ = apply_rules(labels, geometry, rules)
+        assert int((fixed == 1).sum()) == kept
