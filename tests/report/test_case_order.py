@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
-from segqc.report.cohort import CaseInputs, Cohort, case_order, primary_metric, primary_scores
+from segqc.errors import InputError
+from segqc.report.cohort import CaseInputs, Cohort, case_order, primary_metric, primary_scores, read_worklist
 
 
 def _long(rows: list[tuple[str, str, str, float]]) -> pd.DataFrame:
@@ -29,3 +31,15 @@ def test_cases_without_a_score_come_first_then_the_worst():
     inputs = {case: CaseInputs(None, Path(f"{case}.nii.gz"), None) for case in ("good", "bad", "unscored")}
     cohort = Cohort("evaluate", long, {"value": "value"}, inputs, "")
     assert case_order(cohort) == ["unscored", "bad", "good"]
+
+
+def test_a_worklist_flag_of_two_is_refused_naming_the_line(tmp_path):
+    """Flags are True/False/1/0/yes/no or empty: a 2 (or 0.5) is a hand edit gone wrong."""
+    for bad in ("2", "0.5"):
+        path = tmp_path / f"worklist_{bad}.csv"
+        path.write_text(f"case,flag,reason\na,1,low\nb,{bad},x\n")
+        with pytest.raises(InputError, match="line 3"):
+            read_worklist(path)
+    path = tmp_path / "worklist.csv"
+    path.write_text("case,flag,reason\na,1,low\nb,0,\n")
+    assert read_worklist(path)["flag"].tolist() == [True, False]
