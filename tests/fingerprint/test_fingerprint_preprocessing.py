@@ -387,3 +387,16 @@ def test_the_planned_in_plane_spacing_is_the_median_of_each_in_plane_axis():
                                   channels=[SimpleNamespace(normalization="mr", intensity=None)])
     assert plan_from_fingerprint(fingerprint).target_spacing == (0.7, 1.3)
     assert plan_from_fingerprint(fingerprint, slice_axis=0).target_spacing == (1.3, 8.0)
+
+
+def test_the_crop_window_is_centred_on_the_foreground_rounding_half_up():
+    """Foreground rows 3..7 (centre 5.5 in voxel-edge coordinates) and a 4-voxel window: the start
+    is 5.5 - 2 = 3.5, rounded half up to 4 (the window's centre is then 6, half a voxel off either
+    way, and ties go up); columns 2..5 (centre 4) start at 2."""
+    from types import SimpleNamespace
+
+    from segqc.fingerprint.preprocessing import _crop_start
+
+    mask = np.zeros((12, 12, 3), bool)
+    mask[3:8, 2:6, 1] = True
+    assert _crop_start(mask, SimpleNamespace(inplane_axes=(0, 1), size=4)) == (4, 2, 0)
