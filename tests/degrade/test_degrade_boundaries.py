@@ -148,3 +148,15 @@ def test_seggen_rotates_an_isotropic_volume_about_its_last_axis():
     per_slice = np.count_nonzero(rotated, axis=(0, 1))
     assert not per_slice[:5].any() and not per_slice[35:].any()
     assert np.all(np.abs(per_slice[5:35] - 200) <= 20)
+
+
+def test_a_positive_seggen_angle_turns_the_first_axis_towards_the_second():
+    """A bar along +axis 0 from the centre of rotation, turned by +90 degrees, lies along +axis 1."""
+    from segqc.degrade.seggen import affine
+
+    label = np.zeros((21, 21), np.uint8)
+    label[10:16, 10] = 1
+    turned = affine(label, spacing=(1.0, 1.0), angle_deg=90.0, centre_mm=(10.0, 10.0))
+    expected = np.zeros_like(label)
+    expected[10, 10:16] = 1
+    np.testing.assert_array_equal(turned, expected)

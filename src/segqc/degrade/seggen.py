@@ -109,7 +109,8 @@ def affine(
     centre_mm: PerAxis | None = None,
     target: Target = None,
 ) -> np.ndarray:
-    """Rotate (in-plane, degrees), scale (about the centre) and translate a label map.
+    """Rotate (in-plane, degrees: a positive ``angle_deg`` turns the first in-plane array axis
+    towards the second), scale (about the centre) and translate a label map.
 
     ``translation_vox``: per-axis move in voxels of the finest axis (``None`` = none; on an
     anisotropic 3D map the slice-axis entry is ignored). ``centre_mm``: centre of rotation and
