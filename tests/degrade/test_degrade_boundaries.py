@@ -160,3 +160,18 @@ def test_a_positive_seggen_angle_turns_the_first_axis_towards_the_second():
     expected = np.zeros_like(label)
     expected[10, 10:16] = 1
     np.testing.assert_array_equal(turned, expected)
+
+
+def test_elastic_displacements_stay_within_their_reach_in_millimetres_on_every_axis():
+    """max_vox voxels of the finest axis (0.5 mm) = 10 mm: at most 20 voxels along the fine axis
+    and 5 along the 2 mm one, and the fields come close to that reach."""
+    from segqc.degrade.seggen import _displacement_field
+
+    spacing = np.array([0.5, 2.0])
+    reach = []
+    for seed in range(4):
+        fields = _displacement_field((120, 40), spacing, np.random.default_rng(seed), 20.0, None)
+        millimetres = [np.abs(f).max() * s for f, s in zip(fields, spacing)]
+        assert max(millimetres) <= 10.0 + 1e-6
+        reach += millimetres
+    assert max(reach) > 6.0
