@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import sqlite3
 import threading
 from pathlib import Path
@@ -297,3 +298,24 @@ def test_the_viewer_opens_at_the_centre_of_the_segmentation(qc_out, toy, tmp_pat
     focus = client.get("/api/cases/case1").json()["focus"]
     assert focus == expected
     assert seg[tuple(focus)] > 0 or seg[:, :, focus[2]].any()  # the slice shown holds the segmentation
+
+
+def test_a_reference_that_is_the_segmentation_itself_is_no_layer_and_unflagged_cases_have_no_reason(
+        toy, qc_out, tmp_path):
+    """An evaluation of the ground truths against themselves records the same file twice: showing
+    it again as a "reference" layer would hide nothing and mislead. A worklist row that is not
+    flagged shows no reason, whatever text the CSV carries."""
+    from segqc.evaluation.evaluate import evaluate_folder
+
+    out = tmp_path / "self"
+    evaluate_folder(toy["gt"], toy["gt"], out, metrics=("dice",), same_folder_ok=True)
+    worklist = load_worklist(out)
+    assert worklist.cases and all("reference" not in case.files for case in worklist.cases)
+    edited = tmp_path / "qc"
+    shutil.copytree(qc_out, edited)
+    table = pd.read_csv(edited / "worklist.csv")
+    table["reason"] = table["reason"].astype(object)
+    table.loc[~table["flag"].astype(bool), "reason"] = "left over text"
+    table.to_csv(edited / "worklist.csv", index=False)
+    cases = load_worklist(edited).cases
+    assert any(not c.flagged for c in cases) and all(c.reason == "" for c in cases if not c.flagged)
