@@ -260,3 +260,43 @@ def test_largest_component_keeps_a_class_whose_largest_part_has_exactly_the_mini
         rules = RuleSet("toy", scheme, ({"rule": "largest_component", "classes": ["liver"], "min_voxels": minimum},))
         fixed, _ = apply_rules(labels, geometry, rules)
         assert int((fixed == 1).sum()) == kept
+
+
+def _sided_case():
+    from segqc.anatomy.rules import RuleSet
+    from segqc.anatomy.scheme import LabelClass, LabelScheme
+    from segqc.io.images import Geometry
+
+    scheme = LabelScheme(name="toy", classes=(
+        LabelClass("kidney_left", 1), LabelClass("kidney_right", 2), LabelClass("vertebrae", None),
+        LabelClass("vertebra_a", 3, parent="vertebrae"), LabelClass("vertebra_b", 4, parent="vertebrae")))
+    geometry = Geometry(shape=(60, 20, 40), spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0),
+                        direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    return scheme, geometry, RuleSet("toy", scheme, ({"rule": "left_right"},))
+
+
+def test_left_right_leaves_components_near_the_midline_alone():
+    """Vertebrae at x = 20 mm (LPS: +x is the patient's left). A "right kidney" 12 mm left of the
+    plane is relabelled left; one 2 mm left of it, within min_distance_mm 5, is left alone."""
+    scheme, geometry, rules = _sided_case()
+    labels = np.zeros(geometry.shape, np.uint8)
+    labels[19:22, 9:12, 3:6] = 3
+    labels[19:22, 9:12, 30:33] = 4
+    labels[21:24, 2:5, 15:18] = 2  # centroid x = 22: 2 mm left of the plane
+    labels[31:34, 14:17, 15:18] = 2  # centroid x = 32: 12 mm left
+    fixed, log = apply_rules(labels, geometry, rules)
+    assert (fixed[21:24, 2:5, 15:18] == 2).all() and (fixed[31:34, 14:17, 15:18] == 1).all()
+    assert log["class_to"].tolist() == ["kidney_left"] and "from 2 midline" in log["detail"].iloc[0]
+
+
+def test_a_midline_tilted_beyond_the_limit_falls_back_to_the_body_centre():
+    """Vertebrae on a 45-degree line in x-z (tilt above 30): the plane is the body's centre x
+    instead, and the log says why."""
+    scheme, geometry, rules = _sided_case()
+    labels = np.zeros(geometry.shape, np.uint8)
+    labels[9:12, 9:12, 3:6] = 3  # x 10 at z 4
+    labels[39:42, 9:12, 33:36] = 4  # x 40 at z 34
+    labels[52:55, 2:5, 15:18] = 2  # far to the left of any plane through the body
+    fixed, log = apply_rules(labels, geometry, rules)
+    assert (fixed[52:55, 2:5, 15:18] == 1).all()
+    assert "tilted 45 deg > 30: body-centre fallback" in log["detail"].iloc[0]

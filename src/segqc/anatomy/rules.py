@@ -268,6 +268,8 @@ def _left_right(case: _Case, *, midline: Sequence[str] = ("vertebrae", "sternum"
     scheme, labels = case.scheme, case.labels
     points = []
     for name in midline:
+        if name not in scheme.by_name:  # a scheme without a sternum (or any midline group) still has the others
+            continue
         for value in scheme.values_under(name):
             point = centroid_mm(labels == value, case.geometry)
             if point is not None:
