@@ -580,3 +580,19 @@ def test_the_worklist_puts_more_errors_before_more_warnings():
                     _row("one_error", "b", "components", 2, 1, ""), _row("one_error", "c", "overlap", 1, 0, "")])
     table = worklist(flags, ["clean", "one_error", "two_errors"])
     assert table["case"].tolist() == ["two_errors", "one_error", "clean"]
+
+
+def test_components_below_the_minimum_volume_do_not_count():
+    """A 0.125 ml organ with a 0.05 ml fragment is one component at min_ml 0.1 (not flagged), two
+    at min_ml 0.01 (flagged)."""
+    from segqc.anatomy.check import flag_components
+
+    geometry = Geometry(shape=(30, 30, 30), spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0),
+                        direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    labels = np.zeros(geometry.shape, np.uint8)
+    labels[2:7, 2:7, 2:7] = 3  # 125 voxels = 0.125 ml
+    labels[20:25, 20:25, 20:22] = 3  # 50 voxels = 0.05 ml
+    scheme = _toy_scheme()
+    assert flag_components(labels, geometry, scheme, classes=["far"], min_ml=0.1).empty
+    flagged = flag_components(labels, geometry, scheme, classes=["far"], min_ml=0.01)
+    assert flagged["value"].tolist() == [2.0]
