@@ -596,3 +596,35 @@ def test_components_below_the_minimum_volume_do_not_count():
     assert flag_components(labels, geometry, scheme, classes=["far"], min_ml=0.1).empty
     flagged = flag_components(labels, geometry, scheme, classes=["far"], min_ml=0.01)
     assert flagged["value"].tolist() == [2.0]
+
+
+def _vertebra_stack(slices: list[int]):
+    from segqc.anatomy.scheme import LabelClass, LabelScheme
+
+    names = [f"v{i + 1}" for i in range(len(slices))]
+    scheme = LabelScheme(name="spine", classes=tuple(LabelClass(n, i + 1) for i, n in enumerate(names)))
+    labels = np.zeros((6, 6, sum(slices) + 4), np.uint8)
+    z = 2  # two empty slices at both ends: no vertebra is cut by the field of view
+    for value, n in enumerate(slices, 1):
+        labels[1:5, 1:5, z:z + n] = value
+        z += n
+    geometry = Geometry(shape=labels.shape, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0),
+                        direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    return labels, geometry, scheme, names
+
+
+def test_merged_vertebrae_compare_with_near_levels_after_their_relative_height():
+    """Heights (mm) 10, 20 (relative height 2: counts 10), 10, 10, then eight of 5: against the
+    median of the levels within 3, nothing is too tall (against all levels v1 would be 2x the
+    median, and v2 without its relative height 2x its neighbours). A 12 mm v6 among 5 mm
+    neighbours is flagged, alone."""
+    from segqc.anatomy.check import flag_merged_vertebrae
+
+    slices = [10, 20, 10, 10] + [5] * 8
+    labels, geometry, scheme, names = _vertebra_stack(slices)
+    options = {"order": names, "window": 3, "relative_height": {"v2": 2.0}}
+    assert flag_merged_vertebrae(labels, geometry, scheme, **options).empty
+    slices[5] = 12
+    labels, geometry, scheme, names = _vertebra_stack(slices)
+    flags = flag_merged_vertebrae(labels, geometry, scheme, **options)
+    assert flags["class"].tolist() == ["v6"] and flags["value"].iloc[0] == pytest.approx(12 / 5)
