@@ -193,3 +193,25 @@ def test_worklist_puts_undefined_estimates_first_without_disturbing_the_outlier_
     assert work.robust_z.iloc[1] == pytest.approx((0.60 - 0.905) / (1.4826 * 0.015))
     every = worklist(table.assign(estimate=np.nan), QcSettings())
     assert every.flag.all() and not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_the_spread_is_the_sample_standard_deviation_of_the_per_sample_estimates(qc_dataset, degraded_segs,
+                                                                                 tmp_path):
+    """Two samples: the exact pseudo ground truth (Dice d) and an empty one (Dice 0 by the
+    empty-mask rule): their sample standard deviation (n - 1) is d / sqrt(2)."""
+    exact = oracle_model(qc_dataset)
+
+    def generate(images, segs, ratios, samples, steps, seed):
+        labels = exact.generate(images, segs, ratios, 1, steps, seed)[0]
+        return np.stack([labels, np.zeros_like(labels)])
+
+    two = QcModel(method="oracle", plan=exact.plan, labels=exact.labels, fingerprint=exact.fingerprint,
+                  generate=generate, default_samples=2)
+    table, _, _ = qc_folder(tmp_path, qc_dataset / "imagesTr", degraded_segs, tmp_path / "qc",
+                            settings=QcSettings(metrics=("dice",)), model=two)
+    truth = true_metrics(degraded_segs, qc_dataset / "labelsTr", ("dice",), 1.0)
+    merged = table.merge(truth, on=["case", "label", "metric"])
+    assert len(merged) == len(table) > 0
+    scored = merged[merged["value"] > 0]  # a class the segmentation lacks: the empty sample is both-empty, NaN
+    assert len(scored) >= len(merged) - 2
+    np.testing.assert_allclose(scored["spread"], scored["value"] / np.sqrt(2), rtol=1e-9, atol=1e-12)
