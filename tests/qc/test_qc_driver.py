@@ -59,6 +59,17 @@ def test_oracle_estimates_equal_true_metrics(qc_dataset, degraded_segs, tmp_path
     assert set(slices.case) == set(report["cases"]) and slices.slice_ratio.between(0, 1).all()
 
 
+def _dice_with_samples(exact: QcModel, generate, samples: int, qc_dataset, segs, tmp_path):
+    """QC of ``segs`` by an oracle-based model whose pseudo ground truths ``generate`` draws
+    (``samples`` by default): (the QC table, the table merged with the true Dice)."""
+    model = QcModel(method="oracle", plan=exact.plan, labels=exact.labels, fingerprint=exact.fingerprint,
+                    generate=generate, default_samples=samples)
+    table, _, _ = qc_folder(tmp_path, qc_dataset / "imagesTr", segs, tmp_path / "qc",
+                            settings=QcSettings(metrics=("dice",)), model=model)
+    truth = true_metrics(segs, qc_dataset / "labelsTr", ("dice",), 1.0)
+    return table, table.merge(truth, on=["case", "label", "metric"])
+
+
 def test_several_samples_are_fused_by_majority_and_their_disagreement_is_the_spread(qc_dataset, degraded_segs,
                                                                                    tmp_path):
     """Sample k of a "noisy oracle" loses every third foreground voxel (offset k): each sample is
@@ -74,17 +85,12 @@ def test_several_samples_are_fused_by_majority_and_their_disagreement_is_the_spr
             out[k][:, flat_index % 3 == k] = 0
         return out
 
-    noisy = QcModel(method="oracle", plan=exact.plan, labels=exact.labels, fingerprint=exact.fingerprint,
-                    generate=generate, default_samples=3)
-    table, _, _ = qc_folder(tmp_path, qc_dataset / "imagesTr", degraded_segs, tmp_path / "qc",
-                            settings=QcSettings(metrics=("dice",)), model=noisy)
-    truth = true_metrics(degraded_segs, qc_dataset / "labelsTr", ("dice",), 1.0)
-    merged = table.merge(truth, on=["case", "label", "metric"])
+    table, merged = _dice_with_samples(exact, generate, 3, qc_dataset, degraded_segs, tmp_path)
     assert len(merged) == len(table) == 4 * 3
     np.testing.assert_allclose(merged["estimate"], merged["value"], rtol=1e-9, atol=1e-9)
     assert np.isfinite(merged["spread"]).all()
     assert (merged.loc[merged["value"] > 0, "spread"] > 0).all()  # a Dice of 0 stays 0 in every sample
-    for case in truth["case"].unique():  # the consensus written to disk is the ground truth
+    for case in merged["case"].unique():  # the consensus written to disk is the ground truth
         pgt = read_label_map(tmp_path / "qc" / "pgt" / f"{case}.nii.gz").array
         assert np.array_equal(pgt, read_label_map(qc_dataset / "labelsTr" / f"{case}.nii.gz").array)
 
@@ -205,12 +211,7 @@ def test_the_spread_is_the_sample_standard_deviation_of_the_per_sample_estimates
         labels = exact.generate(images, segs, ratios, 1, steps, seed)[0]
         return np.stack([labels, np.zeros_like(labels)])
 
-    two = QcModel(method="oracle", plan=exact.plan, labels=exact.labels, fingerprint=exact.fingerprint,
-                  generate=generate, default_samples=2)
-    table, _, _ = qc_folder(tmp_path, qc_dataset / "imagesTr", degraded_segs, tmp_path / "qc",
-                            settings=QcSettings(metrics=("dice",)), model=two)
-    truth = true_metrics(degraded_segs, qc_dataset / "labelsTr", ("dice",), 1.0)
-    merged = table.merge(truth, on=["case", "label", "metric"])
+    table, merged = _dice_with_samples(exact, generate, 2, qc_dataset, degraded_segs, tmp_path)
     assert len(merged) == len(table) > 0
     scored = merged[merged["value"] > 0]  # a class the segmentation lacks: the empty sample is both-empty, NaN
     assert len(scored) >= len(merged) - 2
