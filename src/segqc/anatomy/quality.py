@@ -352,11 +352,10 @@ def _base_label_set(info: DatasetInfo | None, labels: Sequence[int] | None) -> L
     label_set = LabelSet.from_dataset_info(info)
     label_set = LabelSet(names=label_set.names, ignore=label_set.ignore, known=label_set.known)  # no regions
     if labels is not None:
-        if label_set.known:
-            unknown = sorted(set(int(v) for v in labels) - set(label_set.names))
-            if unknown:
-                raise InputError(f"label(s) {', '.join(map(str, unknown))} are not base labels "
-                                 f"{sorted(label_set.names)}", info.path if info else None)
+        unknown = label_set.unlisted(labels)
+        if unknown:  # named with the dataset.json they are missing from
+            raise InputError(f"label(s) {', '.join(map(str, unknown))} are not base labels "
+                             f"{sorted(label_set.names)}", info.path if info else None)
         label_set = label_set.restricted_to(labels)
     return label_set
 

@@ -457,14 +457,13 @@ def _palette_png(path: Path, *, indices: bool) -> sitk.Image:
     try:
         with PILImage.open(path) as picture:
             picture.load()
-            if picture.mode != "P":
-                raise InputError(f"palette PNG decoded as mode {picture.mode}", path)
+            mode = picture.mode
             array = np.array(picture, dtype=np.uint8)
             palette = np.array(picture.getpalette() or [], dtype=np.uint8).reshape(-1, 3)
-    except InputError:
-        raise
     except Exception as exc:  # noqa: BLE001 - any decoder failure is an unreadable file
         raise InputError(f"unreadable PNG file ({exc})", path) from None
+    if mode != "P":
+        raise InputError(f"palette PNG decoded as mode {mode}", path)
     if not indices:
         if palette.size == 0 or (palette != palette[:, :1]).any():
             raise InputError("is a palette PNG with colours, not grey levels; save the image as a "

@@ -72,12 +72,17 @@ class LabelSet:
             raise ValueError(f"label {min(labels)} is negative; classes are positive label values")
         if self.ignore is not None and self.ignore in labels:
             raise ValueError(f"label {self.ignore} is the ignore label and cannot be evaluated")
-        unknown = sorted(set(labels) - set(self.names)) if self.known else []
+        unknown = self.unlisted(labels)
         if unknown:  # a typo would score an absent class as both-empty, silently
             raise ValueError(f"label {unknown[0]} is not a class of the label list (dataset.json: "
                              f"{', '.join(str(v) for v in self.names)})")
         return replace(self, names={v: self.names.get(v, str(v)) for v in labels}, regions={}, known=True,
                        restricted=True)
+
+    def unlisted(self, labels: Sequence[int]) -> list[int]:
+        """The values of ``labels`` that a complete class list (``known``) lacks, ascending; none
+        when the list is not complete."""
+        return sorted({int(v) for v in labels} - set(self.names)) if self.known else []
 
     def with_regions(self, regions: Mapping[str, Sequence[int]]) -> LabelSet:
         return replace(self, regions={k: tuple(v) for k, v in regions.items()})

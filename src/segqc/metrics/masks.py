@@ -50,6 +50,10 @@ def numbers(values: Sequence[float], what: str) -> tuple[float, ...]:
         raise TypeError(f"{what} must be a sequence of numbers, got {values!r}") from None
 
 
+#: The voxel spacings (mm) the metric kernels take: far beyond any imaging scale either way.
+SPACING_RANGE_MM = (1e-12, 1e9)
+
+
 def check_spacing(spacing: Sequence[float], ndim: int) -> tuple[float, ...]:
     """``spacing`` (mm per axis) as floats; ``TypeError`` unless it is a sequence of numbers,
     ``ValueError`` unless it has ``ndim`` positive finite entries within
@@ -63,10 +67,6 @@ def check_spacing(spacing: Sequence[float], ndim: int) -> tuple[float, ...]:
     if any(not low <= s <= high for s in values):
         raise ValueError(f"spacing {values} mm is outside [{low:g}, {high:g}] mm")
     return values
-
-
-#: The voxel spacings (mm) the metric kernels take: far beyond any imaging scale either way.
-SPACING_RANGE_MM = (1e-12, 1e9)
 
 
 def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
