@@ -12,7 +12,17 @@ import math
 import numpy as np
 import pytest
 
-from segqc.metrics import EmptyPolicy, MetricSettings, compare_components, compare_masks, instance_metrics, soft_dice
+from segqc.metrics import (
+    EmptyPolicy,
+    MetricSettings,
+    compare_components,
+    compare_masks,
+    component_overlap,
+    instance_metrics,
+    lesion_dice,
+    panoptic_quality,
+    soft_dice,
+)
 
 SCORES = ("dice", "iou", "precision", "recall", "nsd")
 DISTANCES = ("hd", "hd95", "assd", "masd")
@@ -121,8 +131,8 @@ def test_all_zero_inputs_never_give_a_silent_nan():
                 cc = compare_components(pred, gt, spacing, metrics=("dice", "iou", "rvd", "hd95", "nsd"),
                                         settings=settings)
                 results += [r for _, r in cc.per_component] + cc.means + cc.detection
-                results += instance_metrics(pred, gt, connectivity=26, policy=policy)
-                results.append(soft_dice(pred.astype(float), gt.astype(float), policy=policy))
+                results += instance_metrics(pred, gt, connectivity=26, empty=policy)
+                results.append(soft_dice(pred.astype(float), gt.astype(float), empty=policy))
                 for r in results:
                     assert not (math.isnan(r.value) and r.empty == ""), (shape, policy, r)
                     assert not math.isinf(r.value), r
@@ -170,7 +180,7 @@ def test_component_without_prediction_follows_the_pred_empty_rule(rule):
 def test_instance_metrics_follow_the_policy(situation, rule):
     pred, gt = _masks(situation)
     policy = EmptyPolicy(**{situation: rule})
-    for r in instance_metrics(pred, gt, ("pq", "lesion_dice"), policy=policy):
+    for r in instance_metrics(pred, gt, ("pq", "lesion_dice"), empty=policy):
         assert _same(r.value, _expected("dice", rule, 50.0)), r
         assert r.empty == f"{situation}:{rule}"
 
@@ -180,7 +190,27 @@ def test_soft_dice_without_ground_truth_follows_the_policy(rule):
     gt = np.zeros((4, 4))
     pred = np.zeros((4, 4))
     pred[1, 1] = 0.8
-    got = soft_dice(pred, gt, policy=EmptyPolicy(gt_empty=rule))
+    got = soft_dice(pred, gt, empty=EmptyPolicy(gt_empty=rule))
     assert _same(got.value, _expected("dice", rule, 50.0)) and got.empty == f"gt_empty:{rule}"
-    both = soft_dice(np.zeros((4, 4)), gt, policy=EmptyPolicy(both_empty=rule))
+    both = soft_dice(np.zeros((4, 4)), gt, empty=EmptyPolicy(both_empty=rule))
     assert _same(both.value, _expected("dice", rule, 50.0)) and both.empty == f"both_empty:{rule}"
+
+
+def test_the_old_policy_keyword_still_works_with_a_deprecation_warning():
+    gt = np.zeros((4, 4), dtype=bool)
+    pred = gt.copy()
+    pred[1, 1] = True
+    policy = EmptyPolicy(gt_empty="best")
+    with pytest.warns(DeprecationWarning, match="renamed empty="):
+        old = soft_dice(pred.astype(float), gt.astype(float), policy=policy)
+    assert old.value == 1.0 and old.empty == "gt_empty:best"
+    with pytest.warns(DeprecationWarning, match="renamed empty="):
+        rows = instance_metrics(pred, gt, ("pq", "lesion_dice"), policy=policy)
+    assert [(r.value, r.empty) for r in rows] == [(1.0, "gt_empty:best")] * 2
+    overlap = component_overlap(pred, gt)
+    for function in (panoptic_quality, lesion_dice):
+        with pytest.warns(DeprecationWarning):
+            assert function(overlap, policy=policy).value == 1.0
+        assert function(overlap, empty=policy).value == 1.0
+        with pytest.raises(TypeError, match="once"):
+            function(overlap, empty=policy, policy=policy)

@@ -208,7 +208,7 @@ def _mask_rows(pred: np.ndarray, gt: np.ndarray, spacing, config: EvaluationConf
     for r in compare_masks(pred, gt, spacing, metrics=plain, settings=settings, n_total=n_total):
         rows.append((None, r.metric, r.value, r.empty))
     if "soft_dice" in config.metrics:  # on label maps: the binary masks as {0, 1} probability maps
-        r = soft_dice(pred.astype(np.float32), gt.astype(np.float32), policy=config.settings.empty)
+        r = soft_dice(pred.astype(np.float32), gt.astype(np.float32), empty=config.settings.empty)
         rows.append((None, r.metric, r.value, r.empty))
     instance = [m for m in config.metrics if m in INSTANCE_METRICS]
     if instance:
@@ -448,7 +448,7 @@ def _evaluate_soft_case(task: CaseTask, config: EvaluationConfig) -> CaseResult:
         _check_assumed_spacing(pred, gt)
         check_same_geometry(pred.geometry, gt.geometry, pred_path=pred_path, gt_path=gt_path)
         pred_array = pred.array
-    r = soft_dice(pred_array, gt.array, policy=config.settings.empty)
+    r = soft_dice(pred_array, gt.array, empty=config.settings.empty)
     records = [(task.case, "soft", "soft", None, r.metric, r.value, r.empty, "1")]
     if config.froc_thresholds:  # lesion detection at every threshold; the GT is binarised at 0.5
         counts = detection_counts(pred_array, gt.array >= 0.5, config.froc_thresholds, config.lesion,

@@ -28,7 +28,14 @@ from segqc.metrics.binary import MetricResult, MetricSettings
 from segqc.metrics.components import label_components
 from segqc.metrics.counts import chunked_bincount
 from segqc.metrics.masks import mask_pair
-from segqc.metrics.registry import INSTANCE_METRICS, EmptyPolicy, check_metric_names, empty_situation, metric_info
+from segqc.metrics.registry import (
+    INSTANCE_METRICS,
+    EmptyPolicy,
+    check_metric_names,
+    empty_situation,
+    metric_info,
+    resolve_empty,
+)
 
 #: What :func:`panoptic_metrics` computes.
 PANOPTIC_METRICS = ("pq", "sq", "rq")
@@ -71,15 +78,15 @@ def _empty(name: str, overlap: ComponentOverlap, policy: EmptyPolicy) -> MetricR
     return MetricResult(name, value, tag)
 
 
-def panoptic_quality(overlap: ComponentOverlap, *, policy: EmptyPolicy | None = None) -> MetricResult:
+def panoptic_quality(overlap: ComponentOverlap, *, empty: EmptyPolicy | None = None,
+                     policy: EmptyPolicy | None = None) -> MetricResult:
     """PQ with IoU > 0.5 matching of two component labellings (the unique matching); ``overlap``
     from :func:`component_overlap`. Unitless, best 1. No component in either labelling ->
-    ``policy.both_empty`` (default NaN); in one only -> ``gt_empty`` / ``pred_empty`` (default 0),
-    tagged."""
-    policy = policy or EmptyPolicy()
-    empty = _empty("pq", overlap, policy)
-    if empty is not None:
-        return empty
+    ``empty.both_empty`` (default NaN); in one only -> ``gt_empty`` / ``pred_empty`` (default 0),
+    tagged. ``policy`` is the deprecated old name of ``empty``."""
+    empty_result = _empty("pq", overlap, resolve_empty(empty, policy, "panoptic_quality"))
+    if empty_result is not None:
+        return empty_result
     g, p = overlap.pairs[:, 0], overlap.pairs[:, 1]
     union = overlap.gt_sizes[g] + overlap.pred_sizes[p] - overlap.intersection
     iou = overlap.intersection / union
@@ -89,13 +96,13 @@ def panoptic_quality(overlap: ComponentOverlap, *, policy: EmptyPolicy | None = 
     return MetricResult("pq", float(iou[matched].sum() / (tp + 0.5 * fp + 0.5 * fn)))
 
 
-def lesion_dice(overlap: ComponentOverlap, *, policy: EmptyPolicy | None = None) -> MetricResult:
+def lesion_dice(overlap: ComponentOverlap, *, empty: EmptyPolicy | None = None,
+                policy: EmptyPolicy | None = None) -> MetricResult:
     """Lesion-wise Dice (see module docstring); ``overlap`` from :func:`component_overlap`.
     Unitless, best 1. Empty labellings as :func:`panoptic_quality`."""
-    policy = policy or EmptyPolicy()
-    empty = _empty("lesion_dice", overlap, policy)
-    if empty is not None:
-        return empty
+    empty_result = _empty("lesion_dice", overlap, resolve_empty(empty, policy, "lesion_dice"))
+    if empty_result is not None:
+        return empty_result
     g, p = overlap.pairs[:, 0], overlap.pairs[:, 1]
     hit = np.bincount(g, weights=overlap.intersection, minlength=overlap.n_gt + 1)  # |G_i ∩ P|
     matched_pred_volume = np.bincount(g, weights=overlap.pred_sizes[p], minlength=overlap.n_gt + 1)
@@ -142,21 +149,23 @@ def instance_metrics(
     metrics: Sequence[str] = ("pq", "lesion_dice"),
     *,
     connectivity: int = 26,
-    policy: EmptyPolicy | None = None,
+    empty: EmptyPolicy | None = None,
     settings: MetricSettings | None = None,
     instance_maps: bool = False,
+    policy: EmptyPolicy | None = None,
 ) -> list[MetricResult]:
     """The requested instance metrics (``pq``, ``sq``, ``rq``, ``lesion_dice``; a bare string is one
     name). Masks (same-shape 2D/3D) are labelled into connected components once (``connectivity``
     6/18/26 in 3D, 4/8 in 2D, as :func:`~segqc.metrics.components.label_components`); with
     ``instance_maps`` the arrays are integer instance maps already (any ids; 0 = background).
-    ``settings`` gives the matching options and the policy (``policy`` overrides its policy).
+    ``settings`` gives the matching options and the empty-mask policy (``empty`` overrides it;
+    ``policy`` is the deprecated old name of ``empty``).
     All values are unitless fractions (best 1). Empty masks: no object in either -> the policy's
     ``both_empty`` (default NaN); objects in one only -> ``gt_empty`` / ``pred_empty`` (default
     worst, 0); each tagged."""
     settings = settings or MetricSettings()
-    if policy is not None:
-        settings = replace(settings, empty=policy)
+    if empty is not None or policy is not None:
+        settings = replace(settings, empty=resolve_empty(empty, policy, "instance_metrics"))
     metrics = check_metric_names(metrics, INSTANCE_METRICS, "instance_metrics")
     if instance_maps:
         pred_ids, gt_ids = panoptic._check_instance_maps(pred, gt)
@@ -173,7 +182,7 @@ def instance_metrics(
         if instance_maps:  # the overlap table counts ids 1..n
             pred_ids, gt_ids = _consecutive_ids(pred_ids), _consecutive_ids(gt_ids)
         overlap = _overlap_of_labels(pred_ids, gt_ids)
-        results["lesion_dice"] = lesion_dice(overlap, policy=settings.empty)
+        results["lesion_dice"] = lesion_dice(overlap, empty=settings.empty)
     return [results[m] for m in metrics]
 
 

@@ -14,6 +14,7 @@ without a ground-truth volume.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -75,6 +76,18 @@ class EmptyPolicy:
             "pred_empty": self.pred_empty.value,
             "worst_distance_mm": self.worst_distance_mm,
         }
+
+
+def resolve_empty(empty: EmptyPolicy | None, policy: EmptyPolicy | None, where: str) -> EmptyPolicy:
+    """The empty-mask policy a metric function was given: ``empty=`` (the keyword every metric
+    takes), or the older ``policy=`` keyword with a :class:`DeprecationWarning`; the default policy
+    when neither is given. Both at once is a :class:`TypeError`."""
+    if policy is not None:
+        if empty is not None:
+            raise TypeError(f"{where}: give the empty-mask policy once, as empty= (policy= is its old name)")
+        warnings.warn(f"{where}: the keyword policy= is renamed empty=", DeprecationWarning, stacklevel=3)
+        empty = policy
+    return empty or EmptyPolicy()
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import numpy as np
 
 from segqc.metrics.binary import MetricResult
 from segqc.metrics.masks import numbers
-from segqc.metrics.registry import EmptyPolicy, empty_situation, metric_info
+from segqc.metrics.registry import EmptyPolicy, empty_situation, metric_info, resolve_empty
 
 QUBIQ_THRESHOLDS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 10))
 
@@ -44,13 +44,15 @@ def soft_dice(
     gt: np.ndarray,
     *,
     thresholds: Sequence[float] = QUBIQ_THRESHOLDS,
+    empty: EmptyPolicy | None = None,
     policy: EmptyPolicy | None = None,
 ) -> MetricResult:
     """Mean binary Dice over ``thresholds`` (at least one, each in [0, 1)) of two maps in [0, 1]
     (see module docstring); unitless, best 1. Empty maps (nothing above the lowest threshold):
-    both -> ``policy.both_empty`` (default NaN), one -> ``policy.gt_empty`` / ``pred_empty``
-    (default worst, 0), tagged. ``policy`` is an :class:`~segqc.metrics.registry.EmptyPolicy`."""
-    policy = policy or EmptyPolicy()
+    both -> ``empty.both_empty`` (default NaN), one -> ``empty.gt_empty`` / ``pred_empty``
+    (default worst, 0), tagged. ``empty`` is an :class:`~segqc.metrics.registry.EmptyPolicy`
+    (``policy`` is its deprecated old name)."""
+    empty = resolve_empty(empty, policy, "soft_dice")
     thresholds = _check_thresholds(thresholds)
     pred = _check_probability("pred", pred)
     gt = _check_probability("gt", gt)
@@ -59,7 +61,7 @@ def soft_dice(
     gt_any, pred_any = bool((gt > min(thresholds)).any()), bool((pred > min(thresholds)).any())
     if not (gt_any and pred_any):
         situation = empty_situation(pred_any, gt_any)
-        value, tag = metric_info("soft_dice").empty_value(situation, policy)
+        value, tag = metric_info("soft_dice").empty_value(situation, empty)
         return MetricResult("soft_dice", value, tag)
     scores = []
     for t in thresholds:
