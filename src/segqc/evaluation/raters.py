@@ -125,7 +125,7 @@ def rater_case_scores(task: CaseTask, *, foreground: Sequence[int] | None = None
     scores = distribution_scores(samples, raters, probability=soft, voxel_volume=float(np.prod(spacing)))
     _, mean = consensus_maps(raters)
     values: dict[str, float] = scores.as_dict()
-    tags = {"soft_dice": soft_dice(soft, mean).empty}  # the empty-mask rule of the QUBIQ levels, if one applied
+    tags = {"soft_dice": scores.soft_dice_empty}  # the empty-mask rule of the QUBIQ levels, if one applied
     five = soft_dice(soft, mean, thresholds=CONSENSUS_THRESHOLDS)
     values["soft_dice_5"], tags["soft_dice_5"] = five.value, five.empty
     majority = raters.sum(axis=0) >= raters.shape[0] / 2.0

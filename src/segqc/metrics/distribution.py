@@ -226,10 +226,11 @@ class DistributionScores:
     mce: float
     ece_foreground: float
     volume_crps: float
+    soft_dice_empty: str = ""  # the empty-mask rule that decided soft_dice ("" when none applied)
 
     def as_dict(self) -> dict[str, float]:
-        """Field name -> value."""
-        return dict(self.__dict__)
+        """Metric name -> value (the numbers; ``soft_dice_empty`` is a tag, not a metric)."""
+        return {name: value for name, value in self.__dict__.items() if name != "soft_dice_empty"}
 
 
 def distribution_scores(samples: np.ndarray, raters: np.ndarray, *, probability: np.ndarray | None = None,
@@ -248,7 +249,9 @@ def distribution_scores(samples: np.ndarray, raters: np.ndarray, *, probability:
     ged2, ged = _ged_from(iou_s, iou_sy, iou_y, distinct=False)
     ece, mce = _calibration_to_mean(soft, mean, bins, foreground_only=False)
     ece_fg, _ = _calibration_to_mean(soft, mean, bins, foreground_only=True)
+    dice = soft_dice(soft, mean)
     return DistributionScores(
         ged2=ged2, ged=ged, hm_iou=_hungarian_from(iou_sy), diversity=_mean_distance(1.0 - iou_s, True),
-        rater_diversity=_mean_distance(1.0 - iou_y, True), soft_dice=soft_dice(soft, mean).value, ece=ece, mce=mce,
-        ece_foreground=ece_fg, volume_crps=volume_crps(samples, raters, voxel_volume=voxel_volume))
+        rater_diversity=_mean_distance(1.0 - iou_y, True), soft_dice=dice.value, ece=ece, mce=mce,
+        ece_foreground=ece_fg, volume_crps=volume_crps(samples, raters, voxel_volume=voxel_volume),
+        soft_dice_empty=dice.empty)
