@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from segqc.degrade.operations import _lowest, slice_axis
+from segqc.degrade.operations import _lowest, slice_axis, smooth_field
 from segqc.degrade.targeting import DiceBin, degrade_to_bin
 from segqc.metrics.multiclass import multiclass_dice
 
@@ -175,3 +175,25 @@ def test_elastic_displacements_stay_within_their_reach_in_millimetres_on_every_a
         assert max(millimetres) <= 10.0 + 1e-6
         reach += millimetres
     assert max(reach) > 6.0
+
+
+def _correlation_at(field: np.ndarray, lag: int, axis: int) -> float:
+    n = field.shape[axis]
+    a, b = np.take(field, range(0, n - lag), axis=axis), np.take(field, range(lag, n), axis=axis)
+    return float(np.mean(a * b) / np.sqrt(np.mean(a * a) * np.mean(b * b)))
+
+
+def test_the_smooth_field_correlates_as_gaussian_smoothed_noise_in_millimetres():
+    """White noise smoothed by a Gaussian of std s correlates exp(-d^2 / 4 s^2) at distance d:
+    0.779 at d = s and 0.368 at d = 2 s, on each axis of an anisotropic grid alike."""
+    sigma_mm, spacing = 6.0, (1.0, 3.0)
+    expected = {1: np.exp(-0.25), 2: np.exp(-1.0)}
+    measured = {(axis, k): [] for axis in (0, 1) for k in expected}
+    for seed in range(4):
+        field = smooth_field((480, 160), spacing, sigma_mm, np.random.default_rng(seed))
+        assert field.dtype == np.float32
+        assert abs(float(field.mean())) < 1e-5 and abs(float(field.std()) - 1.0) < 1e-4
+        for axis, k in measured:
+            measured[(axis, k)].append(_correlation_at(field, round(k * sigma_mm / spacing[axis]), axis))
+    for (axis, k), values in measured.items():
+        assert abs(np.mean(values) - expected[k]) < 0.06, (axis, k, np.mean(values))

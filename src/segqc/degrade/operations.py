@@ -153,10 +153,13 @@ def upsample(coarse: np.ndarray, shape: Sequence[int], *, cubic: bool = False) -
 
 
 def smooth_field(shape: Sequence[int], spacing: PerAxis, sigma_mm: float, rng: np.random.Generator) -> np.ndarray:
-    """Gaussian random field (mean 0, std 1, float32) with correlation length ~``sigma_mm``.
+    """Gaussian random field (mean 0, std 1, float32) with correlation length ``sigma_mm``: white
+    noise smoothed by a Gaussian of standard deviation ``sigma_mm`` (mm, on every axis whatever the
+    spacing), so two points ``d`` mm apart correlate about ``exp(-d² / (4 sigma_mm²))``.
 
-    Drawn on a coarse grid (step ``sigma/2`` per axis), smoothed there and interpolated linearly
-    to ``shape``, so the cost follows the number of correlation lengths, not of voxels.
+    Drawn on a coarse grid (step ``sigma/1.5`` voxels per axis, at least one voxel), smoothed there
+    and interpolated linearly to ``shape``, so the cost follows the number of correlation lengths,
+    not of voxels.
     """
     shape = tuple(int(n) for n in shape)
     sigma_vox = np.maximum(sigma_mm / np.asarray(spacing, dtype=float), 1e-6)
