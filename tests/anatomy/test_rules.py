@@ -300,3 +300,47 @@ def test_a_midline_tilted_beyond_the_limit_falls_back_to_the_body_centre():
     fixed, log = apply_rules(labels, geometry, rules)
     assert (fixed[52:55, 2:5, 15:18] == 1).all()
     assert "tilted 45 deg > 30: body-centre fallback" in log["detail"].iloc[0]
+
+
+def test_a_component_relabelled_by_one_rule_is_seen_by_the_next():
+    """A "right kidney" blob far left of the plane and far from the left kidney becomes left
+    kidney; the next step (largest component of the left kidney) must find it there and remove
+    it. Both kidneys and the blob are cubes: 27 + 27 voxels of kidney_left after the first step,
+    the stray one (8 voxels) removed by the second."""
+    from segqc.anatomy.rules import RuleSet
+
+    scheme, geometry, _ = _sided_case()
+    rules = RuleSet("toy", scheme, ({"rule": "left_right"},
+                                    {"rule": "largest_component", "classes": ["kidney_left"]}))
+    labels = np.zeros(geometry.shape, np.uint8)
+    labels[19:22, 9:12, 3:6] = 3  # vertebrae at x = 20
+    labels[19:22, 9:12, 30:33] = 4
+    labels[30:33, 9:12, 15:18] = 1  # left kidney, x = 31
+    labels[5:8, 9:12, 15:18] = 2  # right kidney, x = 6
+    labels[50:52, 2:4, 35:37] = 2  # a stray "right kidney" at x = 50.5, z = 35.5, outside both boxes
+    fixed, log = apply_rules(labels, geometry, rules)
+    assert (fixed[50:52, 2:4, 35:37] == 0).all()
+    assert int((fixed == 1).sum()) == 27 and int((fixed == 2).sum()) == 27
+    assert log[["rule", "class_from", "class_to", "voxels"]].values.tolist() == [
+        ["left_right", "kidney_right", "kidney_left", 8], ["largest_component", "kidney_left", "", 8]]
+
+
+def test_a_series_renumbered_by_one_rule_is_seen_by_the_next():
+    """Two cubes numbered bottom-up (a below b, z up the third axis) are renumbered top-down; the
+    sex rule after it must then remove the "a" at the top, where a never was before."""
+    from segqc.anatomy.rules import RuleSet
+    from segqc.anatomy.scheme import LabelClass, LabelScheme
+    from segqc.io.images import Geometry
+
+    scheme = LabelScheme(name="toy", classes=(LabelClass("a", 1), LabelClass("b", 2)))
+    geometry = Geometry(shape=(12, 12, 40), spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0),
+                        direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    rules = RuleSet("toy", scheme, ({"rule": "order_series", "series": "ab", "names": ["a", "b"]},
+                                    {"rule": "sex", "male_only": ["a"]}))
+    labels = np.zeros(geometry.shape, np.uint8)
+    labels[4:7, 4:7, 30:33] = 2  # top, numbered b
+    labels[4:7, 4:7, 5:8] = 1  # bottom, numbered a
+    fixed, log = apply_rules(labels, geometry, rules, metadata={"sex": "F"})
+    assert (fixed[4:7, 4:7, 30:33] == 0).all() and (fixed[4:7, 4:7, 5:8] == 2).all()
+    assert int(np.count_nonzero(fixed)) == 27
+    assert log["rule"].tolist() == ["order_series", "order_series", "sex"]

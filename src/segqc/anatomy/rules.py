@@ -56,11 +56,11 @@ import yaml
 
 from segqc.anatomy.regions import check_region_spec, parse_regions, region_limits
 from segqc.anatomy.scheme import LabelScheme, load_scheme
-from segqc.anatomy.space import centroid_mm, fit_midsagittal_plane, index_to_mm
+from segqc.anatomy.space import centroid_mm, fit_midsagittal_plane, index_centroid, index_to_mm
 from segqc.errors import InputError
 from segqc.io.images import Geometry
 from segqc.metrics.counts import chunked_bincount
-from segqc.metrics.masks import nonempty_box
+from segqc.metrics.masks import bounding_box, label_boxes, union_box
 
 __all__ = ["CHANGE_COLUMNS", "PRESETS", "RULES", "RuleSet", "apply_rules", "check_steps", "load_rules", "side_pairs"]
 
@@ -248,6 +248,30 @@ class _Case:
     changes: list[dict[str, Any]]
     step: int = 0
     rule: str = ""
+    boxes: dict[int, tuple[slice, ...]] | None = None  # value -> a box holding all its voxels
+
+    def find(self, values: Sequence[int]) -> tuple[tuple[slice, ...], np.ndarray] | None:
+        """(tight bounding box, mask within it) of the voxels holding any of ``values``; None when
+        there are none. Only the boxes of :attr:`boxes` are read (made in one pass of the map on
+        first use): a rule that removes voxels may leave a box larger than needed, never smaller;
+        one that gives voxels to a class widens its box (:meth:`gained`)."""
+        if self.boxes is None:
+            self.boxes = label_boxes(self.labels)
+        outer = union_box([self.boxes.get(int(v)) for v in values], self.labels.ndim)
+        if outer is None:
+            return None
+        view = self.labels[outer]
+        mask = view == values[0] if len(values) == 1 else np.isin(view, np.asarray(values))
+        inner = bounding_box(mask)
+        if inner is None:
+            return None
+        box = tuple(slice(o.start + i.start, o.start + i.stop) for o, i in zip(outer, inner))
+        return box, mask[inner]
+
+    def gained(self, value: int, box: tuple[slice, ...]) -> None:
+        """Voxels within ``box`` were set to ``value``: its box grows to hold them."""
+        if self.boxes is not None:
+            self.boxes[int(value)] = union_box([self.boxes.get(int(value)), box], self.labels.ndim)  # type: ignore[assignment]
 
     def log(self, class_from: int, class_to: int, voxels: int, detail: str = "") -> None:
         if voxels:
@@ -271,9 +295,12 @@ def _left_right(case: _Case, *, midline: Sequence[str] = ("vertebrae", "sternum"
         if name not in scheme.by_name:  # a scheme without a sternum (or any midline group) still has the others
             continue
         for value in scheme.values_under(name):
-            point = centroid_mm(labels == value, case.geometry)
-            if point is not None:
-                points.append(point)
+            found = case.find([value])
+            if found is not None:
+                box, mask = found
+                centre = index_centroid(mask)
+                assert centre is not None  # find() returns no empty mask
+                points.append(index_to_mm(case.geometry, centre + [b.start for b in box]))
     everything = centroid_mm(labels > 0, case.geometry)
     fallback = float(everything[0]) if everything is not None else 0.0
     plane = fit_midsagittal_plane(points, fallback_x=fallback)
@@ -284,11 +311,11 @@ def _left_right(case: _Case, *, midline: Sequence[str] = ("vertebrae", "sternum"
     elif plane.source != "landmarks":
         detail = "fewer than two midline landmarks: body-centre fallback"
     for left, right in side_pairs(scheme):
-        pair = (labels == left) | (labels == right)
-        if not pair.any():
+        found = case.find([left, right])
+        if found is None:
             continue
-        sub = nonempty_box(pair)
-        cc, n = _components(np.where(pair[sub], labels[sub], 0))
+        sub, pair = found
+        cc, n = _components(np.where(pair, labels[sub], 0))
         offset = np.array([s.start for s in sub], dtype=float)
         for k in range(1, n + 1):
             points_k = np.argwhere(cc == k)
@@ -301,6 +328,7 @@ def _left_right(case: _Case, *, midline: Sequence[str] = ("vertebrae", "sternum"
             if current != wanted:
                 view = labels[sub]
                 view[cc == k] = wanted
+                case.gained(wanted, sub)
                 case.log(current, wanted, len(points_k), f"{detail}; centroid {side:+.0f} mm from the plane")
 
 
@@ -316,12 +344,12 @@ def _order_series(case: _Case, *, series: str = "", left: str | None = None, rig
     z_axis = _z_of_index(case.geometry)
     for group in groups:
         values = np.array([scheme.value_of(n) for n in group])
-        mask = np.isin(case.labels, values)
-        if not mask.any():
+        located = case.find(values.tolist())
+        if located is None:
             continue
-        sub = nonempty_box(mask)
+        sub, mask = located
         view = case.labels[sub]
-        cc, n = _components(np.where(mask[sub], view, 0))  # per label: touching neighbours stay apart
+        cc, n = _components(np.where(mask, view, 0))  # per label: touching neighbours stay apart
         sizes = chunked_bincount(cc, minlength=n + 1)[1:]
         keep = np.argsort(-sizes, kind="stable")[: len(group)] + 1
         for k in sorted(set(range(1, n + 1)) - set(keep.tolist())):  # beyond the largest len(group): removed
@@ -360,6 +388,7 @@ def _order_series(case: _Case, *, series: str = "", left: str | None = None, rig
                     case.log(int(value), wanted, int((view[part] == value).sum()), f"{series}: number {index + 1} "
                                                                                    "from the top")
             view[part] = wanted
+            case.gained(wanted, sub)
 
 
 def _z_of_index(geometry: Geometry) -> tuple[np.ndarray, float]:
@@ -369,13 +398,13 @@ def _z_of_index(geometry: Geometry) -> tuple[np.ndarray, float]:
     return matrix[2], float(geometry.origin[2])
 
 
-def _class_components(labels: np.ndarray, value: int) -> tuple[tuple[slice, ...], np.ndarray, int] | None:
+def _class_components(case: _Case, value: int) -> tuple[tuple[slice, ...], np.ndarray, int] | None:
     """(bounding box, components within it, count) of the voxels of ``value``; None when absent."""
-    mask = labels == value
-    if not mask.any():
+    found = case.find([value])
+    if found is None:
         return None
-    sub = nonempty_box(mask)
-    cc, n = _components(mask[sub])
+    sub, mask = found
+    cc, n = _components(mask)
     return sub, cc, n
 
 
@@ -383,7 +412,7 @@ def _largest_component(case: _Case, *, classes: Sequence[str] = (), min_voxels: 
                        keep_fraction: float = 1.0) -> None:
     for name in classes:
         value = case.scheme.value_of(name)
-        found = _class_components(case.labels, value)
+        found = _class_components(case, value)
         if found is None:
             continue
         sub, cc, n = found
@@ -415,7 +444,7 @@ def _restrict_to_region(case: _Case, *, regions: Mapping[str, Any] | None = None
         low, high = limits
         for name in members:
             value = case.scheme.value_of(name)
-            found = _class_components(case.labels, value)
+            found = _class_components(case, value)
             if found is None:
                 continue
             sub, cc, n = found
@@ -433,15 +462,16 @@ def _restrict_to_region(case: _Case, *, regions: Mapping[str, Any] | None = None
 def _sex(case: _Case, *, male_only: Sequence[str] = (), female_only: Sequence[str] = ()) -> None:
     sex = str(case.metadata.get("sex", "")).strip().upper()[:1]
     if sex not in ("M", "F"):
-        if any((case.labels == case.scheme.value_of(n)).any() for n in [*male_only, *female_only]):
+        if any(case.find([case.scheme.value_of(n)]) is not None for n in [*male_only, *female_only]):
             case.changes.append({"step": case.step, "rule": case.rule, "class_from": "", "class_to": "", "voxels": 0,
                                  "detail": "sex unknown: reproductive structures left unchecked"})
         return
     for name in (female_only if sex == "M" else male_only):
         value = case.scheme.value_of(name)
-        mask = case.labels == value
-        if mask.any():
-            case.labels[mask] = 0
+        found = case.find([value])
+        if found is not None:
+            box, mask = found
+            case.labels[box][mask] = 0
             case.log(value, 0, int(mask.sum()), f"{name} in a case of sex {sex}")
 
 

@@ -35,10 +35,10 @@ def index_to_mm(geometry: Geometry, index: np.ndarray) -> np.ndarray:
     return index @ _matrix(geometry).T + np.asarray(geometry.origin, dtype=float)
 
 
-def centroid_mm(mask: np.ndarray, geometry: Geometry) -> np.ndarray | None:
-    """Centre of mass of ``mask`` (non-zero voxels) in LPS mm; None for an empty mask. From the
-    mask's voxel counts per index along each axis: no list of voxel coordinates (24 bytes per
-    voxel) and no float copy of the volume."""
+def index_centroid(mask: np.ndarray) -> np.ndarray | None:
+    """Centre of mass of ``mask`` (non-zero voxels) in array indices (float, one per axis); None
+    for an empty mask. From the mask's voxel counts per index along each axis: no list of voxel
+    coordinates (24 bytes per voxel) and no float copy of the volume."""
     mask = np.asarray(mask)
     total = np.count_nonzero(mask)
     if not total:
@@ -48,7 +48,14 @@ def centroid_mm(mask: np.ndarray, geometry: Geometry) -> np.ndarray | None:
     for k, n in enumerate(mask.shape):
         counts = mask.sum(axis=tuple(a for a in range(mask.ndim) if a != k), dtype=np.int64)
         index[k] = float(np.dot(np.arange(n, dtype=np.float64), counts)) / total
-    return index_to_mm(geometry, index)
+    return index
+
+
+def centroid_mm(mask: np.ndarray, geometry: Geometry) -> np.ndarray | None:
+    """Centre of mass of ``mask`` (non-zero voxels) in LPS mm; None for an empty mask
+    (:func:`index_centroid` mapped through the grid)."""
+    index = index_centroid(mask)
+    return None if index is None else index_to_mm(geometry, index)
 
 
 def axis_coordinate(geometry: Geometry, axis: int) -> np.ndarray:
