@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from segqc.anatomy.check import (
     FLAG_COLUMNS,
     CheckConfig,
+    _fill_holes,
     body_mask,
     check_case,
     combine_masks,
@@ -628,3 +629,19 @@ def test_merged_vertebrae_compare_with_near_levels_after_their_relative_height()
     labels, geometry, scheme, names = _vertebra_stack(slices)
     flags = flag_merged_vertebrae(labels, geometry, scheme, **options)
     assert flags["class"].tolist() == ["v6"] and flags["value"].iloc[0] == pytest.approx(12 / 5)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_hole_filling_equals_scipys_in_3d_and_slice_by_slice(seed):
+    """scipy's binary_fill_holes (repeated dilations of the background from the border) is the
+    reference, on random masks of every density: in 3D, and on each slice across each axis."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        shape = tuple(int(n) for n in rng.integers(1, 12, 3))
+        mask = rng.random(shape) < rng.uniform(0.3, 0.9)
+        assert np.array_equal(_fill_holes(mask), ndimage.binary_fill_holes(mask))
+        for axis in range(3):
+            expected = np.stack([ndimage.binary_fill_holes(part) for part in np.moveaxis(mask, axis, 0)], axis=axis)
+            assert np.array_equal(_fill_holes(mask, across=axis), expected), axis
