@@ -344,3 +344,27 @@ def test_a_series_renumbered_by_one_rule_is_seen_by_the_next():
     assert (fixed[4:7, 4:7, 30:33] == 0).all() and (fixed[4:7, 4:7, 5:8] == 2).all()
     assert int(np.count_nonzero(fixed)) == 27
     assert log["rule"].tolist() == ["order_series", "order_series", "sex"]
+
+
+@pytest.mark.parametrize("at, margin, expected",
+                         [("min", 2.0, 3.0 - 2.0), ("max", 0.0, 32.0), ("centre", 1.0, 17.5 + 1.0)])
+def test_region_limits_from_a_landmark_group_with_and_without_boxes(at, margin, expected):
+    """Vertebrae a (z 3..5) and b (z 30..32), 27 voxels each, z = the third index on this grid: the
+    group's lowest point 3, highest 32, centre (4 + 31) / 2; margins widen the slab. Tight boxes,
+    boxes larger than needed and no boxes give the same limits; without a box the group is absent."""
+    from segqc.anatomy.regions import parse_regions, region_limits
+    from segqc.metrics.masks import label_boxes
+
+    scheme, geometry, _ = _sided_case()
+    labels = np.zeros(geometry.shape, np.uint8)
+    labels[19:22, 9:12, 3:6] = 3
+    labels[19:22, 9:12, 30:33] = 4
+    labels[40:43, 9:12, 10:13] = 1  # a kidney: not a landmark
+    end = "inferior" if at == "min" else "superior"
+    region = parse_regions({"r": {end: {"landmark": "vertebrae", "at": at, "margin_mm": margin}}}, scheme)["r"]
+    want = (expected, np.inf) if end == "inferior" else (-np.inf, expected)
+    tight = label_boxes(labels)
+    larger = {value: tuple(slice(0, n) for n in labels.shape) for value in tight}
+    for boxes in (None, tight, larger):
+        assert region_limits(region, labels, geometry, scheme, boxes=boxes) == pytest.approx(want)
+    assert region_limits(region, labels, geometry, scheme, boxes={1: tight[1]}) is None

@@ -460,13 +460,13 @@ def flag_region(labels: np.ndarray, geometry: Geometry, scheme: LabelScheme, *,
     usable = {name: spec for name, spec in tables.regions.items() if _landmarks_known(spec, scheme)}
     regions = parse_regions(usable, scheme)
     limits: dict[str, list[tuple[str, float, float]]] = {}
+    boxes = label_boxes(labels)
     for region_name, region in regions.items():
-        found = region_limits(region, labels, geometry, scheme)
+        found = region_limits(region, labels, geometry, scheme, boxes=boxes)
         if found is None:
             continue
         for name in tables.region_classes.get(region_name, ()):
             limits.setdefault(name, []).append((region_name, found[0], found[1]))
-    boxes = label_boxes(labels)
     rows = []
     for name, slabs in limits.items():
         if name not in scheme.by_name or scheme.by_name[name].value is None:

@@ -27,6 +27,7 @@ import numpy as np
 from segqc.anatomy.scheme import LabelScheme
 from segqc.anatomy.space import axis_coordinate
 from segqc.io.images import Geometry
+from segqc.metrics.masks import union_box
 
 __all__ = ["AT", "BodyRegion", "Bound", "check_region_spec", "parse_regions", "region_limits"]
 
@@ -98,31 +99,40 @@ def parse_regions(spec: Mapping[str, Any], scheme: LabelScheme) -> dict[str, Bod
     return regions
 
 
-def _landmark_z(bound: Bound, labels: np.ndarray, z: np.ndarray, scheme: LabelScheme) -> float | None:
-    mask = np.isin(labels, np.asarray(scheme.values_under(bound.landmark)))
+def _landmark_z(bound: Bound, labels: np.ndarray, z: np.ndarray, scheme: LabelScheme,
+                boxes: Mapping[int, tuple[slice, ...]] | None) -> float | None:
+    values = np.asarray(scheme.values_under(bound.landmark))
+    box: tuple[slice, ...] | None = (slice(None),) * labels.ndim
+    if boxes is not None:
+        box = union_box([boxes.get(int(v)) for v in values], labels.ndim)
+        if box is None:
+            return None
+    mask = np.isin(labels[box], values)
     if not mask.any():
         return None
-    values = np.broadcast_to(z, labels.shape)[mask]
+    heights = np.broadcast_to(z, labels.shape)[box][mask]
     if bound.at == "min":
-        return float(values.min())
+        return float(heights.min())
     if bound.at == "max":
-        return float(values.max())
-    return float(values.mean())
+        return float(heights.max())
+    return float(heights.mean())
 
 
-def region_limits(region: BodyRegion, labels: np.ndarray, geometry: Geometry,
-                  scheme: LabelScheme) -> tuple[float, float] | None:
+def region_limits(region: BodyRegion, labels: np.ndarray, geometry: Geometry, scheme: LabelScheme, *,
+                  boxes: Mapping[int, tuple[slice, ...]] | None = None) -> tuple[float, float] | None:
     """(lowest, highest) z in mm of ``region`` in this map (``-inf`` / ``inf`` for an open end);
-    None when the region has bounds but none of their landmarks is in the map."""
+    None when the region has bounds but none of their landmarks is in the map. ``boxes``: label
+    value -> a box holding every voxel of that value (e.g. :func:`~segqc.metrics.masks.label_boxes`;
+    a larger box is fine), so that only those boxes are read; a value without a box is absent."""
     z = axis_coordinate(geometry, 2)
     low, high = -np.inf, np.inf
     found = False
     if region.inferior is not None:
-        value = _landmark_z(region.inferior, labels, z, scheme)
+        value = _landmark_z(region.inferior, labels, z, scheme, boxes)
         if value is not None:
             low, found = value - region.inferior.margin_mm, True
     if region.superior is not None:
-        value = _landmark_z(region.superior, labels, z, scheme)
+        value = _landmark_z(region.superior, labels, z, scheme, boxes)
         if value is not None:
             high, found = value + region.superior.margin_mm, True
     if not found and (region.inferior is not None or region.superior is not None):

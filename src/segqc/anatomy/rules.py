@@ -255,9 +255,7 @@ class _Case:
         there are none. Only the boxes of :attr:`boxes` are read (made in one pass of the map on
         first use): a rule that removes voxels may leave a box larger than needed, never smaller;
         one that gives voxels to a class widens its box (:meth:`gained`)."""
-        if self.boxes is None:
-            self.boxes = label_boxes(self.labels)
-        outer = union_box([self.boxes.get(int(v)) for v in values], self.labels.ndim)
+        outer = union_box([self.all_boxes().get(int(v)) for v in values], self.labels.ndim)
         if outer is None:
             return None
         view = self.labels[outer]
@@ -267,6 +265,12 @@ class _Case:
             return None
         box = tuple(slice(o.start + i.start, o.start + i.stop) for o, i in zip(outer, inner))
         return box, mask[inner]
+
+    def all_boxes(self) -> dict[int, tuple[slice, ...]]:
+        """Label value -> a box holding all its voxels (see :meth:`find`)."""
+        if self.boxes is None:
+            self.boxes = label_boxes(self.labels)
+        return self.boxes
 
     def gained(self, value: int, box: tuple[slice, ...]) -> None:
         """Voxels within ``box`` were set to ``value``: its box grows to hold them."""
@@ -438,7 +442,7 @@ def _restrict_to_region(case: _Case, *, regions: Mapping[str, Any] | None = None
     parsed = parse_regions(regions or {}, case.scheme)
     z_row, z0 = _z_of_index(case.geometry)
     for region_name, members in (classes or {}).items():
-        limits = region_limits(parsed[region_name], case.labels, case.geometry, case.scheme)
+        limits = region_limits(parsed[region_name], case.labels, case.geometry, case.scheme, boxes=case.all_boxes())
         if limits is None:
             continue
         low, high = limits
