@@ -274,8 +274,8 @@ class _Case:
 
     def gained(self, value: int, box: tuple[slice, ...]) -> None:
         """Voxels within ``box`` were set to ``value``: its box grows to hold them."""
-        if self.boxes is not None:
-            self.boxes[int(value)] = union_box([self.boxes.get(int(value)), box], self.labels.ndim)  # type: ignore[assignment]
+        if self.boxes is not None:  # before the first find(), the boxes are made from the map as it is then
+            self.boxes[int(value)] = union_box([self.boxes.get(int(value)), box], self.labels.ndim) or box
 
     def log(self, class_from: int, class_to: int, voxels: int, detail: str = "") -> None:
         if voxels:
