@@ -254,3 +254,25 @@ def test_seg_train_probunet_on_an_nnunet_dataset_is_refused_before_the_output_fo
     assert result.exit_code == 2, result.output
     assert "learns from several raters: give a multi-rater folder" in " ".join(result.output.split())
     assert "Traceback" not in result.output and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("labels", [{"ignore": 2}, {"background": 0, "disk": 1, "ignore": 2}])
+def test_maps_holding_the_ignore_label_are_refused_and_it_is_never_a_class(tmp_path, labels):
+    """nnU-Net's "ignore" label is never a class. Training needs every voxel labelled, so a map
+    that holds the ignore value is refused naming the file, with or without named classes (without
+    names the value used to become a third class); maps without it train on classes (0, 1)."""
+    from segqc.io.images import Geometry
+
+    geometry = Geometry(shape=(8, 8), spacing=(1.0, 1.0), origin=(0.0, 0.0), direction=(1.0, 0.0, 0.0, 1.0))
+    label = np.zeros((8, 8), np.uint8)
+    label[2:5, 2:5] = 1
+    write_image(tmp_path / "imagesTr" / "c_000_0000.nii.gz", np.random.default_rng(0).normal(size=(8, 8)), geometry)
+    write_image(tmp_path / "labelsTr" / "c_000.nii.gz", label, geometry)
+    (tmp_path / "dataset.json").write_text(json.dumps({"channel_names": {"0": "x"}, "labels": labels,
+                                                       "numTraining": 1, "file_ending": ".nii.gz"}))
+    assert build_training_data(tmp_path, None, 8).labels == (0, 1)
+    label[0, :] = 2
+    write_image(tmp_path / "labelsTr" / "c_000.nii.gz", label, geometry)
+    with pytest.raises(InputError, match="ignore") as refused:
+        build_training_data(tmp_path, None, 8)
+    assert "c_000.nii.gz" in str(refused.value)

@@ -154,12 +154,15 @@ class SliceData:
 
 
 def _prepare_case(item: tuple[str, list[Path], Path], *, size: int, values: tuple[int, ...],
-                  spacing_mm: float = 0.0) -> dict[str, Any]:
+                  spacing_mm: float = 0.0, ignore: int | None = None) -> dict[str, Any]:
     from segqc.io.images import read_image, read_label_map
 
     case, image_paths, label_path = item
     channels = [read_image(path, finite=True) for path in image_paths]
     label = read_label_map(label_path)
+    if ignore is not None and bool((label.array == ignore).any()):
+        raise InputError(f"holds the value {ignore} of dataset.json's \"ignore\" label; segmentation training "
+                         "needs every voxel labelled: give these voxels a class or leave the case out", label_path)
     for image in channels:
         if image.array.shape != label.array.shape:
             raise InputError(f"image shape {image.array.shape} differs from its label map's {label.array.shape}",
@@ -177,11 +180,11 @@ def _label_values(dataset: Dataset, cases: Sequence[str]) -> tuple[int, ...]:
     from segqc.io.images import read_label_map
 
     values = {0} | {int(v) for v in dataset.info.labels}
-    if dataset.info.ignore is not None:
-        values.discard(int(dataset.info.ignore))
     if not dataset.info.labels:  # no names: the values the maps hold
         for case in cases:
             values |= {int(v) for v in np.unique(read_label_map(dataset.label_files[case]).array)}
+    if dataset.info.ignore is not None:  # never a class (maps that hold it are refused case by case)
+        values.discard(int(dataset.info.ignore))
     return tuple(sorted(values))
 
 
@@ -197,7 +200,7 @@ def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, si
     chosen = dataset.select(cases)
     values = _label_values(dataset, chosen)
     items = [(case, list(dataset.image_files[case]), Path(dataset.label_files[case])) for case in chosen]
-    function = partial(_prepare_case, size=size, values=values, spacing_mm=spacing_mm)
+    function = partial(_prepare_case, size=size, values=values, spacing_mm=spacing_mm, ignore=dataset.info.ignore)
     results: dict[str, dict[str, Any]] = {}
     for item, result in map_cases(function, items, jobs=jobs, description="prepare", progress=progress):
         if isinstance(result, Exception):
