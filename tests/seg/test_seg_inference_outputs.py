@@ -1,4 +1,4 @@
-"""The folder inference and of the training slices: a rerun into one output folder
+"""The folder inference and the training slices: a rerun into one output folder
 recomputes when the seed or the weights changed; entropy in nats; label values above 255; the
 per-case scores; padding, flips and antialiased resizing of slices. The models are untrained tiny
 U-Nets with dropout written by ``save_checkpoint`` (no training); expected values come from hand
