@@ -2,7 +2,9 @@
 (case, class, flag), for label maps in a scheme with anatomy (TotalSegmentator ``total``).
 
 Flags (each one a function below; ``value`` > ``threshold`` flags unless said otherwise; distances in
-mm, volumes in ml, sides and heights from the affine, patient LPS):
+mm, volumes in ml, sides and heights from the affine, patient LPS; a function that reads the
+classes' bounding boxes takes them as ``boxes``, :func:`~segqc.metrics.masks.label_boxes` of the
+map, which :func:`check_case` makes once for all of them):
 
 * ``outside_body`` (error) — label voxels more than ``margin_mm`` (3 mm) outside the body: the largest
   connected component of image > ``body_hu`` (-500 HU, CT), holes filled slice by slice along the
@@ -70,7 +72,7 @@ from segqc.io.atomic import write_csv_atomic, write_json_atomic
 from segqc.io.datasets import case_id, list_image_files, list_label_files
 from segqc.io.images import Geometry, geometry_differences, read_image, read_label_map
 from segqc.metrics.counts import chunked_bincount
-from segqc.metrics.masks import label_boxes, nonempty_box
+from segqc.metrics.masks import LabelBoxes, label_boxes, nonempty_box
 
 __all__ = [
     "AIR_ALLOWED",
@@ -385,13 +387,13 @@ def flag_outside_body(labels: np.ndarray, body: np.ndarray, geometry: Geometry, 
 
 def flag_in_air(labels: np.ndarray, image: np.ndarray, scheme: LabelScheme, *, air_hu: float = -500.0,
                 max_fraction: float = 0.05, allowed: Sequence[str] = AIR_ALLOWED, erode: bool = True,
-                case: str = "") -> pd.DataFrame:
+                case: str = "", boxes: LabelBoxes | None = None) -> pd.DataFrame:
     """``in_air``: per class not under ``allowed`` (names or groups of the scheme), the fraction of its
     voxels with ``image < air_hu`` (HU); with ``erode`` only its interior counts (the mask eroded by one
     voxel; the whole mask where nothing is left). Flagged above ``max_fraction``."""
     skip = _values_of(allowed, scheme)
     rows = []
-    for value, box in label_boxes(labels).items():
+    for value, box in (label_boxes(labels) if boxes is None else boxes).items():
         if value in skip:
             continue
         mask = labels[box] == value
@@ -451,7 +453,8 @@ def flag_fov_border(labels: np.ndarray, geometry: Geometry, scheme: LabelScheme,
 
 
 def flag_region(labels: np.ndarray, geometry: Geometry, scheme: LabelScheme, *,
-                tables: AnatomyTables | None = None, max_outside: float = 0.25, case: str = "") -> pd.DataFrame:
+                tables: AnatomyTables | None = None, max_outside: float = 0.25, case: str = "",
+                boxes: LabelBoxes | None = None) -> pd.DataFrame:
     """``region``: classes bound to a body region (``tables``: default the ``dap_total`` preset's)
     whose centroid lies outside it, or more than ``max_outside`` of their voxels (voxel centres'
     z, mm). A region without any of its landmarks in the map checks nothing; a class listed for
@@ -460,7 +463,7 @@ def flag_region(labels: np.ndarray, geometry: Geometry, scheme: LabelScheme, *,
     usable = {name: spec for name, spec in tables.regions.items() if _landmarks_known(spec, scheme)}
     regions = parse_regions(usable, scheme)
     limits: dict[str, list[tuple[str, float, float]]] = {}
-    boxes = label_boxes(labels)
+    boxes = label_boxes(labels) if boxes is None else boxes
     for region_name, region in regions.items():
         found = region_limits(region, labels, geometry, scheme, boxes=boxes)
         if found is None:
@@ -519,13 +522,13 @@ def side_pairs(scheme: LabelScheme) -> list[tuple[str, str]]:
 def flag_left_right(labels: np.ndarray, geometry: Geometry, scheme: LabelScheme, *,
                     midline: Sequence[str] = ("vertebrae", "sternum"), min_distance_mm: float = 5.0,
                     max_tilt_degrees: float = 30.0, body: np.ndarray | None = None,
-                    case: str = "") -> pd.DataFrame:
+                    case: str = "", boxes: LabelBoxes | None = None) -> pd.DataFrame:
     """``left_right``: side-paired classes (:func:`side_pairs`) whose centroid lies more than
     ``min_distance_mm`` on the wrong side of the midsagittal plane, fitted to the centroid of every
     class under ``midline`` (a plane tilted more than ``max_tilt_degrees``, or fewer than two
     landmarks: x = the centre of ``body``, else of all labelled voxels). ``value``: mm on the wrong
     side (patient left is +x, LPS)."""
-    boxes = label_boxes(labels)
+    boxes = label_boxes(labels) if boxes is None else boxes
     if not boxes:
         return _frame([])
     points = []
@@ -568,7 +571,7 @@ def _largest_component(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
 def flag_merged_vertebrae(labels: np.ndarray, geometry: Geometry, scheme: LabelScheme, *,
                           order: Sequence[str] | None = None, factor: float = 1.6, window: int = 3,
                           relative_height: Mapping[str, float] | None = None,
-                          case: str = "") -> pd.DataFrame:
+                          case: str = "", boxes: LabelBoxes | None = None) -> pd.DataFrame:
     """``merged_vertebrae``: a vertebra whose largest (26-connected) component is taller (z extent of
     its voxels, mm) than ``factor`` x the median height of the other vertebrae within ``window``
     levels of ``order`` (top to bottom; default the ``dap_total`` preset's; all others when fewer
@@ -581,7 +584,7 @@ def flag_merged_vertebrae(labels: np.ndarray, geometry: Geometry, scheme: LabelS
     order = list(order) if order is not None else list(load_anatomy_tables().vertebrae)
     relative = {"vertebrae_C2": 2.0} if relative_height is None else dict(relative_height)
     order = [n for n in order if n in scheme.by_name and scheme.by_name[n].value is not None]
-    boxes = label_boxes(labels)
+    boxes = label_boxes(labels) if boxes is None else boxes
     structure = _structure(26)
     voxel_z = _z_extent_of_voxel(geometry)
     across_z = [k for k in range(labels.ndim) if abs(geometry.direction_matrix()[2, k]) > 1e-3 and labels.shape[k] > 1]
@@ -620,14 +623,14 @@ def flag_merged_vertebrae(labels: np.ndarray, geometry: Geometry, scheme: LabelS
 
 def flag_components(labels: np.ndarray, geometry: Geometry, scheme: LabelScheme, *,
                     classes: Sequence[str] | None = None, max_components: int = 1, min_ml: float = 0.1,
-                    connectivity: int = 26, case: str = "") -> pd.DataFrame:
+                    connectivity: int = 26, case: str = "", boxes: LabelBoxes | None = None) -> pd.DataFrame:
     """``components``: classes that occur once (``classes``; default the ``dap_total`` preset's
     ``largest_component`` list) with more than ``max_components`` connected components
     (``connectivity`` 6, 18 or 26) of at least ``min_ml`` ml; the detail lists the sizes (ml, largest
     first)."""
     names = classes if classes is not None else load_anatomy_tables().single
     structure = _structure(connectivity)
-    boxes = label_boxes(labels)
+    boxes = label_boxes(labels) if boxes is None else boxes
     minimum = min_ml / geometry.voxel_volume_ml()
     rows = []
     for name in names:
@@ -788,6 +791,7 @@ def check_case(labels: np.ndarray, geometry: Geometry, scheme: LabelScheme, *, i
     chosen = set(config.flags)
     parts: list[pd.DataFrame] = []
     body = None
+    boxes = label_boxes(labels)  # one pass of the map, shared by the checks
     if image is not None:
         if image_geometry is None and image.shape != labels.shape:
             raise ValueError(f"image of shape {image.shape} for a label map of shape {labels.shape}: give its geometry")
@@ -803,24 +807,24 @@ def check_case(labels: np.ndarray, geometry: Geometry, scheme: LabelScheme, *, i
                                        min_ml=config.outside_min_ml, case=case))
     if image is not None and "in_air" in chosen:
         parts.append(flag_in_air(labels, image, scheme, air_hu=config.air_hu, max_fraction=config.air_max_fraction,
-                                 allowed=config.air_allowed, case=case))
+                                 allowed=config.air_allowed, case=case, boxes=boxes))
     if "fov_border" in chosen:
         parts.append(flag_fov_border(labels, geometry, scheme, max_voxels=config.fov_max_voxels, case=case))
     if "region" in chosen:
         parts.append(flag_region(labels, geometry, scheme, tables=tables, max_outside=config.region_max_outside,
-                                 case=case))
+                                 case=case, boxes=boxes))
     if "left_right" in chosen:
         parts.append(flag_left_right(labels, geometry, scheme, midline=config.midline,
                                      min_distance_mm=config.side_min_distance_mm,
-                                     max_tilt_degrees=config.side_max_tilt_degrees, body=body, case=case))
+                                     max_tilt_degrees=config.side_max_tilt_degrees, body=body, case=case, boxes=boxes))
     if "merged_vertebrae" in chosen:
         parts.append(flag_merged_vertebrae(labels, geometry, scheme, order=tables.vertebrae,
                                            factor=config.vertebra_height_factor, window=config.vertebra_window,
-                                           relative_height=config.vertebra_relative_height, case=case))
+                                           relative_height=config.vertebra_relative_height, case=case, boxes=boxes))
     if "components" in chosen:
         parts.append(flag_components(labels, geometry, scheme, classes=tables.single,
                                      max_components=config.max_components, min_ml=config.component_min_ml,
-                                     case=case))
+                                     case=case, boxes=boxes))
     if masks is not None and "overlap" in chosen:
         parts.append(flag_overlap(masks, geometry, max_voxels=config.overlap_max_voxels, case=case))
     if reference is not None and "volume_z" in chosen:

@@ -27,7 +27,7 @@ import numpy as np
 from segqc.anatomy.scheme import LabelScheme
 from segqc.anatomy.space import axis_coordinate
 from segqc.io.images import Geometry
-from segqc.metrics.masks import union_box
+from segqc.metrics.masks import LabelBoxes, union_box
 
 __all__ = ["AT", "BodyRegion", "Bound", "check_region_spec", "parse_regions", "region_limits"]
 
@@ -100,7 +100,7 @@ def parse_regions(spec: Mapping[str, Any], scheme: LabelScheme) -> dict[str, Bod
 
 
 def _landmark_z(bound: Bound, labels: np.ndarray, z: np.ndarray, scheme: LabelScheme,
-                boxes: Mapping[int, tuple[slice, ...]] | None) -> float | None:
+                boxes: LabelBoxes | None) -> float | None:
     values = np.asarray(scheme.values_under(bound.landmark))
     box: tuple[slice, ...] | None = (slice(None),) * labels.ndim
     if boxes is not None:
@@ -119,7 +119,7 @@ def _landmark_z(bound: Bound, labels: np.ndarray, z: np.ndarray, scheme: LabelSc
 
 
 def region_limits(region: BodyRegion, labels: np.ndarray, geometry: Geometry, scheme: LabelScheme, *,
-                  boxes: Mapping[int, tuple[slice, ...]] | None = None) -> tuple[float, float] | None:
+                  boxes: LabelBoxes | None = None) -> tuple[float, float] | None:
     """(lowest, highest) z in mm of ``region`` in this map (``-inf`` / ``inf`` for an open end);
     None when the region has bounds but none of their landmarks is in the map. ``boxes``: label
     value -> a box holding every voxel of that value (e.g. :func:`~segqc.metrics.masks.label_boxes`;

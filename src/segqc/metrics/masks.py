@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -76,6 +76,10 @@ def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
         return None
     boxes = ndimage.find_objects((np.asarray(mask) != 0).view(np.uint8))
     return tuple(boxes[0]) if boxes else None
+
+
+#: Label value -> the bounding box of its voxels (:func:`label_boxes`).
+LabelBoxes = Mapping[int, tuple[slice, ...]]
 
 
 def label_boxes(labels: np.ndarray) -> dict[int, tuple[slice, ...]]:
