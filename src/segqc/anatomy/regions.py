@@ -27,7 +27,7 @@ import numpy as np
 from segqc.anatomy.scheme import LabelScheme
 from segqc.anatomy.space import axis_coordinate
 from segqc.io.images import Geometry
-from segqc.metrics.masks import LabelBoxes, union_box
+from segqc.metrics.masks import LabelBoxes, find_values, label_boxes
 
 __all__ = ["AT", "BodyRegion", "Bound", "check_region_spec", "parse_regions", "region_limits"]
 
@@ -100,16 +100,11 @@ def parse_regions(spec: Mapping[str, Any], scheme: LabelScheme) -> dict[str, Bod
 
 
 def _landmark_z(bound: Bound, labels: np.ndarray, z: np.ndarray, scheme: LabelScheme,
-                boxes: LabelBoxes | None) -> float | None:
-    values = np.asarray(scheme.values_under(bound.landmark))
-    box: tuple[slice, ...] | None = (slice(None),) * labels.ndim
-    if boxes is not None:
-        box = union_box([boxes.get(int(v)) for v in values], labels.ndim)
-        if box is None:
-            return None
-    mask = np.isin(labels[box], values)
-    if not mask.any():
+                boxes: LabelBoxes) -> float | None:
+    found = find_values(labels, scheme.values_under(bound.landmark), boxes)
+    if found is None:
         return None
+    box, mask = found
     heights = np.broadcast_to(z, labels.shape)[box][mask]
     if bound.at == "min":
         return float(heights.min())
@@ -125,6 +120,7 @@ def region_limits(region: BodyRegion, labels: np.ndarray, geometry: Geometry, sc
     value -> a box holding every voxel of that value (e.g. :func:`~segqc.metrics.masks.label_boxes`;
     a larger box is fine), so that only those boxes are read; a value without a box is absent."""
     z = axis_coordinate(geometry, 2)
+    boxes = label_boxes(labels) if boxes is None else boxes
     low, high = -np.inf, np.inf
     found = False
     if region.inferior is not None:

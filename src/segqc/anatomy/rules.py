@@ -60,7 +60,7 @@ from segqc.anatomy.space import centroid_mm, fit_midsagittal_plane, index_centro
 from segqc.errors import InputError
 from segqc.io.images import Geometry
 from segqc.metrics.counts import chunked_bincount
-from segqc.metrics.masks import bounding_box, label_boxes, union_box
+from segqc.metrics.masks import find_values, label_boxes, union_box
 
 __all__ = ["CHANGE_COLUMNS", "PRESETS", "RULES", "RuleSet", "apply_rules", "check_steps", "load_rules", "side_pairs"]
 
@@ -255,16 +255,7 @@ class _Case:
         there are none. Only the boxes of :attr:`boxes` are read (made in one pass of the map on
         first use): a rule that removes voxels may leave a box larger than needed, never smaller;
         one that gives voxels to a class widens its box (:meth:`gained`)."""
-        outer = union_box([self.all_boxes().get(int(v)) for v in values], self.labels.ndim)
-        if outer is None:
-            return None
-        view = self.labels[outer]
-        mask = view == values[0] if len(values) == 1 else np.isin(view, np.asarray(values))
-        inner = bounding_box(mask)
-        if inner is None:
-            return None
-        box = tuple(slice(o.start + i.start, o.start + i.stop) for o, i in zip(outer, inner))
-        return box, mask[inner]
+        return find_values(self.labels, values, self.all_boxes())
 
     def all_boxes(self) -> dict[int, tuple[slice, ...]]:
         """Label value -> a box holding all its voxels (see :meth:`find`)."""

@@ -103,6 +103,24 @@ def label_boxes(labels: np.ndarray) -> dict[int, tuple[slice, ...]]:
     return {int(values[i]): box for i, box in enumerate(ndimage.find_objects(ids)) if box is not None}
 
 
+def find_values(labels: np.ndarray, values: Sequence[int],
+                boxes: LabelBoxes) -> tuple[tuple[slice, ...], np.ndarray] | None:
+    """(tight bounding box, mask within it) of the voxels of ``labels`` holding any of ``values``;
+    None when there are none. Only the boxes of ``values`` in ``boxes`` are read (e.g.
+    :func:`label_boxes`; a box may be larger than its value's voxels, never smaller; a value
+    without a box is absent)."""
+    outer = union_box([boxes.get(int(v)) for v in values], np.ndim(labels))
+    if outer is None:
+        return None
+    view = labels[outer]
+    mask = view == values[0] if len(values) == 1 else np.isin(view, np.asarray(values))
+    inner = bounding_box(mask)
+    if inner is None:
+        return None
+    box = tuple(slice(o.start + i.start, o.start + i.stop) for o, i in zip(outer, inner))
+    return box, mask[inner]
+
+
 def nonempty_box(mask: np.ndarray) -> tuple[slice, ...]:
     """:func:`bounding_box` of a mask the caller knows to be non-empty (``ValueError`` if it is empty)."""
     box = bounding_box(mask)
