@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from dataset_folders import write_dataset
 from typer.testing import CliRunner
 
 from segqc.cli.main import app
 from segqc.fingerprint import DatasetFingerprint
-from segqc.io.images import Geometry, write_image
+from segqc.io.images import Geometry
 
 runner = CliRunner()
 
@@ -20,16 +20,11 @@ runner = CliRunner()
 def dataset(tmp_path: Path) -> Path:
     root = tmp_path / "Dataset002_Cli"
     geometry = Geometry.from_shape((16, 12, 4), spacing=(1.5, 1.5, 5.0))
-    for i in range(2):
-        image = np.random.default_rng(i).uniform(0, 100, geometry.shape).astype(np.float32)
-        label = np.zeros(geometry.shape, np.uint8)
-        label[4:10, 3:8, 1:3] = 1
-        write_image(root / "imagesTr" / f"c{i}_0000.nii.gz", image, geometry)
-        write_image(root / "labelsTr" / f"c{i}.nii.gz", label, geometry)
-    (root / "dataset.json").write_text(json.dumps({
-        "name": "Cli", "channel_names": {"0": "MRI"}, "labels": {"background": 0, "organ": 1},
-        "file_ending": ".nii.gz"}))
-    return root
+    label = np.zeros(geometry.shape, np.uint8)
+    label[4:10, 3:8, 1:3] = 1
+    cases = {f"c{i}": (np.random.default_rng(i).uniform(0, 100, geometry.shape).astype(np.float32), label, geometry)
+             for i in range(2)}
+    return write_dataset(root, cases, labels={"background": 0, "organ": 1}, channel="MRI", name="Cli")
 
 
 def test_fingerprint_command_writes_json_and_prints_summary(dataset, tmp_path):

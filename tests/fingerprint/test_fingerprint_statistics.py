@@ -4,12 +4,12 @@ from the foreground values in C order; min / max exact; medians over cases)."""
 
 from __future__ import annotations
 
-import json
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from dataset_folders import write_dataset
 
 from segqc.errors import InputError
 from segqc.fingerprint import channel_modality, compute_fingerprint
@@ -29,15 +29,11 @@ def _case(n_fg: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _dataset(root: Path, cases: dict[str, tuple[np.ndarray, np.ndarray, tuple[float, ...] | None]]) -> Path:
-    for name, (image, label, direction) in cases.items():
-        geometry = Geometry(shape=SHAPE, spacing=SPACING, origin=(0.0, 0.0, 0.0),
-                            direction=direction or tuple(np.eye(3).ravel()))
-        write_image(root / "imagesTr" / f"{name}_0000.nii.gz", image, geometry)
-        write_image(root / "labelsTr" / f"{name}.nii.gz", label, geometry)
-    (root / "dataset.json").write_text(json.dumps({
-        "name": "T", "channel_names": {"0": "T1"}, "labels": {"background": 0, "fg": 1},
-        "file_ending": ".nii.gz"}))
-    return root
+    """Cases (image, label, direction or None for the identity) on grids of SHAPE and SPACING."""
+    return write_dataset(root, {name: (image, label, Geometry(shape=SHAPE, spacing=SPACING, origin=(0.0, 0.0, 0.0),
+                                                             direction=direction or tuple(np.eye(3).ravel())))
+                                for name, (image, label, direction) in cases.items()},
+                         labels={"background": 0, "fg": 1}, channel="T1")
 
 
 def test_pd_channel_is_mr():
@@ -91,9 +87,6 @@ def test_a_2d_case_volume_is_its_area_over_1000(tmp_path):
     geometry = Geometry(shape=(10, 12), spacing=(0.5, 0.8), origin=(0.0, 0.0), direction=(1.0, 0.0, 0.0, 1.0))
     label = np.zeros((10, 12), dtype=np.uint8)
     label[2:6, 3:8] = 1
-    write_image(tmp_path / "imagesTr" / "a_0000.nii.gz",
-                np.random.default_rng(0).normal(size=(10, 12)).astype(np.float32), geometry)
-    write_image(tmp_path / "labelsTr" / "a.nii.gz", label, geometry)
-    (tmp_path / "dataset.json").write_text(json.dumps({
-        "name": "T", "channel_names": {"0": "T1"}, "labels": {"background": 0, "fg": 1}, "file_ending": ".nii.gz"}))
+    image = np.random.default_rng(0).normal(size=(10, 12)).astype(np.float32)
+    write_dataset(tmp_path, {"a": (image, label, geometry)}, labels={"background": 0, "fg": 1}, channel="T1")
     assert compute_fingerprint(tmp_path).cases[0].foreground_volume_ml == pytest.approx(20 * 0.5 * 0.8 / 1000)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
+from dataset_folders import write_dataset
 
-from segqc.io.images import Geometry, write_image
+from segqc.io.images import Geometry
 
 
 def disk_image(rng: np.random.Generator, shape: tuple[int, int] = (40, 48)) -> tuple[np.ndarray, np.ndarray]:
@@ -32,15 +32,8 @@ def foreground_dice(pred: np.ndarray, gt: np.ndarray) -> float:
 def _write_dataset(root: Path, name: str, label_name: str, geometry: Geometry,
                    cases: list[tuple[np.ndarray, np.ndarray]]) -> Path:
     """An nnU-Net folder ``root`` of one-channel ``cases`` (image, label map) named ``name_NNN``."""
-    (root / "imagesTr").mkdir(parents=True, exist_ok=True)
-    (root / "labelsTr").mkdir(parents=True, exist_ok=True)
-    for k, (image, label) in enumerate(cases):
-        write_image(root / "imagesTr" / f"{name}_{k:03d}_0000.nii.gz", image, geometry)
-        write_image(root / "labelsTr" / f"{name}_{k:03d}.nii.gz", label, geometry)
-    (root / "dataset.json").write_text(json.dumps({
-        "name": f"{name}s", "channel_names": {"0": "synthetic"}, "labels": {"background": 0, label_name: 1},
-        "numTraining": len(cases), "file_ending": ".nii.gz"}))
-    return root
+    return write_dataset(root, {f"{name}_{k:03d}": (image, label, geometry) for k, (image, label) in enumerate(cases)},
+                         labels={"background": 0, label_name: 1}, name=f"{name}s")
 
 
 def make_disk_dataset(root: Path, *, cases: int = 24, seed: int = 0, shape: tuple[int, int] = (40, 48)) -> Path:

@@ -7,7 +7,6 @@ numpy and files read back with nibabel and pandas."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import nibabel
@@ -15,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from dataset_folders import write_dataset
 
 import segqc.seg.inference as inference
 from segqc.errors import InputError
@@ -133,16 +133,10 @@ def test_weights_rewritten_in_place_are_used_by_the_next_run(tmp_path):
 
 def test_a_dataset_without_foreground_is_refused(tmp_path):
     """Reference, by hand: both label maps of this nnU-Net folder are background only: InputError."""
-    (tmp_path / "imagesTr").mkdir()
-    (tmp_path / "labelsTr").mkdir()
     rng = np.random.default_rng(3)
-    for k in range(2):
-        write_image(tmp_path / "imagesTr" / f"c_{k:03d}_0000.nii.gz", rng.normal(0, 1, (32, 32)).astype(np.float32),
-                    GEOMETRY)
-        write_image(tmp_path / "labelsTr" / f"c_{k:03d}.nii.gz", np.zeros((32, 32), np.uint8), GEOMETRY)
-    (tmp_path / "dataset.json").write_text(json.dumps({
-        "name": "empty", "channel_names": {"0": "synthetic"}, "labels": {"background": 0, "thing": 1},
-        "numTraining": 2, "file_ending": ".nii.gz"}))
+    write_dataset(tmp_path, {f"c_{k:03d}": (rng.normal(0, 1, (32, 32)).astype(np.float32), np.zeros((32, 32), np.uint8),
+                                            GEOMETRY) for k in range(2)},
+                  labels={"background": 0, "thing": 1}, name="empty")
     with pytest.raises(InputError, match="no ground-truth slice with foreground"):
         build_training_data(tmp_path, None, 32)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from consensus_toy_data import make_rater_folder
+from dataset_folders import write_dataset
 from ldseg_toy_data import make_disk_dataset
 from typer.testing import CliRunner
 
@@ -266,13 +267,11 @@ def test_maps_holding_the_ignore_label_are_refused_and_it_is_never_a_class(tmp_p
     geometry = Geometry(shape=(8, 8), spacing=(1.0, 1.0), origin=(0.0, 0.0), direction=(1.0, 0.0, 0.0, 1.0))
     label = np.zeros((8, 8), np.uint8)
     label[2:5, 2:5] = 1
-    write_image(tmp_path / "imagesTr" / "c_000_0000.nii.gz", np.random.default_rng(0).normal(size=(8, 8)), geometry)
-    write_image(tmp_path / "labelsTr" / "c_000.nii.gz", label, geometry)
-    (tmp_path / "dataset.json").write_text(json.dumps({"channel_names": {"0": "x"}, "labels": labels,
-                                                       "numTraining": 1, "file_ending": ".nii.gz"}))
+    image = np.random.default_rng(0).normal(size=(8, 8))
+    write_dataset(tmp_path, {"c_000": (image, label, geometry)}, labels=labels)
     assert build_training_data(tmp_path, None, 8).labels == (0, 1)
     label[0, :] = 2
-    write_image(tmp_path / "labelsTr" / "c_000.nii.gz", label, geometry)
+    write_dataset(tmp_path, {"c_000": (image, label, geometry)}, labels=labels)
     with pytest.raises(InputError, match="ignore") as refused:
         build_training_data(tmp_path, None, 8)
     assert "c_000.nii.gz" in str(refused.value)
