@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from dataset_folders import write_dataset
 from scipy.spatial.transform import Rotation
 
 from segqc.fingerprint import (
@@ -178,15 +179,12 @@ def test_ct_normalisation_clips_then_z_scores_with_fingerprint_statistics(tmp_pa
     label = np.zeros(shape, np.uint8)
     label[10:30, 8:32, :] = 1
     images = []
-    for i in range(2):
+    for _ in range(2):
         image = np.full(shape, -1000.0, np.float32)  # air
         image[label > 0] = rng.normal(60.0, 25.0, int(label.sum()))
         images.append(image)
-        write_image(root / "imagesTr" / f"c{i}_0000.nii.gz", image, geometry)
-        write_image(root / "labelsTr" / f"c{i}.nii.gz", label, geometry)
-    (root / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "CT"}, "labels": {"background": 0, "organ": 1},
-        "file_ending": ".nii.gz"}))
+    write_dataset(root, {f"c{i}": (image, label, geometry) for i, image in enumerate(images)},
+                  labels={"background": 0, "organ": 1}, channel="CT")
     fp = compute_fingerprint(root)
     plan = plan_from_fingerprint(fp, size=48)
     norm = plan.channels[0]

@@ -3,8 +3,6 @@ cases: images of one subject must never land on both sides of a split."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from segqc.errors import InputError
@@ -42,16 +40,13 @@ def test_a_grouped_split_keeps_each_subject_on_one_side():
 
 def _tiny_dataset(root, cases):
     import numpy as np
+    from dataset_folders import write_dataset
 
-    from segqc.io.images import Geometry, write_image
+    from segqc.io.images import Geometry
 
     geometry = Geometry(shape=(4, 4), spacing=(1.0, 1.0), origin=(0.0, 0.0), direction=(1.0, 0.0, 0.0, 1.0))
-    for case in cases:
-        write_image(root / "imagesTr" / f"{case}_0000.nii.gz", np.zeros((4, 4), np.float32), geometry)
-        write_image(root / "labelsTr" / f"{case}.nii.gz", np.zeros((4, 4), np.uint8), geometry)
-    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "US"}, "labels": {"background": 0, "x": 1},
-                                                   "file_ending": ".nii.gz"}))
-    return root
+    blank = (np.zeros((4, 4), np.float32), np.zeros((4, 4), np.uint8), geometry)
+    return write_dataset(root, dict.fromkeys(cases, blank), labels={"background": 0, "x": 1}, channel="US")
 
 
 def test_training_cases_writes_a_grouped_split_and_reads_it_back(tmp_path):

@@ -18,6 +18,7 @@ import monai  # noqa: F401
 import numpy as np
 import pytest
 import torch
+from dataset_folders import write_dataset
 
 from segqc.degrade.targeting import NNQC_BINS
 from segqc.errors import InputError
@@ -35,6 +36,7 @@ nnqc_training = importlib.import_module("segqc.qc.nnqc.train")
 
 def _toy_dataset(root: Path, *, n_cases: int = 3, shape=(40, 40, 8), seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
+    cases = {}
     for i in range(n_cases):
         label = np.zeros(shape, dtype=np.uint8)
         cy, cx = shape[0] / 2 + rng.uniform(-3, 3), shape[1] / 2 + rng.uniform(-3, 3)
@@ -44,12 +46,8 @@ def _toy_dataset(root: Path, *, n_cases: int = 3, shape=(40, 40, 8), seed: int =
             paint_ellipsoid(label[..., k], (cy, cx), (0.5 * r, 0.4 * r), 2)
         image = label.astype(np.float32) * 50 + 20 + rng.normal(0, 5, shape).astype(np.float32)
         geometry = Geometry.from_shape(shape, (1.5, 1.5, 5.0))
-        write_image(root / "imagesTr" / f"toy{i}_0000.nii.gz", image, geometry)
-        write_image(root / "labelsTr" / f"toy{i}.nii.gz", label, geometry)
-    (root / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "MR"}, "labels": {"background": 0, "outer": 1, "inner": 2},
-        "file_ending": ".nii.gz"}))
-    return root
+        cases[f"toy{i}"] = (image, label, geometry)
+    return write_dataset(root, cases, labels={"background": 0, "outer": 1, "inner": 2}, channel="MR")
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from dataset_folders import write_dataset
 
 from segqc.errors import InputError
 from segqc.io.images import Geometry, write_image
@@ -17,15 +18,10 @@ from segqc.training.cases import extra_segmentation_files, training_cases
 
 def _dataset(root, patients: int = 4):
     geometry = Geometry.from_shape((8, 8), (1.0, 1.0))
-    for p in range(patients):
-        case = f"TOY_patient{p:03d}_frame01"
-        label = np.zeros((8, 8), np.uint8)
-        label[2:5, 2:5] = 1
-        write_image(root / "imagesTr" / f"{case}_0000.nii.gz", label.astype(np.float32), geometry)
-        write_image(root / "labelsTr" / f"{case}.nii.gz", label, geometry)
-    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "MR"}, "labels": {"background": 0, "a": 1},
-                                                   "file_ending": ".nii.gz"}))
-    return root
+    label = np.zeros((8, 8), np.uint8)
+    label[2:5, 2:5] = 1
+    cases = {f"TOY_patient{p:03d}_frame01": (label.astype(np.float32), label, geometry) for p in range(patients)}
+    return write_dataset(root, cases, labels={"background": 0, "a": 1}, channel="MR")
 
 
 def test_a_run_on_another_split_is_refused_before_its_split_json_is_replaced(tmp_path):

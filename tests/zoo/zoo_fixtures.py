@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
+from dataset_folders import write_dataset
 
-from segqc.io.images import Geometry, write_image
+from segqc.io.images import Geometry
 from segqc.zoo import ZooConfig
 
 SPACING = (1.5, 1.5, 5.0)
@@ -18,6 +18,7 @@ def make_dataset(root: Path, *, patients: int = 4, frames: int = 2, seed: int = 
     """Images correlated with their labels: a bright square (label 1) holding a brighter core
     (label 2) on a dark noisy background, position and size varying per case and slice."""
     rng = np.random.default_rng(seed)
+    cases = {}
     for p in range(patients):
         for f in range(1, frames + 1):
             case = f"TOY_patient{p:03d}_frame{f:02d}"
@@ -29,12 +30,8 @@ def make_dataset(root: Path, *, patients: int = 4, frames: int = 2, seed: int = 
                 label[x0 + 3:x0 + size - 3, y0 + 3:y0 + size - 3, z] = 2
             image = (0.2 + 0.05 * rng.standard_normal(SHAPE) + 0.4 * (label == 1) + 0.7 * (label == 2)) * 500
             geometry = Geometry.from_shape(SHAPE, SPACING, origin=(10.0, -4.0, 2.0))
-            write_image(root / "imagesTr" / f"{case}_0000.nii.gz", image.astype(np.float32), geometry)
-            write_image(root / "labelsTr" / f"{case}.nii.gz", label, geometry)
-    (root / "dataset.json").write_text(json.dumps({
-        "name": "Toy", "channel_names": {"0": "MRI"}, "labels": {"background": 0, "outer": 1, "core": 2},
-        "file_ending": ".nii.gz"}))
-    return root
+            cases[case] = (image.astype(np.float32), label, geometry)
+    return write_dataset(root, cases, labels={"background": 0, "outer": 1, "core": 2}, channel="MRI", name="Toy")
 
 
 TINY = ZooConfig(size=32, channels=(4, 8), batch_size=8, lr=1e-2, epochs=4, steps_per_epoch=8,
