@@ -173,7 +173,7 @@ def test_image_and_label_on_different_grids_are_rejected(generated):
     ct, mr, label, geometry = arrays["case_a"]
     moved = Geometry(geometry.shape, (0.8, 0.9, 2.5), geometry.origin, geometry.direction)
     write_image(root / "imagesTr" / "case_a_0001.nii.gz", mr, moved)
-    with pytest.raises(InputError, match=r"image spacing .* differs from label map") as info:
+    with pytest.raises(InputError, match=r"case_a_0001.nii.gz: spacing .* differs from label map") as info:
         compute_fingerprint(root)
     assert info.value.path == root / "imagesTr" / "case_a_0001.nii.gz"
     assert "--resample" not in str(info.value)

@@ -121,7 +121,7 @@ def test_image_listing_rejects_missing_channel(tmp_path):
 
 def test_image_listing_rejects_unequal_channel_counts(tmp_path):
     _touch(tmp_path, "a_0000.nii.gz", "a_0001.nii.gz", "b_0000.nii.gz")
-    with pytest.raises(InputError, match="case 'b' has 1 channels but other cases have 2"):
+    with pytest.raises(InputError, match=r"case 'b' has 1 channel\(s\) but 1 other case\(s\) have 2"):
         list_image_files(tmp_path)
 
 

@@ -721,8 +721,9 @@ def reference_volumes(table: pd.DataFrame, *, source: str | Path | None = None,
     """A reference (class, mean_ml, sd_ml, n) from a table that is one already (columns class,
     mean_ml, sd_ml) or from per-case volumes (case, class or organ, volume_ml or ml): mean and sample
     SD per class over the cases where it is present (volume > 0), classes with at least 2 cases.
-    Missing columns, a value that is not a number (an empty cell is no value) and, with ``scheme``,
-    a class name the scheme does not have raise :class:`InputError` naming ``source``."""
+    Missing columns, a value that is not a number (an empty cell is no value), a negative sd_ml
+    and, with ``scheme``, a class name the scheme does not have raise :class:`InputError` naming
+    ``source``."""
     columns = {c.lower(): c for c in table.columns}
     name_column = columns.get("class") or columns.get("organ") or columns.get("label_name")
     if name_column is None:
@@ -746,6 +747,11 @@ def reference_volumes(table: pd.DataFrame, *, source: str | Path | None = None,
 
     if "mean_ml" in columns and "sd_ml" in columns:
         out = pd.DataFrame({"class": names, "mean_ml": numbers("mean_ml"), "sd_ml": numbers("sd_ml")})
+        negative = np.flatnonzero((out["sd_ml"] < 0).to_numpy())
+        if len(negative):
+            row = int(negative[0])
+            raise InputError(f"sd_ml of {names.iloc[row]!r} (row {row + 2}) is negative: {out['sd_ml'].iloc[row]}; a "
+                             "standard deviation is at least 0 (0 or empty: the class is not scored)", source)
         out["n"] = numbers("n") if "n" in columns else np.nan
         return out.reset_index(drop=True)
     volume_column = "volume_ml" if "volume_ml" in columns else "ml" if "ml" in columns else None

@@ -173,12 +173,17 @@ def merge_folders(sources: Sequence[LabelSource], scheme: LabelScheme, out_dir: 
     tasks = []
     single = reference is not None and reference.is_file()  # one reference map for every case
     references = _reference_files(reference) if reference is not None and not single else {}
+    if reference is not None and not single and not references:
+        raise InputError("no reference file (CASE.nii.gz or an image CASE_0000.nii.gz) in this folder", reference)
+    unmatched: dict[str, str] = {}
     for case_name, files in cases.items():
         inputs: dict[str, tuple[Path, ...]] = {f"source{i + 1}": (f,) for i, f in enumerate(files) if f is not None}
         if reference is not None:
             ref = reference if single else references.get(case_name)
-            if ref is not None:
-                inputs["reference"] = (ref,)
+            if ref is None:
+                unmatched[case_name] = f"{reference}: no reference file of case {case_name}"
+                continue
+            inputs["reference"] = (ref,)
         tasks.append(CaseTask(case_name, inputs, payload=files))
     settings = {"format": "segqc-labels-merge", "scheme": scheme.to_dict(), "strategy": strategy,
                 "priority": None if priority is None else list(priority),
@@ -188,6 +193,7 @@ def merge_folders(sources: Sequence[LabelSource], scheme: LabelScheme, out_dir: 
                        out_dir=out)
     report = run_cases(function, tasks, out, settings=settings, jobs=jobs, scheduler=scheduler, progress=progress,
                        description="merge")
+    report.failed.update(unmatched)
     classes = report.table if len(report.table) else pd.DataFrame(
         columns=["case", "class", "value", "source", "claimed", "won", "won_ml"])
     conflicts = report.extra.get("conflicts", pd.DataFrame())

@@ -424,12 +424,17 @@ def label_quality_folder(
     ``quality.csv``, ``quality.md``, ``volumes.csv``, ``jsd.csv``, ``jsd_pairs.csv``,
     ``summary.json`` and (``plots``) ``plots/volumes_<label>_<name>.png`` and
     ``plots/jsd_box.png``. Raises :class:`InputError` when the run cannot start (missing folder, no
-    base label map, no pseudo label of any base case, bad names, unknown ``labels``).
+    base label map, no pseudo label of any base case, a pseudo-label folder that is the base
+    folder, bad names, unknown ``labels``).
     """
     base_dir = Path(base_dir)
     folders = [Path(p) for p in pseudo_dirs]
     if not folders:
         raise InputError("no pseudo-label folder given")
+    for folder in folders:
+        if folder.is_dir() and base_dir.is_dir() and folder.resolve() == base_dir.resolve():
+            raise InputError("is the base folder too; give the base labels and the pseudo labels in different "
+                             "folders", folder)
     datasets = _dataset_names(folders, names)
     MetricSettings(tolerance_mm=tolerance_mm)  # validates the tolerance
     if bins < 1:

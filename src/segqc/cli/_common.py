@@ -4,6 +4,7 @@ one footer for every per-case command."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -99,11 +100,23 @@ def _writable_dir(path: Path) -> Path:
     return path
 
 
-def prepare_output_file(path: Path) -> Path:
-    """Check that ``path`` can be written as a file (not an existing folder; parent writable)."""
+def prepare_output_file(path: Path, *, suffixes: tuple[str, ...] = (), inputs: Iterable[Path] = ()) -> Path:
+    """Check that ``path`` can be written as a file: not an existing folder, a name ending in one of
+    ``suffixes`` (any, when empty; case-insensitive), not one of the command's ``inputs`` (files,
+    or folders it must not lie in; compared after resolving links), parent folders created and
+    writable. One-line :class:`InputError` naming ``path`` otherwise."""
+    from segqc.io.atomic import check_writable_file
+
     path = Path(path)
-    if path.is_dir():
-        raise InputError("is a folder; give the path of the file to write", path)
+    check_writable_file(path)  # not a folder, no parent that is a file
+    if suffixes and not path.name.lower().endswith(suffixes):
+        raise InputError(f"expected a file name ending in {' or '.join(suffixes)}", path)
+    target = os.path.realpath(path)
+    for source in inputs:
+        resolved = os.path.realpath(source)
+        if target == resolved or (os.path.isdir(resolved) and target.startswith(resolved.rstrip(os.sep) + os.sep)):
+            where = "is an input" if target == resolved else f"lies in the input folder {source}"
+            raise InputError(f"{where} of this command; write the output elsewhere", path)
     _writable_dir(path.parent if str(path.parent) else Path("."))
     return path
 

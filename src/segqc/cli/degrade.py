@@ -31,7 +31,7 @@ def degrade_command(
     out_dir: Path = typer.Option(..., "-o", "--out", help="Output folder: labels/, manifest.csv, summary.json."),
     per_case: int = typer.Option(5, "--per-case", "-n",
                                  help="Degraded maps per case (per slice with --slices), spread evenly over the bins."),
-    seed: int = typer.Option(0, "--seed", help="Seed; the same seed gives the same files, whatever --jobs."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed; the same seed gives the same files, whatever --jobs."),
     bins: str = typer.Option(_DEFAULT_BINS, "--bins",
                              help="Dice bin edges e0,e1,...,en: bins from each edge to the next, the last bin closed "
                                   "(default: the nnQC bins)."),
@@ -48,7 +48,7 @@ def degrade_command(
                                        help="Image folder whose geometry must match the labels "
                                             "(default: imagesTr next to labelsTr, if present)."),
     no_image_check: bool = typer.Option(False, "--no-image-check", help="Do not compare image and label geometry."),
-    jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes (0 = one per core)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=0, help="Parallel worker processes (0 = one per core)."),
     scheduler: str | None = typer.Option(None, "--scheduler", help="Dask distributed scheduler address, e.g. tcp://host:8786."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary table."),
 ) -> None:

@@ -82,7 +82,7 @@ def _qc_demo(out_dir: Path, models: list[Path], acdc: Path) -> None:
 
 def demo_command(
     out_dir: Path = typer.Option(Path("demo_out"), "-o", "--out", help="Folder for the generated data and results."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the generated data."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the generated data."),
     models: list[Path] = typer.Option(DEFAULT_MODELS, "--model",
                                       help="QC model(s) for the QC part (repeat; default: the shipped ones)."),
     acdc: Path = typer.Option(DEFAULT_ACDC, "--acdc", help="ACDC dataset folder (imagesTr, labelsTr) for the QC part."),

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from segqc.cli._common import console, prepare_output_dir, print_run_footer, print_warning, user_errors
-from segqc.metrics.registry import DEFAULT_METRICS, METRICS, EmptyPolicy, parse_metric_names
+from segqc.cli._common import (
+    EXIT_BAD_INPUT,
+    console,
+    prepare_output_dir,
+    print_error,
+    print_run_footer,
+    print_warning,
+    user_errors,
+)
+from segqc.execution.run import check_output_outside
+from segqc.metrics.registry import DEFAULT_METRICS, METRICS, EmptyPolicy, EmptyRule, parse_metric_names
 
 
 def _parse_int_list(text: str, option: str) -> tuple[int, ...]:
@@ -19,6 +29,17 @@ def _parse_int_list(text: str, option: str) -> tuple[int, ...]:
     if not values:
         raise ValueError(f"{option} is empty")
     return values
+
+
+def _unread_files(folder: Path, case: str) -> str:
+    """``" (X.npy is not an image format segqc reads: ...)"`` for the files ``CASE.*`` of
+    ``folder`` (which then were not read as the case's file), else ``""``."""
+    from segqc.io.images import IMAGE_EXTENSIONS
+
+    names = sorted(p.name for p in folder.glob(f"{glob.escape(case)}.*") if p.is_file())
+    if not names:
+        return ""
+    return f" ({', '.join(names[:3])}: not an image format segqc reads: {', '.join(IMAGE_EXTENSIONS)})"
 
 
 def parse_regions(specs: list[str]) -> dict[str, tuple[int, ...]]:
@@ -210,12 +231,12 @@ def evaluate_command(
     spacing: str | None = typer.Option(None, "--spacing",
                                        help="Pixel spacing in mm (e.g. 0.5,0.5) of PNG/TIFF files, which carry none; "
                                             "without it distances are in pixels."),
-    empty_both: str = typer.Option("nan", "--empty-both",
+    empty_both: EmptyRule = typer.Option(EmptyRule.NAN, "--empty-both",
                                    help="Result when GT and prediction are both empty: nan, best, worst or inf."),
-    empty_gt: str = typer.Option("worst", "--empty-gt",
+    empty_gt: EmptyRule = typer.Option(EmptyRule.WORST, "--empty-gt",
                                  help="Result when only the GT is empty: nan, best, worst or inf (inf: distances are "
                                       "+inf as MONAI's, bounded metrics their worst)."),
-    empty_pred: str = typer.Option("worst", "--empty-pred",
+    empty_pred: EmptyRule = typer.Option(EmptyRule.WORST, "--empty-pred",
                                    help="Result when only the prediction is empty: nan, best, worst or inf."),
     worst_distance: float = typer.Option(50.0, "--worst-distance",
                                          help="Worst value (mm) of unbounded distance metrics."),
@@ -225,7 +246,7 @@ def evaluate_command(
     soft: bool = typer.Option(False, "--soft",
                               help="PRED and GT hold maps in [0, 1] (probabilities, fractions of raters), not label "
                                    "maps: soft_dice over the thresholds 0.1..0.9 (QUBIQ)."),
-    jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes (0 = one per core)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=0, help="Parallel worker processes (0 = one per core)."),
     scheduler: str | None = typer.Option(None, "--scheduler", help="Dask distributed scheduler address, e.g. tcp://host:8786."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary table."),
 ) -> None:
@@ -240,7 +261,7 @@ def evaluate_command(
     with user_errors():
         pred_dir, gt_dir = _folders(pred_pos, gt_pos, pred, gt)
         names = parse_metric_names(metrics) if not (soft and metrics is None) else ("soft_dice",)
-        policy = EmptyPolicy(both_empty=empty_both, gt_empty=empty_gt, pred_empty=empty_pred,  # type: ignore[arg-type]
+        policy = EmptyPolicy(both_empty=empty_both, gt_empty=empty_gt, pred_empty=empty_pred,
                              worst_distance_mm=worst_distance)
         _check_spacing_applies(spacing, gt_dir, pred_dir)
         prepare_output_dir(out_dir)
@@ -272,7 +293,7 @@ def evaluate_command(
             gt_dir,
             out_dir,
             config=config,
-            labels=_parse_int_list(labels, "--labels") if labels else None,
+            labels=_parse_int_list(labels, "--labels") if labels is not None else None,
             regions=parse_regions(region) if region else None,
             jobs=jobs,
             scheduler=scheduler,
@@ -281,7 +302,8 @@ def evaluate_command(
         )
     assert isinstance(result, FolderEvaluation)
     for case in result.missing_pred:
-        print_warning(f"{case}: no prediction in {pred_dir}; evaluated as an empty prediction")
+        print_warning(f"{case}: no prediction in {pred_dir}{_unread_files(pred_dir, case)}; evaluated as an empty "
+                      "prediction")
     for case in result.extra_pred:
         print_warning(f"{case}: prediction has no ground truth in {gt_dir}; skipped")
     if any("pixel" in unit for unit in result.summary["units"]):
@@ -306,7 +328,7 @@ def evaluate_raters_command(
     labels: str | None = typer.Option(None, "--labels",
                                       help="Foreground label value(s) of raters and samples, e.g. 1 (default: any "
                                            "non-zero value)."),
-    jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes (0 = one per core)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=0, help="Parallel worker processes (0 = one per core)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary table."),
 ) -> None:
     """Evaluate predicted samples and soft maps against several raters per case: GED, Hungarian-matched
@@ -317,11 +339,16 @@ def evaluate_raters_command(
     from segqc.evaluation.raters import evaluate_raters
 
     with user_errors():
-        foreground = _parse_int_list(labels, "--labels") if labels else None
+        foreground = _parse_int_list(labels, "--labels") if labels is not None else None
+        check_output_outside(out_dir, [raters_dir, pred_dir])  # before the folder is made
         prepare_output_dir(out_dir)
         _, summary, report = evaluate_raters(pred_dir, raters_dir, out_dir, foreground=foreground, jobs=jobs,
                                              progress=not quiet)
     code = print_run_footer(report, out_dir=out_dir)
+    if foreground is not None and report.done and len(summary["empty_cases"]) == len(report.done):
+        print_error(f"--labels {labels}: no rater mask and no prediction of any case holds these values; check the "
+                    "label values of the masks")
+        code = EXIT_BAD_INPUT
     if not quiet and summary["metrics"]:
         table = Table(title=f"mean over {summary['n_cases']} case(s)")
         table.add_column("metric")

@@ -9,7 +9,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from segqc.cli._common import console, prepare_output_file, user_errors
+from segqc.cli._common import console, prepare_output_file, print_warning, user_errors
 
 
 def _fmt(values: tuple[float, ...] | list[float], digits: int = 6) -> str:
@@ -60,11 +60,11 @@ def print_fingerprint_summary(fp) -> None:  # fp: DatasetFingerprint
 def fingerprint_command(
     dataset_dir: Path = typer.Argument(..., help="nnU-Net-style folder: imagesTr/, labelsTr/, dataset.json."),
     out: Path = typer.Option(..., "-o", "--out", help="Output JSON file (written atomically)."),
-    jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes (0 = one per core)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=0, help="Parallel worker processes (0 = one per core)."),
     scheduler: str | None = typer.Option(None, "--scheduler", help="Dask distributed scheduler address, e.g. tcp://host:8786."),
     samples_per_case: int = typer.Option(10_000, "--samples",
                                          help="Foreground voxels sampled per case for intensity statistics."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the (deterministic) intensity sampling."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the (deterministic) intensity sampling."),
     max_cases: int | None = typer.Option(None, "--max-cases", help="Only the first N cases (sorted by id)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
@@ -75,12 +75,16 @@ def fingerprint_command(
     from segqc.fingerprint import compute_fingerprint
 
     with user_errors():
-        prepare_output_file(out)
+        prepare_output_file(out, suffixes=(".json",), inputs=[dataset_dir / "dataset.json", dataset_dir / "imagesTr",
+                                                           dataset_dir / "labelsTr"])
         start = time.perf_counter()
         fp = compute_fingerprint(dataset_dir, jobs=jobs, scheduler=scheduler, samples_per_case=samples_per_case,
                                  seed=seed, max_cases=max_cases, progress=not quiet)
         fp.save(out)
         elapsed = time.perf_counter() - start
+    if fp.channels and all(channel.intensity.n_samples == 0 for channel in fp.channels):
+        print_warning("no label map of the dataset holds a foreground voxel: the foreground intensity statistics "
+                      "(used to normalise the images) are undefined (NaN)")
     if not quiet:
         print_fingerprint_summary(fp)
     console.print(f"wrote {out} ({fp.n_cases} cases, {elapsed:.1f} s)")

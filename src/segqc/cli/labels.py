@@ -8,7 +8,14 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from segqc.cli._common import console, prepare_output_dir, print_run_footer, print_warning, user_errors
+from segqc.cli._common import (
+    console,
+    prepare_output_dir,
+    prepare_output_file,
+    print_run_footer,
+    print_warning,
+    user_errors,
+)
 from segqc.cli.labels_check import check_command
 from segqc.cli.labels_quality import quality_command
 
@@ -41,6 +48,11 @@ def scheme_list_command() -> None:
     console.print(table)
 
 
+def _scheme_files(*schemes: str) -> list[Path]:
+    """The arguments among ``schemes`` that are files (the others name shipped schemes)."""
+    return [Path(scheme) for scheme in schemes if Path(scheme).is_file()]
+
+
 @scheme_app.command("show")
 def scheme_show_command(
     scheme: str = typer.Argument(..., help=_SCHEME_HELP),
@@ -53,6 +65,8 @@ def scheme_show_command(
     from segqc.anatomy.scheme import load_scheme
 
     with user_errors():
+        if out is not None:
+            prepare_output_file(out, suffixes=(".csv",), inputs=_scheme_files(scheme))
         loaded = load_scheme(scheme)
         table = loaded.table()
         if out is not None:
@@ -81,6 +95,8 @@ def scheme_diff_command(
     from segqc.anatomy.scheme import load_scheme, scheme_diff
 
     with user_errors():
+        if out is not None:
+            prepare_output_file(out, suffixes=(".csv",), inputs=_scheme_files(old, new))
         a, b = load_scheme(old), load_scheme(new)
         diff = scheme_diff(a, b)
         if out is not None:
@@ -110,6 +126,7 @@ def scheme_export_command(
     from segqc.anatomy.scheme import load_scheme
 
     with user_errors():
+        prepare_output_file(out, suffixes=(".yaml", ".yml", ".json"), inputs=_scheme_files(scheme))
         load_scheme(scheme).save(out)
     console.print(f"wrote {out}")
 
@@ -125,7 +142,7 @@ def map_command(
     source: str | None = typer.Option(None, "--source", help="Without --mapping: the maps' scheme; classes go to "
                                                              "the class of the same name (or parent group) in --to."),
     to: str | None = typer.Option(None, "--to", help="Without --mapping: the target scheme."),
-    jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes (0 = one per core)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=0, help="Parallel worker processes (0 = one per core)."),
     scheduler: str | None = typer.Option(None, "--scheduler", help="Dask scheduler address, e.g. tcp://host:8786."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -179,7 +196,7 @@ def merge_command(
                                           help="Grid of the merged map: an image/label file or a folder with one per "
                                                "case (default: the first source's map)."),
     case: str | None = typer.Option(None, "--case", help="Case id when the sources are single files."),
-    jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes (0 = one per core)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=0, help="Parallel worker processes (0 = one per core)."),
     scheduler: str | None = typer.Option(None, "--scheduler", help="Dask scheduler address, e.g. tcp://host:8786."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table."),
 ) -> None:
@@ -243,7 +260,7 @@ def rules_command(
     scheme: str | None = typer.Option(None, "--scheme", help="Scheme of the maps (default: the rules' own)."),
     metadata: Path | None = typer.Option(None, "--metadata", help="CSV with a 'case' column and e.g. 'sex' (M/F) "
                                                                   "for the sex rule."),
-    jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes (0 = one per core)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=0, help="Parallel worker processes (0 = one per core)."),
     scheduler: str | None = typer.Option(None, "--scheduler", help="Dask scheduler address, e.g. tcp://host:8786."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table."),
 ) -> None:

@@ -42,7 +42,7 @@ def quality_command(
                                       help="Only these base labels, e.g. 1,2,3 (default: dataset.json, else every "
                                            "value present in the base maps)."),
     bins: int = typer.Option(20, "--bins", help="Equal-width bins per organ of the volume histograms (JSD)."),
-    jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes (0 = one per core)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=0, help="Parallel worker processes (0 = one per core)."),
     scheduler: str | None = typer.Option(None, "--scheduler",
                                          help="Dask distributed scheduler address, e.g. tcp://host:8786."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table."),

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from segqc.cli._common import console, print_warning, user_errors
+from segqc.cli._common import console, prepare_output_file, print_warning, user_errors
 
 
 class _OpenByDefault(TyperGroup):
@@ -86,7 +86,7 @@ def open_command(
 @app.command("export")
 def export_command(
     db: Path = typer.Argument(..., help="Review database (review.sqlite)."),
-    output: Path = typer.Option(..., "-o", "--output", help="CSV file, or JSON when the name ends in .json."),
+    output: Path = typer.Option(..., "-o", "--output", help="File to write: .csv (CSV) or .json (JSON records)."),
     history: bool = typer.Option(False, "--history", help="Every decision ever taken, not only the latest per "
                                                           "case, class and rater."),
 ) -> None:
@@ -98,6 +98,7 @@ def export_command(
     from segqc.review.store import DecisionStore, export_decisions, rater_agreement
 
     with user_errors(interrupted="interrupted; nothing was written"):
+        prepare_output_file(output, suffixes=(".csv", ".json"), inputs=[db])
         table = export_decisions(DecisionStore(db, readonly=True), output, history=history)
         console.print(f"wrote {len(table)} decision(s) of {table['rater'].nunique()} rater(s) to {output}")
         if history:

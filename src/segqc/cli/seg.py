@@ -24,12 +24,12 @@ def train_command(
                                                       "OUT/model."),
     config: str = typer.Option("small", "--config",
                                help="Preset (tiny: tests, small: CPU, paper: GPU; any case) or a JSON config file."),
-    seed: int = typer.Option(0, "--seed", help="Seed of everything random."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of everything random."),
     split: Path | None = SPLIT_OPTION,
     holdout_fraction: float = HOLDOUT_OPTION,
     group_by: str | None = GROUP_BY_OPTION,
     set_fields: list[str] = typer.Option([], "--set", help="Override a config field, KEY=VALUE (repeatable)."),
-    jobs: int = typer.Option(1, "--jobs", "-j", help="Processes for reading and slicing the training data."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=0, help="Processes for reading and slicing the training data."),
     device: str = typer.Option("auto", "--device", help="Where to train: cpu, cuda, cuda:1 or auto."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars (log lines only)."),
 ) -> None:
@@ -62,8 +62,8 @@ def predict_command(
     samples: int | None = typer.Option(None, "--samples", help="Samples per slice (default: the model's)."),
     steps: int | None = typer.Option(None, "--steps", help="DDIM steps (default: the model's; a consensus model "
                                                              "that samples ancestrally switches to DDIM with these)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the sampler (same seed, same files)."),
-    jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes on the CPU (0 = one per core)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the sampler (same seed, same files)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=0, help="Parallel worker processes on the CPU (0 = one per core)."),
     device: str = typer.Option("cpu", "--device", help="Where the model samples: cpu, cuda, cuda:1 or auto."),
     save: list[str] = typer.Option([], "--save", help="Also write: probabilities (mean per class), std (per class, "
                                    "over the samples), samples (every sample's label map), levels (consensus "

@@ -36,7 +36,7 @@ def train_command(
     config: str = typer.Option("small", "--config", "-c",
                                help="Preset ('small': 2 CPU cores, minutes; 'paper': a GPU) or a JSON file."),
     seed: int | None = typer.Option(
-        None, "--seed", help="Seed of the split, weights, batches and augmentation (default: the config's, 0)."
+        None, "--seed", min=0, help="Seed of the split, weights, batches and augmentation (default: the config's, 0)."
     ),
     epochs: int | None = typer.Option(
         None, "--epochs", help="Epochs to train (default: the config's); raise it to continue a finished zoo."
@@ -45,7 +45,7 @@ def train_command(
                                          help="Share of patients held out (default: the config's, 0.25)."),
     device: str = typer.Option("auto", "--device", help="'auto' (CUDA if available), 'cpu' or 'cuda:N'."),
     threads: int = typer.Option(2, "--threads", help="torch CPU threads."),
-    jobs: int = typer.Option(1, "--jobs", "-j",
+    jobs: int = typer.Option(1, "--jobs", "-j", min=0,
                              help="Processes for fingerprinting and preprocessing (0 = one per core)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or per-epoch lines."),
 ) -> None:
@@ -107,10 +107,10 @@ def predict_command(
                                    "`segqc qc train nnqc --extra-segs`), 'all', or comma-separated case ids."),
     images: Path | None = typer.Option(None, "--images", help="Image folder (default: DATASET_DIR/imagesTr)."),
     labels: Path | None = typer.Option(None, "--labels", help="Ground-truth folder (default: DATASET_DIR/labelsTr)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the noise."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the noise."),
     tolerance: float = typer.Option(1.0, "--tolerance", help="NSD tolerance in mm for the manifest."),
     device: str = typer.Option("cpu", "--device", help="'cpu', 'auto' or 'cuda:N'."),
-    jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes (0 = one per core)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=0, help="Parallel worker processes (0 = one per core)."),
     scheduler: str | None = typer.Option(None, "--scheduler", help="Dask distributed scheduler address, e.g. tcp://host:8786."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary table."),
 ) -> None:

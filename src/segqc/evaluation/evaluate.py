@@ -484,7 +484,11 @@ def evaluate_case(task: CaseTask, config: EvaluationConfig) -> CaseResult:
         if config.resample and not pred.geometry.same_grid(gt.geometry):
             if pred.geometry.ndim != gt.geometry.ndim:
                 check_same_geometry(pred.geometry, gt.geometry, pred_path=pred_path, gt_path=gt_path)
+            had_foreground = bool(pred.array.any())
             pred = resample_nearest(pred, gt.geometry)
+            if had_foreground and not pred.array.any():
+                warnings.append(f"{task.case}: none of the prediction's foreground lies on the ground-truth grid after "
+                                f"resampling (do the two grids overlap?); evaluated as an empty prediction")
         else:
             check_same_geometry(pred.geometry, gt.geometry, pred_path=pred_path, gt_path=gt_path)
         pred_array = pred.array
@@ -553,6 +557,31 @@ def _check_names_against_labels(config: EvaluationConfig) -> None:
         if key not in keys:
             raise ValueError(f"class tolerance {key}: no class value, class name or region of that name "
                              f"(classes: {', '.join(f'{v}={n}' for v, n in label_set.names.items())})")
+
+
+def _one_sided_labels(table: pd.DataFrame) -> list[str]:
+    """A warning when, with the classes taken from the maps, some label values occur only in the
+    predictions and others only in the ground truths: the two folders likely store one class
+    under different values (e.g. masks saved as 0/255 against 0/1)."""
+    if not len(table):
+        return []
+    tagged = table[table["empty"].astype(str) != ""]  # counts and volumes carry no tag
+    # the empty-mask situation of each (class, case); untagged: both maps hold the class
+    situation = {(str(label), case): str(tag).partition(":")[0]
+                 for label, case, tag in zip(tagged["label"], tagged["case"], tagged["empty"], strict=True)}
+    cases = table.groupby(table["label"].astype(str))["case"].unique()
+    only_pred, only_gt = [], []
+    for label, label_cases in cases.items():
+        seen = [situation.get((label, case), "") for case in label_cases]
+        if "gt_empty" in seen and set(seen) <= {"gt_empty", "both_empty"}:
+            only_pred.append(str(label))
+        if "pred_empty" in seen and set(seen) <= {"pred_empty", "both_empty"}:
+            only_gt.append(str(label))
+    if not (only_pred and only_gt):
+        return []
+    return [f"label value(s) {', '.join(only_pred)} occur only in the predictions and {', '.join(only_gt)} only in the "
+            "ground truths: do both folders store the classes under the same values (e.g. not 0/255 against 0/1)? "
+            "Give --labels or a dataset.json to say which classes to expect"]
 
 
 def _unused_class_tolerances(config: EvaluationConfig, table: pd.DataFrame) -> list[str]:
@@ -679,6 +708,8 @@ def evaluate_folder(
             notes.append(f"{len(rowless)} case(s) have no class in either map and no class list (dataset.json or "
                          f"labels) says which to expect, so they have no rows ({shown}); give the labels to score "
                          "them by the empty-mask rules")
+    if not config.label_set.known:
+        notes += _one_sided_labels(table)
     warnings = notes + report.warnings
     units = sorted(set(table["unit"]) - {"1", "voxels", "count"}) if len(table) else []
     summary = {

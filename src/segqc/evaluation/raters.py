@@ -36,9 +36,10 @@ import pandas as pd
 
 from segqc.errors import InputError
 from segqc.execution import CaseResult, CaseTask, RunReport, run_cases
+from segqc.execution.run import check_output_outside
 from segqc.io.atomic import write_csv_atomic, write_json_atomic
 from segqc.io.images import IMAGE_EXTENSIONS, Geometry, Image, geometry_differences, read_image, read_label_map
-from segqc.io.raters import RaterCase, find_rater_cases, foreground_mask, read_rater_grid
+from segqc.io.raters import RaterCase, foreground_mask, read_rater_grid, scan_rater_cases
 from segqc.metrics.distribution import consensus_maps, distribution_scores
 from segqc.metrics.soft import soft_dice
 
@@ -97,6 +98,10 @@ def _check_grid(image: Image, grid: Geometry, rater: Path, what: str) -> None:
     raise InputError(f"{what} {mine} {verb} from the rater masks' ({rater.name}: {theirs})", image.path)
 
 
+EMPTY_CASE = "no rater mask and no prediction marks a voxel"
+"""The case warning of a case where every rater and every prediction is empty."""
+
+
 def _masks(paths: Sequence[Path], foreground: Sequence[int] | None, grid: Geometry, rater: Path) -> np.ndarray:
     out = []
     for path in paths:
@@ -134,7 +139,11 @@ def rater_case_scores(task: CaseTask, *, foreground: Sequence[int] | None = None
     values["dice_majority"] = 1.0 if total == 0 else 2.0 * int((majority & binary).sum()) / total
     rows = [{"case": case.case, "metric": name, "value": value, "empty": tags.get(name, ""),
              "n_samples": len(samples), "n_raters": len(raters)} for name, value in values.items()]
-    return CaseResult(table=pd.DataFrame(rows, columns=COLUMNS))
+    warnings = []
+    if not raters.any() and not samples.any() and not soft.any():
+        marked = "any non-zero label" if foreground is None else f"label(s) {', '.join(map(str, foreground))}"
+        warnings.append(f"{case.case}: {EMPTY_CASE} ({marked}); scored as agreement on an empty mask")
+    return CaseResult(table=pd.DataFrame(rows, columns=COLUMNS), warnings=warnings)
 
 
 def _summary(table: pd.DataFrame) -> dict[str, Any]:
@@ -157,18 +166,25 @@ def evaluate_raters(pred_dir: str | Path, raters_dir: str | Path, out_dir: str |
     pred = Path(pred_dir)
     if not pred.is_dir():
         raise InputError("prediction folder not found", pred)
+    if foreground is not None and (not foreground or min(foreground) <= 0):
+        raise ValueError(f"foreground labels must be positive (0 is the background), got {list(foreground)}")
+    if out_dir is not None:
+        check_output_outside(Path(out_dir), [Path(raters_dir), pred])
     label = foreground[0] if foreground is not None and len(foreground) == 1 else (None if foreground else 1)
-    tasks, failed = [], {}
-    for case in find_rater_cases(raters_dir, cases):
+    found, failed = scan_rater_cases(raters_dir, cases)
+    tasks = []
+    for case in found:
         try:
             inputs = prediction_files(pred, case.case, label)
         except InputError as error:
             failed[case.case] = str(error)
             continue
         tasks.append(CaseTask(case.case, {"raters": case.raters, **inputs}, payload=case))
+    if not found:
+        raise InputError(f"no valid case folder: {next(iter(failed.values()))}", raters_dir)
     if not tasks:
-        first = next(iter(failed))
-        raise InputError(f"no prediction matches any of the {len(failed)} case(s) of {raters_dir} (e.g. case "
+        first = found[0].case
+        raise InputError(f"no prediction matches any of the {len(found)} case(s) of {raters_dir} (e.g. case "
                          f"{first}: no {first}.* and no samples/{first}_00.*)", pred)
     settings = {"format": "segqc-evaluate-raters", "rows": 2,  # 2: the empty column
                 "foreground": None if foreground is None else list(foreground)}
@@ -176,8 +192,9 @@ def evaluate_raters(pred_dir: str | Path, raters_dir: str | Path, out_dir: str |
                        jobs=jobs, progress=progress, description="evaluate raters")
     report.failed.update(failed)
     table = report.table if len(report.table) else pd.DataFrame(columns=COLUMNS)
+    empty = sorted(w.partition(": ")[0] for w in report.warnings if EMPTY_CASE in w)
     summary = {"format": "segqc-evaluate-raters-summary", "n_cases": int(table["case"].nunique()),
-               "metrics": _summary(table), "failed": dict(report.failed)}
+               "metrics": _summary(table), "failed": dict(report.failed), "empty_cases": empty}
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

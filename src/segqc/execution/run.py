@@ -246,6 +246,17 @@ def check_output_apart(out: Path, tasks: Sequence[CaseTask]) -> None:
                              "another folder", out)
 
 
+def check_output_outside(out: Path, folders: Sequence[Path]) -> None:
+    """:class:`InputError` naming ``out`` when it is one of ``folders`` or lies inside one: input
+    folders whose sub-folders a run reads (e.g. one folder per case), so that the run's own
+    ``cases/`` would be read as input next time. Compared after resolving links."""
+    target = os.path.realpath(out)
+    for folder in folders:
+        resolved = os.path.realpath(folder)
+        if target == resolved or target.startswith(resolved.rstrip(os.sep) + os.sep):
+            raise InputError(f"lies in the input folder {folder}; write the output into another folder", out)
+
+
 def _run_cases(function: Callable[[CaseTask], CaseResult], tasks: Sequence[CaseTask], out: Path | None, *,
                settings: Any, extra_digest: str, jobs: int, scheduler: Any, progress: bool,
                description: str) -> RunReport:

@@ -504,10 +504,9 @@ def _check_grid(image_geometry, label_geometry, image_path: Path, label_path: Pa
     """InputError naming the image file unless image and label map share one voxel grid."""
     try:
         check_same_geometry(image_geometry, label_geometry, pred_path=image_path,
-                            gt_path=label_path, origin_atol_mm=ORIGIN_ATOL_MM)
+                            gt_path=label_path, origin_atol_mm=ORIGIN_ATOL_MM, roles=("image", "label map"))
     except GeometryMismatchError as exc:
-        problem = exc.problem.replace("ground truth", "label map")
-        raise InputError(f"image {problem}; an image and its label map must share one voxel grid",
+        raise InputError(f"{exc.problem}; an image and its label map must share one voxel grid",
                          image_path) from None
 
 

@@ -570,10 +570,9 @@ def _same_grid(geometry: Geometry, reference: Geometry, path: Path | None,
 
     try:
         check_same_geometry(geometry, reference, pred_path=path, gt_path=reference_path,
-                            origin_atol_mm=0.01)
+                            origin_atol_mm=0.01, roles=("file", "image"))
     except GeometryMismatchError as exc:
-        problem = exc.problem.replace("ground truth", "image")
-        raise InputError(f"{problem}; a case's files must share one voxel grid", path) from None
+        raise InputError(f"{exc.problem}; a case's files must share one voxel grid", path) from None
 
 
 def _channel_list(images: np.ndarray | Sequence[np.ndarray], geometry: Geometry

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -328,7 +329,6 @@ def list_image_files(
                 folder,
             )
         channels[idx] = item
-    n_channels = None
     result: dict[str, list[Path]] = {}
     for case in sorted(cases):
         indices = sorted(cases[case])
@@ -338,14 +338,13 @@ def list_image_files(
                 f"_0000 to _{len(indices) - 1:04d} without gaps",
                 folder,
             )
-        if n_channels is None:
-            n_channels = len(indices)
-        elif len(indices) != n_channels:
-            raise InputError(
-                f"case '{case}' has {len(indices)} channels but other cases have {n_channels}",
-                folder,
-            )
         result[case] = [cases[case][i] for i in indices]
+    counts = Counter(len(files) for files in result.values())
+    if len(counts) > 1:  # name a case of a minority count (the majority is most likely right)
+        usual, n_usual = counts.most_common(1)[0]
+        odd = next(case for case, files in result.items() if len(files) != usual)
+        raise InputError(f"case '{odd}' has {len(result[odd])} channel(s) but {n_usual} other case(s) have {usual}",
+                         folder)
     return result
 
 

@@ -987,6 +987,7 @@ def check_same_geometry(
     spacing_rtol: float = 1e-3,
     direction_atol: float = 1e-3,
     origin_atol_mm: float | None = None,
+    roles: tuple[str, str] = ("prediction", "ground truth"),
 ) -> None:
     """Raise :class:`GeometryMismatchError` unless ``pred`` and ``gt`` share a voxel grid.
 
@@ -997,6 +998,7 @@ def check_same_geometry(
     error's one-line message names the prediction file and lists what differs with both values;
     its ``differences`` attribute holds the same as :class:`GeometryDifference` records. The
     message suggests no remedy: callers add hints (e.g. a resampling option) themselves.
+    ``roles``: what the message calls the two files (e.g. ``("image", "label map")``).
     """
     diffs = geometry_differences(
         pred, gt, spacing_rtol=spacing_rtol, direction_atol=direction_atol,
@@ -1005,10 +1007,11 @@ def check_same_geometry(
     if not diffs:
         return
     pred_name = str(pred_path) if pred_path is not None else None
-    gt_ref = f"ground truth {gt_path}" if gt_path is not None else "ground truth"
+    mine, theirs = roles
+    gt_ref = f"{theirs} {gt_path}" if gt_path is not None else theirs
     if diffs[0].what == "dimension":
         message = (
-            f"{pred.ndim}D prediction cannot be compared with {gt.ndim}D {gt_ref} "
+            f"{pred.ndim}D {mine} cannot be compared with {gt.ndim}D {gt_ref} "
             f"(shapes {pred.shape} and {gt.shape})"
         )
         raise GeometryMismatchError(message, pred_name, diffs)
@@ -1022,7 +1025,7 @@ def check_same_geometry(
             + ", ".join(f"{d.what} {d.gt}" for d in diffs)
         )
     if pred_name is None:
-        message = "prediction " + message
+        message = f"{mine} " + message
     raise GeometryMismatchError(message, pred_name, diffs)
 
 

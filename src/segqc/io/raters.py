@@ -28,7 +28,7 @@ from segqc.errors import InputError
 from segqc.io.images import IMAGE_EXTENSIONS, Geometry, read_label_map
 
 __all__ = ["RaterCase", "case_folder_images", "find_rater_cases", "foreground_mask", "is_rater_folder",
-           "read_rater_grid", "read_rater_masks"]
+           "read_rater_grid", "read_rater_masks", "scan_rater_cases"]
 
 _RATER = re.compile(r"^rater_(.+)$")
 _IMAGE = re.compile(r"^image(_\d{4})?$")
@@ -98,8 +98,8 @@ def _case(folder: Path) -> RaterCase:
     return RaterCase(folder.name, folder, tuple(images[k] for k in sorted(images)), tuple(paths), tuple(names))
 
 
-def find_rater_cases(root: str | Path, cases: Sequence[str] | None = None) -> list[RaterCase]:
-    """Every case folder of ``root`` (sorted by name; hidden folders skipped), or only ``cases``."""
+def _wanted_folders(root: str | Path, cases: Sequence[str] | None) -> list[Path]:
+    """The case folders of ``root`` (sorted by name; hidden folders skipped), or only ``cases``."""
     root = Path(root)
     if not root.is_dir():
         raise InputError("multi-rater folder not found", root)
@@ -112,7 +112,26 @@ def find_rater_cases(root: str | Path, cases: Sequence[str] | None = None) -> li
         folders = [p for p in folders if p.name in wanted]
     if not folders:
         raise InputError("no case folders (CASE/rater_1.nii.gz, ...) in this folder", root)
-    return [_case(folder) for folder in folders]
+    return folders
+
+
+def find_rater_cases(root: str | Path, cases: Sequence[str] | None = None) -> list[RaterCase]:
+    """Every case folder of ``root`` (sorted by name; hidden folders skipped), or only ``cases``;
+    the first folder that is not a valid case (no raters, a rater number missing) is an
+    :class:`InputError`."""
+    return [_case(folder) for folder in _wanted_folders(root, cases)]
+
+
+def scan_rater_cases(root: str | Path, cases: Sequence[str] | None = None) -> tuple[list[RaterCase], dict[str, str]]:
+    """As :func:`find_rater_cases`, but a folder that is not a valid case does not stop the scan:
+    returns (the valid cases, case folder name -> one line saying what is wrong with it)."""
+    found, invalid = [], {}
+    for folder in _wanted_folders(root, cases):
+        try:
+            found.append(_case(folder))
+        except InputError as error:
+            invalid[folder.name] = str(error)
+    return found, invalid
 
 
 def is_rater_folder(root: str | Path) -> bool:

@@ -58,7 +58,12 @@ class EmptyPolicy:
 
     def __post_init__(self) -> None:
         for situation in EMPTY_SITUATIONS:
-            object.__setattr__(self, situation, EmptyRule(getattr(self, situation)))
+            value = getattr(self, situation)
+            try:
+                object.__setattr__(self, situation, EmptyRule(value))
+            except ValueError:
+                choices = ", ".join(rule.value for rule in EmptyRule)
+                raise ValueError(f"{situation}: {value!r} is not one of {choices}") from None
         if not (self.worst_distance_mm > 0 and math.isfinite(self.worst_distance_mm)):
             raise ValueError(f"worst_distance_mm must be positive and finite, got {self.worst_distance_mm}")
 
@@ -313,9 +318,11 @@ def check_metric_names(metrics: str | Iterable[str], supported: Sequence[str], w
 def parse_metric_names(text: str | None) -> tuple[str, ...]:
     """Parse a comma-separated metric list (``None`` -> defaults) and validate every name
     (``cc_<metric>`` names the per-component variant of a metric of :data:`COMPONENT_METRICS`)."""
-    if text is None or not text.strip():
+    if text is None:
         return DEFAULT_METRICS
     names = tuple(dict.fromkeys(n.strip().lower() for n in text.split(",") if n.strip()))
+    if not names:
+        raise ValueError(f"the metric list {text!r} names no metric; known: {', '.join(METRICS)}")
     unknown = [n for n in names if n not in METRICS
                and not (n.startswith("cc_") and n[3:] in COMPONENT_METRICS)]
     if unknown:

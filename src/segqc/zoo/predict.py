@@ -369,10 +369,9 @@ def _predict_case(task: CaseTask, setup: _Setup) -> CaseResult:
     geometry = case.transform.original_geometry
     try:
         check_same_geometry(geometry, gt_image.geometry, pred_path=image_paths[0], gt_path=label_path,
-                            origin_atol_mm=0.01)
+                            origin_atol_mm=0.01, roles=("image", "label map"))
     except GeometryMismatchError as exc:
-        problem = exc.problem.replace("ground truth", "label map")
-        raise InputError(f"image {problem}; an image and its label map must share one voxel grid",
+        raise InputError(f"{exc.problem}; an image and its label map must share one voxel grid",
                          image_paths[0]) from None
     gt = gt_image.array
     unknown = sorted(set(np.unique(gt).tolist()) - set(setup.classes))
