@@ -64,3 +64,15 @@ class GeometryMismatchError(InputError):
 
     def __reduce__(self):
         return (self.__class__, (self.problem, self.path, self.differences))
+
+
+def parse_problem(error: Exception) -> str:
+    """One line saying why a YAML or JSON text could not be parsed: the parser's first line, and
+    for YAML the line and column of the problem (1-based), which its first line leaves out."""
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else type(error).__name__
+    mark = getattr(error, "problem_mark", None)
+    if mark is not None:
+        problem = getattr(error, "problem", None)
+        first = f"{problem or first} (line {mark.line + 1}, column {mark.column + 1})"
+    return first

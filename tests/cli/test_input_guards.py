@@ -267,3 +267,11 @@ def test_a_case_with_an_extra_channel_is_the_one_named(tmp_path):
     _write(dataset / "labelsTr" / "c2.nii.gz", _block())
     line = one_error_line(runner.invoke(app, ["fingerprint", str(dataset), "-o", str(tmp_path / "fp.json")]))
     assert "case 'c0' has 2 channel(s) but 2 other case(s) have 1" in line
+
+
+def test_a_broken_yaml_file_is_named_with_the_line_and_column_of_the_problem(tmp_path):
+    bad = tmp_path / "scheme.yaml"
+    bad.write_text("name: x\nclasses:\n  - {name: a, value: 1\n")
+    line = one_error_line(runner.invoke(app, ["labels", "scheme", "show", str(bad)]))
+    assert line.startswith(f"error: {bad}: cannot read the label scheme: expected ',' or '}}'")
+    assert line.endswith("(line 4, column 1)")

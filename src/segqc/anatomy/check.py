@@ -66,7 +66,7 @@ from segqc.anatomy.rules import check_steps
 from segqc.anatomy.scheme import LabelScheme
 from segqc.anatomy.space import axis_coordinate, centroid_mm, fit_midsagittal_plane, index_to_mm
 from segqc.config import ConfigBase, register_presets
-from segqc.errors import InputError
+from segqc.errors import InputError, parse_problem
 from segqc.execution import CaseResult, CaseTask, RunReport, run_cases
 from segqc.io.atomic import write_csv_atomic, write_json_atomic
 from segqc.io.datasets import case_id, list_image_files, list_label_files
@@ -222,7 +222,7 @@ def load_anatomy_tables(spec: str | Path = "dap_total") -> AnatomyTables:
     try:
         data = yaml.safe_load(raw)
     except yaml.YAMLError as error:
-        raise InputError(f"cannot read the rule preset: {str(error).splitlines()[0]}", source) from None
+        raise InputError(f"cannot read the rule preset: {parse_problem(error)}", source) from None
     steps = data.get("steps") if isinstance(data, Mapping) else None
     if not isinstance(steps, list):
         raise InputError("a rule preset needs a 'steps' list", source)

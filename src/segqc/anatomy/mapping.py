@@ -40,7 +40,7 @@ import pandas as pd
 import yaml
 
 from segqc.anatomy.scheme import LabelScheme, label_dtype, load_scheme, lookup
-from segqc.errors import InputError
+from segqc.errors import InputError, parse_problem
 from segqc.metrics.counts import value_counts
 
 __all__ = ["UNMAPPED_POLICIES", "LabelMapping", "load_mapping", "mapping_by_name", "mapping_into"]
@@ -212,7 +212,7 @@ def load_mapping(path: str | Path) -> LabelMapping:
         raw = path.read_text()
         data: Any = yaml.safe_load(raw) if path.suffix.lower() in (".yaml", ".yml") else json.loads(raw)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as error:
-        raise InputError(f"cannot read the mapping: {str(error).splitlines()[0]}", path) from None
+        raise InputError(f"cannot read the mapping: {parse_problem(error)}", path) from None
     if not isinstance(data, Mapping) or "source" not in data or "target" not in data:
         raise InputError("a mapping needs 'source' and 'target' schemes", path)
     unknown = set(data) - {"source", "target", "map", "unmapped", "regions"}

@@ -57,7 +57,7 @@ import yaml
 from segqc.anatomy.regions import check_region_spec, parse_regions, region_limits
 from segqc.anatomy.scheme import LabelScheme, load_scheme
 from segqc.anatomy.space import centroid_mm, fit_midsagittal_plane, index_centroid, index_to_mm
-from segqc.errors import InputError
+from segqc.errors import InputError, parse_problem
 from segqc.io.images import Geometry
 from segqc.metrics.counts import chunked_bincount
 from segqc.metrics.masks import find_values, label_boxes, union_box
@@ -96,7 +96,7 @@ def load_rules(spec: str | Path, *, scheme: LabelScheme | None = None) -> RuleSe
     try:
         data = yaml.safe_load(raw)
     except yaml.YAMLError as error:
-        raise InputError(f"cannot read the rules: {str(error).splitlines()[0]}", source) from None
+        raise InputError(f"cannot read the rules: {parse_problem(error)}", source) from None
     if not isinstance(data, Mapping) or not isinstance(data.get("steps"), list):
         raise InputError("a rules file needs a 'steps' list", source)
     if scheme is None:

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from segqc.errors import InputError
+from segqc.errors import InputError, parse_problem
 from segqc.metrics.counts import DENSE_LIMIT, value_counts
 
 __all__ = ["MAX_LABEL_VALUE", "SHIPPED_SCHEMES", "LabelClass", "LabelScheme", "label_dtype", "load_scheme",
@@ -268,7 +268,7 @@ def load_scheme(spec: str | Path) -> LabelScheme:
         raw = path.read_text()
         data = yaml.safe_load(raw) if path.suffix.lower() in (".yaml", ".yml") else json.loads(raw)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as error:
-        raise InputError(f"cannot read the label scheme: {_first_line(error)}", path) from None
+        raise InputError(f"cannot read the label scheme: {parse_problem(error)}", path) from None
     if isinstance(data, Mapping) and "classes" not in data and isinstance(data.get("labels"), Mapping):
         return _scheme_from_dataset_json(data, path)
     return LabelScheme.from_dict(data, source=path)
@@ -396,10 +396,6 @@ def _default_colour(value: int) -> tuple[int, int, int]:
     hue = (value * 0.618033988749895) % 1.0
     r, g, b = colorsys.hsv_to_rgb(hue, 0.65, 0.9 if value % 2 else 0.75)
     return round(r * 255), round(g * 255), round(b * 255)
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def class_names(scheme: LabelScheme, values: Iterable[int]) -> list[str]:
