@@ -472,8 +472,12 @@ _KILLED_HALF_WAY = textwrap.dedent("""
     from segqc.execution import CaseTask, run_cases
 
     def killed(task, out):
-        from segqc.io.atomic import write_text_atomic
+        from segqc.io.atomic import atomic_path, write_text_atomic
         write_text_atomic(out / "map" / f"{task.case}_old.txt", "written before the kill")
+        if len(sys.argv) > 4:  # killed in the middle of an atomic write
+            with atomic_path(out / "map" / f"{task.case}_big.txt") as tmp:
+                tmp.write_text("half of it")
+                os.kill(os.getpid(), signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)
 
     if __name__ == "__main__":
@@ -501,3 +505,52 @@ def test_the_files_of_a_case_killed_half_way_are_removed_by_the_rerun(tmp_path):
     assert report.done == ["a"]
     assert sorted(p.name for p in (out / "map").iterdir()) == ["a_x.txt"]
     assert [w for w in report.warnings if "map/a_old.txt" in w], report.warnings
+
+
+def test_a_terminated_pool_leaves_no_manager_thread_for_the_exit_hook():
+    """Ctrl-C during a parallel run once ended with "OSError: [Errno 9] Bad file descriptor" from
+    concurrent.futures' exit hook, which woke the manager thread of the terminated pool while that
+    thread closed its pipe: termination must wait until the thread has ended and closed it."""
+    import concurrent.futures.process as cf_process
+    import multiprocessing
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+
+    from segqc.execution.pool import _terminate
+
+    for _ in range(3):
+        pool = ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("fork"))
+        for _ in range(4):
+            pool.submit(time.sleep, 30)
+        time.sleep(0.2)  # the workers have started their sleeps
+        manager = pool._executor_manager_thread
+        assert manager is not None
+        wakeup = cf_process._threads_wakeups[manager]
+        _terminate(pool)
+        assert not manager.is_alive() and wakeup._closed
+
+
+def test_the_temporary_files_of_a_write_killed_half_way_are_removed_by_the_rerun(tmp_path):
+    """kill -9 in the middle of an atomic write left its `.tmp-<token>-NAME` file (an empty or
+    truncated image, which tools other than segqc would read) in the output folder for good."""
+    from segqc.execution import CaseTask, run_cases
+
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    (inputs / "a.txt").write_text("x")
+    script = tmp_path / "killed.py"
+    script.write_text(_KILLED_HALF_WAY)
+    process = subprocess.run([sys.executable, str(script), str(inputs), str(out), str(Path(__file__).parent),
+                              "mid-write"], capture_output=True, text=True, timeout=120)
+    assert process.returncode == -signal.SIGKILL, process.stderr
+    left = [p.name for p in (out / "map").glob(".tmp-*")]
+    assert len(left) == 1 and left[0].endswith("-a_big.txt")
+    (out / "cases" / ".tmp-0a1b2c3d-a.parquet").write_bytes(b"")  # a store part killed while saved
+    strangers = [out / "map" / ".tmp-notes.txt", out / "map" / ".tmp-00aa-other.txt"]  # not of this run's writes
+    for path in strangers:
+        path.write_text("not ours")
+    report = run_cases(partial(_write_then_fail, out=out), [CaseTask("a", {"text": (inputs / "a.txt",)})], out,
+                       settings={})
+    assert report.done == ["a"]
+    assert sorted(p.name for p in (out / "map").iterdir()) == [".tmp-00aa-other.txt", ".tmp-notes.txt", "a_x.txt"]
+    assert not list((out / "cases").glob(".tmp-*"))

@@ -154,3 +154,20 @@ def test_two_segqc_processes_exclude_each_other(tmp_path):
     finally:
         os.kill(first.pid, signal.SIGKILL)
         first.wait()
+
+
+def test_a_training_stage_removes_what_a_save_killed_half_way_left(tmp_path):
+    """kill -9 while a checkpoint was saved left `.tmp-<token>-NAME` (megabytes of a half weights
+    file) in the stage folder for good; the next run of the stage holds the lock and removes it."""
+    torch = pytest.importorskip("torch")
+    from segqc.training.stages import Stage, run_stage
+
+    layer = torch.nn.Linear(2, 1)
+    stage = Stage(name="fit", steps=2, step=lambda k: {"loss": 0.0}, modules={"layer": layer},
+                  optimizers={"adam": torch.optim.Adam(layer.parameters())})
+    folder = tmp_path / "out" / "stages" / "fit"
+    folder.mkdir(parents=True)
+    (folder / ".tmp-5eed1e55-weights.safetensors").write_bytes(b"half")
+    (folder / "notes.txt").write_text("mine")
+    run_stage(stage, tmp_path / "out", checkpoint_every=1)
+    assert not list(folder.rglob(".tmp-*")) and (folder / "notes.txt").read_text() == "mine"

@@ -183,6 +183,7 @@ def sigterm_interrupts() -> Iterator[None]:
 def _terminate(pool: ProcessPoolExecutor) -> None:
     """Cancel everything queued and kill the workers now (not after the queue is drained)."""
     processes = list(getattr(pool, "_processes", {}).values())  # CPython keeps them here
+    manager = getattr(pool, "_executor_manager_thread", None)  # shutdown(wait=False) forgets it
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         if process.is_alive():
@@ -190,8 +191,8 @@ def _terminate(pool: ProcessPoolExecutor) -> None:
     for process in processes:
         process.join(timeout=5)
     # the executor's manager thread closes its wake-up pipe as it ends; if it were still ending at
-    # interpreter exit, CPython 3.11's exit hook could write to the closed pipe and print a traceback
-    manager = getattr(pool, "_executor_manager_thread", None)
+    # interpreter exit, CPython 3.11's exit hook could write to the pipe as it is closed and print a
+    # traceback ("Bad file descriptor")
     if manager is not None and manager is not threading.current_thread():
         manager.join(timeout=5)
 

@@ -38,7 +38,7 @@ from segqc.errors import InputError, SegqcError
 from segqc.execution.cache import CaseStore, case_key, settings_digest
 from segqc.execution.lock import output_lock
 from segqc.execution.pool import map_cases
-from segqc.io.atomic import read_journal, write_journal
+from segqc.io.atomic import read_journal, remove_temporaries, write_journal
 
 
 class CaseSkipped(SegqcError):
@@ -286,6 +286,8 @@ def _run_cases(function: Callable[[CaseTask], CaseResult], tasks: Sequence[CaseT
     if out is not None:  # files of cases killed or failed half-way in an earlier run
         for case, files in _journaled(out).items():
             earlier[case] = earlier.get(case, []) + files
+        # what their atomic writes left; the folder's lock says no other run is writing them
+        remove_temporaries([out / name for names in earlier.values() for name in names], folders=[out / "cases"])
     work = partial(_run_and_store, function=function, out_dir=out)
     for (task, _), result in map_cases(work, todo, jobs=jobs, scheduler=scheduler, description=description,
                                        progress=progress):

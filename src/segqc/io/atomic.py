@@ -6,8 +6,10 @@ A reader (or a resumed run) never sees a half-written output: either the old fil
 from __future__ import annotations
 
 import os
+import re
 import secrets
-from collections.abc import Iterator
+import shutil
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -66,6 +68,34 @@ def check_writable_file(path: str | os.PathLike[str]) -> None:
             return
         if parent.exists():
             raise InputError(f"cannot be written: its parent {parent} is a file, not a folder", path)
+
+
+_TEMPORARY = re.compile(r"^\.tmp-[0-9a-f]+-(?P<name>.+?)(?:\.d)?$")
+"""The name of a temporary file (or folder, ``.d``) of an atomic write of ``name`` (:func:`atomic_path`,
+``segqc.io.images.write_image``)."""
+
+
+def remove_temporaries(paths: Iterable[str | os.PathLike[str]] = (), *,
+                       folders: Iterable[str | os.PathLike[str]] = ()) -> None:
+    """Delete what atomic writes killed half-way (kill -9) left: the temporary files
+    (``.tmp-<token>-NAME``, or folders ``...NAME.d``) of each of ``paths`` (beside it), and every
+    temporary file below ``folders``. Only for folders no other process writes into (callers hold
+    their lock, :mod:`segqc.execution.lock`)."""
+    wanted: dict[Path, set[str]] = {}
+    for path in map(Path, paths):
+        wanted.setdefault(path.parent, set()).add(path.name)
+    leftovers = [item for folder in map(Path, folders) if folder.is_dir() for item in folder.rglob(".tmp-*")]
+    for folder, names in wanted.items():
+        if folder.is_dir():
+            leftovers += [item for item in folder.iterdir()
+                          if (match := _TEMPORARY.match(item.name)) is not None and match["name"] in names]
+    for item in leftovers:
+        if not _TEMPORARY.match(item.name):
+            continue
+        if item.is_dir() and not item.is_symlink():
+            shutil.rmtree(item, ignore_errors=True)
+        else:
+            item.unlink(missing_ok=True)
 
 
 @contextmanager

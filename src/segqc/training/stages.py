@@ -35,7 +35,7 @@ import numpy as np
 from segqc.errors import InputError
 from segqc.execution.lock import output_lock
 from segqc.execution.pool import progress_bar
-from segqc.io.atomic import write_text_atomic
+from segqc.io.atomic import remove_temporaries, write_text_atomic
 from segqc.io.json_files import read_json_object
 from segqc.training.checkpoints import CheckpointError, load_state, read_checkpoint_meta, save_state
 
@@ -117,6 +117,7 @@ def _run_stage(stage: Stage, out_dir: str | Path, *, checkpoint_every: int, log:
                progress: bool, prefix: str) -> dict:
     say = log or (lambda _line: None)
     directory = Path(out_dir) / "stages" / stage.name
+    remove_temporaries(folders=[directory])  # of a save killed half-way; the lock says no one else writes
     state = load_state(directory)
     history: dict[str, list[float]] = {}
     start, seconds = 0, 0.0
