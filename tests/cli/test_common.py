@@ -59,6 +59,39 @@ def test_ctrl_c_while_the_commands_load_is_one_line_and_exit_130_not_a_traceback
     assert result.stderr == "error: interrupted\n" and result.stdout == ""
 
 
+_COMMANDS_INTERRUPTED = """
+import sys
+from segqc.cli.entry import main
+from segqc.cli.main import app
+from segqc.cli._common import user_errors
+
+@app.command("unguarded")
+def unguarded():  # as a command that imports its work functions, or prints its summary
+    raise KeyboardInterrupt
+
+@app.command("guarded")
+def guarded():
+    with user_errors():
+        raise KeyboardInterrupt
+
+main()
+"""
+
+
+@pytest.mark.parametrize(("command", "line"), [
+    ("unguarded", "error: interrupted"),
+    ("guarded", "error: interrupted; finished cases are kept — rerun the same command to continue")])
+def test_ctrl_c_anywhere_in_a_command_is_one_line_and_exit_130(command, line):
+    """Typer turns a Ctrl-C outside a command's guard into a silent exit 130: it ended a run with
+    no word on why. Inside the guard the command's own line is printed, and only that one."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _COMMANDS_INTERRUPTED, command], capture_output=True, text=True)
+    assert result.returncode == 130
+    assert result.stderr == line + "\n", result.stderr
+
+
 def test_the_console_script_and_python_m_segqc_go_through_the_guarded_entry():
     import tomllib
     from pathlib import Path

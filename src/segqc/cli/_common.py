@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from segqc.cli.entry import EXIT_INTERRUPTED
+from segqc.cli.entry import EXIT_INTERRUPTED, note_interruption_reported
 from segqc.errors import InputError, SegqcError
 from segqc.execution.lock import claim_output, claims
 from segqc.execution.pool import sigterm_interrupts
@@ -75,6 +75,7 @@ def user_errors(*, interrupted: str = INTERRUPTED) -> Iterator[None]:
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except KeyboardInterrupt:
         print_error(interrupted)
+        note_interruption_reported()
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 

@@ -74,7 +74,7 @@ def fingerprint_command(
     """
     from segqc.fingerprint import compute_fingerprint
 
-    with user_errors():
+    with user_errors(interrupted="interrupted; nothing was written (a fingerprint is computed in one go)"):
         prepare_output_file(out, suffixes=(".json",), inputs=[dataset_dir / "dataset.json", dataset_dir / "imagesTr",
                                                            dataset_dir / "labelsTr"])
         start = time.perf_counter()

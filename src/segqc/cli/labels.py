@@ -64,7 +64,7 @@ def scheme_show_command(
     """
     from segqc.anatomy.scheme import load_scheme
 
-    with user_errors():
+    with user_errors(interrupted="interrupted; nothing was written"):
         if out is not None:
             prepare_output_file(out, suffixes=(".csv",), inputs=_scheme_files(scheme))
         loaded = load_scheme(scheme)
@@ -94,7 +94,7 @@ def scheme_diff_command(
     """
     from segqc.anatomy.scheme import load_scheme, scheme_diff
 
-    with user_errors():
+    with user_errors(interrupted="interrupted; nothing was written"):
         if out is not None:
             prepare_output_file(out, suffixes=(".csv",), inputs=_scheme_files(old, new))
         a, b = load_scheme(old), load_scheme(new)
@@ -125,7 +125,7 @@ def scheme_export_command(
     """
     from segqc.anatomy.scheme import load_scheme
 
-    with user_errors():
+    with user_errors(interrupted="interrupted; nothing was written"):
         prepare_output_file(out, suffixes=(".yaml", ".yml", ".json"), inputs=_scheme_files(scheme))
         load_scheme(scheme).save(out)
     console.print(f"wrote {out}")
