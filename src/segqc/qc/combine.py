@@ -12,7 +12,9 @@ one method's "cannot say" is not outvoted. ``empty`` is kept where every run agr
 :func:`combine_qc_folders` does that for ``segqc qc predict`` output folders and writes a folder of
 the same kind (``qc.csv``, ``worklist.csv``, ``report.json`` with the first run's input files,
 and the ``pgt/`` and ``errors/`` maps of the runs that made them), so ``segqc report`` and
-``segqc review`` read it like any QC run.
+``segqc review`` read it like any QC run. Runs whose ``report.json`` records another
+segmentation file of the same case (another path holding other content) are refused, and so is
+one folder given twice: neither mean would be an estimate of one segmentation by several methods.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from segqc.errors import InputError
+from segqc.execution.cache import file_digest
 from segqc.io.atomic import atomic_path, write_csv_atomic, write_json_atomic
 from segqc.io.json_files import read_json_object
 from segqc.qc.inference import MAP_KINDS
@@ -90,6 +93,64 @@ def _numbers(table: pd.DataFrame, column: str, path: Path) -> pd.Series:
     return values.astype(float)
 
 
+def _check_distinct(sources: Sequence[Path]) -> None:
+    """Refuse a QC folder given twice: a run combined with itself agrees with itself perfectly
+    (spread 0), which would read as two methods agreeing."""
+    seen: set[Path] = set()
+    for source in sources:
+        key = source.resolve()
+        if key in seen:
+            raise InputError("is given twice; combine the runs of different QC models, each once", source)
+        seen.add(key)
+
+
+def _recorded_segmentation(report: dict[str, Any], case: str) -> Path | None:
+    """The segmentation file a run's ``report.json`` records for ``case`` (None: not recorded)."""
+    inputs = report.get("inputs")
+    files = inputs.get(case) if isinstance(inputs, dict) else None
+    segs = files.get("seg") if isinstance(files, dict) else None
+    return Path(segs[0]) if isinstance(segs, list) and segs and isinstance(segs[0], str) else None
+
+
+def _same_file(first: Path, second: Path) -> bool | None:
+    """Whether two recorded segmentation files are the same segmentation: the same path, or two
+    files of the same content; None when that cannot be told (a file is gone or unreadable)."""
+    if first == second or first.resolve() == second.resolve():
+        return True
+    try:
+        return file_digest(first) == file_digest(second)
+    except OSError:
+        return None
+
+
+def _check_same_segmentations(sources: Sequence[Path], reports: Sequence[dict[str, Any]],
+                              cases: Sequence[str]) -> list[str]:
+    """Refuse runs that checked different segmentations under one case id (their mean would
+    average the quality of two segmentations); returns a warning naming the cases whose files
+    could not be compared (moved or deleted since)."""
+    unknown = []
+    for case in cases:
+        first = next(((s, f) for s, r in zip(sources, reports) if (f := _recorded_segmentation(r, case))), None)
+        if first is None:
+            continue
+        for source, report in zip(sources, reports):
+            other = _recorded_segmentation(report, case)
+            if other is None:
+                continue
+            same = _same_file(first[1], other)
+            if same is False:
+                raise InputError(f"checked another segmentation of case {case} ({other}) than {first[0]} did "
+                                 f"({first[1]}); combine runs of the same segmentations", source)
+            if same is None:
+                unknown.append(case)
+                break
+    if not unknown:
+        return []
+    return [f"{len(unknown)} case(s) ({', '.join(unknown[:3])}{', ...' if len(unknown) > 3 else ''}): the "
+            "segmentation files the runs recorded differ and are no longer all readable, so whether the runs "
+            "checked the same segmentations was not verified"]
+
+
 def _copy_maps(sources: Sequence[Path], cases: Sequence[str], out_dir: Path) -> list[str]:
     """Copy each kind of map (pseudo ground truths, error maps) of ``cases`` from the first run that
     has it, and remove every other file from the output's map folders (maps of an earlier
@@ -122,7 +183,9 @@ def combine_qc_folders(qc_dirs: Sequence[str | Path], out_dir: str | Path, *,
     segmentations) into ``out_dir``; returns (qc table, worklist, report dict). Only the cases,
     labels and metrics every run estimated are kept; the rest is named in the report's warnings.
     Raises :class:`InputError` for a folder without a readable ``qc.csv``, fewer than two folders,
-    or runs that share no case."""
+    a folder given twice, runs that share no case, or runs whose ``report.json`` records
+    different segmentation files for one case (other paths of other content: a copy of the same
+    file is the same segmentation)."""
     from segqc.qc.inference import QcSettings, worklist
 
     sources = [Path(d) for d in qc_dirs]
@@ -131,13 +194,14 @@ def combine_qc_folders(qc_dirs: Sequence[str | Path], out_dir: str | Path, *,
     out_dir = Path(out_dir)
     if any(out_dir.resolve() == s.resolve() for s in sources):
         raise InputError("the output folder is one of the QC folders to combine", out_dir)
+    _check_distinct(sources)
     runs = [_read_run(s) for s in sources]
     tables = [table for table, _ in runs]
     combined = combine_estimates(tables)
     if combined.empty:
         raise InputError("the QC folders share no case, label and metric: were they run on the same segmentations?",
                          sources[1])
-    warnings = []
+    warnings = _check_same_segmentations(sources, [report for _, report in runs], sorted(set(combined["case"])))
     for source, table in zip(sources, tables):
         dropped = table[KEYS].merge(combined[KEYS], on=KEYS, how="left", indicator=True)
         dropped = dropped[dropped["_merge"] == "left_only"]
