@@ -627,6 +627,18 @@ def test_a_tolerance_the_shipped_qcresunet_cannot_estimate_nsd_at_is_refused(qc_
         "(leave --tolerance out, or nsd out of --metrics)"]
 
 
+def test_metrics_the_shipped_qcresunet_estimates_none_of_are_refused_before_any_case(qc_dataset, tmp_path):
+    """Once: `--metrics hd95` ran every case, warned, printed "done" and exited 0 with an empty qc.csv."""
+    images, segs = _one_case(qc_dataset, tmp_path)
+    model, out = MODELS / "acdc-qcresunet-small", tmp_path / "qc"
+    result = _run("qc", "predict", model, images, segs, "-o", out, "-q", "--metrics", "hd95,cc_dice")
+    assert result.exit_code == 2, result.output
+    assert _error_lines(result.output) == [
+        f"error: {model}: the qcresunet model estimates dice, nsd only, not hd95, cc_dice; choose --metrics among "
+        "dice, nsd"]
+    assert not (out / "cases").exists() and not (out / "qc.csv").exists()
+
+
 def test_an_open_tolerance_follows_a_regressors_training_tolerance(qc_dataset, tmp_path):
     model_dir = tmp_path / "model"
     model_dir.mkdir()

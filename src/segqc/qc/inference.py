@@ -396,6 +396,17 @@ def nsd_tolerance(model: QcModel, settings: QcSettings, model_dir: Path | None =
     return float(trained)
 
 
+def _check_estimable(model: QcModel, settings: QcSettings, model_dir: Path) -> None:
+    """A quality regressor estimates its own metrics only (QCResUNet: Dice and NSD): settings
+    naming none of them are an :class:`InputError` naming ``model_dir`` before any case runs,
+    rather than a run that writes an empty table. Some of them: the rest is a warning of the
+    run."""
+    if model.assess is None or any(m in model.metrics for m in settings.metrics):
+        return
+    raise InputError(f"the {model.method} model estimates {', '.join(model.metrics)} only, not "
+                     f"{', '.join(settings.metrics)}; choose --metrics among {', '.join(model.metrics)}", model_dir)
+
+
 def model_directory(model_dir: str | Path) -> Path:
     """The folder holding the model's ``config.json`` (a training run's ``model/`` subfolder)."""
     model_dir = Path(model_dir)
@@ -427,7 +438,8 @@ def qc_folder(model_dir: str | Path, images_dir: str | Path, segs_dir: str | Pat
     cores as torch threads; ``scheduler``: a Dask scheduler address. A rerun reuses a case only
     when the settings, the content of its image and segmentation files and the model weights are
     unchanged. Raises :class:`InputError` when no segmentation has an image, when the cases have
-    another number of image channels than the model needs, for ``samples`` the model cannot run and for a
+    another number of image channels than the model needs, for ``samples`` the model cannot run, for
+    ``metrics`` of which a quality regressor estimates none, and for a
     ``tolerance_mm`` a quality regressor cannot estimate NSD at (:func:`nsd_tolerance`; the
     report's ``settings`` hold the tolerance used)."""
     settings = settings or QcSettings()
@@ -439,6 +451,7 @@ def qc_folder(model_dir: str | Path, images_dir: str | Path, segs_dir: str | Pat
         allowed = choices[0] if len(choices) == 1 else f"{', '.join(choices[:-1])} or {choices[-1]}"
         raise InputError(f"the {loaded.method} model takes --samples {allowed} (passes per volume), "
                          f"not {settings.samples}", model_dir)
+    _check_estimable(loaded, settings, model_dir)
     tasks, pairing = qc_tasks(Path(images_dir), Path(segs_dir))
     if not tasks:
         if not pairing.matched and not pairing.extra:
