@@ -347,6 +347,26 @@ def test_benchmark_reports_a_failed_case_with_an_error_line_a_footer_and_exit_1(
     assert list(json.loads((out / "benchmark.json").read_text())["cases"]["failed"]) == ["case2"]
 
 
+def test_benchmark_and_rank_check_the_ground_truths_before_any_qc(oracle_cli, qc_dataset, tmp_path):
+    """Once: an empty ground-truth folder was found out only after every case's QC (exit 2)."""
+    empty, others = tmp_path / "gt_empty", tmp_path / "gt_others"
+    empty.mkdir()
+    others.mkdir()
+    shutil.copy(qc_dataset / "labelsTr" / "case0.nii.gz", others / "other0.nii.gz")
+    images, segs = qc_dataset / "imagesTr", qc_dataset / "labelsTr"
+    result = _run("qc", "benchmark", oracle_cli, images, segs, empty, "-o", tmp_path / "bench", "-q")
+    assert result.exit_code == 2, result.output
+    assert _error_lines(result.output) == [
+        f"error: {empty}: no label files (.nii.gz, .nii, .nrrd, .nhdr, .mha, .mhd, .png, .tif, .tiff) found"]
+    assert not (tmp_path / "bench" / "qc").exists()
+    result = _run("qc", "rank", oracle_cli, images, segs, segs, "--gt", others, "-o", tmp_path / "rank", "-q")
+    assert result.exit_code == 2, result.output
+    assert _error_lines(result.output) == [
+        f"error: {segs}: no prediction matches a ground-truth case of {others} (4 prediction file(s), e.g. 'case0'; "
+        "1 ground truth(s), e.g. 'other0')"]
+    assert not any((tmp_path / "rank").glob("*/cases"))
+
+
 def _oracle_regressor(dataset: Path):
     """A quality regressor with error maps: the oracle's truth (read off the image) gives its
     error maps (segmentation XOR truth per class) and its Dice."""

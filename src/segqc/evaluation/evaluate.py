@@ -23,7 +23,7 @@ from segqc.config import ConfigBase, register_presets
 from segqc.errors import InputError
 from segqc.execution import CaseResult, CaseTask, RunReport, run_cases
 from segqc.io.atomic import write_csv_atomic, write_json_atomic
-from segqc.io.datasets import DatasetInfo, find_dataset_json, pair_cases
+from segqc.io.datasets import DatasetInfo, Pairing, find_dataset_json, pair_cases
 from segqc.io.images import Image, check_same_geometry, read_label_map, resample_nearest
 from segqc.io.labels import LabelSet
 from segqc.metrics.binary import MetricResult, MetricSettings, compare_masks
@@ -593,6 +593,21 @@ def _unused_class_tolerances(config: EvaluationConfig, table: pd.DataFrame) -> l
             for key, _ in config.class_tolerances if key not in seen]
 
 
+def pair_folders(pred_dir: Path, gt_dir: Path, *, file_ending: str | None) -> Pairing:
+    """:func:`~segqc.io.datasets.pair_cases` of a prediction and a ground-truth folder; an
+    :class:`InputError` naming ``pred_dir`` when no prediction matches a ground truth (and, from
+    ``pair_cases``, naming ``gt_dir`` when it holds no label file). Cheap: file names only, so a
+    command that evaluates after long work (``qc benchmark``) checks its folders first."""
+    pairing = pair_cases(pred_dir, gt_dir, file_ending=file_ending)
+    if not pairing.matched:
+        found = [sid for sid, _ in pairing.extra]
+        example = f", e.g. '{found[0]}'" if found else ""
+        raise InputError(f"no prediction matches a ground-truth case of {gt_dir} ({len(found)} prediction file(s)"
+                         f"{example}; {len(pairing.missing)} ground truth(s), e.g. '{pairing.missing[0][0]}')",
+                         pred_dir)
+    return pairing
+
+
 def evaluate_folder(
     pred_dir: str | Path,
     gt_dir: str | Path,
@@ -675,13 +690,7 @@ def evaluate_folder(
             soft=soft,
         )
     _check_names_against_labels(config)
-    pairing = pair_cases(pred_dir, gt_dir, file_ending=ending)
-    if not pairing.matched:
-        found = [sid for sid, _ in pairing.extra]
-        example = f", e.g. '{found[0]}'" if found else ""
-        raise InputError(f"no prediction matches a ground-truth case of {gt_dir} ({len(found)} prediction file(s)"
-                         f"{example}; {len(pairing.missing)} ground truth(s), e.g. '{pairing.missing[0][0]}')",
-                         pred_dir)
+    pairing = pair_folders(pred_dir, gt_dir, file_ending=ending)
     tasks = [CaseTask(sid, {"pred": (p,), "gt": (g,)}) for sid, _, p, g in pairing.matched]
     matched = {t.case for t in tasks}
     tasks += [CaseTask(case, {"pred": (), "gt": (g,)}) for case, g in pairing.missing if case not in matched]

@@ -22,9 +22,10 @@ import numpy as np
 import pandas as pd
 
 from segqc.errors import InputError
-from segqc.evaluation.evaluate import FolderEvaluation, evaluate_folder
+from segqc.evaluation.evaluate import FolderEvaluation, evaluate_folder, pair_folders
 from segqc.execution import RunReport
 from segqc.io.atomic import write_csv_atomic, write_json_atomic
+from segqc.io.datasets import find_dataset_json
 from segqc.qc.inference import QcSettings, qc_folder
 from segqc.qc.model_api import QcModel
 from segqc.report import agreement, rank_by_estimate, scatter_plots
@@ -71,6 +72,14 @@ def _truth(segs_dir: Path, gt_dir: Path, metrics: Sequence[str], tolerance_mm: f
                                             f"training labels {known}")
         truth = truth[~truth["case"].isin(result.failed)].reset_index(drop=True)
     return truth, result
+
+
+def _check_ground_truths(segs_dir: Path, gt_dir: Path) -> None:
+    """The checks of the ground-truth folder that need no QC (a folder without label files, no
+    segmentation matching a ground truth: :func:`~segqc.evaluation.evaluate.pair_folders`), made
+    before the QC runs: otherwise the run could not start only after all of its work."""
+    info = find_dataset_json(gt_dir)
+    pair_folders(segs_dir, gt_dir, file_ending=info.file_ending if info else None)
 
 
 def _case_report(qc: RunReport, evaluation: FolderEvaluation | None, prefix: str = "") -> RunReport:
@@ -129,9 +138,11 @@ def benchmark_qc_run(model_dir: str | Path, images_dir: str | Path, segs_dir: st
     """:func:`benchmark_qc` and a dict: ``run`` (the :class:`~segqc.execution.RunReport` of the
     cases: a case fails when its QC fails or its ground truth cannot be compared with it) and
     ``notes`` (warnings of the run as a whole: ignored files, segmentations without an image or a
-    ground truth)."""
+    ground truth). A ground-truth folder without label files, or without a case of the
+    segmentations, is an :class:`InputError` before any QC runs."""
     settings = settings or QcSettings()
     out_dir = Path(out_dir)
+    _check_ground_truths(Path(segs_dir), Path(gt_dir))
     table, _, report = qc_folder(model_dir, images_dir, segs_dir, out_dir / "qc", settings=settings, jobs=jobs,
                                  scheduler=scheduler, model=model, progress=progress, device=device)
     tolerance = report["settings"]["tolerance_mm"]  # the run's: a regressor's training tolerance if open
@@ -280,9 +291,13 @@ def rank_models(model_dir: str | Path, images_dir: str | Path, seg_dirs: Sequenc
     why); ``notes`` holds the warning lines, ``run`` the :class:`~segqc.execution.RunReport` of
     every folder's cases (ids ``<name>/<case>``; a case whose QC fails or whose ground truth
     cannot be compared with it failed). Raises :class:`InputError` when no case is in every
-    folder although none failed (folders of different cases)."""
+    folder although none failed (folders of different cases), and, before any QC runs, for a
+    ``gt_dir`` without label files or without a case of a folder."""
     settings = settings or QcSettings(metrics=("dice",))
     out_dir = Path(out_dir)
+    if gt_dir is not None:
+        for seg_dir in seg_dirs:
+            _check_ground_truths(Path(seg_dir), Path(gt_dir))
     folders: list[_Folder] = []
     runs: list[RunReport] = []
     notes: list[str] = []
