@@ -756,3 +756,35 @@ def test_benchmark_fails_a_case_whose_ground_truth_has_a_label_the_model_does_no
     pairs = pd.read_csv(out / "pairs.csv", dtype={"case": str, "label": str})
     assert "case1" not in set(pairs.case) and set(pairs.case) == {"case0", "case2", "case3"}
     assert (pairs["true"] == 1.0).all()  # the others are perfect
+
+
+def _respaced(qc_dataset: Path, root: Path, spacings: dict[str, tuple[float, ...]]) -> tuple[Path, Path]:
+    """images/ and segs/ with the toy cases of ``spacings`` (same voxels) written at that spacing."""
+    from segqc.io.images import read_image
+
+    images, segs = root / "images", root / "segs"
+    images.mkdir(parents=True)
+    segs.mkdir(parents=True)
+    for case, spacing in spacings.items():
+        image = read_image(qc_dataset / "imagesTr" / f"{case}_0000.nii.gz").array
+        label = read_label_map(qc_dataset / "labelsTr" / f"{case}.nii.gz").array
+        write_image(images / f"{case}_0000.nii.gz", image, Geometry.from_shape(image.shape, spacing))
+        write_image(segs / f"{case}.nii.gz", label, Geometry.from_shape(label.shape, spacing))
+    return images, segs
+
+
+def test_a_spacing_far_from_the_training_data_gets_a_warning_naming_the_image(qc_dataset, tmp_path):
+    """Once: an image written with 0.01 mm pixels (a header in the wrong unit) was QC'd without a
+    word, and the estimates of its own ground truth came out wrong. Training spacing: (1, 1, 3)
+    mm; more than 10 times finer or coarser along any axis warns, twice as coarse does not."""
+    spacings = {"case0": (0.01, 0.01, 3.0), "case1": (1.0, 1.0, 300.0), "case2": (2.0, 2.0, 6.0)}
+    images, segs = _respaced(qc_dataset, tmp_path, spacings)
+    _, _, report = qc_folder(tmp_path, images, segs, tmp_path / "qc", settings=QcSettings(metrics=("dice",)),
+                             model=oracle_model(qc_dataset))
+    spacing_lines = [w for w in report["warnings"] if "voxel spacing" in w]
+    assert spacing_lines == [
+        f"{images / 'case0_0000.nii.gz'}: voxel spacing (0.01, 0.01, 3) mm is more than 10 times off the training "
+        "data's (1, 1, 3) mm (RAS axis order): is the header's spacing right?",
+        f"{images / 'case1_0000.nii.gz'}: voxel spacing (1, 1, 300) mm is more than 10 times off the training "
+        "data's (1, 1, 3) mm (RAS axis order): is the header's spacing right?"]
+    assert sorted(report["cases"]) == ["case0", "case1", "case2"]

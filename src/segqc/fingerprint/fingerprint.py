@@ -61,6 +61,7 @@ __all__ = [
     "channel_modality",
     "compute_fingerprint",
     "normalization_scheme",
+    "to_ras_order",
 ]
 
 FORMAT_VERSION = 1
@@ -137,6 +138,15 @@ class IntensityStats:
         )
 
 
+def to_ras_order(values: Sequence[float], orientation: str) -> tuple[float, ...]:
+    """Per-array-axis ``values`` (e.g. a spacing) in RAS axis order, for an array whose axes
+    point as the axis codes ``orientation`` say (e.g. ``"LPS"``; ``"LP"`` in 2D)."""
+    out = [0.0] * len(values)
+    for axis, code in enumerate(orientation):
+        out[_RAS_AXIS[code]] = float(values[axis])
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class CaseFingerprint:
     """Properties of one case. Shapes and spacings are in the file's array axis order."""
@@ -161,10 +171,7 @@ class CaseFingerprint:
 
     def to_ras_order(self, values: Sequence[float]) -> tuple[float, ...]:
         """Reorder per-array-axis ``values`` (e.g. ``spacing``) into RAS axis order."""
-        out = [0.0] * len(values)
-        for axis, ras in enumerate(self.ras_axes):
-            out[ras] = values[axis]
-        return tuple(out)
+        return to_ras_order(values, self.orientation)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -16,7 +16,10 @@ voxel grid (shape, spacing, origin, direction), when it has another number of im
 the model normalises (an image folder holds one count, so the run is refused, naming the folder,
 before any case), or when it is not what the model was trained on (:attr:`QcModel.spatial_dims`:
 a model trained on volumes takes volumes of more than one slice, one trained on 2D images single
-images). A quality regressor
+images). A case whose image intensities (median inside the segmentation) lie far outside the
+training fingerprint's, or whose voxel spacing is more than :data:`SPACING_FACTOR` times finer or
+coarser than every training case's along an axis, gets a warning naming the image: its
+estimates may be wrong. A quality regressor
 estimates NSD at its training tolerance only: a ``tolerance_mm`` other than that with ``nsd``
 among the metrics is refused; left open (None) it follows the model (pGT generators: 1 mm).
 
@@ -33,7 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -46,6 +49,7 @@ from segqc.config import ConfigBase, register_presets
 from segqc.errors import InputError
 from segqc.evaluation.evaluate import EvaluationConfig, evaluate_label_maps
 from segqc.execution import CaseResult, CaseTask, directory_digest, run_cases
+from segqc.fingerprint.fingerprint import to_ras_order
 from segqc.fingerprint.preprocessing import (
     preprocess_case,
     read_case_images,
@@ -165,6 +169,48 @@ def _check_intensity(image: np.ndarray, seg: np.ndarray, model: QcModel, path: P
     return None
 
 
+SPACING_FACTOR = 10.0
+"""A case's voxel spacing more than this factor below the smallest or above the largest spacing
+of the model's training cases, along any axis (RAS order), gets a warning: the model sees the
+anatomy at a scale it never saw (e.g. a header written in metres, not millimetres)."""
+
+
+def _training_spacing_range(fingerprint: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(smallest, largest) spacing per RAS axis over the fingerprint's training cases (its
+    median spacing where the cases do not say), or None where the fingerprint has neither."""
+    rows = []
+    for case in fingerprint.get("cases") or []:
+        spacing, orientation = case.get("spacing"), case.get("orientation")
+        if isinstance(spacing, list) and isinstance(orientation, str) and len(orientation) == len(spacing):
+            rows.append(to_ras_order(spacing, orientation))
+    if not rows and isinstance(fingerprint.get("median_spacing"), list):
+        rows.append(tuple(float(v) for v in fingerprint["median_spacing"]))
+    if not rows or len({len(r) for r in rows}) != 1:
+        return None
+    table = np.asarray(rows, dtype=float)
+    return table.min(axis=0), table.max(axis=0)
+
+
+def _spacing_text(values: Sequence[float] | np.ndarray) -> str:
+    """Spacings as people write them: ``(1.562, 1.562, 10)``."""
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+
+def _check_spacing(geometry: Geometry, model: QcModel, path: Path) -> str | None:
+    """A warning when the image's voxel spacing is more than :data:`SPACING_FACTOR` times
+    finer or coarser than every training case's along some axis (RAS order)."""
+    limits = _training_spacing_range(model.fingerprint) if model.fingerprint else None
+    if limits is None or len(limits[0]) != geometry.ndim:
+        return None
+    low, high = limits
+    spacing = np.asarray(to_ras_order(geometry.spacing, geometry.orientation()), dtype=float)
+    if np.all(spacing * SPACING_FACTOR >= low) and np.all(spacing <= high * SPACING_FACTOR):
+        return None
+    trained = _spacing_text(low) if np.array_equal(low, high) else f"{_spacing_text(low)} to {_spacing_text(high)}"
+    return (f"{path}: voxel spacing {_spacing_text(spacing)} mm is more than {SPACING_FACTOR:g} times off the "
+            f"training data's {trained} mm (RAS axis order): is the header's spacing right?")
+
+
 def majority_vote(samples: np.ndarray, labels: Sequence[int]) -> np.ndarray:
     """Per-voxel majority of label maps ``(K, ...)`` whose values are among ``labels`` (ascending);
     ties go to the smaller label value."""
@@ -194,7 +240,8 @@ def qc_case(model: QcModel, case: str, image_paths: Sequence[Path], seg_path: Pa
     _check_labels(seg_image.array, model, seg_path)
     raw = channels[0].array
     notes = blank_image_warning(Path(image_paths[0]), raw, "its QC estimate says nothing about the segmentation")
-    notes += [w for w in [_check_intensity(raw, seg_image.array, model, Path(image_paths[0]))] if w]
+    notes += [w for w in [_check_intensity(raw, seg_image.array, model, Path(image_paths[0])),
+                          _check_spacing(channels[0].geometry, model, Path(image_paths[0]))] if w]
     prepared = preprocess_case([c.array for c in channels], channels[0].geometry, model.plan, label=seg_image.array)
     images = np.moveaxis(prepared.image, -1, 0)  # (n, C, H, W)
     segs = np.moveaxis(prepared.required_label(), -1, 0).astype(np.int64)  # (n, H, W)
