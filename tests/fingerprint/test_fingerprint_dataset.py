@@ -134,6 +134,20 @@ def test_fingerprint_json_round_trip(generated, tmp_path):
     assert data["axis_order_of_medians"] == "RAS" and data["labels"]["1"] == "liver"
 
 
+def test_a_malformed_fingerprint_is_named_in_plain_words(generated):
+    """Once: `malformed fingerprint: KeyError: 'sampling'`, an exception's name."""
+    data = compute_fingerprint(generated[0]).to_dict()
+    del data["sampling"]
+    with pytest.raises(InputError) as missing:
+        DatasetFingerprint.from_dict(data)
+    assert str(missing.value) == "malformed fingerprint: an entry 'sampling' is missing"
+    data = compute_fingerprint(generated[0]).to_dict() | {"median_spacing": 3}
+    with pytest.raises(InputError) as wrong:
+        DatasetFingerprint.from_dict(data)
+    assert str(wrong.value) == ("malformed fingerprint: an entry holds a value of the wrong kind (e.g. text where "
+                                "numbers or a list belong)")
+
+
 def test_channel_modality_from_names():
     assert [channel_modality(n) for n in ("CT", "ct_venous", "PET-CT", "cineMRI", "T1c",
                                           "FLAIR", "spectral", "US", "noise")] == [

@@ -326,8 +326,11 @@ class DatasetFingerprint:
                 seed=int(sampling["seed"]),
                 cases=tuple(CaseFingerprint.from_dict(c) for c in data["cases"]),
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise InputError(f"malformed fingerprint: {type(exc).__name__}: {exc}") from None
+        except KeyError as exc:
+            raise InputError(f"malformed fingerprint: an entry {exc.args[0]!r} is missing") from None
+        except (TypeError, ValueError, AttributeError):
+            raise InputError("malformed fingerprint: an entry holds a value of the wrong kind (e.g. text where "
+                             "numbers or a list belong)") from None
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the fingerprint as JSON atomically; return the path."""
