@@ -788,3 +788,23 @@ def test_a_spacing_far_from_the_training_data_gets_a_warning_naming_the_image(qc
         f"{images / 'case1_0000.nii.gz'}: voxel spacing (1, 1, 300) mm is more than 10 times off the training "
         "data's (1, 1, 3) mm (RAS axis order): is the header's spacing right?"]
     assert sorted(report["cases"]) == ["case0", "case1", "case2"]
+
+
+def test_a_garbage_fingerprint_is_refused_and_a_missing_one_is_named_in_a_warning(qc_dataset, tmp_path):
+    """Once: a model folder whose fingerprint.json was another JSON object, or missing, ran without a
+    word, its classes unnamed and its intensity check off."""
+    model = tmp_path / "model"
+    shutil.copytree(MODELS / "acdc-nnqc-small", model)
+    (model / "fingerprint.json").write_text('{"x": 1}')
+    images, segs = _one_case(qc_dataset, tmp_path)
+    options = ("-q", "--metrics", "dice", "--samples", "1", "--steps", "1")
+    result = _run("qc", "predict", model, images, segs, "-o", tmp_path / "garbage", *options)
+    assert result.exit_code == 2, result.output
+    assert _error_lines(result.output) == [
+        f"error: {model / 'fingerprint.json'}: not a segqc fingerprint (missing \"format\": \"segqc-fingerprint\")"]
+    (model / "fingerprint.json").unlink()
+    result = _run("qc", "predict", model, images, segs, "-o", tmp_path / "missing", *options)
+    assert result.exit_code == 0, result.output
+    assert (f"warning: {model}: no fingerprint.json; without it the images' intensities and voxel spacings are not "
+            "compared with the training data's, nor is it checked that they are 2D or 3D as in training, and classes "
+            "are named by their label values") in result.output.splitlines()

@@ -64,7 +64,7 @@ from segqc.io.labels import LabelSet
 from segqc.metrics.binary import MetricSettings
 from segqc.metrics.counts import value_counts
 from segqc.metrics.multiclass import multiclass_dice
-from segqc.qc.model_api import QcModel, load_qc_model
+from segqc.qc.model_api import QcModel, load_qc_model, missing_fingerprint_warning
 
 QC_COLUMNS = ["case", "label", "label_name", "metric", "estimate", "spread", "empty"]
 
@@ -522,6 +522,7 @@ def qc_folder(model_dir: str | Path, images_dir: str | Path, segs_dir: str | Pat
     write_csv_atomic(out_dir / "qc_slices.csv", slices)
     write_csv_atomic(out_dir / "worklist.csv", work_list)
     ignored = [f"{path}: ignored ({why})" for path, why in pairing.ignored]
+    ignored += [w for w in [missing_fingerprint_warning(loaded, model_dir)] if w]
     if loaded.assess is not None and settings.metrics != QcSettings().metrics:  # asked for, not the default
         lacking = [m for m in settings.metrics if m not in loaded.metrics]
         if lacking:

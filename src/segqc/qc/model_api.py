@@ -111,4 +111,36 @@ def load_qc_model(model_dir: str | Path, *, device: str = "cpu") -> QcModel:
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").exists() and (model_dir / "model" / "config.json").exists():
         model_dir = model_dir / "model"  # a training run folder: the model sits in model/
-    return qc_method_of(read_checkpoint_meta(model_dir), model_dir).load_qc_model(model_dir, device=device)
+    model = qc_method_of(read_checkpoint_meta(model_dir), model_dir).load_qc_model(model_dir, device=device)
+    _check_fingerprint(model.fingerprint, model_dir)
+    return model
+
+
+def _check_fingerprint(fingerprint: Mapping | None, model_dir: Path) -> None:
+    """A model's ``fingerprint.json`` must be a segqc dataset fingerprint: a :class:`CheckpointError`
+    naming the file otherwise (label names and the intensity, spacing and dimension checks read
+    it). A model without one loads; :func:`missing_fingerprint_warning` says what that costs."""
+    from segqc.errors import InputError
+    from segqc.fingerprint.fingerprint import DatasetFingerprint
+    from segqc.training.checkpoints import CheckpointError
+
+    if fingerprint is None:
+        return
+    try:
+        DatasetFingerprint.from_dict(fingerprint)
+    except InputError as error:
+        raise CheckpointError(f"{model_dir / 'fingerprint.json'}: {error.problem}") from None
+
+
+def missing_fingerprint_warning(model: QcModel, model_dir: Path) -> str | None:
+    """The warning of a model loaded without ``fingerprint.json`` (None when it has one): which
+    checks are off without it."""
+    if model.fingerprint is not None:
+        return None
+    text = ("no fingerprint.json; without it the images' intensities and voxel spacings are not compared with "
+            "the training data's")
+    if model.spatial_dims is None:
+        text += ", nor is it checked that they are 2D or 3D as in training"
+    if model.classes is None:
+        text += ", and classes are named by their label values"
+    return f"{model_dir}: {text}"
