@@ -7,7 +7,8 @@ messages never mention command-line options: callers add such hints.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,3 +77,26 @@ def parse_problem(error: Exception) -> str:
         problem = getattr(error, "problem", None)
         first = f"{problem or first} (line {mark.line + 1}, column {mark.column + 1})"
     return first
+
+
+_OUT_OF_MEMORY = ("can't allocate memory", "out of memory", "DefaultCPUAllocator")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` says the memory ran out: a :class:`MemoryError`, or PyTorch's allocator
+    failure (a ``RuntimeError`` on the CPU, ``torch.OutOfMemoryError`` on a GPU)."""
+    if isinstance(error, MemoryError):
+        return True
+    return isinstance(error, RuntimeError) and any(mark in str(error) for mark in _OUT_OF_MEMORY)
+
+
+@contextmanager
+def out_of_memory_as(problem: str, path: str | Path | None = None) -> Iterator[None]:
+    """Turn running out of memory inside the block into one :class:`InputError` line
+    (``problem``, naming ``path``; say which setting to lower), not a traceback."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as error:
+        if not is_out_of_memory(error):
+            raise
+        raise InputError(problem, path) from None

@@ -808,3 +808,19 @@ def test_a_garbage_fingerprint_is_refused_and_a_missing_one_is_named_in_a_warnin
     assert (f"warning: {model}: no fingerprint.json; without it the images' intensities and voxel spacings are not "
             "compared with the training data's, nor is it checked that they are 2D or 3D as in training, and classes "
             "are named by their label values") in result.output.splitlines()
+
+
+def test_running_out_of_memory_in_the_model_fails_the_case_with_one_line_naming_the_option(qc_dataset, tmp_path):
+    """Once: `--samples 100000` ended in a traceback of PyTorch's allocator (exit 1)."""
+    import dataclasses
+
+    def allocate(*args):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+                           "memory: you tried to allocate 46080000000 bytes. Error code 12 (Cannot allocate memory)")
+
+    model = dataclasses.replace(oracle_model(qc_dataset), generate=allocate)
+    images, segs = _one_case(qc_dataset, tmp_path)
+    _, _, report = qc_folder(tmp_path, images, segs, tmp_path / "qc", model=model,
+                             settings=QcSettings(metrics=("dice",), samples=100000))
+    assert report["failed"] == {"case0": f"{images / 'case0_0000.nii.gz'}: ran out of memory with 100000 pGT "
+                                         "sample(s) per slice; lower --samples"}

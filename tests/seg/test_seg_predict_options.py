@@ -197,3 +197,27 @@ def test_a_rater_folder_without_any_foreground_is_refused(tmp_path):
         _rater_case(tmp_path / f"case{k:03d}", [rng.normal(0, 1, (32, 32))], [empty, empty])
     with pytest.raises(InputError, match="no rater's mask has foreground"):
         build_rater_data(tmp_path, None, 32)
+
+
+ALLOCATOR_FAILURE = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
+                     "tried to allocate 104857600000 bytes. Error code 12 (Cannot allocate memory)")
+
+
+def test_running_out_of_memory_fails_the_case_with_one_line_naming_the_option(tmp_path, monkeypatch):
+    """Once: `--samples 100000` ended in a traceback of PyTorch's allocator. Now the case fails
+    with one line naming its image and --samples; other errors are not touched."""
+    def allocate(*args, **kwargs):
+        raise RuntimeError(ALLOCATOR_FAILURE)
+
+    monkeypatch.setattr(inference, "segment_case", allocate)
+    model, images = _save_unet(tmp_path / "model"), _images(tmp_path / "images")
+    report = predict_folder(model, images, tmp_path / "out", samples=100000)
+    assert report.failed == {
+        "a": f"{images / 'a_0000.nii.gz'}: ran out of memory drawing 100000 sample(s) per slice; lower --samples"}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(inference, "segment_case", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        predict_folder(model, images, tmp_path / "bug", samples=2)

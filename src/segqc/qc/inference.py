@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from segqc.config import ConfigBase, register_presets
-from segqc.errors import InputError
+from segqc.errors import InputError, out_of_memory_as
 from segqc.evaluation.evaluate import EvaluationConfig, evaluate_label_maps
 from segqc.execution import CaseResult, CaseTask, directory_digest, run_cases
 from segqc.fingerprint.fingerprint import to_ras_order
@@ -250,18 +250,15 @@ def qc_case(model: QcModel, case: str, image_paths: Sequence[Path], seg_path: Pa
     def restore(slices: np.ndarray, dtype: Any = seg_image.array.dtype) -> np.ndarray:
         return restore_label(np.moveaxis(slices, 0, -1).astype(dtype), prepared.transform)
 
-    if model.assess is not None:
-        estimates, slices, maps = _assess_case(model, case, images, segs, ratios, settings, restore,
-                                               original_seg=seg_image.array)
-        return estimates, slices, maps, seg_image.geometry, notes
     n_samples = settings.samples or model.default_samples
-    assert model.generate is not None
-    chunks = []
-    for start in range(0, images.shape[0], model.batch_size):
-        sl = slice(start, start + model.batch_size)
-        chunks.append(model.generate(images[sl], segs[sl], ratios[sl], n_samples,
-                                     settings.steps, settings.seed + start))
-    pgt_slices = np.concatenate(chunks, axis=1)  # (K, n, H, W)
+    what = "pass(es)" if model.assess is not None else "pGT sample(s) per slice"
+    hint = "; lower --samples" if n_samples > 1 else ""
+    with out_of_memory_as(f"ran out of memory with {n_samples} {what}{hint}", Path(image_paths[0])):
+        if model.assess is not None:
+            estimates, slices, maps = _assess_case(model, case, images, segs, ratios, settings, restore,
+                                                   original_seg=seg_image.array)
+            return estimates, slices, maps, seg_image.geometry, notes
+        pgt_slices = _generate(model, images, segs, ratios, n_samples, settings)  # (K, n, H, W)
     consensus_slices = majority_vote(pgt_slices, model.labels)
     spacing = seg_image.geometry.spacing
     config = EvaluationConfig(metrics=tuple(settings.metrics),
@@ -289,6 +286,19 @@ def qc_case(model: QcModel, case: str, image_paths: Sequence[Path], seg_path: Pa
 
 
 SLICE_COLUMNS = ["case", "slice", "slice_ratio", "label", "metric", "estimate"]
+
+
+def _generate(model: QcModel, images: np.ndarray, segs: np.ndarray, ratios: np.ndarray, n_samples: int,
+              settings: QcSettings) -> np.ndarray:
+    """A pGT generator's ``n_samples`` pseudo ground truths of every slice ``(K, n, H, W)``, in
+    batches of the model's ``batch_size`` slices (each seeded by its first slice)."""
+    assert model.generate is not None
+    chunks = []
+    for start in range(0, images.shape[0], model.batch_size):
+        sl = slice(start, start + model.batch_size)
+        chunks.append(model.generate(images[sl], segs[sl], ratios[sl], n_samples,
+                                     settings.steps, settings.seed + start))
+    return np.concatenate(chunks, axis=1)
 
 
 def error_bitmask(errors: np.ndarray) -> np.ndarray:

@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from segqc.errors import InputError
+from segqc.errors import InputError, out_of_memory_as
 from segqc.execution.cache import directory_digest
 from segqc.seg.slices import Window, image_slices, slice_window
 from segqc.windows import paste_window
@@ -240,8 +240,10 @@ def _predict_case(task: Any, *, model_dir: str, digest: str, device: str, sample
     warnings = [line for path, image in zip(task.inputs["image"], images, strict=True) for line in blank_image_warning(
         path, image.array, "its segmentation is the model's answer to an empty picture")]
     case_seed = (int(seed) * 7919 + zlib.crc32(task.case.encode())) % 2**31  # per case: independent of job order
-    result = segment_case(model, predict_slices, [image.array for image in images], samples=samples, steps=steps,
-                          seed=case_seed, outputs=save, spacing=first.geometry.spacing)
+    hint = "; lower --samples" if samples > 1 else ""
+    with out_of_memory_as(f"ran out of memory drawing {samples} sample(s) per slice{hint}", first.path):
+        result = segment_case(model, predict_slices, [image.array for image in images], samples=samples,
+                              steps=steps, seed=case_seed, outputs=save, spacing=first.geometry.spacing)
     out = Path(out_dir)
     write_image(out / f"{task.case}.nii.gz", result["label"], first.geometry)
     write_image(out / "uncertainty" / f"{task.case}.nii.gz", result["entropy"], first.geometry)
