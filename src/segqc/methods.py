@@ -68,13 +68,23 @@ def method(name: str, kind: str | None = None) -> Method:
 
 def qc_method_of(meta: dict, model_dir: Path) -> Method:
     """The QC method that wrote a checkpoint (its ``config.json`` metadata)."""
-    name = str(meta.get("method"))
-    if name not in METHODS or METHODS[name].kind != "qc":
-        from segqc.training.checkpoints import CheckpointError
+    from segqc.training.checkpoints import CheckpointError
 
-        known = ", ".join(m.name for m in METHODS.values() if m.kind == "qc")
+    name = str(meta.get("method"))
+    known = ", ".join(m.name for m in METHODS.values() if m.kind == "qc")
+    if meta.get("method") is None:
+        raise CheckpointError(f"{model_dir / 'config.json'}: names no method; expected a QC model ({known})")
+    if name not in METHODS or METHODS[name].kind != "qc":
         raise CheckpointError(f"{model_dir}: model of method {name!r} is not a QC model (expected {known})")
     return METHODS[name]
 
 
-__all__ = ["METHODS", "Method", "method", "qc_method_of"]
+def check_model_folder(model_dir: Path) -> None:
+    """A model path that is a file, not a folder, is a :class:`CheckpointError` saying so."""
+    from segqc.training.checkpoints import CheckpointError
+
+    if model_dir.is_file():
+        raise CheckpointError(f"{model_dir}: is a file; give the model's folder (the one holding config.json)")
+
+
+__all__ = ["METHODS", "Method", "check_model_folder", "method", "qc_method_of"]

@@ -824,3 +824,21 @@ def test_running_out_of_memory_in_the_model_fails_the_case_with_one_line_naming_
                              settings=QcSettings(metrics=("dice",), samples=100000))
     assert report["failed"] == {"case0": f"{images / 'case0_0000.nii.gz'}: ran out of memory with 100000 pGT "
                                          "sample(s) per slice; lower --samples"}
+
+
+def test_a_model_path_that_is_a_file_or_names_no_method_is_named_in_plain_words(qc_dataset, tmp_path):
+    """Once: a file given as the model was "model directory not found", and a config.json without
+    a method "model of method 'None'"."""
+    images, segs = _one_case(qc_dataset, tmp_path)
+    config = MODELS / "acdc-qcresunet-small" / "config.json"
+    result = _run("qc", "predict", config, images, segs, "-o", tmp_path / "file", "-q")
+    assert _error_lines(result.output) == [
+        f"error: {config}: is a file; give the model's folder (the one holding config.json)"]
+    assert result.exit_code == 2, result.output
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    result = _run("qc", "predict", model, images, segs, "-o", tmp_path / "nomethod", "-q")
+    assert _error_lines(result.output) == [
+        f"error: {model / 'config.json'}: names no method; expected a QC model (nnqc, cae, qcresunet)"]
+    assert result.exit_code == 2, result.output

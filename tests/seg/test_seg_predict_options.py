@@ -221,3 +221,20 @@ def test_running_out_of_memory_fails_the_case_with_one_line_naming_the_option(tm
     monkeypatch.setattr(inference, "segment_case", broken)
     with pytest.raises(RuntimeError, match="a bug"):
         predict_folder(model, images, tmp_path / "bug", samples=2)
+
+
+def test_a_model_path_that_is_a_file_or_names_no_method_is_named_in_plain_words(tmp_path):
+    """Once: "model directory not found" for a file, "model of method 'None'" for a config.json
+    without a method."""
+    from segqc.training import CheckpointError
+
+    model, images = _save_unet(tmp_path / "model"), _images(tmp_path / "images")
+    with pytest.raises(CheckpointError) as file:
+        predict_folder(model / "config.json", images, tmp_path / "file")
+    assert str(file.value) == (f"{model / 'config.json'}: is a file; give the model's folder (the one holding "
+                               "config.json)")
+    (model / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError) as nameless:
+        predict_folder(model, images, tmp_path / "nameless")
+    assert str(nameless.value) == (f"{model / 'config.json'}: names no method; expected a segmentation model "
+                                   "(ldseg, unet, consensus, probunet)")

@@ -106,9 +106,10 @@ def load_qc_model(model_dir: str | Path, *, device: str = "cpu") -> QcModel:
     """Load any segqc QC model directory (the method is read from its ``config.json`` and looked
     up in :data:`segqc.methods.METHODS`). ``device`` ("cpu", "cuda", "auto"...) is where the model
     runs (the CAE baseline always runs on the CPU)."""
-    from segqc.methods import qc_method_of
+    from segqc.methods import check_model_folder, qc_method_of
 
     model_dir = Path(model_dir)
+    check_model_folder(model_dir)
     if not (model_dir / "config.json").exists() and (model_dir / "model" / "config.json").exists():
         model_dir = model_dir / "model"  # a training run folder: the model sits in model/
     model = qc_method_of(read_checkpoint_meta(model_dir), model_dir).load_qc_model(model_dir, device=device)

@@ -95,9 +95,12 @@ def _method_of(directory: Path) -> Any:
     from segqc.training import CheckpointError
     from segqc.training.checkpoints import read_checkpoint_meta
 
-    name = str(read_checkpoint_meta(directory).get("method"))
+    found = read_checkpoint_meta(directory).get("method")
+    name = str(found)
+    known = ", ".join(m.name for m in METHODS.values() if m.kind == "seg")
+    if found is None:
+        raise CheckpointError(f"{directory / 'config.json'}: names no method; expected a segmentation model ({known})")
     if name not in METHODS or METHODS[name].kind != "seg":
-        known = ", ".join(m.name for m in METHODS.values() if m.kind == "seg")
         raise CheckpointError(f"{directory}: model of method {name!r} is not a segmentation model (expected {known})")
     return METHODS[name]
 
@@ -105,7 +108,10 @@ def _method_of(directory: Path) -> Any:
 def load_seg_model(model_dir: str | Path, *, device: str = "cpu") -> tuple[Any, Callable[..., dict[str, np.ndarray]]]:
     """The loaded model of a model directory (or training run folder) of any segmentation method,
     and that method's ``predict_slices``."""
+    from segqc.methods import check_model_folder
+
     directory = model_directory(model_dir)
+    check_model_folder(directory)
     predict = _method_of(directory).module("predict")
     return predict.load(directory, device=device), partial(predict.predict_slices)
 
