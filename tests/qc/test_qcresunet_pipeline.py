@@ -208,6 +208,38 @@ def trained(tmp_path_factory):
     return {"root": root, "dataset": dataset, "model_dir": model_dir}
 
 
+def test_continuing_a_training_folder_on_other_cases_is_refused_and_leaves_it_as_it_was(trained, tmp_path):
+    """Continuing on a subset of the cases (another dataset, or another split) ended in a KeyError
+    traceback from the degraded maps of the earlier run's cases."""
+    import shutil
+
+    from segqc.errors import InputError
+    from segqc.io.split import make_split
+    from segqc.qc.training_api import train_method
+
+    subset = tmp_path / "subset"
+    for folder in ("imagesTr", "labelsTr"):
+        (subset / folder).mkdir(parents=True)
+    shutil.copy(trained["dataset"] / "dataset.json", subset)
+    for case in ("case0", "case1"):
+        shutil.copy(trained["dataset"] / "imagesTr" / f"{case}_0000.nii.gz", subset / "imagesTr")
+        shutil.copy(trained["dataset"] / "labelsTr" / f"{case}.nii.gz", subset / "labelsTr")
+    run = trained["root"] / "run"
+
+    def snapshot():
+        return sorted((str(p.relative_to(run)), p.lstat().st_mtime_ns) for p in run.rglob("*"))
+
+    before = snapshot()
+    overrides = {"epochs": 25, "samples_per_epoch": 16, "lr": 3e-3, "dropout": 0.0, "readout_per_case": 6}
+    split = make_split([f"case{i}" for i in range(6)], holdout_fraction=0.5, seed=0).save(tmp_path / "split.json")
+    for dataset, chosen in ((subset, None), (trained["dataset"], split)):
+        with pytest.raises(InputError, match="holds a qcresunet run on other training data") as info:
+            train_method("qcresunet", dataset, run, config="tiny", log=lambda _: None, overrides=overrides,
+                         split=chosen)
+        assert info.value.path == run
+    assert snapshot() == before
+
+
 def test_a_checkpoint_round_trip_equals_the_trained_weights(trained):
     from segqc.qc.qcresunet.predict import load
     from segqc.training import load_state

@@ -245,6 +245,22 @@ def outside_window_counts(seg: np.ndarray, gt: np.ndarray, window: np.ndarray,
     return counts
 
 
+def _check_same_cases(links: Path, dataset: Dataset, cases: Sequence[str]) -> None:
+    """:class:`InputError` naming the training folder when ``links`` (the ground truths an earlier
+    run degraded) holds another case, or the same file name linked to another file: the folder
+    belongs to a run on other training data, and degrading into it would replace that run's maps."""
+    if not links.is_dir():
+        return
+    wanted = {Path(dataset.label_files[case]).name: Path(dataset.label_files[case]).resolve() for case in cases}
+    for link in sorted(links.iterdir()):
+        if not link.is_symlink():
+            continue
+        target = Path(os.readlink(link))
+        if link.name not in wanted or (link.parent / target).resolve() != wanted[link.name]:
+            raise InputError(f"holds a {METHOD} run on other training data (its degraded maps include {link.name}, "
+                             f"of {target}); use another folder", links.parent.parent)
+
+
 def _degraded_files(dataset: Dataset, cases: Sequence[str], config: QcResUNetConfig, work_dir: Path, *,
                     jobs: int, progress: bool) -> dict[str, list[tuple[Path, dict[str, Any]]]]:
     """``segqc degrade`` of the training ground truths into ``work_dir/degraded`` (10 equal Dice
@@ -257,6 +273,7 @@ def _degraded_files(dataset: Dataset, cases: Sequence[str], config: QcResUNetCon
     from segqc.io.labels import LabelSet
 
     links = work_dir / "labels"
+    _check_same_cases(links, dataset, cases)
     links.mkdir(parents=True, exist_ok=True)
     for case in cases:
         source = Path(dataset.label_files[case])
