@@ -554,3 +554,35 @@ def test_the_temporary_files_of_a_write_killed_half_way_are_removed_by_the_rerun
     assert report.done == ["a"]
     assert sorted(p.name for p in (out / "map").iterdir()) == [".tmp-00aa-other.txt", ".tmp-notes.txt", "a_x.txt"]
     assert not list((out / "cases").glob(".tmp-*"))
+
+
+def _write_nested(task, out: Path):
+    """Writes ``CASE.txt`` below ``out`` for a case id that may hold ``/`` (``MODEL/CASE``)."""
+    import pandas as pd
+
+    from segqc.execution import CaseResult
+
+    name = f"{task.case}.txt"
+    (out / name).parent.mkdir(parents=True, exist_ok=True)
+    (out / name).write_text("x")
+    return CaseResult(table=pd.DataFrame([{"case": task.case}]), files=[name])
+
+
+def test_the_outputs_of_a_removed_case_whose_id_names_a_subfolder_are_removed_too(tmp_path):
+    """`zoo predict` runs cases `MODEL/CASE`, stored in sub-folders of the store, which the store's
+    case list did not look into: another zoo's held-out cases stayed beside the new predictions,
+    and `evaluate` of the folder mixed two models."""
+    from segqc.execution import CaseTask, run_cases
+
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    (inputs / "t.txt").write_text("x")
+
+    def run(cases):
+        return run_cases(partial(_write_nested, out=out), [CaseTask(c, {"text": (inputs / "t.txt",)}) for c in cases],
+                         out, settings={})
+
+    run(["m1/a", "m1/b", "m2/a"])
+    report = run(["m1/a", "m2/a"])
+    assert sorted(p.name for p in (out / "m1").iterdir()) == ["a.txt"]
+    assert [w for w in report.warnings if "m1/b.txt" in w], report.warnings

@@ -102,11 +102,16 @@ class CaseStore:
             pq.write_table(table.replace_schema_metadata(metadata), tmp)
 
     def cases(self) -> list[str]:
-        """The cases with a finished main part in the store (any key)."""
+        """The cases with a finished main part in the store (any key); a case id with ``/`` (e.g.
+        ``MODEL/CASE``) is stored in sub-folders."""
         if not self.directory.is_dir():
             return []
-        return sorted(path.name[:-len(".parquet")] for path in self.directory.glob("*.parquet")
-                      if not path.name.startswith("."))  # not a temporary file of a killed save
+        found = []
+        for path in self.directory.rglob("*.parquet"):
+            relative = path.relative_to(self.directory)
+            if not any(part.startswith(".") for part in relative.parts):  # extra tables, temporary files
+                found.append(relative.as_posix()[:-len(".parquet")])
+        return sorted(found)
 
     def files(self, case: str) -> list[str]:
         """The output files (relative to the output folder) recorded with the finished part of
