@@ -101,7 +101,8 @@ def test_later_snapshots_segment_better_than_the_first(predicted):
     assert clean[4] > 0.6
 
 
-def test_a_rerun_reuses_everything_and_a_new_variant_only_adds(predicted, trained_zoo, toy_dataset, tmp_path):
+def test_a_rerun_reuses_everything_and_keeps_only_what_its_manifest_lists(predicted, trained_zoo, toy_dataset,
+                                                                           tmp_path):
     out, result = predicted
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
@@ -112,8 +113,11 @@ def test_a_rerun_reuses_everything_and_a_new_variant_only_adds(predicted, traine
     more = predict_zoo(trained_zoo, toy_dataset, copy, variants="clean,noise(sigma=0.3)", models=["unet_e004"])
     assert more.sources == ["unet_e004", "unet_e004_noise0.3"]
     assert more.reused == len(more.manifest) // 2
-    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    kept = {p for p in stamps if p.parent.name == "unet_e004"}
+    assert kept and all(p.stat().st_mtime_ns == stamps[p] for p in kept)  # reused, not written again
     assert set(more.manifest["operations"]) == {"clean", "noise(sigma=0.3)"}
+    # the other sources' maps are not in this run's manifest: removed, so no folder mixes two runs
+    assert sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*.nii.gz")) == sorted(more.manifest["file"])
 
 
 def test_noise_is_seeded_and_shared_by_all_models(predicted, trained_zoo, toy_dataset, tmp_path):
