@@ -94,3 +94,32 @@ def test_the_real_hc18_subjects_are_grouped(shared_data):
 def test_only_a_numbered_time_point_suffix_is_stripped(case, patient):
     """A suffix word without its number is part of the case id, not a time point."""
     assert patient_id(case) == patient
+
+
+def test_split_options_that_would_be_ignored_or_mean_nothing_are_refused(tmp_path):
+    """A --group-by that matches no case id made every case a patient of its own (the frames of
+    one patient on both sides of the split); a negative or NaN hold-out fraction, or --group-by
+    without one, were taken for "train on all"."""
+    cases = ["HC18_001", "HC18_001_2", "HC18_002", "HC18_003"]
+    data = _tiny_dataset(tmp_path / "data", cases)
+    with pytest.raises(InputError, match=r"--group-by '\^\(hc18_\[0-9\]\+\)' matches no case id \(e\.g\. 'HC18_001'\)"):
+        training_cases(data, tmp_path / "run", holdout_fraction=0.5, group_by="^(hc18_[0-9]+)")
+    for fraction in (-0.5, float("nan"), 1.0):
+        with pytest.raises(InputError, match=r"--holdout-fraction must lie in \[0, 1\)"):
+            training_cases(data, tmp_path / "run", holdout_fraction=fraction)
+    with pytest.raises(InputError, match="--group-by groups the cases of a new split"):
+        training_cases(data, tmp_path / "run", group_by=HC18)
+    split = make_split(cases, holdout_fraction=0.5, seed=0, patient=pattern_patient(HC18), rule="hc18")
+    with pytest.raises(InputError, match="either --split or --holdout-fraction"):
+        training_cases(data, tmp_path / "run", split=split.save(tmp_path / "split.json"), holdout_fraction=0.5)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("inside", ["", "labelsTr", "imagesTr/run"])
+def test_a_training_folder_in_the_dataset_is_refused(tmp_path, inside):
+    data = _tiny_dataset(tmp_path / "data", ["HC18_001", "HC18_002"])
+    out = data / inside
+    with pytest.raises(InputError, match="is the dataset folder"):
+        training_cases(data, out)
+    assert sorted(p.name for p in data.iterdir()) == ["dataset.json", "imagesTr", "labelsTr"]
+    assert training_cases(data, data.parent / "run") == ["HC18_001", "HC18_002"]

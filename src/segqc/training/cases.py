@@ -5,6 +5,7 @@ foreground."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,12 @@ def choose_training_cases(dataset_dir: str | Path, *, split: Path | None = None,
                           log: Callable[[str], None] | None = None) -> tuple[list[str], Split | None]:
     """The cases :func:`training_cases` trains on, and the fresh split to save (None when none
     was made); nothing is written."""
+    if not (0 <= holdout_fraction < 1):  # also NaN
+        raise InputError(f"--holdout-fraction must lie in [0, 1), got {holdout_fraction}")
+    if group_by is not None and not holdout_fraction > 0:
+        raise InputError("--group-by groups the cases of a new split: give --holdout-fraction too")
+    if split is not None and holdout_fraction > 0:
+        raise InputError("give either --split or --holdout-fraction, not both")
     cases = dataset_cases(dataset_dir)
     if split is not None:
         train, present = Split.load(split).train, set(cases)
@@ -55,6 +62,9 @@ def choose_training_cases(dataset_dir: str | Path, *, split: Path | None = None,
             patient = pattern_patient(group_by) if group_by else patient_id
         except ValueError as exc:
             raise InputError(str(exc)) from None
+        if group_by and not any(re.search(group_by, case) for case in cases):
+            raise InputError(f"--group-by {group_by!r} matches no case id (e.g. {cases[0]!r}); each case would be a "
+                             "patient of its own", dataset_dir)
         rule = f"first group of the regular expression {group_by!r} (else the case id)" if group_by else None
         fresh = make_split(cases, holdout_fraction=holdout_fraction, seed=seed, patient=patient,
                            **({"rule": rule} if rule else {}))
@@ -94,6 +104,11 @@ def training_cases(dataset_dir: str | Path, out_dir: str | Path, *, split: Path 
     (:func:`~segqc.training.stages.check_training_folder`: e.g. a model folder, or with ``method``
     the training run of another method, and with ``settings`` one of other settings)."""
     check_training_folder(out_dir, method=method, settings=settings, may_change=may_change)
+    root = Path(dataset_dir).resolve()
+    target = Path(out_dir).resolve()
+    if target == root or any(target.is_relative_to(root / part) for part in ("imagesTr", "labelsTr")):
+        raise InputError("is the dataset folder (or one of its image or label folders); train into another "
+                         "folder", out_dir)
     cases, fresh = choose_training_cases(dataset_dir, split=split, holdout_fraction=holdout_fraction, seed=seed,
                                          group_by=group_by, log=log)
     if fresh is not None:
