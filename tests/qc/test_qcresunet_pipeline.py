@@ -971,3 +971,17 @@ def test_a_training_step_weighs_the_error_maps_by_the_configs_lambda(tmp_path):
         parts = _member_stage(config, data, 0, model, torch.device("cpu"), "fp32").step(0)
         assert parts["sem_dice"] + parts["sem_bce"] > 0.1  # the maps' loss is not negligible here
         assert parts["total"] == pytest.approx(parts["mae"] + lam * (parts["sem_dice"] + parts["sem_bce"]), rel=1e-5)
+
+
+def test_a_read_out_without_two_training_volumes_is_refused_before_the_network_trains(tmp_path):
+    """The read-out's cross-validation over the volumes needs two; with one, the whole network
+    trained first (about 50 minutes with the small preset) and then the run stopped with "needs at
+    least two groups", naming nothing."""
+    from segqc.errors import InputError
+    from segqc.qc.training_api import train_method
+
+    dataset = make_qc_dataset(tmp_path / "data", n_cases=1, shape=(48, 48, 8))
+    with pytest.raises(InputError, match=r"needs at least two; found 1 .*--set readout_per_case=0"):
+        train_method("qcresunet", dataset, tmp_path / "run", config="tiny", log=lambda _: None,
+                     overrides={"epochs": 1, "samples_per_epoch": 2, "readout_per_case": 2})
+    assert not (tmp_path / "run" / "stages").exists()

@@ -801,6 +801,10 @@ def train_from_dataset(dataset_dir: str | Path, out_dir: str | Path, *, config: 
         readout_data = build_readout_data(dataset_dir, cases, config, Path(out_dir) / "readout_data",
                                           extra_seg_dirs=extra_seg_dirs, jobs=jobs, progress=progress)
         log(f"read-out data: {readout_data.n_samples} segmentations")
+        if len(set(readout_data.cases)) < 2:  # found before the network trains, not after
+            raise InputError("the read-out is fitted by cross-validation over the training volumes and needs at "
+                             f"least two; found {len(set(readout_data.cases))} (add volumes, or train without a "
+                             "read-out: --set readout_per_case=0)", dataset_dir)
     return train(config, data, out_dir, log=log, progress=progress, readout_data=readout_data)
 
 
