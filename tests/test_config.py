@@ -127,3 +127,13 @@ def test_a_config_file_that_is_not_utf8_text_is_one_line_naming_it(tmp_path):
     with pytest.raises(InputError) as exc:
         QcSettings.load(path)
     assert str(exc.value) == f"{path}: corrupt QC config: not UTF-8 text"
+
+
+def test_a_setting_given_twice_is_refused_not_the_last_one_taken():
+    import pytest
+
+    from segqc.config import parse_overrides
+
+    assert parse_overrides(["lr=0.1", "epochs=3"]) == {"lr": 0.1, "epochs": 3}
+    with pytest.raises(ValueError, match="--set lr is given twice"):
+        parse_overrides(["lr=0.1", " lr =0.2"])

@@ -202,11 +202,14 @@ def _literal(text: str) -> Any:
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     """``["KEY=VALUE", ...]`` -> dict; values are Python literals where they parse (``3``,
-    ``0.5``, ``(16, 32)``, ``True``), else strings. A missing ``=`` raises ``ValueError``."""
+    ``0.5``, ``(16, 32)``, ``True``), else strings. A missing ``=``, or a key given twice (which
+    one was meant?), raises ``ValueError``."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"a config override must be KEY=VALUE, got {item!r}")
+        if key.strip() in out:
+            raise ValueError(f"--set {key.strip()} is given twice; give each setting once")
         out[key.strip()] = _literal(value)
     return out

@@ -44,7 +44,7 @@ def train_command(
     holdout: float | None = typer.Option(None, "--holdout",
                                          help="Share of patients held out (default: the config's, 0.25)."),
     device: str = typer.Option("auto", "--device", help="'auto' (CUDA if available), 'cpu' or 'cuda:N'."),
-    threads: int = typer.Option(2, "--threads", help="torch CPU threads."),
+    threads: int = typer.Option(2, "--threads", min=1, help="torch CPU threads."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=0,
                              help="Processes for fingerprinting and preprocessing (0 = one per core)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or per-epoch lines."),
