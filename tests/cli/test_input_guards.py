@@ -275,3 +275,13 @@ def test_a_broken_yaml_file_is_named_with_the_line_and_column_of_the_problem(tmp
     line = one_error_line(runner.invoke(app, ["labels", "scheme", "show", str(bad)]))
     assert line.startswith(f"error: {bad}: cannot read the label scheme: expected ',' or '}}'")
     assert line.endswith("(line 4, column 1)")
+
+
+def test_the_demo_refuses_a_named_data_folder_that_is_not_the_dataset_before_it_runs(tmp_path):
+    out = tmp_path / "demo"
+    line = one_error_line(runner.invoke(app, ["demo", "-o", str(out), "--acdc", str(tmp_path / "typo")]))
+    assert line == f"error: {tmp_path / 'typo'}: --acdc: no imagesTr/ folder here; give the dataset's folder"
+    other = _dataset(tmp_path / "other")  # a dataset, but not one with the demo's cases
+    line = one_error_line(runner.invoke(app, ["demo", "-o", str(out), "--no-qc", "--hc18", str(other)]))
+    assert line.startswith(f"error: {other}: --hc18: imagesTr/") and "is missing; the demo uses the cases" in line
+    assert not out.exists()

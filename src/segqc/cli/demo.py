@@ -5,12 +5,30 @@ The data and numbers come from :mod:`segqc.demo`; this module prints them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import typer
 
 from segqc.cli._common import console, user_errors
 from segqc.demo import DEFAULT_ACDC, DEFAULT_HC18, DEFAULT_MODELS, QC_CASES, SEG_CASES, SEG_MODELS, SEG_NOISE
+from segqc.errors import InputError
+
+
+def _check_data(folder: Path, cases: Sequence[str], option: str, *, given: bool) -> None:
+    """:class:`InputError` for a data folder the user named (``given``) that is not there, and for
+    one with images that lacks a case the demo uses (e.g. another dataset); the default folder
+    missing altogether only skips that part of the demo."""
+    images = folder / "imagesTr"
+    if not images.is_dir():
+        if given:
+            raise InputError(f"{option}: no imagesTr/ folder here; give the dataset's folder", folder)
+        return
+    for case in cases:
+        for needed in (images / f"{case}_0000.nii.gz", folder / "labelsTr" / f"{case}.nii.gz"):
+            if not needed.is_file():
+                raise InputError(f"{option}: {needed.relative_to(folder)} is missing; the demo uses the cases "
+                                 f"{', '.join(cases)}", folder)
 
 
 def _seg_demo(out_dir: Path, hc18: Path) -> None:
@@ -107,6 +125,10 @@ def demo_command(
     metrics = ("dice", "iou", "precision", "recall", "volume_pred", "volume_gt", "rvd", "hd", "hd95", "assd", "masd",
                "nsd", "pq", "lesion_dice")
     with user_errors():
+        if not no_qc:  # a named data folder that is wrong is said before anything runs
+            _check_data(acdc, QC_CASES, "--acdc", given=acdc != DEFAULT_ACDC)
+        if not no_seg:
+            _check_data(hc18, SEG_CASES, "--hc18", given=hc18 != DEFAULT_HC18)
         folders = write_demo_data(out_dir / "data", seed=seed)
         for name, (pred_dir, gt_dir) in folders.items():
             result = evaluate_folder(pred_dir, gt_dir, out_dir / "evaluation" / name, per_component=True,
