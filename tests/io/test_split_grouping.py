@@ -3,6 +3,8 @@ cases: images of one subject must never land on both sides of a split."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from segqc.errors import InputError
@@ -123,3 +125,29 @@ def test_a_training_folder_in_the_dataset_is_refused(tmp_path, inside):
         training_cases(data, out)
     assert sorted(p.name for p in data.iterdir()) == ["dataset.json", "imagesTr", "labelsTr"]
     assert training_cases(data, data.parent / "run") == ["HC18_001", "HC18_002"]
+
+
+def test_a_split_written_by_hand_is_read_and_a_broken_one_is_named_in_plain_words(tmp_path):
+    path = tmp_path / "split.json"
+    path.write_text(json.dumps({"train": ["ACDC_patient001_frame01", "ACDC_patient001_frame12"],
+                                "holdout": ["ACDC_patient002_frame01"]}))
+    split = Split.load(path)
+    assert split.train == ("ACDC_patient001_frame01", "ACDC_patient001_frame12")
+    assert split.holdout_patients == ("ACDC_patient002",) and split.holdout_fraction == pytest.approx(1 / 3)
+    path.write_text(json.dumps({"train": ["ACDC_patient001_frame01"], "holdout": ["ACDC_patient001_frame12"]}))
+    with pytest.raises(InputError, match="patient.s. on both sides of the split: ACDC_patient001") as info:
+        Split.load(path)
+    assert info.value.path == path
+    for content, words in (([], 'a JSON object with a "train" list'), ({"train": "A"}, '"train" must be a list'),
+                           ({"train": ["a"], "holdout": [1]}, '"holdout" must be a list of case ids'),
+                           ({"format": "segqc-split", "train": ["a"], "holdout": [], "seed": 0,
+                             "holdout_fraction": 0.0}, "the field 'patients' of a split segqc wrote is missing"),
+                           ({"format": "segqc-split", "train": ["a"], "holdout": [], "seed": 0,
+                             "holdout_fraction": 0.0, "patients": {}}, "case 'a' has no patient")):
+        path.write_text(json.dumps(content))
+        with pytest.raises(InputError, match=words) as info:
+            Split.load(path)
+        assert "Error" not in str(info.value)
+    path.write_text("{train")
+    with pytest.raises(InputError, match=r"not a JSON file \(line 1\)"):
+        Split.load(path)

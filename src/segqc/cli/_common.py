@@ -203,7 +203,8 @@ def print_run_footer(report: RunReport | None, *, warnings: Iterable[str] = (), 
 
 #: ``--split``, ``--holdout-fraction``, ``--group-by``: which cases a training run uses (qc train, seg train).
 SPLIT_OPTION: Path | None = typer.Option(None, "--split",
-                                         help="split.json (patient-level); train on its 'train' cases.")
+                                         help="split.json (one segqc wrote, or {\"train\": [case ids], \"holdout\": "
+                                              "[...]}); train on its 'train' cases.")
 HOLDOUT_OPTION: float = typer.Option(
     0.0, "--holdout-fraction", help="Hold out this fraction of patients (writes OUT/split.json); 0 = train on all.")
 GROUP_BY_OPTION: str | None = typer.Option(

@@ -27,6 +27,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -108,21 +109,45 @@ class Split:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Split:
+        """The split of a ``split.json``: one that segqc wrote, or one written by hand with only
+        ``train`` (and ``holdout``) lists of case ids — its patients are then those of
+        :func:`patient_id`. :class:`InputError` naming the file for anything else."""
         path = Path(path)
         if not path.is_file():
             raise InputError("split file not found", path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("format") != "segqc-split":
-                raise InputError("not a segqc split (missing \"format\": \"segqc-split\")", path)
-            return cls(train=tuple(data["train"]), holdout=tuple(data["holdout"]), seed=int(data["seed"]),
-                       holdout_fraction=float(data["holdout_fraction"]),
-                       patients={str(k): str(v) for k, v in data["patients"].items()},
-                       rule=str(data.get("rule", PATIENT_RULE)))
-        except json.JSONDecodeError as exc:
-            raise InputError(f"malformed JSON: {exc.msg} (line {exc.lineno})", path) from None
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise InputError(f"malformed split: {type(exc).__name__}: {exc}", path) from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            where = f" (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
+            raise InputError(f"not a JSON file{where}", path) from None
+        if not isinstance(data, dict):
+            raise InputError('a split is a JSON object with a "train" list of case ids (and a "holdout" list)', path)
+        lists = {}
+        for side in ("train", "holdout"):
+            value = data.get(side, [] if side == "holdout" else None)
+            if not isinstance(value, list) or not all(isinstance(case, str) for case in value):
+                raise InputError(f'"{side}" must be a list of case ids (strings)', path)
+            lists[side] = tuple(value)
+        cases = lists["train"] + lists["holdout"]
+        if data.get("format") != "segqc-split":  # written by hand
+            fields: dict[str, Any] = {"seed": 0, "holdout_fraction": len(lists["holdout"]) / max(1, len(cases)),
+                                      "patients": {case: patient_id(case) for case in cases}, "rule": PATIENT_RULE}
+        else:
+            missing = [key for key in ("seed", "holdout_fraction", "patients") if key not in data]
+            if missing:
+                raise InputError(f"the field {missing[0]!r} of a split segqc wrote is missing", path)
+            try:
+                fields = {"seed": int(data["seed"]), "holdout_fraction": float(data["holdout_fraction"]),
+                          "patients": {str(k): str(v) for k, v in dict(data["patients"]).items()},
+                          "rule": str(data.get("rule", PATIENT_RULE))}
+            except (TypeError, ValueError):
+                raise InputError("seed and holdout_fraction must be numbers and patients an object (case -> "
+                                 "patient)", path) from None
+            unknown = [case for case in cases if case not in fields["patients"]]
+            if unknown:
+                raise InputError(f"case {unknown[0]!r} has no patient in \"patients\"", path)
+        try:
+            return cls(train=lists["train"], holdout=lists["holdout"], **fields)
         except InputError as exc:
             raise InputError(exc.problem, path) from None
 
