@@ -137,3 +137,17 @@ def test_a_setting_given_twice_is_refused_not_the_last_one_taken():
     assert parse_overrides(["lr=0.1", "epochs=3"]) == {"lr": 0.1, "epochs": 3}
     with pytest.raises(ValueError, match="--set lr is given twice"):
         parse_overrides(["lr=0.1", " lr =0.2"])
+
+
+def test_a_checkpoint_that_does_not_fit_its_model_is_named_without_exception_names():
+    """Once: `checkpoint does not match the nnQC model (KeyError: 'nnqc')`."""
+    import pytest
+
+    from segqc.training.checkpoints import CheckpointError, checkpoint_fits
+
+    for raised, words in ((KeyError("nnqc"), "its config or weights lack the entry 'nnqc'"),
+                          (TypeError("unsupported operand"), "a value of its config has the wrong kind"),
+                          (RuntimeError("size mismatch for conv.weight\nmore"), "size mismatch for conv.weight")):
+        with pytest.raises(CheckpointError) as info, checkpoint_fits("MODEL", "nnQC model"):
+            raise raised
+        assert str(info.value) == f"MODEL: checkpoint does not match the nnQC model ({words})"

@@ -39,15 +39,19 @@ class CheckpointError(SegqcError):
 def checkpoint_fits(directory: str | Path, model_name: str) -> Iterator[None]:
     """Turn what goes wrong while a model is built from a checkpoint's config and weights (a
     missing key, a wrong type or value, weights of other shapes, an input error) into one
-    :class:`CheckpointError` line: ``DIR: checkpoint does not match the MODEL (Error: first line)``."""
+    :class:`CheckpointError` line: ``DIR: checkpoint does not match the MODEL (what is wrong)``."""
     from segqc.errors import InputError
 
     try:
         yield
     except (KeyError, TypeError, ValueError, RuntimeError, InputError) as error:
-        first = str(error).splitlines()[0] if str(error) else ""
-        raise CheckpointError(f"{directory}: checkpoint does not match the {model_name} "
-                              f"({type(error).__name__}: {first})") from None
+        if isinstance(error, KeyError):  # a key's repr alone ('nnqc') says nothing
+            what = f"its config or weights lack the entry {error.args[0]!r}" if error.args else "an entry is missing"
+        elif isinstance(error, TypeError):
+            what = "a value of its config has the wrong kind"
+        else:
+            what = str(error).splitlines()[0] if str(error) else "it cannot be built"
+        raise CheckpointError(f"{directory}: checkpoint does not match the {model_name} ({what})") from None
 
 
 def _versions() -> dict[str, str]:

@@ -115,8 +115,12 @@ class ZooInfo:
                        classes=tuple(int(v) for v in data["classes"]),
                        label_names={int(k): str(v) for k, v in data.get("label_names", {}).items()},
                        in_channels=int(data["in_channels"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"malformed zoo.json: {type(exc).__name__}: {exc}") from None
+        except KeyError as exc:
+            raise InputError(f"malformed zoo.json: the entry {exc.args[0]!r} is missing") from None
+        except TypeError:
+            raise InputError("malformed zoo.json: an entry holds a value of the wrong kind") from None
+        except ValueError as exc:
+            raise InputError(f"malformed zoo.json: {exc}") from None
 
 
 def read_zoo(zoo_dir: str | os.PathLike[str]) -> ZooInfo:
