@@ -32,8 +32,8 @@ def _parse_int_list(text: str, option: str) -> tuple[int, ...]:
 
 
 def _unread_files(folder: Path, case: str) -> str:
-    """``" (X.npy is not an image format segqc reads: ...)"`` for the files ``CASE.*`` of
-    ``folder`` (which then were not read as the case's file), else ``""``."""
+    """``" (CASE.npy: not an image format segqc reads: .nii.gz, ...)"`` naming the files
+    ``CASE.*`` of ``folder`` (there, yet not read as the case's file), else ``""``."""
     from segqc.io.images import IMAGE_EXTENSIONS
 
     names = sorted(p.name for p in folder.glob(f"{glob.escape(case)}.*") if p.is_file())
