@@ -842,3 +842,26 @@ def test_a_model_path_that_is_a_file_or_names_no_method_is_named_in_plain_words(
     assert _error_lines(result.output) == [
         f"error: {model / 'config.json'}: names no method; expected a QC model (nnqc, cae, qcresunet)"]
     assert result.exit_code == 2, result.output
+
+
+def test_images_without_a_segmentation_and_steps_a_regressor_ignores_are_named(qc_dataset, tmp_path):
+    """Images that no segmentation came with were listed only in report.json, and `--steps` given
+    to a one-pass regressor was dropped without a word."""
+    import shutil
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    segs = tmp_path / "segs"
+    segs.mkdir()
+    labels = sorted((qc_dataset / "labelsTr").glob("*.nii.gz"))
+    shutil.copy(labels[0], segs)
+    _, _, report = qc_folder(model_dir, qc_dataset / "imagesTr", segs, tmp_path / "qc",
+                             settings=QcSettings(metrics=("nsd",), steps=3), model=_nsd_regressor(qc_dataset, 2.0))
+    missing = len(labels) - 1
+    assert report["notes"] == [
+        f"{missing} image(s) of {qc_dataset / 'imagesTr'} have no segmentation in {segs} and were not checked "
+        f"({', '.join(p.name[:-len('.nii.gz')] for p in labels[1:4])}{', ...' if missing > 3 else ''})",
+        f"the {report['method']} model estimates in one pass and takes no sampler steps; --steps 3 was ignored"]
+    _, _, report = qc_folder(model_dir, qc_dataset / "imagesTr", qc_dataset / "labelsTr", tmp_path / "all",
+                             settings=QcSettings(metrics=("nsd",)), model=_nsd_regressor(qc_dataset, 2.0))
+    assert report["notes"] == []

@@ -238,3 +238,23 @@ def test_a_model_path_that_is_a_file_or_names_no_method_is_named_in_plain_words(
         predict_folder(model, images, tmp_path / "nameless")
     assert str(nameless.value) == (f"{model / 'config.json'}: names no method; expected a segmentation model "
                                    "(ldseg, unet, consensus, probunet)")
+
+
+def test_a_model_without_sampler_or_dropout_records_what_ran_and_says_what_it_ignored(tmp_path):
+    """A deterministic U-Net given --samples 4 --steps 4 made one pass and wrote samples=4,
+    steps=4 into cases.csv without a word."""
+    config = dataclasses.replace(UnetConfig.preset("tiny"), dropout=0.0)
+    state = build_unet(config, image_channels=1, classes=2).state_dict()
+    model = tmp_path / "model"
+    save_checkpoint(model, method="unet", config={"unet": config.to_dict(), "labels": [0, 1], "names": {},
+                                                  "image_channels": 1}, weights={"unet": state})
+    images = _images(tmp_path / "images")
+    report = predict_folder(model, images, tmp_path / "out", samples=4, steps=4)
+    row = pd.read_csv(tmp_path / "out" / "cases.csv").iloc[0]
+    assert (row["samples"], row["steps"]) == (1, 0)
+    assert report.warnings[:2] == ["the unet model takes no sampler steps; --steps 4 was ignored",
+                                   "the model has no dropout, so every pass is the same: one pass instead of "
+                                   "--samples 4"]
+    report = predict_folder(_save_unet(tmp_path / "dropout"), images, tmp_path / "mc", samples=3)
+    assert not report.warnings  # with dropout the passes differ: three of them
+    assert pd.read_csv(tmp_path / "mc" / "cases.csv")["samples"].tolist() == [3]

@@ -533,6 +533,13 @@ def qc_folder(model_dir: str | Path, images_dir: str | Path, segs_dir: str | Pat
     write_csv_atomic(out_dir / "worklist.csv", work_list)
     ignored = [f"{path}: ignored ({why})" for path, why in pairing.ignored]
     ignored += [w for w in [missing_fingerprint_warning(loaded, model_dir)] if w]
+    if pairing.missing:  # images of the folder that no segmentation came with
+        shown = ", ".join(case for case, _ in pairing.missing[:3]) + (", ..." if len(pairing.missing) > 3 else "")
+        ignored.append(f"{len(pairing.missing)} image(s) of {images_dir} have no segmentation in {segs_dir} and "
+                       f"were not checked ({shown})")
+    if loaded.assess is not None and settings.steps is not None:
+        ignored.append(f"the {loaded.method} model estimates in one pass and takes no sampler steps; --steps "
+                       f"{settings.steps} was ignored")
     if loaded.assess is not None and settings.metrics != QcSettings().metrics:  # asked for, not the default
         lacking = [m for m in settings.metrics if m not in loaded.metrics]
         if lacking:

@@ -15,7 +15,8 @@ case engine (:func:`segqc.execution.run_cases`): ``OUT/CASE.nii.gz`` (label valu
 grid, the input's geometry), ``OUT/uncertainty/CASE.nii.gz`` (entropy, float32, same grid) and
 ``OUT/cases.csv``: ``case``, ``uncertainty`` (the mean entropy inside the predicted foreground, or
 over the whole image when nothing is predicted as foreground; ``region`` says which),
-``foreground_voxels``, ``mean_entropy`` (over the whole image), ``samples``, ``steps``; on request
+``foreground_voxels``, ``mean_entropy`` (over the whole image), ``samples``, ``steps`` (what ran: a
+model without a sampler has 0 steps, one without dropout draws one sample); on request
 the mean probability and the standard deviation of every class and every sample's label map
 (:func:`predict_folder`). Results are cached on the content of the image files and of the weights.
 """
@@ -318,8 +319,14 @@ def predict_folder(model_dir: str | Path, images_dir: str | Path, out_dir: str |
         raise InputError(f"--steps must be at least 1, got {steps}")
     if steps is not None and timesteps is not None and steps > timesteps:
         raise InputError(f"--steps must be at most the model's {timesteps} diffusion steps, got {steps}")
+    notes = []
+    if timesteps is None and steps is not None:  # a U-Net or Probabilistic U-Net: no sampler
+        notes.append(f"the {_method_of(directory).name} model takes no sampler steps; --steps {steps} was ignored")
+    if samples is not None and samples > 1 and float(getattr(model.config, "dropout", 1.0)) == 0.0:
+        notes.append(f"the model has no dropout, so every pass is the same: one pass instead of --samples {samples}")
+        samples = 1
     samples = int(model.samples if samples is None else samples)
-    steps = int(model.steps if steps is None else steps)
+    steps = int(model.steps if steps is None else steps) if timesteps is not None else 0  # cases.csv: what ran
     out.mkdir(parents=True, exist_ok=True)
     tasks = [CaseTask(case, {"image": tuple(paths)}) for case, paths in sorted(files.items())]
     digest = directory_digest(directory)
@@ -329,6 +336,7 @@ def predict_folder(model_dir: str | Path, images_dir: str | Path, out_dir: str |
                 "save": sorted(set(save)), "version": 1}
     report = run_cases(function, tasks, out, settings=settings,
                        extra_digest=digest, jobs=jobs, progress=progress, description="segment")
+    report.warnings[:0] = notes
     table = report.table if len(report.table) else pd.DataFrame(
         columns=["case", "uncertainty", "region", "foreground_voxels", "mean_entropy", "samples", "steps"])
     write_text_atomic(out / "cases.csv", table.to_csv(index=False))
