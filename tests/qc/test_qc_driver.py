@@ -216,3 +216,11 @@ def test_the_spread_is_the_sample_standard_deviation_of_the_per_sample_estimates
     scored = merged[merged["value"] > 0]  # a class the segmentation lacks: the empty sample is both-empty, NaN
     assert len(scored) >= len(merged) - 2
     np.testing.assert_allclose(scored["spread"], scored["value"] / np.sqrt(2), rtol=1e-9, atol=1e-12)
+
+
+def test_a_flag_threshold_outside_zero_to_one_is_refused():
+    """`--flag-dice nan` was accepted and flagged nothing (every comparison with NaN is false)."""
+    for bad in (float("nan"), -0.1, 1.5):
+        with pytest.raises(ValueError, match=r"--flag-dice\) must lie in \[0, 1\]"):
+            QcSettings(flag_dice=bad)
+    assert QcSettings(flag_dice=0.0).flag_dice == 0.0 and QcSettings(flag_dice=1.0).flag_dice == 1.0

@@ -106,6 +106,8 @@ class QcSettings(ConfigBase):
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.tolerance_mm is not None and not (math.isfinite(self.tolerance_mm) and self.tolerance_mm > 0):
             raise ValueError(f"tolerance_mm must be a positive number of mm, got {self.tolerance_mm}")
+        if not 0.0 <= self.flag_dice <= 1.0:  # also NaN, which would flag nothing
+            raise ValueError(f"the Dice flag threshold (--flag-dice) must lie in [0, 1], got {self.flag_dice}")
 
 
 register_presets(QcSettings, {"default": QcSettings()})
