@@ -112,10 +112,10 @@ def prepare_output_file(path: Path, *, suffixes: tuple[str, ...] = (), inputs: I
     check_writable_file(path)  # not a folder, no parent that is a file
     if suffixes and not path.name.lower().endswith(suffixes):
         raise InputError(f"expected a file name ending in {' or '.join(suffixes)}", path)
-    target = os.path.realpath(path)
+    target = Path(os.path.realpath(path))
     for source in inputs:
-        resolved = os.path.realpath(source)
-        if target == resolved or (os.path.isdir(resolved) and target.startswith(resolved.rstrip(os.sep) + os.sep)):
+        resolved = Path(os.path.realpath(source))
+        if target.is_relative_to(resolved):  # the input file itself, or a path below an input folder
             where = "is an input" if target == resolved else f"lies in the input folder {source}"
             raise InputError(f"{where} of this command; write the output elsewhere", path)
     _writable_dir(path.parent if str(path.parent) else Path("."))

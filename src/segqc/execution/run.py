@@ -250,10 +250,9 @@ def check_output_outside(out: Path, folders: Sequence[Path]) -> None:
     """:class:`InputError` naming ``out`` when it is one of ``folders`` or lies inside one: input
     folders whose sub-folders a run reads (e.g. one folder per case), so that the run's own
     ``cases/`` would be read as input next time. Compared after resolving links."""
-    target = os.path.realpath(out)
+    target = Path(os.path.realpath(out))
     for folder in folders:
-        resolved = os.path.realpath(folder)
-        if target == resolved or target.startswith(resolved.rstrip(os.sep) + os.sep):
+        if target.is_relative_to(os.path.realpath(folder)):  # the folder itself, or below it
             raise InputError(f"lies in the input folder {folder}; write the output into another folder", out)
 
 

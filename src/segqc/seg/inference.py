@@ -319,9 +319,10 @@ def predict_folder(model_dir: str | Path, images_dir: str | Path, out_dir: str |
         raise InputError(f"--steps must be at least 1, got {steps}")
     if steps is not None and timesteps is not None and steps > timesteps:
         raise InputError(f"--steps must be at most the model's {timesteps} diffusion steps, got {steps}")
+    method = _method_of(directory).name
     notes = []
     if timesteps is None and steps is not None:  # a U-Net or Probabilistic U-Net: no sampler
-        notes.append(f"the {_method_of(directory).name} model takes no sampler steps; --steps {steps} was ignored")
+        notes.append(f"the {method} model takes no sampler steps; --steps {steps} was ignored")
     if samples is not None and samples > 1 and float(getattr(model.config, "dropout", 1.0)) == 0.0:
         notes.append(f"the model has no dropout, so every pass is the same: one pass instead of --samples {samples}")
         samples = 1
@@ -332,7 +333,7 @@ def predict_folder(model_dir: str | Path, images_dir: str | Path, out_dir: str |
     digest = directory_digest(directory)
     function = partial(_predict_case, model_dir=str(directory), digest=digest, device=device, samples=samples,
                        steps=steps, seed=seed, out_dir=str(out), save=tuple(sorted(set(save))))
-    settings = {"method": _method_of(directory).name, "samples": samples, "steps": steps, "seed": seed,
+    settings = {"method": method, "samples": samples, "steps": steps, "seed": seed,
                 "save": sorted(set(save)), "version": 1}
     report = run_cases(function, tasks, out, settings=settings,
                        extra_digest=digest, jobs=jobs, progress=progress, description="segment")
