@@ -586,3 +586,52 @@ def test_the_outputs_of_a_removed_case_whose_id_names_a_subfolder_are_removed_to
     report = run(["m1/a", "m2/a"])
     assert sorted(p.name for p in (out / "m1").iterdir()) == ["a.txt"]
     assert [w for w in report.warnings if "m1/b.txt" in w], report.warnings
+
+
+def _write_case_file(task, out: Path):
+    """Writes ``CASE.txt`` in ``out`` through segqc's atomic writer (as every command writes its maps)."""
+    import pandas as pd
+
+    from segqc.execution import CaseResult
+    from segqc.io.atomic import write_text_atomic
+
+    write_text_atomic(out / f"{task.case}.txt", Path(task.inputs["text"][0]).read_text())
+    return CaseResult(table=pd.DataFrame([{"case": task.case}]), files=[f"{task.case}.txt"])
+
+
+def test_a_file_segqc_did_not_write_is_never_written_over(tmp_path):
+    """`-o` naming a folder of the user's own files (another model's segmentations, named like the
+    cases) replaced them without a word. The case that would write over one fails with a line
+    naming it; the other cases run; a rerun (the folder now holds a store) still refuses, and the
+    file is written once the user has moved theirs away. A case's own outputs of an earlier run,
+    including those of a run killed half-way (its write journal), are written over as before."""
+    from segqc.execution import CaseTask, run_cases
+
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    out.mkdir()
+    for case in "ab":
+        (inputs / f"{case}.txt").write_text(f"new {case}")
+    (out / "a.txt").write_text("the user's a")
+
+    def run():
+        tasks = [CaseTask(c, {"text": (inputs / f"{c}.txt",)}) for c in "ab"]
+        return run_cases(partial(_write_case_file, out=out), tasks, out, settings={})
+
+    for _ in range(2):
+        report = run()
+        assert report.done == ["b"] and list(report.failed) == ["a"]
+        assert str(out / "a.txt") in report.failed["a"]
+        assert "no segqc run into this folder wrote it" in report.failed["a"]
+        assert (out / "a.txt").read_text() == "the user's a" and (out / "b.txt").read_text() == "new b"
+    (out / "a.txt").unlink()
+    assert run().done == ["a", "b"] and (out / "a.txt").read_text() == "new a"
+    (inputs / "a.txt").write_text("newer a")  # recomputed: its own earlier output is written over
+    (inputs / "b.txt").write_text("newer b")
+    (out / "cases" / "b.parquet").unlink()     # b killed after its write, before it was stored
+    journal = out / "cases" / ".writing" / "b.txt"
+    journal.parent.mkdir(exist_ok=True)
+    journal.write_text("b.txt\n")
+    report = run()
+    assert report.done == ["a", "b"] and not report.failed
+    assert (out / "a.txt").read_text() == "newer a" and (out / "b.txt").read_text() == "newer b"

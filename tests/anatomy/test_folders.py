@@ -211,3 +211,21 @@ def test_two_sources_of_one_name_are_named_in_the_refusal(tmp_path):
     assert result.exit_code == 2, result.output
     assert _errors(result.output) == [f"error: two sources have the same name 'pred' ({tmp_path / 'a' / 'pred'} and "
                                       f"{tmp_path / 'b' / 'pred'}); name them with --names"]
+
+
+@pytest.mark.parametrize("command", ["map", "rules", "merge"])
+def test_an_output_folder_with_the_users_own_map_of_a_case_keeps_it(tmp_path, command):
+    """`-o` naming a folder that already held the user's own CASE.nii.gz (say, maps edited by hand)
+    replaced it with the command's output."""
+    folder, out = tmp_path / "in", tmp_path / "out"
+    for case in ("c1", "c2"):
+        write_image(folder / f"{case}.nii.gz", _labels("liver", "spleen"), GEOMETRY)
+    own = np.full(GEOMETRY.shape, 7, np.uint8)
+    written = out / "merged" / "c1.nii.gz" if command == "merge" else out / "c1.nii.gz"
+    write_image(written, own, GEOMETRY)
+    result = runner.invoke(app, _commands(folder, out)[command])
+    assert result.exit_code == 1, result.output
+    assert _errors(result.output) == [f"error: {written}: exists and no segqc run into this folder wrote it; "
+                                      "this run would overwrite it: write into another folder, or move the file"]
+    np.testing.assert_array_equal(read_label_map(written).array, own)
+    assert written.with_name("c2.nii.gz").is_file()

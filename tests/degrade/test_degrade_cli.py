@@ -105,7 +105,12 @@ def test_a_rerun_reuses_finished_cases(dataset, tmp_path):
     out = tmp_path / "out"
     assert _run(str(dataset), "-o", str(out), "--per-case", "2", "--quiet").exit_code == 0
     first = _manifest(out)
-    (out / "cases" / "case1.parquet").unlink()  # as if interrupted before case1 was stored
+    # as if killed after case1's maps were written but before it was stored: its write journal
+    # (segqc.execution.run._journal) still lists them
+    (out / "cases" / "case1.parquet").unlink()
+    journal = out / "cases" / ".writing" / "case1.txt"
+    journal.parent.mkdir()
+    journal.write_text("".join(f"{f}\n" for f in first["file"] if f.startswith("labels/case1")))
     stamps = {f: (out / f).stat().st_mtime_ns for f in first["file"] if not f.startswith("labels/case1")}
     result = _run(str(dataset), "-o", str(out), "--per-case", "2", "--quiet")
     assert result.exit_code == 0 and "reused 2 finished case(s)" in result.output.replace("\n", " ")

@@ -104,15 +104,24 @@ class RunReport:
                 "inputs": dict(self.inputs)}
 
 
-def _run_and_store(item: tuple[CaseTask, str], function: Callable[[CaseTask], CaseResult],
-                   out_dir: Path | None) -> CaseResult:
-    task, key = item
+@dataclass(frozen=True)
+class _Todo:
+    """A case to compute: its task, cache key and the output files that earlier runs of it
+    recorded (relative to the output folder) — the only existing files it may write over."""
+
+    task: CaseTask
+    key: str
+    own_files: frozenset[str] = frozenset()
+
+
+def _run_and_store(item: _Todo, function: Callable[[CaseTask], CaseResult], out_dir: Path | None) -> CaseResult:
+    task, key = item.task, item.key
     try:
         if out_dir is None:
             return function(task)
         journal = _journal(out_dir, task.case)
         journal.unlink(missing_ok=True)  # its earlier entries were read before the run began
-        with write_journal(out_dir, journal):
+        with write_journal(out_dir, journal, own_files=item.own_files):
             result = function(task)
         CaseStore(out_dir / "cases").save(task.case, key, {"table": result.table, **result.extra},
                                           warnings=result.warnings, files=result.files)
@@ -287,9 +296,11 @@ def _run_cases(function: Callable[[CaseTask], CaseResult], tasks: Sequence[CaseT
             earlier[case] = earlier.get(case, []) + files
         # what their atomic writes left; the folder's lock says no other run is writing them
         remove_temporaries([out / name for names in earlier.values() for name in names], folders=[out / "cases"])
+    items = [_Todo(task, key, frozenset(earlier.get(task.case, ()))) for task, key in todo]
     work = partial(_run_and_store, function=function, out_dir=out)
-    for (task, _), result in map_cases(work, todo, jobs=jobs, scheduler=scheduler, description=description,
-                                       progress=progress):
+    for item, result in map_cases(work, items, jobs=jobs, scheduler=scheduler, description=description,
+                                  progress=progress):
+        task = item.task
         if isinstance(result, CaseSkipped):
             report.skipped[task.case] = str(result)
         elif isinstance(result, SegqcError):

@@ -16,16 +16,21 @@ from pathlib import Path
 
 from segqc.errors import InputError
 
-_JOURNAL: ContextVar[tuple[Path, Path] | None] = ContextVar("segqc_write_journal", default=None)
+_JOURNAL: ContextVar[tuple[Path, Path, frozenset[str] | None] | None] = ContextVar("segqc_write_journal", default=None)
 
 
 @contextmanager
-def write_journal(root: str | os.PathLike[str], journal: str | os.PathLike[str]) -> Iterator[None]:
+def write_journal(root: str | os.PathLike[str], journal: str | os.PathLike[str], *,
+                  own_files: Iterable[str] | None = None) -> Iterator[None]:
     """Within the block, every file that segqc's writers (:func:`atomic_path` and its users,
     ``segqc.io.images.write_image``) write below ``root`` is first appended to the text file
     ``journal`` (one path relative to ``root`` per line). The case engine keeps one journal per
-    running case, so the files of a case killed or failed half-way can be found and removed."""
-    token = _JOURNAL.set((Path(root).resolve(), Path(journal)))
+    running case, so the files of a case killed or failed half-way can be found and removed.
+    ``own_files``: when given, the paths relative to ``root`` that earlier runs of this case
+    wrote; writing over an existing file that neither they nor the journal list (a file segqc
+    did not write, e.g. the user's own segmentation of that name) raises :class:`InputError`
+    naming it instead."""
+    token = _JOURNAL.set((Path(root).resolve(), Path(journal), None if own_files is None else frozenset(own_files)))
     try:
         yield
     finally:
@@ -34,15 +39,20 @@ def write_journal(root: str | os.PathLike[str], journal: str | os.PathLike[str])
 
 def note_write(path: str | os.PathLike[str]) -> None:
     """Record ``path`` in the active :func:`write_journal` before it is written (nothing outside
-    one, or for a path outside its root)."""
+    one, or for a path outside its root); :class:`InputError` naming ``path`` when it exists and
+    is not one of the journal's own files."""
     entry = _JOURNAL.get()
     if entry is None:
         return
-    root, journal = entry
+    root, journal, own_files = entry
     try:
         relative = Path(path).resolve().relative_to(root)
     except ValueError:
         return
+    if (own_files is not None and os.path.lexists(path) and relative.as_posix() not in own_files
+            and str(relative) not in read_journal(journal)):
+        raise InputError("exists and no segqc run into this folder wrote it; this run would overwrite it: "
+                         "write into another folder, or move the file", Path(path))
     journal.parent.mkdir(parents=True, exist_ok=True)
     with open(journal, "a", encoding="utf-8") as handle:
         handle.write(f"{relative}\n")
