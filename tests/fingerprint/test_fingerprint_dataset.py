@@ -8,6 +8,7 @@ from pathlib import Path
 import nibabel
 import numpy as np
 import pytest
+from dataset_folders import write_dataset
 
 from segqc.errors import InputError
 from segqc.fingerprint import DatasetFingerprint, channel_modality, compute_fingerprint
@@ -51,14 +52,9 @@ def generated(tmp_path: Path):
         geometry = Geometry(shape=shape, spacing=spacing, origin=(1.0, -2.0, 3.0),
                             direction=direction or tuple(np.eye(3).ravel()))
         ct, mr, label = _case_arrays(shape, seed=i)
-        write_image(root / "imagesTr" / f"{case}_0000.nii.gz", ct, geometry)
-        write_image(root / "imagesTr" / f"{case}_0001.nii.gz", mr, geometry)
-        write_image(root / "labelsTr" / f"{case}.nii.gz", label, geometry)
         arrays[case] = (ct, mr, label, geometry)
-    (root / "dataset.json").write_text(json.dumps({
-        "name": "Test", "channel_names": {"0": "CT", "1": "T2"},
-        "labels": {"background": 0, "liver": 1, "tumour": 2}, "file_ending": ".nii.gz",
-    }))
+    write_dataset(root, {case: ([ct, mr], label, geometry) for case, (ct, mr, label, geometry) in arrays.items()},
+                  labels={"background": 0, "liver": 1, "tumour": 2}, channel=("CT", "T2"), name="Test")
     return root, arrays
 
 
