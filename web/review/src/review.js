@@ -1,9 +1,13 @@
 // The page of `segqc review`: worklist, niivue viewer with layers, decisions by keyboard.
 // Bundled with niivue into src/segqc/review/static/review.js by `npm run build`.
-import { Niivue, SLICE_TYPE } from "@niivue/niivue";
+import { Niivue, NVImage, SLICE_TYPE } from "@niivue/niivue";
 
 const token = document.querySelector('meta[name="segqc-token"]').content;
 const KEYS = { a: "accept", r: "reject", f: "needs_fix", u: "unsure" };
+const LETTERS = { accept: "A", reject: "R", needs_fix: "F", unsure: "U" };
+// Without these the reviewer cannot judge the case: if one cannot be shown, nothing is shown and
+// no decision is taken. The other layers are left out on their own when they cannot be shown.
+const REQUIRED = ["image", "segmentation"];
 const VIEWS = [SLICE_TYPE.AXIAL, SLICE_TYPE.CORONAL, SLICE_TYPE.SAGITTAL, SLICE_TYPE.MULTIPLANAR, SLICE_TYPE.RENDER];
 const LAYER_STYLE = {
   image: { title: "image", opacity: 1.0, visible: true },
@@ -23,26 +27,59 @@ const state = {
   layerOrder: [],    // names of the loaded volumes, in niivue's order
   view: 0,
   loading: null,
+  shown: null,       // the id of the case whose pictures are on screen (null while loading or after a failure)
+  saving: null,      // the case whose decision is being saved
+  ignored: [],       // decision keys ignored since the last decision that was taken
 };
 window.segqcReview = state;   // for the end-to-end tests and the curious
 
 const $ = (id) => document.getElementById(id);
 const fmt = (v) => (v === null || v === undefined ? "–" : Number(v).toFixed(3));
+// every text from the server that goes into HTML (class, rater, metric names, ...) goes through esc
+const ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
+const esc = (text) => String(text).replace(/[&<>"']/g, (c) => ESCAPES[c]);
+const UNREACHABLE = "the review server is not reachable (stopped?)";
+const COLOUR = /^#[0-9a-fA-F]{6}$/;
 
-async function api(path, options = {}) {
-  const response = await fetch(path, options);
+// fetch, with an error that says what went wrong: the server's own message (its JSON detail,
+// which names the file and the problem) or that the server cannot be reached at all
+async function request(path, options = {}) {
+  let response;
+  try {
+    response = await fetch(path, options);
+  } catch (error) {
+    throw new Error(UNREACHABLE);
+  }
   if (!response.ok) {
     let detail = response.statusText;
     try { detail = (await response.json()).detail || detail; } catch (e) { /* not JSON */ }
-    throw new Error(`${response.status} ${detail}`);
+    throw new Error(response.status === 422 ? String(detail) : `${response.status} ${detail}`);
   }
-  return response.json();
+  return response;
 }
 
-function status(text, isError = false) {
+async function api(path, options = {}) {
+  return (await request(path, options)).json();
+}
+
+// kind "load": a message about the case on screen, cleared when the next case is shown
+function status(text, isError = false, kind = "") {
   const box = $("saved");
   box.textContent = text;
   box.style.color = isError ? "#c62828" : "";
+  box.dataset.kind = kind;
+  box.dataset.error = isError ? "1" : "0";
+}
+
+function noteIgnored(decision, why) {
+  noteIgnoredText(`${LETTERS[decision] || decision} (${why})`);
+}
+
+function noteIgnoredText(entry) {
+  state.ignored.push(entry);
+  const box = $("saved");
+  const text = box.textContent.replace(/ · ignored: .*$/, "");
+  box.textContent = `${text ? `${text} · ` : ""}ignored: ${state.ignored.join(", ")}`;
 }
 
 // ------------------------------------------------------------------ viewer
@@ -67,13 +104,36 @@ function labelColormap(alpha) {
   return cm;
 }
 
-function volumeOptions(name) {
-  const url = `/api/cases/${encodeURIComponent(state.caseId)}/layers/${name}.nii`;
+function volumeOptions(name, buffer) {
+  if (!state.layers[name]) state.layers[name] = { ...LAYER_STYLE[name] };
   const style = state.layers[name];
   const opacity = style.visible ? style.opacity : 0;
-  if (name === "image") return { url, name: `${name}.nii`, colormap: "gray", opacity };
-  if (name === "uncertainty") return { url, name: `${name}.nii`, colormap: "hot", opacity, cal_min: 0.05 };
-  return { url, name: `${name}.nii`, opacity };
+  const options = { url: buffer, name: `${name}.nii`, opacity };
+  if (name === "image") return { ...options, colormap: "gray" };
+  if (name === "uncertainty") return { ...options, colormap: "hot", cal_min: 0.05 };
+  return options;
+}
+
+// One layer of a case as a niivue volume: the bytes are fetched here (once), so that a refused
+// layer comes with the server's message, and handed to niivue as an ArrayBuffer.
+async function readLayer(caseId, name) {
+  const response = await request(`/api/cases/${encodeURIComponent(caseId)}/layers/${name}.nii`);
+  let buffer;
+  try { buffer = await response.arrayBuffer(); } catch (error) { throw new Error(UNREACHABLE); }
+  try {
+    return await NVImage.loadFromUrl(volumeOptions(name, buffer));
+  } catch (error) {
+    throw new Error(`the viewer cannot read it (${error.message || error})`);
+  }
+}
+
+function clearViewer(text) {
+  nv.opts.loadingText = text;
+  nv.volumes = [];
+  nv.back = null;
+  nv.overlays = [];
+  state.layerOrder = [];
+  nv.updateGLVolume();   // draws the scene: an empty canvas with `text`
 }
 
 function applyLayers() {
@@ -82,7 +142,7 @@ function applyLayers() {
     if (index < nv.volumes.length) nv.setOpacity(index, style.visible ? style.opacity : 0);
   });
   for (const input of document.querySelectorAll("#layers input[type=checkbox]")) {
-    input.checked = state.layers[input.dataset.layer].visible;
+    input.checked = !input.disabled && state.layers[input.dataset.layer].visible;
   }
   for (const input of document.querySelectorAll("#layers input[type=range]")) {
     input.value = state.layers[input.dataset.layer].opacity;
@@ -90,34 +150,69 @@ function applyLayers() {
   nv.drawScene();
 }
 
-function buildLayerControls(names) {
+function layerTitle(name) {
+  return name === "reference" ? state.session.ref_name : LAYER_STYLE[name] ? LAYER_STYLE[name].title : name;
+}
+
+// failed: layer name -> why it cannot be shown; its controls are disabled (all of them when
+// nothing is shown)
+function buildLayerControls(names, failed = {}, nothingShown = false) {
   const box = $("layers");
   box.innerHTML = "";
   for (const name of names) {
     if (!state.layers[name]) state.layers[name] = { ...LAYER_STYLE[name] };
-    const title = name === "reference" ? state.session.ref_name : LAYER_STYLE[name].title;
+    const title = esc(layerTitle(name));
+    const why = name in failed ? `not shown: ${failed[name]}` : nothingShown ? "nothing is shown without the image and the segmentation" : "";
+    const off = why ? ` disabled title="${esc(why)}"` : "";
     const span = document.createElement("span");
-    span.className = "layer";
-    span.innerHTML = `<label><input type="checkbox" data-layer="${name}"> ${title}</label>` +
-      `<input type="range" min="0" max="1" step="0.05" data-layer="${name}" title="${title} opacity">`;
+    span.className = "layer" + (name in failed ? " failed" : "");
+    span.innerHTML = `<label><input type="checkbox" data-layer="${esc(name)}"${off}> ${title}</label>` +
+      `<input type="range" min="0" max="1" step="0.05" data-layer="${esc(name)}"${off || ` title="${title} opacity"`}>`;
     box.appendChild(span);
   }
   box.querySelectorAll("input[type=checkbox]").forEach((input) => input.addEventListener("change", () => {
     state.layers[input.dataset.layer].visible = input.checked; applyLayers(); input.blur();
   }));
-  box.querySelectorAll("input[type=range]").forEach((input) => input.addEventListener("input", () => {
-    const layer = state.layers[input.dataset.layer];
-    layer.opacity = Number(input.value); layer.visible = layer.opacity > 0; applyLayers();
-  }));
+  box.querySelectorAll("input[type=range]").forEach((input) => {
+    input.addEventListener("input", () => {
+      const layer = state.layers[input.dataset.layer];
+      layer.opacity = Number(input.value); layer.visible = layer.opacity > 0; applyLayers();
+    });
+    // a slider clicked or dragged with the mouse gives the keys back to the page when the button
+    // is released (wherever that is), as a checkbox does; one reached with Tab keeps ← → for
+    // itself until Esc or a click elsewhere
+    input.addEventListener("pointerdown", () => window.addEventListener("pointerup", () => input.blur(), { once: true }));
+  });
 }
 
+// Reads every layer of the case, then swaps the viewer over in one go. Returns false when the
+// case was left meanwhile. A layer that cannot be shown is named with the server's message; when
+// it is the image or the segmentation, the viewer is emptied (no other case's pictures stay).
 async function showVolumes(info) {
-  const names = info.layers.filter((n) => n !== "image" || info.layers.includes("image"));
-  buildLayerControls(names);
-  state.layerOrder = names;
-  document.body.dataset.loaded = "0";
-  await nv.loadVolumes(names.map(volumeOptions));
-  names.forEach((name, index) => {
+  const names = info.layers;
+  const results = await Promise.allSettled(names.map((name) => readLayer(info.id, name)));
+  if (state.caseId !== info.id) return false;
+  // the panel changes with the pictures, not before: until then the previous case stays whole
+  state.info = info;
+  renderCase(info);
+  const failed = {};
+  results.forEach((r, i) => { if (r.status === "rejected") failed[names[i]] = r.reason.message || String(r.reason); });
+  const missing = REQUIRED.filter((name) => name in failed);
+  buildLayerControls(names, failed, missing.length > 0);
+  if (missing.length) {
+    clearViewer("not shown");
+    status(`${savedBefore()}not shown: ${info.id} — ${describeFailures(failed)}`, true, "load");
+    document.body.dataset.loaded = "error";
+    return true;
+  }
+  const shown = names.filter((name) => !(name in failed));
+  nv.opts.loadingText = "loading";
+  nv.volumes = [];
+  nv.back = null;
+  nv.overlays = [];
+  for (const name of shown) nv.addVolume(results[names.indexOf(name)].value);
+  state.layerOrder = shown;
+  shown.forEach((name, index) => {
     if (name === "segmentation" || name === "reference") {
       nv.volumes[index].setColormapLabel(labelColormap(255));
     } else if (name === "error") {
@@ -132,7 +227,20 @@ async function showVolumes(info) {
   }
   applyLayers();
   setView(state.view);
-  if (state.caseId === info.id) document.body.dataset.loaded = "1";
+  if (Object.keys(failed).length) status(`${savedBefore()}${info.id}: left out ${describeFailures(failed)}`, true, "load");
+  else if ($("saved").dataset.kind === "load") status("");
+  state.shown = info.id;
+  document.body.dataset.loaded = "1";
+  return true;
+}
+
+// "reference, error: /data/gt/m4.nii.gz: ... not on the grid ..." (layers with the same message together)
+function describeFailures(failed) {
+  const byMessage = new Map();
+  for (const [name, message] of Object.entries(failed)) {
+    byMessage.set(message, [...(byMessage.get(message) || []), layerTitle(name)]);
+  }
+  return [...byMessage].map(([message, layers]) => `${layers.join(", ")}: ${message}`).join("; ");
 }
 
 function setView(index) {
@@ -144,7 +252,7 @@ function setView(index) {
 // ------------------------------------------------------------------ worklist
 function decisionBadge(decision) {
   const text = { accept: "A", reject: "R", needs_fix: "F", unsure: "U" }[decision] || "";
-  return `<span class="badge ${decision || "none"}">${text}</span>`;
+  return `<span class="badge ${esc(decision || "none")}">${text}</span>`;
 }
 
 function renderList() {
@@ -157,7 +265,7 @@ function renderList() {
     li.title = row.reason || "";
     li.innerHTML = `<span class="id"></span><span class="est">${fmt(row.estimate)}</span>${decisionBadge(row.decision)}`;
     li.querySelector(".id").textContent = row.id;
-    li.addEventListener("click", () => openCase(row.id));
+    li.addEventListener("click", () => go(row.id));
     list.appendChild(li);
   }
   const current = list.querySelector("li.current");
@@ -190,11 +298,11 @@ function renderCase(info) {
   const metrics = [...new Set(Object.values(info.values).flatMap((m) => Object.keys(m)))];
   const column = ("estimate" in (Object.values(Object.values(info.values)[0] || {})[0] || {})) ? "estimate" : "value";
   const hasTrue = Object.values(info.values).some((m) => Object.values(m).some((c) => c.true !== undefined && c.true !== null));
-  let html = `<tr><th>class</th>${metrics.map((m) => `<th>${m}</th>`).join("")}</tr>`;
+  let html = `<tr><th>class</th>${metrics.map((m) => `<th>${esc(m)}</th>`).join("")}</tr>`;
   for (const [value, name] of labels) {
     const cells = info.values[value];
     if (!cells) continue;
-    html += `<tr><td>${name}</td>` + metrics.map((m) => {
+    html += `<tr><td>${esc(name)}</td>` + metrics.map((m) => {
       const cell = cells[m] || {};
       const extra = hasTrue && cell.true !== undefined ? ` <span class="muted">(${fmt(cell.true)})</span>` : "";
       return `<td>${fmt(cell[column])}${extra}</td>`;
@@ -225,70 +333,133 @@ function markChosen() {
   $("comment").value = chosen ? chosen.comment : "";
 }
 
+// "saved: m4 accept · " while the confirmation of the decision just taken is on screen, so that a
+// message about the next case does not hide it
+function savedBefore() {
+  const box = $("saved");
+  return box.dataset.kind === "saved" ? `${box.textContent} · ` : "";
+}
+
+function showNoCase(caseId, message) {
+  state.info = null;
+  $("case-id").textContent = caseId;
+  $("case-flag").textContent = "";
+  $("case-values").innerHTML = "";
+  $("history").innerHTML = "";
+  $("layers").innerHTML = "";
+  clearViewer("not shown");
+  status(`${savedBefore()}not shown: ${caseId} — ${message}`, true, "load");
+  document.body.dataset.loaded = "error";
+}
+
 async function openCase(caseId) {
   if (!caseId) return;
   state.caseId = caseId;
+  state.shown = null;          // no decision until this case's pictures are on screen
   document.body.dataset.case = caseId;
   document.body.dataset.loaded = "0";
+  $("decision-label").value = "all";   // each case starts with a decision for the whole case
   history.replaceState(null, "", `#${encodeURIComponent(caseId)}`);
   renderList();
   const loading = (async () => {
     const info = await api(`/api/cases/${encodeURIComponent(caseId)}`);
     if (state.caseId !== caseId) return;
-    state.info = info;
-    renderCase(info);
     await showVolumes(info);
   })();
   state.loading = loading;
-  try { await loading; } catch (error) { status(`cannot show ${caseId}: ${error.message}`, true); }
+  try {
+    await loading;
+  } catch (error) {
+    if (state.caseId === caseId) showNoCase(caseId, error.message);
+  }
+}
+
+// the reviewer moves to another case (the keys ignored so far are forgotten)
+function go(caseId) {
+  state.ignored = [];
+  openCase(caseId);
 }
 
 function step(offset) {
   if (!state.rows.length) return;
   const index = state.rows.findIndex((r) => r.id === state.caseId);
   const next = index < 0 ? 0 : Math.min(Math.max(index + offset, 0), state.rows.length - 1);
-  if (next !== index) openCase(state.rows[next].id);
+  if (next !== index) go(state.rows[next].id);
 }
 
 async function nextFlagged() {
-  const all = (await api(`/api/worklist?label=${encodeURIComponent($("filter-label").value)}`)).cases;
+  let all;
+  try {
+    all = (await api(`/api/worklist?label=${encodeURIComponent($("filter-label").value)}`)).cases;
+  } catch (error) {
+    status(`cannot read the worklist: ${error.message}`, true);
+    return;
+  }
   const index = all.findIndex((r) => r.id === state.caseId);
   const after = all.slice(index + 1).concat(all.slice(0, index + 1));
   const target = after.find((r) => r.flagged && !r.decision) || after.find((r) => r.flagged);
   if (!target) status("no flagged case");
   else if (target.id === state.caseId) status("no other flagged case");
-  else openCase(target.id);
+  else go(target.id);
 }
 
+// A decision is taken only for the case whose pictures are on screen, one at a time: a key
+// pressed while the previous decision is being saved or while a case is loading is ignored (and
+// said so), never applied to a case the reviewer has not seen. (Queueing such keys would apply
+// them to whatever case is shown next, before the reviewer has looked at it.)
 async function decide(decision) {
   if (!state.caseId) return;
   const caseId = state.caseId;
+  if (state.saving) { noteIgnored(decision, `pressed while saving the decision for ${state.saving}`); return; }
+  if (state.shown !== caseId) {
+    if (document.body.dataset.loaded === "0") noteIgnored(decision, `pressed while ${caseId} was loading`);
+    else noteIgnored(decision, `${caseId} is not shown, so it takes no decision; ← → go on`);
+    return;
+  }
   const label = $("decision-label").value;
+  const what = `${caseId} ${decision}${label !== "all" ? ` (class ${label})` : ""}`;
+  state.saving = caseId;
+  state.ignored = [];
   document.body.dataset.busy = "1";
+  let next = null;
   try {
-    const row = await api(`/api/cases/${encodeURIComponent(caseId)}/decisions`, {
-      method: "POST",
-      headers: { "Content-Type": "application/json", "X-Segqc-Token": token },
-      body: JSON.stringify({ decision, label, comment: $("comment").value }),
-    });
+    let row;
+    try {
+      row = await api(`/api/cases/${encodeURIComponent(caseId)}/decisions`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "X-Segqc-Token": token },
+        body: JSON.stringify({ decision, label, comment: $("comment").value }),
+      });
+    } catch (error) {
+      if (error.message === UNREACHABLE) status(`${UNREACHABLE}: the decision ${what} was not saved`, true);
+      else status(`not saved: ${what}: ${error.message}`, true);
+      return;
+    }
     if (state.info && state.info.id === caseId) state.info.history.push(row);
-    status(`saved: ${caseId} ${decision}${label !== "all" ? ` (class ${label})` : ""}`);
+    const ignored = state.ignored;
+    status(`saved: ${what}`, false, "saved");
+    if (ignored.length) { state.ignored = []; ignored.forEach((text) => noteIgnoredText(text)); }
     document.body.dataset.saved = String(Number(document.body.dataset.saved || 0) + 1);
     const index = state.rows.findIndex((r) => r.id === caseId);
-    await loadList();
+    try {
+      await loadList();
+    } catch (error) {
+      status(`saved: ${what}; cannot read the worklist: ${error.message}`, true);
+      return;
+    }
     if (state.info && state.info.id === caseId) renderCase(state.info);
     // go on only if the reviewer did not move meanwhile (arrow keys, N, a click)
     if ($("advance").checked && label === "all" && state.caseId === caseId) {
       const rows = state.rows;
       const stillThere = rows.findIndex((r) => r.id === caseId);
-      const next = stillThere >= 0 ? rows[stillThere + 1] : rows[Math.min(index, rows.length - 1)];
-      if (next && next.id !== caseId) await openCase(next.id);
+      const after = stillThere >= 0 ? rows[stillThere + 1] : rows[Math.min(index, rows.length - 1)];
+      if (after && after.id !== caseId) next = after.id;
     }
-  } catch (error) {
-    status(`not saved: ${error.message}`, true);
   } finally {
+    state.saving = null;
     document.body.dataset.busy = "0";
   }
+  if (next) await openCase(next);   // keys pressed from here on are ignored as "while loading"
 }
 
 // ------------------------------------------------------------------ overlays and keys
@@ -313,16 +484,17 @@ function showOverlay(id, show) {
 }
 
 async function showSummary() {
-  const data = await api("/api/summary");
+  let data;
+  try { data = await api("/api/summary"); } catch (error) { status(`cannot show the summary: ${error.message}`, true); return; }
   const names = state.session.decisions;
-  let html = `<h2>Decisions (whole cases, ${data.total} in the worklist)</h2><table><tr><th>rater</th>` +
-    names.map((d) => `<th>${d}</th>`).join("") + "</tr>";
+  let html = `<h2>Decisions (whole cases, ${esc(data.total)} in the worklist)</h2><table><tr><th>rater</th>` +
+    names.map((d) => `<th>${esc(d)}</th>`).join("") + "</tr>";
   for (const [rater, counts] of Object.entries(data.counts)) {
-    html += `<tr><td>${rater.replace(/</g, "&lt;")}</td>` + names.map((d) => `<td>${counts[d]}</td>`).join("") + "</tr>";
+    html += `<tr><td>${esc(rater)}</td>` + names.map((d) => `<td>${esc(counts[d])}</td>`).join("") + "</tr>";
   }
   html += "</table><h3>Agreement</h3>";
   html += data.kappa.length ? "<table><tr><th>raters</th><th>cases</th><th>Cohen's κ</th></tr>" + data.kappa.map((k) =>
-    `<tr><td>${k.raters.join(" – ").replace(/</g, "&lt;")}</td><td>${k.n}</td><td>${k.kappa === null ? "–" : k.kappa.toFixed(3)}</td></tr>`).join("") + "</table>"
+    `<tr><td>${esc(k.raters.join(" – "))}</td><td>${esc(k.n)}</td><td>${k.kappa === null ? "–" : esc(Number(k.kappa).toFixed(3))}</td></tr>`).join("") + "</table>"
     : "<p>Cohen's κ needs two raters.</p>";
   html += '<p class="muted">Esc closes.</p>';
   $("summary-card").innerHTML = html;
@@ -330,10 +502,14 @@ async function showSummary() {
 }
 
 function onKey(event) {
-  const typing = ["INPUT", "TEXTAREA", "SELECT"].includes(event.target.tagName) && event.target.type !== "checkbox";
+  // checkboxes and sliders take no letters: the page's keys work while they have the focus (a
+  // slider reached with Tab keeps ← → for itself)
+  const control = event.target.type === "checkbox" || event.target.type === "range";
+  const typing = ["INPUT", "TEXTAREA", "SELECT"].includes(event.target.tagName) && !control;
+  if (event.target.type === "range" && event.key.startsWith("Arrow")) return;
   if (event.key === "Escape") {
     showOverlay("help", false); showOverlay("summary", false);
-    if (typing) event.target.blur();
+    if (typing || control) event.target.blur();
     return;
   }
   if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
@@ -374,12 +550,15 @@ async function start() {
     $("filter-rater").appendChild(option);
   }
   $("legend").innerHTML = state.session.labels.map((l) =>
-    `<span><span class="swatch" style="background:${l.colour}"></span>${l.name.replace(/</g, "&lt;")}</span>`).join("");
+    `<span><span class="swatch" style="background:${esc(COLOUR.test(l.colour) ? l.colour : "#808080")}"></span>${esc(l.name)}</span>`).join("");
   await nv.attachTo("gl");
   nv.setInterpolation(true);   // nearest neighbour: label borders stay voxel-sharp
   document.addEventListener("keydown", onKey);
   for (const id of ["filter-flagged", "filter-unreviewed", "filter-label", "filter-rater"]) {
-    $(id).addEventListener("change", async () => { await loadList(); $(id).blur(); });
+    $(id).addEventListener("change", async () => {
+      try { await loadList(); } catch (error) { status(`cannot read the worklist: ${error.message}`, true); }
+      $(id).blur();
+    });
   }
   $("decision-label").addEventListener("change", () => { markChosen(); $("decision-label").blur(); });
   document.querySelectorAll("#decide button").forEach((b) => b.addEventListener("click", () => decide(b.dataset.decision)));
