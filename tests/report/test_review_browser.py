@@ -28,8 +28,9 @@ LOADED = "document.body.dataset.loaded === '1'"
 
 
 @contextmanager
-def served(qc_out: Path, db: Path, rater: str = "anna") -> Iterator[str]:
-    server, url = make_server(ReviewSession(load_worklist(qc_out), DecisionStore(db), rater))
+def served(qc_out: Path, db: Path, rater: str = "anna", **files: Path) -> Iterator[str]:
+    """The review app of ``qc_out`` (``files``: the ``images`` / ``segs`` folders of load_worklist)."""
+    server, url = make_server(ReviewSession(load_worklist(qc_out, **files), DecisionStore(db), rater))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
