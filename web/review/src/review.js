@@ -202,6 +202,9 @@ async function showVolumes(info) {
   if (missing.length) {
     clearViewer("not shown");
     status(`${savedBefore()}not shown: ${info.id} — ${describeFailures(failed)}`, true, "load");
+    // what is on screen is this case's message, naming its file: a reviewer may decide on it
+    // (needs fix, reject), so that a broken case does not stay undecided for good
+    state.shown = info.id;
     document.body.dataset.loaded = "error";
     return true;
   }
@@ -403,7 +406,8 @@ async function nextFlagged() {
   else go(target.id);
 }
 
-// A decision is taken only for the case whose pictures are on screen, one at a time: a key
+// A decision is taken only for the case on screen (its pictures, or the message naming the file
+// that cannot be shown), one at a time: a key
 // pressed while the previous decision is being saved or while a case is loading is ignored (and
 // said so), never applied to a case the reviewer has not seen. (Queueing such keys would apply
 // them to whatever case is shown next, before the reviewer has looked at it.)
