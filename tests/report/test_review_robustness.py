@@ -214,24 +214,39 @@ def test_export_of_an_empty_file_changes_nothing_and_is_one_error(tmp_path):
     assert not (tmp_path / "d.csv").exists()
 
 
-def test_a_database_of_another_program_is_neither_exported_nor_opened_nor_changed(qc_out, tmp_path):
+_OTHER_PROGRAMS = {
+    "patients": "CREATE TABLE patients (id INTEGER, name TEXT)",
+    # a table named decisions, of other columns or of segqc's own but without its view: opening one
+    # switched the file to WAL and added segqc's index, view and triggers before refusing it, and
+    # the program's own UPDATE and DELETE failed from then on
+    "decisions of other columns": 'CREATE TABLE decisions (id INTEGER PRIMARY KEY, "case" TEXT, label TEXT, '
+                                  "rater TEXT, verdict TEXT)",
+    "decisions of segqc's columns": 'CREATE TABLE decisions (id INTEGER PRIMARY KEY, "case" TEXT, label TEXT, '
+                                    "rater TEXT, decision TEXT, comment TEXT, decided_at TEXT, estimate REAL)",
+}
+
+
+@pytest.mark.parametrize("schema", list(_OTHER_PROGRAMS))
+def test_a_database_of_another_program_is_neither_exported_nor_opened_nor_changed(qc_out, tmp_path, schema):
     other = tmp_path / "db" / "other.db"
     other.parent.mkdir()
     with sqlite3.connect(other) as connection:
-        connection.execute("CREATE TABLE patients (id INTEGER, name TEXT)")
-        connection.execute("INSERT INTO patients VALUES (1, 'x')")
+        connection.execute(_OTHER_PROGRAMS[schema])
+        table = "patients" if schema == "patients" else "decisions"
+        connection.execute(f"INSERT INTO {table} (id) VALUES (1)")
     connection.close()
     before = _file_state(other)
     line = one_error_line(runner.invoke(cli, ["review", "export", str(other), "-o", str(tmp_path / "d.csv")]))
     assert line.startswith(f"error: {other}:") and "segqc review database" in line
     line = one_error_line(runner.invoke(cli, ["review", "open", str(qc_out), "--db", str(other), "--no-browser"]))
-    assert line.startswith(f"error: {other}:") and "decisions table" in line
+    assert line.startswith(f"error: {other}:") and "not a segqc review database" in line
     with pytest.raises(InputError, match="other.db"):
         DecisionStore(other)
     assert _file_state(other) == before
     with sqlite3.connect(other) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchall() == [("delete",)]
-        assert connection.execute("SELECT name FROM sqlite_master").fetchall() == [("patients",)]
+        assert connection.execute("SELECT name FROM sqlite_master").fetchall() == [(table,)]
+        connection.execute(f"DELETE FROM {table}")  # the program's own writes still work
     connection.close()
 
 
@@ -346,3 +361,61 @@ def test_the_volume_cache_holds_no_more_bytes_than_its_budget_but_always_the_lay
     assert held == [2, 3]  # the oldest went first
     tiny = VolumeCache(size=12, max_bytes=10)
     assert len(tiny.layer(cases[0], "segmentation")) == one and len(tiny._items) == 1
+
+
+# ---- one database, several lists; classes without a value ---------------------------------------
+
+
+def test_decisions_on_cases_of_another_list_in_the_same_file_count_nowhere(qc_out, tmp_path):
+    """One `--db` shared by the reviews of two folders: the second folder's page said "6 of 6
+    reviewed" before any of its cases was decided, and its summary counted the first folder's
+    decisions (and would have mixed them into κ)."""
+    db = tmp_path / "shared.sqlite"
+    elsewhere = DecisionStore(db)
+    for case in ("other0", "other1", "other2"):  # cases of another folder's list
+        elsewhere.record(case, "reject", rater="anna")
+        elsewhere.record(case, "accept", rater="ben")
+    client, session = _client(qc_out, db)
+    listed = [case.id for case in session.worklist.cases]
+    assert client.get("/api/worklist").json()["reviewed"] == 0
+    summary = client.get("/api/summary").json()
+    assert summary["counts"] == {} and summary["kappa"] == []
+    session.store.record(listed[0], "accept", rater="anna")
+    session.store.record(listed[0], "reject", rater="ben")
+    assert client.get("/api/worklist").json()["reviewed"] == 1
+    summary = client.get("/api/summary").json()
+    assert summary["counts"]["anna"]["accept"] == 1 and summary["counts"]["anna"]["reject"] == 0
+    assert summary["kappa"] == [{"raters": ["anna", "ben"], "n": 1, "kappa": pytest.approx(0.0)}]
+
+
+def test_a_class_filter_lists_the_cases_without_a_value_of_it_first_as_the_whole_list_does(tmp_path):
+    """With a class chosen, cases without a value of that class came last, after every scored case,
+    though the whole list (and the README) puts cases without a value first."""
+    from segqc.evaluation.evaluate import evaluate_folder
+    from segqc.io.images import Geometry, write_image
+
+    geometry = Geometry.from_shape((12, 12, 4), spacing=(1.0, 1.0, 1.0))
+    for k in range(4):
+        gt = np.zeros(geometry.shape, np.uint8)
+        gt[2:8, 2:8] = 1
+        if k < 2:  # cases c0 and c1 hold class 2; c2 and c3 do not, in the truth nor the prediction
+            gt[9:11, 9:11] = 2
+        pred = gt.copy()
+        pred[2:8, 2 + k:8] = 0 if k else 1  # c0 perfect, then ever more of class 1 missed
+        write_image(tmp_path / "gt" / f"c{k}.nii.gz", gt, geometry)
+        write_image(tmp_path / "pred" / f"c{k}.nii.gz", pred, geometry)
+    out = tmp_path / "ev"
+    table = evaluate_folder(tmp_path / "pred", tmp_path / "gt", out, metrics=("dice",))
+    class2 = table[table["label"] == "2"].set_index("case")["value"].dropna()
+    assert sorted(class2.index) == ["c0", "c1"]  # no value of class 2 for c2 and c3
+    client, _ = _client(out, tmp_path / "r.sqlite")
+    ids = [row["id"] for row in client.get("/api/worklist", params={"label": "2"}).json()["cases"]]
+    assert sorted(ids[:2]) == ["c2", "c3"] and sorted(ids[2:]) == ["c0", "c1"]
+
+
+def test_a_blank_rater_is_refused_before_the_database_is_made(qc_out, tmp_path):
+    db = tmp_path / "r.sqlite"
+    line = one_error_line(runner.invoke(cli, ["review", "open", str(qc_out), "--db", str(db), "--rater", "  ",
+                                              "--no-browser", "--port", "0"]))
+    assert "--rater must not be empty" in line
+    assert not db.exists()

@@ -115,3 +115,22 @@ def test_raters_are_listed_alphabetically_once_each(tmp_path):
     for k, name in enumerate(names):
         store.record(f"c{k}", "accept", rater=name)
     assert store.raters() == sorted(set(names)) == ["adam", "bob", "mia", "zoe"]
+
+
+def test_the_json_export_keeps_every_digit_of_the_estimates(tmp_path):
+    """The JSON export went through pandas' to_json, which keeps 10 significant digits: 1e-13 came
+    out as 0.0 and 1/3 as 0.3333333333, while the CSV held the stored values."""
+    import json
+
+    from segqc.review.store import export_decisions
+
+    store = DecisionStore(tmp_path / "r.sqlite")
+    estimates = {"a": 1e-13, "b": 1 / 3 + 2**-53, "c": None}
+    for case, value in estimates.items():
+        store.record(case, "accept", rater="x", estimate=value, comment="ü")
+    export_decisions(store, tmp_path / "d.json")
+    records = json.loads((tmp_path / "d.json").read_text(encoding="utf-8"))
+    assert {r["case"]: r["estimate"] for r in records} == estimates
+    stored = dict(_rows(tmp_path / "r.sqlite", 'SELECT "case", estimate FROM decisions'))
+    assert {r["case"]: r["estimate"] for r in records} == stored
+    assert [r["comment"] for r in records] == ["ü"] * 3 and "id" not in records[0]

@@ -62,10 +62,10 @@ def open_command(
     with user_errors(interrupted="interrupted before the review started"):
         worklist = load_worklist(out_dir, images=images, segs=segs)
         port = check_address(host, port)  # before the database is made: one line when nothing can listen there
-        store = DecisionStore(db if db is not None else Path(out_dir) / "review.sqlite")
         name = (rater or _default_rater()).strip()
-        if not name:
+        if not name:  # before the database is made
             raise ValueError("--rater must not be empty")
+        store = DecisionStore(db if db is not None else Path(out_dir) / "review.sqlite")
         flagged = sum(case.flagged for case in worklist.cases)
         console.print(f"{len(worklist.cases)} case(s), {flagged} flagged; decisions of {name} go to {store.path}")
         if host not in LOCAL_HOSTS:

@@ -131,14 +131,14 @@ def create_app(session: ReviewSession, *, allowed_hosts: tuple[str, ...] = LOCAL
         decisions = my_decisions(rater or session.rater)
         rows = [_case_row(session, case, decisions, label) for case in worklist.cases]
         resume = next((row["id"] for row in rows if row["decision"] is None), None)
-        if label != "all":
-            rows.sort(key=lambda r: (r["estimate"] is None, worst_first_key(r["estimate"], worklist.metric)))
+        reviewed = sum(1 for case in worklist.cases if (case.id, "all") in decisions)  # a shared file: this list's
+        if label != "all":  # as the whole list: cases without a value first, then worst first
+            rows.sort(key=lambda r: (r["estimate"] is not None, worst_first_key(r["estimate"], worklist.metric)))
         if flagged:
             rows = [row for row in rows if row["flagged"]]
         if unreviewed:
             rows = [row for row in rows if row["decision"] is None]
-        return {"cases": rows, "resume": resume, "reviewed": sum(1 for (_, lab) in decisions if lab == "all"),
-                "total": len(worklist.cases)}
+        return {"cases": rows, "resume": resume, "reviewed": reviewed, "total": len(worklist.cases)}
 
     @app.get("/api/cases/{case_id}")
     def get_case(case_id: str) -> dict[str, Any]:
@@ -181,6 +181,7 @@ def create_app(session: ReviewSession, *, allowed_hosts: tuple[str, ...] = LOCAL
     @app.get("/api/summary")
     def summary() -> dict[str, Any]:
         current = session.store.current()
+        current = current[current["case"].isin([case.id for case in worklist.cases])]  # one file, several lists
         counts: dict[str, dict[str, int]] = {}
         for row in current[current["label"] == "all"].itertuples(index=False):
             counts.setdefault(row.rater, {d: 0 for d in DECISIONS})[row.decision] += 1

@@ -70,35 +70,42 @@ class DecisionStore:
             from segqc.io.atomic import check_writable_file
 
             check_writable_file(self.path)
-        tables = self._tables() if self.path.exists() and (readonly or self.path.stat().st_size) else set()
-        if tables and "decisions" not in tables:  # another program's database: leave it as it is
+        tables, columns = (self._schema() if self.path.exists() and (readonly or self.path.stat().st_size)
+                           else (set(), set()))
+        # another program's database is refused before anything is written to it (WAL mode, schema)
+        if tables and "decisions" not in tables:
             raise InputError("is a SQLite database without a decisions table, not a segqc review database; "
                              "give another file", self.path)
         if readonly and not tables:
             raise InputError("is not a segqc review database (it has no decisions table)", self.path)
-        try:
-            with self._connect() as connection:
-                if not readonly:
+        if tables and set(COLUMNS) - columns:
+            raise InputError(f"has a decisions table without the columns {sorted(set(COLUMNS) - columns)}, "
+                             "not a segqc review database; give another file", self.path)
+        if tables and "current_decisions" not in tables:
+            raise InputError("has a decisions table but not segqc's view current_decisions, not a segqc review "
+                             "database; give another file", self.path)
+        if not readonly:
+            try:
+                with self._connect() as connection:
                     connection.execute("PRAGMA journal_mode=WAL")
                     connection.executescript(_SCHEMA)
-                found = {row[1] for row in connection.execute("PRAGMA table_info(decisions)")}
-        except sqlite3.DatabaseError as error:
-            raise InputError(f"is not a segqc review database ({error})", self.path) from None
-        if set(COLUMNS) - found:
-            raise InputError(f"has a decisions table without the columns {sorted(set(COLUMNS) - found)}", self.path)
+            except sqlite3.DatabaseError as error:
+                raise InputError(f"is not a segqc review database ({error})", self.path) from None
 
-    def _tables(self) -> set[str]:
-        """The names of the tables and views of the existing database file, read without changing it."""
+    def _schema(self) -> tuple[set[str], set[str]]:
+        """The names of the tables and views of the existing database file and the columns of its
+        ``decisions`` table, read without changing it."""
         uri = self.path.resolve().as_uri() + "?mode=ro"
         try:
             connection = sqlite3.connect(uri, uri=True, timeout=self.timeout)
             try:
                 rows = connection.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')").fetchall()
+                columns = connection.execute("PRAGMA table_info(decisions)").fetchall()
             finally:
                 connection.close()
         except sqlite3.DatabaseError as error:
             raise InputError(f"is not a segqc review database ({error})", self.path) from None
-        return {str(row[0]) for row in rows}
+        return {str(row[0]) for row in rows}, {str(row[1]) for row in columns}
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -161,14 +168,14 @@ def export_decisions(store: DecisionStore, output: str | Path, *, history: bool 
     """Write the current decisions (every row with ``history``) to ``output``: CSV, or JSON (a
     list of records) when the name ends in ``.json``. Returns the written table (without ``id``).
     Raises :class:`InputError` naming ``output`` when it is a folder or a parent of it is a file."""
-    from segqc.io.atomic import atomic_path, check_writable_file
+    from segqc.io.atomic import atomic_path, check_writable_file, json_safe
 
     target = Path(output)
     check_writable_file(target)
     table = (store.history() if history else store.current()).drop(columns=["id"])
     with atomic_path(target) as tmp:
-        if target.suffix.lower() == ".json":
-            records = json.loads(table.to_json(orient="records"))
+        if target.suffix.lower() == ".json":  # every digit of the estimates (pandas' to_json keeps 10)
+            records = json_safe(table.astype(object).where(table.notna(), None).to_dict(orient="records"))
             Path(tmp).write_text(json.dumps(records, indent=1) + "\n", encoding="utf-8")
         else:
             table.to_csv(tmp, index=False)
