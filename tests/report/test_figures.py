@@ -7,6 +7,7 @@ from __future__ import annotations
 import tracemalloc
 
 import numpy as np
+import pytest
 from skimage.measure import find_contours
 
 from segqc.report.figures import Panel, class_outlines, panels_png
@@ -61,3 +62,34 @@ def test_a_slice_of_a_hundred_classes_is_drawn_in_bounded_memory():
         tracemalloc.stop()
     assert png.startswith(b"\x89PNG")
     assert peak < 40 * 2**20, peak / 2**20
+
+
+def _hlines(svg: str) -> dict[str, float]:
+    """The labelled horizontal lines of a plot: label -> value in data units (read back from the
+    pixel position with the plot's own data-* scale)."""
+    import re
+
+    scale = {k: float(v) for k, v in re.findall(r'data-(ymin|ymax|top|bottom)="([^"]+)"', svg)}
+    lines = re.findall(r'<line x1="[^"]+" y1="([^"]+)" x2="[^"]+" y2="[^"]+" stroke="[^"]+" '
+                       r'stroke-dasharray="5 3"/><text [^>]*>([^<]+)</text>', svg)
+    span = scale["bottom"] - scale["top"]
+    return {label: scale["ymin"] + (scale["bottom"] - float(y)) / span * (scale["ymax"] - scale["ymin"])
+            for y, label in lines}
+
+
+def test_bland_altman_draws_a_bias_and_limits_only_from_cases_with_both_values():
+    """With no case holding both values the plot printed "bias +0.000" and drew both limits; with
+    one case, both limits sat on the bias (an SD of 0)."""
+    from segqc.report.figures import bland_altman_svg
+
+    true, estimate = [0.9, 0.5, 0.7, np.nan], [0.8, 0.6, 0.9, 0.4]
+    lines = _hlines(bland_altman_svg(list("abcd"), true, estimate))
+    diff = np.array([-0.1, 0.1, 0.2])
+    bias, sd = diff.mean(), diff.std(ddof=1)  # numpy's sample SD as the reference
+    assert set(lines) == {f"bias {bias:+.3f}", "-1.96 SD", "+1.96 SD"}
+    assert lines["-1.96 SD"] == pytest.approx(bias - 1.96 * sd, abs=1e-3)
+    assert lines["+1.96 SD"] == pytest.approx(bias + 1.96 * sd, abs=1e-3)
+    one = bland_altman_svg(["a", "b"], [0.9, np.nan], [0.8, 0.5])
+    assert set(_hlines(one)) == {"bias -0.100"} and "one case: no limits of agreement" in one
+    none = bland_altman_svg(["a", "b"], [np.nan, np.nan], [0.8, 0.5])
+    assert _hlines(none) == {} and "no case has both values" in none

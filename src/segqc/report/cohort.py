@@ -345,8 +345,9 @@ def worst_first_key(value: float | None, metric: str) -> float:
 
 def primary_scores(long: pd.DataFrame, metric: str) -> dict[str, float]:
     """Each case's value of ``metric`` that orders cases worst first: its estimate (else its
-    value) for label ``all`` when the case has that label, else the mean over its labels; cases
-    without a finite one are left out."""
+    value) for label ``all`` when the case has that label, else the value of its worst label (the
+    lowest Dice, the largest distance: one failed class puts the case first, where a mean over
+    its classes would hide it); cases without a finite one are left out."""
     column = next((c for c in ("estimate", "value") if c in long.columns), None)
     if column is None or not len(long):
         return {}
@@ -356,7 +357,8 @@ def primary_scores(long: pd.DataFrame, metric: str) -> dict[str, float]:
     overall = rows["label"] == "all"
     per_label = ~rows["case"].isin(with_all)
     scores = pd.concat([numbers[overall].groupby(rows.loc[overall, "case"]).first(),
-                        numbers[per_label].groupby(rows.loc[per_label, "case"]).mean()])
+                        numbers[per_label].groupby(rows.loc[per_label, "case"])
+                        .agg("min" if worse_is_lower(metric) else "max")])
     return {str(case): float(value) for case, value in scores.items() if np.isfinite(value)}
 
 

@@ -276,15 +276,20 @@ def scatter_svg(cases: Sequence[str], true: Sequence[float], estimate: Sequence[
 def bland_altman_svg(cases: Sequence[str], true: Sequence[float], estimate: Sequence[float], *,
                      title: str = "Bland-Altman", metric: str = "Dice") -> str:
     """Difference (estimate - true, y) against the mean of the two (x), with the mean difference
-    and the limits of agreement (mean +- 1.96 SD)."""
+    (bias; drawn when a case has both values) and the limits of agreement (mean +- 1.96 SD, with
+    the sample SD; drawn from two such cases on). Without any such case the title says so."""
     t, e = np.asarray(true, dtype=float), np.asarray(estimate, dtype=float)
     mean, diff = (t + e) / 2, e - t
     finite = diff[np.isfinite(diff) & np.isfinite(mean)]
-    bias = float(finite.mean()) if finite.size else 0.0
-    sd = float(finite.std(ddof=1)) if finite.size > 1 else 0.0
-    limits = [bias - 1.96 * sd, bias + 1.96 * sd]
-    yr = _range(np.concatenate([diff, np.asarray(limits + [0.0])]))
+    hlines: list[tuple[float, str, str]] = []
+    if finite.size:
+        bias = float(finite.mean())
+        hlines.append((bias, "#d62728", f"bias {bias:+.3f}"))
+    if finite.size > 1:
+        sd = float(finite.std(ddof=1))
+        hlines += [(bias - 1.96 * sd, "#888", "-1.96 SD"), (bias + 1.96 * sd, "#888", "+1.96 SD")]
+    else:
+        title += " (no case has both values)" if not finite.size else " (one case: no limits of agreement)"
+    yr = _range(np.concatenate([diff, np.asarray([value for value, _, _ in hlines] + [0.0])]))
     return _svg_plot(cases, mean, diff, _range(mean), yr, xlabel=f"mean of true and estimated {metric}",
-                     ylabel="estimate - true", title=title, kind="bland-altman",
-                     hlines=[(bias, "#d62728", f"bias {bias:+.3f}"), (limits[0], "#888", "-1.96 SD"),
-                             (limits[1], "#888", "+1.96 SD")])
+                     ylabel="estimate - true", title=title, kind="bland-altman", hlines=hlines)
