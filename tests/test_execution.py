@@ -12,6 +12,7 @@ import time
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from segqc import execution
@@ -356,6 +357,33 @@ def test_a_script_without_the_main_guard_gets_one_line_not_a_broken_pool(tmp_pat
                             cwd=tmp_path)
     lines = [line for line in result.stdout.splitlines() if line.startswith("ERROR:")]
     assert lines and 'if __name__ == "__main__":' in lines[0], (result.stdout, result.stderr[-2000:])
+
+
+def test_workers_of_an_unguarded_script_end_quietly_before_they_take_the_output_lock(tmp_path):
+    """Each spawned worker re-ran the script's `evaluate_folder(..., out, jobs=2)`, found the
+    parent's lock on `out` and printed a traceback saying another segqc run was writing there —
+    two misleading tracebacks before the one line about the missing guard."""
+    from segqc.io.images import Geometry, write_image
+
+    geometry = Geometry.from_shape((6, 6, 3))
+    for case in ("a", "b"):
+        for folder in ("pred", "gt"):
+            mask = np.zeros(geometry.shape, np.uint8)
+            mask[1:4, 1:4] = 1
+            write_image(tmp_path / folder / f"{case}.nii.gz", mask, geometry)
+    script = tmp_path / "unguarded.py"
+    script.write_text(textwrap.dedent(f"""
+        import torch  # noqa: F401  (with torch loaded, workers are spawned)
+        import segqc
+        segqc.evaluate_folder({str(tmp_path / "pred")!r}, {str(tmp_path / "gt")!r}, {str(tmp_path / "out")!r},
+                              metrics=["dice"], jobs=2)
+    """))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                            cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.count("Traceback") == 1, result.stderr  # the script's own uncaught error
+    assert "another segqc run" not in result.stderr
+    assert result.stderr.rstrip().splitlines()[-1].endswith('must do so under `if __name__ == "__main__":`')
 
 
 def test_a_run_into_the_folder_of_its_own_inputs_is_refused_before_any_case(tmp_path):

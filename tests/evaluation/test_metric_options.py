@@ -263,3 +263,21 @@ def test_evaluate_folder_takes_one_metric_name_as_a_string(tmp_path):
         write_image(tmp_path / side / "c1.nii.gz", gt, GEOMETRY_3D)
     table = evaluate_folder(tmp_path / "pred", tmp_path / "gt", metrics="dice")
     assert list(table["metric"]) == ["dice"] and table["value"].iloc[0] == 1.0
+
+
+def test_a_boundary_width_below_the_spacing_fails_the_case_in_one_line(tmp_path):
+    """`evaluate --metrics boundary_iou` on 1.5625 mm ACDC-like voxels with the default 1 mm band
+    ended in a ZeroDivisionError traceback."""
+    pred, gt = _lesion_case()
+    coarse = Geometry.from_shape(gt.shape, spacing=(1.5625, 1.5625, 10.0))
+    write_image(tmp_path / "pred" / "c1.nii.gz", pred, coarse)
+    write_image(tmp_path / "gt" / "c1.nii.gz", gt, coarse)
+    args = ["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "--metrics", "boundary_iou", "-q"]
+    result = runner.invoke(app, [*args, "-o", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    errors = " ".join(result.output.split()).split("error: ")[1:]
+    named = f"{tmp_path / 'gt' / 'c1.nii.gz'}: boundary_iou: --boundary-width 1 mm"
+    assert len(errors) == 1 and errors[0].startswith(named)
+    assert "--boundary-width 1.5625 or more" in errors[0]
+    result = runner.invoke(app, [*args, "-o", str(tmp_path / "o2"), "--boundary-width", "1.5625"])
+    assert result.exit_code == 0, result.output

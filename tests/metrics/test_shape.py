@@ -465,3 +465,21 @@ def test_inputs_are_not_modified_and_non_bool_masks_are_accepted():
     assert cl_dice(p, g) == cl_dice(p != 0, g != 0)
     assert com_distance(p, g, (1, 2)) == com_distance(p != 0, g != 0, (1, 2))
     assert np.array_equal(p, p0) and np.array_equal(g, g0)
+
+
+def test_a_distance_band_narrower_than_every_spacing_is_refused_not_divided_by_zero():
+    """At ACDC's 1.5625 mm in-plane spacing the default 1 mm band held no voxel of either mask and
+    boundary IoU divided 0 by 0 (a ZeroDivisionError out of `segqc evaluate`)."""
+    from segqc.metrics.binary import compare_masks
+
+    gt = _box((16, 16), (3, 3), (10, 10))
+    pred = _box((16, 16), (3, 4), (10, 10))
+    with pytest.raises(ValueError, match=r"width_mm 1 is below the smallest voxel spacing 1\.2 mm"):
+        boundary_iou(pred, gt, (1.2, 1.2), 1.0)
+    with pytest.raises(ValueError, match="width_mm"):
+        compare_masks(pred, gt, (1.2, 1.2), metrics=("boundary_iou",))
+    # at the smallest spacing the band is the contour layer along that axis: rows 3 and 12 (10 each)
+    assert np.count_nonzero(boundary_band(gt, (1.2, 3.0), 1.2)) == 20
+    assert boundary_iou(pred, gt, (1.2, 3.0), 1.2) == pytest.approx(18 / 22, abs=1e-15)
+    # MetricsReloaded's band always holds the contour layer: defined at any width
+    assert boundary_iou(pred, gt, (1.2, 1.2), 1.0, definition="metricsreloaded") == pytest.approx(1 / 3)

@@ -410,8 +410,9 @@ def test_a_rerun_with_another_model_keeps_no_maps_of_the_first(qc_dataset, tmp_p
     assert sorted(p.name for p in (out / "qc" / "pgt").iterdir()) == [f"case{i}.nii.gz" for i in range(4)]
     assert json.loads((out / "qc" / "report.json").read_text())["maps"] == ["pgt"]
 
+    (out / "qc" / "pgt" / "notes.txt").write_text("a file of the user's")  # no map of this run
     _, _, report = qc_folder(model_dir, qc_dataset / "imagesTr", segs, out / "qc", settings=settings, model=regressor)
-    assert not (out / "qc" / "pgt").exists() and report["maps"] == ["errors"]
+    assert [p.name for p in (out / "qc" / "pgt").iterdir()] == ["notes.txt"] and report["maps"] == ["errors"]
 
     _truncate(segs / "case1.nii.gz")  # a case that fails now keeps no map of an earlier run
     _, _, report = qc_folder(model_dir, qc_dataset / "imagesTr", segs, out / "qc", settings=settings, model=regressor)

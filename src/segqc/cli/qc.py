@@ -136,7 +136,7 @@ def predict_command(
     code = print_run_footer(report["run"], warnings=report["notes"], out_dir=out)
     if not quiet:
         _print_worklist(work)
-    maps = [f"{out / name}/" for name in ("pgt", "errors") if (out / name).is_dir()]
+    maps = [f"{out / name}/" for name in report["maps"]]  # folders holding this run's maps
     console.print(f"wrote {out / 'qc.csv'}, {out / 'worklist.csv'}" + "".join(f" and {m}" for m in maps))
     if code:
         raise typer.Exit(code)

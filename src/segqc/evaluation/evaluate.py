@@ -43,6 +43,7 @@ from segqc.metrics.registry import (
     empty_situation,
     metric_info,
 )
+from segqc.metrics.shape import check_band_width
 from segqc.metrics.soft import soft_dice
 
 #: Label of the per-case mean over classes (``class_mean``).
@@ -492,6 +493,16 @@ def evaluate_case(task: CaseTask, config: EvaluationConfig) -> CaseResult:
         else:
             check_same_geometry(pred.geometry, gt.geometry, pred_path=pred_path, gt_path=gt_path)
         pred_array = pred.array
+    if "boundary_iou" in config.metrics:
+        try:
+            check_band_width(config.settings.boundary_width_mm, gt.geometry.spacing,
+                             config.settings.boundary_definition)
+        except ValueError:
+            smallest = min(gt.geometry.spacing)
+            raise InputError(f"boundary_iou: --boundary-width {config.settings.boundary_width_mm:g} mm is below the "
+                             f"smallest voxel spacing {smallest:g} mm, so its band holds no voxel; give "
+                             f"--boundary-width {smallest:g} or more, or --boundary-definition metricsreloaded",
+                             gt_path) from None
     table = evaluate_label_maps(pred_array, gt.array, gt.geometry.spacing, config, case=task.case,
                                 spacing_known=gt.spacing_known)
     return CaseResult(table=table, warnings=warnings)

@@ -39,6 +39,9 @@ _claim_stack: list[list[str]] = []
 
 
 def _acquire(folder: str | Path) -> str:
+    from segqc.execution.pool import stop_if_bootstrapping
+
+    stop_if_bootstrapping()  # a worker re-importing an unguarded script: before it takes the lock
     key = os.path.realpath(folder)
     if key in _held:
         fd, count = _held[key]

@@ -66,6 +66,16 @@ def progress_bar(enabled: bool, *extra_columns: Any) -> Progress:
     )
 
 
+def stop_if_bootstrapping() -> None:
+    """End this process quietly (exit code 1) when it is a worker that is still starting: spawned
+    workers re-import the calling script, and a script that calls segqc without ``if __name__ ==
+    "__main__":`` would otherwise run that call again in every worker — taking the output folder's
+    lock (a misleading "another segqc run is writing" traceback per worker) or starting workers of
+    its own. The parent then reports the missing guard in one line (:data:`_BROKEN_POOL`)."""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise SystemExit(1)
+
+
 def map_cases(
     function: Callable[[Item], Result],
     items: Iterable[Item],
@@ -83,6 +93,7 @@ def map_cases(
     (an unreachable address is an :class:`InputError`).
     ``function`` must be picklable (a module-level function or a ``functools.partial`` of one).
     """
+    stop_if_bootstrapping()
     items = list(items)
     if jobs <= 0:
         jobs = os.cpu_count() or 1

@@ -128,6 +128,18 @@ def _check_width(width_mm: float) -> None:
         raise ValueError(f"width_mm must be > 0 (mm), got {width_mm}")
 
 
+def check_band_width(width_mm: float, spacing: Sequence[float], definition: str = "distance") -> None:
+    """``ValueError`` naming ``width_mm`` when the ``"distance"`` band of that width holds no voxel
+    of any mask at ``spacing`` (mm per axis): a contour voxel's centre lies at least the smallest
+    spacing from the nearest outside voxel centre, so a narrower band is empty and boundary IoU
+    0/0. MetricsReloaded's band always holds the contour layer."""
+    smallest = min(float(s) for s in spacing)
+    if definition == "distance" and width_mm * (1.0 + _WIDTH_RTOL) < smallest:
+        raise ValueError(f"width_mm {width_mm:g} is below the smallest voxel spacing {smallest:g} mm: the boundary "
+                         f"band holds no voxel; give a width of at least {smallest:g} mm (or the "
+                         "'metricsreloaded' definition)")
+
+
 def _check_definition(definition: str) -> None:
     if definition not in BOUNDARY_DEFINITIONS:
         raise ValueError(f"definition must be one of {BOUNDARY_DEFINITIONS}, got {definition!r}")
@@ -167,12 +179,14 @@ def boundary_iou(
     voxel centre, so ``width_mm`` = one isotropic spacing is the one-voxel contour layer) or
     ``"metricsreloaded"`` (MetricsReloaded's erosion border plus distance ``< width_mm`` to it; with
     unit spacing and ``width_mm = boundary_dist`` this reproduces its value exactly). Both masks must
-    be non-empty (``ValueError`` otherwise).
+    be non-empty, and a ``"distance"`` width at least the smallest spacing (``ValueError`` otherwise,
+    :func:`check_band_width`).
     """
     p, g = _check_pair(pred, gt)
     sp = check_spacing(spacing, p.ndim)
     _check_width(width_mm)
     _check_definition(definition)
+    check_band_width(width_mm, sp, definition)
     box = nonempty_box(p | g)
     pc = np.pad(p[box], 1)
     gc = np.pad(g[box], 1)

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -478,11 +478,13 @@ MAP_KINDS = ("pgt", "errors")
 """The map folders of a QC output: pseudo ground truths (pGT generators), error maps (regressors)."""
 
 
-def run_map_kinds(out_dir: Path) -> list[str]:
-    """The map folders (:data:`MAP_KINDS`) that hold files after a run. The case engine has
-    already removed the maps that no finished case of this run wrote (another model's, an
-    earlier run's, a case that failed now), so these are this run's."""
-    return [kind for kind in MAP_KINDS if (out_dir / kind).is_dir() and any((out_dir / kind).iterdir())]
+def run_map_kinds(out_dir: Path, cases: Iterable[str]) -> list[str]:
+    """The map folders (:data:`MAP_KINDS`) that hold a map (``KIND/CASE.nii.gz``) of one of
+    ``cases`` (this run's finished cases) after the run. The case engine has already removed the
+    maps that no finished case of this run wrote (another model's, an earlier run's, a case that
+    failed now); a folder holding only files segqc did not write is not named."""
+    cases = list(cases)
+    return [kind for kind in MAP_KINDS if any((out_dir / kind / f"{case}.nii.gz").is_file() for case in cases)]
 
 
 def qc_folder(model_dir: str | Path, images_dir: str | Path, segs_dir: str | Path, out_dir: str | Path, *,
@@ -548,7 +550,7 @@ def qc_folder(model_dir: str | Path, images_dir: str | Path, segs_dir: str | Pat
             ignored.append(f"the {loaded.method} model estimates {', '.join(loaded.metrics)} only; "
                            f"not {', '.join(lacking)}")
     notes = ignored + report.warnings
-    maps = run_map_kinds(out_dir)
+    maps = run_map_kinds(out_dir, report.done)
     result: dict[str, Any] = {"cases": report.done, "failed": report.failed, "failure_kinds": report.failure_kinds,
               "reused": report.reused, "missing_image": [sid for sid, _ in pairing.extra],
               "missing_segmentation": [case for case, _ in pairing.missing], "warnings": notes,
