@@ -645,3 +645,37 @@ def test_hole_filling_equals_scipys_in_3d_and_slice_by_slice(seed):
         for axis in range(3):
             expected = np.stack([ndimage.binary_fill_holes(part) for part in np.moveaxis(mask, axis, 0)], axis=axis)
             assert np.array_equal(_fill_holes(mask, across=axis), expected), axis
+
+
+def test_the_report_of_a_check_folder_shows_every_flag_kind_with_its_value(tmp_path):
+    """The report's table of a check folder showed the first flag kind only (the `volume_z` flags
+    of other classes were missing, a case flagged for them had an empty row), an always-empty
+    spread column, and voxel counts as 1133.0000."""
+    import re
+
+    from segqc.report.html import build_report
+
+    phantom = _phantom("8mm-flipped")
+    labels_dir, out = tmp_path / "labels", tmp_path / "out"
+    for case, labels in (("clean", phantom.labels), ("swapped", _swapped_kidneys(phantom))):
+        write_image(labels_dir / f"{case}.nii.gz", labels, phantom.geometry)
+    liver_ml = int((phantom.labels == phantom.value("liver")).sum()) * 0.512
+    reference = tmp_path / "reference.csv"
+    pd.DataFrame({"case": ["r1", "r2", "r3"], "class": ["liver"] * 3,
+                  "volume_ml": [f * liver_ml for f in (0.475, 0.5, 0.525)]}).to_csv(reference, index=False)
+    result = runner.invoke(_app, [str(labels_dir), "-o", str(out), "--reference", str(reference), "-q"],
+                           catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    flags = pd.read_csv(out / "flags.csv", dtype={"case": str})
+    kinds = set(zip(flags["class"], flags["flag"], strict=True))
+    assert {("liver", "volume_z"), ("kidney_left", "left_right")} <= kinds
+    page = build_report(out, jobs=1).read_text(encoding="utf-8")
+    table = page[page.index('<table class="sortable cohort">'):]
+    table = table[:table.index("</table>")]
+    headers = re.findall(r'<th data-label="([^"]*)" data-metric="([^"]*)" data-column="value">', table)
+    assert set(headers) == kinds and "spread" not in table
+    rows = dict(re.findall(r'<tr data-case="([^"]+)"[^>]*>(.*?)</tr>', table))
+    for row in flags.itertuples():
+        cells = re.findall(r'<td[^>]*data-value="([^"]*)"[^>]*>([^<]*)</td>', rows[row.case])
+        value, shown = cells[headers.index((row._2, row.flag))]
+        assert float(value) == pytest.approx(row.value) and shown == f"{row.value:.6g}"

@@ -121,7 +121,7 @@ def test_qc_report_has_every_case_and_the_qc_numbers(qc_out, tmp_path):
     assert len(page.thumbs) == len(cases)
     assert sorted(t["alt"] for t in page.thumbs) == cases
     assert all(t["src"].startswith("data:image/png;base64,") for t in page.thumbs)
-    assert set(cases) <= page.ids  # one section per case, reached from the thumbnail
+    assert {f"case-{c}" for c in cases} <= page.ids  # one section per case, reached from the thumbnail
     assert sorted(r["case"] for r in page.rows) == cases
     shown = _cell_values(page)
     dice = qc[qc.metric == "dice"]
@@ -197,7 +197,8 @@ def test_pictures_limits_the_drawn_cases_to_the_worst_and_the_table_keeps_all(ev
     assert result.exit_code == 0, result.output
     text, page = _page(tmp_path / "two.html")
     assert [t["alt"] for t in page.thumbs] == worst[:2]
-    assert set(worst[:2]) <= page.ids and not set(worst[2:]) & page.ids
+    sections = {f"case-{c}" for c in worst}
+    assert {f"case-{c}" for c in worst[:2]} <= page.ids and not (sections - {f"case-{c}" for c in worst[:2]}) & page.ids
     assert [r["case"] for r in page.rows] == worst  # every case, worst first
     assert f"first 2 of {len(worst)} cases" in " ".join(text.split())
     _assert_self_contained(text, page)
@@ -272,3 +273,30 @@ def test_report_images_folder_without_a_case_is_one_error(evaluate_out, tmp_path
     empty.mkdir()
     result = runner.invoke(app, ["report", str(evaluate_out), "--images", str(empty), "-o", str(tmp_path / "r.html")])
     assert result.exit_code == 2 and "no_images" in result.output and "Traceback" not in result.output
+
+
+def test_a_case_named_like_a_heading_is_linked_to_its_own_section(tmp_path):
+    """Cases named `table`, `cohort` or `details` shared their ids with the page's headings: their
+    thumbnails and table links jumped to the heading, not to the case."""
+    import numpy as np
+
+    from segqc.evaluation.evaluate import evaluate_folder
+    from segqc.io.images import Geometry, write_image
+
+    geometry = Geometry.from_shape((10, 10, 3))
+    cases = ("table", "cohort", "details", "distributions")
+    for k, case in enumerate(cases):
+        gt = np.zeros(geometry.shape, np.uint8)
+        gt[2:7, 2:7] = 1
+        write_image(tmp_path / "gt" / f"{case}.nii.gz", gt, geometry)
+        write_image(tmp_path / "pred" / f"{case}.nii.gz", np.roll(gt, k, axis=0), geometry)
+    evaluate_folder(tmp_path / "pred", tmp_path / "gt", tmp_path / "ev", metrics=("dice",))
+    text, page = _page(build_report(tmp_path / "ev", jobs=1))
+    ids = [attrs["id"] for _, attrs in page.tags if "id" in attrs]
+    assert len(ids) == len(set(ids)), ids  # every link has one target
+    sections = {attrs["id"] for tag, attrs in page.tags if tag == "section" and "case" in attrs.get("class", "")}
+    thumbs = {attrs["data-case"]: attrs["href"][1:] for tag, attrs in page.tags
+              if tag == "a" and "thumb" in attrs.get("class", "")}
+    assert set(thumbs) == set(cases)
+    for case, target in thumbs.items():
+        assert target in sections and target != case, (case, target)

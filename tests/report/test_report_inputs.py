@@ -307,3 +307,18 @@ def test_images_of_an_evaluation_of_degraded_segmentations_are_found_through_its
     result = runner.invoke(app, ["report", str(evaluated), "--images", str(toy["images"]), "-o",
                                  str(tmp_path / "r.html")])
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("where", ["gt", "segs", "images"])
+def test_a_report_written_into_a_folder_it_reads_is_refused(evaluate_out, toy, tmp_path, where):
+    """`report -o GT_DIR/r.html` (or into the segmentations or `--images` folder) wrote the page
+    among the files a later run reads as cases."""
+    output = toy[where] / "r.html"
+    result = runner.invoke(app, ["report", str(evaluate_out), "--images", str(toy["images"]), "-o", str(output),
+                                 "-q"])
+    assert one_error_line(result) == (f"error: {output}: lies in the input folder {toy[where]}; write the output "
+                                      "into another folder")
+    assert not output.exists()
+    fine = tmp_path / "r.html"
+    assert runner.invoke(app, ["report", str(evaluate_out), "--images", str(toy["images"]), "-o", str(fine),
+                               "-q"]).exit_code == 0 and fine.is_file()

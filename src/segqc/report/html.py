@@ -57,7 +57,9 @@ def _data_uri(png: bytes) -> str:
 # tables
 # ---------------------------------------------------------------------------------------------
 
-def _cell(value: Any, digits: int = 4) -> str:
+def _cell(value: Any, digits: int | None = 4) -> str:
+    """One table cell; numbers with ``digits`` decimals (``None``: up to 6 significant digits, as
+    for a check's voxel counts and z scores)."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         text, data = ("" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)), "nan"
         return f'<td data-value="{data}">{escape(text)}</td>'
@@ -67,38 +69,50 @@ def _cell(value: Any, digits: int = 4) -> str:
         return f'<td data-value="{int(value)}">{int(value)}</td>'
     if isinstance(value, (float, np.floating)):
         number = float(value)
-        shown = f"{number:.{digits}f}" if abs(number) < 1e4 else f"{number:.4g}"
+        if digits is None:
+            shown = f"{number:.6g}"
+        else:
+            shown = f"{number:.{digits}f}" if abs(number) < 1e4 else f"{number:.4g}"
         return f'<td data-value="{number!r}">{shown}</td>'
     return f'<td class="text">{escape(str(value))}</td>'
 
 
 def cohort_table(cohort: Cohort, cases: list[str], linked: set[str] | None = None) -> str:
-    """The sortable case table: per label the primary metric's value columns, then the spread of
-    the multi-class estimate and the worklist flag (QC). ``linked``: the cases whose id links to
-    their section of the page (default: all)."""
+    """The sortable case table: per label the primary metric's value columns (a check: every
+    flag kind of every class, as each measures something else), then the spread of the
+    multi-class estimate (where the worklist has one) and the worklist flag. ``linked``: the
+    cases whose id links to their section of the page (default: all)."""
     long = cohort.long
-    metric = primary_metric(long)
-    rows = long[long["metric"] == metric]
+    check = cohort.kind == "check"
+    metrics = list(dict.fromkeys(long["metric"])) if check else [primary_metric(long)]
+    rows = long[long["metric"].isin(metrics)]
     names = label_names(long)
     labels = label_order(list(rows["label"]))
-    lookup = {(c, lab, col): v for col in cohort.values
-              for c, lab, v in zip(rows["case"], rows["label"], rows[col])}
-    columns = [(label, col) for label in labels for col in cohort.values]
+    lookup = {(c, lab, m, col): v for col in cohort.values
+              for c, lab, m, v in zip(rows["case"], rows["label"], rows["metric"], rows[col])}
+    present = set(zip(rows["label"], rows["metric"]))
+    columns = [(label, metric, col) for label in labels for metric in metrics if (label, metric) in present
+               for col in cohort.values]
     head = ['<th class="case">case</th>'] + [
-        f'<th data-label="{escape(label)}" data-column="{col}">{escape(names[label])} {escape(metric)} '
-        f'{escape(heading)}</th>' for label, col in columns for heading in [cohort.values[col]]]
+        f'<th data-label="{escape(label)}" data-metric="{escape(metric)}" data-column="{col}">{escape(names[label])} '
+        f'{escape(metric)} '
+        f'{escape(heading)}</th>' for label, metric, col in columns for heading in [cohort.values[col]]]
     work = cohort.worklist.set_index("case") if cohort.worklist is not None else None
+    spread = work is not None and "dice_spread" in work.columns
+    if spread:
+        head.append('<th data-column="spread">spread</th>')
     if work is not None:
-        head += ['<th data-column="spread">spread</th>', '<th data-column="flag">flag</th>']
+        head.append('<th data-column="flag">flag</th>')
     body = []
     for case in cases:
         flagged = bool(work.loc[case, "flag"]) if work is not None and case in work.index else False
-        cells = [f'<td class="case"><a href="#{escape(case)}">{escape(case)}</a></td>' if linked is None
+        cells = [f'<td class="case"><a href="#case-{escape(case)}">{escape(case)}</a></td>' if linked is None
                  or case in linked else f'<td class="case">{escape(case)}</td>']
-        cells += [_cell(lookup.get((case, label, col))) for label, col in columns]
+        cells += [_cell(lookup.get((case, label, metric, col)), None if check else 4) for label, metric, col in columns]
+        if work is not None and spread:
+            cells.append(_cell(float(work.loc[case, "dice_spread"]) if case in work.index else None))
         if work is not None:
-            spread = work.loc[case, "dice_spread"] if case in work.index and "dice_spread" in work.columns else None
-            cells += [_cell(None if spread is None else float(spread)), _cell(flagged)]
+            cells.append(_cell(flagged))
         body.append(f'<tr data-case="{escape(case)}"{" class=flagged" if flagged else ""}>' + "".join(cells) + "</tr>")
     return ('<table class="sortable cohort"><thead><tr>' + "".join(head) + "</tr></thead><tbody>\n"
             + "\n".join(body) + "\n</tbody></table>")
@@ -370,6 +384,19 @@ TITLES = {"qc": "segqc quality control (no ground truth)", "benchmark": "segqc Q
           "check": "segqc label check (flags)", "quality": "segqc label quality of pseudo-label datasets"}
 
 
+def _check_outside_inputs(target: Path, folder: Path, cohort: Cohort) -> None:
+    """:class:`InputError` naming ``target`` when it lies in a folder of the files the report
+    reads (images, segmentations, references, maps; the output folder itself aside): a report
+    written there would be taken for a case by the next run that reads the folder."""
+    from segqc.execution.run import check_output_outside
+
+    own = os.path.realpath(folder)
+    folders = {path.parent for inputs in cohort.inputs.values()
+               for path in (inputs.image, inputs.seg, inputs.ref, inputs.errors, inputs.uncertainty)
+               if path is not None}
+    check_output_outside(target, sorted(f for f in folders if os.path.realpath(f) != own))
+
+
 def build_report(out_dir: str | Path, output: str | Path | None = None, *, progress: bool = False,
                  jobs: int = 0, images: str | Path | None = None, pictures: int = PICTURES) -> Path:
     """Write the HTML report of ``out_dir`` (a segqc output folder, see the module docstring) to
@@ -397,6 +424,7 @@ def build_report(out_dir: str | Path, output: str | Path | None = None, *, progr
     else:
         cohort = load_cohort(folder, kind)
         use_files(cohort, images=images)
+        _check_outside_inputs(target, folder, cohort)  # before the pictures are drawn
         context.update(_cohort_context(cohort, progress, jobs, pictures))
     html = _template().render(**context)
     with atomic_path(target) as tmp:
