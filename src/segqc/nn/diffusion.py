@@ -57,11 +57,15 @@ def ddim_loop(predict_clean: CleanFunction, z: torch.Tensor, abar: torch.Tensor,
 
 
 def ancestral_loop(predict_clean: CleanFunction, z: torch.Tensor, abar: torch.Tensor, *,
-                   generator: torch.Generator, clip: float = math.inf) -> torch.Tensor:
+                   generator: torch.Generator, clip: float = math.inf,
+                   rows: tuple[int, slice] | None = None) -> torch.Tensor:
     """Ancestral DDPM sampling (Ho et al. 2020) from ``z`` at t = T-1 down to 0: each step draws
     ``z_{t-1}`` from the Gaussian posterior ``q(z_{t-1} | z_t, z0)`` around the clipped clean
     estimate (variance ``beta~_t = (1 - abar_{t-1}) / (1 - abar_t) beta_t``); the last step returns
-    the clean estimate. Fresh noise comes from ``generator`` (CPU)."""
+    the clean estimate. Fresh noise comes from ``generator`` (CPU). ``rows`` ``(total, part)``:
+    ``z`` is the rows ``part`` of a batch of ``total`` rows, and every step draws the whole
+    batch's noise and keeps these rows, so a part gets the numbers the whole batch's run would
+    give it (from a generator in the state the whole run would start from)."""
     steps = abar.shape[0]
     for t in range(steps - 1, -1, -1):
         abar_t = abar[t]
@@ -72,5 +76,13 @@ def ancestral_loop(predict_clean: CleanFunction, z: torch.Tensor, abar: torch.Te
         beta = 1 - abar_t / abar_prev
         mean = (abar_prev.sqrt() * beta * z0 + (1 - beta).sqrt() * (1 - abar_prev) * z) / (1 - abar_t)
         variance = beta * (1 - abar_prev) / (1 - abar_t)
-        z = mean + variance.sqrt() * torch.randn(z.shape, generator=generator).to(z.device)
+        z = mean + variance.sqrt() * _step_noise(z.shape, generator, rows).to(z.device)
     return z
+
+
+def _step_noise(shape: torch.Size, generator: torch.Generator, rows: tuple[int, slice] | None) -> torch.Tensor:
+    """Standard normal noise of ``shape``, or rows ``rows[1]`` of noise drawn for ``rows[0]`` rows."""
+    if rows is None:
+        return torch.randn(shape, generator=generator)
+    total, part = rows
+    return torch.randn((total, *shape[1:]), generator=generator)[part]
