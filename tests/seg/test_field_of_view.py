@@ -63,7 +63,7 @@ class _Identity:
     spacing_mm = 1.0
 
 
-def _one_hot(model, slices, *, samples, steps, seed):
+def _one_hot(model, slices, *, samples, steps, seed, keep_samples=True):
     fg = (slices[:, 0] > 0).astype(np.float32)
     mean = np.stack([1.0 - fg, fg], axis=1)
     return {"mean": mean, "std": np.zeros_like(mean), "samples": mean[None]}

@@ -126,7 +126,7 @@ def test_the_case_table_has_the_foreground_uncertainty_and_the_whole_image_mean_
     uncertainty (foreground mean) H, mean_entropy (whole image) H * 32 / 1024."""
     model = _save_unet(tmp_path / "model")
 
-    def hand_made(loaded, slices, *, samples, steps, seed):
+    def hand_made(loaded, slices, *, samples, steps, seed, keep_samples=True):
         mean = np.zeros((slices.shape[0], 2, SIZE, SIZE), np.float32)
         mean[:, 0] = 1.0
         mean[:, :, 4:8, 8:16] = np.array([0.3, 0.7], np.float32)[None, :, None, None]

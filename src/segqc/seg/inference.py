@@ -3,8 +3,11 @@
 A segmentation method's ``predict`` module provides ``load(model_dir, *, device)`` returning a
 loaded model with ``labels`` (label value per class index), ``image_channels``, ``size`` (slice side
 in px), ``samples`` and ``steps`` (defaults) and ``names``, and ``predict_slices(model, slices, *,
-samples, steps, seed)`` from preprocessed slices ``(n, C, size, size)`` to ``mean`` ``(n, K, size,
-size)`` class probabilities (and more). The method is read from the checkpoint's ``config.json``.
+samples, steps, seed, keep_samples)`` from preprocessed slices ``(n, C, size, size)`` to ``mean``
+``(n, K, size, size)`` class probabilities (and more; every sample's probabilities ``samples`` only
+with ``keep_samples``). The method is read from the checkpoint's ``config.json``. The methods draw
+their samples a few at a time (:mod:`segqc.nn.chunks`) into :class:`SampleStatistics`, so memory
+does not grow with ``samples`` unless every sample is kept (``--save samples``).
 
 :func:`segment_case` (pure): the slices of a case (:func:`segqc.seg.slices.image_slices`), the
 method's probabilities resampled bilinearly from ``size`` x ``size`` back to each slice's shape
@@ -39,8 +42,9 @@ from segqc.execution.cache import directory_digest
 from segqc.seg.slices import Window, image_slices, slice_window
 from segqc.windows import paste_window
 
-__all__ = ["OUTPUTS", "LoadedSegModel", "case_uncertainty", "check_outputs", "class_entropy", "load_seg_model",
-           "model_directory", "predict_folder", "restore_case", "sample_statistics", "segment_case"]
+__all__ = ["OUTPUTS", "LoadedSegModel", "SampleStatistics", "case_uncertainty", "check_outputs", "class_entropy",
+           "concat_statistics", "load_seg_model", "model_directory", "predict_folder", "restore_case",
+           "sample_statistics", "segment_case"]
 
 
 class LoadedSegModel:
@@ -74,14 +78,68 @@ def class_entropy(mean: torch.Tensor) -> torch.Tensor:
     return -(mean * torch.log(mean.clamp_min(1e-12))).sum(dim=1)
 
 
-def sample_statistics(probs: torch.Tensor) -> dict[str, np.ndarray]:
-    """What a method's ``predict_slices`` returns from its per-sample class probabilities
-    ``(samples, n, K, S, S)``: ``mean`` and per-class ``std`` over the samples, the ``entropy``
-    of the mean (nats), the ``label`` argmax of the mean (uint8) and the ``samples`` themselves."""
-    mean = probs.mean(dim=0)
-    return {"mean": mean.numpy(), "std": probs.std(dim=0, unbiased=False).numpy(),
-            "entropy": class_entropy(mean).numpy(), "label": mean.argmax(dim=1).numpy().astype(np.uint8),
-            "samples": probs.numpy()}
+class SampleStatistics:
+    """Per-pixel statistics of class probabilities over samples, fed a chunk of samples at a
+    time (:meth:`add`) so that memory does not grow with their number: the sum and the sum of
+    squares of every class probability (float64, so the variance ``E[p^2] - E[p]^2`` of
+    probabilities in [0, 1] loses nothing a float32 standard deviation would keep) and the count.
+    :meth:`result` gives what a method's ``predict_slices`` returns: ``mean`` and the population
+    standard deviation (ddof 0) per class over the samples (float32), the ``entropy`` of the mean
+    (nats), the ``label`` argmax of the mean (uint8) and, only with ``keep_samples``, every
+    sample's probabilities ``samples`` ``(N, n, K, ...)`` (memory linear in N)."""
+
+    def __init__(self, *, keep_samples: bool = False) -> None:
+        self.keep_samples = keep_samples
+        self.count = 0
+        self._sum: torch.Tensor | None = None
+        self._squares: torch.Tensor | None = None
+        self._kept: list[torch.Tensor] = []
+
+    def add(self, probs: torch.Tensor) -> None:
+        """Add a chunk of ``probs.shape[0]`` samples ``(c, n, K, ...)`` of the same ``n`` slices
+        (any device; a chunk of 0 samples adds nothing)."""
+        chunk = probs.detach().cpu()
+        wide = chunk.double()
+        if self._sum is None or self._squares is None:
+            self._sum, self._squares = wide.sum(dim=0), (wide * wide).sum(dim=0)
+        else:
+            self._sum += wide.sum(dim=0)
+            self._squares += (wide * wide).sum(dim=0)
+        self.count += int(chunk.shape[0])
+        if self.keep_samples:
+            self._kept.append(chunk.float())
+
+    def result(self) -> dict[str, np.ndarray]:
+        """``mean``, ``std``, ``entropy``, ``label`` (and ``samples``) of the samples added so far
+        (class docstring); ValueError before any sample was added."""
+        if self._sum is None or self._squares is None or self.count == 0:
+            raise ValueError("no samples were added")
+        mean = self._sum / self.count
+        variance = (self._squares / self.count - mean * mean).clamp_min(0.0)
+        mean32 = mean.float()
+        out = {"mean": mean32.numpy(), "std": variance.sqrt().float().numpy(),
+               "entropy": class_entropy(mean32).numpy(), "label": mean32.argmax(dim=1).numpy().astype(np.uint8)}
+        if self.keep_samples:
+            out["samples"] = torch.cat(self._kept, dim=0).numpy()
+        return out
+
+
+def sample_statistics(probs: torch.Tensor, *, keep_samples: bool = True) -> dict[str, np.ndarray]:
+    """:meth:`SampleStatistics.result` of per-sample class probabilities ``(samples, n, K, ...)``
+    given all at once (``samples`` the probabilities themselves with ``keep_samples``)."""
+    statistics = SampleStatistics(keep_samples=keep_samples)
+    statistics.add(probs)
+    return statistics.result()
+
+
+def concat_statistics(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The :meth:`SampleStatistics.result` of consecutive batches of slices as one: every array
+    concatenated along the slices (axis 1 for ``samples``, axis 0 for the others); ValueError
+    for no parts."""
+    if not parts:
+        raise ValueError("no batches of slices to concatenate")
+    return {key: np.concatenate([part[key] for part in parts], axis=1 if key == "samples" else 0)
+            for key in parts[0]}
 
 
 def model_directory(path: str | Path) -> Path:
@@ -156,7 +214,8 @@ def segment_case(model: Any, predict_slices: Callable[..., dict[str, np.ndarray]
     """Segment one case given as its channel arrays (each 2D ``(H, W)`` or 3D ``(H, W, n)``, ITK
     index order: slices along the last axis; all of one shape; ``spacing`` in mm, needed by a
     model with a field of view): its slices (:func:`segqc.seg.slices.image_slices`) through the
-    method's ``predict_slices``, then :func:`restore_case`."""
+    method's ``predict_slices`` (every sample's probabilities kept only for ``outputs``
+    ``samples``), then :func:`restore_case`."""
     if len(channels) != model.image_channels:
         raise InputError(f"the model needs {model.image_channels} image channel(s), got {len(channels)}")
     check_outputs(outputs)
@@ -170,7 +229,8 @@ def segment_case(model: Any, predict_slices: Callable[..., dict[str, np.ndarray]
                          "needed")
     window = slice_window(shape, spacing, model.size, spacing_mm)
     slices = image_slices(channels, model.size, spacing=spacing, spacing_mm=spacing_mm)
-    result = predict_slices(model, slices, samples=samples, steps=steps, seed=seed)
+    result = predict_slices(model, slices, samples=samples, steps=steps, seed=seed,
+                            keep_samples="samples" in outputs)
     return restore_case(model, result, shape, outputs=outputs, window=window)
 
 

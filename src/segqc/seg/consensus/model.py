@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segqc.nn.chunks import SLICES_PER_PASS, by_rows, repeat_rows, row_chunks, samples_per_pass
 from segqc.nn.diffusion import ancestral_loop, ddim_loop, ddim_timesteps
 from segqc.seg.consensus.config import ConsensusConfig
 
@@ -150,24 +151,32 @@ class ConsensusDiffusion(nn.Module):
 
     @torch.no_grad()
     def sample(self, image: torch.Tensor, indices: Sequence[int], *, generations: int, sampler: str = "ddpm",
-               steps: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+               steps: int | None = None, generator: torch.Generator | None = None,
+               per_pass: int = SLICES_PER_PASS) -> torch.Tensor:
         """Maps ``(L, G, B, S, S)`` in [0, 1] for every lookup index of ``indices`` (L), generation
-        (G) and image of ``image`` (B, C, S, S): G(I) is computed once, all L x G x B chains run in
-        one batch. ``sampler`` ``ddpm``: Algorithm 2 (ancestral, T steps, the posterior variance;
+        (G) and image of ``image`` (B, C, S, S): G(I) is computed once, all L x G x B chains are
+        sampled together. ``sampler`` ``ddpm``: Algorithm 2 (ancestral, T steps, the posterior variance;
         the clean estimate clipped to [-1, 1] at every step as in the improved-diffusion code);
         ``ddim``: deterministic DDIM over ``steps`` evenly spaced steps. Starting noise and the
-        noise of every step come from ``generator`` (CPU)."""
+        noise of every step come from ``generator`` (CPU), drawn for all chains at once. The
+        network takes at most ``per_pass`` chains per pass (whole chains of every image,
+        :mod:`segqc.nn.chunks`) with G(I) repeated for those only, so memory beyond the chains'
+        maps (the size of the noise) does not grow with L x G."""
         cfg = self.config
         generator = generator if generator is not None else torch.Generator().manual_seed(0)
         b, n_levels = image.shape[0], len(indices)
         chains = n_levels * generations * b
-        features = self.image_encoder(image).repeat(n_levels * generations, 1, 1, 1)
+        features = self.image_encoder(image)
         index = torch.tensor(list(indices), dtype=torch.long).repeat_interleave(generations * b).to(image.device)
         x = torch.randn((chains, 1, cfg.size, cfg.size), generator=generator).to(image.device)
+        chunks = row_chunks(n_levels * generations, b, samples_per_pass(b, per_pass=per_pass))
 
         def predict_clean(x_t: torch.Tensor, t: int) -> torch.Tensor:
-            out = self.output(x_t, features, torch.full((chains,), t, device=x_t.device, dtype=torch.long), index)
-            return self.clean_estimate(out, x_t, self.abar[t])
+            def clean(rows: slice) -> torch.Tensor:
+                times = torch.full((rows.stop - rows.start,), t, device=x_t.device, dtype=torch.long)
+                out = self.output(x_t[rows], repeat_rows(features, rows, b), times, index[rows])
+                return self.clean_estimate(out, x_t[rows], self.abar[t])
+            return by_rows(clean, chunks)
 
         if sampler == "ddpm":
             x = ancestral_loop(predict_clean, x, self.abar, generator=generator, clip=1.0)

@@ -2,8 +2,8 @@
 
 :func:`predict_slices` runs, for every slice, all consensus levels of ``C`` raters (``C`` = the
 config's ``inference_raters``, default the most raters of a training slice) times ``generations``
-chains in one batch (paper Algorithm 2, with the generations of §3 "Employing multiple
-generations") and returns:
+chains together, a few per network pass (paper Algorithm 2, with the generations of §3
+"Employing multiple generations") and returns:
 
 * ``mean`` ``(n, 2, S, S)``: background / foreground probability; the foreground is the soft map,
   the mean over levels and generations of the sampled maps (each in [0, 1]) — the fraction of
@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from segqc.errors import InputError
+from segqc.nn.chunks import SLICES_PER_PASS
 from segqc.seg.consensus.config import ConsensusConfig
 from segqc.seg.consensus.model import ConsensusDiffusion, level_index
 from segqc.seg.consensus.train import COMPONENTS, METHOD
@@ -96,11 +97,16 @@ def load(model_dir: str | Path, *, device: str = "cpu") -> LoadedConsensus:
 
 
 def predict_slices(model: LoadedConsensus, images: np.ndarray, *, samples: int | None = None,
-                   steps: int | None = None, seed: int = 0, sampler: str | None = None) -> dict[str, np.ndarray]:
+                   steps: int | None = None, seed: int = 0, sampler: str | None = None,
+                   keep_samples: bool = True, per_pass: int = SLICES_PER_PASS) -> dict[str, np.ndarray]:
     """Soft maps and more of ``images`` ``(n, C, S, S)`` (module docstring); ``samples`` =
     generations per level, ``steps`` = DDIM steps, both defaulting to the config. Giving ``steps``
     to a model whose sampler is ancestral (``ddpm``) samples with DDIM over that many steps (the
-    ancestral sampler always takes all T steps)."""
+    ancestral sampler always takes all T steps). Slice by slice: the network takes ``per_pass``
+    chains per pass (:meth:`~segqc.seg.consensus.model.ConsensusDiffusion.sample`) and only a slice's own
+    maps are held, so memory grows with the generations by one slice's maps (the size of its
+    noise) only; ``keep_samples`` also returns ``samples``, every level map of every slice (linear
+    in the generations)."""
     cfg = model.config
     generations = int(cfg.generations if samples is None else samples)
     sampler = sampler or ("ddim" if steps is not None else cfg.sampler)
@@ -117,15 +123,25 @@ def predict_slices(model: LoadedConsensus, images: np.ndarray, *, samples: int |
         for row in range(images.shape[0]):
             generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + row)
             maps = model.model.sample(torch.from_numpy(images[row:row + 1]).to(device), indices,
-                                      generations=generations, sampler=sampler, steps=steps, generator=generator)
-            per_slice.append(maps[:, :, 0].cpu())  # (L, G, S, S)
-    maps = torch.stack(per_slice, dim=2)  # (L, G, n, S, S)
+                                      generations=generations, sampler=sampler, steps=steps, generator=generator,
+                                      per_pass=per_pass)
+            per_slice.append(_slice_outputs(maps[:, :, 0].cpu(), keep_samples))  # (L, G, S, S)
+    return {key: np.stack([part[key] for part in per_slice], axis=1 if key in ("samples", "levels") else 0)
+            for key in per_slice[0]}
+
+
+def _slice_outputs(maps: torch.Tensor, keep_samples: bool) -> dict[str, np.ndarray]:
+    """One slice's outputs (module docstring, without the slice axis) from its maps ``(L, G, S,
+    S)``: ``mean`` ``(2, S, S)``, ``std`` (population, over the generations), ``entropy``,
+    ``label``, ``levels`` ``(L, S, S)`` and, with ``keep_samples``, ``samples`` ``(L G, 2, S, S)``."""
     soft = maps.mean(dim=(0, 1))
-    per_generation = maps.mean(dim=0)  # (G, n, S, S)
+    spread = maps.mean(dim=0).std(dim=0, unbiased=False)  # over the generations' soft maps
     binary = (maps >= 0.5).float()
-    mean = torch.stack([1 - soft, soft], dim=1)
-    spread = per_generation.std(dim=0, unbiased=False)
-    flat = binary.reshape(-1, *binary.shape[2:])  # (L * G, n, S, S), level-major
-    return {"mean": mean.numpy(), "std": torch.stack([spread, spread], dim=1).numpy(),
-            "entropy": class_entropy(mean).numpy(), "label": (soft >= 0.5).numpy().astype(np.uint8),
-            "samples": torch.stack([1 - flat, flat], dim=2).numpy(), "levels": binary.mean(dim=1).numpy()}
+    mean = torch.stack([1 - soft, soft], dim=0)
+    out = {"mean": mean.numpy(), "std": torch.stack([spread, spread], dim=0).numpy(),
+           "entropy": class_entropy(mean[None])[0].numpy(), "label": (soft >= 0.5).numpy().astype(np.uint8),
+           "levels": binary.mean(dim=1).numpy()}
+    if keep_samples:
+        flat = binary.reshape(-1, *binary.shape[2:])  # (L * G, S, S), level-major
+        out["samples"] = torch.stack([1 - flat, flat], dim=1).numpy()
+    return out

@@ -29,12 +29,13 @@ multiple of ``2 ** (denoiser levels - 1)``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segqc.nn.chunks import SLICES_PER_PASS, by_rows, repeat_rows, row_chunks, samples_per_pass
 from segqc.nn.diffusion import ancestral_loop, ddim_loop, ddim_timesteps
 from segqc.nn.losses import feature_consistency, mean_dice_loss
 from segqc.seg.ldseg.config import LdsegConfig
@@ -356,32 +357,56 @@ class Ldseg(nn.Module):
         from ``generator``). The clean-latent estimate is clipped to ``+-clip_latent``. The
         starting latents are ``noise`` ``(samples * B, latent_channels, [D,] L, L)`` (``L`` the
         config's ``latent_size``)
-        (sample-major: row ``s * B + b``) or drawn from ``generator`` (CPU)."""
+        (sample-major: row ``s * B + b``) or drawn from ``generator`` (CPU). Every sample's
+        probabilities at once (memory linear in ``samples``): :meth:`sample_chunks`, concatenated."""
+        return torch.cat(list(self.sample_chunks(image, samples=samples, steps=steps, generator=generator,
+                                                 noise=noise, sampler=sampler)), dim=0)
+
+    @torch.no_grad()
+    def sample_chunks(self, image: torch.Tensor, *, samples: int, steps: int, generator: torch.Generator | None = None,
+                      noise: torch.Tensor | None = None, sampler: str = "ddim", per_pass: int = SLICES_PER_PASS,
+                      part: tuple[int, int] | None = None) -> Iterator[torch.Tensor]:
+        """:meth:`sample`'s class probabilities a chunk of samples at a time: ``(c, B, classes, [D,]
+        S, S)`` for consecutive chunks of ``c = per_pass // (B D)`` samples (at least 1; the last
+        chunk may be shorter). The denoiser and the label decoder take one chunk per pass
+        (:mod:`segqc.nn.chunks`), the image features are repeated per chunk only, and the sampler
+        runs on the latents of all samples (the size of ``noise``), so the noise drawn — the
+        starting latents and, for ``ddpm``, every step's — is the noise :meth:`sample` draws.
+        ``part`` ``(first, total)``: these ``samples`` (and ``noise``) are samples ``first ..
+        first + samples - 1`` of a draw of ``total``; the ``ddpm`` sampler then draws every step's
+        noise for all ``total`` and keeps these rows (:func:`ancestral_loop`). Yields nothing for
+        0 samples."""
         cfg = self.config
         b = image.shape[0]
         z_image, skips = self.encode_image(image)
-        z_image = z_image.repeat(samples, *([1] * (z_image.ndim - 1)))
-        skips = [None if m is None else m.repeat(samples, *([1] * (m.ndim - 1))) for m in skips]
         depth = tuple(image.shape[2:-2])  # () in 2D, (D,) in 3D
         shape = (samples * b, cfg.latent_channels, *depth, cfg.latent_size, cfg.latent_size)
         if noise is None:
             noise = torch.randn(shape, generator=generator)
         if tuple(noise.shape) != shape:
             raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
+        chunks = row_chunks(samples, b, samples_per_pass(b, depth[0] if depth else 1, per_pass=per_pass))
 
         def predict_clean(z: torch.Tensor, t: int) -> torch.Tensor:
-            return self.denoise(z, z_image, torch.full((z.shape[0],), t, device=z.device, dtype=torch.long))[1]
+            def clean(rows: slice) -> torch.Tensor:
+                times = torch.full((rows.stop - rows.start,), t, device=z.device, dtype=torch.long)
+                return self.denoise(z[rows], repeat_rows(z_image, rows, b), times)[1]
+            return by_rows(clean, chunks)
 
         z = noise.to(image.device)
         if sampler == "ddim":
             z = ddim_loop(predict_clean, z, self.abar, ddim_timesteps(steps, cfg.timesteps), clip=cfg.clip_latent)
         elif sampler == "ddpm":
-            z = ancestral_loop(predict_clean, z, self.abar, clip=cfg.clip_latent,
+            first, total = part if part is not None else (0, samples)
+            drawn = None if part is None else (total * b, slice(first * b, (first + samples) * b))
+            z = ancestral_loop(predict_clean, z, self.abar, clip=cfg.clip_latent, rows=drawn,
                                generator=generator if generator is not None else torch.Generator().manual_seed(0))
         else:
             raise ValueError(f"sampler must be ddim or ddpm, got {sampler!r}")
-        probs = torch.softmax(self.label_decoder(z, skips), dim=1)
-        return probs.view(samples, b, self.classes, *depth, cfg.size, cfg.size)
+        for rows in chunks:
+            chunk_skips = [None if m is None else repeat_rows(m, rows, b) for m in skips]
+            probs = torch.softmax(self.label_decoder(z[rows], chunk_skips), dim=1)
+            yield probs.view(-1, b, self.classes, *depth, cfg.size, cfg.size)
 
 
 def _per_row(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

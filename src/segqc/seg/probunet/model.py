@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -89,11 +89,17 @@ class ProbUnet(nn.Module):
     @torch.no_grad()
     def sample(self, image: torch.Tensor, samples: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """Class probabilities ``(samples, B, classes, S, S)``: z from the prior, one pass each
-        through the combining layers (the U-Net runs once)."""
+        through the combining layers (the U-Net runs once); :meth:`sample_each`, stacked."""
+        return torch.stack(list(self.sample_each(image, samples, generator=generator)))
+
+    @torch.no_grad()
+    def sample_each(self, image: torch.Tensor, samples: int, *,
+                    generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+        """The class probabilities ``(B, classes, S, S)`` of ``samples`` prior samples, one at a
+        time (z drawn from ``generator`` just before its pass, in sample order; nothing for 0
+        samples): memory does not grow with ``samples``."""
         features = self.unet(image)
         mean_p, log_var_p = self.prior(image)
-        out = []
         for _ in range(samples):
             noise = torch.randn(mean_p.shape, generator=generator).to(image.device)
-            out.append(torch.softmax(self.logits(features, mean_p + (0.5 * log_var_p).exp() * noise), dim=1))
-        return torch.stack(out)
+            yield torch.softmax(self.logits(features, mean_p + (0.5 * log_var_p).exp() * noise), dim=1)

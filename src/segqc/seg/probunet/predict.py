@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from segqc.errors import InputError
-from segqc.seg.inference import LoadedSegModel, model_directory, sample_statistics
+from segqc.seg.inference import LoadedSegModel, SampleStatistics, concat_statistics, model_directory
 from segqc.seg.probunet.config import ProbUnetConfig
 from segqc.seg.probunet.model import ProbUnet
 from segqc.seg.probunet.train import METHOD
@@ -47,8 +47,11 @@ def load(model_dir: str | Path, *, device: str = "cpu") -> LoadedProbUnet:
 
 
 def predict_slices(model: LoadedProbUnet, images: np.ndarray, *, samples: int | None = None, steps: int | None = None,
-                   seed: int = 0) -> dict[str, np.ndarray]:
-    """``samples`` prior samples of every slice of ``images`` ``(n, C, S, S)``; ``steps`` is ignored."""
+                   seed: int = 0, keep_samples: bool = True) -> dict[str, np.ndarray]:
+    """``samples`` prior samples of every slice of ``images`` ``(n, C, S, S)``; ``steps`` is
+    ignored. Each sample is added to :class:`~segqc.seg.inference.SampleStatistics` as it is
+    drawn (:meth:`~segqc.seg.probunet.model.ProbUnet.sample_each`), so memory does not grow with
+    ``samples``; ``keep_samples`` also returns them all, ``samples`` ``(samples, n, K, S, S)``."""
     cfg = model.config
     samples = int(cfg.samples if samples is None else samples)
     if samples < 1:
@@ -57,9 +60,12 @@ def predict_slices(model: LoadedProbUnet, images: np.ndarray, *, samples: int | 
     if images.ndim != 4 or images.shape[1] != model.image_channels or images.shape[2:] != (cfg.size, cfg.size):
         raise InputError(f"need slices (n, {model.image_channels}, {cfg.size}, {cfg.size}); got {images.shape}")
     device = next(model.model.parameters()).device
-    per_slice = []
+    parts = []
     for row in range(images.shape[0]):
         generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + row)
-        per_slice.append(model.model.sample(torch.from_numpy(images[row:row + 1]).to(device), samples,
-                                            generator=generator).cpu())
-    return sample_statistics(torch.cat(per_slice, dim=1))
+        statistics = SampleStatistics(keep_samples=keep_samples)
+        for probs in model.model.sample_each(torch.from_numpy(images[row:row + 1]).to(device), samples,
+                                             generator=generator):
+            statistics.add(probs[None])
+        parts.append(statistics.result())
+    return concat_statistics(parts)

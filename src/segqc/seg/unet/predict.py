@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from segqc.errors import InputError
-from segqc.seg.inference import LoadedSegModel, model_directory, sample_statistics
+from segqc.seg.inference import LoadedSegModel, SampleStatistics, concat_statistics, model_directory
 from segqc.seg.unet.config import UnetConfig
 from segqc.seg.unet.model import build_unet, set_mc_dropout
 from segqc.seg.unet.train import METHOD
@@ -54,8 +54,11 @@ def load(model_dir: str | Path, *, device: str = "cpu") -> LoadedUnet:
 
 
 def predict_slices(model: LoadedUnet, images: np.ndarray, *, samples: int | None = None, steps: int | None = None,
-                   seed: int = 0, batch_size: int = 16) -> dict[str, np.ndarray]:
-    """Predict ``images`` ``(n, C, S, S)`` (module docstring); ``steps`` is ignored (one pass per sample)."""
+                   seed: int = 0, batch_size: int = 16, keep_samples: bool = True) -> dict[str, np.ndarray]:
+    """Predict ``images`` ``(n, C, S, S)`` (module docstring); ``steps`` is ignored (one pass per
+    sample). Every pass adds its probabilities to :class:`~segqc.seg.inference.SampleStatistics`
+    as it is made, so memory does not grow with ``samples``; ``keep_samples`` also returns every
+    pass's probabilities ``samples`` ``(passes, n, K, S, S)`` (linear in ``samples``)."""
     cfg = model.config
     samples = int(cfg.samples if samples is None else samples)
     if samples < 1:
@@ -67,14 +70,16 @@ def predict_slices(model: LoadedUnet, images: np.ndarray, *, samples: int | None
     passes = samples if mc else 1
     set_mc_dropout(model.network, mc)
     device = next(model.network.parameters()).device
-    chunks = []
+    parts = []
     try:
         with torch.no_grad():
             for start in range(0, images.shape[0], batch_size):
                 torch.manual_seed(int(seed) * 1_000_003 + start)
                 chunk = torch.from_numpy(images[start:start + batch_size]).to(device)
-                chunks.append(torch.stack([torch.softmax(model.network(chunk), dim=1).cpu() for _ in range(passes)]))
+                statistics = SampleStatistics(keep_samples=keep_samples)
+                for _ in range(passes):
+                    statistics.add(torch.softmax(model.network(chunk), dim=1)[None])
+                parts.append(statistics.result())
     finally:
         set_mc_dropout(model.network, False)
-    probs = torch.cat(chunks, dim=1)  # (passes, n, K, S, S)
-    return sample_statistics(probs)
+    return concat_statistics(parts)
