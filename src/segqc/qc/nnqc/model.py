@@ -34,6 +34,7 @@ from torch import nn
 
 from segqc.errors import InputError
 from segqc.nn import ConvTokenEncoder, CrossAttention, sincos_2d
+from segqc.nn.chunks import SLICES_PER_PASS, by_rows, repeat_rows, row_chunks, samples_per_pass
 from segqc.nn.diffusion import trailing_timesteps
 from segqc.qc.nnqc.config import NnqcConfig
 
@@ -387,8 +388,10 @@ class NnqcModel(nn.Module):
 
     @torch.no_grad()
     def generate_pgt(self, images, segs, ratios, *, steps: int | None = None, samples: int | None = None,
-                     generator: torch.Generator | int | None = None) -> torch.Tensor:
-        """Pseudo ground truths ``(samples, B, size, size)`` (label values, int64).
+                     generator: torch.Generator | int | None = None, per_pass: int = SLICES_PER_PASS,
+                     dtype: torch.dtype = torch.int64) -> torch.Tensor:
+        """Pseudo ground truths ``(samples, B, size, size)`` (label values, ``dtype``: int64 unless
+        asked for a smaller type the labels fit).
 
         ``images`` ``(B, C_img, size, size)``, ``segs`` ``(B, size, size)`` label values,
         ``ratios`` ``(B,)`` in [0, 1] (numpy arrays or tensors). ``steps``: DDIM steps (default
@@ -397,7 +400,10 @@ class NnqcModel(nn.Module):
         initial noise is drawn from it slice by slice (all samples of slice 0, then slice 1, ...),
         and DDIM with η = 0 is deterministic after that: the same weights, inputs and seed give the
         same pGTs, and feeding the slices in several calls with one generator gives the same noise
-        as one call.
+        as one call. The denoiser and the decoder take at most ``per_pass`` slices per pass (whole
+        samples of every slice, :mod:`segqc.nn.chunks`; the latents of all samples stay in
+        memory), so memory beyond the latents and the pGTs does not grow with ``samples``, and the
+        result does not depend on ``per_pass`` beyond float rounding.
         """
         steps = int(steps or self.config.inference_steps)
         samples = int(samples or self.config.samples)
@@ -411,21 +417,46 @@ class NnqcModel(nn.Module):
         try:
             images, indices, ratios = self._check_inputs(images, segs, ratios)
             b = images.shape[0]
-            c = self.condition(images, ratios).repeat(samples, 1, 1)
-            s_d = self.spatial_condition(indices, images).repeat(samples, 1, 1, 1)
+            c = self.condition(images, ratios)
+            s_d = self.spatial_condition(indices, images)
             h = self.config.latent_size
             noise = torch.randn((b, samples, self.config.latent_channels, h, h), generator=generator)
             z = noise.transpose(0, 1).reshape(samples * b, self.config.latent_channels, h, h).to(images.device)
+            chunks = row_chunks(samples, b, samples_per_pass(b, per_pass=per_pass))
             alphas = make_scheduler(self.config).alphas_cumprod.to(images.device)
             timesteps = trailing_timesteps(steps, self.config.train_timesteps)
             for i, t in enumerate(timesteps):
-                eps = self.denoiser(z, s_d, torch.full((samples * b,), t, dtype=torch.long, device=images.device), c)
+                eps = self._noise_estimate(z, t, s_d, c, chunks)
                 a_t = alphas[t]
                 a_prev = alphas[timesteps[i + 1]] if i + 1 < len(timesteps) else torch.ones((), device=images.device)
                 x0 = (z - (1 - a_t).sqrt() * eps) / a_t.sqrt()
                 z = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
-            logits = self.autoencoder.decode(z / self.latent_scale)
-            pgt = self.label_values[logits.argmax(dim=1)]
+            pgt = self._decode_labels(z, chunks, dtype)
             return pgt.reshape(samples, b, *pgt.shape[1:])
         finally:
             self.train(was_training)
+
+    def _decode_labels(self, z: torch.Tensor, chunks: list[slice], dtype: torch.dtype) -> torch.Tensor:
+        """The label values ``(rows, H, W)`` (``dtype``) of the decoded latents ``z``, one row range
+        of ``chunks`` per pass (the chunks cover every row of ``z``, :func:`segqc.nn.chunks.row_chunks`)."""
+        pgt: torch.Tensor | None = None
+        for rows in chunks:
+            labels = self.label_values[self.autoencoder.decode(z[rows] / self.latent_scale).argmax(dim=1)].to(dtype)
+            if pgt is None:
+                pgt = torch.empty((z.shape[0], *labels.shape[1:]), dtype=dtype, device=labels.device)
+            pgt[rows] = labels
+        if pgt is None:
+            raise ValueError("no rows to decode")
+        return pgt
+
+    def _noise_estimate(self, z: torch.Tensor, t: int, s_d: torch.Tensor, c: torch.Tensor,
+                        chunks: list[slice]) -> torch.Tensor:
+        """The denoiser's noise estimate of the sample-major latents ``z`` ``(N B, ...)`` at the
+        0-based timestep ``t``, one row range of ``chunks`` per pass; ``s_d`` ``(B, ...)`` and ``c``
+        ``(B, n_ctx, d)`` are the batch's spatial input and condition."""
+        b = s_d.shape[0]
+
+        def rows_estimate(rows: slice) -> torch.Tensor:
+            times = torch.full((rows.stop - rows.start,), t, dtype=torch.long, device=z.device)
+            return self.denoiser(z[rows], repeat_rows(s_d, rows, b), times, repeat_rows(c, rows, b))
+        return by_rows(rows_estimate, chunks)

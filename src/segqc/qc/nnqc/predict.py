@@ -58,7 +58,10 @@ def predict_slices(model: NnqcModel, images: np.ndarray, segs: np.ndarray, ratio
     DDIM steps and pGTs per slice (model defaults). Slices go through in chunks of
     ``batch_size`` with one generator seeded by ``seed``; noise is drawn slice by slice, so the
     result does not depend on ``batch_size`` (up to floating-point differences of batched
-    convolutions). ``threads``: torch CPU threads for the call (restored afterwards).
+    convolutions). The networks take a few samples per pass
+    (:meth:`~segqc.qc.nnqc.model.NnqcModel.generate_pgt`), so memory grows with ``samples`` by
+    their latents and pGTs only (1 byte per voxel and sample when the labels fit in uint8).
+    ``threads``: torch CPU threads for the call (restored afterwards).
     Inputs are not modified. Bad shapes or unknown label values raise :class:`InputError`.
     """
     images = np.asarray(images, dtype=np.float32)
@@ -70,6 +73,7 @@ def predict_slices(model: NnqcModel, images: np.ndarray, segs: np.ndarray, ratio
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     samples = int(samples or model.config.samples)
+    dtype = _label_dtype(model.labels)
     generator = torch.Generator().manual_seed(int(seed))
     before = torch.get_num_threads()
     if threads is not None:
@@ -79,12 +83,18 @@ def predict_slices(model: NnqcModel, images: np.ndarray, segs: np.ndarray, ratio
         for start in range(0, images.shape[0], batch_size):
             sl = slice(start, start + batch_size)
             chunks.append(model.generate_pgt(images[sl], segs[sl], ratios[sl], steps=steps, samples=samples,
-                                             generator=generator).cpu().numpy())
+                                             generator=generator, dtype=_torch_dtype(dtype)).cpu().numpy())
     finally:
         torch.set_num_threads(before)
     if not chunks:
-        return np.zeros((samples, 0, *segs.shape[1:]), dtype=_label_dtype(model.labels))
-    return np.concatenate(chunks, axis=1).astype(_label_dtype(model.labels))
+        return np.zeros((samples, 0, *segs.shape[1:]), dtype=dtype)
+    return np.concatenate(chunks, axis=1).astype(dtype, copy=False)
+
+
+def _torch_dtype(dtype: np.dtype) -> torch.dtype:
+    """The torch dtype the pGTs of label dtype ``dtype`` are made in: uint8 for uint8, else int64
+    (converted afterwards)."""
+    return torch.uint8 if dtype == np.dtype(np.uint8) else torch.int64
 
 
 def load_qc_model(model_dir: str | Path, *, device: str = "cpu"):
