@@ -12,6 +12,7 @@ out of memory inside one chunk still fails the case with one line.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import nibabel
 import numpy as np
@@ -232,16 +233,22 @@ ALLOCATOR_FAILURE = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAl
                      "tried to allocate 104857600000 bytes. Error code 12 (Cannot allocate memory)")
 
 
-def test_running_out_of_memory_in_one_chunk_fails_the_case_with_one_line(tmp_path, monkeypatch):
-    """The second pass of the label decoder (a chunk of 8 of 20 samples) cannot allocate: the case
-    fails with the one line naming --samples, and the first chunk did run."""
-    loaded = _ldseg(4)
+def _saved_ldseg(tmp_path: Path, *, model_seed: int, image_seed: int) -> tuple[Path, Path]:
+    """A tiny LDSeg saved as a model folder, and a folder of one image ``a``."""
+    loaded = _ldseg(model_seed)
     weights = {name: loaded.model.component(name).state_dict() for name in COMPONENTS}
     model_dir = save_checkpoint(tmp_path / "model", method="ldseg", weights=weights,
                                 config={"ldseg": loaded.config.to_dict(), "labels": [0, 1, 2], "names": {},
                                         "image_channels": 1})
     images = tmp_path / "images"
-    write_image(images / "a_0000.nii.gz", _images(1, seed=6)[0, 0], GEOMETRY)
+    write_image(images / "a_0000.nii.gz", _images(1, seed=image_seed)[0, 0], GEOMETRY)
+    return model_dir, images
+
+
+def test_running_out_of_memory_in_one_chunk_fails_the_case_with_one_line(tmp_path, monkeypatch):
+    """The second pass of the label decoder (a chunk of 8 of 20 samples) cannot allocate: the case
+    fails with the one line naming --samples, and the first chunk did run."""
+    model_dir, images = _saved_ldseg(tmp_path, model_seed=4, image_seed=6)
     passes = []
     forward = ldseg_model.LabelDecoder.forward
 
@@ -261,13 +268,7 @@ def test_running_out_of_memory_in_one_chunk_fails_the_case_with_one_line(tmp_pat
 def test_keeping_no_sample_writes_the_same_maps_as_keeping_them(tmp_path):
     """``--save samples`` keeps every sample's probabilities; without it none are kept, and the
     probabilities and std written are the same."""
-    loaded = _ldseg(5)
-    weights = {name: loaded.model.component(name).state_dict() for name in COMPONENTS}
-    model_dir = save_checkpoint(tmp_path / "model", method="ldseg", weights=weights,
-                                config={"ldseg": loaded.config.to_dict(), "labels": [0, 1, 2], "names": {},
-                                        "image_channels": 1})
-    images = tmp_path / "images"
-    write_image(images / "a_0000.nii.gz", _images(1, seed=7)[0, 0], GEOMETRY)
+    model_dir, images = _saved_ldseg(tmp_path, model_seed=5, image_seed=7)
     predict_folder(model_dir, images, tmp_path / "kept", samples=11, save=["probabilities", "std", "samples"])
     predict_folder(model_dir, images, tmp_path / "not", samples=11, save=["probabilities", "std"])
     assert len(list((tmp_path / "kept" / "samples").iterdir())) == 11

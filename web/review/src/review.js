@@ -5,8 +5,9 @@ import { Niivue, NVImage, SLICE_TYPE } from "@niivue/niivue";
 const token = document.querySelector('meta[name="segqc-token"]').content;
 const KEYS = { a: "accept", r: "reject", f: "needs_fix", u: "unsure" };
 const LETTERS = { accept: "A", reject: "R", needs_fix: "F", unsure: "U" };
-// Without these the reviewer cannot judge the case: if one cannot be shown, nothing is shown and
-// no decision is taken. The other layers are left out on their own when they cannot be shown.
+// Without these the reviewer cannot see the case: if one cannot be shown, nothing is shown but
+// the message naming the file (a decision is then taken on that message). The other layers are
+// left out on their own when they cannot be shown.
 const REQUIRED = ["image", "segmentation"];
 const VIEWS = [SLICE_TYPE.AXIAL, SLICE_TYPE.CORONAL, SLICE_TYPE.SAGITTAL, SLICE_TYPE.MULTIPLANAR, SLICE_TYPE.RENDER];
 const LAYER_STYLE = {
@@ -27,7 +28,7 @@ const state = {
   layerOrder: [],    // names of the loaded volumes, in niivue's order
   view: 0,
   loading: null,
-  shown: null,       // the id of the case whose pictures are on screen (null while loading or after a failure)
+  shown: null,       // the id of the case on screen, its pictures or its message (null while loading)
   saving: null,      // the case whose decision is being saved
   ignored: [],       // decision keys ignored since the last decision that was taken
 };
