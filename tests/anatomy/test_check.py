@@ -667,8 +667,8 @@ def test_the_report_of_a_check_folder_shows_every_flag_kind_with_its_value(tmp_p
                            catch_exceptions=False)
     assert result.exit_code == 0, result.output
     flags = pd.read_csv(out / "flags.csv", dtype={"case": str})
-    kinds = set(zip(flags["class"], flags["flag"], strict=True))
-    assert {("liver", "volume_z"), ("kidney_left", "left_right")} <= kinds
+    assert {("liver", "volume_z"), ("kidney_left", "left_right")} <= set(zip(flags["class"], flags["flag"]))
+    kinds = {(str(phantom.value(name)), flag) for name, flag in zip(flags["class"], flags["flag"], strict=True)}
     page = build_report(out, jobs=1).read_text(encoding="utf-8")
     table = page[page.index('<table class="sortable cohort">'):]
     table = table[:table.index("</table>")]
@@ -677,5 +677,14 @@ def test_the_report_of_a_check_folder_shows_every_flag_kind_with_its_value(tmp_p
     rows = dict(re.findall(r'<tr data-case="([^"]+)"[^>]*>(.*?)</tr>', table))
     for row in flags.itertuples():
         cells = re.findall(r'<td[^>]*data-value="([^"]*)"[^>]*>([^<]*)</td>', rows[row.case])
-        value, shown = cells[headers.index((row._2, row.flag))]
+        value, shown = cells[headers.index((str(phantom.value(row._2)), row.flag))]
         assert float(value) == pytest.approx(row.value) and shown == f"{row.value:.6g}"
+    # the review app of the folder colours and names every class the maps hold, flagged or not
+    # (it showed the maps in grey, without a legend: the flags name classes, not label values)
+    from segqc.review.app import label_colours
+    from segqc.review.worklist import load_worklist
+
+    volumes = pd.read_csv(out / "volumes.csv")
+    expected = {str(v): name for name, v in zip(volumes["class"], volumes["value"], strict=True)}
+    assert load_worklist(out).labels == dict(sorted(expected.items(), key=lambda item: int(item[0])))
+    assert {entry["value"] for entry in label_colours(load_worklist(out).labels)} == set(map(int, expected))

@@ -42,7 +42,9 @@ class CaseInputs:
 class Cohort:
     """What a report shows of one folder. ``long``: case, label, label_name, metric and the value
     columns ``values`` (name -> heading); ``worklist``: case, flag, reason, spread (QC only);
-    ``order``: the case order the output itself gives (a check's flags have no estimate to sort by)."""
+    ``order``: the case order the output itself gives (a check's flags have no estimate to sort by);
+    ``classes``: label -> name of every class the segmentations hold where the output lists them
+    beyond those with a row in ``long`` (a check's ``volumes.csv``), for the viewer's colours."""
 
     kind: str
     long: pd.DataFrame
@@ -54,6 +56,7 @@ class Cohort:
     summary: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
     order: list[str] | None = None  # the output's own case order (worst first) where it has no estimate
+    classes: dict[str, str] = field(default_factory=dict)
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -252,8 +255,24 @@ def _load_evaluate(folder: Path) -> Cohort:
     return Cohort("evaluate", table, {"value": "value"}, inputs, "GT")
 
 
+def _check_class_values(path: Path) -> dict[str, str]:
+    """Class name -> its label value (as text) from a check's ``volumes.csv``; empty when the file
+    is missing or has no ``value`` column (per-class mask folders), or a name has two values."""
+    if not path.is_file():
+        return {}
+    table = read_table(path)
+    if not {"class", "value"} <= set(table.columns):
+        return {}
+    pairs = table[["class", "value"]].dropna().drop_duplicates()
+    values = pd.to_numeric(pairs["value"], errors="coerce")
+    if values.isna().any() or pairs["class"].duplicated().any():
+        return {}
+    return {str(name): str(int(value)) for name, value in zip(pairs["class"], values)}
+
+
 def _load_check(folder: Path) -> Cohort:
-    """A ``segqc labels check`` folder: one row per flag (label = class, metric = flag kind, value);
+    """A ``segqc labels check`` folder: one row per flag (label = the class's label value from
+    ``volumes.csv``, the class itself where it has none; label name = class; metric = flag kind, value);
     the worklist in the order ``worklist.csv`` gives (worst cases first); every checked case, flagged
     or not, with its label map (and image, where one was checked)."""
     flags = read_table(folder / "flags.csv")
@@ -267,8 +286,10 @@ def _load_check(folder: Path) -> Cohort:
     recorded = _summary_inputs(summary)
     if not isinstance(recorded, dict):
         raise InputError("names no input files ('cases' / 'inputs')", summary_path)
-    long = pd.DataFrame({"case": flags["case"].astype(str), "label": flags["class"].astype(str),
-                         "label_name": flags["class"].astype(str), "metric": flags["flag"].astype(str),
+    classes = flags["class"].astype(str)
+    values = _check_class_values(folder / "volumes.csv")
+    long = pd.DataFrame({"case": flags["case"].astype(str), "label": [values.get(c, c) for c in classes],
+                         "label_name": classes, "metric": flags["flag"].astype(str),
                          "value": pd.to_numeric(flags["value"], errors="coerce")})
     inputs = {}
     for case in worklist["case"].astype(str):
@@ -286,7 +307,8 @@ def _load_check(folder: Path) -> Cohort:
         image = recorded_file(recorded, case, "image", summary_path, required=False)
         inputs[case] = CaseInputs(image, seg_path, None)
     worklist = worklist.assign(case=worklist["case"].astype(str))
-    return Cohort("check", long, {"value": "value"}, inputs, "", worklist=worklist, order=list(worklist["case"]))
+    return Cohort("check", long, {"value": "value"}, inputs, "", worklist=worklist, order=list(worklist["case"]),
+                  classes={value: name for name, value in values.items()})
 
 
 def detect(folder: Path) -> str:

@@ -121,7 +121,8 @@ def load_worklist(out_dir: str | Path, *, images: str | Path | None = None,
     scores = primary_scores(cohort.long, metric)
     work = cohort.worklist.set_index("case") if cohort.worklist is not None else pd.DataFrame()
     names = label_names(cohort.long)
-    labels = {label: names[label] for label in label_order(list(cohort.long["label"])) if label != "all"}
+    known = {**cohort.classes, **names}
+    labels = {label: known[label] for label in label_order([*cohort.long["label"], *cohort.classes]) if label != "all"}
     cases = []
     for case_id, inputs in cohort.inputs.items():
         files: dict[str, Path] = {"segmentation": inputs.seg}
