@@ -66,17 +66,29 @@ def method(name: str, kind: str | None = None) -> Method:
     return entry
 
 
-def qc_method_of(meta: dict, model_dir: Path) -> Method:
-    """The QC method that wrote a checkpoint (its ``config.json`` metadata)."""
+_KIND_NAMES = {"qc": "QC", "seg": "segmentation"}
+
+
+def method_of_checkpoint(meta: dict, model_dir: Path, kind: str) -> Method:
+    """The method of ``kind`` ("qc" or "seg") that wrote a checkpoint (its ``config.json``
+    metadata ``meta``); a :class:`~segqc.training.CheckpointError` naming the folder for a
+    checkpoint that names no method, or one of another kind."""
     from segqc.training.checkpoints import CheckpointError
 
-    name = str(meta.get("method"))
-    known = ", ".join(m.name for m in METHODS.values() if m.kind == "qc")
-    if meta.get("method") is None:
-        raise CheckpointError(f"{model_dir / 'config.json'}: names no method; expected a QC model ({known})")
-    if name not in METHODS or METHODS[name].kind != "qc":
-        raise CheckpointError(f"{model_dir}: model of method {name!r} is not a QC model (expected {known})")
+    found = meta.get("method")
+    known = ", ".join(m.name for m in METHODS.values() if m.kind == kind)
+    what = f"a {_KIND_NAMES[kind]} model"
+    if found is None:
+        raise CheckpointError(f"{model_dir / 'config.json'}: names no method; expected {what} ({known})")
+    name = str(found)
+    if name not in METHODS or METHODS[name].kind != kind:
+        raise CheckpointError(f"{model_dir}: model of method {name!r} is not {what} (expected {known})")
     return METHODS[name]
+
+
+def qc_method_of(meta: dict, model_dir: Path) -> Method:
+    """The QC method that wrote a checkpoint (its ``config.json`` metadata)."""
+    return method_of_checkpoint(meta, model_dir, "qc")
 
 
 def check_model_folder(model_dir: Path) -> None:
@@ -87,4 +99,4 @@ def check_model_folder(model_dir: Path) -> None:
         raise CheckpointError(f"{model_dir}: is a file; give the model's folder (the one holding config.json)")
 
 
-__all__ = ["METHODS", "Method", "check_model_folder", "method", "qc_method_of"]
+__all__ = ["METHODS", "Method", "check_model_folder", "method", "method_of_checkpoint", "qc_method_of"]

@@ -59,6 +59,7 @@ __all__ = [
     "DatasetFingerprint",
     "IntensityStats",
     "channel_modality",
+    "check_image_label_grid",
     "compute_fingerprint",
     "normalization_scheme",
     "to_ras_order",
@@ -469,7 +470,7 @@ def _fingerprint_case(job: _CaseJob, *, samples_per_case: int,
     channels = []
     for path in job.image_paths:
         image = read_image(path, finite=True)
-        _check_grid(image.geometry, label.geometry, path, job.label_path)
+        check_image_label_grid(image.geometry, label.geometry, path, job.label_path)
         channels.append(image.array)
 
     fg = label.array > 0
@@ -510,8 +511,9 @@ def _fingerprint_case(job: _CaseJob, *, samples_per_case: int,
     return fingerprint, sample_array
 
 
-def _check_grid(image_geometry, label_geometry, image_path: Path, label_path: Path) -> None:
-    """InputError naming the image file unless image and label map share one voxel grid."""
+def check_image_label_grid(image_geometry, label_geometry, image_path: Path, label_path: Path) -> None:
+    """InputError naming the image file unless image and label map share one voxel grid (origins
+    within :data:`ORIGIN_ATOL_MM`)."""
     try:
         check_same_geometry(image_geometry, label_geometry, pred_path=image_path,
                             gt_path=label_path, origin_atol_mm=ORIGIN_ATOL_MM, roles=("image", "label map"))

@@ -150,18 +150,10 @@ def model_directory(path: str | Path) -> Path:
 
 
 def _method_of(directory: Path) -> Any:
-    from segqc.methods import METHODS
-    from segqc.training import CheckpointError
+    from segqc.methods import method_of_checkpoint
     from segqc.training.checkpoints import read_checkpoint_meta
 
-    found = read_checkpoint_meta(directory).get("method")
-    name = str(found)
-    known = ", ".join(m.name for m in METHODS.values() if m.kind == "seg")
-    if found is None:
-        raise CheckpointError(f"{directory / 'config.json'}: names no method; expected a segmentation model ({known})")
-    if name not in METHODS or METHODS[name].kind != "seg":
-        raise CheckpointError(f"{directory}: model of method {name!r} is not a segmentation model (expected {known})")
-    return METHODS[name]
+    return method_of_checkpoint(read_checkpoint_meta(directory), directory, "seg")
 
 
 def load_seg_model(model_dir: str | Path, *, device: str = "cpu") -> tuple[Any, Callable[..., dict[str, np.ndarray]]]:

@@ -68,13 +68,14 @@ import pandas as pd
 
 from segqc.degrade.folder import BASE_COLUMNS, mask_quality
 from segqc.degrade.targeting import NNQC_BINS
-from segqc.errors import GeometryMismatchError, InputError
+from segqc.errors import InputError
 from segqc.execution import CaseResult, CaseTask, RunReport, run_cases
 from segqc.execution.cache import directory_digest, settings_digest
 from segqc.fingerprint import PreprocessingPlan, preprocess_files, restore_label
+from segqc.fingerprint.fingerprint import check_image_label_grid
 from segqc.io.atomic import write_csv_atomic, write_json_atomic
 from segqc.io.datasets import find_dataset_json, list_image_files, list_label_files
-from segqc.io.images import check_same_geometry, read_label_map, write_image
+from segqc.io.images import read_label_map, write_image
 from segqc.io.split import Split
 from segqc.metrics.binary import MetricSettings
 from segqc.training import CheckpointError, checkpoint_fits, load_checkpoint, select_device
@@ -367,12 +368,7 @@ def _predict_case(task: CaseTask, setup: _Setup) -> CaseResult:
     gt_image = read_label_map(label_path)
     case = _prepared_case(image_paths, setup.plan)
     geometry = case.transform.original_geometry
-    try:
-        check_same_geometry(geometry, gt_image.geometry, pred_path=image_paths[0], gt_path=label_path,
-                            origin_atol_mm=0.01, roles=("image", "label map"))
-    except GeometryMismatchError as exc:
-        raise InputError(f"{exc.problem}; an image and its label map must share one voxel grid",
-                         image_paths[0]) from None
+    check_image_label_grid(geometry, gt_image.geometry, image_paths[0], label_path)
     gt = gt_image.array
     unknown = sorted(set(np.unique(gt).tolist()) - set(setup.classes))
     if unknown:
