@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from segqc.io.images import Geometry, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import write_image
 
 SHAPE = (32, 32, 16)
 SPACING = (1.0, 1.0, 2.0)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from segqc.io.images import Geometry, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import write_image
 
 Channels = np.ndarray | Sequence[np.ndarray]
 

@@ -66,7 +66,8 @@ def test_degrade_folder_takes_a_config_object_like_its_keywords(tmp_path):
     import pandas as pd
 
     from segqc.degrade.folder import degrade_folder
-    from segqc.io.images import Geometry, write_image
+    from segqc.io.geometry import Geometry
+    from segqc.io.images import write_image
     from segqc.synthetic import multiclass_phantom
 
     gt = multiclass_phantom((32, 32, 8), (1.0, 1.0, 2.0), seed=0)

@@ -363,7 +363,8 @@ def test_workers_of_an_unguarded_script_end_quietly_before_they_take_the_output_
     """Each spawned worker re-ran the script's `evaluate_folder(..., out, jobs=2)`, found the
     parent's lock on `out` and printed a traceback saying another segqc run was writing there —
     two misleading tracebacks before the one line about the missing guard."""
-    from segqc.io.images import Geometry, write_image
+    from segqc.io.geometry import Geometry
+    from segqc.io.images import write_image
 
     geometry = Geometry.from_shape((6, 6, 3))
     for case in ("a", "b"):

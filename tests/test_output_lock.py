@@ -20,7 +20,8 @@ from segqc.cli.main import app
 from segqc.errors import InputError
 from segqc.execution import CaseResult, CaseTask, run_cases
 from segqc.execution.lock import claim_output, claims, locked_here, output_lock
-from segqc.io.images import Geometry, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import write_image
 
 # An independent holder: a plain flock on the folder, as any other segqc process takes it.
 _HOLDER = textwrap.dedent("""

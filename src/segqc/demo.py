@@ -17,7 +17,8 @@ def write_demo_data(root: Path, *, seed: int = 0) -> dict[str, tuple[Path, Path]
     lesions) and ``phantom`` (a 3-class phantom at 1x1x2.5 mm, shifted, one class eroded, one grown).
     """
     from segqc import synthetic
-    from segqc.io.images import Geometry, write_image
+    from segqc.io.geometry import Geometry
+    from segqc.io.images import write_image
 
     folders = {name: (root / name / "pred", root / name / "gt") for name in ("lesions", "phantom")}
     spacing = (0.8, 0.8, 2.0)

@@ -35,7 +35,8 @@ from segqc.anatomy.phantom import Phantom, make_phantom
 from segqc.anatomy.scheme import load_scheme
 from segqc.anatomy.space import axis_coordinate, centroid_mm, index_to_mm
 from segqc.cli.labels_check import check_command
-from segqc.io.images import Geometry, read_image, read_label_map, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import read_image, read_label_map, write_image
 
 runner = CliRunner()
 _app = typer.Typer()

@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from segqc.anatomy.phantom import make_phantom
 from segqc.anatomy.scheme import shipped_scheme
 from segqc.cli.main import app
-from segqc.io.images import Geometry, read_label_map, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import read_label_map, write_image
 
 runner = CliRunner()
 TOTAL = shipped_scheme("total")

@@ -11,7 +11,8 @@ import segqc.anatomy.merge as merge_module
 from segqc.anatomy.merge import merge_label_maps
 from segqc.anatomy.scheme import LabelClass, LabelScheme, shipped_scheme
 from segqc.cli.main import app
-from segqc.io.images import Geometry, read_label_map, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import read_label_map, write_image
 
 # tissue (coarse) contains organ; organ contains lesion (finest)
 SCHEME = LabelScheme(name="toy", classes=(LabelClass("tissue", 1), LabelClass("organ", 2, parent="tissue"),

@@ -30,7 +30,8 @@ from segqc.anatomy.quality import (
     volume_histograms,
 )
 from segqc.cli.labels_quality import quality_command
-from segqc.io.images import Geometry, read_label_map, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import read_label_map, write_image
 
 runner = CliRunner()
 _app = typer.Typer()

@@ -248,7 +248,7 @@ def test_largest_component_keeps_a_class_whose_largest_part_has_exactly_the_mini
     goes; with min_voxels 28 the whole class goes."""
     from segqc.anatomy.rules import RuleSet
     from segqc.anatomy.scheme import LabelClass, LabelScheme
-    from segqc.io.images import Geometry
+    from segqc.io.geometry import Geometry
 
     scheme = LabelScheme(name="toy", classes=(LabelClass("liver", 1),))
     geometry = Geometry(shape=(10, 10, 10), spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0),
@@ -265,7 +265,7 @@ def test_largest_component_keeps_a_class_whose_largest_part_has_exactly_the_mini
 def _sided_case():
     from segqc.anatomy.rules import RuleSet
     from segqc.anatomy.scheme import LabelClass, LabelScheme
-    from segqc.io.images import Geometry
+    from segqc.io.geometry import Geometry
 
     scheme = LabelScheme(name="toy", classes=(
         LabelClass("kidney_left", 1), LabelClass("kidney_right", 2), LabelClass("vertebrae", None),
@@ -330,7 +330,7 @@ def test_a_series_renumbered_by_one_rule_is_seen_by_the_next():
     sex rule after it must then remove the "a" at the top, where a never was before."""
     from segqc.anatomy.rules import RuleSet
     from segqc.anatomy.scheme import LabelClass, LabelScheme
-    from segqc.io.images import Geometry
+    from segqc.io.geometry import Geometry
 
     scheme = LabelScheme(name="toy", classes=(LabelClass("a", 1), LabelClass("b", 2)))
     geometry = Geometry(shape=(12, 12, 40), spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0),

@@ -194,7 +194,8 @@ def test_map_command_moves_a_folder_to_another_scheme_with_regions(tmp_path):
     from typer.testing import CliRunner
 
     from segqc.cli.main import app
-    from segqc.io.images import Geometry, read_label_map, write_image
+    from segqc.io.geometry import Geometry
+    from segqc.io.images import read_label_map, write_image
 
     v1, v2 = shipped_scheme("total_v1"), shipped_scheme("total")
     labels = np.zeros((6, 5, 4), np.uint8)

@@ -13,7 +13,8 @@ from scipy import ndimage
 from typer.testing import CliRunner
 
 from segqc.cli.main import app
-from segqc.io.images import Geometry, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import write_image
 from segqc.synthetic import multiclass_phantom
 
 runner = CliRunner()

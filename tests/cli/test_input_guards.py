@@ -14,7 +14,8 @@ from report_folders import one_error_line
 from typer.testing import CliRunner
 
 from segqc.cli.main import app
-from segqc.io.images import Geometry, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import write_image
 
 runner = CliRunner()
 SHAPE, SPACING = (20, 20, 10), (1.0, 1.0, 2.0)

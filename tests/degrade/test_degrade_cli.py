@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from segqc.cli.main import app
 from segqc.evaluation.evaluate import EvaluationConfig, evaluate_label_maps
-from segqc.io.images import Geometry, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import write_image
 from segqc.io.labels import LabelSet
 from segqc.synthetic import multiclass_phantom
 

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from segqc.cli.main import app
 from segqc.errors import InputError
 from segqc.evaluation.evaluate import FolderEvaluation, evaluate_folder
-from segqc.io.images import Geometry, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import write_image
 from segqc.synthetic import multiclass_phantom
 
 runner = CliRunner()

@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from segqc.cli.main import app
 from segqc.evaluation.evaluate import EvaluationConfig, evaluate_folder, evaluate_label_maps
-from segqc.io.images import Geometry, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import write_image
 from segqc.io.labels import LabelSet
 from segqc.metrics.binary import MetricSettings, compare_masks
 

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from segqc.evaluation.raters import _summary, evaluate_raters, prediction_files
-from segqc.io.images import Geometry, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import write_image
 
 A = np.array([[1, 1, 0, 0]] * 2, dtype=np.uint8)  # 4 px
 B = np.array([[0, 1, 1, 0]] * 2, dtype=np.uint8)  # 4 px, A ∩ B 2 px, A ∪ B 6 px

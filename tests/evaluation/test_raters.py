@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from segqc.cli.main import app
 from segqc.errors import InputError
 from segqc.evaluation.raters import evaluate_raters
-from segqc.io.images import Geometry, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import write_image
 from segqc.io.raters import find_rater_cases
 
 A = np.array([[1, 1, 0, 0]] * 2, dtype=np.uint8)  # IoU(A, B) = 1/3 (per row, so also on the 2 x 4 map)

@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from segqc.cli.main import app
-from segqc.io.images import Geometry, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import write_image
 
 runner = CliRunner()
 GEOMETRY = Geometry(shape=(1, 4), spacing=(1.0, 1.0), origin=(0.0, 0.0), direction=(1.0, 0.0, 0.0, 1.0))

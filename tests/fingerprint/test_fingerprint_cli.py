@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from segqc.cli.main import app
 from segqc.fingerprint import DatasetFingerprint
-from segqc.io.images import Geometry
+from segqc.io.geometry import Geometry
 
 runner = CliRunner()
 

@@ -12,7 +12,8 @@ from dataset_folders import write_dataset
 
 from segqc.errors import InputError
 from segqc.fingerprint import DatasetFingerprint, channel_modality, compute_fingerprint
-from segqc.io.images import Geometry, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import write_image
 
 # Direction of a grid whose array axes point towards S, R, A (in ITK's LPS physical frame):
 # axis 0 -> +z (S), axis 1 -> -x (R), axis 2 -> -y (A).

@@ -23,7 +23,8 @@ from segqc.fingerprint import (
     restore_label,
     transform_label,
 )
-from segqc.io.images import Geometry, Image, read_image, read_label_map, resample_nearest, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import Image, read_image, read_label_map, resample_nearest, write_image
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 

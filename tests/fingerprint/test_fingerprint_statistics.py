@@ -13,7 +13,8 @@ from dataset_folders import write_dataset
 
 from segqc.errors import InputError
 from segqc.fingerprint import channel_modality, compute_fingerprint
-from segqc.io.images import Geometry, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import write_image
 
 SHAPE = (6, 5, 4)
 SPACING = (1.0, 1.0, 2.0)  # 2 mm³ = 0.002 ml a voxel

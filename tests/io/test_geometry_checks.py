@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from segqc.errors import GeometryDifference, GeometryMismatchError, InputError
-from segqc.io.images import Geometry, check_same_geometry, geometry_differences, read_label_map
+from segqc.io.geometry import Geometry, check_same_geometry, geometry_differences
+from segqc.io.images import read_label_map
 
 
 def _one_line(exc: pytest.ExceptionInfo) -> str:
@@ -163,7 +164,7 @@ def test_real_label_map_shifted_50_mm_by_nibabel_is_rejected(tmp_path, shared_da
 
 def test_a_spacing_five_percent_off_is_a_difference_even_for_fine_grids():
     """The tolerance is relative (1e-3): 0.100 and 0.105 mm differ, 0.1 and 0.10005 do not."""
-    from segqc.io.images import Geometry, geometry_differences
+    from segqc.io.geometry import Geometry, geometry_differences
 
     def grid(spacing: float) -> Geometry:
         return Geometry(shape=(4, 4), spacing=(spacing, spacing), origin=(0.0, 0.0), direction=(1.0, 0.0, 0.0, 1.0))

@@ -292,7 +292,8 @@ def test_real_brats_dataset_json_gives_the_three_tumour_regions(shared_data):
 def _label_file(path) -> None:
     import numpy as np
 
-    from segqc.io.images import Geometry, write_image
+    from segqc.io.geometry import Geometry
+    from segqc.io.images import write_image
 
     write_image(path, np.ones((3, 3, 2), np.uint8), Geometry.from_shape((3, 3, 2), (1.0, 1.0, 1.0)))
 

@@ -486,10 +486,10 @@ def test_member_after_zero_padding_is_rejected_as_itk_would_drop_it(tmp_path):
 @pytest.mark.parametrize(("read_size", "out_size"), [(1, 1), (3, 5), (4096, 700)])
 def test_gzip_check_is_independent_of_chunk_sizes(tmp_path, monkeypatch, read_size, out_size):
     """Member and trailer boundaries falling anywhere in a chunk (the chunk sizes are private)."""
-    from segqc.io import images
+    from segqc.io import nifti_files
 
-    monkeypatch.setattr(images, "_GZIP_READ", read_size)
-    monkeypatch.setattr(images, "_GZIP_OUT", out_size)
+    monkeypatch.setattr(nifti_files, "_GZIP_READ", read_size)
+    monkeypatch.setattr(nifti_files, "_GZIP_OUT", out_size)
     data = np.zeros((12, 10, 8), np.uint8)
     data[3:7, 2:5, 1:6] = 2
     raw = _nifti_bytes(data)

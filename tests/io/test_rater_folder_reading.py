@@ -9,7 +9,8 @@ from pathlib import Path
 import nibabel
 import numpy as np
 
-from segqc.io.images import Geometry, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import write_image
 from segqc.io.raters import case_folder_images, find_rater_cases, foreground_mask, read_rater_masks
 
 

@@ -44,7 +44,7 @@ def _tiny_dataset(root, cases):
     import numpy as np
     from dataset_folders import write_dataset
 
-    from segqc.io.images import Geometry
+    from segqc.io.geometry import Geometry
 
     geometry = Geometry(shape=(4, 4), spacing=(1.0, 1.0), origin=(0.0, 0.0), direction=(1.0, 0.0, 0.0, 1.0))
     blank = (np.zeros((4, 4), np.float32), np.zeros((4, 4), np.uint8), geometry)

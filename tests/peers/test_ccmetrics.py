@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from segqc.evaluation.evaluate import evaluate_folder
-from segqc.io.images import Geometry, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import write_image
 
 ccmetrics = pytest.importorskip("CCMetrics")
 torch = pytest.importorskip("torch")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from dataset_folders import write_dataset
 
-from segqc.io.images import Geometry
+from segqc.io.geometry import Geometry
 from segqc.synthetic import paint_ellipsoid
 
 SPACING = (1.0, 1.0, 3.0)

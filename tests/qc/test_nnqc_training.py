@@ -22,7 +22,8 @@ from dataset_folders import write_dataset
 
 from segqc.degrade.targeting import NNQC_BINS
 from segqc.errors import InputError
-from segqc.io.images import Geometry, read_label_map, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import read_label_map, write_image
 from segqc.qc.inference import QcSettings, qc_folder
 from segqc.qc.nnqc import NnqcConfig, NnqcModel, build_training_data, load, load_qc_model, predict_slices, train
 from segqc.qc.nnqc.train import extra_segmentation_slices

@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from segqc.cli.main import app
 from segqc.errors import InputError
-from segqc.io.images import Geometry, read_label_map, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import read_label_map, write_image
 from segqc.qc.inference import QcSettings, qc_folder
 
 runner = CliRunner()

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from segqc.io.images import Geometry, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import write_image
 
 
 def test_failure_auroc_counts_a_true_dice_of_exactly_the_threshold_as_good():

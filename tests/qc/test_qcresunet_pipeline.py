@@ -508,7 +508,7 @@ def test_mae_by_bin_by_hand():
 
 
 def test_dsc_sem_by_hand(tmp_path):
-    from segqc.io.images import Geometry
+    from segqc.io.geometry import Geometry
     from segqc.qc.assessment import error_map_agreement
 
     geometry = Geometry.from_shape((6, 6, 1))

@@ -281,7 +281,8 @@ def test_a_case_named_like_a_heading_is_linked_to_its_own_section(tmp_path):
     import numpy as np
 
     from segqc.evaluation.evaluate import evaluate_folder
-    from segqc.io.images import Geometry, write_image
+    from segqc.io.geometry import Geometry
+    from segqc.io.images import write_image
 
     geometry = Geometry.from_shape((10, 10, 3))
     cases = ("table", "cohort", "details", "distributions")

@@ -344,7 +344,8 @@ def test_ctrl_c_stops_the_review_with_a_plain_line_and_exit_0(qc_out, tmp_path):
 def test_the_volume_cache_holds_no_more_bytes_than_its_budget_but_always_the_layer_just_read(tmp_path):
     """Twelve layers of a whole-body CT (an int16 image of 300 MB, label maps of 150 MB) held
     several GB in the server; the cache now also stops at a byte budget."""
-    from segqc.io.images import Geometry, write_image
+    from segqc.io.geometry import Geometry
+    from segqc.io.images import write_image
     from segqc.review.volumes import VolumeCache
     from segqc.review.worklist import ReviewCase
 
@@ -392,7 +393,8 @@ def test_a_class_filter_lists_the_cases_without_a_value_of_it_first_as_the_whole
     """With a class chosen, cases without a value of that class came last, after every scored case,
     though the whole list (and the README) puts cases without a value first."""
     from segqc.evaluation.evaluate import evaluate_folder
-    from segqc.io.images import Geometry, write_image
+    from segqc.io.geometry import Geometry
+    from segqc.io.images import write_image
 
     geometry = Geometry.from_shape((12, 12, 4), spacing=(1.0, 1.0, 1.0))
     for k in range(4):

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from segqc.io.images import Geometry, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import write_image
 
 
 def rater_disks(rng: np.random.Generator, raters: int, size: int = 32) -> tuple[np.ndarray, np.ndarray]:

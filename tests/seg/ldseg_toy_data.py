@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from dataset_folders import write_dataset
 
-from segqc.io.images import Geometry
+from segqc.io.geometry import Geometry
 
 
 def disk_image(rng: np.random.Generator, shape: tuple[int, int] = (40, 48)) -> tuple[np.ndarray, np.ndarray]:

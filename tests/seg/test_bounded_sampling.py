@@ -20,7 +20,8 @@ import pytest
 import torch
 
 import segqc.seg.ldseg.model as ldseg_model
-from segqc.io.images import Geometry, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import write_image
 from segqc.nn.diffusion import ancestral_loop, ddim_loop, ddim_timesteps
 from segqc.seg.consensus.config import ConsensusConfig
 from segqc.seg.consensus.model import ConsensusDiffusion

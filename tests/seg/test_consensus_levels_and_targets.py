@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 import segqc.seg.consensus.train as consensus_train
 from segqc.errors import InputError
-from segqc.io.images import Geometry, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import write_image
 from segqc.seg.consensus.config import ConsensusConfig
 from segqc.seg.consensus.model import ConsensusDiffusion, ResidualDenseBlock, level_index
 from segqc.seg.consensus.predict import LoadedConsensus, predict_slices

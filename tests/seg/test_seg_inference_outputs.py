@@ -22,7 +22,8 @@ from safetensors.torch import load_file
 from scipy.stats import entropy as scipy_entropy
 
 import segqc.seg.inference as inference
-from segqc.io.images import Geometry, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import write_image
 from segqc.seg.inference import class_entropy, predict_folder, restore_case
 from segqc.seg.slices import flip_rows, image_slices, pad_stack
 from segqc.seg.unet.config import UnetConfig

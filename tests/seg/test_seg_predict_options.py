@@ -18,7 +18,8 @@ from dataset_folders import write_dataset
 
 import segqc.seg.inference as inference
 from segqc.errors import InputError
-from segqc.io.images import Geometry, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import write_image
 from segqc.seg.inference import predict_folder
 from segqc.seg.rater_slices import build_rater_data
 from segqc.seg.slices import SliceData, build_training_data, image_slices, make_stack_batch

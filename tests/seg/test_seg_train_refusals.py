@@ -262,7 +262,7 @@ def test_maps_holding_the_ignore_label_are_refused_and_it_is_never_a_class(tmp_p
     """nnU-Net's "ignore" label is never a class. Training needs every voxel labelled, so a map
     that holds the ignore value is refused naming the file, with or without named classes (without
     names the value used to become a third class); maps without it train on classes (0, 1)."""
-    from segqc.io.images import Geometry
+    from segqc.io.geometry import Geometry
 
     geometry = Geometry(shape=(8, 8), spacing=(1.0, 1.0), origin=(0.0, 0.0), direction=(1.0, 0.0, 0.0, 1.0))
     label = np.zeros((8, 8), np.uint8)

@@ -14,7 +14,8 @@ from ldseg_toy_data import disk_image, foreground_dice
 from typer.testing import CliRunner
 
 from segqc.cli.main import app
-from segqc.io.images import Geometry, read_image, read_label_map, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import read_image, read_label_map, write_image
 from segqc.seg.inference import segment_case
 from segqc.seg.slices import image_slices
 from segqc.seg.unet.config import UnetConfig

@@ -11,7 +11,8 @@ import pytest
 from dataset_folders import write_dataset
 
 from segqc.errors import InputError
-from segqc.io.images import Geometry, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import write_image
 from segqc.io.split import Split
 from segqc.training.cases import extra_segmentation_files, training_cases
 

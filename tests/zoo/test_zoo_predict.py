@@ -16,7 +16,8 @@ import torch  # noqa: F401
 
 from segqc.degrade.folder import BASE_COLUMNS
 from segqc.errors import InputError
-from segqc.io.images import Geometry, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import write_image
 from segqc.io.split import Split
 from segqc.training import CheckpointError
 from segqc.zoo import InputVariant, parse_variants, predict_zoo

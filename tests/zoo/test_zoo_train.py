@@ -103,7 +103,8 @@ def _edit_in_place(path, change, spacing=None) -> None:
     name and time stamps."""
     import os
 
-    from segqc.io.images import Geometry, read_image, write_image
+    from segqc.io.geometry import Geometry
+    from segqc.io.images import read_image, write_image
 
     stat = path.stat()
     image = read_image(path)

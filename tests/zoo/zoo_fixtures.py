@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from dataset_folders import write_dataset
 
-from segqc.io.images import Geometry
+from segqc.io.geometry import Geometry
 from segqc.zoo import ZooConfig
 
 SPACING = (1.5, 1.5, 5.0)

@@ -70,7 +70,8 @@ from segqc.errors import InputError, parse_problem
 from segqc.execution import CaseResult, CaseTask, RunReport, run_cases
 from segqc.io.atomic import write_csv_atomic, write_json_atomic
 from segqc.io.datasets import case_id, list_image_files, list_label_files
-from segqc.io.images import Geometry, geometry_differences, read_image, read_label_map
+from segqc.io.geometry import Geometry, geometry_differences
+from segqc.io.images import read_image, read_label_map
 from segqc.metrics.counts import chunked_bincount
 from segqc.metrics.masks import LabelBoxes, label_boxes, nonempty_box
 
@@ -678,7 +679,7 @@ def flag_overlap(masks: Mapping[str, np.ndarray], geometry: Geometry, *, max_vox
 
 def flag_geometry(label_geometry: Geometry, image_geometry: Geometry, *, case: str = "") -> pd.DataFrame:
     """``geometry``: one flag (class ``all``) when the label map's grid differs from the image's
-    (:func:`~segqc.io.images.geometry_differences`: shape, spacing, direction, origin); ``value``: the
+    (:func:`~segqc.io.geometry.geometry_differences`: shape, spacing, direction, origin); ``value``: the
     number of differing properties."""
     diffs = geometry_differences(label_geometry, image_geometry)
     if not diffs:

@@ -41,7 +41,8 @@ from segqc.errors import InputError
 from segqc.execution import CaseResult, CaseTask, RunReport, run_cases
 from segqc.io.atomic import atomic_path, write_csv_atomic, write_json_atomic
 from segqc.io.datasets import case_id, list_label_files
-from segqc.io.images import Geometry, check_same_geometry, read_image, read_label_map, resample_nearest, write_image
+from segqc.io.geometry import Geometry, check_same_geometry
+from segqc.io.images import read_image, read_label_map, resample_nearest, write_image
 from segqc.metrics.counts import value_counts
 
 __all__ = ["LabelSource", "label_files", "map_folder", "merge_folders", "read_metadata", "rules_folder", "source_cases"]

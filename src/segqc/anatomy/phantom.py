@@ -23,7 +23,7 @@ import numpy as np
 
 from segqc.anatomy.scheme import LabelScheme, shipped_scheme
 from segqc.anatomy.space import axis_coordinate
-from segqc.io.images import Geometry
+from segqc.io.geometry import Geometry
 
 __all__ = ["Phantom", "VERTEBRAE_BOTTOM_UP", "make_phantom"]
 

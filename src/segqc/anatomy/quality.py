@@ -60,7 +60,8 @@ from segqc.io.datasets import (
     pair_segmentations,
     segmentation_files,
 )
-from segqc.io.images import geometry_differences, read_label_map
+from segqc.io.geometry import geometry_differences
+from segqc.io.images import read_label_map
 from segqc.io.labels import LabelSet
 from segqc.metrics.binary import MetricSettings
 from segqc.metrics.multiclass import present_labels

@@ -26,7 +26,7 @@ import numpy as np
 
 from segqc.anatomy.scheme import LabelScheme
 from segqc.anatomy.space import axis_coordinate
-from segqc.io.images import Geometry
+from segqc.io.geometry import Geometry
 from segqc.metrics.masks import LabelBoxes, find_values, label_boxes
 
 __all__ = ["AT", "BodyRegion", "Bound", "check_region_spec", "parse_regions", "region_limits"]

@@ -58,7 +58,7 @@ from segqc.anatomy.regions import check_region_spec, parse_regions, region_limit
 from segqc.anatomy.scheme import LabelScheme, load_scheme
 from segqc.anatomy.space import centroid_mm, fit_midsagittal_plane, index_centroid, index_to_mm
 from segqc.errors import InputError, parse_problem
-from segqc.io.images import Geometry
+from segqc.io.geometry import Geometry
 from segqc.metrics.counts import chunked_bincount
 from segqc.metrics.masks import find_values, label_boxes, union_box
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from segqc.io.images import Geometry
+from segqc.io.geometry import Geometry
 
 __all__ = ["MidsagittalPlane", "axis_coordinate", "centroid_mm", "fit_midsagittal_plane", "index_to_mm",
            "signed_side"]

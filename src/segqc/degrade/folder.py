@@ -60,7 +60,8 @@ from segqc.errors import InputError
 from segqc.execution import CaseResult, CaseSkipped, CaseTask, RunReport, run_cases
 from segqc.io.atomic import write_csv_atomic, write_json_atomic
 from segqc.io.datasets import LABEL_EXTENSIONS, find_dataset_json, list_image_files, list_label_files
-from segqc.io.images import Geometry, read_label_map, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import read_label_map, write_image
 from segqc.io.labels import LabelSet
 from segqc.metrics.binary import MetricSettings, compare_masks
 from segqc.metrics.multiclass import multiclass_dice, per_class_dice

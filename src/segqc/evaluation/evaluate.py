@@ -24,7 +24,8 @@ from segqc.errors import InputError
 from segqc.execution import CaseResult, CaseTask, RunReport, run_cases
 from segqc.io.atomic import write_csv_atomic, write_json_atomic
 from segqc.io.datasets import DatasetInfo, Pairing, find_dataset_json, pair_cases
-from segqc.io.images import Image, check_same_geometry, read_label_map, resample_nearest
+from segqc.io.geometry import check_same_geometry
+from segqc.io.images import Image, read_label_map, resample_nearest
 from segqc.io.labels import LabelSet
 from segqc.metrics.binary import MetricResult, MetricSettings, compare_masks
 from segqc.metrics.components import compare_components
@@ -469,7 +470,7 @@ def evaluate_case(task: CaseTask, config: EvaluationConfig) -> CaseResult:
 
     Task inputs: ``gt`` (one file) and ``pred`` (one file, or none). The prediction must lie on
     the ground truth's grid (shape, spacing, direction and origin; see
-    :func:`~segqc.io.images.check_same_geometry`) unless ``config.resample``.
+    :func:`~segqc.io.geometry.check_same_geometry`) unless ``config.resample``.
     """
     if config.soft:
         return _evaluate_soft_case(task, config)

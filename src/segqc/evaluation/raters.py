@@ -38,7 +38,8 @@ from segqc.errors import InputError
 from segqc.execution import CaseResult, CaseTask, RunReport, run_cases
 from segqc.execution.run import check_output_outside
 from segqc.io.atomic import write_csv_atomic, write_json_atomic
-from segqc.io.images import IMAGE_EXTENSIONS, Geometry, Image, geometry_differences, read_image, read_label_map
+from segqc.io.geometry import Geometry, geometry_differences
+from segqc.io.images import IMAGE_EXTENSIONS, Image, read_image, read_label_map
 from segqc.io.raters import RaterCase, foreground_mask, read_rater_grid, scan_rater_cases
 from segqc.metrics.distribution import consensus_maps, distribution_scores
 from segqc.metrics.soft import soft_dice
@@ -85,7 +86,7 @@ def prediction_files(pred_dir: Path, case: str, label: int | None) -> dict[str, 
 def _check_grid(image: Image, grid: Geometry, rater: Path, what: str) -> None:
     """A prediction must lie on the raters' grid: shape, spacing, direction and origin, compared
     as ``segqc evaluate`` compares a prediction with its ground truth
-    (:func:`~segqc.io.images.geometry_differences`); else one line naming the file."""
+    (:func:`~segqc.io.geometry.geometry_differences`); else one line naming the file."""
     diffs = geometry_differences(image.geometry, grid)
     if not diffs:
         return

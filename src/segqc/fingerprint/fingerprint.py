@@ -50,7 +50,8 @@ import numpy as np
 from segqc.errors import GeometryMismatchError, InputError, SegqcError
 from segqc.io.atomic import write_text_atomic
 from segqc.io.datasets import Dataset, DatasetInfo
-from segqc.io.images import check_same_geometry, read_image, read_label_map
+from segqc.io.geometry import check_same_geometry
+from segqc.io.images import read_image, read_label_map
 from segqc.metrics.counts import value_counts
 
 __all__ = [

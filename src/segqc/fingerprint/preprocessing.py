@@ -1,7 +1,7 @@
 """Preprocessing derived from a dataset fingerprint (nnQC section III-E), and its exact inverse.
 
 Forward (:func:`preprocess_case`), for one case given as arrays in ITK index order with their
-:class:`~segqc.io.images.Geometry`:
+:class:`~segqc.io.geometry.Geometry`:
 
 1. **Reorient to RAS** by permuting and flipping array axes (no interpolation): afterwards array
    axis 0 points towards the patient's Right, 1 Anterior, 2 Superior (nibabel/DICOM code
@@ -59,7 +59,8 @@ from scipy import ndimage
 from segqc.errors import InputError
 from segqc.fingerprint.fingerprint import PERCENTILES, DatasetFingerprint
 from segqc.io.atomic import write_text_atomic
-from segqc.io.images import Geometry, Image, check_same_geometry, read_image, read_label_map
+from segqc.io.geometry import Geometry, check_same_geometry
+from segqc.io.images import Image, read_image, read_label_map
 from segqc.windows import crop_window, paste_window
 
 __all__ = [

@@ -1,6 +1,7 @@
 """Image and dataset I/O: read/write with geometry (ITK index order, mm, LPS), nnU-Net folders.
 
-See :mod:`segqc.io.images`, :mod:`segqc.io.datasets` and :mod:`segqc.io.labels` (what "labels" means).
+See :mod:`segqc.io.images`, :mod:`segqc.io.geometry`, :mod:`segqc.io.datasets` and
+:mod:`segqc.io.labels` (what "labels" means).
 """
 
 from __future__ import annotations
@@ -16,17 +17,8 @@ from segqc.io.datasets import (
     pair_cases,
     read_dataset_json,
 )
-from segqc.io.images import (
-    IMAGE_EXTENSIONS,
-    Geometry,
-    Image,
-    check_same_geometry,
-    geometry_differences,
-    read_image,
-    read_label_map,
-    resample_nearest,
-    write_image,
-)
+from segqc.io.geometry import Geometry, check_same_geometry, geometry_differences
+from segqc.io.images import IMAGE_EXTENSIONS, Image, read_image, read_label_map, resample_nearest, write_image
 from segqc.io.labels import LabelSet
 
 __all__ = [

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from segqc.errors import InputError
-from segqc.io.images import IMAGE_EXTENSIONS, Geometry, read_label_map
+from segqc.io.geometry import Geometry
+from segqc.io.images import IMAGE_EXTENSIONS, read_label_map
 
 __all__ = ["RaterCase", "case_folder_images", "find_rater_cases", "foreground_mask", "is_rater_folder",
            "read_rater_grid", "read_rater_masks", "scan_rater_cases"]

@@ -59,7 +59,8 @@ from segqc.fingerprint.preprocessing import (
 )
 from segqc.io.atomic import write_csv_atomic, write_json_atomic
 from segqc.io.datasets import Pairing, list_image_files, pair_segmentations, segmentation_files
-from segqc.io.images import Geometry, Image, blank_image_warning, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import Image, blank_image_warning, write_image
 from segqc.io.labels import LabelSet
 from segqc.metrics.binary import MetricSettings
 from segqc.metrics.counts import value_counts

@@ -21,7 +21,7 @@ from segqc.errors import InputError
 from segqc.io.json_files import read_json_object
 
 if TYPE_CHECKING:
-    from segqc.io.images import Geometry
+    from segqc.io.geometry import Geometry
 
 
 @dataclass
@@ -173,8 +173,8 @@ def check_layer_grid(geometry: Geometry, path: Path, seg_geometry: Geometry, seg
                      layer: str, case: str) -> None:
     """Raise :class:`InputError` naming ``path`` (the ``layer`` of ``case``) unless it lies on the
     segmentation's full voxel grid (shape, spacing, direction, origin; the tolerances of
-    :func:`segqc.io.images.geometry_differences`) — an overlay on another grid would be wrong."""
-    from segqc.io.images import geometry_differences
+    :func:`segqc.io.geometry.geometry_differences`) — an overlay on another grid would be wrong."""
+    from segqc.io.geometry import geometry_differences
 
     diffs = geometry_differences(geometry, seg_geometry)
     if diffs:

@@ -16,7 +16,8 @@ import numpy as np
 
 from segqc.errors import InputError
 from segqc.execution.cache import file_digest
-from segqc.io.images import Geometry, Image, read_image, read_label_map
+from segqc.io.geometry import Geometry
+from segqc.io.images import Image, read_image, read_label_map
 from segqc.review.worklist import ReviewCase
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])

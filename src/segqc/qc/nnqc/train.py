@@ -70,7 +70,8 @@ from segqc.execution import map_cases
 from segqc.fingerprint import DatasetFingerprint, PreprocessingPlan, compute_fingerprint, plan_from_fingerprint
 from segqc.fingerprint.preprocessing import preprocess_files, preprocess_images, read_case_images, transform_label
 from segqc.io.datasets import Dataset
-from segqc.io.images import check_same_geometry, read_label_map
+from segqc.io.geometry import check_same_geometry
+from segqc.io.images import read_label_map
 from segqc.nn import ConvTokenEncoder, TokenGridDecoder
 from segqc.nn.losses import gaussian_kl
 from segqc.qc.nnqc.config import NnqcConfig
