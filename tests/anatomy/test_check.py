@@ -19,18 +19,8 @@ import typer
 from scipy import ndimage
 from typer.testing import CliRunner
 
-from segqc.anatomy.check import (
-    FLAG_COLUMNS,
-    CheckConfig,
-    _fill_holes,
-    body_mask,
-    check_case,
-    combine_masks,
-    flag_overlap,
-    reference_volumes,
-    side_pairs,
-    worklist,
-)
+from segqc.anatomy.check import CheckConfig, check_case, combine_masks, reference_volumes, worklist
+from segqc.anatomy.flags import FLAG_COLUMNS, _fill_holes, body_mask, flag_overlap, side_pairs
 from segqc.anatomy.phantom import Phantom, make_phantom
 from segqc.anatomy.scheme import load_scheme
 from segqc.anatomy.space import axis_coordinate, centroid_mm, index_to_mm
@@ -560,7 +550,7 @@ def _toy_scheme():
 def test_outside_body_counts_only_voxels_beyond_the_margin_and_flags_only_above_the_volume():
     """Body x in [10, 30) mm. "near" lies 1-2 mm outside it (within the 3 mm margin); "small" is
     0.3 ml and "far" 0.9 ml 15 mm outside: only "far" passes min_ml 0.5."""
-    from segqc.anatomy.check import flag_outside_body
+    from segqc.anatomy.flags import flag_outside_body
 
     geometry = Geometry(shape=(60, 60, 60), spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0),
                         direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
@@ -575,9 +565,9 @@ def test_outside_body_counts_only_voxels_beyond_the_margin_and_flags_only_above_
 
 
 def test_the_worklist_puts_more_errors_before_more_warnings():
-    from segqc.anatomy.check import _frame, _row, worklist
+    from segqc.anatomy.flags import _row, flag_table
 
-    flags = _frame([_row("two_errors", "a", "outside_body", 1, 0, ""), _row("two_errors", "b", "region", 1, 0, ""),
+    flags = flag_table([_row("two_errors", "a", "outside_body", 1, 0, ""), _row("two_errors", "b", "region", 1, 0, ""),
                     _row("one_error", "a", "region", 1, 0, ""), _row("one_error", "a", "fov_border", 1, 0, ""),
                     _row("one_error", "b", "components", 2, 1, ""), _row("one_error", "c", "overlap", 1, 0, "")])
     table = worklist(flags, ["clean", "one_error", "two_errors"])
@@ -587,7 +577,7 @@ def test_the_worklist_puts_more_errors_before_more_warnings():
 def test_components_below_the_minimum_volume_do_not_count():
     """A 0.125 ml organ with a 0.05 ml fragment is one component at min_ml 0.1 (not flagged), two
     at min_ml 0.01 (flagged)."""
-    from segqc.anatomy.check import flag_components
+    from segqc.anatomy.flags import flag_components
 
     geometry = Geometry(shape=(30, 30, 30), spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0),
                         direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
@@ -620,7 +610,7 @@ def test_merged_vertebrae_compare_with_near_levels_after_their_relative_height()
     median of the levels within 3, nothing is too tall (against all levels v1 would be 2x the
     median, and v2 without its relative height 2x its neighbours). A 12 mm v6 among 5 mm
     neighbours is flagged, alone."""
-    from segqc.anatomy.check import flag_merged_vertebrae
+    from segqc.anatomy.flags import flag_merged_vertebrae
 
     slices = [10, 20, 10, 10] + [5] * 8
     labels, geometry, scheme, names = _vertebra_stack(slices)

@@ -32,7 +32,7 @@ def check_command(
                                                            "classes and the vertebra order (default dap_total)."),
     set_fields: list[str] = typer.Option([], "--set", help="Override a threshold, KEY=VALUE, repeatable (e.g. "
                                                            "body_hu=-300, region_max_outside=0.1, "
-                                                           "vertebra_height_factor=1.8); see segqc.anatomy.check."),
+                                                           "vertebra_height_factor=1.8); see segqc.anatomy.flags."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=0, help="Parallel worker processes (0 = one per core)."),
     scheduler: str | None = typer.Option(None, "--scheduler", help="Dask scheduler address, e.g. tcp://host:8786."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table."),
