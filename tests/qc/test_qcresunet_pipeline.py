@@ -704,6 +704,16 @@ def test_a_training_with_keep_members_saves_the_members_with_the_best_readout(tm
                    and k not in ("sem_threshold", "outside_errors"))
         # each kept member carries its own calibrated thresholds
         assert weights["sem_threshold"].tolist() == pytest.approx(metrics[f"member{m}_readout"]["sem_threshold"])
+    # ... and votes with them: the QC driver gets every member's thresholds and the paper's vote
+    from segqc.qc.qcresunet.predict import load_qc_model
+
+    size = model.config.size
+    assessment = load_qc_model(model_dir).assess(np.zeros((4, 1, size, size), np.float32),
+                                                 np.zeros((4, size, size), np.int64), np.ones(4), 1)
+    assert assessment.error_fusion == "vote"
+    assert np.shape(assessment.error_threshold) == (2, len(model.classes))
+    np.testing.assert_allclose(assessment.error_threshold,
+                               [metrics[f"member{m}_readout"]["sem_threshold"] for m in expected], rtol=1e-6)
 
 
 def test_the_fourier_correction_is_installed_only_where_it_lowers_the_cross_validated_error():

@@ -56,6 +56,7 @@ from segqc.fingerprint.preprocessing import (
     read_case_label,
     restore_label,
     slice_count,
+    window_mask,
 )
 from segqc.io.atomic import write_csv_atomic, write_json_atomic
 from segqc.io.datasets import Pairing, list_image_files, pair_segmentations, segmentation_files
@@ -65,7 +66,7 @@ from segqc.io.labels import LabelSet
 from segqc.metrics.binary import MetricSettings
 from segqc.metrics.counts import value_counts
 from segqc.metrics.multiclass import multiclass_dice
-from segqc.qc.model_api import QcModel, load_qc_model, missing_fingerprint_warning
+from segqc.qc.model_api import QcModel, fuse_error_maps, load_qc_model, missing_fingerprint_warning
 
 QC_COLUMNS = ["case", "label", "label_name", "metric", "estimate", "spread", "empty"]
 
@@ -214,6 +215,30 @@ def _check_spacing(geometry: Geometry, model: QcModel, path: Path) -> str | None
             f"training data's {trained} mm (RAS axis order): is the header's spacing right?")
 
 
+OUTSIDE_WINDOW_SHARE = 0.01
+"""The share of a segmentation's foreground beyond the model's window from which a pGT model's
+estimates are said to count it wrong (:func:`outside_window_warning`)."""
+
+
+def outside_window_warning(seg: np.ndarray, window: np.ndarray, plan: Any, path: Path) -> str | None:
+    """A warning when more than :data:`OUTSIDE_WINDOW_SHARE` of the segmentation's foreground
+    voxels lie outside ``window`` (the voxels the model sees, :func:`window_mask`), else None
+    (also for an empty segmentation). A pGT model sees the slices cut to ``plan.size`` pixels of
+    ``plan.target_spacing`` around the segmentation's largest part (the nnQC paper standardises
+    them by the dataset's median cropped size instead); its pGT is background beyond that, so
+    the estimates count every segmentation voxel there as wrong, right or not."""
+    foreground = np.asarray(seg) > 0
+    total = int(np.count_nonzero(foreground))
+    if not total:
+        return None
+    share = np.count_nonzero(foreground & ~window) / total
+    if share <= OUTSIDE_WINDOW_SHARE:
+        return None
+    extent = " x ".join(f"{plan.size * s:.4g}" for s in plan.target_spacing)
+    return (f"{path}: {100 * share:.2g} % of the segmentation's foreground lies outside the {extent} mm window the "
+            "model sees; its pseudo ground truth is background there, so the estimates count those voxels as wrong")
+
+
 def majority_vote(samples: np.ndarray, labels: Sequence[int]) -> np.ndarray:
     """Per-voxel majority of label maps ``(K, ...)`` whose values are among ``labels`` (ascending);
     ties go to the smaller label value."""
@@ -252,6 +277,10 @@ def qc_case(model: QcModel, case: str, image_paths: Sequence[Path], seg_path: Pa
 
     def restore(slices: np.ndarray, dtype: Any = seg_image.array.dtype) -> np.ndarray:
         return restore_label(np.moveaxis(slices, 0, -1).astype(dtype), prepared.transform)
+
+    if model.assess is None:  # a pGT is background beyond the window; a regressor marks such voxels itself
+        notes += [w for w in [outside_window_warning(seg_image.array, window_mask(prepared.transform), model.plan,
+                                                     seg_path)] if w]
 
     n_samples = settings.samples or model.default_samples
     what = "pass(es)" if model.assess is not None else "pGT sample(s) per slice"
@@ -359,8 +388,7 @@ def _assess_case(model: QcModel, case: str, images: np.ndarray, segs: np.ndarray
     estimates = pd.DataFrame(rows, columns=QC_COLUMNS)
     maps: dict[str, np.ndarray] = {}
     if assessment.errors is not None:
-        threshold = 0.5 if assessment.error_threshold is None else np.asarray(assessment.error_threshold, dtype=float)
-        binary = assessment.errors.mean(axis=0) >= np.reshape(threshold, (-1, 1, 1, 1))  # (C, n, H, W)
+        binary = fuse_error_maps(assessment.errors, assessment.error_threshold, assessment.error_fusion)  # (C, n, H, W)
         bitmask = error_bitmask(binary)
         restored = restore(bitmask, bitmask.dtype)  # more than 8 classes need more than 8 bits
         if assessment.outside_errors is not None and np.any(assessment.outside_errors):

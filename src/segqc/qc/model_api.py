@@ -37,15 +37,40 @@ class Assessment:
     mean over the classes), 1..C the classes in the order of the model's labels;
     ``errors`` ``(M, C, n, H, W)`` the probability (0-1) that each voxel of each slice is wrong
     for each class (prediction and ground truth disagree), or None for a model without error maps;
-    ``error_threshold`` ``(C,)``: the probability from which the mean map marks a voxel wrong
-    (None: 0.5); ``outside_errors`` ``(C,)`` bool: mark each class's segmentation voxels outside
-    the model's crop window wrong (the maps cover only the window; None: mark nothing there)."""
+    ``error_threshold`` ``(M, C)`` (or ``(C,)`` for every member): the probability from which a
+    member marks a voxel wrong (None: 0.5); ``error_fusion``: how the members' maps make one,
+    :func:`fuse_error_maps`; ``outside_errors`` ``(C,)`` bool: mark each class's segmentation
+    voxels outside the model's crop window wrong (the maps cover only the window; None: mark
+    nothing there)."""
 
     dice: np.ndarray
     nsd: np.ndarray
     errors: np.ndarray | None
     error_threshold: np.ndarray | None = None
     outside_errors: np.ndarray | None = None
+    error_fusion: str = "vote"
+
+
+def fuse_error_maps(errors: np.ndarray, thresholds: np.ndarray | None = None, fusion: str = "vote") -> np.ndarray:
+    """One binary error map per class ``(C, ...)`` from M members' error probabilities
+    ``errors`` ``(M, C, ...)`` and their thresholds ``(M, C)`` (or ``(C,)``, shared; None: 0.5).
+
+    ``vote`` (the QCResUNet paper's ensemble): a voxel is wrong for a class where more than half of
+    the members mark it (probability at or above the member's own threshold); where exactly half
+    do (an even number of members), the ``mean`` rule decides. ``mean``: the members' mean
+    probability at or above their mean threshold. One member: its own map either way."""
+    errors = np.asarray(errors)
+    members, classes = errors.shape[:2]
+    shape = (members, classes) + (1,) * (errors.ndim - 2)
+    limits = np.broadcast_to(np.asarray(0.5 if thresholds is None else thresholds, dtype=float),
+                             (members, classes)).reshape(shape)
+    by_mean = errors.mean(axis=0) >= limits.mean(axis=0)
+    if fusion == "mean":
+        return np.asarray(by_mean)
+    if fusion != "vote":
+        raise ValueError(f"fusion must be vote or mean, got {fusion!r}")
+    votes = (errors >= limits).sum(axis=0) * 2
+    return np.asarray(np.where(votes == members, by_mean, votes > members))
 
 
 # images (n, C, H, W) float32 and segmentations (n, H, W) int of ONE volume, ratios (n,),

@@ -52,7 +52,7 @@ from typing import Any, ClassVar
 from segqc.config import ConfigBase, register_presets
 from segqc.training.precision import PRECISIONS
 
-__all__ = ["PRESETS", "QcResUNetConfig", "resolve_kernels", "resolve_strides"]
+__all__ = ["ENSEMBLE_ERRORS", "LOSS_WEIGHTINGS", "PRESETS", "QcResUNetConfig", "resolve_kernels", "resolve_strides"]
 
 THICK_SLICE_RATIO = 2.0
 """Slice spacing / in-plane spacing from which the depth axis is not down-sampled early."""
@@ -105,13 +105,15 @@ class QcResUNetConfig(ConfigBase):
     Optimisation: ``epochs`` of ``samples_per_epoch`` segmentations drawn evenly over the Dice
     bins (re-drawn every epoch), ``batch_size``, Adam ``lr`` decayed by ``lr_decay`` per epoch
     down to ``min_lr``, ``weight_decay``, ``loss_lambda`` (λ: error-map weight), ``sem_dice`` (the
-    error maps' Dice loss over the ``batch`` or per ``sample``, :data:`SEM_DICE_MODES`); ``precision`` of
+    error maps' Dice loss over the ``batch`` or per ``sample``, :data:`SEM_DICE_MODES`),
+    ``loss_weighting`` (:data:`LOSS_WEIGHTINGS`: ``mean``, or the ``paper`` preset's ``paper``); ``precision`` of
     the training steps (``auto``, the default: bfloat16 autocast where the hardware has native
     bfloat16, :mod:`segqc.training.precision`, about 2.5x faster on such a CPU, with the 3D
     convolutions that PyTorch's CPU kernels get wrong in bfloat16 shielded, float32 elsewhere;
     ``fp32``: the ``tiny`` and ``paper`` presets, reproducible across machines; ``bf16``); ``members``:
     models trained with seeds ``seed`` .. ``seed + members - 1`` (an ensemble: the estimate is
-    their mean, the spread their standard deviation); ``keep_members`` (with a read-out; 0: all):
+    their mean, the spread their standard deviation, the error map their majority vote or mean
+    probability, ``ensemble_errors``, :data:`ENSEMBLE_ERRORS`); ``keep_members`` (with a read-out; 0: all):
     keep only that many members, those whose read-out estimates its fresh samples of the training
     volumes best (lowest cross-validated squared error, or the heads' error where the heads stay in
     charge) — the error ranks separately trained networks as held-out data do, so a weak seed is
@@ -125,7 +127,7 @@ class QcResUNetConfig(ConfigBase):
 
     KIND: ClassVar[str] = "qcresunet"
     LABEL: ClassVar[str] = "QCResUNet"
-    RESUMABLE_FIELDS: ClassVar[tuple[str, ...]] = ("epochs", "checkpoint_every", "keep_members")
+    RESUMABLE_FIELDS: ClassVar[tuple[str, ...]] = ("epochs", "checkpoint_every", "keep_members", "ensemble_errors")
 
     size: int = 96
     widths: tuple[int, ...] = (16, 32, 64, 128)
@@ -156,8 +158,10 @@ class QcResUNetConfig(ConfigBase):
     weight_decay: float = 1e-4
     loss_lambda: float = 1.0
     sem_dice: str = "batch"
+    loss_weighting: str = "mean"
     members: int = 1
     keep_members: int = 0
+    ensemble_errors: str = "vote"
     checkpoint_every: int = 50
     precision: str = "auto"
     test_flips: int = 1
@@ -195,6 +199,12 @@ class QcResUNetConfig(ConfigBase):
             raise ValueError(f"test_flips must be one of {', '.join(map(str, TEST_FLIPS))}, got {self.test_flips}")
         if self.sem_dice not in SEM_DICE_MODES:
             raise ValueError(f"sem_dice must be one of {', '.join(SEM_DICE_MODES)}, got {self.sem_dice!r}")
+        if self.loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"loss_weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, "
+                             f"got {self.loss_weighting!r}")
+        if self.ensemble_errors not in ENSEMBLE_ERRORS:
+            raise ValueError(f"ensemble_errors must be one of {', '.join(ENSEMBLE_ERRORS)}, "
+                             f"got {self.ensemble_errors!r}")
         if not 0 <= int(self.keep_members) <= int(self.members):
             raise ValueError(f"keep_members must be between 0 (all) and members ({self.members}), "
                              f"got {self.keep_members}")
@@ -214,6 +224,18 @@ SEM_DICE_MODES = ("batch", "sample")
 """How the error maps' Dice loss pools voxels: ``batch`` over the whole batch (the paper's), ``sample``
 per segmentation, then averaged (weighs the thin error maps of good segmentations like the large ones
 of bad segmentations, as DSC_SEM does)."""
+
+LOSS_WEIGHTINGS = ("mean", "paper")
+"""How the loss weighs the C + 1 estimates and the C error maps (:func:`~segqc.qc.qcresunet.model.qcresunet_loss`):
+``mean`` averages the absolute errors over the whole segmentation's estimate and the classes', and the
+error maps' Dice over the classes; ``paper`` gives the whole segmentation's estimate the paper's weight
+(its absolute error at weight 1, the classes' mean absolute error beside it) and sums the error maps'
+Dice over the classes as section 2.3.3 does."""
+
+ENSEMBLE_ERRORS = ("vote", "mean")
+"""How an ensemble's error maps are fused: ``vote``, the paper's majority vote of the members' maps
+(each member's probability against its own threshold; an even split falls to ``mean``); ``mean``,
+the members' mean probability against their mean threshold."""
 
 TEST_FLIPS = {1: ((),), 2: ((), (-1,)), 4: ((), (-1,), (-2,), (-1, -2))}
 """The in-plane axes each test-time pass mirrors, per ``test_flips`` value."""
@@ -299,6 +321,6 @@ PRESETS = {
                              readout_per_case=40, readout_real_weight=8.0, readout_corrections=8),
     "paper": QcResUNetConfig(size=128, widths=(32, 64, 128, 256), epochs=100, samples_per_epoch=1000,
                              degraded_per_case=20, members=3, max_depth=32, readout_per_case=0,
-                             precision="fp32"),
+                             precision="fp32", loss_weighting="paper"),
 }
 register_presets(QcResUNetConfig, PRESETS)

@@ -100,6 +100,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segqc.qc.qcresunet.config import LOSS_WEIGHTINGS
+
 __all__ = [
     "ACDC_STRIDES",
     "BRAIN_STRIDES",
@@ -657,22 +659,29 @@ def qcresunet_loss(
     lam: float = 1.0,
     smooth: float = 1e-5,
     per_sample_dice: bool = False,
+    weighting: str = "mean",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``L = L_MAE + lam * (L_Dice + L_BCE)`` (section 2.3.3) and its parts.
 
-    ``dice_true``, ``nsd_true``: ``(B, C + 1)`` in [0, 1] (same layout as the outputs);
+    ``dice_true``, ``nsd_true``: ``(B, C + 1)`` in [0, 1] (same layout as the outputs: entry 0 the
+    whole segmentation, the paper's one estimate; 1..C the classes, segqc's addition);
     ``sem_true``: ``(B, C, *spatial)`` in {0, 1}. A target may be None only where the output part
-    is None (ablations); a missing part contributes 0.
+    is None (ablations); a missing part contributes 0. ``weighting`` (:data:`LOSS_WEIGHTINGS`)
+    says how the C + 1 estimates and the C error maps are weighed:
 
-    * ``mae`` = mean |DSC error| + mean |NSD error|, each averaged over the batch and all C + 1
-      entries (the paper's per-sample sum of the two absolute errors, averaged over samples).
-    * ``sem_dice`` = 1 - mean over the C classes of the batch soft Dice ``(2 sum(p g) + smooth) /
-      (sum(p) + sum(g) + smooth)``, ``p = sigmoid(sem_logits)``. The paper writes the negative Dice;
-      shifting by 1 changes no gradient and keeps the loss non-negative. A class without any error
-      voxel in the whole batch scores ``smooth / (sum(p) + smooth)``: 1 (no loss) only if nothing is
-      predicted, close to 0 (loss close to 1) otherwise; never NaN. ``per_sample_dice``: the soft
-      Dice of each sample and class, averaged (``smooth`` 1 instead of ``smooth``, so that a sample
-      without error voxels gives a loss that falls as its predicted error volume falls).
+    * ``mae`` = mae_dice + mae_nsd. ``mean``: each the absolute error averaged over the batch and
+      all C + 1 entries (the whole segmentation's estimate weighs 1 / (C + 1)). ``paper``: the
+      whole segmentation's absolute error averaged over the batch — the paper's term, at its
+      weight 1 — plus the per-class entries' absolute error averaged over the batch and classes.
+    * ``sem_dice`` = 1 - the batch soft Dice ``(2 sum(p g) + smooth) / (sum(p) + sum(g) + smooth)``,
+      ``p = sigmoid(sem_logits)``, averaged over the C classes (``mean``) or summed over them as
+      the paper does (``paper``: C - the sum of the classes' Dice). The paper writes the negative
+      Dice; shifting by a constant changes no gradient and keeps the loss non-negative. A class
+      without any error voxel in the whole batch scores ``smooth / (sum(p) + smooth)``: 1 (no loss)
+      only if nothing is predicted, close to 0 (loss close to 1) otherwise; never NaN.
+      ``per_sample_dice``: the soft Dice of each sample and class, averaged over samples (``smooth``
+      1 instead of ``smooth``, so that a sample without error voxels gives a loss that falls as its
+      predicted error volume falls).
     * ``sem_bce`` = binary cross-entropy of ``sigmoid(sem_logits)`` against ``sem_true``, averaged
       over batch, classes and voxels (both terms, computed from the logits for stability; the
       paper's formula shows only the positive term).
@@ -680,6 +689,8 @@ def qcresunet_loss(
     Returns ``(total, {"mae", "mae_dice", "mae_nsd", "sem_dice", "sem_bce", "total"})``, scalar
     tensors (detached copies in the dict).
     """
+    if weighting not in LOSS_WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, got {weighting!r}")
     parts: dict[str, torch.Tensor] = {}
     present = [t for t in (output.dice, output.nsd, output.sem_logits) if t is not None]
     if not present:
@@ -692,7 +703,8 @@ def qcresunet_loss(
         if true is None or true.shape != pred.shape:
             raise ValueError(f"{name}: target of shape {tuple(pred.shape)} needed, got "
                              f"{None if true is None else tuple(true.shape)}")
-        parts[name] = (pred - true.to(pred.dtype)).abs().mean()
+        error = (pred - true.to(pred.dtype)).abs()
+        parts[name] = error.mean() if weighting == "mean" else error[:, 0].mean() + error[:, 1:].mean()
     parts["mae"] = parts["mae_dice"] + parts["mae_nsd"]
 
     logits = output.sem_logits
@@ -705,6 +717,8 @@ def qcresunet_loss(
         target = sem_true.to(logits.dtype)
         parts["sem_dice"] = _sem_dice_loss(logits, target, 1.0 if per_sample_dice else smooth,
                                            per_sample=per_sample_dice)
+        if weighting == "paper":
+            parts["sem_dice"] = parts["sem_dice"] * logits.shape[1]
         parts["sem_bce"] = F.binary_cross_entropy_with_logits(logits, target)
     total = parts["mae"] + lam * (parts["sem_dice"] + parts["sem_bce"])
     parts["total"] = total

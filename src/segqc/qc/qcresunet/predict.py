@@ -111,7 +111,7 @@ def assess_volume(model: LoadedQcResUNet, images: np.ndarray, segs: np.ndarray, 
     ``segs`` ``(n, S, S)`` label values -> ``dice`` and ``nsd`` ``(M * P, K+1)`` (one row per
     member and pass, member-major; index 0: all classes, then the model's ``classes``),
     ``errors`` ``(M, K, n, S, S)`` error probabilities, each member's mean over its passes (None
-    without a decoder), ``error_threshold`` ``(K,)`` the members' mean calibrated threshold of
+    without a decoder), ``error_threshold`` ``(M, K)`` each member's calibrated threshold of
     those probabilities, ``outside_errors`` ``(K,)`` whether each class's voxels outside the
     window are erroneous (most members say so). ``passes`` (P: 1, 2 or 4; default the config's
     ``test_flips``): forward passes per member on the inputs mirrored in-plane (:data:`TEST_FLIPS`),
@@ -143,7 +143,7 @@ def assess_volume(model: LoadedQcResUNet, images: np.ndarray, segs: np.ndarray, 
     return {"dice": np.stack(dice) if dice else np.full((rows, width), np.nan),
             "nsd": np.stack(nsd) if nsd else np.full((rows, width), np.nan),
             "errors": np.stack(errors) if errors else None,
-            "error_threshold": torch.stack([m.sem_threshold for m in model.members]).mean(dim=0).cpu().numpy(),
+            "error_threshold": torch.stack([m.sem_threshold for m in model.members]).cpu().numpy(),
             "outside_errors": torch.stack([m.outside_errors for m in model.members]).mean(dim=0).cpu().numpy() > 0.5}
 
 
@@ -161,7 +161,8 @@ def load_qc_model(model_dir: str | Path, *, device: str = "cpu"):
     def assess(images: np.ndarray, segs: np.ndarray, ratios: np.ndarray, samples: int | None) -> Assessment:
         result = assess_volume(model, images, segs, passes=samples)
         return Assessment(dice=np.asarray(result["dice"]), nsd=np.asarray(result["nsd"]), errors=result["errors"],
-                          error_threshold=result["error_threshold"], outside_errors=result["outside_errors"])
+                          error_threshold=result["error_threshold"], outside_errors=result["outside_errors"],
+                          error_fusion=model.config.ensemble_errors)
 
     metrics = ("dice", "nsd") if model.config.regression else ()
     return QcModel(method=METHOD, plan=model.plan, labels=model.labels, fingerprint=model.fingerprint, assess=assess,

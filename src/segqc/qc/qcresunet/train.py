@@ -603,7 +603,9 @@ def _readout_summary(record: dict[str, Any]) -> str:
 
 def epoch_order(dice: np.ndarray, n: int, bins: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` sample indices drawn evenly over ``bins`` equal bins of ``dice`` in [0, 1] (the last
-    bin closed), shuffled; within a bin without replacement while it lasts."""
+    bin closed; empty bins get none), shuffled. A bin that holds at least its share is drawn
+    without replacement; a smaller one entirely with replacement (so a member of it may be left
+    out of an epoch while another comes twice)."""
     which = np.clip(np.floor(np.asarray(dice, dtype=float) * bins), 0, bins - 1).astype(int)
     members = [np.flatnonzero(which == b) for b in range(bins)]
     members = [m for m in members if m.size]
@@ -694,7 +696,7 @@ def _member_stage(config: QcResUNetConfig, data: QcResUNetData, member: int, mod
         loss, parts = qcresunet_loss(output, batch["dice"] if config.regression else None,
                                      batch["nsd"] if config.regression else None,
                                      batch["sem"] if config.decoder else None, lam=config.loss_lambda,
-                                     per_sample_dice=config.sem_dice == "sample")
+                                     per_sample_dice=config.sem_dice == "sample", weighting=config.loss_weighting)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
