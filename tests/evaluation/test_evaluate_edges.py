@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from segqc.evaluation.evaluate import EvaluationConfig, evaluate_folder, evaluate_label_maps, froc_summary
-from segqc.io.images import Geometry, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import write_image
 from segqc.io.labels import LabelSet
 from segqc.metrics.binary import MetricSettings
 from segqc.metrics.registry import EmptyPolicy
