@@ -8,7 +8,7 @@ import pytest
 
 from segqc.anatomy.regions import parse_regions, region_limits
 from segqc.anatomy.scheme import LabelClass, LabelScheme
-from segqc.io.images import Geometry
+from segqc.io.geometry import Geometry
 
 SCHEME = LabelScheme(name="toy", classes=(LabelClass("sacrum", 1), LabelClass("t10", 2), LabelClass("liver", 3)))
 # z of slice k: -10 + 2.5 k  (slice 2: -5, slice 6: 5, slice 15: 27.5, slice 16: 30)

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from segqc.io.images import Geometry, read_label_map, write_image
+from segqc.io.geometry import Geometry
+from segqc.io.images import read_label_map, write_image
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
