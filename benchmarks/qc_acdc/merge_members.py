@@ -6,8 +6,9 @@ Each input is a model folder written by ``segqc qc train qcresunet`` (every memb
 read-out, error-map thresholds and beyond-the-window marks). The output holds all their members,
 renumbered ``member0 ... memberN-1``, and the first input's config, fingerprint and metrics, with
 ``members`` set to their number; ``segqc qc predict`` then reports the mean of the members'
-estimates (their standard deviation as the spread) and thresholds the mean error probability at
-the members' mean threshold — what ``--set members=N`` trains in one run, except that separately
+estimates (their standard deviation as the spread) and fuses their error maps as the config's
+``ensemble_errors`` says (the paper's majority vote, each member at its own thresholds; ``mean``:
+the mean probability at the mean threshold) — what ``--set members=N`` trains in one run, except that separately
 trained runs drew their own training data from their own seeds. The inputs must agree on
 everything but the seed (config, labels, classes, preprocessing plan, strides, kernels); otherwise
 the script stops with one line naming the folder and the field.

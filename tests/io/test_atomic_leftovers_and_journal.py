@@ -57,6 +57,19 @@ def test_the_temporaries_of_a_killed_write_are_removed_and_other_files_kept(tmp_
     assert sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*")) == [".tmp-notes.txt", "sub"]
 
 
+def test_the_temporary_of_an_output_whose_name_ends_in_d_is_removed(tmp_path: Path) -> None:
+    """An output named ``notes.d``: its temporary file ``.tmp-TOKEN-notes.d`` and folder
+    ``.tmp-TOKEN-notes.d.d`` are leftovers (once missed: the ``.d`` was read as a folder's mark
+    and the name as ``notes``); the temporary of an output ``notes`` stays."""
+    out = tmp_path / "notes.d"
+    out.write_text("done")
+    (tmp_path / ".tmp-0a1b2c3d-notes.d").write_text("partial")
+    (tmp_path / ".tmp-0a1b2c3d-notes.d.d").mkdir()
+    (tmp_path / ".tmp-11aa22bb-notes").write_text("another output's")
+    remove_temporaries([out])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-11aa22bb-notes", "notes.d"]
+
+
 def test_a_file_written_earlier_in_the_same_journal_may_be_written_again(tmp_path: Path) -> None:
     """With ``own_files`` given (an earlier run wrote nothing here), the first write of a new file
     is journaled and a second write of it in the same run is allowed; a file that existed before

@@ -96,3 +96,12 @@ def test_the_slice_ratio_is_centred_to_minus_one_one_before_the_position_expert(
         want = model.toe.position_expert(torch.tensor([[-1.0], [-0.5], [1.0]]))
         got = model.toe.position_opinion(ratios)
     assert torch.allclose(got.reshape(3, -1), want)
+
+
+@pytest.mark.parametrize("option", ["steps", "samples"])
+def test_zero_steps_or_samples_are_refused_not_replaced_by_the_default(option: str) -> None:
+    """Once: 0 read as "not given" and ran the config's default, while -1 was refused."""
+    model = NnqcModel(TINY, LABELS, 1)
+    images, segs, ratios = _inputs(1)
+    with pytest.raises(ValueError, match="need 1 <= steps"):
+        model.generate_pgt(images, segs, ratios, **{option: 0})

@@ -80,9 +80,19 @@ def check_writable_file(path: str | os.PathLike[str]) -> None:
             raise InputError(f"cannot be written: its parent {parent} is a file, not a folder", path)
 
 
-_TEMPORARY = re.compile(r"^\.tmp-[0-9a-f]+-(?P<name>.+?)(?:\.d)?$")
-"""The name of a temporary file (or folder, ``.d``) of an atomic write of ``name`` (:func:`atomic_path`,
-``segqc.io.images.write_image``)."""
+_TEMPORARY = re.compile(r"^\.tmp-[0-9a-f]+-(?P<rest>.+)$")
+"""The name of a temporary file (``.tmp-TOKEN-NAME``) or folder (``.tmp-TOKEN-NAME.d``) of an atomic
+write of ``NAME`` (:func:`atomic_path`, ``segqc.io.images.write_image``); see :func:`_temporary_of`."""
+
+
+def _temporary_of(item: str, names: set[str]) -> bool:
+    """Whether ``item`` is the temporary file or folder of an atomic write of one of ``names`` (a
+    name may itself end in ``.d``: both readings are tried)."""
+    match = _TEMPORARY.match(item)
+    if match is None:
+        return False
+    rest = match["rest"]
+    return rest in names or (rest.endswith(".d") and rest[:-2] in names)
 
 
 def remove_temporaries(paths: Iterable[str | os.PathLike[str]] = (), *,
@@ -97,8 +107,7 @@ def remove_temporaries(paths: Iterable[str | os.PathLike[str]] = (), *,
     leftovers = [item for folder in map(Path, folders) if folder.is_dir() for item in folder.rglob(".tmp-*")]
     for folder, names in wanted.items():
         if folder.is_dir():
-            leftovers += [item for item in folder.iterdir()
-                          if (match := _TEMPORARY.match(item.name)) is not None and match["name"] in names]
+            leftovers += [item for item in folder.iterdir() if _temporary_of(item.name, names)]
     for item in leftovers:
         if not _TEMPORARY.match(item.name):
             continue

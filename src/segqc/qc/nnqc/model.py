@@ -405,8 +405,8 @@ class NnqcModel(nn.Module):
         memory), so memory beyond the latents and the pGTs does not grow with ``samples``, and the
         result does not depend on ``per_pass`` beyond float rounding.
         """
-        steps = int(steps or self.config.inference_steps)
-        samples = int(samples or self.config.samples)
+        steps = int(self.config.inference_steps if steps is None else steps)
+        samples = int(self.config.samples if samples is None else samples)
         if steps < 1 or steps > self.config.train_timesteps or samples < 1:
             raise ValueError(f"need 1 <= steps <= {self.config.train_timesteps} and samples >= 1, "
                              f"got {steps}, {samples}")

@@ -72,7 +72,9 @@ def predict_slices(model: NnqcModel, images: np.ndarray, segs: np.ndarray, ratio
                          f"{images.shape}, {segs.shape}, {ratios.shape}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    samples = int(samples or model.config.samples)
+    samples = int(model.config.samples if samples is None else samples)
+    if samples < 1:
+        raise ValueError(f"need samples >= 1, got {samples}")
     dtype = _label_dtype(model.labels)
     generator = torch.Generator().manual_seed(int(seed))
     before = torch.get_num_threads()
