@@ -90,13 +90,25 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and any(mark in str(error) for mark in _OUT_OF_MEMORY)
 
 
+_ACCELERATOR_OUT_OF_MEMORY = ("CUDA out of memory", "MPS backend out of memory", "HIP out of memory")
+
+
+def accelerator_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` says a GPU's (or other accelerator's) memory ran out, not the machine's."""
+    return (type(error).__name__ == "OutOfMemoryError"
+            or any(mark in str(error) for mark in _ACCELERATOR_OUT_OF_MEMORY))
+
+
 @contextmanager
 def out_of_memory_as(problem: str, path: str | Path | None = None) -> Iterator[None]:
     """Turn running out of memory inside the block into one :class:`InputError` line
-    (``problem``, naming ``path``; say which setting to lower), not a traceback."""
+    (``problem``, naming ``path``; say which setting to lower), not a traceback. When a GPU's
+    memory ran out, the line adds that ``--device cpu`` runs in the machine's memory instead."""
     try:
         yield
     except (MemoryError, RuntimeError) as error:
         if not is_out_of_memory(error):
             raise
+        if accelerator_out_of_memory(error):
+            problem += "; the GPU's memory ran out: --device cpu runs in the machine's memory"
         raise InputError(problem, path) from None

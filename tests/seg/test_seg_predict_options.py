@@ -224,6 +224,21 @@ def test_running_out_of_memory_fails_the_case_with_one_line_naming_the_option(tm
         predict_folder(model, images, tmp_path / "bug", samples=2)
 
 
+def test_a_gpu_out_of_memory_also_names_the_cpu_as_the_way_out(tmp_path, monkeypatch):
+    """PyTorch's CUDA allocator failure (``torch.OutOfMemoryError``, a RuntimeError) gets the same
+    line plus --device cpu; the CPU allocator's failure (above) does not."""
+    def allocate(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.11 GiB total "
+                                     "capacity; 78.50 GiB already allocated)")
+
+    monkeypatch.setattr(inference, "segment_case", allocate)
+    model, images = _save_unet(tmp_path / "model"), _images(tmp_path / "images")
+    report = predict_folder(model, images, tmp_path / "out", samples=64)
+    assert report.failed == {
+        "a": f"{images / 'a_0000.nii.gz'}: ran out of memory drawing 64 sample(s) per slice; lower --samples; the "
+             "GPU's memory ran out: --device cpu runs in the machine's memory"}
+
+
 def test_a_model_path_that_is_a_file_or_names_no_method_is_named_in_plain_words(tmp_path):
     """Once: "model directory not found" for a file, "model of method 'None'" for a config.json
     without a method."""
