@@ -13,6 +13,7 @@ import pytest
 import torch
 from qc_toy_data import oracle_model
 
+from segqc.fingerprint.preprocessing import outside_window_share
 from segqc.qc.inference import QcSettings, outside_window_warning, qc_folder
 from segqc.qc.model_api import fuse_error_maps
 from segqc.qc.qcresunet.config import QcResUNetConfig
@@ -23,22 +24,46 @@ from segqc.qc.qcresunet.model import QcResUNetOutput, qcresunet_loss
 # --------------------------------------------------------------------------------------------
 
 
-def test_the_warning_gives_the_share_of_the_foreground_beyond_the_window():
-    """100 foreground voxels, 10 of them outside the window: 10 %; 1 of them (1 %): no warning;
-    an empty segmentation: none."""
+def test_the_share_beyond_the_window_and_the_warning_that_names_it():
+    """100 foreground voxels, 10 of them outside the window: 10 %, and a warning; 1 of them (1 %):
+    no warning; an empty segmentation: share 0."""
     seg = np.zeros((20, 20), np.uint8)
     seg[:10, :10] = 2
     window = np.ones_like(seg, dtype=bool)
     window[:10, 0] = False  # 10 of the 100 voxels
+    assert outside_window_share(seg, window) == pytest.approx(0.1)
     plan = SimpleNamespace(size=16, target_spacing=(1.5, 2.0))
-    text = outside_window_warning(seg, window, plan, Path("segs/a.nii.gz"))
+    text = outside_window_warning(0.1, plan, Path("segs/a.nii.gz"))
     assert text == ("segs/a.nii.gz: 10 % of the segmentation's foreground lies outside the 24 x 32 mm window the "
                     "model sees; its pseudo ground truth is background there, so the estimates count those voxels "
                     "as wrong")
     window[:] = True
     window[0, 0] = False
-    assert outside_window_warning(seg, window, plan, Path("a")) is None
-    assert outside_window_warning(np.zeros_like(seg), window, plan, Path("a")) is None
+    assert outside_window_share(seg, window) == pytest.approx(0.01)
+    assert outside_window_warning(0.01, plan, Path("a")) is None
+    assert outside_window_share(np.zeros_like(seg), window) == 0.0
+
+
+def test_training_on_ground_truths_the_window_cuts_says_how_many_and_how_much(qc_dataset):
+    """The toy ellipses are up to 26 px across: a 16 px window cuts every training ground truth
+    (the log names the count and the worst case), a 32 px window none (no line)."""
+    import dataclasses
+
+    from segqc.qc.nnqc.config import NnqcConfig
+    from segqc.qc.nnqc.train import build_training_data, window_cut_note
+
+    for size, expected in ((16, 1), (32, 0)):
+        lines: list[str] = []
+        build_training_data(qc_dataset, None, dataclasses.replace(NnqcConfig.preset("tiny"), size=size), 0,
+                            log=lines.append)
+        assert len(lines) == expected
+    assert lines == []
+    plan = SimpleNamespace(size=96, target_spacing=(1.5625, 1.5625))
+    assert window_cut_note({"a": 0.0, "b": 0.2, "c": 0.05, "d": 0.01}, plan) == (
+        "warning: 2 of 4 training ground truths have more than 1 % of their foreground outside the 150 x 150 mm "
+        "window the model sees (most: 20 % of b); their pGTs will be cut there: a larger --set size sees the whole "
+        "structure")
+    assert window_cut_note({"a": 0.01}, plan) is None
 
 
 def _perfect_case(qc_dataset: Path, root: Path) -> tuple[Path, Path]:

@@ -714,6 +714,14 @@ def window_mask(transform: Transform) -> np.ndarray:
     return restore_label(np.ones(transform.output_shape, dtype=np.uint8), transform) > 0
 
 
+def outside_window_share(label: np.ndarray, window: np.ndarray) -> float:
+    """The share (0-1) of ``label``'s foreground voxels outside ``window`` (:func:`window_mask`,
+    both on the original grid); 0 for a label map without foreground."""
+    foreground = np.asarray(label) > 0
+    total = int(np.count_nonzero(foreground))
+    return 0.0 if not total else float(np.count_nonzero(foreground & ~np.asarray(window, dtype=bool)) / total)
+
+
 def restore_image(image: np.ndarray, transform: Transform, *, order: int = 1,
                   fill: float = 0.0) -> np.ndarray:
     """Put a float map (probabilities, error maps, images) on the preprocessed grid back onto

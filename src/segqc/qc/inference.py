@@ -51,6 +51,7 @@ from segqc.evaluation.evaluate import EvaluationConfig, evaluate_label_maps
 from segqc.execution import CaseResult, CaseTask, directory_digest, run_cases
 from segqc.fingerprint.fingerprint import to_ras_order
 from segqc.fingerprint.preprocessing import (
+    outside_window_share,
     preprocess_case,
     read_case_images,
     read_case_label,
@@ -216,27 +217,27 @@ def _check_spacing(geometry: Geometry, model: QcModel, path: Path) -> str | None
 
 
 OUTSIDE_WINDOW_SHARE = 0.01
-"""The share of a segmentation's foreground beyond the model's window from which a pGT model's
-estimates are said to count it wrong (:func:`outside_window_warning`)."""
+"""The share of a segmentation's foreground beyond a pGT model's window from which the case is
+warned that its estimates count those voxels wrong (:func:`outside_window_warning`)."""
 
 
-def outside_window_warning(seg: np.ndarray, window: np.ndarray, plan: Any, path: Path) -> str | None:
-    """A warning when more than :data:`OUTSIDE_WINDOW_SHARE` of the segmentation's foreground
-    voxels lie outside ``window`` (the voxels the model sees, :func:`window_mask`), else None
-    (also for an empty segmentation). A pGT model sees the slices cut to ``plan.size`` pixels of
-    ``plan.target_spacing`` around the segmentation's largest part (the nnQC paper standardises
-    them by the dataset's median cropped size instead); its pGT is background beyond that, so
-    the estimates count every segmentation voxel there as wrong, right or not."""
-    foreground = np.asarray(seg) > 0
-    total = int(np.count_nonzero(foreground))
-    if not total:
+def window_extent_mm(plan: Any) -> str:
+    """The in-plane extent of a plan's window, e.g. ``150 x 150``: ``size`` pixels of ``target_spacing`` (mm)."""
+    return " x ".join(f"{plan.size * s:.4g}" for s in plan.target_spacing)
+
+
+def outside_window_warning(share: float, plan: Any, path: Path) -> str | None:
+    """A warning when ``share`` (:func:`~segqc.fingerprint.preprocessing.outside_window_share`) of
+    the segmentation's foreground lying beyond the model's window exceeds
+    :data:`OUTSIDE_WINDOW_SHARE`, else None. A pGT model sees the slices cut to ``plan.size``
+    pixels of ``plan.target_spacing`` around the segmentation's largest part (the nnQC paper
+    standardises them by the dataset's median cropped size instead); its pGT is background
+    beyond that, so the estimates count every segmentation voxel there as wrong, right or not."""
+    if not share > OUTSIDE_WINDOW_SHARE:
         return None
-    share = np.count_nonzero(foreground & ~window) / total
-    if share <= OUTSIDE_WINDOW_SHARE:
-        return None
-    extent = " x ".join(f"{plan.size * s:.4g}" for s in plan.target_spacing)
-    return (f"{path}: {100 * share:.2g} % of the segmentation's foreground lies outside the {extent} mm window the "
-            "model sees; its pseudo ground truth is background there, so the estimates count those voxels as wrong")
+    return (f"{path}: {100 * share:.2g} % of the segmentation's foreground lies outside the {window_extent_mm(plan)} "
+            "mm window the model sees; its pseudo ground truth is background there, so the estimates count those "
+            "voxels as wrong")
 
 
 def majority_vote(samples: np.ndarray, labels: Sequence[int]) -> np.ndarray:
@@ -279,8 +280,8 @@ def qc_case(model: QcModel, case: str, image_paths: Sequence[Path], seg_path: Pa
         return restore_label(np.moveaxis(slices, 0, -1).astype(dtype), prepared.transform)
 
     if model.assess is None:  # a pGT is background beyond the window; a regressor marks such voxels itself
-        notes += [w for w in [outside_window_warning(seg_image.array, window_mask(prepared.transform), model.plan,
-                                                     seg_path)] if w]
+        share = outside_window_share(seg_image.array, window_mask(prepared.transform))
+        notes += [w for w in [outside_window_warning(share, model.plan, seg_path)] if w]
 
     n_samples = settings.samples or model.default_samples
     what = "pass(es)" if model.assess is not None else "pGT sample(s) per slice"

@@ -68,7 +68,14 @@ from torch import nn
 from segqc.errors import InputError
 from segqc.execution import map_cases
 from segqc.fingerprint import DatasetFingerprint, PreprocessingPlan, compute_fingerprint, plan_from_fingerprint
-from segqc.fingerprint.preprocessing import preprocess_files, preprocess_images, read_case_images, transform_label
+from segqc.fingerprint.preprocessing import (
+    outside_window_share,
+    preprocess_files,
+    preprocess_images,
+    read_case_images,
+    transform_label,
+    window_mask,
+)
 from segqc.io.datasets import Dataset
 from segqc.io.geometry import check_same_geometry
 from segqc.io.images import read_label_map
@@ -256,7 +263,7 @@ def make_training_data(images: np.ndarray, gt: np.ndarray, ratios: np.ndarray, *
 def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, config: NnqcConfig, seed: int = 0, *,
                         fingerprint: DatasetFingerprint | None = None, plan: PreprocessingPlan | None = None,
                         extra_seg_dirs: Sequence[str | Path] = (), jobs: int = 1,
-                        progress: bool = False) -> NnqcTrainingData:
+                        progress: bool = False, log: Callable[[str], None] | None = None) -> NnqcTrainingData:
     """Preprocess ``cases`` (default: all) of an nnU-Net folder and make training data.
 
     The fingerprint (default: computed on ``cases``) gives the plan (``plan_from_fingerprint``
@@ -267,7 +274,8 @@ def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, co
     :func:`segqc.training.cases.extra_segmentation_files`) added with
     :func:`extra_segmentation_slices`. Raises :class:`InputError` for unknown cases, unreadable
     files, an extra folder without a segmentation of ``cases`` (before anything is degraded) or
-    ground truths without foreground.
+    ground truths without foreground. ``log``: told, when more than 1 % of some ground truths'
+    foreground lies beyond the plan's window (:func:`window_cut_note`), how many and how much.
     """
     dataset = Dataset.open(dataset_dir)
     root, image_files, label_files = dataset.root, dataset.image_files, dataset.label_files
@@ -283,9 +291,13 @@ def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, co
         raise InputError(f"the plan makes {plan.size} px slices but the config needs {config.size}")
     labels = tuple(sorted(set(fingerprint.labels) | set(fingerprint.label_values_present) | {0}))
     images, gts, ratios = [], [], []
+    shares: dict[str, float] = {}
     for case in cases:
         prepared = preprocess_files(list(image_files[case]), plan, label_path=label_files[case])
         assert prepared.label is not None
+        if log is not None:
+            original = read_label_map(label_files[case]).array
+            shares[case] = outside_window_share(original, window_mask(prepared.transform))
         for image, label, ratio in prepared.slices():
             if label is not None and label.any():
                 images.append(image)
@@ -293,12 +305,33 @@ def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, co
                 ratios.append(ratio)
     if not images:
         raise InputError(NO_FOREGROUND, root)
+    note = window_cut_note(shares, plan) if log is not None else None
+    if log is not None and note:
+        log(note)
     data = make_training_data(np.stack(images), np.stack(gts), np.array(ratios), labels=labels,
                               spacing=plan.target_spacing, config=config, seed=seed, plan=plan,
                               fingerprint=fingerprint.to_dict(), jobs=jobs, progress=progress)
     for folder, files in extras:
         data = data.with_extra(*_extra_slices(dataset, files, folder, plan, labels=labels))
     return data
+
+
+def window_cut_note(shares: Mapping[str, float], plan: PreprocessingPlan) -> str | None:
+    """A warning line when more than :data:`~segqc.qc.inference.OUTSIDE_WINDOW_SHARE` of some
+    ground truths' foreground lies beyond the plan's window (``shares``: case -> share,
+    :func:`~segqc.fingerprint.preprocessing.outside_window_share`), else None: the model then
+    learns cut shapes and its pGTs are background there at prediction, so a larger ``size``
+    (or a coarser spacing) would see the whole structure."""
+    from segqc.qc.inference import OUTSIDE_WINDOW_SHARE, window_extent_mm
+
+    cut = {case: share for case, share in shares.items() if share > OUTSIDE_WINDOW_SHARE}
+    if not cut:
+        return None
+    worst = max(cut, key=lambda case: cut[case])
+    return (f"warning: {len(cut)} of {len(shares)} training ground truths have more than "
+            f"{100 * OUTSIDE_WINDOW_SHARE:g} % of their foreground outside the {window_extent_mm(plan)} mm window the "
+            f"model sees (most: {100 * cut[worst]:.2g} % of {worst}); their pGTs will be cut there: a larger "
+            "--set size sees the whole structure")
 
 
 def extra_segmentation_slices(dataset_dir: str | Path, cases: Sequence[str], seg_dir: str | Path,
@@ -646,6 +679,6 @@ def train_from_dataset(dataset_dir: str | Path, out_dir: str | Path, *, config: 
     ``cases`` of an nnU-Net folder (:func:`build_training_data`) and :func:`train`; returns the
     model directory."""
     data = build_training_data(dataset_dir, cases, config, config.seed, extra_seg_dirs=extra_seg_dirs, jobs=jobs,
-                               progress=progress)
+                               progress=progress, log=log)
     log(f"training data: {data.n_slices} slices, {data.n_segs} imperfect segmentations")
     return train(config, data, out_dir, threads=None, log=log, progress=progress)
