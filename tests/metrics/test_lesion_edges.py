@@ -5,21 +5,9 @@ numpy's interpolated percentile (MONAI's HD95)."""
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
-from scipy.spatial.distance import cdist
+from voxel_surfaces import voxel_hd95
 
 from segqc.metrics.lesion import LesionSettings, lesion_table
-
-
-def _voxel_surface_points(mask: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
-    """Centres (mm) of the mask voxels with a face neighbour outside the mask (the border counts as outside)."""
-    eroded = ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(mask.ndim, 1), border_value=0)
-    return np.argwhere(mask & ~eroded) * np.asarray(spacing)
-
-
-def _voxel_hd95(pred: np.ndarray, gt: np.ndarray, spacing: tuple[float, ...]) -> float:
-    d = cdist(_voxel_surface_points(gt, spacing), _voxel_surface_points(pred, spacing))
-    return max(float(np.percentile(d.min(axis=1), 95)), float(np.percentile(d.min(axis=0), 95)))
 
 
 def test_per_lesion_hd95_follows_the_surface_setting() -> None:
@@ -30,7 +18,7 @@ def test_per_lesion_hd95_follows_the_surface_setting() -> None:
     pred = np.zeros_like(gt)
     pred[4:6, 3:6, 4:7] = True
     spacing = (1.5, 1.0, 0.7)
-    expected = _voxel_hd95(pred, gt, spacing)
+    expected = voxel_hd95(pred, gt, spacing)
     voxel = lesion_table(pred, gt, spacing, LesionSettings(surface="voxel")).lesions[0]
     surfel = lesion_table(pred, gt, spacing, LesionSettings()).lesions[0]
     assert voxel.detected and not voxel.ignored

@@ -19,6 +19,7 @@ import warnings
 import numpy as np
 import pytest
 from scipy import ndimage
+from voxel_surfaces import voxel_edges
 
 from segqc.metrics import MetricSettings, compare_masks, extract_surface, surface_distances
 from segqc.metrics import surface as surface_module
@@ -279,15 +280,9 @@ def test_2d_contour_length_of_a_rectangle_is_its_perimeter_with_cut_corners(spac
 # voxel mode vs MONAI and a scipy reference
 
 
-def _voxel_edges(mask: np.ndarray) -> np.ndarray:
-    """Mask voxels with a 6- (4-) neighbour outside the mask; the image border counts as outside."""
-    structure = ndimage.generate_binary_structure(mask.ndim, 1)
-    return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
-
-
 def _voxel_reference(pred, gt, spacing):
     """(gt->pred, pred->gt) sorted distances from an exact EDT of the other edge set."""
-    ep, eg = _voxel_edges(pred), _voxel_edges(gt)
+    ep, eg = voxel_edges(pred), voxel_edges(gt)
     to_pred = ndimage.distance_transform_edt(~ep, sampling=spacing)
     to_gt = ndimage.distance_transform_edt(~eg, sampling=spacing)
     return np.sort(to_pred[eg]), np.sort(to_gt[ep])
