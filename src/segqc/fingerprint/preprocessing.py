@@ -522,15 +522,19 @@ def preprocess_files(
 
 
 def preprocess_images(images: Sequence[Image], plan: PreprocessingPlan, *,
-                      label_path: str | os.PathLike[str] | None = None) -> PreprocessedCase:
+                      label_path: str | os.PathLike[str] | None = None,
+                      label: Image | None = None) -> PreprocessedCase:
     """:func:`preprocess_files` of channel images already read (:func:`read_case_images`), e.g.
-    one case's images with each of several segmentations: the same checks, the images read once."""
+    one case's images with each of several segmentations: the same checks, the images read once.
+    ``label``: a label map already read with :func:`read_case_label` (instead of ``label_path``)."""
     if len(images) != len(plan.channels):
         names = ", ".join(i.path.name if i.path is not None else "?" for i in images)
         raise InputError(f"the case has {len(images)} image channel(s) ({names}) but the plan normalises "
                          f"{len(plan.channels)}", images[0].path)
-    label = read_case_label(label_path, images[0]).array if label_path is not None else None
-    return preprocess_case([i.array for i in images], images[0].geometry, plan, label=label)
+    if label is None and label_path is not None:
+        label = read_case_label(label_path, images[0])
+    return preprocess_case([i.array for i in images], images[0].geometry, plan,
+                           label=None if label is None else label.array)
 
 
 def slice_count(geometry: Geometry, plan: PreprocessingPlan) -> int:
@@ -712,6 +716,16 @@ def window_mask(transform: Transform) -> np.ndarray:
     """The voxels of the original grid inside the crop window (what the preprocessed arrays
     hold), boolean with ``transform.original_geometry.shape``."""
     return restore_label(np.ones(transform.output_shape, dtype=np.uint8), transform) > 0
+
+
+OUTSIDE_WINDOW_SHARE = 0.01
+"""The share of a label map's foreground beyond a plan's window from which the QC driver and nnQC's
+training say that the window cuts it (:func:`outside_window_share`)."""
+
+
+def window_extent_mm(plan: PreprocessingPlan) -> str:
+    """The in-plane extent of a plan's window, e.g. ``150 x 150``: ``size`` pixels of ``target_spacing`` (mm)."""
+    return " x ".join(f"{plan.size * s:.4g}" for s in plan.target_spacing)
 
 
 def outside_window_share(label: np.ndarray, window: np.ndarray) -> float:

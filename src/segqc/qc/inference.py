@@ -51,12 +51,15 @@ from segqc.evaluation.evaluate import EvaluationConfig, evaluate_label_maps
 from segqc.execution import CaseResult, CaseTask, directory_digest, run_cases
 from segqc.fingerprint.fingerprint import to_ras_order
 from segqc.fingerprint.preprocessing import (
+    OUTSIDE_WINDOW_SHARE,
+    PreprocessingPlan,
     outside_window_share,
     preprocess_case,
     read_case_images,
     read_case_label,
     restore_label,
     slice_count,
+    window_extent_mm,
     window_mask,
 )
 from segqc.io.atomic import write_csv_atomic, write_json_atomic
@@ -216,22 +219,12 @@ def _check_spacing(geometry: Geometry, model: QcModel, path: Path) -> str | None
             f"training data's {trained} mm (RAS axis order): is the header's spacing right?")
 
 
-OUTSIDE_WINDOW_SHARE = 0.01
-"""The share of a segmentation's foreground beyond a pGT model's window from which the case is
-warned that its estimates count those voxels wrong (:func:`outside_window_warning`)."""
-
-
-def window_extent_mm(plan: Any) -> str:
-    """The in-plane extent of a plan's window, e.g. ``150 x 150``: ``size`` pixels of ``target_spacing`` (mm)."""
-    return " x ".join(f"{plan.size * s:.4g}" for s in plan.target_spacing)
-
-
-def outside_window_warning(share: float, plan: Any, path: Path) -> str | None:
+def outside_window_warning(share: float, plan: PreprocessingPlan, path: Path) -> str | None:
     """A warning when ``share`` (:func:`~segqc.fingerprint.preprocessing.outside_window_share`) of
     the segmentation's foreground lying beyond the model's window exceeds
-    :data:`OUTSIDE_WINDOW_SHARE`, else None. A pGT model sees the slices cut to ``plan.size``
-    pixels of ``plan.target_spacing`` around the segmentation's largest part (the nnQC paper
-    standardises them by the dataset's median cropped size instead); its pGT is background
+    :data:`~segqc.fingerprint.preprocessing.OUTSIDE_WINDOW_SHARE`, else None. A pGT model sees the
+    slices cut to ``plan.size`` pixels of ``plan.target_spacing`` around the segmentation's largest
+    part (the nnQC paper standardises them by the dataset's median cropped size instead); its pGT is background
     beyond that, so the estimates count every segmentation voxel there as wrong, right or not."""
     if not share > OUTSIDE_WINDOW_SHARE:
         return None

@@ -69,11 +69,13 @@ from segqc.errors import InputError
 from segqc.execution import map_cases
 from segqc.fingerprint import DatasetFingerprint, PreprocessingPlan, compute_fingerprint, plan_from_fingerprint
 from segqc.fingerprint.preprocessing import (
+    OUTSIDE_WINDOW_SHARE,
     outside_window_share,
-    preprocess_files,
     preprocess_images,
     read_case_images,
+    read_case_label,
     transform_label,
+    window_extent_mm,
     window_mask,
 )
 from segqc.io.datasets import Dataset
@@ -293,11 +295,12 @@ def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, co
     images, gts, ratios = [], [], []
     shares: dict[str, float] = {}
     for case in cases:
-        prepared = preprocess_files(list(image_files[case]), plan, label_path=label_files[case])
+        case_images = read_case_images(list(image_files[case]))
+        truth = read_case_label(label_files[case], case_images[0])
+        prepared = preprocess_images(case_images, plan, label=truth)
         assert prepared.label is not None
         if log is not None:
-            original = read_label_map(label_files[case]).array
-            shares[case] = outside_window_share(original, window_mask(prepared.transform))
+            shares[case] = outside_window_share(truth.array, window_mask(prepared.transform))
         for image, label, ratio in prepared.slices():
             if label is not None and label.any():
                 images.append(image)
@@ -317,13 +320,11 @@ def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, co
 
 
 def window_cut_note(shares: Mapping[str, float], plan: PreprocessingPlan) -> str | None:
-    """A warning line when more than :data:`~segqc.qc.inference.OUTSIDE_WINDOW_SHARE` of some
+    """A warning line when more than :data:`~segqc.fingerprint.preprocessing.OUTSIDE_WINDOW_SHARE` of some
     ground truths' foreground lies beyond the plan's window (``shares``: case -> share,
     :func:`~segqc.fingerprint.preprocessing.outside_window_share`), else None: the model then
     learns cut shapes and its pGTs are background there at prediction, so a larger ``size``
     (or a coarser spacing) would see the whole structure."""
-    from segqc.qc.inference import OUTSIDE_WINDOW_SHARE, window_extent_mm
-
     cut = {case: share for case, share in shares.items() if share > OUTSIDE_WINDOW_SHARE}
     if not cut:
         return None
