@@ -49,7 +49,8 @@ import numpy as np
 import pandas as pd
 
 from segqc.errors import InputError
-from segqc.evaluation.evaluate import EvaluationConfig, evaluate_label_maps
+from segqc.evaluation.config import EvaluationConfig
+from segqc.evaluation.label_maps import evaluate_label_maps
 from segqc.execution import CaseResult, CaseTask, RunReport, run_cases
 from segqc.io.atomic import atomic_path, write_csv_atomic, write_json_atomic, write_text_atomic
 from segqc.io.datasets import (
@@ -126,7 +127,7 @@ def case_label_scores(
     both maps -> Dice and NSD NaN (``both_empty:nan``); absent from one -> 0 (``gt_empty:worst`` /
     ``pred_empty:worst``); volumes are always defined (0 ml when absent; a 2D map counts as one
     slice 1 mm thick). Computed by the metric
-    kernels of :mod:`segqc.metrics` (through :func:`~segqc.evaluation.evaluate.evaluate_label_maps`,
+    kernels of :mod:`segqc.metrics` (through :func:`~segqc.evaluation.label_maps.evaluate_label_maps`,
     one bounding box per label).
     """
     if labels is None:

@@ -255,7 +255,8 @@ def evaluate_command(
     Example: segqc evaluate nnunet_out/ labelsTs/ -o eval/ --per-component --jobs 2
     (or: segqc evaluate --gt labelsTs/ --pred nnunet_out/ -o eval/)
     """
-    from segqc.evaluation.evaluate import EvaluationConfig, FolderEvaluation, evaluate_folder
+    from segqc.evaluation.config import EvaluationConfig
+    from segqc.evaluation.evaluate import FolderEvaluation, evaluate_folder
     from segqc.metrics.binary import MetricSettings
 
     with user_errors():

@@ -38,7 +38,7 @@ __all__ = ["agreement", "benchmark_qc", "benchmark_qc_run", "rank_by_estimate", 
 def true_metrics(segs_dir: Path, gt_dir: Path, metrics: Sequence[str], tolerance_mm: float, *,
                  labels: Sequence[int] | None = None, jobs: int = 1, progress: bool = False) -> pd.DataFrame:
     """True per-label metrics plus the multi-class Dice and the subject-level NSD (label ``all``;
-    :class:`~segqc.evaluation.evaluate.EvaluationConfig` ``multiclass_all``) of every segmentation,
+    :class:`~segqc.evaluation.config.EvaluationConfig` ``multiclass_all``) of every segmentation,
     through :func:`~segqc.evaluation.evaluate.evaluate_folder` (same pairing, geometry checks and
     label handling as ``segqc evaluate``; a case that cannot be evaluated, e.g. a ground truth
     on another grid, has no row at all). Columns: case, label, metric, value."""

@@ -47,7 +47,8 @@ import pandas as pd
 
 from segqc.config import ConfigBase, register_presets
 from segqc.errors import InputError, out_of_memory_as
-from segqc.evaluation.evaluate import EvaluationConfig, evaluate_label_maps
+from segqc.evaluation.config import EvaluationConfig
+from segqc.evaluation.label_maps import evaluate_label_maps
 from segqc.execution import CaseResult, CaseTask, directory_digest, run_cases
 from segqc.fingerprint.fingerprint import to_ras_order
 from segqc.fingerprint.preprocessing import (
