@@ -58,7 +58,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     fingerprint = compute_fingerprint(args.dataset, cases=list(split.train))
-    plan = plan_from_fingerprint(fingerprint, size=config.size)
+    plan = plan_from_fingerprint(fingerprint, size=config.size, field_of_view=config.field_of_view)
     train = build_training_data(args.dataset, list(split.train), config, config.seed, fingerprint=fingerprint,
                                 plan=plan, extra_seg_dirs=args.extra_segs, jobs=args.jobs)
     save_slices(train, args.out / "train.pkl.gz")

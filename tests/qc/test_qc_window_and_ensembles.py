@@ -36,7 +36,7 @@ def test_the_share_beyond_the_window_and_the_warning_that_names_it():
     text = outside_window_warning(0.1, plan, Path("segs/a.nii.gz"))
     assert text == ("segs/a.nii.gz: 10 % of the segmentation's foreground lies outside the 24 x 32 mm window the "
                     "model sees; its pseudo ground truth is background there, so the estimates count those voxels "
-                    "as wrong")
+                    "as wrong (a model trained with a wider --set field_of_view sees more)")
     window[:] = True
     window[0, 0] = False
     assert outside_window_share(seg, window) == pytest.approx(0.01)
@@ -45,8 +45,9 @@ def test_the_share_beyond_the_window_and_the_warning_that_names_it():
 
 
 def test_training_on_ground_truths_the_window_cuts_says_how_many_and_how_much(qc_dataset):
-    """The toy ellipses are up to 26 px across: a 16 px window cuts every training ground truth
-    (the log names the count and the worst case), a 32 px window none (no line)."""
+    """The toy ellipses are up to 26 px across: a 16 px window of the data's 1 mm pixels cuts every
+    training ground truth (the log names the count and the worst case), a 32 px window none (no
+    line)."""
     import dataclasses
 
     from segqc.qc.nnqc.config import NnqcConfig
@@ -54,16 +55,38 @@ def test_training_on_ground_truths_the_window_cuts_says_how_many_and_how_much(qc
 
     for size, expected in ((16, 1), (32, 0)):
         lines: list[str] = []
-        build_training_data(qc_dataset, None, dataclasses.replace(NnqcConfig.preset("tiny"), size=size), 0,
-                            log=lines.append)
+        build_training_data(qc_dataset, None, dataclasses.replace(NnqcConfig.preset("tiny"), size=size,
+                                                                  field_of_view="spacing"), 0, log=lines.append)
         assert len(lines) == expected
     assert lines == []
+    # the same 16 px slices over a field of view sized by the foreground (the default): every ground truth fits
+    data = build_training_data(qc_dataset, None, NnqcConfig.preset("tiny").with_overrides(size=16), 0,
+                               log=lines.append)
+    assert lines == [] and data.plan is not None and data.plan.target_spacing[0] > 1.5
     plan = SimpleNamespace(size=96, target_spacing=(1.5625, 1.5625))
     assert window_cut_note({"a": 0.0, "b": 0.2, "c": 0.05, "d": 0.01}, plan) == (
         "warning: 2 of 4 training ground truths have more than 1 % of their foreground outside the 150 x 150 mm "
-        "window the model sees (most: 20 % of b); their pGTs will be cut there: a larger --set size sees the whole "
-        "structure")
+        "window the model sees (most: 20 % of b); their pGTs will be cut there: --set field_of_view=foreground (or a "
+        "width in mm) sees the whole structure")
     assert window_cut_note({"a": 0.01}, plan) is None
+    assert window_cut_note({"b": 0.2}, plan, "foreground").endswith(
+        "their pGTs will be cut there: a wider --set field_of_view (a width in mm) sees the whole structure")
+
+
+def test_qcresunet_and_the_autoencoder_train_on_the_field_of_view_of_their_config(qc_dataset, tmp_path):
+    """A 40 mm field of view at 32 px: 1.25 mm pixels in the plan each training builds (the toy
+    data's own spacing is 1 mm)."""
+    from segqc.qc.baselines.cae.config import CaeConfig
+    from segqc.qc.baselines.cae.train import train_from_dataset
+    from segqc.qc.qcresunet.train import build_training_data
+    from segqc.training.checkpoints import read_checkpoint_meta
+
+    data = build_training_data(qc_dataset, None, QcResUNetConfig.preset("tiny").with_overrides(field_of_view=40),
+                               tmp_path / "work")
+    assert data.plan.target_spacing == (1.25, 1.25)
+    model_dir = train_from_dataset(qc_dataset, tmp_path / "cae", config=CaeConfig.preset("tiny").with_overrides(
+        field_of_view=40, epochs=1), log=lambda _: None)
+    assert read_checkpoint_meta(model_dir)["config"]["plan"]["target_spacing"] == [1.25, 1.25]
 
 
 def _perfect_case(qc_dataset: Path, root: Path) -> tuple[Path, Path]:

@@ -64,10 +64,13 @@ from segqc.io.images import Image, read_image, read_label_map
 from segqc.windows import crop_window, paste_window
 
 __all__ = [
+    "FIELDS_OF_VIEW",
     "ChannelNormalization",
     "PreprocessedCase",
     "PreprocessingPlan",
     "Transform",
+    "check_field_of_view",
+    "foreground_field_of_view",
     "plan_from_fingerprint",
     "preprocess_case",
     "preprocess_files",
@@ -220,22 +223,85 @@ class PreprocessingPlan:
             raise InputError(exc.problem, path) from None
 
 
+FIELDS_OF_VIEW = ("spacing", "foreground")
+"""How a plan sizes its in-plane window (:func:`plan_from_fingerprint`): ``spacing`` — ``size`` pixels
+at the dataset's median spacing; ``foreground`` — the same, widened where that is too narrow for
+the training ground truths' foreground (:func:`foreground_field_of_view`); or a number: the
+window's width in mm."""
+
+FOREGROUND_QUANTILE = 95.0
+"""Percentile over the training cases of their foreground's in-plane extent that the
+``foreground`` field of view covers (so that one stray label far from the organ does not coarsen
+every case)."""
+
+FOREGROUND_MARGIN = 1.1
+"""The ``foreground`` field of view is the extent at :data:`FOREGROUND_QUANTILE` times this."""
+
+
+def check_field_of_view(value: Any) -> str:
+    """``value`` as a config stores it: ``"spacing"``, ``"foreground"`` or a positive width in mm
+    written as a number (``150`` or ``"150"`` -> ``"150"``; a trailing ``mm`` is accepted).
+    ValueError naming the choices otherwise."""
+    text = str(value).strip().lower()
+    if text in FIELDS_OF_VIEW:
+        return text
+    try:
+        mm = float(text.removesuffix("mm").strip())
+    except ValueError:
+        mm = float("nan")
+    if not (np.isfinite(mm) and mm > 0):
+        raise ValueError(f"field_of_view must be spacing, foreground or a width in mm > 0, got {value!r}")
+    return f"{mm:g}"
+
+
+def foreground_field_of_view(fingerprint: DatasetFingerprint, *, slice_axis: int = 2,
+                             quantile: float = FOREGROUND_QUANTILE, margin: float = FOREGROUND_MARGIN) -> float:
+    """Width in mm of a square in-plane window that holds the training ground truths' foreground:
+    per case the larger in-plane side (mm) of the bounding box of label > 0, its ``quantile``-th
+    percentile over the cases with foreground (numpy's linear interpolation), times ``margin``.
+    The window is centred on each case's largest connected part (module docstring), so
+    structures far apart (e.g. both kidneys) can still reach beyond it; the QC drivers say so.
+    0 when no case has foreground (nothing to hold)."""
+    extents = []
+    for case in fingerprint.cases:
+        if not case.foreground_voxels:
+            continue
+        spacing = list(case.to_ras_order(case.spacing)) + [1.0] * (3 - len(case.spacing))
+        box = list(case.to_ras_order(case.foreground_bbox_shape)) + [1] * (3 - len(case.foreground_bbox_shape))
+        extents.append(max(box[a] * spacing[a] for a in range(3) if a != slice_axis))
+    if not extents:
+        return 0.0
+    return float(np.percentile(extents, quantile)) * margin
+
+
 def plan_from_fingerprint(
     fingerprint: DatasetFingerprint,
     *,
     size: int = 256,
     target_spacing: tuple[float, float] | None = None,
+    field_of_view: str | float = "spacing",
     slice_axis: int = 2,
     image_order: int = 1,
     percentiles: tuple[float, float] = PERCENTILES,
 ) -> PreprocessingPlan:
-    """Plan for a dataset: target in-plane spacing = the fingerprint's median spacing of the two
-    non-slice RAS axes (unless ``target_spacing`` in mm is given), per-channel normalisation from
-    the channel's scheme and foreground statistics."""
+    """Plan for a dataset: per-channel normalisation from the channel's scheme and foreground
+    statistics, and the target in-plane spacing (mm) from ``field_of_view``
+    (:data:`FIELDS_OF_VIEW`): ``"spacing"`` — the fingerprint's median spacing of the two non-slice
+    RAS axes, so the window is ``size`` times that wide; ``"foreground"`` — per axis the larger of
+    that median spacing and :func:`foreground_field_of_view` / ``size`` (pixels never finer than
+    the data's, the window never narrower than the foreground needs); a number — that width in mm
+    / ``size`` on both axes. ``target_spacing`` (mm) overrides it."""
     if target_spacing is None:
-        in_plane = [a for a in range(3) if a != slice_axis]
-        median = list(fingerprint.median_spacing) + [1.0] * (3 - len(fingerprint.median_spacing))
-        target_spacing = (median[in_plane[0]], median[in_plane[1]])
+        choice = check_field_of_view(field_of_view)
+        if choice in FIELDS_OF_VIEW:
+            in_plane = [a for a in range(3) if a != slice_axis]
+            median = list(fingerprint.median_spacing) + [1.0] * (3 - len(fingerprint.median_spacing))
+            target_spacing = (median[in_plane[0]], median[in_plane[1]])
+            if choice == "foreground":
+                needed = foreground_field_of_view(fingerprint, slice_axis=slice_axis) / size
+                target_spacing = (max(target_spacing[0], needed), max(target_spacing[1], needed))
+        else:
+            target_spacing = (float(choice) / size, float(choice) / size)
     channels = []
     for channel in fingerprint.channels:
         stats = channel.intensity

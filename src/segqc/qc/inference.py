@@ -225,13 +225,14 @@ def outside_window_warning(share: float, plan: PreprocessingPlan, path: Path) ->
     the segmentation's foreground lying beyond the model's window exceeds
     :data:`~segqc.fingerprint.preprocessing.OUTSIDE_WINDOW_SHARE`, else None. A pGT model sees the
     slices cut to ``plan.size`` pixels of ``plan.target_spacing`` around the segmentation's largest
-    part (the nnQC paper standardises them by the dataset's median cropped size instead); its pGT is background
-    beyond that, so the estimates count every segmentation voxel there as wrong, right or not."""
+    part (the nnQC paper standardises them by the dataset's median cropped size; the training's
+    ``field_of_view`` sets this window); its pGT is background beyond that, so the estimates count
+    every segmentation voxel there as wrong, right or not."""
     if not share > OUTSIDE_WINDOW_SHARE:
         return None
     return (f"{path}: {100 * share:.2g} % of the segmentation's foreground lies outside the {window_extent_mm(plan)} "
             "mm window the model sees; its pseudo ground truth is background there, so the estimates count those "
-            "voxels as wrong")
+            "voxels as wrong (a model trained with a wider --set field_of_view sees more)")
 
 
 def majority_vote(samples: np.ndarray, labels: Sequence[int]) -> np.ndarray:

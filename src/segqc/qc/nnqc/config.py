@@ -5,8 +5,9 @@
 
 * ``tiny`` — for tests: 32 px slices, latent 2 x 8 x 8, ~0.3 M parameters in all, 30-40 steps per
   stage. Learns nothing useful; checks that everything runs.
-* ``small`` (the default) — 2 CPU cores: 96 px slices (ACDC at 1.56 mm: a 150 mm field of view
-  around the heart), latent 2 x 24 x 24 (1/4), VAE (16, 32, 64), diffusion UNet (32, 64, 64) with
+* ``small`` (the default) — 2 CPU cores: 96 px slices over a window sized by the training
+  foreground (``field_of_view="foreground"``; ACDC: 151 mm around the heart, 1.58 mm pixels;
+  every preset sizes it so), latent 2 x 24 x 24 (1/4), VAE (16, 32, 64), diffusion UNet (32, 64, 64) with
   attention on the two coarse levels, E2 a 3-stage CNN with 8 x 8 = 64 tokens of 64 dims, d = 64,
   4 query tokens; the slice itself also enters the denoiser (``image_input``); 2.2 M parameters
   (denoiser 1.7 M). SSL 500 + VAE 3000 + LDM 8000 steps of batch 16 / 8 / 8; inference 4 samples
@@ -43,6 +44,7 @@ from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from segqc.config import ConfigBase, register_presets
+from segqc.fingerprint.preprocessing import check_field_of_view
 
 __all__ = ["CONDITIONING_MODES", "IMAGE_ENCODERS", "IMAGE_INPUTS", "PRESETS", "SEG_ENCODINGS", "NnqcConfig"]
 
@@ -55,10 +57,15 @@ _TUPLE_FIELDS = ("vae_channels", "encoder_channels", "ldm_channels", "ldm_attent
 
 @dataclass(frozen=True)
 class NnqcConfig(ConfigBase):
-    """Every setting of the nnQC model and its training (defaults: the ``small`` preset).
+    """Every setting of the nnQC model and its training (defaults: the ``small`` preset's, but
+    ``field_of_view`` is ``spacing``, as in every model saved before the presets sized the window
+    by the foreground).
 
-    Geometry: ``size`` (slice size, voxels), ``latent_factor`` (latent = ``size // latent_factor``),
-    ``latent_channels`` (C = 2 in the paper).
+    Geometry: ``size`` (slice size, voxels), ``field_of_view`` (the slices' in-plane width:
+    ``spacing`` — ``size`` pixels at the training data's median spacing —, ``foreground`` — wide
+    enough for the training ground truths' foreground —, or a width in mm;
+    :func:`~segqc.fingerprint.preprocessing.plan_from_fingerprint`), ``latent_factor`` (latent =
+    ``size // latent_factor``), ``latent_channels`` (C = 2 in the paper).
 
     Stage 1, mask VAE-GAN (MONAI ``AutoencoderKL`` + ``PatchDiscriminator``): ``vae_channels`` per
     level, ``vae_res_blocks``, ``vae_attention`` (non-local attention in the encoder/decoder mid
@@ -119,6 +126,7 @@ class NnqcConfig(ConfigBase):
     RESUMABLE_FIELDS: ClassVar[tuple[str, ...]] = ("checkpoint_every",)
 
     size: int = 96
+    field_of_view: str = "spacing"
     latent_factor: int = 4
     latent_channels: int = 2
     # stage 1
@@ -181,6 +189,7 @@ class NnqcConfig(ConfigBase):
     seed: int = 0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "field_of_view", check_field_of_view(self.field_of_view))
         for name in _TUPLE_FIELDS:
             value = getattr(self, name)
             cast = bool if name == "ldm_attention_levels" else int
@@ -296,7 +305,7 @@ class NnqcConfig(ConfigBase):
         return self.token_grid ** 2 if self.conditioning == "image" else self.query_tokens
 
 
-_SMALL = NnqcConfig()
+_SMALL = NnqcConfig(field_of_view="foreground")
 
 _TINY = replace(
     _SMALL,

@@ -288,7 +288,7 @@ def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, co
     if fingerprint is None:
         fingerprint = compute_fingerprint(root, cases=cases)
     if plan is None:
-        plan = plan_from_fingerprint(fingerprint, size=config.size)
+        plan = plan_from_fingerprint(fingerprint, size=config.size, field_of_view=config.field_of_view)
     if plan.size != config.size:
         raise InputError(f"the plan makes {plan.size} px slices but the config needs {config.size}")
     labels = tuple(sorted(set(fingerprint.labels) | set(fingerprint.label_values_present) | {0}))
@@ -308,7 +308,7 @@ def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, co
                 ratios.append(ratio)
     if not images:
         raise InputError(NO_FOREGROUND, root)
-    note = window_cut_note(shares, plan) if log is not None else None
+    note = window_cut_note(shares, plan, config.field_of_view) if log is not None else None
     if log is not None and note:
         log(note)
     data = make_training_data(np.stack(images), np.stack(gts), np.array(ratios), labels=labels,
@@ -319,20 +319,24 @@ def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, co
     return data
 
 
-def window_cut_note(shares: Mapping[str, float], plan: PreprocessingPlan) -> str | None:
+def window_cut_note(shares: Mapping[str, float], plan: PreprocessingPlan,
+                    field_of_view: str = "spacing") -> str | None:
     """A warning line when more than :data:`~segqc.fingerprint.preprocessing.OUTSIDE_WINDOW_SHARE` of some
     ground truths' foreground lies beyond the plan's window (``shares``: case -> share,
     :func:`~segqc.fingerprint.preprocessing.outside_window_share`), else None: the model then
-    learns cut shapes and its pGTs are background there at prediction, so a larger ``size``
-    (or a coarser spacing) would see the whole structure."""
+    learns cut shapes and its pGTs are background there at prediction. The line names the wider
+    setting: ``field_of_view=foreground`` where the config's ``field_of_view`` is ``spacing``,
+    else a width in mm (either at the same cost; a larger ``size`` widens it at more)."""
     cut = {case: share for case, share in shares.items() if share > OUTSIDE_WINDOW_SHARE}
     if not cut:
         return None
     worst = max(cut, key=lambda case: cut[case])
+    wider = ("--set field_of_view=foreground (or a width in mm)" if field_of_view == "spacing"
+             else "a wider --set field_of_view (a width in mm)")
     return (f"warning: {len(cut)} of {len(shares)} training ground truths have more than "
             f"{100 * OUTSIDE_WINDOW_SHARE:g} % of their foreground outside the {window_extent_mm(plan)} mm window the "
-            f"model sees (most: {100 * cut[worst]:.2g} % of {worst}); their pGTs will be cut there: a larger "
-            "--set size sees the whole structure")
+            f"model sees (most: {100 * cut[worst]:.2g} % of {worst}); their pGTs will be cut there: {wider} sees the "
+            "whole structure")
 
 
 def extra_segmentation_slices(dataset_dir: str | Path, cases: Sequence[str], seg_dir: str | Path,

@@ -5,7 +5,8 @@
 
 * ``tiny`` — for tests: 32 px slices, widths (4, 8, 16, 32) with one residual block per stage, a
   few dozen steps. Learns little; checks that everything runs.
-* ``small`` (the default) — 2 CPU cores: 96 px slices (ACDC at 1.56 mm: a 150 mm field of view),
+* ``small`` (the default) — 2 CPU cores: 96 px slices over a window sized by the training
+  foreground (``field_of_view="foreground"``, every preset's; ACDC: 151 mm, 1.58 mm pixels),
   the ResNet-34 layout (3, 4, 6, 3 residual blocks) at widths (16, 32, 64, 128) (4.0 M
   parameters), kernels from the data's spacing (``kernels="auto"``: ACDC's thick slices get
   ``(1, 3, 3)`` at the two finest levels, :func:`resolve_kernels`), batch 4, 10 degraded
@@ -50,6 +51,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from segqc.config import ConfigBase, register_presets
+from segqc.fingerprint.preprocessing import check_field_of_view
 from segqc.training.precision import PRECISIONS
 
 __all__ = ["ENSEMBLE_ERRORS", "LOSS_WEIGHTINGS", "PRESETS", "QcResUNetConfig", "resolve_kernels", "resolve_strides"]
@@ -61,10 +63,12 @@ THICK_SLICE_RATIO = 2.0
 @dataclass(frozen=True)
 class QcResUNetConfig(ConfigBase):
     """Every setting of the QCResUNet model and its training (defaults: the ``small`` preset's, but
-    ``kernels`` is ``cube``, ``loss_lambda`` 1 and ``sem_dice`` ``batch``, the paper's, as in every
-    model saved before the presets changed them).
+    ``kernels`` is ``cube``, ``loss_lambda`` 1 and ``sem_dice`` ``batch``, the paper's, and
+    ``field_of_view`` ``spacing``, as in every model saved before the presets changed them).
 
-    Network: ``size`` (in-plane slice size, px; divisible by 16), ``widths`` / ``blocks`` per
+    Network: ``size`` (in-plane slice size, px; divisible by 16), ``field_of_view`` (the slices'
+    in-plane width: ``spacing``, ``foreground`` or mm, as nnQC's,
+    :func:`~segqc.fingerprint.preprocessing.plan_from_fingerprint`), ``widths`` / ``blocks`` per
     ResNet stage, ``strides`` ("auto" or four per-axis rates), ``kernels`` (the convolutions'
     kernel sizes per resolution level: ``cube``, ``auto`` or five per-axis sizes,
     :func:`resolve_kernels`), ``dropout`` (spatial dropout in
@@ -130,6 +134,7 @@ class QcResUNetConfig(ConfigBase):
     RESUMABLE_FIELDS: ClassVar[tuple[str, ...]] = ("epochs", "checkpoint_every", "keep_members", "ensemble_errors")
 
     size: int = 96
+    field_of_view: str = "spacing"
     widths: tuple[int, ...] = (16, 32, 64, 128)
     blocks: tuple[int, ...] = (3, 4, 6, 3)
     strides: Any = "auto"
@@ -168,6 +173,7 @@ class QcResUNetConfig(ConfigBase):
     seed: int = 0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "field_of_view", check_field_of_view(self.field_of_view))
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
         object.__setattr__(self, "blocks", tuple(int(b) for b in self.blocks))
         if self.strides != "auto":
@@ -316,11 +322,13 @@ def resolve_strides(config: QcResUNetConfig, *, ndim: int, slice_spacing: float,
 PRESETS = {
     "tiny": QcResUNetConfig(size=32, widths=(4, 8, 16, 32), blocks=(1, 1, 1, 1), degraded_per_case=3, epochs=3,
                             samples_per_epoch=8, batch_size=2, max_depth=8, checkpoint_every=1000,
-                            readout_per_case=2, readout_fourier=64, readout_corrections=2, precision="fp32"),
+                            readout_per_case=2, readout_fourier=64, readout_corrections=2, precision="fp32",
+                            field_of_view="foreground"),
     "small": QcResUNetConfig(kernels="auto", samples_per_epoch=680, loss_lambda=3.0, sem_dice="sample",
-                             readout_per_case=40, readout_real_weight=8.0, readout_corrections=8),
+                             readout_per_case=40, readout_real_weight=8.0, readout_corrections=8,
+                             field_of_view="foreground"),
     "paper": QcResUNetConfig(size=128, widths=(32, 64, 128, 256), epochs=100, samples_per_epoch=1000,
                              degraded_per_case=20, members=3, max_depth=32, readout_per_case=0,
-                             precision="fp32", loss_weighting="paper"),
+                             precision="fp32", loss_weighting="paper", field_of_view="foreground"),
 }
 register_presets(QcResUNetConfig, PRESETS)

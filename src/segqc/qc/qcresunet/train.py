@@ -317,7 +317,7 @@ def build_training_data(dataset_dir: str | Path, cases: Sequence[str] | None, co
     ignore = dataset.info.ignore
     if not set(fingerprint.label_values_present) - {0, ignore}:  # nothing to assess: refused, not trained
         raise InputError(NO_FOREGROUND, dataset.root)
-    plan = plan_from_fingerprint(fingerprint, size=config.size)
+    plan = plan_from_fingerprint(fingerprint, size=config.size, field_of_view=config.field_of_view)
     labels = tuple(sorted(set(fingerprint.labels) | set(fingerprint.label_values_present) | {0}))
     classes = dataset_classes(dataset.info, labels, config.classes)
     work = Path(work_dir)

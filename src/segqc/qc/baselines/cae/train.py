@@ -95,7 +95,7 @@ def train_from_dataset(dataset_dir: str | Path, out_dir: str | Path, *, config: 
         raise ValueError(f"the CAE baseline learns from ground truths only; {', '.join(given)} is for nnqc and "
                          "qcresunet")
     fingerprint = compute_fingerprint(dataset_dir, cases=cases, jobs=jobs)
-    plan = plan_from_fingerprint(fingerprint, size=config.size)
+    plan = plan_from_fingerprint(fingerprint, size=config.size, field_of_view=config.field_of_view)
     cases = list(cases) if cases is not None else sorted(c.case for c in fingerprint.cases)
     slices = ground_truth_slices(dataset_dir, cases, plan)
     labels = sorted(int(v) for v in fingerprint.labels)
