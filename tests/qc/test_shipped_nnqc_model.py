@@ -103,3 +103,16 @@ def test_pseudo_ground_truth_is_written_on_the_input_grid(qc_run, acdc):
     assert np.mean([_numpy_dice(pgt.array, gt.array, k) for k in (1, 2, 3)]) > 0.85
     per_slice = pd.read_csv(root / "qc" / "qc_slices.csv")
     assert set(per_slice["slice"]) == set(range(gt.array.shape[2]))
+
+
+def test_the_shipped_model_is_the_small_preset_its_card_documents():
+    """The model card's command is the ``small`` preset with the median-spacing window
+    (``--set field_of_view=spacing``): every setting saved with the weights must equal that
+    recipe's (a preset changed without retraining the model fails here), and the saved plan's
+    window is 96 px of ACDC's median 1.5625 mm."""
+    from segqc.qc.nnqc.config import NnqcConfig
+    from segqc.training.checkpoints import read_checkpoint_meta
+
+    config = read_checkpoint_meta(MODEL)["config"]
+    assert NnqcConfig.from_dict(config["nnqc"]) == NnqcConfig.preset("small").with_overrides(field_of_view="spacing")
+    assert config["plan"]["size"] == 96 and config["plan"]["target_spacing"] == [1.5625, 1.5625]

@@ -91,12 +91,13 @@ def test_a_stray_blob_beyond_the_window_is_marked_wrong(shared_data, tmp_path):
 
 
 def test_the_shipped_model_is_the_small_preset_it_documents():
-    """The model card and README say the shipped weights are the ``small`` preset trained with seed 0:
-    every setting saved with the weights must equal that preset's (a preset changed without
-    refitting the model, or weights of another recipe, fail here), and its read-out must be fitted
-    and in charge of the estimates."""
+    """The model card and README say the shipped weights are the ``small`` preset trained with seed 0
+    and the median-spacing window (``--set field_of_view=spacing``): every setting saved with the
+    weights must equal that recipe's (a preset changed without refitting the model, or weights of
+    another recipe, fail here), and its read-out must be fitted and in charge of the estimates."""
     saved = read_checkpoint_meta(MODEL)["config"]["qcresunet"]
-    assert QcResUNetConfig.from_dict(saved) == QcResUNetConfig.preset("small", seed=0)
+    assert QcResUNetConfig.from_dict(saved) == QcResUNetConfig.preset("small", seed=0).with_overrides(
+        field_of_view="spacing")
     record = json.loads((MODEL / "metrics.json").read_text())["member0_readout"]
     assert record["used"] and record["samples"] == 180 * (saved["readout_per_case"] + 1) + 540
     assert record["real_weight"] == saved["readout_real_weight"]
