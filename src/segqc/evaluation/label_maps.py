@@ -22,7 +22,7 @@ from segqc.metrics.components import compare_components
 from segqc.metrics.instance import instance_metrics
 from segqc.metrics.lesion import lesion_scores
 from segqc.metrics.masks import label_boxes, union_box
-from segqc.metrics.multiclass import generalized_dice, multiclass_dice
+from segqc.metrics.multiclass import check_label_maps, generalized_dice, multiclass_dice
 from segqc.metrics.registry import (
     INSTANCE_METRICS,
     LESION_METRICS,
@@ -164,16 +164,9 @@ def evaluate_label_maps(
     Empty masks: every row says in ``empty`` which rule of ``config.settings.empty`` applied.
     """
     config = config or EvaluationConfig()
-    pred, gt = np.asarray(pred), np.asarray(gt)
+    pred, gt = check_label_maps(pred, gt)
     pred = pred.astype(np.uint8) if pred.dtype == bool else pred
     gt = gt.astype(np.uint8) if gt.dtype == bool else gt
-    if pred.shape != gt.shape:
-        raise ValueError(f"prediction shape {pred.shape} differs from ground truth {gt.shape}")
-    for name, array in (("prediction", pred), ("ground truth", gt)):
-        if array.dtype.kind not in "iub":
-            raise ValueError(f"{name} must be an integer label map, got dtype {array.dtype}")
-        if array.dtype.kind == "i" and array.size and array.min() < 0:
-            raise ValueError(f"{name} has negative label values")
     if config.instances:
         return _evaluate_instance_maps(pred, gt, spacing, config, case=case, spacing_known=spacing_known)
     labels = config.label_set

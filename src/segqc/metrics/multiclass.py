@@ -32,8 +32,8 @@ from segqc.metrics.binary import MetricResult
 from segqc.metrics.counts import value_counts
 from segqc.metrics.registry import EmptyPolicy, empty_situation, metric_info
 
-__all__ = ["MulticlassCounts", "generalized_dice", "multiclass_counts", "multiclass_dice", "per_class_dice",
-           "present_labels"]
+__all__ = ["MulticlassCounts", "check_label_maps", "generalized_dice", "multiclass_counts", "multiclass_dice",
+           "per_class_dice", "present_labels"]
 
 
 def present_labels(label: np.ndarray) -> list[int]:
@@ -56,7 +56,9 @@ class MulticlassCounts(tuple):
     fn = property(lambda self: self[2])
 
 
-def _check_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def check_label_maps(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``pred`` and ``gt`` as arrays after checking that they are label maps of one shape: integer
+    or boolean, no negative value (ValueError naming the problem)."""
     pred, gt = np.asarray(pred), np.asarray(gt)
     if pred.shape != gt.shape:
         raise ValueError(f"pred shape {pred.shape} differs from gt shape {gt.shape}")
@@ -70,7 +72,7 @@ def _check_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def multiclass_counts(pred: np.ndarray, gt: np.ndarray) -> MulticlassCounts:
     """TP, FP, FN voxel counts of the multi-class definition (module docstring)."""
-    pred, gt = _check_pair(pred, gt)
+    pred, gt = check_label_maps(pred, gt)
     pred_fg = pred != 0
     wrong = pred != gt
     n_pred = int(np.count_nonzero(pred_fg))
@@ -114,7 +116,7 @@ def per_class_dice(
     ``gt_empty`` / ``pred_empty`` rule (default 0). Counts come from one joint histogram of the
     two maps, so the cost does not grow with the number of labels.
     """
-    pred, gt = _check_pair(pred, gt)
+    pred, gt = check_label_maps(pred, gt)
     policy = empty or EmptyPolicy()
     counts = class_counts(pred, gt, labels)
     return {c: _dice_from_counts(tp_c, np_c - tp_c, ng_c - tp_c, policy) for c, (tp_c, np_c, ng_c) in counts.items()}
@@ -167,7 +169,7 @@ def generalized_dice(
     ``pred_empty`` rule, tagged; the result is named ``generalized_dice``. ``ValueError`` for no
     labels, label 0 and labels that are not integers.
     """
-    pred, gt = _check_pair(pred, gt)
+    pred, gt = check_label_maps(pred, gt)
     if weighting not in GD_WEIGHTS:
         raise ValueError(f"weighting must be one of {GD_WEIGHTS}, got {weighting!r}")
     policy = empty or EmptyPolicy()
