@@ -43,10 +43,14 @@ def _meta(folder: Path) -> dict:
 
 
 def _comparable(config: dict) -> dict:
-    """The config, the recipe's fields as ``qcresunet.FIELD``, without what may differ between the
+    """The config, the recipe's fields as ``qcresunet.FIELD`` (read as segqc reads them, so a field
+    an older run did not save counts with the value it had), without what may differ between the
     runs of one recipe (the seed and the number of members)."""
+    from segqc.qc.qcresunet.config import QcResUNetConfig
+
     flat = {key: value for key, value in config.items() if key != "qcresunet"}
-    flat.update({f"qcresunet.{key}": value for key, value in config["qcresunet"].items()
+    recipe = QcResUNetConfig.from_dict(config["qcresunet"]).to_dict()
+    flat.update({f"qcresunet.{key}": value for key, value in recipe.items()
                  if key not in ("seed", "members", "keep_members")})
     return flat
 

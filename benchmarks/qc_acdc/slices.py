@@ -1,7 +1,7 @@
 """Preprocessed nnQC slices of an nnU-Net dataset, saved to one file that travels to another machine.
 
     python benchmarks/qc_acdc/slices.py ../shared/data/acdc SPLIT.json OUT_DIR [--config small] [--jobs 2] \
-        [--extra-segs ZOO_TRAIN_PREDICTIONS/unet_e001 ...]
+        [--extra-segs ZOO_TRAIN_PREDICTIONS/unet_e001 ...] [--set field_of_view=spacing ...]
 
 writes ``OUT_DIR/train.pkl.gz`` (the ``train`` cases of the split, degraded as for training, plus
 the segmentations of those cases in each ``--extra-segs`` folder, as ``segqc qc train nnqc
@@ -44,6 +44,7 @@ def main() -> None:
     from segqc.io.split import Split
     from segqc.qc.nnqc import NnqcConfig
     from segqc.qc.nnqc.train import build_training_data
+    from segqc.qc.training_api import parse_overrides
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", type=Path)
@@ -52,9 +53,11 @@ def main() -> None:
     parser.add_argument("--config", default="small")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--extra-segs", type=Path, action="append", default=[])
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a field of the preset, as `segqc qc train --set` (e.g. field_of_view=spacing)")
     args = parser.parse_args()
     split = Split.load(args.split)
-    config = NnqcConfig.preset(args.config)
+    config = NnqcConfig.preset(args.config).with_overrides(**parse_overrides(args.set))
     args.out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     fingerprint = compute_fingerprint(args.dataset, cases=list(split.train))

@@ -39,7 +39,11 @@ def parse_variant(text: str) -> tuple[str, dict]:
     from segqc.qc.training_api import parse_overrides
 
     name, _, rest = text.partition(":")
-    return name, parse_overrides([item for item in rest.split(",") if item])
+    overrides = parse_overrides([item for item in rest.split(",") if item])
+    fixed = sorted(set(overrides) & {"size", "field_of_view"})
+    if fixed:  # the slices were cut once, by slices.py
+        raise SystemExit(f"variant {name}: {', '.join(fixed)} is fixed by the slices; give it to slices.py --set")
+    return name, overrides
 
 
 def validate(model_dir: Path, holdout, steps: int | None, max_slices: int | None) -> dict:

@@ -91,3 +91,24 @@ def test_keep_merges_only_the_member_whose_readout_is_best(runs, tmp_path):
     np.testing.assert_allclose(assess_volume(merged, images, segs)["dice"], expected, atol=1e-6)
     config = json.loads((tmp_path / "best" / "config.json").read_text())
     assert config["merged_members"] == [{"folder": str(best), "member": "member0", "readout_error": min(errors)}]
+
+
+def _copy_with_config(source: Path, folder: Path, change) -> Path:
+    folder.mkdir()
+    for path in source.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    config = json.loads((folder / "config.json").read_text())
+    change(config["config"]["qcresunet"])
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_a_run_saved_before_a_setting_existed_merges_with_one_that_has_its_value(runs, tmp_path):
+    """A run whose config lacks field_of_view (saved by an earlier segqc) had the median-spacing
+    window: it merges with a run saved with ``spacing`` and is refused beside ``foreground``."""
+    _, (first, second) = runs
+    older = _copy_with_config(second, tmp_path / "older", lambda c: c.pop("field_of_view"))
+    same = _copy_with_config(first, tmp_path / "same", lambda c: c.update(field_of_view="spacing"))
+    assert _script().merge([same, older], tmp_path / "ensemble") == 2
+    with pytest.raises(SystemExit, match=r"older: its config differs .* in 'qcresunet.field_of_view'"):
+        _script().merge([first, older], tmp_path / "refused")

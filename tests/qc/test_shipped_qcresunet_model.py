@@ -98,6 +98,8 @@ def test_the_shipped_model_is_the_small_preset_it_documents():
     saved = read_checkpoint_meta(MODEL)["config"]["qcresunet"]
     assert QcResUNetConfig.from_dict(saved) == QcResUNetConfig.preset("small", seed=0).with_overrides(
         field_of_view="spacing")
+    plan = read_checkpoint_meta(MODEL)["config"]["plan"]
+    assert plan["size"] == 96 and plan["target_spacing"] == [1.5625, 1.5625]  # ACDC's median spacing
     record = json.loads((MODEL / "metrics.json").read_text())["member0_readout"]
     assert record["used"] and record["samples"] == 180 * (saved["readout_per_case"] + 1) + 540
     assert record["real_weight"] == saved["readout_real_weight"]

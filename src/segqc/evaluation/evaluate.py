@@ -18,7 +18,7 @@ import pandas as pd
 
 from segqc.errors import InputError
 from segqc.evaluation.config import EvaluationConfig
-from segqc.evaluation.label_maps import COLUMNS, ROWS_REVISION, evaluate_label_maps
+from segqc.evaluation.label_maps import CLASS_MEAN_LABEL, COLUMNS, ROWS_REVISION, evaluate_label_maps
 from segqc.execution import CaseResult, CaseTask, RunReport, run_cases
 from segqc.io.atomic import write_csv_atomic, write_json_atomic
 from segqc.io.datasets import DatasetInfo, Pairing, find_dataset_json, pair_cases
@@ -398,4 +398,5 @@ def evaluate_folder(
     return table
 
 
-__all__ = ["COLUMNS", "EvaluationConfig", "FolderEvaluation", "evaluate_case", "evaluate_folder", "evaluate_label_maps"]
+__all__ = ["CLASS_MEAN_LABEL", "COLUMNS", "EvaluationConfig", "FolderEvaluation", "evaluate_case", "evaluate_folder",
+           "evaluate_label_maps"]

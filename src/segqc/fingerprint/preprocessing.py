@@ -237,6 +237,10 @@ every case)."""
 FOREGROUND_MARGIN = 1.1
 """The ``foreground`` field of view is the extent at :data:`FOREGROUND_QUANTILE` times this."""
 
+FINEST_PIXEL_SHARE = 0.25
+"""A width in mm may not make pixels finer than this share of the data's median in-plane spacing
+(every image is resampled whole before the crop: 4 x finer is 16 x the pixels of a slice)."""
+
 
 def check_field_of_view(value: Any) -> str:
     """``value`` as a config stores it: ``"spacing"``, ``"foreground"`` or a positive width in mm
@@ -251,7 +255,7 @@ def check_field_of_view(value: Any) -> str:
         mm = float("nan")
     if not (np.isfinite(mm) and mm > 0):
         raise ValueError(f"field_of_view must be spacing, foreground or a width in mm > 0, got {value!r}")
-    return f"{mm:g}"
+    return f"{mm:.12g}"
 
 
 def foreground_field_of_view(fingerprint: DatasetFingerprint, *, slice_axis: int = 2,
@@ -290,18 +294,23 @@ def plan_from_fingerprint(
     RAS axes, so the window is ``size`` times that wide; ``"foreground"`` — per axis the larger of
     that median spacing and :func:`foreground_field_of_view` / ``size`` (pixels never finer than
     the data's, the window never narrower than the foreground needs); a number — that width in mm
-    / ``size`` on both axes. ``target_spacing`` (mm) overrides it."""
+    / ``size`` on both axes; :class:`InputError` when that makes pixels finer than
+    :data:`FINEST_PIXEL_SHARE` of the median spacing. ``target_spacing`` (mm) overrides it."""
     if target_spacing is None:
         choice = check_field_of_view(field_of_view)
-        if choice in FIELDS_OF_VIEW:
-            in_plane = [a for a in range(3) if a != slice_axis]
-            median = list(fingerprint.median_spacing) + [1.0] * (3 - len(fingerprint.median_spacing))
-            target_spacing = (median[in_plane[0]], median[in_plane[1]])
-            if choice == "foreground":
-                needed = foreground_field_of_view(fingerprint, slice_axis=slice_axis) / size
-                target_spacing = (max(target_spacing[0], needed), max(target_spacing[1], needed))
-        else:
-            target_spacing = (float(choice) / size, float(choice) / size)
+        in_plane = [a for a in range(3) if a != slice_axis]
+        median = list(fingerprint.median_spacing) + [1.0] * (3 - len(fingerprint.median_spacing))
+        target_spacing = (median[in_plane[0]], median[in_plane[1]])
+        if choice == "foreground":
+            needed = foreground_field_of_view(fingerprint, slice_axis=slice_axis) / size
+            target_spacing = (max(target_spacing[0], needed), max(target_spacing[1], needed))
+        elif choice != "spacing":
+            pixel, finest = float(choice) / size, FINEST_PIXEL_SHARE * min(target_spacing)
+            if pixel < finest:
+                raise InputError(f"field_of_view {choice} mm at {size} px makes {pixel:.3g} mm pixels, finer than "
+                                 f"{FINEST_PIXEL_SHARE:g} of the data's median spacing ({min(target_spacing):.4g} mm); "
+                                 f"give at least {finest * size:.4g} mm", fingerprint.dataset_dir)
+            target_spacing = (pixel, pixel)
     channels = []
     for channel in fingerprint.channels:
         stats = channel.intensity

@@ -194,6 +194,10 @@ def start_run(out_dir: str | Path, *, method: str, settings: Mapping[str, Any], 
 LATER_DATA_FIELDS = ("crc32",)
 """Data-summary fields that run records of earlier segqc versions lack (not compared with those)."""
 
+LATER_SETTINGS = {"field_of_view": "spacing"}
+"""Config fields that run records of earlier segqc versions lack, with the value every such run
+had: a record without the field is compared as if it held that value."""
+
 
 def _record_format(method: str) -> str:
     return f"segqc-{method}-run"
@@ -254,9 +258,12 @@ def check_training_folder(out_dir: str | Path, *, method: str | None = None,
     if settings is None:
         return
     config: dict[str, Any] = json.loads(json.dumps(dict(settings)))  # as JSON gives it back
-    if old.get("config") != config:
-        raw = old.get("config")
-        saved: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    raw = old.get("config")
+    saved: dict[str, Any] = dict(raw) if isinstance(raw, dict) else {}
+    for key, value in LATER_SETTINGS.items():
+        if key in config:
+            saved.setdefault(key, value)
+    if saved != config:
         changed = [k for k in config if saved.get(k) != config[k]] or sorted(set(saved) - set(config))
         detail = ", ".join(f"{k} {saved.get(k)!r} -> {config.get(k)!r}" for k in changed[:3])
         allowed = f"only {may_change} may change when continuing; " if may_change else ""
