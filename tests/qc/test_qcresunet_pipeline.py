@@ -329,16 +329,17 @@ def test_add_readout_refits_the_readout_of_a_trained_model_and_keeps_its_network
 
 
 def test_prediction_runs_at_the_configs_precision(trained, tmp_path):
-    """A model whose config asks for ``auto`` precision predicts in bfloat16 where the CPU has it
-    (its read-out is fitted the same way); the estimates stay within a few hundredths of float32."""
+    """A model whose config asks for ``bf16`` predicts in bfloat16 (``auto`` does so where the CPU
+    has it natively; its read-out is fitted the same way); the estimates stay within a few
+    hundredths of float32."""
     from segqc.qc.qcresunet.predict import assess_volume, load
     from segqc.training.precision import resolve_precision
 
     fp32 = load(trained["model_dir"])
     assert fp32.precision == "fp32"  # the tiny preset pins float32
-    if resolve_precision("auto", torch.device("cpu")) != "bf16":
-        pytest.skip("this CPU has no native bfloat16")
-    bf16 = load(_with_config(trained["model_dir"], tmp_path / "auto", precision="auto"))
+    auto = load(_with_config(trained["model_dir"], tmp_path / "auto", precision="auto"))
+    assert auto.precision == resolve_precision("auto", torch.device("cpu"))
+    bf16 = load(_with_config(trained["model_dir"], tmp_path / "bf16", precision="bf16"))
     assert bf16.precision == "bf16"
     rng = np.random.default_rng(0)
     segs = rng.integers(0, 3, (8, 32, 32))

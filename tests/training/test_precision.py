@@ -9,12 +9,19 @@ import torch
 from segqc.training.precision import autocast, conv3d_by_slices, resolve_precision, shield_conv3d
 
 
-def test_explicit_precisions_are_kept_and_auto_follows_the_cpu():
+def test_explicit_precisions_are_kept_and_auto_follows_the_cpu(monkeypatch):
+    """``auto`` is ``bf16`` only on a CPU with AVX-512 BF16 or AMX-BF16 instructions: on one with
+    AVX-512 alone oneDNN emulates bfloat16, slower than float32."""
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) == "fp32"
     assert resolve_precision("bf16", cpu) == "bf16"
-    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    capabilities = torch.cpu.get_capabilities()
+    native = bool(capabilities["avx512_bf16"] or capabilities["amx_bf16"])
     assert resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
+    for avx512_bf16, amx_bf16, expected in ((False, False, "fp32"), (True, False, "bf16"), (False, True, "bf16")):
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda a=avx512_bf16, b=amx_bf16: {
+            **capabilities, "avx512_f": True, "avx512_bw": True, "avx512_bf16": a, "amx_bf16": b})
+        assert resolve_precision("auto", cpu) == expected
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("fp16x", cpu)
     with pytest.raises(ValueError, match="resolved"):
