@@ -1,7 +1,11 @@
-"""Test helper shared by the training tests: two model folders hold the same weights, bit for bit."""
+"""Test helpers shared by the training tests: two model folders hold the same weights, bit for bit;
+a copy of a model folder with its method's config changed."""
 
 from __future__ import annotations
 
+import json
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -17,3 +21,13 @@ def assert_same_weights(a: Path, b: Path) -> None:
         assert left.keys() == right.keys(), file
         for key in left:
             assert torch.equal(left[key], right[key]), (file, key)
+
+
+def copy_with_config(source: Path, folder: Path, change: Callable[[dict], object], method: str = "qcresunet") -> Path:
+    """A copy of the model folder ``source`` at ``folder`` whose ``config.json`` has the
+    ``method`` part of its config passed through ``change`` (which edits the dict in place)."""
+    shutil.copytree(source, folder)
+    config = json.loads((folder / "config.json").read_text())
+    change(config["config"][method])
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from model_files import copy_with_config
 from qc_toy_data import make_qc_dataset
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "qc_acdc" / "merge_members.py"
@@ -61,13 +62,7 @@ def test_a_merged_model_estimates_the_mean_of_its_runs(runs, tmp_path):
 
 def test_runs_of_another_recipe_are_refused_naming_the_folder_and_field(runs, tmp_path):
     root, (first, second) = runs
-    other = tmp_path / "other"
-    other.mkdir()
-    for path in second.iterdir():
-        (other / path.name).write_bytes(path.read_bytes())
-    config = json.loads((other / "config.json").read_text())
-    config["config"]["qcresunet"]["widths"] = [8, 8, 8, 8]
-    (other / "config.json").write_text(json.dumps(config))
+    other = copy_with_config(second, tmp_path / "other", lambda c: c.update(widths=[8, 8, 8, 8]))
     with pytest.raises(SystemExit, match=r"other: its config differs .* in 'qcresunet.widths'"):
         _script().merge([first, other], tmp_path / "ensemble")
     assert not (tmp_path / "ensemble").exists()
@@ -93,22 +88,12 @@ def test_keep_merges_only_the_member_whose_readout_is_best(runs, tmp_path):
     assert config["merged_members"] == [{"folder": str(best), "member": "member0", "readout_error": min(errors)}]
 
 
-def _copy_with_config(source: Path, folder: Path, change) -> Path:
-    folder.mkdir()
-    for path in source.iterdir():
-        (folder / path.name).write_bytes(path.read_bytes())
-    config = json.loads((folder / "config.json").read_text())
-    change(config["config"]["qcresunet"])
-    (folder / "config.json").write_text(json.dumps(config))
-    return folder
-
-
 def test_a_run_saved_before_a_setting_existed_merges_with_one_that_has_its_value(runs, tmp_path):
     """A run whose config lacks field_of_view (saved by an earlier segqc) had the median-spacing
     window: it merges with a run saved with ``spacing`` and is refused beside ``foreground``."""
     _, (first, second) = runs
-    older = _copy_with_config(second, tmp_path / "older", lambda c: c.pop("field_of_view"))
-    same = _copy_with_config(first, tmp_path / "same", lambda c: c.update(field_of_view="spacing"))
+    older = copy_with_config(second, tmp_path / "older", lambda c: c.pop("field_of_view"))
+    same = copy_with_config(first, tmp_path / "same", lambda c: c.update(field_of_view="spacing"))
     assert _script().merge([same, older], tmp_path / "ensemble") == 2
     with pytest.raises(SystemExit, match=r"older: its config differs .* in 'qcresunet.field_of_view'"):
         _script().merge([first, older], tmp_path / "refused")

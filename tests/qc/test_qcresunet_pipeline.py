@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from model_files import copy_with_config
 from qc_toy_data import make_qc_dataset
 
 from segqc.errors import InputError
@@ -352,11 +353,7 @@ def test_prediction_runs_at_the_configs_precision(trained, tmp_path):
 
 
 def _with_config(model_dir, folder, **fields):
-    shutil.copytree(model_dir, folder)
-    config = json.loads((folder / "config.json").read_text())
-    config["config"]["qcresunet"].update(fields)
-    (folder / "config.json").write_text(json.dumps(config))
-    return folder
+    return copy_with_config(model_dir, folder, lambda config: config.update(fields))
 
 
 def test_test_time_flips_make_the_estimates_mirror_equivariant(trained, tmp_path):
